@@ -1,0 +1,227 @@
+"""Read and write nmc graphs as NIR HDF5 files.
+
+Layout: exactly NIR 1.0.8's (``/version``, ``/node`` = the graph with its
+``nodes`` and ``edges``), so a pure-NIR graph written here is read by
+``nir.read``; plus a ``/nmc`` group NIR ignores::
+
+    /nmc.attrs["format"] = 1
+    /nmc/meta            JSON text: graph meta (dt, integrator, reset, ...)
+    /nmc/annotations/<node>/<AnnotationClass>/<field>   datasets (arrays) or
+                                                        JSON text (scalars, dicts)
+
+Extension nodes are written under ``/node/nodes/<name>`` with type
+``nmc.<Class>``; NIR's reader fails on them, nmc's reads them.
+
+Writes are deterministic (no HDF5 timestamps, fixed compression), so the
+same graph gives the same bytes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import nir
+import numpy as np
+
+from . import annotations as _ann
+from .errors import GraphError, InputFileError, UnsupportedNodeError
+from .ir import Graph
+from .nodes import EXTENSION_NODES
+
+FORMAT = 1
+
+
+# ------------------------------------------------------------------- write
+def _ds(group: h5py.Group, key: str, value: Any) -> None:
+    if isinstance(value, str):
+        group.create_dataset(key, data=value, dtype=h5py.string_dtype(), track_times=False)
+        return
+    arr = np.asarray(value)
+    if arr.dtype.kind in "US":
+        group.create_dataset(key, data=arr.astype(object), dtype=h5py.string_dtype(), track_times=False)
+    elif arr.ndim == 0 or arr.size < 16:
+        group.create_dataset(key, data=arr, track_times=False)
+    else:
+        group.create_dataset(key, data=arr, compression="gzip", compression_opts=4, shuffle=True,
+                             track_times=False)
+
+
+def _write_dict(group: h5py.Group, d: dict) -> None:
+    for k in d:  # insertion order: NIR's to_dict order, stable
+        v = d[k]
+        if k == "metadata":
+            if v:
+                _write_dict(group.create_group(k, track_order=True), {kk: _jsonable_or_array(vv) for kk, vv in v.items()})
+            continue
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            _write_dict(group.create_group(str(k), track_order=True), v)
+        else:
+            _ds(group, str(k), v)
+
+
+def _jsonable_or_array(v):
+    if isinstance(v, (np.ndarray, str, int, float, bool, np.generic)):
+        return v
+    if hasattr(v, "detach"):
+        return v.detach().cpu().numpy()
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def _node_dict(node: nir.NIRNode) -> dict:
+    d = node.to_dict()
+    if isinstance(node, nir.NIRGraph):
+        d["nodes"] = {k: _node_dict(n) for k, n in node.nodes.items()}
+    return d
+
+
+def write(path: str | Path, graph: Graph) -> None:
+    """Write ``graph`` (nodes, edges, extension nodes, annotations, meta) to ``path``."""
+    g = nir.NIRGraph(nodes=dict(graph.nodes), edges=list(graph.edges), type_check=False)
+    d = _node_dict(g)
+    d["edges"] = np.array(graph.edges, dtype=object).reshape(-1, 2) if graph.edges else np.zeros((0, 2), dtype=object)
+    d["edges"] = d["edges"].astype(object)
+    with h5py.File(path, "w", track_order=True) as f:
+        f.create_dataset("version", data=nir.version, dtype=h5py.string_dtype(), track_times=False)
+        _write_dict(f.create_group("node", track_order=True), d)
+        m = f.create_group("nmc", track_order=True)
+        m.attrs["format"] = FORMAT
+        _ds(m, "meta", json.dumps(graph.meta, sort_keys=True))
+        ag = m.create_group("annotations", track_order=True)
+        for node in sorted(graph.annotations):
+            ng = ag.create_group(node, track_order=True)
+            for kind in sorted(graph.annotations[node]):
+                a = graph.annotations[node][kind]
+                cg = ng.create_group(type(a).__name__, track_order=True)
+                for k, v in a.fields().items():
+                    if isinstance(v, np.ndarray):
+                        _ds(cg, k, v)
+                    else:
+                        _ds(cg, k, json.dumps({"v": _to_json(v)}, sort_keys=True))
+
+
+def _to_json(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, tuple):
+        return {"__tuple__": [_to_json(x) for x in v]}
+    if isinstance(v, list):
+        return [_to_json(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _to_json(x) for k, x in v.items()}
+    if isinstance(v, np.ndarray):
+        return {"__array__": v.tolist(), "dtype": str(v.dtype)}
+    return v
+
+
+def _from_json(v):
+    if isinstance(v, dict) and "__tuple__" in v:
+        return tuple(_from_json(x) for x in v["__tuple__"])
+    if isinstance(v, dict) and "__array__" in v:
+        return np.array(v["__array__"], dtype=v["dtype"])
+    if isinstance(v, dict):
+        return {k: _from_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_from_json(x) for x in v]
+    return v
+
+
+# -------------------------------------------------------------------- read
+def _h5_to_dict(g: h5py.Group) -> dict:
+    out = {}
+    for k, item in g.items():
+        if isinstance(item, h5py.Group):
+            out[k] = _h5_to_dict(item)
+        else:
+            v = item[()]
+            out[k] = v.decode("utf8") if isinstance(v, bytes) else v
+    return out
+
+
+def _dict_to_node(d: dict, path: str) -> nir.NIRNode:
+    t = d.get("type")
+    t = t.decode() if isinstance(t, bytes) else t
+    if t is None:
+        raise GraphError("node has no 'type' field (not a NIR node)", node=path or "<root>")
+    if t == "NIRGraph":
+        nodes = {k: _dict_to_node(v, f"{path}.{k}" if path else k) for k, v in d.get("nodes", {}).items()}
+        raw = d.get("edges", [])
+        edges = [(_s(a), _s(b)) for a, b in np.asarray(raw).reshape(-1, 2)] if len(raw) else []
+        return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    kw = {k: v for k, v in d.items() if k != "type"}
+    if "metadata" in kw:
+        kw["metadata"] = {k: v for k, v in kw["metadata"].items()}
+    try:
+        if t in EXTENSION_NODES:
+            cls = EXTENSION_NODES[t]
+            return cls(**kw)
+        if not hasattr(nir, t) or t in ("NIRNode", "NIRGraphData"):
+            raise UnsupportedNodeError(f"unknown node type '{t}'", node=path,
+                                       hint="nmc reads NIR 1.0.8 primitives and nmc.* extension nodes")
+        return nir.dict2NIRNode({"type": t, **kw})
+    except UnsupportedNodeError:
+        raise
+    except Exception as e:  # NIR's constructors raise bare TypeError/ValueError/AssertionError
+        raise GraphError(f"cannot build {t} node from the file: {type(e).__name__}: {e}", node=path,
+                         hint="the file may come from an incompatible NIR version or be corrupt") from None
+
+
+def _s(x) -> str:
+    return x.decode("utf8") if isinstance(x, bytes) else str(x)
+
+
+def read(path: str | Path) -> Graph:
+    """Read an nmc or plain NIR HDF5 file into a :class:`Graph` (no normalisation)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError("file not found", path=p, hint="check the path")
+    if p.is_dir():
+        raise InputFileError("is a directory, expected a NIR HDF5 file", path=p)
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise InputFileError(f"not a readable HDF5 file ({str(e).split('(')[0].strip()})", path=p,
+                             hint="the file is corrupt or truncated; re-export it") from None
+    try:
+        with f:
+            if "node" not in f:
+                raise InputFileError("HDF5 file has no '/node' group: not a NIR graph", path=p)
+            try:
+                d = _h5_to_dict(f["node"])
+            except (OSError, KeyError, ValueError) as e:
+                raise InputFileError(f"cannot read the graph data ({e})", path=p,
+                                     hint="the file is corrupt or truncated; re-export it") from None
+            node = _dict_to_node(d, "")
+            if not isinstance(node, nir.NIRGraph):
+                node = nir.NIRGraph(nodes={"input": nir.Input(node.input_type), "node": node,
+                                           "output": nir.Output(node.output_type)},
+                                    edges=[("input", "node"), ("node", "output")], type_check=False)
+            meta, anns = {}, {}
+            if "nmc" in f:
+                m = f["nmc"]
+                meta = json.loads(_s(m["meta"][()])) if "meta" in m else {}
+                for nname, ng in m.get("annotations", {}).items():
+                    for cname, cg in ng.items():
+                        cls = _ann.REGISTRY.get(cname)
+                        if cls is None:
+                            raise InputFileError(f"unknown annotation '{cname}' on node '{nname}'", path=p,
+                                                 hint="the file was written by a newer nmc")
+                        kw = {}
+                        for k, ds in cg.items():
+                            v = ds[()]
+                            if isinstance(v, bytes):
+                                kw[k] = _from_json(json.loads(v.decode()))["v"]
+                            else:
+                                kw[k] = v
+                        a = cls(**kw)
+                        anns.setdefault(nname, {})[a.kind] = a
+    except (InputFileError, GraphError, UnsupportedNodeError):
+        raise
+    except OSError as e:
+        raise InputFileError(f"cannot read ({e})", path=p, hint="the file is corrupt or truncated") from None
+    g = Graph.from_nir(node, meta=meta)
+    g.annotations = anns
+    return g
