@@ -1,0 +1,24 @@
+"""nmc: one compiler from trained spiking/event-based networks to neuromorphic chips.
+
+``nmc.compile(model, target=...)`` → :class:`~nmc.bundle.Bundle`;
+``nmc.load(path)``; ``bundle.run(inputs)``; ``nmc.save(module, path)`` writes a
+PyTorch model that ``nmc compile`` reads without unpickling code.
+"""
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # lazy: keep `import nmc` light (no torch import until needed)
+    if name in ("compile", "load"):
+        from . import api
+
+        return getattr(api, name)
+    if name == "save":
+        from .frontends.torch import save
+
+        return save
+    if name == "Graph":
+        from .ir import Graph
+
+        return Graph
+    raise AttributeError(f"module 'nmc' has no attribute {name!r}")

@@ -225,3 +225,19 @@ def read(path: str | Path) -> Graph:
     g = Graph.from_nir(node, meta=meta)
     g.annotations = anns
     return g
+
+
+def read_bytes(data: bytes) -> Graph:
+    """Read a graph from the bytes of an nmc/NIR HDF5 file (e.g. inside a bundle)."""
+    import io
+    import tempfile
+
+    try:
+        with h5py.File(io.BytesIO(data), "r"):
+            pass
+    except OSError:
+        raise InputFileError("graph data is not a readable HDF5 file", path="graph.nir") from None
+    with tempfile.NamedTemporaryFile(suffix=".nir") as tf:
+        tf.write(data)
+        tf.flush()
+        return read(tf.name)

@@ -1,0 +1,76 @@
+"""Python API: ``nmc.compile``, ``nmc.load``; ``Bundle.run`` runs a bundle.
+
+>>> b = nmc.compile("net.nir", target="reference", dt=1e-3)     # doctest: +SKIP
+>>> out = b.run({"input": spikes})                               # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .bundle import Bundle
+from .errors import OptionError
+from .frontends import load_model
+
+
+def compile(model: Any, target: str = "reference", output: str | Path | None = None, *,
+            dt: float | None = None, reset: str | None = None, integrator: str | None = None,
+            passes: str | None = None, hw: Sequence[str | Path] = (), dump_ir: str | Path | None = None,
+            trust_pickle: bool = False, input_shape: Sequence[int] | None = None,
+            calibrate: str | Path | dict | None = None, seed: int = 0,
+            progress: Callable[[str], None] | None = None, **target_options) -> Bundle:
+    """Compile a model (path, nmc Graph, nir.NIRGraph or torch module) for ``target``.
+
+    ``dt`` (s), ``reset`` (zero|subtract) and ``integrator`` (euler|exact) say
+    what NIR does not store; ``passes`` replaces the target's default pipeline;
+    ``hw`` lists TOML files overriding the target's hardware spec; ``calibrate``
+    is an .npz (or dict) of inputs used by data-driven passes. Writes the bundle
+    to ``output`` when given. Extra keyword options go to the target's passes
+    and lowering (see ``nmc targets``).
+    """
+    from nmc.backends import get_backend
+    from nmc.passes import PassContext, PassManager, parse_pipeline, pipeline_text
+
+    backend = get_backend(target)
+    options = {"target": target, "dt": dt, "reset": reset, "integrator": integrator, "seed": seed,
+               **target_options}
+    if progress:
+        progress("load")
+    graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape)
+    spec = None
+    if backend.spec_name:
+        from .hw import HardwareSpec
+
+        spec = HardwareSpec.load(backend.spec_name, overrides=list(hw))
+    elif hw:
+        raise OptionError(f"target '{target}' has no hardware spec to override", hint="drop --hw")
+    data = None
+    if calibrate is not None:
+        from nmc.runtime.events import load_inputs_npz
+
+        data = dict(calibrate) if isinstance(calibrate, dict) else load_inputs_npz(calibrate)
+        options["calibrate"] = Path(calibrate).name if not isinstance(calibrate, dict) else "<dict>"
+    text = passes or backend.default_pipeline(options)
+    pipeline = parse_pipeline(text)
+    if not pipeline or pipeline[0].name != "normalize":
+        pipeline = parse_pipeline("normalize") + pipeline
+    ctx = PassContext(spec=spec, options=options, data=data, dump_dir=Path(dump_ir) if dump_ir else None,
+                      progress=progress, seed=seed)
+    graph = PassManager(pipeline).run(graph, ctx)
+    if progress:
+        progress(f"lower:{target}")
+    program = backend.lower(graph, ctx)
+    reports = dict(ctx.reports)
+    reports["compile"] = {"warnings": ctx.warnings.items, "program": program.summary()}
+    bundle = Bundle.create(graph=graph, target=target, options=options, pipeline=pipeline_text(pipeline),
+                           source=source, program_files=program.files(), reports=reports,
+                           hw=spec.to_dict() if spec is not None else None)
+    bundle._program = program
+    if output is not None:
+        bundle.write(output)
+    return bundle
+
+
+def load(path: str | Path) -> Bundle:
+    """Load a bundle directory written by :func:`compile` (hashes verified)."""
+    return Bundle.load(path)

@@ -1,0 +1,234 @@
+"""The ``nmc`` command line (click + rich).
+
+User mistakes print one line ``error: ...`` (node, limit or file, and a fix)
+and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import NmcError
+
+err = Console(stderr=True)
+out = Console()
+
+
+class NmcGroup(click.Group):
+    """Turns NmcError into a one-line message and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except NmcError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, soft_wrap=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:  # pragma: no cover
+            err.print("[bold red]interrupted[/]")
+            ctx.exit(130)
+
+
+@click.group(cls=NmcGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="nmc")
+@click.pass_context
+def main(ctx, debug):
+    """nmc: compile trained spiking / event-based networks for neuromorphic chips.
+
+    \b
+    A typical session:
+      nmc compile net.nir --target reference -o net.nmc --dt 1e-3
+      nmc run net.nmc --input in.npz -o out.npz
+      nmc inspect net.nmc
+    Run `nmc COMMAND --help` for each command's options and an example.
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+def _parse_shape(text):
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a shape like 1,28,28") from None
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", default="reference", show_default=True, help="Target name (see `nmc targets`).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Bundle directory to write [default: MODEL stem + .nmc].")
+@click.option("--dt", type=float, help="Timestep in seconds (NIR stores none; default 1e-4, snnTorch's convention).")
+@click.option("--reset", type=click.Choice(["zero", "subtract"]), help="Reset of spiking neurons after a spike.")
+@click.option("--integrator", type=click.Choice(["euler", "exact"]), help="Discretisation of the neuron ODEs.")
+@click.option("--passes", "passes", help="Pass pipeline replacing the target's default, e.g. 'normalize,quantize{bits=8}'.")
+@click.option("--hw", multiple=True, type=click.Path(path_type=Path), help="TOML file overriding hardware-spec values (repeatable).")
+@click.option("--dump-ir", type=click.Path(path_type=Path), help="Write the graph after every pass into this directory.")
+@click.option("--calibrate", type=click.Path(path_type=Path), help=".npz of inputs for data-driven passes (quantization, pruning, placement rates).")
+@click.option("--input-shape", help="Input shape for a PyTorch model whose first layer does not fix it, e.g. 2,34,34.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading a fully pickled PyTorch module (runs code from the file: only for files you trust).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every randomised pass (same seed, same bundle).")
+@click.option("--option", "extra", multiple=True, metavar="KEY=VALUE", help="Target-specific option (see `nmc targets`).")
+def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_ir, calibrate, input_shape,
+                trust_pickle, seed, extra):
+    """Compile MODEL (.nir/.h5, .pt/.pt2, .onnx) into a bundle for a target.
+
+    \b
+    Example:
+      nmc compile examples/quickstart/net.nir --target reference --dt 1e-3 -o net.nmc
+    """
+    from . import api
+
+    extra_opts = {}
+    for item in extra:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
+        k, v = item.split("=", 1)
+        extra_opts[k.strip().replace("-", "_")] = _auto(v.strip())
+    output = output or Path(Path(model).stem + ".nmc")
+    with err.status("compiling...") as status:
+        def progress(stage):
+            status.update(f"compiling: {stage}")
+
+        b = api.compile(model, target=target, output=output, dt=dt, reset=reset, integrator=integrator,
+                        passes=passes, hw=hw, dump_ir=dump_ir, calibrate=calibrate,
+                        input_shape=_parse_shape(input_shape), trust_pickle=trust_pickle, seed=seed,
+                        progress=progress, **extra_opts)
+    for w in b.report("compile")["warnings"]:
+        err.print(f"[yellow]warning:[/] {w['message']}" + (f" (node '{w['node']}')" if w.get("node") else ""),
+                  highlight=False)
+    out.print(f"[green]wrote[/] {output}  target={b.target}  pipeline={b.manifest['pipeline']}", highlight=False)
+
+
+def _auto(v: str):
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+@main.command("run")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--input", "-i", "input_path", required=True, type=click.Path(path_type=Path),
+              help=".npz with one array per input node, shape (T, *node shape).")
+@click.option("--steps", type=int, help="Timesteps to run (default: the input's length).")
+@click.option("--device", "-d", help="Device (default: the target's emulator; see `nmc targets`).")
+@click.option("--record", help="Comma-separated nodes whose state/spikes to save as <node>.v / <node>.spikes.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write outputs to this .npz.")
+def run_cmd(bundle, input_path, steps, device, record, output):
+    """Run a compiled BUNDLE on an input and save/print the outputs.
+
+    \b
+    Example:
+      nmc run net.nmc --input in.npz --record lif1 -o out.npz
+    """
+    import numpy as np
+
+    from . import api
+    from nmc.runtime.events import load_inputs_npz, save_npz
+
+    b = api.load(bundle)
+    inputs = load_inputs_npz(input_path)
+    rec = [r.strip() for r in record.split(",")] if record else []
+    res = b.run(inputs, steps=steps, device=device, record=rec)
+    if output:
+        save_npz(output, res)
+    t = Table(title=f"{bundle} on {device or b.backend.default_device}")
+    for c in ("array", "shape", "events/nonzero", "mean"):
+        t.add_column(c)
+    for k, v in res.items():
+        t.add_row(k, str(tuple(v.shape)), str(int(np.count_nonzero(v))), f"{float(np.mean(v)):.4g}")
+    out.print(t)
+    if output:
+        out.print(f"[green]wrote[/] {output}")
+
+
+@main.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def inspect_cmd(path, as_json):
+    """Show a model's or bundle's nodes, shapes, parameters, annotations and resource use.
+
+    \b
+    Example:
+      nmc inspect net.nmc
+    """
+    from .bundle import MANIFEST, Bundle
+    from .frontends import load_model
+
+    if path.is_dir() and (path / MANIFEST).exists():
+        b = Bundle.load(path)
+        g, info = b.graph, {"target": b.target, "pipeline": b.manifest["pipeline"],
+                            "program": (b.report("compile") or {}).get("program", {}),
+                            "reports": sorted(b.reports)}
+    else:
+        g, src = load_model(path)
+        info = {"source": src}
+    rows = []
+    for name, node in g.nodes.items():
+        from .nodes import type_name
+
+        rows.append({"node": name, "type": type_name(node), "in": list(g.shape_in(name) or ()),
+                     "out": list(g.shape_out(name) or ()), "params": g.param_count(name),
+                     "annotations": sorted(g.annotations.get(name, {}))})
+    if as_json:
+        click.echo(json.dumps({"info": info, "nodes": rows, "edges": g.edges, "meta": g.meta}, indent=2, default=str))
+        return
+    t = Table(title=str(path))
+    for c in ("node", "type", "in", "out", "params", "annotations"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["node"], r["type"], str(tuple(r["in"])), str(tuple(r["out"])), f"{r['params']:,}",
+                  ", ".join(r["annotations"]))
+    out.print(t)
+    out.print(f"edges: {len(g.edges)}  meta: {g.meta}", highlight=False)
+    for k, v in info.items():
+        if isinstance(v, dict) and v:
+            st = Table(title=k, show_header=False)
+            for kk, vv in v.items():
+                st.add_row(str(kk), json.dumps(vv, default=str) if isinstance(vv, (dict, list)) else str(vv))
+            out.print(st)
+        else:
+            out.print(f"{k}: {v}", highlight=False)
+
+
+@main.command("targets")
+def targets_cmd():
+    """List compilation targets, their devices and default pipelines."""
+    from nmc.backends import REGISTRY, get_backend
+
+    t = Table(title="targets")
+    for c in ("target", "devices", "default pipeline", "description"):
+        t.add_column(c)
+    for name in REGISTRY:
+        be = get_backend(name)
+        t.add_row(name, ", ".join(be.devices), be.default_pipeline({}), be.summary)
+    out.print(t)
+
+
+@main.command("passes")
+def passes_cmd():
+    """List the registered passes and their options (for --passes)."""
+    from nmc.passes import REGISTRY
+
+    t = Table(title="passes (use as name{key=value,...})")
+    for c in ("pass", "options", "what it does"):
+        t.add_column(c)
+    for name, cls in REGISTRY.items():
+        opts = ", ".join(f"{k}: {ty} = {d}" for k, ty, d in cls.options_help())
+        t.add_row(name, opts or "-", cls.summary)
+    out.print(t)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""``normalize``: bring any imported graph into the canonical form every later
+pass and backend assumes.
+
+* parameters as numpy arrays (torch tensors converted), 0-d neuron parameters
+  broadcast to one value per neuron, a missing ``v_reset`` set to 0;
+* nested sub-graphs already flattened by :meth:`Graph.from_nir`; NIR
+  ``Identity`` nodes bypassed;
+* snnTorch's leaked batch dimension removed (an Input/Output of shape (1, *s)
+  or (B, *s) next to a node of shape s);
+* missing Conv/Flatten input shapes inferred from their predecessors;
+* graph meta: ``dt`` (s), ``integrator`` (euler|exact), ``reset``
+  (zero|subtract) from the compile options, else kept from the model, else
+  the defaults dt = 1e-4 s (snnTorch's export convention), euler, zero — a
+  defaulted value is reported as a warning because NIR stores none of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+
+from nmc.annotations import Reset
+from nmc.errors import OptionError, ShapeError
+from nmc.ir import Graph
+from nmc.nodes import SPIKING_TYPES
+
+from .manager import Pass, PassContext, register
+
+DEFAULTS = {"dt": 1e-4, "integrator": "euler", "reset": "zero"}
+NIR_NEURONS = (nir.CubaLIF, nir.CubaLI, nir.LI, nir.LIF, nir.IF, nir.I)
+_NEURON_FIELDS = ("tau", "tau_mem", "tau_syn", "r", "v_leak", "v_threshold", "v_reset", "w_in")
+
+
+def _np(v):
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().numpy()
+    return v
+
+
+@register
+@dataclass(frozen=True)
+class Normalize(Pass):
+    name = "normalize"
+    summary = "canonical form: numpy params, per-neuron arrays, no batch dim, shapes inferred, dt/reset/integrator set"
+    provides = ("meta:dt", "meta:integrator", "meta:reset")
+
+    def apply(self, g: Graph, ctx: PassContext) -> Graph:
+        for name, node in list(g.nodes.items()):
+            for k, v in list(vars(node).items()):
+                if k in ("input_type", "output_type"):
+                    continue
+                if hasattr(v, "detach"):
+                    setattr(node, k, _np(v))
+            if type(node).__name__ == "Identity":
+                for p in g.preds(name):
+                    for s in g.succs(name):
+                        g.add_edge(p, s)
+                g.remove_node(name)
+        _strip_batch_dim(g)
+        _infer_shapes(g)
+        for name, node in g.nodes.items():
+            if isinstance(node, NIR_NEURONS):
+                _broadcast_neuron(name, node)
+            if isinstance(node, nir.Threshold):
+                node.threshold = np.asarray(node.threshold, dtype=float).reshape(-1) if np.ndim(node.threshold) == 0 else np.asarray(node.threshold)
+        opts = ctx.options
+        for key, allowed in (("dt", None), ("integrator", ("euler", "exact")), ("reset", ("zero", "subtract"))):
+            val = opts.get(key)
+            if val is not None:
+                if allowed and val not in allowed:
+                    raise OptionError(f"--{key} must be one of {', '.join(allowed)}, not {val!r}")
+                if key == "dt" and not (float(val) > 0):
+                    raise OptionError(f"--dt must be > 0 seconds, got {val}")
+                g.meta[key] = float(val) if key == "dt" else val
+            elif key not in g.meta:
+                g.meta[key] = DEFAULTS[key]
+                ctx.warnings.add(f"{key} not given and not stored in the model; using {DEFAULTS[key]!r} "
+                                 f"(set it with --{key})", source="normalize")
+        if opts.get("reset") is not None:
+            for name, node in g.nodes.items():
+                if isinstance(node, SPIKING_TYPES):
+                    g.annotate(name, Reset(opts["reset"]))
+        return g
+
+
+def _broadcast_neuron(name: str, node) -> None:
+    shape = None
+    for k in _NEURON_FIELDS:
+        v = getattr(node, k, None)
+        if v is not None and np.ndim(v) > 0:
+            shape = np.shape(v)
+            break
+    if shape is None:
+        shape = tuple(int(x) for x in np.asarray(node.output_type["output"]).reshape(-1)) if node.output_type.get("output") is not None else (1,)
+        if len(shape) == 0:
+            shape = (1,)
+    for k in _NEURON_FIELDS:
+        if not hasattr(node, k):
+            continue
+        v = getattr(node, k)
+        if v is None and k == "v_reset":
+            v = 0.0
+        if v is None:
+            continue
+        a = np.asarray(_np(v), dtype=np.float64)
+        try:
+            setattr(node, k, np.broadcast_to(a, shape).copy())
+        except ValueError:
+            raise ShapeError(f"parameter '{k}' of shape {a.shape} does not broadcast to {shape}", node=name) from None
+    node.input_type = {"input": np.array(shape)}
+    node.output_type = {"output": np.array(shape)}
+
+
+def _strip_batch_dim(g: Graph) -> None:
+    for name in g.inputs:
+        s = g.shape_out(name)
+        nxt = [g.shape_in(n) for n in g.succs(name)]
+        if s and len(s) >= 2 and nxt and all(x is not None and tuple(x) == s[1:] for x in nxt):
+            g.nodes[name] = nir.Input(input_type={"input": np.array(s[1:])})
+    for name in g.outputs:
+        s = g.shape_in(name)
+        prv = [g.shape_out(n) for n in g.preds(name)]
+        if s and len(s) >= 2 and prv and all(x is not None and tuple(x) == s[1:] for x in prv):
+            g.nodes[name] = nir.Output(output_type={"output": np.array(s[1:])})
+
+
+def _infer_shapes(g: Graph) -> None:
+    order, back = g.schedule()
+    for name in order:
+        node = g.nodes[name]
+        preds = [p for p in g.preds(name) if (p, name) not in back] or g.preds(name)
+        if not preds:
+            continue
+        src = g.shape_out(preds[0])
+        if src is None:
+            continue
+        if isinstance(node, nir.Conv2d) and (node.input_shape is None or g.shape_in(name) is None):
+            g.nodes[name] = nir.Conv2d(input_shape=tuple(src[-2:]), weight=node.weight, stride=node.stride,
+                                       padding=node.padding, dilation=node.dilation, groups=node.groups,
+                                       bias=node.bias)
+        elif isinstance(node, nir.Conv1d) and (node.input_shape is None or g.shape_in(name) is None):
+            g.nodes[name] = nir.Conv1d(input_shape=int(src[-1]), weight=node.weight, stride=node.stride,
+                                       padding=node.padding, dilation=node.dilation, groups=node.groups,
+                                       bias=node.bias)
+        elif isinstance(node, nir.Flatten) and g.shape_in(name) is None:
+            g.nodes[name] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=node.start_dim,
+                                        end_dim=node.end_dim)
+        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)) and g.shape_in(name) is None:
+            k = np.broadcast_to(np.asarray(node.kernel_size), 2)
+            st = np.broadcast_to(np.asarray(node.stride), 2)
+            pd = np.broadcast_to(np.asarray(node.padding), 2)
+            hw = (np.asarray(src[-2:]) + 2 * pd - k) // st + 1
+            node.input_type = {"input": np.array(src)}
+            node.output_type = {"output": np.array([src[0], *hw])}
+        elif isinstance(node, nir.Output) and g.shape_in(name) is None:
+            g.nodes[name] = nir.Output(output_type={"output": np.array(src)})
+        elif isinstance(node, (nir.Delay, nir.Scale)) and g.shape_in(name) is None:
+            node.input_type = {"input": np.array(src)}
+            node.output_type = {"output": np.array(src)}
