@@ -105,12 +105,20 @@ class Sparsity(Annotation):
 @register
 @dataclass(frozen=True)
 class Placement(Annotation):
-    """Placement of a node's neurons: ``core[i]`` is the global core index of
-    neuron i (flat index); ``chip[i]`` its chip."""
+    """Placement of a node's neurons: ``core[i]`` is the global (logical) core
+    index of neuron i (flat index); ``chip[i]`` its chip. Written by the
+    ``partition`` pass; the ``place`` pass adds the physical position of the
+    core: ``x[i]``, ``y[i]`` (router node in the chip's mesh) and ``slot[i]``
+    (core within that node). ``rate[i]``: the events per step assumed for
+    neuron i (from a reference run on data, or 1.0)."""
 
     kind: ClassVar[str] = "placement"
     core: Any = None
     chip: Any = None
+    x: Any = None
+    y: Any = None
+    slot: Any = None
+    rate: Any = None
 
 
 @register

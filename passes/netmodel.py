@@ -1,0 +1,314 @@
+"""The neuron-level network model the placement passes work on.
+
+:func:`build_network` turns a :class:`~nmc.ir.Graph` into a :class:`Network`:
+
+* **units**: every neuron of every *unit node* — the graph's Input nodes
+  (host sources, never placed) and its neuron nodes (``nmc.nodes.is_neuron``,
+  placed) — numbered globally in graph node order;
+* ``A``: sparse (N × N) synapse counts, ``A[t, s]`` = synapses from unit s to
+  unit t. Built by walking back from each neuron node through non-unit nodes
+  (Affine/Linear/Conv1d/Conv2d/pooling/Flatten/Scale/Delay/Threshold),
+  multiplying their sparse connection patterns. An EGRU's internal input
+  weights (3 gates) and its recurrent weights (a self-projection) are included;
+* per-unit synapse bytes (:func:`nmc.passes.rules.synapse_bytes`), distinct
+  fan-in, expected synaptic events per step (``work``) and firing ``rate``.
+
+Rates (events per step) come from one run of the reference simulator on the
+calibration data (every neuron node recorded; a unit's rate is the fraction of
+(step, batch) samples where its output is non-zero), or are uniform (1.0) when
+there is no data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+import scipy.sparse as sp
+
+from nmc.annotations import Quant, Sparsity
+from nmc.errors import GraphError, UnsupportedNodeError
+from nmc.ir import Graph
+from nmc.nodes import EGRU, is_neuron
+
+from .rules import CoreLimits, synapse_bytes
+
+
+@dataclass
+class Network:
+    unit_names: list[str]          # Input + neuron nodes, graph order
+    unit_offset: np.ndarray        # start of each unit node (len + 1)
+    unit_placed: np.ndarray        # bool per unit node (neuron nodes)
+    A: sp.csr_matrix               # (N, N) synapse counts, A[target, source]
+    bytes_: np.ndarray             # per unit: synapse (+ state) bytes
+    fan_in: np.ndarray             # per unit: distinct sources
+    work: np.ndarray               # per unit: expected synaptic events per step
+    rate: np.ndarray               # per unit: events per step
+    pop_bits: list[int] = field(default_factory=list)   # dominant weight bits per placed node
+    rates_from: str = "uniform"
+
+    def __post_init__(self):
+        self.pop_units = [i for i, p in enumerate(self.unit_placed) if p]
+        self.pop_names = [self.unit_names[i] for i in self.pop_units]
+        self.placed_mask = np.zeros(self.n_units, dtype=bool)
+        for i in self.pop_units:
+            self.placed_mask[self.unit_offset[i]:self.unit_offset[i + 1]] = True
+        self._AT = None
+
+    @property
+    def n_units(self) -> int:
+        return int(self.unit_offset[-1])
+
+    @property
+    def placed_count(self) -> int:
+        return int(self.placed_mask.sum())
+
+    def pop_slice(self, k: int) -> slice:
+        i = self.pop_units[k]
+        return slice(int(self.unit_offset[i]), int(self.unit_offset[i + 1]))
+
+    def pop_size(self, k: int) -> int:
+        s = self.pop_slice(k)
+        return s.stop - s.start
+
+    @property
+    def AT(self) -> sp.csr_matrix:
+        """(N, N) source → target pattern (csr, rows = sources)."""
+        if self._AT is None:
+            self._AT = self.A.T.tocsr()
+        return self._AT
+
+    @property
+    def n_sources_used(self) -> int:
+        return int(np.count_nonzero(np.diff(self.AT.indptr)))
+
+    def unit_pop(self) -> np.ndarray:
+        """Placed-node index per unit (-1 for host inputs)."""
+        out = np.full(self.n_units, -1, dtype=np.int64)
+        for k in range(len(self.pop_names)):
+            out[self.pop_slice(k)] = k
+        return out
+
+
+# ------------------------------------------------------ connection patterns
+def _pair(v, n=2):
+    a = np.asarray(v).reshape(-1)
+    return tuple(int(a[min(i, a.size - 1)]) for i in range(n))
+
+
+def _conv_pattern(in_shape, out_shape, kernel, stride, padding, dilation, groups, wmask=None) -> sp.csr_matrix:
+    """Pattern (out_flat × in_flat) of an N-d (1 or 2 spatial dims) convolution,
+    vectorised. ``kernel`` = (Cout, Cin/g, *k); ``wmask`` (same shape) keeps
+    only non-zero weights (CSR case)."""
+    cin, *isp = in_shape
+    cout, *osp = out_shape
+    nd = len(isp)
+    kin = kernel[1]
+    ks = kernel[2:]
+    co = np.arange(cout)
+    out_idx = np.arange(int(np.prod(out_shape))).reshape(out_shape)
+    # broadcast grids: (cout, *osp, kin, *ks)
+    shp = (cout, *osp, kin, *ks)
+    grids = np.meshgrid(*[np.arange(s) for s in shp], indexing="ij", sparse=True)
+    g_co, g_o, g_ci, g_k = grids[0], grids[1:1 + nd], grids[1 + nd], grids[2 + nd:]
+    per_group_out = cout // groups
+    ci = (g_co // per_group_out) * kin + g_ci
+    valid = np.ones(shp, dtype=bool)
+    pos = []
+    for d in range(nd):
+        p = g_o[d] * stride[d] - padding[d] + g_k[d] * dilation[d]
+        valid &= (p >= 0) & (p < isp[d])
+        pos.append(p)
+    if wmask is not None:
+        wm = np.asarray(wmask, dtype=bool)  # (cout, kin, *ks) -> broadcast
+        wm = wm.reshape(cout, *([1] * nd), kin, *ks)
+        valid &= wm
+    in_flat = ci
+    for d in range(nd):
+        in_flat = in_flat * isp[d] + pos[d]
+    in_flat = np.broadcast_to(in_flat, shp)[valid]
+    rows = np.broadcast_to(out_idx.reshape(cout, *osp, *([1] * (1 + nd))), shp)[valid]
+    n_out, n_in = int(np.prod(out_shape)), int(np.prod(in_shape))
+    m = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows.astype(np.int64), in_flat.astype(np.int64))),
+                      shape=(n_out, n_in))
+    m.sum_duplicates()
+    return m
+
+
+def _padding(pad, ks, dil, nd):
+    if isinstance(pad, str):
+        if pad == "valid":
+            return (0,) * nd
+        if pad == "same":
+            return tuple((k - 1) * d // 2 for k, d in zip(ks, dil))
+        raise UnsupportedNodeError(f"unknown padding {pad!r}")
+    return _pair(pad, nd)
+
+
+def _is_sparse(g: Graph, name: str) -> bool:
+    s = g.ann(name, Sparsity)
+    return s is not None and (float(s.density) < 1.0 or str(s.format).lower() in ("csr", "ell", "sparse"))
+
+
+def _mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
+    """Non-zero pattern of a sparse weight node (Sparsity.mask, else w != 0); None when dense."""
+    if not _is_sparse(g, name):
+        return None
+    s = g.ann(name, Sparsity)
+    if s.mask is not None and np.shape(s.mask) == w.shape:
+        return np.asarray(s.mask, dtype=bool)
+    q = g.ann(name, Quant)
+    if q is not None and q.w_int is not None and np.shape(q.w_int) == w.shape:
+        return np.asarray(q.w_int) != 0
+    return w != 0
+
+
+def op_pattern(g: Graph, name: str) -> sp.csr_matrix:
+    """Sparse (out_flat × in_flat) pattern of a non-unit node."""
+    node = g.nodes[name]
+    n_in = int(np.prod(g.shape_in(name)))
+    n_out = int(np.prod(g.shape_out(name)))
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        w = np.asarray(node.weight)
+        m = _mask(g, name, w)
+        if m is None:
+            return sp.csr_matrix(np.ones((n_out, n_in), dtype=np.float32))
+        return sp.csr_matrix(m.astype(np.float32))
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        w = np.asarray(node.weight)
+        nd = w.ndim - 2
+        ks = w.shape[2:]
+        dil = _pair(node.dilation, nd)
+        return _conv_pattern(g.shape_in(name), g.shape_out(name), w.shape, _pair(node.stride, nd),
+                             _padding(node.padding, ks, dil, nd), dil, int(node.groups), _mask(g, name, w))
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        c = g.shape_in(name)[0]
+        ks = _pair(node.kernel_size)
+        return _conv_pattern(g.shape_in(name), g.shape_out(name), (c, 1, *ks), _pair(node.stride),
+                             _pair(node.padding), (1, 1), c)
+    if isinstance(node, nir.Scale):
+        s = np.broadcast_to(np.asarray(node.scale, dtype=float).reshape(-1), (n_out,)) if np.size(node.scale) in (1, n_out) else np.ones(n_out)
+        return sp.diags((s != 0).astype(np.float32), format="csr")
+    if isinstance(node, (nir.Flatten, nir.Delay, nir.Threshold, nir.Output)) or type(node).__name__ == "Identity":
+        if n_in != n_out:
+            raise GraphError(f"{type(node).__name__} changes the size {n_in} -> {n_out}", node=name)
+        return sp.identity(n_out, dtype=np.float32, format="csr")
+    raise UnsupportedNodeError(f"placement has no connection model for {type(node).__name__}", node=name,
+                               hint="remove or lower the node before partitioning")
+
+
+# ------------------------------------------------------------- build
+@dataclass
+class _Term:
+    src: str
+    m: sp.csr_matrix      # (size of the node it leads into × source size), counts
+    bits: int | None
+    sparse: bool
+    width: int            # input width of the weight node (for index bits)
+
+
+def _weight_bits(g: Graph, name: str) -> int | None:
+    q = g.ann(name, Quant)
+    return int(q.bits) if q is not None else None
+
+
+def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_steps: int = 200) -> Network:
+    """Extract the :class:`Network` of ``g`` (see module docstring)."""
+    units = [k for k, n in g.nodes.items() if isinstance(n, nir.Input) or is_neuron(n)]
+    placed = np.array([is_neuron(g.nodes[k]) for k in units], dtype=bool)
+    sizes = [int(np.prod(g.shape_out(k))) for k in units]
+    offset = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    uidx = {k: i for i, k in enumerate(units)}
+    N = int(offset[-1])
+    memo: dict[str, list[_Term]] = {}
+    visiting: set[str] = set()
+
+    def terms_into(name: str) -> list[_Term]:
+        """Terms giving the output of ``name`` as a function of unit outputs."""
+        if name in uidx:
+            n = sizes[uidx[name]]
+            return [_Term(name, sp.identity(n, dtype=np.float32, format="csr"), None, False, n)]
+        if name in memo:
+            return memo[name]
+        if name in visiting:
+            raise GraphError("a cycle without any neuron node cannot be placed", node=name)
+        visiting.add(name)
+        M = op_pattern(g, name)
+        node = g.nodes[name]
+        is_w = isinstance(node, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d))
+        out = []
+        for p in g.preds(name):
+            for t in terms_into(p):
+                m = (M @ t.m).tocsr()
+                if is_w:
+                    out.append(_Term(t.src, m, _weight_bits(g, name), _is_sparse(g, name), M.shape[1]))
+                else:
+                    out.append(_Term(t.src, m, t.bits, t.sparse, t.width))
+        visiting.discard(name)
+        memo[name] = out
+        return out
+
+    rows, cols, vals = [], [], []
+    bytes_ = np.zeros(N)
+    pop_bits = []
+    for k in units:
+        i = uidx[k]
+        if not placed[i]:
+            continue
+        node = g.nodes[k]
+        o = int(offset[i])
+        n = sizes[i]
+        terms: list[_Term] = []
+        for p in g.preds(k):
+            terms += terms_into(p)
+        own_bits = _weight_bits(g, k)
+        if isinstance(node, EGRU):
+            h = node.hidden_size
+            gx = np.abs(np.asarray(node.w_x)).reshape(3, h, -1) != 0 if _is_sparse(g, k) else np.ones((3, h, node.w_x.shape[1]), bool)
+            gh = np.abs(np.asarray(node.w_h)).reshape(3, h, h) != 0 if _is_sparse(g, k) else np.ones((3, h, h), bool)
+            Gx = sp.csr_matrix(gx.sum(0).astype(np.float32))
+            terms = [_Term(t.src, (Gx @ t.m).tocsr(), own_bits, _is_sparse(g, k), Gx.shape[1]) for t in terms]
+            terms.append(_Term(k, sp.csr_matrix(gh.sum(0).astype(np.float32)), own_bits, _is_sparse(g, k), h))
+        bits_used = []
+        for t in terms:
+            if t.m.shape[0] != n:
+                raise GraphError(f"connection from '{t.src}' has {t.m.shape[0]} rows for {n} neurons", node=k)
+            c = t.m.tocoo()
+            rows.append(c.row.astype(np.int64) + o)
+            cols.append(c.col.astype(np.int64) + int(offset[uidx[t.src]]))
+            vals.append(c.data.astype(np.float32))
+            bits = t.bits or limits.weight_bits
+            bits_used.append(bits)
+            nsyn = np.asarray(t.m.sum(axis=1)).reshape(-1)
+            bytes_[o:o + n] += synapse_bytes(nsyn, bits, t.sparse, t.width, limits)
+        bytes_[o:o + n] += limits.state_bytes
+        pop_bits.append(max(bits_used) if bits_used else limits.weight_bits)
+    if rows:
+        A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(N, N))
+        A.sum_duplicates()
+    else:
+        A = sp.csr_matrix((N, N), dtype=np.float32)
+    fan_in = np.diff(A.indptr).astype(np.int64)
+    rate, src = unit_rates(g, units, sizes, data, rate_steps)
+    work = A @ rate
+    return Network(units, offset, placed, A, bytes_, fan_in, np.asarray(work, dtype=np.float64), rate,
+                   pop_bits, src)
+
+
+def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tuple[np.ndarray, str]:
+    """Events per step of every unit (see module docstring)."""
+    N = int(sum(sizes))
+    if not data:
+        return np.ones(N), "uniform"
+    from nmc.reference import ReferenceSimulator, check_inputs
+
+    arrs, T, _ = check_inputs(g, data, None, None)
+    arrs = {k: v[:rate_steps, :16] for k, v in arrs.items()}
+    rec = [k for k in units if k not in g.inputs]
+    res = ReferenceSimulator(g).run({k: v for k, v in arrs.items()}, record=rec, batched=True)
+    out = []
+    for k, n in zip(units, sizes):
+        x = arrs[k] if k in arrs else res[f"{k}.out"]
+        x = np.asarray(x).reshape(x.shape[0] * x.shape[1], n)
+        out.append((x != 0).mean(axis=0))
+    return np.concatenate(out).astype(np.float64), "reference simulation on the calibration data"

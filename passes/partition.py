@@ -1,0 +1,500 @@
+"""``partition``: assign every neuron of every neuron node to a core, under
+every per-core limit of the HardwareSpec, minimising rate-weighted traffic.
+
+Pipeline of the pass:
+
+1. build the neuron-level :class:`~nmc.passes.netmodel.Network` (synapses,
+   bytes, fan-in, work, rates);
+2. run the design rules (:mod:`nmc.passes.rules`): any violation raises
+   :class:`~nmc.errors.DesignRuleError` listing them all, before placement;
+3. cut every neuron node into **blocks** of consecutive neurons (at most
+   ``max_blocks`` in all; a block size divides the node's per-core capacity so
+   blocks pack cores exactly) — the partitioner works on blocks, which keeps a
+   10⁷-synapse network at a few thousand vertices;
+4. assign blocks to cores with ``method``:
+
+   - ``sequential``: fill cores in node order, a new core per node (the
+     default of py-spinnaker2's ``set_max_atoms_per_core`` and of Lava);
+   - ``greedy``: blocks in node order, each onto the open core it sends/receives
+     the most rate-weighted spikes to/from that still has room, else a new core;
+   - ``metis``: pymetis k-way on the block graph (edge weight = rate-weighted
+     *multicast* connections: a source counts once per target block, not once
+     per synapse), then repair of any over-full core, then (``refine``)
+     Kernighan–Lin-style greedy moves accepted only when the exact traffic drops;
+
+5. write ``Placement(core, chip)`` on every neuron node and the metrics to
+   ``ctx.reports["placement"]``.
+
+**Traffic** (the objective and the reported metric, multicast-aware): for
+every source unit s with rate r_s, the packets it causes per step are the
+number of distinct cores holding its targets, less one when its own core is
+among them (local delivery needs no packet); host inputs pay for every core.
+``traffic = Σ_s r_s · (|cores(targets(s))| − [core(s) ∈ cores(targets(s))])``
+— the hypergraph connectivity − 1 metric.
+
+**Lower bounds**: ``cores ≥`` :func:`~nmc.passes.rules.cores_lower_bound`;
+``traffic ≥ Σ_s r_s · max(0, ⌈t_s / cap_s⌉ − [s placed])`` with t_s the
+distinct targets of s and cap_s the largest per-core capacity among the nodes
+s targets.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from nmc.annotations import Placement
+from nmc.errors import DesignRuleError, OptionError
+from nmc.ir import Graph
+
+from . import rules
+from .manager import Pass, PassContext, register
+from .netmodel import Network, build_network
+
+
+# -------------------------------------------------------------------- blocks
+@dataclass
+class Blocks:
+    start: np.ndarray      # first unit of each block
+    stop: np.ndarray
+    pop: np.ndarray        # placed-node index of each block
+    of_unit: np.ndarray    # block of each unit (-1 for host inputs)
+    neurons: np.ndarray
+    bytes_: np.ndarray
+    work: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.start.size)
+
+
+def make_blocks(net: Network, caps: np.ndarray, max_blocks: int) -> Blocks:
+    """Cut each placed node into blocks whose size divides its per-core capacity."""
+    total = max(net.placed_count, 1)
+    want = max(1, math.ceil(total / max(max_blocks, 1)))
+    starts, stops, pops = [], [], []
+    for k in range(len(net.pop_names)):
+        sl = net.pop_slice(k)
+        cap = max(int(caps[k]), 1)
+        per = max(1, cap // want)              # blocks per full core
+        bs = math.ceil(cap / per)
+        s = np.arange(sl.start, sl.stop, bs, dtype=np.int64)
+        starts.append(s)
+        stops.append(np.minimum(s + bs, sl.stop))
+        pops.append(np.full(s.size, k, dtype=np.int64))
+    start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+    stop = np.concatenate(stops) if stops else np.zeros(0, np.int64)
+    pop = np.concatenate(pops) if pops else np.zeros(0, np.int64)
+    of_unit = np.full(net.n_units, -1, dtype=np.int64)
+    lens = stop - start
+    of_unit[np.repeat(start, lens) + _ranges(lens)] = np.repeat(np.arange(start.size), lens)
+    csum = lambda a: np.add.reduceat(a, start) if start.size else np.zeros(0)  # noqa: E731
+    return Blocks(start, stop, pop, of_unit, lens.astype(np.float64), csum(net.bytes_), csum(net.work))
+
+
+def _ranges(lens: np.ndarray) -> np.ndarray:
+    """concatenate(arange(l) for l in lens), vectorised."""
+    if lens.size == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lens)
+    out = np.arange(int(ends[-1]), dtype=np.int64)
+    return out - np.repeat(ends - lens, lens)
+
+
+def block_incidence(net: Network, blocks: Blocks) -> sp.csr_matrix:
+    """H (N × blocks): H[s, b] = 1 when source unit s has a target in block b."""
+    AT = net.AT
+    tb = blocks.of_unit[AT.indices]
+    H = sp.csr_matrix((np.ones(tb.size, np.float32), tb, AT.indptr.copy()), shape=(net.n_units, blocks.n))
+    H.sum_duplicates()
+    H.prune()
+    H.data[:] = 1
+    return H
+
+
+def block_graph(net: Network, blocks: Blocks, H: sp.csr_matrix) -> sp.csr_matrix:
+    """Symmetric block graph: W[a, b] = Σ_{s∈a} r_s [s → b] + (a ↔ b), no self loops."""
+    placed = blocks.of_unit >= 0
+    src_block = sp.csr_matrix((net.rate[placed], (blocks.of_unit[placed], np.nonzero(placed)[0])),
+                              shape=(blocks.n, net.n_units))
+    W = (src_block @ H).tocsr()
+    W = (W + W.T).tocsr()
+    W.setdiag(0)
+    W.eliminate_zeros()
+    return W
+
+
+# ------------------------------------------------------------------- packer
+class Packer:
+    """Assignment of blocks to cores with incremental feasibility checks
+    (neurons, bytes, work additive; input axons = size of the union of the
+    blocks' source sets)."""
+
+    def __init__(self, blocks: Blocks, H: sp.csr_matrix, limits: rules.CoreLimits):
+        self.b, self.lim = blocks, limits
+        self.part = np.full(blocks.n, -1, dtype=np.int64)
+        self.load = np.zeros((0, 3))
+        self.axons = limits.fan_in_max
+        self.src = H.T.tocsr() if self.axons else None      # blocks × sources
+        self.core_src: list[np.ndarray] = []
+
+    @property
+    def n_cores(self) -> int:
+        return self.load.shape[0]
+
+    def block_load(self, b: int) -> np.ndarray:
+        return np.array([self.b.neurons[b], self.b.bytes_[b], self.b.work[b]])
+
+    def _cap(self) -> np.ndarray:
+        L = self.lim
+        return np.array([L.neurons_max or np.inf, L.memory_bytes or np.inf, L.work_max or np.inf], dtype=float)
+
+    def fits(self, b: int, c: int) -> bool:
+        if np.any(self.load[c] + self.block_load(b) > self._cap() * (1 + 1e-9)):
+            return False
+        if self.axons:
+            s = self.src.indices[self.src.indptr[b]:self.src.indptr[b + 1]]
+            cs = self.core_src[c]
+            new = s.size - np.count_nonzero(np.isin(s, cs, assume_unique=True))
+            if cs.size + new > self.axons:
+                return False
+        return True
+
+    def new_core(self) -> int:
+        self.load = np.vstack([self.load, np.zeros((1, 3))])
+        self.core_src.append(np.zeros(0, np.int64))
+        return self.n_cores - 1
+
+    def add(self, b: int, c: int) -> None:
+        self.part[b] = c
+        self.load[c] += self.block_load(b)
+        if self.axons:
+            s = self.src.indices[self.src.indptr[b]:self.src.indptr[b + 1]]
+            self.core_src[c] = np.union1d(self.core_src[c], s)
+
+    def remove(self, b: int) -> None:
+        c = int(self.part[b])
+        self.part[b] = -1
+        self.load[c] -= self.block_load(b)
+        if self.axons:
+            rest = np.nonzero(self.part == c)[0]
+            parts = [self.src.indices[self.src.indptr[x]:self.src.indptr[x + 1]] for x in rest]
+            self.core_src[c] = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+def pack_sequential(blocks: Blocks, P: Packer) -> np.ndarray:
+    cur, pop = -1, -1
+    for b in range(blocks.n):
+        if cur < 0 or blocks.pop[b] != pop or not P.fits(b, cur):
+            cur = P.new_core()
+            pop = blocks.pop[b]
+        P.add(b, cur)
+    return P.part
+
+
+def _place_best(b: int, W: sp.csr_matrix, P: Packer, order_pref=None) -> None:
+    nb = W.indices[W.indptr[b]:W.indptr[b + 1]]
+    wt = W.data[W.indptr[b]:W.indptr[b + 1]]
+    pc = P.part[nb]
+    ok = pc >= 0
+    if ok.any():
+        gain = np.bincount(pc[ok], weights=wt[ok], minlength=P.n_cores)
+        for c in np.argsort(-gain, kind="stable"):
+            if gain[c] <= 0:
+                break
+            if P.fits(b, int(c)):
+                P.add(b, int(c))
+                return
+    # no connected core has room: the last core if it fits, else a new one
+    if P.n_cores and P.fits(b, P.n_cores - 1):
+        P.add(b, P.n_cores - 1)
+    else:
+        P.add(b, P.new_core())
+
+
+def pack_greedy(blocks: Blocks, W: sp.csr_matrix, P: Packer) -> np.ndarray:
+    for b in range(blocks.n):
+        _place_best(b, W, P)
+    return P.part
+
+
+def pack_metis(blocks: Blocks, W: sp.csr_matrix, P: Packer, k: int, seed: int) -> np.ndarray:
+    """pymetis k-way on the block graph, then repair over-full cores."""
+    import pymetis
+
+    if k <= 1 or blocks.n <= 1:
+        for b in range(blocks.n):
+            _place_best(b, W, P)
+        return P.part
+    k = min(k, blocks.n)
+    cap = P._cap()
+    frac = np.stack([blocks.neurons, blocks.bytes_, blocks.work], 1) / cap
+    vw = np.maximum(1, np.round(1000 * np.nan_to_num(frac.max(1), posinf=1.0))).astype(np.int64)
+    ew = W.data
+    ew = np.maximum(1, np.round(ew / max(ew.max(initial=1), 1e-12) * 10000)).astype(np.int64) if ew.size else ew
+    opts = pymetis.Options(seed=int(seed) % (2 ** 31), ufactor=30)
+    if W.nnz == 0:
+        parts = np.arange(blocks.n) % k
+    else:
+        _, parts = pymetis.part_graph(k, xadj=W.indptr.astype(np.int64), adjncy=W.indices.astype(np.int64),
+                                      vweights=vw, eweights=ew, options=opts)
+        parts = np.asarray(parts, dtype=np.int64)
+    for _ in range(k):
+        P.new_core()
+    pending = []
+    # add in order of connection strength to the part: strongly tied blocks first
+    for b in range(blocks.n):
+        c = int(parts[b])
+        if P.fits(b, c):
+            P.add(b, c)
+        else:
+            pending.append(b)
+    for b in pending:
+        _place_best(b, W, P)
+    return P.part
+
+
+def refine(part: np.ndarray, W: sp.csr_matrix, P: Packer, rng: np.random.Generator, sweeps: int = 4,
+           score=None) -> np.ndarray:
+    """KL-style moves: each block (random order) moves to the core it is most
+    connected to when the gain is positive and the core has room. A sweep is
+    kept only when ``score`` (exact traffic) does not get worse."""
+    best = score(P.part) if score else None
+    for _ in range(sweeps):
+        before = P.part.copy()
+        moved = 0
+        for b in rng.permutation(P.b.n):
+            nb = W.indices[W.indptr[b]:W.indptr[b + 1]]
+            if nb.size == 0:
+                continue
+            wt = W.data[W.indptr[b]:W.indptr[b + 1]]
+            gain = np.bincount(P.part[nb], weights=wt, minlength=P.n_cores)
+            p = int(P.part[b])
+            q = int(np.argmax(gain))
+            if q == p or gain[q] <= gain[p]:
+                continue
+            P.remove(b)
+            if P.fits(b, q):
+                P.add(b, q)
+                moved += 1
+            else:
+                P.add(b, p)
+        if not moved:
+            break
+        if score:
+            s = score(P.part)
+            if s > best:   # revert the sweep
+                for b in np.nonzero(P.part != before)[0]:
+                    P.remove(b)
+                for b in np.nonzero(before != P.part)[0]:
+                    P.add(b, int(before[b]))
+                break
+            best = s
+    return P.part
+
+
+def compact(part: np.ndarray) -> np.ndarray:
+    """Renumber cores 0..K−1 in order of first use (drops empty cores)."""
+    _, first = np.unique(part, return_index=True)
+    order = np.unique(part)[np.argsort(first)]
+    remap = np.empty(order.max() + 1 if order.size else 0, dtype=np.int64)
+    remap[order] = np.arange(order.size)
+    return remap[part]
+
+
+# ------------------------------------------------------------------ metrics
+def unit_cores(blocks: Blocks, part: np.ndarray) -> np.ndarray:
+    """Core of every unit (-1 for host inputs)."""
+    out = np.full(blocks.of_unit.size, -1, dtype=np.int64)
+    m = blocks.of_unit >= 0
+    out[m] = part[blocks.of_unit[m]]
+    return out
+
+
+def source_core_incidence(H: sp.csr_matrix, part: np.ndarray, n_cores: int) -> sp.csr_matrix:
+    """(N × cores) pattern: source s has a target on core c."""
+    Hc = sp.csr_matrix((np.ones(H.nnz, np.float32), part[H.indices], H.indptr.copy()), shape=(H.shape[0], n_cores))
+    Hc.sum_duplicates()
+    Hc.prune()
+    Hc.data[:] = 1
+    return Hc
+
+
+def traffic(net: Network, H: sp.csr_matrix, blocks: Blocks, part: np.ndarray) -> float:
+    """The multicast traffic metric (module docstring), events per step."""
+    K = int(part.max()) + 1 if part.size else 0
+    Hc = source_core_incidence(H, part, K)
+    lam = np.diff(Hc.indptr).astype(np.float64)
+    own = _own_hit(Hc, unit_cores(blocks, part))
+    return float(np.dot(net.rate, lam - own))
+
+
+def _own_hit(Hc: sp.csr_matrix, ucore: np.ndarray) -> np.ndarray:
+    rows = np.repeat(np.arange(Hc.shape[0]), np.diff(Hc.indptr))
+    hit = Hc.indices == ucore[rows]
+    return np.bincount(rows[hit], minlength=Hc.shape[0]).astype(np.float64)
+
+
+def traffic_lower_bound(net: Network, caps: np.ndarray) -> float:
+    AT = net.AT
+    t = np.diff(AT.indptr).astype(np.float64)
+    if AT.nnz == 0:
+        return 0.0
+    upop = net.unit_pop()
+    tcap = caps[upop[AT.indices]].astype(np.float64)
+    nz = t > 0
+    capmax = np.zeros(net.n_units)
+    capmax[nz] = np.maximum.reduceat(tcap, AT.indptr[:-1][nz])
+    lb = np.zeros(net.n_units)
+    lb[nz] = np.ceil(t[nz] / np.maximum(capmax[nz], 1)) - net.placed_mask[nz]
+    return float(np.dot(net.rate, np.maximum(lb, 0)))
+
+
+def core_table(net: Network, blocks: Blocks, part: np.ndarray, H: sp.csr_matrix) -> dict:
+    K = int(part.max()) + 1 if part.size else 0
+    neurons = np.bincount(part, weights=blocks.neurons, minlength=K)
+    byts = np.bincount(part, weights=blocks.bytes_, minlength=K)
+    work = np.bincount(part, weights=blocks.work, minlength=K)
+    Hc = source_core_incidence(H, part, K)
+    axons = np.bincount(Hc.indices, minlength=K)
+    return {"neurons": neurons.astype(np.int64), "synapse_bytes": byts.astype(np.int64),
+            "work_per_step": work, "input_axons": axons.astype(np.int64)}
+
+
+def check_cores(table: dict, limits: rules.CoreLimits) -> list[str]:
+    """Names of the limits some core exceeds (empty when all fit)."""
+    bad = []
+    for key, lim in (("neurons", limits.neurons_max), ("synapse_bytes", limits.memory_bytes),
+                     ("work_per_step", limits.work_max), ("input_axons", limits.fan_in_max)):
+        if lim and np.any(table[key] > lim * (1 + 1e-9)):
+            bad.append(key)
+    return bad
+
+
+# --------------------------------------------------------------- the pass
+@dataclass
+class Partitioning:
+    """Everything one partition run decided and measured (used by the pass,
+    place/route and the benchmark)."""
+
+    net: Network
+    limits: rules.CoreLimits
+    blocks: Blocks
+    H: sp.csr_matrix
+    W: sp.csr_matrix
+    caps: np.ndarray
+    part: np.ndarray
+    seconds: dict
+
+
+def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", refine_moves: bool = True,
+                  seed: int = 0, data: dict | None = None, max_blocks: int = 4096, rate_steps: int = 200,
+                  baselines: tuple[str, ...] = ("sequential", "greedy")) -> tuple[Partitioning, dict]:
+    """Partition ``g`` under ``limits``; returns the chosen partitioning and the
+    report (with the baselines' traffic computed on the same blocks)."""
+    if method not in ("metis", "sequential", "greedy"):
+        raise OptionError(f"unknown partition method {method!r}", hint="use metis, sequential or greedy")
+    t = {}
+    t0 = time.perf_counter()
+    net = build_network(g, limits, data, rate_steps)
+    t["model"] = time.perf_counter() - t0
+    violations = rules.check(net, limits)
+    if violations:
+        raise DesignRuleError(violations, target=limits.target)
+    caps = rules.max_per_core(net, limits)
+    t0 = time.perf_counter()
+    blocks = make_blocks(net, caps, max_blocks)
+    H = block_incidence(net, blocks)
+    W = block_graph(net, blocks, H)
+    t["graph"] = time.perf_counter() - t0
+    lb = rules.cores_lower_bound(net, limits)
+    rng = np.random.default_rng(seed)
+
+    def score(p):
+        return traffic(net, H, blocks, p)
+
+    results = {}
+    for m in dict.fromkeys((method, *baselines)):
+        t0 = time.perf_counter()
+        P = Packer(blocks, H, limits)
+        if m == "sequential":
+            part = pack_sequential(blocks, P)
+        elif m == "greedy":
+            part = pack_greedy(blocks, W, P)
+        else:
+            part = pack_metis(blocks, W, P, max(lb["value"], 1), seed)
+            if refine_moves:
+                part = refine(part, W, P, rng, score=score)
+        part = compact(part.copy())
+        t[m] = time.perf_counter() - t0
+        results[m] = part
+    part = results[method]
+    table = core_table(net, blocks, part, H)
+    bad = check_cores(table, limits)
+    if bad:  # the packer guarantees this never happens; a failure here is a bug
+        raise AssertionError(f"partition left cores over {bad}")
+    K = int(part.max()) + 1 if part.size else 0
+    report = {
+        "method": method,
+        "rates": net.rates_from,
+        "neurons": net.placed_count,
+        "synapses": int(net.A.sum()),
+        "blocks": blocks.n,
+        "cores_used": K,
+        "cores_lower_bound": lb["value"],
+        "cores_lower_bound_terms": lb["terms"],
+        "traffic": round(score(part), 6),
+        "traffic_lower_bound": round(traffic_lower_bound(net, caps), 6),
+        **{f"traffic_{m}": round(score(p), 6) for m, p in results.items()},
+        **{f"cores_{m}": int(p.max()) + 1 if p.size else 0 for m, p in results.items()},
+        "limits": {k: v for k, v in limits.__dict__.items()},
+        "per_core": {k: v.tolist() if k != "work_per_step" else np.round(v, 6).tolist() for k, v in table.items()},
+        "per_node_capacity": {n: int(c) for n, c in zip(net.pop_names, caps)},
+    }
+    pt = Partitioning(net, limits, blocks, H, W, caps, part, t)
+    return pt, report
+
+
+def annotate(g: Graph, pt: Partitioning, positions: dict | None = None) -> None:
+    """Write Placement on every neuron node from a partitioning; ``positions``
+    (from the place pass) maps "chip", "x", "y", "slot" to per-core arrays."""
+    uc = unit_cores(pt.blocks, pt.part)
+    cpc = max(pt.limits.cores_per_chip or (int(pt.part.max()) + 1 if pt.part.size else 1), 1)
+    for k, name in enumerate(pt.net.pop_names):
+        sl = pt.net.pop_slice(k)
+        core = uc[sl].astype(np.int32)
+        pos = {f: np.asarray(v)[core].astype(np.int32) for f, v in (positions or {}).items()}
+        pos.setdefault("chip", (core // cpc).astype(np.int32))
+        g.annotate(name, Placement(core=core, rate=pt.net.rate[sl].astype(np.float32), **pos))
+
+
+@register
+@dataclass(frozen=True)
+class Partition(Pass):
+    """Partition neurons into cores (see module docstring)."""
+
+    name = "partition"
+    summary = "neurons → cores under every per-core limit (metis|greedy|sequential), traffic vs lower bound"
+    provides = ("placement",)
+
+    method: str = "metis"
+    max_neurons_per_core: int | None = None
+    refine: bool = True
+    seed: int | None = None
+    max_blocks: int = 4096
+    rate_steps: int = 200
+    baselines: bool = True
+
+    def apply(self, graph: Graph, ctx: PassContext) -> Graph:
+        limits = rules.limits_for(ctx, neurons_max=self.max_neurons_per_core)
+        seed = ctx.seed if self.seed is None else self.seed
+        pt, rep = run_partition(graph, limits, method=self.method, refine_moves=self.refine, seed=seed,
+                                data=ctx.data, max_blocks=self.max_blocks, rate_steps=self.rate_steps,
+                                baselines=("sequential", "greedy") if self.baselines else ())
+        annotate(graph, pt)
+        rep.setdefault("chips_used", len(np.unique(pt.part // max(limits.cores_per_chip or 1 << 30, 1))))
+        ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}
+        return graph
