@@ -7,7 +7,9 @@ pass and backend assumes.
   ``Identity`` nodes bypassed;
 * snnTorch's leaked batch dimension removed (an Input/Output of shape (1, *s)
   or (B, *s) next to a node of shape s);
-* missing Conv/Flatten input shapes inferred from their predecessors;
+* missing Conv/Flatten input shapes inferred from their predecessors; Conv
+  input/output types recomputed (NIR 1.0.8 ignores ``groups`` in the input
+  channel count and uses the first kernel dimension for every axis);
 * graph meta: ``dt`` (s), ``integrator`` (euler|exact), ``reset``
   (zero|subtract) from the compile options, else kept from the model, else
   the defaults dt = 1e-4 s (snnTorch's export convention), euler, zero — a
@@ -143,7 +145,10 @@ def _infer_shapes(g: Graph) -> None:
             g.nodes[name] = nir.Conv1d(input_shape=int(src[-1]), weight=node.weight, stride=node.stride,
                                        padding=node.padding, dilation=node.dilation, groups=node.groups,
                                        bias=node.bias)
-        elif isinstance(node, nir.Flatten) and g.shape_in(name) is None:
+        if isinstance(g.nodes[name], (nir.Conv1d, nir.Conv2d)) and g.nodes[name].input_shape is not None:
+            _conv_types(g.nodes[name])
+            continue
+        if isinstance(node, nir.Flatten) and g.shape_in(name) is None:
             g.nodes[name] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=node.start_dim,
                                         end_dim=node.end_dim)
         elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)) and g.shape_in(name) is None:
@@ -158,3 +163,17 @@ def _infer_shapes(g: Graph) -> None:
         elif isinstance(node, (nir.Delay, nir.Scale)) and g.shape_in(name) is None:
             node.input_type = {"input": np.array(src)}
             node.output_type = {"output": np.array(src)}
+
+
+def _conv_types(node) -> None:
+    """Correct a Conv1d/Conv2d node's input/output types (in channels = weight.shape[1]·groups,
+    kernel extent per axis); NIR 1.0.8's constructor gets both wrong for grouped or
+    non-square convolutions."""
+    from nir.ir.utils import calculate_conv_output
+
+    w = np.asarray(node.weight)
+    spatial = (int(node.input_shape),) if isinstance(node, nir.Conv1d) else tuple(int(x) for x in node.input_shape)
+    out = calculate_conv_output(spatial if len(spatial) > 1 else spatial[0], node.padding, node.dilation,
+                                tuple(w.shape[2:]) if len(spatial) > 1 else w.shape[2], node.stride)
+    node.input_type = {"input": np.array([w.shape[1] * int(node.groups), *spatial])}
+    node.output_type = {"output": np.array([w.shape[0], *np.asarray(out).reshape(-1)])}
