@@ -123,6 +123,19 @@ class Placement(Annotation):
 
 @register
 @dataclass(frozen=True)
+class Route(Annotation):
+    """Multicast routing of a neuron node's spikes (written by the ``route``
+    pass): for each core ``cores[k]`` holding neurons of the node, its spikes
+    go to the cores ``dest[dest_ptr[k]:dest_ptr[k + 1]]`` (CSR, sorted)."""
+
+    kind: ClassVar[str] = "route"
+    cores: Any = None
+    dest_ptr: Any = None
+    dest: Any = None
+
+
+@register
+@dataclass(frozen=True)
 class Note(Annotation):
     """Free-form provenance (e.g. which frontend layer a node came from)."""
 

@@ -212,8 +212,13 @@ def _weight_bits(g: Graph, name: str) -> int | None:
     return int(q.bits) if q is not None else None
 
 
-def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_steps: int = 200) -> Network:
-    """Extract the :class:`Network` of ``g`` (see module docstring)."""
+def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_steps: int = 200,
+                  from_placement: bool = False) -> Network:
+    """Extract the :class:`Network` of ``g`` (see module docstring).
+
+    ``from_placement``: take the neuron rates from the ``Placement.rate``
+    annotations (written by ``partition``) instead of simulating again; host
+    input rates are then read from ``data`` directly (1.0 without data)."""
     units = [k for k, n in g.nodes.items() if isinstance(n, nir.Input) or is_neuron(n)]
     placed = np.array([is_neuron(g.nodes[k]) for k in units], dtype=bool)
     sizes = [int(np.prod(g.shape_out(k))) for k in units]
@@ -289,7 +294,10 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
     else:
         A = sp.csr_matrix((N, N), dtype=np.float32)
     fan_in = np.diff(A.indptr).astype(np.int64)
-    rate, src = unit_rates(g, units, sizes, data, rate_steps)
+    if from_placement:
+        rate, src = placement_rates(g, units, sizes, data)
+    else:
+        rate, src = unit_rates(g, units, sizes, data, rate_steps)
     work = A @ rate
     return Network(units, offset, placed, A, bytes_, fan_in, np.asarray(work, dtype=np.float64), rate,
                    pop_bits, src)
@@ -312,3 +320,23 @@ def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tu
         x = np.asarray(x).reshape(x.shape[0] * x.shape[1], n)
         out.append((x != 0).mean(axis=0))
     return np.concatenate(out).astype(np.float64), "reference simulation on the calibration data"
+
+
+def placement_rates(g: Graph, units, sizes, data: dict | None) -> tuple[np.ndarray, str]:
+    from nmc.annotations import Placement
+    from nmc.errors import PassError
+
+    out = []
+    for k, n in zip(units, sizes):
+        if k in g.inputs:
+            if data and k in data:
+                x = np.asarray(data[k])
+                out.append((x.reshape(-1, n) != 0).mean(axis=0))
+            else:
+                out.append(np.ones(n))
+            continue
+        p = g.ann(k, Placement)
+        if p is None or p.core is None:
+            raise PassError("neuron node has no Placement", node=k, hint="run the partition pass first")
+        out.append(np.ones(n) if p.rate is None else np.asarray(p.rate, dtype=np.float64))
+    return np.concatenate(out) if out else np.zeros(0), "Placement.rate annotations"
