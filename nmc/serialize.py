@@ -151,7 +151,11 @@ def _dict_to_node(d: dict, path: str) -> nir.NIRNode:
         raw = d.get("edges", [])
         edges = [(_s(a), _s(b)) for a, b in np.asarray(raw).reshape(-1, 2)] if len(raw) else []
         return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
-    kw = {k: v for k, v in d.items() if k != "type"}
+    kw = {k: _canon(v) for k, v in d.items() if k != "type"}
+    if t in ("Conv1d", "Conv2d"):  # tuple-valued fields come back from HDF5 as arrays
+        for f in ("input_shape", "stride", "padding", "dilation"):
+            if isinstance(kw.get(f), np.ndarray) and kw[f].ndim == 1:
+                kw[f] = tuple(int(x) for x in kw[f])
     if "metadata" in kw:
         kw["metadata"] = {k: v for k, v in kw["metadata"].items()}
     try:
@@ -167,6 +171,16 @@ def _dict_to_node(d: dict, path: str) -> nir.NIRNode:
     except Exception as e:  # NIR's constructors raise bare TypeError/ValueError/AssertionError
         raise GraphError(f"cannot build {t} node from the file: {type(e).__name__}: {e}", node=path,
                          hint="the file may come from an incompatible NIR version or be corrupt") from None
+
+
+def _canon(v):
+    """HDF5 gives numpy scalars for 0-d datasets: ints/bools back to Python (as NIR's
+    constructors received them), floats to 0-d arrays (NIR's parameter type)."""
+    if isinstance(v, (np.integer, np.bool_)):
+        return v.item()
+    if isinstance(v, np.floating):
+        return np.asarray(v)
+    return v
 
 
 def _s(x) -> str:
@@ -214,8 +228,8 @@ def read(path: str | Path) -> Graph:
                             v = ds[()]
                             if isinstance(v, bytes):
                                 kw[k] = _from_json(json.loads(v.decode()))["v"]
-                            else:
-                                kw[k] = v
+                            else:  # written from an ndarray: keep 0-d ones arrays too
+                                kw[k] = np.asarray(v)
                         a = cls(**kw)
                         anns.setdefault(nname, {})[a.kind] = a
     except (InputFileError, GraphError, UnsupportedNodeError):

@@ -64,8 +64,8 @@ class Normalize(Pass):
         for name, node in g.nodes.items():
             if isinstance(node, NIR_NEURONS):
                 _broadcast_neuron(name, node)
-            if isinstance(node, nir.Threshold):
-                node.threshold = np.asarray(node.threshold, dtype=float).reshape(-1) if np.ndim(node.threshold) == 0 else np.asarray(node.threshold)
+            if isinstance(node, tuple(_ELEMENTWISE)):
+                _broadcast_elementwise(name, node, node.output_type.get("output") if node.output_type else None)
         opts = ctx.options
         for key, allowed in (("dt", None), ("integrator", ("euler", "exact")), ("reset", ("zero", "subtract"))):
             val = opts.get(key)
@@ -86,13 +86,43 @@ class Normalize(Pass):
         return g
 
 
-def _broadcast_neuron(name: str, node) -> None:
+#: Per-element nodes whose shape is their one parameter's shape (scalars broadcast).
+_ELEMENTWISE = {nir.Threshold: "threshold", nir.Scale: "scale", nir.Delay: "delay"}
+
+
+def _broadcast_elementwise(name: str, node, hint) -> None:
+    """Threshold/Scale/Delay: a scalar parameter applies to every element of the
+    shape ``hint`` (what the input edge delivers)."""
+    field = _ELEMENTWISE[type(node)]
+    a = np.asarray(_np(getattr(node, field)), dtype=np.float64)
+    if a.size > 1:
+        shape = a.shape
+    elif hint is not None and len(hint):
+        shape = tuple(int(x) for x in hint)
+    else:
+        shape = a.shape if a.ndim else (1,)
+    try:
+        a = np.broadcast_to(a, shape).copy()
+    except ValueError:
+        raise ShapeError(f"parameter '{field}' of shape {a.shape} does not broadcast to {shape}", node=name) from None
+    setattr(node, field, a)
+    node.input_type = {"input": np.array(shape)}
+    node.output_type = {"output": np.array(shape)}
+
+
+def _broadcast_neuron(name: str, node, hint=None) -> None:
+    """Give every neuron parameter one value per neuron. The population's shape is
+    that of its first parameter with more than one value, else ``hint`` (the
+    shape its input edge delivers: all-scalar parameters mean "same for all"),
+    else the node's declared output type, else (1,)."""
     shape = None
     for k in _NEURON_FIELDS:
         v = getattr(node, k, None)
-        if v is not None and np.ndim(v) > 0:
+        if v is not None and np.size(v) > 1:
             shape = np.shape(v)
             break
+    if shape is None and hint is not None and len(hint):
+        shape = tuple(int(x) for x in hint)
     if shape is None:
         shape = tuple(int(x) for x in np.asarray(node.output_type["output"]).reshape(-1)) if node.output_type.get("output") is not None else (1,)
         if len(shape) == 0:
@@ -137,6 +167,12 @@ def _infer_shapes(g: Graph) -> None:
         src = g.shape_out(preds[0])
         if src is None:
             continue
+        if isinstance(node, NIR_NEURONS):
+            _broadcast_neuron(name, node, hint=src)
+            continue
+        if isinstance(node, tuple(_ELEMENTWISE)):
+            _broadcast_elementwise(name, node, src)
+            continue
         if isinstance(node, nir.Conv2d) and (node.input_shape is None or g.shape_in(name) is None):
             g.nodes[name] = nir.Conv2d(input_shape=tuple(src[-2:]), weight=node.weight, stride=node.stride,
                                        padding=node.padding, dilation=node.dilation, groups=node.groups,
@@ -160,9 +196,6 @@ def _infer_shapes(g: Graph) -> None:
             node.output_type = {"output": np.array([src[0], *hw])}
         elif isinstance(node, nir.Output) and g.shape_in(name) is None:
             g.nodes[name] = nir.Output(output_type={"output": np.array(src)})
-        elif isinstance(node, (nir.Delay, nir.Scale)) and g.shape_in(name) is None:
-            node.input_type = {"input": np.array(src)}
-            node.output_type = {"output": np.array(src)}
 
 
 def _conv_types(node) -> None:
