@@ -8,7 +8,9 @@
       graph.nir         the compiled graph (nmc NIR HDF5, annotations included)
       hw.json           the hardware spec used (with overrides), when the target has one
       program/...       the backend's program files (native scripts, arrays, kernels)
-      reports/*.json    one report per pass/lowering step, plus compile.json (warnings)
+      reports/*.json    one report per pass/lowering step, plus compile.json (warnings);
+                        a ``ctx.reports`` value that is ``bytes`` is written as-is under its
+                        key as file name (binary reports, e.g. ``placement.png``)
 
 Bundles are deterministic: the same model, options and seed give the same
 bytes (sorted JSON, HDF5 without timestamps, no wall-clock times in files).
@@ -70,7 +72,10 @@ class Bundle:
         for k, v in program_files.items():
             files[f"program/{k}"] = v
         for k, v in reports.items():
-            files[f"reports/{k}.json"] = dumps_json(v)
+            if isinstance(v, (bytes, bytearray)):   # binary report (e.g. a PNG plot): its key is the file name
+                files[f"reports/{k}"] = bytes(v)
+            else:
+                files[f"reports/{k}.json"] = dumps_json(v)
         manifest = {
             "format": FORMAT,
             "nmc_version": __version__,
@@ -145,7 +150,8 @@ class Bundle:
 
     @property
     def reports(self) -> dict[str, dict]:
-        return {k[len("reports/"):-5]: json.loads(v) for k, v in self.files.items() if k.startswith("reports/")}
+        return {k[len("reports/"):-5]: json.loads(v) for k, v in self.files.items()
+                if k.startswith("reports/") and k.endswith(".json")}
 
     @property
     def hw(self) -> dict | None:

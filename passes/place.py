@@ -224,7 +224,7 @@ def anneal(cg: CoreGraph, lim: rules.CoreLimits, chip: np.ndarray, slot: np.ndar
 
 
 def run_place(g: Graph, limits: rules.CoreLimits, data: dict | None = None, seed: int = 0,
-              anneal_moves: int = 30000) -> tuple[dict, dict]:
+              anneal_moves: int = 30000, plot: bool = False) -> tuple[dict, dict]:
     """Place; returns ({chip, x, y, slot: per-core arrays}, report)."""
     cg = core_graph(g, limits, data)
     rng = np.random.default_rng(seed)
@@ -240,13 +240,23 @@ def run_place(g: Graph, limits: rules.CoreLimits, data: dict | None = None, seed
     seq_cost, seq_hops = hops_cost(cg.T, gxy(seq_chip, initial_positions(seq_chip, limits)))
     slot = anneal(cg, limits, chip, slot0.copy(), rng, anneal_moves) if anneal_moves else slot0
     cost, max_h = hops_cost(cg.T, gxy(chip, slot))
+    cost0, max_h0 = hops_cost(cg.T, gxy(chip, slot0))
+    if cost0 < cost:  # annealing ends where it ends; keep the better layout
+        slot, cost, max_h = slot0, cost0, max_h0
     pos = {"chip": chip.astype(np.int32), "x": slots[slot, 0].astype(np.int32),
            "y": slots[slot, 1].astype(np.int32), "slot": slots[slot, 2].astype(np.int32)}
+    neurons = np.bincount(cg.ucore[cg.ucore >= 0], minlength=cg.K).astype(np.float64)
+    tsum = np.asarray(cg.T.sum(0)).reshape(-1)[:cg.K] + np.asarray(cg.T.sum(1)).reshape(-1)[:cg.K]
     rep = {"chips_used": int(np.unique(chip).size) if cg.K else 0,
            "traffic_hops": round(cost, 6), "traffic_hops_sequential": round(seq_cost, 6),
            "max_hops_placed": max_h,
            "core_positions": {"chip": pos["chip"].tolist(), "x": pos["x"].tolist(), "y": pos["y"].tolist(),
                               "slot": pos["slot"].tolist()}}
+    if plot:
+        from .placement_report import placement_png
+
+        rep["_png"] = placement_png(limits, gxy(chip, slot)[:cg.K], neurons, tsum,
+                                    f"{cg.K} cores on {rep['chips_used']} chip(s)")
     return pos, rep
 
 
@@ -288,6 +298,7 @@ class Place(Pass):
     seed: int | None = None
     anneal_moves: int = 30000
     mesh: tuple[int, ...] = ()
+    plot: bool = True
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         limits = geometry_for(ctx, self.mesh)
@@ -297,7 +308,10 @@ class Place(Pass):
 
             if is_neuron(node) and graph.ann(name, Placement) is None:
                 raise PassError("neuron node has no Placement", node=name, hint="run partition before place")
-        pos, rep = run_place(graph, limits, ctx.data, seed, self.anneal_moves)
+        pos, rep = run_place(graph, limits, ctx.data, seed, self.anneal_moves, self.plot)
+        png = rep.pop("_png", None)
+        if png is not None:   # binary report: written by the bundle as reports/placement.png
+            ctx.reports["placement.png"] = png
         annotate_positions(graph, pos)
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}
         return graph

@@ -213,17 +213,19 @@ def synapse_bytes(n_syn, weight_bits: int, sparse: bool, n_inputs: int, limits: 
     return np.ceil(n * (weight_bits + xb) / 8.0) + limits.row_pointer_bytes
 
 
-def max_per_core(net, limits: CoreLimits) -> np.ndarray:
-    """Per placed node: how many of its neurons one core holds at most under the
-    additive limits (neurons, bytes, work) — the node's core capacity."""
+def max_per_core(net, limits: CoreLimits, upper: bool = False) -> np.ndarray:
+    """Per placed node: how many of its neurons one core holds under the
+    additive limits (neurons, bytes, work) — the node's core capacity, sized by
+    its largest neuron (any ``cap`` of them fit). With ``upper``: sized by its
+    smallest neuron, an upper bound on what any core can hold (for bounds)."""
     caps = []
     for k in range(len(net.pop_names)):
         sl = net.pop_slice(k)
         c = limits.neurons_max or net.n_units
-        b = float(net.bytes_[sl].max(initial=0))
+        b = float(net.bytes_[sl].max(initial=0) if not upper else net.bytes_[sl].min(initial=np.inf))
         if limits.memory_bytes and b > 0:
             c = min(c, int(limits.memory_bytes // b))
-        w = float(net.work[sl].max(initial=0))
+        w = float(net.work[sl].max(initial=0) if not upper else net.work[sl].min(initial=np.inf))
         if limits.work_max and w > 0:
             c = min(c, int(limits.work_max // w))
         caps.append(max(0, c))
