@@ -51,6 +51,9 @@ class PassContext:
     dump_dir: Path | None = None
     progress: Callable[[str], None] | None = None
     seed: int = 0
+    #: wall-clock seconds per pass (``"<index>-<name>"``); kept out of ``reports``
+    #: because bundles must be byte-identical across compiles.
+    timings: dict = field(default_factory=dict)
 
     def rng(self, salt: str = "") -> np.random.Generator:
         return np.random.default_rng([self.seed, *map(ord, salt)])
@@ -181,7 +184,6 @@ class PassManager:
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         g = graph
-        timings = {}
         if ctx.dump_dir:
             ctx.dump_dir = Path(ctx.dump_dir)
             ctx.dump_dir.mkdir(parents=True, exist_ok=True)
@@ -208,11 +210,10 @@ class PassManager:
             except Exception as e:  # a bug in a pass: keep the traceback chained, name the pass
                 raise PassError(f"internal error: {type(e).__name__}: {e}", pass_name=p.name,
                                 reproducer=self._reproducer(before, p, ctx)) from e
-            timings[p.name] = round(time.perf_counter() - t0, 6)
+            ctx.timings[f"{i:02d}-{p.name}"] = time.perf_counter() - t0
             if ctx.dump_dir:
                 (ctx.dump_dir / f"{i:02d}-{p.name}.txt").write_text(g.dump())
         ctx.reports.setdefault("passes", {})["pipeline"] = pipeline_text(self.passes)
-        ctx.reports["passes"]["seconds"] = timings
         return g
 
     def _reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str:
