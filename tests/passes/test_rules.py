@@ -1,0 +1,63 @@
+import numpy as np
+
+import nets
+from nmc.annotations import Quant, Sparsity
+from nmc.passes import rules
+from nmc.passes.netmodel import build_network
+from nmc.passes.rules import CoreLimits, synapse_bytes
+
+
+def net_of(model, lim, anns=()):
+    g = nets.normalized(model)
+    for node, a in anns:
+        g.annotate(node, a)
+    return build_network(g, lim)
+
+
+def test_synapse_bytes_formula():
+    lim = CoreLimits()
+    assert synapse_bytes([10], 8, False, 10, lim).tolist() == [10.0]
+    assert synapse_bytes([10], 4, False, 10, lim).tolist() == [5.0]
+    # CSR: 10 nnz of 300 inputs -> 16-bit indices: ceil(10*(8+16)/8) + 4 row pointer
+    assert synapse_bytes([10], 8, True, 300, lim).tolist() == [34.0]
+
+
+def test_quant_and_sparsity_change_bytes():
+    lim = CoreLimits(neurons_max=100)
+    dense = net_of(nets.ff_lif(), lim)
+    q4 = net_of(nets.ff_lif(), lim, [("fc1", Quant(bits=4))])
+    s = dense.pop_slice(0)
+    assert np.all(dense.bytes_[s] == 8) and np.all(q4.bytes_[s] == 4)
+    m = nets.normalized(nets.ff_lif())
+    m.nodes["fc1"].weight[:, 4:] = 0
+    m.annotate("fc1", Sparsity(density=0.5, format="csr"))
+    sp_net = build_network(m, lim)
+    assert np.all(sp_net.bytes_[s] == 4 * 2 + 4)   # 4 nnz × (8+8 bits) + 4
+
+
+def test_each_rule_alone():
+    lim = CoreLimits(neurons_max=4, memory_bytes=12, fan_in_max=10, work_max=12.0, cores_per_chip=2)
+    net = net_of(nets.ff_lif(), lim)   # lif1: fan-in 8, lif2: fan-in 16, 16 bytes, work 16/step
+    assert [v.node for v in rules.rule_neuron_fan_in(net, lim)] == ["lif2"]
+    assert [v.node for v in rules.rule_neuron_memory(net, lim)] == ["lif2"]
+    assert [v.node for v in rules.rule_neuron_work(net, lim)] == ["lif2"]
+    tot = rules.rule_total_cores(net, lim)
+    assert len(tot) == 1 and tot[0].limit == 2 and tot[0].actual >= 5 and "spinnaker2-48chip" in tot[0].hint
+    assert rules.check(net, CoreLimits(neurons_max=4)) == []
+
+
+def test_lower_bound_terms():
+    lim = CoreLimits(neurons_max=5, memory_bytes=100, fan_in_max=6)
+    net = net_of(nets.ff_lif(), lim)
+    lb = rules.cores_lower_bound(net, lim)
+    # neurons 20/5 = 4; bytes 16·8 + 4·16 = 192 / 100 -> 2; inputs: 8 + 16 sources / 6 -> 4
+    assert lb["terms"] == {"neurons": 4, "bytes": 2, "inputs": 4} and lb["value"] == 4
+
+
+def test_limits_from_spec_dict_and_overrides():
+    d = {"core": {"neurons_max": {"value": 250, "unit": "neurons"}, "data_bytes": 98304},
+         "chip": {"cores": 148, "router_entries_max": 16384}, "board": {"chips": 48}}
+    lim = CoreLimits.from_spec(d, neurons_max=100)
+    assert lim.neurons_max == 100 and lim.memory_bytes == 98304 and lim.router_entries_max == 16384
+    assert lim.chips == 48 and lim.cores_total == 148 * 48
+    assert lim.mesh_x * lim.mesh_y * lim.cores_per_node >= 148
