@@ -204,7 +204,13 @@ def inspect_cmd(path, as_json):
 
 @main.command("targets")
 def targets_cmd():
-    """List compilation targets, their devices and default pipelines."""
+    """List compilation targets, their devices and default pipelines.
+
+    \b
+    Example:
+      nmc targets
+      nmc compile net.nir --target reference -o net.nmc
+    """
     from nmc.backends import REGISTRY, get_backend
 
     t = Table(title="targets")
@@ -218,7 +224,13 @@ def targets_cmd():
 
 @main.command("passes")
 def passes_cmd():
-    """List the registered passes and their options (for --passes)."""
+    """List the registered passes and their options (for --passes).
+
+    \b
+    Example:
+      nmc passes
+      nmc compile net.nir --target reference --passes 'normalize' -o net.nmc
+    """
     from nmc.passes import REGISTRY
 
     t = Table(title="passes (use as name{key=value,...})")
