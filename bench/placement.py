@@ -1,0 +1,130 @@
+"""Placement benchmark: feed-forward, recurrent and conv networks of 10³ to
+10⁶ neurons; traffic of metis/greedy/sequential vs the lower bound; cores vs
+bound; pass run times. Writes JSON and prints a table. Not run in tests.
+
+    .venv/bin/python bench/placement.py [--sizes 1e3,1e4,1e5,1e6] [--out bench/placement.json]
+
+Per-core limits are explicit here (SpiNNaker-2-like: 256 neurons, 96 KiB of
+synapse memory, 4096 input axons, 8-bit weights) so the benchmark runs
+before/without a HardwareSpec; pass ``--hw NAME`` to read them from a spec.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import nir
+import numpy as np
+
+from nmc.annotations import Sparsity
+from nmc.ir import Graph
+from nmc.passes.partition import run_partition
+from nmc.passes.rules import CoreLimits
+
+
+def _lif(n):
+    return nir.LIF(tau=np.ones(n), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n))
+
+
+def _sparse_w(rng, n_out, n_in, fan_in):
+    w = np.zeros((n_out, n_in), dtype=np.float32)
+    cols = rng.integers(0, n_in, size=(n_out, fan_in))
+    w[np.repeat(np.arange(n_out), fan_in), cols.reshape(-1)] = 1.0
+    return w
+
+
+def feedforward(n, rng, fan_in=64):
+    """3 equal layers of n/3 neurons, random sparse fan-in per neuron (CSR)."""
+    h = max(1, n // 3)
+    nodes = {"in": nir.Input(input_type={"input": np.array([h])})}
+    edges, prev, sparse = [], "in", []
+    for i in range(3):
+        nodes[f"w{i}"] = nir.Linear(weight=_sparse_w(rng, h, h, min(fan_in, h)))
+        nodes[f"l{i}"] = _lif(h)
+        edges += [(prev, f"w{i}"), (f"w{i}", f"l{i}")]
+        sparse.append(f"w{i}")
+        prev = f"l{i}"
+    nodes["out"] = nir.Output(output_type={"output": np.array([h])})
+    edges.append((prev, "out"))
+    return Graph(nodes, edges, meta={"dt": 1e-3}), sparse
+
+
+def recurrent(n, rng, fan_in=64):
+    """One recurrent population of n neurons with local (ring) connectivity plus random long-range inputs."""
+    nodes = {"in": nir.Input(input_type={"input": np.array([64])}),
+             "w": nir.Linear(weight=_sparse_w(rng, n, 64, 4)), "l": _lif(n),
+             "out": nir.Output(output_type={"output": np.array([n])})}
+    k = min(fan_in, n)
+    w = np.zeros((n, n), dtype=np.float32) if n <= 20000 else None
+    if w is None:   # large: build via a banded pattern
+        import scipy.sparse as sp
+
+        offs = rng.integers(-2 * k, 2 * k, size=(n, k))
+        cols = (np.arange(n)[:, None] + offs) % n
+        w = sp.csr_matrix((np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), cols.reshape(-1))), shape=(n, n))
+        w = w.toarray() if n <= 40000 else w
+    else:
+        offs = rng.integers(-2 * k, 2 * k, size=(n, k))
+        w[np.repeat(np.arange(n), k), ((np.arange(n)[:, None] + offs) % n).reshape(-1)] = 1.0
+    nodes["rec"] = nir.Linear(weight=w)
+    edges = [("in", "w"), ("w", "l"), ("l", "rec"), ("rec", "l"), ("l", "out")]
+    return Graph(nodes, edges, meta={"dt": 1e-3}), ["w", "rec"]
+
+
+def conv(n, rng):
+    """conv3x3(2→8) → IF → conv3x3(8→8) → IF on a square image sized so the net has ≈ n neurons."""
+    side = max(4, int(np.sqrt(n / 16)))
+    def c(cin, cout):
+        return nir.Conv2d(input_shape=(side, side), weight=rng.normal(size=(cout, cin, 3, 3)), stride=1, padding=1,
+                          dilation=1, groups=1, bias=np.zeros(cout))
+    nodes = {"in": nir.Input(input_type={"input": np.array([2, side, side])}), "c1": c(2, 8),
+             "l1": nir.IF(r=np.ones((8, side, side)), v_threshold=np.ones((8, side, side)), v_reset=np.zeros((8, side, side))),
+             "c2": c(8, 8),
+             "l2": nir.IF(r=np.ones((8, side, side)), v_threshold=np.ones((8, side, side)), v_reset=np.zeros((8, side, side))),
+             "out": nir.Output(output_type={"output": np.array([8, side, side])})}
+    edges = [("in", "c1"), ("c1", "l1"), ("l1", "c2"), ("c2", "l2"), ("l2", "out")]
+    for k in ("c1", "c2"):
+        nodes[k].input_type = {"input": np.array([nodes[k].weight.shape[1], side, side])}
+        nodes[k].output_type = {"output": np.array([8, side, side])}
+    return Graph(nodes, edges, meta={"dt": 1e-3}), []
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1e3,1e4,1e5")
+    ap.add_argument("--kinds", default="feedforward,recurrent,conv")
+    ap.add_argument("--out", default="bench/placement.json")
+    ap.add_argument("--hw", default=None)
+    a = ap.parse_args(argv)
+    if a.hw:
+        from nmc.hw import HardwareSpec
+
+        lim = CoreLimits.from_spec(HardwareSpec.load(a.hw))
+    else:
+        lim = CoreLimits(neurons_max=256, memory_bytes=96 * 1024, fan_in_max=4096, weight_bits=8)
+    rng = np.random.default_rng(0)
+    rows = []
+    for kind in a.kinds.split(","):
+        for n in (int(float(s)) for s in a.sizes.split(",")):
+            g, sparse = {"feedforward": feedforward, "recurrent": recurrent, "conv": conv}[kind](n, rng)
+            for s in sparse:
+                g.annotate(s, Sparsity(density=0.01, format="csr"))
+            t = time.perf_counter()
+            pt, rep = run_partition(g, lim, method="metis")
+            total = time.perf_counter() - t
+            row = {"kind": kind, "neurons": rep["neurons"], "synapses": rep["synapses"], "blocks": rep["blocks"],
+                   **{k: rep[k] for k in ("cores_used", "cores_lower_bound", "cores_sequential", "cores_greedy",
+                                          "traffic", "traffic_lower_bound", "traffic_sequential", "traffic_greedy")},
+                   "seconds": {k: round(v, 3) for k, v in pt.seconds.items()}, "seconds_total": round(total, 3)}
+            rows.append(row)
+            print(f"{kind:12s} n={row['neurons']:>8d} syn={row['synapses']:>10d} cores {row['cores_used']:>5d} "
+                  f"(lb {row['cores_lower_bound']}, seq {row['cores_sequential']}) traffic metis {row['traffic']:.0f} "
+                  f"greedy {row['traffic_greedy']:.0f} seq {row['traffic_sequential']:.0f} lb {row['traffic_lower_bound']:.0f} "
+                  f"| {row['seconds_total']:.2f} s {row['seconds']}", flush=True)
+    with open(a.out, "w") as f:
+        json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
