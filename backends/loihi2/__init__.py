@@ -1,0 +1,176 @@
+"""The ``loihi2`` target: Intel Loihi 2 through Lava (``lava-nc``).
+
+Pipeline: normalize → (quantize, partition, place when registered) → lower
+(:mod:`.lower`) to a :class:`~.program.LoihiProgram` of Lava processes. The
+bundle holds ``program/lava_net.py`` (:mod:`.emit`), ``program.json`` and
+arrays.
+
+Devices:
+
+* ``emulator`` (default): :class:`~.emulator.LoihiEmulator`, nmc's vectorised
+  re-implementation of Lava's bit-accurate fixed-point models (bit-exact).
+* ``lava``: the emitted module run in Lava's ``Loihi2SimCfg(select_tag="fixed_pt")``
+  in a child process under a timeout (:mod:`.lava_device`); ``hw=True`` uses
+  ``Loihi2HwCfg`` (needs Intel's lava-loihi).
+
+Both return what :class:`nmc.reference.ReferenceSimulator` returns, in float
+units: ``{output: (T[, B], *shape)}`` (spikes 0/1, or membrane v for LI
+readouts) and, for recorded nodes, ``<node>.spikes``, ``<node>.v`` (float) and
+``<node>.v_int``/``<node>.s_int`` (Lava integers). With ``align=True``
+(default) every group is shifted back by its latency (``out[t] = lava[t + L]``,
+simulating T + max latency Lava steps), so rows line up with the reference;
+``align=False`` gives raw Lava time.
+
+Inputs: with ``input_bits = 0`` (default) the input must be 0/1 spikes; with
+``input_bits = k`` graded spikes, integers in ``[−2^(k−1), 2^(k−1))``.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from nmc.errors import OptionError, ShapeError
+from nmc.ir import Graph
+from nmc.reference import check_inputs
+
+from ..base import Device
+from .emulator import LoihiEmulator
+from .program import LoihiProgram, load_program
+
+
+def _payload(program: LoihiProgram, graph_inputs: dict, steps, batched):
+    shapes = {p.name: p.shape for p in program.inputs}
+    import nir
+
+    g = Graph({k: nir.Input(input_type={"input": np.array(s)}) for k, s in shapes.items()})
+    arrs, T, batched = check_inputs(g, graph_inputs, steps, batched)
+    out = {}
+    for p in program.inputs:
+        a = arrs[p.name]
+        if np.any(a != np.rint(a)):
+            raise ShapeError("Loihi 2 inputs must be integers (0/1 spikes, or graded payloads with input_bits)",
+                             node=p.name, hint="threshold or scale the input, or compile with --option input_bits=8")
+        if p.bits == 0 and np.any((a != 0) & (a != 1)):
+            raise ShapeError("input has values other than 0/1 but the program was compiled for binary spikes",
+                             node=p.name, hint="compile with --option input_bits=8 for graded spikes")
+        if p.bits > 0 and (a.min() < -(2 ** (p.bits - 1)) or a.max() >= 2 ** (p.bits - 1)):
+            raise ShapeError(f"graded input exceeds {p.bits}-bit payloads", node=p.name,
+                             limit=2 ** (p.bits - 1) - 1, actual=float(np.abs(a).max()))
+        out[p.name] = a.reshape(a.shape[0], a.shape[1], -1).astype(np.int64)
+    return out, T, batched
+
+
+class LoihiDevice(Device):
+    """Shared conversion (float ⇄ Lava integers, latency alignment) for both devices."""
+
+    def __init__(self, program: LoihiProgram, align: bool = True):
+        self.program = program
+        self.align = align
+
+    def reset(self, batch: int = 1) -> None:
+        """Every run starts from reset (zero state); nothing is kept between runs."""
+
+    def _simulate(self, payload, steps):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), batched: bool | None = None):
+        _fix = _graph_inputs(self.program, inputs)
+        payload, T, batched = _payload(self.program, _fix, steps, batched)
+        record = list(record)
+        names = {g.name for g in self.program.groups}
+        for r in record:
+            if r not in names:
+                raise OptionError(f"cannot record '{r}' on loihi2", node=r,
+                                  hint=f"neuron layers: {', '.join(sorted(names))}")
+        extra = self.program.max_latency if self.align else 0
+        raw = self._simulate(payload, T + extra)
+        res: dict[str, np.ndarray] = {}
+        for g in self.program.groups:
+            lat = g.latency if self.align else 0
+            s = raw[f"{g.name}.s"][lat:lat + T].astype(np.float64)
+            vi = raw[f"{g.name}.v"][lat:lat + T]
+            v = vi / np.asarray(g.v_scale, float).reshape(-1)
+            res[g.name] = (s, v, vi)
+        out = {}
+        for o in self.program.outputs:
+            s, v, _ = res[o.src]
+            out[o.name] = (s if o.read == "spikes" else v).reshape(T, -1, *o.shape)
+        for r in record:
+            g = self.program.group(r)
+            s, v, vi = res[r]
+            shp = (T, -1, *g.shape)
+            out[f"{r}.out"] = (s if g.spiking else v).reshape(shp)
+            out[f"{r}.v"] = v.reshape(shp)
+            out[f"{r}.v_int"] = vi.reshape(shp)
+            if g.spiking:
+                out[f"{r}.spikes"] = s.reshape(shp)
+        if not batched:
+            out = {k: a[:, 0] for k, a in out.items()}
+        return out
+
+
+def _graph_inputs(program, inputs):
+    if not isinstance(inputs, dict) and len(program.inputs) == 1:
+        return {program.inputs[0].name: inputs}
+    return inputs
+
+
+class EmulatorDevice(LoihiDevice):
+    name = "emulator"
+
+    def _simulate(self, payload, steps):
+        rec = LoihiEmulator(self.program).run(payload, steps)
+        return {f"{k}.{x}": r[x] for k, r in rec.items() for x in ("s", "v")}
+
+
+class LavaDevice(LoihiDevice):
+    name = "lava"
+
+    def __init__(self, program, align: bool = True, timeout: float = 300.0, hw: bool = False):
+        super().__init__(program, align)
+        self.timeout, self.hw = timeout, hw
+
+    def _simulate(self, payload, steps):
+        from .lava_device import run_lava
+
+        return run_lava(self.program, payload, steps, timeout=self.timeout, hw=self.hw)
+
+
+class Loihi2Backend:
+    name = "loihi2"
+    summary = "Intel Loihi 2 via Lava: fixed-point LIF/Dense programs, bit-exact emulator, Lava sim or hardware"
+    spec_name = None
+    devices = ("emulator", "lava")
+    default_device = "emulator"
+
+    def __init__(self):
+        import importlib.util
+
+        if importlib.util.find_spec("nmc.hw") is not None:
+            self.spec_name = "loihi2"
+
+    def default_pipeline(self, options: dict) -> str:
+        from nmc.passes import REGISTRY
+
+        want = ["quantize{bits=8}"] + (["partition", "place"] if self.spec_name else [])  # placement needs the spec
+        steps = ["normalize"] + [p for p in want if p.split("{")[0] in REGISTRY]
+        return ",".join(steps)
+
+    def lower(self, graph: Graph, ctx) -> LoihiProgram:
+        from .lower import lower
+
+        return lower(graph, ctx)
+
+    def load_program(self, files: dict[str, bytes], graph: Graph) -> LoihiProgram:
+        return load_program(files)
+
+    def device(self, name: str, program: LoihiProgram, **opts) -> Device:
+        if name == "emulator":
+            return EmulatorDevice(program, **opts)
+        if name == "lava":
+            return LavaDevice(program, **opts)
+        raise OptionError(f"target 'loihi2' has no device '{name}'", hint="use --device emulator or --device lava")
+
+
+BACKEND = Loihi2Backend()

@@ -1,0 +1,145 @@
+"""nmc's vectorised emulator of Lava's bit-accurate Loihi fixed-point models.
+
+It reproduces, bit for bit, Lava 0.10's ``PyLifModelBitAcc``
+(``lava/proc/lif/models.py``), ``PyDenseModelBitAcc``
+(``lava/proc/dense/models.py``) and ``PySparseModelBitAcc`` as they run under
+``Loihi2SimCfg(select_tag="fixed_pt")``, on a batch at once (int64 numpy).
+
+Synapse (Dense/Sparse), per step t, weights ``W`` int (out, in):
+
+* at load: ``W = clip(W, −256, 255)`` for mixed signs (``[0, 255]`` excitatory,
+  ``[−255, 0]`` inhibitory), then for **mixed signs the lowest bit is dropped**:
+  ``W = (W >> 1) << 1`` (8-bit mantissa incl. sign);
+* it first **sends** its buffer (computed at t−1; zero at t = 1), then receives
+  the source's output s_t and computes ``acc = W · s_t`` (binary spikes:
+  ``s ≠ 0`` counts as 1; graded: the integer payload) and
+  ``buf = acc << weight_exp`` (``weight_exp ≥ 0``) or ``acc >> −weight_exp``
+  (arithmetic shift: rounds toward −∞). So **every synapse adds one step**:
+  what a neuron receives at step t was sent by its source at t − 1.
+
+Neuron (LIF process; states u, v int, 24 bit), per step, ``a_in`` = sum of
+the buffers of all incoming synapses:
+
+* ``u ← wrap24(trunc0(u · (4096 − (du + 1)) / 2¹²) + (a_in << 6))``: Lava adds
+  one to du (``ds_offset = 1``), so du = 4095 clears u every step; trunc0 is
+  division rounding toward zero (``sign(x)·(|x| >> 12)``); wrap24: a value
+  ``> 2²³`` has 2²⁴ subtracted, a value ``≤ −2²³`` has 2²⁴ added;
+* ``v ← clip(trunc0(v · (4096 − dv) / 2¹²) + u + bias, −(2²³ − 1), 2²³ − 1)``
+  with ``bias = bias_mant << bias_exp``;
+* spike ``s = v > (vth << 6)`` (strictly greater), visible to the next
+  synapse in the same step (and so to the next neuron at t + 1);
+* reset: ``v ← 0`` where s (Lava's LIF; u is not reset), or, for reset by
+  subtraction (nmc's ``LIFSubtract`` process in the emitted module),
+  ``v ← v − (vth << 6)``.
+
+Recorded ``v`` is the value after reset, as Lava's Monitor sees it.
+Inputs: ``x[t]`` (the payload of step t, t = 0..T−1) is what Lava's source
+sends at its time step t + 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .program import LoihiProgram, NeuronGroup, Synapse
+
+V_MAX = 2 ** 23            # 24-bit signed state
+DECAY_SHIFT = 12
+DECAY_UNITY = 2 ** DECAY_SHIFT
+ACT_SHIFT = 6              # a_in << 6
+VTH_SHIFT = 6              # vth << 6
+
+
+def lava_weights(w: np.ndarray) -> np.ndarray:
+    """The weights Lava's fixed-point Dense actually uses (clip to 8-bit by sign
+    mode, then drop the lowest bit when signs are mixed)."""
+    w = np.asarray(w).astype(np.int64)
+    if w.size == 0 or w.min() >= 0:          # SignMode.EXCITATORY (also all-zero)
+        return np.clip(w, 0, 255)
+    if w.max() <= 0:                          # SignMode.INHIBITORY
+        return -np.clip(-w, 0, 255)
+    w = np.clip(w, -256, 255)                 # SignMode.MIXED: 8-bit incl. sign
+    return (w >> 1) << 1
+
+
+def trunc0_shift(x: np.ndarray, k: int) -> np.ndarray:
+    """x / 2^k rounded toward zero (Lava: ``sign(x) * (|x| >> k)``)."""
+    return np.sign(x) * (np.abs(x) >> k)
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    """Lava's wrap of the current u (note the asymmetric bounds)."""
+    w = np.where(x > V_MAX, x - 2 * V_MAX, x)
+    return np.where(w <= -V_MAX, x + 2 * V_MAX, w)
+
+
+def shift_exp(acc: np.ndarray, e: int) -> np.ndarray:
+    return np.left_shift(acc, e) if e > 0 else np.right_shift(acc, -e)
+
+
+class _Group:
+    def __init__(self, g: NeuronGroup):
+        self.g = g
+        n = g.n
+        self.du = np.broadcast_to(np.asarray(g.du, dtype=np.int64), (n,))
+        self.dv = np.broadcast_to(np.asarray(g.dv, dtype=np.int64), (n,))
+        self.bias = shift_exp_arr(np.asarray(g.bias_mant, dtype=np.int64).reshape(-1),
+                                  np.asarray(g.bias_exp, dtype=np.int64).reshape(-1))
+        self.vth = np.int64(g.vth) << VTH_SHIFT
+
+    def step(self, u, v, a_in):
+        u = trunc0_shift(u * (DECAY_UNITY - (self.du + 1)), DECAY_SHIFT)
+        u = wrap24(u + (a_in << ACT_SHIFT))
+        v = trunc0_shift(v * (DECAY_UNITY - self.dv), DECAY_SHIFT)
+        v = np.clip(v + u + self.bias, -V_MAX + 1, V_MAX - 1)
+        s = v > self.vth
+        if self.g.reset == "subtract":
+            v = v - s * self.vth
+        else:
+            v = np.where(s, 0, v)
+        return u, v, s
+
+
+def shift_exp_arr(m: np.ndarray, e: np.ndarray) -> np.ndarray:
+    return np.where(e >= 0, np.left_shift(m, np.maximum(e, 0)), np.right_shift(m, np.maximum(-e, 0)))
+
+
+class LoihiEmulator:
+    """Runs a :class:`LoihiProgram` with Lava's fixed-point arithmetic.
+
+    ``run(inputs, steps)``: ``inputs[name]`` int payloads (T, B, n); returns
+    ``{group: {"s": (T, B, n) bool, "v": (T, B, n) int64, "u": ...}}`` in Lava
+    time (row t = Lava time step t + 1).
+    """
+
+    def __init__(self, program: LoihiProgram):
+        self.p = program
+        self.groups = {g.name: _Group(g) for g in program.groups}
+        self.syn: list[tuple[Synapse, np.ndarray]] = [(s, lava_weights(s.weights)) for s in program.synapses]
+
+    def run(self, inputs: dict[str, np.ndarray], steps: int) -> dict[str, dict[str, np.ndarray]]:
+        B = next(iter(inputs.values())).shape[1] if inputs else 1
+        st = {k: (np.zeros((B, g.g.n), np.int64),
+                  np.broadcast_to(np.asarray(g.g.v_init, np.int64).reshape(-1), (B, g.g.n)).copy())
+              for k, g in self.groups.items()}
+        buf = {s.name: np.zeros((B, s.weights.shape[0]), np.int64) for s, _ in self.syn}
+        rec = {k: {"s": np.zeros((steps, B, g.g.n), bool), "v": np.zeros((steps, B, g.g.n), np.int64),
+                   "u": np.zeros((steps, B, g.g.n), np.int64)} for k, g in self.groups.items()}
+        for t in range(steps):
+            a_in = {k: np.zeros((B, g.g.n), np.int64) for k, g in self.groups.items()}
+            for s, _ in self.syn:                       # synapses send last step's buffer
+                a_in[s.dst] += buf[s.name]
+            out: dict[str, np.ndarray] = {}
+            for k, g in self.groups.items():
+                u, v, sp = g.step(*st[k], a_in[k])
+                st[k] = (u, v)
+                out[k] = sp
+                r = rec[k]
+                r["s"][t], r["v"][t], r["u"][t] = sp, v, u
+            for name, x in inputs.items():
+                out[name] = x[t] if t < x.shape[0] else np.zeros_like(x[0])
+            for s, w in self.syn:                       # then receive this step's source output
+                x = out[s.src].reshape(B, -1).astype(np.int64)
+                if s.num_message_bits == 0:
+                    x = (x != 0).astype(np.int64)
+                buf[s.name] = shift_exp(x @ w.T, s.weight_exp)
+        return rec

@@ -1,0 +1,181 @@
+"""The Loihi 2 Program: integer arrays for Lava processes, one to one.
+
+A :class:`LoihiProgram` is a list of
+
+* :class:`InputPort` — one Lava source (RingBuffer / Injector) per graph Input;
+  payload integers: 0/1 spikes (``bits == 0``) or graded spikes (``bits > 0``).
+* :class:`NeuronGroup` — one Lava ``LIF`` process (bit-accurate fixed-point
+  model) per graph neuron node: ``du``, ``dv`` (12-bit decays, scalar or per
+  neuron), ``vth`` (17-bit threshold mantissa), ``bias_mant``/``bias_exp``
+  (13-bit mantissa, 3-bit exponent, per neuron), ``reset`` (zero|subtract),
+  ``v_scale`` (float membrane = v_int / v_scale), ``latency`` (Lava steps
+  behind the float reference).
+* :class:`Synapse` — one Lava ``Dense`` (or ``Sparse``) process: int weights
+  (out, in) as Lava receives them (8-bit; mixed signs keep only even values),
+  ``weight_exp``, ``num_message_bits`` (0 = binary spikes, >0 graded).
+* :class:`OutputPort` — which group feeds a graph Output, and whether it reads
+  spikes or the membrane (non-spiking LI/CubaLI readouts).
+
+``files()`` is deterministic: ``program.json`` (sorted) + one ``.npy`` per
+array + the emitted ``lava_net.py``; :func:`load_program` reverses it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nmc.bundle import dumps_json
+from nmc.errors import InputFileError
+
+ARRAY_DIR = "arrays"
+
+
+@dataclass
+class InputPort:
+    name: str
+    shape: tuple
+    bits: int = 0          # 0: binary spikes; k > 0: graded payload, signed k-bit integers
+
+
+@dataclass
+class NeuronGroup:
+    name: str
+    kind: str              # NIR type name (LIF, CubaLIF, IF, LI, CubaLI)
+    shape: tuple
+    du: Any                # int or int array (n,), 0..4095
+    dv: Any                # int or int array (n,), 0..4095
+    vth: int               # threshold mantissa, 0..2^17-1 (Lava compares v > vth << 6)
+    bias_mant: np.ndarray  # int32 (n,)
+    bias_exp: np.ndarray   # int32 (n,)
+    reset: str = "zero"
+    spiking: bool = True
+    v_scale: float = 1.0   # float v ≈ v_int / v_scale
+    latency: int = 1
+    v_init: Any = 0        # int32 (n,) or 0: initial v, so the bias pre-roll ends at v = 0 (see lower.py)
+
+    @property
+    def n(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Synapse:
+    name: str
+    src: str               # InputPort or NeuronGroup name
+    dst: str               # NeuronGroup name
+    weights: np.ndarray    # int32 (n_dst, n_src), as handed to Lava
+    weight_exp: int = 0
+    num_message_bits: int = 0
+    format: str = "dense"  # dense | sparse
+    recurrent: bool = False
+
+    @property
+    def sign_mixed(self) -> bool:
+        return bool(self.weights.min() < 0 < self.weights.max())
+
+
+@dataclass
+class OutputPort:
+    name: str
+    src: str               # NeuronGroup name
+    read: str = "spikes"   # spikes | v
+    shape: tuple = ()
+
+
+@dataclass
+class LoihiProgram:
+    inputs: list[InputPort] = field(default_factory=list)
+    groups: list[NeuronGroup] = field(default_factory=list)
+    synapses: list[Synapse] = field(default_factory=list)
+    outputs: list[OutputPort] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)   # dt, fidelity notes, placement summary
+
+    # ---------------------------------------------------------------- access
+    def group(self, name: str) -> NeuronGroup:
+        return next(g for g in self.groups if g.name == name)
+
+    @property
+    def max_latency(self) -> int:
+        return max((g.latency for g in self.groups), default=0)
+
+    def summary(self) -> dict:
+        return {"lava_processes": len(self.inputs) + len(self.groups) + len(self.synapses),
+                "neurons": sum(g.n for g in self.groups),
+                "synapses": int(sum(np.count_nonzero(s.weights) for s in self.synapses)),
+                "latency_steps": self.max_latency,
+                **{k: v for k, v in self.meta.items() if k in ("cores_used", "cores_lower_bound")}}
+
+    # ----------------------------------------------------------- (de)serialise
+    def to_json(self) -> tuple[dict, dict[str, np.ndarray]]:
+        arrays: dict[str, np.ndarray] = {}
+
+        def enc(prefix, obj):
+            d = {}
+            for f in dataclasses.fields(obj):
+                v = getattr(obj, f.name)
+                if isinstance(v, np.ndarray):
+                    key = f"{prefix}.{f.name}"
+                    arrays[key] = v
+                    d[f.name] = {"array": key}
+                elif isinstance(v, tuple):
+                    d[f.name] = list(v)
+                else:
+                    d[f.name] = v
+            return d
+
+        doc = {"format": 1,
+               "inputs": [enc(f"in.{p.name}", p) for p in self.inputs],
+               "groups": [enc(f"g.{g.name}", g) for g in self.groups],
+               "synapses": [enc(f"s.{s.name}", s) for s in self.synapses],
+               "outputs": [enc(f"out.{o.name}", o) for o in self.outputs],
+               "meta": self.meta}
+        return doc, arrays
+
+    def files(self) -> dict[str, bytes]:
+        from .emit import emit_lava_net
+
+        doc, arrays = self.to_json()
+        out = {"program.json": dumps_json(doc), "lava_net.py": emit_lava_net().encode()}
+        for k, a in sorted(arrays.items()):
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+            out[f"{ARRAY_DIR}/{k}.npy"] = buf.getvalue()
+        return out
+
+
+def load_program(files: dict[str, bytes]) -> LoihiProgram:
+    """Rebuild a :class:`LoihiProgram` from the bundle's ``program/`` files."""
+    if "program.json" not in files:
+        raise InputFileError("bundle has no program/program.json for the loihi2 target",
+                             path="program/program.json", hint="recompile with --target loihi2")
+    doc = json.loads(files["program.json"])
+
+    def arr(key):
+        rel = f"{ARRAY_DIR}/{key}.npy"
+        if rel not in files:
+            raise InputFileError("program array missing", path=f"program/{rel}", hint="recompile the bundle")
+        return np.load(io.BytesIO(files[rel]), allow_pickle=False)
+
+    def dec(cls, d):
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if isinstance(v, dict) and "array" in v:
+                v = arr(v["array"])
+            elif f.name == "shape":
+                v = tuple(v)
+            kw[f.name] = v
+        return cls(**kw)
+
+    return LoihiProgram(inputs=[dec(InputPort, d) for d in doc["inputs"]],
+                        groups=[dec(NeuronGroup, d) for d in doc["groups"]],
+                        synapses=[dec(Synapse, d) for d in doc["synapses"]],
+                        outputs=[dec(OutputPort, d) for d in doc["outputs"]],
+                        meta=doc.get("meta", {}))
