@@ -172,3 +172,13 @@ def test_skip_connection_of_unequal_depth_is_refused():
     edges = [("input", "w1"), ("w1", "a"), ("a", "w2"), ("w2", "b"), ("input", "w3"), ("w3", "b"), ("b", "output")]
     with pytest.raises(UnsupportedNodeError, match="different depth"):
         lower(normalized(nir.NIRGraph(nodes=nodes, edges=edges)))
+
+
+def test_placement_annotations_reported():
+    from nmc.annotations import Placement
+
+    g = normalized(__import__("nets").ff_lif())
+    g.annotate("lif1", Placement(core=np.repeat([0, 1], 8), chip=np.zeros(16, int)))
+    g.annotate("lif2", Placement(core=np.full(4, 2), chip=np.zeros(4, int)))
+    _, ctx = lower(g)
+    assert ctx.reports["loihi2"]["cores_used"] == 3
