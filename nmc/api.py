@@ -36,7 +36,15 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
                **target_options}
     if progress:
         progress("load")
-    graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape)
+    data = None
+    if calibrate is not None:
+        from nmc.runtime.events import load_inputs_npz
+
+        data = dict(calibrate) if isinstance(calibrate, dict) else load_inputs_npz(calibrate)
+        options["calibrate"] = Path(calibrate).name if not isinstance(calibrate, dict) else "<dict>"
+    graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape, data=data,
+                               options=options)
+    conversion = source.pop("conversion", None)
     spec = None
     if backend.spec_name:
         from .hw import HardwareSpec
@@ -44,12 +52,6 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
         spec = HardwareSpec.load(backend.spec_name, overrides=list(hw))
     elif hw:
         raise OptionError(f"target '{target}' has no hardware spec to override", hint="drop --hw")
-    data = None
-    if calibrate is not None:
-        from nmc.runtime.events import load_inputs_npz
-
-        data = dict(calibrate) if isinstance(calibrate, dict) else load_inputs_npz(calibrate)
-        options["calibrate"] = Path(calibrate).name if not isinstance(calibrate, dict) else "<dict>"
     text = passes or backend.default_pipeline(options)
     pipeline = parse_pipeline(text)
     if not pipeline or pipeline[0].name != "normalize":
@@ -61,6 +63,8 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
         progress(f"lower:{target}")
     program = backend.lower(graph, ctx)
     reports = dict(ctx.reports)
+    if conversion is not None:
+        reports["conversion"] = conversion
     reports["compile"] = {"warnings": ctx.warnings.items, "program": program.summary()}
     bundle = Bundle.create(graph=graph, target=target, options=options, pipeline=pipeline_text(pipeline),
                            source=source, program_files=program.files(), reports=reports,

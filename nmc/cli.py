@@ -76,18 +76,26 @@ def _parse_shape(text):
 @click.option("--input-shape", help="Input shape for a PyTorch model whose first layer does not fix it, e.g. 2,34,34.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a fully pickled PyTorch module (runs code from the file: only for files you trust).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every randomised pass (same seed, same bundle).")
+@click.option("--timesteps", type=int, help="ONNX models: timesteps the rate-coded SNN runs (accuracy is reported up to it) [32].")
+@click.option("--encoding", type=click.Choice(["current", "poisson", "regular"]), help="ONNX models: input encoding [current].")
+@click.option("--percentile", type=float, help="ONNX models: activation percentile used as each IF threshold [99.9].")
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE", help="Target-specific option (see `nmc targets`).")
 def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_ir, calibrate, input_shape,
-                trust_pickle, seed, extra):
+                trust_pickle, seed, timesteps, encoding, percentile, extra):
     """Compile MODEL (.nir/.h5, .pt/.pt2, .onnx) into a bundle for a target.
 
     \b
-    Example:
-      nmc compile examples/quickstart/net.nir --target reference --dt 1e-3 -o net.nmc
+    Examples:
+      nmc compile examples/quickstart/digits_lif.nir --target reference --dt 1e-3 -o digits.nmc
+      nmc compile mlp.onnx --target reference --calibrate calib.npz --timesteps 64 -o mlp.nmc
+    An ONNX ANN is converted to a rate-coded SNN (ReLU -> IF neurons, thresholds
+    balanced on --calibrate data); with 'labels' in the .npz the bundle's
+    reports/conversion.json states ANN vs SNN accuracy per timestep count.
     """
     from . import api
 
-    extra_opts = {}
+    extra_opts = {k: v for k, v in (("timesteps", timesteps), ("encoding", encoding), ("percentile", percentile))
+                  if v is not None}
     for item in extra:
         if "=" not in item:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")

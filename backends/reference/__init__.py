@@ -36,6 +36,13 @@ class ReferenceDevice(Device):
     def reset(self, batch: int = 1) -> None:
         self.sim.reset(batch)
 
+    def step(self, inputs_t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One timestep with state kept: ``inputs_t[name]`` is (B, *shape)."""
+        import torch
+
+        o, _ = self.sim.step({k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in inputs_t.items()})
+        return {k: v.numpy() for k, v in o.items()}
+
     def run(self, inputs, steps=None, record: Iterable[str] = ()) -> dict[str, np.ndarray]:
         return self.sim.run(inputs, steps=steps, record=record)
 

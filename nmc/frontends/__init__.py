@@ -35,7 +35,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_model(model: Any, *, trust_pickle: bool = False, input_shape=None, **opts) -> tuple[Graph, dict]:
+def load_model(model: Any, *, trust_pickle: bool = False, input_shape=None, data: dict | None = None,
+               options: dict | None = None) -> tuple[Graph, dict]:
+    """Load ``model`` into a Graph. ``data`` (calibration inputs) and ``options``
+    (compile options) reach frontends that convert with data (ONNX)."""
     if isinstance(model, Graph):
         return model.copy(), {"kind": "graph"}
     if isinstance(model, nir.NIRGraph):
@@ -63,7 +66,8 @@ def load_model(model: Any, *, trust_pickle: bool = False, input_shape=None, **op
             except ImportError:
                 raise UnsupportedNodeError("ONNX models are not supported by this version of nmc", path=p,
                                            hint="export the model to NIR, or save it with nmc.save") from None
-            return ofront.load_file(p, **opts), {**src, "format": "onnx"}
+            g, report = ofront.load_file(p, data=data, options=options)
+            return g, {**src, "format": "onnx", "conversion": report}
         raise InputFileError(f"unknown model file type '{p.suffix}'", path=p,
                              hint="use a .nir/.h5 NIR file, a .pt/.pt2 PyTorch file or an .onnx file")
     try:

@@ -1,0 +1,194 @@
+"""Host runtime sessions: stream events into a device and out again.
+
+``nmc.open(bundle, device=None, window=1, pace=False)`` returns a
+:class:`Session` over one device of the bundle's target:
+
+* ``step(events)`` advances one *window* of ``window`` timesteps. ``events`` is
+  an event array (:data:`nmc.runtime.events.EVENT_DTYPE`, ``t`` relative to
+  the window start, ``ch`` the flat channel of the input node) for a single
+  input node, or ``{input node: events}``. It returns ``{output node:
+  events}`` for the same window (``t`` relative to the window start).
+* ``stream(iterable)`` yields one output dict per input window as input arrives.
+* State persists across calls until ``reset()``.
+* ``pace=True`` paces windows at the target's tick (``graph.meta['dt']`` or the
+  hardware spec's ``timing.sys_tick_s``): a window of n steps is not returned
+  before n ticks of wall-clock time have passed since the previous one.
+
+Nothing is dropped: an event outside the window or outside the node's channels
+raises :class:`~nmc.errors.EventFormatError` (with how many and the first one),
+and the counters ``received``, ``processed`` (input events delivered to the
+device) and ``sent`` (output events returned) reconcile — ``received ==
+processed`` after every successful ``step``.
+
+Devices that implement ``step(inputs_t)`` (one timestep, state kept) are
+driven step by step. For devices with only ``run``, the session replays the
+whole input history from reset each window and returns the new steps (exact
+for deterministic devices, O(T²)); ``Session.replaying`` says which mode is in
+use.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from nmc.errors import EventFormatError, OptionError
+
+from . import events as ev
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    processed: int = 0
+    sent: int = 0
+    windows: int = 0
+    steps: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class IOMap:
+    """Input/output node names and shapes of a bundle (from its manifest)."""
+
+    inputs: dict[str, tuple[int, ...]]
+    outputs: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def of(cls, bundle) -> "IOMap":
+        g = bundle.graph
+        return cls({k: tuple(g.shape_out(k)) for k in g.inputs}, {k: tuple(g.shape_in(k)) for k in g.outputs})
+
+    def size(self, name: str, kind: str = "in") -> int:
+        return int(np.prod((self.inputs if kind == "in" else self.outputs)[name]))
+
+
+class Session:
+    def __init__(self, bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts):
+        if window < 1:
+            raise OptionError(f"window must be ≥ 1 timestep, got {window}")
+        self.bundle = bundle
+        self.device_name = device or bundle.backend.default_device
+        self.device = bundle.device(self.device_name, **device_opts)
+        self.io = IOMap.of(bundle)
+        self.window = int(window)
+        self.pace = pace
+        self.tick = float(bundle.graph.meta.get("dt", 1e-3))
+        hw = bundle.hw
+        if hw:
+            try:
+                self.tick = float(hw["timing"]["sys_tick_s"]["value"])
+            except (KeyError, TypeError):
+                pass
+        self.replaying = not callable(getattr(self.device, "step", None))
+        self.counters = Counters()
+        self.reset()
+
+    # ----------------------------------------------------------------- control
+    def reset(self) -> None:
+        """Drop all device state; counters keep counting across resets."""
+        if not self.replaying:
+            self.device.reset(1)
+        self._history: dict[str, list[np.ndarray]] = {k: [] for k in self.io.inputs}
+        self._t = 0
+        self._last = None
+
+    # -------------------------------------------------------------------- I/O
+    def _dense_inputs(self, events) -> dict[str, np.ndarray]:
+        if not isinstance(events, dict):
+            if len(self.io.inputs) != 1:
+                raise EventFormatError(f"bundle has {len(self.io.inputs)} inputs; pass {{node: events}}",
+                                       hint=f"input nodes: {list(self.io.inputs)}")
+            events = {next(iter(self.io.inputs)): events}
+        unknown = [k for k in events if k not in self.io.inputs]
+        if unknown:
+            raise EventFormatError("events addressed to a node that is not an input of the bundle", node=unknown[0],
+                                   hint=f"input nodes: {list(self.io.inputs)}")
+        dense = {}
+        for name, shape in self.io.inputs.items():
+            e = events.get(name)
+            if e is None:
+                e = ev.events([], [])
+            e = np.asarray(e)
+            if e.dtype != ev.EVENT_DTYPE:
+                raise EventFormatError(f"events must be an array of dtype {ev.EVENT_DTYPE}, got {e.dtype}", node=name)
+            self.counters.received += len(e)
+            dense[name] = ev.to_dense(e, self.window, shape).astype(np.float64)  # raises on out-of-range events
+            self._pending += len(e)
+        return dense
+
+    def step(self, events=None) -> dict[str, np.ndarray]:
+        """Advance one window; returns ``{output node: events}`` (t relative to the window)."""
+        t0 = time.perf_counter()
+        self._pending = 0
+        dense = self._dense_inputs(events if events is not None else {})
+        if self.replaying:
+            for k, v in dense.items():
+                self._history[k].append(v)
+            full = {k: np.concatenate(v) for k, v in self._history.items()}
+            res = self.device.run(full)
+            outs = {k: np.asarray(res[k])[-self.window:] for k in self.io.outputs}
+        else:
+            per_step: dict[str, list] = {k: [] for k in self.io.outputs}
+            for i in range(self.window):
+                o = self.device.step({k: v[i][None] for k, v in dense.items()})
+                for k in self.io.outputs:
+                    per_step[k].append(np.asarray(o[k])[0])
+            outs = {k: np.stack(v) for k, v in per_step.items()}
+        self.counters.processed += self._pending  # every accepted event reached the device this window
+        result = {k: ev.from_dense(v) for k, v in outs.items()}
+        self.counters.sent += sum(len(v) for v in result.values())
+        self.counters.windows += 1
+        self.counters.steps += self.window
+        self._t += self.window
+        if self.pace:
+            due = (self._last or t0) + self.window * self.tick
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            self._last = max(due, now)
+        return result
+
+    def stream(self, windows: Iterable) -> Iterator[dict[str, np.ndarray]]:
+        """Yield one output window per input window, as the input arrives."""
+        for w in windows:
+            yield self.step(w)
+
+    def run_dense(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Stream a whole recording given as dense (T, *shape) arrays window by
+        window; returns dense outputs (T', *shape) with T' = T rounded up to
+        whole windows."""
+        T = max(np.asarray(v).shape[0] for v in inputs.values())
+        nwin = -(-T // self.window)
+        outs: dict[str, list] = {k: [] for k in self.io.outputs}
+        for w in range(nwin):
+            sl = slice(w * self.window, (w + 1) * self.window)
+            evs = {k: ev.from_dense(np.asarray(v)[sl]) for k, v in inputs.items()}
+            res = self.step(evs)
+            for k, e in res.items():
+                outs[k].append(ev.to_dense(e, self.window, self.io.outputs[k]))
+        return {k: np.concatenate(v) for k, v in outs.items()}
+
+    def close(self) -> None:
+        close = getattr(self.device, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_session(bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts) -> Session:
+    """``nmc.open``: a streaming session on a bundle (object or path)."""
+    from nmc.bundle import Bundle
+
+    if not isinstance(bundle, Bundle):
+        bundle = Bundle.load(bundle)
+    return Session(bundle, device=device, window=window, pace=pace, **device_opts)
