@@ -18,6 +18,7 @@ same graph gives the same bytes.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from .ir import Graph
 from .nodes import EXTENSION_NODES
 
 FORMAT = 1
+#: Seconds (plus 1 s per 20 MB) a damaged file may take to read before it counts as hanging.
+PROBE_TIMEOUT_S = 30.0
 
 
 # ------------------------------------------------------------------- write
@@ -187,6 +190,56 @@ def _s(x) -> str:
     return x.decode("utf8") if isinstance(x, bytes) else str(x)
 
 
+def _crash_signal(path: Path) -> int | None:
+    """Read every object of the HDF5 file in a forked child process; return the
+    signal that killed it, else None. libhdf5 can segfault on a damaged file (e.g.
+    a corrupt variable-length string heap), which no Python ``except`` can catch,
+    or loop forever (the child is killed after PROBE_TIMEOUT_S + 1 s per 20 MB: signal 9).
+    Costs a few ms; a no-op where ``os.fork`` does not exist."""
+    if not hasattr(os, "fork"):
+        return None
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        try:
+            import faulthandler
+
+            faulthandler.disable()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+
+            def walk(g):
+                for k in list(g.keys()):
+                    try:
+                        item = g[k]
+                        if isinstance(item, h5py.Group):
+                            walk(item)
+                        else:
+                            item[()]
+                    except Exception:
+                        pass
+
+            with h5py.File(path, "r") as f:
+                walk(f)
+        except BaseException:
+            pass
+        os._exit(0)
+    import time
+
+    deadline = time.monotonic() + PROBE_TIMEOUT_S + path.stat().st_size / 20e6
+    delay = 0.0005
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        if time.monotonic() > deadline:  # libhdf5 loops forever on some damaged files
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return 9
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 def read(path: str | Path) -> Graph:
     """Read an nmc or plain NIR HDF5 file into a :class:`Graph` (no normalisation)."""
     p = Path(path)
@@ -199,6 +252,12 @@ def read(path: str | Path) -> Graph:
     except OSError as e:
         raise InputFileError(f"not a readable HDF5 file ({str(e).split('(')[0].strip()})", path=p,
                              hint="the file is corrupt or truncated; re-export it") from None
+    sig = _crash_signal(p)
+    if sig is not None:
+        f.close()
+        what = "does not finish reading it" if sig == 9 else f"crashed with signal {sig} reading it"
+        raise InputFileError(f"corrupt HDF5 file (the HDF5 library {what})", path=p,
+                             hint="the file is damaged; re-export it")
     try:
         with f:
             if "node" not in f:
@@ -218,7 +277,13 @@ def read(path: str | Path) -> Graph:
                 m = f["nmc"]
                 meta = json.loads(_s(m["meta"][()])) if "meta" in m else {}
                 for nname, ng in m.get("annotations", {}).items():
+                    if not isinstance(ng, h5py.Group):
+                        raise InputFileError(f"damaged annotations of node '{nname}'", path=p,
+                                             hint="the file is corrupt; re-export it")
                     for cname, cg in ng.items():
+                        if not isinstance(cg, h5py.Group):
+                            raise InputFileError(f"damaged annotation '{cname}' on node '{nname}'", path=p,
+                                                 hint="the file is corrupt; re-export it")
                         cls = _ann.REGISTRY.get(cname)
                         if cls is None:
                             raise InputFileError(f"unknown annotation '{cname}' on node '{nname}'", path=p,
@@ -234,8 +299,9 @@ def read(path: str | Path) -> Graph:
                         anns.setdefault(nname, {})[a.kind] = a
     except (InputFileError, GraphError, UnsupportedNodeError):
         raise
-    except OSError as e:
-        raise InputFileError(f"cannot read ({e})", path=p, hint="the file is corrupt or truncated") from None
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:  # h5py on damaged structures
+        raise InputFileError(f"cannot read ({type(e).__name__}: {e})", path=p,
+                             hint="the file is corrupt or truncated; re-export it") from None
     g = Graph.from_nir(node, meta=meta)
     g.annotations = anns
     return g
