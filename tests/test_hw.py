@@ -47,7 +47,7 @@ def test_unknown_override_key_suggests_nearest():
     with pytest.raises(ConfigError) as e:
         HardwareSpec.load("spinnaker2", overrides=[{"core": {"neuron_max": 1}}])
     assert "core.neuron_max" in e.value.one_line() and "neurons_max" in e.value.one_line()
-    s = HardwareSpec.load("spinnaker2", overrides=[{"extra": {"mine": 3}}])
+    s = HardwareSpec.load("spinnaker2", overrides=[{"extra": {"mine": {"value": 3, "unit": "count", "grade": "user", "source": "test"}}}])
     assert s.get("extra.mine") == 3
 
 
