@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .errors import NmcError
+from .errors import InputFileError, NmcError
 
 err = Console(stderr=True)
 out = Console()
@@ -145,6 +145,9 @@ def run_cmd(bundle, input_path, steps, device, record, output):
     from . import api
     from nmc.runtime.events import load_inputs_npz, save_npz
 
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise InputFileError("cannot write the outputs here: " + ("it is a directory" if output.is_dir()
+                             else "its folder does not exist"), path=output, hint="pass a file path like out.npz")
     b = api.load(bundle)
     inputs = load_inputs_npz(input_path)
     rec = [r.strip() for r in record.split(",")] if record else []

@@ -182,14 +182,18 @@ class Graph:
         return post[::-1], back
 
     # ---------------------------------------------------------------- verify
-    def verify(self) -> None:
-        """Check structure, shapes and parameters; raise naming node/edge."""
+    def check_edges(self) -> None:
+        """Every edge joins two existing nodes (GraphError naming the missing one)."""
         names = set(self.nodes)
         for a, b in self.edges:
             for end in (a, b):
                 if end not in names:
                     raise GraphError(f"edge {a} -> {b} refers to a node that does not exist",
                                      node=end, hint="remove the edge or add the node")
+
+    def verify(self) -> None:
+        """Check structure, shapes and parameters; raise naming node/edge."""
+        self.check_edges()
         if len(set(self.edges)) != len(self.edges):
             dup = next(e for e in self.edges if self.edges.count(e) > 1)
             raise GraphError(f"duplicate edge {dup[0]} -> {dup[1]}", node=dup[1])

@@ -48,6 +48,7 @@ class Normalize(Pass):
     provides = ("meta:dt", "meta:integrator", "meta:reset")
 
     def apply(self, g: Graph, ctx: PassContext) -> Graph:
+        g.check_edges()  # imported files may hold edges to missing nodes; everything below walks edges
         for name, node in list(g.nodes.items()):
             for k, v in list(vars(node).items()):
                 if k in ("input_type", "output_type"):
