@@ -140,20 +140,14 @@ class LavaDevice(LoihiDevice):
 class Loihi2Backend:
     name = "loihi2"
     summary = "Intel Loihi 2 via Lava: fixed-point LIF/Dense programs, bit-exact emulator, Lava sim or hardware"
-    spec_name = None
+    spec_name = "loihi2"
     devices = ("emulator", "lava")
     default_device = "emulator"
-
-    def __init__(self):
-        import importlib.util
-
-        if importlib.util.find_spec("nmc.hw") is not None:
-            self.spec_name = "loihi2"
 
     def default_pipeline(self, options: dict) -> str:
         from nmc.passes import REGISTRY
 
-        want = ["quantize{bits=8}"] + (["partition", "place"] if self.spec_name else [])  # placement needs the spec
+        want = ["quantize{bits=8}", "partition", "place"]
         steps = ["normalize"] + [p for p in want if p.split("{")[0] in REGISTRY]
         return ",".join(steps)
 

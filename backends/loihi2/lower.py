@@ -346,13 +346,7 @@ def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
     spec = getattr(ctx, "spec", None)
     per_core = None
     if spec is not None:
-        for key in ("core.neurons", "neurons_per_core", "core.max_neurons"):
-            try:
-                per_core = int(spec.get(key)) if hasattr(spec, "get") else None
-            except Exception:  # noqa: BLE001 - spec layout still settling
-                per_core = None
-            if per_core:
-                break
+        per_core = int(spec.get("core.neurons_max"))
     placed = [graph.ann(g.name, Placement) for g in prog.groups]
     out: dict = {}
     if all(p is not None and p.core is not None for p in placed) and placed:
