@@ -112,7 +112,7 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
                         progress=progress, **extra_opts)
     for w in b.report("compile")["warnings"]:
         err.print(f"[yellow]warning:[/] {w['message']}" + (f" (node '{w['node']}')" if w.get("node") else ""),
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     out.print(f"[green]wrote[/] {output}  target={b.target}  pipeline={b.manifest['pipeline']}", highlight=False)
 
 

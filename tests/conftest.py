@@ -51,3 +51,12 @@ def ff_file(tmp_path, ff_nir):
 def ff_inputs():
     """Spike input for ``ff_file``/``ff_nir``: {"input": (30, 8)}."""
     return {"input": nets.spikes(8, T=30, p=0.3, seed=1)}
+
+
+@pytest.fixture(autouse=True)
+def _private_tempdir(tmp_path_factory, monkeypatch):
+    """Keep files nmc writes to the temp dir (e.g. pass-failure reproducers) out of /tmp:
+    pytest prunes its own base temp dir between runs."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.getbasetemp()))

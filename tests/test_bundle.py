@@ -164,3 +164,11 @@ def test_loaded_bundle_without_verification(rec_file, tmp_path):
     rep = next((b.path / "reports").iterdir())
     rep.write_text(rep.read_text() + "\n")
     assert Bundle.load(b.path, verify=False).target == "reference"
+
+
+def test_bool_and_int_spike_inputs_equal_float(rec_file, tmp_path):
+    b = nmc.compile(rec_file, output=tmp_path / "i.nmc", dt=1e-3)
+    x = spikes(6, T=20, seed=7)
+    want = b.run({"input": x})["output"]
+    for dt in (bool, np.int8, np.uint8, np.float32):
+        np.testing.assert_array_equal(b.run({"input": x.astype(dt)})["output"], want, err_msg=str(dt))

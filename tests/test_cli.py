@@ -103,6 +103,8 @@ def test_compile_dump_ir(tmp_path, model):
 def test_compile_warns_about_defaults(tmp_path, model):
     r = invoke("compile", model, "-o", tmp_path / "w.nmc")
     assert "warning:" in r.stderr and "dt" in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(ln.startswith("warning: ") for ln in lines), lines  # one line each
 
 
 def test_inspect_model_and_bundle(model, bundle):
