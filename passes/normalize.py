@@ -10,6 +10,8 @@ pass and backend assumes.
 * missing Conv/Flatten input shapes inferred from their predecessors; Conv
   input/output types recomputed (NIR 1.0.8 ignores ``groups`` in the input
   channel count and uses the first kernel dimension for every axis);
+* a Delay that is not a whole number of timesteps is warned about (simulators
+  round it to the nearest step);
 * graph meta: ``dt`` (s), ``integrator`` (euler|exact), ``reset``
   (zero|subtract) from the compile options, else kept from the model, else
   the defaults dt = 1e-4 s (snnTorch's export convention), euler, zero — a
@@ -84,6 +86,15 @@ class Normalize(Pass):
             for name, node in g.nodes.items():
                 if isinstance(node, SPIKING_TYPES):
                     g.annotate(name, Reset(opts["reset"]))
+        for name, node in g.nodes.items():
+            if isinstance(node, nir.Delay):
+                steps = np.asarray(node.delay, dtype=float) / g.meta["dt"]
+                off = np.abs(steps - np.rint(steps))
+                if np.any(off > 1e-6):
+                    i = int(np.argmax(off))
+                    ctx.warnings.add(f"delay {float(np.asarray(node.delay).reshape(-1)[i])} s is not a multiple of "
+                                     f"dt = {g.meta['dt']} s; simulated as {int(np.rint(steps.reshape(-1)[i]))} "
+                                     f"step(s) (rounded to the nearest step)", node=name, source="normalize")
         return g
 
 

@@ -288,3 +288,17 @@ def test_normalize_warns_for_defaulted_options():
     assert g.meta == {"dt": 1e-4, "integrator": "euler", "reset": "zero"}
     assert {w["message"].split()[0] for w in c.warnings.items} == {"dt", "integrator", "reset"}
     assert normalized(ff_lif()).meta["dt"] == 1e-3
+
+
+def test_normalize_warns_for_delay_off_the_time_grid():
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                            "d": nir.Delay(delay=np.array([2e-3, 2.4e-3])),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "d"), ("d", "output")])
+    c = ctx()
+    PassManager(parse_pipeline("normalize")).run(Graph.from_nir(g), c)
+    (w,) = c.warnings.items
+    assert w["node"] == "d" and "0.0024" in w["message"] and "2 step" in w["message"]
+    c = PassContext(options={"dt": 1e-4, "integrator": "euler", "reset": "zero"})
+    PassManager(parse_pipeline("normalize")).run(Graph.from_nir(g), c)
+    assert c.warnings.items == []
