@@ -213,6 +213,64 @@ def inspect_cmd(path, as_json):
             out.print(f"{k}: {v}", highlight=False)
 
 
+@main.command("profile")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--input", "-i", "input_path", required=True, type=click.Path(path_type=Path),
+              help=".npz with one array per input node, (T, *shape) or (T, batch, *shape).")
+@click.option("--device", "-d", help="Device to count activity on (default: the target's emulator).")
+@click.option("--spec", help="Hardware spec to estimate with (default: the bundle's; needed for the reference target).")
+@click.option("--hw", multiple=True, type=click.Path(path_type=Path), help="TOML overriding energy constants (repeatable).")
+@click.option("--measured", type=click.Path(path_type=Path), help="Measured power trace (CSV time_s,power_w or .parquet).")
+@click.option("--offset", type=float, help="Time in the trace (s) where the run starts [first sample].")
+@click.option("--fit", "fit_out", type=click.Path(path_type=Path), help="Fit the model to --measured and write the constants as a --hw override TOML.")
+@click.option("--raster", help="Comma-separated nodes for the HTML spike raster.")
+@click.option("-o", "--output", "outputs", multiple=True, type=click.Path(path_type=Path), help="report.json and/or report.html (repeatable).")
+def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out, raster, outputs):
+    """Estimate energy per layer and per core for a run (and compare with measured power).
+
+    \b
+    Examples:
+      nmc profile digits.nmc --input in.npz -o report.json -o report.html
+      nmc profile digits.nmc --input in.npz --measured power.csv --fit fitted.toml
+    Energy = activity counts of the run x the target's sourced constants
+    (hw_configs/<target>.toml, overridable with --hw) + static power x time.
+    """
+    import numpy as np
+
+    from . import api
+    from nmc.runtime import energy, energy_report, power
+    from nmc.runtime.events import load_inputs_npz
+
+    b = api.load(bundle)
+    inputs = load_inputs_npz(input_path)
+    rep, act = energy.profile(b, inputs, device=device, spec=spec, overrides=hw)
+    meas = None
+    if measured:
+        t, w = power.load_trace(measured)
+        meas = power.align(t, w, act.steps, act.tick_s, act.batch, offset)
+        rep["measured"] = {"per_inference_j": float(meas.sum() / act.batch), "file": str(measured),
+                           "ratio": rep["per_inference_j"] / max(float(meas.sum() / act.batch), 1e-30)}
+        if fit_out:
+            f = power.fit(act, meas.sum(0))
+            rep["measured"]["fit"] = f
+            Path(fit_out).write_text(power.override_toml(f, rep["cores_used"], rep["chips_used"], str(measured)))
+    elif fit_out:
+        raise click.UsageError("--fit needs --measured")
+    for t in energy_report.tables(rep):
+        out.print(t)
+    for o in outputs:
+        if o.suffix == ".json":
+            o.write_bytes(energy_report.to_json(rep))
+        elif o.suffix in (".html", ".htm"):
+            figs = energy_report.plots(rep, act, b.graph, meas, raster.split(",") if raster else None)
+            o.write_bytes(energy_report.to_html(rep, figs))
+        else:
+            raise click.BadParameter(f"{o}: use a .json or .html file name", param_hint="-o")
+        out.print(f"[green]wrote[/] {o}")
+    if fit_out:
+        out.print(f"[green]wrote[/] {fit_out} (use it with --hw)")
+
+
 @main.command("targets")
 def targets_cmd():
     """List compilation targets, their devices and default pipelines.

@@ -127,7 +127,7 @@ class CoreLimits:
         work = L(spec, "core.work_max", "core.synops_per_step_max", "core.synaptic_events_per_step_max")
         if work is None:
             clk = L(spec, "core.clock_hz", "chip.clock_hz")
-            tick = L(spec, "timing.tick_s", "core.tick_s", "chip.tick_s", "runtime.tick_s")
+            tick = L(spec, "timing.sys_tick_s", "timing.tick_s", "core.tick_s", "chip.tick_s", "runtime.tick_s")
             cyc = L(spec, "core.cycles_per_synop", "core.cycles_per_synaptic_event")
             if clk and tick and cyc:
                 work = float(clk) * float(tick) / float(cyc)
@@ -145,7 +145,7 @@ class CoreLimits:
             state_bytes=int(L(spec, "core.neuron_state_bytes", default=0)),
             cores_per_chip=_int(cpc), cores_per_node=int(cpn),
             router_entries_max=_int(L(spec, "chip.router_entries_max", "router.entries_max", "chip.router_entries")),
-            target=str(L(spec, "name", "target", "meta.name", default="")),
+            target=str(L(spec, "spec.target", "name", "target", "meta.name", default="")),
         )
         cpc_i = kw["cores_per_chip"]
         if mesh is not None:
