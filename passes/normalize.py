@@ -62,6 +62,8 @@ class Normalize(Pass):
                     for s in g.succs(name):
                         g.add_edge(p, s)
                 g.remove_node(name)
+        for w in g.meta.pop("warnings", []):  # left by frontends (e.g. an inexact snnTorch reset)
+            ctx.warnings.add(w["message"], node=w.get("node"), source="frontend")
         _strip_batch_dim(g)
         _infer_shapes(g)
         for name, node in g.nodes.items():
@@ -80,6 +82,9 @@ class Normalize(Pass):
                 g.meta[key] = float(val) if key == "dt" else val
             elif key not in g.meta:
                 g.meta[key] = DEFAULTS[key]
+                if key == "reset" and all(g.ann(n, Reset) is not None for n, nd in g.nodes.items()
+                                          if isinstance(nd, SPIKING_TYPES)):
+                    continue  # every spiking node states its own reset mode
                 ctx.warnings.add(f"{key} not given and not stored in the model; using {DEFAULTS[key]!r} "
                                  f"(set it with --{key})", source="normalize")
         if opts.get("reset") is not None:
