@@ -242,3 +242,22 @@ def test_norse_lifbox_and_lif_cells_match_norse():
     # Norse adds the same terms in another order: spikes equal, membranes within float32 rounding
     assert ys.sum() > 0 and res["1.spikes"].sum() > 0
     assert np.array_equal(res["output"], ys)
+
+
+def test_snntorch_conv_net_matches_snntorch():
+    torch.manual_seed(7)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), snn.Leaky(beta=0.8, init_hidden=True, reset_delay=False),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(36, 5),
+                        snn.Leaky(beta=0.9, init_hidden=True, reset_delay=False))
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)
+        net[4].weight.mul_(8.0)
+        net[0].bias.zero_()
+        net[4].bias.zero_()  # no constant drive: keeps snnTorch's double-reset case away
+    x = (torch.rand(30, 2, 1, 6, 6) < 0.3).float() * 0.5
+    assert _premise_no_double_reset(net, x)
+    ys = _snn_run(net, x)
+    g = from_module(net, input_shape=(1, 6, 6))
+    res = _ref(g, x.numpy(), dtype=torch.float32, record=["1"])
+    assert ys.sum() > 0 and res["1.spikes"].sum() > 0
+    assert np.array_equal(res["output"], ys)
