@@ -141,3 +141,18 @@ class Note(Annotation):
 
     kind: ClassVar[str] = "note"
     text: str = ""
+
+
+@register
+@dataclass(frozen=True)
+class RowMap(Annotation):
+    """Synapse-row mapping of a weight node (written by the ``rewire`` pass):
+    per source ``group[i]`` (label group) and ``label[i]`` (its label in the
+    group); per synapse ``synapse_row[j, i]`` (row index, −1 when pruned);
+    ``rows`` in total."""
+
+    kind: ClassVar[str] = "rowmap"
+    group: Any = None
+    label: Any = None
+    synapse_row: Any = None
+    rows: int = 0

@@ -8,7 +8,7 @@ from importlib import import_module
 
 from .manager import REGISTRY, Pass, PassContext, PassManager, parse_pipeline, pipeline_text, register
 
-_MODULES = ("normalize", "quantize", "sparsify", "partition", "place", "route")
+_MODULES = ("normalize", "quantize", "sparsify", "rewire", "partition", "place", "route")
 
 for _m in _MODULES:
     import_module(f"{__name__}.{_m}")
