@@ -1,0 +1,118 @@
+"""Shared lowering helper: compose chains of linear nodes between neuron layers.
+
+Sources are graph ``Input`` nodes and neuron nodes; every chain of linear
+nodes between a source and a consumer (Affine, Linear, Scale, Conv1d/2d,
+SumPool2d/AvgPool2d, Flatten; several branches summed) is composed into one
+dense float matrix per (source, consumer) pair plus a bias vector, by pushing
+an identity batch through the nodes. So "two weight layers in a row" fuse, a
+conv followed by pooling becomes one (sparse) matrix, and a neuron → neuron
+edge becomes an identity matrix. Used by every digital backend.
+"""
+from __future__ import annotations
+
+import nir
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nmc.errors import UnsupportedNodeError
+from nmc.ir import Graph
+
+LINEAR = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten)
+NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
+
+
+def _pair(v):
+    a = np.asarray(v).reshape(-1)
+    return (int(a[0]), int(a[-1]))
+
+
+def apply_linear(node, x: torch.Tensor, out_shape) -> torch.Tensor:
+    """Node's linear map without bias on a batch x (k, *in_shape)."""
+    k = x.shape[0]
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        return x.reshape(k, -1) @ torch.as_tensor(np.asarray(node.weight, float)).T
+    if isinstance(node, nir.Scale):
+        return x * torch.as_tensor(np.asarray(node.scale, float))
+    if isinstance(node, nir.Conv2d):
+        pad = node.padding if isinstance(node.padding, str) else _pair(node.padding)
+        return F.conv2d(x, torch.as_tensor(np.asarray(node.weight, float)), None, stride=_pair(node.stride),
+                        padding=pad, dilation=_pair(node.dilation), groups=int(node.groups))
+    if isinstance(node, nir.Conv1d):
+        one = lambda v: int(np.asarray(v).reshape(-1)[0])  # noqa: E731
+        pad = node.padding if isinstance(node.padding, str) else one(node.padding)
+        return F.conv1d(x, torch.as_tensor(np.asarray(node.weight, float)), None, stride=one(node.stride),
+                        padding=pad, dilation=one(node.dilation), groups=int(node.groups))
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        return F.avg_pool2d(x, _pair(node.kernel_size), _pair(node.stride), _pair(node.padding),
+                            divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
+    return x.reshape(k, *out_shape)  # Flatten
+
+
+def node_bias(node, out_shape) -> np.ndarray:
+    b = getattr(node, "bias", None)
+    if b is None or isinstance(node, nir.Linear):
+        return np.zeros(out_shape)
+    b = np.asarray(b, float)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        return np.broadcast_to(b.reshape(-1, *([1] * (len(out_shape) - 1))), out_shape).copy()
+    return np.broadcast_to(b, out_shape).copy()
+
+
+def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS):
+    """For every non-source node: ({source: [matrix (n_src, n_in), via_back_edge]}, bias (n_in,)).
+
+    Computed on demand through predecessors (a linear node reached over a back
+    edge is composed before its consumer); recursion stops at sources.
+    """
+    lin: dict[str, tuple[dict, np.ndarray]] = {}
+    active: set[str] = set()
+
+    def visit(name):
+        if name in lin:
+            return lin[name]
+        node = g.nodes[name]
+        if not isinstance(node, LINEAR + tuple(neurons) + (nir.Output,)):
+            raise UnsupportedNodeError(f"the {target} target cannot lower {type(node).__name__} nodes", node=name,
+                                       hint="supported: Affine, Linear, Scale, Conv1d/2d, Sum/AvgPool2d, Flatten, "
+                                            + ", ".join(t.__name__ for t in neurons))
+        if name in active:
+            raise UnsupportedNodeError("a cycle through linear nodes only (no neuron on it) cannot be lowered",
+                                       node=name, hint="put a neuron layer on every recurrent loop")
+        active.add(name)
+        n_in = int(np.prod(g.shape_in(name)))
+        terms: dict[str, list] = {}
+        bias = np.zeros(n_in)
+        for p in g.preds(name):
+            is_back = (p, name) in back
+            pn = g.nodes[p]
+            if isinstance(pn, (nir.Input,) + tuple(neurons)):
+                k = int(np.prod(g.shape_out(p)))
+                parts, pb = {p: [np.eye(k), False]}, np.zeros(k)
+            else:
+                parts, pb = visit(p)
+            for s, (m, b) in parts.items():
+                if s in terms:
+                    terms[s][0] = terms[s][0] + m
+                    terms[s][1] = terms[s][1] or b or is_back
+                else:
+                    terms[s] = [m.copy(), b or is_back]
+            bias = bias + pb
+        if isinstance(node, LINEAR):
+            shp_in, shp_out = g.shape_in(name), g.shape_out(name)
+            with torch.no_grad():
+                newt = {}
+                for s, (m, b) in terms.items():
+                    x = torch.as_tensor(m).reshape(m.shape[0], *shp_in)
+                    newt[s] = [apply_linear(node, x, shp_out).reshape(m.shape[0], -1).numpy(), b]
+                xb = torch.as_tensor(bias).reshape(1, *shp_in)
+                bias = apply_linear(node, xb, shp_out).reshape(-1).numpy() + node_bias(node, shp_out).reshape(-1)
+            terms = newt
+        active.discard(name)
+        lin[name] = (terms, bias)
+        return lin[name]
+
+    for name in order:
+        if not isinstance(g.nodes[name], nir.Input):
+            visit(name)
+    return lin
