@@ -23,6 +23,7 @@ from nmc.errors import OptionError
 
 REGISTRY: dict[str, str] = {
     "reference": "nmc.backends.reference:BACKEND",
+    "spinnaker2": "nmc.backends.spinnaker2:BACKEND",
     "loihi2": "nmc.backends.loihi2:BACKEND",
 }
 

@@ -59,6 +59,21 @@ def node_bias(node, out_shape) -> np.ndarray:
     return np.broadcast_to(b, out_shape).copy()
 
 
+class Eye:
+    """A lazy k×k identity: a source's own output before any linear node."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.shape = (k, k)
+
+    def dense(self) -> np.ndarray:
+        return np.eye(self.k)
+
+
+def _dense(m):
+    return m.dense() if isinstance(m, Eye) else m
+
+
 def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS):
     """For every non-source node: ({source: [matrix (n_src, n_in), via_back_edge]}, bias (n_in,)).
 
@@ -88,31 +103,45 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS):
             pn = g.nodes[p]
             if isinstance(pn, (nir.Input,) + tuple(neurons)):
                 k = int(np.prod(g.shape_out(p)))
-                parts, pb = {p: [np.eye(k), False]}, np.zeros(k)
+                parts, pb = {p: [Eye(k), False]}, np.zeros(k)
             else:
                 parts, pb = visit(p)
             for s, (m, b) in parts.items():
                 if s in terms:
-                    terms[s][0] = terms[s][0] + m
+                    terms[s][0] = _dense(terms[s][0]) + _dense(m)
                     terms[s][1] = terms[s][1] or b or is_back
                 else:
-                    terms[s] = [m.copy(), b or is_back]
+                    terms[s] = [m if isinstance(m, Eye) else m.copy(), b or is_back]
             bias = bias + pb
         if isinstance(node, LINEAR):
             shp_in, shp_out = g.shape_in(name), g.shape_out(name)
             with torch.no_grad():
                 newt = {}
                 for s, (m, b) in terms.items():
-                    x = torch.as_tensor(m).reshape(m.shape[0], *shp_in)
+                    if isinstance(m, Eye) and isinstance(node, (nir.Affine, nir.Linear)):
+                        newt[s] = [np.asarray(node.weight, float).T.copy(), b]  # W applied to the identity
+                        continue
+                    if isinstance(m, Eye) and isinstance(node, nir.Flatten):
+                        newt[s] = [m, b]
+                        continue
+                    x = torch.as_tensor(_dense(m)).reshape(m.shape[0], *shp_in)
                     newt[s] = [apply_linear(node, x, shp_out).reshape(m.shape[0], -1).numpy(), b]
                 xb = torch.as_tensor(bias).reshape(1, *shp_in)
                 bias = apply_linear(node, xb, shp_out).reshape(-1).numpy() + node_bias(node, shp_out).reshape(-1)
             terms = newt
         active.discard(name)
+        if isinstance(node, tuple(neurons)):  # consumers get dense matrices
+            terms = {s: [_dense(m), b] for s, (m, b) in terms.items()}
         lin[name] = (terms, bias)
         return lin[name]
 
+    for name in order:  # every node must be one the target can lower, reachable or not
+        node = g.nodes[name]
+        if not isinstance(node, LINEAR + tuple(neurons) + (nir.Input, nir.Output)):
+            raise UnsupportedNodeError(f"the {target} target cannot lower {type(node).__name__} nodes", node=name,
+                                       hint="supported: Affine, Linear, Scale, Conv1d/2d, Sum/AvgPool2d, Flatten, "
+                                            + ", ".join(t.__name__ for t in neurons))
     for name in order:
-        if not isinstance(g.nodes[name], nir.Input):
+        if isinstance(g.nodes[name], tuple(neurons)):
             visit(name)
     return lin

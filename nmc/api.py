@@ -23,7 +23,8 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
 
     ``dt`` (s), ``reset`` (zero|subtract) and ``integrator`` (euler|exact) say
     what NIR does not store; ``passes`` replaces the target's default pipeline;
-    ``hw`` lists TOML files overriding the target's hardware spec; ``calibrate``
+    ``hw`` lists TOML files overriding the target's hardware spec, or the name of
+    another packaged spec of the same target (e.g. ``spinnaker2-48chip``); ``calibrate``
     is an .npz (or dict) of inputs used by data-driven passes. Writes the bundle
     to ``output`` when given. Extra keyword options go to the target's passes
     and lowering (see ``nmc targets``).
@@ -49,7 +50,16 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     if backend.spec_name:
         from .hw import HardwareSpec
 
-        spec = HardwareSpec.load(backend.spec_name, overrides=list(hw))
+        from .hw import list_specs
+
+        # a packaged spec name in --hw (e.g. spinnaker2-48chip) replaces the target's base spec
+        names = [h for h in hw if isinstance(h, str) and h in list_specs()]
+        files = [h for h in hw if h not in names]
+        base = names[-1] if names else backend.spec_name
+        spec = HardwareSpec.load(base, overrides=files)
+        if spec.target != target:
+            raise OptionError(f"hardware spec '{base}' describes target '{spec.target}', not '{target}'",
+                              hint=f"use a {target} spec: " + ", ".join(n for n in list_specs() if n.startswith(target)))
     elif hw:
         raise OptionError(f"target '{target}' has no hardware spec to override", hint="drop --hw")
     text = passes or backend.default_pipeline(options)

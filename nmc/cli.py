@@ -70,7 +70,7 @@ def _parse_shape(text):
 @click.option("--reset", type=click.Choice(["zero", "subtract"]), help="Reset of spiking neurons after a spike.")
 @click.option("--integrator", type=click.Choice(["euler", "exact"]), help="Discretisation of the neuron ODEs.")
 @click.option("--passes", "passes", help="Pass pipeline replacing the target's default, e.g. 'normalize,quantize{bits=8}'.")
-@click.option("--hw", multiple=True, type=click.Path(path_type=Path), help="TOML file overriding hardware-spec values (repeatable).")
+@click.option("--hw", multiple=True, help="TOML file overriding hardware-spec values, or a packaged spec of the target such as spinnaker2-48chip (repeatable).")
 @click.option("--dump-ir", type=click.Path(path_type=Path), help="Write the graph after every pass into this directory.")
 @click.option("--calibrate", type=click.Path(path_type=Path), help=".npz of inputs for data-driven passes (quantization, pruning, placement rates).")
 @click.option("--input-shape", help="Input shape for a PyTorch model whose first layer does not fix it, e.g. 2,34,34.")

@@ -1,0 +1,55 @@
+"""The ``spinnaker2`` target: py-spinnaker2 programs, a bit-accurate emulator,
+a runnable board script, and a board device (vendor package imported lazily).
+
+Devices: ``emulator`` (default, :mod:`.emulator`), ``brian2`` (the same program
+in Brian2, :mod:`.brian2_sim`), ``spinnaker2`` (a board:
+``nmc run BUNDLE --device spinnaker2 --board IP``).
+"""
+from __future__ import annotations
+
+from nmc.errors import OptionError
+from nmc.ir import Graph
+
+from ..base import Device
+from .program import S2Program, load_program
+
+
+class SpiNNaker2Backend:
+    name = "spinnaker2"
+    summary = "SpiNNaker 2: py-spinnaker2 populations/projections, float32 emulator, board script"
+    spec_name = "spinnaker2"
+    devices = ("emulator", "brian2", "spinnaker2")
+    default_device = "emulator"
+
+    def default_pipeline(self, options: dict) -> str:
+        return "normalize,quantize{bits=8},partition,place,route"
+
+    def lower(self, graph: Graph, ctx) -> S2Program:
+        from .lower import lower
+
+        return lower(graph, ctx)
+
+    def load_program(self, files: dict[str, bytes], graph: Graph) -> S2Program:
+        prog = load_program(files)
+        prog.graph = graph
+        return prog
+
+    def device(self, name: str, program: S2Program, **opts) -> Device:
+        graph = getattr(program, "graph", None)
+        if name == "emulator":
+            from .emulator import S2Emulator
+
+            return S2Emulator(program, graph, curr_exp_order=opts.get("curr_exp_order"),
+                              align=opts.get("align", True))
+        if name == "brian2":
+            from .brian2_sim import Brian2Device
+
+            return Brian2Device(program, graph, curr_exp_order=opts.get("curr_exp_order"))
+        if name == "spinnaker2":
+            from .device import S2Hardware
+
+            return S2Hardware(program.files(), **opts)
+        raise OptionError(f"target 'spinnaker2' has no device '{name}'", hint=f"devices: {', '.join(self.devices)}")
+
+
+BACKEND = SpiNNaker2Backend()

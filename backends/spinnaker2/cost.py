@@ -1,0 +1,72 @@
+"""Per-PE cost model: memory and work per tick against the spec.
+
+Per PE (ARM Cortex-M4F): neurons, synapse bytes (int8 weight + 16-bit index
+per nonzero synapse, plus a 4-byte row pointer per source row) + neuron state
+bytes (``core.neuron_state_bytes`` per neuron), compared with
+``core.data_bytes``; and work per tick: expected synaptic events (source rate ×
+fan-out onto this PE; rates from the ``Placement.rate`` annotations written by
+the partition pass, else every source fires every step) ×
+``core.cycles_per_synop`` + neurons × ``core.cycles_per_neuron_update``,
+divided by ``core.clock_hz``: the predicted ``time_done`` per tick. A PE whose
+predicted time exceeds ``sys_tick`` falls out of step (PEs are not barrier
+synchronised): that is a warning naming the PE and its population.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nmc.annotations import Placement
+
+
+def cost_report(prog, graph, spec, ctx) -> dict:
+    clock = float(spec.get("core.clock_hz"))
+    cyc_syn = float(spec.get("core.cycles_per_synop"))
+    cyc_neu = float(spec.get("core.cycles_per_neuron_update"))
+    data_bytes = int(spec.get("core.data_bytes"))
+    state_b = int(spec.get("core.neuron_state_bytes"))
+    tick = prog.sys_tick_s
+    rate = {}
+    for p in prog.populations:
+        a = graph.ann(p.name, Placement)
+        r = np.asarray(a.rate, float).reshape(-1) if a is not None and a.rate is not None else None
+        rate[p.name] = r if r is not None and r.size == p.size else np.ones(p.size)
+    pes: dict[int, dict] = {}
+    for p in prog.populations:
+        if p.pe is None:
+            continue
+        for pe in np.unique(p.pe):
+            d = pes.setdefault(int(pe), {"neurons": 0, "synapse_bytes": 0, "state_bytes": 0, "synaptic_events": 0.0,
+                                         "populations": []})
+            k = int((p.pe == pe).sum())
+            d["neurons"] += k
+            d["state_bytes"] += k * state_b
+            d["populations"].append(p.name)
+    for q in prog.projections:
+        post = prog.pop(q.post)
+        if post.pe is None:
+            continue
+        nz = q.weights != 0
+        for pe in np.unique(post.pe):
+            rows = post.pe == pe
+            sub = nz[rows]
+            d = pes[int(pe)]
+            d["synapse_bytes"] += int(sub.sum()) * 3 + int(sub.any(0).sum()) * 4
+            d["synaptic_events"] += float((sub.sum(0) * rate.get(q.pre, np.ones(sub.shape[1]))).sum())
+    over = []
+    for pe, d in sorted(pes.items()):
+        d["sram_bytes"] = d["synapse_bytes"] + d["state_bytes"]
+        d["time_done_s"] = (d["synaptic_events"] * cyc_syn + d["neurons"] * cyc_neu) / clock
+        if d["time_done_s"] > tick:
+            over.append(pe)
+            ctx.warnings.add(f"PE {pe} ({', '.join(d['populations'])}) needs {d['time_done_s'] * 1e3:.3g} ms per tick "
+                             f"but the tick is {tick * 1e3:.3g} ms: it would fall out of step (spread the population "
+                             "over more PEs: --option max_atoms_per_core=N, or raise --option sys_tick=S)",
+                             node=d["populations"][0], source="spinnaker2")
+        if d["sram_bytes"] > data_bytes:
+            ctx.warnings.add(f"PE {pe} needs {d['sram_bytes']} bytes of SRAM data, more than {data_bytes}",
+                             node=d["populations"][0], source="spinnaker2")
+    times = [d["time_done_s"] for d in pes.values()] or [0.0]
+    srams = [d["sram_bytes"] for d in pes.values()] or [0]
+    return {"pes_used": len(pes), "sram_bytes_max": int(max(srams)), "sram_bytes_limit": data_bytes,
+            "time_per_tick_max_s": float(max(times)), "sys_tick_s": tick, "pes_over_tick": over,
+            "per_pe": {str(k): v for k, v in sorted(pes.items())}}

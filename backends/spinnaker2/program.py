@@ -1,0 +1,123 @@
+"""The SpiNNaker 2 Program: py-spinnaker2 populations and projections.
+
+One :class:`Population` per graph Input (``spike_list``) and neuron node
+(``lif_no_delay``, ``lif_curr_exp_no_delay``), one :class:`Projection` per
+(source, target) pair with integer weights (``w[post, pre]``) in the target
+model's range. Neuron parameters are per neuron, already in integer-weight
+units (see :mod:`.lower`). ``latency`` is how many steps a population trails
+the float reference (each projection adds one). ``pe`` is the PE index of
+every neuron (from the placement passes) and ``max_atoms_per_core`` the split
+py-spinnaker2 is told to use.
+
+``files()`` is deterministic: ``s2_program.json`` (structure and scalars) and
+``s2_arrays.npz`` (per-neuron parameters, weights, PE assignment; fixed zip
+timestamps).
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..base import Program
+
+PARAMS = ("threshold", "alpha_decay", "i_offset", "v_reset", "exc_decay", "inh_decay")
+
+
+@dataclass
+class Population:
+    name: str
+    model: str                      # spike_list | lif_no_delay | lif_curr_exp_no_delay
+    size: int
+    reset: str = "reset_by_subtraction"
+    params: dict = field(default_factory=dict)     # name -> float32 array (size,)
+    latency: int = 0
+    spiking: bool = True
+    pe: np.ndarray | None = None                   # PE per neuron
+    max_atoms_per_core: int = 256
+    scale: float = 1.0                             # float voltage = scale · integer-unit voltage (readouts)
+
+
+@dataclass
+class Projection:
+    pre: str
+    post: str
+    weights: np.ndarray              # int32 (post, pre)
+    recurrent: bool = False
+
+    @property
+    def nnz(self) -> int:
+        return int(np.count_nonzero(self.weights))
+
+
+@dataclass
+class S2Program(Program):
+    populations: list[Population]
+    projections: list[Projection]
+    inputs: dict[str, str]          # graph input node -> population
+    outputs: dict[str, str]         # graph output node -> population
+    output_kind: dict[str, str]     # output -> "spikes" | "v"
+    sys_tick_s: float = 1e-3
+    curr_exp_order: str = "chip"
+    report: dict = field(default_factory=dict)
+
+    def pop(self, name: str) -> Population:
+        return next(p for p in self.populations if p.name == name)
+
+    # ------------------------------------------------------------ files
+    def files(self) -> dict[str, bytes]:
+        meta = {"populations": [{"name": p.name, "model": p.model, "size": p.size, "reset": p.reset,
+                                 "latency": p.latency, "spiking": p.spiking, "scale": p.scale,
+                                 "max_atoms_per_core": p.max_atoms_per_core, "params": sorted(p.params)}
+                                for p in self.populations],
+                "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz}
+                                for q in self.projections],
+                "inputs": self.inputs, "outputs": self.outputs, "output_kind": self.output_kind,
+                "sys_tick_s": self.sys_tick_s, "curr_exp_order": self.curr_exp_order}
+        arrays = {}
+        for p in self.populations:
+            for k, v in p.params.items():
+                arrays[f"{p.name}/{k}"] = np.asarray(v, dtype=np.float32)
+            if p.pe is not None:
+                arrays[f"{p.name}/pe"] = np.asarray(p.pe, dtype=np.int32)
+        for i, q in enumerate(self.projections):
+            arrays[f"proj{i}/weights"] = np.asarray(q.weights, dtype=np.int32)
+        from .emit import script
+
+        return {"s2_program.json": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
+                "s2_arrays.npz": _npz(arrays), "run_spinnaker2.py": script().encode()}
+
+    def summary(self) -> dict:
+        r = dict(self.report)
+        r.update({"populations": len(self.populations), "projections": len(self.projections),
+                  "synapses": int(sum(q.nnz for q in self.projections))})
+        return r
+
+
+def _npz(arrays: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for k in sorted(arrays):
+            b = io.BytesIO()
+            np.lib.format.write_array(b, arrays[k], allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(k.replace("/", "__") + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), b.getvalue())
+    return buf.getvalue()
+
+
+def load_program(files: dict[str, bytes]) -> S2Program:
+    meta = json.loads(files["s2_program.json"])
+    with np.load(io.BytesIO(files["s2_arrays.npz"]), allow_pickle=False) as z:
+        arr = {k.replace("__", "/"): z[k] for k in z.files}
+    pops = []
+    for m in meta["populations"]:
+        pops.append(Population(name=m["name"], model=m["model"], size=m["size"], reset=m["reset"],
+                               params={k: arr[f"{m['name']}/{k}"] for k in m["params"]}, latency=m["latency"],
+                               spiking=m["spiking"], pe=arr.get(f"{m['name']}/pe"),
+                               max_atoms_per_core=m["max_atoms_per_core"], scale=m["scale"]))
+    projs = [Projection(pre=q["pre"], post=q["post"], weights=arr[f"proj{i}/weights"], recurrent=q["recurrent"])
+             for i, q in enumerate(meta["projections"])]
+    return S2Program(pops, projs, meta["inputs"], meta["outputs"], meta["output_kind"], meta["sys_tick_s"],
+                     meta["curr_exp_order"])

@@ -1,0 +1,202 @@
+"""SpiNNaker 2 backend: emulator vs reference (within the quantization error)
+and vs Brian2 (exact spike trains), the emitted py-spinnaker2 script against a
+recording stand-in, multi-chip placement, design rules, inspect."""
+from __future__ import annotations
+
+import sys
+import types
+
+import nir
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nmc
+from nets import conv_pool, ff_lif, recurrent_cubalif, spikes
+from nmc.cli import main
+from nmc.errors import DesignRuleError, ShapeError, UnsupportedNodeError
+
+OPTS = dict(dt=1e-3, integrator="euler")
+FINE = [{"models": {"lif_no_delay": {"weight_max": 2 ** 20}, "lif_curr_exp_no_delay": {"weight_max": 2 ** 20}}}]
+NETS = {"ff": (lambda: ff_lif(), (8,), "zero"), "rec": (lambda: recurrent_cubalif(), (6,), "subtract"),
+        "conv": (lambda: conv_pool(), (2, 8, 8), "subtract")}
+
+
+def _pair(kind, hw=(), passes=None):
+    build, shape, reset = NETS[kind]
+    s2 = nmc.compile(build(), target="spinnaker2", reset=reset, hw=hw, passes=passes, **OPTS)
+    ref = nmc.compile(build(), target="reference", reset=reset, **OPTS)
+    return s2, ref, spikes(shape, T=40, p=0.3, seed=1)
+
+
+@pytest.mark.parametrize("kind", list(NETS))
+def test_mapping_is_exact_with_fine_weights(kind):
+    """With a 21-bit weight range the only differences left are float32 vs float64 state."""
+    s2, ref, x = _pair(kind, hw=FINE, passes="normalize")
+    a, b = s2.run({"input": x}), ref.run({"input": x})
+    out = next(iter(a))
+    if s2.program.output_kind[out] == "spikes":
+        assert np.mean(a[out] == b[out]) >= 0.995 and b[out].sum() > 0
+    else:
+        assert np.allclose(a[out], b[out], atol=1e-4 * (np.abs(b[out]).max() + 1))
+
+
+@pytest.mark.parametrize("kind", list(NETS))
+def test_int8_emulator_within_fidelity_report(kind):
+    s2, ref, x = _pair(kind)
+    a, b = s2.run({"input": x}), ref.run({"input": x})
+    out = next(iter(a))
+    rep = s2.report("quantize")
+    assert rep is not None and "end_to_end" in rep
+    if s2.program.output_kind[out] == "spikes":
+        assert np.mean(a[out] == b[out]) >= 0.9
+    else:
+        rel = np.abs(a[out] - b[out]).max() / (np.abs(b[out]).max() + 1e-9)
+        assert rel < 0.35  # the int8 readout, after a few upstream spikes differ
+
+
+@pytest.mark.parametrize("kind", list(NETS))
+def test_brian2_gives_identical_spike_trains(kind):
+    pytest.importorskip("brian2")
+    s2, _, x = _pair(kind)
+    pops = [p.name for p in s2.program.populations if p.model != "spike_list" and p.spiking]
+    a = s2.run({"input": x}, record=pops)
+    b = s2.run({"input": x}, device="brian2", record=pops)
+    total = 0
+    for p in pops:
+        assert np.array_equal(a[f"{p}.spikes"], b[f"{p}.spikes"]), p
+        total += a[f"{p}.spikes"].sum()
+    assert total > 0
+
+
+def test_curr_exp_order_switch_changes_dynamics_and_brian2_follows():
+    s2, _, x = _pair("rec")
+    chip = s2.run({"input": x}, record=["lif1"])
+    br = s2.run({"input": x}, curr_exp_order="brian2", record=["lif1"])
+    assert not np.array_equal(chip["lif1.v"], br["lif1.v"])
+    b2 = s2.run({"input": x}, device="brian2", curr_exp_order="brian2", record=["lif1"])
+    assert np.array_equal(br["lif1.spikes"], b2["lif1.spikes"])
+
+
+class _Recorder:
+    """A recording stand-in for the py-spinnaker2 package (tests only)."""
+
+    def __init__(self):
+        self.pops, self.projs, self.runs = [], [], []
+        rec = self
+
+        class Population:
+            def __init__(self, size, neuron_model, params, name, record=None):
+                self.size, self.model, self.params, self.name, self.record = size, neuron_model, params, name, record
+                self.atoms = None
+                rec.pops.append(self)
+
+            def set_max_atoms_per_core(self, n):
+                self.atoms = n
+
+            def get_spikes(self):
+                return {}
+
+            def get_voltages(self):
+                return {}
+
+        class Projection:
+            def __init__(self, pre, post, connections):
+                self.pre, self.post, self.conns = pre, post, connections
+                rec.projs.append(self)
+
+        class Network:
+            def __init__(self, name):
+                self.objs = []
+
+            def add(self, *objs):
+                self.objs += objs
+
+        class SpiNNaker2Chip:
+            def __init__(self, eth_ip):
+                self.ip = eth_ip
+
+            def run(self, net, steps, sys_tick_in_s):
+                rec.runs.append((self.ip, steps, sys_tick_in_s, len(net.objs)))
+
+        self.snn = types.SimpleNamespace(Population=Population, Projection=Projection, Network=Network)
+        self.hardware = types.SimpleNamespace(SpiNNaker2Chip=SpiNNaker2Chip)
+
+
+def test_emitted_script_rebuilds_the_program(tmp_path, monkeypatch):
+    s2, _, x = _pair("rec")
+    s2.write(tmp_path / "b.nmc")
+    rec = _Recorder()
+    pkg = types.ModuleType("spinnaker2")
+    pkg.snn, pkg.hardware = rec.snn, rec.hardware
+    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
+    np.savez(tmp_path / "in.npz", input=x)
+    import runpy
+
+    mod = runpy.run_path(str(tmp_path / "b.nmc" / "program" / "run_spinnaker2.py"))
+    mod["main"](["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")])
+    prog = s2.program
+    assert [p.name for p in rec.pops] == [p.name for p in prog.populations]
+    for got, want in zip(rec.pops, prog.populations):
+        assert got.model == want.model and got.size == want.size
+        if want.model == "spike_list":
+            t, n = np.nonzero(x)
+            assert sum(len(v) for v in got.params.values()) == len(t)
+            continue
+        assert got.params["reset"] == want.reset and got.atoms == want.max_atoms_per_core
+        for k, v in want.params.items():
+            assert np.array_equal(np.asarray(got.params[k], np.float32), v), k
+    for got, want in zip(rec.projs, prog.projections):
+        assert (got.pre.name, got.post.name) == (want.pre, want.post)
+        w = np.zeros_like(want.weights)
+        for pre, post, weight, delay in got.conns:
+            assert delay == 0
+            w[post, pre] = weight
+        assert np.array_equal(w, want.weights)
+    ip, steps, tick, _ = rec.runs[0]
+    assert ip == "10.0.0.7" and steps == 40 + max(p.latency for p in prog.populations) + 1 and tick == prog.sys_tick_s
+
+
+def _wide(n_hidden):
+    rng = np.random.default_rng(0)
+    return nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([16])}),
+        "fc": nir.Linear(weight=rng.normal(0, 1, (n_hidden, 16))),
+        "lif": nir.LIF(tau=np.full(n_hidden, 5e-3), r=np.full(n_hidden, 5.0), v_leak=np.zeros(n_hidden),
+                       v_threshold=np.ones(n_hidden), v_reset=np.zeros(n_hidden)),
+        "output": nir.Output(output_type={"output": np.array([n_hidden])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+
+
+@pytest.mark.slow
+def test_too_big_for_one_chip_places_on_the_48_chip_board():
+    g = _wide(40000)  # > 148 PEs × 256 neurons of one chip
+    with pytest.raises(DesignRuleError) as e:
+        nmc.compile(g, target="spinnaker2", passes="normalize,partition,place,route", **OPTS)
+    assert any("spinnaker2-48chip" in v.hint for v in e.value.violations)
+    b = nmc.compile(g, target="spinnaker2", hw=["spinnaker2-48chip"], passes="normalize,partition,place,route", **OPTS)
+    assert b.report("placement")["chips_used"] >= 2
+    assert b.report("spinnaker2")["pes_used"] > 148
+
+
+def test_nothing_fits_gives_a_design_rule_report():
+    g = _wide(300)
+    with pytest.raises(DesignRuleError) as e:
+        nmc.compile(g, target="spinnaker2", hw=[{"core": {"neurons_max": 1}, "chip": {"cores_usable": 2}}],
+                    passes="normalize,partition,place,route", **OPTS)
+    assert e.value.violations and all(v.hint for v in e.value.violations)
+
+
+def test_errors_and_inspect(tmp_path):
+    s2, _, x = _pair("ff")
+    with pytest.raises(ShapeError):
+        s2.run({"input": x * 0.5})  # spike_list takes 0/1 only
+    from nets import egru_net
+
+    with pytest.raises(UnsupportedNodeError) as e:
+        nmc.compile(egru_net(), target="spinnaker2", **OPTS)
+    assert "EGRU" in e.value.one_line()
+    s2.write(tmp_path / "b.nmc")
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path / "b.nmc")])
+    assert r.exit_code == 0 and "pes_used" in r.output and "time_per_tick_max_s" in r.output
+    assert "sram_bytes_max" in r.output
