@@ -191,7 +191,8 @@ class PassManager:
         for i, p in enumerate(self.passes, 1):
             if ctx.progress:
                 ctx.progress(p.name)
-            missing = [r for r in p.requires if not _provided(g, r)]
+            earlier = {x for q in self.passes[:i - 1] for x in q.provides}
+            missing = [r for r in p.requires if r not in earlier and not _provided(g, r)]
             if missing:
                 raise PassError(f"needs {', '.join(missing)}, which no earlier pass provided",
                                 pass_name=p.name, hint=f"put the pass providing {missing[0]} before '{p.name}'")

@@ -48,6 +48,10 @@ def build(snn, meta, arrays, inputs):
     pops = {}
     for p in meta["populations"]:
         name = p["name"]
+        if p["model"] == "egru_kernel":
+            raise NotImplementedError(
+                "population %r runs a generated PE kernel (program/kernels/*.c); stock py-spinnaker2 models "
+                "cannot run it: build the kernels with the SpiNNaker 2 PE toolchain" % name)
         if p["model"] == "spike_list":
             params = spike_dict(inputs[name])
             pop = snn.Population(size=p["size"], neuron_model="spike_list", params=params, name=name)

@@ -63,6 +63,19 @@ class S2Emulator(Device):
             if pop.model == "spike_list":
                 st["s"] = ext[pop.name]
                 continue
+            if pop.model == "egru_kernel":
+                from .egru import step_f32
+
+                x, yprev = prev[pop.source], prev[pop.name]
+                ys, cs = [], []
+                for b in range(x.shape[0]):
+                    xi = np.flatnonzero(x[b])
+                    yi = np.flatnonzero(yprev[b])
+                    y, c = step_f32(pop.kernel, st["v"][b], xi, x[b][xi], yi, yprev[b][yi], slice(0, pop.size))
+                    ys.append(y)
+                    cs.append(c)
+                st["v"], st["s"] = np.stack(cs), np.stack(ys)
+                continue
             se = np.zeros_like(st["v"])
             si = np.zeros_like(st["v"])
             for q in self.into[pop.name]:
@@ -92,9 +105,13 @@ class S2Emulator(Device):
         align = self.align if align is None else align
         arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
         for k, a in arrs.items():
-            if not np.all(np.isin(a, (0, 1))):
+            consumers = {q.post for q in self.p.projections if q.pre == k} | {
+                pop.name for pop in self.p.populations if pop.source == k}
+            graded_ok = consumers and all(self.p.pop(c).model == "egru_kernel" for c in consumers)
+            if not graded_ok and not np.all(np.isin(a, (0, 1))):
                 raise ShapeError("SpiNNaker 2 spike_list inputs take spikes (0/1) only", node=k,
-                                 hint="encode analog inputs as spikes (e.g. rate coding)")
+                                 hint="encode analog inputs as spikes (e.g. rate coding); graded input events "
+                                      "are accepted only by EGRU kernels")
         B = next(iter(arrs.values())).shape[1]
         record = list(record)
         for r in record:
@@ -124,12 +141,18 @@ class S2Emulator(Device):
             return a.reshape(a.shape[0], B, *shape)
 
         for o, pop_name in self.p.outputs.items():
-            res[o] = series(pop_name, "s" if self.p.output_kind[o] == "spikes" else "v", self.graph.shape_in(o))
+            res[o] = series(pop_name, "v" if self.p.output_kind[o] == "v" else "s", self.graph.shape_in(o))
         for r in record:
             shp = self.graph.shape_out(r)
+            pop = self.p.pop(r)
+            if pop.model == "egru_kernel":  # graded events y, cell state c
+                res[f"{r}.out"] = series(r, "s", shp)
+                res[f"{r}.spikes"] = (res[f"{r}.out"] != 0).astype(np.float64)
+                res[f"{r}.v"] = series(r, "v", shp) / pop.scale
+                continue
             res[f"{r}.spikes"] = series(r, "s", shp)
             res[f"{r}.v"] = series(r, "v", shp)
-            res[f"{r}.out"] = res[f"{r}.spikes"] if self.p.pop(r).spiking else res[f"{r}.v"]
+            res[f"{r}.out"] = res[f"{r}.spikes"] if pop.spiking else res[f"{r}.v"]
         if not batched:
             res = {k: v[:, 0] for k, v in res.items()}
         return res

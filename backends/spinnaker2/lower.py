@@ -87,12 +87,7 @@ def lower(graph: Graph, ctx) -> S2Program:
     dt = float(graph.meta.get("dt", 1e-3))
     integ = graph.meta.get("integrator", "euler")
     order, back = graph.schedule()
-    for name, node in graph.nodes.items():
-        if isinstance(node, EGRU):
-            raise UnsupportedNodeError("EGRU cells need generated per-PE kernels, which this version of the "
-                                       "spinnaker2 backend does not emit yet", node=name,
-                                       hint="run EGRU models on the reference target for now")
-    lin = compose(graph, order, back, target="spinnaker2", neurons=S2_NEURONS)
+    lin = compose(graph, order, back, target="spinnaker2", neurons=S2_NEURONS + (EGRU,))
     warnings = []
 
     def warn(msg, node):
@@ -108,6 +103,9 @@ def lower(graph: Graph, ctx) -> S2Program:
     weight_max_of = {m: int(spec.get(f"models.{m}.weight_max")) for m in ("lif_no_delay", "lif_curr_exp_no_delay")}
     for name in order:
         node = graph.nodes[name]
+        if isinstance(node, EGRU):
+            pops[name] = _egru_population(name, node, lin[name], pops)
+            continue
         if not isinstance(node, S2_NEURONS):
             continue
         n = int(np.prod(graph.shape_out(name)))
@@ -162,7 +160,8 @@ def lower(graph: Graph, ctx) -> S2Program:
             raise UnsupportedNodeError("an output must be fed directly by one neuron layer or input on SpiNNaker 2",
                                        node=o, hint="end the network with a LIF (spikes) or LI (voltage) layer")
         outputs[o] = preds[0]
-        kinds[o] = "spikes" if pops[preds[0]].spiking else "v"
+        kinds[o] = ("spikes" if pops[preds[0]].spiking else
+                    "events" if pops[preds[0]].model == "egru_kernel" else "v")
     _place(graph, pops, spec, opts)
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
                      sys_tick_s=float(opts.get("sys_tick") or spec.get("timing.sys_tick_s")),
@@ -178,6 +177,26 @@ def lower(graph: Graph, ctx) -> S2Program:
     prog.graph = graph
     ctx.reports["spinnaker2"] = prog.report
     return prog
+
+
+def _egru_population(name, node, composed, pops) -> Population:
+    """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`)."""
+    from .egru import quantize_rows
+
+    terms, bias = composed
+    if len(terms) != 1 or any(v[1] for v in terms.values()):
+        raise UnsupportedNodeError("an EGRU layer must be fed by exactly one layer or input (feed-forward)",
+                                   node=name, hint="concatenate inputs before the EGRU")
+    (src, (M, _)), = terms.items()
+    wx = np.asarray(node.w_x, float) @ np.asarray(M, float).T  # fold the linear chain into the input weights
+    bx = np.asarray(node.b_x, float) + np.asarray(node.w_x, float) @ np.asarray(bias, float).reshape(-1)
+    wx_i, sx = quantize_rows(wx)
+    wh_i, sh = quantize_rows(node.w_h)
+    H = int(node.hidden_size)
+    kernel = {"wx": wx_i, "sx": sx, "wh": wh_i, "sh": sh, "bx": bx.astype(np.float32),
+              "bh": np.asarray(node.b_h, np.float32), "thr": np.asarray(node.thr, np.float32)}
+    return Population(name, "egru_kernel", H, reset="reset_by_subtraction", latency=pops[src].latency + 1,
+                      spiking=False, kernel=kernel, source=src)
 
 
 def _preroll_init(c: np.ndarray, alpha: np.ndarray, steps: int, name: str, warn) -> np.ndarray:
@@ -203,6 +222,16 @@ def _place(graph: Graph, pops: dict, spec, opts) -> None:
     nxt = 0
     for name, p in pops.items():
         if p.model == "spike_list":
+            continue
+        if p.model == "egru_kernel" and (graph.ann(name, Placement) is None):
+            from .egru import data_bytes
+
+            # units per PE bounded by the PE's data SRAM
+            per_pe = max(1, int(spec.get("core.data_bytes")) // max(1, data_bytes(p.kernel, slice(0, 1))))
+            per_eff = min(per, per_pe)
+            p.pe = (nxt + np.arange(p.size) // per_eff).astype(np.int32)
+            p.max_atoms_per_core = min(per_eff, p.size)
+            nxt = int(p.pe.max()) + 1
             continue
         a = graph.ann(name, Placement)
         if a is not None and a.core is not None:

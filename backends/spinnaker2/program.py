@@ -39,6 +39,8 @@ class Population:
     pe: np.ndarray | None = None                   # PE per neuron
     max_atoms_per_core: int = 256
     scale: float = 1.0                             # float voltage = scale · integer-unit voltage (readouts)
+    kernel: dict = field(default_factory=dict)     # egru_kernel: wx, sx, wh, sh, bx, bh, thr
+    source: str | None = None                      # egru_kernel: the population whose events feed it
 
 
 @dataclass
@@ -71,7 +73,8 @@ class S2Program(Program):
     def files(self) -> dict[str, bytes]:
         meta = {"populations": [{"name": p.name, "model": p.model, "size": p.size, "reset": p.reset,
                                  "latency": p.latency, "spiking": p.spiking, "scale": p.scale,
-                                 "max_atoms_per_core": p.max_atoms_per_core, "params": sorted(p.params)}
+                                 "max_atoms_per_core": p.max_atoms_per_core, "params": sorted(p.params),
+                                 "kernel": sorted(p.kernel), "source": p.source}
                                 for p in self.populations],
                 "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz}
                                 for q in self.projections],
@@ -81,20 +84,41 @@ class S2Program(Program):
         for p in self.populations:
             for k, v in p.params.items():
                 arrays[f"{p.name}/{k}"] = np.asarray(v, dtype=np.float32)
+            for k, v in p.kernel.items():
+                arrays[f"{p.name}/k_{k}"] = np.asarray(v)
             if p.pe is not None:
                 arrays[f"{p.name}/pe"] = np.asarray(p.pe, dtype=np.int32)
         for i, q in enumerate(self.projections):
             arrays[f"proj{i}/weights"] = np.asarray(q.weights, dtype=np.int32)
         from .emit import script
 
-        return {"s2_program.json": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
-                "s2_arrays.npz": _npz(arrays), "run_spinnaker2.py": script().encode()}
+        out = {"s2_program.json": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
+               "s2_arrays.npz": _npz(arrays), "run_spinnaker2.py": script().encode()}
+        for p in self.populations:
+            if p.model == "egru_kernel":
+                from .egru import kernel_files
+
+                out.update(kernel_files(p.name, p.kernel, pe_slices(p)))
+        return out
 
     def summary(self) -> dict:
         r = dict(self.report)
         r.update({"populations": len(self.populations), "projections": len(self.projections),
                   "synapses": int(sum(q.nnz for q in self.projections))})
         return r
+
+
+def pe_slices(p: Population) -> list[tuple[int, slice]]:
+    """Contiguous unit ranges per PE (units are assigned to PEs in blocks)."""
+    if p.pe is None:
+        return [(0, slice(0, p.size))]
+    out, start = [], 0
+    pe = np.asarray(p.pe)
+    for i in range(1, p.size + 1):
+        if i == p.size or pe[i] != pe[start]:
+            out.append((int(pe[start]), slice(start, i)))
+            start = i
+    return out
 
 
 def _npz(arrays: dict) -> bytes:
@@ -116,7 +140,9 @@ def load_program(files: dict[str, bytes]) -> S2Program:
         pops.append(Population(name=m["name"], model=m["model"], size=m["size"], reset=m["reset"],
                                params={k: arr[f"{m['name']}/{k}"] for k in m["params"]}, latency=m["latency"],
                                spiking=m["spiking"], pe=arr.get(f"{m['name']}/pe"),
-                               max_atoms_per_core=m["max_atoms_per_core"], scale=m["scale"]))
+                               max_atoms_per_core=m["max_atoms_per_core"], scale=m["scale"],
+                               kernel={k: arr[f"{m['name']}/k_{k}"] for k in m.get("kernel", [])},
+                               source=m.get("source")))
     projs = [Projection(pre=q["pre"], post=q["post"], weights=arr[f"proj{i}/weights"], recurrent=q["recurrent"])
              for i, q in enumerate(meta["projections"])]
     return S2Program(pops, projs, meta["inputs"], meta["outputs"], meta["output_kind"], meta["sys_tick_s"],

@@ -193,9 +193,14 @@ def test_errors_and_inspect(tmp_path):
         s2.run({"input": x * 0.5})  # spike_list takes 0/1 only
     from nets import egru_net
 
-    with pytest.raises(UnsupportedNodeError) as e:
-        nmc.compile(egru_net(), target="spinnaker2", **OPTS)
-    assert "EGRU" in e.value.one_line()
+    with pytest.raises(UnsupportedNodeError) as e:  # Brian2 cannot run generated kernels... but a Delay node
+        nmc.compile(nir.NIRGraph.from_list(nir.Delay(delay=np.full(3, 1e-3))), target="spinnaker2", **OPTS)
+    assert "Delay" in e.value.one_line()
+    eg = nmc.compile(egru_net(), target="spinnaker2", reset="subtract", **OPTS)
+    from nmc.errors import DeviceError
+
+    with pytest.raises(DeviceError):
+        eg.run({"input": spikes((5,), T=5)}, device="brian2")
     s2.write(tmp_path / "b.nmc")
     r = CliRunner().invoke(main, ["inspect", str(tmp_path / "b.nmc")])
     assert r.exit_code == 0 and "pes_used" in r.output and "time_per_tick_max_s" in r.output

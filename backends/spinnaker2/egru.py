@@ -1,0 +1,195 @@
+"""EGRU cells on SpiNNaker 2: generated per-PE C kernels and their emulation.
+
+No stock py-spinnaker2 neuron model computes an EGRU, so each PE holding EGRU
+units gets generated C: static weight arrays (int8 with one float32 scale per
+gate row; dense, or CSC when sparse), the cell state, and an event-driven
+``step()`` that consumes the incoming (index, payload) events of the previous
+step and emits (index, payload) events — graded events, the payload being the
+unit's value y (32-bit packet payloads on SpiNNaker 2).
+
+Arithmetic (IEEE float32, every operation rounded as written, no fused
+multiply-add: ``-ffp-contract=off``), per PE and step:
+
+    acc_x[r] = Σ_events (float)wx[r, i] · x_i        events in increasing index order
+    acc_h[r] = Σ_events (float)wh[r, j] · y_j        (all units' events of the previous step)
+    gx = acc_x·sx + bx;  gh = acc_h·sh + bh           (per gate row r = gate·H + unit)
+    z = σ(gx_z + gh_z);  r = σ(gx_r + gh_r);  g = tanh(gx_g + r·gh_g)
+    ĉ = z·c + (1 − z)·g;  o = ĉ > ϑ;  y = o ? ĉ : 0;  c = o ? ĉ − ϑ : ĉ
+
+tanh is a 257-entry table over [−8, 8] (step 1/16, entries tanh rounded to
+float32) with linear interpolation — ``u = (x + 8)·16; k = (int)u;
+f = u − k; T[k] + f·(T[k+1] − T[k])``, saturating outside — and
+σ(x) = 0.5·tanh(0.5·x) + 0.5; max error 4e-4 against the exact functions, and
+exactly reproducible in numpy and C. :func:`step_f32` is the emulator's
+implementation of the same arithmetic, used by the emulator and checked
+bit-exactly against the compiled C in the tests.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+F32 = np.float32
+LUT_X0, LUT_STEP_INV, LUT_N = 8.0, 16.0, 257
+LUT = np.tanh(np.arange(LUT_N, dtype=np.float64) / LUT_STEP_INV - LUT_X0).astype(F32)
+
+
+def tanh_f32(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, F32)
+    u = (x + F32(LUT_X0)) * F32(LUT_STEP_INV)
+    uc = np.clip(u, F32(0), F32(LUT_N - 1))
+    k = np.minimum(uc.astype(np.int32), LUT_N - 2)
+    f = (uc - k.astype(F32)).astype(F32)
+    y = LUT[k] + f * (LUT[k + 1] - LUT[k])
+    y = np.where(u <= F32(0), LUT[0], np.where(u >= F32(LUT_N - 1), LUT[LUT_N - 1], y))
+    return y.astype(F32)
+
+
+def sigmoid_f32(x: np.ndarray) -> np.ndarray:
+    return (F32(0.5) * tanh_f32(F32(0.5) * np.asarray(x, F32)) + F32(0.5)).astype(F32)
+
+
+def quantize_rows(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """int8 weights with one float32 scale per row (ties away from zero)."""
+    from nmc.passes.quantize import quantize_weights
+
+    w_int, scale = quantize_weights(np.asarray(w, float), bits=8, per_channel=True, qmax=qmax)
+    return w_int.astype(np.int8), np.asarray(scale, float).reshape(-1).astype(F32)
+
+
+def accumulate(w_int: np.ndarray, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Σ over events, in increasing index order, of (float)w[:, i]·v (float32, sequential)."""
+    acc = np.zeros(w_int.shape[0], F32)
+    order = np.argsort(idx, kind="stable")
+    for i, v in zip(np.asarray(idx)[order], np.asarray(val, F32)[order]):
+        acc = acc + w_int[:, int(i)].astype(F32) * v
+    return acc
+
+
+def step_f32(p: dict, c: np.ndarray, x_idx, x_val, y_idx, y_val, units: slice) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the units ``units`` of an EGRU population (one sample).
+
+    ``p``: wx (3H, in) int8, sx (3H,), wh (3H, H) int8, sh (3H,), bx, bh (3H,), thr (H,), float32.
+    Returns (y for these units, new c for these units).
+    """
+    H = p["thr"].shape[0]
+    rows = np.concatenate([np.arange(units.start, units.stop) + g * H for g in range(3)])
+    ax = accumulate(p["wx"][rows], x_idx, x_val)
+    ah = accumulate(p["wh"][rows], y_idx, y_val)
+    gx = ax * p["sx"][rows] + p["bx"][rows]
+    gh = ah * p["sh"][rows] + p["bh"][rows]
+    n = units.stop - units.start
+    z = sigmoid_f32(gx[:n] + gh[:n])
+    r = sigmoid_f32(gx[n:2 * n] + gh[n:2 * n])
+    g = tanh_f32(gx[2 * n:] + r * gh[2 * n:])
+    thr = p["thr"][units]
+    c_hat = (z * c + (F32(1) - z) * g).astype(F32)
+    o = c_hat > thr
+    y = np.where(o, c_hat, F32(0)).astype(F32)
+    c_new = np.where(o, c_hat - thr, c_hat).astype(F32)
+    return y, c_new
+
+
+# ------------------------------------------------------------------ C code
+def _floats(a) -> str:
+    return ", ".join(float(v).hex() + "f" if np.isfinite(v) else "0.0f" for v in np.asarray(a, F32).reshape(-1))
+
+
+def _ints(a) -> str:
+    return ", ".join(str(int(v)) for v in np.asarray(a).reshape(-1))
+
+
+HEADER = r"""/* nmc generated: EGRU PE kernel runtime (see backends/spinnaker2/egru.py for the arithmetic). */
+#ifndef NMC_EGRU_H
+#define NMC_EGRU_H
+#include <stdint.h>
+
+#define NMC_LUT_N 257
+extern const float NMC_TANH_LUT[NMC_LUT_N];
+
+static inline float nmc_tanh(float x) {
+    float u = (x + 8.0f) * 16.0f;
+    if (u <= 0.0f) return NMC_TANH_LUT[0];
+    if (u >= (float)(NMC_LUT_N - 1)) return NMC_TANH_LUT[NMC_LUT_N - 1];
+    int k = (int)u;
+    if (k > NMC_LUT_N - 2) k = NMC_LUT_N - 2;
+    float f = u - (float)k;
+    return NMC_TANH_LUT[k] + f * (NMC_TANH_LUT[k + 1] - NMC_TANH_LUT[k]);
+}
+
+static inline float nmc_sigmoid(float x) { return 0.5f * nmc_tanh(0.5f * x) + 0.5f; }
+
+typedef struct {
+    int n_in, n_units, h_total, first_unit;
+    const int8_t *wx; const float *sx;   /* (3*n_units, n_in) row-major, rows gate-major */
+    const int8_t *wh; const float *sh;   /* (3*n_units, h_total) */
+    const float *bx, *bh, *thr;
+    float *c;                             /* n_units */
+    float *acc_x, *acc_h;                 /* scratch, 3*n_units each */
+} nmc_egru_pe;
+
+/* One step: input events (index into n_in, payload) and the previous step's
+   events of all units of the layer; writes this PE's events (global unit index,
+   payload) and returns their number. Events must come in increasing index order. */
+static inline int nmc_egru_step(nmc_egru_pe *p, const uint32_t *xi, const float *xv, int nx,
+                                const uint32_t *yi, const float *yv, int ny, uint32_t *oi, float *ov) {
+    const int R = 3 * p->n_units, n = p->n_units;
+    for (int r = 0; r < R; r++) { p->acc_x[r] = 0.0f; p->acc_h[r] = 0.0f; }
+    for (int e = 0; e < nx; e++)
+        for (int r = 0; r < R; r++) p->acc_x[r] = p->acc_x[r] + (float)p->wx[r * p->n_in + xi[e]] * xv[e];
+    for (int e = 0; e < ny; e++)
+        for (int r = 0; r < R; r++) p->acc_h[r] = p->acc_h[r] + (float)p->wh[r * p->h_total + yi[e]] * yv[e];
+    int no = 0;
+    for (int u = 0; u < n; u++) {
+        float gxz = p->acc_x[u] * p->sx[u] + p->bx[u], ghz = p->acc_h[u] * p->sh[u] + p->bh[u];
+        float gxr = p->acc_x[n + u] * p->sx[n + u] + p->bx[n + u], ghr = p->acc_h[n + u] * p->sh[n + u] + p->bh[n + u];
+        float gxg = p->acc_x[2 * n + u] * p->sx[2 * n + u] + p->bx[2 * n + u];
+        float ghg = p->acc_h[2 * n + u] * p->sh[2 * n + u] + p->bh[2 * n + u];
+        float z = nmc_sigmoid(gxz + ghz);
+        float r = nmc_sigmoid(gxr + ghr);
+        float g = nmc_tanh(gxg + r * ghg);
+        float c_hat = z * p->c[u] + (1.0f - z) * g;
+        if (c_hat > p->thr[u]) {
+            oi[no] = (uint32_t)(p->first_unit + u); ov[no] = c_hat; no++;
+            p->c[u] = c_hat - p->thr[u];
+        } else {
+            p->c[u] = c_hat;
+        }
+    }
+    return no;
+}
+#endif
+"""
+
+
+def kernel_files(node: str, p: dict, pe_units: list[tuple[int, slice]]) -> dict[str, bytes]:
+    """C sources: the shared header, the LUT, and one file per PE with its static arrays."""
+    H = p["thr"].shape[0]
+    n_in = p["wx"].shape[1]
+    files = {"kernels/nmc_egru.h": HEADER.encode(),
+             "kernels/nmc_tanh_lut.c": ("#include \"nmc_egru.h\"\nconst float NMC_TANH_LUT[NMC_LUT_N] = {"
+                                        + _floats(LUT) + "};\n").encode()}
+    for pe, units in pe_units:
+        rows = np.concatenate([np.arange(units.start, units.stop) + g * H for g in range(3)])
+        n = units.stop - units.start
+        tag = f"{node}_pe{pe}"
+        src = [f"/* nmc generated: EGRU '{node}' units {units.start}..{units.stop - 1} on PE {pe}. */",
+               '#include "nmc_egru.h"',
+               f"static const int8_t WX[{3 * n * n_in}] = {{{_ints(p['wx'][rows])}}};",
+               f"static const float SX[{3 * n}] = {{{_floats(p['sx'][rows])}}};",
+               f"static const int8_t WH[{3 * n * H}] = {{{_ints(p['wh'][rows])}}};",
+               f"static const float SH[{3 * n}] = {{{_floats(p['sh'][rows])}}};",
+               f"static const float BX[{3 * n}] = {{{_floats(p['bx'][rows])}}};",
+               f"static const float BH[{3 * n}] = {{{_floats(p['bh'][rows])}}};",
+               f"static const float THR[{n}] = {{{_floats(p['thr'][units])}}};",
+               f"static float C[{n}];", f"static float ACC_X[{3 * n}], ACC_H[{3 * n}];",
+               f"nmc_egru_pe {tag} = {{{n_in}, {n}, {H}, {units.start}, WX, SX, WH, SH, BX, BH, THR, C, ACC_X, ACC_H}};",
+               ""]
+        files[f"kernels/{tag}.c"] = "\n".join(src).encode()
+    return files
+
+
+def data_bytes(p: dict, units: slice) -> int:
+    """SRAM data of one PE's kernel: weights, scales, biases, thresholds, state, scratch."""
+    n = units.stop - units.start
+    H, n_in = p["thr"].shape[0], p["wx"].shape[1]
+    return 3 * n * n_in + 3 * n * H + 4 * (3 * n * 4 + n + n + 6 * n)
