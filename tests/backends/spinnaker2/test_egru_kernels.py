@@ -100,3 +100,31 @@ def test_lut_nonlinearities():
     assert np.abs(tanh_f32(x) - np.tanh(x.astype(float))).max() < 5e-4
     assert np.abs(sigmoid_f32(x) - 1 / (1 + np.exp(-x.astype(float)))).max() < 3e-4
     assert tanh_f32(np.float32([-100, 100])).tolist() == pytest.approx([-1, 1], abs=1e-6)
+
+
+ARM = shutil.which("arm-none-eabi-gcc")
+
+
+@pytest.mark.skipif(ARM is None, reason="arm-none-eabi-gcc (Debian gcc-arm-none-eabi) not installed")
+def test_kernels_cross_compile_for_cortex_m4f_within_sram(tmp_path):
+    b = nmc.compile(egru_net(hidden=7), target="spinnaker2", dt=1e-3, integrator="euler", reset="subtract")
+    for k, v in b.program.files().items():
+        if k.startswith("kernels/"):
+            (tmp_path / k).parent.mkdir(exist_ok=True)
+            (tmp_path / k).write_bytes(v)
+    for c in (tmp_path / "kernels").glob("*.c"):
+        subprocess.run([ARM, "-c", "-O2", "-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard",
+                        "-ffp-contract=off", "-o", str(c.with_suffix(".o")), str(c)], check=True)
+        size = subprocess.run(["arm-none-eabi-size", str(c.with_suffix(".o"))], capture_output=True, text=True).stdout
+        text, data, bss = (int(v) for v in size.splitlines()[1].split()[:3])
+        assert text + data + bss <= 128 * 1024
+
+
+def test_cost_report_counts_kernel_sram():
+    b = nmc.compile(egru_net(hidden=7), target="spinnaker2", dt=1e-3, integrator="euler", reset="subtract")
+    rep = b.report("spinnaker2")
+    pe = next(v for v in rep["per_pe"].values() if "kernel" in v)
+    from nmc.backends.spinnaker2.egru import data_bytes
+
+    p = b.program.pop("egru")
+    assert pe["sram_bytes"] >= data_bytes(p.kernel, slice(0, p.size))
