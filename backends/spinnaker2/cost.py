@@ -55,13 +55,13 @@ def cost_report(prog, graph, spec, ctx) -> dict:
     for p in prog.populations:  # EGRU kernels: static arrays, state and scratch; 3 MACs per unit per input event
         if p.model != "egru_kernel" or p.pe is None:
             continue
-        from .egru import data_bytes
+        from .egru import data_bytes as kernel_bytes
         from .program import pe_slices
 
         n_in = p.kernel["wx"].shape[1]
         for pe, units in pe_slices(p):
             d = pes[int(pe)]
-            d["synapse_bytes"] += data_bytes(p.kernel, units) - (units.stop - units.start) * state_b
+            d["synapse_bytes"] += kernel_bytes(p.kernel, units) - (units.stop - units.start) * state_b
             d["synaptic_events"] += 3.0 * (units.stop - units.start) * (n_in + p.size)
             d.setdefault("kernel", f"kernels/{p.name}_pe{pe}.c")
     over = []
