@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from .bundle import Bundle
 from .errors import OptionError
 from .frontends import load_model
@@ -46,6 +48,13 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape, data=data,
                                options=options)
     conversion = source.pop("conversion", None)
+    if data is not None:
+        if conversion is not None:  # ONNX calibration samples (N, *shape) → encoded input sequences for the passes
+            from .frontends.onnx import encode
+
+            x = np.asarray(data.get("input", data.get(graph.inputs[0])))[:32]
+            data = {graph.inputs[0]: encode(x, int(graph.meta["timesteps"]), graph.meta["encoding"], seed)}
+        data = {k: v for k, v in data.items() if k in graph.inputs}  # e.g. drop 'labels'
     spec = None
     if backend.spec_name:
         from .hw import HardwareSpec

@@ -6,7 +6,7 @@ threshold balancing) and print the accuracy table on every target's emulator.
 
 What runs, per model, as a user would type it::
 
-    nmc compile mlp.onnx --target T --calibrate calib.npz --option timesteps=64 -o mlp-T.nmc
+    nmc compile mlp.onnx --target T --calibrate calib.npz --timesteps 64 --encoding regular -o mlp-T.nmc
     nmc run mlp-T.nmc --input test_input.npz -o out.npz     # class = argmax of the readout
 
 Training takes ≈ 20 s on 2 CPU cores; no download (the digits ship with
@@ -56,6 +56,8 @@ def train(model, X, y, epochs: int) -> None:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timesteps", type=int, default=64)
+    ap.add_argument("--encoding", default="regular", choices=["regular", "poisson", "current"],
+                    help="input encoding (chips take spikes: regular or poisson)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "onnx_digits")
     ap.add_argument("--targets", default=None, help="comma-separated targets (default: all registered)")
@@ -84,10 +86,11 @@ def main(argv=None) -> dict:
         results[name] = {"ann": ann_acc}
         for target in targets:
             b = nmc.compile(onnx_path, target=target, calibrate=args.out / "calib.npz",
-                            output=args.out / f"{name}-{target}.nmc", timesteps=args.timesteps)
+                            output=args.out / f"{name}-{target}.nmc", timesteps=args.timesteps,
+                            encoding=args.encoding)
             from nmc.frontends.onnx import encode
 
-            out = b.run({"input": encode(X[te], args.timesteps)}, record=["readout"])
+            out = b.run({"input": encode(X[te], args.timesteps, args.encoding)}, record=["readout"])
             v = out["readout.v"][-1]
             results[name][target] = float((v.argmax(-1) == y[te]).mean())
             if target == "reference":
@@ -103,7 +106,8 @@ def main(argv=None) -> dict:
     for name, r in results.items():
         conv = r["conversion"]
         console.print(f"{name}: calibration-set accuracy vs timesteps (reference): ANN {conv['ann']:.1%}; SNN "
-                      + ", ".join(f"T={k}: {v:.1%}" for k, v in conv["snn"].items()), highlight=False)
+                      + ", ".join(f"T={k}: {v:.1%}" for k, v in sorted(conv["snn"].items(), key=lambda kv: int(kv[0]))),
+                      highlight=False)
     return results
 
 

@@ -5,6 +5,7 @@ Each step is the `nmc` command a user would type (printed before it runs)::
 
     nmc compile examples/quickstart/digits_lif.nir --target T --dt 1e-3 -o out/quickstart/digits-T.nmc
     nmc run out/quickstart/digits-T.nmc --input examples/quickstart/digits_test.npz -o .../out.npz
+    nmc profile out/quickstart/digits-spinnaker2.nmc --input ... -o energy-spinnaker2.html
 
 The model (LIF MLP 64→128→10, trained by ``train_digits.py``) classifies by
 output spike count. The summary compares each target's accuracy and its
@@ -60,6 +61,11 @@ def main() -> None:
         t.add_row(target, f"{(pred == labels).mean():.1%}", f"{(pred == ref_pred).mean():.1%}",
                   f"{spikes.sum() / len(labels):.1f}")
     console.print(t)
+    # the headline: energy per inference on the chip, per layer and per core
+    first = min(len(labels), 20)
+    np.savez(OUT / "digits_20.npz", input=np.load(data)["input"][:, :first])
+    nmc("profile", str((OUT / "digits-spinnaker2.nmc").relative_to(ROOT)), "--input",
+        str((OUT / "digits_20.npz").relative_to(ROOT)), "-o", str((OUT / "energy-spinnaker2.html").relative_to(ROOT)))
     console.print(f"bundles and outputs are in {OUT.relative_to(ROOT)}/; inspect one with "
                   f"`nmc inspect {(OUT / 'digits-reference.nmc').relative_to(ROOT)}`", highlight=False)
 

@@ -1,0 +1,32 @@
+"""The shipped examples run end to end (slow: they train and compile for every target)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quickstart_runs():
+    r = subprocess.run([sys.executable, "examples/quickstart/run.py"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "quick start" in r.stdout and "spinnaker2" in r.stdout and "per inference" in r.stdout
+
+
+@pytest.mark.slow
+def test_onnx_digits_snn_matches_ann_within_one_point(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples" / "onnx_digits"))
+    try:
+        import run as onnx_digits
+    finally:
+        sys.path.pop(0)
+    res = onnx_digits.main(["--out", str(tmp_path), "--timesteps", "64"])
+    for name, r in res.items():
+        assert r["reference"] >= r["ann"] - 0.01, (name, r)
+        for target in ("spinnaker2", "loihi2"):
+            assert r[target] >= r["ann"] - 0.03, (name, target, r)
