@@ -13,6 +13,14 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "open":
+        from .runtime.session import open_session
+
+        return open_session
+    if name == "connect":
+        from .runtime.client import connect
+
+        return connect
     if name == "save":
         from .frontends.torch import save
 

@@ -271,6 +271,91 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
         out.print(f"[green]wrote[/] {fit_out} (use it with --hw)")
 
 
+@main.command("serve")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--port", "-p", type=int, default=7878, show_default=True, help="TCP port (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs --token.")
+@click.option("--token", help="Secret clients must present (required off loopback).")
+@click.option("--device", "-d", help="Device of the bundle's target (default: its emulator).")
+@click.option("--window", type=int, default=1, show_default=True, help="Default timesteps per window.")
+def serve_cmd(bundle, port, host, token, device, window):
+    """Serve BUNDLE: clients stream events in and get output events back (one session each).
+
+    \b
+    Example:
+      nmc serve digits.nmc --port 7878
+      nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
+    """
+    from . import api
+    from nmc.runtime.server import SessionServer
+
+    srv = SessionServer(api.load(bundle), host=host, port=port, token=token, device=device, window=window)
+    h, p = srv.address
+    out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False)
+    try:
+        srv.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:  # pragma: no cover
+        pass
+    finally:
+        srv.server_close()
+
+
+@main.command("stream")
+@click.argument("target_")
+@click.option("--input", "-i", "input_path", required=True, type=click.Path(path_type=Path),
+              help=".npz with one (T, *shape) array per input node.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
+@click.option("--window", type=int, default=1, show_default=True, help="Timesteps per window.")
+@click.option("--device", "-d", help="Device (local bundles only).")
+@click.option("--token", help="Token for a server that requires one.")
+def stream_cmd(target_, input_path, output, window, device, token):
+    """Stream a recorded input through a BUNDLE locally, or through a server at HOST:PORT.
+
+    \b
+    Examples:
+      nmc stream digits.nmc --input in.npz -o out.npz --window 4
+      nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
+    The output equals `nmc run` on the same input.
+    """
+    import numpy as np
+
+    from nmc.runtime import events as ev
+    from nmc.runtime.events import load_inputs_npz, save_npz
+
+    inputs = load_inputs_npz(input_path)
+    T = max(v.shape[0] for v in inputs.values())
+    nwin = -(-T // window)
+    if Path(target_).exists():
+        from .runtime.session import open_session
+
+        sess = open_session(target_, device=device, window=window)
+        outs = sess.run_dense(inputs)
+        counters = sess.counters.as_dict()
+    else:
+        from .runtime.client import connect
+
+        host, _, port = target_.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.BadParameter(f"{target_!r} is neither a bundle directory nor HOST:PORT")
+        c = connect(host, int(port), token=token, window=window)
+        res: dict = {k: [] for k in c.outputs}
+        for w in range(nwin):
+            sl = slice(w * window, (w + 1) * window)
+            r = c.step({k: ev.from_dense(np.asarray(v)[sl]) for k, v in inputs.items()})
+            for k, e in r.items():
+                res[k].append(e)
+        counters = c.close()
+        outs = {}
+        for k, parts in res.items():
+            shape = c.shapes_out.get(k, (c.sizes_out[k],))
+            outs[k] = ev.to_dense(ev.concat(parts, window), nwin * window, shape)
+    outs = {k: v[:T] for k, v in outs.items()}
+    if output:
+        save_npz(output, outs)
+        out.print(f"[green]wrote[/] {output}")
+    out.print(f"windows {nwin} x {window} steps; counters {counters}", highlight=False)
+
+
 @main.command("targets")
 def targets_cmd():
     """List compilation targets, their devices and default pipelines.
