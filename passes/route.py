@@ -73,18 +73,22 @@ def route_trees(T: sp.csr_matrix, pos: np.ndarray, grid_x: int) -> dict:
     out = np.where(last, 4 + pos[b, 2][pair], np.where(j < lxp, np.where(sgx > 0, 0, 1), np.where(sgy > 0, 2, 3)))
     ind = np.where(j == 0, -1, np.where(j <= lxp, np.where(sgx > 0, 0, 1), np.where(sgy > 0, 2, 3)))
     src = a[pair]
-    node = gy * grid_x + gx
-    key = np.stack([src, node, out], 1)
-    ukey, first = np.unique(key, axis=0, return_index=True)
+    node = (gy * grid_x + gx).astype(np.int64)
+    # (source core, router, output port) packed into one int64 so np.unique sorts scalars, not rows
+    n_nodes = int(node.max()) + 1
+    ports = int(out.max()) + 1
+    key = (src * n_nodes + node) * ports + out
+    ukey, first = np.unique(key, return_index=True)
     uin = ind[first]
-    sn, idx, cnt = np.unique(ukey[:, :2], axis=0, return_index=True, return_counts=True)
-    o1 = ukey[idx, 2]
+    uout = ukey % ports
+    sn_key = ukey // ports                       # source core × router
+    sn, idx, cnt = np.unique(sn_key, return_index=True, return_counts=True)
+    o1 = uout[idx]
     in1 = uin[idx]
     need = (in1 == -1) | (cnt > 1) | (o1 >= 4) | (o1 != in1)
-    routers, ent = np.unique(sn[need, 1], return_counts=True)
-    links = ukey[ukey[:, 2] < 4]
+    routers, ent = np.unique(sn[need] % n_nodes, return_counts=True)
     return {"entries": dict(zip(routers.tolist(), ent.tolist())), "max_hops": int(L.max()),
-            "pairs": int(a.size), "tree_links": int(links.shape[0])}
+            "pairs": int(a.size), "tree_links": int((uout < 4).sum())}
 
 
 def node_routes(cg: CoreGraph) -> dict[str, Route]:
