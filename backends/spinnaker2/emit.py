@@ -2,9 +2,11 @@
 
 It reads ``s2_program.json`` and ``s2_arrays.npz`` next to it and rebuilds
 exactly the Program: one ``snn.Population`` per population (``spike_list``
-inputs fed from ``--input``), ``set_max_atoms_per_core`` from the placement,
-one ``snn.Projection`` per projection with ``[pre, post, weight, delay=0]``
-connections, then runs it on a board::
+inputs fed from ``--input``) with ``set_max_atoms_per_core`` when the
+placement is py-spinnaker2's own uniform contiguous split, else one population
+per PE (an explicit PE assignment); one ``snn.Projection`` per (pre, post)
+population pair with ``[pre, post, weight, delay=0]`` connections; then runs
+it on a board::
 
     python program/run_spinnaker2.py --board 192.168.1.17 --input in.npz -o out.npz
 
@@ -43,9 +45,29 @@ def spike_dict(x):
     return out
 
 
+def pe_split(p, arrays):
+    """Neuron indices per population object. One object (with set_max_atoms_per_core)
+    when the placement is the uniform contiguous split py-spinnaker2 makes itself;
+    otherwise one population per PE: an explicit PE assignment."""
+    n, m = p["size"], int(p["max_atoms_per_core"])
+    pe = arrays.get(p["name"] + "/pe")
+    if pe is None or p["model"] == "spike_list":
+        return [np.arange(n)]
+    blocks = np.arange(n) // m
+    uniform = all(np.unique(pe[blocks == b]).size == 1 for b in np.unique(blocks)) and \
+        np.unique(pe).size == np.unique(blocks).size
+    if uniform:
+        return [np.arange(n)]
+    return [np.flatnonzero(pe == k) for k in np.unique(pe)]
+
+
 def build(snn, meta, arrays, inputs):
-    """Populations and projections of the program, as py-spinnaker2 objects."""
-    pops = {}
+    """Populations and projections of the program, as py-spinnaker2 objects.
+
+    Returns the network and, per program population, its [(py-spinnaker2 population,
+    neuron indices)] parts."""
+    parts = {}
+    objs = []
     for p in meta["populations"]:
         name = p["name"]
         if p["model"] == "egru_kernel":
@@ -53,24 +75,34 @@ def build(snn, meta, arrays, inputs):
                 "population %r runs a generated PE kernel (program/kernels/*.c); stock py-spinnaker2 models "
                 "cannot run it: build the kernels with the SpiNNaker 2 PE toolchain" % name)
         if p["model"] == "spike_list":
-            params = spike_dict(inputs[name])
-            pop = snn.Population(size=p["size"], neuron_model="spike_list", params=params, name=name)
-        else:
-            params = {k: arrays[name + "/" + k].astype(float).tolist() for k in p["params"]}
+            pop = snn.Population(size=p["size"], neuron_model="spike_list", params=spike_dict(inputs[name]), name=name)
+            parts[name] = [(pop, np.arange(p["size"]))]
+            objs.append(pop)
+            continue
+        split = pe_split(p, arrays)
+        parts[name] = []
+        for k, idx in enumerate(split):
+            params = {key: arrays[name + "/" + key][idx].astype(float).tolist() for key in p["params"]}
             params["reset"] = p["reset"]
-            pop = snn.Population(size=p["size"], neuron_model=p["model"], params=params, name=name,
+            pname = name if len(split) == 1 else "%s#pe%d" % (name, k)
+            pop = snn.Population(size=int(idx.size), neuron_model=p["model"], params=params, name=pname,
                                  record=["spikes", "v"])
-            pop.set_max_atoms_per_core(int(p["max_atoms_per_core"]))
-        pops[name] = pop
-    projs = []
+            pop.set_max_atoms_per_core(int(p["max_atoms_per_core"]) if len(split) == 1 else int(idx.size))
+            parts[name].append((pop, idx))
+            objs.append(pop)
     for i, q in enumerate(meta["projections"]):
         w = arrays["proj%d/weights" % i]
-        post, pre = np.nonzero(w)
-        conns = [[int(a), int(b), int(w[b, a]), 0] for a, b in zip(pre.tolist(), post.tolist())]
-        projs.append(snn.Projection(pre=pops[q["pre"]], post=pops[q["post"]], connections=conns))
+        for post_pop, post_idx in parts[q["post"]]:
+            for pre_pop, pre_idx in parts[q["pre"]]:
+                sub = w[np.ix_(post_idx, pre_idx)]
+                post, pre = np.nonzero(sub)
+                if post.size == 0:
+                    continue
+                conns = [[int(a), int(b), int(sub[b, a]), 0] for a, b in zip(pre.tolist(), post.tolist())]
+                objs.append(snn.Projection(pre=pre_pop, post=post_pop, connections=conns))
     net = snn.Network("nmc")
-    net.add(*pops.values(), *projs)
-    return net, pops
+    net.add(*objs)
+    return net, parts
 
 
 def main(argv=None):
@@ -88,20 +120,21 @@ def main(argv=None):
     inputs = {meta["inputs"][k]: v for k, v in raw.items()}
     T = max(v.shape[0] for v in inputs.values())
     lat = max(p["latency"] for p in meta["populations"])
-    net, pops = build(snn, meta, arrays, inputs)
+    net, parts = build(snn, meta, arrays, inputs)
     hardware.SpiNNaker2Chip(eth_ip=a.board).run(net, T + lat + 1, sys_tick_in_s=a.tick or meta["sys_tick_s"])
     out = {}
     for o, pname in meta["outputs"].items():
         p = next(x for x in meta["populations"] if x["name"] == pname)
         dense = np.zeros((T + lat + 1, p["size"]), dtype=np.float32)
-        if meta["output_kind"][o] == "spikes":
-            for n, steps in pops[pname].get_spikes().items():
-                for s in steps:
-                    if s < dense.shape[0]:
-                        dense[s, int(n)] = 1
-        else:
-            for n, vs in pops[pname].get_voltages().items():
-                dense[: len(vs), int(n)] = np.asarray(vs, dtype=np.float32) * p["scale"]
+        for pop, idx in parts[pname]:
+            if meta["output_kind"][o] == "spikes":
+                for n, steps in pop.get_spikes().items():
+                    for s in steps:
+                        if s < dense.shape[0]:
+                            dense[s, idx[int(n)]] = 1
+            else:
+                for n, vs in pop.get_voltages().items():
+                    dense[: len(vs), idx[int(n)]] = np.asarray(vs, dtype=np.float32) * p["scale"]
         out[o] = dense[p["latency"]: p["latency"] + T]
     np.savez(a.output, **out)
     print("wrote", a.output)

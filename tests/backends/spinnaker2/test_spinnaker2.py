@@ -205,3 +205,42 @@ def test_errors_and_inspect(tmp_path):
     r = CliRunner().invoke(main, ["inspect", str(tmp_path / "b.nmc")])
     assert r.exit_code == 0 and "pes_used" in r.output and "time_per_tick_max_s" in r.output
     assert "sram_bytes_max" in r.output
+
+
+def test_emitted_script_makes_explicit_pe_assignments(tmp_path, monkeypatch):
+    """A non-uniform placement becomes one population per PE, connections remapped."""
+    import runpy
+
+    s2, _, x = _pair("ff")
+    prog = s2.program
+    pop = prog.pop("lif1")
+    pop.pe = (np.arange(pop.size) % 3).astype(np.int32)  # interleaved: py-spinnaker2 can't split it itself
+    d = tmp_path / "prog"
+    d.mkdir()
+    for k, v in prog.files().items():
+        (d / k).parent.mkdir(parents=True, exist_ok=True)
+        (d / k).write_bytes(v)
+    rec = _Recorder()
+    pkg = types.ModuleType("spinnaker2")
+    pkg.snn, pkg.hardware = rec.snn, rec.hardware
+    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
+    np.savez(tmp_path / "in.npz", input=x)
+    mod = runpy.run_path(str(d / "run_spinnaker2.py"))
+    mod["main"](["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")])
+    subs = [p for p in rec.pops if p.name.startswith("lif1#pe")]
+    assert len(subs) == 3 and sum(p.size for p in subs) == pop.size
+    idx = {p.name: np.flatnonzero(pop.pe == int(p.name[-1])) for p in subs}
+    for p in subs:
+        assert p.atoms == p.size
+        assert np.array_equal(np.asarray(p.params["threshold"], np.float32), pop.params["threshold"][idx[p.name]])
+    for q in prog.projections:  # every weight lands in exactly one sub-projection
+        w = np.zeros_like(q.weights)
+        for r in rec.projs:
+            pre_name, post_name = r.pre.name.split("#")[0], r.post.name.split("#")[0]
+            if (pre_name, post_name) != (q.pre, q.post):
+                continue
+            post_i = idx.get(r.post.name, np.arange(q.weights.shape[0]))
+            pre_i = idx.get(r.pre.name, np.arange(q.weights.shape[1]))
+            for a, b, weight, _ in r.conns:
+                w[post_i[b], pre_i[a]] = weight
+        assert np.array_equal(w, q.weights)
