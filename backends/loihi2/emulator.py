@@ -85,14 +85,22 @@ class _Group:
         self.bias = shift_exp_arr(np.asarray(g.bias_mant, dtype=np.int64).reshape(-1),
                                   np.asarray(g.bias_exp, dtype=np.int64).reshape(-1))
         self.vth = np.int64(g.vth) << VTH_SHIFT
+        # loop invariants (same arithmetic as written in the module docstring)
+        self.ku = (DECAY_UNITY - (self.du + 1)).copy()
+        self.kv = (DECAY_UNITY - self.dv).copy()
+        self.subtract = g.reset == "subtract"
 
     def step(self, u, v, a_in):
-        u = trunc0_shift(u * (DECAY_UNITY - (self.du + 1)), DECAY_SHIFT)
-        u = wrap24(u + (a_in << ACT_SHIFT))
-        v = trunc0_shift(v * (DECAY_UNITY - self.dv), DECAY_SHIFT)
+        u = u * self.ku
+        u = np.sign(u) * (np.abs(u) >> DECAY_SHIFT)          # trunc0: toward zero
+        u = u + (a_in << ACT_SHIFT)
+        if (u > V_MAX).any() or (u <= -V_MAX).any():           # wrap24 (rare: only on overflow)
+            u = wrap24(u)
+        v = v * self.kv
+        v = np.sign(v) * (np.abs(v) >> DECAY_SHIFT)
         v = np.minimum(np.maximum(v + u + self.bias, -V_MAX + 1), V_MAX - 1)
         s = v > self.vth
-        if self.g.reset == "subtract":
+        if self.subtract:
             v = v - s * self.vth
         else:
             v = np.where(s, 0, v)
