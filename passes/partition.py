@@ -204,12 +204,14 @@ def _place_best(b: int, W: sp.csr_matrix, P: Packer, order_pref=None) -> None:
     ok = pc >= 0
     if ok.any():
         gain = np.bincount(pc[ok], weights=wt[ok], minlength=P.n_cores)
-        for c in np.argsort(-gain, kind="stable"):
-            if gain[c] <= 0:
-                break
-            if P.fits(b, int(c)):
-                P.add(b, int(c))
-                return
+        order = np.argsort(-gain, kind="stable")
+        order = order[gain[order] > 0]
+        if order.size:  # capacity of every candidate at once; the axon check only for those with room
+            room = np.all(P.load[order] + P.block_load(b) <= P._cap() * (1 + 1e-9), axis=1)
+            for c in order[room]:
+                if P.fits(b, int(c)):
+                    P.add(b, int(c))
+                    return
     # no connected core has room: the last core if it fits, else a new one
     if P.n_cores and P.fits(b, P.n_cores - 1):
         P.add(b, P.n_cores - 1)
