@@ -24,6 +24,7 @@ from nmc.errors import OptionError
 REGISTRY: dict[str, str] = {
     "reference": "nmc.backends.reference:BACKEND",
     "spinnaker2": "nmc.backends.spinnaker2:BACKEND",
+    "brainscales2": "nmc.backends.brainscales2:BACKEND",
     "loihi2": "nmc.backends.loihi2:BACKEND",
 }
 

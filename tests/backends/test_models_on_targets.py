@@ -11,7 +11,7 @@ import nmc
 from nmc import nn as nnn
 
 snn = pytest.importorskip("snntorch")
-TARGETS = ["spinnaker2", "loihi2"]
+TARGETS = ["spinnaker2", "loihi2", "brainscales2"]
 
 
 def _nmc_model():
@@ -45,6 +45,7 @@ def test_model_compiles_and_matches_reference(tmp_path, target, make):
     a, r = b.run({"input": x}), ref.run({"input": x})
     assert r["output"].sum() > 0
     agree = np.mean(a["output"] == r["output"])
-    assert agree >= 0.95, agree
+    # the analog target is continuous-time with 6-bit weights: a looser bound
+    assert agree >= (0.9 if target == "brainscales2" else 0.95), agree
     # spike counts per output neuron stay close (rate code preserved)
     assert np.abs(a["output"].sum(0) - r["output"].sum(0)).max() <= max(2, 0.2 * r["output"].sum(0).max())

@@ -1,0 +1,138 @@
+"""Emulator of the mixed-signal chip: continuous-time LIF in accelerated time.
+
+Each model step dt is ``substeps`` fine steps of hardware time (dt·1e-3/S).
+Per fine step the membrane relaxes exactly toward its leak potential and the
+synaptic current decays exactly: with ``a = e^{−h/τ_mem}``, ``b = e^{−h/τ_syn}``
+
+    v ← v_leak + (v − v_leak)·a + (I-driven term)      I ← I·b
+
+(``lif``/``li`` layers take each input event as an instantaneous jump of v by
+its weight, delivered at the end of the model step; ``cuba``/``cubali``
+layers add the weight to I at the start of the step and v integrates it).
+A spike is emitted when v > v_threshold (checked every fine step); v then
+goes to v_reset. Weights are the program's 6-bit integers × the layer's LSB,
+with the row sign; only synapses with a row (label match) conduct.
+
+Analog effects (``mismatch`` ∈ off | calibrated | uncalibrated, ``noise``):
+with mismatch off the parameters are the DAC-quantised targets; otherwise
+each circuit realises its code through the calibration table's *true* fixed
+pattern (codes chosen with the measured table, or with the nominal transfer
+when uncalibrated). ``noise`` adds seeded Gaussian membrane noise of
+``readout.noise_lsb`` readout LSBs per model step.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from nmc.errors import OptionError, ShapeError
+from nmc.reference import check_inputs
+
+from ..base import Device
+from . import calibration as C
+from .program import BSS2Program
+
+MODES = ("off", "calibrated", "uncalibrated")
+
+
+class BSS2Emulator(Device):
+    name = "emulator"
+
+    def __init__(self, program: BSS2Program, graph, mismatch: str = "off", noise: bool = False, seed: int = 0,
+                 substeps: int = 10, noise_lsb: float = 2.0, readout_bits: int = 8):
+        if mismatch not in MODES:
+            raise OptionError(f"mismatch must be one of {', '.join(MODES)}")
+        self.p, self.graph = program, graph
+        self.mismatch, self.noise, self.seed, self.S = mismatch, bool(noise), int(seed), int(substeps)
+        self.noise_sigma = noise_lsb / 2 ** readout_bits * 3.0  # threshold units (readout spans the 3-unit DAC range)
+        cal = program.calibration
+        self.prm = {}
+        for l in program.layers:
+            circ = l.params["first_circuit"].astype(int) % len(cal["table"]["tau_mem"]["gain"])
+            vals = {}
+            for p in C.PARAMS:
+                if mismatch == "off":
+                    vals[p] = C.realized(l.codes[f"{p}_nominal"], p, circ, cal, "nominal")
+                elif mismatch == "calibrated":
+                    vals[p] = C.realized(l.codes[p], p, circ, cal, "truth")
+                else:
+                    vals[p] = C.realized(l.codes[f"{p}_nominal"], p, circ, cal, "truth")
+            vals["tau_mem"] = np.maximum(vals["tau_mem"], 1e-9)
+            vals["tau_syn"] = np.maximum(vals["tau_syn"], 1e-9)
+            h = program.dt / program.speedup / self.S
+            vals["a"] = np.exp(-h / vals["tau_mem"])
+            vals["b"] = np.exp(-h / vals["tau_syn"])
+            tm, ts = vals["tau_mem"], vals["tau_syn"]
+            same = np.abs(tm - ts) < 1e-12 * tm
+            vals["coef"] = np.where(same, h / tm * vals["a"],
+                                    ts / np.where(same, 1.0, ts - tm) * (vals["b"] - vals["a"]))
+            if not l.spiking:
+                vals["v_threshold"] = np.full(l.size, np.inf)
+            self.prm[l.name] = vals
+        self.into = {l.name: [q for q in program.projections if q.post == l.name] for l in program.layers}
+
+    def reset(self, batch: int = 1) -> None:
+        pass
+
+    def run(self, inputs, steps: int | None = None, record: Iterable[str] = ()):
+        arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
+        for k, a in arrs.items():
+            if not np.all(np.isin(a, (0, 1))):
+                raise ShapeError("BrainScaleS-2 inputs are spike events (0/1)", node=k, hint="encode analog values as spikes")
+        B = next(iter(arrs.values())).shape[1]
+        rng = np.random.default_rng(self.seed)
+        record = list(record)
+        st = {l.name: {"v": np.broadcast_to(self.prm[l.name]["v_leak"], (B, l.size)).copy(),
+                       "i": np.zeros((B, l.size)), "s": np.zeros((B, l.size))} for l in self.p.layers}
+        hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
+        W = {id(q): (q.w6 * (q.rows >= 0)).astype(float) * self.p.layer(q.post).scale for q in self.p.projections}
+        for t in range(T):
+            out = {k: a[t].reshape(B, -1).astype(float) for k, a in arrs.items()}
+            prev = {k: v["s"] for k, v in st.items()}
+            for l in self.p.layers:
+                P, s_ = self.prm[l.name], st[l.name]
+                drive = np.zeros((B, l.size))
+                for q in self.into[l.name]:
+                    src = prev[q.pre] if q.recurrent else out[q.pre]
+                    drive += src @ W[id(q)].T
+                v, i = s_["v"], s_["i"]
+                cuba = l.kind in ("cuba", "cubali")
+                if cuba:
+                    i = i + drive
+                spk = np.zeros((B, l.size))
+                for k in range(self.S):
+                    if cuba:
+                        # exact over h: dv/dt = (v_leak − v + J)/τ_mem, dJ/dt = −J/τ_syn
+                        v = P["v_leak"] + (v - P["v_leak"]) * P["a"] + i * P["coef"]
+                        i = i * P["b"]
+                    else:
+                        v = P["v_leak"] + (v - P["v_leak"]) * P["a"]
+                        if k == self.S - 1:
+                            v = v + drive
+                    if self.noise:
+                        v = v + rng.standard_normal(v.shape) * self.noise_sigma / np.sqrt(self.S)
+                    fired = v > P["v_threshold"]
+                    if fired.any():
+                        spk = np.maximum(spk, fired)
+                        v = np.where(fired, P["v_reset"], v)
+                s_["v"], s_["i"], s_["s"] = v, i, spk
+                out[l.name] = spk
+                hist[l.name]["s"].append(spk.copy())
+                hist[l.name]["v"].append(v.copy())
+        res = {}
+        for o, lname in self.p.outputs.items():
+            l = self.p.layer(lname)
+            key = "s" if l.spiking else "v"
+            a = np.stack(hist[lname][key])
+            res[o] = (a if l.spiking else a * l.params["unit"]).reshape(T, B, *self.graph.shape_in(o))
+        for r in record:
+            if r not in hist:
+                raise OptionError(f"cannot record '{r}': not a neuron layer of the program", node=r)
+            shp = self.graph.shape_out(r)
+            res[f"{r}.spikes"] = np.stack(hist[r]["s"]).reshape(T, B, *shp)
+            res[f"{r}.v"] = (np.stack(hist[r]["v"]) * self.p.layer(r).params["unit"]).reshape(T, B, *shp)
+            res[f"{r}.out"] = res[f"{r}.spikes"] if self.p.layer(r).spiking else res[f"{r}.v"]
+        if not batched:
+            res = {k: v[:, 0] for k, v in res.items()}
+        return res

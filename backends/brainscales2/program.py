@@ -1,0 +1,105 @@
+"""The BrainScaleS-2 Program: synapse-array configuration and neuron DAC codes.
+
+Per neuron layer (a *population* of logical neurons, each one or more merged
+circuits): integer 6-bit weights with a sign per row, rows/labels from the
+rewiring of the layer's composed weight matrix, the weight scale, and per
+neuron the target parameters in hardware time (τ × 1e-3) and their 10-bit DAC
+codes (through ``calibration.json``). ``files()`` is deterministic.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..base import Program
+
+NEURON_PARAMS = ("tau_mem", "tau_syn", "v_threshold", "v_leak", "v_reset")
+
+
+@dataclass
+class Layer:
+    name: str
+    size: int
+    kind: str                         # lif | cuba | li | cubali
+    spiking: bool
+    params: dict                      # model-unit targets per neuron (float arrays), times in hardware seconds
+    codes: dict = field(default_factory=dict)     # DAC code per neuron per parameter (int)
+    circuits: np.ndarray | None = None            # circuits merged per logical neuron
+    scale: float = 1.0                # one weight LSB = scale (model units of v per spike)
+    hemisphere: np.ndarray | None = None
+
+
+@dataclass
+class Projection:
+    pre: str
+    post: str
+    w6: np.ndarray                    # int (post, pre), |w| ≤ 63, sign = row sign
+    rows: np.ndarray                  # synapse row per (post, pre), −1 where absent
+    label: np.ndarray                 # 6-bit label per source
+    n_rows: int = 0
+    recurrent: bool = False
+
+
+@dataclass
+class BSS2Program(Program):
+    layers: list[Layer]
+    projections: list[Projection]
+    inputs: dict[str, int]            # input node -> size
+    outputs: dict[str, str]           # output node -> layer
+    dt: float = 1e-3                  # model time step (s); hardware time = dt · 1e-3
+    speedup: float = 1000.0
+    calibration: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+
+    def layer(self, name: str) -> Layer:
+        return next(l for l in self.layers if l.name == name)
+
+    def files(self) -> dict[str, bytes]:
+        meta = {"layers": [{"name": l.name, "size": l.size, "kind": l.kind, "spiking": l.spiking, "scale": l.scale,
+                            "params": sorted(l.params), "codes": sorted(l.codes)} for l in self.layers],
+                "projections": [{"pre": q.pre, "post": q.post, "n_rows": q.n_rows, "recurrent": q.recurrent}
+                                for q in self.projections],
+                "inputs": self.inputs, "outputs": self.outputs, "dt": self.dt, "speedup": self.speedup}
+        arrays = {}
+        for l in self.layers:
+            for k, v in l.params.items():
+                arrays[f"{l.name}/p_{k}"] = np.asarray(v, float)
+            for k, v in l.codes.items():
+                arrays[f"{l.name}/c_{k}"] = np.asarray(v, np.int32)
+            if l.circuits is not None:
+                arrays[f"{l.name}/circuits"] = np.asarray(l.circuits, np.int32)
+        for i, q in enumerate(self.projections):
+            arrays[f"proj{i}/w6"] = np.asarray(q.w6, np.int8)
+            arrays[f"proj{i}/rows"] = np.asarray(q.rows, np.int32)
+            arrays[f"proj{i}/label"] = np.asarray(q.label, np.int32)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            for k in sorted(arrays):
+                b = io.BytesIO()
+                np.lib.format.write_array(b, arrays[k], allow_pickle=False)
+                zf.writestr(zipfile.ZipInfo(k.replace("/", "__") + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), b.getvalue())
+        from .emit import script
+
+        dump = lambda o: (json.dumps(o, indent=2, sort_keys=True) + "\n").encode()  # noqa: E731
+        return {"bss2_program.json": dump(meta), "bss2_arrays.npz": buf.getvalue(),
+                "calibration.json": dump(self.calibration), "run_brainscales2.py": script().encode()}
+
+    def summary(self) -> dict:
+        return dict(self.report)
+
+
+def load_program(files: dict[str, bytes]) -> BSS2Program:
+    meta = json.loads(files["bss2_program.json"])
+    with np.load(io.BytesIO(files["bss2_arrays.npz"]), allow_pickle=False) as z:
+        arr = {k.replace("__", "/")[:-4] if k.endswith(".npy") else k.replace("__", "/"): z[k] for k in z.files}
+    layers = [Layer(m["name"], m["size"], m["kind"], m["spiking"],
+                    {k: arr[f"{m['name']}/p_{k}"] for k in m["params"]}, {k: arr[f"{m['name']}/c_{k}"] for k in m["codes"]},
+                    arr.get(f"{m['name']}/circuits"), m["scale"]) for m in meta["layers"]]
+    projs = [Projection(q["pre"], q["post"], arr[f"proj{i}/w6"].astype(np.int64), arr[f"proj{i}/rows"],
+                        arr[f"proj{i}/label"], q["n_rows"], q["recurrent"]) for i, q in enumerate(meta["projections"])]
+    return BSS2Program(layers, projs, meta["inputs"], meta["outputs"], meta["dt"], meta["speedup"],
+                       json.loads(files["calibration.json"]))

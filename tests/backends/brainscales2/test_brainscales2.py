@@ -1,0 +1,108 @@
+"""BrainScaleS-2-style backend: mapping report, noiseless emulator vs the
+reference, analog effects, calibration files, refusals, the PyNN script."""
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import nmc
+from nets import egru_net, ff_lif, recurrent_cubalif, spikes
+from nmc.backends.brainscales2 import analog_report
+from nmc.errors import UnsupportedNodeError
+
+OPTS = dict(dt=1e-3, integrator="euler", reset="zero")
+
+
+def _pair(build):
+    return (nmc.compile(build(), target="brainscales2", **OPTS), nmc.compile(build(), target="reference", **OPTS))
+
+
+def test_feedforward_noiseless_matches_reference_and_report_has_bounds():
+    b, r = _pair(ff_lif)
+    x = spikes((8,), T=40, p=0.3, seed=1)
+    a, c = b.run({"input": x}), r.run({"input": x})
+    assert c["output"].sum() > 0 and np.mean(a["output"] == c["output"]) >= 0.9
+    rep = b.report("mapping")
+    for k in ("rows", "circuits", "runs"):
+        assert rep[f"{k}_used"] >= rep[f"{k}_lower_bound"] >= 1
+    assert rep["calibration"].startswith("synthetic")
+
+
+def test_recurrent_cubalif_noiseless_close_to_reference():
+    b, r = _pair(recurrent_cubalif)
+    x = spikes((6,), T=40, p=0.3, seed=1)
+    a, c = b.run({"input": x}, record=["lif1"]), r.run({"input": x}, record=["lif1"])
+    assert np.mean(a["lif1.spikes"] == c["lif1.spikes"]) >= 0.9
+    assert np.corrcoef(a["output"].ravel(), c["output"].ravel())[0, 1] > 0.95
+
+
+def test_analog_effects_report_and_calibration_file(tmp_path):
+    b, _ = _pair(ff_lif)
+    x = spikes((8,), T=40, p=0.3, seed=2, batch=8)
+    rep = analog_report(b, {"input": x})
+    assert set(rep) == {"noiseless", "mismatch uncalibrated", "mismatch calibrated", "calibrated + noise"}
+    assert rep["noiseless"]["agreement_with_noiseless"] == 1.0
+    assert rep["calibrated + noise"]["agreement_with_noiseless"] < 1.0  # noise changes something
+    b.write(tmp_path / "b.nmc")
+    cal = json.loads((tmp_path / "b.nmc" / "program" / "calibration.json").read_text())
+    (tmp_path / "measured.json").write_text(json.dumps({"table": cal["table"], "code_max": 1022}))
+    b2 = nmc.compile(ff_lif(), target="brainscales2", calibration=str(tmp_path / "measured.json"), **OPTS)
+    assert b2.report("mapping")["calibration"] == "measured (measured.json)"
+    from nmc.errors import InputFileError
+
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(InputFileError):
+        nmc.compile(ff_lif(), target="brainscales2", calibration=str(tmp_path / "bad.json"), **OPTS)
+
+
+def test_egru_refused_naming_the_target_that_can():
+    with pytest.raises(UnsupportedNodeError) as e:
+        nmc.compile(egru_net(), target="brainscales2", **OPTS)
+    assert "spinnaker2" in e.value.one_line()
+
+
+def test_pynn_script_builds_the_program(tmp_path, monkeypatch):
+    b, _ = _pair(ff_lif)
+    b.write(tmp_path / "b.nmc")
+    made = {"pops": [], "projs": []}
+
+    class Population:
+        def __init__(self, n, cell, label):
+            self.n, self.cell, self.label = n, cell, label
+            made["pops"].append(self)
+
+        def record(self, what):
+            self.rec = what
+
+    class Projection:
+        def __init__(self, pre, post, conn, synapse_type, receptor_type):
+            self.pre, self.post, self.conns, self.receptor = pre, post, conn.conns, receptor_type
+            made["projs"].append(self)
+
+    pynn = types.SimpleNamespace(
+        Population=Population, Projection=Projection,
+        FromListConnector=lambda conns: types.SimpleNamespace(conns=conns),
+        cells=types.SimpleNamespace(SpikeSourceArray=lambda spike_times: ("src", spike_times),
+                                    HXNeuron=lambda **kw: ("hx", kw)),
+        standardmodels=types.SimpleNamespace(synapses=types.SimpleNamespace(StaticSynapse=lambda: None)))
+    mod = runpy.run_path(str(tmp_path / "b.nmc" / "program" / "run_brainscales2.py"))
+    meta, arrays = mod["load"](str(tmp_path / "b.nmc" / "program"))
+    x = spikes((8,), T=10, seed=3)
+    pops, projs = mod["build"](pynn, meta, arrays, {"input": x})
+    prog = b.program
+    for l in prog.layers:
+        kind, kw = pops[l.name].cell
+        assert kind == "hx" and kw["threshold_v_threshold"] == l.codes["v_threshold"].tolist()
+    for q in prog.projections:
+        w = np.zeros_like(q.w6)
+        for p in made["projs"]:
+            if (p.pre.label, p.post.label) == (q.pre, q.post):
+                sign = 1 if p.receptor == "excitatory" else -1
+                for a, bb, weight, _ in p.conns:
+                    w[bb, a] = sign * weight
+        assert np.array_equal(w, q.w6 * (q.rows >= 0))
