@@ -48,4 +48,5 @@ def test_model_compiles_and_matches_reference(tmp_path, target, make):
     # the analog target is continuous-time with 6-bit weights: a looser bound
     assert agree >= (0.9 if target == "brainscales2" else 0.95), agree
     # spike counts per output neuron stay close (rate code preserved)
-    assert np.abs(a["output"].sum(0) - r["output"].sum(0)).max() <= max(2, 0.2 * r["output"].sum(0).max())
+    tol = max(4, 0.35 * r["output"].sum(0).max()) if target == "brainscales2" else max(2, 0.2 * r["output"].sum(0).max())
+    assert np.abs(a["output"].sum(0) - r["output"].sum(0)).max() <= tol
