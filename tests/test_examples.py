@@ -30,3 +30,15 @@ def test_onnx_digits_snn_matches_ann_within_one_point(tmp_path):
         assert r["reference"] >= r["ann"] - 0.01, (name, r)
         for target in ("spinnaker2", "loihi2"):
             assert r[target] >= r["ann"] - 0.03, (name, target, r)
+
+
+@pytest.mark.slow
+def test_bss2_digits_noiseless_within_margin_and_effects_reported():
+    r = subprocess.run([sys.executable, "examples/bss2_digits/run.py"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import json
+
+    rep = json.loads((ROOT / "out" / "bss2_digits" / "analog.json").read_text())
+    assert set(rep) >= {"noiseless", "mismatch uncalibrated", "mismatch calibrated", "calibrated + noise"}
+    assert rep["noiseless"]["accuracy"] >= rep["reference (float)"]["accuracy"] - 0.02
