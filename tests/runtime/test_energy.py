@@ -138,3 +138,17 @@ def test_cli_profile_json_html_and_fit(placed_bundle, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "<table>" in page
     assert "[energy]" in (tmp_path / "fit.toml").read_text()
+
+
+@pytest.mark.parametrize("target", ["spinnaker2", "loihi2", "brainscales2"])
+def test_profiles_on_every_target_sum_to_totals(target):
+    from pathlib import Path
+
+    qs = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
+    x = np.load(qs / "digits_test.npz")["input"][:, :5]
+    b = nmc.compile(qs / "digits_lif.nir", target=target, dt=1e-3, reset="zero", integrator="euler")
+    rep, act = energy.profile(b, {"input": x})
+    assert rep["spec"].startswith(target) and rep["per_inference_j"] > 0
+    assert rep["total_j"] == pytest.approx(sum(rep["by_kind_j"].values()), rel=1e-12)
+    assert rep["total_j"] == pytest.approx(rep["check"]["sum_of_nodes_plus_static_j"], rel=1e-12)
+    assert rep["counts"]["synaptic_ops"] > 0 and 0 < rep["neurobench"]["activation_sparsity"] < 1
