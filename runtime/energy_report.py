@@ -163,7 +163,7 @@ def to_html(rep: dict, figs: dict[str, str]) -> bytes:
     head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in KINDS)
     summary = [("per inference", _j(rep["per_inference_j"])), ("per timestep", _j(rep["per_step_j"] / rep["batch"])),
                ("average power", f"{rep['average_power_w'] * 1e3:.4g} mW"),
-               ("static", _j(rep["by_kind_j"]["static"])),
+               ("static per inference", _j(rep["by_kind_j"]["static"] / rep["batch"])),
                ("cores / chips", f"{rep['cores_used']} / {rep['chips_used']}"),
                ("dense fp32 on a 45 nm processor", _j(rep["conventional"]["fp32_j"] / rep["batch"]) + " per inference")]
     if "measured" in rep:
