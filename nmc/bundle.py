@@ -183,3 +183,23 @@ class Bundle:
         ``{input node: (T[, B], *shape)}``; returns ``{output node: ...}`` plus
         ``<node>.<var>`` arrays for recorded nodes."""
         return self.device(device, **device_opts).run(inputs, steps=steps, record=record)
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Deterministic .npz bytes: sorted keys, fixed zip timestamps, no compression,
+    no pickles. A '/' in a key is stored as '__' (zip member names stay flat)."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for k in sorted(arrays):
+            b = io.BytesIO()
+            np.lib.format.write_array(b, np.asarray(arrays[k]), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(k.replace("/", "__") + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), b.getvalue())
+    return buf.getvalue()
+
+
+def npz_load(data: bytes) -> dict[str, np.ndarray]:
+    """Inverse of :func:`npz_bytes` ('__' back to '/')."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k.replace("__", "/"): z[k] for k in z.files}

@@ -21,7 +21,6 @@ Wire format (:func:`pack` / :func:`unpack`, little-endian, fixed-size records)::
 """
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
@@ -231,9 +230,6 @@ def load_inputs_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Deterministic .npz (sorted keys, fixed zip timestamps, no compression)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for k in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arrays[k]), allow_pickle=False)
-            zi = zipfile.ZipInfo(f"{k}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            zf.writestr(zi, buf.getvalue())
+    from nmc.bundle import npz_bytes
+
+    Path(path).write_bytes(npz_bytes(arrays))

@@ -8,12 +8,12 @@ codes (through ``calibration.json``). ``files()`` is deterministic.
 """
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from nmc.bundle import npz_bytes, npz_load
 
 from ..base import Program
 
@@ -76,16 +76,10 @@ class BSS2Program(Program):
             arrays[f"proj{i}/w6"] = np.asarray(q.w6, np.int8)
             arrays[f"proj{i}/rows"] = np.asarray(q.rows, np.int32)
             arrays[f"proj{i}/label"] = np.asarray(q.label, np.int32)
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-            for k in sorted(arrays):
-                b = io.BytesIO()
-                np.lib.format.write_array(b, arrays[k], allow_pickle=False)
-                zf.writestr(zipfile.ZipInfo(k.replace("/", "__") + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), b.getvalue())
         from .emit import script
 
         dump = lambda o: (json.dumps(o, indent=2, sort_keys=True) + "\n").encode()  # noqa: E731
-        return {"bss2_program.json": dump(meta), "bss2_arrays.npz": buf.getvalue(),
+        return {"bss2_program.json": dump(meta), "bss2_arrays.npz": npz_bytes(arrays),
                 "calibration.json": dump(self.calibration), "run_brainscales2.py": script().encode()}
 
     def summary(self) -> dict:
@@ -94,8 +88,7 @@ class BSS2Program(Program):
 
 def load_program(files: dict[str, bytes]) -> BSS2Program:
     meta = json.loads(files["bss2_program.json"])
-    with np.load(io.BytesIO(files["bss2_arrays.npz"]), allow_pickle=False) as z:
-        arr = {k.replace("__", "/")[:-4] if k.endswith(".npy") else k.replace("__", "/"): z[k] for k in z.files}
+    arr = npz_load(files["bss2_arrays.npz"])
     layers = [Layer(m["name"], m["size"], m["kind"], m["spiking"],
                     {k: arr[f"{m['name']}/p_{k}"] for k in m["params"]}, {k: arr[f"{m['name']}/c_{k}"] for k in m["codes"]},
                     arr.get(f"{m['name']}/circuits"), m["scale"]) for m in meta["layers"]]

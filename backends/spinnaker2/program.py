@@ -15,12 +15,12 @@ timestamps).
 """
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from nmc.bundle import npz_bytes, npz_load
 
 from ..base import Program
 
@@ -93,7 +93,7 @@ class S2Program(Program):
         from .emit import script
 
         out = {"s2_program.json": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
-               "s2_arrays.npz": _npz(arrays), "run_spinnaker2.py": script().encode()}
+               "s2_arrays.npz": npz_bytes(arrays), "run_spinnaker2.py": script().encode()}
         for p in self.populations:
             if p.model == "egru_kernel":
                 from .egru import kernel_files
@@ -121,20 +121,9 @@ def pe_slices(p: Population) -> list[tuple[int, slice]]:
     return out
 
 
-def _npz(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for k in sorted(arrays):
-            b = io.BytesIO()
-            np.lib.format.write_array(b, arrays[k], allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(k.replace("/", "__") + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), b.getvalue())
-    return buf.getvalue()
-
-
 def load_program(files: dict[str, bytes]) -> S2Program:
     meta = json.loads(files["s2_program.json"])
-    with np.load(io.BytesIO(files["s2_arrays.npz"]), allow_pickle=False) as z:
-        arr = {k.replace("__", "/"): z[k] for k in z.files}
+    arr = npz_load(files["s2_arrays.npz"])
     pops = []
     for m in meta["populations"]:
         pops.append(Population(name=m["name"], model=m["model"], size=m["size"], reset=m["reset"],
