@@ -79,9 +79,10 @@ def _parse_shape(text):
 @click.option("--timesteps", type=int, help="ONNX models: timesteps the rate-coded SNN runs (accuracy is reported up to it) [32].")
 @click.option("--encoding", type=click.Choice(["current", "poisson", "regular"]), help="ONNX models: input encoding [current].")
 @click.option("--percentile", type=float, help="ONNX models: activation percentile used as each IF threshold [99.9].")
+@click.option("--calibration", type=click.Path(path_type=Path), help="brainscales2: measured per-circuit calibration table (JSON).")
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE", help="Target-specific option (see `nmc targets`).")
 def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_ir, calibrate, input_shape,
-                trust_pickle, seed, timesteps, encoding, percentile, extra):
+                trust_pickle, seed, timesteps, encoding, percentile, calibration, extra):
     """Compile MODEL (.nir/.h5, .pt/.pt2, .onnx) into a bundle for a target.
 
     \b
@@ -94,8 +95,8 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
     """
     from . import api
 
-    extra_opts = {k: v for k, v in (("timesteps", timesteps), ("encoding", encoding), ("percentile", percentile))
-                  if v is not None}
+    extra_opts = {k: v for k, v in (("timesteps", timesteps), ("encoding", encoding), ("percentile", percentile),
+                                    ("calibration", str(calibration) if calibration else None)) if v is not None}
     for item in extra:
         if "=" not in item:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")

@@ -23,10 +23,10 @@ import numpy as np
 
 from nmc.errors import InputFileError
 
-PARAMS = ("tau_mem", "tau_syn", "v_threshold", "v_leak", "v_reset")
+PARAMS = ("tau_mem", "tau_syn", "v_threshold", "v_leak", "v_reset", "t_refrac")
 # nominal DAC ranges: time constants in hardware seconds, voltages in threshold units
 RANGES = {"tau_mem": (0.2e-6, 200e-6), "tau_syn": (0.2e-6, 200e-6), "v_threshold": (0.0, 3.0),
-          "v_leak": (-1.5, 1.5), "v_reset": (-1.5, 1.5)}
+          "v_leak": (-1.5, 1.5), "v_reset": (-1.5, 1.5), "t_refrac": (0.0, 2e-6)}
 
 
 def nominal(n: int, code_max: int) -> dict:
@@ -42,7 +42,7 @@ def synthetic(n: int, spec, seed: int = 0) -> dict:
         g0, rng_span = (hi - lo) / code_max, hi - lo
         g = g0 * (1 + before * rng.standard_normal(n))
         o = lo + before * 0.05 * rng_span * rng.standard_normal(n)
-        after = float(spec.get(f"calibration.spread_after_{p.replace('v_', '')}", 0.3)) * before
+        after = float(spec.get(f"calibration.spread_after_{p.replace('v_', '')}", 0.3)) * before  # t_refrac: 0.3
         truth[p] = {"gain": g.tolist(), "offset": o.tolist()}
         table[p] = {"gain": (g * (1 + after * rng.standard_normal(n))).tolist(),
                     "offset": (o + after * 0.05 * rng_span * rng.standard_normal(n)).tolist()}

@@ -19,7 +19,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CODE_PARAMS = {"tau_mem": "leak_i_bias", "tau_syn": "excitatory_input_i_bias_tau",
-               "v_threshold": "threshold_v_threshold", "v_leak": "leak_v_leak", "v_reset": "reset_v_reset"}
+               "v_threshold": "threshold_v_threshold", "v_leak": "leak_v_leak", "v_reset": "reset_v_reset",
+               "t_refrac": "refractory_period_refractory_time"}
 
 
 def load(here=HERE):

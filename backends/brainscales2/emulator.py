@@ -84,7 +84,9 @@ class BSS2Emulator(Device):
         rng = np.random.default_rng(self.seed)
         record = list(record)
         st = {l.name: {"v": np.broadcast_to(self.prm[l.name]["v_leak"], (B, l.size)).copy(),
-                       "i": np.zeros((B, l.size)), "s": np.zeros((B, l.size))} for l in self.p.layers}
+                       "i": np.zeros((B, l.size)), "s": np.zeros((B, l.size)), "ref": np.zeros((B, l.size))}
+              for l in self.p.layers}
+        h = self.p.dt / self.p.speedup / self.S
         hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
         W = {id(q): (q.w6 * (q.rows >= 0)).astype(float) * self.p.layer(q.post).scale for q in self.p.projections}
         for t in range(T):
@@ -112,10 +114,15 @@ class BSS2Emulator(Device):
                             v = v + drive
                     if self.noise:
                         v = v + rng.standard_normal(v.shape) * self.noise_sigma / np.sqrt(self.S)
+                    refr = s_["ref"] > 0
+                    if refr.any():  # refractory: held at v_reset
+                        v = np.where(refr, P["v_reset"], v)
+                        s_["ref"] = np.maximum(s_["ref"] - h, 0.0)
                     fired = v > P["v_threshold"]
                     if fired.any():
                         spk = np.maximum(spk, fired)
                         v = np.where(fired, P["v_reset"], v)
+                        s_["ref"] = np.where(fired, P["t_refrac"], s_["ref"])
                 s_["v"], s_["i"], s_["s"] = v, i, spk
                 out[l.name] = spk
                 hist[l.name]["s"].append(spk.copy())

@@ -87,6 +87,8 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     per_row = int(spec.get("synapse_array.sources_per_row"))
     wmax = int(spec.get("synapse_array.weight_max"))
     speed = float(spec.get("timing.speedup"))
+    per_driver = int(spec.get("synapse_array.rows_per_driver"))
+    driver_base = 0
     layers, projs, warns = [], [], []
     for name in order:
         node = graph.nodes[name]
@@ -114,6 +116,7 @@ def lower(graph: Graph, ctx) -> BSS2Program:
             warns.append((name, "biases are applied as a constant leak-potential shift (v_leak += R·b)"))
         U = float(np.max(_vec(node, "v_threshold", n))) if spiking else 1.0
         leak = _vec(node, "v_leak", n) + (_vec(node, "r", n) * (_vec(node, "w_in", n) if cuba else 1)) * np.asarray(bias).reshape(-1)
+        params["t_refrac"] = np.full(n, float(ctx.options.get("t_refrac", 0.0)) / speed)  # NIR has none: 0 by default
         params.update({"v_threshold": (_vec(node, "v_threshold", n) / U) if spiking else np.full(n, 3.0),
                        "v_leak": leak / U, "v_reset": (_vec(node, "v_reset", n) / U) if spiking else np.zeros(n)})
         if spiking and graph.reset_mode(name) == "subtract":
@@ -126,8 +129,12 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         for s, d in D.items():
             w6 = np.clip(np.rint(np.abs(d) / scale), 0, wmax) * np.sign(d)
             r = rewire_matrix(w6, fan_in=max(w6.shape[1], 1), per_row=per_row)
+            row_sign = np.zeros(r["rows"], np.int64)
+            jj, ii = np.nonzero(r["synapse_row"] >= 0)
+            row_sign[r["synapse_row"][jj, ii]] = np.sign(r["W"][jj, ii]).astype(np.int64)
             projs.append(Projection(s, name, r["W"].astype(np.int64), r["synapse_row"], r["label"], r["rows"],
-                                    bool(terms[s][1])))
+                                    bool(terms[s][1]), row_sign, np.arange(r["rows"]) // per_driver + driver_base))
+            driver_base += -(-r["rows"] // per_driver)
             indeg += (r["W"] != 0).sum(1)
         circuits = np.maximum(1, np.ceil(indeg / fan)).astype(np.int64)
         params["unit"] = np.full(n, U)  # model voltage per threshold unit (the chip works in threshold units)

@@ -42,6 +42,8 @@ class Projection:
     label: np.ndarray                 # 6-bit label per source
     n_rows: int = 0
     recurrent: bool = False
+    row_sign: np.ndarray | None = None            # +1 excitatory / −1 inhibitory per row
+    row_driver: np.ndarray | None = None          # synapse driver address per row
 
 
 @dataclass
@@ -76,6 +78,9 @@ class BSS2Program(Program):
             arrays[f"proj{i}/w6"] = np.asarray(q.w6, np.int8)
             arrays[f"proj{i}/rows"] = np.asarray(q.rows, np.int32)
             arrays[f"proj{i}/label"] = np.asarray(q.label, np.int32)
+            if q.row_sign is not None:
+                arrays[f"proj{i}/row_sign"] = np.asarray(q.row_sign, np.int8)
+                arrays[f"proj{i}/row_driver"] = np.asarray(q.row_driver, np.int32)
         from .emit import script
 
         dump = lambda o: (json.dumps(o, indent=2, sort_keys=True) + "\n").encode()  # noqa: E731
@@ -93,6 +98,7 @@ def load_program(files: dict[str, bytes]) -> BSS2Program:
                     {k: arr[f"{m['name']}/p_{k}"] for k in m["params"]}, {k: arr[f"{m['name']}/c_{k}"] for k in m["codes"]},
                     arr.get(f"{m['name']}/circuits"), m["scale"]) for m in meta["layers"]]
     projs = [Projection(q["pre"], q["post"], arr[f"proj{i}/w6"].astype(np.int64), arr[f"proj{i}/rows"],
-                        arr[f"proj{i}/label"], q["n_rows"], q["recurrent"]) for i, q in enumerate(meta["projections"])]
+                        arr[f"proj{i}/label"], q["n_rows"], q["recurrent"], arr.get(f"proj{i}/row_sign"),
+                        arr.get(f"proj{i}/row_driver")) for i, q in enumerate(meta["projections"])]
     return BSS2Program(layers, projs, meta["inputs"], meta["outputs"], meta["dt"], meta["speedup"],
                        json.loads(files["calibration.json"]))

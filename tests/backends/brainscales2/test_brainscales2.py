@@ -106,3 +106,30 @@ def test_pynn_script_builds_the_program(tmp_path, monkeypatch):
                 for a, bb, weight, _ in p.conns:
                     w[bb, a] = sign * weight
         assert np.array_equal(w, q.w6 * (q.rows >= 0))
+
+
+def test_rows_signs_drivers_refractory_and_cli_calibration(tmp_path):
+    b, _ = _pair(ff_lif)
+    for q in b.program.projections:
+        jj, ii = np.nonzero(q.rows >= 0)
+        assert np.array_equal(q.row_sign[q.rows[jj, ii]], np.sign(q.w6[jj, ii]))  # one sign per row
+        assert q.row_driver.shape == (q.n_rows,) and np.all(np.diff(q.row_driver) >= 0)
+    x = spikes((8,), T=40, p=0.5, seed=4)
+    base = b.run({"input": x}, record=["lif1"])["lif1.spikes"].sum()
+    slow = nmc.compile(ff_lif(), target="brainscales2", t_refrac=3e-3, **OPTS)
+    assert slow.run({"input": x}, record=["lif1"])["lif1.spikes"].sum() < base  # refractory period suppresses spikes
+    from click.testing import CliRunner
+
+    from nmc.cli import main
+    from nmc import serialize
+    from nmc.ir import Graph
+
+    b.write(tmp_path / "b.nmc")
+    cal = json.loads((tmp_path / "b.nmc" / "program" / "calibration.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({"table": cal["table"]}))
+    serialize.write(tmp_path / "ff.nir", Graph.from_nir(ff_lif()))
+    r = CliRunner().invoke(main, ["compile", str(tmp_path / "ff.nir"), "--target", "brainscales2", "--dt", "1e-3",
+                                  "--calibration", str(tmp_path / "m.json"), "-o", str(tmp_path / "c.nmc")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "c.nmc" / "reports" / "mapping.json").read_text())
+    assert rep["calibration"] == "measured (m.json)"
