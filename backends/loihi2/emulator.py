@@ -127,7 +127,16 @@ class LoihiEmulator:
         self.syn: list[tuple[Synapse, np.ndarray]] = [(s, lava_weights(s.weights).astype(np.float64).T.copy())
                                                       for s in program.synapses]
 
-    def run(self, inputs: dict[str, np.ndarray], steps: int) -> dict[str, dict[str, np.ndarray]]:
+    def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None
+            ) -> dict[str, dict[str, np.ndarray]]:
+        """``compiled``: use the numba loop of :mod:`.fast` (default: when numba is installed)."""
+        from . import fast
+
+        if compiled or (compiled is None and fast.available()):
+            return fast.run(self, inputs, steps)
+        return self.run_numpy(inputs, steps)
+
+    def run_numpy(self, inputs: dict[str, np.ndarray], steps: int) -> dict[str, dict[str, np.ndarray]]:
         B = next(iter(inputs.values())).shape[1] if inputs else 1
         st = {k: (np.zeros((B, g.g.n), np.int64),
                   np.broadcast_to(np.asarray(g.g.v_init, np.int64).reshape(-1), (B, g.g.n)).copy())

@@ -1,0 +1,30 @@
+"""The compiled run loop equals the numpy emulator bit for bit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nets import conv_pool, ff_lif, normalized, recurrent_cubalif, spikes
+from nmc.backends.loihi2 import BACKEND
+from nmc.backends.loihi2 import fast
+from nmc.backends.loihi2.emulator import LoihiEmulator
+from nmc.passes import PassContext
+
+pytestmark = pytest.mark.skipif(not fast.available(), reason="numba not installed")
+
+
+@pytest.mark.parametrize("build,shape,reset", [(ff_lif, (8,), "zero"), (recurrent_cubalif, (6,), "subtract"),
+                                               (conv_pool, (2, 8, 8), "subtract")])
+def test_compiled_equals_numpy(build, shape, reset):
+    prog = BACKEND.lower(normalized(build(), reset=reset), PassContext(options={}))
+    emu = LoihiEmulator(prog)
+    x = spikes(shape, T=30, p=0.4, seed=3, batch=3)
+    payload = {prog.inputs[0].name if hasattr(prog.inputs[0], "name") else "input": x.reshape(30, 3, -1).astype(np.int64)}
+    a = emu.run(payload, 33, compiled=True)
+    b = emu.run_numpy(payload, 33)
+    spikes_total = 0
+    for k in b:
+        for var in ("s", "v", "u"):
+            assert np.array_equal(a[k][var], b[k][var]), (k, var)
+        spikes_total += b[k]["s"].sum()
+    assert spikes_total > 0
