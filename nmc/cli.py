@@ -45,9 +45,10 @@ def main(ctx, debug):
 
     \b
     A typical session:
-      nmc compile net.nir --target reference -o net.nmc --dt 1e-3
-      nmc run net.nmc --input in.npz -o out.npz
-      nmc inspect net.nmc
+      nmc compile model.pt --target spinnaker2 -o model.nmc     # or .nir/.onnx; loihi2, brainscales2, reference
+      nmc run model.nmc --input in.npz -o out.npz                # bit-accurate emulator by default
+      nmc profile model.nmc --input in.npz -o energy.html       # energy per layer and per core
+      nmc inspect model.nmc                                      # PEs/cores, SRAM, time per tick, reports
     Run `nmc COMMAND --help` for each command's options and an example.
     """
     ctx.ensure_object(dict)["debug"] = debug
