@@ -147,12 +147,13 @@ def _raw_exchange(addr, data: bytes) -> bytes:
                            st.sampled_from([P.EVENTS, P.READY, P.OUTPUT, P.STATS]), st.binary(max_size=40))))
 def test_fuzzed_frames_never_crash_or_hang_the_server(server, data):
     reply = _raw_exchange(server.address, data)
-    # the server answers with frames only (READY / ERROR / OUTPUT), then closes
+    # the server answers with well-formed frames only (READY / ERROR / OUTPUT), then closes; a reset may
+    # cut the last frame short, so only whole frames are checked
     off = 0
-    while off < len(reply):
+    while off + P.HEADER.size <= len(reply):
         ft, length, _ = P.parse_header(reply[off:off + P.HEADER.size])
+        assert ft in (P.READY, P.ERROR, P.OUTPUT, P.STATS)
         off += P.HEADER.size + length
-    assert off == len(reply)
     c = nmc.connect(*server.address)  # still serving
     c.close()
 
