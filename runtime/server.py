@@ -49,6 +49,13 @@ class _Handler(socketserver.BaseRequestHandler):
         def fail(code, msg):
             try:
                 send(P.ERROR, P.error_payload(code, msg))
+                # drain what the peer already sent (briefly), so closing does not reset the
+                # connection and destroy the ERROR frame before the peer reads it
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(0.2)
+                for _ in range(64):
+                    if not sock.recv(65536):
+                        break
             except OSError:
                 pass
 
