@@ -7,8 +7,14 @@ synaptic current decays exactly: with ``a = e^{−h/τ_mem}``, ``b = e^{−h/τ_
     v ← v_leak + (v − v_leak)·a + (I-driven term)      I ← I·b
 
 (``lif``/``li`` layers take each input event as an instantaneous jump of v by
-its weight, delivered at the end of the model step; ``cuba``/``cubali``
-layers add the weight to I at the start of the step and v integrates it).
+its weight, ``cuba``/``cubali`` layers add it to I and v integrates it).
+``event_timing="real"``: events between layers arrive at their real times,
+the fine step in which their source crossed threshold (recurrent ones one
+model step later). ``event_timing="step"`` (default): every event is stamped
+at the step boundary — the start of the step for current-based layers, its end
+for the others — which makes the noiseless emulator the discrete reference's
+dynamics on a continuous clock (the agreement the tests check); host input
+events are always stamped this way.
 A spike is emitted when v > v_threshold (checked every fine step); v then
 goes to v_reset. Weights are the program's 6-bit integers × the layer's LSB,
 with the row sign; only synapses with a row (label match) conduct.
@@ -40,9 +46,12 @@ class BSS2Emulator(Device):
     name = "emulator"
 
     def __init__(self, program: BSS2Program, graph, mismatch: str = "off", noise: bool = False, seed: int = 0,
-                 substeps: int = 10, noise_lsb: float = 2.0, readout_bits: int = 8):
+                 substeps: int = 10, noise_lsb: float = 2.0, readout_bits: int = 8, event_timing: str = "step"):
         if mismatch not in MODES:
             raise OptionError(f"mismatch must be one of {', '.join(MODES)}")
+        if event_timing not in ("step", "real"):
+            raise OptionError("event_timing must be 'step' or 'real'")
+        self.event_timing = event_timing
         self.p, self.graph = program, graph
         self.mismatch, self.noise, self.seed, self.S = mismatch, bool(noise), int(seed), int(substeps)
         self.noise_sigma = noise_lsb / 2 ** readout_bits * 3.0  # threshold units (readout spans the 3-unit DAC range)
@@ -89,44 +98,55 @@ class BSS2Emulator(Device):
         h = self.p.dt / self.p.speedup / self.S
         hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
         W = {id(q): (q.w6 * (q.rows >= 0)).astype(float) * self.p.layer(q.post).scale for q in self.p.projections}
+        S = self.S
+        prev_sub = {l.name: np.zeros((S, B, l.size)) for l in self.p.layers}
         for t in range(T):
-            out = {k: a[t].reshape(B, -1).astype(float) for k, a in arrs.items()}
-            prev = {k: v["s"] for k, v in st.items()}
+            ext = {k: a[t].reshape(B, -1).astype(float) for k, a in arrs.items()}
+            cur_sub: dict[str, np.ndarray] = {}
             for l in self.p.layers:
                 P, s_ = self.prm[l.name], st[l.name]
-                drive = np.zeros((B, l.size))
-                for q in self.into[l.name]:
-                    src = prev[q.pre] if q.recurrent else out[q.pre]
-                    drive += src @ W[id(q)].T
-                v, i = s_["v"], s_["i"]
                 cuba = l.kind in ("cuba", "cubali")
-                if cuba:
-                    i = i + drive
+                # input per fine step: events arrive at their real times (the fine step their source fired);
+                # host events are stamped at the step boundary: the start of the step for current-based
+                # layers, its end for the others (both equal the discrete reference's same-step delivery)
+                drive = np.zeros((S, B, l.size))
+                for q in self.into[l.name]:
+                    if q.pre in ext:
+                        drive[0 if cuba else S - 1] += ext[q.pre] @ W[id(q)].T
+                    else:
+                        src = prev_sub[q.pre] if q.recurrent else cur_sub[q.pre]
+                        if self.event_timing == "real":
+                            drive += src @ W[id(q)].T
+                        else:  # all of the source's events of the step at the step boundary
+                            drive[0 if cuba else S - 1] += src.max(axis=0) @ W[id(q)].T
+                v, i = s_["v"], s_["i"]
                 spk = np.zeros((B, l.size))
-                for k in range(self.S):
+                fired_sub = np.zeros((S, B, l.size))
+                for k in range(S):
                     if cuba:
+                        i = i + drive[k]
                         # exact over h: dv/dt = (v_leak − v + J)/τ_mem, dJ/dt = −J/τ_syn
                         v = P["v_leak"] + (v - P["v_leak"]) * P["a"] + i * P["coef"]
                         i = i * P["b"]
                     else:
-                        v = P["v_leak"] + (v - P["v_leak"]) * P["a"]
-                        if k == self.S - 1:
-                            v = v + drive
+                        v = P["v_leak"] + (v - P["v_leak"]) * P["a"] + drive[k]
                     if self.noise:
-                        v = v + rng.standard_normal(v.shape) * self.noise_sigma / np.sqrt(self.S)
+                        v = v + rng.standard_normal(v.shape) * self.noise_sigma / np.sqrt(S)
                     refr = s_["ref"] > 0
                     if refr.any():  # refractory: held at v_reset
                         v = np.where(refr, P["v_reset"], v)
                         s_["ref"] = np.maximum(s_["ref"] - h, 0.0)
                     fired = v > P["v_threshold"]
                     if fired.any():
+                        fired_sub[k] = fired
                         spk = np.maximum(spk, fired)
                         v = np.where(fired, P["v_reset"], v)
                         s_["ref"] = np.where(fired, P["t_refrac"], s_["ref"])
                 s_["v"], s_["i"], s_["s"] = v, i, spk
-                out[l.name] = spk
+                cur_sub[l.name] = fired_sub
                 hist[l.name]["s"].append(spk.copy())
                 hist[l.name]["v"].append(v.copy())
+            prev_sub = cur_sub
         res = {}
         for o, lname in self.p.outputs.items():
             l = self.p.layer(lname)
