@@ -145,3 +145,18 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS):
         if isinstance(g.nodes[name], tuple(neurons)):
             visit(name)
     return lin
+
+
+def param_vec(node, key: str, n: int) -> np.ndarray:
+    """A neuron parameter as one float value per neuron."""
+    return np.broadcast_to(np.asarray(getattr(node, key), float).reshape(-1), (n,))
+
+
+def step_rate(tau, dt: float, integrator: str, node: str) -> np.ndarray:
+    """Fraction of the way to equilibrium covered in one step: dt/τ (Euler) or
+    1 − e^{−dt/τ} (exact); the per-step decay factor is 1 minus it."""
+    a = dt / np.asarray(tau, float) if integrator == "euler" else 1.0 - np.exp(-dt / np.asarray(tau, float))
+    if np.any(a >= 1):
+        raise UnsupportedNodeError("dt is not smaller than a time constant: the update would overshoot",
+                                   node=node, limit=1.0, actual=float(np.max(a)), hint="use a smaller --dt")
+    return a

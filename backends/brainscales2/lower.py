@@ -31,7 +31,7 @@ from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.rewire import rewire_matrix
 
-from ..linear import compose
+from ..linear import compose, param_vec, step_rate
 from . import calibration as C
 from .program import BSS2Program, Layer, Projection
 
@@ -41,12 +41,11 @@ WHY = {"EGRU": "EGRU cells need a programmable processor and graded events; comp
        "Threshold": "no stateless threshold unit; use a LIF layer"}
 
 
-def _vec(node, k, n):
-    return np.broadcast_to(np.asarray(getattr(node, k), float).reshape(-1), (n,))
+_vec = param_vec
 
 
 def _decay(tau, dt, integ):
-    return 1 - dt / tau if integ == "euler" else np.exp(-dt / tau)
+    return 1 - step_rate(tau, dt, integ, "")
 
 
 def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:

@@ -50,7 +50,7 @@ from nmc.annotations import Placement, Quant
 from nmc.errors import DesignRuleError, OptionError, UnsupportedNodeError
 from nmc.ir import Graph
 
-from ..linear import NEURONS, compose
+from ..linear import NEURONS, compose, param_vec, step_rate
 from .program import InputPort, LoihiProgram, NeuronGroup, OutputPort, Synapse
 
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
@@ -60,14 +60,11 @@ DEFAULTS = {"vth_mant": 4096, "weight_bits": 8, "input_bits": 0, "sparse_below":
 
 def _neuron_params(name, node, dt, integ, n, warn):
     """Per-neuron (du, dv, g, c_leak, bias_gain, spiking, kind)."""
-    f = lambda k: np.broadcast_to(np.asarray(getattr(node, k), float).reshape(-1), (n,))  # noqa: E731
+    def f(k):
+        return param_vec(node, k, n)
 
     def rate(tau):
-        a = dt / tau if integ == "euler" else 1.0 - np.exp(-dt / tau)
-        if np.any(a > 1):
-            raise UnsupportedNodeError("dt is larger than a time constant; the Euler update would overshoot",
-                                       node=name, limit=1.0, actual=float(a.max()), hint="use a smaller --dt")
-        return a
+        return step_rate(tau, dt, integ, name)
 
     if isinstance(node, (nir.IF, nir.I)):
         g = dt * f("r")
@@ -79,7 +76,7 @@ def _neuron_params(name, node, dt, integ, n, warn):
     a_s, a_m = rate(f("tau_syn")), rate(f("tau_mem"))
     du = np.rint(4096 * a_s).astype(int) - 1
     if np.any(du < 0):
-        warn(f"synaptic decay dt/tau_syn < 1/8192 rounds to Lava's minimum du+1 = 1/4096", name)
+        warn("synaptic decay dt/tau_syn < 1/8192 rounds to Lava's minimum du+1 = 1/4096", name)
     g = a_m * f("r") * a_s * f("w_in")
     return (np.clip(du, 0, 4095), np.rint(4096 * a_m).astype(int), g, a_m * f("v_leak"),
             a_m * f("r") * f("w_in"))

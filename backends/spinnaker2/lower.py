@@ -47,7 +47,7 @@ from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
 
-from ..linear import compose
+from ..linear import compose, param_vec, step_rate
 from .program import Population, Projection, S2Program
 
 S2_NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
@@ -55,18 +55,13 @@ SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
 F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _vec(node, k, n):
-    return np.broadcast_to(np.asarray(getattr(node, k), float).reshape(-1), (n,))
+_vec = param_vec
 
 
 def _dynamics(name, node, dt, integ, n, warn):
     """(model, α, g, c, decay) per neuron, see the module docstring."""
     def rate(tau):
-        a = dt / tau if integ == "euler" else 1.0 - np.exp(-dt / tau)
-        if np.any(a > 1):
-            raise UnsupportedNodeError("dt is larger than a time constant: the Euler update would overshoot",
-                                       node=name, limit=1.0, actual=float(a.max()), hint="use a smaller --dt")
-        return a
+        return step_rate(tau, dt, integ, name)
 
     if isinstance(node, (nir.IF, nir.I)):
         g = dt * _vec(node, "r", n)
