@@ -24,13 +24,16 @@ import numpy as np
 from nmc.errors import InputFileError
 
 PARAMS = ("tau_mem", "tau_syn", "v_threshold", "v_leak", "v_reset", "t_refrac")
-# nominal DAC ranges: time constants in hardware seconds, voltages in threshold units
-RANGES = {"tau_mem": (0.2e-6, 200e-6), "tau_syn": (0.2e-6, 200e-6), "v_threshold": (0.0, 3.0),
-          "v_leak": (-1.5, 1.5), "v_reset": (-1.5, 1.5), "t_refrac": (0.0, 2e-6)}
 
 
-def nominal(n: int, code_max: int) -> dict:
-    return {p: {"gain": [(hi - lo) / code_max] * n, "offset": [lo] * n} for p, (lo, hi) in RANGES.items()}
+def ranges(spec) -> dict[str, tuple[float, float]]:
+    """Nominal DAC ranges from the spec's ``[dac.range]``: time constants in hardware
+    seconds, voltages in units of the layer's threshold."""
+    return {p: tuple(float(v) for v in spec.get(f"dac.range.{p}")) for p in PARAMS}
+
+
+def nominal(n: int, code_max: int, rng_: dict) -> dict:
+    return {p: {"gain": [(hi - lo) / code_max] * n, "offset": [lo] * n} for p, (lo, hi) in rng_.items()}
 
 
 def synthetic(n: int, spec, seed: int = 0) -> dict:
@@ -38,7 +41,7 @@ def synthetic(n: int, spec, seed: int = 0) -> dict:
     before = float(spec.get("calibration.spread_before"))
     rng = np.random.default_rng([seed, 2])
     truth, table = {}, {}
-    for p, (lo, hi) in RANGES.items():
+    for p, (lo, hi) in ranges(spec).items():
         g0, rng_span = (hi - lo) / code_max, hi - lo
         g = g0 * (1 + before * rng.standard_normal(n))
         o = lo + before * 0.05 * rng_span * rng.standard_normal(n)
@@ -47,10 +50,10 @@ def synthetic(n: int, spec, seed: int = 0) -> dict:
         table[p] = {"gain": (g * (1 + after * rng.standard_normal(n))).tolist(),
                     "offset": (o + after * 0.05 * rng_span * rng.standard_normal(n)).tolist()}
     return {"source": f"synthetic (seed {seed}; spread before {before}, after per spec)", "circuits": n,
-            "code_max": code_max, "table": table, "truth": truth}
+            "code_max": code_max, "ranges": ranges(spec), "table": table, "truth": truth}
 
 
-def load(path: str | Path, n: int) -> dict:
+def load(path: str | Path, n: int, spec) -> dict:
     p = Path(path)
     try:
         d = json.loads(p.read_text())
@@ -63,7 +66,8 @@ def load(path: str | Path, n: int) -> dict:
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise InputFileError(f"not a calibration table ({e})", path=p,
                              hint='expected {"table": {param: {"gain": [...], "offset": [...]}}}') from None
-    return {"source": f"measured ({p.name})", "circuits": n, "code_max": d.get("code_max", 1022), "table": table}
+    return {"source": f"measured ({p.name})", "circuits": n, "code_max": d.get("code_max", int(spec.get("dac.code_max"))),
+            "ranges": ranges(spec), "table": table}
 
 
 def codes_for(targets: np.ndarray, param: str, circuits: np.ndarray, cal: dict) -> np.ndarray:
@@ -75,7 +79,7 @@ def codes_for(targets: np.ndarray, param: str, circuits: np.ndarray, cal: dict) 
 def realized(codes: np.ndarray, param: str, circuits: np.ndarray, cal: dict, which: str) -> np.ndarray:
     """Value a circuit produces for a code: ``which`` = truth | table | nominal."""
     if which == "nominal":
-        lo, hi = RANGES[param]
+        lo, hi = cal["ranges"][param]
         return lo + (hi - lo) / int(cal["code_max"]) * np.asarray(codes, float)
     t = cal.get(which, cal["table"])[param]
     return np.asarray(t["gain"])[circuits] * np.asarray(codes, float) + np.asarray(t["offset"])[circuits]

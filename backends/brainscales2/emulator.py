@@ -46,7 +46,7 @@ class BSS2Emulator(Device):
     name = "emulator"
 
     def __init__(self, program: BSS2Program, graph, mismatch: str = "off", noise: bool = False, seed: int = 0,
-                 substeps: int = 10, noise_lsb: float = 2.0, readout_bits: int = 8, event_timing: str = "step"):
+                 substeps: int = 10, event_timing: str = "step"):
         if mismatch not in MODES:
             raise OptionError(f"mismatch must be one of {', '.join(MODES)}")
         if event_timing not in ("step", "real"):
@@ -54,8 +54,10 @@ class BSS2Emulator(Device):
         self.event_timing = event_timing
         self.p, self.graph = program, graph
         self.mismatch, self.noise, self.seed, self.S = mismatch, bool(noise), int(seed), int(substeps)
-        self.noise_sigma = noise_lsb / 2 ** readout_bits * 3.0  # threshold units (readout spans the 3-unit DAC range)
         cal = program.calibration
+        ro = cal["readout"]
+        lo, hi = cal["ranges"]["v_threshold"]  # the readout spans the threshold DAC range (threshold units)
+        self.noise_sigma = ro["noise_lsb"] / 2 ** ro["bits"] * (hi - lo)
         self.prm = {}
         for l in program.layers:
             circ = l.params["first_circuit"].astype(int) % len(cal["table"]["tau_mem"]["gain"])

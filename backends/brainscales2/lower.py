@@ -56,7 +56,7 @@ def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
     if not todo:
         return graph
     g = graph.copy()
-    tau = C.RANGES["tau_mem"][1] * speed  # model seconds
+    tau = float(ctx.spec.get("dac.range.tau_mem")[1]) * speed  # model seconds
     for k in todo:
         node = g.nodes[k]
         n = int(np.prod(g.shape_out(k)))
@@ -145,7 +145,8 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     total = int(sum(int(l.circuits.sum()) for l in layers))
     n_circ = int(spec.get("chip.neuron_circuits"))
     cal_path = ctx.options.get("calibration")
-    cal = C.load(cal_path, max(total, 1)) if cal_path else C.synthetic(max(total, n_circ), spec, seed=ctx.seed)
+    cal = C.load(cal_path, max(total, 1), spec) if cal_path else C.synthetic(max(total, n_circ), spec, seed=ctx.seed)
+    cal["readout"] = {"bits": int(spec.get("readout.bits")), "noise_lsb": float(spec.get("readout.noise_lsb"))}
     start = 0
     for l in layers:
         first = start + np.concatenate([[0], np.cumsum(l.circuits)[:-1]])  # first circuit of each logical neuron
@@ -153,7 +154,8 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         for p in C.PARAMS:
             l.codes[p] = C.codes_for(l.params[p], p, first % len(cal["table"][p]["gain"]), cal)
             l.codes[f"{p}_nominal"] = C.codes_for(l.params[p], p, first % len(cal["table"][p]["gain"]),
-                                                  {"table": C.nominal(len(cal["table"][p]["gain"]), cal["code_max"]),
+                                                  {"table": C.nominal(len(cal["table"][p]["gain"]), cal["code_max"],
+                                                                      cal["ranges"]),
                                                    "code_max": cal["code_max"]})
         l.params["first_circuit"] = first.astype(float)
         start += int(l.circuits.sum())
