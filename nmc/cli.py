@@ -5,7 +5,6 @@ and exit with status 2; ``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -237,7 +236,6 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
     Energy = activity counts of the run x the target's sourced constants
     (hw_configs/<target>.toml, overridable with --hw) + static power x time.
     """
-    import numpy as np
 
     from . import api
     from nmc.runtime import energy, energy_report, power

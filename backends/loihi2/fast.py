@@ -98,7 +98,6 @@ def available() -> bool:
 
 def run(emu, inputs: dict, steps: int) -> dict:
     """Run ``emu`` (a LoihiEmulator) with the compiled loop; same result layout as ``emu.run``."""
-    p = emu.p
     B = next(iter(inputs.values())).shape[1] if inputs else 1
     names_in = list(inputs)
     off, n_in = {}, 0

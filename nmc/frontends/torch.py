@@ -36,7 +36,6 @@ state_dict (``kernel``, ``recurrent_kernel``, ``bias``, ``recurrent_bias``,
 """
 from __future__ import annotations
 
-import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -286,8 +285,6 @@ def _run_step(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def from_module(module: nn.Module, *, input_shape=None, dt: float | None = None) -> Graph:
     """Convert a PyTorch module (nmc.nn / snnTorch / Norse / torch layers) to a Graph."""
-    import copy
-
     # the user's module is never run or copied: stateless layers are evaluated on a dummy
     # input for their output shapes; neuron layers keep the shape (EGRU: its hidden size)
     dts = {float(m.dt) for m in module.modules() if hasattr(m, "dt") and isinstance(getattr(m, "dt"), (int, float))
