@@ -1,81 +1,128 @@
-"""Compile time and peak memory vs network size, per target, with the fitted
-growth exponent (log-log least squares). Recurrent LIF layers with dense
-N×N recurrent weights (+ an input layer), N chosen for 10⁴..10⁷ synapses.
+"""Compile time and peak memory vs network size, per registered target, with
+the fitted growth exponent k (time ∝ synapses^k, log-log least squares).
 
-    .venv/bin/python bench/compile_time.py [--synapses 1e4,1e5,1e6,1e7] [--targets reference,spinnaker2,loihi2]
+Families (:mod:`bench.workloads`):
+
+* ``dense`` — one LIF population with dense n×n recurrent weights + a 32-input
+  layer, n chosen for 10⁴…10⁷ synapses;
+* ``conv`` — the conv/IF/sum-pool/LIF net scaled to 10³…10⁵ IF neurons (≈ 144
+  expanded synapses per neuron).
+
+Each measurement runs in its own child process (``--one``): imports and a
+small warm-up compile first, then one timed ``nmc.compile`` of the default
+pipeline; peak memory = peak RSS (``getrusage``) after minus before the timed
+compile (no tracemalloc overhead in the time). Where the target's one-chip
+spec refuses the network (DesignRuleError) and a larger packaged spec of the
+same target exists (``spinnaker2-48chip``), the compile is retried on it and
+the row says so. A size that times out stops that target's family.
+
+    .venv/bin/python -m bench compile [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import json
+import resource
+import subprocess
+import sys
 import time
-import tracemalloc
 
-import nir
-import numpy as np
+from .common import PY, ROOT, fit_exponent, meta, registered_targets, write
 
-import nmc
+SIZES = {"dense": ([1e4], [1e4, 1e5, 1e6, 1e7]), "conv": ([1e3], [1e3, 1e4, 1e5])}
 
 
-def net(n: int, n_in: int = 32):
-    rng = np.random.default_rng(0)
-    lif = nir.LIF(tau=np.full(n, 1e-2), r=np.full(n, 10.0), v_leak=np.zeros(n), v_threshold=np.ones(n),
-                  v_reset=np.zeros(n))
-    return nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([n_in])}),
-                               "fc": nir.Linear(weight=rng.normal(0, 1, (n, n_in)).astype(np.float32)),
-                               "lif": lif, "rec": nir.Linear(weight=rng.normal(0, 0.05, (n, n)).astype(np.float32)),
-                               "output": nir.Output(output_type={"output": np.array([n])})},
-                        edges=[("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")])
+def _bigger_specs(target: str) -> list[str]:
+    from importlib import resources
+
+    names = sorted(p.name[:-5] for p in resources.files("nmc.hw_configs").iterdir() if p.name.endswith(".toml"))
+    return [n for n in names if n.startswith(target + "-")]
+
+
+def one(target: str, family: str, size: float, warm: bool = True) -> dict:
+    """Child-process body: compile once, return time/memory/size."""
+    import nmc
+    from nmc.errors import DesignRuleError, NmcError
+
+    from .workloads import conv_scaled, dense_recurrent
+
+    if warm:  # imports and first-call costs outside the timed compile
+        nmc.compile(dense_recurrent(20), target=target, dt=1e-3, reset="zero", integrator="euler")
+    if family == "dense":
+        n = int(round((size + 256) ** 0.5 - 16))          # n² + 32n ≈ size
+        g = dense_recurrent(n)
+        neurons, synapses = n, n * n + 32 * n
+    else:
+        g, side = conv_scaled(int(size))
+        neurons = 8 * side * side + 10
+        synapses = 2 * 9 * 8 * side * side + 8 * (side // 2) ** 2 * 10
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    note, t0 = "", time.perf_counter()
+    try:
+        try:
+            nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler")
+        except DesignRuleError:
+            big = _bigger_specs(target)
+            if not big:
+                raise
+            note, t0 = "on " + big[-1], time.perf_counter()
+            nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler", hw=[big[-1]])
+        ok = True
+    except NmcError as e:
+        ok, note = False, f"refused: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    sec = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+    return {"target": target, "family": family, "neurons": neurons, "synapses": synapses, "ok": ok,
+            "seconds": sec if ok else None, "peak_mb": peak / 1024 if ok else None, "note": note}
+
+
+def run(quick: bool = False, timeout: float | None = None, log=print) -> dict:
+    timeout = timeout or (120 if quick else 300)
+    rows = []
+    for target in registered_targets():
+        for family, (qs, fs) in SIZES.items():
+            for size in (qs if quick else fs):
+                if quick:   # smoke run: in-process, no peak-memory isolation
+                    rows.append(one(target, family, size, warm=False))
+                    continue
+                cmd = [PY, "-m", "bench.compile_time", "--one", target, family, repr(size)]
+                try:
+                    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    rows.append({"target": target, "family": family, "size": size, "ok": False,
+                                 "note": f"timeout: over {timeout:.0f} s"})
+                    log(rows[-1])
+                    break
+                if r.returncode != 0:
+                    rows.append({"target": target, "family": family, "size": size, "ok": False,
+                                 "note": "crash: " + r.stderr.strip().splitlines()[-1][:200]})
+                    log(rows[-1])
+                    break
+                rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                log(rows[-1])
+    fits = {}
+    for target in registered_targets():
+        for family in SIZES:
+            ok = [r for r in rows if r["target"] == target and r["family"] == family and r["ok"]]
+            fits[f"{target}/{family}"] = {
+                "time": fit_exponent([r["synapses"] for r in ok], [r["seconds"] for r in ok]),
+                "memory": fit_exponent([r["synapses"] for r in ok], [max(r["peak_mb"], 0.1) for r in ok])}
+    return {"meta": meta("compile", quick, "python -m bench compile" + (" --quick" if quick else "")),
+            "rows": rows, "exponent": fits, "timeout_s": timeout}
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--synapses", default="1e4,1e5,1e6,1e7")
-    ap.add_argument("--targets", default="reference,spinnaker2,loihi2")
-    ap.add_argument("--out", default="bench/results/compile_time.json")
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--one", nargs=3, metavar=("TARGET", "FAMILY", "SIZE"))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    rows = []
-    from nmc.errors import DesignRuleError
-
-    for target in a.targets.split(","):
-        nmc.compile(net(20), target=target, dt=1e-3, reset="zero", integrator="euler")  # warm-up: imports
-        for syn in (float(s) for s in a.synapses.split(",")):
-            n = int(np.sqrt(syn))
-            g = net(n)
-            hw = []
-            tracemalloc.start()
-            t0 = time.perf_counter()
-            try:
-                try:
-                    nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler")
-                except DesignRuleError:
-                    if target != "spinnaker2":
-                        raise
-                    hw = ["spinnaker2-48chip"]  # does not fit one chip: the 48-chip board
-                    t0 = time.perf_counter()
-                    nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler", hw=hw)
-                note = "on " + hw[0] if hw else ""
-            except DesignRuleError as e:
-                note = "does not fit: " + e.violations[0].hint
-            dt = time.perf_counter() - t0
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-            rows.append({"target": target, "neurons": n, "synapses": n * n + 32 * n, "seconds": round(dt, 3),
-                         "peak_mb": round(peak / 2 ** 20, 1), "note": note})
-            print(rows[-1], flush=True)
-    fits = {}
-    for target in a.targets.split(","):
-        r = [x for x in rows if x["target"] == target and not x["note"].startswith("does not fit")]
-        if len(r) > 1:
-            k = np.polyfit(np.log([x["synapses"] for x in r]), np.log([max(x["seconds"], 1e-3) for x in r]), 1)[0]
-            fits[target] = round(float(k), 2)
-    print("growth exponent (time ~ synapses^k):", fits)
-    import os
-
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump({"rows": rows, "exponent": fits}, f, indent=2)
+    if a.one:
+        print(json.dumps(one(a.one[0], a.one[1], float(a.one[2]))))
+        return
+    write("compile", run(a.quick), a.out)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,7 +2,8 @@
 10⁶ neurons; traffic of metis/greedy/sequential vs the lower bound; cores vs
 bound; pass run times. Writes JSON and prints a table. Not run in tests.
 
-    .venv/bin/python bench/placement.py [--sizes 1e3,1e4,1e5,1e6] [--out bench/placement.json]
+    .venv/bin/python bench/placement.py [--sizes 1e3,1e4,1e5,1e6] [--out FILE]
+    .venv/bin/python -m bench placement [--quick]      # the harness's sizes, results/placement.json
 
 Per-core limits are explicit here (SpiNNaker-2-like: 256 neurons, 96 KiB of
 synapse memory, 4096 input axons, 8-bit weights) so the benchmark runs
@@ -90,24 +91,14 @@ def conv(n, rng):
     return Graph(nodes, edges, meta={"dt": 1e-3}), []
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="1e3,1e4,1e5")
-    ap.add_argument("--kinds", default="feedforward,recurrent,conv")
-    ap.add_argument("--out", default="bench/placement.json")
-    ap.add_argument("--hw", default=None)
-    a = ap.parse_args(argv)
-    if a.hw:
-        from nmc.hw import HardwareSpec
-
-        lim = CoreLimits.from_spec(HardwareSpec.load(a.hw))
-    else:
-        lim = CoreLimits(neurons_max=256, memory_bytes=96 * 1024, fan_in_max=4096, weight_bits=8)
+def measure(kinds, sizes, lim, log=print) -> list[dict]:
+    """Partition each (kind, size) network with ``run_partition(method="metis")``
+    (which also runs the greedy and sequential baselines and the lower bounds)."""
     rng = np.random.default_rng(0)
     rows = []
-    for kind in a.kinds.split(","):
-        for n in (int(float(s)) for s in a.sizes.split(",")):
-            g, sparse = {"feedforward": feedforward, "recurrent": recurrent, "conv": conv}[kind](n, rng)
+    for kind in kinds:
+        for n in sizes:
+            g, sparse = {"feedforward": feedforward, "recurrent": recurrent, "conv": conv}[kind](int(n), rng)
             for s in sparse:
                 g.annotate(s, Sparsity(density=0.01, format="csr"))
             t = time.perf_counter()
@@ -118,10 +109,46 @@ def main(argv=None):
                                           "traffic", "traffic_lower_bound", "traffic_sequential", "traffic_greedy")},
                    "seconds": {k: round(v, 3) for k, v in pt.seconds.items()}, "seconds_total": round(total, 3)}
             rows.append(row)
-            print(f"{kind:12s} n={row['neurons']:>8d} syn={row['synapses']:>10d} cores {row['cores_used']:>5d} "
-                  f"(lb {row['cores_lower_bound']}, seq {row['cores_sequential']}) traffic metis {row['traffic']:.0f} "
-                  f"greedy {row['traffic_greedy']:.0f} seq {row['traffic_sequential']:.0f} lb {row['traffic_lower_bound']:.0f} "
-                  f"| {row['seconds_total']:.2f} s {row['seconds']}", flush=True)
+            log(f"{kind:12s} n={row['neurons']:>8d} syn={row['synapses']:>10d} cores {row['cores_used']:>5d} "
+                f"(lb {row['cores_lower_bound']}, seq {row['cores_sequential']}) traffic metis {row['traffic']:.0f} "
+                f"greedy {row['traffic_greedy']:.0f} seq {row['traffic_sequential']:.0f} lb {row['traffic_lower_bound']:.0f} "
+                f"| {row['seconds_total']:.2f} s {row['seconds']}")
+    return rows
+
+
+#: per-core limits used by the harness (SpiNNaker-2-like, stated in the table)
+LIMITS = dict(neurons_max=256, memory_bytes=96 * 1024, fan_in_max=4096, weight_bits=8)
+
+
+def run(quick: bool = False, log=print) -> dict:
+    """Harness entry (``python -m bench placement``): 10³ and 10⁴ neurons of each kind,
+    plus a 10⁵-neuron conv net (quick: 10³ conv and feed-forward only)."""
+    from bench.common import meta
+
+    lim = CoreLimits(**LIMITS)
+    if quick:
+        rows = measure(["conv", "feedforward"], [1e3], lim, log)
+    else:
+        rows = measure(["feedforward", "recurrent", "conv"], [1e3, 1e4], lim, log)
+        rows += measure(["conv"], [1e5], lim, log)
+    return {"meta": meta("placement", quick, "python -m bench placement" + (" --quick" if quick else "")),
+            "limits": LIMITS, "rows": rows}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1e3,1e4,1e5")
+    ap.add_argument("--kinds", default="feedforward,recurrent,conv")
+    ap.add_argument("--out", default="bench/results/placement-custom.json")
+    ap.add_argument("--hw", default=None)
+    a = ap.parse_args(argv)
+    if a.hw:
+        from nmc.hw import HardwareSpec
+
+        lim = CoreLimits.from_spec(HardwareSpec.load(a.hw))
+    else:
+        lim = CoreLimits(**LIMITS)
+    rows = measure(a.kinds.split(","), [float(s) for s in a.sizes.split(",")], lim)
     with open(a.out, "w") as f:
         json.dump(rows, f, indent=2)
 

@@ -1,111 +1,170 @@
-"""Emulator throughput (timesteps/s) of every nmc target vs snnTorch, Norse and
-Brian2 on the same network and input, batch 1 and batched.
+"""Emulator throughput (timesteps/s): every registered nmc target vs Lava
+(fixed_pt and floating_pt), snnTorch, Norse and Brian2 on the same networks
+and the same input, batch 1 and batched.
 
-Network: the quick start's LIF MLP 64 → 128 → 10 (examples/quickstart/digits_lif.nir),
-Bernoulli(0.2) input, T steps. Peers run the same weights: snnTorch Leaky
-(β = 1 − dt/τ, reset to zero), Norse LIFBoxCell, Brian2 (numpy codegen, the
-spinnaker2 program's Brian2 device); all on the CPU, one process.
+* nmc targets: ``nmc.compile(graph, target=t)`` then ``bundle.run`` on the
+  default device (a target that refuses a workload gets a row with its error);
+* snnTorch / Norse: :mod:`bench.peers` (same weights and τ, CPU torch, no grad);
+* Brian2: the spinnaker2 bundle's ``brian2`` device (numpy code generation);
+* Lava fixed_pt: the loihi2 bundle's ``lava`` device (its emitted
+  ``program/lava_net.py``), outputs asserted equal to the loihi2 emulator;
+* Lava floating_pt: :mod:`bench.lava_float` (LIF MLP from Lava's processes).
 
-    .venv/bin/python bench/throughput.py [--steps 500] [--batch 64]
+Lava runs in a child process with a start-up of seconds; its per-step cost is
+taken from the difference of two run lengths (removes start-up). A step at
+batch B advances B samples. "agreement" is :func:`bench.peers.agreement` of
+the simulator's output with the float reference's (1 = same spike counts).
+
+    .venv/bin/python -m bench throughput [--quick]
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import PY, ROOT, best_time, meta, registered_targets, write
+from .peers import agreement, norse_net, snntorch_net
+from .workloads import small
+
+OPTS = dict(dt=1e-3, reset="zero", integrator="euler")
 
 
-def _time(fn, reps=3):
-    fn()  # warm-up (JIT, imports)
-    best = float("inf")
-    for _ in range(reps):
+def _row(workload, sim, batch, steps, seconds, agree=None, **extra):
+    return {"workload": workload, "simulator": sim, "batch": batch, "steps": steps,
+            "steps_per_s": steps / seconds if seconds else None, "agreement": agree, **extra}
+
+
+def _lava_fixed(bundle, wl, t1, t2):
+    """Steps/s of Lava fixed_pt on the loihi2 bundle (difference of two runs) and
+    whether its outputs equal the loihi2 emulator's."""
+    times = {}
+    for T in (t1, t2):
+        x = wl.inputs(T)
         t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        out = bundle.run({"input": x}, device="lava", timeout=600)
+        times[T] = time.perf_counter() - t0
+    emu = bundle.run({"input": x})
+    same = all(np.array_equal(out[k], emu[k]) for k in emu)
+    return (t2 - t1) / max(times[t2] - times[t1], 1e-9), same, out
+
+
+def _lava_float(wl, t1, t2):
+    g = wl.graph.nodes
+    x = wl.inputs(t2)
+    times, out = {}, None
+    with tempfile.TemporaryDirectory(prefix="nmc-bench-lava-") as tmp:
+        net, o = Path(tmp) / "net.npz", Path(tmp) / "out.npz"
+        np.savez(net, x=x, w1=g["fc1"].weight, b1=g["fc1"].bias, dv1=1e-3 / g["lif1"].tau,
+                 w2=g["fc2"].weight, b2=g["fc2"].bias, dv2=1e-3 / g["lif2"].tau)
+        for T in (t1, t1, t2):   # the first run warms the file cache and Lava's compiler
+            t0 = time.perf_counter()
+            subprocess.run([PY, "-m", "bench.lava_float", str(net), str(o), "--steps", str(T)], cwd=ROOT,
+                           check=True, capture_output=True, timeout=600, start_new_session=True)
+            times[T] = time.perf_counter() - t0
+        out = np.load(o)["s"]
+    return (t2 - t1) / max(times[t2] - times[t1], 1e-9), out
+
+
+def run(quick: bool = False, lava: bool | None = None, log=print) -> dict:
+    T = 40 if quick else 300
+    B = 8 if quick else 64
+    lava = (not quick) if lava is None else lava
+    import nmc
+    from nmc.errors import NmcError
+
+    rows, refusals = [], {}
+    wls = small()
+    if quick:
+        wls = {k: wls[k] for k in ("lif_mlp", "egru")}
+    for name, wl in wls.items():
+        steps = T if wl.kind != "conv" else max(T // 3, 20)   # conv: dense-expanded steps are ~100× costlier
+        xs = {1: wl.inputs(steps), B: wl.inputs(steps, batch=B)}
+        ref_out, bundles = {}, {}
+        for target in registered_targets():
+            try:
+                bundles[target] = b = nmc.compile(wl.graph, target=target, **OPTS)
+            except NmcError as e:
+                refusals[f"{name}/{target}"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                log(f"{name:16s} {target:14s} refused: {refusals[f'{name}/{target}'][:100]}")
+                continue
+            for batch, x in xs.items():
+                box = {}
+
+                def go(b=b, x=x, box=box):
+                    box["out"] = b.run({"input": x})["output"]
+
+                sec = best_time(go, reps=1 if quick else 3, budget_s=15)
+                if target == "reference":
+                    ref_out[batch] = box["out"]
+                agree = agreement(box["out"], ref_out[batch]) if batch in ref_out else None
+                rows.append(_row(name, f"nmc {target}", batch, steps, sec, agree,
+                                 device=b.backend.default_device))
+                log(f"{name:16s} nmc {target:14s} batch {batch:3d} {steps / sec:12,.0f} steps/s agree {agree}")
+        for peer, build in (("snnTorch", snntorch_net), ("Norse", norse_net)):
+            net = build(wl)
+            if net is None:
+                continue
+            for batch, x in xs.items():
+                box = {}
+
+                def go(net=net, x=x, box=box):
+                    box["out"] = net(x if batch > 1 else x[:, None])
+
+                sec = best_time(go, reps=1 if quick else 3, budget_s=15)
+                o = box["out"] if batch > 1 else box["out"][:, 0]
+                rows.append(_row(name, peer, batch, steps, sec, agreement(o, ref_out.get(batch, o))))
+                log(f"{name:16s} {peer:18s} batch {batch:3d} {steps / sec:12,.0f} steps/s agree {rows[-1]['agreement']}")
+        if not lava:
+            continue
+        if "spinnaker2" in bundles:
+            bs = min(steps, 100)
+            box = {}
+
+            def go_b2(b=bundles["spinnaker2"], box=box):
+                box["out"] = b.run({"input": xs[1][:bs]}, device="brian2")["output"]
+
+            try:
+                sec = best_time(go_b2, reps=1, budget_s=60)
+                rows.append(_row(name, "Brian2 (spinnaker2 program)", 1, bs, sec,
+                                 agreement(box["out"], ref_out[1][:bs])))
+                log(f"{name:16s} Brian2 {bs / sec:12,.0f} steps/s")
+            except NmcError as e:
+                refusals[f"{name}/Brian2"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        if "loihi2" in bundles:
+            t1, t2 = 20, 20 + (100 if wl.kind == "conv" else 250)
+            sps, same, out = _lava_fixed(bundles["loihi2"], wl, t1, t2)
+            rows.append(_row(name, "Lava fixed_pt (loihi2 program)", 1, t2 - t1, (t2 - t1) / sps,
+                             agreement(out["output"], ref_out[1][:t2] if t2 <= steps else
+                                       nmc.compile(wl.graph, target="reference", **OPTS).run(
+                                           {"input": wl.inputs(t2)})["output"]),
+                             bit_exact_with_emulator=same))
+            log(f"{name:16s} Lava fixed_pt {sps:12,.1f} steps/s bit-exact with emulator: {same}")
+        if wl.kind == "mlp":
+            t1, t2 = 50, 300
+            sps, out = _lava_float(wl, t1, t2)
+            ref = nmc.compile(wl.graph, target="reference", **OPTS).run({"input": wl.inputs(t2)})["output"]
+            rows.append(_row(name, "Lava floating_pt", 1, t2 - t1, (t2 - t1) / sps, agreement(out, ref)))
+            log(f"{name:16s} Lava floating_pt {sps:12,.1f} steps/s")
+    import lava.magma  # noqa: F401 - version below
+    return {"meta": meta("throughput", quick, "python -m bench throughput" + (" --quick" if quick else "")),
+            "batch": B, "rows": rows, "refused": refusals,
+            "workloads": {k: w.describe for k, w in wls.items()}}
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=500)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--out", default="bench/results/throughput.json")
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    import nir
-
-    import nmc
-    from nmc.backends import REGISTRY
-
-    model = ROOT / "examples" / "quickstart" / "digits_lif.nir"
-    g = nir.read(model)
-    w1, b1 = g.nodes["fc1"].weight, g.nodes["fc1"].bias
-    w2, b2 = g.nodes["fc2"].weight, g.nodes["fc2"].bias
-    beta = float(1 - 1e-3 / g.nodes["lif1"].tau[0])
-    rng = np.random.default_rng(0)
-    rows = []
-    for B in (1, a.batch):
-        x = (rng.random((a.steps, B, 64)) < 0.2).astype(np.float32)
-        res = {}
-        for target in REGISTRY:
-            b = nmc.compile(model, target=target, dt=1e-3, reset="zero", integrator="euler")
-            inp = {"input": x if B > 1 else x[:, 0]}
-            res[f"nmc {target}"] = _time(lambda: b.run(inp), reps=2)
-        import snntorch as snn
-
-        net = torch.nn.Sequential(torch.nn.Linear(64, 128), snn.Leaky(beta=beta, init_hidden=True, reset_mechanism="zero"),
-                                  torch.nn.Linear(128, 10), snn.Leaky(beta=beta, init_hidden=True, reset_mechanism="zero"))
-        with torch.no_grad():
-            net[0].weight.copy_(torch.tensor(w1)); net[0].bias.copy_(torch.tensor(b1))  # noqa: E702
-            net[2].weight.copy_(torch.tensor(w2)); net[2].bias.copy_(torch.tensor(b2))  # noqa: E702
-        xt = torch.tensor(x)
-
-        def run_snn():
-            from snntorch import utils
-
-            utils.reset(net)
-            with torch.no_grad():
-                for t in range(a.steps):
-                    net(xt[t])
-
-        res["snnTorch"] = _time(run_snn)
-        import norse.torch as norse
-
-        p = norse.LIFBoxParameters(tau_mem_inv=torch.tensor(1 / float(g.nodes["lif1"].tau[0])), v_th=torch.tensor(1.0))
-        nnet = norse.SequentialState(torch.nn.Linear(64, 128), norse.LIFBoxCell(p), torch.nn.Linear(128, 10),
-                                     norse.LIFBoxCell(p))
-        with torch.no_grad():
-            nnet[0].weight.copy_(torch.tensor(w1)); nnet[0].bias.copy_(torch.tensor(b1))  # noqa: E702
-            nnet[2].weight.copy_(torch.tensor(w2)); nnet[2].bias.copy_(torch.tensor(b2))  # noqa: E702
-
-        def run_norse():
-            st = None
-            with torch.no_grad():
-                for t in range(a.steps):
-                    _, st = nnet(xt[t], st)
-
-        res["Norse"] = _time(run_norse)
-        if B == 1:
-            s2 = nmc.compile(model, target="spinnaker2", dt=1e-3, reset="zero", integrator="euler")
-            res["Brian2 (same program)"] = _time(lambda: s2.run({"input": x[:, 0]}, device="brian2"), reps=1)
-        for k, v in res.items():
-            rows.append({"batch": B, "simulator": k, "steps_per_s": a.steps / v})
-            print(f"batch {B:3d}  {k:24s} {a.steps / v:12,.0f} steps/s", flush=True)
-    import brian2
-    import snntorch
-
-    meta = {"date": time.strftime("%Y-%m-%d"), "steps": a.steps, "versions": {
-        "snntorch": snntorch.__version__, "norse": __import__("importlib.metadata").metadata.version("norse"),
-        "brian2": brian2.__version__, "torch": torch.__version__}}
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    Path(a.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write("throughput", run(a.quick), a.out)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
