@@ -7,7 +7,11 @@ bytes (``core.neuron_state_bytes`` per neuron), compared with
 fan-out onto this PE; rates from the ``Placement.rate`` annotations written by
 the partition pass, else every source fires every step) ×
 ``core.cycles_per_synop`` + neurons × ``core.cycles_per_neuron_update``,
-divided by ``core.clock_hz``: the predicted ``time_done`` per tick. A PE whose
+divided by ``core.clock_hz``: the predicted ``time_done`` per tick. Conv
+projections (:mod:`.conv`) store their int8 kernel once per PE instead of per
+synapse, and their synaptic events count as int8 MACs on the PE's MAC array
+(``core.cycles_per_mac_int8``; an estimate: py-spinnaker2's conv kernel code is
+not in the notes). A PE whose
 predicted time exceeds ``sys_tick`` falls out of step (PEs are not barrier
 synchronised): that is a warning naming the PE and its population.
 """
@@ -22,6 +26,7 @@ def cost_report(prog, graph, spec, ctx) -> dict:
     clock = float(spec.get("core.clock_hz"))
     cyc_syn = float(spec.get("core.cycles_per_synop"))
     cyc_neu = float(spec.get("core.cycles_per_neuron_update"))
+    cyc_mac = float(spec.get("core.cycles_per_mac_int8"))
     data_bytes = int(spec.get("core.data_bytes"))
     state_b = int(spec.get("core.neuron_state_bytes"))
     tick = prog.sys_tick_s
@@ -50,8 +55,13 @@ def cost_report(prog, graph, spec, ctx) -> dict:
             rows = post.pe == pe
             sub = nz[rows]
             d = pes[int(pe)]
+            ev = float((sub.sum(0) * rate.get(q.pre, np.ones(sub.shape[1]))).sum())
+            if q.conv is not None:  # the int8 kernel once per PE; each event is one int8 MAC per target
+                d["synapse_bytes"] += int(np.asarray(q.kernel).size)
+                d["macs"] = d.get("macs", 0.0) + ev
+                continue
             d["synapse_bytes"] += int(sub.sum()) * 3 + int(sub.any(0).sum()) * 4
-            d["synaptic_events"] += float((sub.sum(0) * rate.get(q.pre, np.ones(sub.shape[1]))).sum())
+            d["synaptic_events"] += ev
     for p in prog.populations:  # EGRU kernels: static arrays, state and scratch; 3 MACs per unit per input event
         if p.model != "egru_kernel" or p.pe is None:
             continue
@@ -67,7 +77,8 @@ def cost_report(prog, graph, spec, ctx) -> dict:
     over = []
     for pe, d in sorted(pes.items()):
         d["sram_bytes"] = d["synapse_bytes"] + d["state_bytes"]
-        d["time_done_s"] = (d["synaptic_events"] * cyc_syn + d["neurons"] * cyc_neu) / clock
+        d["time_done_s"] = (d["synaptic_events"] * cyc_syn + d.get("macs", 0.0) * cyc_mac
+                            + d["neurons"] * cyc_neu) / clock
         if d["time_done_s"] > tick:
             over.append(pe)
             ctx.warnings.add(f"PE {pe} ({', '.join(d['populations'])}) needs {d['time_done_s'] * 1e3:.3g} ms per tick "

@@ -5,8 +5,11 @@ exactly the Program: one ``snn.Population`` per population (``spike_list``
 inputs fed from ``--input``) with ``set_max_atoms_per_core`` when the
 placement is py-spinnaker2's own uniform contiguous split, else one population
 per PE (an explicit PE assignment); one ``snn.Projection`` per (pre, post)
-population pair with ``[pre, post, weight, delay=0]`` connections; then runs
-it on a board::
+population pair with ``[pre, post, weight, delay=0]`` connections, or one
+``snn.Conv2DProjection`` (int8 kernel (C_in, C_out, kh, kw) + conv parameters)
+for a conv projection into a ``lif_conv2d`` population (expanded to
+connections when either side is split over explicit PEs); then runs it on a
+board::
 
     python program/run_spinnaker2.py --board 192.168.1.17 --input in.npz -o out.npz
 
@@ -61,6 +64,42 @@ def pe_split(p, arrays):
     return [np.flatnonzero(pe == k) for k in np.unique(pe)]
 
 
+def conv_params(conv):
+    """py-spinnaker2 Conv2DProjection parameters (x = width, y = height; nmc only
+    emits equal strides and pools along x and y)."""
+    _, H, W = conv["in_shape"]
+    pt, pb, pl, pr = conv["padding"]
+    return {"in_height": int(H), "in_width": int(W), "stride_x": int(conv["stride"]),
+            "stride_y": int(conv["stride"]), "pool_x": int(conv["pool"]), "pool_y": int(conv["pool"]),
+            "pad_top": int(pt), "pad_bottom": int(pb), "pad_left": int(pl), "pad_right": int(pr)}
+
+
+def conv_dense(k, conv):
+    """The (post, pre) weight matrix of a conv projection (sum pooling, then a
+    zero-padded convolution), for populations split over explicit PEs."""
+    C, H, W = conv["in_shape"]
+    Co, Ho, Wo = conv["out_shape"]
+    p, s = int(conv["pool"]), int(conv["stride"])
+    pt, _, pl, _ = conv["padding"]
+    w = np.zeros((Co * Ho * Wo, C * H * W), dtype=np.int64)
+    for ky in range(k.shape[2]):
+        for kx in range(k.shape[3]):
+            for y in range(Ho):
+                iy = y * s - pt + ky
+                if not 0 <= iy < H // p:
+                    continue
+                for x in range(Wo):
+                    ix = x * s - pl + kx
+                    if not 0 <= ix < W // p:
+                        continue
+                    for a in range(p):
+                        for b in range(p):
+                            pre = np.arange(C) * H * W + (iy * p + a) * W + ix * p + b
+                            post = np.arange(Co) * Ho * Wo + y * Wo + x
+                            w[np.ix_(post, pre)] = k[:, :, ky, kx]
+    return w
+
+
 def build(snn, meta, arrays, inputs):
     """Populations and projections of the program, as py-spinnaker2 objects.
 
@@ -85,13 +124,27 @@ def build(snn, meta, arrays, inputs):
             params = {key: arrays[name + "/" + key][idx].astype(float).tolist() for key in p["params"]}
             params["reset"] = p["reset"]
             pname = name if len(split) == 1 else "%s#pe%d" % (name, k)
-            pop = snn.Population(size=int(idx.size), neuron_model=p["model"], params=params, name=pname,
+            # a conv population split over explicit PEs takes plain projections: same LIF, lif_no_delay
+            model = "lif_no_delay" if p["model"] == "lif_conv2d" and len(split) > 1 else p["model"]
+            pop = snn.Population(size=int(idx.size), neuron_model=model, params=params, name=pname,
                                  record=["spikes", "v"])
             pop.set_max_atoms_per_core(int(p["max_atoms_per_core"]) if len(split) == 1 else int(idx.size))
             parts[name].append((pop, idx))
             objs.append(pop)
     for i, q in enumerate(meta["projections"]):
-        w = arrays["proj%d/weights" % i]
+        conv = q.get("conv")
+        if conv is not None:
+            k = arrays["proj%d/kernel" % i]
+            (pre_parts, post_parts) = parts[q["pre"]], parts[q["post"]]
+            if len(pre_parts) == 1 and len(post_parts) == 1:
+                # kernel as py-spinnaker2 takes it: (C_in, C_out, kh, kw) int8
+                objs.append(snn.Conv2DProjection(pre_parts[0][0], post_parts[0][0],
+                                                 np.ascontiguousarray(k.swapaxes(0, 1)).astype(np.int8),
+                                                 conv_params(conv)))
+                continue
+            w = conv_dense(k, conv)
+        else:
+            w = arrays["proj%d/weights" % i]
         for post_pop, post_idx in parts[q["post"]]:
             for pre_pop, pre_idx in parts[q["pre"]]:
                 sub = w[np.ix_(post_idx, pre_idx)]

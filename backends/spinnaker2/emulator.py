@@ -6,7 +6,7 @@ integer weights are exact in float32 below 2²⁴):
 
     syn_k   = Σ_pre W_int · s_pre[t−1]           (one step of latency per projection;
                                                   positive weights → exc, negative → inh)
-    lif_no_delay:            v = alpha_decay·v + syn + i_offset
+    lif_no_delay, lif_conv2d: v = alpha_decay·v + syn + i_offset   (conv: syn by pooling + conv, conv.apply)
     lif_curr_exp_no_delay:   chip order:   i_exc = exc_decay·i_exc + syn_exc;  i_inh = inh_decay·i_inh + syn_inh
                                            v = alpha_decay·v + (i_exc + i_inh) + i_offset
                              brian2 order: v first with the previous currents, then the currents update
@@ -45,7 +45,9 @@ class S2Emulator(Device):
             raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
         self.align = align
         self.into = {pop.name: [q for q in program.projections if q.post == pop.name] for pop in program.populations}
-        self.W = {id(q): (np.maximum(q.weights, 0).astype(F32).T, np.minimum(q.weights, 0).astype(F32).T)
+        self.W = {id(q): ((np.maximum(q.kernel, 0).astype(F32), np.minimum(q.kernel, 0).astype(F32))
+                          if q.conv is not None else
+                          (np.maximum(q.weights, 0).astype(F32).T, np.minimum(q.weights, 0).astype(F32).T))
                   for q in program.projections}
 
     def reset(self, batch: int = 1) -> None:
@@ -80,10 +82,16 @@ class S2Emulator(Device):
             si = np.zeros_like(st["v"])
             for q in self.into[pop.name]:
                 wp, wn = self.W[id(q)]
+                if q.conv is not None:  # Conv2DProjection: pool + conv of the spikes (exact, see conv.apply)
+                    from .conv import apply
+
+                    se = se + apply(wp, q.conv, prev[q.pre])
+                    si = si + apply(wn, q.conv, prev[q.pre])
+                    continue
                 se = se + prev[q.pre] @ wp
                 si = si + prev[q.pre] @ wn
             P = pop.params
-            if pop.model == "lif_no_delay":
+            if pop.model in ("lif_no_delay", "lif_conv2d"):
                 v = P["alpha_decay"] * st["v"] + (se + si) + P["i_offset"]
             elif self.order == "chip":
                 st["ie"] = P["exc_decay"] * st["ie"] + se

@@ -4,7 +4,9 @@ Structure: :func:`backends.linear.compose` fuses every chain of linear nodes
 between two neuron layers (or an Input and a layer) into one matrix per
 (source, target) pair plus a bias, so two weight layers in a row, conv+pool
 and neuron→neuron edges all become ordinary projections (no relay needed).
-Inputs become ``spike_list`` populations; LIF/IF/LI/I nodes ``lif_no_delay``;
+Inputs become ``spike_list`` populations; LIF/IF/LI/I nodes ``lif_no_delay``,
+or ``lif_conv2d`` with a ``Conv2DProjection`` when fed by one [pool →] Conv2d
+(:mod:`.conv`; option ``conv=false`` keeps dense projections);
 CubaLIF/CubaLI nodes ``lif_curr_exp_no_delay`` (int8 weights, ±127, from
 ``hw_configs/spinnaker2.toml [models]``).
 
@@ -95,7 +97,8 @@ def lower(graph: Graph, ctx) -> S2Program:
         node = graph.nodes[name]
         if isinstance(node, nir.Input):
             pops[name] = Population(name, "spike_list", int(np.prod(graph.shape_out(name))), latency=0)
-    weight_max_of = {m: int(spec.get(f"models.{m}.weight_max")) for m in ("lif_no_delay", "lif_curr_exp_no_delay")}
+    weight_max_of = {m: int(spec.get(f"models.{m}.weight_max"))
+                     for m in ("lif_no_delay", "lif_conv2d", "lif_curr_exp_no_delay")}
     for name in order:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
@@ -126,6 +129,9 @@ def lower(graph: Graph, ctx) -> S2Program:
         c = c + bias_gain * b
         # effective real drives and one scale per population
         mats = {s: (np.asarray(m).T * g[:, None]) for s, (m, _) in terms.items()}
+        conv_of = _conv_terms(graph, name, model, terms, g, opts)
+        if conv_of:
+            model = "lif_conv2d"
         wmax = weight_max_of[model]
         q = [graph.ann(p, Quant) for p in graph.preds(name)]
         bits = min([a.bits for a in q if a is not None and a.scheme == "int"], default=None)
@@ -134,8 +140,12 @@ def lower(graph: Graph, ctx) -> S2Program:
         peak = max((float(np.abs(m).max()) for m in mats.values() if m.size), default=0.0)
         scale = peak / wmax if peak > 0 else 1.0
         for s, m in mats.items():
+            if s in conv_of:  # the same rounding applied to the kernel: bit-equal to the dense form (conv.py)
+                k_int, _ = quantize_weights(conv_of[s][0], bits=16, qmax=wmax, clip=scale * wmax)
+                projs.append(Projection(pre=s, post=name, kernel=k_int, conv=conv_of[s][1]))
+                continue
             w_int, _ = quantize_weights(m, bits=16, qmax=wmax, clip=scale * wmax)
-            projs.append(Projection(pre=s, post=name, weights=w_int, recurrent=bool(terms[s][1])))
+            projs.append(Projection(pre=s, post=name, w=w_int, recurrent=bool(terms[s][1])))
         spiking = isinstance(node, SPIKING)
         thr = _vec(node, "v_threshold", n) / scale if spiking else np.full(n, F32_MAX)
         v_reset = _vec(node, "v_reset", n) / scale if spiking and hasattr(node, "v_reset") else np.zeros(n)
@@ -172,6 +182,27 @@ def lower(graph: Graph, ctx) -> S2Program:
     prog.graph = graph
     ctx.reports["spinnaker2"] = prog.report
     return prog
+
+
+def _conv_terms(graph, name, model, terms, g, opts) -> dict:
+    """{source: (real kernel with the neurons' input gain folded in, geometry)}
+    when this LIF/IF layer is fed by a single [pool →] Conv2d (see :mod:`.conv`)
+    and its gain is uniform per output channel; else {} (dense projections)."""
+    if model != "lif_no_delay" or len(terms) != 1 or str(opts.get("conv", True)).lower() in ("0", "false", "no"):
+        return {}
+    (src, (_, back)), = terms.items()
+    if back:
+        return {}
+    from .conv import detect
+
+    found = detect(graph, name, src)
+    if found is None:
+        return {}
+    k, geo = found
+    gc = np.asarray(g, float).reshape(k.shape[0], -1)
+    if not np.all(gc == gc[:, :1]):
+        return {}
+    return {src: (k * gc[:, 0][:, None, None, None], geo)}
 
 
 def _egru_population(name, node, composed, pops) -> Population:

@@ -1,9 +1,9 @@
 """The SpiNNaker 2 Program: py-spinnaker2 populations and projections.
 
 One :class:`Population` per graph Input (``spike_list``) and neuron node
-(``lif_no_delay``, ``lif_curr_exp_no_delay``), one :class:`Projection` per
-(source, target) pair with integer weights (``w[post, pre]``) in the target
-model's range. Neuron parameters are per neuron, already in integer-weight
+(``lif_no_delay``, ``lif_conv2d``, ``lif_curr_exp_no_delay``), one
+:class:`Projection` per (source, target) pair with integer weights
+(``w[post, pre]``, or a conv kernel) in the target model's range. Neuron parameters are per neuron, already in integer-weight
 units (see :mod:`.lower`). ``latency`` is how many steps a population trails
 the float reference (each projection adds one). ``pe`` is the PE index of
 every neuron (from the placement passes) and ``max_atoms_per_core`` the split
@@ -45,13 +45,31 @@ class Population:
 
 @dataclass
 class Projection:
+    """Integer synapses ``pre → post``. Dense projections hold ``w`` (int32,
+    (post, pre)); conv projections (``Conv2DProjection``, see :mod:`.conv`)
+    hold the int kernel (C_out, C_in, kh, kw) and its geometry ``conv``, and
+    ``weights`` is the dense matrix they stand for (built on first use)."""
     pre: str
     post: str
-    weights: np.ndarray              # int32 (post, pre)
+    w: np.ndarray | None = None
     recurrent: bool = False
+    kernel: np.ndarray | None = None
+    conv: dict | None = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        if self.w is None:
+            from .conv import dense
+
+            self.w = dense(self.kernel, self.conv)
+        return self.w
 
     @property
     def nnz(self) -> int:
+        if self.conv is not None:
+            from .conv import synapses
+
+            return int(synapses(self.kernel, self.conv)[0].size)
         return int(np.count_nonzero(self.weights))
 
 
@@ -76,8 +94,8 @@ class S2Program(Program):
                                  "max_atoms_per_core": p.max_atoms_per_core, "params": sorted(p.params),
                                  "kernel": sorted(p.kernel), "source": p.source}
                                 for p in self.populations],
-                "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz}
-                                for q in self.projections],
+                "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz,
+                                 "conv": q.conv} for q in self.projections],
                 "inputs": self.inputs, "outputs": self.outputs, "output_kind": self.output_kind,
                 "sys_tick_s": self.sys_tick_s, "curr_exp_order": self.curr_exp_order}
         arrays = {}
@@ -89,7 +107,10 @@ class S2Program(Program):
             if p.pe is not None:
                 arrays[f"{p.name}/pe"] = np.asarray(p.pe, dtype=np.int32)
         for i, q in enumerate(self.projections):
-            arrays[f"proj{i}/weights"] = np.asarray(q.weights, dtype=np.int32)
+            if q.conv is not None:
+                arrays[f"proj{i}/kernel"] = np.asarray(q.kernel, dtype=np.int32)
+            else:
+                arrays[f"proj{i}/weights"] = np.asarray(q.weights, dtype=np.int32)
         from .emit import script
 
         out = {"s2_program.json": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
@@ -132,7 +153,8 @@ def load_program(files: dict[str, bytes]) -> S2Program:
                                max_atoms_per_core=m["max_atoms_per_core"], scale=m["scale"],
                                kernel={k: arr[f"{m['name']}/k_{k}"] for k in m.get("kernel", [])},
                                source=m.get("source")))
-    projs = [Projection(pre=q["pre"], post=q["post"], weights=arr[f"proj{i}/weights"], recurrent=q["recurrent"])
+    projs = [Projection(pre=q["pre"], post=q["post"], w=arr.get(f"proj{i}/weights"), recurrent=q["recurrent"],
+                        kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"))
              for i, q in enumerate(meta["projections"])]
     return S2Program(pops, projs, meta["inputs"], meta["outputs"], meta["output_kind"], meta["sys_tick_s"],
                      meta["curr_exp_order"])

@@ -1,0 +1,127 @@
+"""Convolutional projections (py-spinnaker2 ``Conv2DProjection`` into ``lif_conv2d``).
+
+A neuron layer fed by exactly ``source → [SumPool2d | AvgPool2d] → Conv2d →
+layer`` keeps the convolution as a kernel instead of a dense matrix: the chip
+stores the int8 kernel once per PE instead of one synapse per (pre, post) pair.
+
+Geometry (``conv`` dict of a :class:`~.program.Projection`): the pre
+population is a (C_in, H, W) image in torch order (channel-major); pooled
+input ``P[c, y, x] = Σ_{a<pool_y, b<pool_x} s[c, y·pool_y + a, x·pool_x + b]``
+(sum pooling, window = stride, no padding, as py-spinnaker2's ``pool_x/pool_y``
+conv parameters); then ``I[o, y, x] = Σ_{c, ky, kx} K[o, c, ky, kx] ·
+P[c, y·stride − pad_top + ky, x·stride − pad_left + kx]`` (zero outside). An
+AvgPool2d in front is folded into the kernel (÷ window) before quantization.
+
+Only unambiguous cases become conv projections: groups = 1, dilation = 1,
+equal strides and equal pool sizes along x and y (py-spinnaker2's user scripts
+disagree on which NIR axis ``stride_x`` means), numeric padding, a source with a
+3-d shape. Anything else is lowered as a dense projection (same arithmetic).
+
+Every dense entry of a conv projection is exactly one kernel entry (pool
+windows do not overlap), so rounding the kernel and rounding the dense matrix
+give the same integers: conv and dense lowerings of one layer are bit-equal.
+"""
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+from nmc.ir import Graph
+
+
+def _two(v) -> tuple[int, int]:
+    a = np.asarray(v).reshape(-1)
+    return int(a[0]), int(a[-1])
+
+
+def detect(graph: Graph, target: str, source: str) -> tuple[np.ndarray, dict] | None:
+    """(float kernel (C_out, C_in, kh, kw), geometry) when ``source`` reaches
+    ``target`` only through [pool →] Conv2d, else None."""
+    preds = graph.preds(target)
+    if len(preds) != 1 or not isinstance(graph.nodes[preds[0]], nir.Conv2d):
+        return None
+    cname = preds[0]
+    conv = graph.nodes[cname]
+    if int(conv.groups) != 1 or _two(conv.dilation) != (1, 1) or isinstance(conv.padding, str):
+        return None
+    sy, sx = _two(conv.stride)
+    py_, px_ = _two(conv.padding)
+    if sy != sx or len(graph.succs(cname)) != 1:
+        return None
+    k = np.asarray(conv.weight, float)
+    pool = (1, 1)
+    before = graph.preds(cname)
+    if len(before) != 1:
+        return None
+    node = graph.nodes[before[0]]
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        kk, ss, pp = _two(node.kernel_size), _two(node.stride), _two(node.padding)
+        if kk != ss or pp != (0, 0) or kk[0] != kk[1] or len(graph.succs(before[0])) != 1:
+            return None
+        pool = kk
+        if isinstance(node, nir.AvgPool2d):
+            k = k / (kk[0] * kk[1])
+        before = graph.preds(before[0])
+        if len(before) != 1:
+            return None
+    if before[0] != source:
+        return None
+    in_shape = tuple(int(v) for v in graph.shape_out(source) or ())
+    out_shape = tuple(int(v) for v in graph.shape_out(cname) or ())
+    if len(in_shape) != 3 or len(out_shape) != 3 or in_shape[0] != k.shape[1]:
+        return None
+    if in_shape[1] % pool[0] or in_shape[2] % pool[1]:
+        return None  # pooling would drop a border: keep the dense form
+    geo = {"in_shape": list(in_shape), "out_shape": list(out_shape), "pool": pool[0], "stride": sy,
+           "padding": [py_, py_, px_, px_]}
+    return k, geo
+
+
+def synapses(kernel: np.ndarray, geo: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(post, pre, weight) of every synapse the conv projection makes (vectorised)."""
+    co, ci, kh, kw = kernel.shape
+    C, H, W = geo["in_shape"]
+    _, Ho, Wo = geo["out_shape"]
+    p, s = int(geo["pool"]), int(geo["stride"])
+    pt, _, pl, _ = geo["padding"]
+    Hp, Wp = H // p, W // p
+    o, y, x, c, ky, kx, a, b = np.meshgrid(np.arange(co), np.arange(Ho), np.arange(Wo), np.arange(ci),
+                                           np.arange(kh), np.arange(kw), np.arange(p), np.arange(p),
+                                           indexing="ij", sparse=False)
+    iy, ix = y * s - pt + ky, x * s - pl + kx
+    ok = (iy >= 0) & (iy < Hp) & (ix >= 0) & (ix < Wp)
+    w = kernel[o, c, ky, kx]
+    ok &= w != 0
+    post = (o * Ho + y) * Wo + x
+    pre = (c * H + iy * p + a) * W + ix * p + b
+    return post[ok].astype(np.int64), pre[ok].astype(np.int64), w[ok]
+
+
+def dense(kernel: np.ndarray, geo: dict) -> np.ndarray:
+    """The (post, pre) integer matrix the conv projection stands for."""
+    n_post = int(np.prod(geo["out_shape"]))
+    n_pre = int(np.prod(geo["in_shape"]))
+    m = np.zeros((n_post, n_pre), dtype=np.int32)
+    post, pre, w = synapses(kernel, geo)
+    m[post, pre] = w
+    return m
+
+
+def apply(kernel_f32, geo: dict, s: np.ndarray) -> np.ndarray:
+    """Σ W·s for a batch of 0/1 spike vectors s (B, n_pre) in float32: sum
+    pooling, zero padding, im2col (``unfold``, a copy) and one matmul of
+    integers — exact below 2²⁴ whatever the summation order (no Winograd/FFT)."""
+    import torch
+    import torch.nn.functional as F
+
+    B = s.shape[0]
+    x = torch.as_tensor(np.ascontiguousarray(s, dtype=np.float32)).reshape(B, *geo["in_shape"])
+    p = int(geo["pool"])
+    if p > 1:
+        x = F.avg_pool2d(x, p, p, divisor_override=1)
+    pt, pb, pl, pr = geo["padding"]
+    x = F.pad(x, (pl, pr, pt, pb))
+    k = torch.as_tensor(np.asarray(kernel_f32, np.float32))
+    cols = F.unfold(x, k.shape[2:], stride=int(geo["stride"]))      # (B, C_in·kh·kw, Ho·Wo)
+    y = k.reshape(k.shape[0], -1) @ cols                              # (B, C_out, Ho·Wo)
+    return y.reshape(B, -1).numpy()
