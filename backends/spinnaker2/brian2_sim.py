@@ -11,7 +11,8 @@ spike trains can be compared exactly with nmc's emulator:
 * ``threshold='v > threshold'``; reset ``v -= threshold`` or ``v = v_reset``;
 * each projection is a ``Synapses`` object with ``on_pre: syn_post += w``:
   a spike at step t is added in step t's ``synapses`` slot, after the update,
-  so it acts at t + 1 — the chip's one-step latency;
+  so it acts at t + 1 — the chip's one-step latency; a synaptic delay d
+  (``lif``/``lif_curr_exp`` models) is the Synapses' ``delay`` = d·dt;
 * inputs are ``SpikeGeneratorGroup``s emitting at step t.
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Brian2Device(Device):
                     t, i = np.nonzero(a)
                     grp = b2.SpikeGeneratorGroup(pop.size, i, t * dt, dt=dt, name=f"in_{len(groups)}")
                 else:
-                    cur = pop.model == "lif_curr_exp_no_delay"
+                    cur = pop.model in ("lif_curr_exp_no_delay", "lif_curr_exp")
                     eqs = "v : 1\nsyne : 1\nsyni : 1\nalpha_decay : 1 (constant)\ni_offset : 1 (constant)\n" \
                           "threshold : 1 (constant)\nv_reset : 1 (constant)\n"
                     if cur:
@@ -91,6 +92,7 @@ class Brian2Device(Device):
                 if post.size == 0:
                     continue
                 w = q.weights[post, pre].astype(np.float32)
+                dl = np.zeros(post.size) if q.delay is None else np.asarray(q.delay)[post, pre]
                 for sign, target in ((w > 0, "syne"), (w < 0, "syni")):
                     if not sign.any():
                         continue
@@ -98,6 +100,8 @@ class Brian2Device(Device):
                                       on_pre=f"{target}_post += w", dt=dt)
                     syn.connect(i=pre[sign], j=post[sign])
                     syn.w = w[sign]
+                    if q.delay is not None:  # delay d: the spike of step t acts at t + d + 1
+                        syn.delay = dl[sign] * dt
                     net.add(syn)
             net.run(total * dt)
         except Exception as e:

@@ -5,7 +5,8 @@ exactly the Program: one ``snn.Population`` per population (``spike_list``
 inputs fed from ``--input``) with ``set_max_atoms_per_core`` when the
 placement is py-spinnaker2's own uniform contiguous split, else one population
 per PE (an explicit PE assignment); one ``snn.Projection`` per (pre, post)
-population pair with ``[pre, post, weight, delay=0]`` connections, or one
+population pair with ``[pre, post, weight, delay]`` connections (delay d > 0
+only into ``lif``/``lif_curr_exp`` populations), or one
 ``snn.Conv2DProjection`` (int8 kernel (C_in, C_out, kh, kw) + conv parameters)
 for a conv projection into a ``lif_conv2d`` population (expanded to
 connections when either side is split over explicit PEs); then runs it on a
@@ -145,13 +146,17 @@ def build(snn, meta, arrays, inputs):
             w = conv_dense(k, conv)
         else:
             w = arrays["proj%d/weights" % i]
+        dl = arrays.get("proj%d/delay" % i)
+        if dl is None:
+            dl = np.zeros(w.shape, dtype=np.int64)
         for post_pop, post_idx in parts[q["post"]]:
             for pre_pop, pre_idx in parts[q["pre"]]:
                 sub = w[np.ix_(post_idx, pre_idx)]
+                dsub = dl[np.ix_(post_idx, pre_idx)]
                 post, pre = np.nonzero(sub)
                 if post.size == 0:
                     continue
-                conns = [[int(a), int(b), int(sub[b, a]), 0] for a, b in zip(pre.tolist(), post.tolist())]
+                conns = [[int(a), int(b), int(sub[b, a]), int(dsub[b, a])] for a, b in zip(pre.tolist(), post.tolist())]
                 objs.append(snn.Projection(pre=pre_pop, post=post_pop, connections=conns))
     net = snn.Network("nmc")
     net.add(*objs)

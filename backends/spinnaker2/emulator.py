@@ -4,10 +4,11 @@ Arithmetic, per chip step t (all state float32 as on the Cortex-M4F; weights
 are the program's integers, exactly representable in float32; sums of
 integer weights are exact in float32 below 2²⁴):
 
-    syn_k   = Σ_pre W_int · s_pre[t−1]           (one step of latency per projection;
+    syn_k   = Σ_pre W_int · s_pre[t−1−d]         (one step of latency per projection, plus the
+                                                  synapse's delay d of the lif/lif_curr_exp models;
                                                   positive weights → exc, negative → inh)
-    lif_no_delay, lif_conv2d: v = alpha_decay·v + syn + i_offset   (conv: syn by pooling + conv, conv.apply)
-    lif_curr_exp_no_delay:   chip order:   i_exc = exc_decay·i_exc + syn_exc;  i_inh = inh_decay·i_inh + syn_inh
+    lif(_no_delay), lif_conv2d: v = alpha_decay·v + syn + i_offset   (conv: syn by pooling + conv, conv.apply)
+    lif_curr_exp(_no_delay): chip order:   i_exc = exc_decay·i_exc + syn_exc;  i_inh = inh_decay·i_inh + syn_inh
                                            v = alpha_decay·v + (i_exc + i_inh) + i_offset
                              brian2 order: v first with the previous currents, then the currents update
     spike when v > threshold (strict);  reset_by_subtraction: v −= threshold;  reset_to_v_reset: v = v_reset
@@ -45,10 +46,16 @@ class S2Emulator(Device):
             raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
         self.align = align
         self.into = {pop.name: [q for q in program.projections if q.post == pop.name] for pop in program.populations}
-        self.W = {id(q): ((np.maximum(q.kernel, 0).astype(F32), np.minimum(q.kernel, 0).astype(F32))
-                          if q.conv is not None else
-                          (np.maximum(q.weights, 0).astype(F32).T, np.minimum(q.weights, 0).astype(F32).T))
-                  for q in program.projections}
+        self.W = {}  # id(q) -> [(delay d, W⁺, W⁻)]: one pair per distinct delay value
+        for q in program.projections:
+            if q.conv is not None:
+                self.W[id(q)] = [(0, np.maximum(q.kernel, 0).astype(F32), np.minimum(q.kernel, 0).astype(F32))]
+                continue
+            dl = np.zeros(q.weights.shape, np.int64) if q.delay is None else np.asarray(q.delay)
+            self.W[id(q)] = [(int(d), np.where(dl == d, np.maximum(q.weights, 0), 0).astype(F32).T,
+                              np.where(dl == d, np.minimum(q.weights, 0), 0).astype(F32).T)
+                             for d in np.unique(dl[q.weights != 0] if np.any(q.weights) else [0])]
+        self.depth = 1 + max((d for v in self.W.values() for d, _, _ in v), default=0)
 
     def reset(self, batch: int = 1) -> None:
         self.batch = batch
@@ -57,9 +64,15 @@ class S2Emulator(Device):
             z = np.zeros((batch, pop.size), F32)
             v0 = np.broadcast_to(pop.params.get("v_init", np.zeros(pop.size, F32)), z.shape).astype(F32)
             self.state[pop.name] = {"v": v0.copy(), "ie": z.copy(), "ii": z.copy(), "s": z.copy()}
+        # past[k][j] = spikes of population k at step t − 1 − j (j < depth): the delay lines
+        self.past = {pop.name: [np.zeros((batch, pop.size), F32) for _ in range(self.depth)]
+                     for pop in self.p.populations}
 
     def _step(self, ext: dict[str, np.ndarray]) -> dict[str, dict]:
         prev = {k: st["s"] for k, st in self.state.items()}
+        for k, line in self.past.items():  # shift the delay lines: line[0] = s[t − 1]
+            line.insert(0, prev[k])
+            line.pop()
         for pop in self.p.populations:
             st = self.state[pop.name]
             if pop.model == "spike_list":
@@ -81,17 +94,19 @@ class S2Emulator(Device):
             se = np.zeros_like(st["v"])
             si = np.zeros_like(st["v"])
             for q in self.into[pop.name]:
-                wp, wn = self.W[id(q)]
                 if q.conv is not None:  # Conv2DProjection: pool + conv of the spikes (exact, see conv.apply)
                     from .conv import apply
 
+                    _, wp, wn = self.W[id(q)][0]
                     se = se + apply(wp, q.conv, prev[q.pre])
                     si = si + apply(wn, q.conv, prev[q.pre])
                     continue
-                se = se + prev[q.pre] @ wp
-                si = si + prev[q.pre] @ wn
+                for d, wp, wn in self.W[id(q)]:
+                    x = self.past[q.pre][d]
+                    se = se + x @ wp
+                    si = si + x @ wn
             P = pop.params
-            if pop.model in ("lif_no_delay", "lif_conv2d"):
+            if pop.model in ("lif_no_delay", "lif_conv2d", "lif"):
                 v = P["alpha_decay"] * st["v"] + (se + si) + P["i_offset"]
             elif self.order == "chip":
                 st["ie"] = P["exc_decay"] * st["ie"] + se

@@ -32,11 +32,17 @@ and every voltage parameter is divided by s (threshold/s, c/s, v_reset/s),
 which leaves the spike trains of the exact arithmetic unchanged. A ``Quant``
 annotation with fewer bits on the weights lowers w_max accordingly.
 
-Latency: each projection adds one step, so a population whose sources trail
-the reference by L steps trails it by L + 1 (inputs 0). All forward sources of
-a population must have the same latency, and a recurrent source the same
-latency as its target (then the chip's one-step delay equals the reference's
-back-edge delay).
+Latency and delays: each projection adds one step, and a synapse with
+py-spinnaker2 delay parameter d delivers after d + 1 steps. A population
+trails the reference by L = max over its forward inputs of L_src + 1 − D_min
+steps (inputs 0; D = the graph's Delay in steps, a ``Delay`` node directly
+after an input or neuron layer becoming a synaptic delay of that source's
+projections), and every synapse gets d = L − L_src − 1 + D (+ 1 for a
+recurrent input, whose back edge delays by one step in the reference). So skip
+paths of different lengths and graph delays become synaptic delays: a layer
+that needs any d > 0 uses the ``lif`` / ``lif_curr_exp`` model (weights ±15,
+d ≤ 7 from ``[models.*]``), every other layer the int8 ``_no_delay`` models.
+A recurrent input that would need d < 0 is refused.
 """
 from __future__ import annotations
 
@@ -84,7 +90,9 @@ def lower(graph: Graph, ctx) -> S2Program:
     dt = float(graph.meta.get("dt", 1e-3))
     integ = graph.meta.get("integrator", "euler")
     order, back = graph.schedule()
-    lin = compose(graph, order, back, target="spinnaker2", neurons=S2_NEURONS + (EGRU,))
+    flat, virt = _delays_as_sources(graph, dt)
+    order2, back2 = flat.schedule()
+    lin = compose(flat, order2, back2, target="spinnaker2", neurons=S2_NEURONS + (EGRU,))
     warnings = []
 
     def warn(msg, node):
@@ -94,58 +102,58 @@ def lower(graph: Graph, ctx) -> S2Program:
     pops: dict[str, Population] = {}
     projs: list[Projection] = []
     for name in order:
-        node = graph.nodes[name]
-        if isinstance(node, nir.Input):
+        if isinstance(graph.nodes[name], nir.Input):
             pops[name] = Population(name, "spike_list", int(np.prod(graph.shape_out(name))), latency=0)
-    weight_max_of = {m: int(spec.get(f"models.{m}.weight_max"))
-                     for m in ("lif_no_delay", "lif_conv2d", "lif_curr_exp_no_delay")}
-    for name in order:
+    layers = [k for k in order if isinstance(graph.nodes[k], S2_NEURONS + (EGRU,))]
+    terms_of = {k: _terms(k, lin[k][0], virt, order) for k in layers}
+    lat_of = _latencies(graph, layers, terms_of, pops)
+    model_max = {m: (int(spec.get(f"models.{m}.weight_max")), int(spec.get(f"models.{m}.delay_max", 0)))
+                 for m in ("lif_no_delay", "lif_conv2d", "lif_curr_exp_no_delay", "lif", "lif_curr_exp")}
+    for name in layers:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
-            pops[name] = _egru_population(name, node, lin[name], pops)
-            continue
-        if not isinstance(node, S2_NEURONS):
+            pops[name] = _egru_population(name, node, lin[name], pops, virt)
             continue
         n = int(np.prod(graph.shape_out(name)))
         model, alpha, g, c, bias_gain, decay = _dynamics(name, node, dt, integ, n, warn)
-        terms, bias = lin[name]
-        fwd = {s: v for s, v in terms.items() if not v[1]}
-        rec = {s: v for s, v in terms.items() if v[1]}
-        lat_f = {pops[s].latency for s in fwd if s in pops}
-        if len(lat_f) > 1:
-            raise UnsupportedNodeError(f"its inputs arrive over paths of different lengths {sorted(lat_f)} "
-                                       "(every projection adds one step on SpiNNaker 2)", node=name,
-                                       hint="give skip paths the same number of neuron layers")
-        lat = (lat_f.pop() if lat_f else 0) + 1
-        for s in rec:
-            if s in pops and pops[s].latency != lat and s != name:
-                raise UnsupportedNodeError(f"recurrent input from '{s}' (latency {pops[s].latency}) does not line up "
-                                           f"with this layer (latency {lat})", node=name,
-                                           hint="recurrent edges must connect layers at the same depth")
+        terms, bias = terms_of[name], lin[name][1]
+        lat = lat_of[name]
+        delays = [_synapse_delays(name, t, lat, lat_of) for t in terms]
+        if any(np.any(d > 0) for d in delays):
+            model = DELAY_MODEL[model]
+            dmax = model_max[model][1]
+            worst = max(int(d.max()) for d in delays)
+            if worst > dmax:
+                raise UnsupportedNodeError(f"needs a synaptic delay of {worst + 1} steps; model '{model}' takes at "
+                                           f"most {dmax + 1}", node=name, limit=dmax, actual=worst,
+                                           hint="shorten the Delay or balance the path lengths into this layer")
+            warn(f"uses synaptic delays (up to {worst + 1} steps): model '{model}', weights in "
+                 f"±{model_max[model][0]}", name)
         b = np.asarray(bias, float).reshape(-1)
         if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(b != 0):
             warn("a bias into a current-based neuron is applied to v at its steady-state value "
                  "(py-spinnaker2 has no current offset): exact only after the current settles", name)
         c = c + bias_gain * b
         # effective real drives and one scale per population
-        mats = {s: (np.asarray(m).T * g[:, None]) for s, (m, _) in terms.items()}
-        conv_of = _conv_terms(graph, name, model, terms, g, opts)
+        mats = [np.asarray(t[3]).T * g[:, None] for t in terms]
+        conv_of = {} if any(t in virt for t in lin[name][0]) else _conv_terms(flat, name, model, lin[name][0], g, opts)
         if conv_of:
             model = "lif_conv2d"
-        wmax = weight_max_of[model]
+        wmax = model_max[model][0]
         q = [graph.ann(p, Quant) for p in graph.preds(name)]
         bits = min([a.bits for a in q if a is not None and a.scheme == "int"], default=None)
         if bits is not None:
             wmax = min(wmax, 2 ** (bits - 1) - 1)
-        peak = max((float(np.abs(m).max()) for m in mats.values() if m.size), default=0.0)
+        peak = max((float(np.abs(m).max()) for m in mats if m.size), default=0.0)
         scale = peak / wmax if peak > 0 else 1.0
-        for s, m in mats.items():
-            if s in conv_of:  # the same rounding applied to the kernel: bit-equal to the dense form (conv.py)
-                k_int, _ = quantize_weights(conv_of[s][0], bits=16, qmax=wmax, clip=scale * wmax)
-                projs.append(Projection(pre=s, post=name, kernel=k_int, conv=conv_of[s][1]))
+        for (src, _, rec, _), m, d in zip(terms, mats, delays):
+            if src in conv_of:  # the same rounding applied to the kernel: bit-equal to the dense form (conv.py)
+                k_int, _ = quantize_weights(conv_of[src][0], bits=16, qmax=wmax, clip=scale * wmax)
+                projs.append(Projection(pre=src, post=name, kernel=k_int, conv=conv_of[src][1]))
                 continue
             w_int, _ = quantize_weights(m, bits=16, qmax=wmax, clip=scale * wmax)
-            projs.append(Projection(pre=s, post=name, w=w_int, recurrent=bool(terms[s][1])))
+            dm = np.where(w_int != 0, d[None, :], 0).astype(np.int32) if np.any(d > 0) else None
+            projs.append(Projection(pre=src, post=name, w=w_int, recurrent=rec, delay=dm))
         spiking = isinstance(node, SPIKING)
         thr = _vec(node, "v_threshold", n) / scale if spiking else np.full(n, F32_MAX)
         v_reset = _vec(node, "v_reset", n) / scale if spiking and hasattr(node, "v_reset") else np.zeros(n)
@@ -183,6 +191,73 @@ def lower(graph: Graph, ctx) -> S2Program:
     ctx.reports["spinnaker2"] = prog.report
     return prog
 
+DELAY_MODEL = {"lif_no_delay": "lif", "lif_curr_exp_no_delay": "lif_curr_exp"}
+
+
+def _delays_as_sources(graph: Graph, dt: float) -> tuple[Graph, dict]:
+    """A copy of the graph where every Delay node fed directly by an Input or a
+    neuron layer becomes a virtual source (an Input of the same shape), so the
+    linear composition keeps its paths apart; ``{delay node: (real source,
+    steps per source neuron)}``. Delays anywhere else are refused."""
+    virt = {}
+    flat = None
+    for name, node in graph.nodes.items():
+        if not isinstance(node, nir.Delay):
+            continue
+        preds = graph.preds(name)
+        if len(preds) != 1 or not isinstance(graph.nodes[preds[0]], (nir.Input,) + S2_NEURONS):
+            raise UnsupportedNodeError("a Delay must come directly after one input or neuron layer on SpiNNaker 2 "
+                                       "(it becomes a synaptic delay of that layer's projections)", node=name,
+                                       hint="move the Delay before the weights (delays commute with linear maps)")
+        src = preds[0]
+        n = int(np.prod(graph.shape_out(src)))
+        steps = np.rint(np.broadcast_to(np.asarray(node.delay, float).reshape(-1), (n,)) / dt).astype(np.int64)
+        if np.any(steps < 0):
+            raise UnsupportedNodeError("negative delay", node=name, hint="delays must be ≥ 0")
+        if flat is None:
+            flat = graph.copy()
+        flat.remove_edge(src, name)
+        flat.replace_node(name, nir.Input(input_type={"input": np.asarray(graph.shape_out(src))}))
+        virt[name] = (src, steps)
+    return (flat if flat is not None else graph), virt
+
+
+def _terms(name, composed: dict, virt: dict, order: list) -> list:
+    """[(real source, delay steps per source neuron, recurrent, matrix (n_src, n_in))]. A term
+    through a Delay is recurrent when its real source is not scheduled before ``name``."""
+    out = []
+    for s, (m, back) in composed.items():
+        if s in virt:
+            r, steps = virt[s]
+            out.append((r, steps, order.index(r) >= order.index(name), m))
+        else:
+            out.append((s, np.zeros(m.shape[0], np.int64), bool(back), m))
+    return out
+
+
+def _latencies(graph, layers, terms_of, pops) -> dict:
+    """Chip steps each layer trails the reference: L = max over forward terms of
+    L_src + 1 − min(delay) (≥ 0), or 1 with no forward input; inputs 0."""
+    lat = {k: p.latency for k, p in pops.items()}
+    for name in layers:
+        fwd = [(s, d) for s, d, rec, _ in terms_of[name] if not rec]
+        lat[name] = max([max(0, lat[s] + 1 - (int(d.min()) if d.size else 0)) for s, d in fwd], default=1)
+    return lat
+
+
+def _synapse_delays(name, term, lat, lat_of) -> np.ndarray:
+    """py-spinnaker2 delay parameter per source neuron (the chip delivers after d + 1
+    steps): d = L_post − L_src − 1 + D, plus 1 for a recurrent term (the
+    reference's back edge delays by one step)."""
+    src, steps, rec, _ = term
+    d = lat - lat_of[src] - 1 + steps + (1 if rec else 0)
+    if np.any(d < 0):
+        raise UnsupportedNodeError(f"input from '{src}' (latency {lat_of[src]}) arrives after this layer "
+                                   f"(latency {lat}) needs it", node=name,
+                                   hint="recurrent edges must connect layers at the same depth or come from deeper "
+                                        "layers through a Delay")
+    return d.astype(np.int64)
+
 
 def _conv_terms(graph, name, model, terms, g, opts) -> dict:
     """{source: (real kernel with the neurons' input gain folded in, geometry)}
@@ -205,12 +280,12 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
     return {src: (k * gc[:, 0][:, None, None, None], geo)}
 
 
-def _egru_population(name, node, composed, pops) -> Population:
+def _egru_population(name, node, composed, pops, virt) -> Population:
     """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`)."""
     from .egru import quantize_rows
 
     terms, bias = composed
-    if len(terms) != 1 or any(v[1] for v in terms.values()):
+    if len(terms) != 1 or any(v[1] or s in virt for s, v in terms.items()):
         raise UnsupportedNodeError("an EGRU layer must be fed by exactly one layer or input (feed-forward)",
                                    node=name, hint="concatenate inputs before the EGRU")
     (src, (M, _)), = terms.items()

@@ -1,7 +1,8 @@
 """The SpiNNaker 2 Program: py-spinnaker2 populations and projections.
 
 One :class:`Population` per graph Input (``spike_list``) and neuron node
-(``lif_no_delay``, ``lif_conv2d``, ``lif_curr_exp_no_delay``), one
+(``lif_no_delay``, ``lif_conv2d``, ``lif_curr_exp_no_delay``, or ``lif`` /
+``lif_curr_exp`` when it needs synaptic delays), one
 :class:`Projection` per (source, target) pair with integer weights
 (``w[post, pre]``, or a conv kernel) in the target model's range. Neuron parameters are per neuron, already in integer-weight
 units (see :mod:`.lower`). ``latency`` is how many steps a population trails
@@ -30,7 +31,7 @@ PARAMS = ("threshold", "alpha_decay", "i_offset", "v_reset", "exc_decay", "inh_d
 @dataclass
 class Population:
     name: str
-    model: str                      # spike_list | lif_no_delay | lif_curr_exp_no_delay
+    model: str                      # spike_list | lif(_no_delay) | lif_conv2d | lif_curr_exp(_no_delay) | egru_kernel
     size: int
     reset: str = "reset_by_subtraction"
     params: dict = field(default_factory=dict)     # name -> float32 array (size,)
@@ -55,6 +56,7 @@ class Projection:
     recurrent: bool = False
     kernel: np.ndarray | None = None
     conv: dict | None = None
+    delay: np.ndarray | None = None  # int32 (post, pre): py-spinnaker2 delay d (delivered after d + 1 steps)
 
     @property
     def weights(self) -> np.ndarray:
@@ -111,6 +113,8 @@ class S2Program(Program):
                 arrays[f"proj{i}/kernel"] = np.asarray(q.kernel, dtype=np.int32)
             else:
                 arrays[f"proj{i}/weights"] = np.asarray(q.weights, dtype=np.int32)
+            if q.delay is not None:
+                arrays[f"proj{i}/delay"] = np.asarray(q.delay, dtype=np.int32)
         from .emit import script
 
         out = {"s2_program.json": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
@@ -154,7 +158,7 @@ def load_program(files: dict[str, bytes]) -> S2Program:
                                kernel={k: arr[f"{m['name']}/k_{k}"] for k in m.get("kernel", [])},
                                source=m.get("source")))
     projs = [Projection(pre=q["pre"], post=q["post"], w=arr.get(f"proj{i}/weights"), recurrent=q["recurrent"],
-                        kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"))
+                        kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"), delay=arr.get(f"proj{i}/delay"))
              for i, q in enumerate(meta["projections"])]
     return S2Program(pops, projs, meta["inputs"], meta["outputs"], meta["output_kind"], meta["sys_tick_s"],
                      meta["curr_exp_order"])

@@ -193,9 +193,9 @@ def test_errors_and_inspect(tmp_path):
         s2.run({"input": x * 0.5})  # spike_list takes 0/1 only
     from nets import egru_net
 
-    with pytest.raises(UnsupportedNodeError) as e:  # Brian2 cannot run generated kernels... but a Delay node
-        nmc.compile(nir.NIRGraph.from_list(nir.Delay(delay=np.full(3, 1e-3))), target="spinnaker2", **OPTS)
-    assert "Delay" in e.value.one_line()
+    with pytest.raises(UnsupportedNodeError) as e:  # no py-spinnaker2 model for a bare Threshold
+        nmc.compile(nir.NIRGraph.from_list(nir.Threshold(threshold=np.full(3, 0.5))), target="spinnaker2", **OPTS)
+    assert "Threshold" in e.value.one_line()
     eg = nmc.compile(egru_net(), target="spinnaker2", reset="subtract", **OPTS)
     from nmc.errors import DeviceError
 
