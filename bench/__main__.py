@@ -35,6 +35,11 @@ def main(argv=None) -> int:
     out = a.out or (RESULTS / "quick" if a.quick else RESULTS)
     report = a.report or (out / "BENCHMARKS.md" if a.quick else ROOT / "BENCHMARKS.md")
     failed = []
+    import torch
+
+    # one intra-op thread for every torch user (nmc reference, snnTorch, Norse): at these sizes a second
+    # thread only adds synchronisation, and on a shared 2-core machine spinning threads distort timings
+    torch.set_num_threads(1)
     if not a.report_only:
         for name in a.sections or list(SECTIONS):
             print(f"== {name}", flush=True)

@@ -30,8 +30,14 @@ def versions(*dists: str) -> dict[str, str]:
 def meta(section: str, quick: bool, command: str) -> dict:
     """What every result file records: date, machine, versions, reproducing command."""
     return {"section": section, "date": time.strftime("%Y-%m-%d"), "quick": quick, "command": command,
-            "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch_threads": _threads(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "versions": versions("nmc", "torch", "numpy", "numba", "snntorch", "norse", "brian2", "lava-nc", "nir")}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def best_time(fn, reps: int = 3, budget_s: float = 10.0) -> float:

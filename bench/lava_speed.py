@@ -6,6 +6,9 @@ Network: Input(64) → Dense → LIF(128) → Dense → LIF(10), binary spike in
 steps in-process. Prints steps/s for both and their ratio.
 
     .venv/bin/python bench/lava_speed.py [--t1 50] [--t2 250]
+
+The harness (``python -m bench throughput``) measures the same on every workload
+the loihi2 target takes, beside Lava floating_pt and the other peers.
 """
 from __future__ import annotations
 

@@ -9,16 +9,15 @@ Each builder returns ``run(x) -> (T, B, n_out) numpy`` for time-major input
   Norse ``LIFBoxCell`` computes v ← v + dt/τ·(−v + i), so its input weights
   are scaled by τ/dt per neuron;
 * CubaLIF (w_in = τs/dt, r = τm/dt): i ← (1 − dt/τs)·i + x, v ← (1 − dt/τm)·v + i →
-  snnTorch ``Synaptic(alpha, beta)``; Norse ``LIFCell`` (input jumps the current
-  after the voltage update, so it lags nmc by one step);
+  snnTorch ``Synaptic(alpha, beta)``; Norse ``LIFCell`` with input scaled by τm/dt;
 * IF (r = 1/dt): v ← v + x → snnTorch ``Leaky(beta=1)``; Norse ``IAFCell``;
 * CubaLI readout: snnTorch ``Synaptic`` with reset "none" and an unreachable
   threshold, input scaled by dt²/(τs·τm); Norse ``LICell``.
 
-The peers reset differently in detail (snnTorch zeroes the membrane one step
-after the spike, Norse orders current and voltage updates differently), so
-spike trains agree approximately, not exactly; :func:`agreement` measures how
-closely, and the throughput table reports it beside each peer.
+Agreement is measured, not assumed: :func:`agreement` of each peer's output
+with the float reference is reported beside its speed (snnTorch's Synaptic
+zeroes the membrane one step after a spike, so the recurrent CubaLIF net
+agrees only approximately there).
 """
 from __future__ import annotations
 

@@ -19,12 +19,15 @@ NOTES = {
     "nmc reference": "the float reference steps node by node through torch float64 with per-node dispatch "
                      "(`nmc/reference.py` step → dynamics); at batch 1 the ~20 µs per torch op dominates. It is the "
                      "oracle, not a fast path; a fused float32 step (or the chip emulators) is the fix.",
-    "nmc spinnaker2": "the float32 emulator multiplies by the expanded (dense) weight matrix each step; for "
-                      "convolutions that is (8·16·16)×(2·16·16) entries instead of a 3×3 kernel. Fix: keep "
-                      "convolutions as kernels (or CSR) in the emulator's per-step product.",
-    "nmc loihi2": "convolutions are lowered to Dense synapse blocks (as on the chip) and the numba loop walks every "
-                  "stored synapse each step; the peers run the 3×3 kernel through an optimised conv. Fix: a "
-                  "sparse (CSR) or conv-aware inner loop in `backends/loihi2/fast.py`.",
+    "nmc spinnaker2": "on the conv net, cProfile puts ~95 % of the step in `backends/spinnaker2/conv.py:apply` "
+                      "(per step and projection: torch avg-pool, pad, im2col `unfold` copy and a matmul, float32 "
+                      "tensors built from numpy each call), i.e. per-call torch overhead at batch 1 while the input "
+                      "is 80 % zeros. Fix: an event-driven integer scatter of the active sources' kernel rows "
+                      "(numba), as the chip does, instead of im2col.",
+    "nmc loihi2": "convolutions are lowered to Dense synapse blocks (as on the chip) and the numba loop "
+                  "(`backends/loihi2/fast.py:_loop`, ~95 % of the run) multiplies every stored synapse each step; "
+                  "the peers run the 3×3 kernel through torch's conv. Fix: walk only the active sources' rows "
+                  "(event-driven; inputs are 80 % zeros) or keep conv blocks as CSR in the loop.",
     "compile": "cProfile of the 10⁷-synapse loihi2 compile (54 s under the profiler): `partition` 33 s — "
                "`refine` 12 s (np.union1d/np.unique per candidate move), the greedy and sequential baselines the "
                "placement report compares against 10 s, source-core incidence 5 s —, `quantize` 10 s (6.6 s of it "
@@ -66,7 +69,8 @@ def throughput(d) -> list[str]:
     v = d["meta"]["versions"]
     L.append(f"Peers: snnTorch {v['snntorch']}, Norse {v['norse']}, Brian2 {v['brian2']} (numpy code generation), "
              f"Lava {v['lava-nc']} (`Loihi2SimCfg`, fixed_pt and floating_pt); torch {v['torch']}, numba "
-             f"{v['numba']}. All on the CPU in one process (Lava: child processes). steps/s = timesteps per "
+             f"{v['numba']}. All on the CPU in one process (Lava: child processes), torch with "
+             f"{d['meta'].get('torch_threads')} intra-op thread(s). steps/s = timesteps per "
              f"second; a batched step advances {d['batch']} samples. Best of up to 3 timed runs after a "
              "warm-up. Lava's per-step cost is the difference of two run lengths (its start-up removed). "
              "'agreement' is the output's agreement with the float reference (spike counts; Pearson r for "
@@ -125,7 +129,8 @@ def throughput(d) -> list[str]:
 def compile_(d) -> list[str]:
     L = ["## 2. Compile time and peak memory vs network size", "", _hdr(d, ""),
          "Default pipeline of each target; each measurement in a fresh process after a warm-up compile; "
-         "peak memory = growth of peak RSS during the compile. `dense`: one LIF population with dense "
+         "memory = peak traced allocation (tracemalloc) of a second compile; for compiles over 30 s the "
+         "child's peak RSS (interpreter, torch and numba included) instead. `dense`: one LIF population with dense "
          "n×n recurrent weights + 32 inputs; `conv`: the conv/IF/sum-pool/LIF net scaled up. k = fitted "
          "exponent of time ∝ synapses^k (log-log least squares; memory exponent beside it). A row that "
          f"runs past {d['timeout_s']:.0f} s stops its family.\n"]
@@ -145,7 +150,9 @@ def compile_(d) -> list[str]:
                 if x is None:
                     cells.append("—")
                 elif x["ok"]:
-                    cells.append(f"{x['seconds']:.2f} s / {x['peak_mb']:.0f} MB" + (f" ({x['note']})" if x["note"] else ""))
+                    mem = (f"{x['peak_mb']:.1f} MB" if x.get("peak_mb") is not None
+                           else f"RSS {x.get('peak_rss_mb') or 0:.0f} MB")
+                    cells.append(f"{x['seconds']:.2f} s / {mem}" + (f" ({x['note']})" if x["note"] else ""))
                 else:
                     cells.append(x["note"][:90])
             cells += [r["note"] for r in tr if "synapses" not in r]
