@@ -29,6 +29,12 @@ class S2Hardware(Device):
         if importlib.util.find_spec("spinnaker2") is None:
             raise DeviceError("py-spinnaker2 is not installed, so nmc cannot talk to a SpiNNaker 2 board",
                               hint="install py-spinnaker2 from its GitLab repository, or use --device emulator")
+        import json
+
+        chips = json.loads(files["s2_program.json"]).get("chips", 1)
+        if chips > 1:
+            raise DeviceError(f"this program is placed on {chips} chips; py-spinnaker2 runs one chip per "
+                              "SpiNNaker2Chip", hint="recompile with --hw spinnaker2 (one chip) to run on a board")
         self.files, self.board = files, board
 
     def reset(self, batch: int = 1) -> None:  # each run starts from the program's initial state
@@ -45,7 +51,7 @@ class S2Hardware(Device):
             mod = runpy.run_path(str(Path(d) / "run_spinnaker2.py"))
             try:
                 mod["main"](["--board", self.board, "--input", str(Path(d) / "in.npz"), "-o", str(Path(d) / "out.npz")])
-            except Exception as e:  # the board or the vendor package failed
+            except (Exception, SystemExit) as e:  # the board, the vendor package or the script refused
                 raise DeviceError(f"the SpiNNaker 2 run failed: {type(e).__name__}: {e}") from e
             with np.load(Path(d) / "out.npz") as z:
                 return {k: z[k] for k in z.files}

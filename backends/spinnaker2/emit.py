@@ -173,6 +173,10 @@ def main(argv=None):
     from spinnaker2 import hardware, snn  # py-spinnaker2, imported only here
 
     meta, arrays = load()
+    if meta.get("chips", 1) > 1:
+        raise SystemExit("this program is placed on %d chips, but py-spinnaker2's SpiNNaker2Chip runs one chip: "
+                         "recompile for one chip (--hw spinnaker2) or run it with a multi-chip runtime "
+                         "(the per-chip PE assignment is in s2_arrays.npz, '<population>/chip')" % meta["chips"])
     with np.load(a.input, allow_pickle=False) as z:
         raw = {k: z[k] for k in z.files}
     inputs = {meta["inputs"][k]: v for k, v in raw.items()}

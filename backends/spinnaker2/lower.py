@@ -337,6 +337,8 @@ def _place(graph: Graph, pops: dict, spec, opts) -> None:
         a = graph.ann(name, Placement)
         if a is not None and a.core is not None:
             p.pe = np.asarray(a.core, dtype=np.int32).reshape(-1)
+            if a.chip is not None:
+                p.chip = np.asarray(a.chip, dtype=np.int32).reshape(-1)
             p.max_atoms_per_core = int(np.bincount(p.pe - p.pe.min()).max())
         else:
             p.pe = (nxt + np.arange(p.size) // per).astype(np.int32)

@@ -42,6 +42,7 @@ class Population:
     scale: float = 1.0                             # float voltage = scale · integer-unit voltage (readouts)
     kernel: dict = field(default_factory=dict)     # egru_kernel: wx, sx, wh, sh, bx, bh, thr
     source: str | None = None                      # egru_kernel: the population whose events feed it
+    chip: np.ndarray | None = None                 # chip per neuron (multi-chip placements); None: chip 0
 
 
 @dataclass
@@ -86,6 +87,12 @@ class S2Program(Program):
     curr_exp_order: str = "chip"
     report: dict = field(default_factory=dict)
 
+    @property
+    def chips_used(self) -> int:
+        """Chips the placement spreads the program over (1 without chip annotations)."""
+        ids = {int(c) for p in self.populations if p.chip is not None for c in np.unique(p.chip)}
+        return max(1, len(ids))
+
     def pop(self, name: str) -> Population:
         return next(p for p in self.populations if p.name == name)
 
@@ -99,7 +106,7 @@ class S2Program(Program):
                 "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz,
                                  "conv": q.conv} for q in self.projections],
                 "inputs": self.inputs, "outputs": self.outputs, "output_kind": self.output_kind,
-                "sys_tick_s": self.sys_tick_s, "curr_exp_order": self.curr_exp_order}
+                "sys_tick_s": self.sys_tick_s, "curr_exp_order": self.curr_exp_order, "chips": self.chips_used}
         arrays = {}
         for p in self.populations:
             for k, v in p.params.items():
@@ -108,6 +115,8 @@ class S2Program(Program):
                 arrays[f"{p.name}/k_{k}"] = np.asarray(v)
             if p.pe is not None:
                 arrays[f"{p.name}/pe"] = np.asarray(p.pe, dtype=np.int32)
+            if p.chip is not None:
+                arrays[f"{p.name}/chip"] = np.asarray(p.chip, dtype=np.int32)
         for i, q in enumerate(self.projections):
             if q.conv is not None:
                 arrays[f"proj{i}/kernel"] = np.asarray(q.kernel, dtype=np.int32)
@@ -128,7 +137,7 @@ class S2Program(Program):
 
     def summary(self) -> dict:
         r = dict(self.report)
-        r.update({"populations": len(self.populations), "projections": len(self.projections),
+        r.update({"populations": len(self.populations), "projections": len(self.projections), "chips_used": self.chips_used,
                   "synapses": int(sum(q.nnz for q in self.projections))})
         return r
 
@@ -156,7 +165,7 @@ def load_program(files: dict[str, bytes]) -> S2Program:
                                spiking=m["spiking"], pe=arr.get(f"{m['name']}/pe"),
                                max_atoms_per_core=m["max_atoms_per_core"], scale=m["scale"],
                                kernel={k: arr[f"{m['name']}/k_{k}"] for k in m.get("kernel", [])},
-                               source=m.get("source")))
+                               source=m.get("source"), chip=arr.get(f"{m['name']}/chip")))
     projs = [Projection(pre=q["pre"], post=q["post"], w=arr.get(f"proj{i}/weights"), recurrent=q["recurrent"],
                         kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"), delay=arr.get(f"proj{i}/delay"))
              for i, q in enumerate(meta["projections"])]

@@ -244,3 +244,33 @@ def test_emitted_script_makes_explicit_pe_assignments(tmp_path, monkeypatch):
             for a, b, weight, _ in r.conns:
                 w[post_i[b], pre_i[a]] = weight
         assert np.array_equal(w, q.weights)
+
+
+def test_multi_chip_program_records_chips_and_the_board_script_refuses_it(tmp_path, monkeypatch):
+    """A placement over several chips (small cores on the 48-chip spec) keeps the chip per
+    neuron; the one-chip board script says so instead of running a wrong network."""
+    import runpy
+
+    from nmc.backends.spinnaker2.program import load_program
+
+    hw = ["spinnaker2-48chip", {"chip": {"cores_usable": 2}, "core": {"neurons_max": 16}}]
+    b = nmc.compile(_wide(100), target="spinnaker2", hw=hw, passes="normalize,partition,place,route", **OPTS)
+    prog = b.program
+    assert prog.chips_used == b.report("placement")["chips_used"] >= 2
+    assert prog.summary()["chips_used"] == prog.chips_used
+    files = prog.files()
+    assert load_program(files).chips_used == prog.chips_used
+    d = tmp_path / "prog"
+    d.mkdir()
+    for k, v in files.items():
+        (d / k).parent.mkdir(parents=True, exist_ok=True)
+        (d / k).write_bytes(v)
+    rec = _Recorder()
+    pkg = types.ModuleType("spinnaker2")
+    pkg.snn, pkg.hardware = rec.snn, rec.hardware
+    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
+    np.savez(tmp_path / "in.npz", input=spikes((16,), T=5))
+    mod = runpy.run_path(str(d / "run_spinnaker2.py"))
+    with pytest.raises(SystemExit) as e:
+        mod["main"](["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz")])
+    assert "chips" in str(e.value) and not rec.runs
