@@ -65,6 +65,32 @@ def accumulate(w_int: np.ndarray, idx: np.ndarray, val: np.ndarray) -> np.ndarra
     return acc
 
 
+def step_batch(p: dict, c: np.ndarray, x: np.ndarray, y_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`step_f32` for a batch (B, ·) of samples and all units, vectorised
+    over samples and gate rows; the loop runs over the input indices that carry
+    an event in any sample, in increasing order. A sample without an event at
+    index i adds (float)w·0 = ±0 to its accumulator, which leaves it bit-for-bit
+    unchanged (the accumulator starts at +0 and round-to-nearest never makes a
+    sum −0 from +0), so every sample gets exactly the per-event C arithmetic."""
+    H = p["thr"].shape[0]
+
+    def acc(w_int, v):
+        a = np.zeros((v.shape[0], w_int.shape[0]), F32)
+        for i in np.flatnonzero(np.any(v != 0, axis=0)):
+            a = a + w_int[:, i].astype(F32)[None, :] * v[:, i:i + 1]
+        return a
+
+    gx = acc(p["wx"], np.asarray(x, F32)) * p["sx"] + p["bx"]
+    gh = acc(p["wh"], np.asarray(y_prev, F32)) * p["sh"] + p["bh"]
+    z = sigmoid_f32(gx[:, :H] + gh[:, :H])
+    r = sigmoid_f32(gx[:, H:2 * H] + gh[:, H:2 * H])
+    g = tanh_f32(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+    thr = p["thr"]
+    c_hat = (z * c + (F32(1) - z) * g).astype(F32)
+    o = c_hat > thr
+    return np.where(o, c_hat, F32(0)).astype(F32), np.where(o, c_hat - thr, c_hat).astype(F32)
+
+
 def step_f32(p: dict, c: np.ndarray, x_idx, x_val, y_idx, y_val, units: slice) -> tuple[np.ndarray, np.ndarray]:
     """One step of the units ``units`` of an EGRU population (one sample).
 

@@ -79,17 +79,9 @@ class S2Emulator(Device):
                 st["s"] = ext[pop.name]
                 continue
             if pop.model == "egru_kernel":
-                from .egru import step_f32
+                from .egru import step_batch
 
-                x, yprev = prev[pop.source], prev[pop.name]
-                ys, cs = [], []
-                for b in range(x.shape[0]):
-                    xi = np.flatnonzero(x[b])
-                    yi = np.flatnonzero(yprev[b])
-                    y, c = step_f32(pop.kernel, st["v"][b], xi, x[b][xi], yi, yprev[b][yi], slice(0, pop.size))
-                    ys.append(y)
-                    cs.append(c)
-                st["v"], st["s"] = np.stack(cs), np.stack(ys)
+                st["s"], st["v"] = step_batch(pop.kernel, st["v"], prev[pop.source], prev[pop.name])
                 continue
             se = np.zeros_like(st["v"])
             si = np.zeros_like(st["v"])

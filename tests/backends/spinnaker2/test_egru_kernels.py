@@ -128,3 +128,23 @@ def test_cost_report_counts_kernel_sram():
 
     p = b.program.pop("egru")
     assert pe["sram_bytes"] >= data_bytes(p.kernel, slice(0, p.size))
+
+
+def test_batched_step_is_bit_equal_to_the_per_sample_step():
+    from nmc.backends.spinnaker2.egru import step_batch, step_f32
+
+    b = nmc.compile(egru_net(hidden=7), target="spinnaker2", dt=1e-3, integrator="euler", reset="subtract",
+                    passes="normalize")
+    k = b.program.pop("egru").kernel
+    rng = np.random.default_rng(0)
+    B = 6
+    c = rng.normal(0, 0.3, (B, 7)).astype(np.float32)
+    x = (rng.normal(0, 1, (B, 5)) * (rng.random((B, 5)) < 0.5)).astype(np.float32)
+    yp = (rng.normal(0, 1, (B, 7)) * (rng.random((B, 7)) < 0.4)).astype(np.float32)
+    x[0] = 0  # a sample without input events
+    y, cn = step_batch(k, c, x, yp)
+    for i in range(B):
+        xi, yi = np.flatnonzero(x[i]), np.flatnonzero(yp[i])
+        y1, c1 = step_f32(k, c[i], xi, x[i][xi], yi, yp[i][yi], slice(0, 7))
+        assert np.array_equal(y[i].view(np.uint32), y1.view(np.uint32))
+        assert np.array_equal(cn[i].view(np.uint32), c1.view(np.uint32))
