@@ -1,25 +1,44 @@
 """Hardware specs: every limit and constant of a target, as data.
 
-A spec is a TOML file in ``hw_configs/`` (installed as ``nmc.hw_configs``).
-Every number is an inline table carrying its unit, provenance grade and
-source::
+A spec is a TOML file in ``hw_configs/`` (installed as ``nmc.hw_configs``);
+code reads it only through :class:`HardwareSpec`. Every number is an inline
+table with its unit, provenance grade and source::
 
     [core]
-    neurons_max = { value = 256, unit = "neuron", grade = "code", source = "py-spinnaker2 ..." }
+    neurons_max = { value = 256, unit = "neuron", grade = "code", source = "py-spinnaker2 scripts ..." }
+    mac_array = { value = [16, 4], unit = "count", grade = "unverified", source = "..." }
 
-Grades (as in the project's hardware notes): ``code`` (read in source),
-``paper`` (from a paper), ``est`` (derived here from sourced numbers; the
-derivation is in ``source``), ``unverified`` (plausible, not checked against a
-primary source), ``user`` (a user override). ``value`` may be a number or a
-list of numbers. Non-measurement text (``[spec] name``, ``target``,
-``description``) may be plain strings; ``base = "other-spec"`` at the top
-inherits from another spec and overrides its tables.
+* ``value``: a finite number or a non-empty list of finite numbers.
+* ``unit``: free text (``"J"``, ``"W"``, ``"s"``, ``"byte"``, ``"LSB"``, ...).
+  Units in :data:`COUNT_UNITS` mark counts: their values must be positive
+  integers.
+* ``grade``: ``code`` (read in source), ``paper`` (from a paper), ``est``
+  (derived here from sourced numbers, derivation in ``source``),
+  ``unverified`` (plausible, not checked against a primary source), ``user``
+  (set by an override).
+* ``source``: where the number comes from (non-empty).
+* ``same_as`` (optional): the dotted key of another entry holding the same
+  fact (e.g. ``numerics.weight_bits`` mirrors ``core.weight_bits``). The two
+  must agree; an override of the named key is copied to the mirror, and an
+  override of the mirror alone is an error.
 
-``HardwareSpec.load(name_or_path, overrides=[file.toml | dict, ...])``
-deep-merges user overrides (``--hw``): an override may give a full inline
-table or a bare number (which keeps the unit, sets grade ``user`` and records
-the file as source). Overriding a key the spec does not have is an error that
-names the nearest existing key (except under an ``[extra]`` table).
+Text that is not a measurement may be plain: strings, booleans and lists of
+strings (``[spec] name``, ``target``, ``description``, ``graded_events =
+true``). Plain numbers are rejected. ``base = "other-spec"`` (a packaged name,
+or a path relative to the file) at the top inherits another spec: its tables
+are deep-merged under this file's, and the file may add keys.
+
+``HardwareSpec.load(name_or_path, overrides=[file.toml | dict, ...])`` applies
+user overrides (``--hw``) on top, in order. An override gives a full inline
+table, a table with only some fields (unit kept; grade ``user`` and the file as
+source unless it says otherwise), or a bare number/list (keeps the unit, grade
+``user``, source ``user override (<file>)``). A key the spec does not have is
+an error naming the nearest existing key, except under ``[extra]``.
+
+Errors: malformed TOML and missing/unreadable files raise
+:class:`~nmc.errors.InputFileError` (file, tomllib's line/column); everything
+else about a spec raises :class:`~nmc.errors.ConfigError` naming the file and
+the dotted key.
 """
 from __future__ import annotations
 
@@ -32,17 +51,24 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .errors import ConfigError, InputFileError
 
+#: provenance grades; ``user`` is reserved for overrides
 GRADES = ("code", "paper", "est", "unverified", "user")
-_TEXT_KEYS = {"name", "target", "description", "base"}
+#: units whose values are counts of things: positive integers
+COUNT_UNITS = frozenset({"count", "neuron", "core", "PE", "chip", "entry", "axon", "synapse", "byte", "bit"})
+_LEAF_FIELDS = ("value", "unit", "grade", "source")
+_OPTIONAL_FIELDS = ("same_as",)
+_PACKAGE = "nmc.hw_configs"
 _MISSING = object()
 
 
 @dataclass(frozen=True)
 class SpecEntry:
+    """One number of a spec with its unit, grade and source."""
+
     value: Any
     unit: str
     grade: str
@@ -50,180 +76,341 @@ class SpecEntry:
 
 
 def list_specs() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("nmc.hw_configs").iterdir() if p.name.endswith(".toml"))
+    """Names of the packaged specs (``HardwareSpec.load(name)`` accepts them)."""
+    return sorted(p.name[:-5] for p in resources.files(_PACKAGE).iterdir() if p.name.endswith(".toml"))
 
 
-def _read_toml(path_or_name: str | Path) -> tuple[dict, str]:
-    p = Path(path_or_name)
-    if p.suffix != ".toml" and not p.exists():
-        res = resources.files("nmc.hw_configs") / f"{path_or_name}.toml"
-        if not res.is_file():
-            near = difflib.get_close_matches(str(path_or_name), list_specs(), n=1)
-            raise ConfigError(f"unknown hardware spec '{path_or_name}'",
-                              hint=(f"did you mean '{near[0]}'? " if near else "") + f"specs: {', '.join(list_specs())}")
-        text, where = res.read_text(), f"hw_configs/{path_or_name}.toml"
-    else:
-        if not p.exists():
-            raise InputFileError("hardware spec file not found", path=p, hint="check the --hw path")
-        text, where = p.read_text(), str(p)
+# ------------------------------------------------------------------ reading
+def _looks_like_path(x: str | Path) -> bool:
+    s = str(x)
+    return isinstance(x, Path) or s.endswith(".toml") or "/" in s or "\\" in s
+
+
+def _parse(text: str, where: str) -> dict:
     try:
-        return tomllib.loads(text), where
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise InputFileError(f"malformed TOML: {e}", path=where, hint="fix the syntax at that line/column") from None
+        raise InputFileError(f"malformed TOML: {e}", path=where, hint="fix the syntax at that line and column") from None
 
 
-def _is_leaf(v) -> bool:
+def _read_file(p: Path) -> tuple[dict, str]:
+    where = str(p)
+    if not p.is_file():
+        what = "is not a file" if p.exists() else "not found"
+        raise InputFileError(f"hardware spec file {what}", path=where,
+                             hint="check the path (a packaged spec is named without .toml: " + ", ".join(list_specs()) + ")")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputFileError(f"cannot read hardware spec file: {e}", path=where, hint="check the file's permissions and encoding") from None
+    return _parse(text, where), where
+
+
+def _read(name_or_path: str | Path, relative_to: Path | None = None) -> tuple[dict, str, Path | None]:
+    """(data, where, directory for relative ``base``) of a packaged name or a file."""
+    if not _looks_like_path(name_or_path):
+        res = resources.files(_PACKAGE) / f"{name_or_path}.toml"
+        if res.is_file():
+            return _parse(res.read_text(encoding="utf-8"), f"hw_configs/{name_or_path}.toml"), f"hw_configs/{name_or_path}.toml", None
+        if not Path(name_or_path).is_file():
+            near = difflib.get_close_matches(str(name_or_path), list_specs(), n=1)
+            raise ConfigError(f"unknown hardware spec '{name_or_path}'",
+                              hint=(f"did you mean '{near[0]}'? " if near else "")
+                              + "packaged specs: " + ", ".join(list_specs()) + "; a file path must end in .toml")
+    p = Path(name_or_path)
+    if relative_to is not None and not p.is_absolute():
+        p = relative_to / p
+    data, where = _read_file(p)
+    return data, where, p.parent
+
+
+# ------------------------------------------------------------------ structure
+def _is_leaf(v: Any) -> bool:
     return isinstance(v, dict) and "value" in v
 
 
-def _merge(base: dict, over: dict, where: str, prefix: str = "", *, strict: bool = True) -> dict:
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _node(d: Mapping, key: str) -> Any:
+    cur: Any = d
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+def _leaves(d: Mapping, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    for k, v in d.items():
+        if _is_leaf(v):
+            yield prefix + k, v
+        elif isinstance(v, dict):
+            yield from _leaves(v, prefix + k + ".")
+
+
+def _all_keys(d: Mapping, prefix: str = "") -> Iterator[str]:
+    for k, v in d.items():
+        yield prefix + k
+        if isinstance(v, dict) and not _is_leaf(v):
+            yield from _all_keys(v, prefix + k + ".")
+
+
+def _near(key: str, d: Mapping) -> str:
+    """'did you mean ...? ' for a missing dotted ``key`` of ``d``: the closest
+    key (difflib), else the keys of the same table."""
+    keys = list(_all_keys(d))
+    near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if near:
+        return f"did you mean '{near[0]}'? "
+    table, _, last = key.rpartition(".")
+    sib = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == table]
+    near = difflib.get_close_matches(last, sib, n=1, cutoff=0.5)
+    if near:
+        return f"did you mean '{table + '.' if table else ''}{near[0]}'? "
+    if sib:
+        return f"[{table or 'top level'}] has: " + ", ".join(sib[:12]) + (", ..." if len(sib) > 12 else "") + "; "
+    return ""
+
+
+def _merge(base: dict, over: Mapping, where: str, *, strict: bool, prefix: str = "", root: Mapping | None = None) -> dict:
+    """``over`` deep-merged onto a copy of ``base``.
+
+    strict (a user override): keys must exist (except under ``extra``), leaf
+    fields not given are kept, a bare number becomes a ``user`` value. Not
+    strict (``base =`` inheritance): the child's tables and leaves replace the
+    base's wholesale and may add keys."""
+    root = base if root is None else root
     out = copy.deepcopy(base)
     for k, v in over.items():
         key = f"{prefix}{k}"
-        if k == "base":
+        if prefix == "" and k == "base":
             continue
         if k not in out:
-            if strict and not key.startswith("extra") and not (prefix == "" and k in ("spec",)):
-                near = difflib.get_close_matches(key, list(_flat_keys(base)), n=1)
+            if strict and not (key == "extra" or key.startswith("extra.")):
                 raise ConfigError(f"override key '{key}' is not in the spec", path=where,
-                                  hint=(f"did you mean '{near[0]}'? " if near else "") + "put new keys under [extra]")
+                                  hint=_near(key, root) + "put new keys under [extra]")
             out[k] = copy.deepcopy(v)
             continue
         cur = out[k]
         if _is_leaf(cur):
-            if _is_leaf(v):
-                out[k] = {**cur, **v}
-            elif isinstance(v, (int, float, list)) and not isinstance(v, bool):
-                out[k] = {**cur, "value": v, "grade": "user", "source": f"user override ({where})"}
+            if not strict:
+                out[k] = copy.deepcopy(v)
+            elif isinstance(v, dict):
+                bad = sorted(set(v) - set(_LEAF_FIELDS) - set(_OPTIONAL_FIELDS))
+                if bad:
+                    raise ConfigError(f"override of '{key}' has unknown field(s) {', '.join(bad)}", path=where,
+                                      hint="an entry has value, unit, grade, source")
+                new = {**cur, **copy.deepcopy(v)}
+                if "value" in v and "grade" not in v:
+                    new["grade"] = "user"
+                if "value" in v and "source" not in v:
+                    new["source"] = f"user override ({where})"
+                out[k] = new
+            elif _is_number(v) or isinstance(v, list):
+                out[k] = {**cur, "value": copy.deepcopy(v), "grade": "user", "source": f"user override ({where})"}
             else:
-                raise ConfigError(f"override of '{key}' must be a number or an inline table with 'value'", path=where)
+                raise ConfigError(f"override of '{key}' must be a number, a list of numbers or an inline table",
+                                  path=where, actual=repr(v))
+            if strict and isinstance(out[k]["value"], list) != isinstance(cur["value"], list):
+                shape = "a list" if isinstance(cur["value"], list) else "a single number"
+                raise ConfigError(f"override of '{key}' must be {shape}, like the spec's value", path=where,
+                                  limit=cur["value"], actual=out[k]["value"])
         elif isinstance(cur, dict):
             if not isinstance(v, dict):
-                raise ConfigError(f"'{key}' is a table; override its keys instead", path=where)
-            out[k] = _merge(cur, v, where, key + ".", strict=strict)
+                raise ConfigError(f"'{key}' is a table; override its keys instead", path=where, actual=repr(v))
+            out[k] = _merge(cur, v, where, strict=strict, prefix=key + ".", root=root)
         else:
-            out[k] = v
+            if isinstance(v, dict):
+                raise ConfigError(f"'{key}' is a plain value, not a table", path=where)
+            out[k] = copy.deepcopy(v)
     return out
 
 
-def _flat_keys(d: dict, prefix: str = "") -> Iterator[str]:
-    for k, v in d.items():
-        if _is_leaf(v) or not isinstance(v, dict):
-            yield prefix + k
-        else:
-            yield from _flat_keys(v, prefix + k + ".")
+def _sync_mirrors(data: dict, over: Mapping, where: str) -> None:
+    """After an override: copy an overridden key to its ``same_as`` mirrors;
+    an override of a mirror alone is an error (the named key is the one to set)."""
+    for key, leaf in _leaves(data):
+        target = leaf.get("same_as")
+        if not isinstance(target, str) or not _is_leaf(_node(data, target)):
+            continue  # _validate reports it
+        tgt = _node(data, target)
+        if leaf["value"] == tgt["value"]:
+            continue
+        if _node(over, key) is not _MISSING:
+            raise ConfigError(f"'{key}' is the same fact as '{target}' and follows it", path=where,
+                              hint=f"override '{target}' instead")
+        leaf["value"] = copy.deepcopy(tgt["value"])
+        leaf["grade"] = tgt["grade"]
+        leaf["source"] = f"same as {target}: {tgt['source']}"
 
 
-def _validate(d: dict, where: str, prefix: str = "") -> None:
+def _validate(d: Mapping, where: str, root: Mapping | None = None, prefix: str = "", *, refs: bool = True) -> None:
+    """ConfigError (naming ``where`` and the key) unless ``d`` is a well-formed
+    spec; ``refs``: also check ``same_as`` references (off for one file of a
+    ``base`` chain, whose references may point into the base)."""
+    root = d if root is None else root
     for k, v in d.items():
         key = prefix + k
         if _is_leaf(v):
-            for f in ("unit", "grade", "source"):
-                if not isinstance(v.get(f), str) or (f != "unit" and not v.get(f)):
-                    raise ConfigError(f"'{key}' lacks a '{f}'", path=where,
-                                      hint="every number needs value, unit, grade and source")
-            if v["grade"] not in GRADES:
-                raise ConfigError(f"'{key}' has grade {v['grade']!r}", path=where, hint=f"use one of {', '.join(GRADES)}")
-            vals = v["value"] if isinstance(v["value"], list) else [v["value"]]
-            for x in vals:
-                if isinstance(x, bool) or not isinstance(x, (int, float)):
-                    if isinstance(x, str):
-                        continue
-                    raise ConfigError(f"'{key}' value {x!r} is not a number", path=where)
-                if not math.isfinite(x):
-                    raise ConfigError(f"'{key}' value is not finite", path=where)
-                if v["unit"] in ("count", "neuron", "core", "chip", "PE", "entry", "axon", "synapse", "byte", "bit") and x < 0:
-                    raise ConfigError(f"'{key}' is a count and must be ≥ 0", path=where, actual=x)
+            _validate_leaf(key, v, where, root if refs else None)
         elif isinstance(v, dict):
-            _validate(v, where, key + ".")
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            raise ConfigError(f"'{key}' = {v} has no unit/source", path=where,
-                              hint=f"write {k} = {{ value = {v}, unit = \"...\", grade = \"...\", source = \"...\" }}")
+            if any(f in v for f in ("unit", "grade", "source")):
+                raise ConfigError(f"'{key}' lacks a 'value'", path=where,
+                                  hint="write it as { value = ..., unit = \"...\", grade = \"...\", source = \"...\" }")
+            _validate(v, where, root, key + ".", refs=refs)
+        elif _is_number(v) or (isinstance(v, list) and any(_is_number(x) for x in v)):
+            raise ConfigError(f"'{key}' = {v!r} has no unit, grade or source", path=where,
+                              hint=f"write {k} = {{ value = {v!r}, unit = \"...\", grade = \"...\", source = \"...\" }}")
+        elif prefix == "" and k == "base":
+            if not isinstance(v, str):
+                raise ConfigError("'base' must be a spec name or a path", path=where, actual=repr(v))
+        elif not (isinstance(v, (str, bool)) or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
+            raise ConfigError(f"'{key}' has a value of type {type(v).__name__}", path=where,
+                              hint="numbers go in { value = ... } tables; plain values may be text or true/false")
 
 
+def _validate_leaf(key: str, v: dict, where: str, root: Mapping | None) -> None:
+    bad = sorted(set(v) - set(_LEAF_FIELDS) - set(_OPTIONAL_FIELDS))
+    if bad:
+        raise ConfigError(f"'{key}' has unknown field(s) {', '.join(bad)}", path=where,
+                          hint="an entry has value, unit, grade, source (and optionally same_as)")
+    for f in ("unit", "grade", "source"):
+        if not isinstance(v.get(f), str) or (f != "unit" and not v[f].strip()):
+            raise ConfigError(f"'{key}' lacks a '{f}'", path=where, hint="every number needs value, unit, grade and source")
+    if v["grade"] not in GRADES:
+        raise ConfigError(f"'{key}' has grade {v['grade']!r}", path=where, hint=f"use one of {', '.join(GRADES)}")
+    vals = v["value"] if isinstance(v["value"], list) else [v["value"]]
+    if not vals:
+        raise ConfigError(f"'{key}' has an empty list as value", path=where)
+    for x in vals:
+        if not _is_number(x):
+            raise ConfigError(f"'{key}' value {x!r} is not a number", path=where)
+        if not math.isfinite(x):
+            raise ConfigError(f"'{key}' value {x!r} is not finite", path=where)
+        if v["unit"] in COUNT_UNITS and (x <= 0 or x != int(x)):
+            raise ConfigError(f"'{key}' is a count ({v['unit']}) and must be a positive integer", path=where,
+                              actual=x)
+    if "same_as" in v and root is not None:
+        tgt = _node(root, v["same_as"]) if isinstance(v["same_as"], str) else _MISSING
+        if not _is_leaf(tgt):
+            raise ConfigError(f"'{key}' is same_as {v['same_as']!r}, which is not an entry of the spec", path=where)
+        if tgt["value"] != v["value"]:
+            raise ConfigError(f"'{key}' must equal '{v['same_as']}' (same_as)", path=where,
+                              limit=tgt["value"], actual=v["value"], hint=f"set '{v['same_as']}' only; '{key}' follows it")
+
+
+def _values(d: Mapping) -> dict[str, Any]:
+    return {k: (copy.deepcopy(v["value"]) if _is_leaf(v) else _values(v) if isinstance(v, dict) else v)
+            for k, v in d.items()}
+
+
+# ------------------------------------------------------------------ the spec
 class HardwareSpec:
+    """A validated hardware spec. Build it with :meth:`load` or :meth:`from_dict`."""
+
     def __init__(self, data: dict, where: str = "<dict>"):
         self._d = data
         self.where = where
-        spec = data.get("spec", {})
-        self.name = spec.get("name", Path(where).stem)
-        self.target = spec.get("target", self.name)
+        spec = data.get("spec", {}) if isinstance(data.get("spec"), dict) else {}
+        self.name: str = str(spec.get("name", Path(where).stem))
+        self.target: str = str(spec.get("target", self.name))
 
     @classmethod
-    def load(cls, name_or_path: str | Path, overrides: Sequence[str | Path | dict] = ()) -> "HardwareSpec":
-        data, where = _read_toml(name_or_path)
-        seen = {where}
+    def load(cls, name_or_path: str | Path, overrides: Sequence[str | Path | Mapping] = ()) -> "HardwareSpec":
+        """A packaged spec by name (see :func:`list_specs`) or a TOML file, with
+        its ``base`` chain resolved and ``overrides`` applied in order."""
+        data, where, here = _read(name_or_path)
+        _validate(data, where, refs=False)
+        chain = [where]
         while "base" in data:
-            base, bwhere = _read_toml(data["base"])
-            if bwhere in seen:
-                raise ConfigError("circular 'base' inheritance", path=where)
-            seen.add(bwhere)
-            data = _merge(base, data, where, strict=False)
+            base, bwhere, here = _read(data["base"], here)
+            if bwhere in chain:
+                raise ConfigError("circular 'base' inheritance: " + " -> ".join(chain + [bwhere]), path=where)
+            _validate(base, bwhere, refs=False)
+            data = _merge(base, data, chain[-1], strict=False)
+            chain.append(bwhere)
         _validate(data, where)
         spec = cls(data, where)
         return spec.with_overrides(overrides) if overrides else spec
 
-    def with_overrides(self, overrides: Sequence[str | Path | dict]) -> "HardwareSpec":
+    def with_overrides(self, overrides: Sequence[str | Path | Mapping]) -> "HardwareSpec":
+        """A new spec with ``overrides`` (TOML files or dicts) applied in order."""
+        if isinstance(overrides, (str, Path, Mapping)):
+            overrides = [overrides]
         data = self._d
         for o in overrides:
-            if isinstance(o, dict):
-                odata, where = o, "<dict>"
+            if isinstance(o, Mapping):
+                odata, where = dict(o), "<dict>"
             else:
-                odata, where = _read_toml(Path(o))
-            data = _merge(data, odata, where)
-        _validate(data, self.where)
+                odata, where = _read_file(Path(o))
+            data = _merge(data, odata, where, strict=True)
+            _sync_mirrors(data, odata, where)
+            _validate(data, where)
         return HardwareSpec(data, self.where)
 
     # ----------------------------------------------------------- access
-    def _node(self, key: str):
-        cur: Any = self._d
-        for part in key.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                return _MISSING
-            cur = cur[part]
-        return cur
-
     def has(self, key: str) -> bool:
-        return self._node(key) is not _MISSING
+        """Whether the dotted ``key`` (an entry, table or plain value) exists."""
+        return _node(self._d, key) is not _MISSING
+
+    def _missing(self, key: str, what: str = "") -> ConfigError:
+        return ConfigError(f"hardware spec '{self.name}' has no {what}'{key}'", path=self.where,
+                           hint=_near(key, self._d) + "add it with --hw FILE.toml")
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
-        n = self._node(key)
+        """The value at dotted ``key`` (``"core.neurons_max"``); a table comes
+        back as its raw dict. Missing: ``default`` if given, else ConfigError."""
+        n = _node(self._d, key)
         if n is _MISSING:
             if default is not _MISSING:
                 return default
-            near = difflib.get_close_matches(key, list(_flat_keys(self._d)), n=1)
-            raise ConfigError(f"hardware spec '{self.name}' has no '{key}'",
-                              hint=(f"did you mean '{near[0]}'? " if near else "") + "add it with --hw FILE.toml")
-        return n["value"] if _is_leaf(n) else n
+            raise self._missing(key)
+        return copy.deepcopy(n["value"] if _is_leaf(n) else n)
 
     def entry(self, key: str) -> SpecEntry:
-        n = self._node(key)
+        """The entry at ``key`` with its unit, grade and source."""
+        n = _node(self._d, key)
         if not _is_leaf(n):
-            raise ConfigError(f"hardware spec '{self.name}' has no number '{key}'")
-        return SpecEntry(n["value"], n["unit"], n["grade"], n["source"])
+            raise self._missing(key, "number ")
+        return SpecEntry(copy.deepcopy(n["value"]), n["unit"], n["grade"], n["source"])
 
     def section(self, key: str) -> dict[str, Any]:
-        n = self._node(key)
+        """Table ``key`` as ``{name: value}`` (sub-tables as nested dicts of values)."""
+        n = _node(self._d, key)
         if not isinstance(n, dict) or _is_leaf(n):
-            raise ConfigError(f"hardware spec '{self.name}' has no section '{key}'")
-        return {k: (v["value"] if _is_leaf(v) else v) for k, v in n.items()}
+            raise self._missing(key, "table ")
+        return _values(n)
 
     def entries(self) -> Iterator[tuple[str, SpecEntry]]:
-        for key in _flat_keys(self._d):
-            n = self._node(key)
-            if _is_leaf(n):
-                yield key, SpecEntry(n["value"], n["unit"], n["grade"], n["source"])
+        """Every numeric entry as ``(dotted key, SpecEntry)``, in file order."""
+        for key, n in _leaves(self._d):
+            yield key, SpecEntry(copy.deepcopy(n["value"]), n["unit"], n["grade"], n["source"])
 
+    # ----------------------------------------------------------- serialisation
     def to_dict(self) -> dict:
+        """Plain, JSON-serialisable nested dict (entries keep unit/grade/source);
+        :meth:`from_dict` is its inverse."""
         return copy.deepcopy(self._d)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HardwareSpec":
-        _validate(d, "<dict>")
-        return cls(copy.deepcopy(d))
+    def from_dict(cls, d: Mapping) -> "HardwareSpec":
+        """A spec from :meth:`to_dict` output (e.g. a bundle's hw.json)."""
+        if not isinstance(d, Mapping):
+            raise ConfigError("a hardware spec must be a table (dict)", actual=type(d).__name__)
+        if "base" in d:
+            raise ConfigError("a spec given as a dict must be resolved (no 'base')", hint="use HardwareSpec.load")
+        data = copy.deepcopy(dict(d))
+        _validate(data, "<dict>")
+        return cls(data)
+
+    def canonical_json(self) -> str:
+        """The canonical JSON text (sorted keys, no whitespace) that :meth:`sha256` hashes."""
+        return json.dumps(self._d, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self._d, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
     def __repr__(self) -> str:
-        return f"HardwareSpec({self.name!r})"
+        return f"HardwareSpec({self.name!r}, target={self.target!r}, from {self.where!r})"
