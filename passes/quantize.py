@@ -7,46 +7,66 @@ Schemes (``scheme``):
   (``method=maxabs``), the ``percentile`` of |w| (``percentile``), or chosen on
   calibration data (``calibrate``: per layer, the clip among a few candidates
   that best preserves the output spike counts of the float network);
-* ``ternary`` (1.58 bit): w_int ∈ {−1, 0, 1}, α = mean |w| over the weights
-  kept, keep |w| > 0.7·mean|w| (the usual absmean rule);
+* ``ternary`` (1.58 bit): w_int ∈ {−1, 0, 1}, keep |w| > 0.7·mean|w| (the
+  usual absmean rule), α = mean |w| over the weights kept;
 * ``binary``: w_int ∈ {−1, 1}, α = mean |w|.
+  With ``calibrate``, α of ternary/binary is multiplied by the factor among a
+  few candidates that best preserves the output spike counts.
 
 Rounding is to nearest, ties away from zero (``np.round`` would round ties to
 even; we use ``sign(x)·floor(|x| + 0.5)``), then saturation to [−q, q].
+Weights already pruned (a ``Sparsity`` or ``RowMap`` annotation, i.e. after
+``sparsify``/``rewire``) stay 0 in ``w_int`` under every scheme, and the
+statistics (max, percentile, α) are taken over the kept weights only.
 
 The float weights stay in the node; the pass writes
 ``Quant(bits, scheme, scale, w_int, method)`` on every weight node (Affine,
-Linear, Conv1d/2d; EGRU's ``w_x``/``w_h`` use ``QuantEGRU``). Because every
-neuron is linear in its input current, dividing the current *and* every
-voltage parameter (threshold, v_leak, v_reset, bias) by the same per-neuron
-scale leaves the spike train unchanged; backends do exactly that with
-``scale`` (for binary/ternary, α is folded into the threshold this way).
-So the quantized network is simulated as the float graph with weights
-``w_int·scale`` — what :func:`dequantized` returns — and compared with the
-float network in the fidelity report (``reports/quantize.json``): per layer
-the weight error, the output-spike agreement, and the end-to-end output
-difference, on the calibration data or a seeded synthetic input. A layer that
-spiked in float but is silent after quantization is a warning naming it.
-With a HardwareSpec, the membrane range reached (in units of the integer
-weights) is compared with ``numerics.state_bits``.
+Linear, Conv1d/2d, and EGRU, whose ``w_int`` is ``[w_x | w_h]`` side by side
+with one scale per gate row). The dense (Affine/Linear) inputs of one neuron
+node — e.g. its feed-forward and its recurrent weights — are quantized
+*jointly* (one scale per neuron, or one per layer), so the neuron can be
+rescaled exactly (:func:`nmc.passes.fidelity.integer_graph`): dividing its
+input current and every voltage (threshold, v_leak, v_reset, bias) by that
+scale leaves the spike train unchanged; for binary/ternary this folds α into
+the threshold. Backends do exactly that with ``scale``.
+
+The fidelity report (``reports/quantize.json``), on the calibration data or a
+seeded synthetic input: per layer the weight error; per neuron node the
+output-spike agreement with the float network, the events of both, and — for
+the integer-domain network — its agreement with the dequantized one (a
+self-check of the rescaling rule), the rescaled threshold range in weight
+LSBs and the bits the state needs (peak |v|, |i| in LSBs, plus the
+``numerics.activation_shift`` of the spec). With a HardwareSpec that has
+``numerics.state_bits``, a state needing more bits (it would saturate) is a
+warning naming the layer; so is a layer silenced by quantization (it fired in
+float and never after).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import nir
 import numpy as np
 
-from nmc.annotations import Quant
+from nmc.annotations import Quant, RowMap, Sparsity
 from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.nodes import EGRU, is_spiking
 
+from .fidelity import activity_key, dequantized, integer_graph, layer_inputs, simulate
 from .manager import Pass, PassContext, register
 
 SCHEMES = ("int", "ternary", "binary")
 METHODS = ("maxabs", "percentile", "calibrate")
 WEIGHT_TYPES = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)
+CLIP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)  # int: clip = fraction · max|w|
+ALPHA_GAINS = (0.6, 0.8, 1.0, 1.25, 1.5)  # ternary/binary: α · gain
+
+# backwards-compatible names (older callers import these from here)
+_layer_inputs = layer_inputs
+_simulate = simulate
+__all__ = ["quantize_weights", "round_half_away", "dequantized", "integer_graph", "Quantize", "weight_arrays"]
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
@@ -55,41 +75,53 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
 
 def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_channel: bool = False,
                      method: str = "maxabs", percentile: float = 99.9, qmax: int | None = None,
-                     clip: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(w_int, scale) with w ≈ w_int · scale. ``scale`` has shape () or, per
-    output channel, (out, 1, ...) broadcastable to w. ``clip`` overrides the
-    clipping value (used by calibration)."""
+                     clip: np.ndarray | float | None = None, mask: np.ndarray | None = None,
+                     gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(w_int, scale) with w ≈ w_int · scale; w_int int32. ``scale`` has shape
+    () or, per output channel (axis 0), (out, 1, ...) broadcastable to w.
+
+    ``clip`` overrides the clipping value of ``int`` (calibration); ``gain``
+    multiplies α of ternary/binary; ``mask`` (bool, shape of w): only these
+    weights exist — statistics over them, w_int = 0 elsewhere.
+    ``method`` ∈ maxabs | percentile (| calibrate, which here means maxabs
+    unless ``clip`` is given)."""
     w = np.asarray(w, dtype=np.float64)
     if scheme not in SCHEMES:
         raise OptionError(f"unknown quantization scheme {scheme!r}", hint=f"use one of {', '.join(SCHEMES)}")
+    m = np.ones(w.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(w.shape)
     axes = tuple(range(1, w.ndim)) if per_channel and w.ndim > 1 else None
-    keep = dict(axis=axes, keepdims=True) if axes is not None else {}
-    a = np.abs(w)
+    keep = dict(axis=axes, keepdims=axes is not None)
+    a = np.where(m, np.abs(w), 0.0)
     if scheme in ("ternary", "binary"):
-        alpha = a.mean(**keep) if a.size else np.float64(0)
+        cnt = m.sum(**keep)
+        alpha = a.sum(**keep) / np.maximum(cnt, 1)
         if scheme == "binary":
             w_int = np.where(w >= 0, 1, -1)
             scale = alpha
         else:
-            mask = a > 0.7 * alpha
-            kept = np.where(mask, a, 0).sum(**keep) / np.maximum(mask.sum(**keep), 1)
-            w_int = np.where(mask, np.sign(w), 0)
-            scale = kept
-        scale = np.where(np.asarray(scale) > 0, scale, 1.0)
-        return w_int.astype(np.int32), np.asarray(scale, dtype=np.float64)
+            tmask = m & (a > 0.7 * alpha)
+            scale = np.where(tmask, a, 0).sum(**keep) / np.maximum(tmask.sum(**keep), 1)
+            w_int = np.where(tmask, np.sign(w), 0)
+        scale = np.where(np.asarray(scale) > 0, np.asarray(scale) * gain, 1.0)
+        return np.where(m, w_int, 0).astype(np.int32), np.asarray(scale, dtype=np.float64)
     if not 1 < bits <= 16:
         raise OptionError(f"bits must be in 2..16 for integer quantization, got {bits}",
                           hint="use scheme=binary for 1 bit, scheme=ternary for 1.58 bit")
     q = int(qmax) if qmax is not None else 2 ** (bits - 1) - 1
+    if q < 1:
+        raise OptionError(f"qmax must be ≥ 1, got {q}")
     if clip is None:
-        if method == "percentile":
-            clip = np.percentile(a, percentile, axis=axes, keepdims=axes is not None) if a.size else 0.0
+        if method == "percentile" and a.size:
+            clip = np.nan_to_num(np.nanpercentile(np.where(m, a, np.nan), percentile, axis=axes,
+                                                  keepdims=axes is not None), nan=0.0)
         else:
-            clip = a.max(**keep) if a.size else 0.0
+            clip = a.max(**keep, initial=0.0)
     clip = np.asarray(clip, dtype=np.float64)
-    scale = np.where(clip > 0, clip / q, 1.0)
+    clip = np.where(clip > 0, clip, a.max(**keep, initial=0.0))  # a zero percentile (mostly zeros): use the max
+    scale = clip / q
+    scale = np.where(scale > 0, scale, 1.0)  # 1.0 only for an all-zero (or subnormal) layer/channel
     w_int = np.clip(round_half_away(w / scale), -q, q)
-    return w_int.astype(np.int32), scale
+    return np.where(m, w_int, 0).astype(np.int32), scale
 
 
 def weight_arrays(node) -> dict[str, np.ndarray]:
@@ -100,37 +132,28 @@ def weight_arrays(node) -> dict[str, np.ndarray]:
     return {}
 
 
-def dequantized(g: Graph) -> Graph:
-    """The float graph with every quantized weight replaced by ``w_int·scale``."""
-    out = g.copy()
-    for name, node in out.nodes.items():
-        q = out.ann(name, Quant)
-        if q is None or q.w_int is None:
-            continue
-        deq = np.asarray(q.w_int, dtype=np.float64) * np.asarray(q.scale, dtype=np.float64)
-        if isinstance(node, EGRU):  # w_int holds [w_x | w_h] side by side (one scale per gate row)
-            n_in = node.w_x.shape[1]
-            node.w_x, node.w_h = deq[:, :n_in], deq[:, n_in:]
-        else:
-            node.weight = deq.reshape(np.shape(node.weight))
-    return out
+def _matrix(node) -> np.ndarray:
+    """The weight array a Quant describes (EGRU: [w_x | w_h])."""
+    arrs = weight_arrays(node)
+    return np.concatenate([arrs["w_x"], arrs["w_h"]], axis=1) if isinstance(node, EGRU) else arrs["weight"]
 
 
-def _layer_inputs(g: Graph, data: dict | None, steps: int, seed: int) -> tuple[dict, str]:
-    if data:
-        arrs = {k: np.asarray(v, dtype=np.float64) for k, v in data.items() if k in g.inputs}
-        if len(arrs) == len(g.inputs):
-            return arrs, "calibration data"
-    rng = np.random.default_rng(seed)
-    return {k: (rng.random((steps, 4, *g.shape_out(k))) < 0.2).astype(np.float64) for k in g.inputs}, \
-        "synthetic Bernoulli(0.2) spikes, 4 samples"
-
-
-def _simulate(g: Graph, inputs: dict, record: list[str]) -> dict:
-    from nmc.reference import ReferenceSimulator
-
-    batched = all(np.asarray(v).ndim == len(g.shape_out(k)) + 2 for k, v in inputs.items())
-    return ReferenceSimulator(g).run(inputs, record=record, batched=batched)
+def quant_units(g: Graph) -> list[tuple[str, ...]]:
+    """Weight nodes quantized together: the dense inputs (Affine/Linear, each
+    feeding only that node) of one neuron node form one unit; every other
+    weight node is a unit of its own."""
+    units, done = [], set()
+    for n in g.nodes:
+        dense = [p for p in g.preds(n) if isinstance(g.nodes[p], (nir.Affine, nir.Linear))
+                 and g.succs(p) == [n] and p not in done]
+        if len(dense) > 1 and len({np.shape(g.nodes[p].weight)[0] for p in dense}) == 1:
+            units.append(tuple(dense))
+            done.update(dense)
+    for n, node in g.nodes.items():
+        if weight_arrays(node) and n not in done:
+            units.append((n,))
+    order = {n: i for i, n in enumerate(g.nodes)}
+    return sorted(units, key=lambda u: order[u[0]])
 
 
 @register
@@ -150,75 +173,143 @@ class Quantize(Pass):
     def apply(self, g: Graph, ctx: PassContext) -> Graph:
         if self.method not in METHODS:
             raise OptionError(f"unknown quantization method {self.method!r}", hint=f"use one of {', '.join(METHODS)}")
+        if self.scheme not in SCHEMES:
+            raise OptionError(f"unknown quantization scheme {self.scheme!r}", hint=f"use one of {', '.join(SCHEMES)}")
+        if not 0 < self.percentile <= 100:
+            raise OptionError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.method == "calibrate" and not ctx.data:
             raise OptionError("quantize{method=calibrate} needs calibration data", hint="pass --calibrate data.npz")
-        weights = [n for n, node in g.nodes.items() if weight_arrays(node)]
-        for name in weights:
-            self._annotate(g, name, None)
-        inputs, source = _layer_inputs(g, ctx.data, self.steps, ctx.seed)
+        units = quant_units(g)
+        for u in units:
+            self._annotate(g, u)
+        inputs, source = layer_inputs(g, ctx.data, self.steps, ctx.seed)
         neurons = [n for n, node in g.nodes.items() if is_spiking(node) or isinstance(node, (nir.LI, nir.CubaLI, EGRU))]
-        ref = _simulate(g, inputs, neurons)
-        if self.method == "calibrate" and self.scheme == "int":
-            self._calibrate(g, weights, inputs, ref)
+        ref = simulate(g, inputs, neurons)
+        calib = self._calibrate(g, units, inputs, ref) if self.method == "calibrate" else {}
         qg = dequantized(g)
-        got = _simulate(qg, inputs, neurons)
+        got = simulate(qg, inputs, neurons)
+        ig, info = integer_graph(g)
+        conv = [n for n in neurons if info.get(n, {}).get("converted")]
+        igot = simulate(ig, inputs, conv)
         report = {"bits": self.bits, "scheme": self.scheme, "per_channel": self.per_channel, "method": self.method,
-                  "input": source, "layers": {}, "neurons": {}}
-        for name in weights:
+                  "input": source, "joint_units": [list(u) for u in units if len(u) > 1], "layers": {},
+                  "neurons": {}}
+        if calib:
+            report["calibration"] = calib
+        self._layer_errors(g, qg, report)
+        shift = int(ctx.spec.get("numerics.activation_shift")) if ctx.spec is not None and \
+            ctx.spec.has("numerics.activation_shift") else 0
+        state_bits = int(ctx.spec.get("numerics.state_bits")) if ctx.spec is not None and \
+            ctx.spec.has("numerics.state_bits") else None
+        if state_bits is not None:
+            report["state_bits_available"] = state_bits
+        for n in neurons:
+            key = activity_key(ref, n)
+            a, b = ref[key], got[key]
+            entry = {"agreement": float(np.mean(a == b)) if key.endswith("spikes") else None,
+                     "float_events": float(np.count_nonzero(a)), "quantized_events": float(np.count_nonzero(b))}
+            if key.endswith(".out"):
+                entry["max_abs_diff"] = float(np.max(np.abs(a - b))) if a.size else 0.0
+            it = info.get(n, {"converted": False, "reason": "not a neuron"})
+            entry["integer_domain"] = it["converted"]
+            if it["converted"]:
+                entry.update(self._integer_entry(g, ig, n, it["scale"], b, igot, shift))
+                need = entry["state_bits_needed"]
+                if state_bits is not None and need > state_bits:
+                    ctx.warnings.add(f"the state of '{n}' reaches ±{entry['state_peak_lsb']:.0f} weight LSBs: "
+                                     f"{need} bits needed, the target holds {state_bits} (it would saturate; "
+                                     f"use fewer weight bits, e.g. quantize{{bits={max(2, self.bits - (need - state_bits))}}})",
+                                     node=n, source="quantize")
+            else:
+                entry["integer_domain_reason"] = it["reason"]
+            report["neurons"][n] = entry
+            if np.count_nonzero(a) > 0 and np.count_nonzero(b) == 0:
+                ctx.warnings.add(f"quantization silences layer '{n}': it fired {int(np.count_nonzero(a))} times "
+                                 f"in float and never after quantization (try more bits or per_channel=true)",
+                                 node=n, source="quantize")
+        report["end_to_end"] = {
+            o: {"max_abs_diff": float(np.max(np.abs(ref[o] - got[o]))) if ref[o].size else 0.0,
+                "mean_abs_diff": float(np.mean(np.abs(ref[o] - got[o]))) if ref[o].size else 0.0,
+                "count_diff": float(np.mean(np.abs(ref[o].sum(0) - got[o].sum(0)))) if ref[o].size else 0.0}
+            for o in g.outputs}
+        ctx.reports["quantize"] = report
+        return g
+
+    # ---------------------------------------------------------------- helpers
+    def _annotate(self, g: Graph, unit: tuple[str, ...], clip=None, gain: float = 1.0) -> None:
+        mats = [_matrix(g.nodes[n]) for n in unit]
+        masks = []
+        for n, w in zip(unit, mats):
+            pruned = g.ann(n, Sparsity) is not None or g.ann(n, RowMap) is not None
+            masks.append(w != 0 if pruned else np.ones(w.shape, dtype=bool))
+        if len(unit) == 1:
+            w, m = mats[0], masks[0]
+        else:
+            w, m = np.concatenate(mats, axis=1), np.concatenate(masks, axis=1)
+        method = "maxabs" if self.method == "calibrate" else self.method
+        w_int, scale = quantize_weights(w, self.bits, self.scheme, self.per_channel, method, self.percentile,
+                                        self.qmax, clip=clip, mask=m, gain=gain)
+        bits = self.bits if self.scheme == "int" else (2 if self.scheme == "ternary" else 1)
+        off = 0
+        for n, wn in zip(unit, mats):
+            part = w_int[:, off:off + wn.shape[1]] if len(unit) > 1 else w_int
+            off += wn.shape[1] if len(unit) > 1 else 0
+            g.annotate(n, Quant(bits=bits, scheme=self.scheme, scale=np.asarray(scale), w_int=part,
+                                method=self.method))
+
+    def _calibrate(self, g: Graph, units, inputs, ref) -> dict:
+        """Per unit, the clip fraction (int) or α gain (ternary/binary) that best
+        keeps the float output spike counts (mean |Δcount| over outputs)."""
+        outs = g.outputs
+        chosen = {}
+        for u in units:
+            w = np.concatenate([_matrix(g.nodes[n]) for n in u], axis=1) if len(u) > 1 else _matrix(g.nodes[u[0]])
+            axes = tuple(range(1, w.ndim)) if self.per_channel and w.ndim > 1 else None
+            mx = np.abs(w).max(axis=axes, keepdims=axes is not None, initial=0.0)
+            cands = CLIP_FRACTIONS if self.scheme == "int" else ALPHA_GAINS
+            best, best_err, errs = cands[0], np.inf, {}
+            for c in cands:
+                if self.scheme == "int":
+                    self._annotate(g, u, clip=mx * c)
+                else:
+                    self._annotate(g, u, gain=c)
+                got = simulate(dequantized(g), inputs, [])
+                err = sum(float(np.abs(got[o].sum(0) - ref[o].sum(0)).mean()) for o in outs)
+                errs[str(c)] = err
+                if err < best_err - 1e-12:
+                    best, best_err = c, err
+            if self.scheme == "int":
+                self._annotate(g, u, clip=mx * best)
+            else:
+                self._annotate(g, u, gain=best)
+            chosen["+".join(u)] = {"clip_fraction" if self.scheme == "int" else "alpha_gain": best,
+                                   "output_count_error": errs}
+        return chosen
+
+    @staticmethod
+    def _layer_errors(g: Graph, qg: Graph, report: dict) -> None:
+        for name, node in g.nodes.items():
             q = g.ann(name, Quant)
-            for key, w in weight_arrays(g.nodes[name]).items():
+            if q is None:
+                continue
+            for key, w in weight_arrays(node).items():
                 deq = weight_arrays(qg.nodes[name])[key]
                 err = np.abs(deq - w)
                 report["layers"][name if key == "weight" else f"{name}.{key}"] = {
                     "max_abs_error": float(err.max()) if err.size else 0.0,
                     "rel_rms_error": float(np.sqrt((err ** 2).mean()) / (np.sqrt((w ** 2).mean()) + 1e-30)),
                     "levels_used": int(np.unique(q.w_int).size)}
-        for n in neurons:
-            key = f"{n}.spikes" if f"{n}.spikes" in ref else f"{n}.out"
-            a, b = ref[key], got[key]
-            entry = {"agreement": float(np.mean(a == b)) if key.endswith("spikes") else None,
-                     "float_events": float(np.count_nonzero(a)), "quantized_events": float(np.count_nonzero(b))}
-            if key.endswith(".out"):
-                entry["max_abs_diff"] = float(np.max(np.abs(a - b))) if a.size else 0.0
-            report["neurons"][n] = entry
-            if np.count_nonzero(a) > 0 and np.count_nonzero(b) == 0:
-                ctx.warnings.add(f"quantization silences layer '{n}': it fired {int(np.count_nonzero(a))} times "
-                                 f"in float and never after quantization (try more bits or per_channel=true)",
-                                 node=n, source="quantize")
-        outs = [f"{o}" for o in g.outputs]
-        report["end_to_end"] = {o: {"max_abs_diff": float(np.max(np.abs(ref[o] - got[o]))) if ref[o].size else 0.0,
-                                    "mean_abs_diff": float(np.mean(np.abs(ref[o] - got[o]))) if ref[o].size else 0.0}
-                                for o in outs}
-        if ctx.spec is not None and ctx.spec.has("numerics.state_bits"):
-            report["state_bits_available"] = int(ctx.spec.get("numerics.state_bits"))
-        ctx.reports["quantize"] = report
-        return g
 
-    def _annotate(self, g: Graph, name: str, clip):
-        node = g.nodes[name]
-        arrs = weight_arrays(node)
-        if isinstance(node, EGRU):
-            w = np.concatenate([arrs["w_x"], arrs["w_h"]], axis=1)  # one scale per gate row for x and h
-        else:
-            w = arrs["weight"]
-        w_int, scale = quantize_weights(w, self.bits, self.scheme, self.per_channel, self.method, self.percentile,
-                                        self.qmax, clip=clip)
-        g.annotate(name, Quant(bits=self.bits if self.scheme == "int" else (2 if self.scheme == "ternary" else 1),
-                               scheme=self.scheme, scale=np.asarray(scale), w_int=w_int, method=self.method))
-
-    def _calibrate(self, g: Graph, weights, inputs, ref):
-        """Per layer, pick the clip (fraction of max |w|) that best keeps the float output spike counts."""
-        outs = g.outputs
-        target = {o: ref[o] for o in outs}
-        for name in weights:
-            w = next(iter(weight_arrays(g.nodes[name]).values()))
-            axes = tuple(range(1, w.ndim)) if self.per_channel and w.ndim > 1 else None
-            mx = np.abs(w).max(axis=axes, keepdims=axes is not None)
-            best, best_err = None, np.inf
-            for frac in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5):
-                self._annotate(g, name, mx * frac)
-                got = _simulate(dequantized(g), inputs, [])
-                err = sum(float(np.abs(got[o].sum(0) - target[o].sum(0)).mean()) for o in outs)
-                if err < best_err - 1e-12:
-                    best, best_err = frac, err
-            self._annotate(g, name, mx * best)
+    @staticmethod
+    def _integer_entry(g: Graph, ig: Graph, n: str, s: np.ndarray, deq_act, igot: dict, shift: int) -> dict:
+        key = activity_key(igot, n)
+        thr = getattr(ig.nodes[n], "v_threshold", None)
+        peak = max(float(np.abs(igot[f"{n}.v"]).max(initial=0.0)),
+                   float(np.abs(igot.get(f"{n}.i", np.zeros(1))).max(initial=0.0)))
+        if thr is not None:
+            peak = max(peak, float(np.abs(thr).max(initial=0.0)))
+        return {"integer_agreement": float(np.mean(igot[key] == deq_act)) if key.endswith("spikes") else
+                float(np.max(np.abs(igot[key] * s.reshape(g.shape_out(n)) - deq_act), initial=0.0)),
+                "threshold_lsb": [float(np.min(thr)), float(np.max(thr))] if thr is not None else None,
+                "state_peak_lsb": peak,
+                "state_bits_needed": int(math.ceil(math.log2(peak + 1))) + 1 + shift}

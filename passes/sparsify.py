@@ -16,17 +16,26 @@ Options:
   weights out of it shrink (the recipe that let an EGRU language model fit one
   SpiNNaker 2 chip). Nodes feeding an Output, or fed by conv/pool layers, keep
   their units (the report says why).
-* ``format``: ``auto`` (CSR below 50 % density, else dense), ``csr``, ``ell``,
-  ``dense``.
+* ``format``: ``auto`` (the smallest of dense / CSR / ELL in bytes), ``csr``,
+  ``ell``, ``dense`` (arrays: :mod:`nmc.passes.formats`).
 
 Pruned weights are zeroed in the nodes, so the reference and every backend
 see the pruned network; each weight node gets ``Sparsity(density, format,
-mask)``. The report (``reports/sparsify.json``) gives per layer the weight
+mask)``. A ``Quant`` annotation written before (``quantize`` runs first in
+the default order) follows: its ``w_int`` is zeroed where the weight was
+pruned, and sliced (rows, columns, per-channel scales) when units are
+removed; a stale ``RowMap`` is dropped. The report (``reports/sparsify.json``) gives per layer the weight
 density and storage bytes (dense / CSR / ELL), the measured activation
-sparsity, and NeuroBench-style totals: connection sparsity, activation
-sparsity, effective synaptic operations (AC for binary sources, MAC for
-graded ones: Σ over steps of active sources × their kept fan-out) and memory
-footprint.
+sparsity, and NeuroBench-style totals: connection sparsity (zero weights /
+all weights), activation sparsity (zero outputs / all outputs of the neuron
+nodes over the run), effective synaptic operations — for every weight node,
+Σ over steps and samples of (non-zero input element × kept weight it reaches),
+exact for convolutions (a 0/1 convolution of the input pattern with the kept
+kernel pattern) and EGRU (w_x on its input, w_h on its own graded events) —
+counted as AC when that input is binary (spikes) and MAC otherwise, next to
+the dense count (every weight for every step), and the memory footprint
+(weights in the chosen format at the quantized bit width, or 32 bits, plus
+4 bytes of state per neuron).
 """
 from __future__ import annotations
 
@@ -39,12 +48,17 @@ import numpy as np
 from nmc.annotations import Quant, Sparsity
 from nmc.errors import OptionError
 from nmc.ir import Graph
-from nmc.nodes import EGRU, is_neuron, is_spiking
+from nmc.nodes import EGRU, is_neuron
 
+from .fidelity import activity_key, layer_inputs, simulate
+from .formats import storage_bytes
 from .manager import Pass, PassContext, register
 
 WEIGHTED = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d, EGRU)
+DENSE = (nir.Affine, nir.Linear)
 FORMATS = ("auto", "csr", "ell", "dense")
+
+__all__ = ["Sparsify", "keep_top", "storage_bytes", "remove_units"]
 
 
 def _weights(node) -> list[tuple[str, np.ndarray]]:
@@ -55,27 +69,20 @@ def _weights(node) -> list[tuple[str, np.ndarray]]:
     return []
 
 
+def _mask(node) -> np.ndarray:
+    """Non-zero pattern as a (rows, cols) matrix (EGRU: [w_x | w_h])."""
+    return np.concatenate([(w != 0).reshape(w.shape[0], -1) for _, w in _weights(node)], axis=1)
+
+
 def keep_top(mag: np.ndarray, density: float) -> np.ndarray:
     """Boolean mask keeping exactly ⌈density·n⌉ entries of largest magnitude (stable ties)."""
     n = mag.size
-    k = min(n, math.ceil(density * n))
+    k = min(n, math.ceil(density * n - 1e-9))
     flat = np.zeros(n, dtype=bool)
     if k > 0:
         order = np.argsort(-mag.reshape(-1), kind="stable")
         flat[order[:k]] = True
     return flat.reshape(mag.shape)
-
-
-def storage_bytes(mask: np.ndarray, weight_bits: int, index_bits: int = 16, ptr_bytes: int = 4) -> dict:
-    """Bytes of a (rows × cols) weight matrix stored dense, CSR (row pointers +
-    column indices + values) and ELL (rows × max-row-nnz, index + value)."""
-    m = mask.reshape(mask.shape[0], -1)
-    nnz = int(m.sum())
-    wb = weight_bits / 8
-    ib = index_bits / 8
-    return {"dense": int(math.ceil(m.size * wb)),
-            "csr": int(math.ceil(nnz * (wb + ib) + (m.shape[0] + 1) * ptr_bytes)),
-            "ell": int(math.ceil(m.shape[0] * int(m.sum(1).max(initial=0)) * (wb + ib)))}
 
 
 @register
@@ -104,7 +111,7 @@ class Sparsify(Pass):
             raise OptionError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
         report: dict = {"density_target": self.density, "scope": self.scope, "structured": self.structured,
                         "units_removed": {}, "units_kept_reason": {}, "layers": {}}
-        inputs, source = self._inputs(g, ctx)
+        inputs, source = layer_inputs(g, ctx.data, self.steps, ctx.seed)
         report["activity_input"] = source
         if self.prune_units > 0:
             self._prune_units(g, inputs, report)
@@ -114,17 +121,21 @@ class Sparsify(Pass):
             else:
                 self._structured(g)
         for name, node in g.nodes.items():
-            ws = _weights(node)
-            if not ws:
+            if not _weights(node):
                 continue
-            mask = np.concatenate([(w != 0).reshape(w.shape[0], -1) for _, w in ws], axis=1)
-            dens = float(mask.mean()) if mask.size else 1.0
-            fmt = self.format if self.format != "auto" else ("csr" if dens < 0.5 else "dense")
+            mask = _mask(node)
             q = g.ann(name, Quant)
-            bits = int(q.bits) if q is not None else 32
+            if q is not None and q.w_int is not None:  # pruned weights leave the integer weights too
+                w_int = np.asarray(q.w_int)
+                g.annotate(name, Quant(bits=q.bits, scheme=q.scheme, scale=q.scale, method=q.method,
+                                       w_int=np.where(mask.reshape(w_int.shape), w_int, 0).astype(w_int.dtype)))
+            g.annotations.get(name, {}).pop("rowmap", None)
+            dens = float(mask.mean()) if mask.size else 1.0
+            size = storage_bytes(mask, int(q.bits) if q is not None else 32)
+            fmt = self.format if self.format != "auto" else min(("dense", "csr", "ell"), key=lambda f: size[f])
             g.annotate(name, Sparsity(density=dens, format=fmt, mask=mask))
             report["layers"][name] = {"density": dens, "format": fmt, "weights": int(mask.size),
-                                      "nonzero": int(mask.sum()), "bytes": storage_bytes(mask, bits)}
+                                      "nonzero": int(mask.sum()), "bytes": size}
         report.update(self._activity(g, inputs))
         state = sum(4 * int(np.prod(g.shape_out(n))) for n, node in g.nodes.items() if is_neuron(node))
         report["neurobench"]["footprint_bytes"] = state + sum(
@@ -158,36 +169,28 @@ class Sparsify(Pass):
                 rows = keep_top(norms, self.density)
                 setattr(node, k, w * rows.reshape(-1, *([1] * (w.ndim - 1))))
 
-    def _inputs(self, g: Graph, ctx: PassContext):
-        from .quantize import _layer_inputs
-
-        return _layer_inputs(g, ctx.data, self.steps, ctx.seed)
-
     def _prune_units(self, g: Graph, inputs: dict, report: dict) -> None:
-        from .quantize import _simulate
-
         neurons = [n for n, node in g.nodes.items() if is_neuron(node)]
-        res = _simulate(g, inputs, neurons)
+        res = simulate(g, inputs, neurons)
         for n in neurons:
-            node = g.nodes[n]
             why = self._why_not(g, n)
             if why:
                 report["units_kept_reason"][n] = why
                 continue
-            key = f"{n}.spikes" if f"{n}.spikes" in res else f"{n}.out"
-            act = np.abs(res[key]).reshape(res[key].shape[0], -1) if res[key].ndim == 2 else \
-                np.abs(res[key]).reshape(-1, int(np.prod(g.shape_out(n))))
-            rate = (act != 0).mean(0)
+            a = np.asarray(res[activity_key(res, n)])
+            rate = (a.reshape(-1, int(np.prod(g.shape_out(n)))) != 0).mean(0)
             H = rate.size
             drop = int(math.floor(self.prune_units * H))
             if drop == 0 or drop >= H:
+                report["units_kept_reason"][n] = f"prune_units={self.prune_units} of {H} units removes none"
                 continue
             order = np.argsort(rate, kind="stable")  # least active first
             keep = np.ones(H, dtype=bool)
             keep[order[:drop]] = False
-            _remove_units(g, n, keep)
+            remove_units(g, n, keep)
             report["units_removed"][n] = {"removed": drop, "kept": int(keep.sum()),
-                                          "removed_max_rate": float(rate[order[drop - 1]])}
+                                          "removed_max_rate": float(rate[order[drop - 1]]),
+                                          "kept_min_rate": float(rate[order[drop]])}
 
     @staticmethod
     def _why_not(g: Graph, n: str) -> str | None:
@@ -197,71 +200,116 @@ class Sparsify(Pass):
         for s in g.succs(n):
             if isinstance(g.nodes[s], nir.Output):
                 return "feeds a graph output (its units are the model's outputs)"
-            if not isinstance(g.nodes[s], (nir.Affine, nir.Linear, EGRU)):
+            if not isinstance(g.nodes[s], (*DENSE, EGRU)):
                 return f"feeds a {type(g.nodes[s]).__name__} node"
+            if g.preds(s) != [n]:
+                return f"'{s}' also sums the input of another node"
         if isinstance(node, EGRU):
             return None
         for p in g.preds(n):
-            if not isinstance(g.nodes[p], (nir.Affine, nir.Linear)):
+            if not isinstance(g.nodes[p], DENSE):
                 return f"is fed by a {type(g.nodes[p]).__name__} node"
+            if g.succs(p) != [n]:
+                return f"its input weight '{p}' also feeds another node"
         return None
 
+    # ----------------------------------------------------------- activity
     def _activity(self, g: Graph, inputs: dict) -> dict:
-        from .quantize import _simulate
-
         neurons = [n for n, node in g.nodes.items() if is_neuron(node)]
-        res = _simulate(g, inputs, neurons)
-        out = {"activation_sparsity": {}, "effective_synops": {}}
+        feeders = {p for n, node in g.nodes.items() if _weights(node) for p in g.preds(n)}
+        res = simulate(g, inputs, sorted(set(neurons) | (feeders - set(g.inputs))))
+        out: dict = {"activation_sparsity": {}, "effective_synops": {}, "dense_synops": {}}
         tot_act = tot_n = 0
-        ac = mac = 0.0
+        ac = mac = dense = 0.0
         for n in neurons:
-            key = f"{n}.spikes" if f"{n}.spikes" in res else f"{n}.out"
-            a = np.asarray(res[key])
+            a = np.asarray(res[activity_key(res, n)])
             nz = int(np.count_nonzero(a))
             out["activation_sparsity"][n] = 1 - nz / max(a.size, 1)
             tot_act += nz
             tot_n += a.size
         for name, node in g.nodes.items():
-            ws = _weights(node)
-            if not ws or isinstance(node, EGRU):
+            if not _weights(node):
                 continue
-            srcs = g.preds(name)
-            for s in srcs:
-                a = inputs[s] if s in inputs else res.get(f"{s}.spikes", res.get(f"{s}.out"))
-                if a is None:
-                    continue
-                a = np.asarray(a)
-                w = ws[0][1]
-                if w.ndim == 2 and a.reshape(a.shape[0], -1).shape[-1] % w.shape[1] == 0:
-                    fan = (w != 0).sum(0)  # kept fan-out of each source
-                    flat = (a.reshape(-1, w.shape[1]) != 0)
-                    ops = float((flat * fan).sum())
+            srcs = [inputs[p] if p in inputs else res[f"{p}.out"] for p in g.preds(name)]
+            x = np.asarray(sum(srcs)).reshape(-1, *g.shape_in(name))
+            terms = [(x, node.w_x if isinstance(node, EGRU) else node.weight)]
+            if isinstance(node, EGRU):
+                terms.append((np.asarray(res[f"{name}.out"]).reshape(-1, node.hidden_size), node.w_h))
+            eff = dns = 0.0
+            for a, w in terms:
+                e, d = _synops(node, a, np.asarray(w))
+                eff += e
+                dns += d
+                if np.all(np.isin(a, (0.0, 1.0))):
+                    ac += e
                 else:
-                    ops = float(np.count_nonzero(a)) * float((w != 0).sum()) / max(w.shape[0], 1)
-                binary = s in g.nodes and (is_spiking(g.nodes[s]) or (isinstance(g.nodes[s], nir.Input)
-                                                                       and np.all(np.isin(a, (0.0, 1.0)))))
-                out["effective_synops"][name] = out["effective_synops"].get(name, 0.0) + ops
-                if binary:
-                    ac += ops
-                else:
-                    mac += ops
+                    mac += e
+            out["effective_synops"][name] = eff
+            out["dense_synops"][name] = dns
+            dense += dns
         total_w = sum(w.size for node in g.nodes.values() for _, w in _weights(node))
         zero_w = sum(int((w == 0).sum()) for node in g.nodes.values() for _, w in _weights(node))
         out["neurobench"] = {"connection_sparsity": zero_w / max(total_w, 1),
                              "activation_sparsity": 1 - tot_act / max(tot_n, 1),
-                             "effective_ac": ac, "effective_mac": mac}
+                             "effective_ac": ac, "effective_mac": mac, "dense_synops": dense}
         return out
 
 
-def _remove_units(g: Graph, n: str, keep: np.ndarray) -> None:
-    """Shrink neuron node ``n`` to the units in ``keep`` and every weight around it."""
+def _synops(node, a: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(effective, dense) synaptic operations of weight ``w`` on inputs ``a``
+    (N, *in_shape): non-zero input × kept weight reached, and every weight."""
+    nz = (a != 0)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        import torch
+        import torch.nn.functional as F
+
+        from nmc.reference import _pair
+
+        k = torch.as_tensor((w != 0).astype(np.float64))
+        conv = F.conv2d if isinstance(node, nir.Conv2d) else F.conv1d
+        if isinstance(node, nir.Conv2d):
+            kw = dict(stride=_pair(node.stride), dilation=_pair(node.dilation), groups=int(node.groups),
+                      padding=node.padding if isinstance(node.padding, str) else _pair(node.padding))
+        else:
+            one = lambda v: int(np.asarray(v).reshape(-1)[0])  # noqa: E731
+            kw = dict(stride=one(node.stride), dilation=one(node.dilation), groups=int(node.groups),
+                      padding=node.padding if isinstance(node.padding, str) else one(node.padding))
+        with torch.no_grad():
+            eff = float(conv(torch.as_tensor(nz.astype(np.float64)), k, **kw).sum())
+            dense = float(conv(torch.ones(1, *a.shape[1:], dtype=torch.float64), torch.ones_like(k), **kw).sum())
+        return eff, dense * a.shape[0]
+    fan = (w.reshape(w.shape[0], -1) != 0).sum(0)  # kept fan-out of each input element
+    return float((nz.reshape(a.shape[0], -1) * fan).sum()), float(a.shape[0] * w.size)
+
+
+def _slice_quant(g: Graph, name: str, rows=None, cols=None) -> None:
+    q = g.ann(name, Quant)
+    if q is None or q.w_int is None:
+        return
+    w_int, scale = np.asarray(q.w_int), np.asarray(q.scale)
+    if rows is not None:
+        if scale.ndim and scale.shape[0] == w_int.shape[0]:
+            scale = scale[rows]
+        w_int = w_int[rows]
+    if cols is not None:
+        w_int = w_int[:, cols]
+    g.annotate(name, Quant(bits=q.bits, scheme=q.scheme, scale=scale, w_int=w_int, method=q.method))
+
+
+def remove_units(g: Graph, n: str, keep: np.ndarray) -> None:
+    """Shrink neuron node ``n`` to the units in ``keep`` and every weight around
+    it: rows of the weights into it (and of EGRU's gates), both dimensions of
+    its recurrent weights, columns of the weights out of it; ``Quant``
+    annotations are sliced the same way."""
     node = g.nodes[n]
     k = np.flatnonzero(keep)
     H = keep.size
     if isinstance(node, EGRU):
         rows = np.concatenate([k, H + k, 2 * H + k])
+        n_in = node.w_x.shape[1]
         g.nodes[n] = EGRU(w_x=node.w_x[rows], w_h=node.w_h[rows][:, k], b_x=node.b_x[rows], b_h=node.b_h[rows],
                           thr=node.thr[k])
+        _slice_quant(g, n, rows=rows, cols=np.concatenate([np.arange(n_in), n_in + k]))
     else:
         for f, v in list(vars(node).items()):
             if f in ("input_type", "output_type", "metadata"):
@@ -278,15 +326,18 @@ def _remove_units(g: Graph, n: str, keep: np.ndarray) -> None:
                 W = W[:, k]
             g.nodes[p] = nir.Affine(weight=W, bias=np.asarray(w.bias)[k]) if isinstance(w, nir.Affine) else \
                 nir.Linear(weight=W)
+            _slice_quant(g, p, rows=k, cols=k if recurrent else None)
     for s in g.succs(n):
         w = g.nodes[s]
         if isinstance(w, EGRU):
             g.nodes[s] = EGRU(w_x=w.w_x[:, k], w_h=w.w_h, b_x=w.b_x, b_h=w.b_h, thr=w.thr)
+            _slice_quant(g, s, cols=np.concatenate([k, H + np.arange(w.w_h.shape[1])]))
         elif n in g.succs(s) and not isinstance(node, EGRU):
             continue  # recurrent weight: already sliced on both sides
         else:
             W = np.asarray(w.weight)[:, k]
             g.nodes[s] = nir.Affine(weight=W, bias=w.bias) if isinstance(w, nir.Affine) else nir.Linear(weight=W)
+            _slice_quant(g, s, cols=k)
     for name in [n, *g.preds(n), *g.succs(n)]:
-        g.annotations.get(name, {}).pop("quant", None)  # shapes changed: re-quantize after sparsify
         g.annotations.get(name, {}).pop("sparsity", None)
+        g.annotations.get(name, {}).pop("rowmap", None)

@@ -107,3 +107,101 @@ def test_cli_end_to_end(tmp_path):
     r = CliRunner().invoke(main, ["compile", str(nir_path), "--passes", "normalize,quantize{bitz=5}", "-o",
                                   str(tmp_path / "c")])
     assert r.exit_code == 2 and "bits" in r.output
+
+
+# ---------------------------------------------------------------- extensions
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)),
+              elements=st.floats(-5, 5, allow_nan=False, allow_infinity=False)),
+       st.sampled_from(["int", "ternary", "binary"]), st.booleans(), st.integers(0, 10 ** 6))
+def test_every_scheme_in_range_and_masked(w, scheme, per_channel, seed):
+    from nmc.passes.quantize import quantize_weights
+
+    mask = np.random.default_rng(seed).random(w.shape) < 0.6
+    w_int, scale = quantize_weights(w, bits=4, scheme=scheme, per_channel=per_channel, mask=mask)
+    allowed = {"int": set(range(-7, 8)), "ternary": {-1, 0, 1}, "binary": {-1, 1}}[scheme]
+    assert set(np.unique(w_int[mask]).tolist()) <= allowed and np.all(w_int[~mask] == 0)
+    assert np.all(scale > 0) and scale.shape == ((w.shape[0], 1) if per_channel else ())
+    if scheme == "int":
+        assert np.all(np.abs(w_int * scale - w)[mask] <= np.broadcast_to(scale, w.shape)[mask] / 2 + 1e-12)
+    p_int, p_scale = quantize_weights(w, bits=4, method="percentile", percentile=50, per_channel=per_channel)
+    assert np.all(p_scale <= quantize_weights(w, bits=4, per_channel=per_channel)[1] + 1e-15)  # clip ≤ max
+
+
+def _recurrent_graph(seed=2, H=10):
+    import nir
+
+    from nmc.ir import Graph
+
+    rng = np.random.default_rng(seed)
+    lif = nir.LIF(tau=np.full(H, 5e-3), r=np.full(H, 5.0), v_leak=np.zeros(H), v_threshold=np.ones(H),
+                  v_reset=np.zeros(H))
+    return Graph.from_nir(nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([4])}),
+        "fc": nir.Affine(weight=rng.normal(0, 2, (H, 4)), bias=rng.normal(0, .1, H)),
+        "lif": lif, "rec": nir.Linear(weight=rng.normal(0, .3, (H, H))), "dec": nir.Linear(weight=rng.normal(0, 1, (3, H))),
+        "li": nir.LI(tau=np.full(3, 5e-3), r=np.ones(3), v_leak=np.zeros(3)),
+        "output": nir.Output(output_type={"output": np.array([3])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "dec"), ("dec", "li"),
+               ("li", "output")], type_check=False))
+
+
+@pytest.mark.parametrize("opts", ["bits=4", "bits=8,per_channel=true", "scheme=ternary", "scheme=binary,per_channel=true"])
+def test_integer_domain_rescaling_is_exact(opts):
+    """The rescaling rule: integer weights + voltages/scale give the same spikes
+    as the dequantized float network (recurrent neuron with one joint scale)."""
+    from nmc.passes.fidelity import dequantized, integer_graph, simulate
+
+    x = (np.random.default_rng(5).random((40, 3, 4)) < 0.5).astype(float)
+    b = nmc.compile(_recurrent_graph(), passes=f"normalize,quantize{{{opts}}}", calibrate={"input": x},
+                    dt=1e-3, reset="subtract", integrator="euler")
+    g = b.graph
+    rep = b.report("quantize")
+    assert rep["joint_units"] == [["fc", "rec"]]
+    qf, qr = g.ann("fc", Quant), g.ann("rec", Quant)
+    assert np.array_equal(qf.scale, qr.scale)  # one scale per neuron over both inputs
+    ig, info = integer_graph(g)
+    assert info["lif"]["converted"] and info["li"]["converted"]
+    s = info["lif"]["scale"]
+    assert np.allclose(ig.nodes["lif"].v_threshold, 1.0 / s)  # α (or the LSB) folded into the threshold
+    assert np.array_equal(ig.nodes["rec"].weight, qr.w_int) and np.all(ig.nodes["fc"].weight == qf.w_int)
+    assert np.allclose(ig.nodes["fc"].bias, g.nodes["fc"].bias / s)
+    a = simulate(dequantized(g), {"input": x}, ["lif"])
+    c = simulate(ig, {"input": x}, ["lif"])
+    assert a["lif.spikes"].sum() > 0 and np.array_equal(a["lif.spikes"], c["lif.spikes"])
+    assert np.allclose(c["output"] * info["li"]["scale"], a["output"], rtol=1e-9, atol=1e-12)  # graded: ÷ s
+    assert rep["neurons"]["lif"]["integer_agreement"] == 1.0
+
+
+def test_state_bits_from_spec_warn_when_the_state_would_saturate():
+    from nmc.hw import HardwareSpec
+    from nmc.passes import PassContext, PassManager, parse_pipeline
+
+    for bits, warn in ((24, False), (4, True)):
+        spec = HardwareSpec.load("loihi2").with_overrides([{"numerics": {"state_bits": bits}}])
+        ctx = PassContext(spec=spec, options={"dt": 1e-3, "reset": "subtract", "integrator": "euler"})
+        PassManager(parse_pipeline("normalize,quantize{bits=8}")).run(ff_graph(), ctx)
+        rep = ctx.reports["quantize"]
+        assert rep["state_bits_available"] == bits
+        need = rep["neurons"]["lif1"]["state_bits_needed"]
+        assert need == int(np.ceil(np.log2(rep["neurons"]["lif1"]["state_peak_lsb"] + 1))) + 1 + 6  # + activation_shift
+        named = {w["node"] for w in ctx.warnings.items if "saturate" in w["message"]}
+        assert ("lif1" in named) == warn
+
+
+def test_calibrated_ternary_through_cli(tmp_path):
+    from nmc import serialize
+
+    serialize.write(tmp_path / "ff.nir", ff_graph())
+    np.savez(tmp_path / "cal.npz", input=(np.random.default_rng(4).random((30, 4, 6)) < 0.4).astype(float))
+    r = CliRunner().invoke(main, ["compile", str(tmp_path / "ff.nir"), "--passes",
+                                  "normalize,quantize{scheme=ternary,method=calibrate}", "--dt", "1e-3",
+                                  "--calibrate", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    import json
+
+    rep = json.loads((tmp_path / "b" / "reports" / "quantize.json").read_text())
+    assert rep["input"] == "calibration data" and set(rep["calibration"]) == {"fc1", "fc2"}
+    for c in rep["calibration"].values():  # the chosen gain has the least output error of the candidates
+        errs = c["output_count_error"]
+        assert errs[str(c["alpha_gain"])] == min(errs.values())
