@@ -8,44 +8,13 @@ noise, and says what each costs.
 """
 from __future__ import annotations
 
-import importlib.util
-import runpy
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
-from nmc.errors import DeviceError, OptionError
+from nmc.errors import OptionError
 from nmc.ir import Graph
 
 from ..base import Device
 from .program import BSS2Program, load_program
-
-
-class BSS2Hardware(Device):
-    name = "hardware"
-
-    def __init__(self, files: dict[str, bytes], **_):
-        if importlib.util.find_spec("pynn_brainscales") is None:
-            raise DeviceError("pynn_brainscales is not installed, so nmc cannot run on BrainScaleS-2",
-                              hint="install the BrainScaleS-2 software stack, or use --device emulator")
-        self.files = files
-
-    def reset(self, batch: int = 1) -> None:
-        pass
-
-    def run(self, inputs, steps=None, record=()):
-        with tempfile.TemporaryDirectory(prefix="nmc-bss2-") as d:
-            for k, v in self.files.items():
-                (Path(d) / k).write_bytes(v)
-            np.savez(Path(d) / "in.npz", **{k: np.asarray(v) for k, v in inputs.items()})
-            mod = runpy.run_path(str(Path(d) / "run_brainscales2.py"))
-            try:
-                mod["main"](["--input", str(Path(d) / "in.npz"), "-o", str(Path(d) / "out.npz")])
-            except Exception as e:
-                raise DeviceError(f"the BrainScaleS-2 run failed: {type(e).__name__}: {e}") from e
-            with np.load(Path(d) / "out.npz") as z:
-                return {k: z[k] for k in z.files}
 
 
 class BrainScaleS2Backend:
@@ -56,7 +25,13 @@ class BrainScaleS2Backend:
     default_device = "emulator"
 
     def default_pipeline(self, options: dict) -> str:
-        return "normalize,quantize{bits=7}"
+        # 6-bit magnitude + row sign = 7-bit signed; rewire assigns label groups without pruning
+        # (neurons with a large fan-in merge circuits instead): its budget is the whole chip's rows
+        from nmc.hw import HardwareSpec
+
+        spec = HardwareSpec.load(self.spec_name)
+        budget = int(spec.get("synapse_array.rows")) * int(spec.get("chip.neuron_circuits"))
+        return f"normalize,quantize{{bits=7}},rewire{{fan_in={budget}}}"
 
     def lower(self, graph: Graph, ctx) -> BSS2Program:
         from .lower import lower
@@ -74,6 +49,8 @@ class BrainScaleS2Backend:
 
             return BSS2Emulator(program, program.graph, **opts)
         if name == "hardware":
+            from .device import BSS2Hardware
+
             return BSS2Hardware(program.files(), **opts)
         raise OptionError(f"target 'brainscales2' has no device '{name}'", hint="devices: emulator, hardware")
 

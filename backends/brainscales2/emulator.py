@@ -16,8 +16,11 @@ for the others — which makes the noiseless emulator the discrete reference's
 dynamics on a continuous clock (the agreement the tests check); host input
 events are always stamped this way.
 A spike is emitted when v > v_threshold (checked every fine step); v then
-goes to v_reset. Weights are the program's 6-bit integers × the layer's LSB,
-with the row sign; only synapses with a row (label match) conduct.
+goes to v_reset. Weights are rebuilt from the synapse-array configuration
+(:func:`.synapses.effective_matrix`: an event is sent on the rows serving its
+source group and a synapse conducts iff its stored label matches; row sign;
+a merged neuron sums its columns) × the layer's LSB. Sequential runs
+(placement) change nothing here: each run replays the previous run's spikes.
 
 Analog effects (``mismatch`` ∈ off | calibrated | uncalibrated, ``noise``):
 with mismatch off the parameters are the DAC-quantised targets; otherwise
@@ -37,6 +40,7 @@ from nmc.reference import check_inputs
 
 from ..base import Device
 from . import calibration as C
+from . import synapses as S
 from .program import BSS2Program
 
 MODES = ("off", "calibrated", "uncalibrated")
@@ -82,6 +86,10 @@ class BSS2Emulator(Device):
                 vals["v_threshold"] = np.full(l.size, np.inf)
             self.prm[l.name] = vals
         self.into = {l.name: [q for q in program.projections if q.post == l.name] for l in program.layers}
+        # the weights come from the synapse array itself (label matching, row signs, merged columns)
+        self.W = {id(q): S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label,
+                                            program.layer(q.post).circuits, q.w6.shape[1]).astype(float)
+                  * program.layer(q.post).scale for q in program.projections}
 
     def reset(self, batch: int = 1) -> None:
         pass
@@ -99,7 +107,7 @@ class BSS2Emulator(Device):
               for l in self.p.layers}
         h = self.p.dt / self.p.speedup / self.S
         hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
-        W = {id(q): (q.w6 * (q.rows >= 0)).astype(float) * self.p.layer(q.post).scale for q in self.p.projections}
+        W = self.W
         S = self.S
         prev_sub = {l.name: np.zeros((S, B, l.size)) for l in self.p.layers}
         for t in range(T):

@@ -2,22 +2,28 @@
 
 * Layers: LIF, CubaLIF (spiking) and LI, CubaLI (readouts, membrane recorded);
   sources are Inputs (binary spikes) and those layers. Linear chains are fused
-  by :func:`backends.linear.compose`. Anything else (EGRU, graded events, IF/I
-  without a leak, Delay) is refused with the reason and the target that can
-  take it.
+  by :func:`backends.linear.compose`. What cannot map (EGRU / graded events,
+  Delay, Threshold) is refused by :mod:`.rules` with the reason and the target
+  that can take it; IF/I become leaky with the longest τ (warned).
 * Time: the chip is continuous-time. Each layer's hardware time constant is
   chosen so that one model step of decay equals the graph's discrete decay
   (Euler 1 − dt/τ or exact e^{−dt/τ}): τ_hw = −dt/ln(decay) · 1e-3.
-* Weights: the drive of one input spike in model voltage units, D = g·M (g =
-  a·R for LIF, a_mem·R·a_syn·w_in for CubaLIF), scaled per layer to 6 bits:
-  s = max|D|/63, w6 = round(|D|/s) with the sign on the row.
-* Rows and labels: :func:`passes.rewire.rewire_matrix` on the integer matrix
-  (no pruning; fan-in above ``synapse_array.fan_in_signed`` merges circuits:
-  ⌈in-degree/fan_in⌉ circuits per logical neuron).
+* Weights: the drive of one input spike in threshold units, D = g·M/U (g =
+  a·R for LIF, a_mem·R·w_in·τ_mem/τ_syn for CubaLIF), 6-bit with one LSB per
+  layer (:func:`_weights`: the quantize pass's ``Quant.w_int`` when it applies
+  unchanged, else s = max|D|/63, w6 = clip(round_half_away(D/s), ±63)); the sign
+  goes on the row.
+* Circuits: a neuron whose inputs all have one sign takes
+  ``fan_in_unsigned`` per circuit, a mixed-sign one ``fan_in_signed``; more
+  inputs merge ⌈in-degree/fan-in⌉ circuits into one logical neuron.
+* Rows, columns and labels: label groups from the ``rewire`` pass's ``RowMap``
+  (or :func:`passes.rewire.rewire_matrix` for composed projections), then
+  :func:`.synapses.array_config` (merged neurons take several synapses per row).
 * Analog parameters in threshold units (U = the layer's largest threshold) and
   hardware seconds → 10-bit DAC codes through the calibration table.
-* The mapping report gives rows, circuits and runs used against their lower
-  bounds; a network larger than one chip is split into sequential runs.
+* Placement (:mod:`.placement`): hemispheres, then sequential runs when one
+  chip is not enough. The mapping report gives rows, circuits and runs used
+  against their lower bounds, per layer and per projection.
 """
 from __future__ import annotations
 
@@ -26,19 +32,20 @@ import math
 import nir
 import numpy as np
 
-from nmc.errors import UnsupportedNodeError
+from nmc.annotations import Quant, RowMap
+from nmc.errors import DesignRuleError, UnsupportedNodeError
 from nmc.ir import Graph
-from nmc.nodes import EGRU
+from nmc.passes.quantize import round_half_away
 from nmc.passes.rewire import rewire_matrix
 
 from ..linear import compose, param_vec, step_rate
 from . import calibration as C
+from . import placement as P
+from . import rules
+from . import synapses as S
 from .program import BSS2Program, Layer, Projection
 
 LAYERS = (nir.LIF, nir.CubaLIF, nir.LI, nir.CubaLI)
-WHY = {"EGRU": "EGRU cells need a programmable processor and graded events; compile for spinnaker2",
-       "Delay": "synaptic delays are not configurable per synapse here; compile for loihi2",
-       "Threshold": "no stateless threshold unit; use a LIF layer"}
 
 
 _vec = param_vec
@@ -71,24 +78,85 @@ def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
     return g
 
 
+def _indeg(projs, layer) -> np.ndarray:
+    return sum(((q.w6 != 0).sum(1) for q in projs if q.post == layer.name), np.zeros(layer.size, np.int64))
+
+
+def _weight_node(graph: Graph, layer: str, src: str, m: np.ndarray):
+    """The Affine/Linear node that alone carries src → layer (its weight is the composed matrix), else None."""
+    for p in graph.preds(layer):
+        node = graph.nodes[p]
+        if isinstance(node, (nir.Affine, nir.Linear)) and graph.preds(p) == [src]:
+            w = np.asarray(node.weight, float)
+            if w.shape == m.T.shape and np.allclose(w, m.T, rtol=0, atol=1e-12):
+                return p
+    return None
+
+
+def _weights(graph: Graph, layer: str, terms: dict, gain: np.ndarray, wmax: int):
+    """Signed 6-bit weights per source, one LSB per layer (the neuron's synaptic
+    input gain is shared by all its rows). The drive of one event in threshold
+    units is D = gain·W; LSB s = max|D|/wmax; w6 = clip(round_half_away(D/s), ±wmax).
+    When one weight node alone feeds the layer, carries a ``Quant`` annotation
+    with ≤ wmax levels and one scale, and the gain is uniform, its ``w_int`` is
+    used as is (s = scale·gain): the quantize pass's fidelity report then
+    describes exactly these weights."""
+    out, how = {}, {}
+    if len(terms) == 1 and np.ptp(gain) <= 1e-12 * abs(gain[0]):
+        (s, (m, _)), = terms.items()
+        p = _weight_node(graph, layer, s, m)
+        q = graph.ann(p, Quant) if p is not None else None
+        if (q is not None and q.scheme == "int" and q.w_int is not None and np.size(q.scale) == 1
+                and int(np.abs(q.w_int).max(initial=0)) <= wmax):
+            out[s] = np.asarray(q.w_int, np.int64).reshape(m.T.shape)
+            out[None] = float(np.asarray(q.scale).reshape(-1)[0]) * float(gain[0])
+            how[s] = f"Quant annotation of '{p}' ({q.bits}-bit {q.method})"
+            return out, how
+    D = {s: np.asarray(m).T * gain[:, None] for s, (m, _) in terms.items()}
+    peak = max((float(np.abs(d).max()) for d in D.values() if d.size), default=0.0)
+    scale = peak / wmax if peak > 0 else 1.0
+    for s, d in D.items():
+        out[s] = np.clip(round_half_away(d / scale), -wmax, wmax).astype(np.int64)
+        how[s] = "requantized in lowering (per-layer LSB over all projections into the layer)"
+    out[None] = scale
+    return out, how
+
+
+def _labels(graph: Graph, layer: str, src: str, w6: np.ndarray, per_row: int):
+    """Label groups, labels and a row order: from the rewire pass's ``RowMap`` on
+    the weight node that alone carries src → layer, when it covers every synapse;
+    otherwise :func:`rewire_matrix` here (composed chains, neuron → neuron edges)."""
+    n_post, n_pre = w6.shape
+    for p in graph.preds(layer):
+        rm = graph.ann(p, RowMap) if graph.preds(p) == [src] else None
+        if rm is None or rm.group is None:
+            continue
+        grp, lab, sr = (np.asarray(rm.group, np.int64), np.asarray(rm.label, np.int64),
+                        np.asarray(rm.synapse_row, np.int64))
+        ok = (grp.shape == (n_pre,) and lab.shape == (n_pre,) and sr.shape == (n_post, n_pre)
+              and np.all(sr[w6 != 0] >= 0) and np.all((lab >= 0) & (lab < per_row))
+              and np.unique(grp * per_row + lab).size == n_pre)
+        if ok:
+            return grp, lab, sr, f"rewire pass (RowMap of '{p}')"
+    r = rewire_matrix(w6.astype(float), fan_in=max(n_pre, 1), per_row=per_row)
+    return r["group"], r["label"], r["synapse_row"], "rewire_matrix in lowering (no RowMap for this projection)"
+
+
 def lower(graph: Graph, ctx) -> BSS2Program:
     spec = ctx.spec
     dt = float(graph.meta.get("dt", 1e-3))
     integ = graph.meta.get("integrator", "euler")
-    for name, node in graph.nodes.items():
-        t = type(node).__name__ if not isinstance(node, EGRU) else "EGRU"
-        if t in WHY:
-            raise UnsupportedNodeError(f"{t} nodes cannot be mapped to BrainScaleS-2: {WHY[t]}", node=name)
+    rules.check(graph)
     graph = _leaky_integrators(graph, ctx, dt, float(spec.get("timing.speedup")))
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="brainscales2", neurons=LAYERS)
-    fan = int(spec.get("synapse_array.fan_in_signed"))
+    fan_s = int(spec.get("synapse_array.fan_in_signed"))
+    fan_u = int(spec.get("synapse_array.fan_in_unsigned"))
     per_row = int(spec.get("synapse_array.sources_per_row"))
     wmax = int(spec.get("synapse_array.weight_max"))
     speed = float(spec.get("timing.speedup"))
     per_driver = int(spec.get("synapse_array.rows_per_driver"))
-    driver_base = 0
-    layers, projs, warns = [], [], []
+    layers, projs, warns, how = [], [], [], {}
     for name in order:
         node = graph.nodes[name]
         if not isinstance(node, LAYERS):
@@ -107,7 +175,7 @@ def lower(graph: Graph, ctx) -> BSS2Program:
             tm = _vec(node, "tau", n)
             dm = _decay(tm, dt, integ)
             g = (1 - dm) * _vec(node, "r", n)
-            params = {"tau_mem": -dt / np.log(dm) / speed, "tau_syn": np.full(n, 0.2e-6)}
+            params = {"tau_mem": -dt / np.log(dm) / speed, "tau_syn": np.full(n, float(spec.get("dac.range.tau_syn")[0]))}
         if np.any(dm <= 0):
             raise UnsupportedNodeError("dt ≥ τ: the decay per step is not positive", node=name, hint="use a smaller --dt")
         terms, bias = lin[name]
@@ -121,64 +189,107 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         if spiking and graph.reset_mode(name) == "subtract":
             warns.append((name, "BrainScaleS-2 neurons reset to v_reset; reset by subtraction is approximated "
                                 "by a reset to v_reset"))
-        D = {s: (np.asarray(m).T * g[:, None]) / U for s, (m, _) in terms.items()}  # drive in threshold units
-        peak = max((float(np.abs(d).max()) for d in D.values() if d.size), default=0.0)
-        scale = peak / wmax if peak > 0 else 1.0
-        indeg = np.zeros(n, int)
-        for s, d in D.items():
-            w6 = np.clip(np.rint(np.abs(d) / scale), 0, wmax) * np.sign(d)
-            r = rewire_matrix(w6, fan_in=max(w6.shape[1], 1), per_row=per_row)
-            row_sign = np.zeros(r["rows"], np.int64)
-            jj, ii = np.nonzero(r["synapse_row"] >= 0)
-            row_sign[r["synapse_row"][jj, ii]] = np.sign(r["W"][jj, ii]).astype(np.int64)
-            projs.append(Projection(s, name, r["W"].astype(np.int64), r["synapse_row"], r["label"], r["rows"],
-                                    bool(terms[s][1]), row_sign, np.arange(r["rows"]) // per_driver + driver_base))
-            driver_base += -(-r["rows"] // per_driver)
-            indeg += (r["W"] != 0).sum(1)
-        circuits = np.maximum(1, np.ceil(indeg / fan)).astype(np.int64)
+        if np.any(g <= 0):
+            raise UnsupportedNodeError("a non-positive input gain (r or w_in ≤ 0) has no analog equivalent", node=name)
+        w6s, src_how = _weights(graph, name, terms, g / U, wmax)
+        scale = w6s.pop(None)
+        # circuits per logical neuron: a circuit takes fan_in_unsigned inputs of one sign, fan_in_signed mixed
+        indeg = sum((w != 0).sum(1) for w in w6s.values()) if w6s else np.zeros(n, int)
+        mixed = np.zeros(n, bool)
+        if w6s:
+            W_all = np.concatenate(list(w6s.values()), axis=1)
+            mixed = (W_all > 0).any(1) & (W_all < 0).any(1)
+        circuits = np.maximum(1, -(-indeg // np.where(mixed, fan_s, fan_u))).astype(np.int64)
+        for s, w6 in w6s.items():
+            group, label, rank_order, src = _labels(graph, name, s, w6, per_row)
+            a = S.array_config(w6, group, label, circuits, rank_order)
+            projs.append(Projection(s, name, w6, a["rows"], label, a["n_rows"], bool(terms[s][1]), a["row_sign"],
+                                    np.arange(a["n_rows"]) // per_driver, group=group, col=a["col"],
+                                    row_group=a["row_group"], arr_w=a["arr_w"], arr_label=a["arr_label"],
+                                    rows_lb=S.rows_lower_bound(w6, circuits, per_row)))
+            how[f"{s}->{name}"] = {"weights": src_how[s], "labels": src}
         params["unit"] = np.full(n, U)  # model voltage per threshold unit (the chip works in threshold units)
+        for p, (lo, hi) in C.ranges(spec).items():  # DAC codes saturate: say so, never silently
+            v = np.asarray(params[p], float)
+            out = (v < lo - 1e-12 * abs(lo)) | (v > hi + 1e-12 * abs(hi))
+            if out.any() and (spiking or p not in ("v_threshold", "v_reset")):
+                warns.append((name, f"{p} of {int(out.sum())} neuron(s) outside the DAC range [{lo:g}, {hi:g}] "
+                                    f"(values {float(v[out].min()):g}..{float(v[out].max()):g}): clipped to the range"))
         layers.append(Layer(name, n, ("cuba" if spiking else "cubali") if cuba else ("lif" if spiking else "li"),
                             spiking, params, {}, circuits, scale))
     for nm, msg in warns:
         ctx.warnings.add(msg, node=nm, source="brainscales2")
-    # circuits on the chip, in layer order; calibration table per circuit
-    total = int(sum(int(l.circuits.sum()) for l in layers))
+    # placement: hemispheres, chips, sequential runs
     n_circ = int(spec.get("chip.neuron_circuits"))
+    limits = {"circuits_per_hemisphere": int(spec.get("core.neurons_max")),
+              "rows_per_hemisphere": int(spec.get("synapse_array.rows")),
+              "hemispheres": int(spec.get("synapse_array.hemispheres"))}
+    rows_of = {l.name: sum(q.n_rows for q in projs if q.post == l.name) for l in layers}
+    where, bad = P.place([{"name": l.name, "circuits": l.circuits, "rows": rows_of[l.name]} for l in layers], limits)
+    bad += P.recurrent_violations([(q.pre, q.post) for q in projs if q.recurrent], where)
+    if bad:
+        raise DesignRuleError(bad, target="brainscales2")
+    driver_base = {}
+    for q in projs:  # synapse drivers: consecutive per layer, per projection in order
+        b = driver_base.get(q.post, 0)
+        q.row_driver = q.row_driver + b
+        driver_base[q.post] = b + -(-q.n_rows // per_driver)
+    total = int(sum(int(l.circuits.sum()) for l in layers))
     cal_path = ctx.options.get("calibration")
-    cal = C.load(cal_path, max(total, 1), spec) if cal_path else C.synthetic(max(total, n_circ), spec, seed=ctx.seed)
+    cal = C.load(cal_path, n_circ, spec) if cal_path else C.synthetic(n_circ, spec, seed=ctx.seed)
     cal["readout"] = {"bits": int(spec.get("readout.bits")), "noise_lsb": float(spec.get("readout.noise_lsb"))}
-    start = 0
+    n_tab = len(cal["table"]["tau_mem"]["gain"])
     for l in layers:
-        first = start + np.concatenate([[0], np.cumsum(l.circuits)[:-1]])  # first circuit of each logical neuron
-        l.hemisphere = (first % n_circ) // (n_circ // 2)
+        w = where[l.name]
+        first = w["first_circuit"]
+        l.hemisphere = w["hemisphere"]
         for p in C.PARAMS:
-            l.codes[p] = C.codes_for(l.params[p], p, first % len(cal["table"][p]["gain"]), cal)
-            l.codes[f"{p}_nominal"] = C.codes_for(l.params[p], p, first % len(cal["table"][p]["gain"]),
-                                                  {"table": C.nominal(len(cal["table"][p]["gain"]), cal["code_max"],
-                                                                      cal["ranges"]),
+            l.codes[p] = C.codes_for(l.params[p], p, first % n_tab, cal)
+            l.codes[f"{p}_nominal"] = C.codes_for(l.params[p], p, first % n_tab,
+                                                  {"table": C.nominal(n_tab, cal["code_max"], cal["ranges"]),
                                                    "code_max": cal["code_max"]})
         l.params["first_circuit"] = first.astype(float)
-        start += int(l.circuits.sum())
+        l.params["run"] = w["run"].astype(float)
+        l.params["hemisphere"] = w["hemisphere"].astype(float)
     outputs = {}
     for o in graph.outputs:
         p = graph.preds(o)
         if len(p) != 1 or p[0] not in {l.name for l in layers}:
             raise UnsupportedNodeError("an output must be fed directly by one neuron layer on BrainScaleS-2", node=o)
         outputs[o] = p[0]
-    rows_half = int(spec.get("synapse_array.rows"))
-    halves = int(spec.get("synapse_array.hemispheres"))
-    rows = int(sum(q.n_rows for q in projs))
-    runs = max(1, math.ceil(total / n_circ), math.ceil(rows / (rows_half * halves)))
-    rows_lb = sum(int(np.abs(q.w6).astype(bool).sum(1).max(initial=0)) for q in projs)
+    runs = 1 + max((int(where[l.name]["run"].max(initial=0)) for l in layers), default=0)
+    rows_used = 0
+    per_run = []
+    for r in range(runs):
+        parts = {l.name: int(np.sum(where[l.name]["run"] == r)) for l in layers}
+        rr = {l.name: rows_of[l.name] * len(np.unique(where[l.name]["hemisphere"][where[l.name]["run"] == r]))
+              for l in layers if parts[l.name]}
+        rows_used += sum(rr.values())
+        per_run.append({"layers": {k: v for k, v in parts.items() if v},
+                        "circuits": int(sum(l.circuits[where[l.name]["run"] == r].sum() for l in layers)),
+                        "rows": int(sum(rr.values()))})
+    rows_lb = int(sum(q.rows_lb for q in projs))
+    circ_lb = int(sum(int(np.maximum(1, -(-_indeg(projs, l) // fan_u)).sum()) for l in layers))
+    chip_rows = limits["rows_per_hemisphere"] * limits["hemispheres"]
     prog = BSS2Program(layers, projs, {k: int(np.prod(graph.shape_out(k))) for k in graph.inputs}, outputs, dt, speed,
                        {k: v for k, v in cal.items()})
-    prog.report = {"rows_used": rows, "rows_lower_bound": rows_lb, "circuits_used": total, "runs_used": runs,
-                   "circuits_lower_bound": int(sum(l.size for l in layers)),
-                   "runs_lower_bound": max(1, math.ceil(sum(l.size for l in layers) / n_circ)),
+    prog.report = {"rows_used": rows_used, "rows_lower_bound": rows_lb, "circuits_used": total,
+                   "circuits_lower_bound": circ_lb, "runs_used": runs,
+                   "runs_lower_bound": max(1, math.ceil(circ_lb / n_circ), math.ceil(rows_lb / chip_rows)),
                    "calibration": cal["source"],
                    "layers": {l.name: {"neurons": l.size, "circuits": int(l.circuits.sum()),
-                                       "weight_lsb_threshold_units": l.scale} for l in layers},
-                   "split": "sequential runs" if runs > 1 else "one chip"}
+                                       "merged_neurons": int(np.sum(l.circuits > 1)),
+                                       "rows": rows_of[l.name], "weight_lsb_threshold_units": l.scale,
+                                       "runs": sorted({int(x) for x in where[l.name]["run"]}),
+                                       "hemispheres": sorted({int(x) for x in where[l.name]["hemisphere"]})}
+                              for l in layers},
+                   "projections": {f"{q.pre}->{q.post}": {"rows": q.n_rows, "rows_lower_bound": q.rows_lb,
+                                                          "synapses": int(np.count_nonzero(q.w6)), **how[f"{q.pre}->{q.post}"]}
+                                   for q in projs},
+                   "runs": per_run,
+                   "split": ("one chip" if runs == 1 else
+                             f"{runs} sequential runs of one chip (or {runs} chips): each run records its output "
+                             "spikes and the next replays them")}
     ctx.reports["mapping"] = prog.report
     prog.graph = graph
     return prog

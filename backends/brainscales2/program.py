@@ -1,8 +1,11 @@
 """The BrainScaleS-2 Program: synapse-array configuration and neuron DAC codes.
 
 Per neuron layer (a *population* of logical neurons, each one or more merged
-circuits): integer 6-bit weights with a sign per row, rows/labels from the
-rewiring of the layer's composed weight matrix, the weight scale, and per
+circuits): per projection the signed 6-bit matrix ``w6`` (post, pre) and the
+synapse-array configuration realising it — row and column per synapse, label
+and group per source, sign, served group and driver address per row, and the
+array itself (``arr_w`` magnitudes, ``arr_label`` stored labels, rows ×
+columns of the post layer; see :mod:`.synapses`) — the weight LSB, and per
 neuron the target parameters in hardware time (τ × 1e-3) and their 10-bit DAC
 codes (through ``calibration.json``). ``files()`` is deterministic.
 """
@@ -18,6 +21,8 @@ from nmc.bundle import npz_bytes, npz_load
 from ..base import Program
 
 NEURON_PARAMS = ("tau_mem", "tau_syn", "v_threshold", "v_leak", "v_reset")
+PROJ_ARRAYS = {"row_sign": np.int8, "row_driver": np.int32, "group": np.int32, "col": np.int32,
+               "row_group": np.int32, "arr_w": np.uint8, "arr_label": np.int8}
 
 
 @dataclass
@@ -44,6 +49,12 @@ class Projection:
     recurrent: bool = False
     row_sign: np.ndarray | None = None            # +1 excitatory / −1 inhibitory per row
     row_driver: np.ndarray | None = None          # synapse driver address per row
+    group: np.ndarray | None = None               # label group per source (the rows it is sent on)
+    col: np.ndarray | None = None                 # local column (circuit of the post layer) per (post, pre), −1
+    row_group: np.ndarray | None = None           # source group served by each row
+    arr_w: np.ndarray | None = None               # (rows, columns) 6-bit magnitudes: the synapse array
+    arr_label: np.ndarray | None = None           # (rows, columns) stored 6-bit label, −1 = empty synapse
+    rows_lb: int = 0                              # rows any labelling needs (report)
 
 
 @dataclass
@@ -63,7 +74,8 @@ class BSS2Program(Program):
     def files(self) -> dict[str, bytes]:
         meta = {"layers": [{"name": l.name, "size": l.size, "kind": l.kind, "spiking": l.spiking, "scale": l.scale,
                             "params": sorted(l.params), "codes": sorted(l.codes)} for l in self.layers],
-                "projections": [{"pre": q.pre, "post": q.post, "n_rows": q.n_rows, "recurrent": q.recurrent}
+                "projections": [{"pre": q.pre, "post": q.post, "n_rows": q.n_rows, "recurrent": q.recurrent,
+                                 "rows_lower_bound": q.rows_lb}
                                 for q in self.projections],
                 "inputs": self.inputs, "outputs": self.outputs, "dt": self.dt, "speedup": self.speedup}
         arrays = {}
@@ -78,9 +90,9 @@ class BSS2Program(Program):
             arrays[f"proj{i}/w6"] = np.asarray(q.w6, np.int8)
             arrays[f"proj{i}/rows"] = np.asarray(q.rows, np.int32)
             arrays[f"proj{i}/label"] = np.asarray(q.label, np.int32)
-            if q.row_sign is not None:
-                arrays[f"proj{i}/row_sign"] = np.asarray(q.row_sign, np.int8)
-                arrays[f"proj{i}/row_driver"] = np.asarray(q.row_driver, np.int32)
+            for k, dt_ in PROJ_ARRAYS.items():
+                if getattr(q, k) is not None:
+                    arrays[f"proj{i}/{k}"] = np.asarray(getattr(q, k), dt_)
         from .emit import script
 
         dump = lambda o: (json.dumps(o, indent=2, sort_keys=True) + "\n").encode()  # noqa: E731
@@ -98,7 +110,9 @@ def load_program(files: dict[str, bytes]) -> BSS2Program:
                     {k: arr[f"{m['name']}/p_{k}"] for k in m["params"]}, {k: arr[f"{m['name']}/c_{k}"] for k in m["codes"]},
                     arr.get(f"{m['name']}/circuits"), m["scale"]) for m in meta["layers"]]
     projs = [Projection(q["pre"], q["post"], arr[f"proj{i}/w6"].astype(np.int64), arr[f"proj{i}/rows"],
-                        arr[f"proj{i}/label"], q["n_rows"], q["recurrent"], arr.get(f"proj{i}/row_sign"),
-                        arr.get(f"proj{i}/row_driver")) for i, q in enumerate(meta["projections"])]
+                        arr[f"proj{i}/label"], q["n_rows"], q["recurrent"],
+                        rows_lb=q.get("rows_lower_bound", 0),
+                        **{k: (arr[f"proj{i}/{k}"].astype(np.int64) if f"proj{i}/{k}" in arr else None)
+                           for k in PROJ_ARRAYS}) for i, q in enumerate(meta["projections"])]
     return BSS2Program(layers, projs, meta["inputs"], meta["outputs"], meta["dt"], meta["speedup"],
                        json.loads(files["calibration.json"]))

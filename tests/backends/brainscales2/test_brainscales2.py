@@ -3,9 +3,6 @@ reference, analog effects, calibration files, refusals, the PyNN script."""
 from __future__ import annotations
 
 import json
-import runpy
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -64,48 +61,6 @@ def test_egru_refused_naming_the_target_that_can():
     with pytest.raises(UnsupportedNodeError) as e:
         nmc.compile(egru_net(), target="brainscales2", **OPTS)
     assert "spinnaker2" in e.value.one_line()
-
-
-def test_pynn_script_builds_the_program(tmp_path, monkeypatch):
-    b, _ = _pair(ff_lif)
-    b.write(tmp_path / "b.nmc")
-    made = {"pops": [], "projs": []}
-
-    class Population:
-        def __init__(self, n, cell, label):
-            self.n, self.cell, self.label = n, cell, label
-            made["pops"].append(self)
-
-        def record(self, what):
-            self.rec = what
-
-    class Projection:
-        def __init__(self, pre, post, conn, synapse_type, receptor_type):
-            self.pre, self.post, self.conns, self.receptor = pre, post, conn.conns, receptor_type
-            made["projs"].append(self)
-
-    pynn = types.SimpleNamespace(
-        Population=Population, Projection=Projection,
-        FromListConnector=lambda conns: types.SimpleNamespace(conns=conns),
-        cells=types.SimpleNamespace(SpikeSourceArray=lambda spike_times: ("src", spike_times),
-                                    HXNeuron=lambda **kw: ("hx", kw)),
-        standardmodels=types.SimpleNamespace(synapses=types.SimpleNamespace(StaticSynapse=lambda: None)))
-    mod = runpy.run_path(str(tmp_path / "b.nmc" / "program" / "run_brainscales2.py"))
-    meta, arrays = mod["load"](str(tmp_path / "b.nmc" / "program"))
-    x = spikes((8,), T=10, seed=3)
-    pops, projs = mod["build"](pynn, meta, arrays, {"input": x})
-    prog = b.program
-    for l in prog.layers:
-        kind, kw = pops[l.name].cell
-        assert kind == "hx" and kw["threshold_v_threshold"] == l.codes["v_threshold"].tolist()
-    for q in prog.projections:
-        w = np.zeros_like(q.w6)
-        for p in made["projs"]:
-            if (p.pre.label, p.post.label) == (q.pre, q.post):
-                sign = 1 if p.receptor == "excitatory" else -1
-                for a, bb, weight, _ in p.conns:
-                    w[bb, a] = sign * weight
-        assert np.array_equal(w, q.w6 * (q.rows >= 0))
 
 
 def test_rows_signs_drivers_refractory_and_cli_calibration(tmp_path):
