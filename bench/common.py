@@ -30,7 +30,8 @@ def versions(*dists: str) -> dict[str, str]:
 def meta(section: str, quick: bool, command: str) -> dict:
     """What every result file records: date, machine, versions, reproducing command."""
     return {"section": section, "date": time.strftime("%Y-%m-%d"), "quick": quick, "command": command,
-            "python": platform.python_version(), "torch_threads": _threads(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch_threads": _threads(),
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"), "machine": platform.machine(), "cpus": os.cpu_count(),
             "versions": versions("nmc", "torch", "numpy", "numba", "snntorch", "norse", "brian2", "lava-nc", "nir")}
 
 

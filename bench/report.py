@@ -63,6 +63,29 @@ def _hdr(d, what):
     return (f"Command: `.venv/bin/{m['command']}` — "
             f"run {m['date']}, {m['cpus']} CPU cores, {m.get('wall_s', '?')} s.{' ' + what if what else ''}\n")
 
+#: why an nmc simulator loses at the batched size, and the fix (shown only when the results show the loss)
+NOTES_BATCHED = {
+    "nmc reference": "it is the float64 oracle: every tensor op in float64 (about twice the memory traffic of the "
+                     "peers' float32) and one torch call per node and state variable per step (conv at batch 64, "
+                     "cProfile: `torch.conv2d` 30 %, avg-pool 13 %, the per-node LIF/IF updates the rest). It is "
+                     "the reference, not a fast path; a fused float32 step would close it, and the chip emulators "
+                     "are the fast paths.",
+    "nmc spinnaker2": "the conv projection goes through `backends/spinnaker2/conv.py:apply` twice per step (the "
+                      "excitatory and inhibitory halves of the kernel, as the chip keeps them), each an im2col "
+                      "`unfold` copy of B×(C·9)×(H·W) floats and a matmul (cProfile: im2col ~40 % of the step). "
+                      "Fix: one float32 `conv2d` per half straight on the pooled spikes (exact for int8 kernels) "
+                      "instead of im2col + matmul.",
+    "nmc brainscales2": "the analog emulator integrates 10 fine sub-steps per model step, each a handful of "
+                        "numpy array operations over (batch × neurons) with temporaries (`np.where` for "
+                        "refractoriness and reset), so ~10× the array passes of the other emulators "
+                        "(`backends/brainscales2/emulator.py:run`). Fix: fuse the fine-step loop per neuron in "
+                        "numba, as `backends/loihi2/fast.py` does for Loihi 2.",
+    "nmc loihi2": "convolutions are expanded to dense synapse blocks (as the chip stores them) and the numba loop "
+                  "(`backends/loihi2/fast.py:_loop`, ~95 % of the run) multiplies the whole block for every "
+                  "sample; the peers run the 3×3 kernel through torch's conv. Fix: walk only the active sources' "
+                  "rows of a CSR block (inputs are 80 % zeros; a 3×3×2 kernel gives 18 synapses per neuron).",
+}
+
 
 def throughput(d) -> list[str]:
     L = ["## 1. Emulator throughput vs Lava, snnTorch, Norse and Brian2", "", _hdr(d, "")]
@@ -70,13 +93,14 @@ def throughput(d) -> list[str]:
     L.append(f"Peers: snnTorch {v['snntorch']}, Norse {v['norse']}, Brian2 {v['brian2']} (numpy code generation), "
              f"Lava {v['lava-nc']} (`Loihi2SimCfg`, fixed_pt and floating_pt); torch {v['torch']}, numba "
              f"{v['numba']}. All on the CPU in one process (Lava: child processes), torch with "
-             f"{d['meta'].get('torch_threads')} intra-op thread(s). steps/s = timesteps per "
+             f"{d['meta'].get('torch_threads')} intra-op thread(s), OpenBLAS with "
+             f"{d['meta'].get('blas_threads', 'default')} thread(s). steps/s = timesteps per "
              f"second; a batched step advances {d['batch']} samples. Best of up to 3 timed runs after a "
              "warm-up. Lava's per-step cost is the difference of two run lengths (its start-up removed). "
              "'agreement' is the output's agreement with the float reference (spike counts; Pearson r for "
              "graded outputs; 1 = identical).\n")
     rows = d["rows"]
-    losses = set()
+    losses, losses_b = {}, {}   # simulator -> ["workload r×", ...]
     for wl, desc in d["workloads"].items():
         r = [x for x in rows if x["workload"] == wl]
         if not r:
@@ -98,10 +122,12 @@ def throughput(d) -> list[str]:
             extra = " (bit-exact with the loihi2 emulator)" if x.get("bit_exact_with_emulator") else ""
             if x.get("bit_exact_with_emulator") is False:
                 extra = " (NOT equal to the loihi2 emulator)"
-            L.append(f"| {sim}{extra} | {_f(s1)} | {_f(r1, 2)} | {_f(rl, 1) if sim.startswith('nmc') or rl == 1 else ('1' if rl else '—')} "
+            L.append(f"| {sim}{extra} | {_f(s1)} | {_f(r1, 2)} | {_f(rl, 1)} "
                      f"| {_f(sb)} | {_f(rb, 2)} | {_f(ag, 3)} |")
             if sim.startswith("nmc") and r1 is not None and r1 < 1:
-                losses.add(sim)
+                losses.setdefault(sim, []).append(f"{wl} {r1:.2f}×")
+            if sim.startswith("nmc") and rb is not None and rb < 1:
+                losses_b.setdefault(sim, []).append(f"{wl} {rb:.2f}×")
         ref = [k for k in d.get("refused", {}) if k.startswith(wl + "/")]
         if ref:
             L.append("")
@@ -121,7 +147,10 @@ def throughput(d) -> list[str]:
             f"{k[4:]} {v / s:.2f}× ({'met' if v >= s else 'missed'})" for k, v in by.items() if k.startswith("nmc")) + ".")
     if losses:
         L += ["", "**Where nmc loses (× snnTorch < 1 at batch 1) and the fix:**"]
-        L += [f"- {k}: {NOTES[k]}" for k in sorted(losses) if k in NOTES]
+        L += [f"- {k} ({', '.join(losses[k])}): {NOTES.get(k, 'not profiled yet')}" for k in sorted(losses)]
+    if losses_b:
+        L += ["", f"**Where nmc loses at batch {d['batch']} and the fix:**"]
+        L += [f"- {k} ({', '.join(losses_b[k])}): {NOTES_BATCHED.get(k, 'not profiled yet')}" for k in sorted(losses_b)]
     L.append("")
     return L
 
@@ -279,6 +308,11 @@ def energy(d) -> list[str]:
 def render(out_dir) -> str:
     out_dir = Path(out_dir)
     secs = {k: load(k, out_dir) for k in ("throughput", "compile", "placement", "fidelity", "transport", "energy")}
+    # a result file from an older script (no run metadata) is reported as stale, not rendered
+    secs = {k: (v if v is None or (isinstance(v, dict) and "meta" in v) else
+                {"meta": {"date": "?", "cpus": "?"}, "error": f"bench/results/{k}.json has an older layout; "
+                                                               f"re-run `python -m bench {k}`"})
+            for k, v in secs.items()}
     dates = sorted({v["meta"]["date"] for v in secs.values() if v})
     quick = any(v and v["meta"].get("quick") for v in secs.values())
     L = ["# Benchmarks", "",
