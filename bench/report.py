@@ -73,8 +73,9 @@ NOTES_BATCHED = {
     "nmc spinnaker2": "the conv projection goes through `backends/spinnaker2/conv.py:apply` twice per step (the "
                       "excitatory and inhibitory halves of the kernel, as the chip keeps them), each an im2col "
                       "`unfold` copy of B×(C·9)×(H·W) floats and a matmul (cProfile: im2col ~40 % of the step). "
-                      "Fix: one float32 `conv2d` per half straight on the pooled spikes (exact for int8 kernels) "
-                      "instead of im2col + matmul.",
+                      "(torch's own conv is avoided on purpose: its Winograd paths are not exact.) Fix: one im2col for "
+                      "both halves (stack the two kernels: one `unfold`, one matmul) and, below ~30 % input "
+                      "activity, an event-driven scatter of the active sources' kernel rows as the chip does.",
     "nmc brainscales2": "the analog emulator integrates 10 fine sub-steps per model step, each a handful of "
                         "numpy array operations over (batch × neurons) with temporaries (`np.where` for "
                         "refractoriness and reset), so ~10× the array passes of the other emulators "
