@@ -24,6 +24,12 @@ Exact mappings (tested against the libraries):
 * Norse ``LIFBoxCell`` → LIF (R = 1); ``LIFCell``/``LICell`` (Norse 1.1: the
   input jumps into the current, the membrane integrates that current, then
   the current decays) → CubaLIF/CubaLI with R = 1, w_in = τ_syn/dt (Euler).
+  With j_t = i_{t−1} + x_t Norse's current is j_t = (1 − dt/τ_syn)·j_{t−1} + x_t,
+  the reference's Euler current, and v_t integrates j_t in both: no delay.
+  (Older Norse releases integrated v with the old current and added the input
+  after, i.e. the input one step late; 1.1, installed here, does not.)
+  ``LIFRecurrentCell`` → Linear(W_in) → CubaLIF ⇄ Linear(W_rec) (autapses
+  zeroed unless ``autapses=True``).
 
 **Files**: :func:`save` writes a dict that ``torch.load(weights_only=True)``
 reads (format tag, the graph as plain data with tensors, the module's
@@ -159,7 +165,8 @@ def _convert(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple, dt: flo
             s.integrator = m.integrator  # type: ignore[attr-defined]
     elif mod.startswith("snntorch") and cls in ("Leaky", "RLeaky", "Synaptic"):
         _snntorch(s, name, m, tuple(out_shape), dt)
-    elif mod.startswith("norse") and cls in ("LIFBoxCell", "LIFCell", "LICell", "LIFBox", "LIF", "LI"):
+    elif mod.startswith("norse") and cls in ("LIFBoxCell", "LIFCell", "LICell", "LIFBox", "LIF", "LI",
+                                             "LIFRecurrentCell"):
         _norse(s, name, m, tuple(out_shape), dt)
     else:
         raise UnsupportedNodeError(f"module {cls} ({mod}) is not supported", node=name,
@@ -169,36 +176,85 @@ def _convert(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple, dt: flo
 
 
 def _snntorch(s: _Sub, name: str, m, shp, dt):
+    """snnTorch Leaky/RLeaky/Synaptic → LIF/CubaLIF (+ loops that reproduce ``reset_delay=True``).
+
+    snnTorch (Euler, dt = 1e-4 by its NIR convention): ``syn ← α·syn + x``;
+    ``mem ← β·mem + (x or syn) − r·ϑ`` with ``r = H(mem_prev − ϑ)``; spike
+    ``H(mem − ϑ)``. With ``reset_delay=True`` (snnTorch's default) the reset
+    term r is the *previous* step's spike, and mem is not reset after firing.
+    The reference resets in the spike's step, so (u = pre-reset membrane):
+
+    * ``Leaky``, subtract: ``u_t = β(u_{t−1} − ϑs_{t−1}) + x_t + w·s_{t−1}`` with a
+      self-loop ``w = (β − 1)·ϑ`` (a ``Scale`` node ``<name>.reset_delay`` on a
+      back edge, one step late) gives snnTorch's ``β·u_{t−1} + x_t − ϑ·s_{t−1}``.
+    * ``RLeaky``, subtract: the same w is added to the recurrent weight's diagonal.
+    * ``Synaptic``, subtract: the loop enters the synaptic current, which decays by
+      α; a second loop ``Delay(dt) → Scale(−α·w)`` cancels the decayed part, so the
+      current carries exactly ``w·s_{t−1}``.
+    * reset to zero: ``Leaky`` is the same with and without the delay
+      (``mem ← β(1 − s_{t−1})·mem + x``). ``RLeaky``/``Synaptic`` with a delayed
+      zero reset also drop the step's input after a spike (``mem ← (1 − s_{t−1})·(…)``):
+      not expressible in NIR; converted with a warning.
+
+    Only floating-point rounding differs (snnTorch sums in another order), so
+    spike trains agree except at exact threshold ties. snnTorch's
+    ``reset_delay=False`` code subtracts once more when a membrane stays above ϑ
+    after its reset ("double reset" guard); the reference does not: only
+    inputs that drive a membrane above 2ϑ in one step see the difference.
+    """
+    cls = type(m).__name__
     if getattr(m, "inhibition", False) or getattr(m, "state_quant", False):
         raise UnsupportedNodeError("snnTorch inhibition/state_quant has no NIR equivalent", node=name)
-    thr = m.threshold
+    gsf = getattr(m, "graded_spikes_factor", 1.0)
+    if not np.all(_np(gsf) == 1.0):
+        raise UnsupportedNodeError("snnTorch graded_spikes_factor != 1 is not supported", node=name,
+                                   hint="fold the factor into the next layer's weights and set it to 1")
+    thr = _full(m.threshold, shp)
     mech = {0: "subtract", 1: "zero"}.get(int(getattr(m, "reset_mechanism_val", 0)))
     if mech is None:
         raise UnsupportedNodeError("snnTorch reset_mechanism='none' is not supported", node=name)
-    if getattr(m, "reset_delay", True):
-        s.warnings.append((name, "snnTorch reset_delay=True resets one step after the spike; nmc resets in the "
-                                 "spike's step, so spikes may differ (build the layer with reset_delay=False)"))
-    beta = _np(m.beta.clamp(0, 1))
+    beta = _full(_np(m.beta.clamp(0, 1)), shp)
+    if np.any(beta >= 1):
+        raise UnsupportedNodeError("snnTorch beta = 1 (no leak) has no finite time constant", node=name,
+                                   hint="use beta < 1, or nmc.nn.IF for a non-leaky neuron")
     tau = dt / (1 - beta)
-    if type(m).__name__ == "Synaptic":
-        alpha = _np(m.alpha.clamp(0, 1))
+    delay = bool(getattr(m, "reset_delay", True))
+    alpha = None
+    if cls == "Synaptic":
+        alpha = _full(_np(m.alpha.clamp(0, 1)), shp)
+        if np.any(alpha >= 1):
+            raise UnsupportedNodeError("snnTorch alpha = 1 (no current decay) is not supported", node=name)
         tsyn = dt / (1 - alpha)
-        node = nir.CubaLIF(tau_mem=_full(tau, shp), tau_syn=_full(tsyn, shp), r=_full(tau / dt, shp),
-                           v_leak=_full(0.0, shp), v_threshold=_full(thr, shp), v_reset=_full(0.0, shp),
-                           w_in=_full(tsyn / dt, shp))
-        s.chain(name, node)
+        s.chain(name, nir.CubaLIF(tau_mem=tau, tau_syn=tsyn, r=tau / dt, v_leak=_full(0.0, shp), v_threshold=thr,
+                                  v_reset=_full(0.0, shp), w_in=tsyn / dt))
     else:
         s.chain(name, _lif_node(shp, tau, tau / dt, 0.0, thr, 0.0))
     s.anns.append((name, Reset(mech)))
-    if type(m).__name__ == "RLeaky":
+    w_delay = (beta - 1) * thr if (delay and mech == "subtract") else None
+    if cls == "RLeaky":
         if not getattr(m, "all_to_all", True) or not hasattr(m, "recurrent") or not isinstance(m.recurrent, nn.Linear):
             raise UnsupportedNodeError("only all-to-all (Linear) RLeaky recurrence is supported", node=name)
         rec = f"{name}.w_rec"
         w = _np(m.recurrent.weight)
+        if w_delay is not None:
+            w = w + np.diag(w_delay.reshape(-1))
         s.nodes[rec] = nir.Linear(weight=w)
         s.edges += [(name, rec), (rec, name)]
         if m.recurrent.bias is not None:
             s.rec_bias = _np(m.recurrent.bias)  # type: ignore[attr-defined]
+    elif w_delay is not None:
+        loop = f"{name}.reset_delay"
+        s.nodes[loop] = nir.Scale(scale=w_delay)
+        s.edges += [(name, loop), (loop, name)]
+        if alpha is not None:
+            d, c = f"{name}.reset_delay2", f"{name}.reset_delay2.scale"
+            s.nodes[d] = nir.Delay(delay=_full(dt, shp))
+            s.nodes[c] = nir.Scale(scale=-alpha * w_delay)
+            s.edges += [(name, d), (d, c), (c, name)]
+    if delay and mech == "zero" and cls != "Leaky":
+        s.warnings.append((name, f"snnTorch {cls} with reset_delay=True and reset to zero ignores the input of the "
+                                 "step after a spike; nmc integrates it, so spikes may differ (build the layer "
+                                 "with reset_delay=False)"))
 
 
 def _norse(s: _Sub, name: str, m, shp, dt):
@@ -216,7 +272,20 @@ def _norse(s: _Sub, name: str, m, shp, dt):
     tau_s = 1.0 / _np(p.tau_syn_inv)
     # Norse 1.1: i_jump = i + x; v += dt/τ_mem·(v_leak − v + i_jump); i = i_jump·(1 − dt/τ_syn):
     # the reference's Euler CubaLIF/CubaLI with w_in = τ_syn/dt, R = 1
-    if cls in ("LIFCell", "LIF"):
+    if cls == "LIFRecurrentCell":
+        # i_jump = i + W_in·x + W_rec·z_{t−1}: Linear(W_in) → CubaLIF ⇄ Linear(W_rec) (back edge = z_{t−1})
+        win, wrec = _np(m.input_weights), _np(m.recurrent_weights)
+        if not getattr(m, "autapses", False):
+            np.fill_diagonal(wrec, 0.0)  # Norse zeroes them at construction; keep that for edited weights too
+        s.chain(f"{name}.w_in", nir.Linear(weight=win))
+        s.chain(name, nir.CubaLIF(tau_mem=_full(tau_m, shp), tau_syn=_full(tau_s, shp), r=_full(1.0, shp),
+                                  v_leak=_full(_np(p.v_leak), shp), v_threshold=_full(_np(p.v_th), shp),
+                                  v_reset=_full(_np(p.v_reset), shp), w_in=_full(tau_s / dt, shp)))
+        rec = f"{name}.w_rec"
+        s.nodes[rec] = nir.Linear(weight=wrec)
+        s.edges += [(name, rec), (rec, name)]
+        s.anns.append((name, Reset("zero")))
+    elif cls in ("LIFCell", "LIF"):
         s.chain(name, nir.CubaLIF(tau_mem=_full(tau_m, shp), tau_syn=_full(tau_s, shp), r=_full(1.0, shp),
                                   v_leak=_full(_np(p.v_leak), shp), v_threshold=_full(_np(p.v_th), shp),
                                   v_reset=_full(_np(p.v_reset), shp), w_in=_full(tau_s / dt, shp)))
@@ -256,6 +325,8 @@ def _guess_input_shape(m: nn.Module):
             return (c.in_features,)
         if isinstance(c, nnn.EGRU):
             return (c.input_size,)
+        if type(c).__name__ == "LIFRecurrentCell":
+            return (int(c.input_size),)
         if isinstance(c, (nn.Conv1d, nn.Conv2d)) or (c is not m and any(True for _ in c.children()) is False
                                                         and not isinstance(c, (nn.Flatten, nn.Identity, nn.Dropout))):
             return None
@@ -275,6 +346,10 @@ def _run_step(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     if isinstance(m, nnn.EGRU):
         return x.new_zeros(x.shape[0], m.hidden_size)
+    if type(m).__name__ == "LIFRecurrentCell":  # Norse: input_size → hidden_size
+        if x[0].numel() != int(m.input_size):
+            raise ValueError(f"expects {int(m.input_size)} inputs, got {x[0].numel()}")
+        return x.new_zeros(x.shape[0], int(m.hidden_size))
     if _is_neuron_module(m):
         return x
     out = m(x.to(next(iter(m.parameters()), x).dtype))

@@ -212,11 +212,16 @@ def test_snntorch_networks_match_snntorch(kind):
     assert np.array_equal(out, ys)
 
 
-def test_snntorch_reset_delay_true_warns():
+def test_snntorch_reset_delay_true_exact_or_warned():
+    # Leaky with the default delayed reset converts exactly: no warning
     net = nn.Sequential(nn.Linear(4, 4), snn.Leaky(beta=0.9, init_hidden=True))
     b = nmc.compile(net, target="reference")
-    msgs = [w["message"] for w in b.report("compile")["warnings"]]
-    assert any("reset_delay" in m for m in msgs)
+    assert not any("reset_delay" in w["message"] for w in b.report("compile")["warnings"])
+    # Synaptic with a delayed reset *to zero* drops the next step's input: warned, names the layer
+    net = nn.Sequential(nn.Linear(4, 4), snn.Synaptic(alpha=0.5, beta=0.9, init_hidden=True, reset_mechanism="zero"))
+    b = nmc.compile(net, target="reference")
+    ws = [w for w in b.report("compile")["warnings"] if "reset_delay" in w["message"]]
+    assert ws and ws[0]["node"] == "1"
 
 
 # ------------------------------------------------------------------ Norse
