@@ -375,7 +375,7 @@ def from_module(module: nn.Module, *, input_shape=None, dt: float | None = None)
     g = Graph(meta={"dt": dt})
     g.add_node("input", nir.Input(input_type={"input": np.array(input_shape)}))
     warnings: list[tuple[str, str]] = []
-    integrators: set[str] = set()
+    integrators: dict[str, str] = {}  # leaky node -> the integrator its layer was trained with
     pdt = next((q.dtype for q in module.parameters()), torch.get_default_dtype())
     x = torch.zeros((1, *input_shape), dtype=pdt)
     with torch.no_grad():
@@ -400,13 +400,47 @@ def from_module(module: nn.Module, *, input_shape=None, dt: float | None = None)
     for e in exits:
         g.add_edge(e, "output")
     if integrators:
-        g.meta["integrator"] = sorted(integrators)[0]
-        if len(integrators) > 1:
-            warnings.append(("<model>", f"layers use different integrators {sorted(integrators)}; using "
-                                        f"{g.meta['integrator']}"))
+        _unify_integrators(g, integrators, dt, warnings)
     if warnings:
         g.meta["warnings"] = [{"node": n, "message": msg} for n, msg in warnings]
     return g
+
+
+def _unify_integrators(g: Graph, integrators: dict[str, str], dt: float, warnings) -> None:
+    """One integrator per graph (meta ``integrator``): the one most leaky layers use
+    (ties: euler). Layers trained with the other one get the time constants that
+    give the same per-step decay a: Euler's ``1 − dt/τ`` equals exact's ``e^{−dt/τ'}``
+    (inputs scale the same: R·x·(1 − a), w_in·x·(1 − a)). Mathematically equal;
+    rounding differs, so those layers are no longer bit-exact: warned, by name."""
+    kinds = sorted(set(integrators.values()))
+    main = max(kinds, key=lambda k: (sum(v == k for v in integrators.values()), k == "euler"))
+    g.meta["integrator"] = main
+    for name, integ in integrators.items():
+        if integ == main:
+            continue
+        node = g.nodes[name]
+        fields = ("tau",) if isinstance(node, (nir.LIF, nir.LI)) else ("tau_mem", "tau_syn")
+        kw = {}
+        for f in fields:
+            tau = np.asarray(getattr(node, f), dtype=float)
+            if main == "euler":  # exact decay e^{−dt/τ} as an Euler step 1 − dt/τ'
+                kw[f] = dt / (1 - np.exp(-dt / tau))
+            else:
+                a = 1 - dt / tau
+                if np.any(a <= 0):
+                    raise UnsupportedNodeError(f"Euler decay 1 − dt/τ ≤ 0 cannot be written as an exact "
+                                               f"integrator's e^(−dt/τ)", node=name,
+                                               hint="use one integrator for every layer")
+                kw[f] = -dt / np.log(a)
+        g.nodes[name] = _replace_fields(node, kw)
+        warnings.append((name, f"layer trained with the {integ} integrator converted to the graph's {main} "
+                               f"integrator (same decay per step, float rounding differs)"))
+
+
+def _replace_fields(node, kw):
+    d = {k: v for k, v in vars(node).items() if k not in ("input_type", "output_type", "metadata")}
+    d.update(kw)
+    return type(node)(**d)
 
 
 def _has_snntorch(m) -> bool:
@@ -430,7 +464,9 @@ def _attach(g: Graph, sub: _Sub, preds: list[str], warnings, integrators) -> str
         g.annotate(k, ann)
     warnings += sub.warnings
     if hasattr(sub, "integrator"):
-        integrators.add(sub.integrator)
+        for k, node in sub.nodes.items():
+            if isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF, nir.CubaLI)):
+                integrators[k] = sub.integrator
     rb = getattr(sub, "rec_bias", None)
     if rb is not None:  # snnTorch RLeaky: fold the recurrent bias into the feed-forward Affine
         ff = preds[0] if len(preds) == 1 else None
