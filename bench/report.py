@@ -12,10 +12,12 @@ from .common import load
 
 #: why an nmc simulator loses, and the fix (from profiling; shown only when the results show a loss)
 NOTES = {
-    "nmc brainscales2": "the analog emulator integrates 10 fine (sub-)steps per model step in numpy, so its "
-                        "per-step Python overhead is ~10× the other emulators' (cProfile: the fine-step loop in "
-                        "`backends/brainscales2/emulator.py`). Fix: compile the fine-step loop with numba as "
-                        "`backends/loihi2/fast.py` does for Loihi 2.",
+    "nmc brainscales2": "emulating continuous time costs 10 fine sub-steps per model step (fused per neuron in "
+                        "numba, `backends/brainscales2/fast.py`), i.e. 10× the neuron updates of a discrete-time "
+                        "simulator, and its weights are the dense effective matrices rebuilt from the synapse "
+                        "array (a convolution expanded to a dense block). Fix: skip neurons at rest between "
+                        "events in the fused loop (closed-form decay over the idle sub-steps) and keep "
+                        "expanded conv blocks sparse.",
     "nmc reference": "the float reference steps node by node through torch float64 with per-node dispatch "
                      "(`nmc/reference.py` step → dynamics); at batch 1 the ~20 µs per torch op dominates. It is the "
                      "oracle, not a fast path; a fused float32 step (or the chip emulators) is the fix.",
@@ -76,11 +78,10 @@ NOTES_BATCHED = {
                       "(torch's own conv is avoided on purpose: its Winograd paths are not exact.) Fix: one im2col for "
                       "both halves (stack the two kernels: one `unfold`, one matmul) and, below ~30 % input "
                       "activity, an event-driven scatter of the active sources' kernel rows as the chip does.",
-    "nmc brainscales2": "the analog emulator integrates 10 fine sub-steps per model step, each a handful of "
-                        "numpy array operations over (batch × neurons) with temporaries (`np.where` for "
-                        "refractoriness and reset), so ~10× the array passes of the other emulators "
-                        "(`backends/brainscales2/emulator.py:run`). Fix: fuse the fine-step loop per neuron in "
-                        "numba, as `backends/loihi2/fast.py` does for Loihi 2.",
+    "nmc brainscales2": "10 fine sub-steps per model step for every sample (fused in numba; before fusing them "
+                        "the numpy version ran ~10 array passes per sub-step) and dense effective weight "
+                        "matrices: 10× the neuron updates and, on conv, the whole expanded block per sample. Fix: "
+                        "closed-form decay over idle sub-steps and sparse conv blocks, as for batch 1.",
     "nmc loihi2": "convolutions are expanded to dense synapse blocks (as the chip stores them) and the numba loop "
                   "(`backends/loihi2/fast.py:_loop`, ~95 % of the run) multiplies the whole block for every "
                   "sample; the peers run the 3×3 kernel through torch's conv. Fix: walk only the active sources' "

@@ -40,6 +40,7 @@ from nmc.reference import check_inputs
 
 from ..base import Device
 from . import calibration as C
+from . import fast
 from . import synapses as S
 from .program import BSS2Program
 
@@ -50,12 +51,14 @@ class BSS2Emulator(Device):
     name = "emulator"
 
     def __init__(self, program: BSS2Program, graph, mismatch: str = "off", noise: bool = False, seed: int = 0,
-                 substeps: int = 10, event_timing: str = "step"):
+                 substeps: int = 10, event_timing: str = "step", compiled: bool = True):
         if mismatch not in MODES:
             raise OptionError(f"mismatch must be one of {', '.join(MODES)}")
         if event_timing not in ("step", "real"):
             raise OptionError("event_timing must be 'step' or 'real'")
         self.event_timing = event_timing
+        # the fine-step loop: numba-fused per neuron, or numpy array passes (bit-identical; see .fast)
+        self._fine = fast.fine_steps if compiled and fast.available() else fast.fine_steps_numpy
         self.p, self.graph = program, graph
         self.mismatch, self.noise, self.seed, self.S = mismatch, bool(noise), int(seed), int(substeps)
         cal = program.calibration
@@ -110,6 +113,8 @@ class BSS2Emulator(Device):
         W = self.W
         S = self.S
         prev_sub = {l.name: np.zeros((S, B, l.size)) for l in self.p.layers}
+        packed = {l.name: fast.pack(self.prm[l.name], l.size) for l in self.p.layers} \
+            if self._fine is fast.fine_steps else None
         for t in range(T):
             ext = {k: a[t].reshape(B, -1).astype(float) for k, a in arrs.items()}
             cur_sub: dict[str, np.ndarray] = {}
@@ -129,29 +134,10 @@ class BSS2Emulator(Device):
                             drive += src @ W[id(q)].T
                         else:  # all of the source's events of the step at the step boundary
                             drive[0 if cuba else S - 1] += src.max(axis=0) @ W[id(q)].T
-                v, i = s_["v"], s_["i"]
-                spk = np.zeros((B, l.size))
-                fired_sub = np.zeros((S, B, l.size))
-                for k in range(S):
-                    if cuba:
-                        i = i + drive[k]
-                        # exact over h: dv/dt = (v_leak − v + J)/τ_mem, dJ/dt = −J/τ_syn
-                        v = P["v_leak"] + (v - P["v_leak"]) * P["a"] + i * P["coef"]
-                        i = i * P["b"]
-                    else:
-                        v = P["v_leak"] + (v - P["v_leak"]) * P["a"] + drive[k]
-                    if self.noise:
-                        v = v + rng.standard_normal(v.shape) * self.noise_sigma / np.sqrt(S)
-                    refr = s_["ref"] > 0
-                    if refr.any():  # refractory: held at v_reset
-                        v = np.where(refr, P["v_reset"], v)
-                        s_["ref"] = np.maximum(s_["ref"] - h, 0.0)
-                    fired = v > P["v_threshold"]
-                    if fired.any():
-                        fired_sub[k] = fired
-                        spk = np.maximum(spk, fired)
-                        v = np.where(fired, P["v_reset"], v)
-                        s_["ref"] = np.where(fired, P["t_refrac"], s_["ref"])
+                noise = (rng.standard_normal((S, B, l.size)) * self.noise_sigma / np.sqrt(S)) if self.noise else None
+                v, i, ref, spk, fired_sub = self._fine(s_["v"], s_["i"], s_["ref"], drive, noise, cuba,
+                                                       packed[l.name] if packed else P, h)
+                s_["ref"] = ref
                 s_["v"], s_["i"], s_["s"] = v, i, spk
                 cur_sub[l.name] = fired_sub
                 hist[l.name]["s"].append(spk.copy())
