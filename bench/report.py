@@ -26,10 +26,10 @@ NOTES = {
                       "tensors built from numpy each call), i.e. per-call torch overhead at batch 1 while the input "
                       "is 80 % zeros. Fix: an event-driven integer scatter of the active sources' kernel rows "
                       "(numba), as the chip does, instead of im2col.",
-    "nmc loihi2": "convolutions are lowered to Dense synapse blocks (as on the chip) and the numba loop "
-                  "(`backends/loihi2/fast.py:_loop`, ~95 % of the run) multiplies every stored synapse each step; "
-                  "the peers run the 3×3 kernel through torch's conv. Fix: walk only the active sources' rows "
-                  "(event-driven; inputs are 80 % zeros) or keep conv blocks as CSR in the loop.",
+    "nmc loihi2": "convolutions are expanded to synapse blocks as on the chip; the numba loop walks only the "
+                  "active sources' rows of those sparse blocks (`backends/loihi2/fast.py`), but it records s, v "
+                  "and u of every neuron at every step (the run API returns them), which at ~2,000 neurons "
+                  "dominates. Fix: record only the output and requested groups inside the loop.",
     "compile": "cProfile of the 10⁷-synapse loihi2 compile (54 s under the profiler): `partition` 33 s — "
                "`refine` 12 s (np.union1d/np.unique per candidate move), the greedy and sequential baselines the "
                "placement report compares against 10 s, source-core incidence 5 s —, `quantize` 10 s (6.6 s of it "
@@ -82,10 +82,10 @@ NOTES_BATCHED = {
                         "the numpy version ran ~10 array passes per sub-step) and dense effective weight "
                         "matrices: 10× the neuron updates and, on conv, the whole expanded block per sample. Fix: "
                         "closed-form decay over idle sub-steps and sparse conv blocks, as for batch 1.",
-    "nmc loihi2": "convolutions are expanded to dense synapse blocks (as the chip stores them) and the numba loop "
-                  "(`backends/loihi2/fast.py:_loop`, ~95 % of the run) multiplies the whole block for every "
-                  "sample; the peers run the 3×3 kernel through torch's conv. Fix: walk only the active sources' "
-                  "rows of a CSR block (inputs are 80 % zeros; a 3×3×2 kernel gives 18 synapses per neuron).",
+    "nmc loihi2": "per sample the numba loop walks the active sources' rows of the expanded conv block and "
+                  "updates and records s, v and u (int64) of all ~2,000 neurons every step: ~2 MB of records per "
+                  "step at batch 64, more than the arithmetic. Fix: record only output and requested groups, and "
+                  "loop over samples innermost so each weight row is read once per step for the whole batch.",
 }
 
 
