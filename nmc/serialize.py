@@ -93,6 +93,11 @@ def write(path: str | Path, graph: Graph) -> None:
         m = f.create_group("nmc", track_order=True)
         m.attrs["format"] = FORMAT
         _ds(m, "meta", json.dumps(graph.meta, sort_keys=True))
+        # NIR's dicts do not carry the shapes of every node (e.g. AvgPool2d/SumPool2d have no
+        # input_type field): keep them all here so a read graph has the shapes it was written with
+        shapes = {k: {w: list(v) for w, v in (("in", graph.shape_in(k)), ("out", graph.shape_out(k))) if v is not None}
+                  for k in graph.nodes}
+        _ds(m, "shapes", json.dumps({k: v for k, v in shapes.items() if v}, sort_keys=True))
         ag = m.create_group("annotations", track_order=True)
         for node in sorted(graph.annotations):
             ng = ag.create_group(node, track_order=True)
@@ -272,10 +277,11 @@ def read(path: str | Path) -> Graph:
                 node = nir.NIRGraph(nodes={"input": nir.Input(node.input_type), "node": node,
                                            "output": nir.Output(node.output_type)},
                                     edges=[("input", "node"), ("node", "output")], type_check=False)
-            meta, anns = {}, {}
+            meta, anns, shapes = {}, {}, {}
             if "nmc" in f:
                 m = f["nmc"]
                 meta = json.loads(_s(m["meta"][()])) if "meta" in m else {}
+                shapes = json.loads(_s(m["shapes"][()])) if "shapes" in m else {}
                 for nname, ng in m.get("annotations", {}).items():
                     if not isinstance(ng, h5py.Group):
                         raise InputFileError(f"damaged annotations of node '{nname}'", path=p,
@@ -304,7 +310,25 @@ def read(path: str | Path) -> Graph:
                              hint="the file is corrupt or truncated; re-export it") from None
     g = Graph.from_nir(node, meta=meta)
     g.annotations = anns
+    _restore_shapes(g, shapes, p)
     return g
+
+
+def _restore_shapes(g: Graph, shapes: dict, path) -> None:
+    """Give nodes whose NIR fields lost their shapes (pooling) the shapes written in /nmc/shapes."""
+    if not isinstance(shapes, dict):
+        raise InputFileError("damaged /nmc/shapes", path=path, hint="the file is corrupt; re-export it")
+    for name, sh in shapes.items():
+        node = g.nodes.get(name)
+        if node is None or not isinstance(sh, dict):
+            continue
+        for which, attr, key in (("in", "input_type", "input"), ("out", "output_type", "output")):
+            if which in sh and (which == "in" and g.shape_in(name) is None or which == "out" and g.shape_out(name) is None):
+                try:
+                    setattr(node, attr, {key: np.array([int(x) for x in sh[which]])})
+                except (TypeError, ValueError):
+                    raise InputFileError(f"damaged shape of node '{name}' in /nmc/shapes", path=path,
+                                         hint="the file is corrupt; re-export it") from None
 
 
 def read_bytes(data: bytes) -> Graph:

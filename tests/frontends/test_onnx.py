@@ -152,3 +152,25 @@ def test_compile_onnx_end_to_end_reports_accuracy(tmp_path):
     assert acc["ann"] == 1.0
     assert acc["snn"]["128"] >= 0.95
     assert acc["snn"]["128"] >= acc["snn"]["8"]
+
+
+def test_avgpool_bundle_written_and_loaded_runs_the_same(tmp_path):
+    """AvgPool2d's shapes are not NIR fields: the bundle keeps them (/nmc/shapes), so a loaded
+    bundle runs, and equals the in-memory one."""
+    import nmc
+
+    c = 2
+    p = _model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                helper.make_node("Relu", ["c"], ["r"]),
+                helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                helper.make_node("Flatten", ["p"], ["f"]),
+                helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], transB=1)],
+               {"w": RNG.normal(0, .5, (c, 1, 3, 3)), "b": np.zeros(c),
+                "w2": RNG.normal(0, .5, (3, c * 4 * 4)), "b2": np.zeros(3)}, [1, 8, 8], [3], tmp_path / "m.onnx")
+    b = nmc.compile(p, target="reference", timesteps=16)
+    b.write(tmp_path / "m.nmc")
+    b2 = nmc.load(tmp_path / "m.nmc")
+    pool = next(k for k, n in b2.graph.nodes.items() if type(n).__name__ == "AvgPool2d")
+    assert b2.graph.shape_in(pool) == (c, 8, 8) and b2.graph.shape_out(pool) == (c, 4, 4)
+    x = encode(RNG.uniform(0, 1, (5, 1, 8, 8)).astype(np.float32), 16, "regular")
+    np.testing.assert_array_equal(b2.run({"input": x})["output"], b.run({"input": x})["output"])
