@@ -29,6 +29,15 @@ Frame types (C = client → server, S = server → client)::
     7 ERROR   either: u16 code + UTF-8 message; the sender closes the connection after it
     8 CLOSE   C: empty; end of session (answered by the final STATS, then the server closes)
 
+A conversation::
+
+    C HELLO {token}        S HELLO {target, devices, io}     (wrong token: S ERROR E_AUTH, close)
+    C OPEN {device, window} S OPEN {device, window, io}     (one session per connection)
+    C EVENTS seq=0 ...      S OUTPUT seq=0 ...               (the client may send ahead: pipelining;
+    C EVENTS seq=1 ...      S OUTPUT seq=1 ...                the server stops reading when its queue
+    C RESET / STATS         S STATS                           is full, so TCP slows the sender)
+    C CLOSE                 S STATS (final counters), close
+
 Node table (one window)::
 
     u16 n_entries, then per entry:

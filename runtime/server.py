@@ -232,6 +232,7 @@ class _Handler(socketserver.BaseRequestHandler):
         srv: SessionServer = self.server  # type: ignore[assignment]
         sock: socket.socket = self.request
         sock.settimeout(srv.idle_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames go out at once (no Nagle delay)
         conn = _Conn(srv, sock, "%s:%s" % self.client_address[:2])
         with srv.lock:
             srv.conns[threading.current_thread()] = conn

@@ -26,10 +26,11 @@ spike outputs are exact; graded outputs (voltages) are the device's values
 rounded to float32.
 
 Devices that implement ``step(inputs_t)`` (one timestep, state kept) are
-driven step by step. For devices with only ``run``, the session replays the
-whole input history from reset each window and returns the new steps (exact
-for deterministic devices, O(T²)); ``Session.replaying`` says which mode is in
-use.
+driven step by step (the reference device). For devices with only ``run``
+(the chip emulators today), the session replays the whole input history from
+reset each window and returns the new steps: exact for deterministic causal
+devices, but O(T²) time and O(T) memory over a session's life (``reset()``
+clears the history); ``Session.replaying`` says which mode is in use.
 """
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ class IOMap:
 
 class Session:
     def __init__(self, bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts):
-        if window < 1:
-            raise OptionError(f"window must be ≥ 1 timestep, got {window}")
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+            raise OptionError(f"window must be an integer ≥ 1 timestep, got {window!r}")
         self.bundle = bundle
         self.device_name = device or bundle.backend.default_device
         self.device = bundle.device(self.device_name, **device_opts)

@@ -335,8 +335,6 @@ def test_token_required_and_checked(bundle):
             c.step(ev.events([0], [0]))
     finally:
         srv.stop()
-    r = CliRunner().invoke(main, ["serve", "whatever.nmc", "--host", "0.0.0.0", "--port", "0"])
-    assert r.exit_code != 0
 
 
 def test_cli_serve_off_loopback_without_token_is_one_line(bundle):
@@ -488,4 +486,4 @@ def test_bench_transport_smoke(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     res = mod.main(["--windows", "10", "--window", "2", "--out", str(tmp_path / "t.json"), "--quick"])
-    assert (tmp_path / "t.json").exists() and all(v["tcp"]["events_per_s"] > 0 for v in res.values())
+    assert (tmp_path / "t.json").exists() and all(v[m]["events_per_s"] > 0 for v in res.values() for m in ("local", "tcp step", "tcp stream"))
