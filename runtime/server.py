@@ -135,6 +135,8 @@ class _Conn:
     def reader(self, in_names, sizes, window):
         try:
             while not self.stop.is_set():
+                if self.srv.stopping:  # graceful stop: no new frames; the queued ones are still answered
+                    raise ConnectionError("server stopping")
                 ft, flags, pl, seq = P.read_frame(self.sock)
                 self.transport["frames_in"] += 1
                 if ft == P.EVENTS:

@@ -197,6 +197,10 @@ class Session:
         return {k: ev.to_dense(ev.concat(v, self.window), len(v) * self.window, self.io.outputs[k],
                                dtype=np.float64, node=k) for k, v in outs.items()}
 
+    def stats(self) -> dict:
+        """The session's counters (same keys as a server's STATS)."""
+        return self.counters.as_dict()
+
     def close(self) -> None:
         close = getattr(self.device, "close", None)
         if callable(close):
