@@ -487,3 +487,32 @@ def test_bench_transport_smoke(tmp_path):
     spec.loader.exec_module(mod)
     res = mod.main(["--windows", "10", "--window", "2", "--out", str(tmp_path / "t.json"), "--quick"])
     assert (tmp_path / "t.json").exists() and all(v[m]["events_per_s"] > 0 for v in res.values() for m in ("local", "tcp step", "tcp stream"))
+
+
+def test_cli_serve_process_serves_and_stops_gracefully_on_sigterm(bundle):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "nmc.cli", "serve", str(bundle.path), "--port", "0", "--window", "4"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()  # "serving ... on 127.0.0.1:PORT (Ctrl-C to stop)"
+        m = re.search(r"on (127\.0\.0\.1):(\d+)", line)
+        assert m, line + p.stderr.read()
+        x = spikes((8,), T=12, seed=13)
+        c = nmc.connect(m.group(1), int(m.group(2)))
+        outs = [c.step(w)["output"] for w in _windows(x, 4)]
+        assert np.array_equal(_dense(outs, 4, 12, 4), bundle.run({"input": x})["output"])
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+        frames = _frames(_raw_recv_all(c.sock))
+        assert [f[0] for f in frames] == [P.STATS, P.ERROR]  # final counters, then "shutting down"
+        stats = P.parse_json(frames[0][1])
+        assert stats["received"] == stats["processed"] == int(x.sum())
+        c.sock.close()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
