@@ -300,7 +300,9 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
     srv = SessionServer(api.load(bundle), host=host, port=port, token=token, device=device, window=window,
                         queue_frames=queue_frames, idle_timeout=idle_timeout, log=log)
     h, p = srv.address
-    out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False)
+    # one unwrapped line, flushed at once: clients (and tests) read the address from it through a pipe
+    out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False, soft_wrap=True, markup=False)
+    out.file.flush()
 
     def _term(*_):
         raise KeyboardInterrupt

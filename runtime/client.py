@@ -173,7 +173,12 @@ class Client:
                         self.seq += len(self._outputs(flags, payload))
             except NmcError:
                 pass
-            t.join()
+            t.join(self.sock.gettimeout())
+            if t.is_alive():  # the input iterable blocks: give up on this connection rather than wait forever
+                self.closed = True
+                self.sock.close()
+                raise DeviceError("the input windows stopped coming while the stream was being ended; "
+                                  "connection closed", hint="end the input iterable when you stop consuming")
         if err:
             raise err[0]
 

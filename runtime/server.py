@@ -199,7 +199,12 @@ class _Conn:
                                    name=f"nmc-reader-{self.peer}")
         self.rd.start()
         while True:
-            kind, data, seq, flags = self.q.get()
+            try:
+                kind, data, seq, flags = self.q.get(timeout=0.5)
+            except queue.Empty:
+                if self.rd.is_alive():
+                    continue
+                kind, data, seq, flags = "error", ConnectionError("reader stopped"), 0, 0
             if kind == "events":
                 tables = []
                 for w in data:
@@ -238,7 +243,11 @@ class _Handler(socketserver.BaseRequestHandler):
         conn = _Conn(srv, sock, "%s:%s" % self.client_address[:2])
         with srv.lock:
             srv.conns[threading.current_thread()] = conn
+            stopping = srv.stopping
         try:
+            if stopping:  # accepted just before stop(): stop() did not see it, so say so here
+                conn.fail(P.E_SHUTDOWN, "server shutting down")
+                return
             conn.serve()
         except PermissionError as e:
             conn.fail(P.E_AUTH, str(e))
@@ -332,7 +341,8 @@ class SessionServer(socketserver.ThreadingTCPServer):
     def stop(self, timeout: float = 5.0) -> None:
         """Graceful shutdown (see the module docstring); returns when every
         connection thread has ended or ``timeout`` seconds have passed."""
-        self.stopping = True
+        with self.lock:  # a connection registering from now on sees it and ends itself
+            self.stopping = True
         if self._serving:
             self.shutdown()
         with self.lock:

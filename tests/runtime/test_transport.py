@@ -274,7 +274,7 @@ def test_overload_sender_is_slowed_nothing_dropped(bundle):
         c = nmc.connect(*srv.address)
         x = spikes((8,), T=n_win, seed=4, p=0.6)
         frames = b"".join(P.frame(P.EVENTS, P.pack_table([(0, w, False)]), i) for i, w in enumerate(_windows(x, 1)))
-        t = threading.Thread(target=c.sock.sendall, args=(frames,))  # everything at once, no waiting
+        t = threading.Thread(target=c.sock.sendall, args=(frames,), daemon=True)  # everything at once
         t.start()
         assert _until(lambda: srv.conns and next(iter(srv.conns.values())).session is not None)
         conn = next(iter(srv.conns.values()))
@@ -287,6 +287,7 @@ def test_overload_sender_is_slowed_nothing_dropped(bundle):
             # frames the server has read off the socket but not yet stepped: bounded by the queue
             ahead.append(conn.transport["frames_in"] - conn.session.counters.windows)
         t.join(10)
+        assert not t.is_alive(), "the sender is still blocked after every window was answered"
         stats = c.close()
     finally:
         srv.stop()
@@ -299,15 +300,19 @@ def test_overload_sender_is_slowed_nothing_dropped(bundle):
 
 def test_two_clients_at_once_are_isolated(bundle, server):
     xs = [spikes((8,), T=40, seed=5), spikes((8,), T=40, seed=6, p=0.1)]
-    got = [None, None]
+    got, errs = [None, None], []
 
     def run(i):
-        with nmc.connect(*server.address, window=4) as c:
-            got[i] = c.run_dense({"input": xs[i]})["output"]
+        try:
+            with nmc.connect(*server.address, window=4, timeout=20) as c:
+                got[i] = c.run_dense({"input": xs[i]})["output"]
+        except Exception as e:  # reported by the main thread
+            errs.append(e)
 
-    ts = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    ts = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
     [t.start() for t in ts]
     [t.join(30) for t in ts]
+    assert not any(t.is_alive() for t in ts) and not errs, errs
     for x, g in zip(xs, got):
         assert np.array_equal(g, bundle.run({"input": x})["output"])
     # interleaved steps on one thread
@@ -368,7 +373,7 @@ def test_fuzzed_frames_never_crash_or_hang_the_server(server, data):
         assert ft in (P.HELLO, P.OPEN, P.ERROR, P.OUTPUT, P.STATS)
         if ft == P.ERROR:
             assert P.parse_error(payload)[0] in P.ERROR_NAMES
-    with nmc.connect(*server.address) as c:  # still serving
+    with nmc.connect(*server.address, timeout=10) as c:  # still serving
         c.step(ev.events([1], [2]))
     assert _until(lambda: server.active_sessions == 0)
 
@@ -416,12 +421,15 @@ def test_client_disconnect_mid_stream_frees_the_session(bundle):
 def test_graceful_shutdown_answers_queued_windows(bundle):
     srv = SessionServer(bundle, window=1, queue_frames=8, session_factory=_slow_factory(0.01))
     srv.start()
-    c = nmc.connect(*srv.address)
-    x = spikes((8,), T=30, seed=12)
-    c.sock.sendall(b"".join(P.frame(P.EVENTS, P.pack_table([(0, w, False)]), i) for i, w in enumerate(_windows(x, 1))))
-    assert _until(lambda: next(iter(srv.conns.values())).transport["frames_in"] >= 5)
-    t0 = time.monotonic()
-    srv.stop(timeout=5)
+    try:
+        c = nmc.connect(*srv.address, timeout=10)
+        x = spikes((8,), T=30, seed=12)
+        c.sock.sendall(b"".join(P.frame(P.EVENTS, P.pack_table([(0, w, False)]), i)
+                                for i, w in enumerate(_windows(x, 1))))
+        assert _until(lambda: next(iter(srv.conns.values())).transport["frames_in"] >= 5)
+        t0 = time.monotonic()
+    finally:
+        srv.stop(timeout=5)
     assert time.monotonic() - t0 < 6
     frames = _frames(_raw_recv_all(c.sock))
     kinds = [f[0] for f in frames]
@@ -469,11 +477,11 @@ def test_cli_stream_errors_are_one_line(bundle, tmp_path):
     ev.save_npz(tmp_path / "in.npz", {"input": np.zeros((4, 7))})
     r = CliRunner().invoke(main, ["stream", str(bundle.path), "--input", str(tmp_path / "in.npz")])
     assert r.exit_code == 2 and "input" in r.output and "Traceback" not in r.output
-    with socket.socket() as s:  # a free port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ev.save_npz(tmp_path / "in.npz", {"input": np.zeros((4, 8))})
-    r = CliRunner().invoke(main, ["stream", f"127.0.0.1:{port}", "--input", str(tmp_path / "in.npz")])
+    with socket.socket() as s:  # a port held (bound, not listening) while the client tries it: refused, and
+        s.bind(("127.0.0.1", 0))  # neither another process nor the client's own source port can take it
+        port = s.getsockname()[1]
+        r = CliRunner().invoke(main, ["stream", f"127.0.0.1:{port}", "--input", str(tmp_path / "in.npz")])
     assert r.exit_code == 2 and "cannot connect" in r.output
 
 
@@ -489,20 +497,29 @@ def test_bench_transport_smoke(tmp_path):
     assert (tmp_path / "t.json").exists() and all(v[m]["events_per_s"] > 0 for v in res.values() for m in ("local", "tcp step", "tcp stream"))
 
 
-def test_cli_serve_process_serves_and_stops_gracefully_on_sigterm(bundle):
+def test_cli_serve_process_serves_and_stops_gracefully_on_sigterm(bundle, tmp_path):
     import re
+    import shutil
     import signal
     import subprocess
     import sys
 
-    p = subprocess.Popen([sys.executable, "-m", "nmc.cli", "serve", str(bundle.path), "--port", "0", "--window", "4"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a path long enough that a console wrapping at 80 columns would push the address to a second line
+    path = tmp_path / ("a-rather-long-folder-name-" * 3) / bundle.path.name
+    path.parent.mkdir()
+    (shutil.copytree if bundle.path.is_dir() else shutil.copy)(bundle.path, path)
+    p = subprocess.Popen([sys.executable, "-m", "nmc.cli", "serve", str(path), "--port", "0", "--window", "4"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        line = p.stdout.readline()  # "serving ... on 127.0.0.1:PORT (Ctrl-C to stop)"
-        m = re.search(r"on (127\.0\.0\.1):(\d+)", line)
-        assert m, line + p.stderr.read()
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(p.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(30)  # "serving ... on 127.0.0.1:PORT (Ctrl-C to stop)", one line however long the path
+        assert lines and p.poll() is None, f"no address line within 30 s (exit code {p.poll()})"
+        m = re.search(r"on (127\.0\.0\.1):(\d+)", lines[0])
+        assert m, lines[0]
         x = spikes((8,), T=12, seed=13)
-        c = nmc.connect(m.group(1), int(m.group(2)))
+        c = nmc.connect(m.group(1), int(m.group(2)), timeout=10)
         outs = [c.step(w)["output"] for w in _windows(x, 4)]
         assert np.array_equal(_dense(outs, 4, 12, 4), bundle.run({"input": x})["output"])
         p.send_signal(signal.SIGTERM)
