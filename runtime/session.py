@@ -25,12 +25,17 @@ Output payloads travel as float32 (:data:`~nmc.runtime.events.EVENT_DTYPE`):
 spike outputs are exact; graded outputs (voltages) are the device's values
 rounded to float32.
 
-Devices that implement ``step(inputs_t)`` (one timestep, state kept) are
-driven step by step (the reference device). For devices with only ``run``
-(the chip emulators today), the session replays the whole input history from
-reset each window and returns the new steps: exact for deterministic causal
-devices, but O(T²) time and O(T) memory over a session's life (``reset()``
-clears the history); ``Session.replaying`` says which mode is in use.
+Streaming devices (``device.streams``: the reference device and the
+spinnaker2, loihi2 and brainscales2 emulators, see
+:class:`nmc.backends.base.Device`) get each window through
+``device.advance`` with their state carried: a window costs O(window) and
+gives the rows ``run`` gives for those timesteps of the whole input. A device
+with only a one-timestep ``step(inputs_t)`` is stepped timestep by timestep.
+For devices with only ``run`` the session replays the whole input history
+from reset each window and returns the new steps: exact for deterministic
+causal devices, but O(T²) time and O(T) memory over a session's life
+(``reset()`` clears the history); ``Session.replaying`` says which mode is in
+use.
 """
 from __future__ import annotations
 
@@ -95,9 +100,18 @@ class Session:
                 self.tick = float(hw["timing"]["sys_tick_s"]["value"])
             except (KeyError, TypeError):
                 pass
-        self.replaying = not callable(getattr(self.device, "step", None))
         self.counters = Counters()
         self.reset()
+
+    @property
+    def streaming(self) -> bool:
+        """The device runs windows with its state carried (``device.advance``)."""
+        return bool(getattr(self.device, "streams", False)) and callable(getattr(self.device, "advance", None))
+
+    @property
+    def replaying(self) -> bool:
+        """The device has neither ``advance`` nor ``step``: each window replays the history."""
+        return not self.streaming and not callable(getattr(self.device, "step", None))
 
     # ----------------------------------------------------------------- control
     def reset(self) -> None:
@@ -172,6 +186,9 @@ class Session:
                     self._history[k].pop()
                 raise
             return {k: np.asarray(res[k])[-self.window:] for k in self.io.outputs}
+        if self.streaming:
+            outs = self.device.advance({k: v[:, None] for k, v in dense.items()})  # batch of one
+            return {k: np.asarray(outs[k])[:, 0] for k in self.io.outputs}
         per_step: dict[str, list] = {k: [] for k in self.io.outputs}
         for i in range(self.window):
             o = self.device.step({k: v[i][None] for k, v in dense.items()})
