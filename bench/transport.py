@@ -1,18 +1,29 @@
-"""Runtime transport: events/s and per-window latency over loopback TCP.
+"""Runtime transport: events/s and per-window latency, local session vs loopback TCP.
 
-1. transport alone: an identity bundle (Input(n) → Output, reference device),
-   so the device does no work and the cost is framing + sockets + sessions;
-2. end to end: the quick start's digit classifier on the reference device.
-Each compared with the same windows stepped through a local ``nmc.open``
-session (no sockets). Loopback only; bounded runs.
+Workloads (windows of ``--window`` steps, Bernoulli spike input):
 
-    .venv/bin/python bench/transport.py [--windows 400] [--window 4]
+1. transport alone: an identity bundle (Input(1024) → Output) whose device is
+   an echo (each step returns its input), so the figures are framing, sockets,
+   event conversions and the session — no simulation;
+2. end to end: the quick start's digit classifier (LIF MLP 64→128→10) on the
+   reference device (steps one timestep at a time) and on the loihi2 emulator
+   (no streaming ``step()``: the session replays the history each window,
+   exact but O(T²), so it runs fewer windows — ``--loihi-windows``).
+
+Modes: ``local`` (``nmc.open``, no sockets), ``tcp step`` (``Client.step``:
+one window per round trip; latency = send → output back), ``tcp stream``
+(``Client.stream``: pipelined, latency = mean time per window) and ``tcp
+stream batch B`` (B windows per frame). Loopback only, bounded runs; prints a
+table and writes JSON.
+
+    .venv/bin/python bench/transport.py [--windows 400] [--window 4] [--batch 16]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -22,8 +33,28 @@ import numpy as np
 import nmc
 from nmc.runtime import events as ev
 from nmc.runtime.server import SessionServer
+from nmc.runtime.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Echo:
+    """Device stand-in for the transport-alone figure: returns each step's input."""
+
+    def __init__(self, out_name):
+        self.out_name = out_name
+
+    def reset(self, batch=1):
+        pass
+
+    def step(self, inputs_t):
+        return {self.out_name: next(iter(inputs_t.values()))}
+
+
+def _echo_factory(b, device, window):
+    s = Session(b, device=device, window=window)
+    s.device = _Echo(next(iter(s.io.outputs)))
+    return s
 
 
 def _identity(n):
@@ -33,57 +64,95 @@ def _identity(n):
     return nmc.compile(g, target="reference", dt=1e-3)
 
 
-def _measure(bundle, x, window, windows):
+def _measure(bundle, x, window, windows, batch, factory=None):
     wins = [ev.from_dense(x[i * window:(i + 1) * window]) for i in range(windows)]
     n_ev = sum(len(w) for w in wins)
-    res = {}
-    with nmc.open(bundle, window=window) as s:
-        t0 = time.perf_counter()
-        for w in wins:
-            s.step(w)
-        dt = time.perf_counter() - t0
-    res["local"] = {"events_per_s": n_ev / dt, "window_latency_ms": dt / windows * 1e3}
-    srv = SessionServer(bundle, port=0, window=window)
+    res = {"windows": windows, "window_steps": window, "input_events": n_ev}
+    make = factory or (lambda b, d, w: Session(b, device=d, window=w))
+    make(bundle, None, window).step(wins[0])  # warm-up (numba compilation, torch first call)
+    s = make(bundle, None, window)
+    lat = []
+    t0 = time.perf_counter()
+    for w in wins:
+        t1 = time.perf_counter()
+        s.step(w)
+        lat.append(time.perf_counter() - t1)
+    dt = time.perf_counter() - t0
+    res["local"] = _fig(n_ev, dt, lat)
+    srv = SessionServer(bundle, port=0, window=window, session_factory=factory, queue_frames=8)
     srv.start()
     try:
-        c = nmc.connect(*srv.address, window=window)
-        lat = []
-        t0 = time.perf_counter()
-        for w in wins:
-            t1 = time.perf_counter()
-            c.step(w)
-            lat.append(time.perf_counter() - t1)
-        dt = time.perf_counter() - t0
-        c.close()
+        with nmc.connect(*srv.address, window=window) as c:
+            lat = []
+            t0 = time.perf_counter()
+            for w in wins:
+                t1 = time.perf_counter()
+                c.step(w)
+                lat.append(time.perf_counter() - t1)
+            res["tcp step"] = _fig(n_ev, time.perf_counter() - t0, lat)
+            for b in (1, batch):
+                c.reset()
+                t0 = time.perf_counter()
+                n_out = sum(1 for _ in c.stream(wins, batch=b))
+                dt = time.perf_counter() - t0
+                assert n_out == windows
+                res["tcp stream" + (f" batch {b}" if b > 1 else "")] = _fig(n_ev, dt, None, windows)
+            stats = c.stats()
+        assert stats["received"] == stats["processed"] == 3 * n_ev, stats  # nothing lost
     finally:
         srv.stop()
-    res["tcp"] = {"events_per_s": n_ev / dt, "window_latency_ms": float(np.median(lat)) * 1e3,
-                  "window_latency_p99_ms": float(np.percentile(lat, 99)) * 1e3}
-    res["events"] = n_ev
     return res
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
+def _fig(n_ev, dt, lat, windows=None):
+    d = {"events_per_s": n_ev / dt, "seconds": dt}
+    if lat is not None:
+        d["window_latency_ms"] = float(np.median(lat)) * 1e3
+        d["window_latency_p99_ms"] = float(np.percentile(lat, 99)) * 1e3
+    else:
+        d["window_latency_ms"] = dt / windows * 1e3  # mean time per window when pipelined
+    return d
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--windows", type=int, default=400)
     ap.add_argument("--window", type=int, default=4)
-    ap.add_argument("--out", default="bench/results/transport.json")
+    ap.add_argument("--batch", type=int, default=16, help="windows per frame in the batched stream mode")
+    ap.add_argument("--loihi-windows", type=int, default=60, help="windows for the loihi2 emulator (replayed)")
+    ap.add_argument("--quick", action="store_true", help="transport alone and the reference device only")
+    ap.add_argument("--out", default=str(ROOT / "bench/results/transport.json"))
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     T = a.windows * a.window
     out = {}
     x = (rng.random((T, 1024)) < 0.1).astype(np.float32)
-    out["transport alone (identity, 1024 channels, p=0.1)"] = _measure(_identity(1024), x, a.window, a.windows)
-    digits = nmc.compile(ROOT / "examples/quickstart/digits_lif.nir", target="reference", dt=1e-3, reset="zero",
-                         integrator="euler")
+    out["transport alone (echo device, 1024 channels, p=0.1)"] = _measure(
+        _identity(1024), x, a.window, a.windows, a.batch, _echo_factory)
+    digits = ROOT / "examples/quickstart/digits_lif.nir"
     x = (rng.random((T, 64)) < 0.3).astype(np.float32)
-    out["end to end (digits LIF MLP, reference device)"] = _measure(digits, x, a.window, a.windows)
+    ref = nmc.compile(digits, target="reference", dt=1e-3, reset="zero", integrator="euler")
+    out["end to end (digits LIF MLP, reference device)"] = _measure(ref, x, a.window, a.windows, a.batch)
+    if not a.quick:
+        lo = nmc.compile(digits, target="loihi2", dt=1e-3, reset="zero", integrator="euler")
+        nw = min(a.windows, a.loihi_windows)
+        out[f"end to end (digits LIF MLP, loihi2 emulator, replayed, {nw} windows)"] = _measure(
+            lo, x[:nw * a.window], a.window, nw, a.batch)
+    _table(out)
+    meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"meta": meta, "results": out}, indent=2))
+    return out
+
+
+def _table(out):
+    modes = ["local", "tcp step", "tcp stream"] + [m for m in next(iter(out.values())) if "batch" in m]
+    print(f"{'workload':62s} {'mode':20s} {'events/s':>12s} {'ms/window':>10s} {'p99 ms':>8s}")
     for k, v in out.items():
-        print(f"{k}: local {v['local']['events_per_s']:,.0f} ev/s, {v['local']['window_latency_ms']:.3f} ms/window; "
-              f"tcp {v['tcp']['events_per_s']:,.0f} ev/s, {v['tcp']['window_latency_ms']:.3f} ms/window "
-              f"(p99 {v['tcp']['window_latency_p99_ms']:.3f})")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+        for m in modes:
+            f = v[m]
+            p99 = f"{f['window_latency_p99_ms']:8.3f}" if "window_latency_p99_ms" in f else f"{'':8s}"
+            print(f"{k[:62]:62s} {m:20s} {f['events_per_s']:12,.0f} {f['window_latency_ms']:10.3f} {p99}")
 
 
 if __name__ == "__main__":

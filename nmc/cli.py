@@ -276,83 +276,104 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 @click.option("--port", "-p", type=int, default=7878, show_default=True, help="TCP port (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs --token.")
 @click.option("--token", help="Secret clients must present (required off loopback).")
-@click.option("--device", "-d", help="Device of the bundle's target (default: its emulator).")
-@click.option("--window", type=int, default=1, show_default=True, help="Default timesteps per window.")
-def serve_cmd(bundle, port, host, token, device, window):
+@click.option("--device", "-d", help="Serve only this device of the bundle's target (default: clients choose; the emulator).")
+@click.option("--window", type=int, default=1, show_default=True, help="Default timesteps per window (clients may ask for another).")
+@click.option("--queue", "queue_frames", type=int, default=4, show_default=True, help="Frames queued per connection before the server stops reading it (back-pressure).")
+@click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Close a connection idle this many seconds.")
+def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_timeout):
     """Serve BUNDLE: clients stream events in and get output events back (one session each).
 
     \b
     Example:
       nmc serve digits.nmc --port 7878
       nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
+    Ctrl-C (or SIGTERM) stops gracefully: queued windows are answered, each client gets its counters.
     """
+    import signal
+
     from . import api
     from nmc.runtime.server import SessionServer
 
-    srv = SessionServer(api.load(bundle), host=host, port=port, token=token, device=device, window=window)
+    def log(msg):
+        err.print(msg, highlight=False, soft_wrap=True, markup=False)
+
+    srv = SessionServer(api.load(bundle), host=host, port=port, token=token, device=device, window=window,
+                        queue_frames=queue_frames, idle_timeout=idle_timeout, log=log)
     h, p = srv.address
-    out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False)
+    # one unwrapped line, flushed at once: clients (and tests) read the address from it through a pipe
+    out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False, soft_wrap=True, markup=False)
+    out.file.flush()
+
+    def _term(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _term) if _in_main_thread() else None
     try:
         srv.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:  # pragma: no cover
-        pass
+    except KeyboardInterrupt:
+        err.print("stopping: answering queued windows, closing sessions", highlight=False)
     finally:
-        srv.server_close()
+        srv.stop()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 @main.command("stream")
-@click.argument("target_")
+@click.argument("target_", metavar="BUNDLE|HOST:PORT")
 @click.option("--input", "-i", "input_path", required=True, type=click.Path(path_type=Path),
               help=".npz with one (T, *shape) array per input node.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
 @click.option("--window", type=int, default=1, show_default=True, help="Timesteps per window.")
-@click.option("--device", "-d", help="Device (local bundles only).")
+@click.option("--device", "-d", help="Device (default: the target's emulator / the server's).")
 @click.option("--token", help="Token for a server that requires one.")
-def stream_cmd(target_, input_path, output, window, device, token):
+@click.option("--batch", type=int, default=1, show_default=True, help="Windows per network frame (servers only).")
+def stream_cmd(target_, input_path, output, window, device, token, batch):
     """Stream a recorded input through a BUNDLE locally, or through a server at HOST:PORT.
 
     \b
     Examples:
       nmc stream digits.nmc --input in.npz -o out.npz --window 4
       nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
-    The output equals `nmc run` on the same input.
+    The output .npz is identical to `nmc run` on the same input (graded outputs travel as float32).
     """
-    import numpy as np
-
-    from nmc.runtime import events as ev
     from nmc.runtime.events import load_inputs_npz, save_npz
 
+    from .errors import OptionError
+
+    if window < 1 or batch < 1:
+        raise OptionError(f"--window and --batch must be >= 1, got {window} and {batch}")
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise InputFileError("cannot write the outputs here: " + ("it is a directory" if output.is_dir()
+                             else "its folder does not exist"), path=output, hint="pass a file path like out.npz")
     inputs = load_inputs_npz(input_path)
+    if not inputs:
+        raise InputFileError("the input file holds no arrays", path=input_path, hint="one (T, *shape) array per input node")
     T = max(v.shape[0] for v in inputs.values())
-    nwin = -(-T // window)
-    if Path(target_).exists():
+    host, _, port = target_.rpartition(":")
+    if Path(target_).exists() or not (host and port.isdigit()):
         from .runtime.session import open_session
 
-        sess = open_session(target_, device=device, window=window)
-        outs = sess.run_dense(inputs)
-        counters = sess.counters.as_dict()
+        with open_session(target_, device=device, window=window) as sess:
+            outs = sess.run_dense(inputs)
+            counters = sess.counters.as_dict()
     else:
         from .runtime.client import connect
 
-        host, _, port = target_.rpartition(":")
-        if not host or not port.isdigit():
-            raise click.BadParameter(f"{target_!r} is neither a bundle directory nor HOST:PORT")
-        c = connect(host, int(port), token=token, window=window)
-        res: dict = {k: [] for k in c.outputs}
-        for w in range(nwin):
-            sl = slice(w * window, (w + 1) * window)
-            r = c.step({k: ev.from_dense(np.asarray(v)[sl]) for k, v in inputs.items()})
-            for k, e in r.items():
-                res[k].append(e)
-        counters = c.close()
-        outs = {}
-        for k, parts in res.items():
-            shape = c.shapes_out.get(k, (c.sizes_out[k],))
-            outs[k] = ev.to_dense(ev.concat(parts, window), nwin * window, shape)
+        with connect(host.strip("[]"), int(port), token=token, device=device, window=window) as c:
+            outs = c.run_dense(inputs, batch=batch)
+            counters = c.close()
+            counters.pop("transport", None)
     outs = {k: v[:T] for k, v in outs.items()}
     if output:
         save_npz(output, outs)
         out.print(f"[green]wrote[/] {output}")
+    nwin = -(-T // window)
     out.print(f"windows {nwin} x {window} steps; counters {counters}", highlight=False)
 
 

@@ -1,82 +1,224 @@
-"""``nmc.connect``: a client for ``nmc serve`` with the local Session's interface."""
+"""``nmc.connect``: a client for ``nmc serve`` with the local Session's interface.
+
+``Client(host, port, token=None, device=None, window=None)`` connects, says
+HELLO (with the token) and OPENs a session; then, like
+:class:`~nmc.runtime.session.Session`:
+
+* ``step(events)`` sends one window and waits for its output events;
+* ``stream(windows)`` pipelines: a sender thread writes windows (``batch``
+  windows per EVENTS frame) as fast as the server's back-pressure lets it,
+  while output windows are yielded in order as they arrive;
+* ``run_dense(inputs)`` streams dense ``(T, *shape)`` arrays and returns dense
+  float64 outputs, like ``Session.run_dense``;
+* ``reset()``, ``stats()`` return the server's counters; ``close()`` ends the
+  session and returns the final counters.
+
+``counters`` holds the client's own ``sent`` (input events written) and
+``received`` (output events read); at close they equal the server's
+``received`` and ``sent``. Server-side errors raise
+:class:`~nmc.errors.DeviceError` with the server's one-line message.
+"""
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from nmc.errors import DeviceError, EventFormatError
+from nmc.errors import DeviceError, EventFormatError, NmcError
 
 from . import events as ev
 from . import protocol as P
+from .session import IOMap, check_dense_inputs, dense_windows
 
 
 class Client:
-    def __init__(self, host: str, port: int, token: str | None = None, window: int | None = None,
-                 timeout: float = 60.0):
+    def __init__(self, host: str, port: int, token: str | None = None, device: str | None = None,
+                 window: int | None = None, timeout: float = 60.0):
         try:
-            self.sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as e:
+            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        except (OSError, ValueError) as e:
             raise DeviceError(f"cannot connect to {host}:{port} ({e})", hint="is `nmc serve` running there?") from None
-        self.sock.sendall(P.frame(P.HELLO, P.json_payload({"version": P.VERSION, "token": token, "window": window})))
-        ft, payload, _ = self._read()
-        if ft != P.READY:
-            raise DeviceError(f"server answered {P.NAMES[ft]} instead of READY")
-        info = P.parse_json(payload)
-        self.inputs, self.outputs = list(info["inputs"]), list(info["outputs"])
-        self.sizes_in, self.sizes_out = info["inputs"], info["outputs"]
-        self.shapes_out = {k: tuple(v) for k, v in info.get("output_shapes", {}).items()}
-        self.window, self.device = int(info["window"]), info["device"]
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.closed = False
+        self.counters = {"sent": 0, "received": 0, "windows": 0}
+        try:
+            self._send(P.HELLO, P.json_payload({"version": P.VERSION, "token": token}))
+            hello = P.parse_json(self._expect(P.HELLO)[1])
+            self.target, self.devices = hello.get("target"), hello.get("devices")
+            self._send(P.OPEN, P.json_payload({"device": device, "window": window}))
+            info = P.parse_json(self._expect(P.OPEN)[1])
+            self.io = IOMap({k: tuple(v) for k, v in info["input_shapes"].items()},
+                            {k: tuple(v) for k, v in info["output_shapes"].items()})
+            self.window, self.device_name = int(info["window"]), info["device"]
+        except BaseException:
+            self.sock.close()
+            self.closed = True
+            raise
+        self.inputs, self.outputs = list(self.io.inputs), list(self.io.outputs)
+        self._out_sizes = [self.io.size(k, "out") for k in self.outputs]
         self.seq = 0
-        self.sent = self.received = 0
+
+    # ------------------------------------------------------------------ frames
+    def _send(self, ftype, payload=b"", seq=0, flags=0):
+        try:
+            self.sock.sendall(P.frame(ftype, payload, seq, flags))
+        except OSError as e:
+            raise DeviceError(f"connection to the server lost while sending ({e})") from None
 
     def _read(self):
-        ft, payload, seq = P.read_frame(self.sock)
+        try:
+            ft, flags, payload, seq = P.read_frame(self.sock)
+        except (OSError, ConnectionError) as e:
+            raise DeviceError(f"connection to the server lost ({e})") from None
         if ft == P.ERROR:
             code, msg = P.parse_error(payload)
-            raise DeviceError(f"server error {code}: {msg}")
-        return ft, payload, seq
+            raise DeviceError(f"server error {code} ({P.ERROR_NAMES.get(code, '?')}): {msg}")
+        return ft, flags, payload, seq
 
-    def step(self, events) -> dict[str, np.ndarray]:
-        """Send one window; returns ``{output: events}`` (t relative to the window)."""
+    def _expect(self, ftype, seq=None):
+        ft, flags, payload, s = self._read()
+        if ft != ftype or (seq is not None and s != seq):
+            raise DeviceError(f"server sent {P.NAMES[ft]} (seq {s}) where {P.NAMES[ftype]}"
+                              + (f" (seq {seq})" if seq is not None else "") + " was due")
+        return flags, payload, s
+
+    def _table(self, events) -> tuple[bytes, int]:
         if not isinstance(events, dict):
             if len(self.inputs) != 1:
-                raise EventFormatError(f"the server's bundle has inputs {self.inputs}: pass a dict")
+                raise EventFormatError(f"the served bundle has inputs {self.inputs}: pass {{node: events}}")
             events = {self.inputs[0]: events}
-        tab = []
+        entries = []
         for name, e in events.items():
-            if name not in self.inputs:
+            if name not in self.io.inputs:
                 raise EventFormatError("not an input of the served bundle", node=name, hint=f"inputs: {self.inputs}")
-            e = np.asarray(e)
-            tab.append((self.inputs.index(name), e, bool(len(e) and (e["v"] != 1).any())))
-            self.sent += len(e)
-        self.sock.sendall(P.frame(P.EVENTS, P.pack_table(tab), self.seq))
-        ft, payload, seq = self._read()
-        if ft != P.OUTPUT or seq != self.seq:
-            raise DeviceError(f"unexpected {P.NAMES[ft]} frame (seq {seq}, expected OUTPUT {self.seq})")
-        self.seq += 1
-        out = P.unpack_table(payload, len(self.outputs))
-        res = {name: out.get(i, ev.events([], [])) for i, name in enumerate(self.outputs)}
-        self.received += sum(len(v) for v in res.values())
+            e = ev.validate(np.asarray(e), n_channels=self.io.size(name), steps=self.window, node=name)
+            entries.append((self.inputs.index(name), e, bool(len(e) and (e["v"] != 1).any())))
+        return P.pack_table(entries), sum(len(e) for _, e, _ in entries)
+
+    def _outputs(self, flags, payload) -> list[dict[str, np.ndarray]]:
+        wins = P.unpack_windows(payload, flags, len(self.outputs), self._out_sizes, self.window)
+        res = [{k: w.get(i, ev.empty()) for i, k in enumerate(self.outputs)} for w in wins]
+        self.counters["received"] += sum(len(e) for r in res for e in r.values())
+        self.counters["windows"] += len(res)
         return res
 
-    def stream(self, windows: Iterable) -> Iterator[dict[str, np.ndarray]]:
-        for w in windows:
-            yield self.step(w)
+    # --------------------------------------------------------------- session
+    def step(self, events=None) -> dict[str, np.ndarray]:
+        """Send one window; returns ``{output: events}`` (t relative to the window)."""
+        body, n = self._table(events if events is not None else {})
+        self._send(P.EVENTS, body, self.seq)
+        self.counters["sent"] += n
+        flags, payload, _ = self._expect(P.OUTPUT, self.seq)
+        self.seq += 1
+        (res,) = self._outputs(flags, payload)
+        return res
+
+    def stream(self, windows: Iterable, batch: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """Yield one output dict per input window, pipelined (see the module docstring).
+
+        The iterable is consumed by a sender thread; an error in it (or a bad
+        window) is raised here after the outputs of the windows already sent.
+        """
+        if batch < 1:
+            raise EventFormatError(f"batch must be >= 1, got {batch}")
+        err: list[BaseException] = []
+        stop = threading.Event()
+        base = self.seq
+
+        def sender():
+            seq, pend, n_pend = base, [], 0
+            try:
+                for w in windows:
+                    if stop.is_set():
+                        break
+                    body, n = self._table(w if w is not None else {})
+                    pend.append(body)
+                    n_pend += n
+                    if len(pend) == batch or sum(map(len, pend)) > P.MAX_PAYLOAD // 2:
+                        seq = self._flush(pend, n_pend, seq)
+                        pend, n_pend = [], 0
+                if pend:
+                    seq = self._flush(pend, n_pend, seq)
+            except BaseException as e:  # reported to the consumer after the windows already sent
+                err.append(e)
+            finally:
+                try:
+                    self._send(P.STATS)  # end marker: answered after the last OUTPUT
+                except NmcError as e:
+                    err.append(e)
+
+        t = threading.Thread(target=sender, daemon=True, name="nmc-client-sender")
+        t.start()
+        done = False
+        try:
+            while not done:
+                ft, flags, payload, s = self._read()
+                if ft == P.STATS:
+                    done = True
+                elif ft != P.OUTPUT or s != self.seq:
+                    raise DeviceError(f"server sent {P.NAMES[ft]} (seq {s}) where OUTPUT (seq {self.seq}) was due")
+                else:
+                    for r in self._outputs(flags, payload):
+                        self.seq += 1
+                        yield r
+        finally:
+            stop.set()
+            try:  # the consumer stopped early (or an error): read and drop the rest up to the end marker
+                while not done:
+                    ft, flags, payload, s = self._read()
+                    done = ft == P.STATS
+                    if ft == P.OUTPUT:
+                        self.seq += len(self._outputs(flags, payload))
+            except NmcError:
+                pass
+            t.join(self.sock.gettimeout())
+            if t.is_alive():  # the input iterable blocks: give up on this connection rather than wait forever
+                self.closed = True
+                self.sock.close()
+                raise DeviceError("the input windows stopped coming while the stream was being ended; "
+                                  "connection closed", hint="end the input iterable when you stop consuming")
+        if err:
+            raise err[0]
+
+    def _flush(self, tables: list[bytes], n: int, seq: int) -> int:
+        payload, flags = P.pack_windows(tables)
+        self._send(P.EVENTS, payload, seq, flags)
+        self.counters["sent"] += n
+        return seq + len(tables)
+
+    def run_dense(self, inputs: dict[str, np.ndarray], batch: int = 1) -> dict[str, np.ndarray]:
+        """Stream dense ``(T, *shape)`` inputs; dense float64 outputs ``(T', *shape)``,
+        T' = T rounded up to whole windows (like ``Session.run_dense``)."""
+        inputs = check_dense_inputs(inputs, self.io)
+        T = max(v.shape[0] for v in inputs.values())
+        outs: dict[str, list] = {k: [] for k in self.outputs}
+        for r in self.stream(dense_windows(inputs, self.window, T), batch=batch):
+            for k, e in r.items():
+                outs[k].append(e)
+        return {k: ev.to_dense(ev.concat(v, self.window), len(v) * self.window, self.io.outputs[k],
+                               dtype=np.float64, node=k) for k, v in outs.items()}
+
+    def stats(self) -> dict:
+        """The server's counters for this session."""
+        self._send(P.STATS)
+        return P.parse_json(self._expect(P.STATS)[1])
 
     def reset(self) -> dict:
-        self.sock.sendall(P.frame(P.RESET))
-        _, payload, _ = self._read()
-        return P.parse_json(payload)
+        """Drop the session's state on the server; returns its counters."""
+        self._send(P.RESET)
+        return P.parse_json(self._expect(P.STATS)[1])
 
     def close(self) -> dict:
         """End the session; returns the server's final counters."""
+        if self.closed:
+            return {}
         try:
-            self.sock.sendall(P.frame(P.CLOSE))
-            ft, payload, _ = self._read()
-            return P.parse_json(payload) if ft == P.STATS else {}
+            self._send(P.CLOSE)
+            return P.parse_json(self._expect(P.STATS)[1])
         finally:
+            self.closed = True
             self.sock.close()
 
     def __enter__(self):
@@ -85,9 +227,12 @@ class Client:
     def __exit__(self, *exc):
         try:
             self.close()
-        except (OSError, DeviceError, EventFormatError):
-            pass
+        except NmcError:
+            if exc[0] is None:
+                raise
 
 
-def connect(host: str, port: int, token: str | None = None, window: int | None = None) -> Client:
-    return Client(host, port, token=token, window=window)
+def connect(host: str, port: int, token: str | None = None, device: str | None = None,
+            window: int | None = None, timeout: float = 60.0) -> Client:
+    """``nmc.connect``: a :class:`Client` session on an ``nmc serve`` server."""
+    return Client(host, port, token=token, device=device, window=window, timeout=timeout)

@@ -1,32 +1,64 @@
 """Wire protocol of ``nmc serve``: small versioned binary frames over TCP.
 
-Every frame: a 16-byte little-endian header, then ``length`` payload bytes::
+Frame layout
+------------
+Every frame is a 16-byte little-endian header followed by ``length`` payload
+bytes::
 
-    0  4s  magic   b"NMCE"
-    4  B   version 1
-    5  B   type    (below)
-    6  H   flags   (0)
-    8  I   length  payload bytes (≤ MAX_PAYLOAD)
-    12 I   seq     window number (EVENTS / OUTPUT), else 0
+    offset  type  field
+    0       4s    magic    b"NMCE"
+    4       u8    version  1 (a peer speaking another version is refused)
+    5       u8    type     frame type (table below)
+    6       u16   flags    bit 0 BATCH (EVENTS/OUTPUT carry several windows); other bits must be 0
+    8       u32   length   payload bytes, at most MAX_PAYLOAD (16 MiB)
+    12      u32   seq      EVENTS/OUTPUT: number of the (first) window; else 0
 
-Types and payloads:
+Frame types (C = client → server, S = server → client)::
 
-    HELLO   1  JSON {"version": 1, "token": str|null}        client → server, first frame
-    READY   2  JSON {"inputs": {name: size}, "outputs": {...}, "window": n, "device": str}
-    EVENTS  3  node table (below): one window of input events  client → server
-    OUTPUT  4  node table: that window's output events         server → client
-    RESET   5  empty: drop the session's state                 client → server (answered by STATS)
-    STATS   6  JSON counters {received, processed, sent, windows, steps}
-    ERROR   7  u16 code + UTF-8 message; the sender closes the connection after it
-    CLOSE   8  empty: end of session (answered by STATS, then the server closes)
+    1 HELLO   C: JSON {"version": 1, "token": str|null}   first frame of a connection
+              S: JSON {"version", "target", "devices", "default_device", "window",
+                       "inputs": {name: shape}, "outputs": {name: shape}}
+    2 OPEN    C: JSON {"device": str|null, "window": int|null}   opens the session
+              S: JSON {"device", "window", "inputs": {name: size}, "outputs": {name: size},
+                       "input_shapes": {name: shape}, "output_shapes": {name: shape}}
+    3 EVENTS  C: one window of input events (node table), or with BATCH several
+    4 OUTPUT  S: the output events of those windows, same layout, same seq
+    5 RESET   C: empty; drop the session's state (answered by STATS)
+    6 STATS   C: empty request; S: JSON counters, answered in order after the
+              OUTPUT of every window sent before it
+    7 ERROR   either: u16 code + UTF-8 message; the sender closes the connection after it
+    8 CLOSE   C: empty; end of session (answered by the final STATS, then the server closes)
 
-Node table: ``u16 n_nodes``, then per node ``u16 node index, u8 graded, u8 0,
-u32 n_events`` followed by the node's events packed by
-:func:`nmc.runtime.events.pack` (8 bytes per binary event, 12 per graded).
-Node indices follow the order of READY's ``inputs`` / ``outputs``.
+A conversation::
 
-Every malformed input raises :class:`~nmc.errors.EventFormatError`; nothing is
-silently skipped.
+    C HELLO {token}        S HELLO {target, devices, io}     (wrong token: S ERROR E_AUTH, close)
+    C OPEN {device, window} S OPEN {device, window, io}     (one session per connection)
+    C EVENTS seq=0 ...      S OUTPUT seq=0 ...               (the client may send ahead: pipelining;
+    C EVENTS seq=1 ...      S OUTPUT seq=1 ...                the server stops reading when its queue
+    C RESET / STATS         S STATS                           is full, so TCP slows the sender)
+    C CLOSE                 S STATS (final counters), close
+
+Node table (one window)::
+
+    u16 n_entries, then per entry:
+        u16 node index   position in OPEN's "inputs" (EVENTS) or "outputs" (OUTPUT)
+        u8  graded       0: 8-byte binary records, 1: 12-byte graded records
+        u8  0            reserved
+        u32 n_events
+        n_events records packed by :func:`nmc.runtime.events.pack`
+        (u32 t window-relative, u32 ch flat channel[, f32 v])
+
+A node may appear in several entries (its events are concatenated); a node
+absent from the table has no events in that window.
+
+BATCH payload: ``u32 n_windows`` then per window ``u32 table bytes`` + that
+node table; window ``k`` of the frame is window number ``seq + k``.
+
+Every decoding error — bad magic/version/type/flags, oversized length,
+truncated or trailing bytes, node index, graded flag, non-finite payload, an
+event outside the window or the node's channels when limits are given — raises
+:class:`~nmc.errors.EventFormatError` naming the byte offset; nothing is
+silently skipped, and no byte string makes a decoder raise anything else.
 """
 from __future__ import annotations
 
@@ -44,95 +76,168 @@ MAGIC = b"NMCE"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHII")
 MAX_PAYLOAD = 16 * 1024 * 1024
-HELLO, READY, EVENTS, OUTPUT, RESET, STATS, ERROR, CLOSE = range(1, 9)
-NAMES = {HELLO: "HELLO", READY: "READY", EVENTS: "EVENTS", OUTPUT: "OUTPUT", RESET: "RESET", STATS: "STATS",
+#: frame flag: the EVENTS/OUTPUT payload holds several windows
+BATCH = 0x0001
+_KNOWN_FLAGS = BATCH
+HELLO, OPEN, EVENTS, OUTPUT, RESET, STATS, ERROR, CLOSE = range(1, 9)
+NAMES = {HELLO: "HELLO", OPEN: "OPEN", EVENTS: "EVENTS", OUTPUT: "OUTPUT", RESET: "RESET", STATS: "STATS",
          ERROR: "ERROR", CLOSE: "CLOSE"}
-# error codes
-E_MALFORMED, E_TOO_BIG, E_AUTH, E_PROTOCOL, E_RUNTIME = 1, 2, 3, 4, 5
+# error codes of ERROR frames
+E_MALFORMED, E_TOO_BIG, E_AUTH, E_PROTOCOL, E_RUNTIME, E_SHUTDOWN, E_INTERNAL = range(1, 8)
+ERROR_NAMES = {E_MALFORMED: "malformed frame", E_TOO_BIG: "frame too big", E_AUTH: "not authorised",
+               E_PROTOCOL: "protocol violation", E_RUNTIME: "session error", E_SHUTDOWN: "server shutting down",
+               E_INTERNAL: "internal server error"}
+_ENTRY = struct.Struct("<HBBI")
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 
 
-def frame(ftype: int, payload: bytes = b"", seq: int = 0) -> bytes:
+class FrameTooBig(EventFormatError):
+    """A frame (header length or payload to send) over :data:`MAX_PAYLOAD`."""
+
+
+def frame(ftype: int, payload: bytes = b"", seq: int = 0, flags: int = 0) -> bytes:
+    """Header + payload of one frame; refuses payloads over MAX_PAYLOAD."""
     if len(payload) > MAX_PAYLOAD:
-        raise EventFormatError(f"frame payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}",
-                               limit=MAX_PAYLOAD, actual=len(payload), hint="send smaller windows")
-    return HEADER.pack(MAGIC, VERSION, ftype, 0, len(payload), seq) + payload
+        raise FrameTooBig(f"frame payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit",
+                          limit=MAX_PAYLOAD, actual=len(payload), hint="send smaller windows or smaller batches")
+    return HEADER.pack(MAGIC, VERSION, ftype, flags, len(payload), seq) + payload
 
 
-def parse_header(h: bytes) -> tuple[int, int, int]:
-    """(type, length, seq); raises EventFormatError on a bad header."""
+def parse_header(h: bytes) -> tuple[int, int, int, int]:
+    """(type, flags, length, seq); raises EventFormatError on a bad header."""
     if len(h) != HEADER.size:
         raise EventFormatError(f"truncated frame header ({len(h)} of {HEADER.size} bytes)")
-    magic, version, ftype, _flags, length, seq = HEADER.unpack(h)
+    magic, version, ftype, flags, length, seq = HEADER.unpack(h)
     if magic != MAGIC:
         raise EventFormatError(f"bad magic {magic!r} (expected {MAGIC!r}): not an nmc stream")
     if version != VERSION:
-        raise EventFormatError(f"protocol version {version} is not supported (this side speaks {VERSION})")
+        raise EventFormatError(f"protocol version {version} is not supported (this side speaks {VERSION})",
+                               hint="use client and server of the same nmc release")
     if ftype not in NAMES:
         raise EventFormatError(f"unknown frame type {ftype}")
+    if flags & ~_KNOWN_FLAGS:
+        raise EventFormatError(f"unknown frame flags 0x{flags:04x} in a {NAMES[ftype]} frame")
+    if flags & BATCH and ftype not in (EVENTS, OUTPUT):
+        raise EventFormatError(f"BATCH flag on a {NAMES[ftype]} frame")
     if length > MAX_PAYLOAD:
-        raise EventFormatError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit",
-                               limit=MAX_PAYLOAD, actual=length)
-    return ftype, length, seq
+        raise FrameTooBig(f"frame of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit", limit=MAX_PAYLOAD,
+                          actual=length, hint="send smaller windows or smaller batches")
+    return ftype, flags, length, seq
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise ConnectionError("peer closed the connection")
-        buf += chunk
+    """Exactly n bytes; ConnectionError if the peer closes first."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:], min(n - got, 1 << 20))
+        if not k:
+            raise ConnectionError("peer closed the connection" + (f" in the middle of a frame ({got} of {n} bytes)"
+                                                                   if got else ""))
+        got += k
     return bytes(buf)
 
 
-def read_frame(sock: socket.socket) -> tuple[int, bytes, int]:
-    ftype, length, seq = parse_header(recv_exact(sock, HEADER.size))
-    return ftype, recv_exact(sock, length) if length else b"", seq
+def read_frame(sock: socket.socket) -> tuple[int, int, bytes, int]:
+    """(type, flags, payload, seq) of the next frame on ``sock``."""
+    ftype, flags, length, seq = parse_header(recv_exact(sock, HEADER.size))
+    return ftype, flags, recv_exact(sock, length) if length else b"", seq
 
 
-def pack_table(tables: list[tuple[int, np.ndarray, bool]]) -> bytes:
-    parts = [struct.pack("<H", len(tables))]
-    for idx, e, graded in tables:
-        body = ev.pack(e, graded=graded)
-        parts.append(struct.pack("<HBBI", idx, 1 if graded else 0, 0, len(e)))
+# ---------------------------------------------------------------- node tables
+def pack_table(entries) -> bytes:
+    """One window: ``entries`` is ``[(node index, events, graded), ...]``."""
+    parts = [_U16.pack(len(entries))]
+    for idx, e, graded in entries:
+        body = ev.pack(e, graded=bool(graded))
+        parts.append(_ENTRY.pack(idx, 1 if graded else 0, 0, len(e)))
         parts.append(body)
     return b"".join(parts)
 
 
-def unpack_table(buf: bytes, n_nodes: int) -> dict[int, np.ndarray]:
+def unpack_table(buf, n_nodes: int, sizes=None, window: int | None = None, base: int = 0) -> dict[int, np.ndarray]:
+    """One window's node table → ``{node index: events}``.
+
+    ``sizes[i]`` (channels of node i) and ``window`` (steps), when given, bound
+    ``ch`` and ``t``; ``base`` offsets byte positions in messages.
+    """
+    buf = memoryview(buf)
     if len(buf) < 2:
-        raise EventFormatError("event table shorter than its 2-byte node count")
-    (count,) = struct.unpack_from("<H", buf, 0)
+        raise EventFormatError(f"event table at byte {base} is shorter than its 2-byte entry count")
+    (count,) = _U16.unpack_from(buf, 0)
     off, out = 2, {}
     for _ in range(count):
-        if off + 8 > len(buf):
-            raise EventFormatError(f"event table truncated at byte {off}")
-        idx, graded, _pad, n = struct.unpack_from("<HBBI", buf, off)
-        off += 8
+        if off + _ENTRY.size > len(buf):
+            raise EventFormatError(f"event table truncated at byte {base + off} (entry header needs {_ENTRY.size})")
+        idx, graded, pad, n = _ENTRY.unpack_from(buf, off)
         if idx >= n_nodes:
-            raise EventFormatError(f"node index {idx} out of range (the bundle has {n_nodes})", limit=n_nodes - 1,
-                                   actual=idx)
-        if graded not in (0, 1):
-            raise EventFormatError(f"bad graded flag {graded} at byte {off - 6}")
-        size = n * (12 if graded else 8)
+            raise EventFormatError(f"node index {idx} at byte {base + off} out of range (there are {n_nodes})",
+                                   limit=n_nodes - 1, actual=idx)
+        if graded not in (0, 1) or pad:
+            raise EventFormatError(f"bad graded flag {graded} / reserved byte {pad} at byte {base + off + 2}")
+        off += _ENTRY.size
+        size = n * ev.record_size(bool(graded))
         if off + size > len(buf):
-            raise EventFormatError(f"node {idx}: {n} events need {size} bytes but only {len(buf) - off} remain")
-        e = ev.unpack(buf[off:off + size], graded=bool(graded))
+            raise EventFormatError(f"node {idx}: {n} events need {size} bytes at byte {base + off} but only "
+                                   f"{len(buf) - off} remain")
+        try:
+            e = ev.unpack(buf[off:off + size], graded=bool(graded), steps=window,
+                          n_channels=None if sizes is None else int(sizes[idx]))
+        except EventFormatError as x:
+            raise EventFormatError(f"node {idx} (records from byte {base + off}): {x.message}", limit=x.limit,
+                                   actual=x.actual, hint=x.hint) from None
         out[idx] = np.concatenate([out[idx], e]) if idx in out else e
         off += size
     if off != len(buf):
-        raise EventFormatError(f"{len(buf) - off} trailing bytes after the event table")
+        raise EventFormatError(f"{len(buf) - off} trailing bytes after the event table at byte {base + off}")
     return out
 
 
+def pack_windows(tables: list[bytes]) -> tuple[bytes, int]:
+    """Payload and flags for one window (no BATCH) or several (BATCH)."""
+    if len(tables) == 1:
+        return tables[0], 0
+    parts = [_U32.pack(len(tables))]
+    for t in tables:
+        parts += [_U32.pack(len(t)), t]
+    return b"".join(parts), BATCH
+
+
+def unpack_windows(buf, flags: int, n_nodes: int, sizes=None, window: int | None = None) -> list[dict[int, np.ndarray]]:
+    """EVENTS/OUTPUT payload → one ``{node index: events}`` per window."""
+    if not flags & BATCH:
+        return [unpack_table(buf, n_nodes, sizes, window)]
+    buf = memoryview(buf)
+    if len(buf) < 4:
+        raise EventFormatError("batch shorter than its 4-byte window count")
+    (k,) = _U32.unpack_from(buf, 0)
+    if k == 0 or k > len(buf) // 6:  # each window needs ≥ 4 + 2 bytes
+        raise EventFormatError(f"batch claims {k} windows in {len(buf)} bytes")
+    off, out = 4, []
+    for w in range(k):
+        if off + 4 > len(buf):
+            raise EventFormatError(f"batch truncated at byte {off} (window {w} of {k})")
+        (n,) = _U32.unpack_from(buf, off)
+        off += 4
+        if off + n > len(buf):
+            raise EventFormatError(f"window {w} of the batch needs {n} bytes at byte {off}, {len(buf) - off} remain")
+        out.append(unpack_table(buf[off:off + n], n_nodes, sizes, window, base=off))
+        off += n
+    if off != len(buf):
+        raise EventFormatError(f"{len(buf) - off} trailing bytes after the batch")
+    return out
+
+
+# ------------------------------------------------------------- other payloads
 def error_payload(code: int, msg: str) -> bytes:
-    return struct.pack("<H", code) + msg.encode("utf8", "replace")[:4000]
+    return _U16.pack(code) + msg.encode("utf8", "replace")[:4000]
 
 
 def parse_error(buf: bytes) -> tuple[int, str]:
     if len(buf) < 2:
-        return E_PROTOCOL, "malformed ERROR frame"
-    return struct.unpack_from("<H", buf)[0], buf[2:].decode("utf8", "replace")
+        raise EventFormatError("ERROR frame shorter than its 2-byte code")
+    return _U16.unpack_from(buf)[0], bytes(buf[2:]).decode("utf8", "replace")
 
 
 def json_payload(obj) -> bytes:
@@ -141,9 +246,26 @@ def json_payload(obj) -> bytes:
 
 def parse_json(buf: bytes) -> dict:
     try:
-        d = json.loads(buf.decode("utf8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EventFormatError(f"bad JSON payload ({e})") from None
+        d = json.loads(bytes(buf).decode("utf8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise EventFormatError(f"bad JSON payload ({type(e).__name__}: {str(e)[:80]})") from None
     if not isinstance(d, dict):
         raise EventFormatError("JSON payload is not an object")
     return d
+
+
+def opt_int(d: dict, key: str, lo: int = 1, hi: int = 2 ** 31) -> int | None:
+    """An optional integer field of a JSON payload, checked (EventFormatError otherwise)."""
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise EventFormatError(f"'{key}' must be an integer in [{lo}, {hi}], got {v!r}", limit=hi, actual=v)
+    return v
+
+
+def opt_str(d: dict, key: str) -> str | None:
+    v = d.get(key)
+    if v is not None and not isinstance(v, str):
+        raise EventFormatError(f"'{key}' must be a string or null, got {type(v).__name__}")
+    return v

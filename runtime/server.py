@@ -1,14 +1,36 @@
 """``nmc serve``: a session server speaking :mod:`nmc.runtime.protocol` over TCP.
 
-One thread per connection; each connection gets its own :class:`Session`
-(isolated state), freed when the client closes or disconnects. Back-pressure:
-a reader thread puts decoded windows into a bounded queue (``queue_windows``);
-when the device is slower than the sender the queue fills, the reader stops
-reading the socket, the kernel buffers fill and the sender's ``send`` blocks:
-the sender is slowed, no window is dropped. A malformed or oversized frame gets
-an ERROR frame and that connection is closed; the server keeps serving the
-others. Listening on a non-loopback address requires a token, which clients
-must present in HELLO.
+Connections
+    One thread per connection, and one :class:`~nmc.runtime.session.Session`
+    per connection (isolated state), opened by the client's OPEN frame and
+    freed when the client closes, disconnects (even mid-stream) or stays idle
+    longer than ``idle_timeout`` seconds.
+
+Back-pressure
+    A reader thread decodes frames into a bounded queue of ``queue_frames``
+    frames; the connection thread steps the session and writes OUTPUT frames.
+    When the device is slower than the sender the queue fills, the reader
+    stops reading the socket, the kernel buffers fill and the sender's
+    ``send`` blocks: the sender is slowed, nothing is dropped. Memory per
+    connection is bounded by ``queue_frames`` × MAX_PAYLOAD plus one window.
+    A session's window is refused (ERROR, E_PROTOCOL) when ``window`` × (input
+    + output channels) exceeds ``max_window_cells`` (dense buffers).
+
+Errors
+    A malformed or oversized frame, a frame out of order, or an event outside
+    the window/channels gets an ERROR frame (code and one-line message) and a
+    clean close of that connection only; every other connection keeps going.
+
+Security
+    Binds to 127.0.0.1 by default. Listening on any other address requires a
+    token, which clients must present in HELLO (compared in constant time); a
+    wrong or missing token gets ERROR E_AUTH and the connection is closed.
+
+Shutdown
+    :meth:`SessionServer.stop` stops accepting, stops reading every
+    connection, finishes the windows already queued (their OUTPUT frames are
+    sent), sends each client its final STATS and an ERROR E_SHUTDOWN, then
+    closes; a connection that does not finish within ``timeout`` is cut.
 """
 from __future__ import annotations
 
@@ -18,6 +40,9 @@ import queue
 import socket
 import socketserver
 import threading
+import time
+
+import numpy as np
 
 from nmc.errors import EventFormatError, NmcError, OptionError
 
@@ -25,9 +50,10 @@ from . import protocol as P
 from .session import Session
 
 IDLE_TIMEOUT_S = 60.0
+MAX_WINDOW_CELLS = 1 << 24  # window × channels of one session's dense buffers (float64: 128 MiB)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -36,129 +62,304 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class _Violation(EventFormatError):
+    """A well-formed frame that is not allowed here (ERROR E_PROTOCOL)."""
+
+
+def _code(e: Exception) -> int:
+    if isinstance(e, P.FrameTooBig):
+        return P.E_TOO_BIG
+    if isinstance(e, _Violation):
+        return P.E_PROTOCOL
+    if isinstance(e, EventFormatError):
+        return P.E_MALFORMED
+    if isinstance(e, NmcError):
+        return P.E_RUNTIME
+    return P.E_INTERNAL
+
+
+class _Conn:
+    """State of one connection, shared by its reader and its stepping thread."""
+
+    def __init__(self, srv: "SessionServer", sock: socket.socket, peer):
+        self.srv, self.sock, self.peer = srv, sock, peer
+        self.stop = threading.Event()
+        self.q: queue.Queue = queue.Queue(maxsize=srv.queue_frames)
+        self.transport = {"frames_in": 0, "windows_in": 0, "frames_out": 0, "stall_s": 0.0, "queue_peak": 0}
+        self.session: Session | None = None
+        self.rd: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ I/O
+    def send(self, ftype, payload=b"", seq=0, flags=0):
+        self.sock.sendall(P.frame(ftype, payload, seq, flags))
+        self.transport["frames_out"] += 1
+
+    def stats(self) -> bytes:
+        d = self.session.counters.as_dict() if self.session else {}
+        d["transport"] = dict(self.transport, stall_s=round(self.transport["stall_s"], 6))
+        return P.json_payload(d)
+
+    def fail(self, code: int, msg: str) -> None:
+        """ERROR frame, then a clean close: stop writing, drain what the peer already
+        sent (briefly) so the close does not reset the connection and destroy the
+        ERROR frame before the peer reads it."""
+        self.stop.set()
+        try:
+            self.send(P.ERROR, P.error_payload(code, msg))
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(0.1)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+        self.srv._log(f"{self.peer}: error {code} ({P.ERROR_NAMES.get(code)}): {msg}")
+
+    def put(self, item) -> bool:
+        """Blocking put that gives up when the connection stops; time spent waiting
+        on a full queue is the time the socket was not read (back-pressure)."""
+        full, t0 = self.q.full(), time.perf_counter()
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.05)
+            except queue.Full:
+                full = True
+                continue
+            if full:
+                self.transport["stall_s"] += time.perf_counter() - t0
+            self.transport["queue_peak"] = max(self.transport["queue_peak"], self.q.qsize())
+            return True
+        return False
+
+    # --------------------------------------------------------------- threads
+    def reader(self, in_names, sizes, window):
+        try:
+            while not self.stop.is_set():
+                if self.srv.stopping:  # graceful stop: no new frames; the queued ones are still answered
+                    raise ConnectionError("server stopping")
+                ft, flags, pl, seq = P.read_frame(self.sock)
+                self.transport["frames_in"] += 1
+                if ft == P.EVENTS:
+                    wins = P.unpack_windows(pl, flags, len(in_names), sizes, window)
+                    self.transport["windows_in"] += len(wins)
+                    item = ("events", [{in_names[i]: e for i, e in w.items()} for w in wins], seq, flags)
+                elif ft in (P.RESET, P.STATS, P.CLOSE):
+                    if pl:
+                        raise EventFormatError(f"{P.NAMES[ft]} frame with a {len(pl)}-byte payload (must be empty)")
+                    item = (P.NAMES[ft].lower(), None, seq, 0)
+                else:
+                    raise _Violation(f"unexpected {P.NAMES[ft]} frame in an open session")
+                if not self.put(item) or ft == P.CLOSE:
+                    return
+        except Exception as e:  # decoding errors, disconnects, timeouts: all reported to the stepper
+            self.put(("error", e, 0, 0))
+
+    def handshake(self) -> tuple[list[str], list[int], int]:
+        srv = self.srv
+        ft, _, payload, _ = P.read_frame(self.sock)
+        if ft != P.HELLO:
+            raise _Violation(f"expected HELLO, got {P.NAMES[ft]}")
+        hello = P.parse_json(payload)
+        token = P.opt_str(hello, "token")
+        if srv.token is not None and not hmac.compare_digest((token or "").encode(), srv.token.encode()):
+            raise PermissionError("wrong or missing token")
+        b = srv.bundle
+        io = {"inputs": {k: list(b.graph.shape_out(k)) for k in b.graph.inputs},
+              "outputs": {k: list(b.graph.shape_in(k)) for k in b.graph.outputs}}
+        self.send(P.HELLO, P.json_payload({"version": P.VERSION, "target": b.target, "devices": list(b.backend.devices),
+                                           "default_device": srv.device or b.backend.default_device,
+                                           "window": srv.window, **io}))
+        ft, _, payload, _ = P.read_frame(self.sock)
+        if ft != P.OPEN:
+            raise _Violation(f"expected OPEN, got {P.NAMES[ft]}")
+        req = P.parse_json(payload)
+        device = P.opt_str(req, "device") or srv.device or b.backend.default_device
+        window = P.opt_int(req, "window") or srv.window
+        if srv.device is not None and device != srv.device:
+            raise _Violation(f"this server serves device '{srv.device}' only, not '{device}'")
+        if device not in b.backend.devices:
+            raise _Violation(f"target '{b.target}' has no device '{device}' (devices: {', '.join(b.backend.devices)})")
+        cells = window * sum(int(np.prod(s)) for d in io.values() for s in d.values())
+        if cells > srv.max_window_cells:
+            raise _Violation(f"window of {window} steps needs {cells} dense cells, over this server's limit of "
+                             f"{srv.max_window_cells}; use a smaller window", limit=srv.max_window_cells, actual=cells)
+        self.session = srv.session_factory(b, device, window)
+        s = self.session
+        self.send(P.OPEN, P.json_payload({
+            "device": s.device_name, "window": s.window,
+            "inputs": {k: s.io.size(k) for k in s.io.inputs}, "outputs": {k: s.io.size(k, "out") for k in s.io.outputs},
+            "input_shapes": {k: list(v) for k, v in s.io.inputs.items()},
+            "output_shapes": {k: list(v) for k, v in s.io.outputs.items()}}))
+        return list(s.io.inputs), [s.io.size(k) for k in s.io.inputs], s.window
+
+    def serve(self) -> None:
+        in_names, sizes, window = self.handshake()
+        out_names = list(self.session.io.outputs)
+        self.rd = threading.Thread(target=self.reader, args=(in_names, sizes, window), daemon=True,
+                                   name=f"nmc-reader-{self.peer}")
+        self.rd.start()
+        while True:
+            try:
+                kind, data, seq, flags = self.q.get(timeout=0.5)
+            except queue.Empty:
+                if self.rd.is_alive():
+                    continue
+                kind, data, seq, flags = "error", ConnectionError("reader stopped"), 0, 0
+            if kind == "events":
+                tables = []
+                for w in data:
+                    out = self.session.step(w)
+                    tables.append(P.pack_table([(i, out[k], bool(len(out[k]) and (out[k]["v"] != 1).any()))
+                                                for i, k in enumerate(out_names)]))
+                payload, fl = P.pack_windows(tables)
+                self.send(P.OUTPUT, payload, seq, fl)
+            elif kind == "reset":
+                self.session.reset()
+                self.send(P.STATS, self.stats())
+            elif kind == "stats":
+                self.send(P.STATS, self.stats())
+            elif kind == "close":
+                self.send(P.STATS, self.stats())
+                return
+            else:  # the reader stopped: bad frame, disconnect, timeout or server shutdown
+                if isinstance(data, Exception) and not isinstance(data, (ConnectionError, OSError)):
+                    raise data
+                if self.srv.stopping:
+                    self.send(P.STATS, self.stats())
+                    self.fail(P.E_SHUTDOWN, "server shutting down")
+                elif isinstance(data, TimeoutError):
+                    self.fail(P.E_PROTOCOL, f"idle for {self.srv.idle_timeout:g} s: closing the session")
+                else:
+                    self.srv._log(f"{self.peer}: disconnected ({type(data).__name__}: {data})")
+                return
+
+
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self):
         srv: SessionServer = self.server  # type: ignore[assignment]
         sock: socket.socket = self.request
         sock.settimeout(srv.idle_timeout)
-        session = None
-
-        def send(ftype, payload=b"", seq=0):
-            sock.sendall(P.frame(ftype, payload, seq))
-
-        def fail(code, msg):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames go out at once (no Nagle delay)
+        conn = _Conn(srv, sock, "%s:%s" % self.client_address[:2])
+        with srv.lock:
+            srv.conns[threading.current_thread()] = conn
+            stopping = srv.stopping
+        try:
+            if stopping:  # accepted just before stop(): stop() did not see it, so say so here
+                conn.fail(P.E_SHUTDOWN, "server shutting down")
+                return
+            conn.serve()
+        except PermissionError as e:
+            conn.fail(P.E_AUTH, str(e))
+        except (ConnectionError, TimeoutError) as e:
+            srv._log(f"{conn.peer}: disconnected ({type(e).__name__}: {e})")
+        except Exception as e:  # every failure of one connection ends that connection only
+            msg = e.one_line() if isinstance(e, NmcError) else f"{type(e).__name__}: {e}"
+            conn.fail(_code(e), msg)
+        finally:
+            conn.stop.set()
             try:
-                send(P.ERROR, P.error_payload(code, msg))
-                # drain what the peer already sent (briefly), so closing does not reset the
-                # connection and destroy the ERROR frame before the peer reads it
-                sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(0.2)
-                for _ in range(64):
-                    if not sock.recv(65536):
-                        break
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the reader if it is blocked in recv
             except OSError:
                 pass
-
-        try:
-            ftype, payload, _ = P.read_frame(sock)
-            if ftype != P.HELLO:
-                return fail(P.E_PROTOCOL, f"expected HELLO, got {P.NAMES[ftype]}")
-            hello = P.parse_json(payload)
-            if srv.token is not None and not hmac.compare_digest(str(hello.get("token") or ""), srv.token):
-                return fail(P.E_AUTH, "wrong or missing token")
-            window = int(hello.get("window") or srv.window)
-            session = Session(srv.bundle, device=srv.device, window=window)
+            if conn.rd is not None:
+                conn.rd.join(2.0)
+            if conn.session is not None:
+                conn.session.close()
+                srv.closed_sessions.append(dict(conn.session.counters.as_dict(), transport=dict(conn.transport)))
             with srv.lock:
-                srv.sessions.add(session)
-            io = session.io
-            send(P.READY, P.json_payload({"inputs": {k: int(session.io.size(k)) for k in io.inputs},
-                                          "outputs": {k: int(session.io.size(k, "out")) for k in io.outputs},
-                                          "output_shapes": {k: list(v) for k, v in io.outputs.items()},
-                                          "window": window, "device": session.device_name}))
-            in_names, out_names = list(io.inputs), list(io.outputs)
-            q: queue.Queue = queue.Queue(maxsize=srv.queue_windows)
-            err: list = []
-
-            def reader():
-                try:
-                    while True:
-                        ft, pl, seq = P.read_frame(sock)
-                        if ft == P.EVENTS:
-                            tab = P.unpack_table(pl, len(in_names))
-                            q.put((ft, {in_names[i]: e for i, e in tab.items()}, seq))
-                        elif ft in (P.RESET, P.CLOSE):
-                            q.put((ft, None, seq))
-                            if ft == P.CLOSE:
-                                return
-                        else:
-                            raise EventFormatError(f"unexpected {P.NAMES[ft]} frame")
-                except (EventFormatError, ConnectionError, OSError) as e:
-                    err.append(e)
-                    q.put((None, None, 0))
-
-            t = threading.Thread(target=reader, daemon=True)
-            t.start()
-            while True:
-                ft, data, seq = q.get()
-                if ft is None:
-                    e = err[0] if err else ConnectionError("closed")
-                    if isinstance(e, EventFormatError):
-                        fail(P.E_TOO_BIG if "exceeds" in e.message else P.E_MALFORMED, e.one_line())
-                    return
-                if ft == P.CLOSE:
-                    send(P.STATS, P.json_payload(session.counters.as_dict()))
-                    return
-                if ft == P.RESET:
-                    session.reset()
-                    send(P.STATS, P.json_payload(session.counters.as_dict()))
-                    continue
-                try:
-                    out = session.step(data)
-                except NmcError as e:
-                    return fail(P.E_RUNTIME, e.one_line())
-                tab = [(i, out[name], bool(len(out[name]) and (out[name]["v"] != 1).any()))
-                       for i, name in enumerate(out_names)]
-                send(P.OUTPUT, P.pack_table(tab), seq)
-        except EventFormatError as e:
-            fail(P.E_TOO_BIG if "exceeds" in e.message else P.E_MALFORMED, e.one_line())
-        except NmcError as e:
-            fail(P.E_RUNTIME, e.one_line())
-        except (ConnectionError, OSError, TimeoutError):
-            pass
-        finally:
-            if session is not None:
-                session.close()
-                with srv.lock:
-                    srv.sessions.discard(session)
-                srv.closed_sessions.append(session.counters.as_dict())
+                srv.conns.pop(threading.current_thread(), None)
 
 
 class SessionServer(socketserver.ThreadingTCPServer):
+    """A TCP session server for one bundle. ``port=0`` picks a free port
+    (``address`` tells which); ``start()`` serves in a background thread,
+    ``serve_forever()`` in this one; ``stop()`` shuts down gracefully.
+
+    ``session_factory(bundle, device, window)`` builds each connection's
+    session (default :class:`Session`); a wrapper can add device options.
+    """
+
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, bundle, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 device: str | None = None, window: int = 1, queue_windows: int = 4,
-                 idle_timeout: float = IDLE_TIMEOUT_S):
-        if not _is_loopback(host) and not token:
+                 device: str | None = None, window: int = 1, queue_frames: int = 4,
+                 idle_timeout: float = IDLE_TIMEOUT_S, max_window_cells: int = MAX_WINDOW_CELLS,
+                 session_factory=None, log=None):
+        if not is_loopback(host) and not token:
             raise OptionError(f"listening on {host} (not loopback) requires a token that clients must present",
                               hint="pass --token SECRET, or bind to 127.0.0.1")
-        self.bundle, self.token, self.device, self.window = bundle, token, device, int(window)
-        self.queue_windows, self.idle_timeout = int(queue_windows), float(idle_timeout)
-        self.sessions: set = set()
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise OptionError(f"window must be an integer >= 1, got {window!r}")
+        if device is not None and device not in bundle.backend.devices:
+            raise OptionError(f"target '{bundle.target}' has no device '{device}'",
+                              hint=f"devices: {', '.join(bundle.backend.devices)}")
+        self.bundle, self.token, self.device, self.window = bundle, token or None, device, window
+        self.queue_frames, self.idle_timeout = int(queue_frames), float(idle_timeout)
+        self.max_window_cells = int(max_window_cells)
+        self.session_factory = session_factory or (lambda b, d, w: Session(b, device=d, window=w))
+        self.log = log
+        self.conns: dict[threading.Thread, _Conn] = {}
         self.closed_sessions: list[dict] = []
         self.lock = threading.Lock()
-        super().__init__((host, port), _Handler)
+        self.stopping = False
+        self._serving = False
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as e:
+            raise OptionError(f"cannot listen on {host}:{port} ({e.strerror or e})",
+                              hint="pick another --port (0 = any free port) or --host") from None
+
+    def _log(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
 
     @property
     def address(self) -> tuple[str, int]:
         return self.server_address[0], self.server_address[1]
 
+    @property
+    def active_sessions(self) -> int:
+        with self.lock:
+            return sum(c.session is not None for c in self.conns.values())
+
+    def serve_forever(self, poll_interval: float = 0.05) -> None:
+        self._serving = True
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            self._serving = False
+
     def start(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serving = True
+        t = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                             name="nmc-serve")
         t.start()
         return t
 
-    def stop(self) -> None:
-        self.shutdown()
+    def stop(self, timeout: float = 5.0) -> None:
+        """Graceful shutdown (see the module docstring); returns when every
+        connection thread has ended or ``timeout`` seconds have passed."""
+        with self.lock:  # a connection registering from now on sees it and ends itself
+            self.stopping = True
+        if self._serving:
+            self.shutdown()
+        with self.lock:
+            conns = dict(self.conns)
+        for c in conns.values():
+            try:
+                c.sock.shutdown(socket.SHUT_RD)  # the reader sees EOF; queued windows still get answered
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for t, c in conns.items():
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():  # stuck writing to a client that does not read: cut it
+                c.stop.set()
+                try:
+                    c.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                t.join(1.0)
         self.server_close()

@@ -16,14 +16,25 @@
 
 Nothing is dropped: an event outside the window or outside the node's channels
 raises :class:`~nmc.errors.EventFormatError` (with how many and the first one),
-and the counters ``received``, ``processed`` (input events delivered to the
-device) and ``sent`` (output events returned) reconcile — ``received ==
-processed`` after every successful ``step``.
+and the counters reconcile: ``received`` (input events handed to ``step``) ==
+``processed`` (delivered to the device) + ``rejected`` (in a window that raised,
+so the caller was told) at all times, and ``sent`` counts the output events
+returned. ``counters.reconciled()`` checks it.
 
-Devices that implement ``step(inputs_t)`` (one timestep, state kept) are
-driven step by step. For devices with only ``run``, the session replays the
-whole input history from reset each window and returns the new steps (exact
-for deterministic devices, O(T²)); ``Session.replaying`` says which mode is in
+Output payloads travel as float32 (:data:`~nmc.runtime.events.EVENT_DTYPE`):
+spike outputs are exact; graded outputs (voltages) are the device's values
+rounded to float32.
+
+Streaming devices (``device.streams``: the reference device and the
+spinnaker2, loihi2 and brainscales2 emulators, see
+:class:`nmc.backends.base.Device`) get each window through
+``device.advance`` with their state carried: a window costs O(window) and
+gives the rows ``run`` gives for those timesteps of the whole input. A device
+with only a one-timestep ``step(inputs_t)`` is stepped timestep by timestep.
+For devices with only ``run`` the session replays the whole input history
+from reset each window and returns the new steps: exact for deterministic
+causal devices, but O(T²) time and O(T) memory over a session's life
+(``reset()`` clears the history); ``Session.replaying`` says which mode is in
 use.
 """
 from __future__ import annotations
@@ -34,7 +45,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from nmc.errors import EventFormatError, OptionError
+from nmc.errors import EventFormatError, OptionError, ShapeError
 
 from . import events as ev
 
@@ -44,11 +55,16 @@ class Counters:
     received: int = 0
     processed: int = 0
     sent: int = 0
+    rejected: int = 0
     windows: int = 0
     steps: int = 0
 
     def as_dict(self) -> dict:
         return dict(vars(self))
+
+    def reconciled(self) -> bool:
+        """Every received event was either processed or reported as rejected."""
+        return self.received == self.processed + self.rejected
 
 
 @dataclass
@@ -69,8 +85,8 @@ class IOMap:
 
 class Session:
     def __init__(self, bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts):
-        if window < 1:
-            raise OptionError(f"window must be ≥ 1 timestep, got {window}")
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+            raise OptionError(f"window must be an integer ≥ 1 timestep, got {window!r}")
         self.bundle = bundle
         self.device_name = device or bundle.backend.default_device
         self.device = bundle.device(self.device_name, **device_opts)
@@ -84,9 +100,18 @@ class Session:
                 self.tick = float(hw["timing"]["sys_tick_s"]["value"])
             except (KeyError, TypeError):
                 pass
-        self.replaying = not callable(getattr(self.device, "step", None))
         self.counters = Counters()
         self.reset()
+
+    @property
+    def streaming(self) -> bool:
+        """The device runs windows with its state carried (``device.advance``)."""
+        return bool(getattr(self.device, "streams", False)) and callable(getattr(self.device, "advance", None))
+
+    @property
+    def replaying(self) -> bool:
+        """The device has neither ``advance`` nor ``step``: each window replays the history."""
+        return not self.streaming and not callable(getattr(self.device, "step", None))
 
     # ----------------------------------------------------------------- control
     def reset(self) -> None:
@@ -98,7 +123,7 @@ class Session:
         self._last = None
 
     # -------------------------------------------------------------------- I/O
-    def _dense_inputs(self, events) -> dict[str, np.ndarray]:
+    def _dense_inputs(self, events) -> tuple[dict[str, np.ndarray], int]:
         if not isinstance(events, dict):
             if len(self.io.inputs) != 1:
                 raise EventFormatError(f"bundle has {len(self.io.inputs)} inputs; pass {{node: events}}",
@@ -108,39 +133,35 @@ class Session:
         if unknown:
             raise EventFormatError("events addressed to a node that is not an input of the bundle", node=unknown[0],
                                    hint=f"input nodes: {list(self.io.inputs)}")
-        dense = {}
-        for name, shape in self.io.inputs.items():
+        arrays = {}
+        for name in self.io.inputs:
             e = events.get(name)
-            if e is None:
-                e = ev.events([], [])
-            e = np.asarray(e)
-            if e.dtype != ev.EVENT_DTYPE:
-                raise EventFormatError(f"events must be an array of dtype {ev.EVENT_DTYPE}, got {e.dtype}", node=name)
-            self.counters.received += len(e)
-            dense[name] = ev.to_dense(e, self.window, shape).astype(np.float64)  # raises on out-of-range events
-            self._pending += len(e)
-        return dense
+            e = ev.empty() if e is None else np.asarray(e)
+            if e.dtype != ev.EVENT_DTYPE or e.ndim != 1:
+                raise EventFormatError(f"events must be a 1-D array of dtype {ev.EVENT_DTYPE}, got {e.dtype} "
+                                       f"{e.shape}", node=name, hint="build them with nmc.runtime.events.events()")
+            arrays[name] = e
+        n = sum(len(e) for e in arrays.values())
+        self.counters.received += n
+        try:  # raises on out-of-range events: the whole window is rejected, and counted as such
+            dense = {k: ev.to_dense(e, self.window, self.io.inputs[k], dtype=np.float64, node=k)
+                     for k, e in arrays.items()}
+        except Exception:
+            self.counters.rejected += n
+            raise
+        return dense, n
 
     def step(self, events=None) -> dict[str, np.ndarray]:
         """Advance one window; returns ``{output node: events}`` (t relative to the window)."""
         t0 = time.perf_counter()
-        self._pending = 0
-        dense = self._dense_inputs(events if events is not None else {})
-        if self.replaying:
-            for k, v in dense.items():
-                self._history[k].append(v)
-            full = {k: np.concatenate(v) for k, v in self._history.items()}
-            res = self.device.run(full)
-            outs = {k: np.asarray(res[k])[-self.window:] for k in self.io.outputs}
-        else:
-            per_step: dict[str, list] = {k: [] for k in self.io.outputs}
-            for i in range(self.window):
-                o = self.device.step({k: v[i][None] for k, v in dense.items()})
-                for k in self.io.outputs:
-                    per_step[k].append(np.asarray(o[k])[0])
-            outs = {k: np.stack(v) for k, v in per_step.items()}
-        self.counters.processed += self._pending  # every accepted event reached the device this window
-        result = {k: ev.from_dense(v) for k, v in outs.items()}
+        dense, n = self._dense_inputs(events if events is not None else {})
+        try:
+            outs = self._advance(dense)
+        except Exception:
+            self.counters.rejected += n
+            raise
+        self.counters.processed += n  # every accepted event reached the device this window
+        result = {k: ev.from_dense(v, node=k) for k, v in outs.items()}
         self.counters.sent += sum(len(v) for v in result.values())
         self.counters.windows += 1
         self.counters.steps += self.window
@@ -153,25 +174,49 @@ class Session:
             self._last = max(due, now)
         return result
 
+    def _advance(self, dense: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.replaying:
+            for k, v in dense.items():
+                self._history[k].append(v)
+            full = {k: np.concatenate(v) for k, v in self._history.items()}
+            try:
+                res = self.device.run(full)
+            except Exception:
+                for k in dense:  # this window never happened
+                    self._history[k].pop()
+                raise
+            return {k: np.asarray(res[k])[-self.window:] for k in self.io.outputs}
+        if self.streaming:
+            outs = self.device.advance({k: v[:, None] for k, v in dense.items()})  # batch of one
+            return {k: np.asarray(outs[k])[:, 0] for k in self.io.outputs}
+        per_step: dict[str, list] = {k: [] for k in self.io.outputs}
+        for i in range(self.window):
+            o = self.device.step({k: v[i][None] for k, v in dense.items()})
+            for k in self.io.outputs:
+                per_step[k].append(np.asarray(o[k])[0])
+        return {k: np.stack(v) for k, v in per_step.items()}
+
     def stream(self, windows: Iterable) -> Iterator[dict[str, np.ndarray]]:
         """Yield one output window per input window, as the input arrives."""
         for w in windows:
             yield self.step(w)
 
     def run_dense(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Stream a whole recording given as dense (T, *shape) arrays window by
-        window; returns dense outputs (T', *shape) with T' = T rounded up to
-        whole windows."""
-        T = max(np.asarray(v).shape[0] for v in inputs.values())
-        nwin = -(-T // self.window)
+        """Stream a whole recording given as dense ``(T, *shape)`` arrays window by
+        window; returns dense float64 outputs ``(T', *shape)`` with T' = T rounded
+        up to whole windows (the last window is padded with no events)."""
+        inputs = check_dense_inputs(inputs, self.io)
+        T = max(v.shape[0] for v in inputs.values())
         outs: dict[str, list] = {k: [] for k in self.io.outputs}
-        for w in range(nwin):
-            sl = slice(w * self.window, (w + 1) * self.window)
-            evs = {k: ev.from_dense(np.asarray(v)[sl]) for k, v in inputs.items()}
-            res = self.step(evs)
-            for k, e in res.items():
-                outs[k].append(ev.to_dense(e, self.window, self.io.outputs[k]))
-        return {k: np.concatenate(v) for k, v in outs.items()}
+        for w in dense_windows(inputs, self.window, T):
+            for k, e in self.step(w).items():
+                outs[k].append(e)
+        return {k: ev.to_dense(ev.concat(v, self.window), len(v) * self.window, self.io.outputs[k],
+                               dtype=np.float64, node=k) for k, v in outs.items()}
+
+    def stats(self) -> dict:
+        """The session's counters (same keys as a server's STATS)."""
+        return self.counters.as_dict()
 
     def close(self) -> None:
         close = getattr(self.device, "close", None)
@@ -183,6 +228,37 @@ class Session:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def check_dense_inputs(inputs, io: IOMap) -> dict[str, np.ndarray]:
+    """``{input node: (T, *shape)}`` checked against the bundle's io map (ShapeError /
+    EventFormatError naming the node); a single array is accepted for a one-input bundle."""
+    if not isinstance(inputs, dict):
+        if len(io.inputs) != 1:
+            raise EventFormatError(f"bundle has {len(io.inputs)} inputs; pass {{node: array}}",
+                                   hint=f"input nodes: {list(io.inputs)}")
+        inputs = {next(iter(io.inputs)): inputs}
+    out = {}
+    for k, v in inputs.items():
+        if k not in io.inputs:
+            raise EventFormatError("input given for a node that is not an input of the bundle", node=k,
+                                   hint=f"input nodes: {list(io.inputs)}")
+        v = np.asarray(v)
+        if v.ndim < 1 or tuple(v.shape[1:]) != tuple(io.inputs[k]):
+            raise ShapeError(f"input has shape {v.shape}, expected (T, {', '.join(map(str, io.inputs[k]))})",
+                             node=k, hint="one (T, *node shape) array per input node, unbatched")
+        out[k] = v
+    if not out:
+        raise EventFormatError("no inputs given", hint=f"input nodes: {list(io.inputs)}")
+    return out
+
+
+def dense_windows(inputs: dict[str, np.ndarray], window: int, T: int | None = None) -> Iterator[dict]:
+    """Cut dense ``(T, *shape)`` inputs into per-window event dicts (window-relative t)."""
+    T = max(v.shape[0] for v in inputs.values()) if T is None else T
+    for w in range(-(-T // window)):
+        sl = slice(w * window, (w + 1) * window)
+        yield {k: ev.from_dense(v[sl], node=k) for k, v in inputs.items()}
 
 
 def open_session(bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts) -> Session:

@@ -94,25 +94,72 @@ class BSS2Emulator(Device):
                                             program.layer(q.post).circuits, q.w6.shape[1]).astype(float)
                   * program.layer(q.post).scale for q in program.projections}
 
-    def reset(self, batch: int = 1) -> None:
-        pass
+    # Streaming: no latency to align (host events reach every layer in the same model step),
+    # so ``advance`` runs the window's steps from the carried state, noise generator included.
+    streams = True
 
-    def run(self, inputs, steps: int | None = None, record: Iterable[str] = ()):
-        arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
+    def reset(self, batch: int = 1) -> None:
+        """Initial state (v at leak, no current, no refractory time; the noise generator
+        re-seeded) for ``advance``; ``run`` always starts from it anyway."""
+        self.batch = int(batch)
+        self._stream = self._initial_state(self.batch)
+
+    def _initial_state(self, B: int) -> dict:
+        return {"st": {l.name: {"v": np.broadcast_to(self.prm[l.name]["v_leak"], (B, l.size)).copy(),
+                                "i": np.zeros((B, l.size)), "s": np.zeros((B, l.size)),
+                                "ref": np.zeros((B, l.size))} for l in self.p.layers},
+                "prev_sub": {l.name: np.zeros((self.S, B, l.size)) for l in self.p.layers},
+                "rng": np.random.default_rng(self.seed)}
+
+    def _check(self, arrs) -> None:
         for k, a in arrs.items():
             if not np.all(np.isin(a, (0, 1))):
                 raise ShapeError("BrainScaleS-2 inputs are spike events (0/1)", node=k, hint="encode analog values as spikes")
+
+    def advance(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """n model steps from the carried state: ``inputs[name]`` (n, B, *shape) →
+        ``{output: (n, B, *shape)}``, the rows ``run`` returns for those steps."""
+        arrs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+        self._check(arrs)
+        n = next(iter(arrs.values())).shape[0]
+        hist = self._steps(self._stream, arrs, n, self.batch)
+        return self._outputs(hist, n, self.batch)
+
+    def run(self, inputs, steps: int | None = None, record: Iterable[str] = ()):
+        arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
+        self._check(arrs)
         B = next(iter(arrs.values())).shape[1]
-        rng = np.random.default_rng(self.seed)
         record = list(record)
-        st = {l.name: {"v": np.broadcast_to(self.prm[l.name]["v_leak"], (B, l.size)).copy(),
-                       "i": np.zeros((B, l.size)), "s": np.zeros((B, l.size)), "ref": np.zeros((B, l.size))}
-              for l in self.p.layers}
+        hist = self._steps(self._initial_state(B), arrs, T, B)
+        res = self._outputs(hist, T, B)
+        for r in record:
+            if r not in hist:
+                raise OptionError(f"cannot record '{r}': not a neuron layer of the program", node=r)
+            shp = self.graph.shape_out(r)
+            res[f"{r}.spikes"] = np.stack(hist[r]["s"]).reshape(T, B, *shp)
+            res[f"{r}.v"] = (np.stack(hist[r]["v"]) * self.p.layer(r).params["unit"]).reshape(T, B, *shp)
+            res[f"{r}.out"] = res[f"{r}.spikes"] if self.p.layer(r).spiking else res[f"{r}.v"]
+        if not batched:
+            res = {k: v[:, 0] for k, v in res.items()}
+        return res
+
+    def _outputs(self, hist, T: int, B: int) -> dict[str, np.ndarray]:
+        res = {}
+        for o, lname in self.p.outputs.items():
+            l = self.p.layer(lname)
+            key = "s" if l.spiking else "v"
+            a = np.stack(hist[lname][key])
+            res[o] = (a if l.spiking else a * l.params["unit"]).reshape(T, B, *self.graph.shape_in(o))
+        return res
+
+    def _steps(self, state: dict, arrs: dict[str, np.ndarray], T: int, B: int) -> dict:
+        """T model steps from ``state`` (updated in place); per-layer history of s and v."""
+        st, rng = state["st"], state["rng"]
         h = self.p.dt / self.p.speedup / self.S
         hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
         W = self.W
         S = self.S
-        prev_sub = {l.name: np.zeros((S, B, l.size)) for l in self.p.layers}
+        prev_sub = state["prev_sub"]
         packed = {l.name: fast.pack(self.prm[l.name], l.size) for l in self.p.layers} \
             if self._fine is fast.fine_steps else None
         for t in range(T):
@@ -143,19 +190,5 @@ class BSS2Emulator(Device):
                 hist[l.name]["s"].append(spk.copy())
                 hist[l.name]["v"].append(v.copy())
             prev_sub = cur_sub
-        res = {}
-        for o, lname in self.p.outputs.items():
-            l = self.p.layer(lname)
-            key = "s" if l.spiking else "v"
-            a = np.stack(hist[lname][key])
-            res[o] = (a if l.spiking else a * l.params["unit"]).reshape(T, B, *self.graph.shape_in(o))
-        for r in record:
-            if r not in hist:
-                raise OptionError(f"cannot record '{r}': not a neuron layer of the program", node=r)
-            shp = self.graph.shape_out(r)
-            res[f"{r}.spikes"] = np.stack(hist[r]["s"]).reshape(T, B, *shp)
-            res[f"{r}.v"] = (np.stack(hist[r]["v"]) * self.p.layer(r).params["unit"]).reshape(T, B, *shp)
-            res[f"{r}.out"] = res[f"{r}.spikes"] if self.p.layer(r).spiking else res[f"{r}.v"]
-        if not batched:
-            res = {k: v[:, 0] for k, v in res.items()}
-        return res
+        state["prev_sub"] = prev_sub
+        return hist

@@ -34,7 +34,7 @@ from nmc.errors import OptionError, ShapeError
 from nmc.ir import Graph
 from nmc.reference import check_inputs
 
-from ..base import Device
+from ..base import Device, LaggedStreaming
 from .emulator import LoihiEmulator
 from .program import LoihiProgram, load_program
 
@@ -116,12 +116,46 @@ def _graph_inputs(program, inputs):
     return inputs
 
 
-class EmulatorDevice(LoihiDevice):
+class EmulatorDevice(LaggedStreaming, LoihiDevice):
+    """``run``: the whole recording (numba loop when available); ``reset(B)`` +
+    ``advance``: window by window with Lava's state carried (numpy step,
+    :class:`~..base.LaggedStreaming` look-ahead for the latency alignment)."""
+
     name = "emulator"
+    _stream_state = ("_state",)
 
     def _simulate(self, payload, steps):
         rec = LoihiEmulator(self.program).run(payload, steps)
         return {f"{k}.{x}": r[x] for k, r in rec.items() for x in ("s", "v")}
+
+    def reset(self, batch: int = 1) -> None:
+        """Initial (Lava reset) state for streaming; ``run`` always starts from it anyway."""
+        if getattr(self, "_emu", None) is None:
+            self._emu = LoihiEmulator(self.program)
+        self.batch = int(batch)
+        self._state = self._emu.initial_state(self.batch)
+
+    def _lags(self) -> dict[str, int]:
+        return {o.name: self.program.group(o.src).latency if self.align else 0 for o in self.program.outputs}
+
+    def _zero_window(self, n: int) -> dict[str, np.ndarray]:
+        return {p.name: np.zeros((n, self.batch, *p.shape)) for p in self.program.inputs}
+
+    def _device_steps(self, inputs, n: int) -> dict[str, np.ndarray]:
+        payload, _, _ = _payload(self.program, _graph_inputs(self.program, inputs), n, True)
+        rows: dict[str, list] = {o.name: [] for o in self.program.outputs}
+        for t in range(n):
+            res = self._emu.step(self._state, {k: x[t] for k, x in payload.items()})
+            for o in self.program.outputs:
+                _, v, sp = res[o.src]
+                rows[o.name].append((sp, v))
+        out = {}
+        for o in self.program.outputs:
+            g = self.program.group(o.src)
+            s = np.stack([r[0] for r in rows[o.name]]).astype(np.float64)
+            v = np.stack([r[1] for r in rows[o.name]]) / np.asarray(g.v_scale, float).reshape(-1)
+            out[o.name] = (s if o.read == "spikes" else v).reshape(n, self.batch, *o.shape)
+        return out
 
 
 class LavaDevice(LoihiDevice):

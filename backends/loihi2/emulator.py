@@ -138,27 +138,40 @@ class LoihiEmulator:
 
     def run_numpy(self, inputs: dict[str, np.ndarray], steps: int) -> dict[str, dict[str, np.ndarray]]:
         B = next(iter(inputs.values())).shape[1] if inputs else 1
-        st = {k: (np.zeros((B, g.g.n), np.int64),
-                  np.broadcast_to(np.asarray(g.g.v_init, np.int64).reshape(-1), (B, g.g.n)).copy())
-              for k, g in self.groups.items()}
-        buf = {s.name: np.zeros((B, s.weights.shape[0]), np.int64) for s, _ in self.syn}
+        state = self.initial_state(B)
         rec = {k: {"s": np.zeros((steps, B, g.g.n), bool), "v": np.zeros((steps, B, g.g.n), np.int64),
                    "u": np.zeros((steps, B, g.g.n), np.int64)} for k, g in self.groups.items()}
         for t in range(steps):
-            a_in = {k: np.zeros((B, g.g.n), np.int64) for k, g in self.groups.items()}
-            for s, _ in self.syn:                       # synapses send last step's buffer
-                a_in[s.dst] += buf[s.name]
-            out: dict[str, np.ndarray] = {}
-            for k, g in self.groups.items():
-                u, v, sp = g.step(*st[k], a_in[k])
-                st[k] = (u, v)
-                out[k] = sp
+            x_t = {name: x[t] if t < x.shape[0] else np.zeros_like(x[0]) for name, x in inputs.items()}
+            for k, (u, v, sp) in self.step(state, x_t).items():
                 r = rec[k]
                 r["s"][t], r["v"][t], r["u"][t] = sp, v, u
-            for name, x in inputs.items():
-                out[name] = x[t] if t < x.shape[0] else np.zeros_like(x[0])
-            for s, wt in self.syn:                      # then receive this step's source output
-                x = out[s.src].reshape(B, -1)
-                x = (x != 0).astype(np.float64) if s.num_message_bits == 0 else x.astype(np.float64)
-                buf[s.name] = shift_exp((x @ wt).astype(np.int64), s.weight_exp)
         return rec
+
+    def initial_state(self, batch: int) -> dict:
+        """Zero currents, ``v_init`` voltages, empty synapse buffers (Lava's state before step 1)."""
+        return {"u": {k: np.zeros((batch, g.g.n), np.int64) for k, g in self.groups.items()},
+                "v": {k: np.broadcast_to(np.asarray(g.g.v_init, np.int64).reshape(-1), (batch, g.g.n)).copy()
+                      for k, g in self.groups.items()},
+                "buf": {s.name: np.zeros((batch, s.weights.shape[0]), np.int64) for s, _ in self.syn}}
+
+    def step(self, state: dict, x_t: dict[str, np.ndarray]) -> dict[str, tuple]:
+        """One Lava time step from ``state`` (updated in place); ``x_t[input]`` (B, n)
+        int payloads. Returns ``{group: (u, v, spikes)}`` after the step."""
+        B = next(iter(state["u"].values())).shape[0] if state["u"] else 1
+        a_in = {k: np.zeros((B, g.g.n), np.int64) for k, g in self.groups.items()}
+        for s, _ in self.syn:                       # synapses send last step's buffer
+            a_in[s.dst] += state["buf"][s.name]
+        out: dict[str, np.ndarray] = {}
+        res = {}
+        for k, g in self.groups.items():
+            u, v, sp = g.step(state["u"][k], state["v"][k], a_in[k])
+            state["u"][k], state["v"][k] = u, v
+            out[k] = sp
+            res[k] = (u, v, sp)
+        out.update(x_t)
+        for s, wt in self.syn:                      # then receive this step's source output
+            x = out[s.src].reshape(B, -1)
+            x = (x != 0).astype(np.float64) if s.num_message_bits == 0 else x.astype(np.float64)
+            state["buf"][s.name] = shift_exp((x @ wt).astype(np.int64), s.weight_exp)
+        return res

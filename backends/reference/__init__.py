@@ -29,6 +29,7 @@ class ReferenceProgram(Program):
 
 class ReferenceDevice(Device):
     name = "reference"
+    streams = True  # Device.advance steps it one timestep at a time
 
     def __init__(self, program: ReferenceProgram):
         self.sim = ReferenceSimulator(program.graph)

@@ -29,14 +29,19 @@ import numpy as np
 from nmc.errors import OptionError, ShapeError
 from nmc.reference import check_inputs
 
-from ..base import Device
+from ..base import Device, LaggedStreaming
 from .program import S2Program
 
 F32 = np.float32
 
 
-class S2Emulator(Device):
+class S2Emulator(LaggedStreaming, Device):
+    """``run`` simulates a whole recording; ``reset(B)`` + ``advance`` stream it
+    window by window with the state carried (:class:`~..base.LaggedStreaming`:
+    the same rows as ``run``, bit for bit)."""
+
     name = "emulator"
+    _stream_state = ("state", "past")
 
     def __init__(self, program: S2Program, graph, curr_exp_order: str | None = None, align: bool = True):
         self.p = program
@@ -116,9 +121,7 @@ class S2Emulator(Device):
             st["v"], st["s"] = v.astype(F32), s
         return self.state
 
-    def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), align: bool | None = None):
-        align = self.align if align is None else align
-        arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
+    def _check_spikes(self, arrs: dict[str, np.ndarray]) -> None:
         for k, a in arrs.items():
             consumers = {q.post for q in self.p.projections if q.pre == k} | {
                 pop.name for pop in self.p.populations if pop.source == k}
@@ -127,6 +130,36 @@ class S2Emulator(Device):
                 raise ShapeError("SpiNNaker 2 spike_list inputs take spikes (0/1) only", node=k,
                                  hint="encode analog inputs as spikes (e.g. rate coding); graded input events "
                                       "are accepted only by EGRU kernels")
+
+    # ------------------------------------------------------------ streaming
+    def _lags(self) -> dict[str, int]:
+        return {o: self.p.pop(pn).latency if self.align else 0 for o, pn in self.p.outputs.items()}
+
+    def _zero_window(self, n: int) -> dict[str, np.ndarray]:
+        return {k: np.zeros((n, self.batch, *self.graph.shape_out(k))) for k in self.p.inputs}
+
+    def _device_steps(self, inputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """n chip steps from the current state; outputs in chip time, in ``run``'s units."""
+        arrs = {k: np.asarray(inputs[k], dtype=np.float64) for k in self.p.inputs}
+        self._check_spikes(arrs)
+        B = self.batch
+        rows: dict[str, list] = {o: [] for o in self.p.outputs}
+        for t in range(n):
+            st = self._step({self.p.inputs[k]: a[t].reshape(B, -1).astype(F32) for k, a in arrs.items()})
+            for o, pn in self.p.outputs.items():
+                rows[o].append(st[pn]["v" if self.p.output_kind[o] == "v" else "s"].copy())
+        out = {}
+        for o, pn in self.p.outputs.items():
+            a = np.stack(rows[o]) if rows[o] else np.zeros((0, B, self.p.pop(pn).size), F32)
+            if self.p.output_kind[o] == "v":
+                a = a.astype(np.float64) * self.p.pop(pn).scale
+            out[o] = a.reshape(n, B, *self.graph.shape_in(o))
+        return out
+
+    def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), align: bool | None = None):
+        align = self.align if align is None else align
+        arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
+        self._check_spikes(arrs)
         B = next(iter(arrs.values())).shape[1]
         record = list(record)
         for r in record:
