@@ -17,10 +17,19 @@ Rates (events per step) come from one run of the reference simulator on the
 calibration data (every neuron node recorded; a unit's rate is the fraction of
 (step, batch) samples where its output is non-zero), or are uniform (1.0) when
 there is no data.
+
+Sharing: the synapse structure (everything but the rates) depends only on the
+nodes, edges, ``Quant``/``Sparsity`` annotations and the core limits.
+:func:`network_for` keeps it in the pass context's cache under
+:func:`structure_key` (a digest of exactly those inputs), so partition, place
+and route build it once per compile; a pass that changes any of them changes
+the key and the next reader rebuilds. Rates are never cached: each caller
+states where they come from (simulation or ``Placement.rate``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 
 import nir
 import numpy as np
@@ -46,6 +55,7 @@ class Network:
     rate: np.ndarray               # per unit: events per step
     pop_bits: list[int] = field(default_factory=list)   # dominant weight bits per placed node
     rates_from: str = "uniform"
+    key: str = ""                  # structure_key of the graph it was built from ("" when not computed)
 
     def __post_init__(self):
         self.pop_units = [i for i, p in enumerate(self.unit_placed) if p]
@@ -73,10 +83,20 @@ class Network:
 
     @property
     def AT(self) -> sp.csr_matrix:
-        """(N, N) source → target pattern (csr, rows = sources)."""
+        """(N, N) source → target pattern (csr, rows = sources, column indices sorted)."""
         if self._AT is None:
-            self._AT = self.A.T.tocsr()
+            AT = self.A.T.tocsr()
+            if not AT.has_sorted_indices:
+                AT.sort_indices()
+            self._AT = AT
         return self._AT
+
+    def with_rates(self, rate: np.ndarray, rates_from: str) -> "Network":
+        """This network with other rates (work recomputed); shares A, its transpose and the bytes."""
+        rate = np.asarray(rate, dtype=np.float64)
+        out = replace(self, rate=rate, rates_from=rates_from, work=np.asarray(self.A @ rate, dtype=np.float64))
+        out._AT = self.AT
+        return out
 
     @property
     def n_sources_used(self) -> int:
@@ -212,6 +232,71 @@ def _weight_bits(g: Graph, name: str) -> int | None:
     return int(q.bits) if q is not None else None
 
 
+def _feed(h, v) -> None:
+    """Hash ``v`` (arrays by dtype, shape and bytes; scipy-sparse by its arrays)."""
+    if isinstance(v, np.ndarray):
+        a = np.ascontiguousarray(v)
+        h.update(f"a{a.dtype}{a.shape}".encode())
+        h.update(a.reshape(-1).view(np.uint8) if a.dtype != object else repr(a.tolist()).encode())
+    elif sp.issparse(v):
+        c = v.tocsr()
+        h.update(f"s{c.shape}".encode())
+        for a in (c.data, c.indices, c.indptr):
+            _feed(h, np.asarray(a))
+    elif isinstance(v, dict):
+        h.update(b"{")
+        for k in sorted(v, key=str):
+            h.update(str(k).encode())
+            _feed(h, v[k])
+        h.update(b"}")
+    elif isinstance(v, (list, tuple)):
+        h.update(b"[")
+        for x in v:
+            _feed(h, x)
+        h.update(b"]")
+    else:
+        h.update(repr(v).encode())
+
+
+def structure_key(g: Graph, limits: CoreLimits) -> str:
+    """Digest of everything :func:`build_structure` reads: every node's type and
+    parameters, the edges, the ``Quant`` and ``Sparsity`` annotations and the limits."""
+    h = hashlib.blake2b(digest_size=20)
+    for name, node in g.nodes.items():
+        h.update(f"<{name}:{type(node).__module__}.{type(node).__qualname__}>".encode())
+        _feed(h, {k: v for k, v in vars(node).items() if not isinstance(v, nir.NIRNode)})
+    _feed(h, list(g.edges))
+    for name in g.nodes:
+        for cls in (Quant, Sparsity):
+            a = g.ann(name, cls)
+            if a is not None:
+                h.update(f"<{name}:{cls.kind}>".encode())
+                _feed(h, a.fields())
+    h.update(repr(limits).encode())
+    return h.hexdigest()
+
+
+def network_for(g: Graph, limits: CoreLimits, ctx=None, data: dict | None = None, rate_steps: int = 200,
+                from_placement: bool = False) -> Network:
+    """:func:`build_network`, with the structure shared through ``ctx.cache``
+    (see module docstring); without a context it is built afresh."""
+    if ctx is None:
+        return build_network(g, limits, data, rate_steps, from_placement)
+    key = structure_key(g, limits)
+    base = ctx.cached("netmodel", key, lambda: replace(build_structure(g, limits), key=key))
+    return _with_rates(base, g, data, rate_steps, from_placement)
+
+
+def _with_rates(base: Network, g: Graph, data, rate_steps: int, from_placement: bool) -> Network:
+    units = base.unit_names
+    sizes = np.diff(base.unit_offset).tolist()
+    if from_placement:
+        rate, src = placement_rates(g, units, sizes, data)
+    else:
+        rate, src = unit_rates(g, units, sizes, data, rate_steps)
+    return base.with_rates(rate, src)
+
+
 def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_steps: int = 200,
                   from_placement: bool = False) -> Network:
     """Extract the :class:`Network` of ``g`` (see module docstring).
@@ -219,6 +304,11 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
     ``from_placement``: take the neuron rates from the ``Placement.rate``
     annotations (written by ``partition``) instead of simulating again; host
     input rates are then read from ``data`` directly (1.0 without data)."""
+    return _with_rates(build_structure(g, limits), g, data, rate_steps, from_placement)
+
+
+def build_structure(g: Graph, limits: CoreLimits) -> Network:
+    """The network of ``g`` with uniform rates (1.0 per unit)."""
     units = [k for k, n in g.nodes.items() if isinstance(n, nir.Input) or is_neuron(n)]
     placed = np.array([is_neuron(g.nodes[k]) for k in units], dtype=bool)
     sizes = [int(np.prod(g.shape_out(k))) for k in units]
@@ -294,13 +384,9 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
     else:
         A = sp.csr_matrix((N, N), dtype=np.float32)
     fan_in = np.diff(A.indptr).astype(np.int64)
-    if from_placement:
-        rate, src = placement_rates(g, units, sizes, data)
-    else:
-        rate, src = unit_rates(g, units, sizes, data, rate_steps)
-    work = A @ rate
-    return Network(units, offset, placed, A, bytes_, fan_in, np.asarray(work, dtype=np.float64), rate,
-                   pop_bits, src)
+    rate = np.ones(N)
+    return Network(units, offset, placed, A, bytes_, fan_in, np.asarray(A @ rate, dtype=np.float64), rate,
+                   pop_bits, "uniform")
 
 
 def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tuple[np.ndarray, str]:

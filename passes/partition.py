@@ -54,7 +54,7 @@ from nmc.ir import Graph
 
 from . import rules
 from .manager import Pass, PassContext, register
-from .netmodel import Network, build_network
+from .netmodel import Network, network_for
 
 
 # -------------------------------------------------------------------- blocks
@@ -396,14 +396,15 @@ class Partitioning:
 
 def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", refine_moves: bool = True,
                   seed: int = 0, data: dict | None = None, max_blocks: int = 4096, rate_steps: int = 200,
-                  baselines: tuple[str, ...] = ("sequential", "greedy")) -> tuple[Partitioning, dict]:
+                  baselines: tuple[str, ...] = ("sequential", "greedy"),
+                  ctx: PassContext | None = None) -> tuple[Partitioning, dict]:
     """Partition ``g`` under ``limits``; returns the chosen partitioning and the
     report (with the baselines' traffic computed on the same blocks)."""
     if method not in ("metis", "sequential", "greedy"):
         raise OptionError(f"unknown partition method {method!r}", hint="use metis, sequential or greedy")
     t = {}
     t0 = time.perf_counter()
-    net = build_network(g, limits, data, rate_steps)
+    net = network_for(g, limits, ctx, data, rate_steps)
     t["model"] = time.perf_counter() - t0
     violations = rules.check(net, limits)
     if violations:
@@ -502,7 +503,7 @@ class Partition(Pass):
         seed = ctx.seed if self.seed is None else self.seed
         pt, rep = run_partition(graph, limits, method=self.method, refine_moves=self.refine, seed=seed,
                                 data=ctx.data, max_blocks=self.max_blocks, rate_steps=self.rate_steps,
-                                baselines=("sequential", "greedy") if self.baselines else ())
+                                baselines=("sequential", "greedy") if self.baselines else (), ctx=ctx)
         annotate(graph, pt)
         rep.setdefault("chips_used", len(np.unique(pt.part // max(limits.cores_per_chip or 1 << 30, 1))))
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}

@@ -30,11 +30,11 @@ import scipy.sparse as sp
 
 from nmc.annotations import Placement
 from nmc.errors import DesignRuleError, OptionError, PassError, Violation
-from nmc.ir import Graph
+from nmc.ir import Graph, array_digest
 
 from . import rules
 from .manager import Pass, PassContext, register
-from .netmodel import Network, build_network
+from .netmodel import Network, network_for
 
 
 # ------------------------------------------------------------ core traffic
@@ -47,13 +47,22 @@ class CoreGraph:
     Hc: sp.csr_matrix        # (N × K) source unit → target core pattern
 
 
-def core_graph(g: Graph, limits: rules.CoreLimits, data: dict | None) -> CoreGraph:
+def core_graph(g: Graph, limits: rules.CoreLimits, data: dict | None, ctx: PassContext | None = None) -> CoreGraph:
     """Rebuild the network from the Placement annotations and aggregate its
-    multicast traffic per (source core, target core)."""
-    net = build_network(g, limits, data, from_placement=True)
+    multicast traffic per (source core, target core). With ``ctx``, the network
+    structure and the core graph are shared through ``ctx.cache`` (place and
+    route use the same one), keyed on the graph structure, the cores and the rates."""
+    net = network_for(g, limits, ctx, data, from_placement=True)
     ucore = np.full(net.n_units, -1, dtype=np.int64)
     for k, name in enumerate(net.pop_names):
         ucore[net.pop_slice(k)] = np.asarray(g.ann(name, Placement).core, dtype=np.int64)
+    if ctx is None:
+        return _core_graph(net, ucore)
+    key = (net.key, array_digest(ucore), array_digest(net.rate))
+    return ctx.cached("coregraph", key, lambda: _core_graph(net, ucore))
+
+
+def _core_graph(net: Network, ucore: np.ndarray) -> CoreGraph:
     K = int(ucore.max()) + 1 if ucore.size and ucore.max() >= 0 else 0
     AT = net.AT
     Hc = sp.csr_matrix((np.ones(AT.nnz, np.float32), ucore[AT.indices], AT.indptr.copy()), shape=(net.n_units, K))
@@ -224,9 +233,9 @@ def anneal(cg: CoreGraph, lim: rules.CoreLimits, chip: np.ndarray, slot: np.ndar
 
 
 def run_place(g: Graph, limits: rules.CoreLimits, data: dict | None = None, seed: int = 0,
-              anneal_moves: int = 30000, plot: bool = False) -> tuple[dict, dict]:
+              anneal_moves: int = 30000, plot: bool = False, ctx: PassContext | None = None) -> tuple[dict, dict]:
     """Place; returns ({chip, x, y, slot: per-core arrays}, report)."""
-    cg = core_graph(g, limits, data)
+    cg = core_graph(g, limits, data, ctx)
     rng = np.random.default_rng(seed)
     chip = assign_chips(cg, limits, seed)
     slot0 = initial_positions(chip, limits)
@@ -308,7 +317,7 @@ class Place(Pass):
 
             if is_neuron(node) and graph.ann(name, Placement) is None:
                 raise PassError("neuron node has no Placement", node=name, hint="run partition before place")
-        pos, rep = run_place(graph, limits, ctx.data, seed, self.anneal_moves, self.plot)
+        pos, rep = run_place(graph, limits, ctx.data, seed, self.anneal_moves, self.plot, ctx)
         png = rep.pop("_png", None)
         if png is not None:   # binary report: written by the bundle as reports/placement.png
             ctx.reports["placement.png"] = png

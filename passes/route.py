@@ -109,8 +109,9 @@ def node_routes(cg: CoreGraph) -> dict[str, Route]:
     return out
 
 
-def run_route(g: Graph, limits: rules.CoreLimits, data: dict | None = None) -> tuple[dict, dict[str, Route]]:
-    cg = core_graph(g, limits, data)
+def run_route(g: Graph, limits: rules.CoreLimits, data: dict | None = None,
+              ctx: PassContext | None = None) -> tuple[dict, dict[str, Route]]:
+    cg = core_graph(g, limits, data, ctx)
     pos = core_positions(g, cg, limits)
     gx = limits.chips_x * limits.mesh_x
     tr = route_trees(cg.T, pos, gx)
@@ -146,7 +147,7 @@ class RoutePass(Pass):
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         limits = geometry_for(ctx, self.mesh)
-        rep, routes = run_route(graph, limits, ctx.data)
+        rep, routes = run_route(graph, limits, ctx.data, ctx)
         for name, r in routes.items():
             graph.annotate(name, r)
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}
