@@ -35,6 +35,7 @@ from nmc.ir import Graph, array_digest
 from . import rules
 from .manager import Pass, PassContext, register
 from .netmodel import Network, network_for
+from .partition import group_incidence
 
 
 # ------------------------------------------------------------ core traffic
@@ -64,11 +65,7 @@ def core_graph(g: Graph, limits: rules.CoreLimits, data: dict | None, ctx: PassC
 
 def _core_graph(net: Network, ucore: np.ndarray) -> CoreGraph:
     K = int(ucore.max()) + 1 if ucore.size and ucore.max() >= 0 else 0
-    AT = net.AT
-    Hc = sp.csr_matrix((np.ones(AT.nnz, np.float32), ucore[AT.indices], AT.indptr.copy()), shape=(net.n_units, K))
-    Hc.sum_duplicates()
-    Hc.prune()
-    Hc.data[:] = 1
+    Hc = group_incidence(net.AT, ucore, K)
     src = np.where(ucore >= 0, ucore, K)
     S = sp.csr_matrix((net.rate, (src, np.arange(net.n_units))), shape=(K + 1, net.n_units))
     T = (S @ Hc).tocsr()
