@@ -31,7 +31,9 @@ scale leaves the spike train unchanged; for binary/ternary this folds α into
 the threshold. Backends do exactly that with ``scale``.
 
 The fidelity report (``reports/quantize.json``), on the calibration data or a
-seeded synthetic input: per layer the weight error; per neuron node the
+seeded synthetic input (shortened for huge networks so one simulation costs at
+most ``max_sim_synops`` multiply-accumulates; ``simulated`` records the steps
+and samples run and, when shortened, from what and why): per layer the weight error; per neuron node the
 output-spike agreement with the float network, the events of both, and — for
 the integer-domain network — its agreement with the dequantized one (a
 self-check of the rescaling rule), the rescaled threshold range in weight
@@ -54,7 +56,7 @@ from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.nodes import EGRU, is_spiking
 
-from .fidelity import activity_key, dequantized, integer_graph, layer_inputs, simulate
+from .fidelity import activity_key, dequantized, fit_budget, integer_graph, layer_inputs, simulate
 from .manager import Pass, PassContext, register
 
 SCHEMES = ("int", "ternary", "binary")
@@ -124,6 +126,15 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
     return np.where(m, w_int, 0).astype(np.int32), scale
 
 
+def _levels(w_int) -> int:
+    """Distinct integer values (a count over the value range, linear in the size: no sort)."""
+    w = np.asarray(w_int).reshape(-1)
+    if w.size == 0:
+        return 0
+    lo = int(w.min())
+    return int(np.count_nonzero(np.bincount((w - lo).astype(np.int64))))
+
+
 def weight_arrays(node) -> dict[str, np.ndarray]:
     if isinstance(node, WEIGHT_TYPES):
         return {"weight": np.asarray(node.weight)}
@@ -169,6 +180,7 @@ class Quantize(Pass):
     percentile: float = 99.9
     qmax: int | None = None
     steps: int = 64
+    max_sim_synops: float = 1e8
 
     def apply(self, g: Graph, ctx: PassContext) -> Graph:
         if self.method not in METHODS:
@@ -183,6 +195,7 @@ class Quantize(Pass):
         for u in units:
             self._annotate(g, u)
         inputs, source = layer_inputs(g, ctx.data, self.steps, ctx.seed)
+        inputs, simulated = fit_budget(g, inputs, self.max_sim_synops)
         neurons = [n for n, node in g.nodes.items() if is_spiking(node) or isinstance(node, (nir.LI, nir.CubaLI, EGRU))]
         ref = simulate(g, inputs, neurons)
         calib = self._calibrate(g, units, inputs, ref) if self.method == "calibrate" else {}
@@ -192,7 +205,7 @@ class Quantize(Pass):
         conv = [n for n in neurons if info.get(n, {}).get("converted")]
         igot = simulate(ig, inputs, conv)
         report = {"bits": self.bits, "scheme": self.scheme, "per_channel": self.per_channel, "method": self.method,
-                  "input": source, "joint_units": [list(u) for u in units if len(u) > 1], "layers": {},
+                  "input": source, "simulated": simulated, "joint_units": [list(u) for u in units if len(u) > 1], "layers": {},
                   "neurons": {}}
         if calib:
             report["calibration"] = calib
@@ -298,7 +311,7 @@ class Quantize(Pass):
                 report["layers"][name if key == "weight" else f"{name}.{key}"] = {
                     "max_abs_error": float(err.max()) if err.size else 0.0,
                     "rel_rms_error": float(np.sqrt((err ** 2).mean()) / (np.sqrt((w ** 2).mean()) + 1e-30)),
-                    "levels_used": int(np.unique(q.w_int).size)}
+                    "levels_used": _levels(q.w_int)}
 
     @staticmethod
     def _integer_entry(g: Graph, ig: Graph, n: str, s: np.ndarray, deq_act, igot: dict, shift: int) -> dict:
