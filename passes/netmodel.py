@@ -166,8 +166,18 @@ def _padding(pad, ks, dil, nd):
 
 
 def _is_sparse(g: Graph, name: str) -> bool:
+    """CSR storage: a Sparsity annotation asking for it, or a scipy-sparse weight."""
+    if sp.issparse(getattr(g.nodes[name], "weight", None)):
+        return True
     s = g.ann(name, Sparsity)
     return s is not None and (float(s.density) < 1.0 or str(s.format).lower() in ("csr", "ell", "sparse"))
+
+
+def _dense_pattern(n_out: int, n_in: int) -> sp.csr_matrix:
+    """All-ones (n_out × n_in) pattern built directly in CSR form (no dense scan)."""
+    idx = np.int64 if n_out * n_in >= 2 ** 31 else np.int32
+    return sp.csr_matrix((np.ones(n_out * n_in, np.float32), np.tile(np.arange(n_in, dtype=idx), n_out),
+                          np.arange(0, n_out * n_in + 1, n_in, dtype=idx)), shape=(n_out, n_in))
 
 
 def _mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
@@ -183,16 +193,22 @@ def _mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
     return w != 0
 
 
-def op_pattern(g: Graph, name: str) -> sp.csr_matrix:
-    """Sparse (out_flat × in_flat) pattern of a non-unit node."""
+def op_pattern(g: Graph, name: str) -> sp.csr_matrix | None:
+    """Sparse (out_flat × in_flat) pattern of a non-unit node (None: the identity)."""
     node = g.nodes[name]
     n_in = int(np.prod(g.shape_in(name)))
     n_out = int(np.prod(g.shape_out(name)))
     if isinstance(node, (nir.Affine, nir.Linear)):
+        if sp.issparse(node.weight):   # scipy-sparse weights: the stored non-zeros are the synapses
+            m = sp.csr_matrix(node.weight, copy=True)
+            m.eliminate_zeros()
+            m.sum_duplicates()
+            m.data = np.ones(m.nnz, np.float32)
+            return m
         w = np.asarray(node.weight)
         m = _mask(g, name, w)
         if m is None:
-            return sp.csr_matrix(np.ones((n_out, n_in), dtype=np.float32))
+            return _dense_pattern(n_out, n_in)
         return sp.csr_matrix(m.astype(np.float32))
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         w = np.asarray(node.weight)
@@ -212,16 +228,25 @@ def op_pattern(g: Graph, name: str) -> sp.csr_matrix:
     if isinstance(node, (nir.Flatten, nir.Delay, nir.Threshold, nir.Output)) or type(node).__name__ == "Identity":
         if n_in != n_out:
             raise GraphError(f"{type(node).__name__} changes the size {n_in} -> {n_out}", node=name)
-        return sp.identity(n_out, dtype=np.float32, format="csr")
+        return None
     raise UnsupportedNodeError(f"placement has no connection model for {type(node).__name__}", node=name,
                                hint="remove or lower the node before partitioning")
 
 
 # ------------------------------------------------------------- build
+def _mul(a: sp.csr_matrix | None, b: sp.csr_matrix | None) -> sp.csr_matrix | None:
+    """Product of connection patterns, None standing for the identity (skips copies of big patterns)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return (a @ b).tocsr()
+
+
 @dataclass
 class _Term:
     src: str
-    m: sp.csr_matrix      # (size of the node it leads into × source size), counts
+    m: sp.csr_matrix | None   # (size of the node it leads into × source size), counts; None = identity
     bits: int | None
     sparse: bool
     width: int            # input width of the weight node (for index bits)
@@ -322,7 +347,7 @@ def build_structure(g: Graph, limits: CoreLimits) -> Network:
         """Terms giving the output of ``name`` as a function of unit outputs."""
         if name in uidx:
             n = sizes[uidx[name]]
-            return [_Term(name, sp.identity(n, dtype=np.float32, format="csr"), None, False, n)]
+            return [_Term(name, None, None, False, n)]
         if name in memo:
             return memo[name]
         if name in visiting:
@@ -334,7 +359,7 @@ def build_structure(g: Graph, limits: CoreLimits) -> Network:
         out = []
         for p in g.preds(name):
             for t in terms_into(p):
-                m = (M @ t.m).tocsr()
+                m = _mul(M, t.m)
                 if is_w:
                     out.append(_Term(t.src, m, _weight_bits(g, name), _is_sparse(g, name), M.shape[1]))
                 else:
@@ -343,16 +368,17 @@ def build_structure(g: Graph, limits: CoreLimits) -> Network:
         memo[name] = out
         return out
 
-    rows, cols, vals = [], [], []
+    row_blocks = []
     bytes_ = np.zeros(N)
     pop_bits = []
     for k in units:
         i = uidx[k]
+        n = sizes[i]
         if not placed[i]:
+            row_blocks.append(sp.csr_matrix((n, N), dtype=np.float32))
             continue
         node = g.nodes[k]
         o = int(offset[i])
-        n = sizes[i]
         terms: list[_Term] = []
         for p in g.preds(k):
             terms += terms_into(p)
@@ -362,27 +388,27 @@ def build_structure(g: Graph, limits: CoreLimits) -> Network:
             gx = np.abs(np.asarray(node.w_x)).reshape(3, h, -1) != 0 if _is_sparse(g, k) else np.ones((3, h, node.w_x.shape[1]), bool)
             gh = np.abs(np.asarray(node.w_h)).reshape(3, h, h) != 0 if _is_sparse(g, k) else np.ones((3, h, h), bool)
             Gx = sp.csr_matrix(gx.sum(0).astype(np.float32))
-            terms = [_Term(t.src, (Gx @ t.m).tocsr(), own_bits, _is_sparse(g, k), Gx.shape[1]) for t in terms]
+            terms = [_Term(t.src, _mul(Gx, t.m), own_bits, _is_sparse(g, k), Gx.shape[1]) for t in terms]
             terms.append(_Term(k, sp.csr_matrix(gh.sum(0).astype(np.float32)), own_bits, _is_sparse(g, k), h))
         bits_used = []
+        block = None
         for t in terms:
-            if t.m.shape[0] != n:
-                raise GraphError(f"connection from '{t.src}' has {t.m.shape[0]} rows for {n} neurons", node=k)
-            c = t.m.tocoo()
-            rows.append(c.row.astype(np.int64) + o)
-            cols.append(c.col.astype(np.int64) + int(offset[uidx[t.src]]))
-            vals.append(c.data.astype(np.float32))
+            m = t.m if t.m is not None else sp.identity(n, dtype=np.float32, format="csr")
+            if m.shape[0] != n:
+                raise GraphError(f"connection from '{t.src}' has {m.shape[0]} rows for {n} neurons", node=k)
+            # the term's columns shifted to its source's units: no sort, no duplicate merge
+            shifted = sp.csr_matrix((m.data.astype(np.float32, copy=False), m.indices.astype(np.int64) + int(offset[uidx[t.src]]),
+                                     m.indptr), shape=(n, N))
+            block = shifted if block is None else (block + shifted).tocsr()   # shared sources: counts add
             bits = t.bits or limits.weight_bits
             bits_used.append(bits)
-            nsyn = np.asarray(t.m.sum(axis=1)).reshape(-1)
+            nsyn = np.diff(m.indptr) if m.nnz and np.all(m.data == 1) else np.asarray(m.sum(axis=1)).reshape(-1)
             bytes_[o:o + n] += synapse_bytes(nsyn, bits, t.sparse, t.width, limits)
+        row_blocks.append(block if block is not None else sp.csr_matrix((n, N), dtype=np.float32))
         bytes_[o:o + n] += limits.state_bytes
         pop_bits.append(max(bits_used) if bits_used else limits.weight_bits)
-    if rows:
-        A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(N, N))
-        A.sum_duplicates()
-    else:
-        A = sp.csr_matrix((N, N), dtype=np.float32)
+    A = sp.vstack(row_blocks, format="csr") if row_blocks else sp.csr_matrix((N, N), dtype=np.float32)
+    A.eliminate_zeros()
     fan_in = np.diff(A.indptr).astype(np.int64)
     rate = np.ones(N)
     return Network(units, offset, placed, A, bytes_, fan_in, np.asarray(A @ rate, dtype=np.float64), rate,
