@@ -15,7 +15,8 @@ core traffic graph into ``⌈K / cores_per_chip⌉`` chips, then repair of
 over-full chips; chips go to board positions in snake order. (2) On each chip,
 cores start in logical order along a snake over the usable slots. (3)
 Simulated annealing with position swaps (and moves to empty slots) within a
-chip, minimising Σ_{a,b} T[a,b]·hops(a,b) over the core traffic T
+chip (the move loop compiled with numba: :mod:`nmc.passes.anneal_loop`),
+minimising Σ_{a,b} T[a,b]·hops(a,b) over the core traffic T
 (rate-weighted multicast packets from core a reaching core b; host = a fixed
 pseudo-core at (0, 0)). The baseline reported beside it is the sequential
 layout of step (2) alone with cores → chips in logical order.
@@ -34,6 +35,7 @@ from nmc.ir import Graph, array_digest
 
 from . import rules
 from .manager import Pass, PassContext, register
+from .anneal_loop import run_moves
 from .netmodel import Network, network_for
 from .partition import group_incidence
 
@@ -201,31 +203,11 @@ def anneal(cg: CoreGraph, lim: rules.CoreLimits, chip: np.ndarray, slot: np.ndar
         s2 = int(rng.integers(ns))
         samples.append(abs(delta(a, gpos(np.array(chip[a]), np.array(s2)))))
     temp0 = (np.mean(samples) if samples else 1.0) or 1.0
-    for i in range(n_moves):
-        temp = temp0 * (1 - i / n_moves) ** 3 + 1e-9
-        a = int(movable[rng.integers(movable.size)])
-        c = int(chip[a])
-        s_new = int(rng.integers(ns))
-        s_old = int(slot[a])
-        if s_new == s_old:
-            continue
-        b = int(occ[c, s_new])
-        pa_new = gpos(np.array(c), np.array(s_new))
-        d = delta(a, pa_new)
-        if b >= 0:
-            pb_new = pos[a].copy()
-            d += delta(b, pb_new)
-            # the a–b pair's distance is unchanged by a swap; both deltas counted it
-            w_ab = S[a, b]
-            if w_ab:
-                d += 2 * w_ab * np.abs(pos[a] - pos[b]).sum()
-        if d <= 0 or rng.random() < math.exp(-d / temp):
-            occ[c, s_old], occ[c, s_new] = b, a
-            slot[a] = s_new
-            if b >= 0:
-                slot[b] = s_old
-                pos[b] = pos[a].copy()
-            pos[a] = pa_new
+    picks = rng.integers(movable.size, size=n_moves)
+    targets = rng.integers(ns, size=n_moves)
+    u = rng.random(n_moves)
+    chip64 = chip.astype(np.int64)
+    run_moves(S, pos, chip64, slot, occ, movable, slots, order, lim.mesh_x, lim.mesh_y, picks, targets, u, temp0)
     return slot
 
 
