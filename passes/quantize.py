@@ -72,7 +72,12 @@ __all__ = ["quantize_weights", "round_half_away", "dequantized", "integer_graph"
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    """Round to the nearest integer, ties away from zero: sign(x)·⌊|x| + ½⌋ (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    r = np.abs(x)
+    r += 0.5
+    np.floor(r, out=r)
+    return np.copysign(r, x, out=r)
 
 
 def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_channel: bool = False,
@@ -90,10 +95,12 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
     w = np.asarray(w, dtype=np.float64)
     if scheme not in SCHEMES:
         raise OptionError(f"unknown quantization scheme {scheme!r}", hint=f"use one of {', '.join(SCHEMES)}")
-    m = np.ones(w.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(w.shape)
+    dense = mask is None   # every weight exists: no masking work on big dense layers
+    m = np.ones(w.shape, dtype=bool) if dense and scheme != "int" else \
+        (None if dense else np.asarray(mask, dtype=bool).reshape(w.shape))
     axes = tuple(range(1, w.ndim)) if per_channel and w.ndim > 1 else None
     keep = dict(axis=axes, keepdims=axes is not None)
-    a = np.where(m, np.abs(w), 0.0)
+    a = np.abs(w) if dense else np.where(m, np.abs(w), 0.0)
     if scheme in ("ternary", "binary"):
         cnt = m.sum(**keep)
         alpha = a.sum(**keep) / np.maximum(cnt, 1)
@@ -114,7 +121,7 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
         raise OptionError(f"qmax must be ≥ 1, got {q}")
     if clip is None:
         if method == "percentile" and a.size:
-            clip = np.nan_to_num(np.nanpercentile(np.where(m, a, np.nan), percentile, axis=axes,
+            clip = np.nan_to_num(np.nanpercentile(a if dense else np.where(m, a, np.nan), percentile, axis=axes,
                                                   keepdims=axes is not None), nan=0.0)
         else:
             clip = a.max(**keep, initial=0.0)
@@ -122,8 +129,11 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
     clip = np.where(clip > 0, clip, a.max(**keep, initial=0.0))  # a zero percentile (mostly zeros): use the max
     scale = clip / q
     scale = np.where(scale > 0, scale, 1.0)  # 1.0 only for an all-zero (or subnormal) layer/channel
-    w_int = np.clip(round_half_away(w / scale), -q, q)
-    return np.where(m, w_int, 0).astype(np.int32), scale
+    w_int = round_half_away(w / scale)
+    np.clip(w_int, -q, q, out=w_int)
+    if not dense:
+        w_int[~m] = 0
+    return w_int.astype(np.int32), scale
 
 
 def _levels(w_int) -> int:
@@ -254,11 +264,13 @@ class Quantize(Pass):
         masks = []
         for n, w in zip(unit, mats):
             pruned = g.ann(n, Sparsity) is not None or g.ann(n, RowMap) is not None
-            masks.append(w != 0 if pruned else np.ones(w.shape, dtype=bool))
+            masks.append(w != 0 if pruned else None)   # None: every weight exists
         if len(unit) == 1:
             w, m = mats[0], masks[0]
         else:
-            w, m = np.concatenate(mats, axis=1), np.concatenate(masks, axis=1)
+            w = np.concatenate(mats, axis=1)
+            m = None if all(x is None for x in masks) else np.concatenate(
+                [np.ones(wn.shape, dtype=bool) if x is None else x for wn, x in zip(mats, masks)], axis=1)
         method = "maxabs" if self.method == "calibrate" else self.method
         w_int, scale = quantize_weights(w, self.bits, self.scheme, self.per_channel, method, self.percentile,
                                         self.qmax, clip=clip, mask=m, gain=gain)
