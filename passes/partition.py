@@ -141,15 +141,18 @@ def block_graph(net: Network, blocks: Blocks, H: sp.csr_matrix) -> sp.csr_matrix
 def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int, min_cores: int):
     """Blocks, their source incidence H and block graph W. While W has more than
     ``max_edges`` entries (dense connectivity: W grows with blocks², and METIS,
-    greedy and refinement with W), the blocks are made coarser (half as many),
-    down to two blocks per lower-bound core. Returns (blocks, H, W, note);
+    greedy and refinement with W), the blocks are made coarser (by
+    √(edges / max_edges), at least half as many), down to two blocks per
+    lower-bound core. Returns (blocks, H, W, note);
     note says what was coarsened and why ("" when nothing was)."""
     blocks = make_blocks(net, caps, max_blocks)
     H = block_incidence(net, blocks)
     W = block_graph(net, blocks, H)
     first = (blocks.n, int(W.nnz))
     while max_edges and W.nnz > max_edges and blocks.n > 2 * max(min_cores, 1):
-        target = max(blocks.n // 2, 2 * max(min_cores, 1))
+        # W grows up to blocks² (dense connectivity): aim straight at the budget, at least halving
+        shrink = max(2.0, math.sqrt(W.nnz / max_edges))
+        target = max(int(blocks.n / shrink), 2 * max(min_cores, 1))
         nb = make_blocks(net, caps, target)
         if nb.n >= blocks.n:
             break
