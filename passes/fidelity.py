@@ -43,6 +43,46 @@ def layer_inputs(g: Graph, data: dict | None, steps: int, seed: int) -> tuple[di
         "synthetic Bernoulli(0.2) spikes, 4 samples"
 
 
+def synapses_per_step(g: Graph) -> int:
+    """Multiply-accumulates of one float-reference step for one sample: every
+    weight of a dense node, every weight × output position of a convolution,
+    both matrices of an EGRU."""
+    total = 0
+    for name, node in g.nodes.items():
+        if isinstance(node, DENSE):
+            total += int(np.size(node.weight))
+        elif isinstance(node, CONV):
+            out = g.shape_out(name)
+            total += int(np.size(node.weight)) * int(np.prod(out[1:]))
+        elif isinstance(node, EGRU):
+            total += int(np.size(node.w_x)) + int(np.size(node.w_h))
+    return total
+
+
+def fit_budget(g: Graph, inputs: dict, max_synops: float, min_steps: int = 16) -> tuple[dict, dict]:
+    """Shorten the fidelity inputs of a huge network so one simulation costs at
+    most ``max_synops`` multiply-accumulates (synapses/step × steps × samples):
+    first fewer steps (down to ``min_steps``), then fewer samples (down to 1),
+    then as many steps as the budget allows for those samples.
+    Returns (inputs, what is simulated: steps, samples, synaptic_ops and, when
+    shortened, ``shortened`` saying from what and why)."""
+    syn = max(synapses_per_step(g), 1)
+    arrs = {k: np.asarray(v) for k, v in inputs.items()}
+    batched = all(v.ndim == len(g.shape_out(k)) + 2 for k, v in arrs.items())
+    T = min(v.shape[0] for v in arrs.values()) if arrs else 0
+    B = min(v.shape[1] for v in arrs.values()) if arrs and batched else 1
+    info = {"steps": T, "samples": B, "synaptic_ops": syn * T * B}
+    if not max_synops or syn * T * B <= max_synops:
+        return arrs, info
+    t = max(min(T, min_steps), min(T, int(max_synops // (syn * B))))
+    b = B if syn * t * B <= max_synops else max(1, min(B, int(max_synops // (syn * t))))
+    t = max(min(T, min_steps), min(T, int(max_synops // (syn * b))))     # fewer samples leave room for steps
+    arrs = {k: (v[:t, :b] if batched else v[:t]) for k, v in arrs.items()}
+    return arrs, {"steps": t, "samples": b, "synaptic_ops": syn * t * b,
+                  "shortened": f"{T} steps × {B} samples would cost {syn * T * B:.3g} synaptic ops per simulation "
+                               f"({syn} per step), over max_sim_synops={max_synops:.3g}"}
+
+
 def simulate(g: Graph, inputs: dict, record: list[str]) -> dict:
     """Reference run from reset; inputs (T, *shape) or (T, B, *shape)."""
     from nmc.reference import ReferenceSimulator

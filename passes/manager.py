@@ -54,6 +54,21 @@ class PassContext:
     #: wall-clock seconds per pass (``"<index>-<name>"``); kept out of ``reports``
     #: because bundles must be byte-identical across compiles.
     timings: dict = field(default_factory=dict)
+    #: derived models shared between passes (e.g. the placement passes' network
+    #: model), ``{kind: (key, value)}``. The key is a fingerprint of everything
+    #: the value was computed from (:func:`nmc.passes.netmodel.structure_key`);
+    #: a reader rebuilds when the key of the graph it gets differs, so an entry
+    #: can never be used stale. Only the latest entry per kind is kept.
+    cache: dict = field(default_factory=dict)
+
+    def cached(self, kind: str, key, build: Callable[[], Any]) -> Any:
+        """The cached value of ``kind`` when its key equals ``key``, else ``build()`` (stored)."""
+        hit = self.cache.get(kind)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = build()
+        self.cache[kind] = (key, value)
+        return value
 
     def rng(self, salt: str = "") -> np.random.Generator:
         return np.random.default_rng([self.seed, *map(ord, salt)])

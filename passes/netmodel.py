@@ -17,10 +17,19 @@ Rates (events per step) come from one run of the reference simulator on the
 calibration data (every neuron node recorded; a unit's rate is the fraction of
 (step, batch) samples where its output is non-zero), or are uniform (1.0) when
 there is no data.
+
+Sharing: the synapse structure (everything but the rates) depends only on the
+nodes, edges, ``Quant``/``Sparsity`` annotations and the core limits.
+:func:`network_for` keeps it in the pass context's cache under
+:func:`structure_key` (a digest of exactly those inputs), so partition, place
+and route build it once per compile; a pass that changes any of them changes
+the key and the next reader rebuilds. Rates are never cached: each caller
+states where they come from (simulation or ``Placement.rate``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 
 import nir
 import numpy as np
@@ -46,6 +55,7 @@ class Network:
     rate: np.ndarray               # per unit: events per step
     pop_bits: list[int] = field(default_factory=list)   # dominant weight bits per placed node
     rates_from: str = "uniform"
+    key: str = ""                  # structure_key of the graph it was built from ("" when not computed)
 
     def __post_init__(self):
         self.pop_units = [i for i, p in enumerate(self.unit_placed) if p]
@@ -73,10 +83,20 @@ class Network:
 
     @property
     def AT(self) -> sp.csr_matrix:
-        """(N, N) source → target pattern (csr, rows = sources)."""
+        """(N, N) source → target pattern (csr, rows = sources, column indices sorted)."""
         if self._AT is None:
-            self._AT = self.A.T.tocsr()
+            AT = self.A.T.tocsr()
+            if not AT.has_sorted_indices:
+                AT.sort_indices()
+            self._AT = AT
         return self._AT
+
+    def with_rates(self, rate: np.ndarray, rates_from: str) -> "Network":
+        """This network with other rates (work recomputed); shares A, its transpose and the bytes."""
+        rate = np.asarray(rate, dtype=np.float64)
+        out = replace(self, rate=rate, rates_from=rates_from, work=np.asarray(self.A @ rate, dtype=np.float64))
+        out._AT = self.AT
+        return out
 
     @property
     def n_sources_used(self) -> int:
@@ -146,8 +166,18 @@ def _padding(pad, ks, dil, nd):
 
 
 def _is_sparse(g: Graph, name: str) -> bool:
+    """CSR storage: a Sparsity annotation asking for it, or a scipy-sparse weight."""
+    if sp.issparse(getattr(g.nodes[name], "weight", None)):
+        return True
     s = g.ann(name, Sparsity)
     return s is not None and (float(s.density) < 1.0 or str(s.format).lower() in ("csr", "ell", "sparse"))
+
+
+def _dense_pattern(n_out: int, n_in: int) -> sp.csr_matrix:
+    """All-ones (n_out × n_in) pattern built directly in CSR form (no dense scan)."""
+    idx = np.int64 if n_out * n_in >= 2 ** 31 else np.int32
+    return sp.csr_matrix((np.ones(n_out * n_in, np.float32), np.tile(np.arange(n_in, dtype=idx), n_out),
+                          np.arange(0, n_out * n_in + 1, n_in, dtype=idx)), shape=(n_out, n_in))
 
 
 def _mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
@@ -163,16 +193,22 @@ def _mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
     return w != 0
 
 
-def op_pattern(g: Graph, name: str) -> sp.csr_matrix:
-    """Sparse (out_flat × in_flat) pattern of a non-unit node."""
+def op_pattern(g: Graph, name: str) -> sp.csr_matrix | None:
+    """Sparse (out_flat × in_flat) pattern of a non-unit node (None: the identity)."""
     node = g.nodes[name]
     n_in = int(np.prod(g.shape_in(name)))
     n_out = int(np.prod(g.shape_out(name)))
     if isinstance(node, (nir.Affine, nir.Linear)):
+        if sp.issparse(node.weight):   # scipy-sparse weights: the stored non-zeros are the synapses
+            m = sp.csr_matrix(node.weight, copy=True)
+            m.eliminate_zeros()
+            m.sum_duplicates()
+            m.data = np.ones(m.nnz, np.float32)
+            return m
         w = np.asarray(node.weight)
         m = _mask(g, name, w)
         if m is None:
-            return sp.csr_matrix(np.ones((n_out, n_in), dtype=np.float32))
+            return _dense_pattern(n_out, n_in)
         return sp.csr_matrix(m.astype(np.float32))
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         w = np.asarray(node.weight)
@@ -192,16 +228,25 @@ def op_pattern(g: Graph, name: str) -> sp.csr_matrix:
     if isinstance(node, (nir.Flatten, nir.Delay, nir.Threshold, nir.Output)) or type(node).__name__ == "Identity":
         if n_in != n_out:
             raise GraphError(f"{type(node).__name__} changes the size {n_in} -> {n_out}", node=name)
-        return sp.identity(n_out, dtype=np.float32, format="csr")
+        return None
     raise UnsupportedNodeError(f"placement has no connection model for {type(node).__name__}", node=name,
                                hint="remove or lower the node before partitioning")
 
 
 # ------------------------------------------------------------- build
+def _mul(a: sp.csr_matrix | None, b: sp.csr_matrix | None) -> sp.csr_matrix | None:
+    """Product of connection patterns, None standing for the identity (skips copies of big patterns)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return (a @ b).tocsr()
+
+
 @dataclass
 class _Term:
     src: str
-    m: sp.csr_matrix      # (size of the node it leads into × source size), counts
+    m: sp.csr_matrix | None   # (size of the node it leads into × source size), counts; None = identity
     bits: int | None
     sparse: bool
     width: int            # input width of the weight node (for index bits)
@@ -212,6 +257,71 @@ def _weight_bits(g: Graph, name: str) -> int | None:
     return int(q.bits) if q is not None else None
 
 
+def _feed(h, v) -> None:
+    """Hash ``v`` (arrays by dtype, shape and bytes; scipy-sparse by its arrays)."""
+    if isinstance(v, np.ndarray):
+        a = np.ascontiguousarray(v)
+        h.update(f"a{a.dtype}{a.shape}".encode())
+        h.update(a.reshape(-1).view(np.uint8) if a.dtype != object else repr(a.tolist()).encode())
+    elif sp.issparse(v):
+        c = v.tocsr()
+        h.update(f"s{c.shape}".encode())
+        for a in (c.data, c.indices, c.indptr):
+            _feed(h, np.asarray(a))
+    elif isinstance(v, dict):
+        h.update(b"{")
+        for k in sorted(v, key=str):
+            h.update(str(k).encode())
+            _feed(h, v[k])
+        h.update(b"}")
+    elif isinstance(v, (list, tuple)):
+        h.update(b"[")
+        for x in v:
+            _feed(h, x)
+        h.update(b"]")
+    else:
+        h.update(repr(v).encode())
+
+
+def structure_key(g: Graph, limits: CoreLimits) -> str:
+    """Digest of everything :func:`build_structure` reads: every node's type and
+    parameters, the edges, the ``Quant`` and ``Sparsity`` annotations and the limits."""
+    h = hashlib.blake2b(digest_size=20)
+    for name, node in g.nodes.items():
+        h.update(f"<{name}:{type(node).__module__}.{type(node).__qualname__}>".encode())
+        _feed(h, {k: v for k, v in vars(node).items() if not isinstance(v, nir.NIRNode)})
+    _feed(h, list(g.edges))
+    for name in g.nodes:
+        for cls in (Quant, Sparsity):
+            a = g.ann(name, cls)
+            if a is not None:
+                h.update(f"<{name}:{cls.kind}>".encode())
+                _feed(h, a.fields())
+    h.update(repr(limits).encode())
+    return h.hexdigest()
+
+
+def network_for(g: Graph, limits: CoreLimits, ctx=None, data: dict | None = None, rate_steps: int = 200,
+                from_placement: bool = False) -> Network:
+    """:func:`build_network`, with the structure shared through ``ctx.cache``
+    (see module docstring); without a context it is built afresh."""
+    if ctx is None:
+        return build_network(g, limits, data, rate_steps, from_placement)
+    key = structure_key(g, limits)
+    base = ctx.cached("netmodel", key, lambda: replace(build_structure(g, limits), key=key))
+    return _with_rates(base, g, data, rate_steps, from_placement)
+
+
+def _with_rates(base: Network, g: Graph, data, rate_steps: int, from_placement: bool) -> Network:
+    units = base.unit_names
+    sizes = np.diff(base.unit_offset).tolist()
+    if from_placement:
+        rate, src = placement_rates(g, units, sizes, data)
+    else:
+        rate, src = unit_rates(g, units, sizes, data, rate_steps)
+    return base.with_rates(rate, src)
+
+
 def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_steps: int = 200,
                   from_placement: bool = False) -> Network:
     """Extract the :class:`Network` of ``g`` (see module docstring).
@@ -219,6 +329,11 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
     ``from_placement``: take the neuron rates from the ``Placement.rate``
     annotations (written by ``partition``) instead of simulating again; host
     input rates are then read from ``data`` directly (1.0 without data)."""
+    return _with_rates(build_structure(g, limits), g, data, rate_steps, from_placement)
+
+
+def build_structure(g: Graph, limits: CoreLimits) -> Network:
+    """The network of ``g`` with uniform rates (1.0 per unit)."""
     units = [k for k, n in g.nodes.items() if isinstance(n, nir.Input) or is_neuron(n)]
     placed = np.array([is_neuron(g.nodes[k]) for k in units], dtype=bool)
     sizes = [int(np.prod(g.shape_out(k))) for k in units]
@@ -232,7 +347,7 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
         """Terms giving the output of ``name`` as a function of unit outputs."""
         if name in uidx:
             n = sizes[uidx[name]]
-            return [_Term(name, sp.identity(n, dtype=np.float32, format="csr"), None, False, n)]
+            return [_Term(name, None, None, False, n)]
         if name in memo:
             return memo[name]
         if name in visiting:
@@ -244,7 +359,7 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
         out = []
         for p in g.preds(name):
             for t in terms_into(p):
-                m = (M @ t.m).tocsr()
+                m = _mul(M, t.m)
                 if is_w:
                     out.append(_Term(t.src, m, _weight_bits(g, name), _is_sparse(g, name), M.shape[1]))
                 else:
@@ -253,16 +368,17 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
         memo[name] = out
         return out
 
-    rows, cols, vals = [], [], []
+    row_blocks = []
     bytes_ = np.zeros(N)
     pop_bits = []
     for k in units:
         i = uidx[k]
+        n = sizes[i]
         if not placed[i]:
+            row_blocks.append(sp.csr_matrix((n, N), dtype=np.float32))
             continue
         node = g.nodes[k]
         o = int(offset[i])
-        n = sizes[i]
         terms: list[_Term] = []
         for p in g.preds(k):
             terms += terms_into(p)
@@ -272,35 +388,31 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
             gx = np.abs(np.asarray(node.w_x)).reshape(3, h, -1) != 0 if _is_sparse(g, k) else np.ones((3, h, node.w_x.shape[1]), bool)
             gh = np.abs(np.asarray(node.w_h)).reshape(3, h, h) != 0 if _is_sparse(g, k) else np.ones((3, h, h), bool)
             Gx = sp.csr_matrix(gx.sum(0).astype(np.float32))
-            terms = [_Term(t.src, (Gx @ t.m).tocsr(), own_bits, _is_sparse(g, k), Gx.shape[1]) for t in terms]
+            terms = [_Term(t.src, _mul(Gx, t.m), own_bits, _is_sparse(g, k), Gx.shape[1]) for t in terms]
             terms.append(_Term(k, sp.csr_matrix(gh.sum(0).astype(np.float32)), own_bits, _is_sparse(g, k), h))
         bits_used = []
+        block = None
         for t in terms:
-            if t.m.shape[0] != n:
-                raise GraphError(f"connection from '{t.src}' has {t.m.shape[0]} rows for {n} neurons", node=k)
-            c = t.m.tocoo()
-            rows.append(c.row.astype(np.int64) + o)
-            cols.append(c.col.astype(np.int64) + int(offset[uidx[t.src]]))
-            vals.append(c.data.astype(np.float32))
+            m = t.m if t.m is not None else sp.identity(n, dtype=np.float32, format="csr")
+            if m.shape[0] != n:
+                raise GraphError(f"connection from '{t.src}' has {m.shape[0]} rows for {n} neurons", node=k)
+            # the term's columns shifted to its source's units: no sort, no duplicate merge
+            shifted = sp.csr_matrix((m.data.astype(np.float32, copy=False), m.indices.astype(np.int64) + int(offset[uidx[t.src]]),
+                                     m.indptr), shape=(n, N))
+            block = shifted if block is None else (block + shifted).tocsr()   # shared sources: counts add
             bits = t.bits or limits.weight_bits
             bits_used.append(bits)
-            nsyn = np.asarray(t.m.sum(axis=1)).reshape(-1)
+            nsyn = np.diff(m.indptr) if m.nnz and np.all(m.data == 1) else np.asarray(m.sum(axis=1)).reshape(-1)
             bytes_[o:o + n] += synapse_bytes(nsyn, bits, t.sparse, t.width, limits)
+        row_blocks.append(block if block is not None else sp.csr_matrix((n, N), dtype=np.float32))
         bytes_[o:o + n] += limits.state_bytes
         pop_bits.append(max(bits_used) if bits_used else limits.weight_bits)
-    if rows:
-        A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(N, N))
-        A.sum_duplicates()
-    else:
-        A = sp.csr_matrix((N, N), dtype=np.float32)
+    A = sp.vstack(row_blocks, format="csr") if row_blocks else sp.csr_matrix((N, N), dtype=np.float32)
+    A.eliminate_zeros()
     fan_in = np.diff(A.indptr).astype(np.int64)
-    if from_placement:
-        rate, src = placement_rates(g, units, sizes, data)
-    else:
-        rate, src = unit_rates(g, units, sizes, data, rate_steps)
-    work = A @ rate
-    return Network(units, offset, placed, A, bytes_, fan_in, np.asarray(work, dtype=np.float64), rate,
-                   pop_bits, src)
+    rate = np.ones(N)
+    return Network(units, offset, placed, A, bytes_, fan_in, np.asarray(A @ rate, dtype=np.float64), rate,
+                   pop_bits, "uniform")
 
 
 def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tuple[np.ndarray, str]:

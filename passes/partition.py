@@ -54,7 +54,7 @@ from nmc.ir import Graph
 
 from . import rules
 from .manager import Pass, PassContext, register
-from .netmodel import Network, build_network
+from .netmodel import Network, network_for
 
 
 # -------------------------------------------------------------------- blocks
@@ -106,15 +106,23 @@ def _ranges(lens: np.ndarray) -> np.ndarray:
     return out - np.repeat(ends - lens, lens)
 
 
+def group_incidence(M: sp.csr_matrix, group: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    """(rows × n_groups) 0/1 pattern: row r has a non-zero in a column of group g.
+    ``group`` maps each column of ``M`` to its group (-1: ignored). One sparse
+    product (no sort), so it stays linear in ``M.nnz``; column indices of the
+    result are not sorted."""
+    cols = np.nonzero(group >= 0)[0]
+    G = sp.csr_matrix((np.ones(cols.size, np.float32), (cols, group[cols])), shape=(M.shape[1], n_groups))
+    P = sp.csr_matrix((np.ones(M.nnz, np.float32), M.indices, M.indptr), shape=M.shape)
+    out = (P @ G).tocsr()
+    out.eliminate_zeros()
+    out.data[:] = 1
+    return out
+
+
 def block_incidence(net: Network, blocks: Blocks) -> sp.csr_matrix:
     """H (N × blocks): H[s, b] = 1 when source unit s has a target in block b."""
-    AT = net.AT
-    tb = blocks.of_unit[AT.indices]
-    H = sp.csr_matrix((np.ones(tb.size, np.float32), tb, AT.indptr.copy()), shape=(net.n_units, blocks.n))
-    H.sum_duplicates()
-    H.prune()
-    H.data[:] = 1
-    return H
+    return group_incidence(net.AT, blocks.of_unit, blocks.n)
 
 
 def block_graph(net: Network, blocks: Blocks, H: sp.csr_matrix) -> sp.csr_matrix:
@@ -126,65 +134,138 @@ def block_graph(net: Network, blocks: Blocks, H: sp.csr_matrix) -> sp.csr_matrix
     W = (W + W.T).tocsr()
     W.setdiag(0)
     W.eliminate_zeros()
+    W.sort_indices()   # METIS' result depends on the adjacency order: keep it canonical
     return W
+
+
+def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int, min_cores: int):
+    """Blocks, their source incidence H and block graph W. While W has more than
+    ``max_edges`` entries (dense connectivity: W grows with blocks², and METIS,
+    greedy and refinement with W), the blocks are made coarser (by
+    √(edges / max_edges), at least half as many), down to two blocks per
+    lower-bound core. Returns (blocks, H, W, note);
+    note says what was coarsened and why ("" when nothing was)."""
+    blocks = make_blocks(net, caps, max_blocks)
+    H = block_incidence(net, blocks)
+    W = block_graph(net, blocks, H)
+    first = (blocks.n, int(W.nnz))
+    while max_edges and W.nnz > max_edges and blocks.n > 2 * max(min_cores, 1):
+        # W grows up to blocks² (dense connectivity): aim straight at the budget, at least halving
+        shrink = max(2.0, math.sqrt(W.nnz / max_edges))
+        target = max(int(blocks.n / shrink), 2 * max(min_cores, 1))
+        nb = make_blocks(net, caps, target)
+        if nb.n >= blocks.n:
+            break
+        blocks = nb
+        H = block_incidence(net, blocks)
+        W = block_graph(net, blocks, H)
+    note = ""
+    if blocks.n != first[0]:
+        note = (f"{first[0]} blocks had {first[1]} block-graph edges (over max_block_edges={max_edges}); "
+                f"coarsened to {blocks.n} blocks with {int(W.nnz)} edges")
+    return blocks, H, W, note
 
 
 # ------------------------------------------------------------------- packer
 class Packer:
-    """Assignment of blocks to cores with incremental feasibility checks
-    (neurons, bytes, work additive; input axons = size of the union of the
-    blocks' source sets)."""
+    """Assignment of blocks to cores with incremental feasibility checks.
+
+    Neurons, bytes and work are additive per core. Input axons are the distinct
+    sources of a core's blocks; each core keeps them as a sorted array with a
+    per-source count of the core's blocks that use it, so adding or removing a
+    block is a merge over the core's sources (no set unions, no re-scan of the
+    core's other blocks)."""
 
     def __init__(self, blocks: Blocks, H: sp.csr_matrix, limits: rules.CoreLimits):
         self.b, self.lim = blocks, limits
         self.part = np.full(blocks.n, -1, dtype=np.int64)
-        self.load = np.zeros((0, 3))
+        self._load = np.zeros((16, 3))
+        self._k = 0
+        self.bl = np.stack([blocks.neurons, blocks.bytes_, blocks.work], 1) if blocks.n else np.zeros((0, 3))
+        L = limits
+        self.cap = np.array([L.neurons_max or np.inf, L.memory_bytes or np.inf, L.work_max or np.inf], dtype=float)
+        self._capt = self.cap * (1 + 1e-9)
         self.axons = limits.fan_in_max
-        self.src = H.T.tocsr() if self.axons else None      # blocks × sources
+        self.src = None
+        if self.axons:   # blocks × sources, sorted per block
+            self.src = H.T.tocsr()
+            if not self.src.has_sorted_indices:
+                self.src.sort_indices()
         self.core_src: list[np.ndarray] = []
+        self.core_cnt: list[np.ndarray] = []
 
     @property
     def n_cores(self) -> int:
-        return self.load.shape[0]
+        return self._k
+
+    @property
+    def load(self) -> np.ndarray:
+        return self._load[:self._k]
 
     def block_load(self, b: int) -> np.ndarray:
-        return np.array([self.b.neurons[b], self.b.bytes_[b], self.b.work[b]])
+        return self.bl[b]
 
     def _cap(self) -> np.ndarray:
-        L = self.lim
-        return np.array([L.neurons_max or np.inf, L.memory_bytes or np.inf, L.work_max or np.inf], dtype=float)
+        return self.cap
+
+    def _sources(self, b: int) -> np.ndarray:
+        return self.src.indices[self.src.indptr[b]:self.src.indptr[b + 1]]
+
+    def _lookup(self, s: np.ndarray, cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ``s`` in the sorted ``cs`` and whether each is present."""
+        pos = np.searchsorted(cs, s)
+        if cs.size == 0:
+            return pos, np.zeros(s.size, dtype=bool)
+        return pos, cs[np.minimum(pos, cs.size - 1)] == s
 
     def fits(self, b: int, c: int) -> bool:
-        if np.any(self.load[c] + self.block_load(b) > self._cap() * (1 + 1e-9)):
+        if np.any(self._load[c] + self.bl[b] > self._capt):
             return False
         if self.axons:
-            s = self.src.indices[self.src.indptr[b]:self.src.indptr[b + 1]]
+            s = self._sources(b)
             cs = self.core_src[c]
-            new = s.size - np.count_nonzero(np.isin(s, cs, assume_unique=True))
-            if cs.size + new > self.axons:
-                return False
+            if cs.size + s.size > self.axons:
+                _, present = self._lookup(s, cs)
+                if cs.size + s.size - int(np.count_nonzero(present)) > self.axons:
+                    return False
         return True
 
     def new_core(self) -> int:
-        self.load = np.vstack([self.load, np.zeros((1, 3))])
+        if self._k == self._load.shape[0]:
+            self._load = np.vstack([self._load, np.zeros_like(self._load)])
+        self._k += 1
         self.core_src.append(np.zeros(0, np.int64))
-        return self.n_cores - 1
+        self.core_cnt.append(np.zeros(0, np.int32))
+        return self._k - 1
 
     def add(self, b: int, c: int) -> None:
         self.part[b] = c
-        self.load[c] += self.block_load(b)
+        self._load[c] += self.bl[b]
         if self.axons:
-            s = self.src.indices[self.src.indptr[b]:self.src.indptr[b + 1]]
-            self.core_src[c] = np.union1d(self.core_src[c], s)
+            s = self._sources(b)
+            cs, cnt = self.core_src[c], self.core_cnt[c]
+            pos, present = self._lookup(s, cs)
+            cnt[pos[present]] += 1
+            if not present.all():
+                new = ~present
+                self.core_src[c] = np.insert(cs, pos[new], s[new])
+                self.core_cnt[c] = np.insert(cnt, pos[new], 1)
 
     def remove(self, b: int) -> None:
         c = int(self.part[b])
         self.part[b] = -1
-        self.load[c] -= self.block_load(b)
+        self._load[c] -= self.bl[b]
         if self.axons:
-            rest = np.nonzero(self.part == c)[0]
-            parts = [self.src.indices[self.src.indptr[x]:self.src.indptr[x + 1]] for x in rest]
-            self.core_src[c] = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            s = self._sources(b)
+            cs, cnt = self.core_src[c], self.core_cnt[c]
+            pos = np.searchsorted(cs, s)
+            cnt[pos] -= 1
+            keep = cnt > 0
+            if not keep.all():
+                self.core_src[c], self.core_cnt[c] = cs[keep], cnt[keep]
+
+    def axons_of(self, c: int) -> int:
+        return int(self.core_src[c].size) if self.axons else 0
 
 
 def pack_sequential(blocks: Blocks, P: Packer) -> np.ndarray:
@@ -204,10 +285,10 @@ def _place_best(b: int, W: sp.csr_matrix, P: Packer, order_pref=None) -> None:
     ok = pc >= 0
     if ok.any():
         gain = np.bincount(pc[ok], weights=wt[ok], minlength=P.n_cores)
-        order = np.argsort(-gain, kind="stable")
-        order = order[gain[order] > 0]
+        cand = np.nonzero(gain > 0)[0]
+        order = cand[np.argsort(-gain[cand], kind="stable")]
         if order.size:  # capacity of every candidate at once; the axon check only for those with room
-            room = np.all(P.load[order] + P.block_load(b) <= P._cap() * (1 + 1e-9), axis=1)
+            room = np.all(P.load[order] + P.block_load(b) <= P._capt, axis=1)
             for c in order[room]:
                 if P.fits(b, int(c)):
                     P.add(b, int(c))
@@ -320,11 +401,7 @@ def unit_cores(blocks: Blocks, part: np.ndarray) -> np.ndarray:
 
 def source_core_incidence(H: sp.csr_matrix, part: np.ndarray, n_cores: int) -> sp.csr_matrix:
     """(N × cores) pattern: source s has a target on core c."""
-    Hc = sp.csr_matrix((np.ones(H.nnz, np.float32), part[H.indices], H.indptr.copy()), shape=(H.shape[0], n_cores))
-    Hc.sum_duplicates()
-    Hc.prune()
-    Hc.data[:] = 1
-    return Hc
+    return group_incidence(H, part, n_cores)
 
 
 def traffic(net: Network, H: sp.csr_matrix, blocks: Blocks, part: np.ndarray) -> float:
@@ -396,25 +473,24 @@ class Partitioning:
 
 def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", refine_moves: bool = True,
                   seed: int = 0, data: dict | None = None, max_blocks: int = 4096, rate_steps: int = 200,
-                  baselines: tuple[str, ...] = ("sequential", "greedy")) -> tuple[Partitioning, dict]:
+                  baselines: tuple[str, ...] = ("sequential", "greedy"), max_block_edges: int = 1_000_000,
+                  ctx: PassContext | None = None) -> tuple[Partitioning, dict]:
     """Partition ``g`` under ``limits``; returns the chosen partitioning and the
     report (with the baselines' traffic computed on the same blocks)."""
     if method not in ("metis", "sequential", "greedy"):
         raise OptionError(f"unknown partition method {method!r}", hint="use metis, sequential or greedy")
     t = {}
     t0 = time.perf_counter()
-    net = build_network(g, limits, data, rate_steps)
+    net = network_for(g, limits, ctx, data, rate_steps)
     t["model"] = time.perf_counter() - t0
     violations = rules.check(net, limits)
     if violations:
         raise DesignRuleError(violations, target=limits.target)
     caps = rules.max_per_core(net, limits)
-    t0 = time.perf_counter()
-    blocks = make_blocks(net, caps, max_blocks)
-    H = block_incidence(net, blocks)
-    W = block_graph(net, blocks, H)
-    t["graph"] = time.perf_counter() - t0
     lb = rules.cores_lower_bound(net, limits)
+    t0 = time.perf_counter()
+    blocks, H, W, coarsened = block_model(net, caps, max_blocks, max_block_edges, lb["value"])
+    t["graph"] = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
 
     def score(p):
@@ -452,6 +528,8 @@ def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", 
         "neurons": net.placed_count,
         "synapses": int(net.A.sum()),
         "blocks": blocks.n,
+        "block_edges": int(W.nnz),
+        **({"blocks_coarsened": coarsened} if coarsened else {}),
         "cores_used": K,
         "cores_lower_bound": lb["value"],
         "cores_lower_bound_terms": lb["terms"],
@@ -494,6 +572,7 @@ class Partition(Pass):
     refine: bool = True
     seed: int | None = None
     max_blocks: int = 4096
+    max_block_edges: int = 1_000_000
     rate_steps: int = 200
     baselines: bool = True
 
@@ -502,7 +581,8 @@ class Partition(Pass):
         seed = ctx.seed if self.seed is None else self.seed
         pt, rep = run_partition(graph, limits, method=self.method, refine_moves=self.refine, seed=seed,
                                 data=ctx.data, max_blocks=self.max_blocks, rate_steps=self.rate_steps,
-                                baselines=("sequential", "greedy") if self.baselines else ())
+                                baselines=("sequential", "greedy") if self.baselines else (),
+                                max_block_edges=self.max_block_edges, ctx=ctx)
         annotate(graph, pt)
         rep.setdefault("chips_used", len(np.unique(pt.part // max(limits.cores_per_chip or 1 << 30, 1))))
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}

@@ -15,7 +15,8 @@ core traffic graph into ``⌈K / cores_per_chip⌉`` chips, then repair of
 over-full chips; chips go to board positions in snake order. (2) On each chip,
 cores start in logical order along a snake over the usable slots. (3)
 Simulated annealing with position swaps (and moves to empty slots) within a
-chip, minimising Σ_{a,b} T[a,b]·hops(a,b) over the core traffic T
+chip (the move loop compiled with numba: :mod:`nmc.passes.anneal_loop`),
+minimising Σ_{a,b} T[a,b]·hops(a,b) over the core traffic T
 (rate-weighted multicast packets from core a reaching core b; host = a fixed
 pseudo-core at (0, 0)). The baseline reported beside it is the sequential
 layout of step (2) alone with cores → chips in logical order.
@@ -30,11 +31,13 @@ import scipy.sparse as sp
 
 from nmc.annotations import Placement
 from nmc.errors import DesignRuleError, OptionError, PassError, Violation
-from nmc.ir import Graph
+from nmc.ir import Graph, array_digest
 
 from . import rules
 from .manager import Pass, PassContext, register
-from .netmodel import Network, build_network
+from .anneal_loop import run_moves
+from .netmodel import Network, network_for
+from .partition import group_incidence
 
 
 # ------------------------------------------------------------ core traffic
@@ -47,19 +50,24 @@ class CoreGraph:
     Hc: sp.csr_matrix        # (N × K) source unit → target core pattern
 
 
-def core_graph(g: Graph, limits: rules.CoreLimits, data: dict | None) -> CoreGraph:
+def core_graph(g: Graph, limits: rules.CoreLimits, data: dict | None, ctx: PassContext | None = None) -> CoreGraph:
     """Rebuild the network from the Placement annotations and aggregate its
-    multicast traffic per (source core, target core)."""
-    net = build_network(g, limits, data, from_placement=True)
+    multicast traffic per (source core, target core). With ``ctx``, the network
+    structure and the core graph are shared through ``ctx.cache`` (place and
+    route use the same one), keyed on the graph structure, the cores and the rates."""
+    net = network_for(g, limits, ctx, data, from_placement=True)
     ucore = np.full(net.n_units, -1, dtype=np.int64)
     for k, name in enumerate(net.pop_names):
         ucore[net.pop_slice(k)] = np.asarray(g.ann(name, Placement).core, dtype=np.int64)
+    if ctx is None:
+        return _core_graph(net, ucore)
+    key = (net.key, array_digest(ucore), array_digest(net.rate))
+    return ctx.cached("coregraph", key, lambda: _core_graph(net, ucore))
+
+
+def _core_graph(net: Network, ucore: np.ndarray) -> CoreGraph:
     K = int(ucore.max()) + 1 if ucore.size and ucore.max() >= 0 else 0
-    AT = net.AT
-    Hc = sp.csr_matrix((np.ones(AT.nnz, np.float32), ucore[AT.indices], AT.indptr.copy()), shape=(net.n_units, K))
-    Hc.sum_duplicates()
-    Hc.prune()
-    Hc.data[:] = 1
+    Hc = group_incidence(net.AT, ucore, K)
     src = np.where(ucore >= 0, ucore, K)
     S = sp.csr_matrix((net.rate, (src, np.arange(net.n_units))), shape=(K + 1, net.n_units))
     T = (S @ Hc).tocsr()
@@ -195,38 +203,18 @@ def anneal(cg: CoreGraph, lim: rules.CoreLimits, chip: np.ndarray, slot: np.ndar
         s2 = int(rng.integers(ns))
         samples.append(abs(delta(a, gpos(np.array(chip[a]), np.array(s2)))))
     temp0 = (np.mean(samples) if samples else 1.0) or 1.0
-    for i in range(n_moves):
-        temp = temp0 * (1 - i / n_moves) ** 3 + 1e-9
-        a = int(movable[rng.integers(movable.size)])
-        c = int(chip[a])
-        s_new = int(rng.integers(ns))
-        s_old = int(slot[a])
-        if s_new == s_old:
-            continue
-        b = int(occ[c, s_new])
-        pa_new = gpos(np.array(c), np.array(s_new))
-        d = delta(a, pa_new)
-        if b >= 0:
-            pb_new = pos[a].copy()
-            d += delta(b, pb_new)
-            # the a–b pair's distance is unchanged by a swap; both deltas counted it
-            w_ab = S[a, b]
-            if w_ab:
-                d += 2 * w_ab * np.abs(pos[a] - pos[b]).sum()
-        if d <= 0 or rng.random() < math.exp(-d / temp):
-            occ[c, s_old], occ[c, s_new] = b, a
-            slot[a] = s_new
-            if b >= 0:
-                slot[b] = s_old
-                pos[b] = pos[a].copy()
-            pos[a] = pa_new
+    picks = rng.integers(movable.size, size=n_moves)
+    targets = rng.integers(ns, size=n_moves)
+    u = rng.random(n_moves)
+    chip64 = chip.astype(np.int64)
+    run_moves(S, pos, chip64, slot, occ, movable, slots, order, lim.mesh_x, lim.mesh_y, picks, targets, u, temp0)
     return slot
 
 
 def run_place(g: Graph, limits: rules.CoreLimits, data: dict | None = None, seed: int = 0,
-              anneal_moves: int = 30000, plot: bool = False) -> tuple[dict, dict]:
+              anneal_moves: int = 30000, plot: bool = False, ctx: PassContext | None = None) -> tuple[dict, dict]:
     """Place; returns ({chip, x, y, slot: per-core arrays}, report)."""
-    cg = core_graph(g, limits, data)
+    cg = core_graph(g, limits, data, ctx)
     rng = np.random.default_rng(seed)
     chip = assign_chips(cg, limits, seed)
     slot0 = initial_positions(chip, limits)
@@ -308,7 +296,7 @@ class Place(Pass):
 
             if is_neuron(node) and graph.ann(name, Placement) is None:
                 raise PassError("neuron node has no Placement", node=name, hint="run partition before place")
-        pos, rep = run_place(graph, limits, ctx.data, seed, self.anneal_moves, self.plot)
+        pos, rep = run_place(graph, limits, ctx.data, seed, self.anneal_moves, self.plot, ctx)
         png = rep.pop("_png", None)
         if png is not None:   # binary report: written by the bundle as reports/placement.png
             ctx.reports["placement.png"] = png

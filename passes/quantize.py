@@ -31,7 +31,9 @@ scale leaves the spike train unchanged; for binary/ternary this folds α into
 the threshold. Backends do exactly that with ``scale``.
 
 The fidelity report (``reports/quantize.json``), on the calibration data or a
-seeded synthetic input: per layer the weight error; per neuron node the
+seeded synthetic input (shortened for huge networks so one simulation costs at
+most ``max_sim_synops`` multiply-accumulates; ``simulated`` records the steps
+and samples run and, when shortened, from what and why): per layer the weight error; per neuron node the
 output-spike agreement with the float network, the events of both, and — for
 the integer-domain network — its agreement with the dequantized one (a
 self-check of the rescaling rule), the rescaled threshold range in weight
@@ -54,7 +56,7 @@ from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.nodes import EGRU, is_spiking
 
-from .fidelity import activity_key, dequantized, integer_graph, layer_inputs, simulate
+from .fidelity import activity_key, dequantized, fit_budget, integer_graph, layer_inputs, simulate
 from .manager import Pass, PassContext, register
 
 SCHEMES = ("int", "ternary", "binary")
@@ -70,7 +72,12 @@ __all__ = ["quantize_weights", "round_half_away", "dequantized", "integer_graph"
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    """Round to the nearest integer, ties away from zero: sign(x)·⌊|x| + ½⌋ (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    r = np.abs(x)
+    r += 0.5
+    np.floor(r, out=r)
+    return np.copysign(r, x, out=r)
 
 
 def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_channel: bool = False,
@@ -88,10 +95,12 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
     w = np.asarray(w, dtype=np.float64)
     if scheme not in SCHEMES:
         raise OptionError(f"unknown quantization scheme {scheme!r}", hint=f"use one of {', '.join(SCHEMES)}")
-    m = np.ones(w.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(w.shape)
+    dense = mask is None   # every weight exists: no masking work on big dense layers
+    m = np.ones(w.shape, dtype=bool) if dense and scheme != "int" else \
+        (None if dense else np.asarray(mask, dtype=bool).reshape(w.shape))
     axes = tuple(range(1, w.ndim)) if per_channel and w.ndim > 1 else None
     keep = dict(axis=axes, keepdims=axes is not None)
-    a = np.where(m, np.abs(w), 0.0)
+    a = np.abs(w) if dense else np.where(m, np.abs(w), 0.0)
     if scheme in ("ternary", "binary"):
         cnt = m.sum(**keep)
         alpha = a.sum(**keep) / np.maximum(cnt, 1)
@@ -112,7 +121,7 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
         raise OptionError(f"qmax must be ≥ 1, got {q}")
     if clip is None:
         if method == "percentile" and a.size:
-            clip = np.nan_to_num(np.nanpercentile(np.where(m, a, np.nan), percentile, axis=axes,
+            clip = np.nan_to_num(np.nanpercentile(a if dense else np.where(m, a, np.nan), percentile, axis=axes,
                                                   keepdims=axes is not None), nan=0.0)
         else:
             clip = a.max(**keep, initial=0.0)
@@ -120,8 +129,20 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
     clip = np.where(clip > 0, clip, a.max(**keep, initial=0.0))  # a zero percentile (mostly zeros): use the max
     scale = clip / q
     scale = np.where(scale > 0, scale, 1.0)  # 1.0 only for an all-zero (or subnormal) layer/channel
-    w_int = np.clip(round_half_away(w / scale), -q, q)
-    return np.where(m, w_int, 0).astype(np.int32), scale
+    w_int = round_half_away(w / scale)
+    np.clip(w_int, -q, q, out=w_int)
+    if not dense:
+        w_int[~m] = 0
+    return w_int.astype(np.int32), scale
+
+
+def _levels(w_int) -> int:
+    """Distinct integer values (a count over the value range, linear in the size: no sort)."""
+    w = np.asarray(w_int).reshape(-1)
+    if w.size == 0:
+        return 0
+    lo = int(w.min())
+    return int(np.count_nonzero(np.bincount((w - lo).astype(np.int64))))
 
 
 def weight_arrays(node) -> dict[str, np.ndarray]:
@@ -169,6 +190,7 @@ class Quantize(Pass):
     percentile: float = 99.9
     qmax: int | None = None
     steps: int = 64
+    max_sim_synops: float = 1e8
 
     def apply(self, g: Graph, ctx: PassContext) -> Graph:
         if self.method not in METHODS:
@@ -183,6 +205,7 @@ class Quantize(Pass):
         for u in units:
             self._annotate(g, u)
         inputs, source = layer_inputs(g, ctx.data, self.steps, ctx.seed)
+        inputs, simulated = fit_budget(g, inputs, self.max_sim_synops)
         neurons = [n for n, node in g.nodes.items() if is_spiking(node) or isinstance(node, (nir.LI, nir.CubaLI, EGRU))]
         ref = simulate(g, inputs, neurons)
         calib = self._calibrate(g, units, inputs, ref) if self.method == "calibrate" else {}
@@ -192,7 +215,7 @@ class Quantize(Pass):
         conv = [n for n in neurons if info.get(n, {}).get("converted")]
         igot = simulate(ig, inputs, conv)
         report = {"bits": self.bits, "scheme": self.scheme, "per_channel": self.per_channel, "method": self.method,
-                  "input": source, "joint_units": [list(u) for u in units if len(u) > 1], "layers": {},
+                  "input": source, "simulated": simulated, "joint_units": [list(u) for u in units if len(u) > 1], "layers": {},
                   "neurons": {}}
         if calib:
             report["calibration"] = calib
@@ -241,11 +264,13 @@ class Quantize(Pass):
         masks = []
         for n, w in zip(unit, mats):
             pruned = g.ann(n, Sparsity) is not None or g.ann(n, RowMap) is not None
-            masks.append(w != 0 if pruned else np.ones(w.shape, dtype=bool))
+            masks.append(w != 0 if pruned else None)   # None: every weight exists
         if len(unit) == 1:
             w, m = mats[0], masks[0]
         else:
-            w, m = np.concatenate(mats, axis=1), np.concatenate(masks, axis=1)
+            w = np.concatenate(mats, axis=1)
+            m = None if all(x is None for x in masks) else np.concatenate(
+                [np.ones(wn.shape, dtype=bool) if x is None else x for wn, x in zip(mats, masks)], axis=1)
         method = "maxabs" if self.method == "calibrate" else self.method
         w_int, scale = quantize_weights(w, self.bits, self.scheme, self.per_channel, method, self.percentile,
                                         self.qmax, clip=clip, mask=m, gain=gain)
@@ -298,7 +323,7 @@ class Quantize(Pass):
                 report["layers"][name if key == "weight" else f"{name}.{key}"] = {
                     "max_abs_error": float(err.max()) if err.size else 0.0,
                     "rel_rms_error": float(np.sqrt((err ** 2).mean()) / (np.sqrt((w ** 2).mean()) + 1e-30)),
-                    "levels_used": int(np.unique(q.w_int).size)}
+                    "levels_used": _levels(q.w_int)}
 
     @staticmethod
     def _integer_entry(g: Graph, ig: Graph, n: str, s: np.ndarray, deq_act, igot: dict, shift: int) -> dict:

@@ -31,7 +31,6 @@ from nmc.ir import Graph
 
 from . import rules
 from .manager import Pass, PassContext, register
-from .partition import _ranges
 from .place import CoreGraph, chip_order, core_graph, geometry_for
 
 
@@ -52,65 +51,64 @@ def core_positions(g: Graph, cg: CoreGraph, lim: rules.CoreLimits) -> np.ndarray
 
 
 def route_trees(T: sp.csr_matrix, pos: np.ndarray, grid_x: int) -> dict:
-    """Vectorised XY multicast trees for every (source core a, target core b)
-    with T[a, b] > 0. Returns per-router entry counts and path statistics."""
+    """XY multicast trees for every source core a over its targets b (T[a, b] > 0),
+    computed per tree from its extents, not by walking paths. Returns per-router
+    entry counts and path statistics.
+
+    With dimension-order routing a tree is one row segment on the source's row
+    y = sy (from sx to its leftmost and rightmost target columns) plus, for each
+    target column dx, one column segment from (dx, sy) to that column's lowest
+    and highest targets. A router of the tree therefore needs an entry exactly
+    when it is the source's router (start), a target column's router on the row
+    (a turn, a branch or a local port: a packet only passes straight through a
+    row router with no target column) or a target's router (a local port);
+    every other router of the tree passes the packet straight on."""
     c = T.tocoo()
     a, b = c.row.astype(np.int64), c.col.astype(np.int64)
     if a.size == 0:
-        return {"entries": {}, "max_hops": 0, "pairs": 0, "tree_links": 0, "link_traffic": 0.0}
+        return {"entries": {}, "max_hops": 0, "pairs": 0, "tree_links": 0}
     sx, sy, dx, dy = pos[a, 0], pos[a, 1], pos[b, 0], pos[b, 1]
-    lx, ly = np.abs(dx - sx), np.abs(dy - sy)
-    L = lx + ly
-    n = L + 1
-    pair = np.repeat(np.arange(a.size), n)
-    j = _ranges(n)
-    lxp, sgx, sgy = lx[pair], np.sign(dx - sx)[pair], np.sign(dy - sy)[pair]
-    inx = j <= lxp
-    gx = np.where(inx, sx[pair] + sgx * j, dx[pair])
-    gy = np.where(inx, sy[pair], sy[pair] + sgy * (j - lxp))
-    last = j == L[pair]
-    # directions: 0 +x, 1 −x, 2 +y, 3 −y, 4 + slot = local port
-    out = np.where(last, 4 + pos[b, 2][pair], np.where(j < lxp, np.where(sgx > 0, 0, 1), np.where(sgy > 0, 2, 3)))
-    ind = np.where(j == 0, -1, np.where(j <= lxp, np.where(sgx > 0, 0, 1), np.where(sgy > 0, 2, 3)))
-    src = a[pair]
-    node = (gy * grid_x + gx).astype(np.int64)
-    # (source core, router, output port) packed into one int64 so np.unique sorts scalars, not rows
-    n_nodes = int(node.max()) + 1
-    ports = int(out.max()) + 1
-    key = (src * n_nodes + node) * ports + out
-    ukey, first = np.unique(key, return_index=True)
-    uin = ind[first]
-    uout = ukey % ports
-    sn_key = ukey // ports                       # source core × router
-    sn, idx, cnt = np.unique(sn_key, return_index=True, return_counts=True)
-    o1 = uout[idx]
-    in1 = uin[idx]
-    need = (in1 == -1) | (cnt > 1) | (o1 >= 4) | (o1 != in1)
-    routers, ent = np.unique(sn[need] % n_nodes, return_counts=True)
-    return {"entries": dict(zip(routers.tolist(), ent.tolist())), "max_hops": int(L.max()),
-            "pairs": int(a.size), "tree_links": int((uout < 4).sum())}
+    n_nodes = int(max(grid_x, int(pos[:, 0].max()) + 1)) * (int(pos[:, 1].max()) + 1)
+    node = lambda x, y: y * grid_x + x  # noqa: E731
+    keys = np.concatenate([a * n_nodes + node(sx, sy), a * n_nodes + node(dx, sy), a * n_nodes + node(dx, dy)])
+    routers, ent = np.unique(np.unique(keys) % n_nodes, return_counts=True)
+    # links: the row segment's extent each way per source, the column segments' per (source, column)
+    n_src = int(a.max()) + 1
+    right, left = np.zeros(n_src, np.int64), np.zeros(n_src, np.int64)
+    np.maximum.at(right, a, dx - sx)
+    np.maximum.at(left, a, sx - dx)
+    col, inv = np.unique(a * (grid_x + 1) + dx, return_inverse=True)
+    up, down = np.zeros(col.size, np.int64), np.zeros(col.size, np.int64)
+    np.maximum.at(up, inv, dy - sy)
+    np.maximum.at(down, inv, sy - dy)
+    links = int(right.sum() + left.sum() + up.sum() + down.sum())
+    return {"entries": dict(zip(routers.tolist(), ent.tolist())), "max_hops": int((np.abs(dx - sx) + np.abs(dy - sy)).max()),
+            "pairs": int(a.size), "tree_links": links}
 
 
 def node_routes(cg: CoreGraph) -> dict[str, Route]:
-    """Route annotation per neuron node: destination cores of each of its cores."""
+    """Route annotation per neuron node: destination cores of each of its cores
+    (one sparse product per node: its cores × the cores its neurons reach)."""
     out = {}
     Hc = cg.Hc
     for k, name in enumerate(cg.net.pop_names):
         sl = cg.net.pop_slice(k)
         sub = Hc[sl]
-        rows = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
-        sc = cg.ucore[sl][rows]
-        pairs = np.unique(np.stack([sc, sub.indices.astype(np.int64)], 1), axis=0) if rows.size else np.zeros((0, 2), np.int64)
-        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-        cores = np.unique(cg.ucore[sl])
-        ptr = np.searchsorted(pairs[:, 0], cores, side="left")
-        ptr = np.append(ptr, pairs.shape[0]).astype(np.int64)
-        out[name] = Route(cores=cores.astype(np.int32), dest_ptr=ptr, dest=pairs[:, 1].astype(np.int32))
+        cores, inv = np.unique(cg.ucore[sl], return_inverse=True)
+        U = sp.csr_matrix((np.ones(inv.size, np.float32), (inv.reshape(-1), np.arange(inv.size))),
+                          shape=(cores.size, inv.size))
+        C = (U @ sub).tocsr()
+        C.sort_indices()
+        rows = np.repeat(np.arange(cores.size), np.diff(C.indptr))
+        keep = C.indices != cores[rows]
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=cores.size))]).astype(np.int64)
+        out[name] = Route(cores=cores.astype(np.int32), dest_ptr=ptr, dest=C.indices[keep].astype(np.int32))
     return out
 
 
-def run_route(g: Graph, limits: rules.CoreLimits, data: dict | None = None) -> tuple[dict, dict[str, Route]]:
-    cg = core_graph(g, limits, data)
+def run_route(g: Graph, limits: rules.CoreLimits, data: dict | None = None,
+              ctx: PassContext | None = None) -> tuple[dict, dict[str, Route]]:
+    cg = core_graph(g, limits, data, ctx)
     pos = core_positions(g, cg, limits)
     gx = limits.chips_x * limits.mesh_x
     tr = route_trees(cg.T, pos, gx)
@@ -146,7 +144,7 @@ class RoutePass(Pass):
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         limits = geometry_for(ctx, self.mesh)
-        rep, routes = run_route(graph, limits, ctx.data)
+        rep, routes = run_route(graph, limits, ctx.data, ctx)
         for name, r in routes.items():
             graph.annotate(name, r)
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}

@@ -205,3 +205,32 @@ def test_calibrated_ternary_through_cli(tmp_path):
     for c in rep["calibration"].values():  # the chosen gain has the least output error of the candidates
         errs = c["output_count_error"]
         assert errs[str(c["alpha_gain"])] == min(errs.values())
+
+
+def test_fidelity_simulation_shortened_for_huge_networks_and_says_so():
+    g = ff_graph()                                   # 6·16 + 16·4 = 160 synapses per step
+    b = nmc.compile(g, passes="normalize,quantize{bits=4}", dt=1e-3, reset="subtract", integrator="euler")
+    sim = b.report("quantize")["simulated"]
+    assert sim == {"steps": 64, "samples": 4, "synaptic_ops": 160 * 64 * 4}     # under budget: not shortened
+    b = nmc.compile(g, passes="normalize,quantize{bits=4,max_sim_synops=5000}", dt=1e-3, reset="subtract",
+                    integrator="euler")
+    rep = b.report("quantize")
+    sim = rep["simulated"]
+    assert sim["steps"] == 31 and sim["samples"] == 1 and sim["synaptic_ops"] == 160 * 31 <= 5000
+    assert "64 steps × 4 samples" in sim["shortened"] and "max_sim_synops" in sim["shortened"]
+    assert 0 <= rep["neurons"]["lif1"]["agreement"] <= 1          # the report is still complete
+    b = nmc.compile(g, passes="normalize,quantize{bits=4,max_sim_synops=100}", dt=1e-3, reset="subtract",
+                    integrator="euler")
+    assert b.report("quantize")["simulated"]["steps"] == 16      # never below 16 steps × 1 sample
+
+
+def test_synapses_per_step_counts_conv_positions():
+    import nets
+    from nmc.passes.fidelity import synapses_per_step
+
+    g = nets.normalized(nets.conv_pool(2, 16, 8, 10))
+    conv = [n for n, node in g.nodes.items() if type(node).__name__ == "Conv2d"]
+    dense = [n for n, node in g.nodes.items() if type(node).__name__ in ("Affine", "Linear")]
+    want = sum(np.size(g.nodes[c].weight) * int(np.prod(g.shape_out(c)[1:])) for c in conv) + \
+        sum(np.size(g.nodes[d].weight) for d in dense)
+    assert synapses_per_step(g) == want and want > 0

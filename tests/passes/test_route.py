@@ -71,3 +71,50 @@ def test_property_routes(n_hid, cap, chips, seed):
     g, ctx = run(nets.normalized(nets.recurrent_cubalif(n_hid=n_hid, seed=seed)), f"partition{{seed={seed}}},place,route", s)
     every_edge_routed(g, s)
     assert ctx.reports["placement"]["router_entries_max"] <= 10_000
+
+
+def _route_by_walking_paths(T, pos, grid_x):
+    """Oracle: walk every (source, target) XY path router by router, collect each
+    tree's (router → input port, output ports) and count entries by the rule:
+    start, local port, branch (several outputs) or turn (output ≠ input direction)."""
+    c = T.tocoo()
+    trees = {}
+    max_h = 0
+    for a, b in zip(c.row.tolist(), c.col.tolist()):
+        (sx, sy, _), (dx, dy, slot) = pos[a], pos[b]
+        path = [(x, sy) for x in range(sx, dx + (1 if dx >= sx else -1), 1 if dx >= sx else -1)]
+        path += [(dx, y) for y in range(sy + (1 if dy > sy else -1), dy + (1 if dy > sy else -1), 1 if dy > sy else -1)] if dy != sy else []
+        max_h = max(max_h, len(path) - 1)
+        for j, r in enumerate(path):
+            if j + 1 < len(path):
+                nx, ny = path[j + 1]
+                out = ("+x" if nx > r[0] else "-x") if ny == r[1] else ("+y" if ny > r[1] else "-y")
+            else:
+                out = f"local{slot}"
+            if j == 0:
+                inp = "start"
+            else:
+                px, py = path[j - 1]
+                inp = ("+x" if r[0] > px else "-x") if py == r[1] else ("+y" if r[1] > py else "-y")
+            t = trees.setdefault((a, r), [inp, set()])
+            t[1].add(out)
+    entries = {}
+    links = 0
+    for (a, r), (inp, outs) in trees.items():
+        links += sum(1 for o in outs if not o.startswith("local"))
+        if inp == "start" or len(outs) > 1 or any(o.startswith("local") or o != inp for o in outs):
+            node = r[1] * grid_x + r[0]
+            entries[node] = entries.get(node, 0) + 1
+    return {"entries": entries, "max_hops": max_h, "pairs": int(c.nnz), "tree_links": links}
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 12), gx=st.integers(1, 6), gy=st.integers(1, 6), density=st.floats(0.05, 1.0),
+       seed=st.integers(0, 1000))
+def test_trees_from_extents_equal_walked_paths(k, gx, gy, density, seed):
+    rng = np.random.default_rng(seed)
+    pos = np.stack([rng.integers(0, gx, k + 1), rng.integers(0, gy, k + 1), rng.integers(0, 3, k + 1)], 1)
+    T = sp.random(k + 1, k + 1, density=density, random_state=seed, format="csr")
+    T.setdiag(0)
+    T.eliminate_zeros()
+    assert route_trees(T, pos, gx) == _route_by_walking_paths(T, pos, gx)
