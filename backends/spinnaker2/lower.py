@@ -114,7 +114,7 @@ def lower(graph: Graph, ctx) -> S2Program:
     for name in layers:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
-            pops[name] = _egru_population(name, node, lin[name], pops, virt)
+            pops[name] = _egru_population(name, node, lin[name], pops, virt, str(opts.get("egru_weights") or "int8"))
             continue
         n = int(np.prod(graph.shape_out(name)))
         model, alpha, g, c, bias_gain, decay = _dynamics(name, node, dt, integ, n, warn)
@@ -293,9 +293,13 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
     return {src: (k * gc[:, 0][:, None, None, None], geo)}
 
 
-def _egru_population(name, node, composed, pops, virt) -> Population:
-    """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`)."""
+def _egru_population(name, node, composed, pops, virt, weights: str = "int8") -> Population:
+    """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`);
+    ``weights``: ``int8`` (per-row scales, default) or ``float32`` (option ``egru_weights``)."""
     from .egru import quantize_rows
+
+    if weights not in ("int8", "float32"):
+        raise OptionError(f"egru_weights must be int8 or float32, not {weights!r}", node=name)
 
     terms, bias = composed
     if len(terms) != 1 or any(v[1] or s in virt for s, v in terms.items()):
@@ -304,8 +308,8 @@ def _egru_population(name, node, composed, pops, virt) -> Population:
     (src, (M, _)), = terms.items()
     wx = np.asarray(node.w_x, float) @ np.asarray(M, float).T  # fold the linear chain into the input weights
     bx = np.asarray(node.b_x, float) + np.asarray(node.w_x, float) @ np.asarray(bias, float).reshape(-1)
-    wx_i, sx = quantize_rows(wx)
-    wh_i, sh = quantize_rows(node.w_h)
+    wx_i, sx = quantize_rows(wx, weights=weights)
+    wh_i, sh = quantize_rows(node.w_h, weights=weights)
     H = int(node.hidden_size)
     kernel = {"wx": wx_i, "sx": sx, "wh": wh_i, "sh": sh, "bx": bx.astype(np.float32),
               "bh": np.asarray(node.b_h, np.float32), "thr": np.asarray(node.thr, np.float32)}
