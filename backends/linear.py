@@ -74,8 +74,10 @@ def _dense(m):
     return m.dense() if isinstance(m, Eye) else m
 
 
-def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS):
+def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=()):
     """For every non-source node: ({source: [matrix (n_src, n_in), via_back_edge]}, bias (n_in,)).
+    Neuron nodes are always composed; ``also`` names further nodes to compose
+    (e.g. Output nodes fed by a linear readout that runs on the host).
 
     Computed on demand through predecessors (a linear node reached over a back
     edge is composed before its consumer); recursion stops at sources.
@@ -144,6 +146,8 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS):
     for name in order:
         if isinstance(g.nodes[name], tuple(neurons)):
             visit(name)
+    for name in also:
+        visit(name)
     return lin
 
 

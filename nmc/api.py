@@ -40,7 +40,10 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     if progress:
         progress("load")
     data = None
-    if calibrate is not None:
+    text_calib = isinstance(calibrate, (str, Path)) and Path(calibrate).suffix.lower() == ".txt"
+    if text_calib:  # a language model's calibration text (one-hot tokens once the graph is loaded)
+        options["calibrate"] = Path(calibrate).name
+    elif calibrate is not None:
         from nmc.runtime.events import load_inputs_npz
 
         data = dict(calibrate) if isinstance(calibrate, dict) else load_inputs_npz(calibrate)
@@ -48,6 +51,16 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape, data=data,
                                options=options)
     conversion = source.pop("conversion", None)
+    lm = "lm" in graph.meta
+    if text_calib:
+        if not lm:
+            raise OptionError("a .txt calibration file is for language models", path=str(calibrate),
+                              hint="pass an .npz of input arrays")
+        from .lm.pipeline import calibration
+        from .lm.report import read_text
+
+        data = calibration(graph, read_text(calibrate))
+    float_graph = graph.copy() if lm else None
     if data is not None:
         if conversion is not None:  # ONNX calibration samples (N, *shape) → encoded input sequences for the passes
             from .frontends.onnx import encode
@@ -71,7 +84,12 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
                               hint=f"use a {target} spec: " + ", ".join(n for n in list_specs() if n.startswith(target)))
     elif hw:
         raise OptionError(f"target '{target}' has no hardware spec to override", hint="drop --hw")
-    text = passes or backend.default_pipeline(options)
+    if lm and not passes:
+        from .lm.pipeline import default_pipeline
+
+        text = default_pipeline(target, backend, options)
+    else:
+        text = passes or backend.default_pipeline(options)
     pipeline = parse_pipeline(text)
     if not pipeline or pipeline[0].name != "normalize":
         pipeline = parse_pipeline("normalize") + pipeline
@@ -84,6 +102,8 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     reports = dict(ctx.reports)
     if conversion is not None:
         reports["conversion"] = conversion
+    if lm:
+        reports["lm"] = _lm_report(float_graph, graph, program, backend, spec, options, progress)
     reports["compile"] = {"warnings": ctx.warnings.items, "program": program.summary()}
     bundle = Bundle.create(graph=graph, target=target, options=options, pipeline=pipeline_text(pipeline),
                            source=source, program_files=program.files(), reports=reports,
@@ -92,6 +112,26 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     if output is not None:
         bundle.write(output)
     return bundle
+
+
+def _lm_report(float_graph, graph, program, backend, spec, options, progress) -> dict:
+    from .lm import evaluate as E
+    from .lm.report import lm_report, placement_only, read_text
+
+    if not options.get("eval_text"):
+        return placement_only(program)
+    if progress:
+        progress("lm report")
+    path = Path(str(options["eval_text"]))
+    options["eval_text"] = path.name
+
+    def run(tok, record):
+        V = int(E.lm_meta(graph)["vocab"])
+        return backend.device(backend.default_device, program).run(
+            {graph.inputs[0]: E.one_hot(tok, V).astype(np.float32)}, record=record)
+
+    return lm_report(float_graph, graph, program, run, read_text(path), spec=spec, source=path.name,
+                     max_chars=int(options.get("eval_chars") or 4000))
 
 
 def load(path: str | Path) -> Bundle:

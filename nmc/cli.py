@@ -128,23 +128,40 @@ def _auto(v: str):
 
 @main.command("run")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--input", "-i", "input_path", required=True, type=click.Path(path_type=Path),
+@click.option("--input", "-i", "input_path", type=click.Path(path_type=Path),
               help=".npz with one array per input node, shape (T, *node shape).")
+@click.option("--text", help="Language models: prompt text streamed token by token; prints the continuation.")
+@click.option("--tokens", "tokens_path", type=click.Path(path_type=Path),
+              help="Language models: file of token ids (whitespace-separated integers) to stream.")
+@click.option("--generate", "n_gen", type=int, default=200, show_default=True,
+              help="Language models: tokens to generate after the prompt.")
+@click.option("--temperature", type=float, default=0.0, show_default=True,
+              help="Language models: sampling temperature (0: most likely token).")
+@click.option("--engine", type=click.Choice(["emulator", "c", "reference"]),
+              help="Language models: emulator (default on spinnaker2), c (the generated PE kernels built with the "
+                   "host compiler) or reference.")
 @click.option("--steps", type=int, help="Timesteps to run (default: the input's length).")
 @click.option("--device", "-d", help="Device (default: the target's emulator; see `nmc targets`).")
 @click.option("--record", help="Comma-separated nodes whose state/spikes to save as <node>.v / <node>.spikes.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write outputs to this .npz.")
-def run_cmd(bundle, input_path, steps, device, record, output):
+def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, steps, device, record, output):
     """Run a compiled BUNDLE on an input and save/print the outputs.
 
     \b
-    Example:
+    Examples:
       nmc run net.nmc --input in.npz --record lif1 -o out.npz
+      nmc run lm.nmc --text "ROMEO." --generate 300           # a language model, token by token
+      nmc run lm.nmc --tokens ids.txt --engine c              # through the generated C kernels
     """
     import numpy as np
 
     from . import api
     from nmc.runtime.events import load_inputs_npz, save_npz
+
+    if text is not None or tokens_path is not None:
+        return _run_lm(api.load(bundle), text, tokens_path, n_gen, temperature, engine, output)
+    if input_path is None:
+        raise click.UsageError("give --input (an .npz), or --text / --tokens for a language model")
 
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise InputFileError("cannot write the outputs here: " + ("it is a directory" if output.is_dir()
@@ -162,6 +179,121 @@ def run_cmd(bundle, input_path, steps, device, record, output):
         t.add_row(k, str(tuple(v.shape)), str(int(np.count_nonzero(v))), f"{float(np.mean(v)):.4g}")
     out.print(t)
     if output:
+        out.print(f"[green]wrote[/] {output}")
+
+
+def _read_tokens(path: Path):
+    import numpy as np
+
+    if not path.is_file():
+        raise InputFileError("token file not found", path=path)
+    try:
+        ids = np.array([int(t) for t in path.read_text().split()], dtype=np.int64)
+    except ValueError:
+        raise InputFileError("a token file holds whitespace-separated integer token ids", path=path) from None
+    if ids.size == 0:
+        raise InputFileError("the token file is empty", path=path)
+    return ids
+
+
+def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
+    import time
+
+    import numpy as np
+
+    from .lm import evaluate as E
+    from .lm.host import TokenStream
+
+    if text is not None and tokens_path is not None:
+        raise click.UsageError("give --text or --tokens, not both")
+    meta = E.lm_meta(b.graph)
+    vocab = E.vocab_of(b.graph) if (text is not None or meta.get("chars")) else None
+    ids = vocab.encode(text) if text is not None else _read_tokens(tokens_path)
+    stream = TokenStream(b, engine)
+    t0 = time.perf_counter()
+    logits = stream.feed_all(ids)
+    s, n = E.nll(logits[:, None, :], ids[:, None])
+    gen = stream.sample(logits[-1], n_gen, temperature) if n_gen > 0 else []
+    dt = time.perf_counter() - t0
+    err.print(f"{len(ids)} prompt tokens, {len(gen)} generated, engine {stream.engine}; prompt perplexity "
+              f"{np.exp(s / max(n, 1)):.3f} over {n} predictions; {dt:.2f} s", highlight=False)
+    if vocab is not None:
+        click.echo((text if text is not None else vocab.decode(ids)) + vocab.decode(gen))
+    else:
+        click.echo(" ".join(map(str, gen)))
+    if output:
+        from nmc.runtime.events import save_npz
+
+        save_npz(output, {"prompt": ids, "generated": np.asarray(gen, np.int64), "logits": logits})
+        out.print(f"[green]wrote[/] {output}")
+
+
+@main.command("eval")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--text-file", required=True, type=click.Path(path_type=Path), help="Held-out UTF-8 text.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="The float model (.pt) the bundle was compiled from, for the float perplexity.")
+@click.option("--streams", type=int, default=4, show_default=True, help="Pieces of the text run side by side.")
+@click.option("--max-chars", type=int, default=4000, show_default=True, help="Characters of the text used.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report as JSON.")
+def eval_cmd(bundle, text_file, model_path, streams, max_chars, output):
+    """Perplexity of a compiled language model BUNDLE on a text, stage by stage.
+
+    \b
+    Example:
+      nmc eval lm.nmc --text-file test.txt --model lm.pt
+    Stages: float (with --model), pruned (compiled graph, float64), quantized
+    (kernel weights, exact nonlinearities), device (the emulator); plus activity
+    per layer, MACs per token vs dense, PEs used and time per token per tick.
+    """
+    import numpy as np
+
+    from . import api
+    from .frontends import load_model
+    from .lm import evaluate as E
+    from .lm.report import lm_report, read_text
+
+    b = api.load(bundle)
+    E.lm_meta(b.graph)
+    fg = load_model(model_path)[0] if model_path else None
+    spec = None
+    if b.hw is not None:
+        from .hw import HardwareSpec
+
+        spec = HardwareSpec.from_dict(b.hw)
+
+    def run(tok, record):
+        V = int(E.lm_meta(b.graph)["vocab"])
+        return b.run({b.graph.inputs[0]: E.one_hot(tok, V).astype(np.float32)}, record=record)
+
+    rep = lm_report(fg, b.graph, b.program, run, read_text(text_file), streams=streams, max_chars=max_chars,
+                    spec=spec, source=text_file.name, s2_report=b.report("spinnaker2"))
+    t = Table(title=f"{bundle}: perplexity on {text_file.name} ({rep['text']['scored_tokens']} predictions)")
+    t.add_column("stage")
+    t.add_column("perplexity")
+    for k, v in rep["perplexity"].items():
+        t.add_row(k, f"{v:.4f}")
+    out.print(t)
+    if "device_vs_float" in rep:
+        out.print(f"device vs float: {100 * rep['device_vs_float']:+.2f} %", highlight=False)
+    out.print("activity (fraction of units emitting per step): " + json.dumps(
+        {k: {n: round(a, 4) for n, a in v.items()} for k, v in rep["activity"].items()}), highlight=False)
+    m = rep["macs_per_token"]
+    if "effective_total" in m:
+        out.print(f"MACs per token: {m['effective_total']:.0f} effective on chip vs {m['dense_total']} dense "
+                  f"({m['reduction_vs_dense']:.1f}x fewer); decoder on host {m['decoder_host']}", highlight=False)
+    pl = rep["placement"]
+    out.print(f"embedding: {pl['embedding']}; decoder: {pl['decoder']}", highlight=False)
+    if "pes_used" in pl:
+        tt = pl.get("time_per_token_per_tick_s", {})
+        out.print(f"PEs used: {pl['pes_used']}; latency {pl['latency_ticks']} ticks; predicted time per token per "
+                  f"tick: mean {tt.get('mean_step_max_pe', float('nan')) * 1e6:.1f} us, worst "
+                  f"{tt.get('worst_step_max_pe', float('nan')) * 1e6:.1f} us (tick {tt.get('sys_tick', 0) * 1e3:g} ms)",
+                  highlight=False)
+    if output:
+        from .bundle import dumps_json
+
+        Path(output).write_bytes(dumps_json(rep))
         out.print(f"[green]wrote[/] {output}")
 
 

@@ -16,6 +16,10 @@ Options:
   weights out of it shrink (the recipe that let an EGRU language model fit one
   SpiNNaker 2 chip). Nodes feeding an Output, or fed by conv/pool layers, keep
   their units (the report says why).
+* ``nodes``: ``all`` (default) or the weight nodes to prune, by node name or
+  type name (``EGRU``, ``Affine``, ...), several joined with ``+`` — e.g. an
+  EGRU language model prunes its recurrent cells (``nodes=EGRU``) and keeps
+  the embedding and decoder dense. Unselected nodes keep every weight.
 * ``format``: ``auto`` (the smallest of dense / CSR / ELL in bytes), ``csr``,
   ``ell``, ``dense`` (arrays: :mod:`nmc.passes.formats`).
 
@@ -97,6 +101,15 @@ class Sparsify(Pass):
     prune_units: float = 0.0
     format: str = "auto"
     steps: int = 64
+    nodes: str = "all"
+
+    def _selected(self, name: str, node) -> bool:
+        if self.nodes == "all":
+            return True
+        from nmc.nodes import type_name
+
+        want = {w.strip() for w in self.nodes.split("+") if w.strip()}
+        return bool({name, type(node).__name__, type_name(node)} & want)
 
     def apply(self, g: Graph, ctx: PassContext) -> Graph:
         if not 0 < self.density <= 1:
@@ -109,7 +122,11 @@ class Sparsify(Pass):
             raise OptionError(f"structured must be none, units or channels, not {self.structured!r}")
         if self.format not in FORMATS:
             raise OptionError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.nodes != "all" and not any(self._selected(n, node) for n, node in g.nodes.items() if _weights(node)):
+            raise OptionError(f"sparsify nodes={self.nodes!r} selects no weight node",
+                              hint="name weight nodes or types (EGRU, Affine, Linear, Conv2d), joined with '+'")
         report: dict = {"density_target": self.density, "scope": self.scope, "structured": self.structured,
+                        "nodes": self.nodes,
                         "units_removed": {}, "units_kept_reason": {}, "layers": {}}
         inputs, source = layer_inputs(g, ctx.data, self.steps, ctx.seed)
         report["activity_input"] = source
@@ -145,7 +162,7 @@ class Sparsify(Pass):
 
     # ------------------------------------------------------------ pruning
     def _magnitude(self, g: Graph) -> None:
-        items = [(n, k, w) for n, node in g.nodes.items() for k, w in _weights(node)]
+        items = [(n, k, w) for n, node in g.nodes.items() if self._selected(n, node) for k, w in _weights(node)]
         if self.scope == "global":
             allmag = np.concatenate([np.abs(w).reshape(-1) for _, _, w in items]) if items else np.zeros(0)
             keep = keep_top(allmag, self.density)
@@ -163,6 +180,8 @@ class Sparsify(Pass):
             if self.structured == "channels" and not isinstance(node, (nir.Conv1d, nir.Conv2d)):
                 continue
             if self.structured == "units" and isinstance(node, (nir.Conv1d, nir.Conv2d)):
+                continue
+            if not self._selected(n, node):
                 continue
             for k, w in _weights(node):
                 norms = np.sqrt((w.reshape(w.shape[0], -1) ** 2).sum(1))

@@ -102,6 +102,15 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
     vth = int(opts["vth_mant"])
     if not 1 <= vth < 2 ** 17:
         raise OptionError("vth_mant must be in 1..131071 (Lava's 17-bit threshold mantissa)", actual=vth)
+    from nmc.nodes import EGRU
+
+    egru = [k for k, n in graph.nodes.items() if isinstance(n, EGRU)]
+    if egru:  # Loihi 2 has graded spikes and microcode neurons, but nmc has no EGRU microcode program
+        raise UnsupportedNodeError(
+            f"EGRU cells ({', '.join(egru)}) need a gated cell with sigmoid/tanh and graded events; Loihi 2 could "
+            "run one only as a custom microcode neuron model, which needs Intel's lava-loihi (not public) and "
+            "which nmc does not generate; Lava's public fixed-point processes have no such neuron", node=egru[0],
+            hint="compile EGRU models for spinnaker2 (generated PE kernels)")
     dt = float(graph.meta.get("dt", 1e-4))
     integ = graph.meta.get("integrator", "euler")
     order, back = graph.schedule()

@@ -124,8 +124,8 @@ class Brian2Device(Device):
 
         res = {}
         for o, name in self.p.outputs.items():
-            res[o] = (spikes(name) if self.p.output_kind[o] == "spikes" else volts(name)).reshape(
-                -1, *self.graph.shape_in(o))
+            y = spikes(name) if self.p.output_kind[o] == "spikes" else volts(name)
+            res[o] = self.p.read_out(o, y).reshape(-1, *self.graph.shape_in(o))
         for r in record:
             shp = self.graph.shape_out(r)
             res[f"{r}.spikes"] = spikes(r).reshape(-1, *shp)

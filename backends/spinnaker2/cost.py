@@ -62,18 +62,22 @@ def cost_report(prog, graph, spec, ctx) -> dict:
                 continue
             d["synapse_bytes"] += int(sub.sum()) * 3 + int(sub.any(0).sum()) * 4
             d["synaptic_events"] += ev
-    for p in prog.populations:  # EGRU kernels: static arrays, state and scratch; 3 MACs per unit per input event
+    for p in prog.populations:  # EGRU kernels: CSC arrays, state and scratch; a MAC per kept weight per event
         if p.model != "egru_kernel" or p.pe is None:
             continue
         from .egru import data_bytes as kernel_bytes
         from .program import pe_slices
 
-        n_in = p.kernel["wx"].shape[1]
-        for pe, units in pe_slices(p):
+        from .egru import kept_per_column, kernel_tags
+
+        slices = pe_slices(p)
+        src_rate = rate.get(p.source, np.ones(p.kernel["wx"].shape[1]))
+        for (pe, units), tag in zip(slices, kernel_tags(p.name, slices)):
             d = pes[int(pe)]
             d["synapse_bytes"] += kernel_bytes(p.kernel, units) - (units.stop - units.start) * state_b
-            d["synaptic_events"] += 3.0 * (units.stop - units.start) * (n_in + p.size)
-            d.setdefault("kernel", f"kernels/{p.name}_pe{pe}.c")
+            kx, kh = kept_per_column(p.kernel, units)  # one MAC per kept weight in an event's column
+            d["synaptic_events"] += float(kx @ src_rate + kh @ rate[p.name])
+            d.setdefault("kernel", f"kernels/{tag}.c")
     over = []
     for pe, d in sorted(pes.items()):
         d["sram_bytes"] = d["synapse_bytes"] + d["state_bytes"]

@@ -2,7 +2,10 @@
 
 No stock py-spinnaker2 neuron model computes an EGRU, so each PE holding EGRU
 units gets generated C: static weight arrays (int8 with one float32 scale per
-gate row; dense, or CSC when sparse), the cell state, and an event-driven
+gate row, packed by input column — CSC: ``ptr`` (n_in + 1, uint32), ``row``
+(uint16, gate-major row of this PE) and ``val`` (int8) per non-zero, so an
+event costs one MAC per kept weight in its column; the CSR of the output rows
+transposed, which is what an event-driven PE walks), the cell state, and an event-driven
 ``step()`` that consumes the incoming (index, payload) events of the previous
 step and emits (index, payload) events — graded events, the payload being the
 unit's value y (32-bit packet payloads on SpiNNaker 2).
@@ -10,7 +13,9 @@ unit's value y (32-bit packet payloads on SpiNNaker 2).
 Arithmetic (IEEE float32, every operation rounded as written, no fused
 multiply-add: ``-ffp-contract=off``), per PE and step:
 
-    acc_x[r] = Σ_events (float)wx[r, i] · x_i        events in increasing index order
+    acc_x[r] = Σ_events (float)wx[r, i] · x_i        events in increasing index order (only the kept
+                                                     weights of column i: a pruned weight would add ±0,
+                                                     which leaves a sum that starts at +0 bit-for-bit equal)
     acc_h[r] = Σ_events (float)wh[r, j] · y_j        (all units' events of the previous step)
     gx = acc_x·sx + bx;  gh = acc_h·sh + bh           (per gate row r = gate·H + unit)
     z = σ(gx_z + gh_z);  r = σ(gx_r + gh_r);  g = tanh(gx_g + r·gh_g)
@@ -48,8 +53,12 @@ def sigmoid_f32(x: np.ndarray) -> np.ndarray:
     return (F32(0.5) * tanh_f32(F32(0.5) * np.asarray(x, F32)) + F32(0.5)).astype(F32)
 
 
-def quantize_rows(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
-    """int8 weights with one float32 scale per row (ties away from zero)."""
+def quantize_rows(w: np.ndarray, qmax: int = 127, weights: str = "int8") -> tuple[np.ndarray, np.ndarray]:
+    """int8 weights with one float32 scale per row (ties away from zero); ``weights="float32"``:
+    the weights rounded to float32 with scale 1."""
+    if weights == "float32":
+        w32 = np.asarray(w, float).astype(F32)
+        return w32, np.ones(w32.shape[0], F32)
     from nmc.passes.quantize import quantize_weights
 
     w_int, scale = quantize_weights(np.asarray(w, float), bits=8, per_channel=True, qmax=qmax)
@@ -146,12 +155,31 @@ static inline float nmc_sigmoid(float x) { return 0.5f * nmc_tanh(0.5f * x) + 0.
 
 typedef struct {
     int n_in, n_units, h_total, first_unit;
-    const int8_t *wx; const float *sx;   /* (3*n_units, n_in) row-major, rows gate-major */
-    const int8_t *wh; const float *sh;   /* (3*n_units, h_total) */
+    /* CSC of the (3*n_units, n_in) input weights (rows gate-major): column i's kept weights
+       are val[ptr[i] .. ptr[i+1]) at rows row[...]; the same for the (3*n_units, h_total) recurrent ones */
+    /* val: int8_t (scale per row in sx/sh), or float with w_float = 1 (float32 weights, scales 1) */
+    int w_float;
+    const uint32_t *wx_ptr; const uint16_t *wx_row; const void *wx_val; const float *sx;
+    const uint32_t *wh_ptr; const uint16_t *wh_row; const void *wh_val; const float *sh;
     const float *bx, *bh, *thr;
     float *c;                             /* n_units */
     float *acc_x, *acc_h;                 /* scratch, 3*n_units each */
 } nmc_egru_pe;
+
+/* acc[row] += w·v over the kept weights of each event's column, events in the given order */
+static inline void nmc_egru_acc(float *acc, const uint32_t *ptr, const uint16_t *row, const void *val, int w_float,
+                                const uint32_t *ei, const float *ev, int ne) {
+    for (int e = 0; e < ne; e++) {
+        const float v = ev[e];
+        if (w_float) {
+            const float *w = (const float *)val;
+            for (uint32_t k = ptr[ei[e]]; k < ptr[ei[e] + 1]; k++) acc[row[k]] = acc[row[k]] + w[k] * v;
+        } else {
+            const int8_t *w = (const int8_t *)val;
+            for (uint32_t k = ptr[ei[e]]; k < ptr[ei[e] + 1]; k++) acc[row[k]] = acc[row[k]] + (float)w[k] * v;
+        }
+    }
+}
 
 /* One step: input events (index into n_in, payload) and the previous step's
    events of all units of the layer; writes this PE's events (global unit index,
@@ -160,10 +188,8 @@ static inline int nmc_egru_step(nmc_egru_pe *p, const uint32_t *xi, const float 
                                 const uint32_t *yi, const float *yv, int ny, uint32_t *oi, float *ov) {
     const int R = 3 * p->n_units, n = p->n_units;
     for (int r = 0; r < R; r++) { p->acc_x[r] = 0.0f; p->acc_h[r] = 0.0f; }
-    for (int e = 0; e < nx; e++)
-        for (int r = 0; r < R; r++) p->acc_x[r] = p->acc_x[r] + (float)p->wx[r * p->n_in + xi[e]] * xv[e];
-    for (int e = 0; e < ny; e++)
-        for (int r = 0; r < R; r++) p->acc_h[r] = p->acc_h[r] + (float)p->wh[r * p->h_total + yi[e]] * yv[e];
+    nmc_egru_acc(p->acc_x, p->wx_ptr, p->wx_row, p->wx_val, p->w_float, xi, xv, nx);
+    nmc_egru_acc(p->acc_h, p->wh_ptr, p->wh_row, p->wh_val, p->w_float, yi, yv, ny);
     int no = 0;
     for (int u = 0; u < n; u++) {
         float gxz = p->acc_x[u] * p->sx[u] + p->bx[u], ghz = p->acc_h[u] * p->sh[u] + p->bh[u];
@@ -187,6 +213,27 @@ static inline int nmc_egru_step(nmc_egru_pe *p, const uint32_t *xi, const float 
 """
 
 
+def csc(w_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ptr uint32 (n_in + 1,), row uint16, val) of a (rows, n_in) weight block, rows ascending per column."""
+    w = np.asarray(w_rows)
+    if w.shape[0] > 65535:
+        raise ValueError("a PE kernel holds at most 65535 gate rows (uint16 row indices)")
+    cols, rows = np.nonzero(w.T)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=w.shape[1]))]).astype(np.uint32)
+    return ptr, rows.astype(np.uint16), w[rows, cols]
+
+
+def _pe_rows(H: int, units: slice) -> np.ndarray:
+    return np.concatenate([np.arange(units.start, units.stop) + g * H for g in range(3)])
+
+
+def kernel_tags(node: str, pe_units: list[tuple[int, slice]]) -> list[str]:
+    """C symbol / file stem per (PE, unit range): ``<node>_pe<pe>``, plus the first unit
+    when one PE holds several ranges of the population."""
+    pes = [pe for pe, _ in pe_units]
+    return [f"{node}_pe{pe}" if pes.count(pe) == 1 else f"{node}_pe{pe}_u{u.start}" for pe, u in pe_units]
+
+
 def kernel_files(node: str, p: dict, pe_units: list[tuple[int, slice]]) -> dict[str, bytes]:
     """C sources: the shared header, the LUT, and one file per PE with its static arrays."""
     H = p["thr"].shape[0]
@@ -194,28 +241,48 @@ def kernel_files(node: str, p: dict, pe_units: list[tuple[int, slice]]) -> dict[
     files = {"kernels/nmc_egru.h": HEADER.encode(),
              "kernels/nmc_tanh_lut.c": ("#include \"nmc_egru.h\"\nconst float NMC_TANH_LUT[NMC_LUT_N] = {"
                                         + _floats(LUT) + "};\n").encode()}
-    for pe, units in pe_units:
-        rows = np.concatenate([np.arange(units.start, units.stop) + g * H for g in range(3)])
+    for (pe, units), tag in zip(pe_units, kernel_tags(node, pe_units)):
+        rows = _pe_rows(H, units)
         n = units.stop - units.start
-        tag = f"{node}_pe{pe}"
-        src = [f"/* nmc generated: EGRU '{node}' units {units.start}..{units.stop - 1} on PE {pe}. */",
+        xp, xr, xv = csc(p["wx"][rows])
+        hp, hr, hv = csc(p["wh"][rows])
+        wf = int(np.asarray(p["wx"]).dtype == np.float32)
+        wt, wfmt = ("float", _floats) if wf else ("int8_t", _ints)
+
+        def arr(ctype, name, a, fmt):  # C has no zero-length arrays: an empty one holds one unused 0
+            return f"static const {ctype} {name}[{max(1, a.size)}] = {{{fmt(a) if a.size else '0'}}};"
+
+        src = [f"/* nmc generated: EGRU '{node}' units {units.start}..{units.stop - 1} on PE {pe}; "
+               f"{xv.size} + {hv.size} kept weights (CSC). */",
                '#include "nmc_egru.h"',
-               f"static const int8_t WX[{3 * n * n_in}] = {{{_ints(p['wx'][rows])}}};",
+               arr("uint32_t", "WX_PTR", xp, _ints), arr("uint16_t", "WX_ROW", xr, _ints), arr(wt, "WX_VAL", xv, wfmt),
                f"static const float SX[{3 * n}] = {{{_floats(p['sx'][rows])}}};",
-               f"static const int8_t WH[{3 * n * H}] = {{{_ints(p['wh'][rows])}}};",
+               arr("uint32_t", "WH_PTR", hp, _ints), arr("uint16_t", "WH_ROW", hr, _ints), arr(wt, "WH_VAL", hv, wfmt),
                f"static const float SH[{3 * n}] = {{{_floats(p['sh'][rows])}}};",
                f"static const float BX[{3 * n}] = {{{_floats(p['bx'][rows])}}};",
                f"static const float BH[{3 * n}] = {{{_floats(p['bh'][rows])}}};",
                f"static const float THR[{n}] = {{{_floats(p['thr'][units])}}};",
                f"static float C[{n}];", f"static float ACC_X[{3 * n}], ACC_H[{3 * n}];",
-               f"nmc_egru_pe {tag} = {{{n_in}, {n}, {H}, {units.start}, WX, SX, WH, SH, BX, BH, THR, C, ACC_X, ACC_H}};",
+               f"nmc_egru_pe {tag} = {{{n_in}, {n}, {H}, {units.start}, {wf}, WX_PTR, WX_ROW, WX_VAL, SX, "
+               f"WH_PTR, WH_ROW, WH_VAL, SH, BX, BH, THR, C, ACC_X, ACC_H}};",
                ""]
         files[f"kernels/{tag}.c"] = "\n".join(src).encode()
     return files
 
 
 def data_bytes(p: dict, units: slice) -> int:
-    """SRAM data of one PE's kernel: weights, scales, biases, thresholds, state, scratch."""
+    """SRAM data of one PE's kernel: CSC weights (4-byte column pointers, 2-byte row index +
+    1-byte weight per kept weight), scales, biases, thresholds, state, scratch."""
     n = units.stop - units.start
     H, n_in = p["thr"].shape[0], p["wx"].shape[1]
-    return 3 * n * n_in + 3 * n * H + 4 * (3 * n * 4 + n + n + 6 * n)
+    rows = _pe_rows(H, units)
+    nnz = int(np.count_nonzero(p["wx"][rows])) + int(np.count_nonzero(p["wh"][rows]))
+    wb = np.asarray(p["wx"]).dtype.itemsize  # 1 (int8) or 4 (float32)
+    return 4 * (n_in + 1 + H + 1) + (2 + wb) * nnz + 4 * (3 * n * 4 + n + n + 6 * n)
+
+
+def kept_per_column(p: dict, units: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Kept weights per input column and per recurrent column of one PE's rows: the MACs one
+    event on that column costs the PE."""
+    rows = _pe_rows(p["thr"].shape[0], units)
+    return np.count_nonzero(p["wx"][rows], axis=0), np.count_nonzero(p["wh"][rows], axis=0)

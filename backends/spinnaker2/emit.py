@@ -198,6 +198,8 @@ def main(argv=None):
                 for n, vs in pop.get_voltages().items():
                     dense[: len(vs), idx[int(n)]] = np.asarray(vs, dtype=np.float32) * p["scale"]
         out[o] = dense[p["latency"]: p["latency"] + T]
+        if o in meta.get("readout", []):  # linear readout on the host (e.g. an LM's decoder)
+            out[o] = out[o].astype(np.float64) @ arrays["readout/%s/w" % o] + arrays["readout/%s/b" % o]
     np.savez(a.output, **out)
     print("wrote", a.output)
 

@@ -13,6 +13,9 @@ integer weights are exact in float32 below 2²⁴):
                              brian2 order: v first with the previous currents, then the currents update
     spike when v > threshold (strict);  reset_by_subtraction: v −= threshold;  reset_to_v_reset: v = v_reset
     v starts at v_init (cancels the constant drive of the steps before the first input arrives)
+    egru_kernel: :func:`.egru.step_batch` on the source's events of step t−1 and its own; the kernel
+             starts at chip step = its latency (before, no input has reached it; an EGRU stepped on
+             zeros would move its state, which no initial value can cancel)
 
 Each float32 operation is rounded as written, left to right. ``spike_list``
 populations emit the given input (0/1 only). A run of T reference steps takes
@@ -64,6 +67,7 @@ class S2Emulator(LaggedStreaming, Device):
 
     def reset(self, batch: int = 1) -> None:
         self.batch = batch
+        self.t = 0
         self.state = {}
         for pop in self.p.populations:
             z = np.zeros((batch, pop.size), F32)
@@ -86,6 +90,8 @@ class S2Emulator(LaggedStreaming, Device):
             if pop.model == "egru_kernel":
                 from .egru import step_batch
 
+                if self.t < pop.latency:  # the kernel starts at its latency tick: before, no input has
+                    continue              # reached it, and stepping on zeros would move its gated state
                 st["s"], st["v"] = step_batch(pop.kernel, st["v"], prev[pop.source], prev[pop.name])
                 continue
             se = np.zeros_like(st["v"])
@@ -171,6 +177,7 @@ class S2Emulator(LaggedStreaming, Device):
         want = set(self.p.outputs.values()) | set(record)
         hist = {k: {"s": [], "v": []} for k in want}
         for t in range(total):
+            self.t = t
             ext = {self.p.inputs[k]: (a[t] if t < a.shape[0] else np.zeros_like(a[0])).reshape(B, -1).astype(F32)
                    for k, a in arrs.items()}
             st = self._step(ext)
@@ -189,6 +196,10 @@ class S2Emulator(LaggedStreaming, Device):
             return a.reshape(a.shape[0], B, *shape)
 
         for o, pop_name in self.p.outputs.items():
+            if o in self.p.readout:  # linear readout on the host, float64
+                y = series(pop_name, "v" if self.p.output_kind[o] == "v" else "s", (self.p.pop(pop_name).size,))
+                res[o] = self.p.read_out(o, y).reshape(y.shape[0], B, *self.graph.shape_in(o))
+                continue
             res[o] = series(pop_name, "v" if self.p.output_kind[o] == "v" else "s", self.graph.shape_in(o))
         for r in record:
             shp = self.graph.shape_out(r)

@@ -92,7 +92,9 @@ def lower(graph: Graph, ctx) -> S2Program:
     order, back = graph.schedule()
     flat, virt = _delays_as_sources(graph, dt)
     order2, back2 = flat.schedule()
-    lin = compose(flat, order2, back2, target="spinnaker2", neurons=S2_NEURONS + (EGRU,))
+    readout_outs = [o for o in graph.outputs if not (len(graph.preds(o)) == 1 and
+                                                      isinstance(graph.nodes[graph.preds(o)[0]], (nir.Input,) + S2_NEURONS + (EGRU,)))]
+    lin = compose(flat, order2, back2, target="spinnaker2", neurons=S2_NEURONS + (EGRU,), also=readout_outs)
     warnings = []
 
     def warn(msg, node):
@@ -112,7 +114,7 @@ def lower(graph: Graph, ctx) -> S2Program:
     for name in layers:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
-            pops[name] = _egru_population(name, node, lin[name], pops, virt)
+            pops[name] = _egru_population(name, node, lin[name], pops, virt, str(opts.get("egru_weights") or "int8"))
             continue
         n = int(np.prod(graph.shape_out(name)))
         model, alpha, g, c, bias_gain, decay = _dynamics(name, node, dt, integ, n, warn)
@@ -166,19 +168,28 @@ def lower(graph: Graph, ctx) -> S2Program:
         pops[name] = Population(name, model, n, reset=reset, params={k: np.asarray(v, np.float32) for k, v in params.items()},
                                 latency=lat, spiking=spiking, scale=scale)
     inputs = {k: k for k in graph.inputs}
-    outputs, kinds = {}, {}
+    outputs, kinds, readout = {}, {}, {}
     for o in graph.outputs:
         preds = graph.preds(o)
-        if len(preds) != 1 or preds[0] not in pops:
-            raise UnsupportedNodeError("an output must be fed directly by one neuron layer or input on SpiNNaker 2",
-                                       node=o, hint="end the network with a LIF (spikes) or LI (voltage) layer")
-        outputs[o] = preds[0]
-        kinds[o] = ("spikes" if pops[preds[0]].spiking else
-                    "events" if pops[preds[0]].model == "egru_kernel" else "v")
+        src = preds[0] if len(preds) == 1 and preds[0] in pops else None
+        if src is None and o in readout_outs:  # a linear readout (e.g. an LM's decoder) runs on the host
+            terms, bias = lin[o]
+            if len(terms) == 1:
+                (s_name, (m, back)), = terms.items()
+                if s_name in pops and not back and pops[s_name].model != "spike_list":
+                    src = s_name
+                    readout[o] = {"w": np.asarray(m, float), "b": np.asarray(bias, float).reshape(-1)}
+        if src is None:
+            raise UnsupportedNodeError("an output must be fed by one neuron layer on SpiNNaker 2, directly or "
+                                       "through linear layers (a host readout)", node=o,
+                                       hint="end the network with a LIF (spikes) or LI (voltage) layer, or one "
+                                            "linear readout of one layer")
+        outputs[o] = src
+        kinds[o] = ("spikes" if pops[src].spiking else "events" if pops[src].model == "egru_kernel" else "v")
     _place(graph, pops, spec, opts)
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
                      sys_tick_s=float(opts.get("sys_tick") or spec.get("timing.sys_tick_s")),
-                     curr_exp_order=str(opts.get("curr_exp_order", "chip")))
+                     curr_exp_order=str(opts.get("curr_exp_order", "chip")), readout=readout)
     if prog.curr_exp_order not in ("chip", "brian2"):
         raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
     from .cost import cost_report
@@ -186,6 +197,8 @@ def lower(graph: Graph, ctx) -> S2Program:
     prog.report = cost_report(prog, graph, spec, ctx)
     prog.report["warnings"] = warnings
     prog.report["latency"] = {p.name: p.latency for p in prog.populations}
+    prog.report["host_readout"] = {o: {"source": outputs[o], "weights": int(r["w"].size),
+                                       "macs_per_step": int(np.count_nonzero(r["w"]))} for o, r in readout.items()}
     prog.report["weight_scale"] = {p.name: p.scale for p in prog.populations if p.model != "spike_list"}
     prog.graph = graph
     ctx.reports["spinnaker2"] = prog.report
@@ -280,9 +293,13 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
     return {src: (k * gc[:, 0][:, None, None, None], geo)}
 
 
-def _egru_population(name, node, composed, pops, virt) -> Population:
-    """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`)."""
+def _egru_population(name, node, composed, pops, virt, weights: str = "int8") -> Population:
+    """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`);
+    ``weights``: ``int8`` (per-row scales, default) or ``float32`` (option ``egru_weights``)."""
     from .egru import quantize_rows
+
+    if weights not in ("int8", "float32"):
+        raise OptionError(f"egru_weights must be int8 or float32, not {weights!r}", node=name)
 
     terms, bias = composed
     if len(terms) != 1 or any(v[1] or s in virt for s, v in terms.items()):
@@ -291,8 +308,8 @@ def _egru_population(name, node, composed, pops, virt) -> Population:
     (src, (M, _)), = terms.items()
     wx = np.asarray(node.w_x, float) @ np.asarray(M, float).T  # fold the linear chain into the input weights
     bx = np.asarray(node.b_x, float) + np.asarray(node.w_x, float) @ np.asarray(bias, float).reshape(-1)
-    wx_i, sx = quantize_rows(wx)
-    wh_i, sh = quantize_rows(node.w_h)
+    wx_i, sx = quantize_rows(wx, weights=weights)
+    wh_i, sh = quantize_rows(node.w_h, weights=weights)
     H = int(node.hidden_size)
     kernel = {"wx": wx_i, "sx": sx, "wh": wh_i, "sh": sh, "bx": bx.astype(np.float32),
               "bh": np.asarray(node.b_h, np.float32), "thr": np.asarray(node.thr, np.float32)}

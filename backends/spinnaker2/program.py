@@ -86,6 +86,16 @@ class S2Program(Program):
     sys_tick_s: float = 1e-3
     curr_exp_order: str = "chip"
     report: dict = field(default_factory=dict)
+    #: output -> {"w": (n_src, n_out), "b": (n_out,)} float64: a linear readout of the output's
+    #: population run on the host (y_out = series · w + b, float64), e.g. an LM's decoder
+    readout: dict = field(default_factory=dict)
+
+    def read_out(self, o: str, series: np.ndarray) -> np.ndarray:
+        """Apply output ``o``'s host readout (if any) to a (..., n_src) series."""
+        r = self.readout.get(o)
+        if r is None:
+            return series
+        return np.asarray(series, float) @ r["w"] + r["b"]
 
     @property
     def chips_used(self) -> int:
@@ -106,7 +116,8 @@ class S2Program(Program):
                 "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz,
                                  "conv": q.conv} for q in self.projections],
                 "inputs": self.inputs, "outputs": self.outputs, "output_kind": self.output_kind,
-                "sys_tick_s": self.sys_tick_s, "curr_exp_order": self.curr_exp_order, "chips": self.chips_used}
+                "sys_tick_s": self.sys_tick_s, "curr_exp_order": self.curr_exp_order, "chips": self.chips_used,
+                "readout": sorted(self.readout)}
         arrays = {}
         for p in self.populations:
             for k, v in p.params.items():
@@ -124,6 +135,9 @@ class S2Program(Program):
                 arrays[f"proj{i}/weights"] = np.asarray(q.weights, dtype=np.int32)
             if q.delay is not None:
                 arrays[f"proj{i}/delay"] = np.asarray(q.delay, dtype=np.int32)
+        for o, r in self.readout.items():
+            arrays[f"readout/{o}/w"] = np.asarray(r["w"], float)
+            arrays[f"readout/{o}/b"] = np.asarray(r["b"], float)
         from .emit import script
 
         out = {"s2_program.json": (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
@@ -169,5 +183,6 @@ def load_program(files: dict[str, bytes]) -> S2Program:
     projs = [Projection(pre=q["pre"], post=q["post"], w=arr.get(f"proj{i}/weights"), recurrent=q["recurrent"],
                         kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"), delay=arr.get(f"proj{i}/delay"))
              for i, q in enumerate(meta["projections"])]
+    readout = {o: {"w": arr[f"readout/{o}/w"], "b": arr[f"readout/{o}/b"]} for o in meta.get("readout", [])}
     return S2Program(pops, projs, meta["inputs"], meta["outputs"], meta["output_kind"], meta["sys_tick_s"],
-                     meta["curr_exp_order"])
+                     meta["curr_exp_order"], readout=readout)

@@ -362,6 +362,10 @@ def from_module(module: nn.Module, *, input_shape=None, dt: float | None = None)
     """Convert a PyTorch module (nmc.nn / snnTorch / Norse / torch layers) to a Graph."""
     # the user's module is never run or copied: stateless layers are evaluated on a dummy
     # input for their output shapes; neuron layers keep the shape (EGRU: its hidden size)
+    from nmc import nn as nnn
+
+    if isinstance(module, nnn.EGRULanguageModel):
+        return _lm_graph(module, dt)
     dts = {float(m.dt) for m in module.modules() if hasattr(m, "dt") and isinstance(getattr(m, "dt"), (int, float))
            and type(m).__module__.startswith(("nmc", "norse"))}
     dt = float(dt) if dt is not None else (min(dts) if dts else (1e-4 if _has_snntorch(module) else DEFAULT_DT))
@@ -441,6 +445,29 @@ def _replace_fields(node, kw):
     d = {k: v for k, v in vars(node).items() if k not in ("input_type", "output_type", "metadata")}
     d.update(kw)
     return type(node)(**d)
+
+
+def _lm_graph(m, dt: float | None) -> Graph:
+    """An EGRULanguageModel: one-hot token input → embedding (Linear) → EGRU
+    layers → decoder (Affine) → logits; ``meta["lm"]`` names the parts."""
+    g = Graph(meta={"dt": float(dt) if dt is not None else DEFAULT_DT})
+    g.add_node("input", nir.Input(input_type={"input": np.array([m.vocab])}))
+    g.add_node("embed", nir.Linear(weight=_np(m.embed.weight).T.copy()))
+    g.add_edge("input", "embed")
+    prev = "embed"
+    for i, layer in enumerate(m.layers):
+        name = f"egru{i}"
+        g.add_node(name, EGRUNode(w_x=_np(layer.w_x), w_h=_np(layer.w_h), b_x=_np(layer.b_x), b_h=_np(layer.b_h),
+                                  thr=_np(layer.threshold())))
+        g.add_edge(prev, name)
+        prev = name
+    g.add_node("decoder", nir.Affine(weight=_np(m.decoder.weight), bias=_np(m.decoder.bias)))
+    g.add_edge(prev, "decoder")
+    g.add_node("output", nir.Output(output_type={"output": np.array([m.vocab])}))
+    g.add_edge("decoder", "output")
+    g.meta["lm"] = {"vocab": m.vocab, "chars": m.chars, "embed": "embed", "decoder": "decoder",
+                    "layers": [f"egru{i}" for i in range(len(m.layers))], "tied": m.tie}
+    return g
 
 
 def _has_snntorch(m) -> bool:

@@ -116,11 +116,22 @@ class EGRULanguageModel(nn.Module):
 
     ``forward(tokens (T, B)) → logits (T, B, vocab)``; ``activity()`` gives the
     per-layer fraction of units emitting per step of the last forward pass.
+    ``chars`` (optional) is the character vocabulary (token i = ``chars[i]``);
+    it is saved with the model so a compiled bundle can read and write text.
+
+    As a graph (:func:`nmc.frontends.torch.from_module`): Input (one-hot token,
+    ``vocab``) → ``embed`` Linear (the embedding table as a (embed, vocab)
+    weight) → ``egru0`` … → ``decoder`` Affine → Output (logits), with
+    ``meta["lm"]`` = {"vocab", "chars", "embed", "decoder"}.
     """
 
-    def __init__(self, vocab: int, embed: int, hidden: list[int] | tuple[int, ...], *, tie: bool = False, **egru_kw):
+    def __init__(self, vocab: int, embed: int, hidden: list[int] | tuple[int, ...], *, tie: bool = False,
+                 chars: str | None = None, **egru_kw):
         super().__init__()
         self.vocab, self.embed_size, self.hidden = int(vocab), int(embed), [int(h) for h in hidden]
+        if chars is not None and len(chars) != self.vocab:
+            raise ValueError(f"chars has {len(chars)} characters but vocab is {self.vocab}")
+        self.chars = chars
         self.tie = bool(tie)
         self.embed = nn.Embedding(vocab, embed)
         sizes = [embed, *self.hidden]
@@ -133,7 +144,10 @@ class EGRULanguageModel(nn.Module):
         self.egru_kw = egru_kw
 
     def config(self) -> dict:
-        return {"vocab": self.vocab, "embed": self.embed_size, "hidden": self.hidden, "tie": self.tie, **self.egru_kw}
+        cfg = {"vocab": self.vocab, "embed": self.embed_size, "hidden": self.hidden, "tie": self.tie, **self.egru_kw}
+        if self.chars is not None:
+            cfg["chars"] = self.chars
+        return cfg
 
     def reset_state(self) -> None:
         for layer in self.layers:
