@@ -72,12 +72,12 @@ NOTES_BATCHED = {
                      "cProfile: `torch.conv2d` 30 %, avg-pool 13 %, the per-node LIF/IF updates the rest). It is "
                      "the reference, not a fast path; a fused float32 step would close it, and the chip emulators "
                      "are the fast paths.",
-    "nmc spinnaker2": "the conv projection goes through `backends/spinnaker2/conv.py:apply` twice per step (the "
-                      "excitatory and inhibitory halves of the kernel, as the chip keeps them), each an im2col "
-                      "`unfold` copy of B×(C·9)×(H·W) floats and a matmul (cProfile: im2col ~40 % of the step). "
-                      "(torch's own conv is avoided on purpose: its Winograd paths are not exact.) Fix: one im2col for "
-                      "both halves (stack the two kernels: one `unfold`, one matmul) and, below ~30 % input "
-                      "activity, an event-driven scatter of the active sources' kernel rows as the chip does.",
+    "nmc spinnaker2": "the conv projection goes through `backends/spinnaker2/conv.py:apply`: sum pooling, "
+                      "padding, an im2col `unfold` copy of B×(C·9)×(H·W) floats and one matmul for the "
+                      "excitatory and inhibitory halves of the kernel together (stacked; computing them "
+                      "separately cost 1.7× more), all float32 torch calls; torch's own conv is avoided on "
+                      "purpose (its Winograd paths are not exact). Fix: below ~30 % input activity an "
+                      "event-driven scatter of the active sources' kernel rows, as the chip does.",
     "nmc brainscales2": "10 fine sub-steps per model step for every sample (fused in numba; before fusing them "
                         "the numpy version ran ~10 array passes per sub-step) and dense effective weight "
                         "matrices: 10× the neuron updates and, on conv, the whole expanded block per sample. Fix: "

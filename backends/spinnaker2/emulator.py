@@ -54,10 +54,13 @@ class S2Emulator(LaggedStreaming, Device):
             raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
         self.align = align
         self.into = {pop.name: [q for q in program.projections if q.post == pop.name] for pop in program.populations}
+        self.Wk = {}  # id(q) -> stacked conv kernel [W⁺; W⁻] (conv projections)
         self.W = {}  # id(q) -> [(delay d, W⁺, W⁻)]: one pair per distinct delay value
         for q in program.projections:
             if q.conv is not None:
                 self.W[id(q)] = [(0, np.maximum(q.kernel, 0).astype(F32), np.minimum(q.kernel, 0).astype(F32))]
+                # W⁺ and W⁻ stacked on the output channels: conv.apply gives [Σ W⁺·s | Σ W⁻·s]
+                self.Wk[id(q)] = np.concatenate([np.maximum(q.kernel, 0), np.minimum(q.kernel, 0)]).astype(F32)
                 continue
             dl = np.zeros(q.weights.shape, np.int64) if q.delay is None else np.asarray(q.delay)
             self.W[id(q)] = [(int(d), np.where(dl == d, np.maximum(q.weights, 0), 0).astype(F32).T,
@@ -100,9 +103,9 @@ class S2Emulator(LaggedStreaming, Device):
                 if q.conv is not None:  # Conv2DProjection: pool + conv of the spikes (exact, see conv.apply)
                     from .conv import apply
 
-                    _, wp, wn = self.W[id(q)][0]
-                    se = se + apply(wp, q.conv, prev[q.pre])
-                    si = si + apply(wn, q.conv, prev[q.pre])
+                    both = apply(self.Wk[id(q)], q.conv, prev[q.pre])  # one im2col for both halves
+                    se = se + both[:, : se.shape[1]]
+                    si = si + both[:, se.shape[1]:]
                     continue
                 for d, wp, wn in self.W[id(q)]:
                     x = self.past[q.pre][d]
