@@ -44,7 +44,7 @@ class S2Emulator(LaggedStreaming, Device):
     the same rows as ``run``, bit for bit)."""
 
     name = "emulator"
-    _stream_state = ("state", "past")
+    _stream_state = ("state", "past", "t")
 
     def __init__(self, program: S2Program, graph, curr_exp_order: str | None = None, align: bool = True):
         self.p = program
@@ -155,6 +155,7 @@ class S2Emulator(LaggedStreaming, Device):
         rows: dict[str, list] = {o: [] for o in self.p.outputs}
         for t in range(n):
             st = self._step({self.p.inputs[k]: a[t].reshape(B, -1).astype(F32) for k, a in arrs.items()})
+            self.t += 1  # the chip tick (EGRU kernels start at their latency tick)
             for o, pn in self.p.outputs.items():
                 rows[o].append(st[pn]["v" if self.p.output_kind[o] == "v" else "s"].copy())
         out = {}
@@ -162,6 +163,8 @@ class S2Emulator(LaggedStreaming, Device):
             a = np.stack(rows[o]) if rows[o] else np.zeros((0, B, self.p.pop(pn).size), F32)
             if self.p.output_kind[o] == "v":
                 a = a.astype(np.float64) * self.p.pop(pn).scale
+            if o in self.p.readout:  # linear readout on the host, float64 (as in run)
+                a = self.p.read_out(o, a.reshape(n, B, -1))
             out[o] = a.reshape(n, B, *self.graph.shape_in(o))
         return out
 
