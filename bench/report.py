@@ -27,9 +27,9 @@ NOTES = {
                       "is 80 % zeros. Fix: an event-driven integer scatter of the active sources' kernel rows "
                       "(numba), as the chip does, instead of im2col.",
     "nmc loihi2": "convolutions are expanded to synapse blocks as on the chip; the numba loop walks only the "
-                  "active sources' rows of those sparse blocks (`backends/loihi2/fast.py`), but it records s, v "
-                  "and u of every neuron at every step (the run API returns them), which at ~2,000 neurons "
-                  "dominates. Fix: record only the output and requested groups inside the loop.",
+                  "active sources' rows of those sparse blocks (`backends/loihi2/fast.py`) and records only the "
+                  "groups asked for, but it is a scalar loop over every neuron each step. Fix: skip neurons "
+                  "whose state is at rest with no input (event-driven neuron updates).",
     "compile": "cProfile of the 10⁷-synapse loihi2 compile (54 s under the profiler): `partition` 33 s — "
                "`refine` 12 s (np.union1d/np.unique per candidate move), the greedy and sequential baselines the "
                "placement report compares against 10 s, source-core incidence 5 s —, `quantize` 10 s (6.6 s of it "
@@ -82,10 +82,12 @@ NOTES_BATCHED = {
                         "the numpy version ran ~10 array passes per sub-step) and dense effective weight "
                         "matrices: 10× the neuron updates and, on conv, the whole expanded block per sample. Fix: "
                         "closed-form decay over idle sub-steps and sparse conv blocks, as for batch 1.",
-    "nmc loihi2": "per sample the numba loop walks the active sources' rows of the expanded conv block and "
-                  "updates and records s, v and u (int64) of all ~2,000 neurons every step: ~2 MB of records per "
-                  "step at batch 64, more than the arithmetic. Fix: record only output and requested groups, and "
-                  "loop over samples innermost so each weight row is read once per step for the whole batch.",
+    "nmc loihi2": "the numba loop is scalar and per sample: each step it walks the active sources' rows of "
+                  "the expanded conv block (~65 synapses each) and updates ~2,000 neurons for every one of the 64 "
+                  "samples, where the peers run one batched float32 conv through torch. (Recording only the "
+                  "outputs and requested groups, not s/v/u of every neuron, gave 1.7×.) Fix: loop over samples "
+                  "innermost so each weight row is read once per step for the whole batch, and vectorise "
+                  "the neuron update over the batch.",
 }
 
 #: why a target loses accuracy on a converted example, and the fix (shown only when the results show it)

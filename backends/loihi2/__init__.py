@@ -71,7 +71,8 @@ class LoihiDevice(Device):
     def reset(self, batch: int = 1) -> None:
         """Every run starts from reset (zero state); nothing is kept between runs."""
 
-    def _simulate(self, payload, steps):  # pragma: no cover - interface
+    def _simulate(self, payload, steps, need):  # pragma: no cover - interface
+        """Run; return ``{"<group>.s"|"<group>.v": (steps, B, n)}`` for at least the groups in ``need``."""
         raise NotImplementedError
 
     def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), batched: bool | None = None):
@@ -84,9 +85,12 @@ class LoihiDevice(Device):
                 raise OptionError(f"cannot record '{r}' on loihi2", node=r,
                                   hint=f"neuron layers: {', '.join(sorted(names))}")
         extra = self.program.max_latency if self.align else 0
-        raw = self._simulate(payload, T + extra)
+        need = {o.src for o in self.program.outputs} | set(record)
+        raw = self._simulate(payload, T + extra, need)
         res: dict[str, np.ndarray] = {}
         for g in self.program.groups:
+            if g.name not in need:
+                continue
             lat = g.latency if self.align else 0
             s = raw[f"{g.name}.s"][lat:lat + T].astype(np.float64)
             vi = raw[f"{g.name}.v"][lat:lat + T]
@@ -124,8 +128,8 @@ class EmulatorDevice(LaggedStreaming, LoihiDevice):
     name = "emulator"
     _stream_state = ("_state",)
 
-    def _simulate(self, payload, steps):
-        rec = LoihiEmulator(self.program).run(payload, steps)
+    def _simulate(self, payload, steps, need):
+        rec = LoihiEmulator(self.program).run(payload, steps, record=need)
         return {f"{k}.{x}": r[x] for k, r in rec.items() for x in ("s", "v")}
 
     def reset(self, batch: int = 1) -> None:
@@ -165,7 +169,7 @@ class LavaDevice(LoihiDevice):
         super().__init__(program, align)
         self.timeout, self.hw = timeout, hw
 
-    def _simulate(self, payload, steps):
+    def _simulate(self, payload, steps, need):  # Lava probes every group
         from .lava_device import run_lava
 
         return run_lava(self.program, payload, steps, timeout=self.timeout, hw=self.hw)

@@ -127,14 +127,16 @@ class LoihiEmulator:
         self.syn: list[tuple[Synapse, np.ndarray]] = [(s, lava_weights(s.weights).astype(np.float64).T.copy())
                                                       for s in program.synapses]
 
-    def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None
-            ) -> dict[str, dict[str, np.ndarray]]:
-        """``compiled``: use the numba loop of :mod:`.fast` (default: when numba is installed)."""
+    def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None,
+            record=None) -> dict[str, dict[str, np.ndarray]]:
+        """``compiled``: use the numba loop of :mod:`.fast` (default: when numba is installed).
+        ``record``: the groups to return (default: all)."""
         from . import fast
 
         if compiled or (compiled is None and fast.available()):
-            return fast.run(self, inputs, steps)
-        return self.run_numpy(inputs, steps)
+            return fast.run(self, inputs, steps, record)
+        rec = self.run_numpy(inputs, steps)
+        return rec if record is None else {k: v for k, v in rec.items() if k in set(record)}
 
     def run_numpy(self, inputs: dict[str, np.ndarray], steps: int) -> dict[str, dict[str, np.ndarray]]:
         B = next(iter(inputs.values())).shape[1] if inputs else 1

@@ -35,7 +35,7 @@ if njit is not None:
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
-              syn_csr, csr_ptr, csr_idx, csr_val):
+              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec):
         ng = ku.shape[0]
         n_syn = syn_src.shape[0]
         u = np.zeros((B, ng), np.int64)
@@ -43,9 +43,9 @@ if njit is not None:
         for b in range(B):
             for j in range(ng):
                 v[b, j] = v0[j]
-        rec_s = np.zeros((T, B, ng), np.bool_)
-        rec_v = np.zeros((T, B, ng), np.int64)
-        rec_u = np.zeros((T, B, ng), np.int64)
+        rec_s = np.zeros((T, B, n_rec), np.bool_)                # only the recorded neurons (rec_idx ≥ 0)
+        rec_v = np.zeros((T, B, n_rec), np.int64)
+        rec_u = np.zeros((T, B, n_rec), np.int64)
         bufs = List()
         for k in range(n_syn):
             bufs.append(np.zeros((B, syn_dlen[k]), np.int64))
@@ -75,9 +75,11 @@ if njit is not None:
                         vv = vv - vth[j] if subtract[j] else 0
                     u[b, j] = uu
                     v[b, j] = vv
-                    rec_s[t, b, j] = s
-                    rec_v[t, b, j] = vv
-                    rec_u[t, b, j] = uu
+                    r = rec_idx[j]
+                    if r >= 0:
+                        rec_s[t, b, r] = s
+                        rec_v[t, b, r] = vv
+                        rec_u[t, b, r] = uu
                     out[b, n_in + j] = 1.0 if s else 0.0
             for b in range(B):
                 for j in range(n_in):
@@ -113,8 +115,10 @@ def available() -> bool:
     return njit is not None
 
 
-def run(emu, inputs: dict, steps: int) -> dict:
-    """Run ``emu`` (a LoihiEmulator) with the compiled loop; same result layout as ``emu.run``."""
+def run(emu, inputs: dict, steps: int, record=None) -> dict:
+    """Run ``emu`` (a LoihiEmulator) with the compiled loop; same result layout as ``emu.run``.
+    ``record``: names of the groups to return (default: all); the others are simulated but
+    not written out per step (the records of every neuron dominate large batched runs)."""
     B = next(iter(inputs.values())).shape[1] if inputs else 1
     names_in = list(inputs)
     off, n_in = {}, 0
@@ -160,12 +164,20 @@ def run(emu, inputs: dict, steps: int) -> dict:
         csr_idx.append(cols.astype(np.int64))
         csr_val.append(np.ascontiguousarray(wt[rows, cols], dtype=np.float64))
     a = lambda v, t: np.asarray(v, dtype=t)  # noqa: E731
+    keep = list(emu.groups) if record is None else [k for k in emu.groups if k in set(record)]
+    rec_idx = np.full(ng, -1, np.int64)
+    roff, n_rec = {}, 0
+    for name in keep:
+        n = emu.groups[name].g.n
+        rec_idx[goff[name]: goff[name] + n] = np.arange(n_rec, n_rec + n)
+        roff[name] = n_rec
+        n_rec += n
     rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, ku, kv, bias, vth, subtract, v0,
                        a(syn_src, np.int64), a(syn_len, np.int64), a(syn_dst, np.int64), a(syn_dlen, np.int64),
                        a(syn_exp, np.int64), a(syn_bin, np.bool_), Ws,
-                       a(syn_csr, np.bool_), csr_ptr, csr_idx, csr_val)
+                       a(syn_csr, np.bool_), csr_ptr, csr_idx, csr_val, rec_idx, n_rec)
     rec = {}
-    for name, g in emu.groups.items():
-        sl = slice(goff[name], goff[name] + g.g.n)
+    for name in keep:
+        sl = slice(roff[name], roff[name] + emu.groups[name].g.n)
         rec[name] = {"s": rs[:, :, sl], "v": rv[:, :, sl], "u": ru[:, :, sl]}
     return rec

@@ -44,3 +44,16 @@ def test_event_driven_and_matmul_accumulation_equal_numpy(monkeypatch, density):
         for k in b:
             for var in ("s", "v", "u"):
                 assert np.array_equal(a[k][var], b[k][var]), (build.__name__, k, var)
+
+
+def test_recording_a_subset_equals_the_full_recording():
+    prog = BACKEND.lower(normalized(recurrent_cubalif(), reset="subtract"), PassContext(options={}))
+    emu = LoihiEmulator(prog)
+    x = spikes((6,), T=20, p=0.4, seed=2, batch=2).reshape(20, 2, -1).astype(np.int64)
+    full = emu.run({"input": x}, 22, compiled=True)
+    last = list(full)[-1]
+    part = emu.run({"input": x}, 22, compiled=True, record=[last])
+    assert list(part) == [last]
+    for var in ("s", "v", "u"):
+        assert np.array_equal(part[last][var], full[last][var])
+    assert list(emu.run({"input": x}, 22, compiled=False, record=[last])) == [last]
