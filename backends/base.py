@@ -79,7 +79,8 @@ class LaggedStreaming:
     One window costs ``O(n + L)`` device steps, whatever the stream's length.
 
     Subclasses provide ``_stream_state`` (attribute names holding all device
-    state, deep-copied for the look-ahead), ``_lags()`` (``{output: L_o}``),
+    state, deep-copied for the look-ahead; or override ``_save_state`` /
+    ``_restore_state`` when the state lives elsewhere), ``_lags()`` (``{output: L_o}``),
     ``_zero_window(n)`` (inputs of n steps of silence) and ``_device_steps(inputs,
     n)`` (n device steps from the current state → ``{output: (n, B, *shape)}``
     in device time, already in the units ``run`` returns).
@@ -94,9 +95,15 @@ class LaggedStreaming:
         L = max(lags.values(), default=0)
         rows = self._device_steps(inputs, n)
         if L:
-            saved = {k: copy.deepcopy(getattr(self, k)) for k in self._stream_state}
+            saved = self._save_state()
             ahead = self._device_steps(self._zero_window(L), L)
-            for k, v in saved.items():
-                setattr(self, k, v)
+            self._restore_state(saved)
             rows = {k: np.concatenate([rows[k], ahead[k]]) for k in rows}
         return {k: v[lags[k]: lags[k] + n] for k, v in rows.items()}
+
+    def _save_state(self):
+        return {k: copy.deepcopy(getattr(self, k)) for k in self._stream_state}
+
+    def _restore_state(self, saved) -> None:
+        for k, v in saved.items():
+            setattr(self, k, v)

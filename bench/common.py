@@ -88,7 +88,9 @@ def write(section: str, data: dict, out_dir: Path | None = None) -> Path:
 
 def load(section: str, out_dir: Path | None = None) -> dict | None:
     p = Path(out_dir or RESULTS) / f"{section}.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    d = json.loads(p.read_text()) if p.exists() else None
+    # a file left by a script from before the harness (no "meta") is not a section's result
+    return d if isinstance(d, dict) and isinstance(d.get("meta"), dict) else None
 
 
 def registered_targets() -> list[str]:

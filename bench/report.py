@@ -290,8 +290,9 @@ def transport(d) -> list[str]:
                 continue
             L.append(f"| {wl} | {mode} | {f['events_per_s']:,.0f} | {f['events_per_s'] / loc:.2f} | "
                      f"{f['window_latency_ms']:.3f} ms | {_f(f.get('window_latency_p99_ms'), 3)}{' ms' if 'window_latency_p99_ms' in f else ''} |")
-    L += ["", "There is no peer runtime to compare with here (Lava and py-spinnaker2 have no streaming session "
-          "service); the ratio is TCP vs the in-process session on the same machine.", ""]
+    L += ["", "The chip emulators stream with their state carried (`Device.advance`: a window costs O(window), "
+          "no replay of the history). There is no peer runtime to compare with here (Lava and py-spinnaker2 "
+          "have no streaming session service); the ratio is TCP vs the in-process session on the same machine.", ""]
     return L
 
 

@@ -6,9 +6,10 @@ Workloads (windows of ``--window`` steps, Bernoulli spike input):
    an echo (each step returns its input), so the figures are framing, sockets,
    event conversions and the session — no simulation;
 2. end to end: the quick start's digit classifier (LIF MLP 64→128→10) on the
-   reference device (steps one timestep at a time) and on the loihi2 emulator
-   (no streaming ``step()``: the session replays the history each window,
-   exact but O(T²), so it runs fewer windows — ``--loihi-windows``).
+   reference device (steps one timestep at a time) and on the loihi2 and
+   spinnaker2 emulators, which stream with their state carried (``advance``:
+   O(window) per window, including the latency look-ahead) —
+   ``--emu-windows`` of them.
 
 Modes: ``local`` (``nmc.open``, no sockets), ``tcp step`` (``Client.step``:
 one window per round trip; latency = send → output back), ``tcp stream``
@@ -119,7 +120,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--windows", type=int, default=400)
     ap.add_argument("--window", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16, help="windows per frame in the batched stream mode")
-    ap.add_argument("--loihi-windows", type=int, default=60, help="windows for the loihi2 emulator (replayed)")
+    ap.add_argument("--emu-windows", type=int, default=200, help="windows for the chip emulators")
     ap.add_argument("--quick", action="store_true", help="transport alone and the reference device only")
     ap.add_argument("--out", default=str(ROOT / "bench/results/transport.json"))
     a = ap.parse_args(argv)
@@ -134,10 +135,11 @@ def main(argv=None) -> dict:
     ref = nmc.compile(digits, target="reference", dt=1e-3, reset="zero", integrator="euler")
     out["end to end (digits LIF MLP, reference device)"] = _measure(ref, x, a.window, a.windows, a.batch)
     if not a.quick:
-        lo = nmc.compile(digits, target="loihi2", dt=1e-3, reset="zero", integrator="euler")
-        nw = min(a.windows, a.loihi_windows)
-        out[f"end to end (digits LIF MLP, loihi2 emulator, replayed, {nw} windows)"] = _measure(
-            lo, x[:nw * a.window], a.window, nw, a.batch)
+        nw = min(a.windows, a.emu_windows)
+        for target in ("loihi2", "spinnaker2"):
+            b = nmc.compile(digits, target=target, dt=1e-3, reset="zero", integrator="euler")
+            out[f"end to end (digits LIF MLP, {target} emulator, {nw} windows)"] = _measure(
+                b, x[:nw * a.window], a.window, nw, a.batch)
     _table(out)
     meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

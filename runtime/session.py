@@ -25,8 +25,9 @@ Output payloads travel as float32 (:data:`~nmc.runtime.events.EVENT_DTYPE`):
 spike outputs are exact; graded outputs (voltages) are the device's values
 rounded to float32.
 
-Streaming devices (``device.streams``: the reference device and the
-spinnaker2, loihi2 and brainscales2 emulators, see
+Streaming devices (``device.streams``: the reference device, the
+spinnaker2, loihi2 and brainscales2 emulators and the loihi2 ``lava`` device
+through Lava's Injector/Extractor processes, see
 :class:`nmc.backends.base.Device`) get each window through
 ``device.advance`` with their state carried: a window costs O(window) and
 gives the rows ``run`` gives for those timesteps of the whole input. A device

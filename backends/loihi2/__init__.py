@@ -11,7 +11,12 @@ Devices:
   re-implementation of Lava's bit-accurate fixed-point models (bit-exact).
 * ``lava``: the emitted module run in Lava's ``Loihi2SimCfg(select_tag="fixed_pt")``
   in a child process under a timeout (:mod:`.lava_device`); ``hw=True`` uses
-  ``Loihi2HwCfg`` (needs Intel's lava-loihi).
+  ``Loihi2HwCfg`` (needs Intel's lava-loihi). Streaming sessions keep one Lava
+  network running in a child process and feed it through Lava's Injector /
+  Extractor processes (:mod:`.lava_stream`, :mod:`.lava_stream_worker`).
+
+Both devices stream (``reset`` + ``advance``, see :class:`~..base.LaggedStreaming`):
+a session window costs O(window), and the rows equal ``run``'s bit for bit.
 
 Both return what :class:`nmc.reference.ReferenceSimulator` returns, in float
 units: ``{output: (T[, B], *shape)}`` (spikes 0/1, or membrane v for LI
@@ -74,6 +79,30 @@ class LoihiDevice(Device):
     def _simulate(self, payload, steps, need):  # pragma: no cover - interface
         """Run; return ``{"<group>.s"|"<group>.v": (steps, B, n)}`` for at least the groups in ``need``."""
         raise NotImplementedError
+
+    # ------------------------------------------- streaming helpers (both devices)
+    def _lags(self) -> dict[str, int]:
+        return {o.name: self.program.group(o.src).latency if self.align else 0 for o in self.program.outputs}
+
+    def _zero_window(self, n: int) -> dict[str, np.ndarray]:
+        return {p.name: np.zeros((n, self.batch, *p.shape)) for p in self.program.inputs}
+
+    def _stream_payload(self, inputs, n: int) -> dict[str, np.ndarray]:
+        """A window's inputs (n, B, *shape), checked as ``run`` checks them → Lava payloads (n, B, size)."""
+        payload, _, _ = _payload(self.program, _graph_inputs(self.program, inputs), n, True)
+        return payload
+
+    def _stream_outputs(self, n: int, spikes_of, v_int_of) -> dict[str, np.ndarray]:
+        """Outputs in ``run``'s units from per-group (n, B, size) spikes / integer voltages."""
+        out = {}
+        for o in self.program.outputs:
+            g = self.program.group(o.src)
+            if o.read == "spikes":
+                a = np.asarray(spikes_of(o.src)).astype(np.float64)
+            else:
+                a = np.asarray(v_int_of(o.src)) / np.asarray(g.v_scale, float).reshape(-1)
+            out[o.name] = a.reshape(n, self.batch, *o.shape)
+        return out
 
     def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), batched: bool | None = None):
         _fix = _graph_inputs(self.program, inputs)
@@ -139,40 +168,67 @@ class EmulatorDevice(LaggedStreaming, LoihiDevice):
         self.batch = int(batch)
         self._state = self._emu.initial_state(self.batch)
 
-    def _lags(self) -> dict[str, int]:
-        return {o.name: self.program.group(o.src).latency if self.align else 0 for o in self.program.outputs}
-
-    def _zero_window(self, n: int) -> dict[str, np.ndarray]:
-        return {p.name: np.zeros((n, self.batch, *p.shape)) for p in self.program.inputs}
-
     def _device_steps(self, inputs, n: int) -> dict[str, np.ndarray]:
-        payload, _, _ = _payload(self.program, _graph_inputs(self.program, inputs), n, True)
-        rows: dict[str, list] = {o.name: [] for o in self.program.outputs}
+        payload = self._stream_payload(inputs, n)
+        rows: dict[str, list] = {o.src: [] for o in self.program.outputs}
         for t in range(n):
             res = self._emu.step(self._state, {k: x[t] for k, x in payload.items()})
-            for o in self.program.outputs:
-                _, v, sp = res[o.src]
-                rows[o.name].append((sp, v))
-        out = {}
-        for o in self.program.outputs:
-            g = self.program.group(o.src)
-            s = np.stack([r[0] for r in rows[o.name]]).astype(np.float64)
-            v = np.stack([r[1] for r in rows[o.name]]) / np.asarray(g.v_scale, float).reshape(-1)
-            out[o.name] = (s if o.read == "spikes" else v).reshape(n, self.batch, *o.shape)
-        return out
+            for g in rows:
+                _, v, sp = res[g]
+                rows[g].append((sp, v))
+        return self._stream_outputs(n, lambda g: np.stack([r[0] for r in rows[g]]),
+                                    lambda g: np.stack([r[1] for r in rows[g]]))
 
 
-class LavaDevice(LoihiDevice):
+class LavaDevice(LaggedStreaming, LoihiDevice):
+    """``run``: the emitted module in a child process per call. ``reset(1)`` +
+    ``advance``: one Lava network kept running in a child process
+    (:mod:`.lava_stream`), fed through Lava's ``Injector`` and read through its
+    ``Extractor`` processes window by window; the look-ahead of the latency
+    alignment saves and restores Lava's state Vars. One sample at a time (Lava
+    has no batch axis); ``close()`` (or the session's) ends the child."""
+
     name = "lava"
 
     def __init__(self, program, align: bool = True, timeout: float = 300.0, hw: bool = False):
         super().__init__(program, align)
         self.timeout, self.hw = timeout, hw
+        self._stream = None
 
     def _simulate(self, payload, steps, need):  # Lava probes every group
         from .lava_device import run_lava
 
         return run_lava(self.program, payload, steps, timeout=self.timeout, hw=self.hw)
+
+    def reset(self, batch: int = 1) -> None:
+        """(Re)start the streaming Lava network from its initial state."""
+        if int(batch) != 1:
+            raise OptionError(f"the lava device streams one sample at a time (Lava has no batch axis), got batch {batch}",
+                              hint="open one session per sample, or use the emulator device")
+        from .lava_stream import LavaStream
+
+        self.close()
+        self.batch = 1
+        self._stream = LavaStream(self.program, timeout=self.timeout, hw=self.hw)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _device_steps(self, inputs, n: int) -> dict[str, np.ndarray]:
+        if self._stream is None:
+            raise OptionError("reset() the lava device before advancing it")
+        payload = self._stream_payload(inputs, n)
+        want_v = sorted({o.src for o in self.program.outputs if o.read != "spikes"})
+        raw = self._stream.call("run", {k: x[:, 0] for k, x in payload.items()}, want_v)
+        return self._stream_outputs(n, lambda g: raw[f"{g}.s"][:, None], lambda g: raw[f"{g}.v"][:, None])
+
+    def _save_state(self):
+        self._stream.call("save")
+
+    def _restore_state(self, saved) -> None:
+        self._stream.call("restore")
 
 
 class Loihi2Backend:

@@ -533,3 +533,18 @@ def test_cli_serve_process_serves_and_stops_gracefully_on_sigterm(bundle, tmp_pa
         if p.poll() is None:
             p.kill()
             p.wait(5)
+
+
+def test_connection_accepted_while_stopping_is_told_and_closed(bundle):
+    """A connection whose handler starts after stop() took its snapshot of the connections
+    ends itself with E_SHUTDOWN instead of being served by a stopped server."""
+    srv = SessionServer(bundle, window=4)
+    srv.start()
+    try:
+        with srv.lock:
+            srv.stopping = True  # the moment between stop()'s flag and the accept loop's end
+        frames = _frames(_raw_exchange(srv.address, _hello_open()))
+        assert [f[0] for f in frames] == [P.ERROR] and P.parse_error(frames[0][1])[0] == P.E_SHUTDOWN
+    finally:
+        srv.stop()
+    assert _until(lambda: not srv.conns)
