@@ -128,7 +128,10 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
     clip = np.asarray(clip, dtype=np.float64)
     clip = np.where(clip > 0, clip, a.max(**keep, initial=0.0))  # a zero percentile (mostly zeros): use the max
     scale = clip / q
-    scale = np.where(scale > 0, scale, 1.0)  # 1.0 only for an all-zero (or subnormal) layer/channel
+    # a clip so small that clip/q underflows to 0 (a subnormal percentile) falls back to the max; 1.0
+    # only for an all-zero (or all-subnormal) layer/channel — never above the max-based scale
+    mx = a.max(**keep, initial=0.0) / q
+    scale = np.where(scale > 0, scale, np.where(mx > 0, mx, 1.0))
     w_int = round_half_away(w / scale)
     np.clip(w_int, -q, q, out=w_int)
     if not dense:

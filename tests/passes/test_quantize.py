@@ -128,6 +128,16 @@ def test_every_scheme_in_range_and_masked(w, scheme, per_channel, seed):
     assert np.all(p_scale <= quantize_weights(w, bits=4, per_channel=per_channel)[1] + 1e-15)  # clip ≤ max
 
 
+def test_subnormal_percentile_clip_falls_back_to_the_max():
+    """Found by hypothesis: a median of |w| that is subnormal made clip/q underflow to 0 and the
+    scale fall back to 1.0, above the max-based scale (every weight clipped to ±q)."""
+    from nmc.passes.quantize import quantize_weights
+
+    w = np.array([[1.0, 5e-324, 5e-324]])
+    w_int, scale = quantize_weights(w, bits=4, method="percentile", percentile=50)
+    assert scale == quantize_weights(w, bits=4)[1] == 1.0 / 7 and w_int.tolist() == [[7, 0, 0]]
+
+
 def _recurrent_graph(seed=2, H=10):
     import nir
 
