@@ -17,6 +17,7 @@ import time
 
 import nir
 import numpy as np
+import scipy.sparse as sp
 
 from nmc.annotations import Sparsity
 from nmc.ir import Graph
@@ -29,14 +30,20 @@ def _lif(n):
 
 
 def _sparse_w(rng, n_out, n_in, fan_in):
-    w = np.zeros((n_out, n_in), dtype=np.float32)
+    """(n_out × n_in) CSR weights: ``fan_in`` random sources per row (repeats collapse), all 1.0."""
     cols = rng.integers(0, n_in, size=(n_out, fan_in))
-    w[np.repeat(np.arange(n_out), fan_in), cols.reshape(-1)] = 1.0
+    return _pattern(np.repeat(np.arange(n_out), fan_in), cols.reshape(-1), (n_out, n_in))
+
+
+def _pattern(rows, cols, shape):
+    w = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=shape)
+    w.sum_duplicates()
+    w.data[:] = 1.0
     return w
 
 
 def feedforward(n, rng, fan_in=64):
-    """3 equal layers of n/3 neurons, random sparse fan-in per neuron (CSR)."""
+    """3 equal layers of n/3 neurons, random sparse fan-in per neuron (scipy-sparse CSR weights)."""
     h = max(1, n // 3)
     nodes = {"in": nir.Input(input_type={"input": np.array([h])})}
     edges, prev, sparse = [], "in", []
@@ -52,23 +59,15 @@ def feedforward(n, rng, fan_in=64):
 
 
 def recurrent(n, rng, fan_in=64):
-    """One recurrent population of n neurons with local (ring) connectivity plus random long-range inputs."""
+    """One recurrent population of n neurons with local (ring) connectivity plus random long-range inputs
+    (scipy-sparse CSR weights)."""
     nodes = {"in": nir.Input(input_type={"input": np.array([64])}),
              "w": nir.Linear(weight=_sparse_w(rng, n, 64, 4)), "l": _lif(n),
              "out": nir.Output(output_type={"output": np.array([n])})}
     k = min(fan_in, n)
-    w = np.zeros((n, n), dtype=np.float32) if n <= 20000 else None
-    if w is None:   # large: build via a banded pattern
-        import scipy.sparse as sp
-
-        offs = rng.integers(-2 * k, 2 * k, size=(n, k))
-        cols = (np.arange(n)[:, None] + offs) % n
-        w = sp.csr_matrix((np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), cols.reshape(-1))), shape=(n, n))
-        w = w.toarray() if n <= 40000 else w
-    else:
-        offs = rng.integers(-2 * k, 2 * k, size=(n, k))
-        w[np.repeat(np.arange(n), k), ((np.arange(n)[:, None] + offs) % n).reshape(-1)] = 1.0
-    nodes["rec"] = nir.Linear(weight=w)
+    offs = rng.integers(-2 * k, 2 * k, size=(n, k))
+    cols = (np.arange(n)[:, None] + offs) % n
+    nodes["rec"] = nir.Linear(weight=_pattern(np.repeat(np.arange(n), k), cols.reshape(-1), (n, n)))
     edges = [("in", "w"), ("w", "l"), ("l", "rec"), ("rec", "l"), ("l", "out")]
     return Graph(nodes, edges, meta={"dt": 1e-3}), ["w", "rec"]
 
