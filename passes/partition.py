@@ -357,13 +357,16 @@ def pack_metis(blocks: Blocks, W: sp.csr_matrix, P: Packer, k: int, seed: int, k
     than a tenth of the blocks do not fit their part (the k-part split is far
     from feasible, e.g. input axons bind far above the lower bound) and
     ``k_retry`` (a core count known to be feasible, e.g. sequential fill's) is
-    larger, the split is redone with ``k_retry`` parts."""
+    larger, the split is redone with ``k_retry`` parts; when ``k_retry`` is over
+    twice ``k`` it is used from the start."""
     import pymetis
 
     if k <= 1 or blocks.n <= 1:
         for b in range(blocks.n):
             _place_best(b, W, P)
         return P.part
+    if k_retry > 2 * k:   # the lower-bound split is hopeless (a feasible packing needs over twice as many cores)
+        k, k_retry = k_retry, 0
     k = min(k, blocks.n)
     cap = P._cap()
     frac = np.stack([blocks.neurons, blocks.bytes_, blocks.work], 1) / cap
@@ -371,7 +374,7 @@ def pack_metis(blocks: Blocks, W: sp.csr_matrix, P: Packer, k: int, seed: int, k
     ew = W.data
     ew = np.maximum(1, np.round(ew / max(ew.max(initial=1), 1e-12) * 10000)).astype(np.int64) if ew.size else ew
     opts = pymetis.Options(seed=int(seed) % (2 ** 31), ufactor=30)
-    if W.nnz == 0:
+    if W.nnz == 0 or k == blocks.n:   # nothing to cut, or one block per part
         parts = np.arange(blocks.n) % k
     else:
         _, parts = pymetis.part_graph(k, xadj=W.indptr.astype(np.int64), adjncy=W.indices.astype(np.int64),
