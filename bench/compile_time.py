@@ -132,6 +132,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     if a.one:
+        import torch
+
+        torch.set_num_threads(1)   # as the harness sets in its own process (python -m bench): no spinning threads
         print(json.dumps(one(a.one[0], a.one[1], float(a.one[2]))))
         return
     write("compile", run(a.quick), a.out)

@@ -85,8 +85,37 @@ class Graph:
         return nir.NIRGraph(nodes=dict(self.nodes), edges=list(self.edges), type_check=False)
 
     def copy(self) -> "Graph":
-        return Graph(_copy.deepcopy(self.nodes), list(self.edges),
+        """An independent copy. Read-only node arrays (see :meth:`freeze_arrays`)
+        are shared, not copied: nobody can change them in place, and a pass that
+        changes a parameter assigns a new array."""
+        shared = {id(v): v for node in self.nodes.values() for v in vars(node).values()
+                  if isinstance(v, np.ndarray) and not v.flags.writeable}
+        return Graph(_copy.deepcopy(self.nodes, shared), list(self.edges),
                      {k: dict(v) for k, v in self.annotations.items()}, _copy.deepcopy(self.meta))
+
+    def freeze_arrays(self) -> list[np.ndarray]:
+        """Make every node parameter array read-only, so later :meth:`copy` calls
+        share it (the pass manager does this between passes: big weight matrices
+        are then not copied once per pass; writing into one raises ValueError).
+        Returns the arrays this call changed (for :meth:`thaw_arrays`)."""
+        changed = []
+        for node in self.nodes.values():
+            for v in vars(node).values():
+                if isinstance(v, np.ndarray) and v.flags.writeable:
+                    v.flags.writeable = False
+                    changed.append(v)
+        return changed
+
+    def thaw_arrays(self, frozen: Iterable[np.ndarray]) -> None:
+        """Make the node arrays among ``frozen`` writable again."""
+        ids = {id(v) for v in frozen}
+        for node in self.nodes.values():
+            for v in vars(node).values():
+                if isinstance(v, np.ndarray) and id(v) in ids and not v.flags.writeable:
+                    try:
+                        v.flags.writeable = True
+                    except ValueError:  # a view of read-only memory: leave it read-only
+                        pass
 
     # ------------------------------------------------------------- structure
     def add_node(self, name: str, node: nir.NIRNode) -> None:

@@ -203,6 +203,7 @@ class PassManager:
             ctx.dump_dir = Path(ctx.dump_dir)
             ctx.dump_dir.mkdir(parents=True, exist_ok=True)
             (ctx.dump_dir / "00-input.txt").write_text(g.dump())
+        frozen: list = []   # arrays read-only while passes run; writable again in the graph returned
         for i, p in enumerate(self.passes, 1):
             if ctx.progress:
                 ctx.progress(p.name)
@@ -216,6 +217,7 @@ class PassManager:
             try:
                 g = p.apply(g.copy(), ctx)
                 g.verify()
+                frozen += g.freeze_arrays()   # the next pass's copy shares these arrays instead of copying them
             except PassError:
                 raise
             except NmcError as e:
@@ -230,6 +232,7 @@ class PassManager:
             if ctx.dump_dir:
                 (ctx.dump_dir / f"{i:02d}-{p.name}.txt").write_text(g.dump())
         ctx.reports.setdefault("passes", {})["pipeline"] = pipeline_text(self.passes)
+        g.thaw_arrays(frozen)
         return g
 
     def _reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str:

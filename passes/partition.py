@@ -22,7 +22,19 @@ Pipeline of the pass:
      per synapse), then repair of any over-full core, then (``refine``)
      Kernighan–Lin-style greedy moves accepted only when the exact traffic drops;
      the result is the best (traffic, then cores) of this and the two baselines
-     computed in the same run (reported as ``chosen``);
+     computed in the same run (reported as ``chosen``). METIS splits into the
+     lower-bound core count; when that is far from feasible (over a tenth of
+     the blocks do not fit their part) it splits again into sequential fill's
+     core count.
+
+   Baselines (option ``baselines``): ``auto`` (default) computes sequential
+   fill always and greedy up to ``baseline_max_neurons`` placed neurons
+   (:data:`BASELINE_MAX_NEURONS`); above it greedy is skipped and the report's
+   ``baselines`` entry says so and why (``traffic_greedy`` is then null).
+   ``all`` computes both at any size, ``none`` neither.
+
+   Blocks whose block graph has more than ``max_block_edges`` edges are
+   coarsened first (see :func:`block_model`; reported as ``blocks_coarsened``).
 
 5. write ``Placement(core, chip)`` on every neuron node and the metrics to
    ``ctx.reports["placement"]``.
@@ -138,17 +150,34 @@ def block_graph(net: Network, blocks: Blocks, H: sp.csr_matrix) -> sp.csr_matrix
     return W
 
 
-def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int, min_cores: int):
-    """Blocks, their source incidence H and block graph W. While W has more than
-    ``max_edges`` entries (dense connectivity: W grows with blocks², and METIS,
-    greedy and refinement with W), the blocks are made coarser (by
-    √(edges / max_edges), at least half as many), down to two blocks per
-    lower-bound core. Returns (blocks, H, W, note);
-    note says what was coarsened and why ("" when nothing was)."""
+def _block_sources_max(H: sp.csr_matrix, n_blocks: int) -> int:
+    """The most distinct sources any one block has (its input axons alone)."""
+    return int(np.bincount(H.indices, minlength=n_blocks).max(initial=0)) if H.nnz else 0
+
+
+def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int, min_cores: int,
+                axons: int | None = None):
+    """Blocks, their source incidence H and block graph W.
+
+    Every block must fit a core alone: its neurons do by construction
+    (:func:`make_blocks`), and when one block's distinct sources exceed the
+    input-axon limit ``axons`` the blocks are made finer until none does. Then,
+    while W has more than ``max_edges`` entries (dense connectivity: W grows
+    with blocks², and METIS, greedy and refinement with W), the blocks are made
+    coarser (by √(edges / max_edges), at least half as many), down to two
+    blocks per lower-bound core, and never so coarse that a block alone
+    exceeds ``axons``. Returns (blocks, H, W, note); note says what was
+    coarsened and why ("" when nothing was)."""
     blocks = make_blocks(net, caps, max_blocks)
     H = block_incidence(net, blocks)
+    mb = max_blocks
+    while axons and _block_sources_max(H, blocks.n) > axons and blocks.neurons.max(initial=0) > 1:
+        mb *= 2
+        blocks = make_blocks(net, caps, mb)
+        H = block_incidence(net, blocks)
     W = block_graph(net, blocks, H)
     first = (blocks.n, int(W.nnz))
+    stop = ""
     while max_edges and W.nnz > max_edges and blocks.n > 2 * max(min_cores, 1):
         # W grows up to blocks² (dense connectivity): aim straight at the budget, at least halving
         shrink = max(2.0, math.sqrt(W.nnz / max_edges))
@@ -156,13 +185,16 @@ def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int,
         nb = make_blocks(net, caps, target)
         if nb.n >= blocks.n:
             break
-        blocks = nb
-        H = block_incidence(net, blocks)
+        nH = block_incidence(net, nb)
+        if axons and _block_sources_max(nH, nb.n) > axons:
+            stop = f"; not coarser: a block of {nb.n} would have more than {axons} input axons alone"
+            break
+        blocks, H = nb, nH
         W = block_graph(net, blocks, H)
     note = ""
-    if blocks.n != first[0]:
+    if blocks.n != first[0] or stop:
         note = (f"{first[0]} blocks had {first[1]} block-graph edges (over max_block_edges={max_edges}); "
-                f"coarsened to {blocks.n} blocks with {int(W.nnz)} edges")
+                f"coarsened to {blocks.n} blocks with {int(W.nnz)} edges{stop}")
     return blocks, H, W, note
 
 
@@ -193,6 +225,13 @@ class Packer:
                 self.src.sort_indices()
         self.core_src: list[np.ndarray] = []
         self.core_cnt: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        """Back to no block placed and no core open."""
+        self.part[:] = -1
+        self._load[:] = 0
+        self._k = 0
+        self.core_src, self.core_cnt = [], []
 
     @property
     def n_cores(self) -> int:
@@ -278,7 +317,14 @@ def pack_sequential(blocks: Blocks, P: Packer) -> np.ndarray:
     return P.part
 
 
+#: at most this many connected cores (best gain first) get the exact input-axon check
+#: when placing one block; past them the block goes to the last core or a new one.
+MAX_TRIES = 16
+
+
 def _place_best(b: int, W: sp.csr_matrix, P: Packer, order_pref=None) -> None:
+    """Put block b on the open core it is most connected to that has room (trying
+    at most :data:`MAX_TRIES` of them), else on the last core, else a new one."""
     nb = W.indices[W.indptr[b]:W.indptr[b + 1]]
     wt = W.data[W.indptr[b]:W.indptr[b + 1]]
     pc = P.part[nb]
@@ -289,7 +335,7 @@ def _place_best(b: int, W: sp.csr_matrix, P: Packer, order_pref=None) -> None:
         order = cand[np.argsort(-gain[cand], kind="stable")]
         if order.size:  # capacity of every candidate at once; the axon check only for those with room
             room = np.all(P.load[order] + P.block_load(b) <= P._capt, axis=1)
-            for c in order[room]:
+            for c in order[room][:MAX_TRIES]:
                 if P.fits(b, int(c)):
                     P.add(b, int(c))
                     return
@@ -306,14 +352,21 @@ def pack_greedy(blocks: Blocks, W: sp.csr_matrix, P: Packer) -> np.ndarray:
     return P.part
 
 
-def pack_metis(blocks: Blocks, W: sp.csr_matrix, P: Packer, k: int, seed: int) -> np.ndarray:
-    """pymetis k-way on the block graph, then repair over-full cores."""
+def pack_metis(blocks: Blocks, W: sp.csr_matrix, P: Packer, k: int, seed: int, k_retry: int = 0) -> np.ndarray:
+    """pymetis k-way on the block graph, then repair over-full cores. When more
+    than a tenth of the blocks do not fit their part (the k-part split is far
+    from feasible, e.g. input axons bind far above the lower bound) and
+    ``k_retry`` (a core count known to be feasible, e.g. sequential fill's) is
+    larger, the split is redone with ``k_retry`` parts; when ``k_retry`` is over
+    twice ``k`` it is used from the start."""
     import pymetis
 
     if k <= 1 or blocks.n <= 1:
         for b in range(blocks.n):
             _place_best(b, W, P)
         return P.part
+    if k_retry > 2 * k:   # the lower-bound split is hopeless (a feasible packing needs over twice as many cores)
+        k, k_retry = k_retry, 0
     k = min(k, blocks.n)
     cap = P._cap()
     frac = np.stack([blocks.neurons, blocks.bytes_, blocks.work], 1) / cap
@@ -321,7 +374,7 @@ def pack_metis(blocks: Blocks, W: sp.csr_matrix, P: Packer, k: int, seed: int) -
     ew = W.data
     ew = np.maximum(1, np.round(ew / max(ew.max(initial=1), 1e-12) * 10000)).astype(np.int64) if ew.size else ew
     opts = pymetis.Options(seed=int(seed) % (2 ** 31), ufactor=30)
-    if W.nnz == 0:
+    if W.nnz == 0 or k == blocks.n:   # nothing to cut, or one block per part
         parts = np.arange(blocks.n) % k
     else:
         _, parts = pymetis.part_graph(k, xadj=W.indptr.astype(np.int64), adjncy=W.indices.astype(np.int64),
@@ -337,6 +390,9 @@ def pack_metis(blocks: Blocks, W: sp.csr_matrix, P: Packer, k: int, seed: int) -
             P.add(b, c)
         else:
             pending.append(b)
+    if k_retry > k and len(pending) > blocks.n / 10:
+        P.reset()
+        return pack_metis(blocks, W, P, k_retry, seed)
     for b in pending:
         _place_best(b, W, P)
     return P.part
@@ -474,6 +530,7 @@ class Partitioning:
 def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", refine_moves: bool = True,
                   seed: int = 0, data: dict | None = None, max_blocks: int = 4096, rate_steps: int = 200,
                   baselines: tuple[str, ...] = ("sequential", "greedy"), max_block_edges: int = 1_000_000,
+                  baseline_max_neurons: int | None = None,
                   ctx: PassContext | None = None) -> tuple[Partitioning, dict]:
     """Partition ``g`` under ``limits``; returns the chosen partitioning and the
     report (with the baselines' traffic computed on the same blocks)."""
@@ -489,7 +546,8 @@ def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", 
     caps = rules.max_per_core(net, limits)
     lb = rules.cores_lower_bound(net, limits)
     t0 = time.perf_counter()
-    blocks, H, W, coarsened = block_model(net, caps, max_blocks, max_block_edges, lb["value"])
+    blocks, H, W, coarsened = block_model(net, caps, max_blocks, max_block_edges, lb["value"],
+                                          limits.fan_in_max)
     t["graph"] = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
 
@@ -497,7 +555,14 @@ def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", 
         return traffic(net, H, blocks, p)
 
     results = {}
-    for m in dict.fromkeys((method, *baselines)):
+    skipped = {}
+    if "greedy" in baselines and method != "greedy" and baseline_max_neurons is not None \
+            and net.placed_count > baseline_max_neurons:
+        skipped["greedy"] = (f"skipped: {net.placed_count} placed neurons > baseline_max_neurons="
+                             f"{baseline_max_neurons} (compute it with partition{{baselines=all}})")
+        baselines = tuple(b for b in baselines if b != "greedy")
+    # sequential first (cheap): its core count is METIS' fallback part count
+    for m in sorted(dict.fromkeys((method, *baselines)), key=lambda m: m != "sequential"):
         t0 = time.perf_counter()
         P = Packer(blocks, H, limits)
         if m == "sequential":
@@ -505,7 +570,8 @@ def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", 
         elif m == "greedy":
             part = pack_greedy(blocks, W, P)
         else:
-            part = pack_metis(blocks, W, P, max(lb["value"], 1), seed)
+            k_seq = int(results["sequential"].max()) + 1 if "sequential" in results and blocks.n else 0
+            part = pack_metis(blocks, W, P, max(lb["value"], 1), seed, k_retry=k_seq)
             if refine_moves:
                 part = refine(part, W, P, rng, score=score)
         part = compact(part.copy())
@@ -537,6 +603,8 @@ def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", 
         "traffic_lower_bound": round(traffic_lower_bound(net, rules.max_per_core(net, limits, upper=True)), 6),
         **{f"traffic_{m}": round(score(p), 6) for m, p in results.items()},
         **{f"cores_{m}": int(p.max()) + 1 if p.size else 0 for m, p in results.items()},
+        **{f"traffic_{m}": None for m in skipped}, **{f"cores_{m}": None for m in skipped},
+        "baselines": {**{m: "computed" for m in results if m != method}, **skipped},
         "limits": {k: v for k, v in limits.__dict__.items()},
         "per_core": {k: v.tolist() if k != "work_per_step" else np.round(v, 6).tolist() for k, v in table.items()},
         "per_node_capacity": {n: int(c) for n, c in zip(net.pop_names, caps)},
@@ -558,6 +626,14 @@ def annotate(g: Graph, pt: Partitioning, positions: dict | None = None) -> None:
         g.annotate(name, Placement(core=core, rate=pt.net.rate[sl].astype(np.float32), **pos))
 
 
+#: ``partition{baselines=auto}`` computes the greedy baseline only up to this many
+#: placed neurons (above it the placement report says it was skipped and why);
+#: sequential fill is always computed (it is cheap and METIS falls back to its core count).
+BASELINE_MAX_NEURONS = 250_000
+BASELINE_MODES = {"auto": "auto", "all": "all", "true": "all", "on": "all", "none": "none", "false": "none",
+                  "off": "none"}
+
+
 @register
 @dataclass(frozen=True)
 class Partition(Pass):
@@ -574,14 +650,21 @@ class Partition(Pass):
     max_blocks: int = 4096
     max_block_edges: int = 1_000_000
     rate_steps: int = 200
-    baselines: bool = True
+    baselines: str = "auto"
+    baseline_max_neurons: int = BASELINE_MAX_NEURONS
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         limits = rules.limits_for(ctx, neurons_max=self.max_neurons_per_core)
         seed = ctx.seed if self.seed is None else self.seed
+        mode = str(self.baselines).lower()
+        if mode not in BASELINE_MODES:
+            raise OptionError(f"partition{{baselines={self.baselines}}} is not one of {', '.join(BASELINE_MODES)}",
+                              hint="auto: greedy only up to baseline_max_neurons; all: always; none: never")
+        mode = BASELINE_MODES[mode]
         pt, rep = run_partition(graph, limits, method=self.method, refine_moves=self.refine, seed=seed,
                                 data=ctx.data, max_blocks=self.max_blocks, rate_steps=self.rate_steps,
-                                baselines=("sequential", "greedy") if self.baselines else (),
+                                baselines=("sequential", "greedy") if mode != "none" else (),
+                                baseline_max_neurons=self.baseline_max_neurons if mode == "auto" else None,
                                 max_block_edges=self.max_block_edges, ctx=ctx)
         annotate(graph, pt)
         rep.setdefault("chips_used", len(np.unique(pt.part // max(limits.cores_per_chip or 1 << 30, 1))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import nir
@@ -302,3 +303,36 @@ def test_normalize_warns_for_delay_off_the_time_grid():
     c = PassContext(options={"dt": 1e-4, "integrator": "euler", "reset": "zero"})
     PassManager(parse_pipeline("normalize")).run(Graph.from_nir(g), c)
     assert c.warnings.items == []
+
+
+# ------------------------------------------------------- shared weight arrays
+@dataclass(frozen=True)
+class Peek(Pass):
+    name = "t-peek"
+    summary = "test: records the node arrays it is given"
+    seen: ClassVar[list] = []
+
+    def apply(self, graph, ctx):
+        Peek.seen.append({k: (n.weight, n.weight.flags.writeable) for k, n in graph.nodes.items()
+                          if "weight" in vars(n)})
+        return graph
+
+
+def test_passes_share_weight_arrays_instead_of_copying_them():
+    register(Peek)
+    try:
+        Peek.seen.clear()
+        g = normalized(ff_lif())
+        before = {k: n.weight.copy() for k, n in g.nodes.items() if hasattr(n, "weight")}
+        out = PassManager(parse_pipeline("t-peek,t-peek,t-peek")).run(g, ctx())
+        first, second, third = Peek.seen
+        for k in first:
+            assert first[k][0] is not g.nodes[k].weight         # the input graph's arrays are copied once
+            assert second[k][0] is first[k][0] and third[k][0] is first[k][0]   # then shared from pass to pass
+            assert not second[k][1] and not third[k][1]          # read-only while passes run
+            assert out.nodes[k].weight.flags.writeable            # writable again in the result
+            assert g.nodes[k].weight.flags.writeable and np.array_equal(g.nodes[k].weight, before[k])
+        out.nodes[k].weight[...] = 0                               # the result is the caller's to change
+        assert np.array_equal(g.nodes[k].weight, before[k])
+    finally:
+        REGISTRY.pop(Peek.name, None)

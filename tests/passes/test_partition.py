@@ -166,3 +166,60 @@ def test_ten_million_synapses_in_seconds():
     pt, rep = run_partition(g, CoreLimits(neurons_max=256, memory_bytes=96 * 1024 * 100))
     assert rep["synapses"] > 10_000_000
     assert time.perf_counter() - t < 30
+
+
+def test_skipped_baseline_is_reported_with_the_reason():
+    sp_ = spec(neurons=8, cores=64, mesh=(4, 4))
+    m = nets.normalized(nets.ff_lif(n_hid=40))
+    g, ctx = run(m, "partition{baseline_max_neurons=10}", sp_)
+    r = ctx.reports["placement"]
+    assert r["traffic_greedy"] is None and r["cores_greedy"] is None
+    assert r["baselines"]["greedy"].startswith("skipped: 44 placed neurons > baseline_max_neurons=10")
+    assert r["baselines"]["sequential"] == "computed" and r["traffic_sequential"] is not None
+    _, ctx = run(nets.normalized(nets.ff_lif(n_hid=40)), "partition{baseline_max_neurons=10,baselines=all}", sp_)
+    r = ctx.reports["placement"]
+    assert r["baselines"] == {"sequential": "computed", "greedy": "computed"} and r["traffic_greedy"] > 0
+    _, ctx = run(nets.normalized(nets.ff_lif(n_hid=40)), "partition{baselines=none}", sp_)
+    assert ctx.reports["placement"]["baselines"] == {} and "traffic_greedy" not in ctx.reports["placement"]
+    with pytest.raises(OptionError):
+        run(nets.normalized(nets.ff_lif(n_hid=40)), "partition{baselines=sometimes}", sp_)
+
+
+def _sparse_fanin_graph(n_in=60, n=40, k=10, seed=0):
+    """Input(n_in) → Linear → LIF(n) → Linear → LIF(n) → Output; scipy-sparse weights, k random
+    sources per neuron."""
+    import scipy.sparse as sps
+
+    rng = np.random.default_rng(seed)
+
+    def w(n_src):
+        cols = np.stack([rng.choice(n_src, k, replace=False) for _ in range(n)])
+        return sps.csr_matrix((np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), cols.reshape(-1))),
+                              shape=(n, n_src))
+
+    def lif():
+        return nir.LIF(tau=np.ones(n), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n))
+
+    nodes = {"in": nir.Input(input_type={"input": np.array([n_in])}), "w1": nir.Linear(weight=w(n_in)), "l1": lif(),
+             "w2": nir.Linear(weight=w(n)), "l2": lif(), "out": nir.Output(output_type={"output": np.array([n])})}
+    return Graph(nodes, [("in", "w1"), ("w1", "l1"), ("l1", "w2"), ("w2", "l2"), ("l2", "out")], meta={"dt": 1e-3})
+
+
+def test_blocks_never_exceed_input_axons_alone_and_coarsening_is_reported():
+    from nmc.passes.partition import block_model
+    from nmc.passes.rules import max_per_core
+
+    g = _sparse_fanin_graph()
+    lim = CoreLimits(neurons_max=64, fan_in_max=20)
+    net = build_network(g, lim)
+    assert net.A.nnz == 800                                   # scipy-sparse weights: 10 synapses per neuron
+    caps = max_per_core(net, lim)
+    # 2 blocks wanted: 20 neurons see ~50 distinct sources (> 20 axons), so the blocks are made finer
+    blocks, H, W, note = block_model(net, caps, 2, 0, 1, axons=20)
+    assert blocks.n > 2 and np.bincount(H.indices, minlength=blocks.n).max() <= 20
+    blocks, H, W, note = block_model(net, caps, 4096, 10, 1, axons=20)
+    assert "coarsened" in note and np.bincount(H.indices, minlength=blocks.n).max() <= 20
+    s = spec(neurons=64, axons=20, cores=64, mesh=(4, 4))
+    g2, ctx = run(_sparse_fanin_graph(), "partition{max_block_edges=10}", s)
+    check_invariants(g2, s)
+    assert "blocks_coarsened" in ctx.reports["placement"]
