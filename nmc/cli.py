@@ -72,7 +72,7 @@ def _parse_shape(text):
 @click.option("--passes", "passes", help="Pass pipeline replacing the target's default, e.g. 'normalize,quantize{bits=8}'.")
 @click.option("--hw", multiple=True, help="TOML file overriding hardware-spec values, or a packaged spec of the target such as spinnaker2-48chip (repeatable).")
 @click.option("--dump-ir", type=click.Path(path_type=Path), help="Write the graph after every pass into this directory.")
-@click.option("--calibrate", type=click.Path(path_type=Path), help=".npz of inputs for data-driven passes (quantization, pruning, placement rates).")
+@click.option("--calibrate", type=click.Path(path_type=Path), help=".npz of inputs for data-driven passes (quantization, pruning, placement rates); a .txt text for a language model.")
 @click.option("--input-shape", help="Input shape for a PyTorch model whose first layer does not fix it, e.g. 2,34,34.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a fully pickled PyTorch module (runs code from the file: only for files you trust).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every randomised pass (same seed, same bundle).")
@@ -89,6 +89,11 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
     Examples:
       nmc compile examples/quickstart/digits_lif.nir --target reference --dt 1e-3 -o digits.nmc
       nmc compile mlp.onnx --target reference --calibrate calib.npz --timesteps 64 -o mlp.nmc
+      nmc compile lm.pt --target spinnaker2 --calibrate val.txt --option eval_text=test.txt
+    An EGRU language model (nmc.nn.EGRULanguageModel saved with nmc.save) gets
+    the LM pipeline on spinnaker2: options density [0.05], prune_units [0],
+    egru_weights [int8|float32], eval_text/eval_chars/eval_streams for
+    reports/lm.json (perplexity float -> pruned -> quantized -> emulator).
     An ONNX ANN is converted to a rate-coded SNN (ReLU -> IF neurons, thresholds
     balanced on --calibrate data); with 'labels' in the .npz the bundle's
     reports/conversion.json states ANN vs SNN accuracy per timestep count.
