@@ -187,6 +187,14 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
         out.print(f"[green]wrote[/] {output}")
 
 
+def _one_torch_thread() -> None:
+    """LM streaming and scoring step small tensors one token at a time: one torch thread is
+    fastest (several spin-wait for each other, badly so on a shared machine)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _read_tokens(path: Path):
     import numpy as np
 
@@ -211,6 +219,7 @@ def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
 
     if text is not None and tokens_path is not None:
         raise click.UsageError("give --text or --tokens, not both")
+    _one_torch_thread()
     meta = E.lm_meta(b.graph)
     vocab = E.vocab_of(b.graph) if (text is not None or meta.get("chars")) else None
     ids = vocab.encode(text) if text is not None else _read_tokens(tokens_path)
@@ -258,6 +267,7 @@ def eval_cmd(bundle, text_file, model_path, streams, max_chars, output):
     from .lm import evaluate as E
     from .lm.report import lm_report, read_text
 
+    _one_torch_thread()
     b = api.load(bundle)
     E.lm_meta(b.graph)
     fg = load_model(model_path)[0] if model_path else None
