@@ -371,8 +371,9 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx=None, warn=None) -> None:
             if max(used.values()) > limit:
                 if warn is not None:
                     warn(f"the partition pass's byte estimate put {max(used.values())} bytes of EGRU kernel on one PE "
-                         f"(limit {limit}); units re-split by exact kernel size (the placement/route reports "
-                         "describe the partition's assignment)", name)
+                         f"(limit {limit}); units re-split by exact kernel size; its Placement "
+                         "follows, the placement/route reports and routes (hops) describe the partition's assignment",
+                         name)
                 resplit.append(name)
                 continue
             p.max_atoms_per_core = int(np.bincount(p.pe - p.pe.min()).max())
@@ -408,3 +409,6 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx=None, warn=None) -> None:
         p.pe = (nxt + pe).astype(np.int32)
         p.max_atoms_per_core = int(np.bincount(pe).max())
         nxt = int(p.pe.max()) + 1
+        # the graph's placement follows (energy per core, cores used); mesh positions are unknown
+        graph.annotate(name, Placement(core=p.pe.copy(), chip=np.zeros(p.size, np.int32),
+                                       rate=None if ra is None else ra.rate))
