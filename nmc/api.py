@@ -131,7 +131,7 @@ def _lm_report(float_graph, graph, program, backend, spec, options, progress) ->
             {graph.inputs[0]: E.one_hot(tok, V).astype(np.float32)}, record=record)
 
     return lm_report(float_graph, graph, program, run, read_text(path), spec=spec, source=path.name,
-                     max_chars=int(options.get("eval_chars") or 4000))
+                     max_chars=int(options.get("eval_chars") or 4000), streams=int(options.get("eval_streams") or 4))
 
 
 def load(path: str | Path) -> Bundle:

@@ -72,7 +72,7 @@ def _parse_shape(text):
 @click.option("--passes", "passes", help="Pass pipeline replacing the target's default, e.g. 'normalize,quantize{bits=8}'.")
 @click.option("--hw", multiple=True, help="TOML file overriding hardware-spec values, or a packaged spec of the target such as spinnaker2-48chip (repeatable).")
 @click.option("--dump-ir", type=click.Path(path_type=Path), help="Write the graph after every pass into this directory.")
-@click.option("--calibrate", type=click.Path(path_type=Path), help=".npz of inputs for data-driven passes (quantization, pruning, placement rates).")
+@click.option("--calibrate", type=click.Path(path_type=Path), help=".npz of inputs for data-driven passes (quantization, pruning, placement rates); a .txt text for a language model.")
 @click.option("--input-shape", help="Input shape for a PyTorch model whose first layer does not fix it, e.g. 2,34,34.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a fully pickled PyTorch module (runs code from the file: only for files you trust).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every randomised pass (same seed, same bundle).")
@@ -89,6 +89,11 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
     Examples:
       nmc compile examples/quickstart/digits_lif.nir --target reference --dt 1e-3 -o digits.nmc
       nmc compile mlp.onnx --target reference --calibrate calib.npz --timesteps 64 -o mlp.nmc
+      nmc compile lm.pt --target spinnaker2 --calibrate val.txt --option eval_text=test.txt
+    An EGRU language model (nmc.nn.EGRULanguageModel saved with nmc.save) gets
+    the LM pipeline on spinnaker2: options density [0.05], prune_units [0],
+    egru_weights [int8|float32], eval_text/eval_chars/eval_streams for
+    reports/lm.json (perplexity float -> pruned -> quantized -> emulator).
     An ONNX ANN is converted to a rate-coded SNN (ReLU -> IF neurons, thresholds
     balanced on --calibrate data); with 'labels' in the .npz the bundle's
     reports/conversion.json states ANN vs SNN accuracy per timestep count.
@@ -182,6 +187,14 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
         out.print(f"[green]wrote[/] {output}")
 
 
+def _one_torch_thread() -> None:
+    """LM streaming and scoring step small tensors one token at a time: one torch thread is
+    fastest (several spin-wait for each other, badly so on a shared machine)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _read_tokens(path: Path):
     import numpy as np
 
@@ -206,6 +219,7 @@ def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
 
     if text is not None and tokens_path is not None:
         raise click.UsageError("give --text or --tokens, not both")
+    _one_torch_thread()
     meta = E.lm_meta(b.graph)
     vocab = E.vocab_of(b.graph) if (text is not None or meta.get("chars")) else None
     ids = vocab.encode(text) if text is not None else _read_tokens(tokens_path)
@@ -253,6 +267,7 @@ def eval_cmd(bundle, text_file, model_path, streams, max_chars, output):
     from .lm import evaluate as E
     from .lm.report import lm_report, read_text
 
+    _one_torch_thread()
     b = api.load(bundle)
     E.lm_meta(b.graph)
     fg = load_model(model_path)[0] if model_path else None

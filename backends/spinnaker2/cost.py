@@ -34,6 +34,10 @@ def cost_report(prog, graph, spec, ctx) -> dict:
     for p in prog.populations:
         a = graph.ann(p.name, Placement)
         r = np.asarray(a.rate, float).reshape(-1) if a is not None and a.rate is not None else None
+        if p.model == "spike_list" and (r is None or r.size != p.size):
+            from .lower import input_rates
+
+            r = input_rates(graph, ctx, p.name, p.size)
         rate[p.name] = r if r is not None and r.size == p.size else np.ones(p.size)
     pes: dict[int, dict] = {}
     for p in prog.populations:

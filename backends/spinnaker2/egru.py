@@ -286,3 +286,41 @@ def kept_per_column(p: dict, units: slice) -> tuple[np.ndarray, np.ndarray]:
     event on that column costs the PE."""
     rows = _pe_rows(p["thr"].shape[0], units)
     return np.count_nonzero(p["wx"][rows], axis=0), np.count_nonzero(p["wh"][rows], axis=0)
+
+
+def unit_costs(p: dict, rate_in: np.ndarray, rate_self: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit: SRAM bytes (its share of :func:`data_bytes` without the per-PE column pointers)
+    and synaptic events per tick (kept weights in its 3 gate rows × the rate of their column)."""
+    H, n_in = p["thr"].shape[0], p["wx"].shape[1]
+    kx = np.count_nonzero(np.asarray(p["wx"]).reshape(3, H, n_in), axis=0)   # (H, n_in)
+    kh = np.count_nonzero(np.asarray(p["wh"]).reshape(3, H, H), axis=0)
+    wb = np.asarray(p["wx"]).dtype.itemsize
+    nbytes = (2 + wb) * (kx.sum(1) + kh.sum(1)) + 80
+    events = kx @ np.asarray(rate_in, float) + kh @ np.asarray(rate_self, float)
+    return nbytes, events
+
+
+def split_units(p: dict, rate_in, rate_self, *, data_bytes_max: int, cycles_max: float, cyc_syn: float,
+                cyc_neu: float, units_max: int, node: str) -> np.ndarray:
+    """PE index (0, 1, ...) per unit: consecutive units fill a PE while its exact kernel SRAM
+    (:func:`data_bytes`) stays within ``data_bytes_max`` and its expected cycles per tick within
+    ``cycles_max``; a unit that fits no PE alone raises :class:`UnsupportedNodeError`."""
+    from nmc.errors import UnsupportedNodeError
+
+    H, n_in = p["thr"].shape[0], p["wx"].shape[1]
+    fixed = 4 * (n_in + 1 + H + 1)
+    nbytes, events = unit_costs(p, rate_in, rate_self)
+    cycles = events * cyc_syn + cyc_neu
+    pe = np.zeros(H, np.int32)
+    cur, b, c, k = 0, fixed, 0.0, 0
+    for u in range(H):
+        if fixed + nbytes[u] > data_bytes_max:
+            raise UnsupportedNodeError(f"one EGRU unit needs {int(fixed + nbytes[u])} bytes of PE SRAM (its kept "
+                                       f"weights plus the column pointers), more than {data_bytes_max}", node=node,
+                                       limit=data_bytes_max, actual=int(fixed + nbytes[u]),
+                                       hint="prune more (--option density=...) or remove units (prune_units)")
+        if k and (b + nbytes[u] > data_bytes_max or c + cycles[u] > cycles_max or k >= units_max):
+            cur, b, c, k = cur + 1, fixed, 0.0, 0
+        pe[u] = cur
+        b, c, k = b + nbytes[u], c + cycles[u], k + 1
+    return pe

@@ -186,7 +186,7 @@ def lower(graph: Graph, ctx) -> S2Program:
                                             "linear readout of one layer")
         outputs[o] = src
         kinds[o] = ("spikes" if pops[src].spiking else "events" if pops[src].model == "egru_kernel" else "v")
-    _place(graph, pops, spec, opts)
+    _place(graph, pops, spec, opts, ctx, warn)
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
                      sys_tick_s=float(opts.get("sys_tick") or spec.get("timing.sys_tick_s")),
                      curr_exp_order=str(opts.get("curr_exp_order", "chip")), readout=readout)
@@ -334,22 +334,49 @@ def _preroll_init(c: np.ndarray, alpha: np.ndarray, steps: int, name: str, warn)
     return v0
 
 
-def _place(graph: Graph, pops: dict, spec, opts) -> None:
-    """PE per neuron from the Placement annotations (partition pass), else a sequential fill."""
+def input_rates(graph: Graph, ctx, name: str, n: int) -> np.ndarray:
+    """Events per step of each unit of input ``name``: measured on the calibration data when
+    given, else 1 (every unit every step, the worst case)."""
+    data = getattr(ctx, "data", None) or {}
+    if name in data:
+        a = np.asarray(data[name])
+        return (a.reshape(-1, n) != 0).mean(0).astype(float)
+    return np.ones(n)
+
+
+def _place(graph: Graph, pops: dict, spec, opts, ctx=None, warn=None) -> None:
+    """PE per neuron from the Placement annotations (partition pass), else a sequential fill.
+    EGRU kernels: the partition's assignment when every PE's exact kernel (:func:`.egru.data_bytes`)
+    fits its SRAM, else (or without one) consecutive units under the exact SRAM and per-tick
+    budgets (:func:`.egru.split_units`) on PEs after all others."""
     per = int(opts.get("max_atoms_per_core") or spec.get("core.neurons_max"))
     nxt = 0
+    resplit = []
     for name, p in pops.items():
         if p.model == "spike_list":
             continue
-        if p.model == "egru_kernel" and (graph.ann(name, Placement) is None):
+        if p.model == "egru_kernel":
             from .egru import data_bytes
+            from .program import pe_slices
 
-            # units per PE bounded by the PE's data SRAM
-            per_pe = max(1, int(spec.get("core.data_bytes")) // max(1, data_bytes(p.kernel, slice(0, 1))))
-            per_eff = min(per, per_pe)
-            p.pe = (nxt + np.arange(p.size) // per_eff).astype(np.int32)
-            p.max_atoms_per_core = min(per_eff, p.size)
-            nxt = int(p.pe.max()) + 1
+            a = graph.ann(name, Placement)
+            if a is None or a.core is None:
+                resplit.append(name)
+                continue
+            p.pe = np.asarray(a.core, dtype=np.int32).reshape(-1)
+            used: dict[int, int] = {}
+            for pe, units in pe_slices(p):
+                used[pe] = used.get(pe, 0) + data_bytes(p.kernel, units)
+            limit = int(spec.get("core.data_bytes"))
+            if max(used.values()) > limit:
+                if warn is not None:
+                    warn(f"the partition pass's byte estimate put {max(used.values())} bytes of EGRU kernel on one PE "
+                         f"(limit {limit}); units re-split by exact kernel size; its Placement "
+                         "follows, the placement/route reports and routes (hops) describe the partition's assignment",
+                         name)
+                resplit.append(name)
+                continue
+            p.max_atoms_per_core = int(np.bincount(p.pe - p.pe.min()).max())
             continue
         a = graph.ann(name, Placement)
         if a is not None and a.core is not None:
@@ -361,3 +388,27 @@ def _place(graph: Graph, pops: dict, spec, opts) -> None:
             p.pe = (nxt + np.arange(p.size) // per).astype(np.int32)
             p.max_atoms_per_core = min(per, p.size)
             nxt = int(p.pe.max()) + 1
+    if not resplit:
+        return
+    from .egru import split_units
+
+    nxt = 1 + max([int(p.pe.max()) for n, p in pops.items() if p.pe is not None and n not in resplit], default=-1)
+    clock = float(spec.get("core.clock_hz"))
+    tick = float(opts.get("sys_tick") or spec.get("timing.sys_tick_s"))
+    for name in resplit:
+        p = pops[name]
+        src = pops[p.source]
+        ra = graph.ann(name, Placement)
+        rs = graph.ann(p.source, Placement)
+        rate_self = np.asarray(ra.rate, float) if ra is not None and ra.rate is not None else np.ones(p.size)
+        rate_in = (np.asarray(rs.rate, float) if rs is not None and rs.rate is not None and rs.rate.size == src.size
+                   else input_rates(graph, ctx, p.source, src.size))
+        pe = split_units(p.kernel, rate_in, rate_self, data_bytes_max=int(spec.get("core.data_bytes")),
+                         cycles_max=tick * clock, cyc_syn=float(spec.get("core.cycles_per_synop")),
+                         cyc_neu=float(spec.get("core.cycles_per_neuron_update")), units_max=per, node=name)
+        p.pe = (nxt + pe).astype(np.int32)
+        p.max_atoms_per_core = int(np.bincount(pe).max())
+        nxt = int(p.pe.max()) + 1
+        # the graph's placement follows (energy per core, cores used); mesh positions are unknown
+        graph.annotate(name, Placement(core=p.pe.copy(), chip=np.zeros(p.size, np.int32),
+                                       rate=None if ra is None else ra.rate))

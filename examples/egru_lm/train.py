@@ -137,6 +137,7 @@ def main(argv=None):
     dense = {k: evaluate(lm, ids[k]) for k in ("validation", "test")}
     print(f"dense float: validation ppl {dense['validation'][0]:.3f}, test ppl {dense['test'][0]:.3f}, "
           f"activity {[round(a, 3) for a in dense['test'][1]]}")
+    nmc.save(lm, args.out / "lm_dense.pt")
     masks = prune(lm, args.density)
     pruned0 = evaluate(lm, ids["test"])
     print(f"pruned to {args.density:.0%} (no fine-tuning): test ppl {pruned0[0]:.3f}")

@@ -450,7 +450,8 @@ def _replace_fields(node, kw):
 def _lm_graph(m, dt: float | None) -> Graph:
     """An EGRULanguageModel: one-hot token input → embedding (Linear) → EGRU
     layers → decoder (Affine) → logits; ``meta["lm"]`` names the parts."""
-    g = Graph(meta={"dt": float(dt) if dt is not None else DEFAULT_DT})
+    # an EGRU is a discrete-time cell: no ODE to integrate (the meta says so to silence the default's warning)
+    g = Graph(meta={"dt": float(dt) if dt is not None else DEFAULT_DT, "integrator": "euler"})
     g.add_node("input", nir.Input(input_type={"input": np.array([m.vocab])}))
     g.add_node("embed", nir.Linear(weight=_np(m.embed.weight).T.copy()))
     g.add_edge("input", "embed")

@@ -119,9 +119,6 @@ def _placement(program, pops, rd, tok, spec, s2_report=None) -> dict:
         return {"embedding": "reference simulator (no chip)", "decoder": "reference simulator (no chip)"}
     out = {"embedding": "on chip: folded into egru0's input weights (one event per token, its one-hot index)",
            "decoder": "host (float64 readout of the last layer's events)"}
-    from nmc.backends.spinnaker2.egru import kept_per_column
-    from nmc.backends.spinnaker2.program import pe_slices
-
     rep = s2_report or program.report or {}
     out["pes_used"] = rep.get("pes_used")
     out["sram_bytes_max"] = rep.get("sram_bytes_max")
@@ -134,18 +131,23 @@ def _placement(program, pops, rd, tok, spec, s2_report=None) -> dict:
     cyc_neu = float(spec.get("core.cycles_per_neuron_update"))
     V = pops[0].kernel["wx"].shape[1]
     steps = tok.shape[0] * tok.shape[1]
-    per_pe: dict[int, np.ndarray] = {}
+    pe_ids = sorted({int(x) for p in pops for x in np.unique(p.pe)})
+    col = {pe: i for i, pe in enumerate(pe_ids)}
+    cyc = np.zeros((steps, len(pe_ids)))
     for p in pops:
+        H = p.size
         xin = np.eye(V)[tok].reshape(steps, V) if p.source in program.inputs.values() else \
             np.asarray(rd[f"{p.source}.out"]).reshape(steps, -1)
         y = np.asarray(rd[f"{p.name}.out"]).reshape(tok.shape[0], tok.shape[1], -1)
         yprev = np.concatenate([np.zeros_like(y[:1]), y[:-1]]).reshape(steps, -1)
-        for pe, units in pe_slices(p):
-            kx, kh = kept_per_column(p.kernel, units)
-            cyc = ((xin != 0) @ kx + (yprev != 0) @ kh) * cyc_syn + (units.stop - units.start) * cyc_neu
-            per_pe[pe] = per_pe.get(pe, 0) + cyc
-    mean = max(float(np.mean(c)) for c in per_pe.values()) / clock
-    worst = max(float(np.max(c)) for c in per_pe.values()) / clock
+        # kept weights per (column, unit) over the unit's 3 gate rows; units summed per PE
+        onto = np.zeros((H, len(pe_ids)))
+        onto[np.arange(H), [col[int(x)] for x in p.pe]] = 1
+        kx = np.count_nonzero(np.asarray(p.kernel["wx"]).reshape(3, H, -1), axis=0).T @ onto  # (n_in, PEs)
+        kh = np.count_nonzero(np.asarray(p.kernel["wh"]).reshape(3, H, H), axis=0).T @ onto
+        cyc += ((xin != 0) @ kx + (yprev != 0) @ kh) * cyc_syn + onto.sum(0) * cyc_neu
+    mean = float(cyc.mean(0).max()) / clock
+    worst = float(cyc.max()) / clock
     tick = float(program.sys_tick_s)
     out["time_per_token_per_tick_s"] = {"mean_step_max_pe": mean, "worst_step_max_pe": worst, "sys_tick": tick,
                                         "fits_tick": bool(worst <= tick)}

@@ -165,6 +165,10 @@ def test_streaming_equals_the_emulator_run_and_c_kernels_are_bit_exact(lm_files)
 
 def test_cli_run_text_tokens_and_eval(lm_files, tmp_path):
     d, vocab = lm_files["dir"], lm_files["vocab"]
+    r = CliRunner().invoke(main, ["compile", str(d / "lm.pt"), "--target", "spinnaker2", "-o", str(tmp_path / "c.nmc"),
+                                  "--calibrate", str(d / "val.txt"), "--option", f"eval_text={d / 'test.txt'}"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "c.nmc" / "reports" / "lm.json").read_bytes() == (d / "lm.nmc" / "reports" / "lm.json").read_bytes()
     r = CliRunner().invoke(main, ["run", str(d / "lm.nmc"), "--text", "to be or", "--generate", "12"])
     assert r.exit_code == 0, r.output
     line = r.stdout.strip().splitlines()[-1] if hasattr(r, "stdout") else r.output

@@ -227,3 +227,20 @@ def test_bad_options():
     for p in ("sparsify{density=0}", "sparsify{prune_units=1.0}", "sparsify{scope=chip}", "sparsify{format=coo}"):
         with pytest.raises(OptionError):
             nmc.compile(ff_graph(), passes="normalize," + p, **OPTS)
+
+
+def test_nodes_option_prunes_only_the_selected_weight_nodes():
+    from nets import egru_net
+
+    from nmc.passes import PassContext, PassManager, parse_pipeline
+
+    g = normalized(egru_net(hidden=20))
+    out = PassManager(parse_pipeline("sparsify{density=0.1,scope=layer,nodes=EGRU}")).run(g, PassContext())
+    for w in (out.nodes["egru"].w_x, out.nodes["egru"].w_h):
+        assert np.count_nonzero(w) == math.ceil(0.1 * w.size)
+    assert np.count_nonzero(out.nodes["fc"].weight) == out.nodes["fc"].weight.size
+    by_name = PassManager(parse_pipeline("sparsify{density=0.1,scope=layer,nodes=fc}")).run(g, PassContext())
+    assert np.count_nonzero(by_name.nodes["fc"].weight) == math.ceil(0.1 * by_name.nodes["fc"].weight.size)
+    assert np.count_nonzero(by_name.nodes["egru"].w_x) == by_name.nodes["egru"].w_x.size
+    with pytest.raises(OptionError, match="selects no weight node"):
+        PassManager(parse_pipeline("sparsify{density=0.1,nodes=Conv2d}")).run(g, PassContext())

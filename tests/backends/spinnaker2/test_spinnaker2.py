@@ -274,3 +274,38 @@ def test_multi_chip_program_records_chips_and_the_board_script_refuses_it(tmp_pa
     with pytest.raises(SystemExit) as e:
         mod["main"](["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz")])
     assert "chips" in str(e.value) and not rec.runs
+
+
+def test_linear_readout_runs_on_the_host():
+    """LIF → Affine → Output: the Affine is no population; the emulator (and Brian2) apply it
+    to the layer's spikes on the host in float64, and a readout of two layers is refused."""
+    import nir
+
+    from nets import ff_lif, spikes
+
+    g = ff_lif()
+    g.nodes.pop("lif2")
+    g.edges = [e for e in g.edges if "lif2" not in e] + [("fc2", "output")]
+    b = nmc.compile(g, target="spinnaker2", dt=1e-3, integrator="euler", reset="zero")
+    assert [p.name for p in b.program.populations] == ["input", "lif1"]
+    assert b.report("spinnaker2")["host_readout"]["output"]["source"] == "lif1"
+    x = spikes((8,), T=30, seed=3)
+    res = b.run({"input": x}, record=["lif1"])
+    w, bias = np.asarray(g.nodes["fc2"].weight), np.asarray(g.nodes["fc2"].bias)
+    assert np.allclose(res["output"], res["lif1.spikes"] @ w.T + bias, rtol=0, atol=1e-12)
+    assert res["lif1.spikes"].sum() > 0
+    ref = nmc.compile(g, target="reference", dt=1e-3, integrator="euler", reset="zero").run({"input": x})
+    assert np.abs(res["output"] - ref["output"]).max() <= np.abs(w).sum(1).max()  # a few spikes may differ
+    from nmc.backends.spinnaker2.program import load_program
+
+    loaded = load_program(b.program.files())  # the readout travels in the program files
+    assert set(loaded.readout) == {"output"} and np.array_equal(loaded.readout["output"]["w"], w.T)
+    pytest.importorskip("brian2")
+    br = b.run({"input": x}, device="brian2")
+    assert np.allclose(br["output"], res["output"], rtol=0, atol=1e-12)  # same spikes, same readout
+    two = ff_lif()
+    two.nodes["fc3"] = nir.Affine(weight=np.ones((4, 8)), bias=np.zeros(4))
+    two.edges = [e for e in two.edges if e != ("lif2", "output")] + [("input", "fc3"), ("fc3", "output"),
+                                                                     ("lif2", "output")]
+    with pytest.raises(nmc.errors.NmcError):
+        nmc.compile(two, target="spinnaker2", dt=1e-3, integrator="euler", reset="zero")
