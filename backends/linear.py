@@ -49,6 +49,23 @@ def apply_linear(node, x: torch.Tensor, out_shape) -> torch.Tensor:
     return x.reshape(k, *out_shape)  # Flatten
 
 
+#: largest dense (source × node) block the composition may build, in bytes (float64): beyond it a
+#: layer is refused with a design-rule error instead of failing to allocate (or swapping) mid-lowering
+MAX_DENSE_BYTES = 4 * 2 ** 30
+
+
+def _check_expansion(name: str, target: str, n_src: int, shp_in, shp_out) -> None:
+    need = 8 * n_src * (int(np.prod(shp_in)) + int(np.prod(shp_out)))
+    if need > MAX_DENSE_BYTES:
+        from nmc.errors import DesignRuleError, Violation
+
+        raise DesignRuleError([Violation(
+            "dense-expansion", name, f"{MAX_DENSE_BYTES / 2 ** 30:.0f} GiB", f"{need / 2 ** 30:.1f} GiB",
+            "make the layer smaller (fewer channels, a smaller image) or split the network: lowering composes "
+            "the linear nodes between two neuron layers into one dense (source × target) block",
+            detail=f"composing {n_src} sources through it")], target=target)
+
+
 def node_bias(node, out_shape) -> np.ndarray:
     b = getattr(node, "bias", None)
     if b is None or isinstance(node, nir.Linear):
@@ -126,6 +143,7 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
                     if isinstance(m, Eye) and isinstance(node, nir.Flatten):
                         newt[s] = [m, b]
                         continue
+                    _check_expansion(name, target, m.shape[0], shp_in, shp_out)
                     x = torch.as_tensor(_dense(m)).reshape(m.shape[0], *shp_in)
                     newt[s] = [apply_linear(node, x, shp_out).reshape(m.shape[0], -1).numpy(), b]
                 xb = torch.as_tensor(bias).reshape(1, *shp_in)
