@@ -71,7 +71,7 @@ def _clean(o):
     if isinstance(o, (list, tuple)):
         return [_clean(v) for v in o]
     if isinstance(o, (np.floating, float)):
-        return None if not np.isfinite(o) else round(float(o), 6)
+        return None if not np.isfinite(o) else float(f"{float(o):.6g}")  # 6 significant digits (nJ stay nJ)
     if isinstance(o, np.integer):
         return int(o)
     return o
