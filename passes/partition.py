@@ -377,7 +377,8 @@ def pack_metis(blocks: Blocks, W: sp.csr_matrix, P: Packer, k: int, seed: int, k
     if W.nnz == 0 or k == blocks.n:   # nothing to cut, or one block per part
         parts = np.arange(blocks.n) % k
     else:
-        _, parts = pymetis.part_graph(k, xadj=W.indptr.astype(np.int64), adjncy=W.indices.astype(np.int64),
+        adj = pymetis.CSRAdjacency(W.indptr.astype(np.int64), W.indices.astype(np.int64))
+        _, parts = pymetis.part_graph(k, adj,
                                       vweights=vw, eweights=ew, options=opts)
         parts = np.asarray(parts, dtype=np.int64)
     for _ in range(k):

@@ -132,7 +132,8 @@ def assign_chips(cg: CoreGraph, lim: rules.CoreLimits, seed: int) -> np.ndarray:
         chip = np.arange(K) // cpc
     else:
         ew = np.maximum(1, np.round(S.data / S.data.max() * 10000)).astype(np.int64)
-        _, parts = pymetis.part_graph(n_chips, xadj=S.indptr.astype(np.int64), adjncy=S.indices.astype(np.int64),
+        adj = pymetis.CSRAdjacency(S.indptr.astype(np.int64), S.indices.astype(np.int64))
+        _, parts = pymetis.part_graph(n_chips, adj,
                                       eweights=ew, options=pymetis.Options(seed=int(seed) % (2 ** 31), ufactor=10))
         chip = np.asarray(parts, dtype=np.int64)
     # repair: move the least-connected cores of over-full chips to chips with room
