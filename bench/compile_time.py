@@ -59,20 +59,32 @@ def one(target: str, family: str, size: float, warm: bool = True) -> dict:
         neurons = 8 * side * side + 10
         synapses = 2 * 9 * 8 * side * side + 8 * (side // 2) ** 2 * 10
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    marks: list = []   # (stage, start time): every pass, the lowering, then bundling up to the end
+
+    def progress(stage: str) -> None:
+        marks.append((stage.split(":")[0], time.perf_counter()))
+
     note, t0 = "", time.perf_counter()
     try:
         try:
-            nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler")
+            nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler", progress=progress)
         except DesignRuleError:
             big = _bigger_specs(target)
             if not big:
                 raise
+            marks.clear()
             note, t0 = "on " + big[-1], time.perf_counter()
-            nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler", hw=[big[-1]])
+            nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler", hw=[big[-1]], progress=progress)
         ok = True
     except NmcError as e:
         ok, note = False, f"refused: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
     sec = time.perf_counter() - t0
+    t_end = t0 + sec
+    stages = {}
+    if ok and marks:
+        stages["frontend"] = marks[0][1] - t0
+        for (name, t), (_, t_next) in zip(marks, marks[1:] + [("", t_end)]):
+            stages[name] = stages.get(name, 0.0) + (t_next - t)   # 'lower' includes writing the bundle
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak = None
     if ok and sec < MEM_RERUN_S:   # memory from a second, traced compile (tracemalloc slows the first)
@@ -85,7 +97,7 @@ def one(target: str, family: str, size: float, warm: bool = True) -> dict:
         tracemalloc.stop()
     return {"target": target, "family": family, "neurons": neurons, "synapses": synapses, "ok": ok,
             "seconds": sec if ok else None, "peak_mb": peak, "peak_rss_mb": rss / 1024 if ok else None,
-            "rss_before_mb": rss0 / 1024, "note": note}
+            "rss_before_mb": rss0 / 1024, "note": note, "stages_s": stages}
 
 
 def run(quick: bool = False, timeout: float | None = None, log=print) -> dict:

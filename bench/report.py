@@ -216,6 +216,14 @@ def compile_(d) -> list[str]:
             f"{r['target']} {r['seconds']:.1f} s ({'met' if r['seconds'] < 10 else 'missed'})" for r in big) + ".")
         if any(r["seconds"] >= 10 for r in big):
             L += ["", "**Why the chip targets miss it, and the fix:** " + NOTES["compile"]]
+    staged = [r for r in big if r.get("stages_s")]
+    if staged:
+        longest = sorted(staged, key=lambda r: -len(r["stages_s"]))   # its pipeline order first
+        names = list(dict.fromkeys(k for r in longest for k in r["stages_s"] if k not in ("frontend", "load")))
+        L += ["", "Pass run times of the 10⁷-synapse compiles (s; `lower` includes writing the bundle):", "",
+              "| target | " + " | ".join(names) + " | total |", "|---" * (len(names) + 2) + "|"]
+        L += [f"| {r['target']}{' (' + r['note'] + ')' if r['note'] else ''} | "
+              + " | ".join(_f(r["stages_s"].get(k), 2) for k in names) + f" | {r['seconds']:.2f} |" for r in staged]
     L.append("")
     return L
 
