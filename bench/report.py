@@ -218,8 +218,9 @@ def compile_(d) -> list[str]:
             L += ["", "**Why the chip targets miss it, and the fix:** " + NOTES["compile"]]
     staged = [r for r in big if r.get("stages_s")]
     if staged:
-        longest = sorted(staged, key=lambda r: -len(r["stages_s"]))   # its pipeline order first
-        names = list(dict.fromkeys(k for r in longest for k in r["stages_s"] if k not in ("frontend", "load")))
+        order = ["normalize", "sparsify", "rewire", "quantize", "partition", "place", "route", "lower"]  # pipeline order
+        seen = {k for r in staged for k in r["stages_s"] if k not in ("frontend", "load")}
+        names = [k for k in order if k in seen] + sorted(seen - set(order))
         L += ["", "Pass run times of the 10⁷-synapse compiles (s; `lower` includes writing the bundle):", "",
               "| target | " + " | ".join(names) + " | total |", "|---" * (len(names) + 2) + "|"]
         L += [f"| {r['target']}{' (' + r['note'] + ')' if r['note'] else ''} | "
