@@ -21,11 +21,9 @@ NOTES = {
     "nmc reference": "the float reference steps node by node through torch float64 with per-node dispatch "
                      "(`nmc/reference.py` step → dynamics); at batch 1 the ~20 µs per torch op dominates. It is the "
                      "oracle, not a fast path; a fused float32 step (or the chip emulators) is the fix.",
-    "nmc spinnaker2": "on the conv net, cProfile puts ~95 % of the step in `backends/spinnaker2/conv.py:apply` "
-                      "(per step and projection: torch avg-pool, pad, im2col `unfold` copy and a matmul, float32 "
-                      "tensors built from numpy each call), i.e. per-call torch overhead at batch 1 while the input "
-                      "is 80 % zeros. Fix: an event-driven integer scatter of the active sources' kernel rows "
-                      "(numba), as the chip does, instead of im2col.",
+    "nmc spinnaker2": "per step: an event-driven numba scatter of the active inputs' conv kernel taps, then "
+                      "the LIF update as numpy array operations over each population (a few µs of Python and "
+                      "numpy dispatch per operation at batch 1). Fix: fuse the whole step per population in numba.",
     "nmc loihi2": "convolutions are expanded to synapse blocks as on the chip; the numba loop walks only the "
                   "active sources' rows of those sparse blocks (`backends/loihi2/fast.py`) and records only the "
                   "groups asked for, but it is a scalar loop over every neuron each step. Fix: skip neurons "
@@ -76,12 +74,11 @@ NOTES_BATCHED = {
                      "cProfile: `torch.conv2d` 30 %, avg-pool 13 %, the per-node LIF/IF updates the rest). It is "
                      "the reference, not a fast path; a fused float32 step would close it, and the chip emulators "
                      "are the fast paths.",
-    "nmc spinnaker2": "the conv projection goes through `backends/spinnaker2/conv.py:apply`: sum pooling, "
-                      "padding, an im2col `unfold` copy of B×(C·9)×(H·W) floats and one matmul for the "
-                      "excitatory and inhibitory halves of the kernel together (stacked; computing them "
-                      "separately cost 1.7× more), all float32 torch calls; torch's own conv is avoided on "
-                      "purpose (its Winograd paths are not exact). Fix: below ~30 % input activity an "
-                      "event-driven scatter of the active sources' kernel rows, as the chip does.",
+    "nmc spinnaker2": "per step the conv projection scatters the active pooled inputs' kernel taps in numba "
+                      "(`backends/spinnaker2/conv.py`, ~35 % of the step at batch 64; im2col + matmul above 30 % "
+                      "activity) and the LIF update is ~10 numpy passes with temporaries over (64 × 2,000) "
+                      "float32 arrays (~50 %). Fix: fuse the neuron update (and the scatter) per population in "
+                      "numba, as the Loihi 2 emulator does.",
     "nmc brainscales2": "10 fine sub-steps per model step for every sample (fused in numba; before fusing them "
                         "the numpy version ran ~10 array passes per sub-step) and dense effective weight "
                         "matrices: 10× the neuron updates and, on conv, the whole expanded block per sample. Fix: "

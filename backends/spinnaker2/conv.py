@@ -107,14 +107,73 @@ def dense(kernel: np.ndarray, geo: dict) -> np.ndarray:
     return m
 
 
-def apply(kernel_f32, geo: dict, s: np.ndarray) -> np.ndarray:
-    """Σ W·s for a batch of 0/1 spike vectors s (B, n_pre) in float32: sum
-    pooling, zero padding, im2col (``unfold``, a copy) and one matmul of
-    integers — exact below 2²⁴ whatever the summation order (no Winograd/FFT)."""
+#: below this fraction of nonzero pooled inputs :func:`apply` scatters the active inputs' kernel
+#: taps (event-driven, as the chip does) instead of im2col + matmul; both are exact
+EVENT_ACTIVITY = 0.3
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency
+    njit = None
+
+if njit is not None:
+
+    @njit(cache=True)
+    def _scatter(P, KT, stride, pt, pl, Ho, Wo):
+        """y[b, oy, ox, o] = Σ over nonzero P[b, c, iy, ix] of KT[c, ky, kx, o]·P at the output
+        positions its taps reach (padded position iy + pt = oy·stride + ky)."""
+        B, C, Hp, Wp = P.shape
+        _, kh, kw, O = KT.shape
+        y = np.zeros((B, Ho, Wo, O), np.float32)
+        for b in range(B):
+            for c in range(C):
+                for iy in range(Hp):
+                    for ix in range(Wp):
+                        v = P[b, c, iy, ix]
+                        if v == 0:
+                            continue
+                        for ky in range(kh):
+                            ty = iy + pt - ky
+                            if ty < 0 or ty % stride != 0 or ty // stride >= Ho:
+                                continue
+                            oy = ty // stride
+                            for kx in range(kw):
+                                tx = ix + pl - kx
+                                if tx < 0 or tx % stride != 0 or tx // stride >= Wo:
+                                    continue
+                                ox = tx // stride
+                                for o in range(O):
+                                    y[b, oy, ox, o] += KT[c, ky, kx, o] * v
+        return y
+
+
+def _pooled(s: np.ndarray, geo: dict) -> np.ndarray:
+    """Sum pooling (window = stride = pool) of (B, n_pre) spikes → (B, C, H/p, W/p) float32 (exact counts)."""
+    C, H, W = (int(v) for v in geo["in_shape"])
+    p = int(geo["pool"])
+    x = np.asarray(s, dtype=np.float32).reshape(-1, C, H, W)
+    return x if p == 1 else x.reshape(x.shape[0], C, H // p, p, W // p, p).sum(axis=(3, 5), dtype=np.float32)
+
+
+def apply(kernel_f32, geo: dict, s: np.ndarray, events: bool | None = None) -> np.ndarray:
+    """Σ W·s for a batch of 0/1 spike vectors s (B, n_pre) in float32, exact below
+    2²⁴ whatever the summation order (integer kernel × spike counts). Sum pooling,
+    then either an event-driven scatter of the nonzero pooled inputs' kernel taps
+    (``events``; default: when under :data:`EVENT_ACTIVITY` of them are nonzero) or
+    zero padding, im2col (``unfold``, a copy) and one matmul (no Winograd/FFT)."""
+    B = s.shape[0]
+    if events is None:
+        events = njit is not None and np.count_nonzero(s) < EVENT_ACTIVITY * s.size
+    if events:
+        P = _pooled(s, geo)
+        k = np.asarray(kernel_f32, np.float32)
+        O, Ho, Wo = k.shape[0], *(int(v) for v in geo["out_shape"][1:])
+        pt, _, pl, _ = (int(v) for v in geo["padding"])
+        y = _scatter(P, np.ascontiguousarray(k.transpose(1, 2, 3, 0)), int(geo["stride"]), pt, pl, Ho, Wo)
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2)).reshape(B, -1)
     import torch
     import torch.nn.functional as F
 
-    B = s.shape[0]
     x = torch.as_tensor(np.ascontiguousarray(s, dtype=np.float32)).reshape(B, *geo["in_shape"])
     p = int(geo["pool"])
     if p > 1:

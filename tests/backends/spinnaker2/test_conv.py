@@ -168,3 +168,22 @@ def test_cost_model_counts_the_kernel_once_per_pe_and_macs():
     assert sum(d["synapse_bytes"] for d in pa.values()) < sum(d["synapse_bytes"] for d in pb.values())
     assert sum(d.get("macs", 0) for d in pa.values()) == sum(d["synaptic_events"] for d in pb.values())
     assert a["time_per_tick_max_s"] < b["time_per_tick_max_s"]
+
+
+@pytest.mark.parametrize("pool,stride,pad,C,O,H", [(1, 1, 1, 2, 4, 8), (2, 1, 0, 3, 5, 8), (1, 2, 1, 2, 3, 9),
+                                                   (2, 2, 2, 1, 2, 12)])
+@pytest.mark.parametrize("p_spike", [0.02, 0.2, 0.9])
+def test_event_scatter_equals_im2col_bit_for_bit(pool, stride, pad, C, O, H, p_spike):
+    from nmc.backends.spinnaker2 import conv as CV
+
+    rng = np.random.default_rng(pool * 100 + stride * 10 + pad)
+    k = rng.integers(-127, 128, (O, C, 3, 3)).astype(np.float32)
+    Hp = H // pool
+    Ho = (Hp + 2 * pad - 3) // stride + 1
+    geo = {"in_shape": [C, H, H], "out_shape": [O, Ho, Ho], "pool": pool, "stride": stride,
+           "padding": [pad, pad, pad, pad]}
+    s = (rng.random((3, C * H * H)) < p_spike).astype(np.float32)
+    a = CV.apply(k, geo, s, events=True)
+    b = CV.apply(k, geo, s, events=False)
+    assert a.shape == b.shape == (3, O * Ho * Ho) and a.dtype == b.dtype == np.float32
+    assert np.array_equal(a, b) and np.count_nonzero(b) > 0
