@@ -93,15 +93,15 @@ NOTES_BATCHED = {
 
 #: why a target loses accuracy on a converted example, and the fix (shown only when the results show it)
 NOTES_FIDELITY = {
-    ("cnn", "brainscales2"): "the analog neurons leak (IF becomes LIF with the longest τ_mem the DAC reaches, "
-                             "200 ms model time over a 64 ms window) and reset to v_reset instead of subtracting "
-                             "the threshold (the compile warns), so every spike of a rate-coded layer loses its "
-                             "residual charge: measured on 100 test digits, the first conv layer fires 18 % less "
-                             "than the reference (rate correlation 0.91), the second 42 % less (0.83), and the "
-                             "errors compound through the two conv layers (the one-hidden-layer MLP loses 0.3 pt). "
-                             "Fix: threshold balancing that models reset-to-v_reset (scale each layer's threshold "
-                             "down by its measured rate loss on the calibration data, run on this emulator), or "
-                             "fine-tuning with the chip's neuron model.",
+    ("cnn", "brainscales2"): "the biases (the conv's folded BatchNorm, the readout's) are applied as a leak-"
+                             "potential shift v_leak += R·b, and with IF mapped to the longest τ (200 ms model "
+                             "time, R = τ·r = 200 per step) that shift lands at up to ±45 thresholds, far outside "
+                             "the ±1.5 DAC range: it is clipped for all 512 first-layer neurons, 128 second-layer "
+                             "ones and 9 of the 10 readouts (the compile warns). Not the cause: the leak and the "
+                             "reset to v_reset alone — the float reference with both scores 96.2 % — and 6-bit "
+                             "weights (the MLP, without large biases, loses 0.3 pt). Fix: realise a bias as a "
+                             "constant event input (a source spiking every step through its own synapse row, "
+                             "weight b in the layer's LSB), which fits the DAC range whatever τ is.",
 }
 
 
