@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import nir
+import numpy as np
 
 from nmc.errors import InputFileError, UnsupportedNodeError
 from nmc.ir import Graph
@@ -35,14 +36,48 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+#: largest scipy-sparse parameter accepted from an in-memory graph (made dense: the graph, its
+#: files and the simulators keep parameters as dense arrays; zeros stay zeros)
+MAX_DENSE_PARAM_BYTES = 2 * 2 ** 30
+
+
+def _dense_params(g: Graph) -> Graph:
+    """scipy-sparse parameters (weights built with scipy.sparse) → dense arrays, or a typed error
+    naming the node when the dense array would be too large."""
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return g
+    import copy
+
+    for name, node in list(g.nodes.items()):
+        for field, v in list(vars(node).items()):
+            if not sp.issparse(v):
+                continue
+            if g.nodes[name] is node:   # never modify the caller's node objects
+                node = g.nodes[name] = copy.copy(node)
+            need = 8 * int(np.prod(v.shape))
+            if need > MAX_DENSE_PARAM_BYTES:
+                from nmc.errors import ShapeError
+
+                raise ShapeError(f"scipy-sparse {field} of shape {tuple(v.shape)} would need "
+                                 f"{need / 2 ** 30:.1f} GiB as the dense array nmc's graph keeps", node=name,
+                                 limit=f"{MAX_DENSE_PARAM_BYTES / 2 ** 30:.0f} GiB",
+                                 actual=f"{need / 2 ** 30:.1f} GiB",
+                                 hint="split the layer into smaller ones (each target's per-core limits bound "
+                                      "it anyway), or give a dense array")
+            setattr(node, field, np.asarray(v.toarray(), dtype=np.float64))
+    return g
+
+
 def load_model(model: Any, *, trust_pickle: bool = False, input_shape=None, data: dict | None = None,
                options: dict | None = None) -> tuple[Graph, dict]:
     """Load ``model`` into a Graph. ``data`` (calibration inputs) and ``options``
     (compile options) reach frontends that convert with data (ONNX)."""
     if isinstance(model, Graph):
-        return model.copy(), {"kind": "graph"}
+        return _dense_params(model.copy()), {"kind": "graph"}
     if isinstance(model, nir.NIRGraph):
-        return Graph.from_nir(model), {"kind": "nir-object"}
+        return _dense_params(Graph.from_nir(model)), {"kind": "nir-object"}
     if isinstance(model, (str, Path)):
         p = Path(model)
         if not p.exists():
