@@ -71,6 +71,8 @@ def main(argv=None):
     with np.load(a.input, allow_pickle=False) as z:
         inputs = {k: z[k] for k in z.files}
     T = max(v.shape[0] for v in inputs.values())
+    for c in meta.get("constant_inputs", []):  # bias sources: one spike every step
+        inputs[c] = np.ones((T, 1), np.float32)
     pynn.setup()
     pops, _ = build(pynn, meta, arrays, inputs)
     pynn.run(T * meta["dt"] / meta["speedup"] * 1e3)

@@ -164,6 +164,8 @@ class BSS2Emulator(Device):
             if self._fine is fast.fine_steps else None
         for t in range(T):
             ext = {k: a[t].reshape(B, -1).astype(float) for k, a in arrs.items()}
+            for c in self.p.constant_inputs:  # bias sources: one event every step
+                ext[c] = np.ones((B, 1))
             cur_sub: dict[str, np.ndarray] = {}
             for l in self.p.layers:
                 P, s_ = self.prm[l.name], st[l.name]

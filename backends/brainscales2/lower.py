@@ -13,6 +13,12 @@
   layer (:func:`_weights`: the quantize pass's ``Quant.w_int`` when it applies
   unchanged, else s = max|D|/63, w6 = clip(round_half_away(D/s), ±63)); the sign
   goes on the row.
+* Biases: the circuits have no bias current, and a leak-potential shift R·b
+  leaves the DAC range for long τ, so a layer's bias b is an input of weight b
+  from the host source ``__bias__`` (:data:`.program.BIAS_SOURCE`), which fires
+  once every step through its own synapse rows (the program's
+  ``constant_inputs``; the emulator and the PyNN script drive it) — the
+  reference's semantics, quantized with the layer's other weights.
 * Circuits: a neuron whose inputs all have one sign takes
   ``fan_in_unsigned`` per circuit, a mixed-sign one ``fan_in_signed``; more
   inputs merge ⌈in-degree/fan-in⌉ circuits into one logical neuron.
@@ -43,7 +49,7 @@ from . import calibration as C
 from . import placement as P
 from . import rules
 from . import synapses as S
-from .program import BSS2Program, Layer, Projection
+from .program import BIAS_SOURCE, BSS2Program, Layer, Projection
 
 LAYERS = (nir.LIF, nir.CubaLIF, nir.LI, nir.CubaLI)
 
@@ -179,10 +185,13 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         if np.any(dm <= 0):
             raise UnsupportedNodeError("dt ≥ τ: the decay per step is not positive", node=name, hint="use a smaller --dt")
         terms, bias = lin[name]
-        if np.any(np.asarray(bias) != 0):
-            warns.append((name, "biases are applied as a constant leak-potential shift (v_leak += R·b)"))
+        bias = np.asarray(bias, float).reshape(-1)
+        if np.any(bias != 0):
+            # a bias is an input of weight b from a source that fires every step (no analog bias current;
+            # as a leak-potential shift R·b it would land far outside the DAC range for long τ)
+            terms = {**terms, BIAS_SOURCE: [bias.reshape(1, n), False]}
         U = float(np.max(_vec(node, "v_threshold", n))) if spiking else 1.0
-        leak = _vec(node, "v_leak", n) + (_vec(node, "r", n) * (_vec(node, "w_in", n) if cuba else 1)) * np.asarray(bias).reshape(-1)
+        leak = _vec(node, "v_leak", n)
         params["t_refrac"] = np.full(n, float(ctx.options.get("t_refrac", 0.0)) / speed)  # NIR has none: 0 by default
         params.update({"v_threshold": (_vec(node, "v_threshold", n) / U) if spiking else np.full(n, 3.0),
                        "v_leak": leak / U, "v_reset": (_vec(node, "v_reset", n) / U) if spiking else np.zeros(n)})
@@ -272,7 +281,8 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     circ_lb = int(sum(int(np.maximum(1, -(-_indeg(projs, l) // fan_u)).sum()) for l in layers))
     chip_rows = limits["rows_per_hemisphere"] * limits["hemispheres"]
     prog = BSS2Program(layers, projs, {k: int(np.prod(graph.shape_out(k))) for k in graph.inputs}, outputs, dt, speed,
-                       {k: v for k, v in cal.items()})
+                       {k: v for k, v in cal.items()},
+                       constant_inputs=[BIAS_SOURCE] if any(q.pre == BIAS_SOURCE for q in projs) else [])
     prog.report = {"rows_used": rows_used, "rows_lower_bound": rows_lb, "circuits_used": total,
                    "circuits_lower_bound": circ_lb, "runs_used": runs,
                    "runs_lower_bound": max(1, math.ceil(circ_lb / n_circ), math.ceil(rows_lb / chip_rows)),

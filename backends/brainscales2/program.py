@@ -57,6 +57,11 @@ class Projection:
     rows_lb: int = 0                              # rows any labelling needs (report)
 
 
+#: the host source that carries the layers' biases: one event every step through its own synapse
+#: rows (weight b in the layer's LSB), as an input with weight b does in the reference
+BIAS_SOURCE = "__bias__"
+
+
 @dataclass
 class BSS2Program(Program):
     layers: list[Layer]
@@ -67,6 +72,8 @@ class BSS2Program(Program):
     speedup: float = 1000.0
     calibration: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
+    #: sources the host drives with one event every step (biases: see :data:`BIAS_SOURCE`)
+    constant_inputs: list = field(default_factory=list)
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.name == name)
@@ -77,7 +84,8 @@ class BSS2Program(Program):
                 "projections": [{"pre": q.pre, "post": q.post, "n_rows": q.n_rows, "recurrent": q.recurrent,
                                  "rows_lower_bound": q.rows_lb}
                                 for q in self.projections],
-                "inputs": self.inputs, "outputs": self.outputs, "dt": self.dt, "speedup": self.speedup}
+                "inputs": self.inputs, "outputs": self.outputs, "dt": self.dt, "speedup": self.speedup,
+                "constant_inputs": list(self.constant_inputs)}
         arrays = {}
         for l in self.layers:
             for k, v in l.params.items():
@@ -115,4 +123,4 @@ def load_program(files: dict[str, bytes]) -> BSS2Program:
                         **{k: (arr[f"proj{i}/{k}"].astype(np.int64) if f"proj{i}/{k}" in arr else None)
                            for k in PROJ_ARRAYS}) for i, q in enumerate(meta["projections"])]
     return BSS2Program(layers, projs, meta["inputs"], meta["outputs"], meta["dt"], meta["speedup"],
-                       json.loads(files["calibration.json"]))
+                       json.loads(files["calibration.json"]), constant_inputs=meta.get("constant_inputs", []))

@@ -40,13 +40,18 @@ def test_model_compiles_and_matches_reference(tmp_path, target, make):
     model = make()
     nmc.save(model, tmp_path / "m.pt")
     b = nmc.compile(tmp_path / "m.pt", target=target, output=tmp_path / f"{target}.nmc")
-    ref = nmc.compile(tmp_path / "m.pt", target="reference")
-    x = (np.random.default_rng(3).random((60, 10)) < 0.3).astype(np.float64)
+    # the analog neurons reset to v_reset (a subtractive reset is approximated, and warned): the
+    # reference to match is the same network with that reset
+    ref = nmc.compile(tmp_path / "m.pt", target="reference", **({"reset": "zero"} if target == "brainscales2" else {}))
+    if target == "brainscales2" and make is _snntorch_model:
+        assert any("reset by subtraction" in m["message"] for m in b.report("compile")["warnings"])
+    x = (np.random.default_rng(3).random((60, 4, 10)) < 0.3).astype(np.float64)  # 4 sequences
     a, r = b.run({"input": x}), ref.run({"input": x})
     assert r["output"].sum() > 0
     agree = np.mean(a["output"] == r["output"])
     # the analog target is continuous-time with 6-bit weights: a looser bound
     assert agree >= (0.9 if target == "brainscales2" else 0.95), agree
-    # spike counts per output neuron stay close (rate code preserved)
-    tol = max(4, 0.35 * r["output"].sum(0).max()) if target == "brainscales2" else max(2, 0.2 * r["output"].sum(0).max())
-    assert np.abs(a["output"].sum(0) - r["output"].sum(0)).max() <= tol
+    # spike counts per output neuron (over the 4 sequences) stay close: the rate code is preserved
+    ca, cr = a["output"].sum((0, 1)), r["output"].sum((0, 1))
+    tol = max(6, 0.3 * cr.max()) if target == "brainscales2" else max(3, 0.2 * cr.max())
+    assert np.abs(ca - cr).max() <= tol, (ca, cr)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import nmc
+from nmc.backends.brainscales2.program import BIAS_SOURCE
 from nets import ff_lif, recurrent_cubalif, spikes
 from nmc.backends.brainscales2 import calibration as C
 from nmc.backends.brainscales2.synapses import array_config, effective_matrix, rows_lower_bound
@@ -87,6 +88,8 @@ def _quantized_reference(prog):
     nodes, edges = {}, []
     for k, n in prog.inputs.items():
         nodes[k] = nir.Input(input_type={"input": np.array([n])})
+    for k in prog.constant_inputs:  # the bias source: an input the test drives with ones
+        nodes[k] = nir.Input(input_type={"input": np.array([1])})
     h = prog.dt / prog.speedup
     for l in prog.layers:
         assert l.kind == "lif"
@@ -111,18 +114,41 @@ def test_noiseless_emulator_is_the_reference_up_to_quantization():
     """All that separates the noiseless emulator from the float reference is the
     stated quantization (6-bit weights with one LSB per layer, 10-bit DAC codes):
     with that quantization applied to the reference, the spikes are identical."""
-    net = ff_lif(n_hid=40, seed=3)
-    net.nodes["fc1"].bias[:] = 0  # a bias beyond the leak DAC range would be clipped (warned; tested below)
+    net = ff_lif(n_hid=40, seed=3)  # with biases: carried by the bias source, one event per step
     b = nmc.compile(net, target="brainscales2", **OPTS)
     assert not b.report("compile")["warnings"]
+    assert b.program.constant_inputs == [BIAS_SOURCE] and any(q.pre == BIAS_SOURCE for q in b.program.projections)
     q = nmc.compile(_quantized_reference(b.program), target="reference", **OPTS)
     x = spikes((8,), T=60, p=0.3, seed=5, batch=4)
-    a, c = b.run({"input": x}, record=["lif1"]), q.run({"input": x}, record=["lif1"])
+    a = b.run({"input": x}, record=["lif1"])
+    c = q.run({"input": x, BIAS_SOURCE: np.ones((60, 4, 1))}, record=["lif1"])
     assert c["lif1.spikes"].sum() > 50 and c["output"].sum() > 10
     assert np.array_equal(a["lif1.spikes"], c["lif1.spikes"]) and np.array_equal(a["output"], c["output"])
 
 
 def test_parameters_outside_the_dac_range_are_warned():
-    net = ff_lif(n_hid=40, seed=3)  # biases up to ~2 thresholds of leak shift
+    net = ff_lif(n_hid=40, seed=3)
+    net.nodes["lif1"].v_leak = np.full(40, 5.0)  # 5 thresholds: beyond the leak DAC range
     w = nmc.compile(net, target="brainscales2", **OPTS).report("compile")["warnings"]
     assert any("v_leak" in m["message"] and "clipped" in m["message"] and m["node"] == "lif1" for m in w)
+
+
+def test_biases_are_a_constant_event_input_not_a_clipped_leak_shift():
+    """A bias of b per step is an input of weight b from a source firing every step (the
+    reference's semantics); as a leak shift R·b it would leave the DAC range for long τ."""
+    net = ff_lif(n_hid=40, seed=3)
+    b = nmc.compile(net, target="brainscales2", **OPTS)
+    assert not any("v_leak" in m["message"] for m in b.report("compile")["warnings"])
+    l = b.program.layer("lif1")
+    assert np.allclose(l.params["v_leak"], 0.0)  # the leak keeps its own value
+    (qb,) = [q for q in b.program.projections if q.pre == BIAS_SOURCE and q.post == "lif1"]
+    bias = np.asarray(net.nodes["fc1"].bias, float)
+    nz = qb.w6[:, 0] != 0
+    assert qb.w6.shape == (40, 1) and nz.sum() > 20 and np.all(np.sign(qb.w6[nz, 0]) == np.sign(bias[nz]))
+    files = b.program.files()
+    import json
+
+    assert json.loads(files["bss2_program.json"])["constant_inputs"] == [BIAS_SOURCE]
+    from nmc.backends.brainscales2.program import load_program
+
+    assert load_program(files).constant_inputs == [BIAS_SOURCE]

@@ -48,11 +48,13 @@ def test_script_main_builds_exactly_the_program(tmp_path, pynn, build):
     assert log["setup"] == 1 and log["end"] == 1
     assert log["run"] == [pytest.approx(12 * prog.dt / prog.speedup * 1e3)]  # ms of hardware time
     pops = {p.label: p for p in log["populations"]}
-    assert set(pops) == {"input"} | {l.name for l in prog.layers}
+    assert set(pops) == {"input"} | set(prog.constant_inputs) | {l.name for l in prog.layers}
     src = pops["input"].celltype
     dt_hw = prog.dt / prog.speedup * 1e3
     for i in range(n_in):  # one spike time per input event, in hardware ms
         assert src.params["spike_times"][i] == pytest.approx(list(np.flatnonzero(x[:, i]) * dt_hw))
+    for c in prog.constant_inputs:  # the bias source: one spike every step
+        assert pops[c].celltype.params["spike_times"] == [pytest.approx(list(np.arange(12) * dt_hw))]
     names = mod["CODE_PARAMS"]
     for l in prog.layers:
         p = pops[l.name]
