@@ -65,32 +65,29 @@ def _identity(n):
     return nmc.compile(g, target="reference", dt=1e-3)
 
 
+def _timed_steps(step, wins) -> tuple[float, list[float]]:
+    """(total seconds, per-window latencies) of ``step(w)`` over the windows, one at a time."""
+    lat = []
+    t0 = time.perf_counter()
+    for w in wins:
+        t1 = time.perf_counter()
+        step(w)
+        lat.append(time.perf_counter() - t1)
+    return time.perf_counter() - t0, lat
+
+
 def _measure(bundle, x, window, windows, batch, factory=None):
     wins = [ev.from_dense(x[i * window:(i + 1) * window]) for i in range(windows)]
     n_ev = sum(len(w) for w in wins)
     res = {"windows": windows, "window_steps": window, "input_events": n_ev}
     make = factory or (lambda b, d, w: Session(b, device=d, window=w))
     make(bundle, None, window).step(wins[0])  # warm-up (numba compilation, torch first call)
-    s = make(bundle, None, window)
-    lat = []
-    t0 = time.perf_counter()
-    for w in wins:
-        t1 = time.perf_counter()
-        s.step(w)
-        lat.append(time.perf_counter() - t1)
-    dt = time.perf_counter() - t0
-    res["local"] = _fig(n_ev, dt, lat)
+    res["local"] = _fig(n_ev, *_timed_steps(make(bundle, None, window).step, wins))
     srv = SessionServer(bundle, port=0, window=window, session_factory=factory, queue_frames=8)
     srv.start()
     try:
         with nmc.connect(*srv.address, window=window) as c:
-            lat = []
-            t0 = time.perf_counter()
-            for w in wins:
-                t1 = time.perf_counter()
-                c.step(w)
-                lat.append(time.perf_counter() - t1)
-            res["tcp step"] = _fig(n_ev, time.perf_counter() - t0, lat)
+            res["tcp step"] = _fig(n_ev, *_timed_steps(c.step, wins))
             for b in (1, batch):
                 c.reset()
                 t0 = time.perf_counter()

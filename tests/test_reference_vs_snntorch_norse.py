@@ -25,6 +25,7 @@ from torch import nn
 from nmc.frontends.torch import from_module
 from nmc.passes import PassContext, PassManager, parse_pipeline
 from nmc.reference import ReferenceSimulator
+from snntorch_premise import no_double_reset
 
 snn = pytest.importorskip("snntorch")
 norse = pytest.importorskip("norse.torch")
@@ -65,22 +66,6 @@ def _snn_run(net, x):
     return torch.stack(ys).numpy(), torch.stack(s1).numpy(), torch.stack(mems).numpy()
 
 
-def _no_double_reset(net, x):
-    """snnTorch's reset_delay=False code subtracts once more when a membrane stays
-    above ϑ after its reset (> 2ϑ); nmc does not. True when that never happens."""
-    from snntorch import utils
-
-    utils.reset(net)
-    ok = True
-    with torch.no_grad():
-        for t in range(x.shape[0]):
-            net(x[t])
-            for m in net.modules():
-                if type(m).__module__.startswith("snntorch") and hasattr(m, "mem"):
-                    ok &= bool((m.mem <= m.threshold).all())
-    return ok
-
-
 def _snn_layer(kind, n, delay, mech):
     kw = dict(init_hidden=True, reset_delay=delay, reset_mechanism=mech)
     return {"leaky": lambda: snn.Leaky(beta=0.85, **kw),
@@ -111,7 +96,7 @@ def test_snntorch_feedforward_and_recurrent(kind, delay, mech, seed):
         net[2].bias.zero_()
     x = (torch.rand(80, 3, 10) < 0.3).float() * amp
     if not delay:
-        assert _no_double_reset(net, x)
+        assert no_double_reset(net, x)
     ys, s1, mem = _snn_run(net, x)
     g, r = _reference(net, x)
     assert g.meta["dt"] == 1e-4 and not g.meta.get("warnings")
@@ -137,7 +122,7 @@ def test_snntorch_conv_pool_net(delay):
         net[4].bias.zero_()
     x = (torch.rand(40, 2, 2, 8, 8) < 0.3).float() * 0.5
     if not delay:
-        assert _no_double_reset(net, x)
+        assert no_double_reset(net, x)
     ys, s1, mem = _snn_run(net, x)
     _, r = _reference(net, x, input_shape=(2, 8, 8))
     assert ys.sum() > 5 and s1.sum() > 50

@@ -88,6 +88,9 @@ class BSS2Emulator(Device):
             if not l.spiking:
                 vals["v_threshold"] = np.full(l.size, np.inf)
             self.prm[l.name] = vals
+        # the parameters as the chosen fine-step loop takes them (contiguous arrays for the compiled one)
+        self._fine_prm = {l.name: fast.pack(self.prm[l.name], l.size) if self._fine is fast.fine_steps
+                          else self.prm[l.name] for l in program.layers}
         self.into = {l.name: [q for q in program.projections if q.post == l.name] for l in program.layers}
         # the weights come from the synapse array itself (label matching, row signs, merged columns)
         self.W = {id(q): S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label,
@@ -160,15 +163,13 @@ class BSS2Emulator(Device):
         W = self.W
         S = self.S
         prev_sub = state["prev_sub"]
-        packed = {l.name: fast.pack(self.prm[l.name], l.size) for l in self.p.layers} \
-            if self._fine is fast.fine_steps else None
         for t in range(T):
             ext = {k: a[t].reshape(B, -1).astype(float) for k, a in arrs.items()}
             for c in self.p.constant_inputs:  # bias sources: one event every step
                 ext[c] = np.ones((B, 1))
             cur_sub: dict[str, np.ndarray] = {}
             for l in self.p.layers:
-                P, s_ = self.prm[l.name], st[l.name]
+                s_ = st[l.name]
                 cuba = l.kind in ("cuba", "cubali")
                 # input per fine step: events arrive at their real times (the fine step their source fired);
                 # host events are stamped at the step boundary: the start of the step for current-based
@@ -185,7 +186,7 @@ class BSS2Emulator(Device):
                             drive[0 if cuba else S - 1] += src.max(axis=0) @ W[id(q)].T
                 noise = (rng.standard_normal((S, B, l.size)) * self.noise_sigma / np.sqrt(S)) if self.noise else None
                 v, i, ref, spk, fired_sub = self._fine(s_["v"], s_["i"], s_["ref"], drive, noise, cuba,
-                                                       packed[l.name] if packed else P, h)
+                                                       self._fine_prm[l.name], h)
                 s_["ref"] = ref
                 s_["v"], s_["i"], s_["s"] = v, i, spk
                 cur_sub[l.name] = fired_sub

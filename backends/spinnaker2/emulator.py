@@ -58,7 +58,6 @@ class S2Emulator(LaggedStreaming, Device):
         self.W = {}  # id(q) -> [(delay d, W⁺, W⁻)]: one pair per distinct delay value
         for q in program.projections:
             if q.conv is not None:
-                self.W[id(q)] = [(0, np.maximum(q.kernel, 0).astype(F32), np.minimum(q.kernel, 0).astype(F32))]
                 # W⁺ and W⁻ stacked on the output channels: conv.apply gives [Σ W⁺·s | Σ W⁻·s]
                 self.Wk[id(q)] = np.concatenate([np.maximum(q.kernel, 0), np.minimum(q.kernel, 0)]).astype(F32)
                 continue

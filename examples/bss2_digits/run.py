@@ -32,23 +32,15 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
+from nmc.nn import surrogate
+
 ROOT = Path(__file__).resolve().parents[2]
 T, DT, TAU_SYN, TAU_MEM, HIDDEN = 16, 1e-3, 2e-3, 5e-3, 128
 MARGIN = 0.02  # the noiseless analog emulator must stay within 2 points of the float reference
 
 
-class Spike(torch.autograd.Function):
-    """Heaviside forward (H(0) = 0), fast-sigmoid surrogate backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g / (1 + 10 * x.abs()) ** 2
+#: Heaviside forward (H(0) = 0), fast-sigmoid surrogate gradient 1/(1 + 10|x|)² backward
+SPIKE = surrogate("fast_sigmoid", slope=10.0)
 
 
 def encode(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -67,10 +59,10 @@ def forward(w1, w2, spikes):
     for t in range(spikes.shape[0]):
         i1 = D.synaptic(i1, spikes[t] @ w1.T, ts, w_in, DT, "euler")
         v1 = D.leaky(v1, i1, tm, r, zero, DT, "euler")
-        s1, v1 = D.fire(v1, one, zero, "zero", Spike.apply)
+        s1, v1 = D.fire(v1, one, zero, "zero", SPIKE)
         i2 = D.synaptic(i2, s1 @ w2.T, ts, w_in, DT, "euler")
         v2 = D.leaky(v2, i2, tm, r, zero, DT, "euler")
-        s2, v2 = D.fire(v2, one, zero, "zero", Spike.apply)
+        s2, v2 = D.fire(v2, one, zero, "zero", SPIKE)
         count = count + s2
     return count
 

@@ -19,23 +19,14 @@ import torch
 from sklearn.datasets import load_digits
 
 from nmc import dynamics as D
+from nmc.nn import surrogate
 
 HERE = Path(__file__).parent
 T, DT, TAU, HIDDEN = 16, 1e-3, 5e-3, 128
 
 
-class Spike(torch.autograd.Function):
-    """Heaviside forward (H(0) = 0), fast-sigmoid surrogate backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g / (1 + 10 * x.abs()) ** 2
+#: Heaviside forward (H(0) = 0), fast-sigmoid surrogate gradient 1/(1 + 10|x|)² backward
+SPIKE = surrogate("fast_sigmoid", slope=10.0)
 
 
 def encode(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -50,9 +41,9 @@ def forward(w1, b1, w2, b2, spikes):
     count = torch.zeros(B, 10)
     for t in range(spikes.shape[0]):
         v1 = D.leaky(v1, spikes[t] @ w1.T + b1, tau, r, vl, DT, "euler")
-        s1, v1 = D.fire(v1, th, vr, "zero", Spike.apply)
+        s1, v1 = D.fire(v1, th, vr, "zero", SPIKE)
         v2 = D.leaky(v2, s1 @ w2.T + b2, tau, r, vl, DT, "euler")
-        s2, v2 = D.fire(v2, th, vr, "zero", Spike.apply)
+        s2, v2 = D.fire(v2, th, vr, "zero", SPIKE)
         count = count + s2
     return count
 

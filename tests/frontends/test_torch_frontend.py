@@ -15,6 +15,7 @@ from nmc.errors import InputFileError, ShapeError, UnsupportedNodeError, Untrust
 from nmc.frontends.torch import from_module, load_file
 from nmc.passes import PassContext, PassManager, parse_pipeline
 from nmc.reference import ReferenceSimulator
+from snntorch_premise import no_double_reset
 
 
 def _ref(g, x, dtype=torch.float64, record=()):
@@ -171,24 +172,6 @@ def _snn_run(net, x):
         return torch.stack([net(x[t]) for t in range(x.shape[0])]).numpy()
 
 
-def _premise_no_double_reset(net, x):
-    """snnTorch's reset_delay=False code avoids a 'double reset' by raising the
-    effective threshold when a membrane stays above threshold after its reset;
-    the reference (like Lava and SpiNNaker 2) does not. Return whether that case
-    never occurs on this input, so exact equality is the right check."""
-    from snntorch import utils
-
-    utils.reset(net)
-    ok = True
-    with torch.no_grad():
-        for t in range(x.shape[0]):
-            net(x[t])
-            for m in net.modules():
-                if type(m).__module__.startswith("snntorch") and hasattr(m, "mem"):
-                    ok &= bool((m.mem <= m.threshold).all())
-    return ok
-
-
 @pytest.mark.parametrize("kind", ["leaky", "synaptic", "rleaky"])
 def test_snntorch_networks_match_snntorch(kind):
     torch.manual_seed(5)
@@ -203,7 +186,7 @@ def test_snntorch_networks_match_snntorch(kind):
         net[0].bias.mul_(bscale)  # a strong constant drive would make snnTorch's double-reset case occur
         net[2].weight.mul_(2.5)
     x = (torch.rand(40, 4, 8) < 0.3).float() * xscale
-    assert _premise_no_double_reset(net, x)
+    assert no_double_reset(net, x)
     ys = _snn_run(net, x)
     g = from_module(net)
     assert g.meta["dt"] == 1e-4  # snnTorch's export convention
@@ -260,7 +243,7 @@ def test_snntorch_conv_net_matches_snntorch():
         net[0].bias.zero_()
         net[4].bias.zero_()  # no constant drive: keeps snnTorch's double-reset case away
     x = (torch.rand(30, 2, 1, 6, 6) < 0.3).float() * 0.5
-    assert _premise_no_double_reset(net, x)
+    assert no_double_reset(net, x)
     ys = _snn_run(net, x)
     g = from_module(net, input_shape=(1, 6, 6))
     res = _ref(g, x.numpy(), dtype=torch.float32, record=["1"])
