@@ -31,10 +31,18 @@ class Device:
     the whole input (the tests check this bit for bit for every emulator). The
     default ``advance`` calls a one-timestep ``step(inputs_t)`` n times (the
     reference device). A device without streaming is replayed by the session.
+
+    ``main_thread_only = True`` marks a device that can only run in the
+    process's main thread (it installs signal handlers or keeps process-global
+    state, like Brian2); a session refuses to open it in any other thread (a
+    server session, for one), with a :class:`~nmc.errors.DeviceError`. Its
+    constructor must not import such a package (check it with
+    ``importlib.util.find_spec``), so that the refusal is the error a user sees.
     """
 
     name = ""
     streams = False
+    main_thread_only = False
 
     def reset(self, batch: int = 1) -> None:  # pragma: no cover - interface
         raise NotImplementedError

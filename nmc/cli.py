@@ -420,14 +420,17 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 
 @main.command("serve")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--port", "-p", type=int, default=7878, show_default=True, help="TCP port (0: any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs --token.")
+@click.option("--port", "-p", type=int, default=7878, show_default=True, help="TCP port, 0 to 65535 (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs --token (put TLS in front: SECURITY.md).")
 @click.option("--token", help="Secret clients must present (required off loopback).")
 @click.option("--device", "-d", help="Serve only this device of the bundle's target (default: clients choose; the emulator).")
 @click.option("--window", type=int, default=1, show_default=True, help="Default timesteps per window (clients may ask for another).")
-@click.option("--queue", "queue_frames", type=int, default=4, show_default=True, help="Frames queued per connection before the server stops reading it (back-pressure).")
-@click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Close a connection idle this many seconds.")
-def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_timeout):
+@click.option("--queue", "queue_frames", type=int, default=4, show_default=True, help="Frames read ahead per connection, 1 to 64, before the server stops reading it (back-pressure); never unbounded.")
+@click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Close a connection silent (or not reading its outputs) this many seconds; must be > 0.")
+@click.option("--max-connections", type=int, default=64, show_default=True, help="Connections at once; more are answered 'server busy' and closed.")
+@click.option("--max-connections-per-client", type=int, default=8, show_default=True, help="Connections at once from one client address (<= --max-connections).")
+def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_timeout, max_connections,
+              max_connections_per_client):
     """Serve BUNDLE: clients stream events in and get output events back (one session each).
 
     \b
@@ -435,6 +438,12 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
       nmc serve digits.nmc --port 7878
       nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
     Ctrl-C (or SIGTERM) stops gracefully: queued windows are answered, each client gets its counters.
+
+    \b
+    Limits (SECURITY.md): HELLO/OPEN frames before the token is checked may be
+    at most 4 KiB and must arrive within 10 s; frames after it at most 16 MiB;
+    all connections together hold at most 64 MiB of unanswered frames.
+    Devices that need the main thread (brian2) cannot be served.
     """
     import signal
 
@@ -445,7 +454,8 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
         err.print(msg, highlight=False, soft_wrap=True, markup=False)
 
     srv = SessionServer(api.load(bundle), host=host, port=port, token=token, device=device, window=window,
-                        queue_frames=queue_frames, idle_timeout=idle_timeout, log=log)
+                        queue_frames=queue_frames, idle_timeout=idle_timeout, max_connections=max_connections,
+                        max_connections_per_client=max_connections_per_client, log=log)
     h, p = srv.address
     # one unwrapped line, flushed at once: clients (and tests) read the address from it through a pipe
     out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False, soft_wrap=True, markup=False)

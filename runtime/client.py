@@ -16,7 +16,9 @@ HELLO (with the token) and OPENs a session; then, like
 ``counters`` holds the client's own ``sent`` (input events written) and
 ``received`` (output events read); at close they equal the server's
 ``received`` and ``sent``. Server-side errors raise
-:class:`~nmc.errors.DeviceError` with the server's one-line message.
+:class:`~nmc.errors.DeviceError` with the server's one-line message (a server
+at its connection limit answers "server busy": retry later); a server speaking
+another protocol version raises :class:`~nmc.runtime.protocol.VersionMismatch`.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class Client:
         try:
             self._send(P.HELLO, P.json_payload({"version": P.VERSION, "token": token}))
             hello = P.parse_json(self._expect(P.HELLO)[1])
+            P.check_version(hello, side="client")
             self.target, self.devices = hello.get("target"), hello.get("devices")
             self._send(P.OPEN, P.json_payload({"device": device, "window": window}))
             info = P.parse_json(self._expect(P.OPEN)[1])

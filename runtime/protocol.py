@@ -10,12 +10,15 @@ bytes::
     4       u8    version  1 (a peer speaking another version is refused)
     5       u8    type     frame type (table below)
     6       u16   flags    bit 0 BATCH (EVENTS/OUTPUT carry several windows); other bits must be 0
-    8       u32   length   payload bytes, at most MAX_PAYLOAD (16 MiB)
+    8       u32   length   payload bytes, at most MAX_PAYLOAD (16 MiB); before the token is
+                           checked (HELLO, OPEN) at most PRE_AUTH_MAX_PAYLOAD (4 KiB): a larger
+                           declared length is refused from the header, before anything is allocated
     12      u32   seq      EVENTS/OUTPUT: number of the (first) window; else 0
 
 Frame types (C = client → server, S = server → client)::
 
-    1 HELLO   C: JSON {"version": 1, "token": str|null}   first frame of a connection
+    1 HELLO   C: JSON {"version": 1, "token": str|null}   first frame of a connection; a
+              "version" other than the server's is refused (ERROR E_VERSION naming both)
               S: JSON {"version", "target", "devices", "default_device", "window",
                        "inputs": {name: shape}, "outputs": {name: shape}}
     2 OPEN    C: JSON {"device": str|null, "window": int|null}   opens the session
@@ -27,6 +30,7 @@ Frame types (C = client → server, S = server → client)::
     6 STATS   C: empty request; S: JSON counters, answered in order after the
               OUTPUT of every window sent before it
     7 ERROR   either: u16 code + UTF-8 message; the sender closes the connection after it
+              (codes: ERROR_NAMES; E_BUSY: the server is at its connection limit, retry later)
     8 CLOSE   C: empty; end of session (answered by the final STATS, then the server closes)
 
 A conversation::
@@ -76,6 +80,8 @@ MAGIC = b"NMCE"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHII")
 MAX_PAYLOAD = 16 * 1024 * 1024
+#: payload limit of the frames a server reads before the client is authenticated (HELLO, OPEN)
+PRE_AUTH_MAX_PAYLOAD = 4096
 #: frame flag: the EVENTS/OUTPUT payload holds several windows
 BATCH = 0x0001
 _KNOWN_FLAGS = BATCH
@@ -83,17 +89,23 @@ HELLO, OPEN, EVENTS, OUTPUT, RESET, STATS, ERROR, CLOSE = range(1, 9)
 NAMES = {HELLO: "HELLO", OPEN: "OPEN", EVENTS: "EVENTS", OUTPUT: "OUTPUT", RESET: "RESET", STATS: "STATS",
          ERROR: "ERROR", CLOSE: "CLOSE"}
 # error codes of ERROR frames
-E_MALFORMED, E_TOO_BIG, E_AUTH, E_PROTOCOL, E_RUNTIME, E_SHUTDOWN, E_INTERNAL = range(1, 8)
+E_MALFORMED, E_TOO_BIG, E_AUTH, E_PROTOCOL, E_RUNTIME, E_SHUTDOWN, E_INTERNAL, E_VERSION, E_BUSY = range(1, 10)
 ERROR_NAMES = {E_MALFORMED: "malformed frame", E_TOO_BIG: "frame too big", E_AUTH: "not authorised",
                E_PROTOCOL: "protocol violation", E_RUNTIME: "session error", E_SHUTDOWN: "server shutting down",
-               E_INTERNAL: "internal server error"}
+               E_INTERNAL: "internal server error", E_VERSION: "protocol version mismatch",
+               E_BUSY: "server busy"}
 _ENTRY = struct.Struct("<HBBI")
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 
 class FrameTooBig(EventFormatError):
-    """A frame (header length or payload to send) over :data:`MAX_PAYLOAD`."""
+    """A frame (header length or payload to send) over :data:`MAX_PAYLOAD`
+    (or over the smaller limit the reader applies, e.g. before authentication)."""
+
+
+class VersionMismatch(EventFormatError):
+    """The peer speaks another protocol version (header byte or HELLO's ``version``)."""
 
 
 def frame(ftype: int, payload: bytes = b"", seq: int = 0, flags: int = 0) -> bytes:
@@ -104,30 +116,35 @@ def frame(ftype: int, payload: bytes = b"", seq: int = 0, flags: int = 0) -> byt
     return HEADER.pack(MAGIC, VERSION, ftype, flags, len(payload), seq) + payload
 
 
-def parse_header(h: bytes) -> tuple[int, int, int, int]:
-    """(type, flags, length, seq); raises EventFormatError on a bad header."""
+def parse_header(h: bytes, limit: int = MAX_PAYLOAD) -> tuple[int, int, int, int]:
+    """(type, flags, length, seq); raises EventFormatError on a bad header and
+    :class:`FrameTooBig` when the declared length is over ``limit`` bytes."""
     if len(h) != HEADER.size:
         raise EventFormatError(f"truncated frame header ({len(h)} of {HEADER.size} bytes)")
     magic, version, ftype, flags, length, seq = HEADER.unpack(h)
     if magic != MAGIC:
         raise EventFormatError(f"bad magic {magic!r} (expected {MAGIC!r}): not an nmc stream")
     if version != VERSION:
-        raise EventFormatError(f"protocol version {version} is not supported (this side speaks {VERSION})",
-                               hint="use client and server of the same nmc release")
+        raise VersionMismatch(f"protocol version {version} is not supported (this side speaks {VERSION})",
+                              limit=VERSION, actual=version, hint="use client and server of the same nmc release")
     if ftype not in NAMES:
         raise EventFormatError(f"unknown frame type {ftype}")
     if flags & ~_KNOWN_FLAGS:
         raise EventFormatError(f"unknown frame flags 0x{flags:04x} in a {NAMES[ftype]} frame")
     if flags & BATCH and ftype not in (EVENTS, OUTPUT):
         raise EventFormatError(f"BATCH flag on a {NAMES[ftype]} frame")
-    if length > MAX_PAYLOAD:
-        raise FrameTooBig(f"frame of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit", limit=MAX_PAYLOAD,
-                          actual=length, hint="send smaller windows or smaller batches")
+    limit = min(int(limit), MAX_PAYLOAD)
+    if length > limit:
+        what = "frames before authentication (HELLO, OPEN)" if limit < MAX_PAYLOAD else "frames"
+        raise FrameTooBig(f"{NAMES[ftype]} frame of {length} bytes exceeds the {limit}-byte limit of {what}",
+                          limit=limit, actual=length,
+                          hint="send smaller windows or smaller batches" if limit == MAX_PAYLOAD
+                          else "HELLO and OPEN carry only a short JSON object")
     return ftype, flags, length, seq
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    """Exactly n bytes; ConnectionError if the peer closes first."""
+def recv_exact(sock: socket.socket, n: int) -> bytearray:
+    """Exactly n bytes (one buffer, no copy); ConnectionError if the peer closes first."""
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
@@ -136,13 +153,31 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
             raise ConnectionError("peer closed the connection" + (f" in the middle of a frame ({got} of {n} bytes)"
                                                                    if got else ""))
         got += k
-    return bytes(buf)
+    return buf
 
 
-def read_frame(sock: socket.socket) -> tuple[int, int, bytes, int]:
-    """(type, flags, payload, seq) of the next frame on ``sock``."""
-    ftype, flags, length, seq = parse_header(recv_exact(sock, HEADER.size))
+def read_header(sock: socket.socket, limit: int = MAX_PAYLOAD) -> tuple[int, int, int, int]:
+    """(type, flags, length, seq) of the next frame's header; the payload is still unread."""
+    return parse_header(bytes(recv_exact(sock, HEADER.size)), limit)
+
+
+def read_frame(sock: socket.socket, limit: int = MAX_PAYLOAD) -> tuple[int, int, bytes, int]:
+    """(type, flags, payload, seq) of the next frame on ``sock``; a declared
+    length over ``limit`` raises :class:`FrameTooBig` before the payload is read."""
+    ftype, flags, length, seq = read_header(sock, limit)
     return ftype, flags, recv_exact(sock, length) if length else b"", seq
+
+
+def check_version(hello: dict, side: str = "server") -> None:
+    """HELLO's ``version`` must be this module's :data:`VERSION` (VersionMismatch otherwise)."""
+    v = hello.get("version")
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise VersionMismatch(f"HELLO has no integer 'version' (got {v!r}); this {side} speaks protocol version "
+                              f"{VERSION}", limit=VERSION, actual=v, hint="use client and server of the same nmc release")
+    if v != VERSION:
+        peer = "client" if side == "server" else "server"
+        raise VersionMismatch(f"the {peer} speaks protocol version {v}, this {side} speaks version {VERSION}",
+                              limit=VERSION, actual=v, hint="use client and server of the same nmc release")
 
 
 # ---------------------------------------------------------------- node tables

@@ -6,15 +6,33 @@ Connections
     freed when the client closes, disconnects (even mid-stream) or stays idle
     longer than ``idle_timeout`` seconds.
 
-Back-pressure
+Back-pressure and memory
     A reader thread decodes frames into a bounded queue of ``queue_frames``
-    frames; the connection thread steps the session and writes OUTPUT frames.
-    When the device is slower than the sender the queue fills, the reader
-    stops reading the socket, the kernel buffers fill and the sender's
-    ``send`` blocks: the sender is slowed, nothing is dropped. Memory per
-    connection is bounded by ``queue_frames`` × MAX_PAYLOAD plus one window.
-    A session's window is refused (ERROR, E_PROTOCOL) when ``window`` × (input
-    + output channels) exceeds ``max_window_cells`` (dense buffers).
+    frames (1 to :data:`MAX_QUEUE_FRAMES`; there is no unbounded setting); the
+    connection thread steps the session and writes OUTPUT frames. When the
+    device is slower than the sender, or the client does not read its outputs,
+    the queue fills, the reader stops reading the socket, the kernel buffers
+    fill and the sender's ``send`` blocks: the sender is slowed, nothing is
+    dropped. A client that reads nothing for ``idle_timeout`` seconds is cut
+    (its OUTPUT cannot be written). Besides the per-connection queue, all
+    connections together hold at most ``max_buffered_bytes`` of payload read
+    but not yet answered (the reader waits for room before it reads a payload),
+    so the memory frames take is bounded for the whole server, not per
+    connection. A session's window is refused (ERROR, E_PROTOCOL) when
+    ``window`` × (input + output channels) exceeds ``max_window_cells`` (dense
+    buffers).
+
+Connections
+    At most ``max_connections`` connections at once, and at most
+    ``max_connections_per_client`` from one client address; a connection over
+    either limit is answered at once with ERROR E_BUSY (no thread, nothing
+    read) and closed. Before the token is checked a frame may declare at most
+    :data:`~nmc.runtime.protocol.PRE_AUTH_MAX_PAYLOAD` bytes (a larger one is
+    refused from its header, before allocating), and the handshake must finish
+    within :data:`HANDSHAKE_TIMEOUT_S` seconds. A HELLO whose ``version`` is not
+    this server's gets ERROR E_VERSION naming both. Devices that must run in the
+    main thread (``Device.main_thread_only``, e.g. ``brian2``) are refused at
+    OPEN with a session error.
 
 Errors
     A malformed or oversized frame, a frame out of order, or an event outside
@@ -50,7 +68,18 @@ from . import protocol as P
 from .session import Session
 
 IDLE_TIMEOUT_S = 60.0
+#: seconds a new connection has to finish HELLO and OPEN (capped by the idle timeout)
+HANDSHAKE_TIMEOUT_S = 10.0
 MAX_WINDOW_CELLS = 1 << 24  # window × channels of one session's dense buffers (float64: 128 MiB)
+#: default and largest ``queue_frames`` (frames read ahead per connection)
+QUEUE_FRAMES, MAX_QUEUE_FRAMES = 4, 64
+#: default connection limits, in total and per client address
+MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT = 64, 8
+#: default limit of payload bytes read and not yet answered, all connections together
+MAX_BUFFERED_BYTES = 4 * P.MAX_PAYLOAD
+#: a refused (busy) connection is kept half-closed this long so that its ERROR frame is read, not reset
+_REFUSED_LINGER_S = 0.5
+_MAX_REFUSED_PENDING = 256
 
 
 def is_loopback(host: str) -> bool:
@@ -67,6 +96,8 @@ class _Violation(EventFormatError):
 
 
 def _code(e: Exception) -> int:
+    if isinstance(e, P.VersionMismatch):
+        return P.E_VERSION
     if isinstance(e, P.FrameTooBig):
         return P.E_TOO_BIG
     if isinstance(e, _Violation):
@@ -76,6 +107,34 @@ def _code(e: Exception) -> int:
     if isinstance(e, NmcError):
         return P.E_RUNTIME
     return P.E_INTERNAL
+
+
+class _Budget:
+    """Payload bytes read off the sockets and not yet answered, all connections
+    together, at most ``limit`` (one frame always fits when nothing is held)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.peak = int(limit), 0, 0
+        self.cv = threading.Condition()
+
+    def acquire(self, conn: "_Conn", n: int) -> bool:
+        """Wait for room for ``n`` bytes; False if the connection stops meanwhile."""
+        with self.cv:
+            while not conn.stop.is_set() and self.used and self.used + n > self.limit:
+                self.cv.wait(0.05)
+            if conn.stop.is_set():
+                return False
+            self.used += n
+            conn.held += n
+            self.peak = max(self.peak, self.used)
+            return True
+
+    def release(self, conn: "_Conn", n: int) -> None:
+        with self.cv:
+            n = min(n, conn.held)
+            conn.held -= n
+            self.used -= n
+            self.cv.notify_all()
 
 
 class _Conn:
@@ -88,6 +147,7 @@ class _Conn:
         self.transport = {"frames_in": 0, "windows_in": 0, "frames_out": 0, "stall_s": 0.0, "queue_peak": 0}
         self.session: Session | None = None
         self.rd: threading.Thread | None = None
+        self.held = 0  # bytes of the server's budget this connection holds (guarded by srv.budget.cv)
 
     # ------------------------------------------------------------------ I/O
     def send(self, ftype, payload=b"", seq=0, flags=0):
@@ -137,31 +197,38 @@ class _Conn:
             while not self.stop.is_set():
                 if self.srv.stopping:  # graceful stop: no new frames; the queued ones are still answered
                     raise ConnectionError("server stopping")
-                ft, flags, pl, seq = P.read_frame(self.sock)
+                ft, flags, length, seq = P.read_header(self.sock)
+                if ft in (P.RESET, P.STATS, P.CLOSE) and length:
+                    raise EventFormatError(f"{P.NAMES[ft]} frame with a {length}-byte payload (must be empty)")
+                if ft not in (P.EVENTS, P.RESET, P.STATS, P.CLOSE):
+                    raise _Violation(f"unexpected {P.NAMES[ft]} frame in an open session")
+                t0 = time.perf_counter()
+                if not self.srv.budget.acquire(self, length):  # room first: the payload is read only then
+                    return
+                self.transport["stall_s"] += time.perf_counter() - t0
                 self.transport["frames_in"] += 1
                 if ft == P.EVENTS:
-                    wins = P.unpack_windows(pl, flags, len(in_names), sizes, window)
+                    wins = P.unpack_windows(P.recv_exact(self.sock, length), flags, len(in_names), sizes, window)
                     self.transport["windows_in"] += len(wins)
-                    item = ("events", [{in_names[i]: e for i, e in w.items()} for w in wins], seq, flags)
-                elif ft in (P.RESET, P.STATS, P.CLOSE):
-                    if pl:
-                        raise EventFormatError(f"{P.NAMES[ft]} frame with a {len(pl)}-byte payload (must be empty)")
-                    item = (P.NAMES[ft].lower(), None, seq, 0)
+                    item = ("events", [{in_names[i]: e for i, e in w.items()} for w in wins], seq, length)
                 else:
-                    raise _Violation(f"unexpected {P.NAMES[ft]} frame in an open session")
+                    item = (P.NAMES[ft].lower(), None, seq, 0)
                 if not self.put(item) or ft == P.CLOSE:
                     return
+                del item
         except Exception as e:  # decoding errors, disconnects, timeouts: all reported to the stepper
             self.put(("error", e, 0, 0))
 
     def handshake(self) -> tuple[list[str], list[int], int]:
         srv = self.srv
-        ft, _, payload, _ = P.read_frame(self.sock)
+        ft, _, payload, _ = P.read_frame(self.sock, P.PRE_AUTH_MAX_PAYLOAD)
         if ft != P.HELLO:
             raise _Violation(f"expected HELLO, got {P.NAMES[ft]}")
         hello = P.parse_json(payload)
+        P.check_version(hello)
         token = P.opt_str(hello, "token")
-        if srv.token is not None and not hmac.compare_digest((token or "").encode(), srv.token.encode()):
+        if srv.token is not None and not hmac.compare_digest((token or "").encode("utf8", "surrogatepass"),
+                                                            srv.token.encode("utf8", "surrogatepass")):
             raise PermissionError("wrong or missing token")
         b = srv.bundle
         io = {"inputs": {k: list(b.graph.shape_out(k)) for k in b.graph.inputs},
@@ -169,7 +236,7 @@ class _Conn:
         self.send(P.HELLO, P.json_payload({"version": P.VERSION, "target": b.target, "devices": list(b.backend.devices),
                                            "default_device": srv.device or b.backend.default_device,
                                            "window": srv.window, **io}))
-        ft, _, payload, _ = P.read_frame(self.sock)
+        ft, _, payload, _ = P.read_frame(self.sock, P.PRE_AUTH_MAX_PAYLOAD)
         if ft != P.OPEN:
             raise _Violation(f"expected OPEN, got {P.NAMES[ft]}")
         req = P.parse_json(payload)
@@ -185,6 +252,7 @@ class _Conn:
                              f"{srv.max_window_cells}; use a smaller window", limit=srv.max_window_cells, actual=cells)
         self.session = srv.session_factory(b, device, window)
         s = self.session
+        self.sock.settimeout(srv.idle_timeout)  # the handshake is over: from now on, the idle timeout
         self.send(P.OPEN, P.json_payload({
             "device": s.device_name, "window": s.window,
             "inputs": {k: s.io.size(k) for k in s.io.inputs}, "outputs": {k: s.io.size(k, "out") for k in s.io.outputs},
@@ -200,19 +268,21 @@ class _Conn:
         self.rd.start()
         while True:
             try:
-                kind, data, seq, flags = self.q.get(timeout=0.5)
+                kind, data, seq, nbytes = self.q.get(timeout=0.5)
             except queue.Empty:
                 if self.rd.is_alive():
                     continue
-                kind, data, seq, flags = "error", ConnectionError("reader stopped"), 0, 0
+                kind, data, seq, nbytes = "error", ConnectionError("reader stopped"), 0, 0
             if kind == "events":
                 tables = []
                 for w in data:
                     out = self.session.step(w)
                     tables.append(P.pack_table([(i, out[k], bool(len(out[k]) and (out[k]["v"] != 1).any()))
                                                 for i, k in enumerate(out_names)]))
+                del data
                 payload, fl = P.pack_windows(tables)
                 self.send(P.OUTPUT, payload, seq, fl)
+                self.srv.budget.release(self, nbytes)
             elif kind == "reset":
                 self.session.reset()
                 self.send(P.STATS, self.stats())
@@ -238,7 +308,7 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self):
         srv: SessionServer = self.server  # type: ignore[assignment]
         sock: socket.socket = self.request
-        sock.settimeout(srv.idle_timeout)
+        sock.settimeout(min(srv.idle_timeout, HANDSHAKE_TIMEOUT_S))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames go out at once (no Nagle delay)
         conn = _Conn(srv, sock, "%s:%s" % self.client_address[:2])
         with srv.lock:
@@ -264,11 +334,19 @@ class _Handler(socketserver.BaseRequestHandler):
                 pass
             if conn.rd is not None:
                 conn.rd.join(2.0)
+            srv.budget.release(conn, conn.held)  # frames read but never answered
             if conn.session is not None:
                 conn.session.close()
                 srv.closed_sessions.append(dict(conn.session.counters.as_dict(), transport=dict(conn.transport)))
             with srv.lock:
                 srv.conns.pop(threading.current_thread(), None)
+
+
+def _int_option(name: str, flag: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise OptionError(f"{name} ({flag}) must be an integer from {lo} to {hi}, got {v!r}", limit=f"{lo}..{hi}",
+                          actual=v, hint=f"pass {flag} N with {lo} <= N <= {hi}")
+    return int(v)
 
 
 class SessionServer(socketserver.ThreadingTCPServer):
@@ -278,15 +356,39 @@ class SessionServer(socketserver.ThreadingTCPServer):
 
     ``session_factory(bundle, device, window)`` builds each connection's
     session (default :class:`Session`); a wrapper can add device options.
+
+    Limits (module docstring): ``queue_frames`` (1..MAX_QUEUE_FRAMES),
+    ``idle_timeout`` (seconds > 0), ``max_connections``,
+    ``max_connections_per_client`` (per client IP address), ``max_buffered_bytes``
+    (all connections together, at least one MAX_PAYLOAD frame),
+    ``max_window_cells``. Every one is checked here: a bad value raises
+    :class:`~nmc.errors.OptionError` naming the ``nmc serve`` option.
     """
 
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, bundle, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 device: str | None = None, window: int = 1, queue_frames: int = 4,
+                 device: str | None = None, window: int = 1, queue_frames: int = QUEUE_FRAMES,
                  idle_timeout: float = IDLE_TIMEOUT_S, max_window_cells: int = MAX_WINDOW_CELLS,
-                 session_factory=None, log=None):
+                 max_connections: int = MAX_CONNECTIONS, max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+                 max_buffered_bytes: int = MAX_BUFFERED_BYTES, session_factory=None, log=None):
+        port = _int_option("port", "--port", port, 0, 65535)
+        queue_frames = _int_option("queue length", "--queue", queue_frames, 1, MAX_QUEUE_FRAMES)
+        max_connections = _int_option("connection limit", "--max-connections", max_connections, 1, 1 << 16)
+        max_connections_per_client = _int_option("per-client connection limit", "--max-connections-per-client",
+                                                 max_connections_per_client, 1, max_connections)
+        max_buffered_bytes = _int_option("buffered-bytes limit", "max_buffered_bytes", max_buffered_bytes,
+                                         P.MAX_PAYLOAD, 1 << 40)
+        max_window_cells = _int_option("window-cells limit", "max_window_cells", max_window_cells, 1, 1 << 40)
+        try:
+            idle_timeout = float(idle_timeout)
+        except (TypeError, ValueError):
+            idle_timeout = float("nan")
+        if not 0 < idle_timeout < 1e7:  # NaN and inf fail too; settimeout refuses <0 and overflows on huge values
+            raise OptionError(f"idle timeout (--idle-timeout) must be a number of seconds > 0, got {idle_timeout!r}",
+                              limit="> 0 and < 1e7", actual=idle_timeout,
+                              hint="pass --idle-timeout 60 (a connection silent that long is closed)")
         if not is_loopback(host) and not token:
             raise OptionError(f"listening on {host} (not loopback) requires a token that clients must present",
                               hint="pass --token SECRET, or bind to 127.0.0.1")
@@ -296,8 +398,12 @@ class SessionServer(socketserver.ThreadingTCPServer):
             raise OptionError(f"target '{bundle.target}' has no device '{device}'",
                               hint=f"devices: {', '.join(bundle.backend.devices)}")
         self.bundle, self.token, self.device, self.window = bundle, token or None, device, window
-        self.queue_frames, self.idle_timeout = int(queue_frames), float(idle_timeout)
-        self.max_window_cells = int(max_window_cells)
+        self.queue_frames, self.idle_timeout = queue_frames, idle_timeout
+        self.max_window_cells = max_window_cells
+        self.max_connections, self.max_connections_per_client = max_connections, max_connections_per_client
+        self.budget = _Budget(max_buffered_bytes)
+        self._open_by_client: dict[str, int] = {}  # accepted, not yet ended connections per client address
+        self._refused: list[tuple[float, socket.socket]] = []  # busy answers waiting to be closed
         self.session_factory = session_factory or (lambda b, d, w: Session(b, device=d, window=w))
         self.log = log
         self.conns: dict[threading.Thread, _Conn] = {}
@@ -307,13 +413,98 @@ class SessionServer(socketserver.ThreadingTCPServer):
         self._serving = False
         try:
             super().__init__((host, port), _Handler)
-        except OSError as e:
-            raise OptionError(f"cannot listen on {host}:{port} ({e.strerror or e})",
+        except (OSError, OverflowError, UnicodeError) as e:
+            raise OptionError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e})",
                               hint="pick another --port (0 = any free port) or --host") from None
 
     def _log(self, msg: str) -> None:
         if self.log is not None:
             self.log(msg)
+
+    # ------------------------------------------------------ connection limits
+    @property
+    def open_connections(self) -> int:
+        """Accepted connections not yet ended (what ``max_connections`` limits)."""
+        with self.lock:
+            return sum(self._open_by_client.values())
+
+    def process_request(self, request, client_address):
+        """Counts the connection against the limits, or answers E_BUSY without a thread."""
+        ip = str(client_address[0])
+        with self.lock:
+            total, mine = sum(self._open_by_client.values()), self._open_by_client.get(ip, 0)
+            if total >= self.max_connections:
+                busy = (f"server busy: {total} connections open, the limit (--max-connections "
+                        f"{self.max_connections}); retry later")
+            elif mine >= self.max_connections_per_client:
+                busy = (f"server busy: {mine} connections open from {ip}, the per-client limit "
+                        f"(--max-connections-per-client {self.max_connections_per_client}); close one or retry later")
+            else:
+                busy = None
+                self._open_by_client[ip] = mine + 1
+        if busy is not None:
+            self._refuse(request, busy)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread to serve it (e.g. out of threads): the connection is not counted
+            self._uncount(ip)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._uncount(str(client_address[0]))
+
+    def _uncount(self, ip: str) -> None:
+        with self.lock:
+            n = self._open_by_client.get(ip, 0) - 1
+            if n > 0:
+                self._open_by_client[ip] = n
+            else:
+                self._open_by_client.pop(ip, None)
+
+    def _refuse(self, sock: socket.socket, msg: str) -> None:
+        """ERROR E_BUSY and a half-close, from the accept loop, never blocking; the socket
+        is closed by :meth:`service_actions` once the client has read it (or after a
+        short linger), so that the close does not reset the connection over the frame."""
+        self._log(f"refused a connection: {msg}")
+        try:
+            sock.setblocking(False)
+            sock.send(P.frame(P.ERROR, P.error_payload(P.E_BUSY, msg)))
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        self._refused.append((time.monotonic() + _REFUSED_LINGER_S, sock))
+        while len(self._refused) > _MAX_REFUSED_PENDING:
+            self._refused.pop(0)[1].close()
+
+    def service_actions(self) -> None:
+        """Called by the accept loop between polls: finish the refused connections."""
+        now, keep = time.monotonic(), []
+        for deadline, sock in self._refused:
+            done = now >= deadline
+            while not done:
+                try:
+                    done = not sock.recv(65536)  # discard what the client sent; EOF: it has closed
+                except BlockingIOError:
+                    break
+                except OSError:
+                    done = True
+            if done:
+                sock.close()
+            else:
+                keep.append((deadline, sock))
+        self._refused = keep
+
+    def handle_error(self, request, client_address):
+        """One log line instead of socketserver's traceback on stderr."""
+        import sys
+
+        e = sys.exc_info()[1]
+        self._log(f"{client_address}: connection failed ({type(e).__name__}: {e})")
 
     @property
     def address(self) -> tuple[str, int]:
@@ -362,4 +553,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
                 except OSError:
                     pass
                 t.join(1.0)
+        for _, sock in self._refused:
+            sock.close()
+        self._refused = []
         self.server_close()

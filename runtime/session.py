@@ -40,13 +40,14 @@ use.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from nmc.errors import EventFormatError, OptionError, ShapeError
+from nmc.errors import DeviceError, EventFormatError, OptionError, ShapeError
 
 from . import events as ev
 
@@ -91,6 +92,11 @@ class Session:
         self.bundle = bundle
         self.device_name = device or bundle.backend.default_device
         self.device = bundle.device(self.device_name, **device_opts)
+        if getattr(self.device, "main_thread_only", False) and threading.current_thread() is not threading.main_thread():
+            raise DeviceError(f"device '{self.device_name}' can only run in the main thread of a process (it installs "
+                              "signal handlers or keeps process-global state), not in a server session or another "
+                              "worker thread", hint=f"use another device ({', '.join(d for d in bundle.backend.devices if d != self.device_name)}), "
+                              f"or run it with `nmc run --device {self.device_name}`")
         self.io = IOMap.of(bundle)
         self.window = int(window)
         self.pace = pace

@@ -29,12 +29,14 @@ from ..base import Device
 
 class Brian2Device(Device):
     name = "brian2"
+    #: importing brian2 installs a SIGINT handler (main thread only) and Brian2 keeps global state
+    main_thread_only = True
 
     def __init__(self, program, graph, curr_exp_order: str | None = None, **_):
-        try:
-            import brian2  # noqa: F401
-        except ImportError:
-            raise DeviceError("the brian2 device needs the brian2 package", hint="pip install brian2") from None
+        import importlib.util
+
+        if importlib.util.find_spec("brian2") is None:  # found, not imported: see Device.main_thread_only
+            raise DeviceError("the brian2 device needs the brian2 package", hint="pip install brian2")
         self.p, self.graph = program, graph
         self.order = curr_exp_order or program.curr_exp_order
 
