@@ -24,14 +24,20 @@ MiB = 1 << 20
 
 
 class ServeProcess:
-    def __init__(self, bundle_path, *args: str, start_timeout: float = 60.0):
+    def __init__(self, bundle_path, *args: str, start_timeout: float = 60.0, log_path=None):
         self.cmd = [sys.executable, "-m", "nmc.cli", "serve", str(bundle_path), "--port", "0", *args]
         self.start_timeout = start_timeout
+        self.log_path = log_path  # the server's stderr (its one-line log) goes here, else nowhere
         self.p: subprocess.Popen | None = None
         self.address: tuple[str, int] | None = None
 
     def __enter__(self) -> "ServeProcess":
-        self.p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        err = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        try:
+            self.p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        finally:
+            if self.log_path:
+                err.close()
         lines: list[str] = []
         t = threading.Thread(target=lambda: lines.append(self.p.stdout.readline()), daemon=True)
         t.start()
