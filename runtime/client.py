@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from nmc.errors import DeviceError, EventFormatError, NmcError
+from nmc.errors import DeviceError, EventFormatError, NmcError, OptionError
 
 from . import events as ev
 from . import protocol as P
@@ -38,6 +38,10 @@ from .session import IOMap, check_dense_inputs, dense_windows
 class Client:
     def __init__(self, host: str, port: int, token: str | None = None, device: str | None = None,
                  window: int | None = None, timeout: float = 60.0):
+        if isinstance(port, bool) or not isinstance(port, (int, np.integer, str)) or not str(port).isdigit() \
+                or not 1 <= int(port) <= 65535:
+            raise OptionError(f"port must be an integer from 1 to 65535, got {port!r}", limit="1..65535", actual=port,
+                              hint="give the port `nmc serve` printed, e.g. 127.0.0.1:7878")
         try:
             self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         except (OSError, ValueError) as e:

@@ -22,7 +22,7 @@ Back-pressure and memory
     ``window`` × (input + output channels) exceeds ``max_window_cells`` (dense
     buffers).
 
-Connections
+Limits
     At most ``max_connections`` connections at once, and at most
     ``max_connections_per_client`` from one client address; a connection over
     either limit is answered at once with ERROR E_BUSY (no thread, nothing
@@ -43,6 +43,8 @@ Security
     Binds to 127.0.0.1 by default. Listening on any other address requires a
     token, which clients must present in HELLO (compared in constant time); a
     wrong or missing token gets ERROR E_AUTH and the connection is closed.
+    The protocol is plain TCP: off loopback, terminate TLS in front of the
+    server (SECURITY.md, section "nmc serve").
 
 Shutdown
     :meth:`SessionServer.stop` stops accepting, stops reading every

@@ -126,6 +126,13 @@ def test_cli_serve_bad_options_are_one_line(bundle, args):
     assert args[0] in lines[0] and "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("port", ["99999", "0"])
+def test_cli_stream_port_out_of_range_is_one_line(tmp_path, port):
+    ev.save_npz(tmp_path / "in.npz", {"input": np.zeros((4, 8))})
+    r = _cli(["stream", f"127.0.0.1:{port}", "--input", str(tmp_path / "in.npz")])
+    assert r.exit_code == 2 and "port must be an integer from 1 to 65535" in r.output, r.output
+
+
 def test_cli_serve_help_documents_the_limits():
     r = CliRunner().invoke(main, ["serve", "--help"])
     assert r.exit_code == 0
@@ -153,6 +160,21 @@ def test_hello_version_mismatch_is_a_typed_error_naming_both(bundle):
         srv.stop()
     with pytest.raises(P.VersionMismatch, match="server speaks protocol version 7, this client speaks version 1"):
         P.check_version({"version": 7}, side="client")
+
+
+def test_token_with_a_lone_surrogate_is_refused_not_an_internal_error(bundle):
+    """A JSON token "\\ud800" (one of the fuzz harness's hostile values) made the token
+    comparison raise UnicodeEncodeError (ERROR E_INTERNAL)."""
+    srv = SessionServer(bundle, window=4, token="s3cret")
+    srv.start()
+    try:
+        s = socket.create_connection(srv.address, timeout=5)
+        s.sendall(P.frame(P.HELLO, b'{"version": 1, "token": "\\ud800"}'))
+        frames = _frames(_recv_all(s))
+        s.close()
+        assert P.parse_error(frames[-1][1])[0] == P.E_AUTH
+    finally:
+        srv.stop()
 
 
 def test_pre_auth_frames_are_limited_before_allocation(bundle):
