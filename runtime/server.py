@@ -24,7 +24,8 @@ Back-pressure and memory
 
 Limits
     At most ``max_connections`` connections at once, and at most
-    ``max_connections_per_client`` from one client address; a connection over
+    ``max_connections_per_client`` from one client address (an IPv6 client's
+    /64 network, see :func:`client_key`); a connection over
     either limit is answered at once with ERROR E_BUSY (no thread, nothing
     read) and closed. Before the token is checked a frame may declare at most
     :data:`~nmc.runtime.protocol.PRE_AUTH_MAX_PAYLOAD` bytes (a larger one is
@@ -344,6 +345,20 @@ class _Handler(socketserver.BaseRequestHandler):
                 srv.conns.pop(threading.current_thread(), None)
 
 
+def client_key(ip: str) -> str:
+    """The client address a per-client limit counts: the IP address, or for IPv6
+    its /64 network (one host is routinely given a whole /64)."""
+    try:
+        a = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return ip
+    if a.version == 6:
+        if a.ipv4_mapped is not None:
+            return str(a.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{a}/64", strict=False))
+    return str(a)
+
+
 def _int_option(name: str, flag: str, v, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
         raise OptionError(f"{name} ({flag}) must be an integer from {lo} to {hi}, got {v!r}", limit=f"{lo}..{hi}",
@@ -432,7 +447,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
 
     def process_request(self, request, client_address):
         """Counts the connection against the limits, or answers E_BUSY without a thread."""
-        ip = str(client_address[0])
+        ip = client_key(str(client_address[0]))
         with self.lock:
             total, mine = sum(self._open_by_client.values()), self._open_by_client.get(ip, 0)
             if total >= self.max_connections:
@@ -457,7 +472,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._uncount(str(client_address[0]))
+            self._uncount(client_key(str(client_address[0])))
 
     def _uncount(self, ip: str) -> None:
         with self.lock:

@@ -254,6 +254,15 @@ def test_connection_caps_answer_busy_and_free_slots(bundle):
         srv.stop()
 
 
+def test_per_client_key_groups_an_ipv6_64():
+    from nmc.runtime.server import client_key
+
+    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.0.0.1") == client_key("10.0.0.1") == "10.0.0.1"
+    assert client_key("127.0.0.2") != client_key("127.0.0.1")
+
+
 def _until(cond, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
