@@ -233,9 +233,7 @@ class _Conn:
         if srv.token is not None and not hmac.compare_digest((token or "").encode("utf8", "surrogatepass"),
                                                             srv.token.encode("utf8", "surrogatepass")):
             raise PermissionError("wrong or missing token")
-        b = srv.bundle
-        io = {"inputs": {k: list(b.graph.shape_out(k)) for k in b.graph.inputs},
-              "outputs": {k: list(b.graph.shape_in(k)) for k in b.graph.outputs}}
+        b, io = srv.bundle, srv.io
         self.send(P.HELLO, P.json_payload({"version": P.VERSION, "target": b.target, "devices": list(b.backend.devices),
                                            "default_device": srv.device or b.backend.default_device,
                                            "window": srv.window, **io}))
@@ -415,6 +413,9 @@ class SessionServer(socketserver.ThreadingTCPServer):
             raise OptionError(f"target '{bundle.target}' has no device '{device}'",
                               hint=f"devices: {', '.join(bundle.backend.devices)}")
         self.bundle, self.token, self.device, self.window = bundle, token or None, device, window
+        # the graph is read here, in the main thread, once: not by the first client's HELLO
+        self.io = {"inputs": {k: list(bundle.graph.shape_out(k)) for k in bundle.graph.inputs},
+                   "outputs": {k: list(bundle.graph.shape_in(k)) for k in bundle.graph.outputs}}
         self.queue_frames, self.idle_timeout = queue_frames, idle_timeout
         self.max_window_cells = max_window_cells
         self.max_connections, self.max_connections_per_client = max_connections, max_connections_per_client
@@ -500,6 +501,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
 
     def service_actions(self) -> None:
         """Called by the accept loop between polls: finish the refused connections."""
+        super().service_actions()
         now, keep = time.monotonic(), []
         for deadline, sock in self._refused:
             done = now >= deadline
