@@ -392,11 +392,10 @@ def estimate(act: Activity, spec: HardwareSpec, mode: str | None = None) -> dict
         mode = "tick" if tick_bound or not st["timed"] else "work"
     if mode not in MODES:
         raise OptionError(f"energy time mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if mode == "work" and not st["timed"]:
-        raise OptionError(f"spec '{spec.name}' gives no time per event, so steps cannot be timed by their work",
-                          hint="use the tick mode, or add timing.*_s / core.cycles_per_* entries with --hw")
     work = st["per_step_s"]
-    if tick_bound and st["timed"]:
+    if not st["timed"]:
+        work_step = np.full(act.steps, act.tick_s)  # no time per event (analog, continuous time): the tick
+    elif tick_bound:
         # timer-driven: a step lasts a whole tick; the shortest safe tick is the worst step's work
         work_step = np.full(act.steps, float(work.max()))
     else:

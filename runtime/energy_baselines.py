@@ -46,10 +46,14 @@ def load(path=None) -> dict[str, dict]:
     return out
 
 
-def baselines(act, spec=None, table: dict | None = None) -> dict:
-    """Energy per inference (J) of the run's network on each baseline, with labels."""
+def baselines(act, spec=None, table: dict | None = None, calls_per_inference: int | None = None) -> dict:
+    """Energy per inference (J) of the run's network on each baseline, with labels.
+
+    ``calls_per_inference``: framework calls per inference — the run's steps by default
+    (the network stepped like the chip steps it: a recurrent net, a token per step);
+    1 for the equivalent ANN evaluated once per input."""
     t = table or load()
-    steps = act.steps
+    steps = act.steps if calls_per_inference is None else int(calls_per_inference)
     dense = act.dense_macs_per_step
     out = {}
     for key in ("gpu", "cpu"):

@@ -138,7 +138,7 @@ def fit(act: Activity, measured_per_step: np.ndarray) -> dict:
     x = x / scale
     pred = A @ x
     ss = float(((y - y.mean()) ** 2).sum())
-    r2 = 1 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else 1.0
+    r2 = 1 - float(((y - pred) ** 2).sum()) / ss if ss > 1e-12 * float((y ** 2).sum()) else 1.0
     return {"values": dict(zip(names, map(float, x))), "folded_into_static": folded, "r2": r2,
             "residual_j": float(rnorm)}
 
