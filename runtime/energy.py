@@ -75,7 +75,7 @@ TERMS = (
     Term("synaptic_ops", "energy.synaptic_op_j", None, "synaptic event on a binary spike (AC)",
          ("timing.synaptic_op_s", "core.cycles_per_synop")),
     Term("macs", "energy.mac_j", "energy.synaptic_op_j", "synaptic event on a graded value (MAC)",
-         ("timing.mac_s", "core.cycles_per_synop")),
+         ("timing.mac_s", "timing.synaptic_op_s", "core.cycles_per_synop")),
     Term("neuron_updates", "energy.neuron_update_j", None, "update of an active neuron",
          ("timing.neuron_update_s", "core.cycles_per_neuron_update")),
     Term("neuron_updates_inactive", "energy.neuron_update_inactive_j", "energy.neuron_update_j",

@@ -231,6 +231,7 @@ def test_static_power_over_the_work_time_on_loihi_and_the_tick_on_a_tick_bound_c
     # one core: the step's work is its events × SANA-FE's Loihi latencies, + the 1-core barrier (0.6 µs);
     # the host injects the input events (they cost the core no time)
     tc = energy.time_constants(s)
+    assert tc["macs"] == tc["synaptic_ops"] == 3.8e-9  # a graded event is a synaptic op on Loihi
     per_step = sum(act.per_step[k] * tc[k] for k in energy.KINDS) - x.sum(1) * tc["packets"] + 0.6e-6
     assert rep["time"]["work_per_inference_s"] == pytest.approx(per_step.sum(), rel=1e-9)
     assert rep["static_by_mode_j"]["work"] == pytest.approx(0.104 * per_step.sum(), rel=1e-9)
