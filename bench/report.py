@@ -317,35 +317,86 @@ def transport(d) -> list[str]:
 
 
 def energy(d) -> list[str]:
-    L = ["## 6. Energy estimates next to published figures", "", _hdr(d, ""),
-         f"`nmc.runtime.energy.profile` with each target's sourced constants (`hw_configs/*.toml`): the quick "
-         f"start's digits MLP ({d['samples']} digits, T = 16 steps of 1 ms) and the EGRU workload (per step).\n",
-         "| target | workload | per inference | dynamic part | average power | dense fp32 MACs (45 nm) for the same net |",
-         "|---|---|---|---|---|---|"]
-    for wl, block in (("digits MLP", d["digits"]), ("EGRU(64), per step", d["egru"])):
-        for t, r in block.items():
-            per = r["per_step_j"] if wl.startswith("EGRU") else r["per_inference_j"]
-            dyn = r["dynamic_j"] / (r["steps"] * r["batch"]) if wl.startswith("EGRU") else r["dynamic_per_inference_j"]
-            fp = r["fp32_dense_per_inference_j"] / (r["steps"] if wl.startswith("EGRU") else 1)
-            L.append(f"| {t} | {wl} | {_si(per, 'J')} | {_si(dyn, 'J')} | {_si(r['average_power_w'], 'W')} | {_si(fp, 'J')} |")
-    L += ["", "| published figure | value | nmc estimate | nmc / published | like-for-like? |", "|---|---|---|---|---|"]
-    for c in d["comparisons"]:
-        p = d["published"][c["published"]]
-        val = p["value"]
-        pv = f"{val[0]}–{val[1]} {p['unit']}" if isinstance(val, list) else _si(val, p["unit"])
-        nv = _si(c["nmc_j"], "J") if "nmc_j" in c else _si(c["nmc_w"], "W")
-        extra = ""
-        if "published_gpu_over_chip" in c:
-            extra = (f" Published A100/chip = {c['published_gpu_over_chip']:.1f}×; nmc's dynamic-energy saving vs "
-                     f"dense fp32 MACs on this layer = {d['egru']['spinnaker2']['dynamic_savings_vs_fp32']:.2f}× "
-                     "(static power excluded; the GPU figure includes it).")
-        if "within_range" in c:
-            extra = " Within the published range." if c["within_range"] else " Outside the published range."
-        L.append(f"| {p['what']} ({p['target']}) — {p['source']} | {pv} | {nv} | {c['ratio']:.3g} | {c['like_for_like']}.{extra} |")
-    if d.get("refused"):
-        L += [""] + [f"- {k}: refused ({v})" for k, v in d["refused"].items()]
-    L += ["", "At a 1 ms tick the static power of a whole chip dominates every per-inference estimate; the dynamic "
-          "part is what event-driven execution saves against dense MACs.", ""]
+    L = ["## 6. Energy against published measurements and SANA-FE", "", _hdr(d, ""),
+         "`nmc.runtime.energy.profile` with each target's sourced constants (`hw_configs/*.toml`); SANA-FE "
+         f"{d['calibration']['kws_loihi']['sanafe'].get('version') or ''} runs the same compiled network exported "
+         "to its YAML format (`nmc.runtime.sanafe_peer`) on its Loihi architecture (calibrated on measurements; "
+         "dynamic energy only). Workloads (`bench/energy_workloads.py`) rebuild the published topologies with "
+         "random weights at the published activity level.\n"]
+    if "calibration" not in d:
+        return L + ["(no calibration results: re-run `python -m bench energy`)", ""]
+    c, p = d["calibration"], d["published"]
+    k, b, e = c["kws_loihi"], c["mnist_bss2"], c["egru_lm"]
+    sf = k["sanafe"]
+    L += ["| workload | quantity | nmc | SANA-FE | published | nmc / published | nmc / SANA-FE |",
+          "|---|---|---|---|---|---|---|",
+          f"| Loihi keyword spotter 390-256-256-29, 10 steps ({p['kws_loihi']['source']}) | dynamic energy per inference "
+          f"| {_si(k['dynamic_per_inference_j'], 'J')} | {_si(sf.get('per_inference_j'), 'J')} | {_si(p['kws_loihi']['value'], 'J')} "
+          f"| {k['ratio_dynamic_vs_published']:.3g} | {_f(k.get('ratio_nmc_vs_sanafe'), 2)} |",
+          f"| same | chip time per inference (work-bound) | {_si(k['time']['work_per_inference_s'], 's')} "
+          f"| {_si(sf.get('sim_time_per_inference_s'), 's')} | {_si(k['published_time_per_inference_s'], 's')} (296 inf/s) "
+          f"| {1 / k['time_ratio_published_vs_work']:.3g} | "
+          f"{_f(k['time']['work_per_inference_s'] / sf['sim_time_per_inference_s'] if sf.get('sim_time_per_inference_s') else None, 2)} |",
+          f"| BrainScaleS-2 MNIST 256-246-10, 12 µs per frame ({p['mnist_bss2']['source']}) | energy per frame "
+          f"| {_si(b['per_inference_j'], 'J')} | — (no BSS-2 model) | {_si(p['mnist_bss2']['value'], 'J')} | {b['ratio_vs_published']:.3g} | — |",
+          f"| SpiNNaker 2 EGRU LM, 3 × EGRU(256), 95 % pruned ({p['egru_lm']['source']}) | GPU at batch 1 ÷ chip, per token "
+          f"| {e['gpu_over_chip']:.3g}× | — (no EGRU model) | {e['published_gpu_over_chip']:.3g}× (A100; range 5–18×) "
+          f"| same direction: {'yes' if e['same_direction'] else 'NO'} | — |"]
+    dg = d["digits"].get("loihi2", {})
+    if dg.get("ratio_nmc_vs_sanafe") is not None:
+        L.append(f"| Loihi: quick-start digits MLP 64-128-10, 16 steps | dynamic energy per inference "
+                 f"| {_si(dg['dynamic_per_inference_j'], 'J')} | {_si(dg['sanafe']['per_inference_j'], 'J')} | — | — "
+                 f"| {dg['ratio_nmc_vs_sanafe']:.2f} |")
+    f = k["fit"]
+    L += ["", "**Notes on the differences.**", "",
+          f"- *Loihi keyword spotter*: nmc and SANA-FE agree (×{k['ratio_nmc_vs_sanafe']:.2f} on energy, on time "
+          f"within {abs(1 - k['time']['work_per_inference_s'] / sf['sim_time_per_inference_s']) * 100:.0f} %) and both are "
+          f"~{1 / k['ratio_dynamic_vs_published']:.0f}× below the published 0.27 mJ. The measured cause is in the published "
+          f"table itself: Blouw's \"dynamic\" energy is (running − idle power) × wall time = 81 mW × 3.38 ms = "
+          f"{_si(k['time_proportional_j'], 'J')} per inference, i.e. time-proportional power; the run took 3.38 ms per "
+          f"inference, {k['time_ratio_published_vs_work']:.1f}× the chip's work time, and the per-event energy of the "
+          f"neurocores (nmc {_si(k['dynamic_per_inference_j'], 'J')}, SANA-FE {_si(sf.get('per_inference_j'), 'J')}) is "
+          f"{k['dynamic_per_inference_j'] / p['kws_loihi']['value'] * 100:.1f} % of it. The rest is power drawn while the run "
+          "is in progress whatever the activity (embedded x86 cores, host I/O, clocks) — not a per-event constant.",
+          f"- *`nmc profile --fit` on that measurement*: fitting the trace the table describes (idle 29 mW, then 110 mW "
+          f"at 296 inferences/s) recovers a running power of {f['fitted_static_w'] * 1e3:.1f} mW (published 110 mW; minus "
+          f"idle = {f['fitted_minus_idle_w'] * 1e3:.1f} mW, published 81 mW) and per-event constants ≈ 0 (the trace is flat "
+          f"at the published resolution, so it cannot tell events apart); with the fitted override nmc gives "
+          f"{_si(f['refit_per_inference_j'], 'J')} per inference vs the published {_si(f['published_running_j'], 'J')} "
+          "running energy (equal by construction: this shows the fit, not a prediction).",
+          f"- *BrainScaleS-2*: like for like in time (the frame lasts 12 µs of hardware time, 85 k frames/s = 11.8 µs); "
+          f"static power ({b['dominant_why']}) makes the frame's energy. The 200 mW comes from the same paper, so this "
+          "checks the time accounting, not an independent per-event model.",
+          f"- *EGRU LM*: {e['baseline_labels']['gpu']} uses {_si(e['baselines_per_token_j']['gpu'], 'J')} per token "
+          f"(running power incl. idle × measured time per call), the chip {_si(e['per_token_j'], 'J')} "
+          f"(tick mode; {_si(e['per_token_by_mode_j']['work'], 'J')} with the tick shortened to the slowest PE's step). "
+          f"Published: 65 mJ on SpiNNaker 2 vs 1.19 J on an A100. Same direction (the chip wins); nmc's factor is larger "
+          "because its model is smaller (about 5 × 10⁴ kept weights vs the published model's millions) while the "
+          f"GPU's cost per call is fixed. Against the ideal-MAC lower bound ({_si(e['baselines_per_token_j']['ideal_mac'], 'J')}, no memory, no "
+          "static power) the chip loses, which is what the report used to show.", ""]
+    L += ["| workload | before (44ca06a) | after | what changed |", "|---|---|---|---|"]
+    bef = d.get("before") or {}
+    if bef:
+        L.append(f"| Loihi KWS, dynamic per inference | {_si(bef['kws_loihi']['dynamic_per_inference_j'], 'J')} "
+                 f"| {_si(k['dynamic_per_inference_j'], 'J')} | inactive neurons at 52 pJ, axon-out messages 111 pJ, route pass (hops) |")
+        L.append(f"| Loihi KWS, total per inference | {_si(bef['kws_loihi']['per_inference_j'], 'J')} "
+                 f"| {_si(k['per_inference_j'], 'J')} | static once per chip, over the work time ({_si(k['time']['work_per_inference_s'], 's')}) "
+                 f"instead of 10 ticks (tick mode: {_si(k['total_by_mode_per_inference_j']['tick'], 'J')}) |")
+        L.append(f"| BSS-2 MNIST, per frame | {_si(bef['mnist_bss2']['per_inference_j'], 'J')} | {_si(b['per_inference_j'], 'J')} "
+                 "| unchanged model; workload now the published 12 µs frame |")
+        L.append(f"| EGRU LM per token (SpiNNaker 2) | {_si(bef['egru_lm']['per_token_j'], 'J')}, "
+                 f"{bef['egru_lm']['per_token_j'] / bef['egru_lm']['fp32_mac_per_token_j']:.0f}× *more* than the baseline "
+                 f"(ideal fp32 MACs) | {_si(e['per_token_j'], 'J')}, {e['gpu_over_chip']:.0f}× *less* than a GPU at batch 1 "
+                 "| baseline = a GPU at batch 1 with idle power and memory traffic; per-PE active power no longer added to per-event energies |")
+        for t in ("spinnaker2", "loihi2", "brainscales2"):
+            if t in bef.get("digits", {}) and t in d["digits"]:
+                r = d["digits"][t]
+                L.append(f"| digits MLP on {t}, per inference | {_si(bef['digits'][t]['per_inference_j'], 'J')} "
+                         f"| {_si(r['per_inference_j'], 'J')} ({r['mode']} mode; other mode "
+                         f"{_si(r['total_by_mode_per_inference_j']['work' if r['mode'] == 'tick' else 'tick'], 'J')}) | {r['dominant_why']} |")
+    L += ["", "Static power is charged over real time: `work` mode = the slowest core's work per step (Loihi, "
+          "barrier-synchronised); `tick` mode = the configured tick (SpiNNaker 2 and BrainScaleS-2 are tick-bound; "
+          "their `work` figure is the shortest tick the placement allows). Both are in `bench/results/energy.json`.", ""]
     return L
 
 

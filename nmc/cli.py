@@ -372,8 +372,11 @@ def inspect_cmd(path, as_json):
 @click.option("--offset", type=float, help="Time in the trace (s) where the run starts [first sample].")
 @click.option("--fit", "fit_out", type=click.Path(path_type=Path), help="Fit the model to --measured and write the constants as a --hw override TOML.")
 @click.option("--raster", help="Comma-separated nodes for the HTML spike raster.")
+@click.option("--time", "time_mode", type=click.Choice(["tick", "work"]),
+              help="How long a step lasts for static power: the tick, or the slowest core's work "
+                   "[work on Loihi, tick on tick-bound chips]; both are in the report.")
 @click.option("-o", "--output", "outputs", multiple=True, type=click.Path(path_type=Path), help="report.json and/or report.html (repeatable).")
-def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out, raster, outputs):
+def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out, raster, time_mode, outputs):
     """Estimate energy per layer and per core for a run (and compare with measured power).
 
     \b
@@ -381,7 +384,10 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
       nmc profile digits.nmc --input in.npz -o report.json -o report.html
       nmc profile digits.nmc --input in.npz --measured power.csv --fit fitted.toml
     Energy = activity counts of the run x the target's sourced constants
-    (hw_configs/<target>.toml, overridable with --hw) + static power x time.
+    (hw_configs/<target>.toml, overridable with --hw) + static power x time,
+    where time is the tick or the slowest core's work per step (--time).
+    The report lists every term, which part dominates and why, and the same
+    network on a GPU and a CPU at batch 1 and as ideal MACs.
     """
 
     from . import api
@@ -390,7 +396,7 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 
     b = api.load(bundle)
     inputs = load_inputs_npz(input_path)
-    rep, act = energy.profile(b, inputs, device=device, spec=spec, overrides=hw)
+    rep, act = energy.profile(b, inputs, device=device, spec=spec, overrides=hw, mode=time_mode)
     meas = None
     if measured:
         t, w = power.load_trace(measured)

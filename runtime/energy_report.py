@@ -44,7 +44,13 @@ def tables(rep: dict, top_cores: int = 12) -> list[Table]:
             c.add_row(core, *(_j(e[k]) for k in ("synaptic_ops", "neuron_updates", "packets", "static", "total")))
         out.append(c)
     s = Table(title="totals", show_header=False)
-    s.add_row("per inference", _j(rep["per_inference_j"]))
+    s.add_row("per inference", _j(rep["per_inference_j"]) + f" (static over the {rep['mode']} time)")
+    tm = rep["time"]
+    other = "work" if rep["mode"] == "tick" else "tick"
+    s.add_row(f"per inference, {other} time", _j(rep["total_by_mode_j"][other] / rep["batch"]))
+    s.add_row("time per inference", f"tick {tm['tick_per_inference_s'] * 1e3:.4g} ms"
+              + (f", work {tm['work_per_inference_s'] * 1e3:.4g} ms" if tm["work_per_inference_s"] is not None else ""))
+    s.add_row("dominant", rep["dominant_why"])
     s.add_row("per timestep", _j(rep["per_step_j"] / rep["batch"]))
     s.add_row("average power", f"{rep['average_power_w'] * 1e3:.4g} mW")
     s.add_row("cores / chips used", f"{rep['cores_used']} / {rep['chips_used']}")
@@ -59,6 +65,8 @@ def tables(rep: dict, top_cores: int = 12) -> list[Table]:
               f"{_j(conv['fp32_j'] / rep['batch'])} per inference"
               + (f" = {rep['dynamic_savings_vs_fp32']:.3g}× the dynamic estimate"
                  if rep.get("dynamic_savings_vs_fp32") else ""))
+    for k, v in rep.get("baselines", {}).items():
+        s.add_row(f"baseline: {v['label']}", f"{_j(v['per_inference_j'])} per inference ({v['includes']})")
     if "measured" in rep:
         m = rep["measured"]
         s.add_row("measured per inference", f"{_j(m['per_inference_j'])} (estimate / measured = {m['ratio']:.3g})")
@@ -144,8 +152,9 @@ def plots(rep: dict, act: Activity, graph, measured: np.ndarray | None = None, r
         figs["Spike raster"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 2.8))
-    est = np.asarray(rep["per_step_j_series"]) / (rep["tick_s"] * rep["batch"])
-    ax.plot(np.arange(len(est)) * rep["tick_s"] * 1e3, est * 1e3, label="estimated")
+    step_s = np.asarray(rep.get("step_s_series", [rep["tick_s"]] * len(rep["per_step_j_series"])))
+    est = np.asarray(rep["per_step_j_series"]) / (step_s * rep["batch"])
+    ax.plot(np.concatenate([[0.0], np.cumsum(step_s)[:-1]]) * 1e3, est * 1e3, label=f"estimated ({rep.get('mode', 'tick')} time)")
     if measured is not None:
         ax.plot(np.arange(measured.shape[-1]) * rep["tick_s"] * 1e3, measured.mean(0) / rep["tick_s"] * 1e3,
                 label="measured", alpha=0.8)
@@ -163,9 +172,14 @@ def to_html(rep: dict, figs: dict[str, str]) -> bytes:
     head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in KINDS)
     summary = [("per inference", _j(rep["per_inference_j"])), ("per timestep", _j(rep["per_step_j"] / rep["batch"])),
                ("average power", f"{rep['average_power_w'] * 1e3:.4g} mW"),
-               ("static per inference", _j(rep["by_kind_j"]["static"] / rep["batch"])),
+               ("static per inference", _j(rep["by_kind_j"]["static"] / rep["batch"]) + f" ({rep['mode']} time)"),
+               ("per inference, tick / work time", " / ".join(_j(rep["total_by_mode_j"][m] / rep["batch"])
+                                                             for m in ("tick", "work"))),
+               ("dominant", rep["dominant_why"]),
                ("cores / chips", f"{rep['cores_used']} / {rep['chips_used']}"),
                ("dense fp32 on a 45 nm processor", _j(rep["conventional"]["fp32_j"] / rep["batch"]) + " per inference")]
+    for k, v in rep.get("baselines", {}).items():
+        summary.append((f"baseline: {v['label']}", _j(v["per_inference_j"]) + f" per inference ({v['includes']})"))
     if "measured" in rep:
         summary.append(("measured per inference", _j(rep["measured"]["per_inference_j"])))
     summ = "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td></tr>" for a, b in summary)

@@ -12,8 +12,10 @@ trace must cover the whole run (else a typed error names how much is missing).
 
 ``fit(activity, measured_per_step)``: non-negative least squares for the
 static power and the per-event constants whose counts vary over the run
-(constant counts, such as time-driven neuron updates, cannot be told apart from
-static power and are folded into it, as the report says). The result is
+(constant counts cannot be told apart from static power and are folded into it,
+as the report says; since every neuron updates every step, the inactive
+updates are folded too and the fitted ``neuron_updates`` value is the extra
+energy of an active update over an inactive one). The result is
 written as a ``--hw`` override TOML.
 """
 from __future__ import annotations
@@ -117,11 +119,15 @@ def fit(act: Activity, measured_per_step: np.ndarray) -> dict:
     if len(y) != act.steps:
         raise OptionError(f"measured series has {len(y)} steps, the run has {act.steps}")
     cols, names, folded = [np.full(act.steps, act.tick_s * act.batch)], ["static_power_w"], []
+    n_all = act.per_step["neuron_updates"] + act.per_step["neuron_updates_inactive"]
+    # every neuron updates every step: active + inactive is constant, so only the active
+    # count's variation can be told from static power (its value is then active − inactive)
+    pair_constant = n_all.sum() > 0 and np.ptp(n_all) < 1e-9 * max(n_all.max(), 1)
     for k in KINDS:
         v = act.per_step[k]
         if v.sum() == 0:
             continue
-        if np.ptp(v) < 1e-9 * max(v.max(), 1):
+        if np.ptp(v) < 1e-9 * max(v.max(), 1) or (pair_constant and k == "neuron_updates_inactive"):
             folded.append(k)
             continue
         cols.append(v)
@@ -132,7 +138,7 @@ def fit(act: Activity, measured_per_step: np.ndarray) -> dict:
     x = x / scale
     pred = A @ x
     ss = float(((y - y.mean()) ** 2).sum())
-    r2 = 1 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else 1.0
+    r2 = 1 - float(((y - pred) ** 2).sum()) / ss if ss > 1e-12 * float((y ** 2).sum()) else 1.0
     return {"values": dict(zip(names, map(float, x))), "folded_into_static": folded, "r2": r2,
             "residual_j": float(rnorm)}
 
@@ -148,7 +154,6 @@ def override_toml(fitted: dict, cores: int, chips: int, source: str) -> str:
     static = v.get("static_power_w", 0.0)
     lines.append(f'static_chip_w = {{ value = {static / max(chips, 1):.9g}, unit = "W", grade = "user", '
                  f'source = "{src} (all static power attributed to chips)" }}')
-    lines.append(f'static_core_w = {{ value = 0.0, unit = "W", grade = "user", source = "{src} (folded into static_chip_w)" }}')
     for k in KINDS:
         if k in v:
             key = CONSTANT[k].split(".", 1)[1]

@@ -71,7 +71,7 @@ def test_known_values():
     assert (s2.get("models.lif.weight_min"), s2.get("models.lif.weight_max"), s2.get("models.lif.delay_max")) == (-15, 15, 7)
     assert s2.get("models.lif_no_delay.weight_max") == 127
     assert s2.get("energy.dvfs.clock_hz") == [150e6, 300e6] and s2.get("energy.dvfs.voltage_v") == [0.5, 0.8]
-    assert s2.entry("energy.synaptic_op_j").grade == "est" and "midpoint" in s2.entry("energy.synaptic_op_j").source
+    assert s2.entry("energy.synaptic_op_j").grade == "est" and "pe_cycle_j" in s2.entry("energy.synaptic_op_j").source
     l2 = HardwareSpec.load("loihi2")
     n = l2.section("numerics")
     assert (n["decay_scale"], n["state_bits"], n["threshold_shift"], n["delay_max"], n["graded_payload_bits"]) == (4096, 24, 6, 63, 24)

@@ -1,6 +1,6 @@
 """The ``loihi2`` target: Intel Loihi 2 through Lava (``lava-nc``).
 
-Pipeline: normalize → (quantize, partition, place when registered) → lower
+Pipeline: normalize → (quantize, partition, place, route when registered) → lower
 (:mod:`.lower`) to a :class:`~.program.LoihiProgram` of Lava processes. The
 bundle holds ``program/lava_net.py`` (:mod:`.emit`), ``program.json`` and
 arrays.
@@ -241,7 +241,7 @@ class Loihi2Backend:
     def default_pipeline(self, options: dict) -> str:
         from nmc.passes import REGISTRY
 
-        want = ["quantize{bits=8}", "partition", "place"]
+        want = ["quantize{bits=8}", "partition", "place", "route"]
         steps = ["normalize"] + [p for p in want if p.split("{")[0] in REGISTRY]
         return ",".join(steps)
 
