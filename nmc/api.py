@@ -13,6 +13,7 @@ import numpy as np
 from .bundle import Bundle
 from .errors import OptionError
 from .frontends import load_model
+from .target_options import check_dt, check_seed, check_target_options
 
 
 def compile(model: Any, target: str = "reference", output: str | Path | None = None, *,
@@ -35,6 +36,8 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     from nmc.passes import PassContext, PassManager, parse_pipeline, pipeline_text
 
     backend = get_backend(target)
+    check_target_options(target, backend, target_options)
+    dt, seed = check_dt(dt), check_seed(seed)
     options = {"target": target, "dt": dt, "reset": reset, "integrator": integrator, "seed": seed,
                **target_options}
     if progress:

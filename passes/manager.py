@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tempfile
 import time
@@ -80,6 +81,20 @@ class Pass:
     summary: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
+    #: inclusive ranges of numeric options, ``{option: (lo, hi)}`` (None: unbounded); checked
+    #: on construction with every float option finite, so a bad value is an OptionError naming
+    #: the pass and option, never a crash inside the pass
+    bounds: ClassVar[dict[str, tuple]] = {}
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            lo, hi = self.bounds.get(f.name, (None, None))
+            if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise OptionError(f"option '{f.name}' of pass '{self.name}' must be {_range_text(lo, hi)}, got {v}",
+                                  hint=f"e.g. {self.name}{{{f.name}={f.default if f.default is not None else lo}}}")
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:  # pragma: no cover - interface
         raise NotImplementedError
@@ -92,7 +107,19 @@ class Pass:
     @classmethod
     def options_help(cls) -> list[tuple[str, str, str]]:
         hints = typing.get_type_hints(cls)
-        return [(f.name, _type_name(hints.get(f.name, str)), _fmt(f.default)) for f in dataclasses.fields(cls)]
+        return [(f.name, _type_name(hints.get(f.name, str))
+                 + (f" {_range_text(*cls.bounds[f.name])}" if f.name in cls.bounds else ""), _fmt(f.default))
+                for f in dataclasses.fields(cls)]
+
+
+def _range_text(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"in [{lo}, {hi}]"
+    if lo is not None:
+        return f">= {lo}"
+    if hi is not None:
+        return f"<= {hi}"
+    return "finite"
 
 
 def _fmt(v) -> str:
