@@ -251,16 +251,24 @@ class PassManager:
                 if isinstance(e, OptionError) or type(e).__name__ == "DesignRuleError":
                     raise
                 raise PassError(e.message, pass_name=p.name, node=e.node, limit=e.limit, actual=e.actual,
-                                hint=e.hint, reproducer=self._reproducer(before, p, ctx)) from e
+                                hint=e.hint, reproducer=self._safe_reproducer(before, p, ctx)) from e
             except Exception as e:  # a bug in a pass: keep the traceback chained, name the pass
                 raise PassError(f"internal error: {type(e).__name__}: {e}", pass_name=p.name,
-                                reproducer=self._reproducer(before, p, ctx)) from e
+                                reproducer=self._safe_reproducer(before, p, ctx)) from e
             ctx.timings[f"{i:02d}-{p.name}"] = time.perf_counter() - t0
             if ctx.dump_dir:
                 (ctx.dump_dir / f"{i:02d}-{p.name}.txt").write_text(g.dump())
         ctx.reports.setdefault("passes", {})["pipeline"] = pipeline_text(self.passes)
         g.thaw_arrays(frozen)
         return g
+
+    def _safe_reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str | None:
+        """The reproducer's folder, or None when it cannot be written: a failure to write it
+        must never replace the error being reported."""
+        try:
+            return self._reproducer(graph, p, ctx)
+        except Exception:  # noqa: BLE001 - any failure here would hide the real error
+            return None
 
     def _reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str:
         from nmc import serialize
