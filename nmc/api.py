@@ -13,6 +13,7 @@ import numpy as np
 from .bundle import Bundle
 from .errors import OptionError
 from .frontends import load_model
+from .output_paths import check_output
 from .target_options import check_dt, check_seed, check_target_options
 
 
@@ -38,6 +39,10 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     backend = get_backend(target)
     check_target_options(target, backend, target_options)
     dt, seed = check_dt(dt), check_seed(seed)
+    read = [p for p in (model, calibrate, *hw, target_options.get("calibration"), target_options.get("eval_text"))
+            if isinstance(p, (str, Path))]
+    check_output(output, read, option="-o", kind="dir")
+    check_output(dump_ir, read, option="--dump-ir", kind="dir")
     options = {"target": target, "dt": dt, "reset": reset, "integrator": integrator, "seed": seed,
                **target_options}
     if progress:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import InputFileError, NmcError
+from .output_paths import check_output
 
 err = Console(stderr=True)
 out = Console()
@@ -164,13 +165,12 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
     from nmc.runtime.events import load_inputs_npz, save_npz
 
     if text is not None or tokens_path is not None:
+        check_output(output, [bundle, tokens_path])
         return _run_lm(api.load(bundle), text, tokens_path, n_gen, temperature, engine, output)
     if input_path is None:
         raise click.UsageError("give --input (an .npz), or --text / --tokens for a language model")
 
-    if output is not None and (output.is_dir() or not output.parent.is_dir()):
-        raise InputFileError("cannot write the outputs here: " + ("it is a directory" if output.is_dir()
-                             else "its folder does not exist"), path=output, hint="pass a file path like out.npz")
+    check_output(output, [bundle, input_path])
     b = api.load(bundle)
     inputs = load_inputs_npz(input_path)
     rec = [r.strip() for r in record.split(",")] if record else []
@@ -267,6 +267,7 @@ def eval_cmd(bundle, text_file, model_path, streams, max_chars, output):
     from .lm import evaluate as E
     from .lm.report import lm_report, read_text
 
+    check_output(output, [bundle, text_file, model_path])
     _one_torch_thread()
     b = api.load(bundle)
     E.lm_meta(b.graph)
@@ -388,6 +389,10 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
     from nmc.runtime import energy, energy_report, power
     from nmc.runtime.events import load_inputs_npz
 
+    read = [bundle, input_path, measured, *hw]
+    for o in outputs:
+        check_output(o, read)
+    check_output(fit_out, read, option="--fit")
     b = api.load(bundle)
     inputs = load_inputs_npz(input_path)
     rep, act = energy.profile(b, inputs, device=device, spec=spec, overrides=hw)
@@ -495,13 +500,14 @@ def stream_cmd(target_, input_path, output, window, device, token, batch):
 
     if window < 1 or batch < 1:
         raise OptionError(f"--window and --batch must be >= 1, got {window} and {batch}")
-    if output is not None and (output.is_dir() or not output.parent.is_dir()):
-        raise InputFileError("cannot write the outputs here: " + ("it is a directory" if output.is_dir()
-                             else "its folder does not exist"), path=output, hint="pass a file path like out.npz")
+    check_output(output, [input_path] + ([target_] if Path(target_).exists() else []))
     inputs = load_inputs_npz(input_path)
     if not inputs:
         raise InputFileError("the input file holds no arrays", path=input_path, hint="one (T, *shape) array per input node")
     T = max(v.shape[0] for v in inputs.values())
+    if T < 1:
+        raise InputFileError("the input arrays have no timesteps (T = 0)", path=input_path,
+                             hint="give at least one timestep: (T >= 1, *node shape)")
     host, _, port = target_.rpartition(":")
     if Path(target_).exists() or not (host and port.isdigit()):
         from .runtime.session import open_session
