@@ -39,6 +39,10 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     backend = get_backend(target)
     check_target_options(target, backend, target_options)
     dt, seed = check_dt(dt), check_seed(seed)
+    if input_shape is not None:
+        from .limits import check_dims
+
+        input_shape = check_dims(input_shape, f"--input-shape {tuple(input_shape)}", error=OptionError)
     read = [p for p in (model, calibrate, *hw, target_options.get("calibration"), target_options.get("eval_text"))
             if isinstance(p, (str, Path))]
     check_output(output, read, option="-o", kind="dir")

@@ -329,7 +329,7 @@ def check_meta(meta: dict) -> None:
         ok = False
     if not ok:
         raise GraphError(f"the model's time step dt = {dt!r} is not a finite number of seconds > 0",
-                         hint="pass --dt SECONDS (e.g. --dt 1e-3) or fix the file's meta")
+                         hint="the file is corrupt or was edited: re-save the model (nmc.save) with a positive dt")
 
 
 def _as_array(v):
