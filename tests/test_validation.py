@@ -234,9 +234,16 @@ def test_npz_declaring_an_absurd_shape_refused(tmp_path, bundles):
     p = tmp_path / "big.npz"
     hdr = _npy_header((128, 10 ** 9))              # 1 TB declared, a few bytes stored
     _zip(p, "input.npy", hdr, crc=zlib.crc32(hdr), size=len(hdr), method=0)
-    with pytest.raises(InputFileError) as e:
-        load_inputs_npz(p)
-    assert "128" in e.value.message and e.value.path == str(p)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputFileError) as e:
+            load_inputs_npz(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # refused from the header, against the stated bound (not by a failed 1 TB allocation)
+    assert "(128, 1000000000)" in e.value.message and "before reading" in e.value.message
+    assert e.value.limit == "512.0 MiB" and e.value.path == str(p) and peak < 16 * 2 ** 20
     assert "big.npz" in cli_error("run", bundles["reference"].path, "-i", p)
     assert "big.npz" in cli_error("compile", tmp_path / "none.nir", "--calibrate", p, "-o", tmp_path / "o.nmc")
 
