@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .errors import InputFileError, NmcError
 from .output_paths import check_output
+from .target_options import check_number
 
 err = Console(stderr=True)
 out = Console()
@@ -164,6 +165,8 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
     from . import api
     from nmc.runtime.events import load_inputs_npz, save_npz
 
+    check_number("--generate", n_gen, lo=0)
+    check_number("--temperature", temperature, lo=0)
     if text is not None or tokens_path is not None:
         check_output(output, [bundle, tokens_path])
         return _run_lm(api.load(bundle), text, tokens_path, n_gen, temperature, engine, output)
@@ -268,6 +271,8 @@ def eval_cmd(bundle, text_file, model_path, streams, max_chars, output):
     from .lm.report import lm_report, read_text
 
     check_output(output, [bundle, text_file, model_path])
+    check_number("--streams", streams, lo=1)
+    check_number("--max-chars", max_chars, lo=1)
     _one_torch_thread()
     b = api.load(bundle)
     E.lm_meta(b.graph)
@@ -393,7 +398,18 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
     for o in outputs:
         check_output(o, read)
     check_output(fit_out, read, option="--fit")
+    check_number("--offset", offset)
+    for o in outputs:
+        if o.suffix not in (".json", ".html", ".htm"):
+            raise click.BadParameter(f"{o}: use a .json or .html file name", param_hint="-o")
     b = api.load(bundle)
+    nodes = [r.strip() for r in raster.split(",")] if raster else None
+    for n in nodes or ():
+        if n not in b.graph.nodes:
+            from .errors import OptionError
+
+            raise OptionError(f"--raster names node '{n}', which the bundle does not have", node=n,
+                              hint="nodes: " + ", ".join(b.graph.nodes))
     inputs = load_inputs_npz(input_path)
     rep, act = energy.profile(b, inputs, device=device, spec=spec, overrides=hw)
     meas = None
@@ -414,7 +430,7 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
         if o.suffix == ".json":
             o.write_bytes(energy_report.to_json(rep))
         elif o.suffix in (".html", ".htm"):
-            figs = energy_report.plots(rep, act, b.graph, meas, raster.split(",") if raster else None)
+            figs = energy_report.plots(rep, act, b.graph, meas, nodes)
             o.write_bytes(energy_report.to_html(rep, figs))
         else:
             raise click.BadParameter(f"{o}: use a .json or .html file name", param_hint="-o")

@@ -96,6 +96,18 @@ def check_seed(seed) -> int:
     return seed
 
 
+def check_number(option: str, value, lo: float | None = None, hi: float | None = None) -> None:
+    """A command-line number finite and within ``[lo, hi]`` (None: unbounded), else an
+    OptionError naming the option; None (not given) passes."""
+    if value is None:
+        return
+    v = float(value)
+    if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = (f">= {lo}" if hi is None else f"in [{lo}, {hi}]") if lo is not None else \
+            (f"<= {hi}" if hi is not None else "finite")
+        raise OptionError(f"{option} must be {rng}, got {value}", limit=rng, actual=value)
+
+
 def check_target_options(target: str, backend, options: dict) -> None:
     """Refuse unknown keys (listing the valid ones) and out-of-range values."""
     known = {**COMMON, **getattr(backend, "options", {})}

@@ -460,3 +460,23 @@ def test_output_equal_to_input_through_subprocess(bundles, tmp_path):
     before = inp.read_bytes()
     assert "input" in cli_subprocess_error("run", bundles["reference"].path, "-i", inp, "-o", inp)
     assert inp.read_bytes() == before
+
+
+# ============================================ found by sweeping each command with bad values
+@pytest.mark.parametrize("args,what", [
+    (["run", "{b}", "--text", "hi", "--generate", "-1"], "--generate"),
+    (["run", "{b}", "--text", "hi", "--temperature", "nan"], "--temperature"),
+    (["eval", "{b}", "--text-file", "{t}", "--streams", "0"], "--streams"),
+    (["eval", "{b}", "--text-file", "{t}", "--max-chars", "-1"], "--max-chars"),
+    (["profile", "{s2}", "-i", "{i}", "-o", "{o}.json", "--offset", "nan"], "--offset"),
+    (["profile", "{s2}", "-i", "{i}", "-o", "{o}.html", "--raster", "nope"], "--raster"),
+    (["stream", "{b}", "-i", "{i}", "--window", "100000000000"], "window"),
+])
+def test_sweep_bad_values(bundles, tmp_path, args, what):
+    inp = tmp_path / "in.npz"
+    np.savez(inp, input=spikes(8, T=5))
+    (tmp_path / "t.txt").write_text("some text")
+    subst = {"{b}": bundles["reference"].path, "{s2}": bundles["spinnaker2"].path, "{i}": inp,
+             "{t}": tmp_path / "t.txt", "{o}": tmp_path / "r"}
+    args = [str(subst.get(a, a)).replace("{o}", str(tmp_path / "r")) for a in args]
+    assert what in cli_error(*args)
