@@ -557,12 +557,14 @@ def targets_cmd():
     """
     from nmc.backends import REGISTRY, get_backend
 
+    from .target_options import options_text
+
     t = Table(title="targets")
-    for c in ("target", "devices", "default pipeline", "description"):
+    for c in ("target", "devices", "default pipeline", "--option KEY=VALUE", "description"):
         t.add_column(c)
     for name in REGISTRY:
         be = get_backend(name)
-        t.add_row(name, ", ".join(be.devices), be.default_pipeline({}), be.summary)
+        t.add_row(name, ", ".join(be.devices), be.default_pipeline({}), options_text(be), be.summary)
     out.print(t)
 
 

@@ -124,6 +124,6 @@ def check_target_options(target: str, backend, options: dict) -> None:
 
 
 def options_text(backend) -> str:
-    """``name (range)`` of each option a target reads, for ``nmc targets``."""
-    known = {**getattr(backend, "options", {}), **COMMON}
-    return ", ".join(f"{k} ({o.range_text()})" for k, o in known.items())
+    """The names of the options a target reads, for ``nmc targets`` (an out-of-range
+    value's error states the range)."""
+    return ", ".join({**getattr(backend, "options", {}), **COMMON})
