@@ -43,8 +43,9 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
         from .limits import check_dims
 
         input_shape = check_dims(input_shape, f"--input-shape {tuple(input_shape)}", error=OptionError)
+    # files this compile reads (a packaged spec name in hw is not a file, and a missing file cannot be clobbered)
     read = [p for p in (model, calibrate, *hw, target_options.get("calibration"), target_options.get("eval_text"))
-            if isinstance(p, (str, Path))]
+            if isinstance(p, (str, Path)) and Path(p).exists()]
     check_output(output, read, option="-o", kind="dir")
     check_output(dump_ir, read, option="--dump-ir", kind="dir")
     options = {"target": target, "dt": dt, "reset": reset, "integrator": integrator, "seed": seed,
