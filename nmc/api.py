@@ -13,6 +13,8 @@ import numpy as np
 from .bundle import Bundle
 from .errors import OptionError
 from .frontends import load_model
+from .output_paths import check_output
+from .target_options import check_dt, check_seed, check_target_options
 
 
 def compile(model: Any, target: str = "reference", output: str | Path | None = None, *,
@@ -35,6 +37,17 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     from nmc.passes import PassContext, PassManager, parse_pipeline, pipeline_text
 
     backend = get_backend(target)
+    check_target_options(target, backend, target_options)
+    dt, seed = check_dt(dt), check_seed(seed)
+    if input_shape is not None:
+        from .limits import check_dims
+
+        input_shape = check_dims(input_shape, f"--input-shape {tuple(input_shape)}", error=OptionError)
+    # files this compile reads (a packaged spec name in hw is not a file, and a missing file cannot be clobbered)
+    read = [p for p in (model, calibrate, *hw, target_options.get("calibration"), target_options.get("eval_text"))
+            if isinstance(p, (str, Path)) and Path(p).exists()]
+    check_output(output, read, option="-o", kind="dir")
+    check_output(dump_ir, read, option="--dump-ir", kind="dir")
     options = {"target": target, "dt": dt, "reset": reset, "integrator": integrator, "seed": seed,
                **target_options}
     if progress:

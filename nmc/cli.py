@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import InputFileError, NmcError
+from .output_paths import check_output
+from .target_options import check_number
 
 err = Console(stderr=True)
 out = Console()
@@ -163,14 +165,15 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
     from . import api
     from nmc.runtime.events import load_inputs_npz, save_npz
 
+    check_number("--generate", n_gen, lo=0)
+    check_number("--temperature", temperature, lo=0)
     if text is not None or tokens_path is not None:
+        check_output(output, [bundle, tokens_path])
         return _run_lm(api.load(bundle), text, tokens_path, n_gen, temperature, engine, output)
     if input_path is None:
         raise click.UsageError("give --input (an .npz), or --text / --tokens for a language model")
 
-    if output is not None and (output.is_dir() or not output.parent.is_dir()):
-        raise InputFileError("cannot write the outputs here: " + ("it is a directory" if output.is_dir()
-                             else "its folder does not exist"), path=output, hint="pass a file path like out.npz")
+    check_output(output, [bundle, input_path])
     b = api.load(bundle)
     inputs = load_inputs_npz(input_path)
     rec = [r.strip() for r in record.split(",")] if record else []
@@ -267,6 +270,9 @@ def eval_cmd(bundle, text_file, model_path, streams, max_chars, output):
     from .lm import evaluate as E
     from .lm.report import lm_report, read_text
 
+    check_output(output, [bundle, text_file, model_path])
+    check_number("--streams", streams, lo=1)
+    check_number("--max-chars", max_chars, lo=1)
     _one_torch_thread()
     b = api.load(bundle)
     E.lm_meta(b.graph)
@@ -394,7 +400,22 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
     from nmc.runtime import energy, energy_report, power
     from nmc.runtime.events import load_inputs_npz
 
+    read = [bundle, input_path, measured, *hw]
+    for o in outputs:
+        check_output(o, read)
+    check_output(fit_out, read, option="--fit")
+    check_number("--offset", offset)
+    for o in outputs:
+        if o.suffix not in (".json", ".html", ".htm"):
+            raise click.BadParameter(f"{o}: use a .json or .html file name", param_hint="-o")
     b = api.load(bundle)
+    nodes = [r.strip() for r in raster.split(",")] if raster else None
+    for n in nodes or ():
+        if n not in b.graph.nodes:
+            from .errors import OptionError
+
+            raise OptionError(f"--raster names node '{n}', which the bundle does not have", node=n,
+                              hint="nodes: " + ", ".join(b.graph.nodes))
     inputs = load_inputs_npz(input_path)
     rep, act = energy.profile(b, inputs, device=device, spec=spec, overrides=hw, mode=time_mode)
     meas = None
@@ -415,7 +436,7 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
         if o.suffix == ".json":
             o.write_bytes(energy_report.to_json(rep))
         elif o.suffix in (".html", ".htm"):
-            figs = energy_report.plots(rep, act, b.graph, meas, raster.split(",") if raster else None)
+            figs = energy_report.plots(rep, act, b.graph, meas, nodes)
             o.write_bytes(energy_report.to_html(rep, figs))
         else:
             raise click.BadParameter(f"{o}: use a .json or .html file name", param_hint="-o")
@@ -511,13 +532,14 @@ def stream_cmd(target_, input_path, output, window, device, token, batch):
 
     if window < 1 or batch < 1:
         raise OptionError(f"--window and --batch must be >= 1, got {window} and {batch}")
-    if output is not None and (output.is_dir() or not output.parent.is_dir()):
-        raise InputFileError("cannot write the outputs here: " + ("it is a directory" if output.is_dir()
-                             else "its folder does not exist"), path=output, hint="pass a file path like out.npz")
+    check_output(output, [input_path] + ([target_] if Path(target_).exists() else []))
     inputs = load_inputs_npz(input_path)
     if not inputs:
         raise InputFileError("the input file holds no arrays", path=input_path, hint="one (T, *shape) array per input node")
     T = max(v.shape[0] for v in inputs.values())
+    if T < 1:
+        raise InputFileError("the input arrays have no timesteps (T = 0)", path=input_path,
+                             hint="give at least one timestep: (T >= 1, *node shape)")
     host, _, port = target_.rpartition(":")
     if Path(target_).exists() or not (host and port.isdigit()):
         from .runtime.session import open_session
@@ -551,12 +573,14 @@ def targets_cmd():
     """
     from nmc.backends import REGISTRY, get_backend
 
+    from .target_options import options_text
+
     t = Table(title="targets")
-    for c in ("target", "devices", "default pipeline", "description"):
+    for c in ("target", "devices", "default pipeline", "--option KEY=VALUE", "description"):
         t.add_column(c)
     for name in REGISTRY:
         be = get_backend(name)
-        t.add_row(name, ", ".join(be.devices), be.default_pipeline({}), be.summary)
+        t.add_row(name, ", ".join(be.devices), be.default_pipeline({}), options_text(be), be.summary)
     out.print(t)
 
 

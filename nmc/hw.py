@@ -269,6 +269,31 @@ def _validate(d: Mapping, where: str, root: Mapping | None = None, prefix: str =
         elif not (isinstance(v, (str, bool)) or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
             raise ConfigError(f"'{key}' has a value of type {type(v).__name__}", path=where,
                               hint="numbers go in { value = ... } tables; plain values may be text or true/false")
+    if refs:
+        _check_ordered_pairs(d, where, prefix)
+
+
+def _check_ordered_pairs(d: Mapping, where: str, prefix: str) -> None:
+    """``<x>_min`` ≤ ``<x>_max`` for every pair of entries of one table (e.g. an override
+    with weight_min > weight_max would make every clip empty)."""
+    for k, v in d.items():
+        if not (k.endswith("_min") and _is_leaf(v)):
+            continue
+        hi = d.get(k[:-4] + "_max")
+        if not _is_leaf(hi) or isinstance(v["value"], list) or isinstance(hi["value"], list):
+            continue
+        if v["value"] > hi["value"]:
+            raise ConfigError(f"'{prefix}{k}' = {v['value']} is above '{prefix}{k[:-4]}_max' = {hi['value']}",
+                              path=where, limit=hi["value"], actual=v["value"],
+                              hint=f"the range must be ordered: {k} <= {k[:-4]}_max")
+
+
+#: units of quantities that must be > 0 when given as one number (a duration, a rate, a
+#: frequency: a zero tick or clock would divide by zero); as a list (a range or a set of
+#: operating points) they must be >= 0 and ascending
+POSITIVE_UNITS = frozenset({"s", "Hz", "bit/s", "V", "TOPS/W"})
+#: units of quantities that cannot be negative (energies, powers, cycle counts, fractions)
+NONNEGATIVE_UNITS = frozenset({"J", "W", "cycle", "ratio"})
 
 
 def _validate_leaf(key: str, v: dict, where: str, root: Mapping | None) -> None:
@@ -292,6 +317,15 @@ def _validate_leaf(key: str, v: dict, where: str, root: Mapping | None) -> None:
         if v["unit"] in COUNT_UNITS and (x <= 0 or x != int(x)):
             raise ConfigError(f"'{key}' is a count ({v['unit']}) and must be a positive integer", path=where,
                               actual=x)
+        if v["unit"] in POSITIVE_UNITS and not isinstance(v["value"], list) and x <= 0:
+            raise ConfigError(f"'{key}' ({v['unit']}) must be > 0", path=where, limit="> 0", actual=x,
+                              hint=f"give '{key}' a positive value")
+        if (v["unit"] in NONNEGATIVE_UNITS or v["unit"] in POSITIVE_UNITS) and x < 0:
+            raise ConfigError(f"'{key}' ({v['unit']}) cannot be negative", path=where, limit=">= 0", actual=x)
+    if (isinstance(v["value"], list) and len(vals) == 2 and v["unit"] not in COUNT_UNITS
+            and vals[0] > vals[1]):
+        raise ConfigError(f"'{key}' is a range [low, high] and must be ordered", path=where,
+                          actual=vals, hint=f"write [{vals[1]}, {vals[0]}]")
     if "same_as" in v and root is not None:
         tgt = _node(root, v["same_as"]) if isinstance(v["same_as"], str) else _MISSING
         if not _is_leaf(tgt):

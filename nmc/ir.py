@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy as _copy
 import hashlib
+import math
 from typing import Any, Iterable
 
 import nir
@@ -220,9 +221,25 @@ class Graph:
                     raise GraphError(f"edge {a} -> {b} refers to a node that does not exist",
                                      node=end, hint="remove the edge or add the node")
 
+    def check_loaded(self) -> None:
+        """What a graph read from a file or handed over must satisfy before any pass
+        runs (the frontends' common intake calls this): edges join existing nodes, a
+        graph with several nodes has edges, the meta's ``dt`` is a finite number > 0,
+        every parameter is real and finite, declared shapes are whole numbers >= 1
+        within the memory bound, and per-neuron / bias lengths match their node.
+        Raises a typed error naming the node and parameter."""
+        self.check_edges()
+        if len(self.nodes) > 1 and not self.edges:
+            raise GraphError("graph has no edges: no node would receive input",
+                             hint="the file's edge list is empty; re-export the model")
+        check_meta(self.meta)
+        for name, node in self.nodes.items():
+            _check_values(name, node)
+
     def verify(self) -> None:
         """Check structure, shapes and parameters; raise naming node/edge."""
         self.check_edges()
+        check_meta(self.meta)
         if len(set(self.edges)) != len(self.edges):
             dup = next(e for e in self.edges if self.edges.count(e) > 1)
             raise GraphError(f"duplicate edge {dup[0]} -> {dup[1]}", node=dup[1])
@@ -300,10 +317,92 @@ def _param_summary(node: nir.NIRNode):
             yield k, repr(v)
 
 
-def _check_params(name: str, node: nir.NIRNode) -> None:
+def check_meta(meta: dict) -> None:
+    """The graph meta's ``dt``, when set, is a finite number of seconds > 0 (a model
+    file's meta may say dt = -1, 0, NaN or inf)."""
+    if "dt" not in meta:
+        return
+    dt = meta["dt"]
+    try:
+        ok = not isinstance(dt, (bool, complex)) and math.isfinite(float(dt)) and float(dt) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise GraphError(f"the model's time step dt = {dt!r} is not a finite number of seconds > 0",
+                         hint="the file is corrupt or was edited: re-save the model (nmc.save) with a positive dt")
+
+
+def _as_array(v):
+    """A parameter as a numpy array (torch tensors included), or None for non-numeric fields."""
+    if hasattr(v, "detach") and hasattr(v, "numpy"):
+        v = v.detach().cpu()
+        return v.numpy() if not v.is_complex() else v.resolve_conj().numpy()
+    if isinstance(v, np.ndarray):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, float, complex, np.number)):
+        return np.asarray(v)
+    return None
+
+
+#: per-neuron parameters of NIR's neuron nodes (one value per neuron, or one for all)
+_NEURON_FIELDS = ("tau", "tau_mem", "tau_syn", "r", "v_leak", "v_threshold", "v_reset", "w_in")
+
+
+def _check_values(name: str, node: nir.NIRNode) -> None:
+    """Parameters real and finite, declared shapes whole and bounded, bias lengths right."""
+    from .limits import check_dims, check_shape_alloc
+
     for k, v in _params(node).items():
-        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v)):
-            raise GraphError(f"parameter '{k}' has non-finite values", node=name)
+        a = _as_array(v)
+        if a is None:
+            continue
+        if a.dtype.kind == "c":
+            raise GraphError(f"parameter '{k}' is complex-valued ({a.dtype}); nmc's targets compute with real "
+                             "numbers and would drop the imaginary part", node=name,
+                             hint="export real-valued parameters (take .real only if the imaginary part is zero)")
+        if a.dtype.kind not in "biuf":
+            raise GraphError(f"parameter '{k}' holds {a.dtype} values, expected numbers", node=name,
+                             hint="the file may be corrupt; re-export the model")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise GraphError(f"parameter '{k}' has non-finite values (NaN or inf)", node=name,
+                             hint="check the trained model for NaN/inf weights")
+    for which in ("input_type", "output_type"):
+        t = getattr(node, which, None)
+        for port, shp in (t or {}).items():
+            if shp is None or np.size(shp) == 0:
+                continue
+            dims = check_dims(np.asarray(shp).reshape(-1), f"{which.split('_')[0]} shape {_shape_text(shp)}",
+                              node=name)
+            check_shape_alloc(dims, 8, f"shape {dims}", node=name)
+    sizes = {k: np.size(getattr(node, k)) for k in _NEURON_FIELDS if getattr(node, k, None) is not None}
+    per_neuron = {k: n for k, n in sizes.items() if n > 1}
+    if len(set(per_neuron.values())) > 1:
+        (k0, n0), (k1, n1) = sorted(per_neuron.items(), key=lambda kv: -kv[1])[0], min(per_neuron.items(), key=lambda kv: kv[1])
+        raise ShapeError(f"parameter '{k1}' has {n1} values but '{k0}' has {n0}: every per-neuron parameter needs "
+                         "one value per neuron (or a single value for all)", node=name, limit=n0, actual=n1,
+                         hint=f"give '{k1}' {n0} values")
+    w, b = getattr(node, "weight", None), getattr(node, "bias", None)
+    if isinstance(node, (nir.Affine, nir.Conv1d, nir.Conv2d)) and w is not None and b is not None:
+        w, b = _as_array(w), _as_array(b)
+        if w is not None and b is not None and w.ndim >= 1 and b.ndim > 0 and b.size != w.shape[0]:
+            raise ShapeError(f"bias has {b.size} values for {w.shape[0]} outputs (weight shape {tuple(w.shape)})",
+                             node=name, limit=w.shape[0], actual=b.size,
+                             hint="give one bias value per output (row of the weight)")
+    if isinstance(node, (nir.Affine, nir.Linear)) and w is not None:
+        w = _as_array(w)
+        if w is not None and w.ndim != 2:
+            raise ShapeError(f"weight has shape {tuple(w.shape)}, expected 2-D (outputs, inputs)", node=name)
+
+
+def _shape_text(shp) -> str:
+    return "(" + ", ".join(f"{x:g}" if isinstance(x, float) else str(x)
+                           for x in np.asarray(shp).reshape(-1).tolist()) + ")"
+
+
+def _check_params(name: str, node: nir.NIRNode) -> None:
+    _check_values(name, node)
     if isinstance(node, NEURON_TYPES):
         for tk in ("tau", "tau_mem", "tau_syn"):
             tau = getattr(node, tk, None)

@@ -283,11 +283,24 @@ def check_inputs(graph: Graph, inputs: dict, steps: int | None, batched: bool | 
                              hint="arrays are time-major: (timesteps, *node shape)")
         if not np.all(np.isfinite(a)):
             raise ShapeError("input array has non-finite values", node=k)
+        if a.shape[0] < 1 or (bflag and a.shape[1] < 1):
+            raise ShapeError(f"input array has shape {a.shape}: " + ("no timesteps (T = 0)" if a.shape[0] < 1
+                             else "an empty batch (batch = 0)"), node=k,
+                             hint="give at least one timestep and one sample: (T >= 1[, batch >= 1], *node shape)")
         if not bflag:
             a = a[:, None]
         out[k] = a
         T = a.shape[0] if T is None else max(T, a.shape[0])
     if steps is not None:
+        if steps < 1:
+            raise OptionError(f"--steps must be >= 1, got {steps}", limit=1, actual=steps,
+                              hint="omit --steps to run the input's length")
+        from .limits import check_shape_alloc
+
+        B = max(a.shape[1] for a in out.values())
+        for k in graph.outputs:  # each output is recorded for every step: (steps, B, *shape) float64
+            check_shape_alloc((steps, B, *graph.shape_in(k)), 8, f"--steps {steps}: output '{k}'", node=k,
+                              error=OptionError, hint="run fewer steps")
         if steps < T:
             raise ShapeError(f"--steps {steps} is shorter than the input ({T} steps); events would be lost",
                              limit=steps, actual=T, hint="omit --steps or pass a larger value")

@@ -42,7 +42,8 @@ def _ds(group: h5py.Group, key: str, value: Any) -> None:
         group.create_dataset(key, data=value, dtype=h5py.string_dtype(), track_times=False)
         return
     arr = np.asarray(value)
-    if arr.dtype.kind in "US":
+    if arr.dtype.kind in "US" or (arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr.flat)):
+        # strings (an empty edge list included: h5py cannot guess the type of an empty object array)
         group.create_dataset(key, data=arr.astype(object), dtype=h5py.string_dtype(), track_times=False)
     elif arr.ndim == 0 or arr.size < 16:
         group.create_dataset(key, data=arr, track_times=False)

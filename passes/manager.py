@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tempfile
 import time
@@ -80,6 +81,20 @@ class Pass:
     summary: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
+    #: inclusive ranges of numeric options, ``{option: (lo, hi)}`` (None: unbounded); checked
+    #: on construction with every float option finite, so a bad value is an OptionError naming
+    #: the pass and option, never a crash inside the pass
+    bounds: ClassVar[dict[str, tuple]] = {}
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            lo, hi = self.bounds.get(f.name, (None, None))
+            if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise OptionError(f"option '{f.name}' of pass '{self.name}' must be {_range_text(lo, hi)}, got {v}",
+                                  hint=f"e.g. {self.name}{{{f.name}={f.default if f.default is not None else lo}}}")
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:  # pragma: no cover - interface
         raise NotImplementedError
@@ -92,7 +107,19 @@ class Pass:
     @classmethod
     def options_help(cls) -> list[tuple[str, str, str]]:
         hints = typing.get_type_hints(cls)
-        return [(f.name, _type_name(hints.get(f.name, str)), _fmt(f.default)) for f in dataclasses.fields(cls)]
+        return [(f.name, _type_name(hints.get(f.name, str))
+                 + (f" {_range_text(*cls.bounds[f.name])}" if f.name in cls.bounds else ""), _fmt(f.default))
+                for f in dataclasses.fields(cls)]
+
+
+def _range_text(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"in [{lo}, {hi}]"
+    if lo is not None:
+        return f">= {lo}"
+    if hi is not None:
+        return f"<= {hi}"
+    return "finite"
 
 
 def _fmt(v) -> str:
@@ -224,16 +251,24 @@ class PassManager:
                 if isinstance(e, OptionError) or type(e).__name__ == "DesignRuleError":
                     raise
                 raise PassError(e.message, pass_name=p.name, node=e.node, limit=e.limit, actual=e.actual,
-                                hint=e.hint, reproducer=self._reproducer(before, p, ctx)) from e
+                                hint=e.hint, reproducer=self._safe_reproducer(before, p, ctx)) from e
             except Exception as e:  # a bug in a pass: keep the traceback chained, name the pass
                 raise PassError(f"internal error: {type(e).__name__}: {e}", pass_name=p.name,
-                                reproducer=self._reproducer(before, p, ctx)) from e
+                                reproducer=self._safe_reproducer(before, p, ctx)) from e
             ctx.timings[f"{i:02d}-{p.name}"] = time.perf_counter() - t0
             if ctx.dump_dir:
                 (ctx.dump_dir / f"{i:02d}-{p.name}.txt").write_text(g.dump())
         ctx.reports.setdefault("passes", {})["pipeline"] = pipeline_text(self.passes)
         g.thaw_arrays(frozen)
         return g
+
+    def _safe_reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str | None:
+        """The reproducer's folder, or None when it cannot be written: a failure to write it
+        must never replace the error being reported."""
+        try:
+            return self._reproducer(graph, p, ctx)
+        except Exception:  # noqa: BLE001 - any failure here would hide the real error
+            return None
 
     def _reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str:
         from nmc import serialize

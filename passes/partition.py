@@ -653,6 +653,8 @@ class Partition(Pass):
     rate_steps: int = 200
     baselines: str = "auto"
     baseline_max_neurons: int = BASELINE_MAX_NEURONS
+    bounds = {"max_neurons_per_core": (1, None), "seed": (0, 2 ** 63 - 1), "max_blocks": (1, None),
+              "max_block_edges": (1, None), "rate_steps": (1, None), "baseline_max_neurons": (0, None)}
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         limits = rules.limits_for(ctx, neurons_max=self.max_neurons_per_core)

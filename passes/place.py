@@ -286,6 +286,7 @@ class Place(Pass):
 
     seed: int | None = None
     anneal_moves: int = 30000
+    bounds = {"seed": (0, 2 ** 63 - 1), "anneal_moves": (0, None)}
     mesh: tuple[int, ...] = ()
     plot: bool = True
 

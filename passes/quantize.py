@@ -194,6 +194,7 @@ class Quantize(Pass):
     qmax: int | None = None
     steps: int = 64
     max_sim_synops: float = 1e8
+    bounds = {"qmax": (1, None), "steps": (1, None), "max_sim_synops": (1, None)}
 
     def apply(self, g: Graph, ctx: PassContext) -> Graph:
         if self.method not in METHODS:

@@ -227,6 +227,7 @@ class Rewire(Pass):
     sources_per_row: int | None = None
     rows_max: int | None = None
     sweeps: int = 2
+    bounds = {"fan_in": (1, None), "sources_per_row": (1, None), "rows_max": (1, None), "sweeps": (0, None)}
     refill: bool = True
 
     def apply(self, g: Graph, ctx: PassContext) -> Graph:

@@ -102,6 +102,7 @@ class Sparsify(Pass):
     format: str = "auto"
     steps: int = 64
     nodes: str = "all"
+    bounds = {"steps": (1, None)}
 
     def _selected(self, name: str, node) -> bool:
         if self.nodes == "all":

@@ -755,7 +755,9 @@ def load_nir_data(path, dt: float, *, snap: bool = False, batched: bool = False,
 def load_inputs_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Read an .npz of named arrays, never unpickling (object arrays are refused).
 
-    Missing files, directories, files that are not zip archives, members that
+    Declared sizes are checked first (:func:`nmc.limits.check_npz`): a member
+    larger than the stated memory bound, or a zip bomb, is refused before it is
+    decompressed. Missing files, directories, files that are not zip archives, members that
     are not .npy arrays and pickled object arrays raise InputFileError naming
     the path.
     """
@@ -767,6 +769,9 @@ def load_inputs_npz(path: str | Path) -> dict[str, np.ndarray]:
     hint = "write it with numpy.savez(path, input_node=array, ...)"
     if not zipfile.is_zipfile(p):
         raise InputFileError("not an .npz file (not a zip archive)", path=p, hint=hint)
+    from nmc.limits import check_npz
+
+    check_npz(p)  # declared sizes and dtypes, before anything is decompressed
     try:
         obj = np.load(p, allow_pickle=False)
         if not isinstance(obj, np.lib.npyio.NpzFile):

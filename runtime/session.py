@@ -89,6 +89,13 @@ class Session:
     def __init__(self, bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts):
         if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
             raise OptionError(f"window must be an integer ≥ 1 timestep, got {window!r}")
+        from nmc.limits import check_shape_alloc
+
+        g = bundle.graph
+        for k in g.inputs + g.outputs:  # each window is held densely per node: (window, *shape)
+            shp = g.shape_out(k) if k in g.inputs else g.shape_in(k)
+            check_shape_alloc((int(window), *(shp or ())), 8, f"a window of {window} timesteps at '{k}'", node=k,
+                              error=OptionError, hint="use a smaller --window")
         self.bundle = bundle
         self.device_name = device or bundle.backend.default_device
         self.device = bundle.device(self.device_name, **device_opts)

@@ -12,6 +12,7 @@ import numpy as np
 
 from nmc.errors import OptionError
 from nmc.ir import Graph
+from nmc.target_options import TargetOption
 
 from ..base import Device
 from .program import BSS2Program, load_program
@@ -23,6 +24,11 @@ class BrainScaleS2Backend:
     spec_name = "brainscales2"
     devices = ("emulator", "hardware")
     default_device = "emulator"
+    #: compile options (``--option KEY=VALUE``), checked by :mod:`nmc.target_options`
+    options = {
+        "calibration": TargetOption("measured per-circuit calibration table (JSON file)"),
+        "t_refrac": TargetOption("refractory time in seconds of model time", float, 0),
+    }
 
     def default_pipeline(self, options: dict) -> str:
         # 6-bit magnitude + row sign = 7-bit signed; rewire assigns label groups without pruning

@@ -38,6 +38,7 @@ import numpy as np
 from nmc.errors import OptionError, ShapeError
 from nmc.ir import Graph
 from nmc.reference import check_inputs
+from nmc.target_options import TargetOption
 
 from ..base import Device, LaggedStreaming
 from .emulator import LoihiEmulator
@@ -237,6 +238,13 @@ class Loihi2Backend:
     spec_name = "loihi2"
     devices = ("emulator", "lava")
     default_device = "emulator"
+    #: compile options (``--option KEY=VALUE``), checked by :mod:`nmc.target_options`
+    options = {
+        "vth_mant": TargetOption("threshold mantissa (Lava's 17-bit vth)", int, 1, 131071),
+        "weight_bits": TargetOption("weight bits inside Lava's 8-bit weight", int, 1, 8),
+        "input_bits": TargetOption("graded input bits (0: spikes)", int, 0, 24),
+        "sparse_below": TargetOption("weight density below which a Sparse process is used", float, 0, 1),
+    }
 
     def default_pipeline(self, options: dict) -> str:
         from nmc.passes import REGISTRY

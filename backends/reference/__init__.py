@@ -54,6 +54,7 @@ class ReferenceBackend:
     spec_name = None
     devices = ("reference",)
     default_device = "reference"
+    options: dict = {}  # no target options of its own (see nmc.target_options.COMMON)
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize"

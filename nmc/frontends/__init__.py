@@ -20,7 +20,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from nmc.errors import InputFileError, UnsupportedNodeError
+from nmc.errors import InputFileError, NmcError, UnsupportedNodeError
 from nmc.ir import Graph
 
 NIR_SUFFIXES = (".nir", ".h5", ".hdf5")
@@ -73,7 +73,23 @@ def _dense_params(g: Graph) -> Graph:
 def load_model(model: Any, *, trust_pickle: bool = False, input_shape=None, data: dict | None = None,
                options: dict | None = None) -> tuple[Graph, dict]:
     """Load ``model`` into a Graph. ``data`` (calibration inputs) and ``options``
-    (compile options) reach frontends that convert with data (ONNX)."""
+    (compile options) reach frontends that convert with data (ONNX).
+
+    Every loaded graph passes :meth:`Graph.check_loaded` here, whatever the
+    frontend: parameters real and finite, shapes whole and bounded, bias and
+    per-neuron lengths matching, dt > 0 (typed errors naming the node)."""
+    g, source = _load(model, trust_pickle=trust_pickle, input_shape=input_shape, data=data, options=options)
+    try:
+        g.check_loaded()
+    except NmcError as e:
+        if e.path is None and source.get("kind") == "file":
+            e.path = str(model)
+        raise
+    return g, source
+
+
+def _load(model: Any, *, trust_pickle: bool, input_shape, data: dict | None,
+          options: dict | None) -> tuple[Graph, dict]:
     if isinstance(model, Graph):
         return _dense_params(model.copy()), {"kind": "graph"}
     if isinstance(model, nir.NIRGraph):

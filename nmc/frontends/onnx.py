@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from nmc.annotations import Reset
 from nmc.errors import InputFileError, OptionError, ShapeError, UnsupportedNodeError
 from nmc.ir import Graph
+from nmc.limits import check_dims, check_shape_alloc
 
 SUPPORTED = {"Gemm", "MatMul", "Add", "Conv", "Relu", "Clip", "AveragePool", "Flatten", "Reshape",
              "BatchNormalization", "Identity", "Dropout"}
@@ -59,6 +60,26 @@ class _Op:
     attrs: dict
 
 
+def _check_initializers(g, path: Path) -> None:
+    """Before any initializer is turned into an array: its declared dims are whole and
+    within the memory bound, and it is real-valued (a complex weight would lose its
+    imaginary part in the float conversion)."""
+    from onnx import TensorProto, helper
+
+    for i in g.initializer:
+        if i.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+            raise UnsupportedNodeError(f"initializer '{i.name}' is complex-valued; nmc's targets compute with real "
+                                       "numbers", path=path, hint="export real-valued weights")
+        dims = tuple(int(d) for d in i.dims)
+        if any(d < 0 for d in dims):
+            raise ShapeError(f"initializer '{i.name}' declares negative dimensions {dims}", path=path)
+        try:
+            item = helper.tensor_dtype_to_np_dtype(i.data_type).itemsize
+        except Exception:  # an unknown data type: onnx's own reader refuses it below
+            item = 8
+        check_shape_alloc(dims, max(item, 8), f"initializer '{i.name}' of shape {dims}", path=path)
+
+
 def _read(path: Path):
     import onnx
     from onnx import numpy_helper
@@ -69,6 +90,7 @@ def _read(path: Path):
         raise InputFileError(f"not a readable ONNX model ({type(e).__name__})", path=path,
                              hint="re-export the model with torch.onnx.export") from None
     g = model.graph
+    _check_initializers(g, path)
     inits = {i.name: numpy_helper.to_array(i).astype(np.float64) if numpy_helper.to_array(i).dtype.kind == "f"
              else numpy_helper.to_array(i) for i in g.initializer}
     ops = []
@@ -196,6 +218,14 @@ def convert(path: str | Path, *, data: dict | None = None, timesteps: int = 32, 
     if len(in_shape) != len(dims) - 1:
         raise ShapeError(f"input '{in_name}' has unknown dimensions {dims}", path=path,
                          hint="export with a fixed input shape (batch may be dynamic)")
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        raise OptionError(f"timesteps must be a whole number >= 1, got {timesteps!r}", hint="e.g. --timesteps 32")
+    check_dims(in_shape, f"input '{in_name}' shape {in_shape}", path=path,
+               hint="export with a fixed, positive input shape")
+    # the calibration batch (at most 256 samples) encoded over every timestep is the largest array made here
+    n_cal = 256 if data is None else max((len(v) for v in data.values() if np.ndim(v) > 0), default=1)
+    check_shape_alloc((timesteps, max(n_cal, 1), *in_shape), 8, f"input '{in_name}' of shape {in_shape} over "
+                      f"{timesteps} timesteps for {n_cal} calibration samples", path=path)
     x_cal, labels, synthetic = _calibration(data, in_name, in_shape, seed)
     with torch.no_grad():
         env, acts = _ann_forward(ops, inits, in_name, torch.as_tensor(x_cal, dtype=torch.float64), record=True)

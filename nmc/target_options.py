@@ -1,0 +1,129 @@
+"""Compile options checked before anything is loaded: ``dt``, ``seed`` and the
+target options (``--option KEY=VALUE`` on the command line, extra keyword
+arguments of :func:`nmc.compile`).
+
+Each backend declares the options it reads as ``options = {name:
+TargetOption(...)}``; :data:`COMMON` are read for every target (the ONNX
+conversion, a language model's report). An unknown key is refused with the
+list of valid ones (a typo must not be ignored), and a value outside its range
+is refused naming the option.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import OptionError
+
+
+@dataclass(frozen=True)
+class TargetOption:
+    """One compile option: what it does, its type and range (``lo``/``hi`` inclusive unless ``*_open``)."""
+
+    help: str
+    type: type = str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple = ()
+
+    def range_text(self) -> str:
+        if self.choices:
+            return " | ".join(map(str, self.choices))
+        if self.lo is None and self.hi is None:
+            return self.type.__name__
+        lo = "-inf" if self.lo is None else f"{self.type(self.lo)}"
+        hi = "inf" if self.hi is None else f"{self.type(self.hi)}"
+        return f"{self.type.__name__} in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+
+    def check(self, name: str, value: Any) -> Any:
+        bad = OptionError(f"option '{name}' must be {self.range_text()}, got {value!r}", hint=self.help)
+        if self.choices:
+            if str(value) not in map(str, self.choices):
+                raise bad
+            return value
+        if self.type is str:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = self.type(value)
+            except (TypeError, ValueError):
+                raise bad from None
+        if self.type is int and float(value) != int(value):
+            raise bad
+        v = float(value)
+        if not math.isfinite(v):
+            raise bad
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            raise bad
+        if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+            raise bad
+        return self.type(value)
+
+
+#: options read for every target
+COMMON: dict[str, TargetOption] = {
+    "timesteps": TargetOption("ONNX models: timesteps the rate-coded SNN runs", int, 1, 1 << 20),
+    "encoding": TargetOption("ONNX models: input encoding", str, choices=("current", "poisson", "regular")),
+    "percentile": TargetOption("ONNX models: activation percentile used as each IF threshold", float, 0, 100,
+                               lo_open=True),
+    "eval_text": TargetOption("language models: held-out text for reports/lm.json"),
+    "eval_chars": TargetOption("language models: characters of eval_text used", int, 1),
+    "eval_streams": TargetOption("language models: pieces of eval_text run side by side", int, 1),
+}
+
+
+def check_dt(dt) -> float | None:
+    """``dt`` (seconds) a finite number > 0, or None (the model's or the default)."""
+    if dt is None:
+        return None
+    try:
+        v = float(dt)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(dt, bool) or not math.isfinite(v) or v <= 0:
+        raise OptionError(f"--dt must be a finite number of seconds > 0, got {dt!r}",
+                          hint="e.g. --dt 1e-3 (1 ms); snnTorch exports assume 1e-4")
+    return v
+
+
+def check_seed(seed) -> int:
+    """A seed numpy accepts: a whole number in [0, 2**63)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise OptionError(f"--seed must be a whole number in [0, 2**63), got {seed!r}", hint="e.g. --seed 0")
+    return seed
+
+
+def check_number(option: str, value, lo: float | None = None, hi: float | None = None) -> None:
+    """A command-line number finite and within ``[lo, hi]`` (None: unbounded), else an
+    OptionError naming the option; None (not given) passes."""
+    if value is None:
+        return
+    v = float(value)
+    if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = (f">= {lo}" if hi is None else f"in [{lo}, {hi}]") if lo is not None else \
+            (f"<= {hi}" if hi is not None else "finite")
+        raise OptionError(f"{option} must be {rng}, got {value}", limit=rng, actual=value)
+
+
+def check_target_options(target: str, backend, options: dict) -> None:
+    """Refuse unknown keys (listing the valid ones) and out-of-range values."""
+    known = {**COMMON, **getattr(backend, "options", {})}
+    for k, v in options.items():
+        if k not in known:
+            import difflib
+
+            near = difflib.get_close_matches(k, known, n=1)
+            raise OptionError(f"target '{target}' has no option '{k}'",
+                              hint=(f"did you mean '{near[0]}'? " if near else "")
+                              + "valid options: " + ", ".join(sorted(known)))
+        if v is not None:
+            known[k].check(k, v)
+
+
+def options_text(backend) -> str:
+    """The names of the options a target reads, for ``nmc targets`` (an out-of-range
+    value's error states the range)."""
+    return ", ".join({**getattr(backend, "options", {}), **COMMON})
