@@ -138,7 +138,8 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
 
 
 def _print_fidelity(rep: dict) -> None:
-    """The fidelity check as a small table on stderr (reports/fidelity.json has it all)."""
+    """The fidelity check as a small table on stdout (reports/fidelity.json has it all; its
+    findings are the warnings printed on stderr)."""
     from rich.table import Table
 
     src = rep["input"]
@@ -155,13 +156,13 @@ def _print_fidelity(rep: dict) -> None:
                   f"{e['spike_count_agreement']:.1%}" if "spike_count_agreement" in e else "-",
                   f"{e['membrane_error']:.3g}" if "membrane_error" in e else "-",
                   st if st in ("ok", "graded") else f"[bold red]{st.upper()}[/]")
-    err.print(t)
+    out.print(t)
     for o, e in rep["outputs"].items():
-        err.print(f"  output '{o}': spike-count agreement {e['spike_count_agreement']:.1%}"
+        out.print(f"  output '{o}': spike-count agreement {e['spike_count_agreement']:.1%}"
                   + (f", class agreement {e['class_agreement']:.1%}" if "class_agreement" in e else ""),
                   highlight=False)
     if rep.get("findings"):
-        err.print(f"[bold red]fidelity check: {len(rep['findings'])} finding(s), see the warnings below "
+        out.print(f"[bold red]fidelity check: {len(rep['findings'])} finding(s), see the warnings "
                   "(--strict makes them errors)[/]", highlight=False)
 
 
