@@ -179,6 +179,11 @@ def step_rate(tau, dt: float, integrator: str, node: str) -> np.ndarray:
     1 − e^{−dt/τ} (exact); the per-step decay factor is 1 minus it."""
     a = dt / np.asarray(tau, float) if integrator == "euler" else 1.0 - np.exp(-dt / np.asarray(tau, float))
     if np.any(a >= 1):
-        raise UnsupportedNodeError("dt is not smaller than a time constant: the update would overshoot",
-                                   node=node, limit=1.0, actual=float(np.max(a)), hint="use a smaller --dt")
+        from nmc.passes.conventions import tau_hint
+
+        t = float(np.min(tau))
+        raise UnsupportedNodeError(
+            f"dt = {dt:g} s is not smaller than the time constant τ = {t:g} s: the per-step decay 1 − dt/τ "
+            f"would be ≤ 0 (the update overshoots the equilibrium), which the chip's decay register cannot hold",
+            node=node, limit="dt/τ < 1", actual=round(float(np.max(a)), 6), hint=tau_hint(t, dt))
     return a

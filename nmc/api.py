@@ -21,7 +21,8 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
             dt: float | None = None, reset: str | None = None, integrator: str | None = None,
             passes: str | None = None, hw: Sequence[str | Path] = (), dump_ir: str | Path | None = None,
             trust_pickle: bool = False, input_shape: Sequence[int] | None = None,
-            calibrate: str | Path | dict | None = None, seed: int = 0,
+            calibrate: str | Path | dict | None = None, seed: int = 0, tau_scale: float | None = None,
+            fidelity_check: bool = True, strict: bool = False, worst_case: bool = False,
             progress: Callable[[str], None] | None = None, **target_options) -> Bundle:
     """Compile a model (path, nmc Graph, nir.NIRGraph or torch module) for ``target``.
 
@@ -29,9 +30,20 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     what NIR does not store; ``passes`` replaces the target's default pipeline;
     ``hw`` lists TOML files overriding the target's hardware spec, or the name of
     another packaged spec of the same target (e.g. ``spinnaker2-48chip``); ``calibrate``
-    is an .npz (or dict) of inputs used by data-driven passes. Writes the bundle
-    to ``output`` when given. Extra keyword options go to the target's passes
-    and lowering (see ``nmc targets``).
+    is an .npz (or dict) of inputs used by data-driven passes. ``tau_scale``
+    multiplies every time constant (an exporter that wrote them in other units,
+    e.g. 1000 for Norse ≤ 1.1.0's ``to_nir``; see docs/exporters.md).
+    ``worst_case`` makes the design rules assume every source fires every step
+    instead of the activity measured on the calibration data or the synthetic probe.
+
+    After lowering, a fidelity check (:mod:`nmc.fidelity_check`) runs the
+    target's emulator and the float reference on the calibration data (or a
+    seeded synthetic probe) and writes ``reports/fidelity.json``; its findings
+    (dead/saturated layers with cause and fix, low agreement) are warnings, or
+    a :class:`~nmc.errors.FidelityError` with ``strict=True``.
+    ``fidelity_check=False`` skips it. Writes the bundle to ``output`` when
+    given. Extra keyword options go to the target's passes and lowering (see
+    ``nmc targets``).
     """
     from nmc.backends import get_backend
     from nmc.passes import PassContext, PassManager, parse_pipeline, pipeline_text
@@ -49,7 +61,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     check_output(output, read, option="-o", kind="dir")
     check_output(dump_ir, read, option="--dump-ir", kind="dir")
     options = {"target": target, "dt": dt, "reset": reset, "integrator": integrator, "seed": seed,
-               **target_options}
+               "tau_scale": tau_scale, "worst_case": worst_case or None, **target_options}
     if progress:
         progress("load")
     data = None
@@ -117,6 +129,13 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
         reports["conversion"] = conversion
     if lm:
         reports["lm"] = _lm_report(float_graph, graph, program, backend, spec, options, progress)
+    if fidelity_check and not lm:
+        from . import fidelity_check as F
+
+        if progress:
+            progress("fidelity check")
+        reports["fidelity"], findings = F.check(graph, program, backend, target, data, seed)
+        F.enforce(findings, strict, ctx.warnings)
     reports["compile"] = {"warnings": ctx.warnings.items, "program": program.summary()}
     bundle = Bundle.create(graph=graph, target=target, options=options, pipeline=pipeline_text(pipeline),
                            source=source, program_files=program.files(), reports=reports,

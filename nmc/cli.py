@@ -82,9 +82,14 @@ def _parse_shape(text):
 @click.option("--encoding", type=click.Choice(["current", "poisson", "regular"]), help="ONNX models: input encoding [current].")
 @click.option("--percentile", type=float, help="ONNX models: activation percentile used as each IF threshold [99.9].")
 @click.option("--calibration", type=click.Path(path_type=Path), help="brainscales2: measured per-circuit calibration table (JSON).")
+@click.option("--tau-scale", type=float, help="Multiply every time constant (an exporter that wrote τ in other units; 1000 for Norse <= 1.1.0's to_nir, see docs/exporters.md).")
+@click.option("--strict", is_flag=True, help="Make the fidelity check's findings (dead/saturated layers, low agreement with the float reference) an error.")
+@click.option("--no-fidelity-check", "no_fidelity", is_flag=True, help="Skip the fidelity check (emulator vs float reference on --calibrate data or a synthetic probe; reports/fidelity.json).")
+@click.option("--worst-case", is_flag=True, help="Design rules assume every source fires every step, instead of the activity measured on --calibrate data or the synthetic probe.")
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE", help="Target-specific option (see `nmc targets`).")
 def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_ir, calibrate, input_shape,
-                trust_pickle, seed, timesteps, encoding, percentile, calibration, extra):
+                trust_pickle, seed, timesteps, encoding, percentile, calibration, tau_scale, strict, no_fidelity,
+                worst_case, extra):
     """Compile MODEL (.nir/.h5, .pt/.pt2, .onnx) into a bundle for a target.
 
     \b
@@ -99,6 +104,12 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
     An ONNX ANN is converted to a rate-coded SNN (ReLU -> IF neurons, thresholds
     balanced on --calibrate data); with 'labels' in the .npz the bundle's
     reports/conversion.json states ANN vs SNN accuracy per timestep count.
+    Every compile ends with a fidelity check: the target's emulator and the
+    float reference run the --calibrate data (or a seeded synthetic probe of
+    Bernoulli(0.2) spikes, 100 steps x 4 samples); dead or saturated layers
+    (with the likely cause and fix, e.g. --dt 1 for a network exported in
+    discrete time) and low agreement are warnings, errors with --strict
+    (summary printed, details in reports/fidelity.json).
     """
     from . import api
 
@@ -117,11 +128,44 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
         b = api.compile(model, target=target, output=output, dt=dt, reset=reset, integrator=integrator,
                         passes=passes, hw=hw, dump_ir=dump_ir, calibrate=calibrate,
                         input_shape=_parse_shape(input_shape), trust_pickle=trust_pickle, seed=seed,
+                        tau_scale=tau_scale, strict=strict, fidelity_check=not no_fidelity, worst_case=worst_case,
                         progress=progress, **extra_opts)
+    fid = b.report("fidelity")
+    if fid is not None:
+        _print_fidelity(fid)
     for w in b.report("compile")["warnings"]:
         err.print(f"[yellow]warning:[/] {w['message']}" + (f" (node '{w['node']}')" if w.get("node") else ""),
                   highlight=False, soft_wrap=True)
     out.print(f"[green]wrote[/] {output}  target={b.target}  pipeline={b.manifest['pipeline']}", highlight=False)
+
+
+def _print_fidelity(rep: dict) -> None:
+    """The fidelity check as a small table on stdout (reports/fidelity.json has it all; its
+    findings are the warnings printed on stderr)."""
+    from rich.table import Table
+
+    src = rep["input"]
+    what = (f"{src['source']}, {src['steps']} steps × {src['samples']} samples"
+            + (f" (Bernoulli({src['p']}) spikes, seed {src['seed']})" if src["source"] == "synthetic probe" else ""))
+    t = Table(title=f"fidelity check: {rep.get('device', 'reference')} vs float reference on {what}",
+              title_justify="left", box=None, pad_edge=False)
+    for c in ("layer", "type", "rate ref", "rate device", "count agr.", "membrane err", "status"):
+        t.add_column(c)
+    for n, e in rep["layers"].items():
+        st = e.get("status", "graded")
+        t.add_row(n, e["type"], f"{e['rate_reference']:.3g}" if "rate_reference" in e else "-",
+                  f"{e['rate_device']:.3g}" if "rate_device" in e else "-",
+                  f"{e['spike_count_agreement']:.1%}" if "spike_count_agreement" in e else "-",
+                  f"{e['membrane_error']:.3g}" if "membrane_error" in e else "-",
+                  st if st in ("ok", "graded") else f"[bold red]{st.upper()}[/]")
+    out.print(t)
+    for o, e in rep["outputs"].items():
+        out.print(f"  output '{o}': spike-count agreement {e['spike_count_agreement']:.1%}"
+                  + (f", class agreement {e['class_agreement']:.1%}" if "class_agreement" in e else ""),
+                  highlight=False)
+    if rep.get("findings"):
+        out.print(f"[bold red]fidelity check: {len(rep['findings'])} finding(s), see the warnings "
+                  "(--strict makes them errors)[/]", highlight=False)
 
 
 def _auto(v: str):

@@ -133,6 +133,11 @@ class DesignRuleError(NmcError):
         return s
 
 
+class FidelityError(NmcError):
+    """The compiled program does not reproduce the float reference (dead or saturated
+    layers, low agreement) and the compile was asked to be ``strict``."""
+
+
 class DeviceError(NmcError):
     """A device could not run the program (missing vendor package, no board, failed run)."""
 

@@ -15,8 +15,12 @@
 
 Rates (events per step) come from one run of the reference simulator on the
 calibration data (every neuron node recorded; a unit's rate is the fraction of
-(step, batch) samples where its output is non-zero), or are uniform (1.0) when
-there is no data.
+(step, batch) samples where its output is non-zero). The passes get that data
+from :func:`activity_inputs`: ``--calibrate`` data when given, else a seeded
+synthetic probe (:func:`nmc.passes.fidelity.layer_inputs`: Bernoulli(0.2)
+spikes, :data:`PROBE_STEPS` steps, 4 samples) — an estimate, stated in the
+placement report — and only with ``worst_case`` (``--worst-case``) no data:
+uniform rates of 1.0 (every source fires every step, the bound).
 
 Sharing: the synapse structure (everything but the rates) depends only on the
 nodes, edges, ``Quant``/``Sparsity`` annotations and the core limits.
@@ -301,25 +305,50 @@ def structure_key(g: Graph, limits: CoreLimits) -> str:
     return h.hexdigest()
 
 
+#: Steps of the synthetic activity probe used when no calibration data is given.
+PROBE_STEPS = 100
+WORST_CASE = "uniform"
+
+
+def activity_inputs(g: Graph, ctx) -> tuple[dict | None, str | None]:
+    """(inputs, what they are) that the placement passes estimate activity on:
+    ``ctx.data``; else, unless the ``worst_case`` option is set, the seeded
+    synthetic probe; else (None, None) — uniform rates, the worst case."""
+    if ctx is None:
+        return None, None
+    if ctx.data:
+        return ctx.data, None
+    if ctx.options.get("worst_case"):
+        return None, None
+    from .fidelity import layer_inputs
+
+    key = ("probe", tuple(g.inputs), tuple(tuple(g.shape_out(k)) for k in g.inputs), ctx.seed)
+    arrs, what = ctx.cached("activity_probe", key, lambda: layer_inputs(g, None, PROBE_STEPS, ctx.seed))
+    return arrs, (f"estimate from a synthetic probe ({what}, {PROBE_STEPS} steps, seed {ctx.seed}); "
+                  "--calibrate D.npz for measured activity, --worst-case for the bound")
+
+
 def network_for(g: Graph, limits: CoreLimits, ctx=None, data: dict | None = None, rate_steps: int = 200,
-                from_placement: bool = False) -> Network:
+                from_placement: bool = False, data_source: str | None = None) -> Network:
     """:func:`build_network`, with the structure shared through ``ctx.cache``
-    (see module docstring); without a context it is built afresh."""
+    (see module docstring); without a context it is built afresh. ``data_source``
+    names where ``data`` comes from when it is not calibration data (the probe)."""
     if ctx is None:
         return build_network(g, limits, data, rate_steps, from_placement)
     key = structure_key(g, limits)
     base = ctx.cached("netmodel", key, lambda: replace(build_structure(g, limits), key=key))
-    return _with_rates(base, g, data, rate_steps, from_placement)
+    return _with_rates(base, g, data, rate_steps, from_placement, data_source)
 
 
-def _with_rates(base: Network, g: Graph, data, rate_steps: int, from_placement: bool) -> Network:
+def _with_rates(base: Network, g: Graph, data, rate_steps: int, from_placement: bool,
+                data_source: str | None = None) -> Network:
     units = base.unit_names
     sizes = np.diff(base.unit_offset).tolist()
     if from_placement:
         rate, src = placement_rates(g, units, sizes, data)
     else:
         rate, src = unit_rates(g, units, sizes, data, rate_steps)
-    return base.with_rates(rate, src)
+    return base.with_rates(rate, data_source if (data_source and data) else src)
 
 
 def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_steps: int = 200,

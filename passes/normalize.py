@@ -12,6 +12,12 @@ pass and backend assumes.
   channel count and uses the first kernel dimension for every axis);
 * a Delay that is not a whole number of timesteps is warned about (simulators
   round it to the nearest step);
+* exporter conventions (:mod:`.conventions`): Input/Output types that differ
+  from their neighbour's only in singleton dimensions take its shape (warned);
+  the option ``tau_scale`` multiplies every time constant (Norse ≤ 1.1.0 writes
+  dt_export·τ: ``--tau-scale 1000``); a τ below dt is warned about with the
+  likely exporter bug, and refused where the Euler update would overshoot
+  (dt/τ > 1);
 * graph meta: ``dt`` (s), ``integrator`` (euler|exact), ``reset``
   (zero|subtract) from the compile options, else kept from the model, else
   the defaults dt = 1e-4 s (snnTorch's export convention), euler, zero — a
@@ -25,10 +31,11 @@ import nir
 import numpy as np
 
 from nmc.annotations import Reset
-from nmc.errors import OptionError, ShapeError
+from nmc.errors import GraphError, OptionError, ShapeError
 from nmc.ir import Graph
 from nmc.nodes import SPIKING_TYPES
 
+from .conventions import TAU_FIELDS, reconcile_io_types, tau_findings
 from .manager import Pass, PassContext, register
 
 DEFAULTS = {"dt": 1e-4, "integrator": "euler", "reset": "zero"}
@@ -71,6 +78,10 @@ class Normalize(Pass):
                 _broadcast_neuron(name, node)
             if isinstance(node, tuple(_ELEMENTWISE)):
                 _broadcast_elementwise(name, node, node.output_type.get("output") if node.output_type else None)
+        for name, declared, used in reconcile_io_types(g):
+            ctx.warnings.add(f"declared shape {declared} differs from its neighbour's {used} only in dimensions of "
+                             f"size 1 (an exporter convention, e.g. Rockpool's output type): read as {used}",
+                             node=name, source="normalize")
         opts = ctx.options
         for key, allowed in (("dt", None), ("integrator", ("euler", "exact")), ("reset", ("zero", "subtract"))):
             val = opts.get(key)
@@ -87,6 +98,11 @@ class Normalize(Pass):
                     continue  # every spiking node states its own reset mode
                 ctx.warnings.add(f"{key} not given and not stored in the model; using {DEFAULTS[key]!r} "
                                  f"(set it with --{key})", source="normalize")
+        _scale_taus(g, opts.get("tau_scale"))
+        for f in tau_findings(g, g.meta["dt"], g.meta["integrator"]):
+            if f["fatal"]:
+                raise GraphError(f["message"], node=f["node"], hint=f["hint"])
+            ctx.warnings.add(f"{f['message']}; {f['hint']}", node=f["node"], source="normalize")
         if opts.get("reset") is not None:
             for name, node in g.nodes.items():
                 if isinstance(node, SPIKING_TYPES):
@@ -101,6 +117,23 @@ class Normalize(Pass):
                                      f"dt = {g.meta['dt']} s; simulated as {int(np.rint(steps.reshape(-1)[i]))} "
                                      f"step(s) (rounded to the nearest step)", node=name, source="normalize")
         return g
+
+
+def _scale_taus(g: Graph, scale) -> None:
+    """``tau_scale``: multiply every time constant (an exporter that wrote τ in other units)."""
+    if scale is None:
+        return
+    try:
+        s = float(scale)
+    except (TypeError, ValueError):
+        s = float("nan")
+    if not (s > 0 and np.isfinite(s)):
+        raise OptionError(f"--tau-scale must be a positive number, not {scale!r}", hint="e.g. --tau-scale 1000")
+    for node in g.nodes.values():
+        for k in TAU_FIELDS:
+            v = getattr(node, k, None)
+            if v is not None:
+                setattr(node, k, np.asarray(v, dtype=np.float64) * s)
 
 
 #: Per-element nodes whose shape is their one parameter's shape (scalars broadcast).

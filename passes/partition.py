@@ -66,7 +66,7 @@ from nmc.ir import Graph
 
 from . import rules
 from .manager import Pass, PassContext, register
-from .netmodel import Network, network_for
+from .netmodel import Network, activity_inputs, network_for
 
 
 # -------------------------------------------------------------------- blocks
@@ -532,14 +532,14 @@ def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "metis", 
                   seed: int = 0, data: dict | None = None, max_blocks: int = 4096, rate_steps: int = 200,
                   baselines: tuple[str, ...] = ("sequential", "greedy"), max_block_edges: int = 1_000_000,
                   baseline_max_neurons: int | None = None,
-                  ctx: PassContext | None = None) -> tuple[Partitioning, dict]:
+                  ctx: PassContext | None = None, data_source: str | None = None) -> tuple[Partitioning, dict]:
     """Partition ``g`` under ``limits``; returns the chosen partitioning and the
     report (with the baselines' traffic computed on the same blocks)."""
     if method not in ("metis", "sequential", "greedy"):
         raise OptionError(f"unknown partition method {method!r}", hint="use metis, sequential or greedy")
     t = {}
     t0 = time.perf_counter()
-    net = network_for(g, limits, ctx, data, rate_steps)
+    net = network_for(g, limits, ctx, data, rate_steps, data_source=data_source)
     t["model"] = time.perf_counter() - t0
     violations = rules.check(net, limits)
     if violations:
@@ -664,8 +664,9 @@ class Partition(Pass):
             raise OptionError(f"partition{{baselines={self.baselines}}} is not one of {', '.join(BASELINE_MODES)}",
                               hint="auto: greedy only up to baseline_max_neurons; all: always; none: never")
         mode = BASELINE_MODES[mode]
+        data, source = activity_inputs(graph, ctx)
         pt, rep = run_partition(graph, limits, method=self.method, refine_moves=self.refine, seed=seed,
-                                data=ctx.data, max_blocks=self.max_blocks, rate_steps=self.rate_steps,
+                                data=data, data_source=source, max_blocks=self.max_blocks, rate_steps=self.rate_steps,
                                 baselines=("sequential", "greedy") if mode != "none" else (),
                                 baseline_max_neurons=self.baseline_max_neurons if mode == "auto" else None,
                                 max_block_edges=self.max_block_edges, ctx=ctx)

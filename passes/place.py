@@ -36,7 +36,7 @@ from nmc.ir import Graph, array_digest
 from . import rules
 from .manager import Pass, PassContext, register
 from .anneal_loop import run_moves
-from .netmodel import Network, network_for
+from .netmodel import Network, activity_inputs, network_for
 from .partition import group_incidence
 
 
@@ -111,14 +111,15 @@ def hops_cost(T: sp.csr_matrix, gxy: np.ndarray) -> tuple[float, int]:
 
 
 # ---------------------------------------------------------------- placing
-def assign_chips(cg: CoreGraph, lim: rules.CoreLimits, seed: int) -> np.ndarray:
+def assign_chips(cg: CoreGraph, lim: rules.CoreLimits, seed: int, rates_from: str = "") -> np.ndarray:
     K = cg.K
     cpc = lim.cores_per_chip or max(K, 1)
     n_chips = max(1, math.ceil(K / cpc))
     if n_chips > lim.chips:
         raise DesignRuleError([Violation(
             "board.cores", "<graph>", lim.chips * cpc, K,
-            f"a bigger spec with ≥ {n_chips} chips (e.g. --hw spinnaker2-48chip), or quantize/sparsify to need fewer cores",
+            f"a bigger spec with ≥ {n_chips} chips (e.g. --hw spinnaker2-48chip), or quantize/sparsify to need fewer cores"
+            + rules.activity_hint(rates_from),
             "logical cores after partitioning")], target=lim.target)
     if n_chips == 1:
         return np.zeros(K, dtype=np.int64)
@@ -217,7 +218,7 @@ def run_place(g: Graph, limits: rules.CoreLimits, data: dict | None = None, seed
     """Place; returns ({chip, x, y, slot: per-core arrays}, report)."""
     cg = core_graph(g, limits, data, ctx)
     rng = np.random.default_rng(seed)
-    chip = assign_chips(cg, limits, seed)
+    chip = assign_chips(cg, limits, seed, (ctx.reports.get("placement", {}).get("rates", "") if ctx else ""))
     slot0 = initial_positions(chip, limits)
     slots, order = chip_slots(limits), chip_order(limits)
 
@@ -298,7 +299,7 @@ class Place(Pass):
 
             if is_neuron(node) and graph.ann(name, Placement) is None:
                 raise PassError("neuron node has no Placement", node=name, hint="run partition before place")
-        pos, rep = run_place(graph, limits, ctx.data, seed, self.anneal_moves, self.plot, ctx)
+        pos, rep = run_place(graph, limits, activity_inputs(graph, ctx)[0], seed, self.anneal_moves, self.plot, ctx)
         png = rep.pop("_png", None)
         if png is not None:   # binary report: written by the bundle as reports/placement.png
             ctx.reports["placement.png"] = png

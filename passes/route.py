@@ -31,6 +31,7 @@ from nmc.ir import Graph
 
 from . import rules
 from .manager import Pass, PassContext, register
+from .netmodel import activity_inputs
 from .place import CoreGraph, chip_order, core_graph, geometry_for
 
 
@@ -144,7 +145,7 @@ class RoutePass(Pass):
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         limits = geometry_for(ctx, self.mesh)
-        rep, routes = run_route(graph, limits, ctx.data, ctx)
+        rep, routes = run_route(graph, limits, activity_inputs(graph, ctx)[0], ctx)
         for name, r in routes.items():
             graph.annotate(name, r)
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}

@@ -256,6 +256,22 @@ def _bits_hint(bytes_now: float, limit: float, bits: int) -> str | None:
     return None
 
 
+def _activity_hint(net) -> str:
+    return activity_hint(getattr(net, "rates_from", ""))
+
+
+def activity_hint(src: str) -> str:
+    """How the activity the work bounds used (``src``: a Network's ``rates_from``)
+    can be made more accurate (see :func:`nmc.passes.netmodel.activity_inputs`)."""
+    src = src or ""
+    if src == "uniform":
+        return ("; the activity assumed is the worst case (every source fires every step, --worst-case): "
+                "give measured activity with --calibrate D.npz, or drop --worst-case to use the synthetic-probe estimate")
+    if src.startswith("estimate"):
+        return "; the activity is an estimate from a synthetic probe: give measured activity with --calibrate D.npz"
+    return ""
+
+
 def _density_hint(ratio: float) -> str:
     d = max(0.001, math.floor(1000 * ratio * 0.95) / 1000)
     return f"sparsify{{density={d:g}}}"
@@ -298,7 +314,8 @@ def rule_neuron_work(net, limits: CoreLimits) -> list[Violation]:
         w = float(net.work[net.pop_slice(k)].max(initial=0))
         if w > limits.work_max:
             out.append(Violation("core.work_per_step", name, round(limits.work_max, 3), round(w, 3),
-                                 _density_hint(limits.work_max / w) + " or lower the input activity",
+                                 _density_hint(limits.work_max / w) + " or lower the input activity"
+                                 + _activity_hint(net),
                                  "synaptic events per step of one neuron"))
     return out
 
@@ -319,7 +336,9 @@ def rule_total_cores(net, limits: CoreLimits) -> list[Violation]:
     binding = max(lb["terms"], key=lb["terms"].get)
     if binding == "bytes":
         hint = (_bits_hint(1.0, factor, limits.weight_bits) or _density_hint(factor))
-    elif binding in ("inputs", "work"):
+    elif binding == "work":
+        hint = _density_hint(factor) + _activity_hint(net)
+    elif binding == "inputs":
         hint = _density_hint(factor)
     else:
         hint = "prune units (sparsify activity-based) to shrink the layers"

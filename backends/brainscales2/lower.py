@@ -57,8 +57,8 @@ LAYERS = (nir.LIF, nir.CubaLIF, nir.LI, nir.CubaLI)
 _vec = param_vec
 
 
-def _decay(tau, dt, integ):
-    return 1 - step_rate(tau, dt, integ, "")
+def _decay(tau, dt, integ, node: str):
+    return 1 - step_rate(tau, dt, integ, node)
 
 
 def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
@@ -172,14 +172,14 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         spiking = isinstance(node, (nir.LIF, nir.CubaLIF))
         if cuba:
             tm, ts = _vec(node, "tau_mem", n), _vec(node, "tau_syn", n)
-            dm, ds = _decay(tm, dt, integ), _decay(ts, dt, integ)
+            dm, ds = _decay(tm, dt, integ, name), _decay(ts, dt, integ, name)
             tme, tse = -dt / np.log(dm), -dt / np.log(ds)
             # current jump per unit weight whose total effect on v equals the discrete model's: ΔJ·τ_syn/τ_mem = a_mem·R·w_in
             g = (1 - dm) * _vec(node, "r", n) * _vec(node, "w_in", n) * tme / tse
             params = {"tau_mem": tme / speed, "tau_syn": tse / speed}
         else:
             tm = _vec(node, "tau", n)
-            dm = _decay(tm, dt, integ)
+            dm = _decay(tm, dt, integ, name)
             g = (1 - dm) * _vec(node, "r", n)
             params = {"tau_mem": -dt / np.log(dm) / speed, "tau_syn": np.full(n, float(spec.get("dac.range.tau_syn")[0]))}
         if np.any(dm <= 0):

@@ -28,7 +28,7 @@ def test_one_model_per_compile(monkeypatch):
     ctx = PassContext(spec=sp)
     PassManager(parse_pipeline("partition,place,route")).run(nets.normalized(nets.ff_lif(n_hid=40)), ctx)
     assert len(calls) == 1
-    assert set(ctx.cache) == {"netmodel", "coregraph"}
+    assert set(ctx.cache) == {"netmodel", "coregraph", "activity_probe"}  # the probe is built once too
     # the shared model equals a fresh build
     g = nets.normalized(nets.ff_lif(n_hid=40))
     fresh = netmodel.build_network(g, CoreLimits.from_spec(sp))

@@ -15,7 +15,7 @@ from placement_helpers import brute_axons, brute_traffic, neuron_nodes, spec, un
 
 
 def run(g, pipeline, sp=None, data=None):
-    ctx = PassContext(spec=sp, data=data)
+    ctx = PassContext(spec=sp, data=data, options={"worst_case": True})  # the hand-derived numbers use uniform rates
     out = PassManager(parse_pipeline(pipeline)).run(g, ctx)
     return out, ctx
 

@@ -9,7 +9,7 @@ from placement_helpers import neuron_nodes, spec
 
 
 def run(g, pipeline, sp=None):
-    ctx = PassContext(spec=sp)
+    ctx = PassContext(spec=sp, options={"worst_case": True})  # uniform rates, as the checks below
     return PassManager(parse_pipeline(pipeline)).run(g, ctx), ctx
 
 

@@ -14,7 +14,7 @@ from placement_helpers import spec, unit_cores
 
 
 def run(g, pipeline, s=None):
-    ctx = PassContext(spec=s)
+    ctx = PassContext(spec=s, options={"worst_case": True})  # uniform rates, as the checks below
     return PassManager(parse_pipeline(pipeline)).run(g, ctx), ctx
 
 
