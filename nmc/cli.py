@@ -28,7 +28,9 @@ class NmcGroup(click.Group):
         except NmcError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, soft_wrap=True)
+            from rich.markup import escape  # messages may hold brackets (nmc[distributed], file names)
+
+            err.print(f"[bold red]error:[/] {escape(e.one_line())}", highlight=False, soft_wrap=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:  # pragma: no cover
             err.print("[bold red]interrupted[/]")

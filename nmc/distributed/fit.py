@@ -13,7 +13,8 @@ runs first as the baseline the winner is compared with.
 Samplers: ``grid`` (every point of the space: exhaustive, ``trials`` ignored),
 ``random`` (Tune's random search, seeded) or ``optuna`` (Optuna's TPE through
 ``ray.tune.search.optuna``, seeded). Written to OUTPUT/: ``search.jsonl`` (every
-trial's record, as it arrives), ``fit.json`` (winner, baseline, closest),
+trial's record, as it arrives; a re-run into the same folder takes the points
+already there from it instead of recompiling them), ``fit.json`` (winner, baseline, closest),
 ``best.nmc`` (the winning bundle) and ``tune/`` (Tune's own trial logs).
 """
 from __future__ import annotations
@@ -29,12 +30,12 @@ from nmc.errors import OptionError
 
 from . import engine, grid as G
 from .point import Job, compile_point, point_key, run_point, score
-from .results import ResultsFile
+from .results import DONE, ResultsFile
 from .sweep import check_output, make_job
 
 MINIMIZE = ("energy", "cores", "bits")
 SAMPLERS = ("grid", "random", "optuna")
-DEFAULT_SPACE = "quantize.bits=8,6,5,4; sparsify.density=1,0.8,0.6,0.5,0.4,0.3"
+DEFAULT_SPACE = "quantize.bits=8,6,4; sparsify.density=1,0.95,0.9,0.85,0.8,0.7"
 LOG = "search.jsonl"
 
 
@@ -61,18 +62,30 @@ def cost(rec: dict, minimize: str) -> tuple:
     return (lead, e, -(score(rec) or 0.0), rec.get("index", 0))
 
 
+def choose(records: list[dict], floor: float, minimize: str) -> tuple[dict | None, dict | None]:
+    """``(best, closest)``: the cheapest record that fits and meets ``floor``; when there is
+    none, the most accurate record that fits (cheapest among equals), else None."""
+    feasible = [r for r in records if r.get("status") == "ok" and (score(r) or 0.0) >= floor]
+    if feasible:
+        return min(feasible, key=lambda r: cost(r, minimize)), None
+    fits = [r for r in records if r.get("status") == "ok"]
+    return None, (min(fits, key=lambda r: (-(score(r) or 0.0), cost(r, minimize))) if fits else None)
+
+
 def _encode(key: str) -> str:  # Tune flattens nested results with '/', keep config keys plain
     return key.replace(".", "__")
 
 
-def _trial(config: dict, job: Job, base: str, target: str, ident: dict, floor: float, minimize: str):
-    """One Tune trial: the point of ``config`` (run in a Tune worker)."""
+def _trial(config: dict, job: Job, base: str, target: str, ident: dict, floor: float, minimize: str, done: dict):
+    """One Tune trial: the point of ``config`` (run in a Tune worker; a point already in the
+    output folder's search.jsonl is taken from there, not recomputed)."""
     from ray import tune
 
     params = {k.replace("__", "."): v for k, v in sorted(config.items())}
     passes = G.apply(base, params)
-    rec = run_point({"key": point_key(ident, target, passes), "index": -1, "target": target, "params": params,
-                     "passes": passes}, job)
+    key = point_key(ident, target, passes)
+    rec = dict(done[key], params=params) if key in done else run_point(
+        {"key": key, "index": -1, "target": target, "params": params, "passes": passes}, job)
     feasible = rec["status"] == "ok" and (score(rec) or 0.0) >= floor
     c = cost(rec, minimize)[0] if feasible else None
     # objective for the sampler: feasible points by cost; others worse than any feasible, by how far they fall short
@@ -123,11 +136,15 @@ def fit(model, target: str, data, labels=None, output="fit", *, min_accuracy: fl
     with ResultsFile(out / LOG) as rf, engine.session(address, workers):
         from ray import tune
 
+        done = {k: r for k, r in rf.records.items() if r.get("status") in DONE}  # an earlier search here
         job_ref = engine.put(job)
         basep = {"key": point_key(ident, target, base), "index": 0, "target": target, "params": {}, "passes": base}
-        ((_, baseline),) = list(engine.run_tasks(run_point, [basep], job_ref, retries=retries))
-        if isinstance(baseline, engine.TaskFailure):
-            baseline = dict(basep, status="crashed", error=baseline.line())
+        if basep["key"] in done:
+            baseline = done[basep["key"]]
+        else:
+            ((_, baseline),) = list(engine.run_tasks(run_point, [basep], job_ref, retries=retries))
+            if isinstance(baseline, engine.TaskFailure):
+                baseline = dict(basep, status="crashed", error=baseline.line())
         log(dict(baseline, role="baseline"), rf)
 
         class Log(tune.Callback):
@@ -158,7 +175,8 @@ def fit(model, target: str, data, labels=None, output="fit", *, min_accuracy: fl
                 raise OptionError("--sampler optuna needs optuna", hint=engine.EXTRA_HINT) from None
             search_alg = OptunaSearch(seed=seed)
         trainable = tune.with_resources(tune.with_parameters(_trial, job=job, base=base, target=target, ident=ident,
-                                                             floor=min_accuracy, minimize=minimize), {"cpu": 1})
+                                                             floor=min_accuracy, minimize=minimize, done=done),
+                                   {"cpu": 1})
         tuner = tune.Tuner(
             trainable, param_space=tune_space,
             tune_config=tune.TuneConfig(metric="objective", mode="min", num_samples=1 if sampler == "grid" else trials,
@@ -173,10 +191,7 @@ def fit(model, target: str, data, labels=None, output="fit", *, min_accuracy: fl
                 log({"key": point_key(ident, target, passes_), "target": target, "params": cfg, "passes": passes_,
                      "status": "crashed", "error": engine._one_line(r.error)}, rf)
     del ray
-    feasible = [r for r in records if r.get("status") == "ok" and (score(r) or 0.0) >= min_accuracy]
-    fits = [r for r in records if r.get("status") == "ok"]
-    best = min(feasible, key=lambda r: cost(r, minimize)) if feasible else None
-    closest = None if best else (max(fits, key=lambda r: (score(r) or 0.0, -cost(r, minimize)[1])) if fits else None)
+    best, closest = choose(records, min_accuracy, minimize)
     res = FitResult(best, records[0], closest, records, output=out)
     if best is not None:
         with tempfile.TemporaryDirectory(prefix="nmc-fit-") as tmp:
