@@ -20,6 +20,7 @@ already there from it instead of recompiling them), ``fit.json`` (winner, baseli
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -84,7 +85,7 @@ def _trial(config: dict, job: Job, base: str, target: str, ident: dict, floor: f
     params = {k.replace("__", "."): v for k, v in sorted(config.items())}
     passes = G.apply(base, params)
     key = point_key(ident, target, passes)
-    rec = dict(done[key], params=params) if key in done else run_point(
+    rec = dict(done[key], params=params, passes=passes) if key in done else run_point(
         {"key": key, "index": -1, "target": target, "params": params, "passes": passes}, job)
     feasible = rec["status"] == "ok" and (score(rec) or 0.0) >= floor
     c = cost(rec, minimize)[0] if feasible else None
@@ -140,7 +141,7 @@ def fit(model, target: str, data, labels=None, output="fit", *, min_accuracy: fl
         job_ref = engine.put(job)
         basep = {"key": point_key(ident, target, base), "index": 0, "target": target, "params": {}, "passes": base}
         if basep["key"] in done:
-            baseline = done[basep["key"]]
+            baseline = dict(done[basep["key"]], params={}, passes=base)
         else:
             ((_, baseline),) = list(engine.run_tasks(run_point, [basep], job_ref, retries=retries))
             if isinstance(baseline, engine.TaskFailure):
@@ -177,6 +178,7 @@ def fit(model, target: str, data, labels=None, output="fit", *, min_accuracy: fl
         trainable = tune.with_resources(tune.with_parameters(_trial, job=job, base=base, target=target, ident=ident,
                                                              floor=min_accuracy, minimize=minimize, done=done),
                                    {"cpu": 1})
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no experiment tables on the console
         tuner = tune.Tuner(
             trainable, param_space=tune_space,
             tune_config=tune.TuneConfig(metric="objective", mode="min", num_samples=1 if sampler == "grid" else trials,

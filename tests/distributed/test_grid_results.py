@@ -107,3 +107,32 @@ def test_without_ray_the_commands_fail_with_one_line_naming_the_extra(monkeypatc
     assert len(lines) == 1 and "nmc[distributed]" in lines[0] and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["eval", "x.nmc", "--data", "d.npz", "--workers", "2"])
     assert r.exit_code == 2
+
+
+def test_fit_chooses_the_cheapest_feasible_point_else_names_the_closest():
+    from nmc.distributed.fit import choose
+
+    recs = [_rec("base", accuracy=0.975, energy_per_inference_j=3.0, cores=2, bits=8, index=0),
+            _rec("pruned", accuracy=0.970, energy_per_inference_j=2.0, cores=2, bits=8, index=1),
+            _rec("too-lossy", accuracy=0.90, energy_per_inference_j=1.0, cores=1, bits=4, index=2),
+            _rec("big", "no_fit", rule="cores: node 'lif1': limit 1, actual 2", index=3)]
+    assert choose(recs, 0.97, "energy") == (recs[1], None)
+    assert choose(recs, 0.97, "cores")[0]["key"] == "pruned"       # equal cores: energy breaks the tie
+    assert choose(recs, 0.85, "bits")[0]["key"] == "too-lossy"
+    best, closest = choose(recs, 0.99, "energy")                     # nothing meets the floor
+    assert best is None and closest["key"] == "base"
+    assert choose([recs[3]], 0.5, "energy") == (None, None)          # nothing even fits
+
+
+def test_cli_refuses_a_bad_grid_and_an_eval_without_data_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from nmc.cli import main
+
+    r = CliRunner().invoke(main, ["sweep", "examples/quickstart/digits_lif.nir", "--target", "spinnaker2",
+                                  "--grid", "sparsify.densty=0.5", "--data", "examples/quickstart/digits_test.npz",
+                                  "-o", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "error: grid key 'sparsify.densty'" in r.output and "density" in r.output
+    assert not (tmp_path / "s").exists()
+    r = CliRunner().invoke(main, ["eval", "x.nmc"])
+    assert r.exit_code == 2 and "--data" in r.output and "--text-file" in r.output
