@@ -32,7 +32,7 @@ def compile_options(f):
         click.option("--reset", type=click.Choice(["zero", "subtract"]), help="Reset after a spike (as nmc compile)."),
         click.option("--integrator", type=click.Choice(["euler", "exact"]), help="Discretisation (as nmc compile)."),
         click.option("--passes", help="Base pipeline the grid's options are set on [the target's default]."),
-        click.option("--hw", multiple=True, help="TOML override or packaged spec name (repeatable, as nmc compile)."),
+        click.option("--hw", multiple=True, help="TOML override or packaged spec name (repeatable, as nmc compile); applies to the targets with a spec, a packaged name to its own target."),
         click.option("--calibrate", type=click.Path(path_type=Path), help=".npz of calibration inputs (as nmc compile)."),
         click.option("--input-shape", help="Input shape for a PyTorch model that does not fix it, e.g. 2,34,34."),
         click.option("--trust-pickle", is_flag=True, help="Allow a fully pickled PyTorch module (runs its code)."),

@@ -74,10 +74,15 @@ def compile_point(job: Job, target: str, passes: str | None, workdir: Path, outp
     model = workdir / Path(job.model_name).name
     if not model.exists():
         model.write_bytes(job.model_bytes)
+    from nmc.backends import get_backend
+
     hw = []
-    for x in job.hw:
+    # --hw reaches the targets that have a hardware spec (the reference has none); a packaged
+    # spec name (spinnaker2-48chip) only its own target
+    for x in (job.hw if get_backend(target).spec_name else []):
         if isinstance(x, str):
-            hw.append(x)
+            if x.split("-")[0] == target:
+                hw.append(x)
         else:
             f = workdir / f"hw{len(hw)}-{Path(x[0]).name}"
             f.write_bytes(x[1])
