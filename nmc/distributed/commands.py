@@ -130,13 +130,14 @@ def sweep_cmd(model, target, grid, dt, reset, integrator, passes, hw, calibrate,
             raise
     t = Table(title=f"{len(res.records)} points ({res.computed} run now, {res.reused} from earlier runs); "
                     f"* = Pareto front")
-    for c in ("", "target", "params", "status", "accuracy", "agreement", "energy/inf (J)", "cores", "rule / error"):
+    for c in ("", "target", "params", "status", "accuracy", "agreement", "energy/inf (J)", "dynamic (J)", "cores",
+              "rule / error"):
         t.add_column(c)
     for r in res.records:
         t.add_row("*" if r["key"] in res.front else "", r["target"],
                   ", ".join(f"{k}={v}" for k, v in r.get("params", {}).items()), r["status"],
-                  _fmt(r.get("accuracy")), _fmt(r.get("agreement")), _fmt(r.get("energy_per_inference_j")),
-                  _fmt(r.get("cores")), (r.get("rule") or r.get("error") or "")[:80])
+                  _fmt(r.get("accuracy")), _fmt(r.get("agreement")), _fmt(r.get("energy_per_inference_j"), ".6g"),
+                  _fmt(r.get("energy_dynamic_j"), ".4g"), _fmt(r.get("cores")), (r.get("rule") or r.get("error") or "")[:80])
     out.print(t)
     out.print(f"[green]wrote[/] {output / 'results.jsonl'}, {output / 'pareto.png'}, {output / 'report.html'}",
               highlight=False)

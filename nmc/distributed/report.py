@@ -43,18 +43,23 @@ def plot_png(records: list[dict], title: str = "") -> bytes:
     ok = [r for r in records if r.get("status") == "ok" and r.get("energy_per_inference_j") is not None]
     front = pareto(records)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    targets = sorted({r["target"] for r in ok})
-    for t in targets:
+    es = [r["energy_per_inference_j"] for r in ok]
+    top = max(es) if es else 1.0
+    unit, scale = next(((u, m) for u, m in (("J", 1.0), ("mJ", 1e-3), ("µJ", 1e-6), ("nJ", 1e-9)) if top >= m),
+                       ("pJ", 1e-12))
+    for t in sorted({r["target"] for r in ok}):
         rs = [r for r in ok if r["target"] == t]
-        ax.scatter([r["energy_per_inference_j"] for r in rs], [100 * (score(r) or 0) for r in rs],
+        ax.scatter([r["energy_per_inference_j"] / scale for r in rs], [100 * (score(r) or 0) for r in rs],
                    s=[30 + 20 * (r.get("cores") or 1) for r in rs], alpha=0.6, label=t)
     fr = sorted((r for r in ok if r["key"] in front), key=lambda r: r["energy_per_inference_j"])
     if fr:
-        ax.plot([r["energy_per_inference_j"] for r in fr], [100 * (score(r) or 0) for r in fr], "k--", lw=1,
+        ax.plot([r["energy_per_inference_j"] / scale for r in fr], [100 * (score(r) or 0) for r in fr], "k--", lw=1,
                 label="Pareto front")
-    if ok and min(r["energy_per_inference_j"] for r in ok) > 0:
+    if es and min(es) > 0 and max(es) / min(es) > 10:  # several orders of magnitude (targets differ): log
         ax.set_xscale("log")
-    ax.set_xlabel("energy per inference (J)")
+    else:
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+    ax.set_xlabel(f"energy per inference ({unit})")
     ax.set_ylabel("accuracy (%)" if any("accuracy" in r for r in ok) else "agreement with reference (%)")
     ax.set_title(title or "sweep: accuracy vs energy (marker size: cores)")
     if ok:
