@@ -36,7 +36,7 @@ OUT = ROOT / "out" / "quickstart"
 NMC = [sys.executable, "-m", "nmc.cli"]
 OPTS = ["--dt", "1e-3", "--reset", "zero", "--integrator", "euler"]
 SPACE = "quantize.bits=8,6; sparsify.density=0.95,0.9,0.85"
-console = Console()
+console = Console(width=140)
 
 
 def nmc(*args: str, ok=(0,)) -> int:

@@ -177,10 +177,13 @@ def fit_cmd(model, target, min_accuracy, minimize, space, sampler, trials, dt, r
     from . import grid as G
 
     kw = _compile_kwargs(dt, reset, integrator, input_shape, trust_pickle, extra)
-    if space:
-        G.parse(space)
-    with _progress() as bar:
-        task = bar.add_task("fit", total=None)
+    from math import prod
+
+    from .fit import DEFAULT_SPACE
+
+    sizes = [len(v) for v in G.parse(space or DEFAULT_SPACE).values()]
+    with _progress() as bar:  # the baseline, then every point of the space (grid) or --trials
+        task = bar.add_task("fit", total=1 + (prod(sizes) if sampler == "grid" else trials))
 
         def on_result(rec):
             bar.update(task, advance=1, description=f"fit: last {rec['status']} "

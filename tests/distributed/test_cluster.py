@@ -139,10 +139,18 @@ def test_sharded_evaluation_on_two_nodes_equals_one_process_bit_for_bit(cluster,
     for k in whole:
         assert ev.outputs[k].dtype == whole[k].dtype and np.array_equal(ev.outputs[k], whole[k]), k
     assert ev.accuracy == float(np.mean(whole["output"].sum(0).argmax(1) == np.load(LABELS)[:40]))
-    # the command line: three uneven shards (14, 13, 13 samples) on the same cluster
-    r = CliRunner().invoke(main, ["eval", str(tmp_path / "d.nmc"), "--data", str(DATA), "--labels",
-                                          str(LABELS), "--samples", "40", "--workers", "3", "-o",
-                                          str(tmp_path / "out.npz")])
+    # the command line joins the cluster by its address (as `--address` / RAY_ADDRESS would from another
+    # shell): three uneven shards (14, 13, 13 samples); it disconnects when done
+    import ray
+
+    ray.shutdown()
+    try:
+        r = CliRunner().invoke(main, ["eval", str(tmp_path / "d.nmc"), "--data", str(DATA), "--labels",
+                                      str(LABELS), "--samples", "40", "--workers", "3", "--address", cluster.address,
+                                      "-o", str(tmp_path / "out.npz")])
+        assert not ray.is_initialized()
+    finally:
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
     assert r.exit_code == 0, r.output
     assert "3 shard(s)" in r.output and f"accuracy {ev.accuracy:.4f}" in r.output
     with np.load(tmp_path / "out.npz") as z:
