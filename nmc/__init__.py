@@ -2,7 +2,9 @@
 
 ``nmc.compile(model, target=...)`` → :class:`~nmc.bundle.Bundle`;
 ``nmc.load(path)``; ``bundle.run(inputs)``; ``nmc.save(module, path)`` writes a
-PyTorch model that ``nmc compile`` reads without unpickling code.
+PyTorch model that ``nmc compile`` reads without unpickling code;
+``nmc.sweep(...)``, ``nmc.fit(...)`` and ``bundle.evaluate(data, workers=N)``
+run design-space sweeps, fit searches and sharded evaluation on Ray.
 """
 __version__ = "0.1.0"
 
@@ -25,6 +27,10 @@ def __getattr__(name):
         from .frontends.torch import save
 
         return save
+    if name in ("sweep", "fit"):  # nmc.distributed (Ray, the `distributed` extra)
+        from .distributed import fit, sweep
+
+        return {"sweep": sweep.sweep, "fit": fit.fit}[name]
     if name == "Graph":
         from .ir import Graph
 

@@ -184,6 +184,15 @@ class Bundle:
         ``<node>.<var>`` arrays for recorded nodes."""
         return self.device(device, **device_opts).run(inputs, steps=steps, record=record)
 
+    def evaluate(self, data, labels=None, *, workers: int = 1, address: str | None = None,
+                 device: str | None = None, samples: int | None = None):
+        """Run on a data set (``{input: (T, B, *shape)}`` or an .npz path), the samples sharded
+        across ``workers`` Ray workers (1: in this process); outputs equal a single-process run.
+        Returns :class:`nmc.distributed.evaluate.Evaluation` (outputs, predictions, accuracy)."""
+        from .distributed.evaluate import evaluate
+
+        return evaluate(self, data, labels, workers=workers, address=address, device=device, samples=samples)
+
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """Deterministic .npz bytes: sorted keys, fixed zip timestamps, no compression,

@@ -30,7 +30,9 @@ class NmcGroup(click.Group):
         except NmcError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err.print(f"[bold red]error:[/] {e.one_line()}", highlight=False, soft_wrap=True)
+            from rich.markup import escape  # messages may hold brackets (nmc[distributed], file names)
+
+            err.print(f"[bold red]error:[/] {escape(e.one_line())}", highlight=False, soft_wrap=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:  # pragma: no cover
             err.print("[bold red]interrupted[/]")
@@ -291,23 +293,47 @@ def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
 
 @main.command("eval")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--text-file", required=True, type=click.Path(path_type=Path), help="Held-out UTF-8 text.")
+@click.option("--text-file", type=click.Path(path_type=Path), help="Language models: held-out UTF-8 text.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Any bundle: .npz with one (T, B, *shape) array per input node (and optionally 'labels').")
+@click.option("--labels", type=click.Path(path_type=Path), help="With --data: .npy of integer labels, one per sample.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="With --data: shard the samples across this many Ray workers (1: in this process, no Ray).")
+@click.option("--address", envvar="RAY_ADDRESS", help="With --data: join this Ray cluster (also RAY_ADDRESS).")
+@click.option("--samples", type=int, help="With --data: use the first N samples.")
+@click.option("--device", "-d", help="With --data: device (default: the target's emulator).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path),
               help="The float model (.pt) the bundle was compiled from, for the float perplexity.")
 @click.option("--streams", type=int, default=4, show_default=True, help="Pieces of the text run side by side.")
 @click.option("--max-chars", type=int, default=4000, show_default=True, help="Characters of the text used.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report as JSON.")
-def eval_cmd(bundle, text_file, model_path, streams, max_chars, output):
-    """Perplexity of a compiled language model BUNDLE on a text, stage by stage.
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Language models: the report as JSON. With --data: the outputs (.npz) or a summary (.json).")
+def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device, model_path, streams, max_chars,
+             output):
+    """Evaluate BUNDLE on a data set (sharded across Ray workers), or a language model's perplexity.
 
     \b
-    Example:
+    Examples:
+      nmc eval digits.nmc --data digits_test.npz --labels digits_labels.npy --workers 2 -o out.npz
       nmc eval lm.nmc --text-file test.txt --model lm.pt
-    Stages: float (with --model), pruned (compiled graph, float64), quantized
-    (kernel weights, exact nonlinearities), device (the emulator); plus activity
-    per layer, MACs per token vs dense, PEs used and time per token per tick.
+    With --data: the samples (axis 1 of each array) are split into one shard per
+    worker, run on the bundle's device and put back in order: the outputs equal a
+    single-process run bit for bit; prints accuracy (spike-count argmax of the
+    first output) when labels are given; -o writes the outputs (.npz) or a JSON
+    summary (.json).
+    With --text-file (language models): stages float (with --model), pruned
+    (compiled graph, float64), quantized (kernel weights, exact nonlinearities),
+    device (the emulator); plus activity per layer, MACs per token vs dense, PEs
+    used and time per token per tick.
     """
     import numpy as np
+
+    if data is not None:
+        if text_file is not None:
+            raise click.UsageError("give --data or --text-file, not both")
+        return _eval_data(bundle, data, labels, workers, address, samples, device, output)
+    if text_file is None:
+        raise click.UsageError("give --data D.npz (any bundle) or --text-file TEXT (a language model)")
 
     from . import api
     from .frontends import load_model
@@ -359,6 +385,24 @@ def eval_cmd(bundle, text_file, model_path, streams, max_chars, output):
         from .bundle import dumps_json
 
         Path(output).write_bytes(dumps_json(rep))
+        out.print(f"[green]wrote[/] {output}")
+
+
+def _eval_data(bundle, data, labels, workers, address, samples, device, output):
+    from .distributed.evaluate import evaluate
+
+    if output is not None and output.suffix not in (".npz", ".json"):
+        raise click.BadParameter(f"{output}: use a .npz (outputs) or .json (summary) file name", param_hint="-o")
+    ev = evaluate(bundle, data, labels, workers=workers, address=address, device=device, samples=samples)
+    acc = f"; accuracy {ev.accuracy:.4f}" if ev.accuracy is not None else ""
+    out.print(f"{bundle}: {ev.samples} samples in {ev.shards} shard(s) on {workers} worker(s){acc}", highlight=False)
+    if output is not None:
+        if output.suffix == ".npz":
+            from nmc.runtime.events import save_npz
+
+            save_npz(output, {**ev.outputs, "predictions": ev.predictions})
+        else:
+            output.write_text(json.dumps(ev.summary(), indent=2) + "\n")
         out.print(f"[green]wrote[/] {output}")
 
 
@@ -647,6 +691,12 @@ def passes_cmd():
         t.add_row(name, opts or "-", cls.summary)
     out.print(t)
 
+
+# nmc sweep / nmc fit (nmc.distributed; Ray is imported only when they run)
+from .distributed.commands import fit_cmd, sweep_cmd  # noqa: E402
+
+main.add_command(sweep_cmd)
+main.add_command(fit_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

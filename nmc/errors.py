@@ -142,6 +142,11 @@ class DeviceError(NmcError):
     """A device could not run the program (missing vendor package, no board, failed run)."""
 
 
+class DistributedError(NmcError):
+    """The distributed engine (Ray, the ``distributed`` extra) is missing, cannot start or join a
+    cluster, or a sweep/fit/sharded evaluation cannot go on."""
+
+
 class EventFormatError(NmcError):
     """A malformed event array or event packet (runtime input/transport)."""
 

@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_bench_quick(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    for s in ("throughput", "compile", "placement", "fidelity", "transport", "energy"):
+    for s in ("throughput", "compile", "placement", "fidelity", "transport", "energy", "distributed"):
         d = json.loads((tmp_path / f"{s}.json").read_text())
         assert "error" not in d and d["meta"]["quick"] is True
     thr = json.loads((tmp_path / "throughput.json").read_text())
@@ -27,7 +27,8 @@ def test_bench_quick(tmp_path):
     assert all(r["agreement"] == 1.0 for r in thr["rows"] if r["workload"] == "lif_mlp" and r["simulator"] in
                ("snnTorch", "Norse", "nmc reference"))
     md = (tmp_path / "BENCHMARKS.md").read_text()
-    for h in ("Emulator throughput", "Compile time", "Placement quality", "Fidelity", "Runtime transport", "Energy"):
+    for h in ("Emulator throughput", "Compile time", "Placement quality", "Fidelity", "Runtime transport", "Energy",
+              "Sweeps on Ray"):
         assert h in md
 
 

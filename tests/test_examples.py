@@ -19,6 +19,22 @@ def test_quickstart_runs():
 
 
 @pytest.mark.slow
+def test_quickstart_fit_finds_a_cheaper_configuration_within_half_a_point():
+    # the example's search, narrowed to one candidate (its full space is 6 points) to keep CI short
+    r = subprocess.run([sys.executable, "examples/quickstart/fit.py", "--space", "sparsify.density=0.9"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import json
+
+    fit = json.loads((ROOT / "out" / "quickstart" / "fit" / "fit.json").read_text())
+    best, base = fit["best"], fit["baseline"]
+    assert best["passes"] != base["passes"]
+    assert best["energy_per_inference_j"] < base["energy_per_inference_j"]
+    assert best["accuracy"] >= base["accuracy"] - 0.005
+    assert "the winner saves" in r.stdout
+
+
+@pytest.mark.slow
 def test_onnx_digits_snn_matches_ann_within_one_point(tmp_path):
     sys.path.insert(0, str(ROOT / "examples" / "onnx_digits"))
     try:

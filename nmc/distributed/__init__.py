@@ -1,0 +1,1 @@
+"""Sweeps, fit search and sharded evaluation on Ray (the `distributed` extra)."""
