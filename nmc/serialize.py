@@ -285,6 +285,10 @@ def read(path: str | Path) -> Graph:
                 m = f["nmc"]
                 meta = json.loads(_s(m["meta"][()])) if "meta" in m else {}
                 shapes = json.loads(_s(m["shapes"][()])) if "shapes" in m else {}
+                for what, v in (("nmc/meta", meta), ("nmc/shapes", shapes)):
+                    if not isinstance(v, dict):
+                        raise InputFileError(f"'{what}' is a JSON {type(v).__name__}, not an object", path=p,
+                                             hint="the file is corrupt; re-export it")
                 for nname, ng in m.get("annotations", {}).items():
                     if not isinstance(ng, h5py.Group):
                         raise InputFileError(f"damaged annotations of node '{nname}'", path=p,
@@ -311,9 +315,13 @@ def read(path: str | Path) -> Graph:
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:  # h5py on damaged structures
         raise InputFileError(f"cannot read ({type(e).__name__}: {e})", path=p,
                              hint="the file is corrupt or truncated; re-export it") from None
-    g = Graph.from_nir(node, meta=meta)
-    g.annotations = anns
-    _restore_shapes(g, shapes, p)
+    try:
+        g = Graph.from_nir(node, meta=meta)
+        g.annotations = anns
+        _restore_shapes(g, shapes, p)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:  # a node's fields hold junk
+        raise InputFileError(f"malformed graph ({type(e).__name__}: {str(e)[:120]})", path=p,
+                             hint="the file is corrupt or was edited; re-export it") from None
     return g
 
 

@@ -745,8 +745,11 @@ def _load_weights_only(p: Path):
             "the file needs unpickling arbitrary Python objects (e.g. a whole pickled module), which can run code "
             "from the file", path=p,
             hint="save the model with nmc.save(model, path), or pass --trust-pickle if you trust the file") from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputFileError(f"not a readable PyTorch file ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+    except MemoryError:
+        raise
+    except Exception as e:  # torch's unpickler raises IndexError/KeyError/struct.error/... on a corrupt stream
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise InputFileError(f"not a readable PyTorch file ({type(e).__name__}: {first})",
                              path=p, hint="the file is corrupt or not a torch.save file") from None
 
 
