@@ -79,16 +79,16 @@ NIR_NODES: dict[str, type] = {c.__name__: c for c in (
 def node_class(type_name: str, *, node: str | None = None, path=None) -> type:
     """The node class a file's type string names (NIR primitive or nmc extension).
 
-    Raises :class:`~nmc.errors.InputFileError` naming the type for anything else.
+    Raises :class:`~nmc.errors.UnknownNodeTypeError` (an InputFileError) naming the type for anything else.
     """
     cls = NIR_NODES.get(type_name) if isinstance(type_name, str) else None
     if cls is None and isinstance(type_name, str):
         cls = EXTENSION_NODES.get(type_name)
     if cls is None:
-        from nmc.errors import InputFileError
+        from nmc.errors import UnknownNodeTypeError
 
         known = ", ".join(sorted(NIR_NODES) + sorted(EXTENSION_NODES))
-        raise InputFileError(f"unknown node type {type_name!r} in the file", node=node, path=path,
+        raise UnknownNodeTypeError(f"unknown node type {type_name!r} in the file", node=node, path=path,
                              hint=f"node types nmc reads: {known}")
     return cls
 
