@@ -65,6 +65,11 @@ class UnsupportedNodeError(NmcError):
     """A node type (NIR, extension, ONNX operator, torch module) nmc cannot handle here."""
 
 
+class UnknownNodeTypeError(InputFileError, UnsupportedNodeError):
+    """A file names a node type outside nmc's allow-list of node classes (both a bad
+    input file and an unsupported node, so either ``except`` catches it)."""
+
+
 class ShapeError(NmcError):
     """Array or tensor shapes do not agree (graph edges, inputs, parameters)."""
 

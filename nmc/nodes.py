@@ -67,6 +67,31 @@ class EGRU(nir.NIRNode):
 #: Extension node classes by their file type name. Explicit, no scanning.
 EXTENSION_NODES: dict[str, type] = {EGRU.nmc_type: EGRU}
 
+#: NIR 1.0.8 primitives a file may name, by type name. Every reader maps a type
+#: string from a file to a class through :func:`node_class` (this allow-list),
+#: never with ``getattr(nir, name)``: ``nir`` also holds functions such as
+#: ``nir.write`` that a crafted type name must not reach.
+NIR_NODES: dict[str, type] = {c.__name__: c for c in (
+    nir.Affine, nir.AvgPool2d, nir.Conv1d, nir.Conv2d, nir.CubaLI, nir.CubaLIF, nir.Delay, nir.Flatten, nir.I,
+    nir.IF, nir.Input, nir.LI, nir.LIF, nir.Linear, nir.Output, nir.Scale, nir.SumPool2d, nir.Threshold)}
+
+
+def node_class(type_name: str, *, node: str | None = None, path=None) -> type:
+    """The node class a file's type string names (NIR primitive or nmc extension).
+
+    Raises :class:`~nmc.errors.UnknownNodeTypeError` (an InputFileError) naming the type for anything else.
+    """
+    cls = NIR_NODES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None and isinstance(type_name, str):
+        cls = EXTENSION_NODES.get(type_name)
+    if cls is None:
+        from nmc.errors import UnknownNodeTypeError
+
+        known = ", ".join(sorted(NIR_NODES) + sorted(EXTENSION_NODES))
+        raise UnknownNodeTypeError(f"unknown node type {type_name!r} in the file", node=node, path=path,
+                             hint=f"node types nmc reads: {known}")
+    return cls
+
 #: NIR node types that hold neuron state and may spike.
 SPIKING_TYPES = (nir.LIF, nir.CubaLIF, nir.IF)
 #: NIR/extension node types with per-neuron state (spiking or not).

@@ -27,9 +27,9 @@ import nir
 import numpy as np
 
 from . import annotations as _ann
-from .errors import GraphError, InputFileError, UnsupportedNodeError
+from .errors import GraphError, InputFileError, NmcError, UnsupportedNodeError
 from .ir import Graph
-from .nodes import EXTENSION_NODES
+from .nodes import EXTENSION_NODES, node_class
 
 FORMAT = 1
 #: Seconds (plus 1 s per 20 MB) a damaged file may take to read before it counts as hanging.
@@ -126,10 +126,16 @@ def _to_json(v):
     return v
 
 
+_JSON_DTYPES = frozenset("bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64".split())
+
+
 def _from_json(v):
     if isinstance(v, dict) and "__tuple__" in v:
         return tuple(_from_json(x) for x in v["__tuple__"])
     if isinstance(v, dict) and "__array__" in v:
+        if v.get("dtype") not in _JSON_DTYPES:  # a dtype string from the file: allow-listed
+            raise InputFileError(f"unsupported array dtype {str(v.get('dtype'))[:40]!r} in a JSON attribute",
+                                 hint=f"dtypes nmc writes: {', '.join(sorted(_JSON_DTYPES))}")
         return np.array(v["__array__"], dtype=v["dtype"])
     if isinstance(v, dict):
         return {k: _from_json(x) for k, x in v.items()}
@@ -168,14 +174,11 @@ def _dict_to_node(d: dict, path: str) -> nir.NIRNode:
     if "metadata" in kw:
         kw["metadata"] = {k: v for k, v in kw["metadata"].items()}
     try:
+        cls = node_class(t, node=path or None)  # allow-list: a type string never reaches getattr(nir, ...)
         if t in EXTENSION_NODES:
-            cls = EXTENSION_NODES[t]
             return cls(**kw)
-        if not hasattr(nir, t) or t in ("NIRNode", "NIRGraphData"):
-            raise UnsupportedNodeError(f"unknown node type '{t}'", node=path,
-                                       hint="nmc reads NIR 1.0.8 primitives and nmc.* extension nodes")
-        return nir.dict2NIRNode({"type": t, **kw})
-    except UnsupportedNodeError:
+        return cls.from_dict({"type": t, **kw})
+    except NmcError:
         raise
     except Exception as e:  # NIR's constructors raise bare TypeError/ValueError/AssertionError
         raise GraphError(f"cannot build {t} node from the file: {type(e).__name__}: {e}", node=path,
@@ -283,6 +286,10 @@ def read(path: str | Path) -> Graph:
                 m = f["nmc"]
                 meta = json.loads(_s(m["meta"][()])) if "meta" in m else {}
                 shapes = json.loads(_s(m["shapes"][()])) if "shapes" in m else {}
+                for what, v in (("nmc/meta", meta), ("nmc/shapes", shapes)):
+                    if not isinstance(v, dict):
+                        raise InputFileError(f"'{what}' is a JSON {type(v).__name__}, not an object", path=p,
+                                             hint="the file is corrupt; re-export it")
                 for nname, ng in m.get("annotations", {}).items():
                     if not isinstance(ng, h5py.Group):
                         raise InputFileError(f"damaged annotations of node '{nname}'", path=p,
@@ -309,9 +316,13 @@ def read(path: str | Path) -> Graph:
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:  # h5py on damaged structures
         raise InputFileError(f"cannot read ({type(e).__name__}: {e})", path=p,
                              hint="the file is corrupt or truncated; re-export it") from None
-    g = Graph.from_nir(node, meta=meta)
-    g.annotations = anns
-    _restore_shapes(g, shapes, p)
+    try:
+        g = Graph.from_nir(node, meta=meta)
+        g.annotations = anns
+        _restore_shapes(g, shapes, p)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:  # a node's fields hold junk
+        raise InputFileError(f"malformed graph ({type(e).__name__}: {str(e)[:120]})", path=p,
+                             hint="the file is corrupt or was edited; re-export it") from None
     return g
 
 

@@ -49,6 +49,9 @@ SUPPORTED = {"Gemm", "MatMul", "Add", "Conv", "Relu", "Clip", "AveragePool", "Fl
              "BatchNormalization", "Identity", "Dropout"}
 REFUSED = {"MaxPool": "a max over spike trains has no exact rate-coded equivalent; use AveragePool and retrain"}
 ENCODINGS = ("current", "poisson", "regular")
+#: most elements one initializer, one input sample or the synthetic calibration batch may hold (2**24:
+#: 128 MiB as float64), checked on declared sizes before anything is allocated
+MAX_ELEMENTS = 2 ** 24
 
 
 @dataclass
@@ -81,6 +84,14 @@ def _check_initializers(g, path: Path) -> None:
 
 
 def _read(path: Path):
+    try:
+        return _read_model(path)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:  # onnx/numpy on malformed protos
+        raise InputFileError(f"malformed ONNX model ({type(e).__name__}: {str(e)[:120]})", path=path,
+                             hint="check it with onnx.checker.check_model, or re-export it") from None
+
+
+def _read_model(path: Path):
     import onnx
     from onnx import numpy_helper
 
@@ -89,6 +100,11 @@ def _read(path: Path):
     except Exception as e:  # protobuf DecodeError and friends
         raise InputFileError(f"not a readable ONNX model ({type(e).__name__})", path=path,
                              hint="re-export the model with torch.onnx.export") from None
+    for i in model.graph.initializer:   # declared sizes first: nothing is allocated for a bogus shape
+        n = int(np.prod([max(int(d), 0) for d in i.dims], dtype=object))
+        if n > MAX_ELEMENTS:
+            raise InputFileError(f"initializer '{i.name}' declares {n} elements", path=path, limit=MAX_ELEMENTS,
+                                 actual=n, hint="the file is corrupt or not a model nmc can hold")
     g = model.graph
     _check_initializers(g, path)
     inits = {i.name: numpy_helper.to_array(i).astype(np.float64) if numpy_helper.to_array(i).dtype.kind == "f"
@@ -121,7 +137,34 @@ def check_supported(ops: list[_Op], path=None) -> None:
 
 # ------------------------------------------------------------------ ANN eval
 def _ann_forward(ops, inits, in_name, x: torch.Tensor, record: bool = False):
-    """Evaluate the ANN with torch (float64). Returns (output, {relu output name: activations})."""
+    """Evaluate the ANN with torch (float64). Returns (output, {relu output name: activations}).
+    A node the model's own shapes or attributes make impossible raises ShapeError naming it."""
+    cur: list[_Op] = []
+    with _node_errors(cur):
+        return _forward(ops, inits, in_name, x, record, cur)
+
+
+class _node_errors:
+    """Turn errors torch/numpy raise on a malformed model into ShapeError naming the ONNX node
+    being processed (``cur[-1]``); nmc's own typed errors pass through."""
+
+    def __init__(self, cur: list):
+        self.cur = cur
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, e, tb):
+        if et is not None and issubclass(et, (RuntimeError, ValueError, IndexError, KeyError, TypeError,
+                                              ZeroDivisionError)):
+            node = self.cur[-1].name if self.cur else None
+            raise ShapeError(f"ONNX node cannot be converted ({et.__name__}: {str(e)[:160]})", node=node,
+                             hint="check the model's shapes and attributes with onnx.checker.check_model "
+                                  "(full_check=True)") from None
+        return False
+
+
+def _forward(ops, inits, in_name, x: torch.Tensor, record: bool, cur: list):
     env: dict[str, torch.Tensor] = {in_name: x}
     acts = {}
 
@@ -133,6 +176,7 @@ def _ann_forward(ops, inits, in_name, x: torch.Tensor, record: bool = False):
         raise ShapeError(f"tensor '{n}' is used before it is produced")
 
     for o in ops:
+        cur.append(o)
         a = o.attrs
         if o.op == "Gemm":
             A, B = val(o.inputs[0]), val(o.inputs[1])
@@ -207,6 +251,12 @@ def _clip_bounds(o: _Op, inits) -> tuple[float, float]:
 def convert(path: str | Path, *, data: dict | None = None, timesteps: int = 32, percentile: float = 99.9,
             encoding: str = "current", dt: float = 1e-3, seed: int = 0) -> tuple[Graph, dict]:
     """Convert an ONNX ANN to a spiking :class:`Graph`; returns (graph, report)."""
+    cur: list[_Op] = []
+    with _node_errors(cur):
+        return _convert(path, data, timesteps, percentile, encoding, dt, seed, cur)
+
+
+def _convert(path, data, timesteps, percentile, encoding, dt, seed, cur: list) -> tuple[Graph, dict]:
     path = Path(path)
     if encoding not in ENCODINGS:
         raise OptionError(f"unknown input encoding {encoding!r}", hint=f"use one of {', '.join(ENCODINGS)}")
@@ -226,6 +276,10 @@ def convert(path: str | Path, *, data: dict | None = None, timesteps: int = 32, 
     n_cal = 256 if data is None else max((len(v) for v in data.values() if np.ndim(v) > 0), default=1)
     check_shape_alloc((timesteps, max(n_cal, 1), *in_shape), 8, f"input '{in_name}' of shape {in_shape} over "
                       f"{timesteps} timesteps for {n_cal} calibration samples", path=path)
+    n_in = int(np.prod(in_shape, dtype=object)) if in_shape else 1
+    if n_in > MAX_ELEMENTS or n_in == 0:
+        raise ShapeError(f"input '{in_name}' has {n_in} elements per sample", path=path, node="input",
+                         limit=f"1..{MAX_ELEMENTS}", actual=n_in, hint="export with the model's real input shape")
     x_cal, labels, synthetic = _calibration(data, in_name, in_shape, seed)
     with torch.no_grad():
         env, acts = _ann_forward(ops, inits, in_name, torch.as_tensor(x_cal, dtype=torch.float64), record=True)
@@ -258,6 +312,7 @@ def convert(path: str | Path, *, data: dict | None = None, timesteps: int = 32, 
         return srcs[0]
 
     for o in ops:
+        cur.append(o)
         x0 = o.inputs[0]
         if o.op in ("Identity", "Dropout"):
             rep[o.outputs[0]], shapes[o.outputs[0]] = rep[x0], shapes[x0]
@@ -404,9 +459,10 @@ def convert(path: str | Path, *, data: dict | None = None, timesteps: int = 32, 
 
 
 def _calibration(data, in_name, in_shape, seed):
-    if data is None:
+    if data is None:   # 256 samples, fewer for inputs so large that 256 would exceed MAX_ELEMENTS in all
         rng = np.random.default_rng(seed)
-        return rng.random((256, *in_shape)), None, True
+        n = max(1, min(256, MAX_ELEMENTS // max(1, int(np.prod(in_shape, dtype=object)))))
+        return rng.random((n, *in_shape)), None, True
     arr = data.get("input", data.get(in_name))
     if arr is None:
         arr = next((v for k, v in data.items() if k != "labels"), None)

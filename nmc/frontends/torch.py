@@ -38,7 +38,10 @@ unpickling code; a file that needs unpickling is refused
 (:class:`UntrustedPickleError`) unless ``trust_pickle``. An EvNN-layout
 state_dict (``kernel``, ``recurrent_kernel``, ``bias``, ``recurrent_bias``,
 ``thr``, optionally prefixed per layer) becomes EGRU nodes. ``.pt2``
-(``torch.export``) programs of nmc.nn / torch layers are accepted.
+(``torch.export``) programs of nmc.nn / torch layers are accepted, read by
+:mod:`nmc.frontends.pt2` without unpickling (``torch.export.load`` only with
+``trust_pickle``). Type and class strings from a file resolve through explicit
+allow-lists (:func:`nmc.nodes.node_class`, :func:`_build`), never ``getattr``.
 """
 from __future__ import annotations
 
@@ -608,7 +611,7 @@ def _graph_to_data(g: Graph) -> dict:
 
 def _graph_from_data(d: dict, path) -> Graph:
     from nmc import annotations as A
-    from nmc.nodes import EXTENSION_NODES
+    from nmc.nodes import node_class
 
     def un(v):
         if isinstance(v, torch.Tensor):
@@ -621,29 +624,26 @@ def _graph_from_data(d: dict, path) -> Graph:
     try:
         for k, nd in d["nodes"].items():
             t = nd["type"]
+            cls = node_class(t, node=k, path=path)  # allow-list: a type string never reaches getattr(nir, ...)
             kw = {f: un(v) for f, v in nd.items() if f not in ("type", "input_type", "output_type")}
-            if t in EXTENSION_NODES:
-                node = EXTENSION_NODES[t](**kw)
-            elif t in ("Input", "Output"):
+            if t in ("Input", "Output"):
                 key = "input_type" if t == "Input" else "output_type"
-                node = getattr(nir, t)(**{key: {("input" if t == "Input" else "output"): un(next(iter(nd[key].values())))}})
+                node = cls(**{key: {("input" if t == "Input" else "output"): un(next(iter(nd[key].values())))}})
             elif t == "Flatten":
                 node = nir.Flatten(input_type={"input": un(next(iter(nd["input_type"].values())))},
                                    start_dim=kw["start_dim"], end_dim=kw["end_dim"])
-            elif hasattr(nir, t):
-                node = getattr(nir, t)(**kw)
+            else:
+                node = cls(**kw)
                 if t in ("AvgPool2d", "SumPool2d", "Delay", "Scale", "Threshold") and nd.get("input_type"):
                     node.input_type = {"input": un(next(iter(nd["input_type"].values())))}
                     node.output_type = {"output": un(next(iter(nd["output_type"].values())))}
-            else:
-                raise UnsupportedNodeError(f"unknown node type '{t}' in the file", node=k)
             g.add_node(k, node)
         for a, b in d["edges"]:
             g.add_edge(a, b)
         for k, anns in d.get("annotations", {}).items():
             for cname, fields in anns.items():
                 g.annotate(k, A.REGISTRY[cname](**{f: un(v) if not isinstance(v, list) else un(v) for f, v in fields.items()}))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as e:
         raise InputFileError(f"malformed nmc model file ({type(e).__name__}: {e})", path=path,
                              hint="re-save the model with nmc.save") from None
     return g
@@ -697,24 +697,36 @@ def load_module(path) -> nn.Module:
     if spec is None:
         raise InputFileError("this file holds the compiled graph but no rebuildable module (it was not an "
                              "nn.Sequential of nmc.nn/torch layers)", path=path)
-    m = _build(spec)
-    m.load_state_dict(d["state_dict"])
+    try:
+        m = _build(spec)
+        m.load_state_dict(d["state_dict"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise InputFileError(f"malformed module spec or weights ({type(e).__name__}: {str(e)[:120]})", path=path,
+                             hint="re-save the model with nmc.save") from None
     return m
 
 
 def _build(spec):
     from nmc import nn as nnn
 
-    if spec["class"] == "Sequential":
+    # allow-list: the class string from the file never reaches getattr(module, ...)
+    neurons = {"LIF": nnn.LIF, "RLIF": nnn.RLIF, "CubaLIF": nnn.CubaLIF, "IF": nnn.IF, "LI": nnn.LI}
+    layers = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "AvgPool2d": nn.AvgPool2d, "Flatten": nn.Flatten}
+    name = spec["class"]
+    if name == "Sequential":
         return nn.Sequential(*[_build(s) for s in spec["layers"]])
     kw = dict(spec.get("kw", {}))
-    if spec["class"] in ("LIF", "RLIF", "CubaLIF", "IF", "LI"):
-        return getattr(nnn, spec["class"])(kw.pop("size"), **kw)
-    if spec["class"] == "EGRU":
+    if name in neurons:
+        return neurons[name](kw.pop("size"), **kw)
+    if name == "EGRU":
         return nnn.EGRU(kw.pop("input_size"), kw.pop("hidden_size"), **kw)
-    if spec["class"] == "EGRULanguageModel":
+    if name == "EGRULanguageModel":
         return nnn.EGRULanguageModel(kw.pop("vocab"), kw.pop("embed"), kw.pop("hidden"), **kw)
-    cls = getattr(nn, spec["class"])
+    if not isinstance(name, str) or name not in layers:
+        raise InputFileError(f"unknown module class {str(name)[:60]!r} in the file's module spec",
+                             hint=f"classes nmc.save writes: Sequential, {', '.join(sorted(neurons) + sorted(layers))}, "
+                                  "EGRU, EGRULanguageModel; re-save the model with nmc.save")
+    cls = layers[name]
     args = [tuple(a) if isinstance(a, list) else a for a in spec.get("args", [])]
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
     return cls(*args, **kw)
@@ -733,8 +745,11 @@ def _load_weights_only(p: Path):
             "the file needs unpickling arbitrary Python objects (e.g. a whole pickled module), which can run code "
             "from the file", path=p,
             hint="save the model with nmc.save(model, path), or pass --trust-pickle if you trust the file") from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputFileError(f"not a readable PyTorch file ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+    except MemoryError:
+        raise
+    except Exception as e:  # torch's unpickler raises IndexError/KeyError/struct.error/... on a corrupt stream
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise InputFileError(f"not a readable PyTorch file ({type(e).__name__}: {first})",
                              path=p, hint="the file is corrupt or not a torch.save file") from None
 
 
@@ -777,7 +792,7 @@ def _evnn_graph(sd: dict, path) -> Graph | None:
 def load_file(path, *, trust_pickle: bool = False, input_shape=None) -> Graph:
     p = Path(path)
     if p.suffix.lower() == ".pt2":
-        return _load_pt2(p, input_shape)
+        return _load_pt2(p, input_shape, trust_pickle)
     try:
         d = _load_weights_only(p)
     except UntrustedPickleError:
@@ -802,41 +817,18 @@ def load_file(path, *, trust_pickle: bool = False, input_shape=None) -> Graph:
                          hint="save the model with nmc.save(model, path)")
 
 
-def _load_pt2(p: Path, input_shape) -> Graph:
+def _load_pt2(p: Path, input_shape, trust_pickle: bool = False) -> Graph:
     """A torch.export program: rebuild the layer chain from the exported graph's
-    module stack (nmc.nn and torch layers) and the program's state_dict."""
-    try:
-        ep = torch.export.load(str(p))
-    except Exception as e:
-        raise InputFileError(f"not a readable torch.export program ({type(e).__name__})", path=p) from None
-    order: list[tuple[str, str]] = []
-    for n in ep.graph.nodes:
-        stack = n.meta.get("nn_module_stack")
-        if not stack:
-            continue
-        path, qual = list(stack.values())[-1]
-        path = path.removeprefix("L['self'].").replace("L['self']", "")
-        key = (path, qual if isinstance(qual, str) else f"{qual.__module__}.{qual.__qualname__}")
-        if key not in order:
-            order.append(key)
-    sd = dict(ep.state_dict)
-    sd.update({k: v for k, v in getattr(ep, "constants", {}).items() if isinstance(v, torch.Tensor)})
-    layers = []
-    for path, qual in order:
-        cls = qual.rsplit(".", 1)[-1]
-        layers.append((path, _rebuild_from_state(path, cls, qual, sd, p)))
+    module stack (nmc.nn and torch layers) and the program's state_dict. The
+    archive is read without unpickling unless ``trust_pickle`` (see :mod:`nmc.frontends.pt2`)."""
+    from nmc.frontends import pt2
+
+    ex = pt2.read(p, trust_pickle=trust_pickle)
     seq = nn.Sequential()
-    for path, m in layers:
-        seq.add_module(path.replace(".", "_") or "layer", m)
-    return from_module(seq, input_shape=input_shape or tuple(ep.graph_signature.user_inputs and
-                                                                 _pt2_input_shape(ep)))
-
-
-def _pt2_input_shape(ep):
-    for n in ep.graph.nodes:
-        if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs:
-            return tuple(int(s) for s in n.meta["val"].shape[1:])
-    return None
+    for path, qual in ex.layers:
+        seq.add_module(path.replace(".", "_") or "layer",
+                       _rebuild_from_state(path, qual.rsplit(".", 1)[-1], qual, ex.state, p))
+    return from_module(seq, input_shape=input_shape or ex.input_shape)
 
 
 def _rebuild_from_state(path: str, cls: str, qual: str, sd: dict, p) -> nn.Module:
@@ -858,11 +850,14 @@ def _rebuild_from_state(path: str, cls: str, qual: str, sd: dict, p) -> nn.Modul
                 kw["reset"] = RESETS[int(t("cfg_reset"))]
             if cls != "IF":
                 kw["integrator"] = INTEGRATORS[int(t("cfg_integrator"))]
-            m = getattr(nnn, cls)(size, **kw)
+            m = {"LIF": nnn.LIF, "CubaLIF": nnn.CubaLIF, "IF": nnn.IF, "LI": nnn.LI}[cls](size, **kw)
         else:
             raise UnsupportedNodeError(f"layer {qual} in an exported program is not supported", node=path or cls,
                                        path=str(p), hint="export a chain of nn.Linear and nmc.nn layers, or use nmc.save")
         m.load_state_dict({k.split(".")[-1]: v for k, v in sd.items() if k.rsplit(".", 1)[0] == path}, strict=False)
     except KeyError as e:
         raise InputFileError(f"exported program lacks parameter {e}", path=p) from None
+    except (IndexError, TypeError, ValueError, RuntimeError) as e:
+        raise InputFileError(f"exported layer '{path}' has malformed parameters ({type(e).__name__}: {str(e)[:120]})",
+                             path=p, hint="re-export the program") from None
     return m
