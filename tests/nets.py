@@ -195,15 +195,15 @@ def normalized(model, dt: float = 1e-3, integrator: str = "euler", reset: str = 
 
 
 def strong_bias_cubalif(n_in: int = 12, n_hid: int = 40, n_cls: int = 4, seed: int = 0, dt: float = 1e-4,
-                        bias_scale: float = 0.3, samples: int = 96, T: int = 100):
+                        bias_scale: float = 0.3, samples: int = 96, T: int = 100, alpha=(0.8, 0.95)):
     """Issue #15's row: a recurrent CubaLIF layer in snnTorch's Synaptic convention at dt = 1e-4
     (α, β per neuron, w_in = τ_syn/dt, r = τ_mem/dt) with a strong Affine bias (N(0, bias_scale):
     up to ~10 thresholds per step at steady state), and a CubaLI readout fitted by ridge regression
     on the reference's hidden spike counts (a closed-form "trained" readout, so classes have
-    margins). Inputs: ``n_cls`` prototype rate patterns (0.05 / 0.4). Returns (graph, x, labels)
+    margins). ``alpha``: range of the synaptic decays (0.4 puts τ_syn below 0.2 ms). Inputs: ``n_cls`` prototype rate patterns (0.05 / 0.4). Returns (graph, x, labels)
     with x (T, samples, n_in) Bernoulli spikes; :func:`perturb` flips some of them."""
     rng = _rng(seed)
-    alpha, beta = rng.uniform(0.8, 0.95, n_hid), rng.uniform(0.85, 0.97, n_hid)
+    alpha, beta = rng.uniform(*alpha, n_hid), rng.uniform(0.85, 0.97, n_hid)
     ts, tm = dt / (1 - alpha), dt / (1 - beta)
     protos = np.where(rng.random((n_cls, n_in)) < 0.4, 0.4, 0.05)
     labels = np.arange(samples) % n_cls
