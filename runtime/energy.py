@@ -17,7 +17,9 @@ per core:
 * **packets**: one per output event of a placed neuron (multicast) and one per
   host input event; **hops**: per packet, the edges of the XY multicast tree
   from its core to the cores its node's ``Route`` annotation lists (0 without
-  placement);
+  placement). A target that sends a graded input value as k repeated events
+  (SpiNNaker 2, ``S2Program.input_events``) counts k packets and k synaptic
+  events per synapse for it;
 * **active cores** and **chips** from the ``Placement`` annotations.
 
 Energy = dynamic (counts × ``[energy]`` constants of the HardwareSpec) +
@@ -135,12 +137,18 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
     AT = net.AT  # rows = source units, cols = target units: synapse counts
     units = net.unit_names
     off = net.unit_offset
-    flat = np.concatenate([act[u].reshape(T, B, -1) for u in units], axis=2)  # (T, B, N)
-    active = (flat != 0).astype(np.float64)
+    # a target that sends a graded input value as repeated events (SpiNNaker 2: ``input_events``)
+    # costs one packet and one synaptic event per event: count those, as spikes
+    as_events = getattr(bundle.program, "input_events", None) if hasattr(bundle, "program") else None
+    events = {u: as_events(u, act[u]) for u in g.inputs} if as_events else {}
+    events = {u: np.asarray(e, np.float64) for u, e in events.items() if e is not None}
+    flat = np.concatenate([(events[u] if u in events else (act[u] != 0)).reshape(T, B, -1) for u in units],
+                          axis=2).astype(np.float64)  # (T, B, N) events (0/1, or counts of repeated events)
+    active = flat
     graded_src = np.zeros(net.n_units, dtype=bool)
     for i, u in enumerate(units):
         node = g.nodes[u]
-        binary = np.all(np.isin(act[u], (0.0, 1.0)))
+        binary = u in events or np.all(np.isin(act[u], (0.0, 1.0)))
         graded_src[off[i]:off[i + 1]] = not (is_spiking(node) or (isinstance(node, nir.Input) and binary))
     # synaptic events into each target unit, per step, summed over the batch
     a_sum = active.sum(1)  # (T, N)

@@ -49,6 +49,12 @@ class Brian2Device(Device):
         arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
         if next(iter(arrs.values())).shape[1] != 1:
             raise OptionError("the brian2 device runs one sample at a time", hint="pass (T, *shape) inputs")
+        arrs = {k: self.p.input_events(k, a) for k, a in arrs.items()}
+        for k, a in arrs.items():
+            if np.any(a > 1):
+                raise DeviceError("Brian2's SpikeGeneratorGroup takes one spike per neuron and step: graded "
+                                  f"inputs ({int(a.max())} events in one step) run on the emulator", node=k,
+                                  hint="use --device emulator")
         L = max(p.latency for p in self.p.populations)
         total = T + L
         b2.prefs.codegen.target = "numpy"
