@@ -35,13 +35,15 @@ def cost_report(prog, graph, spec, ctx) -> dict:
     for p in prog.populations:
         a = graph.ann(p.name, Placement)
         r = np.asarray(a.rate, float).reshape(-1) if a is not None and a.rate is not None else None
-        if p.model == "spike_list" and (r is None or r.size != p.size):
+        if p.model == "spike_list" and p.constant_events:
+            r = np.full(p.size, float(p.constant_events))
+        elif p.model == "spike_list" and (r is None or r.size != p.size):
             from .lower import input_rates
 
             r = input_rates(graph, ctx, p.name, p.size, p.quantum)
         rate[p.name] = r if r is not None and r.size == p.size else np.ones(p.size)
     inputs = {}
-    for k, pn in prog.inputs.items():   # graded inputs: repeated events (lower.graded_inputs)
+    for k, pn in sorted(prog.inputs.items()):   # graded inputs: repeated events (lower.graded_inputs)
         p = prog.pop(pn)
         data = (getattr(ctx, "data", None) or {}).get(k)
         d = {"quantum": p.quantum, "events_per_step": float(rate[pn].sum()),

@@ -188,6 +188,11 @@ def main(argv=None):
     inputs = {meta["inputs"][k]: v for k, v in raw.items()}
     T = max(v.shape[0] for v in inputs.values())
     lat = max(p["latency"] for p in meta["populations"])
+    for p in meta["populations"]:   # bias sources: constant_events events every step from their latency on
+        if p.get("constant_events"):
+            c = np.zeros((T + lat + 1, 1), np.float32)
+            c[p["latency"]:] = p["constant_events"]
+            inputs[p["name"]] = c
     net, parts = build(snn, meta, arrays, inputs)
     hardware.SpiNNaker2Chip(eth_ip=a.board).run(net, T + lat + 1, sys_tick_in_s=a.tick or meta["sys_tick_s"])
     out = {}

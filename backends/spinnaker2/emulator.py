@@ -89,6 +89,9 @@ class S2Emulator(LaggedStreaming, Device):
         for pop in self.p.populations:
             st = self.state[pop.name]
             if pop.model == "spike_list":
+                if pop.constant_events:   # a bias source: k events every step from its latency on
+                    st["s"] = np.full_like(st["v"], pop.constant_events if self.t >= pop.latency else 0)
+                    continue
                 st["s"] = ext[pop.name]
                 continue
             if pop.model == "egru_kernel":

@@ -21,8 +21,11 @@ Mapping of the reference's neuron (a = dt/τ Euler, 1 − e^{−dt/τ} exact):
 * LIF/LI: α = 1 − a, per-neuron input gain g = a·R, constant c = a·(v_leak + R·b);
 * IF/I: α = 1, g = dt·R, c = dt·R·b;
 * CubaLIF/CubaLI: d = 1 − a_syn, g = a_mem·R·a_syn·w_in, c = a_mem·v_leak; a bias b
-  into the current is applied to v at its steady-state value a_mem·R·w_in·b
-  (py-spinnaker2 has no current offset): exact only for b = 0 (warned).
+  into the current (py-spinnaker2 has no current offset) comes from a one-neuron
+  ``spike_list`` population ``__bias__<layer>`` that sends k events every step
+  from the step before the layer's first input (its latency L − 1, so no
+  synaptic delay), through weights b/k: exactly the reference's rising current.
+  k (≤ 16) keeps the bias from setting the population's weight scale.
 
 Scaling: the real drive of target neuron j is g_j·M; each population gets one
 weight scale s = max |g·M| / w_max over all its projections (py-spinnaker2's
@@ -122,6 +125,19 @@ def lower(graph: Graph, ctx) -> S2Program:
         model, alpha, g, c, bias_gain, decay = _dynamics(name, node, dt, integ, n, warn)
         terms, bias = terms_of[name], lin[name][1]
         lat = lat_of[name]
+        b = np.asarray(bias, float).reshape(-1)
+        if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(b != 0):
+            # py-spinnaker2 has no current offset: the bias is an input of weight b from a source population
+            # sending k events every step (the reference's semantics, the current rises through exc/inh_decay)
+            src = f"__bias__{name}"
+            drive = np.abs(b * g)
+            others = max((float(np.abs(np.asarray(t[3]).T * g[:, None]).max()) for t in terms if np.size(t[3])),
+                         default=0.0)
+            k = int(min(16, max(1, np.ceil(drive.max() / others - 1e-9)))) if others > 0 else 1
+            pops[src] = Population(src, "spike_list", 1, latency=lat - 1, constant_events=k)
+            lat_of[src] = lat - 1
+            terms = terms + [(src, np.zeros(1, np.int64), False, (b / k).reshape(1, n))]
+            b = np.zeros_like(b)
         delays = [_synapse_delays(name, t, lat, lat_of) for t in terms]
         if any(np.any(d > 0) for d in delays):
             model = DELAY_MODEL[model]
@@ -133,10 +149,6 @@ def lower(graph: Graph, ctx) -> S2Program:
                                            hint="shorten the Delay or balance the path lengths into this layer")
             warn(f"uses synaptic delays (up to {worst + 1} steps): model '{model}', weights in "
                  f"±{model_max[model][0]}", name)
-        b = np.asarray(bias, float).reshape(-1)
-        if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(b != 0):
-            warn("a bias into a current-based neuron is applied to v at its steady-state value "
-                 "(py-spinnaker2 has no current offset): exact only after the current settles", name)
         c = c + bias_gain * b
         # effective real drives and one scale per population
         # an input event stands for ``quantum`` of input value: its drive is quantum·g·M

@@ -44,6 +44,7 @@ class Population:
     source: str | None = None                      # egru_kernel: the population whose events feed it
     chip: np.ndarray | None = None                 # chip per neuron (multi-chip placements); None: chip 0
     quantum: float = 1.0                           # spike_list: input value one event stands for (graded inputs)
+    constant_events: int = 0                       # spike_list fed by no input: k events every step from its latency
 
 
 @dataclass
@@ -136,7 +137,8 @@ class S2Program(Program):
                                  "latency": p.latency, "spiking": p.spiking, "scale": p.scale,
                                  "max_atoms_per_core": p.max_atoms_per_core, "params": sorted(p.params),
                                  "kernel": sorted(p.kernel), "source": p.source,
-                                 **({"quantum": p.quantum} if p.quantum != 1.0 else {})}
+                                 **({"quantum": p.quantum} if p.quantum != 1.0 else {}),
+                                 **({"constant_events": p.constant_events} if p.constant_events else {})}
                                 for p in self.populations],
                 "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz,
                                  "conv": q.conv} for q in self.projections],
@@ -205,7 +207,8 @@ def load_program(files: dict[str, bytes]) -> S2Program:
                                max_atoms_per_core=m["max_atoms_per_core"], scale=m["scale"],
                                kernel={k: arr[f"{m['name']}/k_{k}"] for k in m.get("kernel", [])},
                                source=m.get("source"), chip=arr.get(f"{m['name']}/chip"),
-                               quantum=float(m.get("quantum", 1.0))))
+                               quantum=float(m.get("quantum", 1.0)),
+                               constant_events=int(m.get("constant_events", 0))))
     projs = [Projection(pre=q["pre"], post=q["post"], w=arr.get(f"proj{i}/weights"), recurrent=q["recurrent"],
                         kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"), delay=arr.get(f"proj{i}/delay"))
              for i, q in enumerate(meta["projections"])]
