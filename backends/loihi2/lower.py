@@ -304,7 +304,7 @@ def _rate_of(node, dt, integ, n, which):
     if isinstance(node, (nir.IF, nir.I)):
         return np.zeros(n)
     tau = getattr(node, "tau", None) if isinstance(node, (nir.LIF, nir.LI)) else node.tau_mem
-    tau = np.broadcast_to(np.asarray(tau, float), (n,)).reshape(-1)
+    tau = np.broadcast_to(np.asarray(tau, float).reshape(-1), (n,))   # per-neuron arrays of any shape
     return dt / tau if integ == "euler" else 1 - np.exp(-dt / tau)
 
 
