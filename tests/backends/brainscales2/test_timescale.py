@@ -69,3 +69,31 @@ def test_user_speedup_is_an_override_and_checked():
     with pytest.raises(UnsupportedNodeError, match="--option speedup=10000"):
         nmc.compile(_two_layer(5e-4, 0.02), target="brainscales2", dt=DT, reset="zero", integrator="exact",
                     speedup=10000)
+
+
+def test_a_large_bias_is_split_over_repeated_sources_not_the_lsb():
+    """A bias 5× the largest weight: before, it set the layer's 6-bit LSB (the weights kept
+    ≤ 13 of 63 levels); now it is split over k ≤ bias_repeat_max bias sources firing every step."""
+    from nmc.backends.brainscales2.program import BIAS_SOURCE
+
+    rng = np.random.default_rng(0)
+    n = 8
+    g = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([6])}),
+        "fc": nir.Affine(weight=rng.uniform(0.2, 1.0, (n, 6)), bias=np.full(n, 5.0)),
+        "lif": nir.LIF(tau=np.full(n, 1e-3), r=np.full(n, 10.0), v_leak=np.zeros(n), v_threshold=np.full(n, 50.0),
+                       v_reset=np.zeros(n)),
+        "output": nir.Output(output_type={"output": np.array([n])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+    b = nmc.compile(g, target="brainscales2", dt=DT, reset="zero", integrator="euler")
+    qs = {q.pre: q for q in b.program.projections if q.post == "lif"}
+    assert int(np.abs(qs["input"].w6).max()) == 63                      # the weights keep their 6 bits
+    k = len(b.program.constant_inputs)
+    assert k > 1 and all(s.startswith(BIAS_SOURCE) for s in b.program.constant_inputs)
+    total = sum(qs[s].w6 for s in b.program.constant_inputs).reshape(-1) * b.program.layer("lif").scale
+    drive = qs["input"].w6.astype(float) * b.program.layer("lif").scale
+    W = np.asarray(g.nodes["fc"].weight, float)
+    # the bias per step in the same units as the weights: 5/W ratio preserved within 6-bit rounding
+    c = W.argmax(1)                                     # each neuron's largest weight: 6-bit exact to 1/126
+    ratio = total / (drive[np.arange(n), c] / W[np.arange(n), c] * 5.0)
+    assert np.all(np.abs(ratio - 1) < 0.05), ratio

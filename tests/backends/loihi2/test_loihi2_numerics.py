@@ -86,3 +86,22 @@ def test_refused_only_when_no_scale_fits():
     with pytest.raises(UnsupportedNodeError, match="no threshold scale fits") as e:
         nmc.compile(g, target="loihi2", dt=DT, reset="zero", integrator="euler")
     assert "bias" in str(e.value) and "too large a range" in str(e.value)
+
+
+def test_calibration_ranges_give_a_finer_scale(strong):
+    """With calibration data the current/membrane ranges come from the float reference on it (×2
+    margin) instead of the worst case (every source active every step): a larger vth where the
+    membrane range, not the bias, bounds it."""
+    g = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([30])}),
+        "fc": nir.Linear(weight=np.full((4, 30), 0.5)),
+        "lif": nir.LIF(tau=np.full(4, 2e-2), r=np.ones(4), v_leak=np.zeros(4), v_threshold=np.full(4, 400.0),
+                       v_reset=np.zeros(4)),
+        "output": nir.Output(output_type={"output": np.array([4])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+    x = (np.random.default_rng(0).random((50, 30)) < 0.05).astype(float)
+    kw = dict(target="loihi2", dt=DT, reset="zero", integrator="euler")
+    worst = nmc.compile(g, **kw).program.meta["fidelity"]["lif"]["numerics"]
+    cal = nmc.compile(g, calibrate={"input": x}, **kw).program.meta["fidelity"]["lif"]["numerics"]
+    assert worst["ranges_from"].startswith("worst case") and cal["ranges_from"].startswith("calibration data")
+    assert cal["v_max"] < worst["v_max"] and cal["vth_mant"] >= worst["vth_mant"]
