@@ -7,7 +7,10 @@ the float reference.
   the reference's, and :func:`bench.peers.agreement` of the output spike counts;
 * ``examples/onnx_digits`` (full run only) — ANN → SNN conversion of an MLP
   and a CNN (trained in the run, ≈ 20 s each) on every target, via the
-  example's own ``main``.
+  example's own ``main``;
+* ``exported`` — recurrent CubaLIF and conv networks trained and exported by
+  snnTorch, Norse and nmc.nn, compiled with default options, class agreement
+  with the reference on perturbed inputs (:mod:`bench.exported`).
 
     .venv/bin/python -m bench fidelity [--quick]
 """
@@ -67,6 +70,9 @@ def run(quick: bool = False, log=print) -> dict:
            "quickstart": quickstart(limit=40 if quick else None, log=log)}
     if not quick:
         out["onnx_digits"] = onnx_digits(log)
+    from .exported import run as exported
+
+    out["exported"] = exported(quick, log)
     return out
 
 

@@ -284,6 +284,8 @@ def fidelity(d, thr) -> list[str]:
             L += ["", "**Where a target loses more than 2 points against the reference SNN, and why:**"]
             L += [f"- {name} on {t} (−{dl * 100:.1f} pt): {NOTES_FIDELITY.get((name, t), 'not analysed yet')}"
                   for name, t, dl in lost]
+    if "exported" in d:
+        L += exported(d["exported"])
     if thr:
         rows = [x for x in thr["rows"] if x["simulator"].startswith("nmc") and x["batch"] != 1]
         wls = list(dict.fromkeys(x["workload"] for x in rows))
@@ -294,6 +296,41 @@ def fidelity(d, thr) -> list[str]:
             cell = {x["workload"]: x["agreement"] for x in rows if x["simulator"] == t}
             L.append(f"| {t[4:]} | " + " | ".join(_f(cell.get(w), 3) if w in cell else "refused" for w in wls) + " |")
     L.append("")
+    return L
+
+
+#: class agreement with the reference each target must reach on the exported networks (issue #15)
+EXPORTED_BAR = {"spinnaker2": 0.98, "loihi2": 0.98, "brainscales2": 0.90}
+
+
+def exported(e) -> list[str]:
+    s = e["setup"]
+    res = e["results"]
+    ts = [t for t in next(iter(res.values())) if t not in ("train_s", "reference")]
+    L = ["", f"Networks trained and exported by other frameworks (`bench/exported.py`: {s['data']}; "
+             f"{s['train_iterations']} training steps of batch {s['batch']}; {s['test_samples']} test digits, "
+             f"{s['perturbation']}; class = {s['class']}; brainscales2: {s['brainscales2']}), "
+             "compiled with default options. Class agreement with the float reference (bar: "
+             + ", ".join(f"{t} ≥ {b:.0%}" for t, b in EXPORTED_BAR.items()) + "):", "",
+         "| framework / network | reference accuracy | " + " | ".join(ts) + " |", "|---" * (len(ts) + 2) + "|"]
+    below = []
+    for k, r in res.items():
+        cells = []
+        for t in ts:
+            c = r.get(t, {})
+            if "refused" in c:
+                cells.append(f"refused: {c['refused']}")
+                below.append((k, t, None))
+                continue
+            a = c["class_agreement"]
+            ok = a >= EXPORTED_BAR.get(t, 0.0)
+            cells.append(f"{a:.1%}" + ("" if ok else " **below**"))
+            if not ok:
+                below.append((k, t, a))
+        L.append(f"| {k} | {r['reference']['accuracy']:.1%} | " + " | ".join(cells) + " |")
+    if below:
+        L += ["", "Below the bar: " + "; ".join(f"{k} on {t}" + ("" if a is None else f" ({a:.1%})")
+                                               for k, t, a in below) + "."]
     return L
 
 

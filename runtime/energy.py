@@ -24,7 +24,9 @@ per core (the kinds are :data:`KINDS`; each has exactly one constant, see
   its core to the cores its node's ``Route`` annotation lists, on the global
   router grid of :mod:`nmc.passes.route` (chips placed by ``board.chips_grid``);
   an edge between two chips is a ``chip_hop`` (``energy.chip_hop_j``), every
-  other edge an on-chip router hop (0 without placement).
+  other edge an on-chip router hop (0 without placement). A target that sends a graded input value as k repeated events
+  (SpiNNaker 2, ``S2Program.input_events``) counts k packets and k synaptic
+  events per synapse for it.
 
 **Time, not tick.** Each core's work per step is its counts × the spec's time
 per event (``timing.*_s``, or ``core.cycles_per_*`` / ``core.clock_hz``); the
@@ -205,12 +207,17 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
     units = net.unit_names
     off = net.unit_offset
     N = net.n_units
-    flat = np.concatenate([act[u].reshape(T, B, -1) for u in units], axis=2)  # (T, B, N)
-    active = (flat != 0).astype(np.float64)
+    # a target that sends a graded input value as repeated events (SpiNNaker 2: ``input_events``)
+    # costs one packet and one synaptic event per event: count those, as spikes
+    as_events = getattr(bundle.program, "input_events", None) if hasattr(bundle, "program") else None
+    events = {u: as_events(u, act[u]) for u in g.inputs} if as_events else {}
+    events = {u: np.asarray(e, np.float64) for u, e in events.items() if e is not None}
+    active = np.concatenate([(events[u] if u in events else (act[u] != 0)).reshape(T, B, -1) for u in units],
+                            axis=2).astype(np.float64)  # (T, B, N) events (0/1, or counts of repeated events)
     graded_src = np.zeros(N, dtype=bool)
     for i, u in enumerate(units):
         node = g.nodes[u]
-        binary = np.all(np.isin(act[u], (0.0, 1.0)))
+        binary = u in events or np.all(np.isin(act[u], (0.0, 1.0)))
         graded_src[off[i]:off[i + 1]] = not (is_spiking(node) or (isinstance(node, nir.Input) and binary))
     # synaptic events into each target unit, per step and sample
     a2 = active.reshape(T * B, N)

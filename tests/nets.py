@@ -192,3 +192,49 @@ def normalized(model, dt: float = 1e-3, integrator: str = "euler", reset: str = 
     g = model if isinstance(model, Graph) else Graph.from_nir(model)
     ctx = PassContext(options={"dt": dt, "integrator": integrator, "reset": reset})
     return PassManager(parse_pipeline("normalize")).run(g.copy(), ctx)
+
+
+def strong_bias_cubalif(n_in: int = 12, n_hid: int = 40, n_cls: int = 4, seed: int = 0, dt: float = 1e-4,
+                        bias_scale: float = 0.3, samples: int = 96, T: int = 100, alpha=(0.8, 0.95)):
+    """Issue #15's row: a recurrent CubaLIF layer in snnTorch's Synaptic convention at dt = 1e-4
+    (α, β per neuron, w_in = τ_syn/dt, r = τ_mem/dt) with a strong Affine bias (N(0, bias_scale):
+    up to ~10 thresholds per step at steady state), and a CubaLI readout fitted by ridge regression
+    on the reference's hidden spike counts (a closed-form "trained" readout, so classes have
+    margins). ``alpha``: range of the synaptic decays (0.4 puts τ_syn below 0.2 ms). Inputs: ``n_cls`` prototype rate patterns (0.05 / 0.4). Returns (graph, x, labels)
+    with x (T, samples, n_in) Bernoulli spikes; :func:`perturb` flips some of them."""
+    rng = _rng(seed)
+    alpha, beta = rng.uniform(*alpha, n_hid), rng.uniform(0.85, 0.97, n_hid)
+    ts, tm = dt / (1 - alpha), dt / (1 - beta)
+    protos = np.where(rng.random((n_cls, n_in)) < 0.4, 0.4, 0.05)
+    labels = np.arange(samples) % n_cls
+    x = (rng.random((T, samples, n_in)) < protos[labels][None]).astype(np.float64)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([n_in])}),
+        "fc_in": nir.Affine(weight=rng.normal(0, 1.0 / np.sqrt(n_in), (n_hid, n_in)),
+                            bias=rng.normal(0.0, bias_scale, n_hid)),
+        "lif1": nir.CubaLIF(tau_syn=ts, tau_mem=tm, r=tm / dt, v_leak=np.zeros(n_hid), v_threshold=np.ones(n_hid),
+                            v_reset=np.zeros(n_hid), w_in=ts / dt),
+        "rec": nir.Linear(weight=rng.normal(0, 0.3 / np.sqrt(n_hid), (n_hid, n_hid))),
+        "fc_out": nir.Affine(weight=np.zeros((n_cls, n_hid)), bias=np.zeros(n_cls)),
+        "li": nir.CubaLI(tau_syn=np.full(n_cls, 5e-4), tau_mem=np.full(n_cls, 1e-3), r=np.full(n_cls, 10.0),
+                         v_leak=np.zeros(n_cls), w_in=np.full(n_cls, 5.0)),
+        "output": nir.Output(output_type={"output": np.array([n_cls])}),
+    }
+    edges = [("input", "fc_in"), ("fc_in", "lif1"), ("lif1", "rec"), ("rec", "lif1"), ("lif1", "fc_out"),
+             ("fc_out", "li"), ("li", "output")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges)
+    from nmc.reference import ReferenceSimulator
+
+    rec = ReferenceSimulator(normalized(g, dt=dt)).run({"input": x}, record=["lif1"], batched=True)
+    rate = rec["lif1.spikes"].mean(0)                                    # (samples, n_hid)
+    Y = np.eye(n_cls)[labels] - 1.0 / n_cls
+    A = np.hstack([rate - rate.mean(0), np.ones((samples, 1))])
+    W = np.linalg.solve(A.T @ A + 1e-2 * np.eye(n_hid + 1), A.T @ Y)     # ridge readout
+    nodes["fc_out"] = nir.Affine(weight=W[:-1].T * 0.2, bias=(W[-1] - rate.mean(0) @ W[:-1]) * 0.2)
+    return nir.NIRGraph(nodes=nodes, edges=edges), x, labels
+
+
+def perturb(x: np.ndarray, p: float = 0.05, seed: int = 1) -> np.ndarray:
+    """Flip a fraction ``p`` of the 0/1 entries of a spike array (perturbed inputs)."""
+    flip = _rng(seed).random(x.shape) < p
+    return np.where(flip, 1.0 - x, x)

@@ -5,9 +5,19 @@
   by :func:`backends.linear.compose`. What cannot map (EGRU / graded events,
   Delay, Threshold) is refused by :mod:`.rules` with the reason and the target
   that can take it; IF/I become leaky with the longest τ (warned).
-* Time: the chip is continuous-time. Each layer's hardware time constant is
-  chosen so that one model step of decay equals the graph's discrete decay
-  (Euler 1 − dt/τ or exact e^{−dt/τ}): τ_hw = −dt/ln(decay) · 1e-3.
+* Time: the chip is continuous-time. Each layer's continuous time constant is
+  the one whose one-step decay equals the graph's discrete decay (Euler
+  1 − dt/τ or exact e^{−dt/τ}): τ = −dt/ln(decay). The speed-up (hardware
+  time = model time / speed-up) is chosen per network by :mod:`.timescale`
+  within ``timing.speedup_range``: the smallest that puts the longest τ at the
+  top of the DAC range (finest relative step of the linear DAC), refused when
+  no speed-up fits every τ (``--option speedup=X`` overrides, still checked).
+  Every hardware τ and the largest threshold sit on exact DAC codes
+  (:func:`_dac_exact`; the voltage unit absorbs the threshold's step), and
+  the gains come from the realised τ: a LIF layer keeps its steady state, a
+  current-based layer's sampled response equals the discrete one
+  (:func:`_cuba_gain`). A current-based spiking layer holds v at v_reset for
+  half a step after a spike (:func:`_refractory`).
 * Weights: the drive of one input spike in threshold units, D = g·M/U (g =
   a·R for LIF, a_mem·R·w_in·τ_mem/τ_syn for CubaLIF), 6-bit with one LSB per
   layer (:func:`_weights`: the quantize pass's ``Quant.w_int`` when it applies
@@ -18,7 +28,9 @@
   from the host source ``__bias__`` (:data:`.program.BIAS_SOURCE`), which fires
   once every step through its own synapse rows (the program's
   ``constant_inputs``; the emulator and the PyNN script drive it) — the
-  reference's semantics, quantized with the layer's other weights.
+  reference's semantics. The bias does not set the layer's LSB: a bias beyond
+  63 LSB is split over k sources ``__bias__``, ``__bias__1``, … (repeated
+  events, k ≤ option ``bias_repeat_max``, default 8).
 * Circuits: a neuron whose inputs all have one sign takes
   ``fan_in_unsigned`` per circuit, a mixed-sign one ``fan_in_signed``; more
   inputs merge ⌈in-degree/fan-in⌉ circuits into one logical neuron.
@@ -49,6 +61,7 @@ from . import calibration as C
 from . import placement as P
 from . import rules
 from . import synapses as S
+from . import timescale as TS
 from .program import BIAS_SOURCE, BSS2Program, Layer, Projection
 
 LAYERS = (nir.LIF, nir.CubaLIF, nir.LI, nir.CubaLI)
@@ -84,6 +97,72 @@ def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
     return g
 
 
+def _dac_exact(x: float, param: str, spec) -> float:
+    """The value nearest x that the nominal linear DAC of ``param`` produces exactly."""
+    lo, hi = C.ranges(spec)[param]
+    step = (hi - lo) / int(spec.get("dac.code_max"))
+    return lo + step * round((x - lo) / step)
+
+
+def _cuba_gain(a_m, a_s, tau_m, tau_s, dt):
+    """Current jump ΔJ per unit input (times R·w_in) such that the chip's response to an event at the
+    start of a step, sampled at the end of step t — ΔJ·τ_s/(τ_s − τ_m)·(q_s^{t+1} − q_m^{t+1}), q = e^{−dt/τ}
+    of the realised τ — equals the discrete reference's a_m·a_s·(q_s^{t+1} − q_m^{t+1})/(q_s − q_m) (its
+    own q = 1 − a): ΔJ = a_m·a_s·(τ_s − τ_m)/(τ_s·(q_s − q_m)); for τ_s → τ_m the limit
+    a_m·a_s·τ/(q·dt). (Matching only the total effect, ΔJ·τ_s/τ_m = a_m, is off by O(dt/τ) in the
+    first steps after every event.)"""
+    qs, qm = 1 - a_s, 1 - a_m
+    close = np.abs(tau_s - tau_m) <= 1e-9 * tau_m
+    dq = np.where(close, 1.0, qs - qm)
+    return np.where(close, a_m * a_s * tau_m / (np.where(qm > 0, qm, 1.0) * dt),
+                    a_m * a_s * (tau_s - tau_m) / (tau_s * np.where(np.abs(dq) > 0, dq, 1.0)))
+
+
+def _refractory(ctx, spec, dt: float, speed: float, cuba_spiking: bool) -> float:
+    """Refractory time (hardware s). NIR has none; the user's ``t_refrac`` (model s) wins. A current-based
+    layer crosses threshold inside a step (fraction f) and, reset there, goes on integrating the rest of the
+    step, which the discrete model — reset at the step's end — discards: holding v at v_reset for half a
+    step (the mean of 1 − f), within the DAC range, cancels it on average (class agreement with the
+    reference on the strong-bias recurrent CubaLIF: 90 % without, 96 % with). Event-driven LIF layers take
+    their input at the step's end, where they also cross: 0 for them."""
+    user = ctx.options.get("t_refrac")
+    if user is not None:
+        return float(user) / speed
+    if not cuba_spiking:
+        return 0.0
+    return min(0.5 * dt / speed, float(spec.get("dac.range.t_refrac")[1]))
+
+
+def _model_taus(node, n: int, dt: float, integ: str, name: str) -> dict[str, np.ndarray]:
+    """The continuous time constants (model seconds) whose one-step decay equals the graph's."""
+    if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
+        return {"tau_mem": -dt / np.log(_decay(_vec(node, "tau_mem", n), dt, integ, name)),
+                "tau_syn": -dt / np.log(_decay(_vec(node, "tau_syn", n), dt, integ, name))}
+    return {"tau_mem": -dt / np.log(_decay(_vec(node, "tau", n), dt, integ, name))}
+
+
+def _timescale(graph: Graph, ctx, dt: float, integ: str) -> TS.Timescale:
+    """The speed-up (:mod:`.timescale`) for every τ of the LIF/CubaLIF/LI/CubaLI layers
+    (IF/I have none: they get the longest τ of the chosen range)."""
+    spec = ctx.spec
+    taus = {}
+    for k, node in graph.nodes.items():
+        if isinstance(node, LAYERS):
+            n = int(np.prod(graph.shape_out(k)))
+            dm = _decay(_vec(node, "tau_mem" if isinstance(node, (nir.CubaLIF, nir.CubaLI)) else "tau", n), dt, integ, k)
+            if np.any(dm <= 0):
+                raise UnsupportedNodeError("dt ≥ τ: the decay per step is not positive", node=k,
+                                           hint="use a smaller --dt")
+            taus[k] = _model_taus(node, n, dt, integ, k)
+    if ctx.options.get("t_refrac"):   # a user refractory time must fit its DAC range too
+        taus["--option t_refrac"] = {"t_refrac": np.array([float(ctx.options["t_refrac"])])}
+    user = ctx.options.get("speedup")
+    ts = TS.choose(taus, {p: C.ranges(spec)[p] for p in ("tau_mem", "tau_syn", "t_refrac")},
+                   tuple(spec.get("timing.speedup_range")), float(spec.get("timing.speedup")),
+                   None if user is None else float(user))
+    return ts
+
+
 def _indeg(projs, layer) -> np.ndarray:
     return sum(((q.w6 != 0).sum(1) for q in projs if q.post == layer.name), np.zeros(layer.size, np.int64))
 
@@ -99,7 +178,7 @@ def _weight_node(graph: Graph, layer: str, src: str, m: np.ndarray):
     return None
 
 
-def _weights(graph: Graph, layer: str, terms: dict, gain: np.ndarray, wmax: int):
+def _weights(graph: Graph, layer: str, terms: dict, gain: np.ndarray, wmax: int, repeat_max: int = 8):
     """Signed 6-bit weights per source, one LSB per layer (the neuron's synaptic
     input gain is shared by all its rows). The drive of one event in threshold
     units is D = gain·W; LSB s = max|D|/wmax; w6 = clip(round_half_away(D/s), ±wmax).
@@ -119,13 +198,29 @@ def _weights(graph: Graph, layer: str, terms: dict, gain: np.ndarray, wmax: int)
             how[s] = f"Quant annotation of '{p}' ({q.bits}-bit {q.method})"
             return out, how
     D = {s: np.asarray(m).T * gain[:, None] for s, (m, _) in terms.items()}
+    Db = D.pop(BIAS_SOURCE, None)
     peak = max((float(np.abs(d).max()) for d in D.values() if d.size), default=0.0)
-    scale = peak / wmax if peak > 0 else 1.0
+    bpeak = float(np.abs(Db).max()) if Db is not None else 0.0
+    if peak == 0.0:
+        peak = bpeak
+    # the bias does not set the LSB (an outlier bias would coarsen every weight): it is split over k bias
+    # sources firing every step (repeated events), k = ⌈bias/(wmax·LSB)⌉ ≤ bias_repeat_max
+    scale = max(peak / wmax, bpeak / (wmax * repeat_max)) if peak > 0 else 1.0
     for s, d in D.items():
         out[s] = np.clip(round_half_away(d / scale), -wmax, wmax).astype(np.int64)
-        how[s] = "requantized in lowering (per-layer LSB over all projections into the layer)"
+        how[s] = "requantized in lowering (per-layer LSB over all projections into the layer, biases excluded)"
+    if Db is not None:
+        k = max(1, math.ceil(bpeak / (wmax * scale) - 1e-9))
+        for j in range(k):
+            out[bias_source(j)] = np.clip(round_half_away(Db / k / scale), -wmax, wmax).astype(np.int64)
+            how[bias_source(j)] = f"bias, one of {k} constant sources (repeated events) at the layer's LSB"
     out[None] = scale
     return out, how
+
+
+def bias_source(j: int) -> str:
+    """The j-th constant bias source (``__bias__``, ``__bias__1``, ...)."""
+    return BIAS_SOURCE if j == 0 else f"{BIAS_SOURCE}{j}"
 
 
 def _labels(graph: Graph, layer: str, src: str, w6: np.ndarray, per_row: int):
@@ -153,14 +248,15 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     dt = float(graph.meta.get("dt", 1e-3))
     integ = graph.meta.get("integrator", "euler")
     rules.check(graph)
-    graph = _leaky_integrators(graph, ctx, dt, float(spec.get("timing.speedup")))
+    tscale = _timescale(graph, ctx, dt, integ)
+    speed = tscale.speedup
+    graph = _leaky_integrators(graph, ctx, dt, speed)
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="brainscales2", neurons=LAYERS)
     fan_s = int(spec.get("synapse_array.fan_in_signed"))
     fan_u = int(spec.get("synapse_array.fan_in_unsigned"))
     per_row = int(spec.get("synapse_array.sources_per_row"))
     wmax = int(spec.get("synapse_array.weight_max"))
-    speed = float(spec.get("timing.speedup"))
     per_driver = int(spec.get("synapse_array.rows_per_driver"))
     layers, projs, warns, how = [], [], [], {}
     for name in order:
@@ -170,18 +266,22 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         n = int(np.prod(graph.shape_out(name)))
         cuba = isinstance(node, (nir.CubaLIF, nir.CubaLI))
         spiking = isinstance(node, (nir.LIF, nir.CubaLIF))
+        # hardware τ on an exact nominal DAC code (the longest τ of the network is one: see .timescale), and the
+        # gains from the realised τ so the sampled response equals the discrete reference's (see _cuba_gain)
+        dac = lambda t, p: np.array([_dac_exact(x, p, spec) for x in np.asarray(t, float) / speed])  # noqa: E731
         if cuba:
             tm, ts = _vec(node, "tau_mem", n), _vec(node, "tau_syn", n)
             dm, ds = _decay(tm, dt, integ, name), _decay(ts, dt, integ, name)
-            tme, tse = -dt / np.log(dm), -dt / np.log(ds)
-            # current jump per unit weight whose total effect on v equals the discrete model's: ΔJ·τ_syn/τ_mem = a_mem·R·w_in
-            g = (1 - dm) * _vec(node, "r", n) * _vec(node, "w_in", n) * tme / tse
-            params = {"tau_mem": tme / speed, "tau_syn": tse / speed}
+            hw_m, hw_s = dac(-dt / np.log(dm), "tau_mem"), dac(-dt / np.log(ds), "tau_syn")
+            g = _cuba_gain(1 - dm, 1 - ds, hw_m * speed, hw_s * speed, dt) * _vec(node, "r", n) * _vec(node, "w_in", n)
+            params = {"tau_mem": hw_m, "tau_syn": hw_s}
         else:
             tm = _vec(node, "tau", n)
             dm = _decay(tm, dt, integ, name)
-            g = (1 - dm) * _vec(node, "r", n)
-            params = {"tau_mem": -dt / np.log(dm) / speed, "tau_syn": np.full(n, float(spec.get("dac.range.tau_syn")[0]))}
+            hw_m = dac(-dt / np.log(dm), "tau_mem")
+            # v jumps by the event's weight and decays with the realised τ: keep the steady state a·R·x/(1 − q)
+            g = (1 - dm) * _vec(node, "r", n) * (1 - np.exp(-dt / (hw_m * speed))) / (1 - dm)
+            params = {"tau_mem": hw_m, "tau_syn": np.full(n, float(spec.get("dac.range.tau_syn")[0]))}
         if np.any(dm <= 0):
             raise UnsupportedNodeError("dt ≥ τ: the decay per step is not positive", node=name, hint="use a smaller --dt")
         terms, bias = lin[name]
@@ -191,8 +291,10 @@ def lower(graph: Graph, ctx) -> BSS2Program:
             # as a leak-potential shift R·b it would land far outside the DAC range for long τ)
             terms = {**terms, BIAS_SOURCE: [bias.reshape(1, n), False]}
         U = float(np.max(_vec(node, "v_threshold", n))) if spiking else 1.0
+        if spiking:  # the largest threshold lands exactly on a DAC code: the voltage unit absorbs the DAC step
+            U = U / _dac_exact(1.0, "v_threshold", spec)
         leak = _vec(node, "v_leak", n)
-        params["t_refrac"] = np.full(n, float(ctx.options.get("t_refrac", 0.0)) / speed)  # NIR has none: 0 by default
+        params["t_refrac"] = np.full(n, _refractory(ctx, spec, dt, speed, cuba and spiking))
         params.update({"v_threshold": (_vec(node, "v_threshold", n) / U) if spiking else np.full(n, 3.0),
                        "v_leak": leak / U, "v_reset": (_vec(node, "v_reset", n) / U) if spiking else np.zeros(n)})
         if spiking and graph.reset_mode(name) == "subtract":
@@ -200,7 +302,10 @@ def lower(graph: Graph, ctx) -> BSS2Program:
                                 "by a reset to v_reset"))
         if np.any(g <= 0):
             raise UnsupportedNodeError("a non-positive input gain (r or w_in ≤ 0) has no analog equivalent", node=name)
-        w6s, src_how = _weights(graph, name, terms, g / U, wmax)
+        w6s, src_how = _weights(graph, name, terms, g / U, wmax, int(ctx.options.get("bias_repeat_max") or 8))
+        for s_ in w6s:
+            if s_ is not None and s_ not in terms:   # the further bias sources
+                terms[s_] = [None, False]
         scale = w6s.pop(None)
         # circuits per logical neuron: a circuit takes fan_in_unsigned inputs of one sign, fan_in_signed mixed
         indeg = sum((w != 0).sum(1) for w in w6s.values()) if w6s else np.zeros(n, int)
@@ -282,8 +387,9 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     chip_rows = limits["rows_per_hemisphere"] * limits["hemispheres"]
     prog = BSS2Program(layers, projs, {k: int(np.prod(graph.shape_out(k))) for k in graph.inputs}, outputs, dt, speed,
                        {k: v for k, v in cal.items()},
-                       constant_inputs=[BIAS_SOURCE] if any(q.pre == BIAS_SOURCE for q in projs) else [])
-    prog.report = {"rows_used": rows_used, "rows_lower_bound": rows_lb, "circuits_used": total,
+                       constant_inputs=[bias_source(j) for j in range(len(projs))
+                                        if any(q.pre == bias_source(j) for q in projs)])
+    prog.report = {"timescale": tscale.report(), "rows_used": rows_used, "rows_lower_bound": rows_lb, "circuits_used": total,
                    "circuits_lower_bound": circ_lb, "runs_used": runs,
                    "runs_lower_bound": max(1, math.ceil(circ_lb / n_circ), math.ceil(rows_lb / chip_rows)),
                    "calibration": cal["source"],

@@ -151,8 +151,9 @@ class LoihiEmulator:
         return rec
 
     def initial_state(self, batch: int) -> dict:
-        """Zero currents, ``v_init`` voltages, empty synapse buffers (Lava's state before step 1)."""
-        return {"u": {k: np.zeros((batch, g.g.n), np.int64) for k, g in self.groups.items()},
+        """``u_init`` currents, ``v_init`` voltages, empty synapse buffers (Lava's state before step 1)."""
+        return {"u": {k: np.broadcast_to(np.asarray(g.g.u_init, np.int64).reshape(-1), (batch, g.g.n)).copy()
+                      for k, g in self.groups.items()},
                 "v": {k: np.broadcast_to(np.asarray(g.g.v_init, np.int64).reshape(-1), (batch, g.g.n)).copy()
                       for k, g in self.groups.items()},
                 "buf": {s.name: np.zeros((batch, s.weights.shape[0]), np.int64) for s, _ in self.syn}}

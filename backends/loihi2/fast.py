@@ -33,7 +33,7 @@ if njit is not None:
         return -((-x) >> k) if x < 0 else x >> k
 
     @njit(cache=True)
-    def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0,
+    def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
               syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec):
         ng = ku.shape[0]
@@ -43,6 +43,7 @@ if njit is not None:
         for b in range(B):
             for j in range(ng):
                 v[b, j] = v0[j]
+                u[b, j] = u0[j]
         rec_s = np.zeros((T, B, n_rec), np.bool_)                # only the recorded neurons (rec_idx ≥ 0)
         rec_v = np.zeros((T, B, n_rec), np.int64)
         rec_u = np.zeros((T, B, n_rec), np.int64)
@@ -143,6 +144,7 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
     bias, vth = cat(lambda g: g.bias), cat(lambda g: np.int64(g.vth))
     subtract = np.concatenate([np.full(g.g.n, g.subtract) for g in emu.groups.values()])
     v0 = cat(lambda g: np.asarray(g.g.v_init, np.int64).reshape(-1) if np.ndim(g.g.v_init) else np.int64(g.g.v_init))
+    u0 = cat(lambda g: np.asarray(g.g.u_init, np.int64).reshape(-1) if np.ndim(g.g.u_init) else np.int64(g.g.u_init))
     syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin = [], [], [], [], [], []
     Ws, csr_ptr, csr_idx, csr_val, syn_csr = List(), List(), List(), List(), []
     # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
@@ -172,7 +174,7 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         rec_idx[goff[name]: goff[name] + n] = np.arange(n_rec, n_rec + n)
         roff[name] = n_rec
         n_rec += n
-    rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, ku, kv, bias, vth, subtract, v0,
+    rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
                        a(syn_src, np.int64), a(syn_len, np.int64), a(syn_dst, np.int64), a(syn_dlen, np.int64),
                        a(syn_exp, np.int64), a(syn_bin, np.bool_), Ws,
                        a(syn_csr, np.bool_), csr_ptr, csr_idx, csr_val, rec_idx, n_rec)

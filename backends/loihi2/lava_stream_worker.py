@@ -79,6 +79,7 @@ class Net:
                        bias_mant=np.asarray(g["bias_mant"]).reshape(-1),
                        bias_exp=np.asarray(g["bias_exp"]).reshape(-1),
                        v=np.broadcast_to(np.asarray(g["v_init"]).reshape(-1), (n,)).astype(np.int32),
+                       u=np.broadcast_to(np.asarray(g.get("u_init", 0)).reshape(-1), (n,)).astype(np.int32),
                        name=g["name"])
             if model is not None:
                 exc[proc] = model

@@ -22,8 +22,12 @@ Neuron mapping (per neuron, a = dt/τ (euler) or 1 − e^{−dt/τ} (exact)):
 * IF/I: ``dv = 0``, ``du = 4095``, ``g = dt·R``, ``c = dt·R·b``;
 * CubaLIF/CubaLI: ``du = round(4096·a_syn) − 1`` (Lava adds 1), ``dv =
   round(4096·a_mem)``, ``g = a_mem·R·a_syn·w_in``, ``c = a_mem·(v_leak +
-  R·w_in·b)`` — an input bias b is applied to v at its steady-state value (Lava's
-  bias enters v, not u): exact only for b = 0, stated in the fidelity report.
+  R·w_in·b)``. Lava's bias enters v, not u: it is applied at the current's
+  steady state c and ``u_init`` (:func:`_cuba_bias_u`) starts u at the
+  opposite transient, so v receives the reference's rising current exactly.
+
+Every rate a is the one Lava's 12-bit decay realises (``dv/4096``), in the gain
+as in the decay (:func:`_as_decayed`): steady states stay exact.
 
 Pre-roll. Lava applies the bias from its first step, L steps before the
 group's first input arrives; ``v_init`` (:func:`_preroll_init`) cancels it so
@@ -31,13 +35,19 @@ v is ≈ 0 at the aligned t = 0, as in the reference.
 
 Scaling. Each neuron's dynamics are divided by its unit U (its threshold; for
 non-spiking readouts a bound on |v|), so all neurons of a group share one
-threshold mantissa ``vth`` (option ``vth_mant``, default 2¹²) and
-``v_int = 64·vth·v/U``. A synapse's target integer drive per unit input is
-``T = vth·g·M/U``; it is quantised to Lava's 8-bit mantissa with one exponent
-per synapse: ``T ≈ w·2^e`` (mixed signs: w even, |w| ≤ 254; one sign:
-|w| ≤ 255; ``weight_bits`` b < 8 coarsens the grid). When the graph carries a
-``Quant`` annotation its ``bits`` are used. The constant drive becomes
-``bias_mant·2^bias_exp ≈ 64·vth·c/U``. v_reset must be 0 (Lava resets to 0).
+threshold mantissa ``vth`` and ``v_int = 64·vth·v/U``. ``vth`` is chosen per
+group by :func:`.numerics.choose_vth` — the largest that overflows none of
+Lava's widths (bias, weight exponent, current, membrane; read from
+``hw_configs/loihi2.toml [numerics]``), from the calibration data's ranges
+when given — unless ``--option vth_mant=N`` overrides it. A synapse's target
+integer drive per unit input is ``T = vth·g·M/U``; it is quantised to Lava's
+8-bit mantissa with one exponent per synapse: ``T ≈ w·2^e``. A mixed-sign
+matrix becomes two Lava synapses (option ``split_signs``, default on), an
+excitatory and an inhibitory one, each with 8 bits of magnitude and its own
+exponent (one Dense with mixed signs keeps 7). ``weight_bits`` b < 8 coarsens
+the grid; a ``Quant`` annotation's ``bits`` are used. The constant drive
+becomes ``bias_mant·2^bias_exp ≈ 64·vth·c/U``. v_reset must be 0 (Lava resets
+to 0). The choice and every limit are in the fidelity report (``numerics``).
 """
 from __future__ import annotations
 
@@ -51,11 +61,14 @@ from nmc.errors import DesignRuleError, OptionError, UnsupportedNodeError
 from nmc.ir import Graph
 
 from ..linear import NEURONS, compose, param_vec, step_rate
+from .numerics import MARGIN, LavaLimits, choose_vth, measured_ranges, quantize_bias, quantize_weights, \
+    worst_case_ranges
 from .program import InputPort, LoihiProgram, NeuronGroup, OutputPort, Synapse
 
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
 
-DEFAULTS = {"vth_mant": 4096, "weight_bits": 8, "input_bits": 0, "sparse_below": 0.25}
+DEFAULTS = {"vth_mant": None, "weight_bits": 8, "input_bits": 0, "sparse_below": 0.25,
+            "split_signs": True}
 
 
 def _neuron_params(name, node, dt, integ, n, warn):
@@ -71,37 +84,35 @@ def _neuron_params(name, node, dt, integ, n, warn):
         return np.full(n, 4095), np.zeros(n, int), g, np.zeros(n), g
     if isinstance(node, (nir.LIF, nir.LI)):
         a = rate(f("tau"))
+        dv = np.rint(4096 * a).astype(int)
+        a = _as_decayed(a, dv)
         g = a * f("r")
-        return np.full(n, 4095), np.rint(4096 * a).astype(int), g, a * f("v_leak"), g
+        return np.full(n, 4095), dv, g, a * f("v_leak"), g
     a_s, a_m = rate(f("tau_syn")), rate(f("tau_mem"))
     du = np.rint(4096 * a_s).astype(int) - 1
     if np.any(du < 0):
         warn("synaptic decay dt/tau_syn < 1/8192 rounds to Lava's minimum du+1 = 1/4096", name)
+    du = np.clip(du, 0, 4095)
+    dv = np.rint(4096 * a_m).astype(int)
+    a_s, a_m = _as_decayed(a_s, du + 1), _as_decayed(a_m, dv)
     g = a_m * f("r") * a_s * f("w_in")
-    return (np.clip(du, 0, 4095), np.rint(4096 * a_m).astype(int), g, a_m * f("v_leak"),
-            a_m * f("r") * f("w_in"))
+    return du, dv, g, a_m * f("v_leak"), a_m * f("r") * f("w_in")
 
 
-def _quantize(T: np.ndarray, bits: int):
-    """T ≈ w·2^e with w on Lava's 8-bit grid. Returns (w int32, e, rel_err)."""
-    m = float(np.abs(T).max()) if T.size else 0.0
-    if m == 0.0:
-        return np.zeros(T.shape, np.int32), 0, 0.0
-    mixed = bool(T.min() < 0 < T.max())
-    q = 2 ** ((9 if mixed else 8) - bits)          # grid step inside Lava's 8-bit weight
-    kmax = 2 ** (bits - 1) - 1 if mixed else 2 ** bits - 1
-    e = math.ceil(math.log2(m / (q * kmax)))
-    k = np.clip(np.rint(T / 2.0 ** e / q), -kmax if mixed else -kmax, kmax)
-    w = (k * q).astype(np.int32)
-    err = float(np.abs(w * 2.0 ** e - T).max() / m)
-    return w, int(e), err
+def _as_decayed(a, d):
+    """The rate a as Lava's 12-bit decay d/4096 realises it, where d > 0. The input gain uses
+    the same rate as the decay, so the steady state (gain/decay) stays exact and only the time
+    constant moves by the decay's rounding (≤ ½ LSB of 1/4096); a gain at the exact rate against
+    the rounded decay would shift every steady state by up to 0.5/d (0.4 % at τ = 33·dt)."""
+    return np.where(np.asarray(d) > 0, np.asarray(d, float) / 4096.0, a)
 
 
 def lower(graph: Graph, ctx) -> LoihiProgram:
     opts = {k: ctx.options.get(k, v) if ctx.options.get(k) is not None else v for k, v in DEFAULTS.items()}
-    vth = int(opts["vth_mant"])
-    if not 1 <= vth < 2 ** 17:
-        raise OptionError("vth_mant must be in 1..131071 (Lava's 17-bit threshold mantissa)", actual=vth)
+    lim = LavaLimits.from_spec(getattr(ctx, "spec", None))
+    user_vth = None if opts["vth_mant"] is None else int(opts["vth_mant"])
+    if user_vth is not None and not 1 <= user_vth <= lim.vth_max:
+        raise OptionError(f"vth_mant must be in 1..{lim.vth_max} (Lava's threshold mantissa)", actual=user_vth)
     from nmc.nodes import EGRU
 
     egru = [k for k, n in graph.nodes.items() if isinstance(n, EGRU)]
@@ -116,7 +127,8 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="loihi2")
     warn = lambda msg, node: ctx.warnings.add(msg, node=node, source="loihi2")  # noqa: E731
-    prog = LoihiProgram(meta={"dt": dt, "integrator": integ, "vth_mant": vth, "fidelity": {}})
+    prog = LoihiProgram(meta={"dt": dt, "integrator": integ, "vth_mant": user_vth if user_vth is not None else "auto",
+                                    "fidelity": {}})
     latency: dict[str, int] = {}
     for name in graph.inputs:
         prog.inputs.append(InputPort(name, tuple(graph.shape_out(name)), int(opts["input_bits"])))
@@ -144,9 +156,6 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
             drive = sum(np.abs(m).sum(axis=0) for m, _ in terms.values()) * np.abs(g)
             b = np.abs(c_leak + bgain * bias_in)
             unit = np.full(n, max(float(((drive + b) / decay).max()), 1e-12))
-        if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(bias_in != 0):
-            warn("an input bias into a current-based neuron is applied at its steady-state value "
-                 "(Lava's bias adds to v, not to the current)", name)
         fwd = [s for s, (_, b) in terms.items() if not b]
         lats = {latency[s] for s in fwd if s in latency}
         if len(lats) > 1:
@@ -154,46 +163,75 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                                        "would arrive misaligned", node=name, actual=sorted(lats),
                                        hint="make skip connections span the same number of neuron layers")
         latency[name] = (lats.pop() if lats else 0) + 1
+        # numerics: drive per unit input in thresholds, constant drive, then the group's vth
+        G = {s: (g / unit)[:, None] * m.T for s, (m, _) in terms.items()}     # (n_dst, n_src)
+        c = (c_leak + bgain * bias_in) / unit
+        cuba = isinstance(node, (nir.CubaLIF, nir.CubaLI))
+        amp = {s: _input_amp(graph, s, opts) for s in terms}
+        a_u = (np.asarray(du, float) + 1) / 4096.0
+        u_max, v_max = worst_case_ranges([(G[s], amp[s]) for s in terms], c, a_u, dv / 4096.0, spiking, cuba)
+        ranges_from = "worst case (every source active every step)"
+        if spiking and ctx.data:
+            meas = measured_ranges(graph, ctx.data, name, unit, (a_m_of(node, dt, integ, n) * param_vec(
+                node, "r", n) / unit) if cuba else np.zeros(n))
+            if meas is not None:
+                u_max = min(u_max, max(meas[0], float(np.abs(c).max()) * 2)) if cuba else u_max
+                v_max = min(v_max, meas[1])
+                ranges_from = f"calibration data (float reference, x{MARGIN:g} margin)"
+        if user_vth is not None:
+            vth = user_vth
+            choice = {"vth_mant": vth, "bound_by": "--option vth_mant"}
+        else:
+            ch = choose_vth(name, lim, c=c, G_abs_max=max((float(np.abs(x).max()) for x in G.values() if x.size),
+                                                        default=0.0), u_max=u_max, v_max=v_max,
+                            ranges_from=ranges_from)
+            vth = ch.vth
+            choice = {"vth_mant": vth, "bound_by": ch.bound_by, **ch.ranges,
+                      "limits": {k: (None if math.isinf(x) else float(x)) for k, x in ch.limits.items()}}
         # synapses
-        fid = {"weight_rel_error": 0.0, "v_error_per_step": 0.0}
+        fid = {"weight_rel_error": 0.0, "v_error_per_step": 0.0, "numerics": choice}
         for s, (m, is_back) in terms.items():
-            T = (vth * (g / unit))[:, None] * m.T          # (n_dst, n_src)
+            T = vth * G[s]
             srcname = s
             bits = bits_default
             q = _weight_quant(graph, name, s)
             if q is not None:
                 bits = int(q.bits)
-            w, e, err = _quantize(T, min(bits, 8))
-            fid["weight_rel_error"] = max(fid["weight_rel_error"], err)
-            # worst-case membrane error per step (threshold units), every input active (payload 1)
-            dW = np.abs(w * 2.0 ** e - T) / vth
-            scale_in = 2 ** (int(opts["input_bits"]) - 1) if isinstance(graph.nodes[s], nir.Input) and int(
-                opts["input_bits"]) > 0 else 1
-            fid["v_error_per_step"] += float(dW.sum(axis=1).max()) * scale_in
-            density = np.count_nonzero(w) / max(w.size, 1)
-            nbits = 0
-            if isinstance(graph.nodes[s], nir.Input) and int(opts["input_bits"]) > 0:
-                nbits = int(opts["input_bits"])
-            prog.synapses.append(Synapse(f"{srcname}->{name}", srcname, name, w, e, nbits,
-                                         "sparse" if density < float(opts["sparse_below"]) else "dense", is_back))
+            # a mixed-sign matrix in one Dense keeps 7 bits of magnitude (Lava drops the lowest bit) under one
+            # exponent; split into an excitatory and an inhibitory Dense, each gets 8 bits and its own exponent
+            split = bool(opts["split_signs"]) and bits >= 8 and T.min() < 0 < T.max()
+            parts = [("", np.clip(T, 0, None)), (".inh", np.clip(T, None, 0))] if split else [("", T)]
+            for suffix, Tp in parts:
+                w, e, err = quantize_weights(Tp, min(bits, 8), lim)
+                fid["weight_rel_error"] = max(fid["weight_rel_error"], err)
+                # worst-case membrane error per step (threshold units), every input active (payload 1)
+                dW = np.abs(w * 2.0 ** e - Tp) / vth
+                fid["v_error_per_step"] += float(dW.sum(axis=1).max()) * amp[s] + (1.0 / vth if e < 0 else 0.0)
+                density = np.count_nonzero(w) / max(w.size, 1)
+                nbits = 0
+                if isinstance(graph.nodes[s], nir.Input) and int(opts["input_bits"]) > 0:
+                    nbits = int(opts["input_bits"])
+                prog.synapses.append(Synapse(f"{srcname}->{name}{suffix}", srcname, name, w, e, nbits,
+                                             "sparse" if density < float(opts["sparse_below"]) else "dense", is_back))
         # bias
-        B = 64.0 * vth * (c_leak + bgain * bias_in) / unit
-        bexp = np.zeros(n, np.int32)
-        nz = np.abs(B) > 4095
-        bexp[nz] = np.ceil(np.log2(np.abs(B[nz]) / 4095)).astype(np.int32)
-        if np.any(bexp > 7):
+        B = 64.0 * vth * c
+        if np.any(np.abs(B) > lim.bias_max):
             raise UnsupportedNodeError("bias too large for Lava's 13-bit mantissa and 3-bit exponent", node=name,
-                                       limit=4095 * 128, actual=float(np.abs(B).max()),
-                                       hint="lower vth_mant (e.g. --option vth_mant=1024)")
-        bmant = np.rint(B / 2.0 ** bexp).astype(np.int32)
+                                       limit=lim.bias_max, actual=float(np.abs(B).max()),
+                                       hint=f"lower vth_mant below {lim.bias_max / (64 * np.abs(c).max()):.0f}, or "
+                                            "drop --option vth_mant: the compiler then chooses it")
+        bmant, bexp = quantize_bias(B, lim)
         fid["decay_v_rel_error"] = _rel(dv / 4096.0, _rate_of(node, dt, integ, n, "v"))
         fid["threshold_unit"] = "per-neuron v_threshold" if spiking else float(unit[0])
         prog.meta["fidelity"][name] = fid
         uniform = lambda a: int(a[0]) if np.all(a == a[0]) else a.astype(np.int32)  # noqa: E731
-        v_init = _preroll_init(bmant.astype(np.int64) << bexp, dv, latency[name], 64 * vth, name, warn)
+        bias_int = bmant.astype(np.int64) << bexp
+        u_init = _cuba_bias_u(bias_int, du, latency[name]) if cuba else np.zeros(n, np.int64)
+        v_init = _preroll_init(bias_int, dv, latency[name], 64 * vth, name, warn, u_init, du)
         prog.groups.append(NeuronGroup(name, type(node).__name__, shape, uniform(du), uniform(dv),
                                        vth if spiking else 2 ** 17 - 1, bmant, bexp, reset, spiking,
-                                       (64.0 * vth / unit).astype(np.float64), latency[name], v_init))
+                                       (64.0 * vth / unit).astype(np.float64), latency[name], v_init,
+                                       u_init.astype(np.int32) if np.any(u_init) else 0))
     for s in prog.synapses:
         if s.recurrent and latency[s.src] != latency[s.dst]:
             raise UnsupportedNodeError(f"recurrent edge from '{s.src}' (latency {latency[s.src]}) to '{s.dst}' "
@@ -212,20 +250,48 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
     return prog
 
 
-def _preroll_init(bias, dv, L, vth64, name, warn):
+def _preroll_init(bias, dv, L, vth64, name, warn, u_init=None, du=None):
     """Initial v so that after the L pre-roll steps (Lava steps before this group's
-    first input arrives, in which only the bias acts) v is 0 again, as the
-    reference's v at t = −1: v0 = −B·Σ_{k<L} q^k / q^L with q = 1 − dv/4096
-    (rounded; the residue is a few LSB of the 64·vth-per-threshold scale)."""
+    first input arrives, in which only the bias and the decaying ``u_init`` act) v
+    is 0 again, as the reference's v at t = −1: v_L = q^L·v0 + Σ_{k=1..L} q^{L−k}·(u_k
+    + B) = 0 with q = 1 − dv/4096 and u_k = u_init·q_u^k (rounded; the residue is
+    a few LSB of the 64·vth-per-threshold scale)."""
     q = 1.0 - np.asarray(dv, float) / 4096.0
-    if not np.any(bias):
+    bias = np.asarray(bias, float)
+    u0 = np.zeros(len(bias)) if u_init is None else np.asarray(u_init, float)
+    if not np.any(bias) and not np.any(u0):
         return np.zeros(len(bias), np.int32)
-    geo = sum(q ** k for k in range(L))
-    v0 = -bias * geo / np.maximum(q ** L, 1e-9)
+    qu = 1.0 - (np.asarray(du, float) + 1) / 4096.0 if du is not None else 0.0
+    v0 = -sum((u0 * qu ** k + bias) / np.maximum(q ** k, 1e-9) for k in range(1, L + 1))
     lim = 0.99 * vth64
     if np.any(np.abs(v0) > lim):
         warn("bias too strong to cancel during the Lava pre-roll; initial v clipped below threshold", name)
     return np.rint(np.clip(v0, -2 ** 23 + 1, lim)).astype(np.int32)
+
+
+def _cuba_bias_u(bias, du, L):
+    """Initial current u of a current-based group with an input bias. Lava adds the bias B
+    (the current's steady-state contribution, see the module docstring) to v, but the
+    reference's current rises to it: I_t = w_in·b·(1 − q_u^{t+1}). Starting u at
+    −B·q_u^{−L} makes Lava's u carry the transient −B·q_u^{t+1} at the aligned step t,
+    so v receives exactly the reference's rising current (u decays alone, u is not reset)."""
+    qu = 1.0 - (np.asarray(du, float) + 1) / 4096.0
+    bias = np.asarray(bias, float)
+    if not np.any(bias):
+        return np.zeros(len(bias), np.int64)
+    return np.rint(-bias / np.maximum(qu ** L, 1e-9)).astype(np.int64)
+
+
+def _input_amp(graph: Graph, src: str, opts) -> float:
+    """Largest payload a source sends: 1 for spikes, 2^(input_bits−1) for graded inputs."""
+    if isinstance(graph.nodes[src], nir.Input) and int(opts["input_bits"]) > 0:
+        return float(2 ** (int(opts["input_bits"]) - 1))
+    return 1.0
+
+
+def a_m_of(node, dt, integ, n):
+    """Per-step membrane rate a_m of a current-based node."""
+    return step_rate(param_vec(node, "tau_mem", n), dt, integ, "")
 
 
 def _weight_quant(graph: Graph, dst: str, src: str):
@@ -238,7 +304,7 @@ def _rate_of(node, dt, integ, n, which):
     if isinstance(node, (nir.IF, nir.I)):
         return np.zeros(n)
     tau = getattr(node, "tau", None) if isinstance(node, (nir.LIF, nir.LI)) else node.tau_mem
-    tau = np.broadcast_to(np.asarray(tau, float), (n,)).reshape(-1)
+    tau = np.broadcast_to(np.asarray(tau, float).reshape(-1), (n,))   # per-neuron arrays of any shape
     return dt / tau if integ == "euler" else 1 - np.exp(-dt / tau)
 
 

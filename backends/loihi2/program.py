@@ -57,6 +57,7 @@ class NeuronGroup:
     v_scale: float = 1.0   # float v ≈ v_int / v_scale
     latency: int = 1
     v_init: Any = 0        # int32 (n,) or 0: initial v, so the bias pre-roll ends at v = 0 (see lower.py)
+    u_init: Any = 0        # int32 (n,) or 0: initial current u, the transient of a current-based bias (lower.py)
 
     @property
     def n(self) -> int:

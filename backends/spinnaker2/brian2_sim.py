@@ -51,6 +51,12 @@ class Brian2Device(Device):
         arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
         if next(iter(arrs.values())).shape[1] != 1:
             raise OptionError("the brian2 device runs one sample at a time", hint="pass (T, *shape) inputs")
+        arrs = {k: self.p.input_events(k, a) for k, a in arrs.items()}
+        for k, a in arrs.items():
+            if np.any(a > 1):
+                raise DeviceError("Brian2's SpikeGeneratorGroup takes one spike per neuron and step: graded "
+                                  f"inputs ({int(a.max())} events in one step) run on the emulator", node=k,
+                                  hint="use --device emulator")
         L = max(p.latency for p in self.p.populations)
         total = T + L
         b2.prefs.codegen.target = "numpy"
@@ -61,7 +67,16 @@ class Brian2Device(Device):
             net = b2.Network()
             groups, mons = {}, {}
             for pop in self.p.populations:
-                if pop.model == "spike_list":
+                if pop.model == "spike_list" and pop.constant_events:
+                    if pop.constant_events > 1:
+                        raise DeviceError("Brian2's SpikeGeneratorGroup takes one spike per neuron and step: a bias "
+                                          f"source with {pop.constant_events} events per step runs on the emulator",
+                                          node=pop.name, hint="use --device emulator")
+                    a = np.zeros((total, 1))
+                    a[pop.latency:] = 1
+                    t, i = np.nonzero(a)
+                    grp = b2.SpikeGeneratorGroup(pop.size, i, t * dt, dt=dt, name=f"in_{len(groups)}")
+                elif pop.model == "spike_list":
                     a = arrs[next(k for k, v in self.p.inputs.items() if v == pop.name)][:, 0].reshape(-1, pop.size)
                     t, i = np.nonzero(a)
                     grp = b2.SpikeGeneratorGroup(pop.size, i, t * dt, dt=dt, name=f"in_{len(groups)}")

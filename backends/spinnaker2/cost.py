@@ -6,7 +6,8 @@ bytes (``core.neuron_state_bytes`` per neuron), compared with
 ``core.data_bytes``; and work per tick: expected synaptic events (source rate ×
 fan-out onto this PE; rates from the ``Placement.rate`` annotations written by
 the partition pass, else every source fires every step) ×
-``core.cycles_per_synop`` + neurons × ``core.cycles_per_neuron_update``,
+``core.cycles_per_synop`` (a graded input value counts its x/quantum repeated
+events: ``input_events`` in the report) + neurons × ``core.cycles_per_neuron_update``,
 divided by ``core.clock_hz``: the predicted ``time_done`` per tick. Conv
 projections (:mod:`.conv`) store their int8 kernel once per PE instead of per
 synapse, and their synaptic events count as int8 MACs on the PE's MAC array
@@ -34,11 +35,24 @@ def cost_report(prog, graph, spec, ctx) -> dict:
     for p in prog.populations:
         a = graph.ann(p.name, Placement)
         r = np.asarray(a.rate, float).reshape(-1) if a is not None and a.rate is not None else None
-        if p.model == "spike_list" and (r is None or r.size != p.size):
+        if p.model == "spike_list" and p.constant_events:
+            r = np.full(p.size, float(p.constant_events))
+        elif p.model == "spike_list" and (r is None or r.size != p.size):
             from .lower import input_rates
 
-            r = input_rates(graph, ctx, p.name, p.size)
+            r = input_rates(graph, ctx, p.name, p.size, p.quantum)
         rate[p.name] = r if r is not None and r.size == p.size else np.ones(p.size)
+    inputs = {}
+    for k, pn in sorted(prog.inputs.items()):   # graded inputs: repeated events (lower.graded_inputs)
+        p = prog.pop(pn)
+        data = (getattr(ctx, "data", None) or {}).get(k)
+        d = {"quantum": p.quantum, "events_per_step": float(rate[pn].sum()),
+             "rates_from": "calibration data" if data is not None else "worst case: one event per unit and step"}
+        if data is not None:
+            a = np.asarray(data, float).reshape(-1, p.size)
+            d["units_active_per_step"] = float((a != 0).mean(0).sum())
+            d["extra_events_per_step"] = d["events_per_step"] - d["units_active_per_step"]
+        inputs[k] = d
     pes: dict[int, dict] = {}
     for p in prog.populations:
         if p.pe is None:
@@ -100,4 +114,5 @@ def cost_report(prog, graph, spec, ctx) -> dict:
     srams = [d["sram_bytes"] for d in pes.values()] or [0]
     return {"pes_used": len(pes), "sram_bytes_max": int(max(srams)), "sram_bytes_limit": data_bytes,
             "time_per_tick_max_s": float(max(times)), "sys_tick_s": tick, "pes_over_tick": over,
+            "input_events": inputs,
             "per_pe": {str(k): v for k, v in sorted(pes.items())}}

@@ -40,12 +40,17 @@ def load(here=HERE):
     return meta, arrays
 
 
-def spike_dict(x):
-    """(T, n) 0/1 array -> py-spinnaker2's {neuron: [steps]}."""
-    t, n = np.nonzero(np.asarray(x).reshape(x.shape[0], -1))
-    out = {int(i): [] for i in range(x.reshape(x.shape[0], -1).shape[1])}
+def spike_dict(x, quantum=1.0):
+    """(T, n) events per step -> py-spinnaker2's {neuron: [steps]}: a step appears k = x/quantum
+    times for k events (graded inputs as repeated events, one packet each)."""
+    a = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+    k = np.rint(a / quantum).astype(np.int64)
+    if np.any(k < 0) or np.any(np.abs(a / quantum - k) > 1e-9 * np.maximum(1.0, np.abs(a / quantum))):
+        raise SystemExit("error: inputs must be non-negative multiples of the input quantum %g" % quantum)
+    t, n = np.nonzero(k)
+    out = {int(i): [] for i in range(a.shape[1])}
     for ti, ni in zip(t.tolist(), n.tolist()):
-        out[ni].append(ti)
+        out[ni].extend([ti] * int(k[ti, ni]))
     return out
 
 
@@ -115,7 +120,8 @@ def build(snn, meta, arrays, inputs):
                 "population %r runs a generated PE kernel (program/kernels/*.c); stock py-spinnaker2 models "
                 "cannot run it: build the kernels with the SpiNNaker 2 PE toolchain" % name)
         if p["model"] == "spike_list":
-            pop = snn.Population(size=p["size"], neuron_model="spike_list", params=spike_dict(inputs[name]), name=name)
+            pop = snn.Population(size=p["size"], neuron_model="spike_list",
+                                 params=spike_dict(inputs[name], p.get("quantum", 1.0)), name=name)
             parts[name] = [(pop, np.arange(p["size"]))]
             objs.append(pop)
             continue
@@ -182,6 +188,11 @@ def main(argv=None):
     inputs = {meta["inputs"][k]: v for k, v in raw.items()}
     T = max(v.shape[0] for v in inputs.values())
     lat = max(p["latency"] for p in meta["populations"])
+    for p in meta["populations"]:   # bias sources: constant_events events every step from their latency on
+        if p.get("constant_events"):
+            c = np.zeros((T + lat + 1, 1), np.float32)
+            c[p["latency"]:] = p["constant_events"]
+            inputs[p["name"]] = c
     net, parts = build(snn, meta, arrays, inputs)
     hardware.SpiNNaker2Chip(eth_ip=a.board).run(net, T + lat + 1, sys_tick_in_s=a.tick or meta["sys_tick_s"])
     out = {}

@@ -18,7 +18,9 @@ integer weights are exact in float32 below 2²⁴):
              zeros would move its state, which no initial value can cancel)
 
 Each float32 operation is rounded as written, left to right. ``spike_list``
-populations emit the given input (0/1 only). A run of T reference steps takes
+populations emit the given input as events: 0/1 spikes, or k = x/quantum
+repeated events of one source in a step (graded inputs, see
+:func:`.lower.graded_inputs`), each adding its integer weight (Σ k·W, exact). A run of T reference steps takes
 T + L_max chip steps; with ``align`` (default) each output is shifted by its
 population's latency so ``out[t]`` lines up with the reference's step t.
 Vectorised over neurons and the batch.
@@ -87,6 +89,9 @@ class S2Emulator(LaggedStreaming, Device):
         for pop in self.p.populations:
             st = self.state[pop.name]
             if pop.model == "spike_list":
+                if pop.constant_events:   # a bias source: k events every step from its latency on
+                    st["s"] = np.full_like(st["v"], pop.constant_events if self.t >= pop.latency else 0)
+                    continue
                 st["s"] = ext[pop.name]
                 continue
             if pop.model == "egru_kernel":
@@ -130,14 +135,16 @@ class S2Emulator(LaggedStreaming, Device):
         return self.state
 
     def _check_spikes(self, arrs: dict[str, np.ndarray]) -> None:
-        for k, a in arrs.items():
+        """Graded inputs become events (in place): an EGRU kernel takes the values as graded events;
+        every other consumer takes x/quantum repeated events per step (:meth:`S2Program.input_events`)."""
+        for k, a in list(arrs.items()):
             consumers = {q.post for q in self.p.projections if q.pre == k} | {
                 pop.name for pop in self.p.populations if pop.source == k}
             graded_ok = consumers and all(self.p.pop(c).model == "egru_kernel" for c in consumers)
-            if not graded_ok and not np.all(np.isin(a, (0, 1))):
-                raise ShapeError("SpiNNaker 2 spike_list inputs take spikes (0/1) only", node=k,
-                                 hint="encode analog inputs as spikes (e.g. rate coding); graded input events "
-                                      "are accepted only by EGRU kernels")
+            if not graded_ok:
+                arrs[k] = self.p.input_events(k, a)
+                if arrs[k] is None:
+                    arrs[k] = a
 
     # ------------------------------------------------------------ streaming
     def _lags(self) -> dict[str, int]:

@@ -21,8 +21,11 @@ Mapping of the reference's neuron (a = dt/τ Euler, 1 − e^{−dt/τ} exact):
 * LIF/LI: α = 1 − a, per-neuron input gain g = a·R, constant c = a·(v_leak + R·b);
 * IF/I: α = 1, g = dt·R, c = dt·R·b;
 * CubaLIF/CubaLI: d = 1 − a_syn, g = a_mem·R·a_syn·w_in, c = a_mem·v_leak; a bias b
-  into the current is applied to v at its steady-state value a_mem·R·w_in·b
-  (py-spinnaker2 has no current offset): exact only for b = 0 (warned).
+  into the current (py-spinnaker2 has no current offset) comes from a one-neuron
+  ``spike_list`` population ``__bias__<layer>`` that sends k events every step
+  from the step before the layer's first input (its latency L − 1, so no
+  synaptic delay), through weights b/k: exactly the reference's rising current.
+  k (≤ 16) keeps the bias from setting the population's weight scale.
 
 Scaling: the real drive of target neuron j is g_j·M; each population gets one
 weight scale s = max |g·M| / w_max over all its projections (py-spinnaker2's
@@ -103,9 +106,11 @@ def lower(graph: Graph, ctx) -> S2Program:
 
     pops: dict[str, Population] = {}
     projs: list[Projection] = []
+    quantum = graded_inputs(opts)
     for name in order:
         if isinstance(graph.nodes[name], nir.Input):
-            pops[name] = Population(name, "spike_list", int(np.prod(graph.shape_out(name))), latency=0)
+            pops[name] = Population(name, "spike_list", int(np.prod(graph.shape_out(name))), latency=0,
+                                    quantum=quantum)
     layers = [k for k in order if isinstance(graph.nodes[k], S2_NEURONS + (EGRU,))]
     terms_of = {k: _terms(k, lin[k][0], virt, order) for k in layers}
     lat_of = _latencies(graph, layers, terms_of, pops)
@@ -120,6 +125,19 @@ def lower(graph: Graph, ctx) -> S2Program:
         model, alpha, g, c, bias_gain, decay = _dynamics(name, node, dt, integ, n, warn)
         terms, bias = terms_of[name], lin[name][1]
         lat = lat_of[name]
+        b = np.asarray(bias, float).reshape(-1)
+        if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(b != 0):
+            # py-spinnaker2 has no current offset: the bias is an input of weight b from a source population
+            # sending k events every step (the reference's semantics, the current rises through exc/inh_decay)
+            src = f"__bias__{name}"
+            drive = np.abs(b * g)
+            others = max((float(np.abs(np.asarray(t[3]).T * g[:, None]).max()) for t in terms if np.size(t[3])),
+                         default=0.0)
+            k = int(min(16, max(1, np.ceil(drive.max() / others - 1e-9)))) if others > 0 else 1
+            pops[src] = Population(src, "spike_list", 1, latency=lat - 1, constant_events=k)
+            lat_of[src] = lat - 1
+            terms = terms + [(src, np.zeros(1, np.int64), False, (b / k).reshape(1, n))]
+            b = np.zeros_like(b)
         delays = [_synapse_delays(name, t, lat, lat_of) for t in terms]
         if any(np.any(d > 0) for d in delays):
             model = DELAY_MODEL[model]
@@ -131,14 +149,14 @@ def lower(graph: Graph, ctx) -> S2Program:
                                            hint="shorten the Delay or balance the path lengths into this layer")
             warn(f"uses synaptic delays (up to {worst + 1} steps): model '{model}', weights in "
                  f"±{model_max[model][0]}", name)
-        b = np.asarray(bias, float).reshape(-1)
-        if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(b != 0):
-            warn("a bias into a current-based neuron is applied to v at its steady-state value "
-                 "(py-spinnaker2 has no current offset): exact only after the current settles", name)
         c = c + bias_gain * b
         # effective real drives and one scale per population
-        mats = [np.asarray(t[3]).T * g[:, None] for t in terms]
-        conv_of = {} if any(t in virt for t in lin[name][0]) else _conv_terms(flat, name, model, lin[name][0], g, opts)
+        # an input event stands for ``quantum`` of input value: its drive is quantum·g·M
+        q_in = [pops[t[0]].quantum if t[0] in pops and pops[t[0]].model == "spike_list" else 1.0 for t in terms]
+        mats = [np.asarray(t[3]).T * g[:, None] * qi for t, qi in zip(terms, q_in)]
+        g_conv = g * q_in[0] if len(q_in) == 1 else g
+        conv_of = {} if any(t in virt for t in lin[name][0]) else _conv_terms(flat, name, model, lin[name][0],
+                                                                              g_conv, opts)
         if conv_of:
             model = "lif_conv2d"
         wmax = model_max[model][0]
@@ -334,13 +352,36 @@ def _preroll_init(c: np.ndarray, alpha: np.ndarray, steps: int, name: str, warn)
     return v0
 
 
-def input_rates(graph: Graph, ctx, name: str, n: int) -> np.ndarray:
+def graded_inputs(opts) -> float:
+    """The input quantum Q (option ``input_quantum``, default 1): graded inputs on SpiNNaker 2.
+
+    py-spinnaker2 feeds inputs through ``spike_list`` populations ({neuron: [steps]}) and its
+    neuron models add an integer weight per received packet; the chip's 32-bit packet payloads
+    (HARDWARE.md, unverified) are not exposed by those models, and a weight-scaled copy of the
+    input per bit would multiply the input's synapse SRAM. So a value x of an input unit in a
+    step is sent as k = x/Q **repeated events** of that unit (a step listed k times), each
+    adding Q·W: counts (Q = 1) are exact, values on a grid Q are exact, other values and
+    negative ones are refused (a typed error names the input). Q is folded into the input's
+    weights before their integer quantisation. Cost: k packets and k synaptic events per
+    unit and step instead of one — the program report's ``input_events`` states it (from the
+    calibration data when given), the per-PE work per tick counts events (:func:`input_rates`),
+    and the energy profile counts k events per value (``S2Program.input_events``)."""
+    q = float(opts.get("input_quantum") or 1.0)
+    if not (q > 0 and np.isfinite(q)):
+        raise OptionError("input_quantum must be a positive number (the input value one event stands for)",
+                          actual=q, hint="e.g. --option input_quantum=0.25")
+    return q
+
+
+def input_rates(graph: Graph, ctx, name: str, n: int, quantum: float = 1.0) -> np.ndarray:
     """Events per step of each unit of input ``name``: measured on the calibration data when
-    given, else 1 (every unit every step, the worst case)."""
+    given (a graded value x counts x/quantum repeated events), else 1 (every unit every step)."""
     data = getattr(ctx, "data", None) or {}
     if name in data:
-        a = np.asarray(data[name])
-        return (a.reshape(-1, n) != 0).mean(0).astype(float)
+        a = np.asarray(data[name], float).reshape(-1, n)
+        if np.all(np.isin(a, (0, 1))):
+            return (a != 0).mean(0).astype(float)
+        return np.rint(np.abs(a) / quantum).mean(0).astype(float)
     return np.ones(n)
 
 

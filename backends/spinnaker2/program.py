@@ -43,6 +43,8 @@ class Population:
     kernel: dict = field(default_factory=dict)     # egru_kernel: wx, sx, wh, sh, bx, bh, thr
     source: str | None = None                      # egru_kernel: the population whose events feed it
     chip: np.ndarray | None = None                 # chip per neuron (multi-chip placements); None: chip 0
+    quantum: float = 1.0                           # spike_list: input value one event stands for (graded inputs)
+    constant_events: int = 0                       # spike_list fed by no input: k events every step from its latency
 
 
 @dataclass
@@ -103,6 +105,29 @@ class S2Program(Program):
         ids = {int(c) for p in self.populations if p.chip is not None for c in np.unique(p.chip)}
         return max(1, len(ids))
 
+    def input_events(self, name: str, x: np.ndarray) -> np.ndarray:
+        """Events per step per unit that graph input ``name``'s values ``x`` become (see
+        :func:`.lower.graded_inputs`): x / quantum, which must be non-negative integers. None for an
+        input that feeds only EGRU kernels (they take graded values as such)."""
+        from nmc.errors import ShapeError
+
+        pop = self.pop(self.inputs[name])
+        consumers = {q.post for q in self.projections if q.pre == pop.name} | {
+            p.name for p in self.populations if p.source == pop.name}
+        if consumers and all(self.pop(c).model == "egru_kernel" for c in consumers):
+            return None
+        ev = np.asarray(x, dtype=np.float64) / pop.quantum
+        k = np.rint(ev)
+        if np.any(np.abs(ev - k) > 1e-9 * np.maximum(1.0, np.abs(ev))) or np.any(k < 0):
+            bad = float(np.asarray(x).reshape(-1)[np.argmax((np.abs(ev - k) > 1e-9 * np.maximum(1.0, np.abs(ev)))
+                                                             .reshape(-1) | (k < 0).reshape(-1))])
+            raise ShapeError(f"SpiNNaker 2 inputs are events: each value must be a non-negative multiple of the "
+                             f"input quantum {pop.quantum:g} (one event per quantum, repeated within a step)",
+                             node=name, actual=bad,
+                             hint="recompile with --option input_quantum=Q so every input value is k·Q (k ≥ 0), "
+                                  "or encode the input as spikes")
+        return k
+
     def pop(self, name: str) -> Population:
         return next(p for p in self.populations if p.name == name)
 
@@ -111,7 +136,9 @@ class S2Program(Program):
         meta = {"populations": [{"name": p.name, "model": p.model, "size": p.size, "reset": p.reset,
                                  "latency": p.latency, "spiking": p.spiking, "scale": p.scale,
                                  "max_atoms_per_core": p.max_atoms_per_core, "params": sorted(p.params),
-                                 "kernel": sorted(p.kernel), "source": p.source}
+                                 "kernel": sorted(p.kernel), "source": p.source,
+                                 **({"quantum": p.quantum} if p.quantum != 1.0 else {}),
+                                 **({"constant_events": p.constant_events} if p.constant_events else {})}
                                 for p in self.populations],
                 "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz,
                                  "conv": q.conv} for q in self.projections],
@@ -179,7 +206,9 @@ def load_program(files: dict[str, bytes]) -> S2Program:
                                spiking=m["spiking"], pe=arr.get(f"{m['name']}/pe"),
                                max_atoms_per_core=m["max_atoms_per_core"], scale=m["scale"],
                                kernel={k: arr[f"{m['name']}/k_{k}"] for k in m.get("kernel", [])},
-                               source=m.get("source"), chip=arr.get(f"{m['name']}/chip")))
+                               source=m.get("source"), chip=arr.get(f"{m['name']}/chip"),
+                               quantum=float(m.get("quantum", 1.0)),
+                               constant_events=int(m.get("constant_events", 0))))
     projs = [Projection(pre=q["pre"], post=q["post"], w=arr.get(f"proj{i}/weights"), recurrent=q["recurrent"],
                         kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"), delay=arr.get(f"proj{i}/delay"))
              for i, q in enumerate(meta["projections"])]

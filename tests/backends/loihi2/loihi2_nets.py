@@ -4,7 +4,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from nets import conv_pool, ff_lif, normalized, recurrent_cubalif, spikes  # noqa: F401
+from nets import conv_pool, ff_lif, normalized, recurrent_cubalif, spikes, strong_bias_cubalif  # noqa: F401
 from nmc.backends.loihi2 import BACKEND
 from nmc.passes import PassContext
 
@@ -41,4 +41,7 @@ NETS = {
     "recurrent": (lambda: normalized(recurrent_cubalif()), lambda: spikes(6, T=30, p=0.3, seed=2), {}),
     "conv": (lambda: normalized(conv_pool()), lambda: spikes((2, 8, 8), T=20, p=0.3, seed=3), {}),
     "nn_graded_subtract": (nn_style, lambda: graded(6), {"input_bits": 5}),
+    # current-based layers with a strong bias: u starts at the bias transient (u_init), chosen vth, split signs
+    "cuba_bias": (lambda: normalized(strong_bias_cubalif(n_in=6, n_hid=10, samples=8, T=20)[0], dt=1e-4),
+                  lambda: spikes(6, T=30, p=0.3, seed=4), {}),
 }

@@ -1,0 +1,172 @@
+"""Automatic fixed-point numerics for Loihi 2 (Lava's bit-accurate LIF + Dense).
+
+Per neuron group, :func:`choose_vth` picks the threshold mantissa ``vth``, the
+one free scale of the group: a membrane of one threshold is ``64·vth`` LSB, a
+synapse's integer drive is ``T = vth·G`` (G: drive per unit input, in
+thresholds) and the bias ``64·vth·c`` (c: constant drive per step, in
+thresholds). Weights get their own exponent per synapse and biases per neuron
+(:func:`quantize_weights`, :func:`quantize_bias`), so their *relative*
+precision does not depend on vth; what does is every truncation measured in
+LSB — the decays' ``trunc0`` (one LSB per step), the bias rounding (½ LSB),
+a negative weight exponent's right shift (one LSB of ``a_in``, 64 LSB of v) —
+so the largest vth that overflows nothing gives the most precision reaching
+the neuron. The limits, read from ``hw_configs/loihi2.toml [numerics]``:
+
+* ``threshold_mant_bits``: vth ≤ 2¹⁷ − 1;
+* bias: ``64·vth·|c| ≤ (2^(bias_mant_bits−1) − 1)·2^(2^bias_exp_bits − 1)``;
+* weights: ``vth·max|G| ≤ weight_max·2^weight_exp_max`` (the exponent field);
+* current u (wraps at ``state_bits``, a silent wrong answer, so a hard limit):
+  ``64·vth·u_max < 2^(state_bits−1)``;
+* membrane v (clips at ±(2²³ − 1): only a very negative v saturates, a soft
+  limit kept unless it would cost more than the precision floor): ``64·vth·v_max``.
+
+``u_max``/``v_max`` (thresholds) come from the calibration data when the compile
+has it (the float reference's largest |I| and |v| on it, times a margin of
+:data:`MARGIN`), else from the worst case: every source active every step
+(graded inputs at their largest payload), u at its steady state Σ|G|/(du/4096)
+and v at (drive + |c|)/(dv/4096). A network is refused only when the hard
+limits leave no vth ≥ 1; the error names the limit and the factor missing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from nmc.errors import UnsupportedNodeError
+
+#: calibration-measured ranges are multiplied by this before they bound vth (inputs unseen in calibration)
+MARGIN = 2.0
+#: the precision floor the soft membrane limit may not push vth below: 2¹⁰ keeps every per-step
+#: truncation (≤ 64 LSB) below 1/1024 of a threshold
+VTH_FLOOR = 1024
+#: steps of accumulation assumed for an undecaying (IF) membrane's negative excursion without calibration
+IF_HORIZON = 100
+
+
+@dataclass(frozen=True)
+class LavaLimits:
+    """Lava's fixed-point widths (from the spec's ``[numerics]`` table)."""
+    vth_max: int = 2 ** 17 - 1
+    bias_mant_max: int = 4095
+    bias_exp_max: int = 7
+    weight_max: int = 255
+    weight_exp_min: int = -8
+    weight_exp_max: int = 7
+    state_max: int = 2 ** 23 - 1
+    shift: int = 6                       # threshold_shift = activation_shift
+
+    @classmethod
+    def from_spec(cls, spec) -> "LavaLimits":
+        if spec is None:
+            return cls()
+        g = lambda k: int(spec.get(f"numerics.{k}"))  # noqa: E731
+        return cls(vth_max=2 ** g("threshold_mant_bits") - 1, bias_mant_max=2 ** (g("bias_mant_bits") - 1) - 1,
+                   bias_exp_max=2 ** g("bias_exp_bits") - 1, weight_max=g("weight_max"),
+                   weight_exp_min=g("weight_exp_min"), weight_exp_max=g("weight_exp_max"),
+                   state_max=2 ** (g("state_bits") - 1) - 1, shift=g("threshold_shift"))
+
+    @property
+    def bias_max(self) -> float:
+        return float(self.bias_mant_max * 2 ** self.bias_exp_max)
+
+
+@dataclass
+class Choice:
+    vth: int
+    bound_by: str          # which limit set vth
+    limits: dict           # every candidate limit on vth (float)
+    ranges: dict           # u_max, v_max, c_max, g_max (thresholds), source of the ranges
+
+
+def choose_vth(name: str, lim: LavaLimits, *, c: np.ndarray, G_abs_max: float, u_max: float, v_max: float,
+               ranges_from: str) -> Choice:
+    """The largest threshold mantissa within the hard limits (bias, weight exponent, u), then within the
+    soft membrane limit unless that falls below :data:`VTH_FLOOR`."""
+    s = 2 ** lim.shift
+    cmax = float(np.abs(c).max()) if np.size(c) else 0.0
+    hard = {"threshold_mant_bits": float(lim.vth_max),
+            "bias_mant_bits/bias_exp_bits": lim.bias_max / (s * cmax) if cmax > 0 else math.inf,
+            "weight_exp_max": lim.weight_max * 2.0 ** lim.weight_exp_max / G_abs_max if G_abs_max > 0 else math.inf,
+            "state_bits (current u wraps)": lim.state_max / (s * u_max) if u_max > 0 else math.inf}
+    soft = lim.state_max / (s * v_max) if v_max > 0 else math.inf
+    key = min(hard, key=hard.get)
+    top = hard[key]
+    if top < 1:
+        raise UnsupportedNodeError(
+            f"no threshold scale fits Lava's fixed point: {key} would need vth_mant = {top:.3g} < 1, "
+            f"{1 / top:.3g}× too large a range", node=name, limit=1, actual=top,
+            hint="lower the bias or the weights into this layer relative to its threshold (retrain with a "
+                 "larger v_threshold), or give --calibrate data so the range comes from real activity")
+    vth, bound = top, key
+    if soft < vth:     # the membrane range would clip: give way to it down to the precision floor
+        vth = max(soft, min(top, VTH_FLOOR))
+        if vth == soft:
+            bound = "state_bits (membrane v clips)"
+        elif vth < top:
+            bound = (f"precision floor {VTH_FLOOR} (a membrane beyond ±{lim.state_max / (s * vth):.3g} "
+                     "thresholds would clip)")
+    ranges = {"u_max": u_max, "v_max": v_max, "c_max": cmax, "g_max": G_abs_max, "ranges_from": ranges_from}
+    return Choice(int(math.floor(vth)), bound, {**hard, "state_bits (membrane v clips)": soft}, ranges)
+
+
+def quantize_weights(T: np.ndarray, bits: int, lim: LavaLimits):
+    """T ≈ w·2^e with w on Lava's 8-bit grid (``bits`` < 8 coarsens it). Returns (w int32, e, rel_err)."""
+    m = float(np.abs(T).max()) if T.size else 0.0
+    if m == 0.0:
+        return np.zeros(T.shape, np.int32), 0, 0.0
+    mixed = bool(T.min() < 0 < T.max())
+    q = 2 ** ((9 if mixed else 8) - bits)          # grid step inside Lava's 8-bit weight
+    kmax = 2 ** (bits - 1) - 1 if mixed else 2 ** bits - 1
+    e = math.ceil(math.log2(m / (q * kmax)))
+    e = min(max(e, lim.weight_exp_min), lim.weight_exp_max)
+    k = np.clip(np.rint(T / 2.0 ** e / q), -kmax, kmax)
+    w = (k * q).astype(np.int32)
+    err = float(np.abs(w * 2.0 ** e - T).max() / m)
+    return w, int(e), err
+
+
+def quantize_bias(B: np.ndarray, lim: LavaLimits):
+    """B ≈ bias_mant·2^bias_exp per neuron, the smallest exponent that fits the mantissa."""
+    bexp = np.zeros(B.shape, np.int32)
+    nz = np.abs(B) > lim.bias_mant_max
+    bexp[nz] = np.ceil(np.log2(np.abs(B[nz]) / lim.bias_mant_max)).astype(np.int32)
+    bexp = np.minimum(bexp, lim.bias_exp_max)
+    bmant = np.clip(np.rint(B / 2.0 ** bexp), -lim.bias_mant_max, lim.bias_mant_max).astype(np.int32)
+    return bmant, bexp
+
+
+def worst_case_ranges(G_terms: list[tuple[np.ndarray, float]], c: np.ndarray, a_u: np.ndarray, a_v: np.ndarray,
+                      spiking: bool, cuba: bool) -> tuple[float, float]:
+    """(u_max, v_max) in thresholds with every source active every step at payload ``amp``.
+    ``G_terms``: (G (n_dst, n_src) drive per unit input in thresholds, amp)."""
+    n = len(c)
+    pos, neg = np.zeros(n), np.zeros(n)
+    for G, amp in G_terms:
+        pos += np.clip(G, 0, None).sum(axis=1) * amp
+        neg += np.clip(-G, 0, None).sum(axis=1) * amp
+    drive = np.maximum(pos, neg)
+    u = drive / a_u
+    if cuba:
+        u = u + np.abs(c)                          # the bias transient carried by u (see lower.py)
+    up = 1.0 + u + np.clip(c, 0, None) if spiking else (u + np.abs(c)) / np.maximum(a_v, 1.0 / IF_HORIZON)
+    down = (neg / a_u + np.clip(-c, 0, None)) / np.maximum(a_v, 1.0 / IF_HORIZON)
+    return float(u.max(initial=0.0)), float(np.maximum(up, down).max(initial=0.0))
+
+
+def measured_ranges(graph, data: dict, name: str, unit: np.ndarray, scale_u: np.ndarray,
+                    steps: int = 200) -> tuple[float, float] | None:
+    """(u_max, v_max) in thresholds from the float reference on the calibration data, or None
+    (no data for every input). u is the current as Lava's u sees it (``scale_u``·I per threshold)."""
+    from nmc.reference import ReferenceSimulator, check_inputs
+
+    if not data or any(k not in data for k in graph.inputs):
+        return None
+    arrs, _, _ = check_inputs(graph, {k: data[k] for k in graph.inputs}, None, None)
+    arrs = {k: v[:steps, :16] for k, v in arrs.items()}
+    res = ReferenceSimulator(graph).run(arrs, record=[name], batched=True)
+    v = np.asarray(res[f"{name}.v"]).reshape(-1, len(unit)) / unit
+    i = res.get(f"{name}.i")
+    u = np.abs(np.asarray(i).reshape(-1, len(unit)) * scale_u).max() if i is not None else 0.0
+    return MARGIN * float(u), MARGIN * float(np.abs(v).max())
