@@ -41,6 +41,7 @@ def placed_bundle(tmp_path_factory):
     g.annotate("fc1", Sparsity(density=0.5, format="csr"))  # fc1 stored sparse, fc2 dense
     b = nmc.compile(g, target="loihi2", dt=1e-3, reset="zero", integrator="euler",
                     passes="normalize,partition{max_neurons_per_core=8},place,route",
+                    worst_case=True,  # uniform rates: a placement where hops and axon_out differ per step (the fit needs both)
                     output=tmp_path_factory.mktemp("e") / "b.nmc")
     x = (RNG.random((30, 12)) < 0.3).astype(np.float64)
     return b, g, x
