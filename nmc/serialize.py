@@ -173,7 +173,12 @@ def _dict_to_node(d: dict, path: str) -> nir.NIRNode:
         if not hasattr(nir, t) or t in ("NIRNode", "NIRGraphData"):
             raise UnsupportedNodeError(f"unknown node type '{t}'", node=path,
                                        hint="nmc reads NIR 1.0.8 primitives and nmc.* extension nodes")
-        return nir.dict2NIRNode({"type": t, **kw})
+        node = nir.dict2NIRNode({"type": t, **kw})
+        if t in ("Conv1d", "Conv2d") and int(node.groups) != 1 and node.input_type.get("input") is not None:
+            # NIR 1.0.8 takes the input channels from weight.shape[1] = C_in / groups
+            node.input_type = {"input": np.array([node.weight.shape[1] * int(node.groups),
+                                                  *node.input_type["input"][1:]])}
+        return node
     except UnsupportedNodeError:
         raise
     except Exception as e:  # NIR's constructors raise bare TypeError/ValueError/AssertionError
