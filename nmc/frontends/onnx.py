@@ -54,6 +54,7 @@ AvgPool2d, Flatten, Scale, IF, I nodes), so every pass and backend applies.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +213,17 @@ class _Converter:
                 last = self.relays[key]
                 if first is None:
                     src = last
-                else:
-                    self.g.remove_edge(r, first)
-                    self.g.add_edge(last, first)
+                elif (src, k) in self.relays:
+                    src = self.relays[(src, k)]
+                else:  # a copy of the term's linear chain reads the relay (the original may have other readers)
+                    chain = [src]
+                    while chain[-1] != first:
+                        chain.append(self.g.preds(chain[-1])[0])
+                    prev = last
+                    for n in reversed(chain):
+                        prev = self.add(f"{n}_d{k}", copy.deepcopy(self.g.nodes[n]), prev)
+                    self.relays[(src, k)] = prev
+                    src = prev
             out.append((src, fac))
         return out, depth
 
@@ -483,6 +492,8 @@ class _Converter:
                 raise UnsupportedNodeError("a transposed activation can only be flattened", node=o.name)
             self.passthrough(o, x)
             self.shapes[y] = out_shape
+            if len(out_shape) == 1:
+                self.flat_view.discard(y)  # flattened: nodes and tensor agree again
             return
         if len(out_shape) != 1:
             raise UnsupportedNodeError(f"{o.op} from {src_shape} to {out_shape} is not supported (only flattening "
