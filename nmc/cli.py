@@ -97,6 +97,8 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
     An ONNX ANN is converted to a rate-coded SNN (ReLU -> IF neurons, thresholds
     balanced on --calibrate data); with 'labels' in the .npz the bundle's
     reports/conversion.json states ANN vs SNN accuracy per timestep count.
+    MaxPool is refused unless --option maxpool=spiking (an approximate IF max
+    tree); an output Softmax/LogSoftmax is dropped with a warning.
     """
     from . import api
 

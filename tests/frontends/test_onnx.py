@@ -419,7 +419,7 @@ def test_both_torch_exporters_convert(tmp_path, dynamo):
         warnings.simplefilter("ignore")
         if dynamo:  # torch 2.13's default exporter; needs onnxscript
             torch.onnx.export(m, (x,), str(p), input_names=["input"],
-                              dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+                              dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False)
         else:
             torch.onnx.export(m, (x,), str(p), dynamo=False, input_names=["input"],
                               dynamic_axes={"input": {0: "batch"}})
