@@ -163,6 +163,8 @@ def main(argv=None) -> dict:
     results = {}
     zoo = models()
     for name in (args.models.split(",") if args.models else list(zoo)):
+        if name not in zoo:
+            raise SystemExit(f"error: unknown model {name!r}; choose from {', '.join(zoo)}")
         model, out_layer, exporter, conv_opts = zoo[name]
         torch.manual_seed(0)
         train(model, X[tr], y[tr], args.epochs)
@@ -180,6 +182,7 @@ def main(argv=None) -> dict:
             out = b.run({"input": encode(X[te], args.timesteps, args.encoding)}, record=["readout"])
             v = out["readout.v"][-1]
             results[name][target] = float((v.argmax(-1) == y[te]).mean())
+            console.print(f"{name} on {target}: {results[name][target]:.1%} (ANN {ann_acc:.1%})", highlight=False)
             if target == "reference":
                 results[name]["conversion"] = b.report("conversion")["accuracy"]
     (args.out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
