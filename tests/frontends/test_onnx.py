@@ -445,3 +445,20 @@ def test_readme_operator_table_matches_the_frontend():
     section = text.split("### ONNX operators", 1)[1].split("\n#", 1)[0]
     listed = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
     assert sorted(listed) == sorted(OPERATORS) and len(listed) == len(set(listed))
+
+
+def test_concat_and_grouped_conv_round_trip_through_nmc_files(tmp_path):
+    """Concat's index-mapping nodes and a depthwise Conv2d are NIR nodes: nmc's writer/reader keep them
+    (NIR's reader alone would give the depthwise conv C_in / groups input channels)."""
+    from nmc import serialize
+
+    p = _branchy(tmp_path / "m.onnx")
+    x = RNG.random((8, 2, 6, 6))
+    g, _ = convert(p, data={"input": x}, timesteps=16)
+    serialize.write(tmp_path / "g.nir", g)
+    g2 = serialize.read(tmp_path / "g.nir")
+    assert g2.shape_in("dw") == (4, 6, 6)
+    inp = {"input": encode(x, 16)}
+    a = ReferenceSimulator(g).run(inp, batched=True, record=["readout"])["readout.v"]
+    b = ReferenceSimulator(g2).run(inp, batched=True, record=["readout"])["readout.v"]
+    np.testing.assert_array_equal(a, b)
