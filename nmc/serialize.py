@@ -328,7 +328,11 @@ def _restore_shapes(g: Graph, shapes: dict, path) -> None:
         if node is None or not isinstance(sh, dict):
             continue
         for which, attr, key in (("in", "input_type", "input"), ("out", "output_type", "output")):
-            if which in sh and (which == "in" and g.shape_in(name) is None or which == "out" and g.shape_out(name) is None):
+            # a Conv's written input shape wins over the one NIR's constructor derives (the reader corrects
+            # grouped convs of plain NIR files; a graph written by nmc reads back exactly as written)
+            conv = isinstance(node, (nir.Conv1d, nir.Conv2d))
+            if which in sh and (which == "in" and (conv or g.shape_in(name) is None)
+                                or which == "out" and g.shape_out(name) is None):
                 try:
                     setattr(node, attr, {key: np.array([int(x) for x in sh[which]])})
                 except (TypeError, ValueError):
