@@ -120,6 +120,8 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
         pipeline = parse_pipeline("normalize") + pipeline
     ctx = PassContext(spec=spec, options=options, data=data, dump_dir=Path(dump_ir) if dump_ir else None,
                       progress=progress, seed=seed)
+    for note in (conversion or {}).get("notes", []):  # e.g. an output Softmax the ONNX frontend dropped
+        ctx.warnings.add(note["message"], node=note["node"], source="onnx")
     graph = PassManager(pipeline).run(graph, ctx)
     if progress:
         progress(f"lower:{target}")

@@ -112,6 +112,8 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
     (with the likely cause and fix, e.g. --dt 1 for a network exported in
     discrete time) and low agreement are warnings, errors with --strict
     (summary printed, details in reports/fidelity.json).
+    MaxPool is refused unless --option maxpool=spiking (an approximate IF max
+    tree); an output Softmax/LogSoftmax is dropped with a warning.
     """
     from . import api
 

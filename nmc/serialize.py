@@ -177,7 +177,12 @@ def _dict_to_node(d: dict, path: str) -> nir.NIRNode:
         cls = node_class(t, node=path or None)  # allow-list: a type string never reaches getattr(nir, ...)
         if t in EXTENSION_NODES:
             return cls(**kw)
-        return cls.from_dict({"type": t, **kw})
+        node = cls.from_dict({"type": t, **kw})
+        if t in ("Conv1d", "Conv2d") and int(node.groups) != 1 and node.input_type.get("input") is not None:
+            # NIR 1.0.8 takes the input channels from weight.shape[1] = C_in / groups
+            node.input_type = {"input": np.array([node.weight.shape[1] * int(node.groups),
+                                                  *node.input_type["input"][1:]])}
+        return node
     except NmcError:
         raise
     except Exception as e:  # NIR's constructors raise bare TypeError/ValueError/AssertionError
@@ -335,7 +340,11 @@ def _restore_shapes(g: Graph, shapes: dict, path) -> None:
         if node is None or not isinstance(sh, dict):
             continue
         for which, attr, key in (("in", "input_type", "input"), ("out", "output_type", "output")):
-            if which in sh and (which == "in" and g.shape_in(name) is None or which == "out" and g.shape_out(name) is None):
+            # a Conv's written input shape wins over the one NIR's constructor derives (the reader corrects
+            # grouped convs of plain NIR files; a graph written by nmc reads back exactly as written)
+            conv = isinstance(node, (nir.Conv1d, nir.Conv2d))
+            if which in sh and (which == "in" and (conv or g.shape_in(name) is None)
+                                or which == "out" and g.shape_out(name) is None):
                 try:
                     setattr(node, attr, {key: np.array([int(x) for x in sh[which]])})
                 except (TypeError, ValueError):

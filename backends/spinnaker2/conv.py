@@ -15,7 +15,10 @@ AvgPool2d in front is folded into the kernel (÷ window) before quantization.
 Only unambiguous cases become conv projections: groups = 1, dilation = 1,
 equal strides and equal pool sizes along x and y (py-spinnaker2's user scripts
 disagree on which NIR axis ``stride_x`` means), numeric padding, a source with a
-3-d shape. Anything else is lowered as a dense projection (same arithmetic).
+3-d shape. Anything else is lowered as a dense projection (same arithmetic);
+for a grouped or depthwise convolution its zero blocks are not synapses: only
+the connections within a group are stored, counted and costed (per PE: 3 bytes
+per synapse plus row pointers, see :mod:`.cost`).
 
 Every dense entry of a conv projection is exactly one kernel entry (pool
 windows do not overlap), so rounding the kernel and rounding the dense matrix

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nmc
-from nmc.errors import InputFileError, UnsupportedNodeError
+from nmc.errors import InputFileError, OptionError, UnsupportedNodeError
 from nmc.frontends.onnx import _ann_forward, _read, convert, encode
 from nmc.reference import ReferenceSimulator
 
@@ -20,7 +20,8 @@ def _model(nodes, inits, in_shape, out_shape, path):
         nodes, "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *out_shape])],
-        [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in inits.items()])
+        [numpy_helper.from_array(np.asarray(v, dtype=np.float32 if np.asarray(v).dtype.kind == "f" else np.int64), k)
+         for k, v in inits.items()])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
@@ -174,3 +175,290 @@ def test_avgpool_bundle_written_and_loaded_runs_the_same(tmp_path):
     assert b2.graph.shape_in(pool) == (c, 8, 8) and b2.graph.shape_out(pool) == (c, 4, 4)
     x = encode(RNG.uniform(0, 1, (5, 1, 8, 8)).astype(np.float32), 16, "regular")
     np.testing.assert_array_equal(b2.run({"input": x})["output"], b.run({"input": x})["output"])
+
+
+# ------------------------------------------------------------ issue 25: layers of common classifiers
+def _signed(*shape):
+    """Weights away from 0 (|w| in [0.5, 1]) so no synapse quantizes to 0 on a chip."""
+    return RNG.uniform(0.5, 1.0, shape) * RNG.choice([-1, 1], shape)
+
+
+def _branchy(path, softmax="Softmax"):
+    """conv → relu → [depthwise conv → relu] ‖ [1×1 conv → relu] → Concat → GlobalAveragePool → Flatten
+    → Gemm → Softmax: the pieces of a MobileNet/Inception head."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "wd", "bd"], ["cd"], pads=[1, 1, 1, 1], group=4, name="dw"),
+             helper.make_node("Relu", ["cd"], ["rd"], name="dw_relu"),
+             helper.make_node("Conv", ["r1", "wp"], ["cp"], name="pw"),
+             helper.make_node("Relu", ["cp"], ["rp"]),
+             helper.make_node("Concat", ["rd", "rp"], ["cat"], axis=1, name="cat"),
+             helper.make_node("GlobalAveragePool", ["cat"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["logits"], transB=1)]
+    out = "logits"
+    if softmax:
+        nodes.append(helper.make_node(softmax, ["logits"], ["y"], axis=1, name="sm"))
+        out = "y"
+    inits = {"w1": _signed(4, 2, 3, 3) * .5, "b1": np.full(4, .1), "wd": _signed(4, 1, 3, 3) * .5, "bd": np.zeros(4),
+             "wp": _signed(2, 4, 1, 1), "w2": _signed(3, 6) * 2, "b2": np.zeros(3)}
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 3])],
+                          [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_depthwise_concat_gap_softmax_convert_close_to_the_ann(tmp_path):
+    p = _branchy(tmp_path / "m.onnx", softmax=None)
+    g, _ = _check_close(p, (2, 6, 6))
+    dw = g.nodes["dw"]
+    assert int(dw.groups) == 4 and g.shape_in("dw") == (4, 6, 6)  # NIR's constructor says (1, 6, 6)
+    assert any(type(n).__name__ == "AvgPool2d" and g.shape_out(k) == (6, 1, 1) for k, n in g.nodes.items())
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_output_softmax_is_dropped_with_a_note(tmp_path, op):
+    p = _branchy(tmp_path / "m.onnx", softmax=op)
+    x = RNG.random((32, 2, 6, 6))
+    g, rep = convert(p, data={"input": x}, timesteps=300, percentile=100)
+    assert [n["node"] for n in rep["notes"]] == ["sm"] and "argmax" in rep["notes"][0]["message"]
+    import torch
+
+    ops, inits, in_name, _, _ = _read(p)
+    logits = _ann_forward(ops, inits, in_name, torch.as_tensor(x))[0]["logits"].numpy()
+    snn = _snn_readout(g, x, 300)  # the readout holds the logits, not the probabilities
+    assert np.abs(snn - logits).max() / np.abs(logits).max() < 0.08
+    b = nmc.compile(p, target="reference", timesteps=16, calibrate={"input": x})
+    assert any(w["node"] == "sm" and w["source"] == "onnx" for w in b.report("compile")["warnings"])
+
+
+def test_softmax_inside_the_network_is_refused_with_the_reason(tmp_path):
+    p = _model([helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+                helper.make_node("Softmax", ["h"], ["s"], axis=1, name="inner"),
+                helper.make_node("Gemm", ["s", "w2", "b2"], ["y"], transB=1)],
+               {"w1": RNG.normal(size=(5, 4)), "b1": np.zeros(5), "w2": RNG.normal(size=(3, 5)), "b2": np.zeros(3)},
+               [4], [3], tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedNodeError) as e:
+        convert(p)
+    assert "inner (Softmax inside the network" in e.value.one_line() and "argmax" in e.value.one_line()
+
+
+def test_concat_of_feature_vectors_and_a_residual_of_unequal_depth(tmp_path):
+    """Concat of two (N, F) branches; an Add whose terms are one and two neuron layers deep (relays align them)."""
+    p = _model([helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], transB=1),
+                helper.make_node("Relu", ["h1"], ["r1"]),
+                helper.make_node("Gemm", ["r1", "w2", "b2"], ["h2"], transB=1),
+                helper.make_node("Relu", ["h2"], ["r2"]),
+                helper.make_node("Gemm", ["x", "w3", "b3"], ["h3"], transB=1),
+                helper.make_node("Relu", ["h3"], ["r3"]),
+                helper.make_node("Concat", ["r2", "r3"], ["cat"], axis=-1),
+                helper.make_node("Gemm", ["cat", "w4", "b4"], ["h4"], transB=1),
+                helper.make_node("Add", ["h4", "r1"], ["s"]),
+                helper.make_node("Relu", ["s"], ["r4"]),
+                helper.make_node("Gemm", ["r4", "w5", "b5"], ["y"], transB=1)],
+               {"w1": RNG.normal(0, .6, (8, 6)), "b1": np.zeros(8), "w2": RNG.normal(0, .5, (5, 8)), "b2": np.zeros(5),
+                "w3": RNG.normal(0, .6, (4, 6)), "b3": np.zeros(4), "w4": RNG.normal(0, .5, (8, 9)),
+                "b4": np.zeros(8), "w5": RNG.normal(0, .5, (3, 8)), "b5": np.zeros(3)}, [6], [3], tmp_path / "m.onnx")
+    g, _ = _check_close(p, (6,))
+    assert any("relay" in k for k in g.nodes)  # r1 reaches the Add one layer early: padded with a relay
+
+
+def test_grouped_conv_and_concat_lower_on_every_chip_with_grouped_synapse_counts(tmp_path):
+    """The depthwise projection holds 4 channels × 16 × 16 taps (3×3, padding 1, 6×6), not the dense
+    4 × 4 × 256: every target stores only the connections the groups make. The SNNs agree with the ANN."""
+    p = _branchy(tmp_path / "m.onnx")
+    x = RNG.random((24, 2, 6, 6))
+    want = 4 * 16 * 16
+    ann = _ann(p, x).argmax(1)
+    counts = {}
+    for target in ("spinnaker2", "loihi2", "brainscales2"):
+        b = nmc.compile(p, target=target, timesteps=48, encoding="regular", calibrate={"input": x})
+        prog = b._program
+        if target == "spinnaker2":
+            counts[target] = next(q.nnz for q in prog.projections if q.post == "dw_relu_if")
+        elif target == "loihi2":
+            counts[target] = next(int(np.count_nonzero(s.weights)) for s in prog.synapses if s.dst == "dw_relu_if")
+        else:
+            counts[target] = next(v["synapses"] for k, v in b.report("compile")["program"]["projections"].items()
+                                  if k.endswith("->dw_relu_if"))
+        out = b.run({"input": encode(x, 48, "regular")}, record=["readout"])["readout.v"][-1]
+        assert np.mean(out.argmax(-1) == ann) >= 0.8, target
+    assert counts == {t: want for t in counts}
+
+
+def test_mul_div_by_constants_are_folded(tmp_path):
+    p = _model([helper.make_node("Mul", ["x", "two"], ["xs"]),
+                helper.make_node("Gemm", ["xs", "w1", "b1"], ["h"], transB=1),
+                helper.make_node("Mul", ["h", "ch"], ["hc"]),
+                helper.make_node("Relu", ["hc"], ["r"]),
+                helper.make_node("Div", ["r", "three"], ["rd"]),
+                helper.make_node("Gemm", ["rd", "w2", "b2"], ["y0"], transB=1),
+                helper.make_node("Div", ["y0", "half"], ["y"])],
+               {"two": np.float32(2.0), "w1": RNG.normal(0, .5, (7, 5)), "b1": RNG.normal(0, .1, 7),
+                "ch": RNG.uniform(.5, 2, 7), "three": np.float32(3.0), "w2": RNG.normal(0, .5, (3, 7)),
+                "b2": np.zeros(3), "half": np.float32(0.5)}, [5], [3], tmp_path / "m.onnx")
+    g, _ = _check_close(p, (5,))
+    assert sorted(type(n).__name__ for n in g.nodes.values()).count("Affine") == 2
+
+
+def test_transpose_and_shape_arithmetic_around_linear_layers(tmp_path):
+    """The patterns exporters insert: a Transpose of the weight before a MatMul, x.view(x.size(0), -1)
+    as Shape → Gather → Unsqueeze → Concat → Reshape, and an NHWC Transpose before the flatten."""
+    p = _model([helper.make_node("Relu", ["x"], ["rx"]),
+                helper.make_node("Transpose", ["rx"], ["t"], perm=[0, 2, 3, 1]),
+                helper.make_node("Shape", ["t"], ["sh"]),
+                helper.make_node("Gather", ["sh", "zero"], ["n"], axis=0),
+                helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+                helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+                helper.make_node("Reshape", ["t", "shape"], ["f"]),
+                helper.make_node("Transpose", ["wt"], ["w"], perm=[1, 0]),
+                helper.make_node("MatMul", ["f", "w"], ["m"]),
+                helper.make_node("Add", ["m", "b"], ["y"])],
+               {"wt": RNG.normal(0, .5, (3, 2 * 3 * 4)), "b": RNG.normal(0, .1, 3), "zero": np.array(0),
+                "axes": np.array([0]), "minus1": np.array([-1])}, [2, 3, 4], [3], tmp_path / "m.onnx")
+    g, _ = _check_close(p, (2, 3, 4))
+    assert not any(type(n).__name__ in ("Shape", "Gather") for n in g.nodes.values())
+
+
+def test_transpose_of_an_activation_not_followed_by_a_flatten_is_refused(tmp_path):
+    p = _model([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+                helper.make_node("Relu", ["t"], ["y"], name="after")], {}, [2, 3], [3, 2], tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedNodeError, match="Transpose of an activation"):
+        convert(p)
+
+
+def _pool_model(path, op):
+    return _model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                   helper.make_node("Relu", ["c"], ["r"]),
+                   helper.make_node(op, ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+                   helper.make_node("Flatten", ["p"], ["f"]),
+                   helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], transB=1)],
+                  {"w": RNG.normal(0, .5, (3, 1, 3, 3)), "b": np.full(3, .05),
+                   "w2": RNG.normal(0, .5, (4, 3 * 3 * 3)), "b2": np.zeros(4)}, [1, 6, 6], [4], path)
+
+
+def test_maxpool_refused_by_default_and_spiking_option_approximates_it(tmp_path):
+    p = _pool_model(tmp_path / "m.onnx", "MaxPool")
+    with pytest.raises(UnsupportedNodeError, match="pool \\(MaxPool: .*AveragePool and retrain.*maxpool=spiking"):
+        convert(p)
+    x = RNG.random((64, 1, 6, 6))
+    T = 400
+    g, rep = convert(p, data={"input": x}, timesteps=T, percentile=100, maxpool="spiking")
+    assert rep["maxpool"] == "spiking"
+    maxes = [k for k, n in g.nodes.items() if type(n).__name__ == "IF" and k.startswith("pool_max")]
+    assert len([k for k in maxes if "relay" not in k]) == 3  # 2×2: a tree of 3
+    ann, snn = _ann(p, x), _snn_readout(g, x, T)
+    # error bound: each max node counts max(0, Σ_t(a_t − b_t)) spikes instead of T·relu(a − b) when the sign
+    # of a_t − b_t changes over the run; with percentile-100 thresholds this stays a few % of the logit range
+    err = np.abs(ann - snn).max() / np.abs(ann).max()
+    assert err < 0.1, err
+    assert np.mean(ann.argmax(1) == snn.argmax(1)) >= 0.9
+    with pytest.raises(OptionError, match="maxpool"):
+        convert(p, maxpool="fast")
+
+
+def test_spiking_maxpool_compiles_for_loihi2_through_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from nmc.cli import main
+
+    p = _pool_model(tmp_path / "m.onnx", "MaxPool")
+    r = CliRunner().invoke(main, ["compile", str(p), "--target", "loihi2", "-o", str(tmp_path / "b.nmc"),
+                                  "--timesteps", "16", "--option", "maxpool=spiking"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["compile", str(p), "--target", "loihi2", "-o", str(tmp_path / "c.nmc")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "maxpool=spiking" in r.output
+
+
+class _Classifier:
+    """A torch classifier with everything the exporters emit for these layers."""
+
+    @staticmethod
+    def build():
+        import torch
+
+        class M(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.c1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+                self.bn = torch.nn.BatchNorm2d(4)
+                self.dw = torch.nn.Conv2d(4, 4, 3, padding=1, groups=4)
+                self.pw = torch.nn.Conv2d(4, 4, 1)
+                self.side = torch.nn.Conv2d(4, 2, 1)
+                self.gap = torch.nn.AdaptiveAvgPool2d(1)
+                self.fc = torch.nn.Linear(6, 3)
+
+            def logits(self, x):
+                h = torch.relu(self.bn(self.c1(x)))
+                a = torch.relu(self.pw(torch.relu(self.dw(h))) + h)
+                c = torch.cat([a, torch.relu(self.side(h))], 1)
+                return self.fc(self.gap(c).flatten(1) * 0.5) / 2.0
+
+            def forward(self, x):
+                return torch.log_softmax(self.logits(x), 1)
+
+        torch.manual_seed(0)
+        m = M()
+        with torch.no_grad():
+            m.bn.running_mean.uniform_(-.1, .1)
+            m.bn.running_var.uniform_(.5, 1.5)
+        return m.eval()
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_both_torch_exporters_convert(tmp_path, dynamo):
+    import warnings
+
+    import torch
+
+    m = _Classifier.build()
+    x = torch.rand(1, 1, 8, 8)
+    p = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:  # torch 2.13's default exporter; needs onnxscript
+            torch.onnx.export(m, (x,), str(p), input_names=["input"],
+                              dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False)
+        else:
+            torch.onnx.export(m, (x,), str(p), dynamo=False, input_names=["input"],
+                              dynamic_axes={"input": {0: "batch"}})
+    ops = {n.op_type for n in onnx.load(str(p)).graph.node}
+    assert {"Concat", "LogSoftmax"} <= ops and ops & {"GlobalAveragePool", "ReduceMean"}
+    xs = RNG.random((48, 1, 8, 8))
+    g, rep = convert(p, data={"input": xs}, timesteps=300, percentile=100)
+    with torch.no_grad():
+        logits = m.logits(torch.as_tensor(xs, dtype=torch.float32)).double().numpy()
+    snn = _snn_readout(g, xs, 300)
+    assert np.abs(snn - logits).max() / np.abs(logits).max() < 0.08
+    assert rep["notes"] and "LogSoftmax" in rep["notes"][0]["message"]
+
+
+def test_readme_operator_table_matches_the_frontend():
+    """README.md's ONNX operator table lists exactly the operators OPERATORS converts."""
+    import re
+    from pathlib import Path
+
+    from nmc.frontends.onnx import OPERATORS
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("### ONNX operators", 1)[1].split("\n#", 1)[0]
+    listed = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
+    assert sorted(listed) == sorted(OPERATORS) and len(listed) == len(set(listed))
+
+
+def test_concat_and_grouped_conv_round_trip_through_nmc_files(tmp_path):
+    """Concat's index-mapping nodes and a depthwise Conv2d are NIR nodes: nmc's writer/reader keep them
+    (NIR's reader alone would give the depthwise conv C_in / groups input channels)."""
+    from nmc import serialize
+
+    p = _branchy(tmp_path / "m.onnx")
+    x = RNG.random((8, 2, 6, 6))
+    g, _ = convert(p, data={"input": x}, timesteps=16)
+    serialize.write(tmp_path / "g.nir", g)
+    g2 = serialize.read(tmp_path / "g.nir")
+    assert g2.shape_in("dw") == (4, 6, 6)
+    inp = {"input": encode(x, 16)}
+    a = ReferenceSimulator(g).run(inp, batched=True, record=["readout"])["readout.v"]
+    b = ReferenceSimulator(g2).run(inp, batched=True, record=["readout"])["readout.v"]
+    np.testing.assert_array_equal(a, b)
