@@ -268,6 +268,9 @@ class _Converter:
                 raise UnsupportedNodeError("a Transpose of an activation is supported only right before a "
                                            "Flatten/Reshape to (N, -1)", node=o.name)
             out_shape = tuple(self.env[o.outputs[0]].shape[1:])
+            if o.op not in OPERATORS:  # allow-list: an op_type string from the file selects a method only from it
+                raise UnsupportedNodeError(f"unsupported ONNX op {o.op}", node=o.name,
+                                           hint="supported: " + ", ".join(sorted(OPERATORS)))
             getattr(self, "op_" + o.op)(o, out_shape)
             self.shapes.setdefault(o.outputs[0], out_shape)
         self.readout()
