@@ -376,7 +376,7 @@ def _check_values(name: str, node: nir.NIRNode) -> None:
             dims = check_dims(np.asarray(shp).reshape(-1), f"{which.split('_')[0]} shape {_shape_text(shp)}",
                               node=name)
             check_shape_alloc(dims, 8, f"shape {dims}", node=name)
-    sizes = {k: np.size(getattr(node, k)) for k in _NEURON_FIELDS if getattr(node, k, None) is not None}
+    sizes = {k: a.size for k in _NEURON_FIELDS if (a := _as_array(getattr(node, k, None))) is not None}
     per_neuron = {k: n for k, n in sizes.items() if n > 1}
     if len(set(per_neuron.values())) > 1:
         (k0, n0), (k1, n1) = sorted(per_neuron.items(), key=lambda kv: -kv[1])[0], min(per_neuron.items(), key=lambda kv: kv[1])

@@ -69,6 +69,8 @@ COMMON: dict[str, TargetOption] = {
     "encoding": TargetOption("ONNX models: input encoding", str, choices=("current", "poisson", "regular")),
     "percentile": TargetOption("ONNX models: activation percentile used as each IF threshold", float, 0, 100,
                                lo_open=True),
+    "maxpool": TargetOption("ONNX models: MaxPool refused, or an approximate IF max tree", str,
+                            choices=("refuse", "spiking")),
     "eval_text": TargetOption("language models: held-out text for reports/lm.json"),
     "eval_chars": TargetOption("language models: characters of eval_text used", int, 1),
     "eval_streams": TargetOption("language models: pieces of eval_text run side by side", int, 1),

@@ -28,6 +28,9 @@ class BrainScaleS2Backend:
     options = {
         "calibration": TargetOption("measured per-circuit calibration table (JSON file)"),
         "t_refrac": TargetOption("refractory time in seconds of model time", float, 0),
+        "speedup": TargetOption("hardware speed-up over model time (default: chosen within timing.speedup_range)",
+                                float, 0, lo_open=True),
+        "bias_repeat_max": TargetOption("most repeated bias-source events per step for a large bias", int, 1, 64),
     }
 
     def default_pipeline(self, options: dict) -> str:

@@ -40,6 +40,8 @@ class SpiNNaker2Backend:
         "density": TargetOption("language models: weights kept per EGRU layer", float, 0, 1, lo_open=True),
         "prune_units": TargetOption("language models: fraction of least active units removed", float, 0, 1,
                                     hi_open=True),
+        "input_quantum": TargetOption("graded inputs: value of one repeated input event (default 1)", float, 0,
+                                      lo_open=True),
     }
 
     def default_pipeline(self, options: dict) -> str:

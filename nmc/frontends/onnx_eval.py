@@ -70,15 +70,15 @@ def _check_initializers(g, path: Path) -> None:
         dims = tuple(int(d) for d in i.dims)
         if any(d < 0 for d in dims):
             raise ShapeError(f"initializer '{i.name}' declares negative dimensions {dims}", path=path)
-        n = int(np.prod(dims, dtype=object)) if dims else 1
-        if n > MAX_ELEMENTS:
-            raise InputFileError(f"initializer '{i.name}' declares {n} elements", path=path, limit=MAX_ELEMENTS,
-                                 actual=n, hint="the file is corrupt or not a model nmc can hold")
         try:
             item = helper.tensor_dtype_to_np_dtype(i.data_type).itemsize
         except Exception:  # an unknown data type: onnx's own reader refuses it below
             item = 8
         check_shape_alloc(dims, max(item, 8), f"initializer '{i.name}' of shape {dims}", path=path)
+        n = int(np.prod(dims, dtype=object)) if dims else 1
+        if n > MAX_ELEMENTS:
+            raise InputFileError(f"initializer '{i.name}' declares {n} elements", path=path, limit=MAX_ELEMENTS,
+                                 actual=n, hint="the file is corrupt or not a model nmc can hold")
 
 
 def read(path: Path):

@@ -278,7 +278,8 @@ def test_grouped_conv_and_concat_lower_on_every_chip_with_grouped_synapse_counts
         if target == "spinnaker2":
             counts[target] = next(q.nnz for q in prog.projections if q.post == "dw_relu_if")
         elif target == "loihi2":
-            counts[target] = next(int(np.count_nonzero(s.weights)) for s in prog.synapses if s.dst == "dw_relu_if")
+            # mixed-sign weights are an excitatory and an inhibitory Dense: count both
+            counts[target] = sum(int(np.count_nonzero(s.weights)) for s in prog.synapses if s.dst == "dw_relu_if")
         else:
             counts[target] = next(v["synapses"] for k, v in b.report("compile")["program"]["projections"].items()
                                   if k.endswith("->dw_relu_if"))

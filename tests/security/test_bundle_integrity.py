@@ -73,7 +73,7 @@ def test_recompile_over_bundle_with_user_file_refuses_and_keeps_it(tmp_path, mod
 
 def test_failed_write_leaves_nothing_and_keeps_the_previous_bundle(tmp_path, model, bundle):
     before = _tree(bundle)
-    b = nmc.compile(model, dt=3e-3)
+    b = nmc.compile(model, dt=5e-4)
     b.files["reports"] = b"a file where a directory must go"     # 'reports/...' cannot be created: write fails
     with pytest.raises(OSError):
         b.write(bundle)
