@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .errors import InputFileError, NmcError
 from .output_paths import check_output
-from .target_options import check_number
+from .target_options import check_number, parse_value as _auto
 
 err = Console(stderr=True)
 out = Console()
@@ -172,13 +172,6 @@ def _print_fidelity(rep: dict) -> None:
                   "(--strict makes them errors)[/]", highlight=False)
 
 
-def _auto(v: str):
-    for t in (int, float):
-        try:
-            return t(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(v.lower(), v)
 
 
 @main.command("run")

@@ -43,8 +43,9 @@ class NmcError(Exception):
         if self.path is not None:
             parts.append(f"{self.path}: ")
         parts.append(self.message)
-        if self.limit is not None or self.actual is not None:
-            parts.append(f" (limit {self.limit}, actual {self.actual})")
+        known = [f"{k} {v}" for k, v in (("limit", self.limit), ("actual", self.actual)) if v is not None]
+        if known:
+            parts.append(f" ({', '.join(known)})")
         if self.hint:
             parts.append(f"; fix: {self.hint}")
         return "".join(parts).replace("\n", " ")

@@ -77,6 +77,16 @@ COMMON: dict[str, TargetOption] = {
 }
 
 
+def parse_value(v: str):
+    """A ``KEY=VALUE`` value from the command line: int, else float, else true/false, else the text."""
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
 def check_dt(dt) -> float | None:
     """``dt`` (seconds) a finite number > 0, or None (the model's or the default)."""
     if dt is None:

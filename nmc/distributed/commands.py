@@ -12,17 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nmc.target_options import parse_value as _auto
+
 err = Console(stderr=True)
 out = Console()
 
 
-def _auto(v: str):
-    for t in (int, float):
-        try:
-            return t(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(v.lower(), v)
 
 
 def compile_options(f):
