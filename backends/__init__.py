@@ -6,6 +6,9 @@ object provides::
 
     name, summary, spec_name (hw_configs name or None), devices (names),
     default_device, default_pipeline(options) -> str,
+    target_model(spec, options=None) -> nmc.target_model.TargetModel
+        (the target's cores, bytes, work and numerics, built from the spec;
+        the pass context carries it as ``ctx.target``),
     lower(graph, ctx) -> Program,
     load_program(files: dict[str, bytes], graph) -> Program,
     device(name, program, **opts) -> Device

@@ -119,7 +119,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     if not pipeline or pipeline[0].name != "normalize":
         pipeline = parse_pipeline("normalize") + pipeline
     ctx = PassContext(spec=spec, options=options, data=data, dump_dir=Path(dump_ir) if dump_ir else None,
-                      progress=progress, seed=seed)
+                      progress=progress, seed=seed, target=backend.target_model(spec, options))
     for note in (conversion or {}).get("notes", []):  # e.g. an output Softmax the ONNX frontend dropped
         ctx.warnings.add(note["message"], node=note["node"], source="onnx")
     graph = PassManager(pipeline).run(graph, ctx)

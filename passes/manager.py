@@ -32,6 +32,7 @@ import numpy as np
 
 from nmc.errors import NmcError, OptionError, PassError, Warnings
 from nmc.ir import Graph
+from nmc.target_model import TargetModel
 
 
 @dataclass
@@ -39,6 +40,10 @@ class PassContext:
     """What passes may read besides the graph. Passed explicitly, never global.
 
     spec: the target's HardwareSpec (None for the reference target).
+    target: the target's :class:`~nmc.target_model.TargetModel`, built by the
+      backend from ``spec`` (``backend.target_model(spec)``); when not given,
+      :meth:`target_model` builds the generic model of ``spec``. The design
+      rules, partition, place and route read limits, bytes and work from it.
     options: compile options (dt, reset, integrator, target, seed, ...).
     data: calibration inputs ``{input node: (T, [B,] *shape)}`` or None.
     reports: report sections by pass name (JSON-serialisable).
@@ -61,6 +66,13 @@ class PassContext:
     #: a reader rebuilds when the key of the graph it gets differs, so an entry
     #: can never be used stale. Only the latest entry per kind is kept.
     cache: dict = field(default_factory=dict)
+    target: Any = None
+
+    def target_model(self) -> TargetModel:
+        """``target``, else (built once) the generic target model of ``spec``."""
+        if self.target is None:
+            self.target = TargetModel.from_spec(self.spec)
+        return self.target
 
     def cached(self, kind: str, key, build: Callable[[], Any]) -> Any:
         """The cached value of ``kind`` when its key equals ``key``, else ``build()`` (stored)."""

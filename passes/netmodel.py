@@ -10,8 +10,13 @@
   (Affine/Linear/Conv1d/Conv2d/pooling/Flatten/Scale/Delay/Threshold),
   multiplying their sparse connection patterns. An EGRU's internal input
   weights (3 gates) and its recurrent weights (a self-projection) are included;
-* per-unit synapse bytes (:func:`nmc.passes.rules.synapse_bytes`), distinct
+* per-unit synapse bytes (the target model's byte model,
+  :meth:`nmc.target_model.TargetModel.synapse_bytes`), per placed node the
+  bytes a core pays once per run of its units (``run_bytes``), distinct
   fan-in, expected synaptic events per step (``work``) and firing ``rate``.
+
+Every builder takes the :class:`~nmc.target_model.TargetModel` (or bare
+:class:`~nmc.target_model.CoreLimits`, read with the generic model).
 
 Rates (events per step) come from one run of the reference simulator on the
 calibration data (every neuron node recorded; a unit's rate is the fraction of
@@ -44,7 +49,7 @@ from nmc.errors import GraphError, UnsupportedNodeError
 from nmc.ir import Graph
 from nmc.nodes import EGRU, is_neuron
 
-from .rules import CoreLimits, synapse_bytes
+from nmc.target_model import CoreLimits, TargetModel
 
 
 @dataclass
@@ -60,6 +65,11 @@ class Network:
     pop_bits: list[int] = field(default_factory=list)   # dominant weight bits per placed node
     rates_from: str = "uniform"
     key: str = ""                  # structure_key of the graph it was built from ("" when not computed)
+    run_bytes: list = field(default_factory=list)      # per placed node: bytes paid once per run on a core
+
+    def run_bytes_of(self, k: int) -> float:
+        """Bytes a core pays once per run of placed node k's units (0 for most node kinds)."""
+        return float(self.run_bytes[k]) if k < len(self.run_bytes) else 0.0
 
     def __post_init__(self):
         self.pop_units = [i for i, p in enumerate(self.unit_placed) if p]
@@ -238,6 +248,13 @@ def op_pattern(g: Graph, name: str) -> sp.csr_matrix | None:
 
 
 # ------------------------------------------------------------- build
+def _binary(m: sp.csr_matrix) -> sp.csr_matrix:
+    """The 0/1 pattern of ``m`` (explicit zeros dropped)."""
+    m = sp.csr_matrix(m)
+    m.eliminate_zeros()
+    return m
+
+
 def _mul(a: sp.csr_matrix | None, b: sp.csr_matrix | None) -> sp.csr_matrix | None:
     """Product of connection patterns, None standing for the identity (skips copies of big patterns)."""
     if a is None:
@@ -287,7 +304,18 @@ def _feed(h, v) -> None:
         h.update(repr(v).encode())
 
 
-def structure_key(g: Graph, limits: CoreLimits) -> str:
+def as_target(limits: CoreLimits | TargetModel, ctx=None) -> TargetModel:
+    """A target model: ``limits`` itself, else the pass context's target model
+    (:meth:`~nmc.passes.manager.PassContext.target_model`) with exactly these
+    limits, else (no context) the generic model with them."""
+    if isinstance(limits, TargetModel):
+        return limits
+    if ctx is not None:
+        return ctx.target_model().for_limits(limits)
+    return TargetModel(None, limits)
+
+
+def structure_key(g: Graph, limits: CoreLimits | TargetModel) -> str:
     """Digest of everything :func:`build_structure` reads: every node's type and
     parameters, the edges, the ``Quant`` and ``Sparsity`` annotations and the limits."""
     h = hashlib.sha1()   # a content fingerprint (not security): the fastest digest here
@@ -328,15 +356,16 @@ def activity_inputs(g: Graph, ctx) -> tuple[dict | None, str | None]:
                   "--calibrate D.npz for measured activity, --worst-case for the bound")
 
 
-def network_for(g: Graph, limits: CoreLimits, ctx=None, data: dict | None = None, rate_steps: int = 200,
+def network_for(g: Graph, limits: CoreLimits | TargetModel, ctx=None, data: dict | None = None, rate_steps: int = 200,
                 from_placement: bool = False, data_source: str | None = None) -> Network:
     """:func:`build_network`, with the structure shared through ``ctx.cache``
     (see module docstring); without a context it is built afresh. ``data_source``
     names where ``data`` comes from when it is not calibration data (the probe)."""
     if ctx is None:
         return build_network(g, limits, data, rate_steps, from_placement)
-    key = structure_key(g, limits)
-    base = ctx.cached("netmodel", key, lambda: replace(build_structure(g, limits), key=key))
+    target = as_target(limits, ctx)
+    key = structure_key(g, target)
+    base = ctx.cached("netmodel", key, lambda: replace(build_structure(g, target), key=key))
     return _with_rates(base, g, data, rate_steps, from_placement, data_source)
 
 
@@ -351,7 +380,7 @@ def _with_rates(base: Network, g: Graph, data, rate_steps: int, from_placement: 
     return base.with_rates(rate, data_source if (data_source and data) else src)
 
 
-def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_steps: int = 200,
+def build_network(g: Graph, limits: CoreLimits | TargetModel, data: dict | None = None, rate_steps: int = 200,
                   from_placement: bool = False) -> Network:
     """Extract the :class:`Network` of ``g`` (see module docstring).
 
@@ -361,8 +390,10 @@ def build_network(g: Graph, limits: CoreLimits, data: dict | None = None, rate_s
     return _with_rates(build_structure(g, limits), g, data, rate_steps, from_placement)
 
 
-def build_structure(g: Graph, limits: CoreLimits) -> Network:
+def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
     """The network of ``g`` with uniform rates (1.0 per unit)."""
+    target = as_target(limits)
+    limits = target.limits
     units = [k for k, n in g.nodes.items() if isinstance(n, nir.Input) or is_neuron(n)]
     placed = np.array([is_neuron(g.nodes[k]) for k in units], dtype=bool)
     sizes = [int(np.prod(g.shape_out(k))) for k in units]
@@ -400,6 +431,7 @@ def build_structure(g: Graph, limits: CoreLimits) -> Network:
     row_blocks = []
     bytes_ = np.zeros(N)
     pop_bits = []
+    run_bytes = []
     for k in units:
         i = uidx[k]
         n = sizes[i]
@@ -412,16 +444,25 @@ def build_structure(g: Graph, limits: CoreLimits) -> Network:
         for p in g.preds(k):
             terms += terms_into(p)
         own_bits = _weight_bits(g, k)
+        kept = {}   # EGRU: per term, the gate rows' structurally non-zero weights per unit (0/1 per gate and source)
+        n_in = 0
         if isinstance(node, EGRU):
             h = node.hidden_size
             gx = np.abs(np.asarray(node.w_x)).reshape(3, h, -1) != 0 if _is_sparse(g, k) else np.ones((3, h, node.w_x.shape[1]), bool)
             gh = np.abs(np.asarray(node.w_h)).reshape(3, h, h) != 0 if _is_sparse(g, k) else np.ones((3, h, h), bool)
             Gx = sp.csr_matrix(gx.sum(0).astype(np.float32))
-            terms = [_Term(t.src, _mul(Gx, t.m), own_bits, _is_sparse(g, k), Gx.shape[1]) for t in terms]
+            n_in = sum(sizes[uidx[t.src]] for t in terms)
+            new = []
+            for t in terms:
+                new.append(_Term(t.src, _mul(Gx, t.m), own_bits, _is_sparse(g, k), Gx.shape[1]))
+                kept[len(new) - 1] = sum(np.diff(_binary(_mul(sp.csr_matrix(gx[q].astype(np.float32)), t.m)).indptr)
+                                         for q in range(3))
+            terms = new
+            kept[len(terms)] = gh.sum(axis=(0, 2))
             terms.append(_Term(k, sp.csr_matrix(gh.sum(0).astype(np.float32)), own_bits, _is_sparse(g, k), h))
         bits_used = []
         block = None
-        for t in terms:
+        for ti, t in enumerate(terms):
             m = t.m if t.m is not None else sp.identity(n, dtype=np.float32, format="csr")
             if m.shape[0] != n:
                 raise GraphError(f"connection from '{t.src}' has {m.shape[0]} rows for {n} neurons", node=k)
@@ -432,16 +473,17 @@ def build_structure(g: Graph, limits: CoreLimits) -> Network:
             bits = t.bits or limits.weight_bits
             bits_used.append(bits)
             nsyn = np.diff(m.indptr) if m.nnz and np.all(m.data == 1) else np.asarray(m.sum(axis=1)).reshape(-1)
-            bytes_[o:o + n] += synapse_bytes(nsyn, bits, t.sparse, t.width, limits)
+            bytes_[o:o + n] += target.synapse_bytes(nsyn, bits, t.sparse, t.width, node=node, kept=kept.get(ti))
         row_blocks.append(block if block is not None else sp.csr_matrix((n, N), dtype=np.float32))
-        bytes_[o:o + n] += limits.state_bytes
+        bytes_[o:o + n] += target.state_bytes(node)
         pop_bits.append(max(bits_used) if bits_used else limits.weight_bits)
+        run_bytes.append(target.run_overhead_bytes(node, n_in))
     A = sp.vstack(row_blocks, format="csr") if row_blocks else sp.csr_matrix((N, N), dtype=np.float32)
     A.eliminate_zeros()
     fan_in = np.diff(A.indptr).astype(np.int64)
     rate = np.ones(N)
-    return Network(units, offset, placed, A, bytes_, fan_in, np.asarray(A @ rate, dtype=np.float64), rate,
-                   pop_bits, "uniform")
+    return Network(units, offset, placed, A, bytes_, fan_in, target.work(A, rate), rate,
+                   pop_bits, "uniform", run_bytes=run_bytes)
 
 
 def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tuple[np.ndarray, str]:

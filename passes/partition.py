@@ -86,19 +86,25 @@ class Blocks:
 
 
 def make_blocks(net: Network, caps: np.ndarray, max_blocks: int) -> Blocks:
-    """Cut each placed node into blocks whose size divides its per-core capacity."""
+    """Cut each placed node into blocks whose size divides its per-core capacity.
+    A node whose units pay bytes once per run on a core (``Network.run_bytes``,
+    from the target model) is cut into blocks of a whole core's capacity, each
+    charged those bytes: a core holds no more runs of it than blocks, so the
+    block bytes bound what the core really stores."""
     total = max(net.placed_count, 1)
     want = max(1, math.ceil(total / max(max_blocks, 1)))
-    starts, stops, pops = [], [], []
+    starts, stops, pops, runs = [], [], [], []
     for k in range(len(net.pop_names)):
         sl = net.pop_slice(k)
         cap = max(int(caps[k]), 1)
-        per = max(1, cap // want)              # blocks per full core
+        run = net.run_bytes_of(k)
+        per = 1 if run else max(1, cap // want)   # blocks per full core
         bs = math.ceil(cap / per)
         s = np.arange(sl.start, sl.stop, bs, dtype=np.int64)
         starts.append(s)
         stops.append(np.minimum(s + bs, sl.stop))
         pops.append(np.full(s.size, k, dtype=np.int64))
+        runs.append(np.full(s.size, run, dtype=np.float64))
     start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
     stop = np.concatenate(stops) if stops else np.zeros(0, np.int64)
     pop = np.concatenate(pops) if pops else np.zeros(0, np.int64)
@@ -106,7 +112,11 @@ def make_blocks(net: Network, caps: np.ndarray, max_blocks: int) -> Blocks:
     lens = stop - start
     of_unit[np.repeat(start, lens) + _ranges(lens)] = np.repeat(np.arange(start.size), lens)
     csum = lambda a: np.add.reduceat(a, start) if start.size else np.zeros(0)  # noqa: E731
-    return Blocks(start, stop, pop, of_unit, lens.astype(np.float64), csum(net.bytes_), csum(net.work))
+    run = np.concatenate(runs) if runs else np.zeros(0)
+    byts = csum(net.bytes_)
+    if run.any():
+        byts = byts + run
+    return Blocks(start, stop, pop, of_unit, lens.astype(np.float64), byts, csum(net.work))
 
 
 def _ranges(lens: np.ndarray) -> np.ndarray:
@@ -173,7 +183,10 @@ def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int,
     mb = max_blocks
     while axons and _block_sources_max(H, blocks.n) > axons and blocks.neurons.max(initial=0) > 1:
         mb *= 2
-        blocks = make_blocks(net, caps, mb)
+        finer = make_blocks(net, caps, mb)
+        if finer.n == blocks.n:   # nothing left to cut finer (whole-core blocks): the packer decides
+            break
+        blocks = finer
         H = block_incidence(net, blocks)
     W = block_graph(net, blocks, H)
     first = (blocks.n, int(W.nnz))

@@ -1,7 +1,7 @@
 """``place``: map logical cores (``Placement.core``) to physical positions
 (chip, mesh x, mesh y, slot) minimising Σ traffic × hops.
 
-Geometry (all from :class:`~nmc.passes.rules.CoreLimits`, i.e. the spec): a
+Geometry (all from the target model's :class:`~nmc.target_model.CoreLimits`, i.e. the spec): a
 chip is a ``mesh_x × mesh_y`` grid of router nodes with ``cores_per_node``
 cores each, of which the first ``cores_per_chip`` slots (node order
 row-major, y then x) are usable; chips tile a ``chips_x × chips_y`` board grid.
@@ -266,13 +266,13 @@ def geometry_for(ctx: PassContext, mesh: tuple[int, ...] = ()) -> rules.CoreLimi
         if len(mesh) not in (2, 3) or min(mesh) < 1:
             raise OptionError(f"mesh must be (x;y) or (x;y;cores_per_node) with positive sizes, not {mesh}")
         cpn = mesh[2] if len(mesh) == 3 else 1
-        base = rules.CoreLimits.from_spec(ctx.spec) if ctx.spec is not None else rules.CoreLimits()
+        base = ctx.target_model().limits
         return replace(base, mesh_x=mesh[0], mesh_y=mesh[1], cores_per_node=cpn,
                        cores_per_chip=mesh[0] * mesh[1] * cpn)
     if ctx.spec is None:
         raise OptionError("placing cores on a mesh needs a hardware spec or an explicit mesh",
                           hint="compile for a hardware target, or give place{mesh=(8;8)}")
-    return rules.CoreLimits.from_spec(ctx.spec)
+    return ctx.target_model().limits
 
 
 @register

@@ -42,6 +42,12 @@ class BrainScaleS2Backend:
         budget = int(spec.get("synapse_array.rows")) * int(spec.get("chip.neuron_circuits"))
         return f"normalize,quantize{{bits=7}},rewire{{fan_in={budget}}}"
 
+    def target_model(self, spec, options=None):
+        """The hemisphere model the passes and lowering share (:mod:`.target`)."""
+        from .target import target_model
+
+        return target_model(spec, options)
+
     def lower(self, graph: Graph, ctx) -> BSS2Program:
         from .lower import lower
 

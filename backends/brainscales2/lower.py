@@ -59,6 +59,7 @@ from nmc.passes.rewire import rewire_matrix
 from ..linear import compose, param_vec, step_rate
 from . import calibration as C
 from . import placement as P
+from .target import BrainScaleS2Target
 from . import rules
 from . import synapses as S
 from . import timescale as TS
@@ -335,9 +336,8 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         ctx.warnings.add(msg, node=nm, source="brainscales2")
     # placement: hemispheres, chips, sequential runs
     n_circ = int(spec.get("chip.neuron_circuits"))
-    limits = {"circuits_per_hemisphere": int(spec.get("core.neurons_max")),
-              "rows_per_hemisphere": int(spec.get("synapse_array.rows")),
-              "hemispheres": int(spec.get("synapse_array.hemispheres"))}
+    target = getattr(ctx, "target", None)
+    limits = (target if isinstance(target, BrainScaleS2Target) else BrainScaleS2Target(spec)).hemisphere_limits()
     rows_of = {l.name: sum(q.n_rows for q in projs if q.post == l.name) for l in layers}
     where, bad = P.place([{"name": l.name, "circuits": l.circuits, "rows": rows_of[l.name]} for l in layers], limits)
     bad += P.recurrent_violations([(q.pre, q.post) for q in projs if q.recurrent], where)

@@ -253,6 +253,12 @@ class Loihi2Backend:
         steps = ["normalize"] + [p for p in want if p.split("{")[0] in REGISTRY]
         return ",".join(steps)
 
+    def target_model(self, spec, options=None):
+        """The neurocore model the passes and lowering share (:mod:`.target`)."""
+        from .target import target_model
+
+        return target_model(spec, options)
+
     def lower(self, graph: Graph, ctx) -> LoihiProgram:
         from .lower import lower
 

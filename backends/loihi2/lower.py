@@ -64,6 +64,7 @@ from ..linear import NEURONS, compose, param_vec, step_rate
 from .numerics import MARGIN, LavaLimits, choose_vth, measured_ranges, quantize_bias, quantize_weights, \
     worst_case_ranges
 from .program import InputPort, LoihiProgram, NeuronGroup, OutputPort, Synapse
+from .target import Loihi2Target
 
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
 
@@ -314,12 +315,15 @@ def _rel(a, b):
 
 
 def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
-    """Cores used (from Placement annotations, else a fill-cores-in-order count)
-    against the lower bound ceil(neurons / neurons_per_core), per the spec."""
-    spec = getattr(ctx, "spec", None)
-    per_core = None
-    if spec is not None:
-        per_core = int(spec.get("core.neurons_max"))
+    """Cores used, read from the Placement annotations the partition pass wrote
+    (without them — a pipeline without ``partition`` — one core range per layer),
+    against the lower bound ceil(neurons / neurons_per_core) of the target model's
+    limits. A core over them (a ``partition{max_neurons_per_core=N}`` above the
+    spec's) is a design-rule error."""
+    target = getattr(ctx, "target", None)
+    if target is None and getattr(ctx, "spec", None) is not None:
+        target = Loihi2Target(ctx.spec)
+    per_core = target.limits.neurons_max if target is not None else None
     placed = [graph.ann(g.name, Placement) for g in prog.groups]
     out: dict = {}
     if all(p is not None and p.core is not None for p in placed) and placed:

@@ -14,6 +14,7 @@ import numpy as np
 from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.reference import ReferenceSimulator
+from nmc.target_model import TargetModel
 
 from ..base import Device, Program
 
@@ -58,6 +59,10 @@ class ReferenceBackend:
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize"
+
+    def target_model(self, spec=None, options=None) -> TargetModel:
+        """No cores: the generic model without limits (``spec`` is None for the reference)."""
+        return TargetModel.from_spec(spec)
 
     def lower(self, graph: Graph, ctx) -> ReferenceProgram:
         return ReferenceProgram(graph)

@@ -47,6 +47,12 @@ class SpiNNaker2Backend:
     def default_pipeline(self, options: dict) -> str:
         return "normalize,quantize{bits=8},partition,place,route"
 
+    def target_model(self, spec, options=None):
+        """The PE model the passes and lowering share (:mod:`.target`)."""
+        from .target import target_model
+
+        return target_model(spec, options)
+
     def lower(self, graph: Graph, ctx) -> S2Program:
         from .lower import lower
 

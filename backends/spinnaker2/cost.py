@@ -1,9 +1,13 @@
-"""Per-PE cost model: memory and work per tick against the spec.
+"""Per-PE cost report: memory and work per tick against the spec, counted
+with the target model's byte and work models (:mod:`.target`).
 
-Per PE (ARM Cortex-M4F): neurons, synapse bytes (int8 weight + 16-bit index
-per nonzero synapse, plus a 4-byte row pointer per source row) + neuron state
+Per PE (ARM Cortex-M4F): neurons, synapse bytes
+(:meth:`~.target.SpiNNaker2Target.projection_bytes`: int8 weight + 16-bit index
+per nonzero synapse, plus a row pointer per source row) + neuron state
 bytes (``core.neuron_state_bytes`` per neuron), compared with
-``core.data_bytes``; and work per tick: expected synaptic events (source rate ×
+``core.data_bytes``; EGRU kernels by their emitted arrays
+(:meth:`~.target.SpiNNaker2Target.kernel_bytes`); and work per tick
+(:meth:`~.target.SpiNNaker2Target.pe_time`): expected synaptic events (source rate ×
 fan-out onto this PE; rates from the ``Placement.rate`` annotations written by
 the partition pass, else every source fires every step) ×
 ``core.cycles_per_synop`` (a graded input value counts its x/quantum repeated
@@ -22,14 +26,15 @@ import numpy as np
 
 from nmc.annotations import Placement
 
+from .egru import kernel_tags
+from .program import pe_slices
+from .target import SpiNNaker2Target, input_rates
 
-def cost_report(prog, graph, spec, ctx) -> dict:
-    clock = float(spec.get("core.clock_hz"))
-    cyc_syn = float(spec.get("core.cycles_per_synop"))
-    cyc_neu = float(spec.get("core.cycles_per_neuron_update"))
-    cyc_mac = float(spec.get("core.cycles_per_mac_int8"))
-    data_bytes = int(spec.get("core.data_bytes"))
-    state_b = int(spec.get("core.neuron_state_bytes"))
+
+def cost_report(prog, graph, spec, ctx, target: SpiNNaker2Target | None = None) -> dict:
+    target = target if target is not None else SpiNNaker2Target(spec)
+    data_bytes = int(target.data_bytes)
+    state_b = int(target.state_bytes())
     tick = prog.sys_tick_s
     rate = {}
     for p in prog.populations:
@@ -38,8 +43,6 @@ def cost_report(prog, graph, spec, ctx) -> dict:
         if p.model == "spike_list" and p.constant_events:
             r = np.full(p.size, float(p.constant_events))
         elif p.model == "spike_list" and (r is None or r.size != p.size):
-            from .lower import input_rates
-
             r = input_rates(graph, ctx, p.name, p.size, p.quantum)
         rate[p.name] = r if r is not None and r.size == p.size else np.ones(p.size)
     inputs = {}
@@ -78,29 +81,24 @@ def cost_report(prog, graph, spec, ctx) -> dict:
                 d["synapse_bytes"] += int(np.asarray(q.kernel).size)
                 d["macs"] = d.get("macs", 0.0) + ev
                 continue
-            d["synapse_bytes"] += int(sub.sum()) * 3 + int(sub.any(0).sum()) * 4
+            d["synapse_bytes"] += target.projection_bytes(sub)
             d["synaptic_events"] += ev
     for p in prog.populations:  # EGRU kernels: CSC arrays, state and scratch; a MAC per kept weight per event
         if p.model != "egru_kernel" or p.pe is None:
             continue
-        from .egru import data_bytes as kernel_bytes
-        from .program import pe_slices
-
-        from .egru import kept_per_column, kernel_tags
-
         slices = pe_slices(p)
         src_rate = rate.get(p.source, np.ones(p.kernel["wx"].shape[1]))
         for (pe, units), tag in zip(slices, kernel_tags(p.name, slices)):
             d = pes[int(pe)]
-            d["synapse_bytes"] += kernel_bytes(p.kernel, units) - (units.stop - units.start) * state_b
-            kx, kh = kept_per_column(p.kernel, units)  # one MAC per kept weight in an event's column
-            d["synaptic_events"] += float(kx @ src_rate + kh @ rate[p.name])
+            # the PE's SRAM holds exactly the kernel's arrays (its state included): the generic
+            # state bytes counted per neuron above are taken back out of the synapse bytes
+            d["synapse_bytes"] += target.kernel_bytes(p.kernel, units) - (units.stop - units.start) * state_b
+            d["synaptic_events"] += target.kernel_events(p.kernel, units, src_rate, rate[p.name])
             d.setdefault("kernel", f"kernels/{tag}.c")
     over = []
     for pe, d in sorted(pes.items()):
         d["sram_bytes"] = d["synapse_bytes"] + d["state_bytes"]
-        d["time_done_s"] = (d["synaptic_events"] * cyc_syn + d.get("macs", 0.0) * cyc_mac
-                            + d["neurons"] * cyc_neu) / clock
+        d["time_done_s"] = target.pe_time(d["synaptic_events"], d.get("macs", 0.0), d["neurons"])
         if d["time_done_s"] > tick:
             over.append(pe)
             ctx.warnings.add(f"PE {pe} ({', '.join(d['populations'])}) needs {d['time_done_s'] * 1e3:.3g} ms per tick "

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .target import SpiNNaker2Target
+
 F32 = np.float32
 LUT_X0, LUT_STEP_INV, LUT_N = 8.0, 16.0, 257
 LUT = np.tanh(np.arange(LUT_N, dtype=np.float64) / LUT_STEP_INV - LUT_X0).astype(F32)
@@ -270,57 +272,5 @@ def kernel_files(node: str, p: dict, pe_units: list[tuple[int, slice]]) -> dict[
     return files
 
 
-def data_bytes(p: dict, units: slice) -> int:
-    """SRAM data of one PE's kernel: CSC weights (4-byte column pointers, 2-byte row index +
-    1-byte weight per kept weight), scales, biases, thresholds, state, scratch."""
-    n = units.stop - units.start
-    H, n_in = p["thr"].shape[0], p["wx"].shape[1]
-    rows = _pe_rows(H, units)
-    nnz = int(np.count_nonzero(p["wx"][rows])) + int(np.count_nonzero(p["wh"][rows]))
-    wb = np.asarray(p["wx"]).dtype.itemsize  # 1 (int8) or 4 (float32)
-    return 4 * (n_in + 1 + H + 1) + (2 + wb) * nnz + 4 * (3 * n * 4 + n + n + 6 * n)
-
-
-def kept_per_column(p: dict, units: slice) -> tuple[np.ndarray, np.ndarray]:
-    """Kept weights per input column and per recurrent column of one PE's rows: the MACs one
-    event on that column costs the PE."""
-    rows = _pe_rows(p["thr"].shape[0], units)
-    return np.count_nonzero(p["wx"][rows], axis=0), np.count_nonzero(p["wh"][rows], axis=0)
-
-
-def unit_costs(p: dict, rate_in: np.ndarray, rate_self: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per unit: SRAM bytes (its share of :func:`data_bytes` without the per-PE column pointers)
-    and synaptic events per tick (kept weights in its 3 gate rows × the rate of their column)."""
-    H, n_in = p["thr"].shape[0], p["wx"].shape[1]
-    kx = np.count_nonzero(np.asarray(p["wx"]).reshape(3, H, n_in), axis=0)   # (H, n_in)
-    kh = np.count_nonzero(np.asarray(p["wh"]).reshape(3, H, H), axis=0)
-    wb = np.asarray(p["wx"]).dtype.itemsize
-    nbytes = (2 + wb) * (kx.sum(1) + kh.sum(1)) + 80
-    events = kx @ np.asarray(rate_in, float) + kh @ np.asarray(rate_self, float)
-    return nbytes, events
-
-
-def split_units(p: dict, rate_in, rate_self, *, data_bytes_max: int, cycles_max: float, cyc_syn: float,
-                cyc_neu: float, units_max: int, node: str) -> np.ndarray:
-    """PE index (0, 1, ...) per unit: consecutive units fill a PE while its exact kernel SRAM
-    (:func:`data_bytes`) stays within ``data_bytes_max`` and its expected cycles per tick within
-    ``cycles_max``; a unit that fits no PE alone raises :class:`UnsupportedNodeError`."""
-    from nmc.errors import UnsupportedNodeError
-
-    H, n_in = p["thr"].shape[0], p["wx"].shape[1]
-    fixed = 4 * (n_in + 1 + H + 1)
-    nbytes, events = unit_costs(p, rate_in, rate_self)
-    cycles = events * cyc_syn + cyc_neu
-    pe = np.zeros(H, np.int32)
-    cur, b, c, k = 0, fixed, 0.0, 0
-    for u in range(H):
-        if fixed + nbytes[u] > data_bytes_max:
-            raise UnsupportedNodeError(f"one EGRU unit needs {int(fixed + nbytes[u])} bytes of PE SRAM (its kept "
-                                       f"weights plus the column pointers), more than {data_bytes_max}", node=node,
-                                       limit=data_bytes_max, actual=int(fixed + nbytes[u]),
-                                       hint="prune more (--option density=...) or remove units (prune_units)")
-        if k and (b + nbytes[u] > data_bytes_max or c + cycles[u] > cycles_max or k >= units_max):
-            cur, b, c, k = cur + 1, fixed, 0.0, 0
-        pe[u] = cur
-        b, c, k = b + nbytes[u], c + cycles[u], k + 1
-    return pe
+#: SRAM of one PE's kernel: the target model's byte model (:mod:`.target`), which counts the arrays above
+data_bytes = SpiNNaker2Target.kernel_bytes

@@ -59,7 +59,9 @@ from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
 
 from ..linear import compose, param_vec, step_rate
-from .program import Population, Projection, S2Program
+from .cost import cost_report
+from .program import Population, Projection, S2Program, pe_slices
+from .target import SpiNNaker2Target, egru_fill, input_rates, target_model
 
 S2_NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
@@ -204,15 +206,16 @@ def lower(graph: Graph, ctx) -> S2Program:
                                             "linear readout of one layer")
         outputs[o] = src
         kinds[o] = ("spikes" if pops[src].spiking else "events" if pops[src].model == "egru_kernel" else "v")
-    _place(graph, pops, spec, opts, ctx, warn)
+    target = getattr(ctx, "target", None)
+    if not isinstance(target, SpiNNaker2Target):
+        target = target_model(spec, opts)
+    _place(graph, pops, spec, opts, ctx, target)
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
                      sys_tick_s=float(opts.get("sys_tick") or spec.get("timing.sys_tick_s")),
                      curr_exp_order=str(opts.get("curr_exp_order", "chip")), readout=readout)
     if prog.curr_exp_order not in ("chip", "brian2"):
         raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
-    from .cost import cost_report
-
-    prog.report = cost_report(prog, graph, spec, ctx)
+    prog.report = cost_report(prog, graph, spec, ctx, target)
     prog.report["warnings"] = warnings
     prog.report["latency"] = {p.name: p.latency for p in prog.populations}
     prog.report["host_readout"] = {o: {"source": outputs[o], "weights": int(r["w"].size),
@@ -373,83 +376,60 @@ def graded_inputs(opts) -> float:
     return q
 
 
-def input_rates(graph: Graph, ctx, name: str, n: int, quantum: float = 1.0) -> np.ndarray:
-    """Events per step of each unit of input ``name``: measured on the calibration data when
-    given (a graded value x counts x/quantum repeated events), else 1 (every unit every step)."""
-    data = getattr(ctx, "data", None) or {}
-    if name in data:
-        a = np.asarray(data[name], float).reshape(-1, n)
-        if np.all(np.isin(a, (0, 1))):
-            return (a != 0).mean(0).astype(float)
-        return np.rint(np.abs(a) / quantum).mean(0).astype(float)
-    return np.ones(n)
-
-
-def _place(graph: Graph, pops: dict, spec, opts, ctx=None, warn=None) -> None:
-    """PE per neuron from the Placement annotations (partition pass), else a sequential fill.
-    EGRU kernels: the partition's assignment when every PE's exact kernel (:func:`.egru.data_bytes`)
-    fits its SRAM, else (or without one) consecutive units under the exact SRAM and per-tick
-    budgets (:func:`.egru.split_units`) on PEs after all others."""
+def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
+    """PE per neuron from the Placement annotations the passes wrote (lowering reads them,
+    never changes them), else (a pipeline without ``partition``) a sequential fill.
+    An EGRU node's kernels on the PEs the partition chose must fit the PE SRAM by the
+    exact kernel bytes: the partition packed them with the same byte model
+    (:class:`.target.SpiNNaker2Target`), so an overflow is an internal error. Without a
+    Placement, EGRU units fill PEs after all others under the exact SRAM and per-tick
+    budgets (:func:`.target.egru_fill`) and the graph gets that Placement."""
     per = int(opts.get("max_atoms_per_core") or spec.get("core.neurons_max"))
     nxt = 0
-    resplit = []
+    unplaced = []
     for name, p in pops.items():
         if p.model == "spike_list":
-            continue
-        if p.model == "egru_kernel":
-            from .egru import data_bytes
-            from .program import pe_slices
-
-            a = graph.ann(name, Placement)
-            if a is None or a.core is None:
-                resplit.append(name)
-                continue
-            p.pe = np.asarray(a.core, dtype=np.int32).reshape(-1)
-            used: dict[int, int] = {}
-            for pe, units in pe_slices(p):
-                used[pe] = used.get(pe, 0) + data_bytes(p.kernel, units)
-            limit = int(spec.get("core.data_bytes"))
-            if max(used.values()) > limit:
-                if warn is not None:
-                    warn(f"the partition pass's byte estimate put {max(used.values())} bytes of EGRU kernel on one PE "
-                         f"(limit {limit}); units re-split by exact kernel size; its Placement "
-                         "follows, the placement/route reports and routes (hops) describe the partition's assignment",
-                         name)
-                resplit.append(name)
-                continue
-            p.max_atoms_per_core = int(np.bincount(p.pe - p.pe.min()).max())
             continue
         a = graph.ann(name, Placement)
         if a is not None and a.core is not None:
             p.pe = np.asarray(a.core, dtype=np.int32).reshape(-1)
-            if a.chip is not None:
+            if a.chip is not None and p.model != "egru_kernel":
                 p.chip = np.asarray(a.chip, dtype=np.int32).reshape(-1)
             p.max_atoms_per_core = int(np.bincount(p.pe - p.pe.min()).max())
+            if p.model == "egru_kernel":
+                _check_kernels_fit(p, target, name)
+        elif p.model == "egru_kernel":
+            unplaced.append(name)
         else:
             p.pe = (nxt + np.arange(p.size) // per).astype(np.int32)
             p.max_atoms_per_core = min(per, p.size)
             nxt = int(p.pe.max()) + 1
-    if not resplit:
+    if not unplaced:
         return
-    from .egru import split_units
-
-    nxt = 1 + max([int(p.pe.max()) for n, p in pops.items() if p.pe is not None and n not in resplit], default=-1)
-    clock = float(spec.get("core.clock_hz"))
+    nxt = 1 + max([int(p.pe.max()) for n, p in pops.items() if p.pe is not None and n not in unplaced], default=-1)
     tick = float(opts.get("sys_tick") or spec.get("timing.sys_tick_s"))
-    for name in resplit:
+    for name in unplaced:
         p = pops[name]
         src = pops[p.source]
-        ra = graph.ann(name, Placement)
         rs = graph.ann(p.source, Placement)
-        rate_self = np.asarray(ra.rate, float) if ra is not None and ra.rate is not None else np.ones(p.size)
         rate_in = (np.asarray(rs.rate, float) if rs is not None and rs.rate is not None and rs.rate.size == src.size
                    else input_rates(graph, ctx, p.source, src.size))
-        pe = split_units(p.kernel, rate_in, rate_self, data_bytes_max=int(spec.get("core.data_bytes")),
-                         cycles_max=tick * clock, cyc_syn=float(spec.get("core.cycles_per_synop")),
-                         cyc_neu=float(spec.get("core.cycles_per_neuron_update")), units_max=per, node=name)
+        pe = egru_fill(target, p.kernel, rate_in, np.ones(p.size), cycles_max=tick * float(target.clock_hz),
+                       units_max=per, node=name)
         p.pe = (nxt + pe).astype(np.int32)
         p.max_atoms_per_core = int(np.bincount(pe).max())
         nxt = int(p.pe.max()) + 1
-        # the graph's placement follows (energy per core, cores used); mesh positions are unknown
-        graph.annotate(name, Placement(core=p.pe.copy(), chip=np.zeros(p.size, np.int32),
-                                       rate=None if ra is None else ra.rate))
+        # no pass placed it: the graph gets this placement (energy per core, cores used)
+        graph.annotate(name, Placement(core=p.pe.copy(), chip=np.zeros(p.size, np.int32)))
+
+
+def _check_kernels_fit(p, target, name: str) -> None:
+    """Every PE's EGRU kernels within ``core.data_bytes`` (the partition guarantees it)."""
+    used: dict[int, int] = {}
+    for pe, units in pe_slices(p):
+        used[pe] = used.get(pe, 0) + target.kernel_bytes(p.kernel, units)
+    worst = max(used, key=used.get)
+    if used[worst] > int(target.data_bytes):
+        raise AssertionError(f"internal error: the partition put {used[worst]} bytes of EGRU kernel '{name}' on "
+                             f"PE {worst}, more than core.data_bytes = {int(target.data_bytes)}; the partition "
+                             "packs with the same byte model (backends/spinnaker2/target.py), so this is a bug")

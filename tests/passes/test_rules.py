@@ -55,9 +55,25 @@ def test_lower_bound_terms():
 
 
 def test_limits_from_spec_dict_and_overrides():
-    d = {"core": {"neurons_max": {"value": 250, "unit": "neurons"}, "data_bytes": 98304},
-         "chip": {"cores": 148, "router_entries_max": 16384}, "board": {"chips": 48}}
+    d = {"core": {"neurons_max": {"value": 250, "unit": "neurons"}, "synapse_memory_bytes": 98304},
+         "chip": {"cores_usable": 148, "router_entries_max": 16384}, "board": {"chips": 48}}
     lim = CoreLimits.from_spec(d, neurons_max=100)
     assert lim.neurons_max == 100 and lim.memory_bytes == 98304 and lim.router_entries_max == 16384
     assert lim.chips == 48 and lim.cores_total == 148 * 48
     assert lim.mesh_x * lim.mesh_y * lim.cores_per_node >= 148
+
+
+def test_limits_read_only_the_canonical_keys():
+    """The target model reads each limit from one key (nmc.target_model's table); an alias
+    such as core.data_bytes or chip.cores is not a second way to say it."""
+    from nmc.hw import HardwareSpec
+
+    d = {"core": {"data_bytes": 98304, "max_neurons": 7}, "chip": {"cores": 148}}
+    lim = CoreLimits.from_spec(d)
+    assert lim.memory_bytes is None and lim.neurons_max is None and lim.cores_per_chip is None
+    spec = HardwareSpec.load("spinnaker2")
+    lim = CoreLimits.from_spec(spec)
+    assert lim.memory_bytes == spec.get("core.synapse_memory_bytes")
+    assert lim.cores_per_chip == spec.get("chip.cores_usable") and lim.target == "spinnaker2"
+    assert lim.work_max == spec.get("core.clock_hz") * spec.get("timing.sys_tick_s") / spec.get("core.cycles_per_synop")
+    assert CoreLimits.from_spec(spec.to_dict()) == lim   # the dict form reads the same

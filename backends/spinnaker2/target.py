@@ -1,0 +1,170 @@
+"""SpiNNaker 2's target model: the one byte model and one work model of a PE,
+read by the design rules, the partition pass and the cost report alike.
+
+Bytes of PE SRAM (``core.data_bytes``; the partition packs against
+``core.synapse_memory_bytes``, the same 96 KB):
+
+* **neuron layers** (py-spinnaker2 populations): per neuron, the generic
+  per-synapse model (:func:`nmc.target_model.synapse_bytes`) plus
+  ``core.neuron_state_bytes``; the cost report counts a PE's projections as
+  stored rows — an int8 weight and a 16-bit index per non-zero synapse
+  (:data:`SYNAPSE_BYTES`) and a row pointer (``core.row_pointer_bytes``, 4 when
+  absent) per source row with a non-zero onto the PE (:meth:`~SpiNNaker2Target.projection_bytes`);
+  a conv projection stores its int8 kernel once per PE.
+* **EGRU kernels** (generated C, :mod:`.egru`): what the emitted arrays hold, per
+  PE and run of consecutive units (one ``.c`` file each):
+  the CSC column pointers, ``uint32`` per input column and per recurrent
+  column plus one each (:meth:`~SpiNNaker2Target.run_overhead_bytes`, paid once
+  per run, with room for the one unused element C gives an empty array); per kept weight a ``uint16`` row index and the weight (1 byte int8,
+  4 bytes float32); per unit 20 float32 values (scales, biases of 3 gate rows
+  each for input and recurrent weights, threshold, state, two scratch
+  accumulators of 3 gate rows) — :data:`EGRU_UNIT_BYTES`. The partition pass
+  packs with exactly these numbers (kept weights counted on the graph's
+  structure, an upper bound of the quantised kernel's), so the kernels it
+  places always fit; :meth:`~SpiNNaker2Target.kernel_bytes` is the exact count
+  the cost report and lowering's check use.
+
+Work per tick (time a PE needs for one step, :meth:`~SpiNNaker2Target.pe_time`):
+expected synaptic events × ``core.cycles_per_synop`` + int8 MACs (conv) ×
+``core.cycles_per_mac_int8`` + neurons × ``core.cycles_per_neuron_update``,
+over ``core.clock_hz``; the partition bounds the events alone
+(``work_max`` = clock × tick / cycles_per_synop). An EGRU event costs one MAC
+per kept weight in its column (:meth:`~SpiNNaker2Target.kernel_events`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nmc.nodes import EGRU
+from nmc.target_model import CoreLimits, TargetModel, spec_value
+
+#: bytes of one stored synapse of a neuron layer's projection: int8 weight + uint16 index
+SYNAPSE_BYTES = 1 + 2
+#: bytes of one EGRU kernel index / pointer entry: ``row`` (uint16) and ``ptr`` (uint32)
+ROW_INDEX_BYTES, COLUMN_POINTER_BYTES = 2, 4
+#: float32 values per EGRU unit: SX, SH, BX, BH (3 gate rows each), THR, C, ACC_X, ACC_H (3 each)
+EGRU_FLOATS_PER_UNIT = 4 * 3 + 1 + 1 + 2 * 3
+EGRU_UNIT_BYTES = 4 * EGRU_FLOATS_PER_UNIT
+
+
+def _gate_rows(H: int, units: slice) -> np.ndarray:
+    return np.concatenate([np.arange(units.start, units.stop) + g * H for g in range(3)])
+
+
+class SpiNNaker2Target(TargetModel):
+    """The SpiNNaker 2 PE model (module docstring). ``egru_weights``: the
+    ``egru_weights`` option (``int8`` or ``float32``), the kernels' weight type."""
+
+    def __init__(self, spec=None, limits: CoreLimits | None = None, egru_weights: str = "int8"):
+        super().__init__(spec, limits)
+        self.egru_weight_bytes = 4 if str(egru_weights or "int8") == "float32" else 1
+        v = lambda k: spec_value(spec, k)   # noqa: E731
+        self.clock_hz, self.cycles_per_synop = v("core.clock_hz"), v("core.cycles_per_synop")
+        self.cycles_per_neuron_update, self.cycles_per_mac = v("core.cycles_per_neuron_update"), v("core.cycles_per_mac_int8")
+        self.data_bytes = v("core.data_bytes")
+
+    # ----------------------------------------------------- byte model
+    def synapse_bytes(self, n_syn, weight_bits, sparse, n_inputs, node=None, kept=None) -> np.ndarray:
+        if isinstance(node, EGRU) and kept is not None:   # CSC: row index + weight per kept weight
+            return (ROW_INDEX_BYTES + self.egru_weight_bytes) * np.asarray(kept, dtype=np.float64)
+        return super().synapse_bytes(n_syn, weight_bits, sparse, n_inputs, node=node)
+
+    def state_bytes(self, node=None) -> int:
+        return EGRU_UNIT_BYTES if isinstance(node, EGRU) else super().state_bytes(node)
+
+    def run_overhead_bytes(self, node, n_inputs: int) -> int:
+        if isinstance(node, EGRU):   # the CSC column pointers of the input and the recurrent weights, and
+            # the one unused element C gives a run's index/weight arrays when it keeps no weight (an upper bound)
+            return (COLUMN_POINTER_BYTES * (int(n_inputs) + 1 + int(node.hidden_size) + 1)
+                    + 2 * (ROW_INDEX_BYTES + self.egru_weight_bytes))
+        return 0
+
+    def projection_bytes(self, nz: np.ndarray) -> int:
+        """Bytes of a projection's rows onto one PE; ``nz``: (neurons on the PE, sources) non-zero mask."""
+        return int(nz.sum()) * SYNAPSE_BYTES + int(nz.any(0).sum()) * int(self.limits.row_pointer_bytes)
+
+    @staticmethod
+    def kernel_bytes(kernel: dict, units: slice) -> int:
+        """SRAM of one EGRU kernel file (a run of units on a PE), exactly as emitted by
+        :func:`.egru.kernel_files` (arrays with at least one element)."""
+        n = units.stop - units.start
+        H, n_in = kernel["thr"].shape[0], kernel["wx"].shape[1]
+        rows = _gate_rows(H, units)
+        kx, kh = int(np.count_nonzero(kernel["wx"][rows])), int(np.count_nonzero(kernel["wh"][rows]))
+        wb = np.asarray(kernel["wx"]).dtype.itemsize   # 1 (int8) or 4 (float32)
+        return (COLUMN_POINTER_BYTES * (n_in + 1 + H + 1) + (ROW_INDEX_BYTES + wb) * (max(kx, 1) + max(kh, 1))
+                + EGRU_UNIT_BYTES * n)
+
+    # ----------------------------------------------------- work model
+    @staticmethod
+    def kernel_events(kernel: dict, units: slice, rate_in, rate_self) -> float:
+        """Expected MACs per step of one EGRU kernel: one per kept weight in the column of
+        each input event (``rate_in``) and each recurrent event (``rate_self``)."""
+        rows = _gate_rows(kernel["thr"].shape[0], units)
+        kx = np.count_nonzero(kernel["wx"][rows], axis=0)
+        kh = np.count_nonzero(kernel["wh"][rows], axis=0)
+        return float(kx @ np.asarray(rate_in, float) + kh @ np.asarray(rate_self, float))
+
+    def pe_time(self, events: float, macs: float, neurons: int) -> float:
+        """Seconds one PE needs per step (module docstring)."""
+        return (events * float(self.cycles_per_synop) + macs * float(self.cycles_per_mac)
+                + neurons * float(self.cycles_per_neuron_update)) / float(self.clock_hz)
+
+
+def target_model(spec, options: dict | None = None) -> SpiNNaker2Target:
+    return SpiNNaker2Target(spec, egru_weights=(options or {}).get("egru_weights") or "int8")
+
+
+def input_rates(graph, ctx, name: str, n: int, quantum: float = 1.0) -> np.ndarray:
+    """Events per step of each unit of input ``name``: measured on the calibration data when
+    given (a graded value x counts x/quantum repeated events), else 1 (every unit every step)."""
+    data = getattr(ctx, "data", None) or {}
+    if name in data:
+        a = np.asarray(data[name], float).reshape(-1, n)
+        if np.all(np.isin(a, (0, 1))):
+            return (a != 0).mean(0).astype(float)
+        return np.rint(np.abs(a) / quantum).mean(0).astype(float)
+    return np.ones(n)
+
+
+def egru_unit_costs(target: SpiNNaker2Target, kernel: dict, rate_in, rate_self) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit of an EGRU kernel: SRAM bytes (its share of :meth:`SpiNNaker2Target.kernel_bytes`
+    without the per-run column pointers) and synaptic events per tick (kept weights in its 3 gate
+    rows × the rate of their column)."""
+    H, n_in = kernel["thr"].shape[0], kernel["wx"].shape[1]
+    kx = np.count_nonzero(np.asarray(kernel["wx"]).reshape(3, H, n_in), axis=0)   # (H, n_in)
+    kh = np.count_nonzero(np.asarray(kernel["wh"]).reshape(3, H, H), axis=0)
+    wb = np.asarray(kernel["wx"]).dtype.itemsize
+    nbytes = (ROW_INDEX_BYTES + wb) * (kx.sum(1) + kh.sum(1)) + EGRU_UNIT_BYTES
+    events = kx @ np.asarray(rate_in, float) + kh @ np.asarray(rate_self, float)
+    return nbytes, events
+
+
+def egru_fill(target: SpiNNaker2Target, kernel: dict, rate_in, rate_self, *, cycles_max: float, units_max: int,
+              node: str) -> np.ndarray:
+    """PE index (0, 1, ...) per unit when no partition pass placed the EGRU node (a pipeline
+    without ``partition``): consecutive units fill a PE while its kernel SRAM
+    (:meth:`SpiNNaker2Target.kernel_bytes`) stays within ``core.data_bytes`` and its expected
+    cycles per tick within ``cycles_max``; a unit that fits no PE alone raises
+    :class:`~nmc.errors.UnsupportedNodeError`."""
+    from nmc.errors import UnsupportedNodeError
+
+    data_bytes_max = int(target.data_bytes)
+    H, n_in = kernel["thr"].shape[0], kernel["wx"].shape[1]
+    wb = np.asarray(kernel["wx"]).dtype.itemsize
+    fixed = COLUMN_POINTER_BYTES * (n_in + 1 + H + 1) + 2 * (ROW_INDEX_BYTES + wb)
+    nbytes, events = egru_unit_costs(target, kernel, rate_in, rate_self)
+    cycles = events * float(target.cycles_per_synop) + float(target.cycles_per_neuron_update)
+    pe = np.zeros(H, np.int32)
+    cur, b, c, k = 0, fixed, 0.0, 0
+    for u in range(H):
+        if fixed + nbytes[u] > data_bytes_max:
+            raise UnsupportedNodeError(f"one EGRU unit needs {int(fixed + nbytes[u])} bytes of PE SRAM (its kept "
+                                       f"weights plus the column pointers), more than {data_bytes_max}", node=node,
+                                       limit=data_bytes_max, actual=int(fixed + nbytes[u]),
+                                       hint="prune more (--option density=...) or remove units (prune_units)")
+        if k and (b + nbytes[u] > data_bytes_max or c + cycles[u] > cycles_max or k >= units_max):
+            cur, b, c, k = cur + 1, fixed, 0.0, 0
+        pe[u] = cur
+        b, c, k = b + nbytes[u], c + cycles[u], k + 1
+    return pe
