@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import nir
 import numpy as np
@@ -66,6 +67,7 @@ class Network:
     rates_from: str = "uniform"
     key: str = ""                  # structure_key of the graph it was built from ("" when not computed)
     run_bytes: list = field(default_factory=list)      # per placed node: bytes paid once per run on a core
+    work_model: Any = field(default=None, repr=False)   # (A, rate) -> work: the target model's work model
 
     def run_bytes_of(self, k: int) -> float:
         """Bytes a core pays once per run of placed node k's units (0 for most node kinds)."""
@@ -108,7 +110,8 @@ class Network:
     def with_rates(self, rate: np.ndarray, rates_from: str) -> "Network":
         """This network with other rates (work recomputed); shares A, its transpose and the bytes."""
         rate = np.asarray(rate, dtype=np.float64)
-        out = replace(self, rate=rate, rates_from=rates_from, work=np.asarray(self.A @ rate, dtype=np.float64))
+        work = self.work_model(self.A, rate) if self.work_model is not None else np.asarray(self.A @ rate, np.float64)
+        out = replace(self, rate=rate, rates_from=rates_from, work=work)
         out._AT = self.AT
         return out
 
@@ -483,7 +486,7 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
     fan_in = np.diff(A.indptr).astype(np.int64)
     rate = np.ones(N)
     return Network(units, offset, placed, A, bytes_, fan_in, target.work(A, rate), rate,
-                   pop_bits, "uniform", run_bytes=run_bytes)
+                   pop_bits, "uniform", run_bytes=run_bytes, work_model=target.work)
 
 
 def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tuple[np.ndarray, str]:
