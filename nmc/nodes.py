@@ -126,6 +126,12 @@ def is_spiking(node: nir.NIRNode) -> bool:
     return e is not None and e.spiking
 
 
+def is_spiking_neuron(node: nir.NIRNode) -> bool:
+    """A neuron whose output is a spike train (it has a reset mode)."""
+    e = semantics.lookup(node)
+    return e is not None and e.kind is semantics.Kind.NEURON and e.spiking
+
+
 def is_weight(node: nir.NIRNode) -> bool:
     return semantics.kind_of(node) is semantics.Kind.WEIGHT
 

@@ -122,10 +122,14 @@ def register_hook(target: str | None, hook: str, *classes: type) -> Callable:
 
 
 def lookup(node_or_cls: Any) -> NodeType | None:
-    """The entry of a node (or node class), None when the type is not registered.
-    Exact class match: a subclass is a different node type and needs its own entry."""
+    """The entry of a node (or node class), None when the type is not registered. A subclass
+    of a registered class without an entry of its own has its nearest registered base's
+    entry (as ``isinstance`` checks treated it)."""
     cls = node_or_cls if isinstance(node_or_cls, type) else type(node_or_cls)
-    return _BY_CLASS.get(cls)
+    e = _BY_CLASS.get(cls)
+    if e is None:
+        e = next((_BY_CLASS[b] for b in cls.__mro__[1:] if b in _BY_CLASS), None)
+    return e
 
 
 def of(node: Any, *, name: str | None = None) -> NodeType:
