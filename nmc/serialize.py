@@ -29,7 +29,7 @@ import numpy as np
 from . import annotations as _ann
 from .errors import GraphError, InputFileError, NmcError, UnsupportedNodeError
 from .ir import Graph
-from .nodes import EXTENSION_NODES, node_class
+from .nodes import NIR_NODES, node_class
 
 FORMAT = 1
 #: Seconds (plus 1 s per 20 MB) a damaged file may take to read before it counts as hanging.
@@ -175,7 +175,7 @@ def _dict_to_node(d: dict, path: str) -> nir.NIRNode:
         kw["metadata"] = {k: v for k, v in kw["metadata"].items()}
     try:
         cls = node_class(t, node=path or None)  # allow-list: a type string never reaches getattr(nir, ...)
-        if t in EXTENSION_NODES:
+        if cls not in NIR_NODES.values():  # an extension node: built from its fields
             return cls(**kw)
         node = cls.from_dict({"type": t, **kw})
         if t in ("Conv1d", "Conv2d") and int(node.groups) != 1 and node.input_type.get("input") is not None:
