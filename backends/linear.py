@@ -18,7 +18,7 @@ from nmc import semantics
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
 from nmc.semantics import Kind, shapes
-from nmc.semantics import reference as _reference  # noqa: F401  (registers the linear_map hooks)
+from nmc import reference_steps as _reference_steps  # noqa: F401  (registers the linear_map hooks)
 
 #: The node types the composition folds (registry kinds weight / linear / index), and the
 #: neuron types it stops at: snapshots of the registry when this module is imported (NIR's
@@ -34,7 +34,7 @@ def _is_linear(node) -> bool:
 
 def apply_linear(node, x: torch.Tensor, out_shape) -> torch.Tensor:
     """Node's linear map without bias on a batch x (k, *in_shape): its registry entry's
-    ``linear_map`` hook (:mod:`nmc.semantics.reference`), float64 weights."""
+    ``linear_map`` hook (:mod:`nmc.reference_steps`), float64 weights."""
     return semantics.of(node).hook("linear_map")(node, x, out_shape)
 
 

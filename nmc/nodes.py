@@ -8,7 +8,7 @@ them, and :meth:`nmc.ir.Graph.to_nir` refuses to export them, naming the node.
 
 Each registers its :class:`~nmc.semantics.NodeType` entry right after its
 class (kind, shape rule, counters; its reference step is in
-:mod:`nmc.semantics.reference`). Also here: the file allow-list
+:mod:`nmc.reference_steps`). Also here: the file allow-list
 (:func:`node_class`, through the registry) and small helpers every
 pass/backend uses to classify nodes (:func:`is_neuron`, :func:`is_weight`),
 which ask the registry.

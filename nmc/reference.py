@@ -9,7 +9,7 @@ deliver within the step. Batched and vectorised over neurons (torch, float64 by
 default); the only Python loops are over timesteps and nodes.
 
 Node semantics (x = summed input, B = batch; each type's step is registered
-with its registry entry in :mod:`nmc.semantics.reference`):
+with its registry entry in :mod:`nmc.reference_steps`):
 
 * ``Input``: the given input at t; ``Output``: x.
 * ``Affine``: W·x + b; ``Linear``: W·x; ``Scale``: s ⊙ x (W is (out, in)).
@@ -38,13 +38,13 @@ import torch
 from . import semantics
 from .errors import OptionError, ShapeError, UnsupportedNodeError
 from .ir import Graph
-from .semantics.reference import tensor
+from .reference_steps import tensor
 
 
 class SimNode:
     """A graph node compiled for the simulator: its shapes, reset mode and numerics, and
     the step of its node type (the registry entry's ``("reference", "step")`` hook, see
-    :mod:`nmc.semantics.reference`)."""
+    :mod:`nmc.reference_steps`)."""
 
     def __init__(self, name: str, node: nir.NIRNode, g: Graph, dt: float, integrator: str, dtype):
         self.name, self.node, self.dtype = name, node, dtype

@@ -55,7 +55,7 @@ from nmc.annotations import Quant, Sparsity
 from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.nodes import EGRU, is_neuron
-from nmc.semantics import reference as _reference  # noqa: F401  (registers the linear_map hooks)
+from nmc import reference_steps as _reference_steps  # noqa: F401  (registers the linear_map hooks)
 from nmc.semantics import shapes
 
 from .fidelity import activity_key, layer_inputs, simulate

@@ -18,7 +18,7 @@ from nmc.nodes import EXTENSION_NODES, NIR_NODES, is_extension, is_neuron, node_
 from nmc.reference import ReferenceSimulator
 from nmc.runtime.energy import TERMS
 from nmc.semantics import Kind, NodeType, shapes
-from nmc.semantics.reference import Step
+from nmc.reference_steps import Step
 
 
 def test_every_allow_listed_node_type_has_a_complete_entry():

@@ -5,7 +5,7 @@ weights, state, activity counters, per-target hooks) and the lookups
 (:func:`of`, :func:`lookup`, :func:`by_name`, :func:`classes`);
 :mod:`.nir_types` registers NIR 1.0.8's primitives; nmc's extension nodes
 register themselves beside their class in :mod:`nmc.nodes`;
-:mod:`.reference` (imports torch) registers each type's reference-simulator
+:mod:`nmc.reference_steps` (imports torch) registers each type's reference-simulator
 step and linear map. Passes and backends ask the registry instead of keeping
 their own ``isinstance`` chains.
 """

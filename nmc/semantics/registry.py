@@ -20,7 +20,7 @@ know about a node type:
   values, ``neuron_updates`` for a placed neuron);
 * ``hooks``: ``{(target, hook): callable}``; target ``None`` is shared by all
   targets. The reference simulator registers its per-node ``reference`` step
-  (:mod:`nmc.semantics.reference`, also the node's ``linear_map``); a backend
+  (:mod:`nmc.reference_steps`, also the node's ``linear_map``); a backend
   registers its own hooks with :func:`register_hook` under its target name, and
   :meth:`NodeType.hook` falls back to the shared one.
 

@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from nmc import dynamics as D
 from nmc.errors import ShapeError
 from nmc.nodes import EGRU
-
-from .registry import register_hook
+from nmc.semantics import register_hook
 
 
 def tensor(a, dtype) -> torch.Tensor:
