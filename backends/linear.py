@@ -13,40 +13,29 @@ from __future__ import annotations
 import nir
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from nmc import semantics
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
+from nmc.semantics import Kind, shapes
+from nmc import reference_steps as _reference_steps  # noqa: F401  (registers the linear_map hooks)
 
-LINEAR = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten)
-NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
+#: The node types the composition folds (registry kinds weight / linear / index), and the
+#: neuron types it stops at: snapshots of the registry when this module is imported (NIR's
+#: primitives; :func:`compose` asks the registry, so a type registered later takes part).
+LINEAR = semantics.classes(Kind.WEIGHT, Kind.LINEAR, Kind.INDEX)
+NEURONS = tuple(c for c in semantics.classes(Kind.NEURON) if c.__module__.startswith("nir"))
 
 
-def _pair(v):
-    a = np.asarray(v).reshape(-1)
-    return (int(a[0]), int(a[-1]))
+def _is_linear(node) -> bool:
+    e = semantics.lookup(node)
+    return e is not None and e.is_linear
 
 
 def apply_linear(node, x: torch.Tensor, out_shape) -> torch.Tensor:
-    """Node's linear map without bias on a batch x (k, *in_shape)."""
-    k = x.shape[0]
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        return x.reshape(k, -1) @ torch.as_tensor(np.asarray(node.weight, float)).T
-    if isinstance(node, nir.Scale):
-        return x * torch.as_tensor(np.asarray(node.scale, float))
-    if isinstance(node, nir.Conv2d):
-        pad = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-        return F.conv2d(x, torch.as_tensor(np.asarray(node.weight, float)), None, stride=_pair(node.stride),
-                        padding=pad, dilation=_pair(node.dilation), groups=int(node.groups))
-    if isinstance(node, nir.Conv1d):
-        one = lambda v: int(np.asarray(v).reshape(-1)[0])  # noqa: E731
-        pad = node.padding if isinstance(node.padding, str) else one(node.padding)
-        return F.conv1d(x, torch.as_tensor(np.asarray(node.weight, float)), None, stride=one(node.stride),
-                        padding=pad, dilation=one(node.dilation), groups=int(node.groups))
-    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        return F.avg_pool2d(x, _pair(node.kernel_size), _pair(node.stride), _pair(node.padding),
-                            divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
-    return x.reshape(k, *out_shape)  # Flatten
+    """Node's linear map without bias on a batch x (k, *in_shape): its registry entry's
+    ``linear_map`` hook (:mod:`nmc.reference_steps`), float64 weights."""
+    return semantics.of(node).hook("linear_map")(node, x, out_shape)
 
 
 #: largest dense (source × node) block the composition may build, in bytes (float64): beyond it a
@@ -71,7 +60,7 @@ def node_bias(node, out_shape) -> np.ndarray:
     if b is None or isinstance(node, nir.Linear):
         return np.zeros(out_shape)
     b = np.asarray(b, float)
-    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+    if semantics.of(node).shape is shapes.conv:  # one bias per channel
         return np.broadcast_to(b.reshape(-1, *([1] * (len(out_shape) - 1))), out_shape).copy()
     return np.broadcast_to(b, out_shape).copy()
 
@@ -106,7 +95,7 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
         if name in lin:
             return lin[name]
         node = g.nodes[name]
-        if not isinstance(node, LINEAR + tuple(neurons) + (nir.Output,)):
+        if not (_is_linear(node) or isinstance(node, tuple(neurons) + (nir.Output,))):
             raise UnsupportedNodeError(f"the {target} target cannot lower {type(node).__name__} nodes", node=name,
                                        hint="supported: Affine, Linear, Scale, Conv1d/2d, Sum/AvgPool2d, Flatten, "
                                             + ", ".join(t.__name__ for t in neurons))
@@ -132,15 +121,15 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
                 else:
                     terms[s] = [m if isinstance(m, Eye) else m.copy(), b or is_back]
             bias = bias + pb
-        if isinstance(node, LINEAR):
+        if _is_linear(node):
             shp_in, shp_out = g.shape_in(name), g.shape_out(name)
             with torch.no_grad():
                 newt = {}
                 for s, (m, b) in terms.items():
-                    if isinstance(m, Eye) and isinstance(node, (nir.Affine, nir.Linear)):
+                    if isinstance(m, Eye) and isinstance(node, (nir.Affine, nir.Linear)):  # dense weight
                         newt[s] = [np.asarray(node.weight, float).T.copy(), b]  # W applied to the identity
                         continue
-                    if isinstance(m, Eye) and isinstance(node, nir.Flatten):
+                    if isinstance(m, Eye) and semantics.kind_of(node) is Kind.INDEX:
                         newt[s] = [m, b]
                         continue
                     _check_expansion(name, target, m.shape[0], shp_in, shp_out)
@@ -157,7 +146,7 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
 
     for name in order:  # every node must be one the target can lower, reachable or not
         node = g.nodes[name]
-        if not isinstance(node, LINEAR + tuple(neurons) + (nir.Input, nir.Output)):
+        if not (_is_linear(node) or isinstance(node, tuple(neurons) + (nir.Input, nir.Output))):
             raise UnsupportedNodeError(f"the {target} target cannot lower {type(node).__name__} nodes", node=name,
                                        hint="supported: Affine, Linear, Scale, Conv1d/2d, Sum/AvgPool2d, Flatten, "
                                             + ", ".join(t.__name__ for t in neurons))

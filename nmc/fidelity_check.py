@@ -32,7 +32,7 @@ import nir
 import numpy as np
 
 from nmc.errors import FidelityError, NmcError, OptionError
-from nmc.nodes import NEURON_TYPES, SPIKING_TYPES
+from nmc.nodes import is_neuron, is_spiking_neuron
 
 #: The synthetic probe when no calibration data is given.
 PROBE = {"kind": "Bernoulli spikes", "p": 0.2, "steps": 100, "samples": 4}
@@ -144,7 +144,7 @@ def check(graph, program, backend, target: str, data: dict | None, seed: int) ->
     from nmc.passes.fidelity import simulate
 
     inputs, desc = probe_inputs(graph, data, seed)
-    neurons = [n for n, nd in graph.nodes.items() if isinstance(nd, NEURON_TYPES) and not _is_egru(nd)]
+    neurons = [n for n, nd in graph.nodes.items() if is_neuron(nd) and not _is_egru(nd)]
     feeders = sorted({p for n in neurons for p in graph.preds(n)})
     ref = simulate(graph, inputs, sorted(set(neurons) | set(feeders)))
     report: dict = {"input": desc, "thresholds": {**THRESHOLDS, "saturated_rate": SATURATED},
@@ -162,7 +162,7 @@ def check(graph, program, backend, target: str, data: dict | None, seed: int) ->
                                                         f"{backend.default_device} on its inputs: {dev_error}"})
     for n in neurons:
         node = graph.nodes[n]
-        spiking = isinstance(node, SPIKING_TYPES)
+        spiking = is_spiking_neuron(node)
         key = f"{n}.spikes" if spiking else f"{n}.out"
         x = sum(np.asarray(ref[f"{p}.out"], float).reshape(*ref[f"{p}.out"].shape[:2], -1) for p in graph.preds(n))
         thr = float(np.median(np.asarray(getattr(node, "v_threshold", 1.0), float)))

@@ -31,14 +31,9 @@ import numpy as np
 
 from .annotations import Annotation, Reset
 from .errors import GraphError, ShapeError, UnsupportedNodeError
-from .nodes import NEURON_TYPES, SPIKING_TYPES, is_extension, type_name
-
-#: The NIR node types nmc accepts (all of NIR 1.0.8's primitives).
-NIR_TYPES = (
-    nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d,
-    nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Delay, nir.Threshold, nir.I, nir.IF,
-    nir.LI, nir.LIF, nir.CubaLI, nir.CubaLIF,
-)
+from . import semantics
+from .nodes import is_extension, is_neuron, is_spiking_neuron, type_name
+from .semantics import Kind
 
 
 def shape_of(node: nir.NIRNode, which: str) -> tuple[int, ...] | None:
@@ -79,7 +74,7 @@ class Graph:
                 raise UnsupportedNodeError(
                     f"{type_name(node)} is an nmc extension node and has no NIR equivalent",
                     node=name, hint="write the graph with nmc.serialize.write (nmc's NIR+extensions file) instead")
-            if strict and isinstance(node, SPIKING_TYPES) and self.reset_mode(name) == "subtract":
+            if strict and is_spiking_neuron(node) and self.reset_mode(name) == "subtract":
                 raise UnsupportedNodeError(
                     "reset by subtraction cannot be expressed in NIR (NIR only resets to v_reset)",
                     node=name, hint="compile with --reset zero, or export with strict=False to drop the reset mode")
@@ -248,9 +243,7 @@ class Graph:
         if not self.outputs:
             raise GraphError("graph has no Output node", hint="add a nir.Output node after the last layer")
         for name, node in self.nodes.items():
-            if not isinstance(node, NIR_TYPES) and not is_extension(node):
-                raise UnsupportedNodeError(f"unknown node type {type(node).__name__}", node=name,
-                                           hint="nmc supports NIR 1.0.8's primitives and nmc extension nodes")
+            semantics.of(node, name=name)  # UnsupportedNodeError for an unregistered node type
             p, s = self.preds(name), self.succs(name)
             if isinstance(node, nir.Input) and p:
                 raise GraphError(f"Input node has incoming edge from '{p[0]}'", node=name)
@@ -346,8 +339,10 @@ def _as_array(v):
     return None
 
 
-#: per-neuron parameters of NIR's neuron nodes (one value per neuron, or one for all)
-_NEURON_FIELDS = ("tau", "tau_mem", "tau_syn", "r", "v_leak", "v_threshold", "v_reset", "w_in")
+def _neuron_fields(node) -> tuple[str, ...]:
+    """Per-neuron parameters of a neuron node (one value per neuron, or one for all): its registry entry's."""
+    e = semantics.lookup(node)
+    return e.params if e is not None and e.kind is Kind.NEURON else ()
 
 
 def _check_values(name: str, node: nir.NIRNode) -> None:
@@ -376,7 +371,7 @@ def _check_values(name: str, node: nir.NIRNode) -> None:
             dims = check_dims(np.asarray(shp).reshape(-1), f"{which.split('_')[0]} shape {_shape_text(shp)}",
                               node=name)
             check_shape_alloc(dims, 8, f"shape {dims}", node=name)
-    sizes = {k: a.size for k in _NEURON_FIELDS if (a := _as_array(getattr(node, k, None))) is not None}
+    sizes = {k: a.size for k in _neuron_fields(node) if (a := _as_array(getattr(node, k, None))) is not None}
     per_neuron = {k: n for k, n in sizes.items() if n > 1}
     if len(set(per_neuron.values())) > 1:
         (k0, n0), (k1, n1) = sorted(per_neuron.items(), key=lambda kv: -kv[1])[0], min(per_neuron.items(), key=lambda kv: kv[1])
@@ -384,7 +379,8 @@ def _check_values(name: str, node: nir.NIRNode) -> None:
                          "one value per neuron (or a single value for all)", node=name, limit=n0, actual=n1,
                          hint=f"give '{k1}' {n0} values")
     w, b = getattr(node, "weight", None), getattr(node, "bias", None)
-    if isinstance(node, (nir.Affine, nir.Conv1d, nir.Conv2d)) and w is not None and b is not None:
+    weighted = semantics.kind_of(node) is Kind.WEIGHT
+    if weighted and w is not None and b is not None:
         w, b = _as_array(w), _as_array(b)
         if w is not None and b is not None and w.ndim >= 1 and b.ndim > 0 and b.size != w.shape[0]:
             raise ShapeError(f"bias has {b.size} values for {w.shape[0]} outputs (weight shape {tuple(w.shape)})",
@@ -403,7 +399,7 @@ def _shape_text(shp) -> str:
 
 def _check_params(name: str, node: nir.NIRNode) -> None:
     _check_values(name, node)
-    if isinstance(node, NEURON_TYPES):
+    if is_neuron(node):
         for tk in ("tau", "tau_mem", "tau_syn"):
             tau = getattr(node, tk, None)
             if tau is not None and np.any(np.asarray(tau) <= 0):

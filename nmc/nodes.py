@@ -6,8 +6,12 @@ the docstring. They are written to and read from nmc's NIR HDF5 files under the
 type name ``nmc.<Class>`` (see :mod:`nmc.serialize`); NIR's own reader rejects
 them, and :meth:`nmc.ir.Graph.to_nir` refuses to export them, naming the node.
 
-Also here: small helpers every pass/backend uses to classify nodes
-(:func:`is_neuron`, :func:`is_weight`, :data:`NEURON_TYPES`).
+Each registers its :class:`~nmc.semantics.NodeType` entry right after its
+class (kind, shape rule, counters; its reference step is in
+:mod:`nmc.reference_steps`). Also here: the file allow-list
+(:func:`node_class`, through the registry) and small helpers every
+pass/backend uses to classify nodes (:func:`is_neuron`, :func:`is_weight`),
+which ask the registry.
 """
 from __future__ import annotations
 
@@ -16,6 +20,11 @@ from typing import Any, Dict
 
 import nir
 import numpy as np
+
+from . import semantics
+from .errors import UnknownNodeTypeError
+from .semantics import shapes
+from .semantics.nir_types import GRADED
 
 
 @dataclass(eq=False)
@@ -64,61 +73,72 @@ class EGRU(nir.NIRNode):
         return d
 
 
-#: Extension node classes by their file type name. Explicit, no scanning.
-EXTENSION_NODES: dict[str, type] = {EGRU.nmc_type: EGRU}
+semantics.register(semantics.NodeType(
+    cls=EGRU, name=EGRU.nmc_type, kind=semantics.Kind.NEURON, shape=shapes.fixed, counters=GRADED,
+    weights=("w_x", "w_h"), state=("v", "y"), doc="nmc.dynamics.egru_step, output the graded events y"))
 
-#: NIR 1.0.8 primitives a file may name, by type name. Every reader maps a type
-#: string from a file to a class through :func:`node_class` (this allow-list),
-#: never with ``getattr(nir, name)``: ``nir`` also holds functions such as
-#: ``nir.write`` that a crafted type name must not reach.
-NIR_NODES: dict[str, type] = {c.__name__: c for c in (
-    nir.Affine, nir.AvgPool2d, nir.Conv1d, nir.Conv2d, nir.CubaLI, nir.CubaLIF, nir.Delay, nir.Flatten, nir.I,
-    nir.IF, nir.Input, nir.LI, nir.LIF, nir.Linear, nir.Output, nir.Scale, nir.SumPool2d, nir.Threshold)}
+#: NIR 1.0.8 primitives a file may name, by type name (the registry's entries for NIR's classes).
+#: Every reader maps a type string from a file to a class through :func:`node_class` (the
+#: registry: an allow-list), never with ``getattr(nir, name)``: ``nir`` also holds functions
+#: such as ``nir.write`` that a crafted type name must not reach.
+NIR_NODES: dict[str, type] = {e.name: e.cls for e in semantics.entries() if e.cls.__module__.startswith("nir")}
+#: Extension node classes by their file type name, as registered when nmc.nodes was imported
+#: (:func:`is_extension` asks the registry, so a node type registered later counts too).
+EXTENSION_NODES: dict[str, type] = {e.name: e.cls for e in semantics.entries() if e.cls not in NIR_NODES.values()}
 
 
 def node_class(type_name: str, *, node: str | None = None, path=None) -> type:
-    """The node class a file's type string names (NIR primitive or nmc extension).
+    """The node class a file's type string names (a registered node type: NIR primitive or nmc extension).
 
     Raises :class:`~nmc.errors.UnknownNodeTypeError` (an InputFileError) naming the type for anything else.
     """
-    cls = NIR_NODES.get(type_name) if isinstance(type_name, str) else None
-    if cls is None and isinstance(type_name, str):
-        cls = EXTENSION_NODES.get(type_name)
-    if cls is None:
-        from nmc.errors import UnknownNodeTypeError
-
-        known = ", ".join(sorted(NIR_NODES) + sorted(EXTENSION_NODES))
+    e = semantics.by_name(type_name)
+    if e is None:
+        known = ", ".join(sorted(NIR_NODES) + sorted(e.name for e in semantics.entries()
+                                                     if e.cls not in NIR_NODES.values()))
         raise UnknownNodeTypeError(f"unknown node type {type_name!r} in the file", node=node, path=path,
-                             hint=f"node types nmc reads: {known}")
-    return cls
+                                   hint=f"node types nmc reads: {known}")
+    return e.cls
 
+
+# Classifications as the registry holds them when nmc.nodes is imported (NIR's primitives and
+# nmc's extension nodes); the functions below ask the registry each time.
 #: NIR node types that hold neuron state and may spike.
-SPIKING_TYPES = (nir.LIF, nir.CubaLIF, nir.IF)
+SPIKING_TYPES = semantics.classes(semantics.Kind.NEURON, spiking=True)
 #: NIR/extension node types with per-neuron state (spiking or not).
-NEURON_TYPES = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I, EGRU)
+NEURON_TYPES = semantics.classes(semantics.Kind.NEURON)
 #: Node types that hold synaptic weights.
-WEIGHT_TYPES = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)
+WEIGHT_TYPES = semantics.classes(semantics.Kind.WEIGHT)
 
 
 def is_extension(node: nir.NIRNode) -> bool:
-    return type(node) in EXTENSION_NODES.values()
+    """A registered node type that is not one of NIR's primitives."""
+    return semantics.lookup(node) is not None and type(node) not in NIR_NODES.values()
 
 
 def is_neuron(node: nir.NIRNode) -> bool:
-    return isinstance(node, NEURON_TYPES)
+    return semantics.kind_of(node) is semantics.Kind.NEURON
 
 
 def is_spiking(node: nir.NIRNode) -> bool:
     """True for nodes whose output is a spike train (0/1)."""
-    return isinstance(node, SPIKING_TYPES + (nir.Threshold,))
+    e = semantics.lookup(node)
+    return e is not None and e.spiking
+
+
+def is_spiking_neuron(node: nir.NIRNode) -> bool:
+    """A neuron whose output is a spike train (it has a reset mode)."""
+    e = semantics.lookup(node)
+    return e is not None and e.kind is semantics.Kind.NEURON and e.spiking
 
 
 def is_weight(node: nir.NIRNode) -> bool:
-    return isinstance(node, WEIGHT_TYPES)
+    return semantics.kind_of(node) is semantics.Kind.WEIGHT
 
 
 def type_name(node: nir.NIRNode) -> str:
-    return getattr(node, "nmc_type", type(node).__name__)
+    e = semantics.lookup(node)
+    return e.name if e is not None else getattr(node, "nmc_type", type(node).__name__)
 
 
 def weight_matrix(node: nir.NIRNode) -> np.ndarray | None:

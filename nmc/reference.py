@@ -8,7 +8,8 @@ deliver the source's output of the previous step (zero at t = 0), all others
 deliver within the step. Batched and vectorised over neurons (torch, float64 by
 default); the only Python loops are over timesteps and nodes.
 
-Node semantics (x = summed input, B = batch):
+Node semantics (x = summed input, B = batch; each type's step is registered
+with its registry entry in :mod:`nmc.reference_steps`):
 
 * ``Input``: the given input at t; ``Output``: x.
 * ``Affine``: W·x + b; ``Linear``: W·x; ``Scale``: s ⊙ x (W is (out, in)).
@@ -33,25 +34,17 @@ from typing import Iterable
 import nir
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import dynamics as D
+from . import semantics
 from .errors import OptionError, ShapeError, UnsupportedNodeError
 from .ir import Graph
-from .nodes import EGRU
+from .reference_steps import tensor
 
 
-def _t(a, dtype) -> torch.Tensor:
-    return torch.as_tensor(np.array(a, dtype=np.float64), dtype=dtype)
-
-
-def _pair(v) -> tuple[int, int]:
-    a = np.asarray(v).reshape(-1)
-    return (int(a[0]), int(a[-1]))
-
-
-class _Node:
-    """Compiled per-node step: parameters as tensors, state init, step."""
+class SimNode:
+    """A graph node compiled for the simulator: its shapes, reset mode and numerics, and
+    the step of its node type (the registry entry's ``("reference", "step")`` hook, see
+    :mod:`nmc.reference_steps`)."""
 
     def __init__(self, name: str, node: nir.NIRNode, g: Graph, dt: float, integrator: str, dtype):
         self.name, self.node, self.dtype = name, node, dtype
@@ -59,112 +52,18 @@ class _Node:
         self.in_shape = g.shape_in(name)
         self.reset = g.reset_mode(name)
         self.dt, self.integrator = dt, integrator
-        n = node
-        p = lambda a: _t(a, dtype)  # noqa: E731
-        self.p: dict[str, torch.Tensor] = {}
-        if isinstance(n, (nir.Affine, nir.Linear)):
-            self.p["w"] = p(n.weight)
-            self.p["b"] = p(n.bias) if isinstance(n, nir.Affine) else None
-        elif isinstance(n, nir.Scale):
-            self.p["s"] = p(n.scale)
-        elif isinstance(n, (nir.Conv1d, nir.Conv2d)):
-            self.p["w"], self.p["b"] = p(n.weight), p(n.bias)
-        elif isinstance(n, nir.Threshold):
-            self.p["thr"] = p(n.threshold)
-        elif isinstance(n, nir.Delay):
-            steps = np.rint(np.asarray(n.delay, dtype=float) / dt).astype(np.int64)
-            if np.any(steps < 0):
-                raise ShapeError("negative delay", node=name)
-            self.delay_steps = torch.as_tensor(np.broadcast_to(steps, self.out_shape).copy())
-            self.depth = int(self.delay_steps.max()) + 1
-        elif isinstance(n, EGRU):
-            for k in ("w_x", "w_h", "b_x", "b_h", "thr"):
-                self.p[k] = p(getattr(n, k))
-        else:
-            for k in ("tau", "tau_mem", "tau_syn", "r", "v_leak", "v_threshold", "v_reset", "w_in"):
-                if hasattr(n, k) and getattr(n, k) is not None:
-                    self.p[k] = p(np.broadcast_to(np.asarray(getattr(n, k), dtype=float), self.out_shape))
+        self.entry = semantics.of(node, name=name)
+        impl = self.entry.reference()
+        if impl is None:
+            raise UnsupportedNodeError(f"the reference simulator has no semantics for {type(node).__name__}",
+                                       node=name)
+        self.impl = impl(self)
 
     def init_state(self, batch: int) -> dict:
-        z = lambda: torch.zeros((batch, *self.out_shape), dtype=self.dtype)  # noqa: E731
-        n = self.node
-        if isinstance(n, (nir.LIF, nir.LI, nir.I, nir.IF)):
-            return {"v": z()}
-        if isinstance(n, (nir.CubaLIF, nir.CubaLI)):
-            return {"v": z(), "i": z()}
-        if isinstance(n, EGRU):
-            return {"v": z(), "y": z()}
-        if isinstance(n, nir.Delay):
-            return {"buf": torch.zeros((self.depth, batch, *self.out_shape), dtype=self.dtype), "pos": 0}
-        return {}
+        return self.impl.init_state(batch)
 
-    def step(self, x: torch.Tensor, st: dict) -> tuple[torch.Tensor, dict]:
-        n, p, dt, integ = self.node, self.p, self.dt, self.integrator
-        B = x.shape[0]
-        rec: dict = {}
-        if isinstance(n, (nir.Input, nir.Output)):
-            out = x
-        elif isinstance(n, (nir.Affine, nir.Linear)):
-            out = x.reshape(B, -1) @ p["w"].T
-            if p["b"] is not None:
-                out = out + p["b"]
-        elif isinstance(n, nir.Scale):
-            out = x * p["s"]
-        elif isinstance(n, nir.Conv2d):
-            pad = n.padding if isinstance(n.padding, str) else _pair(n.padding)
-            out = F.conv2d(x, p["w"], p["b"], stride=_pair(n.stride), padding=pad,
-                           dilation=_pair(n.dilation), groups=int(n.groups))
-        elif isinstance(n, nir.Conv1d):
-            pad = n.padding if isinstance(n.padding, str) else int(np.asarray(n.padding).reshape(-1)[0])
-            out = F.conv1d(x, p["w"], p["b"], stride=int(np.asarray(n.stride).reshape(-1)[0]), padding=pad,
-                           dilation=int(np.asarray(n.dilation).reshape(-1)[0]), groups=int(n.groups))
-        elif isinstance(n, (nir.SumPool2d, nir.AvgPool2d)):
-            k, s, pd = _pair(n.kernel_size), _pair(n.stride), _pair(n.padding)
-            out = F.avg_pool2d(x, k, s, pd, divisor_override=1 if isinstance(n, nir.SumPool2d) else None)
-        elif isinstance(n, nir.Flatten):
-            out = x.reshape(B, *self.out_shape)
-        elif isinstance(n, nir.Threshold):
-            out = D.heaviside(x - p["thr"])
-            rec["spikes"] = out
-        elif isinstance(n, nir.Delay):
-            buf, pos = st["buf"], st["pos"]
-            buf[pos] = x
-            idx = (pos - self.delay_steps) % self.depth
-            out = torch.gather(buf, 0, idx.expand(B, *self.out_shape).unsqueeze(0)).squeeze(0)
-            st = {"buf": buf, "pos": (pos + 1) % self.depth}
-        elif isinstance(n, (nir.I, nir.IF)):
-            v = D.integrate(st["v"], x, p["r"], dt)
-            if isinstance(n, nir.IF):
-                out, v = D.fire(v, p["v_threshold"], p["v_reset"], self.reset)
-                rec["spikes"] = out
-            else:
-                out = v
-            st = {"v": v}
-        elif isinstance(n, (nir.LI, nir.LIF)):
-            v = D.leaky(st["v"], x, p["tau"], p["r"], p["v_leak"], dt, integ)
-            if isinstance(n, nir.LIF):
-                out, v = D.fire(v, p["v_threshold"], p["v_reset"], self.reset)
-                rec["spikes"] = out
-            else:
-                out = v
-            st = {"v": v}
-        elif isinstance(n, (nir.CubaLI, nir.CubaLIF)):
-            i = D.synaptic(st["i"], x, p["tau_syn"], p["w_in"], dt, integ)
-            v = D.leaky(st["v"], i, p["tau_mem"], p["r"], p["v_leak"], dt, integ)
-            if isinstance(n, nir.CubaLIF):
-                out, v = D.fire(v, p["v_threshold"], p["v_reset"], self.reset)
-                rec["spikes"] = out
-            else:
-                out = v
-            st = {"v": v, "i": i}
-            rec["i"] = i
-        elif isinstance(n, EGRU):
-            y, c, o = D.egru_step(x.reshape(B, -1), st["v"], st["y"], p["w_x"], p["w_h"], p["b_x"], p["b_h"], p["thr"])
-            out, st = y, {"v": c, "y": y}
-            rec["spikes"] = o
-        else:
-            raise UnsupportedNodeError(f"the reference simulator has no semantics for {type(n).__name__}",
-                                       node=self.name)
+    def step(self, x: torch.Tensor, st: dict) -> tuple[torch.Tensor, dict, dict]:
+        out, st, rec = self.impl.step(x, st)
         if "v" in st:
             rec["v"] = st["v"]
         return out, st, rec
@@ -186,7 +85,7 @@ class ReferenceSimulator:
         if integ not in ("euler", "exact"):
             raise OptionError(f"unknown integrator {integ!r}", hint="use 'euler' or 'exact'")
         self.order, self.back = graph.schedule()
-        self.nodes = {k: _Node(k, graph.nodes[k], graph, dt, integ, dtype) for k in self.order}
+        self.nodes = {k: SimNode(k, graph.nodes[k], graph, dt, integ, dtype) for k in self.order}
         self.preds = {k: graph.preds(k) for k in self.order}
         self.batch = 1
         self.reset()
@@ -235,7 +134,7 @@ class ReferenceSimulator:
                                   hint=f"nodes: {', '.join(self.graph.nodes)}")
         B = next(iter(arrs.values())).shape[1]
         self.reset(B)
-        tens = {k: _t(v, self.dtype) for k, v in arrs.items()}
+        tens = {k: tensor(v, self.dtype) for k, v in arrs.items()}
         outs: dict[str, list] = {}
         with torch.no_grad():
             for t in range(T):

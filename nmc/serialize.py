@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import nir
@@ -29,7 +29,7 @@ import numpy as np
 from . import annotations as _ann
 from .errors import GraphError, InputFileError, NmcError, UnsupportedNodeError
 from .ir import Graph
-from .nodes import EXTENSION_NODES, node_class
+from .nodes import NIR_NODES, node_class
 
 FORMAT = 1
 #: Seconds (plus 1 s per 20 MB) a damaged file may take to read before it counts as hanging.
@@ -175,7 +175,7 @@ def _dict_to_node(d: dict, path: str) -> nir.NIRNode:
         kw["metadata"] = {k: v for k, v in kw["metadata"].items()}
     try:
         cls = node_class(t, node=path or None)  # allow-list: a type string never reaches getattr(nir, ...)
-        if t in EXTENSION_NODES:
+        if cls not in NIR_NODES.values():  # an extension node: built from its fields
             return cls(**kw)
         node = cls.from_dict({"type": t, **kw})
         if t in ("Conv1d", "Conv2d") and int(node.groups) != 1 and node.input_type.get("input") is not None:
@@ -366,3 +366,73 @@ def read_bytes(data: bytes) -> Graph:
         tf.write(data)
         tf.flush()
         return read(tf.name)
+
+
+# -------------------------------------------------------------- plain data
+# The same graph as nested plain data (dicts, lists, numbers, strings and arrays): the form a
+# model file of nmc.save holds inside a weights-only ``torch.save`` archive. ``array`` encodes
+# (to_data) or decodes (from_data) each array, e.g. to and from torch tensors; type strings are
+# resolved through the node-type registry (:func:`nmc.nodes.node_class`), annotation names through
+# the annotation registry: both allow-lists.
+def to_data(g: Graph, array: Callable[[np.ndarray], Any] = lambda a: a) -> dict:
+    """``g`` as plain data: ``{"nodes": {name: {"type", field: value}}, "edges", "meta", "annotations"}``."""
+    def conv(v):
+        if isinstance(v, np.ndarray):
+            return array(np.ascontiguousarray(v))
+        if isinstance(v, (tuple, list)):
+            return [conv(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+
+    nodes = {}
+    for k, n in g.nodes.items():
+        d = {"type": getattr(n, "nmc_type", type(n).__name__)}
+        for f, v in vars(n).items():
+            if f in ("metadata",):
+                continue
+            if f in ("input_type", "output_type"):
+                d[f] = {kk: conv(np.asarray(vv)) for kk, vv in v.items()} if v else None
+                continue
+            d[f] = conv(v)
+        nodes[k] = d
+    anns = {k: {type(a).__name__: {f: conv(v) for f, v in a.fields().items()} for a in v.values()}
+            for k, v in g.annotations.items()}
+    return {"nodes": nodes, "edges": [list(e) for e in g.edges], "meta": dict(g.meta), "annotations": anns}
+
+
+def from_data(d: dict, path, array: Callable[[Any], Any] = lambda a: a) -> Graph:
+    """The graph :func:`to_data` wrote (``array`` decodes each stored array); a malformed one is an
+    :class:`InputFileError` naming ``path``."""
+    def un(v):
+        if isinstance(v, list):
+            return tuple(un(x) for x in v)
+        return array(v)
+
+    g = Graph(meta=dict(d.get("meta", {})))
+    try:
+        for k, nd in d["nodes"].items():
+            t = nd["type"]
+            cls = node_class(t, node=k, path=path)  # allow-list: a type string never reaches getattr(nir, ...)
+            kw = {f: un(v) for f, v in nd.items() if f not in ("type", "input_type", "output_type")}
+            if t in ("Input", "Output"):
+                key = "input_type" if t == "Input" else "output_type"
+                node = cls(**{key: {("input" if t == "Input" else "output"): un(next(iter(nd[key].values())))}})
+            elif t == "Flatten":
+                node = nir.Flatten(input_type={"input": un(next(iter(nd["input_type"].values())))},
+                                   start_dim=kw["start_dim"], end_dim=kw["end_dim"])
+            else:
+                node = cls(**kw)
+                if t in ("AvgPool2d", "SumPool2d", "Delay", "Scale", "Threshold") and nd.get("input_type"):
+                    node.input_type = {"input": un(next(iter(nd["input_type"].values())))}
+                    node.output_type = {"output": un(next(iter(nd["output_type"].values())))}
+            g.add_node(k, node)
+        for a, b in d["edges"]:
+            g.add_edge(a, b)
+        for k, anns in d.get("annotations", {}).items():
+            for cname, fields in anns.items():
+                g.annotate(k, _ann.REGISTRY[cname](**{f: un(v) if not isinstance(v, list) else un(v) for f, v in fields.items()}))
+    except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as e:
+        raise InputFileError(f"malformed nmc model file ({type(e).__name__}: {e})", path=path,
+                             hint="re-save the model with nmc.save") from None
+    return g

@@ -24,7 +24,7 @@ import numpy as np
 
 from nmc.annotations import Quant
 from nmc.ir import Graph
-from nmc.nodes import EGRU, NEURON_TYPES, SPIKING_TYPES
+from nmc.nodes import EGRU, is_neuron, is_spiking_neuron
 
 DENSE = (nir.Affine, nir.Linear)
 CONV = (nir.Conv1d, nir.Conv2d)
@@ -144,7 +144,7 @@ def integer_graph(g: Graph) -> tuple[Graph, dict]:
     info: dict = {}
     converted_w: dict[str, np.ndarray] = {}
     for n, node in g.nodes.items():
-        if not isinstance(node, NEURON_TYPES):
+        if not is_neuron(node):
             continue
         if isinstance(node, EGRU):
             info[n] = {"scale": None, "converted": False, "reason": "EGRU is nonlinear in its input (no rescaling)"}
@@ -159,7 +159,7 @@ def integer_graph(g: Graph) -> tuple[Graph, dict]:
             reason = "its weight inputs have different scales"
         elif any(len(g.succs(p)) != 1 for p in preds):
             reason = "a weight input also feeds another node"
-        elif not isinstance(node, SPIKING_TYPES) and not all(isinstance(g.nodes[s], nir.Output) for s in g.succs(n)):
+        elif not is_spiking_neuron(node) and not all(isinstance(g.nodes[s], nir.Output) for s in g.succs(n)):
             reason = "graded (non-spiking) output feeding further layers"
         if reason:
             info[n] = {"scale": None, "converted": False, "reason": reason}

@@ -48,7 +48,9 @@ import scipy.sparse as sp
 from nmc.annotations import Quant, Sparsity
 from nmc.errors import GraphError, UnsupportedNodeError
 from nmc.ir import Graph
-from nmc.nodes import EGRU, is_neuron
+from nmc import semantics
+from nmc.nodes import EGRU, is_neuron, is_weight
+from nmc.semantics import Kind
 
 from nmc.target_model import CoreLimits, TargetModel
 
@@ -242,7 +244,8 @@ def op_pattern(g: Graph, name: str) -> sp.csr_matrix | None:
     if isinstance(node, nir.Scale):
         s = np.broadcast_to(np.asarray(node.scale, dtype=float).reshape(-1), (n_out,)) if np.size(node.scale) in (1, n_out) else np.ones(n_out)
         return sp.diags((s != 0).astype(np.float32), format="csr")
-    if isinstance(node, (nir.Flatten, nir.Delay, nir.Threshold, nir.Output)) or type(node).__name__ == "Identity":
+    if semantics.kind_of(node) in (Kind.INDEX, Kind.ELEMENTWISE) or isinstance(node, nir.Output) \
+            or type(node).__name__ == "Identity":
         if n_in != n_out:
             raise GraphError(f"{type(node).__name__} changes the size {n_in} -> {n_out}", node=name)
         return None
@@ -418,7 +421,7 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
         visiting.add(name)
         M = op_pattern(g, name)
         node = g.nodes[name]
-        is_w = isinstance(node, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d))
+        is_w = is_weight(node)
         out = []
         for p in g.preds(name):
             for t in terms_into(p):

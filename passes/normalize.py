@@ -31,22 +31,16 @@ import nir
 import numpy as np
 
 from nmc.annotations import Reset
-from nmc.errors import GraphError, OptionError, ShapeError
+from nmc.errors import GraphError, OptionError
 from nmc.ir import Graph
-from nmc.nodes import SPIKING_TYPES
+from nmc.nodes import is_spiking_neuron
+from nmc.semantics import lookup, shapes
 
 from .conventions import TAU_FIELDS, reconcile_io_types, tau_findings
 from .manager import Pass, PassContext, register
 
 DEFAULTS = {"dt": 1e-4, "integrator": "euler", "reset": "zero"}
-NIR_NEURONS = (nir.CubaLIF, nir.CubaLI, nir.LI, nir.LIF, nir.IF, nir.I)
-_NEURON_FIELDS = ("tau", "tau_mem", "tau_syn", "r", "v_leak", "v_threshold", "v_reset", "w_in")
-
-
-def _np(v):
-    if hasattr(v, "detach"):
-        v = v.detach().cpu().numpy()
-    return v
+_np = shapes._np
 
 
 @register
@@ -74,10 +68,7 @@ class Normalize(Pass):
         _strip_batch_dim(g)
         _infer_shapes(g)
         for name, node in g.nodes.items():
-            if isinstance(node, NIR_NEURONS):
-                _broadcast_neuron(name, node)
-            if isinstance(node, tuple(_ELEMENTWISE)):
-                _broadcast_elementwise(name, node, node.output_type.get("output") if node.output_type else None)
+            shapes.broadcast_params(name, node)  # per-neuron / per-element parameters (registry entry's params)
         for name, declared, used in reconcile_io_types(g):
             ctx.warnings.add(f"declared shape {declared} differs from its neighbour's {used} only in dimensions of "
                              f"size 1 (an exporter convention, e.g. Rockpool's output type): read as {used}",
@@ -94,7 +85,7 @@ class Normalize(Pass):
             elif key not in g.meta:
                 g.meta[key] = DEFAULTS[key]
                 if key == "reset" and all(g.ann(n, Reset) is not None for n, nd in g.nodes.items()
-                                          if isinstance(nd, SPIKING_TYPES)):
+                                          if is_spiking_neuron(nd)):
                     continue  # every spiking node states its own reset mode
                 ctx.warnings.add(f"{key} not given and not stored in the model; using {DEFAULTS[key]!r} "
                                  f"(set it with --{key})", source="normalize")
@@ -105,7 +96,7 @@ class Normalize(Pass):
             ctx.warnings.add(f"{f['message']}; {f['hint']}", node=f["node"], source="normalize")
         if opts.get("reset") is not None:
             for name, node in g.nodes.items():
-                if isinstance(node, SPIKING_TYPES):
+                if is_spiking_neuron(node):
                     g.annotate(name, Reset(opts["reset"]))
         for name, node in g.nodes.items():
             if isinstance(node, nir.Delay):
@@ -136,64 +127,6 @@ def _scale_taus(g: Graph, scale) -> None:
                 setattr(node, k, np.asarray(v, dtype=np.float64) * s)
 
 
-#: Per-element nodes whose shape is their one parameter's shape (scalars broadcast).
-_ELEMENTWISE = {nir.Threshold: "threshold", nir.Scale: "scale", nir.Delay: "delay"}
-
-
-def _broadcast_elementwise(name: str, node, hint) -> None:
-    """Threshold/Scale/Delay: a scalar parameter applies to every element of the
-    shape ``hint`` (what the input edge delivers)."""
-    field = _ELEMENTWISE[type(node)]
-    a = np.asarray(_np(getattr(node, field)), dtype=np.float64)
-    if a.size > 1:
-        shape = a.shape
-    elif hint is not None and len(hint):
-        shape = tuple(int(x) for x in hint)
-    else:
-        shape = a.shape if a.ndim else (1,)
-    try:
-        a = np.broadcast_to(a, shape).copy()
-    except ValueError:
-        raise ShapeError(f"parameter '{field}' of shape {a.shape} does not broadcast to {shape}", node=name) from None
-    setattr(node, field, a)
-    node.input_type = {"input": np.array(shape)}
-    node.output_type = {"output": np.array(shape)}
-
-
-def _broadcast_neuron(name: str, node, hint=None) -> None:
-    """Give every neuron parameter one value per neuron. The population's shape is
-    that of its first parameter with more than one value, else ``hint`` (the
-    shape its input edge delivers: all-scalar parameters mean "same for all"),
-    else the node's declared output type, else (1,)."""
-    shape = None
-    for k in _NEURON_FIELDS:
-        v = getattr(node, k, None)
-        if v is not None and np.size(v) > 1:
-            shape = np.shape(v)
-            break
-    if shape is None and hint is not None and len(hint):
-        shape = tuple(int(x) for x in hint)
-    if shape is None:
-        shape = tuple(int(x) for x in np.asarray(node.output_type["output"]).reshape(-1)) if node.output_type.get("output") is not None else (1,)
-        if len(shape) == 0:
-            shape = (1,)
-    for k in _NEURON_FIELDS:
-        if not hasattr(node, k):
-            continue
-        v = getattr(node, k)
-        if v is None and k == "v_reset":
-            v = 0.0
-        if v is None:
-            continue
-        a = np.asarray(_np(v), dtype=np.float64)
-        try:
-            setattr(node, k, np.broadcast_to(a, shape).copy())
-        except ValueError:
-            raise ShapeError(f"parameter '{k}' of shape {a.shape} does not broadcast to {shape}", node=name) from None
-    node.input_type = {"input": np.array(shape)}
-    node.output_type = {"output": np.array(shape)}
-
-
 def _strip_batch_dim(g: Graph) -> None:
     for name in g.inputs:
         s = g.shape_out(name)
@@ -208,6 +141,8 @@ def _strip_batch_dim(g: Graph) -> None:
 
 
 def _infer_shapes(g: Graph) -> None:
+    """Each node's shape rule (its registry entry's, :mod:`nmc.semantics.shapes`), in schedule
+    order, from the shape its first input edge delivers."""
     order, back = g.schedule()
     for name in order:
         node = g.nodes[name]
@@ -215,48 +150,9 @@ def _infer_shapes(g: Graph) -> None:
         if not preds:
             continue
         src = g.shape_out(preds[0])
-        if src is None:
+        entry = lookup(node)
+        if src is None or entry is None:
             continue
-        if isinstance(node, NIR_NEURONS):
-            _broadcast_neuron(name, node, hint=src)
-            continue
-        if isinstance(node, tuple(_ELEMENTWISE)):
-            _broadcast_elementwise(name, node, src)
-            continue
-        if isinstance(node, nir.Conv2d) and (node.input_shape is None or g.shape_in(name) is None):
-            g.nodes[name] = nir.Conv2d(input_shape=tuple(src[-2:]), weight=node.weight, stride=node.stride,
-                                       padding=node.padding, dilation=node.dilation, groups=node.groups,
-                                       bias=node.bias)
-        elif isinstance(node, nir.Conv1d) and (node.input_shape is None or g.shape_in(name) is None):
-            g.nodes[name] = nir.Conv1d(input_shape=int(src[-1]), weight=node.weight, stride=node.stride,
-                                       padding=node.padding, dilation=node.dilation, groups=node.groups,
-                                       bias=node.bias)
-        if isinstance(g.nodes[name], (nir.Conv1d, nir.Conv2d)) and g.nodes[name].input_shape is not None:
-            _conv_types(g.nodes[name])
-            continue
-        if isinstance(node, nir.Flatten) and g.shape_in(name) is None:
-            g.nodes[name] = nir.Flatten(input_type={"input": np.array(src)}, start_dim=node.start_dim,
-                                        end_dim=node.end_dim)
-        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)) and g.shape_in(name) is None:
-            k = np.broadcast_to(np.asarray(node.kernel_size), 2)
-            st = np.broadcast_to(np.asarray(node.stride), 2)
-            pd = np.broadcast_to(np.asarray(node.padding), 2)
-            hw = (np.asarray(src[-2:]) + 2 * pd - k) // st + 1
-            node.input_type = {"input": np.array(src)}
-            node.output_type = {"output": np.array([src[0], *hw])}
-        elif isinstance(node, nir.Output) and g.shape_in(name) is None:
-            g.nodes[name] = nir.Output(output_type={"output": np.array(src)})
+        entry.shape(g, name, src)
 
 
-def _conv_types(node) -> None:
-    """Correct a Conv1d/Conv2d node's input/output types (in channels = weight.shape[1]·groups,
-    kernel extent per axis); NIR 1.0.8's constructor gets both wrong for grouped or
-    non-square convolutions."""
-    from nir.ir.utils import calculate_conv_output
-
-    w = np.asarray(node.weight)
-    spatial = (int(node.input_shape),) if isinstance(node, nir.Conv1d) else tuple(int(x) for x in node.input_shape)
-    out = calculate_conv_output(spatial if len(spatial) > 1 else spatial[0], node.padding, node.dilation,
-                                tuple(w.shape[2:]) if len(spatial) > 1 else w.shape[2], node.stride)
-    node.input_type = {"input": np.array([w.shape[1] * int(node.groups), *spatial])}
-    node.output_type = {"output": np.array([w.shape[0], *np.asarray(out).reshape(-1)])}

@@ -54,6 +54,7 @@ import numpy as np
 from nmc.annotations import Quant, RowMap, Sparsity
 from nmc.errors import OptionError
 from nmc.ir import Graph
+from nmc import semantics
 from nmc.nodes import EGRU, is_spiking
 
 from .fidelity import activity_key, dequantized, fit_budget, integer_graph, layer_inputs, simulate
@@ -61,7 +62,6 @@ from .manager import Pass, PassContext, register
 
 SCHEMES = ("int", "ternary", "binary")
 METHODS = ("maxabs", "percentile", "calibrate")
-WEIGHT_TYPES = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)
 CLIP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)  # int: clip = fraction · max|w|
 ALPHA_GAINS = (0.6, 0.8, 1.0, 1.25, 1.5)  # ternary/binary: α · gain
 
@@ -149,11 +149,9 @@ def _levels(w_int) -> int:
 
 
 def weight_arrays(node) -> dict[str, np.ndarray]:
-    if isinstance(node, WEIGHT_TYPES):
-        return {"weight": np.asarray(node.weight)}
-    if isinstance(node, EGRU):
-        return {"w_x": np.asarray(node.w_x), "w_h": np.asarray(node.w_h)}
-    return {}
+    """The node's synaptic weight fields (its registry entry's ``weights``) as arrays."""
+    e = semantics.lookup(node)
+    return {f: np.asarray(getattr(node, f)) for f in (e.weights if e is not None else ())}
 
 
 def _matrix(node) -> np.ndarray:

@@ -48,17 +48,20 @@ from dataclasses import dataclass
 
 import nir
 import numpy as np
+import torch
 
+from nmc import semantics
 from nmc.annotations import Quant, Sparsity
 from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.nodes import EGRU, is_neuron
+from nmc import reference_steps as _reference_steps  # noqa: F401  (registers the linear_map hooks)
+from nmc.semantics import shapes
 
 from .fidelity import activity_key, layer_inputs, simulate
 from .formats import storage_bytes
 from .manager import Pass, PassContext, register
 
-WEIGHTED = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d, EGRU)
 DENSE = (nir.Affine, nir.Linear)
 FORMATS = ("auto", "csr", "ell", "dense")
 
@@ -66,11 +69,14 @@ __all__ = ["Sparsify", "keep_top", "storage_bytes", "remove_units"]
 
 
 def _weights(node) -> list[tuple[str, np.ndarray]]:
-    if isinstance(node, EGRU):
-        return [("w_x", np.asarray(node.w_x)), ("w_h", np.asarray(node.w_h))]
-    if isinstance(node, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)):
-        return [("weight", np.asarray(node.weight))]
-    return []
+    """The node's synaptic weight fields (its registry entry's ``weights``) as arrays."""
+    e = semantics.lookup(node)
+    return [(f, np.asarray(getattr(node, f))) for f in (e.weights if e is not None else ())]
+
+
+def _is_conv(node) -> bool:
+    e = semantics.lookup(node)
+    return e is not None and e.shape is shapes.conv
 
 
 def _mask(node) -> np.ndarray:
@@ -178,9 +184,9 @@ class Sparsify(Pass):
 
     def _structured(self, g: Graph) -> None:
         for n, node in g.nodes.items():
-            if self.structured == "channels" and not isinstance(node, (nir.Conv1d, nir.Conv2d)):
+            if self.structured == "channels" and not _is_conv(node):
                 continue
-            if self.structured == "units" and isinstance(node, (nir.Conv1d, nir.Conv2d)):
+            if self.structured == "units" and _is_conv(node):
                 continue
             if not self._selected(n, node):
                 continue
@@ -252,9 +258,10 @@ class Sparsify(Pass):
                 continue
             srcs = [inputs[p] if p in inputs else res[f"{p}.out"] for p in g.preds(name)]
             x = np.asarray(sum(srcs)).reshape(-1, *g.shape_in(name))
-            terms = [(x, node.w_x if isinstance(node, EGRU) else node.weight)]
-            if isinstance(node, EGRU):
-                terms.append((np.asarray(res[f"{name}.out"]).reshape(-1, node.hidden_size), node.w_h))
+            ws = _weights(node)  # [input weight] or EGRU's [w_x, w_h]: w_h acts on the node's own output
+            terms = [(x, ws[0][1])]
+            if len(ws) > 1:
+                terms.append((np.asarray(res[f"{name}.out"]).reshape(-1, node.hidden_size), ws[1][1]))
             eff = dns = 0.0
             for a, w in terms:
                 e, d = _synops(node, a, np.asarray(w))
@@ -279,24 +286,12 @@ def _synops(node, a: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     """(effective, dense) synaptic operations of weight ``w`` on inputs ``a``
     (N, *in_shape): non-zero input × kept weight reached, and every weight."""
     nz = (a != 0)
-    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
-        import torch
-        import torch.nn.functional as F
-
-        from nmc.reference import _pair
-
+    if _is_conv(node):  # the node's own convolution (its entry's linear_map) on the 0/1 patterns
         k = torch.as_tensor((w != 0).astype(np.float64))
-        conv = F.conv2d if isinstance(node, nir.Conv2d) else F.conv1d
-        if isinstance(node, nir.Conv2d):
-            kw = dict(stride=_pair(node.stride), dilation=_pair(node.dilation), groups=int(node.groups),
-                      padding=node.padding if isinstance(node.padding, str) else _pair(node.padding))
-        else:
-            one = lambda v: int(np.asarray(v).reshape(-1)[0])  # noqa: E731
-            kw = dict(stride=one(node.stride), dilation=one(node.dilation), groups=int(node.groups),
-                      padding=node.padding if isinstance(node.padding, str) else one(node.padding))
+        conv = semantics.of(node).hook("linear_map")
         with torch.no_grad():
-            eff = float(conv(torch.as_tensor(nz.astype(np.float64)), k, **kw).sum())
-            dense = float(conv(torch.ones(1, *a.shape[1:], dtype=torch.float64), torch.ones_like(k), **kw).sum())
+            eff = float(conv(node, torch.as_tensor(nz.astype(np.float64)), None, k).sum())
+            dense = float(conv(node, torch.ones(1, *a.shape[1:], dtype=torch.float64), None, torch.ones_like(k)).sum())
         return eff, dense * a.shape[0]
     fan = (w.reshape(w.shape[0], -1) != 0).sum(0)  # kept fan-out of each input element
     return float((nz.reshape(a.shape[0], -1) * fan).sum()), float(a.shape[0] * w.size)

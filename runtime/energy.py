@@ -52,14 +52,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import nir
 import numpy as np
 import scipy.sparse as sp
 
 from nmc.annotations import Placement, Quant, Route
 from nmc.errors import ConfigError, OptionError
 from nmc.hw import HardwareSpec
-from nmc.nodes import is_neuron, is_spiking
+from nmc import semantics
+from nmc.nodes import is_neuron
 
 
 @dataclass(frozen=True)
@@ -216,9 +216,11 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
                             axis=2).astype(np.float64)  # (T, B, N) events (0/1, or counts of repeated events)
     graded_src = np.zeros(N, dtype=bool)
     for i, u in enumerate(units):
-        node = g.nodes[u]
+        # the unit's node type counts its events as MACs (graded) or synaptic ops (spikes); a type
+        # that may send either (an Input) counts what its data holds
+        counters = semantics.of(g.nodes[u], name=u).counters
         binary = u in events or np.all(np.isin(act[u], (0.0, 1.0)))
-        graded_src[off[i]:off[i + 1]] = not (is_spiking(node) or (isinstance(node, nir.Input) and binary))
+        graded_src[off[i]:off[i + 1]] = "macs" in counters and not ("synaptic_ops" in counters and binary)
     # synaptic events into each target unit, per step and sample
     a2 = active.reshape(T * B, N)
     recv_ac = np.asarray((AT[~graded_src].T @ a2[:, ~graded_src].T)).T if (~graded_src).any() else np.zeros((T * B, N))

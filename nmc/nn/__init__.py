@@ -16,6 +16,7 @@ from torch import nn
 
 from .egru import EGRU, EGRULanguageModel
 from .neurons import IF, LI, LIF, NEURON_CLASSES, RLIF, CubaLIF, surrogate
+from .persist import load_module
 
 __all__ = ["LIF", "RLIF", "CubaLIF", "IF", "LI", "EGRU", "EGRULanguageModel", "surrogate", "run", "reset", "load"]
 
@@ -35,7 +36,5 @@ def run(model: nn.Module, x: torch.Tensor, *, reset_first: bool = True) -> torch
 
 
 def load(path) -> nn.Module:
-    """Rebuild the trainable module saved by :func:`nmc.save` (weights-only load)."""
-    from nmc.frontends.torch import load_module
-
+    """Rebuild the trainable module saved by :func:`nmc.save` (weights-only load; :mod:`nmc.nn.persist`)."""
     return load_module(path)

@@ -59,7 +59,7 @@ def test_evnn_state_dict_import_matches_independent_equations(tmp_path):
 def test_stacked_evnn_layers_and_evnn_restart():
     sd1, sd2 = _evnn_sd(5, 7, 1), _evnn_sd(7, 4, 2)
     both = {**{f"layers.0.{k}": v for k, v in sd1.items()}, **{f"layers.1.{k}": v for k, v in sd2.items()}}
-    from nmc.frontends.torch import _evnn_graph
+    from nmc.frontends.torch.files import _evnn_graph
 
     g = _evnn_graph(both, "mem")
     assert [k for k in g.nodes if k.startswith("egru")] == ["egru0", "egru1"]

@@ -1,0 +1,124 @@
+"""The node-type registry (nmc.semantics): every node type nmc reads has a complete
+entry, and a new node type takes one entry (shape rule, counters, reference step)
+to be verified, simulated, classified and read back from a file."""
+from __future__ import annotations
+
+import dataclasses
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+import nmc.reference  # noqa: F401  (registers the reference steps)
+from nmc import semantics, serialize
+from nmc.errors import UnknownNodeTypeError, UnsupportedNodeError
+from nmc.ir import Graph
+from nmc.nodes import EXTENSION_NODES, NIR_NODES, is_extension, is_neuron, node_class
+from nmc.reference import ReferenceSimulator
+from nmc.runtime.energy import TERMS
+from nmc.semantics import Kind, NodeType, shapes
+from nmc.reference_steps import Step
+
+
+def test_every_allow_listed_node_type_has_a_complete_entry():
+    allowed = {**NIR_NODES, **EXTENSION_NODES}
+    assert len(allowed) == 19  # NIR 1.0.8's 18 primitives + nmc.EGRU
+    terms = {t.kind for t in TERMS}
+    for name, cls in allowed.items():
+        e = semantics.lookup(cls)
+        assert e is not None and e.name == name and e.cls is cls
+        assert semantics.missing(e) == [], name
+        assert set(e.counters) <= terms, name
+        for f in e.params + e.weights:  # the fields an entry names exist on the class
+            assert f in {x.name for x in dataclasses.fields(cls)}, (name, f)
+
+
+def test_classification_follows_the_entries():
+    assert {c.__name__ for c in semantics.classes(Kind.NEURON)} == {"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF",
+                                                                    "EGRU"}
+    assert {c.__name__ for c in semantics.classes(Kind.NEURON, spiking=True)} == {"IF", "LIF", "CubaLIF"}
+    assert semantics.of(nir.Threshold(threshold=np.ones(2))).spiking
+
+
+@dataclasses.dataclass(eq=False)
+class Negate(nir.NIRNode):
+    """A tiny extension node for the test: y = −g ⊙ x (per-element gain g)."""
+
+    gain: np.ndarray
+
+    nmc_type = "test.Negate"
+
+    def __post_init__(self):
+        self.gain = np.asarray(self.gain, dtype=float)
+        self.input_type = {"input": np.array(self.gain.shape)}
+        self.output_type = {"output": np.array(self.gain.shape)}
+
+    def to_dict(self):
+        d = super().to_dict()
+        d["type"] = self.nmc_type
+        return d
+
+
+class NegateStep(Step):
+    def __init__(self, sn):
+        super().__init__(sn)
+        self.p["g"] = self._param(sn.node.gain)
+
+    def step(self, x, st):
+        return -self.p["g"] * x, st, {}
+
+
+NEGATE = NodeType(cls=Negate, name=Negate.nmc_type, kind=Kind.ELEMENTWISE, shape=shapes.elementwise,
+                  params=("gain",), counters=(), hooks={("reference", "step"): NegateStep})
+
+
+def _graph() -> Graph:
+    g = Graph(meta={"dt": 1e-3})
+    g.add_node("in", nir.Input(input_type={"input": np.array([3])}))
+    g.add_node("neg", Negate(gain=np.array([1.0, 2.0, 0.5])))
+    g.add_node("out", nir.Output(output_type={"output": np.array([3])}))
+    g.add_edge("in", "neg")
+    g.add_edge("neg", "out")
+    return g
+
+
+def test_a_new_node_type_is_one_registry_entry(tmp_path):
+    with pytest.raises(UnsupportedNodeError, match="unknown node type Negate"):
+        _graph().verify()  # before it is registered: refused, named, as any unknown type
+    with pytest.raises(UnknownNodeTypeError):
+        node_class("test.Negate")
+    with semantics.registered(NEGATE):
+        g = _graph()
+        g.verify()
+        assert is_extension(g.nodes["neg"]) and not is_neuron(g.nodes["neg"])
+        assert semantics.missing(NEGATE) == []
+        x = np.arange(12, dtype=float).reshape(4, 3)
+        out = ReferenceSimulator(g).run({"in": x})["out"]
+        np.testing.assert_array_equal(out, -x * np.array([1.0, 2.0, 0.5]))  # exact: one product per element
+        # files: the nmc HDF5 file and the plain-data form both read it back through the registry
+        serialize.write(tmp_path / "g.nir", g)
+        back = serialize.read(tmp_path / "g.nir")
+        np.testing.assert_array_equal(back.nodes["neg"].gain, [1.0, 2.0, 0.5])
+        data = serialize.from_data(serialize.to_data(g, torch.from_numpy), "mem",
+                                   lambda v: v.numpy() if isinstance(v, torch.Tensor) else v)
+        assert data.dump() == g.dump()
+    with pytest.raises(UnknownNodeTypeError):  # unregistered again: the allow-list is closed
+        node_class("test.Negate")
+    assert semantics.lookup(Negate) is None
+
+
+def test_hooks_per_target_fall_back_to_the_shared_one():
+    e = semantics.lookup(nir.Affine)
+    shared = e.hook("linear_map")
+    assert shared is not None and e.hook("linear_map", "some-target") is shared
+    own = semantics.register_hook("some-target", "linear_map", nir.Affine)(lambda *a, **k: "own")
+    try:
+        assert e.hook("linear_map", "some-target") is own and e.hook("linear_map") is shared
+    finally:
+        del e.hooks[("some-target", "linear_map")]
+
+
+def test_registering_a_type_twice_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        semantics.register(NodeType(cls=nir.LIF, name="LIF2", kind=Kind.NEURON, shape=shapes.neuron, counters=()))
