@@ -1,37 +1,22 @@
-"""The ``reference`` target: the float reference simulator as a backend.
-
-Its Program is the compiled graph itself (already in the bundle as
-``graph.nir``); its one device, ``reference``, is
-:class:`nmc.reference.ReferenceSimulator` in float64. Every other target is
-checked against it.
-"""
+"""The ``reference`` device: :class:`nmc.reference.ReferenceSimulator` in
+float64 on the compiled graph, streamed one timestep at a time."""
 from __future__ import annotations
 
 from typing import Iterable
 
 import numpy as np
 
-from nmc.errors import OptionError
-from nmc.ir import Graph
 from nmc.reference import ReferenceSimulator
 
-from ..base import Device, Program
+from ..base import Device, SteppedStreaming
+from .program import ReferenceProgram
 
 
-class ReferenceProgram(Program):
-    def __init__(self, graph: Graph):
-        self.graph = graph
-
-    def summary(self) -> dict:
-        return {"nodes": len(self.graph.nodes), "edges": len(self.graph.edges),
-                "parameters": sum(self.graph.param_count(n) for n in self.graph.nodes)}
-
-
-class ReferenceDevice(Device):
+class ReferenceDevice(SteppedStreaming, Device):
     name = "reference"
-    streams = True  # Device.advance steps it one timestep at a time
 
     def __init__(self, program: ReferenceProgram):
+        self.program = program
         self.sim = ReferenceSimulator(program.graph)
 
     def reset(self, batch: int = 1) -> None:
@@ -46,29 +31,3 @@ class ReferenceDevice(Device):
 
     def run(self, inputs, steps=None, record: Iterable[str] = ()) -> dict[str, np.ndarray]:
         return self.sim.run(inputs, steps=steps, record=record)
-
-
-class ReferenceBackend:
-    name = "reference"
-    summary = "float64 reference simulator (the oracle every target is checked against)"
-    spec_name = None
-    devices = ("reference",)
-    default_device = "reference"
-    options: dict = {}  # no target options of its own (see nmc.target_options.COMMON)
-
-    def default_pipeline(self, options: dict) -> str:
-        return "normalize"
-
-    def lower(self, graph: Graph, ctx) -> ReferenceProgram:
-        return ReferenceProgram(graph)
-
-    def load_program(self, files: dict[str, bytes], graph: Graph) -> ReferenceProgram:
-        return ReferenceProgram(graph)
-
-    def device(self, name: str, program: ReferenceProgram, **opts) -> Device:
-        if name not in self.devices:
-            raise OptionError(f"target 'reference' has no device '{name}'", hint="use --device reference")
-        return ReferenceDevice(program)
-
-
-BACKEND = ReferenceBackend()

@@ -212,13 +212,12 @@ def lower(graph: Graph, ctx) -> S2Program:
         raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
     from .cost import cost_report
 
-    prog.report = cost_report(prog, graph, spec, ctx)
+    prog.report.update(cost_report(prog, graph, spec, ctx))
     prog.report["warnings"] = warnings
     prog.report["latency"] = {p.name: p.latency for p in prog.populations}
     prog.report["host_readout"] = {o: {"source": outputs[o], "weights": int(r["w"].size),
                                        "macs_per_step": int(np.count_nonzero(r["w"]))} for o, r in readout.items()}
     prog.report["weight_scale"] = {p.name: p.scale for p in prog.populations if p.model != "spike_list"}
-    prog.graph = graph
     ctx.reports["spinnaker2"] = prog.report
     return prog
 
