@@ -87,7 +87,13 @@ def get_backend(name: str):
         raise OptionError(f"unknown target '{name}'",
                           hint=(f"did you mean '{near[0]}'? " if near else "") + f"targets: {', '.join(names)}")
     mod, attr = ref.split(":")
-    be = getattr(import_module(mod), attr)
+    try:
+        be = getattr(import_module(mod), attr)
+    except (ImportError, AttributeError) as e:
+        if name in BUILTIN:
+            raise
+        raise OptionError(f"target '{name}' ({ref}) cannot be loaded: {type(e).__name__}: {e}",
+                          hint="install the package that provides it, or fix its registration") from None
     from .base import Backend
 
     if not isinstance(be, Backend):

@@ -137,6 +137,12 @@ def test_registry_rules(ifchip):
         backends.unregister("notabackend")
     with pytest.raises(OptionError, match="unknown target 'ifchip2'"):
         backends.get_backend("ifchip2")
+    backends.register("broken", "no_such_module_for_nmc:BACKEND")
+    try:
+        with pytest.raises(OptionError, match="target 'broken' .* cannot be loaded: ModuleNotFoundError"):
+            backends.get_backend("broken")
+    finally:
+        backends.unregister("broken")
 
 
 def test_entry_point_group(tmp_path, monkeypatch):
