@@ -32,6 +32,7 @@ import nir
 import numpy as np
 
 import nmc
+from nmc.backends.base import Device, SteppedStreaming
 from nmc.runtime import events as ev
 from nmc.runtime.server import SessionServer
 from nmc.runtime.session import Session
@@ -39,8 +40,10 @@ from nmc.runtime.session import Session
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Echo:
+class _Echo(SteppedStreaming, Device):
     """Device stand-in for the transport-alone figure: returns each step's input."""
+
+    name = "echo"
 
     def __init__(self, out_name):
         self.out_name = out_name
@@ -51,10 +54,13 @@ class _Echo:
     def step(self, inputs_t):
         return {self.out_name: next(iter(inputs_t.values()))}
 
+    def run(self, inputs, steps=None, record=()):
+        return {self.out_name: next(iter(inputs.values()))}
+
 
 def _echo_factory(b, device, window):
     s = Session(b, device=device, window=window)
-    s.device = _Echo(next(iter(s.io.outputs)))
+    s.device = _Echo(s.io.output_names[0])
     return s
 
 

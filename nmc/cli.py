@@ -654,14 +654,14 @@ def targets_cmd():
       nmc targets
       nmc compile net.nir --target reference -o net.nmc
     """
-    from nmc.backends import REGISTRY, get_backend
+    from nmc.backends import get_backend, targets
 
     from .target_options import options_text
 
     t = Table(title="targets")
     for c in ("target", "devices", "default pipeline", "--option KEY=VALUE", "description"):
         t.add_column(c)
-    for name in REGISTRY:
+    for name in targets():
         be = get_backend(name)
         t.add_row(name, ", ".join(be.devices), be.default_pipeline({}), options_text(be), be.summary)
     out.print(t)

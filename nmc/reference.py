@@ -37,6 +37,7 @@ import torch
 
 from . import semantics
 from .errors import OptionError, ShapeError, UnsupportedNodeError
+from .iomap import IOMap, validate_inputs
 from .ir import Graph
 from .reference_steps import tensor
 
@@ -126,7 +127,7 @@ class ReferenceSimulator:
 
         Returns ``{output_node: (T[, B], *shape)}`` plus ``<node>.<var>`` for recorded nodes.
         """
-        arrs, T, batched = check_inputs(self.graph, inputs, steps, batched)
+        arrs, T, batched = validate_inputs(IOMap.of_graph(self.graph), inputs, steps, batched)
         record = list(record)
         for r in record:
             if r not in self.graph.nodes:
@@ -146,62 +147,3 @@ class ReferenceSimulator:
         if not batched:
             res = {k: v[:, 0] for k, v in res.items()}
         return res
-
-
-def check_inputs(graph: Graph, inputs: dict, steps: int | None, batched: bool | None):
-    """Validate ``inputs`` against the graph's input nodes; return ((T, B, *shape) arrays, T, batched).
-
-    Inputs shorter than ``steps`` are padded with zeros (silence), never truncated
-    silently: ``steps`` smaller than the input length is an error.
-    """
-    if not isinstance(inputs, dict):
-        if len(graph.inputs) == 1:
-            inputs = {graph.inputs[0]: inputs}
-        else:
-            raise ShapeError(f"graph has {len(graph.inputs)} inputs; pass a dict keyed by {graph.inputs}")
-    missing = [k for k in graph.inputs if k not in inputs]
-    extra = [k for k in inputs if k not in graph.inputs]
-    if missing:
-        raise ShapeError("no input given for this input node", node=missing[0],
-                         hint=f"provide arrays named {graph.inputs}")
-    if extra:
-        raise ShapeError("input given for a node that is not an input of the graph", node=extra[0],
-                         hint=f"input nodes: {graph.inputs}")
-    out, T, bflag = {}, None, batched
-    for k in graph.inputs:
-        a = np.asarray(inputs[k])
-        if a.dtype == object or a.dtype.kind not in "biuf":
-            raise ShapeError(f"input array has dtype {a.dtype}, expected numbers", node=k)
-        shp = graph.shape_out(k)
-        if bflag is None:
-            bflag = a.ndim == len(shp) + 2
-        want = len(shp) + (2 if bflag else 1)
-        if a.ndim != want or tuple(a.shape[-len(shp):] if shp else ()) != shp:
-            raise ShapeError(f"input array has shape {a.shape}, expected (T, {', '.join(map(str, shp))})"
-                             + (" with a batch axis after T" if bflag else ""), node=k,
-                             hint="arrays are time-major: (timesteps, *node shape)")
-        if not np.all(np.isfinite(a)):
-            raise ShapeError("input array has non-finite values", node=k)
-        if a.shape[0] < 1 or (bflag and a.shape[1] < 1):
-            raise ShapeError(f"input array has shape {a.shape}: " + ("no timesteps (T = 0)" if a.shape[0] < 1
-                             else "an empty batch (batch = 0)"), node=k,
-                             hint="give at least one timestep and one sample: (T >= 1[, batch >= 1], *node shape)")
-        if not bflag:
-            a = a[:, None]
-        out[k] = a
-        T = a.shape[0] if T is None else max(T, a.shape[0])
-    if steps is not None:
-        if steps < 1:
-            raise OptionError(f"--steps must be >= 1, got {steps}", limit=1, actual=steps,
-                              hint="omit --steps to run the input's length")
-        from .limits import check_shape_alloc
-
-        B = max(a.shape[1] for a in out.values())
-        for k in graph.outputs:  # each output is recorded for every step: (steps, B, *shape) float64
-            check_shape_alloc((steps, B, *graph.shape_in(k)), 8, f"--steps {steps}: output '{k}'", node=k,
-                              error=OptionError, hint="run fewer steps")
-        if steps < T:
-            raise ShapeError(f"--steps {steps} is shorter than the input ({T} steps); events would be lost",
-                             limit=steps, actual=T, hint="omit --steps or pass a larger value")
-        T = steps
-    return out, T, bflag

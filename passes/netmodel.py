@@ -497,9 +497,10 @@ def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tu
     N = int(sum(sizes))
     if not data:
         return np.ones(N), "uniform"
-    from nmc.reference import ReferenceSimulator, check_inputs
+    from nmc.iomap import IOMap, validate_inputs
+    from nmc.reference import ReferenceSimulator
 
-    arrs, T, _ = check_inputs(g, data, None, None)
+    arrs, T, _ = validate_inputs(IOMap.of_graph(g), data)
     arrs = {k: v[:rate_steps, :16] for k, v in arrs.items()}
     rec = [k for k in units if k not in g.inputs]
     res = ReferenceSimulator(g).run({k: v for k, v in arrs.items()}, record=rec, batched=True)

@@ -32,7 +32,9 @@ from nmc.errors import DeviceError, EventFormatError, NmcError, OptionError
 
 from . import events as ev
 from . import protocol as P
-from .session import IOMap, check_dense_inputs, dense_windows
+from nmc.iomap import IOMap, validate_inputs
+
+from .session import dense_windows
 
 
 class Client:
@@ -56,14 +58,14 @@ class Client:
             self.target, self.devices = hello.get("target"), hello.get("devices")
             self._send(P.OPEN, P.json_payload({"device": device, "window": window}))
             info = P.parse_json(self._expect(P.OPEN)[1])
-            self.io = IOMap({k: tuple(v) for k, v in info["input_shapes"].items()},
-                            {k: tuple(v) for k, v in info["output_shapes"].items()})
+            self.io = IOMap.of_shapes({k: tuple(v) for k, v in info["input_shapes"].items()},
+                                      {k: tuple(v) for k, v in info["output_shapes"].items()})
             self.window, self.device_name = int(info["window"]), info["device"]
         except BaseException:
             self.sock.close()
             self.closed = True
             raise
-        self.inputs, self.outputs = list(self.io.inputs), list(self.io.outputs)
+        self.inputs, self.outputs = self.io.input_names, self.io.output_names
         self._out_sizes = [self.io.size(k, "out") for k in self.outputs]
         self.seq = 0
 
@@ -98,7 +100,7 @@ class Client:
             events = {self.inputs[0]: events}
         entries = []
         for name, e in events.items():
-            if name not in self.io.inputs:
+            if name not in self.inputs:
                 raise EventFormatError("not an input of the served bundle", node=name, hint=f"inputs: {self.inputs}")
             e = ev.validate(np.asarray(e), n_channels=self.io.size(name), steps=self.window, node=name)
             entries.append((self.inputs.index(name), e, bool(len(e) and (e["v"] != 1).any())))
@@ -198,13 +200,13 @@ class Client:
     def run_dense(self, inputs: dict[str, np.ndarray], batch: int = 1) -> dict[str, np.ndarray]:
         """Stream dense ``(T, *shape)`` inputs; dense float64 outputs ``(T', *shape)``,
         T' = T rounded up to whole windows (like ``Session.run_dense``)."""
-        inputs = check_dense_inputs(inputs, self.io)
+        inputs = validate_inputs(self.io, inputs, stream=True)
         T = max(v.shape[0] for v in inputs.values())
         outs: dict[str, list] = {k: [] for k in self.outputs}
         for r in self.stream(dense_windows(inputs, self.window, T), batch=batch):
             for k, e in r.items():
                 outs[k].append(e)
-        return {k: ev.to_dense(ev.concat(v, self.window), len(v) * self.window, self.io.outputs[k],
+        return {k: ev.to_dense(ev.concat(v, self.window), len(v) * self.window, self.io.output(k).shape,
                                dtype=np.float64, node=k) for k, v in outs.items()}
 
     def stats(self) -> dict:

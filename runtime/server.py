@@ -256,14 +256,14 @@ class _Conn:
         self.sock.settimeout(srv.idle_timeout)  # the handshake is over: from now on, the idle timeout
         self.send(P.OPEN, P.json_payload({
             "device": s.device_name, "window": s.window,
-            "inputs": {k: s.io.size(k) for k in s.io.inputs}, "outputs": {k: s.io.size(k, "out") for k in s.io.outputs},
-            "input_shapes": {k: list(v) for k, v in s.io.inputs.items()},
-            "output_shapes": {k: list(v) for k, v in s.io.outputs.items()}}))
-        return list(s.io.inputs), [s.io.size(k) for k in s.io.inputs], s.window
+            "inputs": {p.name: p.size for p in s.io.inputs}, "outputs": {p.name: p.size for p in s.io.outputs},
+            "input_shapes": {p.name: list(p.shape) for p in s.io.inputs},
+            "output_shapes": {p.name: list(p.shape) for p in s.io.outputs}}))
+        return s.io.input_names, [p.size for p in s.io.inputs], s.window
 
     def serve(self) -> None:
         in_names, sizes, window = self.handshake()
-        out_names = list(self.session.io.outputs)
+        out_names = self.session.io.output_names
         self.rd = threading.Thread(target=self.reader, args=(in_names, sizes, window), daemon=True,
                                    name=f"nmc-reader-{self.peer}")
         self.rd.start()

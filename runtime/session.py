@@ -25,18 +25,18 @@ Output payloads travel as float32 (:data:`~nmc.runtime.events.EVENT_DTYPE`):
 spike outputs are exact; graded outputs (voltages) are the device's values
 rounded to float32.
 
-Streaming devices (``device.streams``: the reference device, the
-spinnaker2, loihi2 and brainscales2 emulators and the loihi2 ``lava`` device
-through Lava's Injector/Extractor processes, see
-:class:`nmc.backends.base.Device`) get each window through
-``device.advance`` with their state carried: a window costs O(window) and
-gives the rows ``run`` gives for those timesteps of the whole input. A device
-with only a one-timestep ``step(inputs_t)`` is stepped timestep by timestep.
-For devices with only ``run`` the session replays the whole input history
-from reset each window and returns the new steps: exact for deterministic
-causal devices, but O(T²) time and O(T) memory over a session's life
-(``reset()`` clears the history); ``Session.replaying`` says which mode is in
-use.
+Every device (:class:`nmc.backends.base.Device`) gets each window through
+``device.advance`` after ``device.reset(1)``; shapes come from the program's IO
+map (:class:`nmc.iomap.IOMap`). Streaming devices (``device.streams``: the
+reference device, the spinnaker2, loihi2 and brainscales2 emulators and the
+loihi2 ``lava`` device through Lava's Injector/Extractor processes) carry their
+state: a window costs O(window) and gives the rows ``run`` gives for those
+timesteps of the whole input. Devices that only run whole recordings (boards,
+Brian2) get ``advance`` from :class:`nmc.backends.base.ReplayStreaming`: each
+window replays the input history since reset and returns the new steps, exact
+for deterministic causal devices but O(T²) time and O(T) memory over a
+session's life (``reset()`` clears the history); ``Session.replaying`` says
+which mode is in use.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from nmc.errors import DeviceError, EventFormatError, OptionError, ShapeError
+from nmc.errors import DeviceError, EventFormatError, OptionError
+from nmc.iomap import IOMap, validate_inputs
 
 from . import events as ev
 
@@ -69,42 +70,25 @@ class Counters:
         return self.received == self.processed + self.rejected
 
 
-@dataclass
-class IOMap:
-    """Input/output node names and shapes of a bundle (from its manifest)."""
-
-    inputs: dict[str, tuple[int, ...]]
-    outputs: dict[str, tuple[int, ...]]
-
-    @classmethod
-    def of(cls, bundle) -> "IOMap":
-        g = bundle.graph
-        return cls({k: tuple(g.shape_out(k)) for k in g.inputs}, {k: tuple(g.shape_in(k)) for k in g.outputs})
-
-    def size(self, name: str, kind: str = "in") -> int:
-        return int(np.prod((self.inputs if kind == "in" else self.outputs)[name]))
-
-
 class Session:
     def __init__(self, bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts):
         if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
             raise OptionError(f"window must be an integer ≥ 1 timestep, got {window!r}")
         from nmc.limits import check_shape_alloc
 
-        g = bundle.graph
-        for k in g.inputs + g.outputs:  # each window is held densely per node: (window, *shape)
-            shp = g.shape_out(k) if k in g.inputs else g.shape_in(k)
-            check_shape_alloc((int(window), *(shp or ())), 8, f"a window of {window} timesteps at '{k}'", node=k,
-                              error=OptionError, hint="use a smaller --window")
+        io: IOMap = bundle.program.io
+        for p in io.inputs + io.outputs:  # each window is held densely per node: (window, *shape)
+            check_shape_alloc((int(window), *p.shape), 8, f"a window of {window} timesteps at '{p.name}'",
+                              node=p.name, error=OptionError, hint="use a smaller --window")
         self.bundle = bundle
         self.device_name = device or bundle.backend.default_device
         self.device = bundle.device(self.device_name, **device_opts)
-        if getattr(self.device, "main_thread_only", False) and threading.current_thread() is not threading.main_thread():
+        if self.device.main_thread_only and threading.current_thread() is not threading.main_thread():
             raise DeviceError(f"device '{self.device_name}' can only run in the main thread of a process (it installs "
                               "signal handlers or keeps process-global state), not in a server session or another "
                               "worker thread", hint=f"use another device ({', '.join(d for d in bundle.backend.devices if d != self.device_name)}), "
                               f"or run it with `nmc run --device {self.device_name}`")
-        self.io = IOMap.of(bundle)
+        self.io = io
         self.window = int(window)
         self.pace = pace
         self.tick = float(bundle.graph.meta.get("dt", 1e-3))
@@ -119,36 +103,35 @@ class Session:
 
     @property
     def streaming(self) -> bool:
-        """The device runs windows with its state carried (``device.advance``)."""
-        return bool(getattr(self.device, "streams", False)) and callable(getattr(self.device, "advance", None))
+        """The device's ``advance`` carries its state (O(window) per window)."""
+        return bool(self.device.streams)
 
     @property
     def replaying(self) -> bool:
-        """The device has neither ``advance`` nor ``step``: each window replays the history."""
-        return not self.streaming and not callable(getattr(self.device, "step", None))
+        """The device's ``advance`` replays the history since reset (:class:`~nmc.backends.base.ReplayStreaming`)."""
+        return not self.streaming
 
     # ----------------------------------------------------------------- control
     def reset(self) -> None:
         """Drop all device state; counters keep counting across resets."""
-        if not self.replaying:
-            self.device.reset(1)
-        self._history: dict[str, list[np.ndarray]] = {k: [] for k in self.io.inputs}
+        self.device.reset(1)
         self._t = 0
         self._last = None
 
     # -------------------------------------------------------------------- I/O
     def _dense_inputs(self, events) -> tuple[dict[str, np.ndarray], int]:
+        names, shapes = self.io.input_names, self.io.input_shapes
         if not isinstance(events, dict):
-            if len(self.io.inputs) != 1:
-                raise EventFormatError(f"bundle has {len(self.io.inputs)} inputs; pass {{node: events}}",
-                                       hint=f"input nodes: {list(self.io.inputs)}")
-            events = {next(iter(self.io.inputs)): events}
-        unknown = [k for k in events if k not in self.io.inputs]
+            if len(names) != 1:
+                raise EventFormatError(f"bundle has {len(names)} inputs; pass {{node: events}}",
+                                       hint=f"input nodes: {names}")
+            events = {names[0]: events}
+        unknown = [k for k in events if k not in shapes]
         if unknown:
             raise EventFormatError("events addressed to a node that is not an input of the bundle", node=unknown[0],
-                                   hint=f"input nodes: {list(self.io.inputs)}")
+                                   hint=f"input nodes: {names}")
         arrays = {}
-        for name in self.io.inputs:
+        for name in names:
             e = events.get(name)
             e = ev.empty() if e is None else np.asarray(e)
             if e.dtype != ev.EVENT_DTYPE or e.ndim != 1:
@@ -158,7 +141,7 @@ class Session:
         n = sum(len(e) for e in arrays.values())
         self.counters.received += n
         try:  # raises on out-of-range events: the whole window is rejected, and counted as such
-            dense = {k: ev.to_dense(e, self.window, self.io.inputs[k], dtype=np.float64, node=k)
+            dense = {k: ev.to_dense(e, self.window, shapes[k], dtype=np.float64, node=k)
                      for k, e in arrays.items()}
         except Exception:
             self.counters.rejected += n
@@ -189,26 +172,8 @@ class Session:
         return result
 
     def _advance(self, dense: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.replaying:
-            for k, v in dense.items():
-                self._history[k].append(v)
-            full = {k: np.concatenate(v) for k, v in self._history.items()}
-            try:
-                res = self.device.run(full)
-            except Exception:
-                for k in dense:  # this window never happened
-                    self._history[k].pop()
-                raise
-            return {k: np.asarray(res[k])[-self.window:] for k in self.io.outputs}
-        if self.streaming:
-            outs = self.device.advance({k: v[:, None] for k, v in dense.items()})  # batch of one
-            return {k: np.asarray(outs[k])[:, 0] for k in self.io.outputs}
-        per_step: dict[str, list] = {k: [] for k in self.io.outputs}
-        for i in range(self.window):
-            o = self.device.step({k: v[i][None] for k, v in dense.items()})
-            for k in self.io.outputs:
-                per_step[k].append(np.asarray(o[k])[0])
-        return {k: np.stack(v) for k, v in per_step.items()}
+        outs = self.device.advance({k: v[:, None] for k, v in dense.items()})  # batch of one
+        return {k: np.asarray(outs[k])[:, 0] for k in self.io.output_names}
 
     def stream(self, windows: Iterable) -> Iterator[dict[str, np.ndarray]]:
         """Yield one output window per input window, as the input arrives."""
@@ -219,13 +184,13 @@ class Session:
         """Stream a whole recording given as dense ``(T, *shape)`` arrays window by
         window; returns dense float64 outputs ``(T', *shape)`` with T' = T rounded
         up to whole windows (the last window is padded with no events)."""
-        inputs = check_dense_inputs(inputs, self.io)
+        inputs = validate_inputs(self.io, inputs, stream=True)
         T = max(v.shape[0] for v in inputs.values())
-        outs: dict[str, list] = {k: [] for k in self.io.outputs}
+        outs: dict[str, list] = {k: [] for k in self.io.output_names}
         for w in dense_windows(inputs, self.window, T):
             for k, e in self.step(w).items():
                 outs[k].append(e)
-        return {k: ev.to_dense(ev.concat(v, self.window), len(v) * self.window, self.io.outputs[k],
+        return {k: ev.to_dense(ev.concat(v, self.window), len(v) * self.window, self.io.output(k).shape,
                                dtype=np.float64, node=k) for k, v in outs.items()}
 
     def stats(self) -> dict:
@@ -233,38 +198,13 @@ class Session:
         return self.counters.as_dict()
 
     def close(self) -> None:
-        close = getattr(self.device, "close", None)
-        if callable(close):
-            close()
+        self.device.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-
-def check_dense_inputs(inputs, io: IOMap) -> dict[str, np.ndarray]:
-    """``{input node: (T, *shape)}`` checked against the bundle's io map (ShapeError /
-    EventFormatError naming the node); a single array is accepted for a one-input bundle."""
-    if not isinstance(inputs, dict):
-        if len(io.inputs) != 1:
-            raise EventFormatError(f"bundle has {len(io.inputs)} inputs; pass {{node: array}}",
-                                   hint=f"input nodes: {list(io.inputs)}")
-        inputs = {next(iter(io.inputs)): inputs}
-    out = {}
-    for k, v in inputs.items():
-        if k not in io.inputs:
-            raise EventFormatError("input given for a node that is not an input of the bundle", node=k,
-                                   hint=f"input nodes: {list(io.inputs)}")
-        v = np.asarray(v)
-        if v.ndim < 1 or tuple(v.shape[1:]) != tuple(io.inputs[k]):
-            raise ShapeError(f"input has shape {v.shape}, expected (T, {', '.join(map(str, io.inputs[k]))})",
-                             node=k, hint="one (T, *node shape) array per input node, unbatched")
-        out[k] = v
-    if not out:
-        raise EventFormatError("no inputs given", hint=f"input nodes: {list(io.inputs)}")
-    return out
 
 
 def dense_windows(inputs: dict[str, np.ndarray], window: int, T: int | None = None) -> Iterator[dict]:

@@ -5,6 +5,9 @@ calibrated | uncalibrated and ``noise``), ``hardware`` (runs the emitted
 PyNN script; ``pynn_brainscales`` imported lazily). :func:`analog_report`
 runs one input noiseless, with uncalibrated and calibrated mismatch, and with
 noise, and says what each costs.
+
+Layout: :mod:`.lower` (Graph → :class:`~.program.BSS2Program`), :mod:`.program`,
+:mod:`.emit` (the PyNN script), :mod:`.emulator`, :mod:`.devices`.
 """
 from __future__ import annotations
 
@@ -14,11 +17,11 @@ from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.target_options import TargetOption
 
-from ..base import Device
-from .program import BSS2Program, load_program
+from ..base import Backend, Device
+from .program import BSS2Program, load_program, with_graph
 
 
-class BrainScaleS2Backend:
+class BrainScaleS2Backend(Backend):
     name = "brainscales2"
     summary = "BrainScaleS-2-style analog: 6-bit signed rows, labels, DAC codes via calibration, noisy emulator"
     spec_name = "brainscales2"
@@ -51,20 +54,18 @@ class BrainScaleS2Backend:
     def lower(self, graph: Graph, ctx) -> BSS2Program:
         from .lower import lower
 
-        return lower(graph, ctx)
+        return with_graph(lower(graph, ctx), graph)
 
     def load_program(self, files: dict[str, bytes], graph: Graph) -> BSS2Program:
-        prog = load_program(files)
-        prog.graph = graph
-        return prog
+        return with_graph(load_program(files), graph)
 
     def device(self, name: str, program: BSS2Program, **opts) -> Device:
         if name == "emulator":
             from .emulator import BSS2Emulator
 
-            return BSS2Emulator(program, program.graph, **opts)
+            return BSS2Emulator(program, **opts)
         if name == "hardware":
-            from .device import BSS2Hardware
+            from .devices.hardware import BSS2Hardware
 
             return BSS2Hardware(program.files(), **opts)
         raise OptionError(f"target 'brainscales2' has no device '{name}'", hint="devices: emulator, hardware")

@@ -36,9 +36,7 @@ from typing import Iterable
 import numpy as np
 
 from nmc.errors import OptionError, ShapeError
-from nmc.reference import check_inputs
-
-from ..base import Device
+from ..base import Device, validate_inputs
 from . import calibration as C
 from . import fast
 from . import synapses as S
@@ -50,7 +48,7 @@ MODES = ("off", "calibrated", "uncalibrated")
 class BSS2Emulator(Device):
     name = "emulator"
 
-    def __init__(self, program: BSS2Program, graph, mismatch: str = "off", noise: bool = False, seed: int = 0,
+    def __init__(self, program: BSS2Program, mismatch: str = "off", noise: bool = False, seed: int = 0,
                  substeps: int = 10, event_timing: str = "step", compiled: bool = True):
         if mismatch not in MODES:
             raise OptionError(f"mismatch must be one of {', '.join(MODES)}")
@@ -59,7 +57,7 @@ class BSS2Emulator(Device):
         self.event_timing = event_timing
         # the fine-step loop: numba-fused per neuron, or numpy array passes (bit-identical; see .fast)
         self._fine = fast.fine_steps if compiled and fast.available() else fast.fine_steps_numpy
-        self.p, self.graph = program, graph
+        self.p = self.program = program
         self.mismatch, self.noise, self.seed, self.S = mismatch, bool(noise), int(seed), int(substeps)
         cal = program.calibration
         ro = cal["readout"]
@@ -129,7 +127,7 @@ class BSS2Emulator(Device):
         return self._outputs(hist, n, self.batch)
 
     def run(self, inputs, steps: int | None = None, record: Iterable[str] = ()):
-        arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
+        arrs, T, batched = validate_inputs(self.p.io, inputs, steps)
         self._check(arrs)
         B = next(iter(arrs.values())).shape[1]
         record = list(record)
@@ -138,7 +136,7 @@ class BSS2Emulator(Device):
         for r in record:
             if r not in hist:
                 raise OptionError(f"cannot record '{r}': not a neuron layer of the program", node=r)
-            shp = self.graph.shape_out(r)
+            shp = self.p.graph.shape_out(r)  # a recorded layer: the graph node's shape
             res[f"{r}.spikes"] = np.stack(hist[r]["s"]).reshape(T, B, *shp)
             res[f"{r}.v"] = (np.stack(hist[r]["v"]) * self.p.layer(r).params["unit"]).reshape(T, B, *shp)
             res[f"{r}.out"] = res[f"{r}.spikes"] if self.p.layer(r).spiking else res[f"{r}.v"]
@@ -152,7 +150,7 @@ class BSS2Emulator(Device):
             l = self.p.layer(lname)
             key = "s" if l.spiking else "v"
             a = np.stack(hist[lname][key])
-            res[o] = (a if l.spiking else a * l.params["unit"]).reshape(T, B, *self.graph.shape_in(o))
+            res[o] = (a if l.spiking else a * l.params["unit"]).reshape(T, B, *self.p.io.output(o).shape)
         return res
 
     def _steps(self, state: dict, arrs: dict[str, np.ndarray], T: int, B: int) -> dict:

@@ -389,7 +389,7 @@ def lower(graph: Graph, ctx) -> BSS2Program:
                        {k: v for k, v in cal.items()},
                        constant_inputs=[bias_source(j) for j in range(len(projs))
                                         if any(q.pre == bias_source(j) for q in projs)])
-    prog.report = {"timescale": tscale.report(), "rows_used": rows_used, "rows_lower_bound": rows_lb, "circuits_used": total,
+    prog.report.update({"timescale": tscale.report(), "rows_used": rows_used, "rows_lower_bound": rows_lb, "circuits_used": total,
                    "circuits_lower_bound": circ_lb, "runs_used": runs,
                    "runs_lower_bound": max(1, math.ceil(circ_lb / n_circ), math.ceil(rows_lb / chip_rows)),
                    "calibration": cal["source"],
@@ -405,7 +405,6 @@ def lower(graph: Graph, ctx) -> BSS2Program:
                    "runs": per_run,
                    "split": ("one chip" if runs == 1 else
                              f"{runs} sequential runs of one chip (or {runs} chips): each run records its output "
-                             "spikes and the next replays them")}
+                             "spikes and the next replays them")})
     ctx.reports["mapping"] = prog.report
-    prog.graph = graph
     return prog

@@ -12,11 +12,13 @@ codes (through ``calibration.json``). ``files()`` is deterministic.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from nmc.bundle import npz_bytes, npz_load
+from nmc.iomap import IOMap, Port
 
 from ..base import Program
 
@@ -62,7 +64,7 @@ class Projection:
 BIAS_SOURCE = "__bias__"
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class BSS2Program(Program):
     layers: list[Layer]
     projections: list[Projection]
@@ -74,6 +76,8 @@ class BSS2Program(Program):
     report: dict = field(default_factory=dict)
     #: sources the host drives with one event every step (biases: see :data:`BIAS_SOURCE`)
     constant_inputs: list = field(default_factory=list)
+    #: the compiled graph (the shapes of recorded layers); not in the program files
+    graph: Any = field(default=None, repr=False)
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.name == name)
@@ -109,6 +113,19 @@ class BSS2Program(Program):
 
     def summary(self) -> dict:
         return dict(self.report)
+
+
+def io_map(prog: BSS2Program, graph) -> IOMap:
+    """Inputs are spike events; outputs spikes or (non-spiking layers) the membrane; host events
+    reach every layer in the same model step, so no latency."""
+    return IOMap(tuple(Port(k, tuple(graph.shape_out(k)), "spikes") for k in graph.inputs),
+                 tuple(Port(o, tuple(graph.shape_in(o)), "spikes" if prog.layer(prog.outputs[o]).spiking else "voltage")
+                       for o in graph.outputs))
+
+
+def with_graph(prog: BSS2Program, graph) -> BSS2Program:
+    """The program with its graph and IO map (after lowering, after loading)."""
+    return replace(prog, graph=graph, io=io_map(prog, graph))
 
 
 def load_program(files: dict[str, bytes]) -> BSS2Program:

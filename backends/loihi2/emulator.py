@@ -35,11 +35,20 @@ the buffers of all incoming synapses:
 Recorded ``v`` is the value after reset, as Lava's Monitor sees it.
 Inputs: ``x[t]`` (the payload of step t, t = 0..T−1) is what Lava's source
 sends at its time step t + 1.
+
+The ``emulator`` device (:class:`EmulatorDevice`) wraps :class:`LoihiEmulator`
+with the float ⇄ Lava-integer conversion and latency alignment it shares with
+the ``lava`` device (:class:`LoihiDevice`, :mod:`.devices.lava_device`).
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 
+from nmc.errors import OptionError, ShapeError
+
+from ..base import Device, LaggedStreaming, validate_inputs
 from .program import LoihiProgram, NeuronGroup, Synapse
 
 V_MAX = 2 ** 23            # 24-bit signed state
@@ -178,3 +187,125 @@ class LoihiEmulator:
             x = (x != 0).astype(np.float64) if s.num_message_bits == 0 else x.astype(np.float64)
             state["buf"][s.name] = shift_exp((x @ wt).astype(np.int64), s.weight_exp)
         return res
+
+
+# ------------------------------------------------------------------ devices
+def _payload(program: LoihiProgram, inputs, steps, batched):
+    """Inputs checked against the program's IO map, then as Lava payloads: integers, 0/1 for
+    binary ports, within ``bits`` for graded ones → ``({input: (T, B, size) int64}, T, batched)``."""
+    arrs, T, batched = validate_inputs(program.io, inputs, steps, batched)
+    out = {}
+    for p in program.inputs:
+        a = arrs[p.name]
+        if np.any(a != np.rint(a)):
+            raise ShapeError("Loihi 2 inputs must be integers (0/1 spikes, or graded payloads with input_bits)",
+                             node=p.name, hint="threshold or scale the input, or compile with --option input_bits=8")
+        if p.bits == 0 and np.any((a != 0) & (a != 1)):
+            raise ShapeError("input has values other than 0/1 but the program was compiled for binary spikes",
+                             node=p.name, hint="compile with --option input_bits=8 for graded spikes")
+        if p.bits > 0 and (a.min() < -(2 ** (p.bits - 1)) or a.max() >= 2 ** (p.bits - 1)):
+            raise ShapeError(f"graded input exceeds {p.bits}-bit payloads", node=p.name,
+                             limit=2 ** (p.bits - 1) - 1, actual=float(np.abs(a).max()))
+        out[p.name] = a.reshape(a.shape[0], a.shape[1], -1).astype(np.int64)
+    return out, T, batched
+
+
+class LoihiDevice(Device):
+    """Shared conversion (float ⇄ Lava integers, latency alignment) for both devices."""
+
+    def __init__(self, program: LoihiProgram, align: bool = True):
+        self.program = program
+        self.align = align
+
+    def reset(self, batch: int = 1) -> None:
+        """Every run starts from reset (zero state); nothing is kept between runs."""
+
+    def _simulate(self, payload, steps, need):  # pragma: no cover - interface
+        """Run; return ``{"<group>.s"|"<group>.v": (steps, B, n)}`` for at least the groups in ``need``."""
+        raise NotImplementedError
+
+    # ------------------------------------------- streaming helpers (both devices)
+    def _stream_payload(self, inputs, n: int) -> dict[str, np.ndarray]:
+        """A window's inputs (n, B, *shape), checked as ``run`` checks them → Lava payloads (n, B, size)."""
+        payload, _, _ = _payload(self.program, inputs, n, True)
+        return payload
+
+    def _stream_outputs(self, n: int, spikes_of, v_int_of) -> dict[str, np.ndarray]:
+        """Outputs in ``run``'s units from per-group (n, B, size) spikes / integer voltages."""
+        out = {}
+        for o in self.program.outputs:
+            g = self.program.group(o.src)
+            if o.read == "spikes":
+                a = np.asarray(spikes_of(o.src)).astype(np.float64)
+            else:
+                a = np.asarray(v_int_of(o.src)) / np.asarray(g.v_scale, float).reshape(-1)
+            out[o.name] = a.reshape(n, self.batch, *o.shape)
+        return out
+
+    def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), batched: bool | None = None):
+        payload, T, batched = _payload(self.program, inputs, steps, batched)
+        record = list(record)
+        names = {g.name for g in self.program.groups}
+        for r in record:
+            if r not in names:
+                raise OptionError(f"cannot record '{r}' on loihi2", node=r,
+                                  hint=f"neuron layers: {', '.join(sorted(names))}")
+        extra = self.program.max_latency if self.align else 0
+        need = {o.src for o in self.program.outputs} | set(record)
+        raw = self._simulate(payload, T + extra, need)
+        res: dict[str, np.ndarray] = {}
+        for g in self.program.groups:
+            if g.name not in need:
+                continue
+            lat = g.latency if self.align else 0
+            s = raw[f"{g.name}.s"][lat:lat + T].astype(np.float64)
+            vi = raw[f"{g.name}.v"][lat:lat + T]
+            v = vi / np.asarray(g.v_scale, float).reshape(-1)
+            res[g.name] = (s, v, vi)
+        out = {}
+        for o in self.program.outputs:
+            s, v, _ = res[o.src]
+            out[o.name] = (s if o.read == "spikes" else v).reshape(T, -1, *o.shape)
+        for r in record:
+            g = self.program.group(r)
+            s, v, vi = res[r]
+            shp = (T, -1, *g.shape)
+            out[f"{r}.out"] = (s if g.spiking else v).reshape(shp)
+            out[f"{r}.v"] = v.reshape(shp)
+            out[f"{r}.v_int"] = vi.reshape(shp)
+            if g.spiking:
+                out[f"{r}.spikes"] = s.reshape(shp)
+        if not batched:
+            out = {k: a[:, 0] for k, a in out.items()}
+        return out
+
+
+class EmulatorDevice(LaggedStreaming, LoihiDevice):
+    """``run``: the whole recording (numba loop when available); ``reset(B)`` +
+    ``advance``: window by window with Lava's state carried (numpy step,
+    :class:`~..base.LaggedStreaming` look-ahead for the latency alignment)."""
+
+    name = "emulator"
+    _stream_state = ("_state",)
+
+    def _simulate(self, payload, steps, need):
+        rec = LoihiEmulator(self.program).run(payload, steps, record=need)
+        return {f"{k}.{x}": r[x] for k, r in rec.items() for x in ("s", "v")}
+
+    def reset(self, batch: int = 1) -> None:
+        """Initial (Lava reset) state for streaming; ``run`` always starts from it anyway."""
+        if getattr(self, "_emu", None) is None:
+            self._emu = LoihiEmulator(self.program)
+        self.batch = int(batch)
+        self._state = self._emu.initial_state(self.batch)
+
+    def _device_steps(self, inputs, n: int) -> dict[str, np.ndarray]:
+        payload = self._stream_payload(inputs, n)
+        rows: dict[str, list] = {o.src: [] for o in self.program.outputs}
+        for t in range(n):
+            res = self._emu.step(self._state, {k: x[t] for k, x in payload.items()})
+            for g in rows:
+                _, v, sp = res[g]
+                rows[g].append((sp, v))
+        return self._stream_outputs(n, lambda g: np.stack([r[0] for r in rows[g]]),
+                                    lambda g: np.stack([r[1] for r in rows[g]]))

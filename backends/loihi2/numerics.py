@@ -159,11 +159,12 @@ def measured_ranges(graph, data: dict, name: str, unit: np.ndarray, scale_u: np.
                     steps: int = 200) -> tuple[float, float] | None:
     """(u_max, v_max) in thresholds from the float reference on the calibration data, or None
     (no data for every input). u is the current as Lava's u sees it (``scale_u``·I per threshold)."""
-    from nmc.reference import ReferenceSimulator, check_inputs
+    from nmc.iomap import IOMap, validate_inputs
+    from nmc.reference import ReferenceSimulator
 
     if not data or any(k not in data for k in graph.inputs):
         return None
-    arrs, _, _ = check_inputs(graph, {k: data[k] for k in graph.inputs}, None, None)
+    arrs, _, _ = validate_inputs(IOMap.of_graph(graph), {k: data[k] for k in graph.inputs})
     arrs = {k: v[:steps, :16] for k, v in arrs.items()}
     res = ReferenceSimulator(graph).run(arrs, record=[name], batched=True)
     v = np.asarray(res[f"{name}.v"]).reshape(-1, len(unit)) / unit

@@ -17,20 +17,25 @@ A :class:`LoihiProgram` is a list of
   spikes or the membrane (non-spiking LI/CubaLI readouts).
 
 ``files()`` is deterministic: ``program.json`` (sorted) + one ``.npy`` per
-array + the emitted ``lava_net.py``; :func:`load_program` reverses it.
+array + the emitted ``lava_net.py``; :func:`load_program` reverses it. The IO
+map (:func:`io_map`) follows from the ports: inputs spikes (``bits == 0``) or
+graded, outputs spikes or voltage with their group's latency.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from nmc.bundle import dumps_json
 from nmc.errors import InputFileError
+from nmc.iomap import IOMap, Port
+
+from ..base import Program
 
 ARRAY_DIR = "arrays"
 
@@ -88,8 +93,8 @@ class OutputPort:
     shape: tuple = ()
 
 
-@dataclass
-class LoihiProgram:
+@dataclass(frozen=True, eq=False)
+class LoihiProgram(Program):
     inputs: list[InputPort] = field(default_factory=list)
     groups: list[NeuronGroup] = field(default_factory=list)
     synapses: list[Synapse] = field(default_factory=list)
@@ -149,6 +154,17 @@ class LoihiProgram:
         return out
 
 
+def io_map(prog: LoihiProgram) -> IOMap:
+    return IOMap(tuple(Port(p.name, p.shape, "graded" if p.bits else "spikes") for p in prog.inputs),
+                 tuple(Port(o.name, o.shape, "spikes" if o.read == "spikes" else "voltage", prog.group(o.src).latency)
+                       for o in prog.outputs))
+
+
+def with_io(prog: LoihiProgram) -> LoihiProgram:
+    """The program with its IO map (after lowering, after loading)."""
+    return replace(prog, io=io_map(prog))
+
+
 def load_program(files: dict[str, bytes]) -> LoihiProgram:
     """Rebuild a :class:`LoihiProgram` from the bundle's ``program/`` files."""
     if "program.json" not in files:
@@ -175,8 +191,8 @@ def load_program(files: dict[str, bytes]) -> LoihiProgram:
             kw[f.name] = v
         return cls(**kw)
 
-    return LoihiProgram(inputs=[dec(InputPort, d) for d in doc["inputs"]],
-                        groups=[dec(NeuronGroup, d) for d in doc["groups"]],
-                        synapses=[dec(Synapse, d) for d in doc["synapses"]],
-                        outputs=[dec(OutputPort, d) for d in doc["outputs"]],
-                        meta=doc.get("meta", {}))
+    return with_io(LoihiProgram(inputs=[dec(InputPort, d) for d in doc["inputs"]],
+                                groups=[dec(NeuronGroup, d) for d in doc["groups"]],
+                                synapses=[dec(Synapse, d) for d in doc["synapses"]],
+                                outputs=[dec(OutputPort, d) for d in doc["outputs"]],
+                                meta=doc.get("meta", {})))

@@ -1,9 +1,12 @@
 """The ``spinnaker2`` target: py-spinnaker2 programs, a bit-accurate emulator,
 a runnable board script, and a board device (vendor package imported lazily).
 
+Layout: :mod:`.lower` (Graph → :class:`~.program.S2Program`), :mod:`.program`,
+:mod:`.emit` (the board script), :mod:`.emulator`, :mod:`.devices`.
+
 Devices: ``emulator`` (default, :mod:`.emulator`), ``brian2`` (the same program
-in Brian2, :mod:`.brian2_sim`), ``spinnaker2`` (a board:
-``nmc run BUNDLE --device spinnaker2 --board IP``).
+in Brian2, :mod:`.devices.brian2_sim`), ``spinnaker2`` (a board:
+``nmc run BUNDLE --device spinnaker2 --board IP``, :mod:`.devices.board`).
 
 EGRU cells run as generated per-PE C kernels (:mod:`.egru`, CSC weights, int8
 with per-row scales or float32 with ``--option egru_weights=float32``); the
@@ -18,11 +21,11 @@ from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.target_options import TargetOption
 
-from ..base import Device
-from .program import S2Program, load_program
+from ..base import Backend, Device
+from .program import S2Program, load_program, with_graph
 
 
-class SpiNNaker2Backend:
+class SpiNNaker2Backend(Backend):
     name = "spinnaker2"
     summary = "SpiNNaker 2: py-spinnaker2 populations/projections, float32 emulator, board script"
     spec_name = "spinnaker2"
@@ -56,26 +59,22 @@ class SpiNNaker2Backend:
     def lower(self, graph: Graph, ctx) -> S2Program:
         from .lower import lower
 
-        return lower(graph, ctx)
+        return with_graph(lower(graph, ctx), graph)
 
     def load_program(self, files: dict[str, bytes], graph: Graph) -> S2Program:
-        prog = load_program(files)
-        prog.graph = graph
-        return prog
+        return with_graph(load_program(files), graph)
 
     def device(self, name: str, program: S2Program, **opts) -> Device:
-        graph = getattr(program, "graph", None)
         if name == "emulator":
             from .emulator import S2Emulator
 
-            return S2Emulator(program, graph, curr_exp_order=opts.get("curr_exp_order"),
-                              align=opts.get("align", True))
+            return S2Emulator(program, curr_exp_order=opts.get("curr_exp_order"), align=opts.get("align", True))
         if name == "brian2":
-            from .brian2_sim import Brian2Device
+            from .devices.brian2_sim import Brian2Device
 
-            return Brian2Device(program, graph, curr_exp_order=opts.get("curr_exp_order"))
+            return Brian2Device(program, curr_exp_order=opts.get("curr_exp_order"))
         if name == "spinnaker2":
-            from .device import S2Hardware
+            from .devices.board import S2Hardware
 
             return S2Hardware(program.files(), **opts)
         raise OptionError(f"target 'spinnaker2' has no device '{name}'", hint=f"devices: {', '.join(self.devices)}")

@@ -32,9 +32,7 @@ from typing import Iterable
 import numpy as np
 
 from nmc.errors import OptionError, ShapeError
-from nmc.reference import check_inputs
-
-from ..base import Device, LaggedStreaming
+from ..base import Device, LaggedStreaming, validate_inputs
 from .program import S2Program
 
 F32 = np.float32
@@ -48,9 +46,8 @@ class S2Emulator(LaggedStreaming, Device):
     name = "emulator"
     _stream_state = ("state", "past", "t")
 
-    def __init__(self, program: S2Program, graph, curr_exp_order: str | None = None, align: bool = True):
-        self.p = program
-        self.graph = graph
+    def __init__(self, program: S2Program, curr_exp_order: str | None = None, align: bool = True):
+        self.p = self.program = program
         self.order = curr_exp_order or program.curr_exp_order
         if self.order not in ("chip", "brian2"):
             raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
@@ -147,12 +144,6 @@ class S2Emulator(LaggedStreaming, Device):
                     arrs[k] = a
 
     # ------------------------------------------------------------ streaming
-    def _lags(self) -> dict[str, int]:
-        return {o: self.p.pop(pn).latency if self.align else 0 for o, pn in self.p.outputs.items()}
-
-    def _zero_window(self, n: int) -> dict[str, np.ndarray]:
-        return {k: np.zeros((n, self.batch, *self.graph.shape_out(k))) for k in self.p.inputs}
-
     def _device_steps(self, inputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """n chip steps from the current state; outputs in chip time, in ``run``'s units."""
         arrs = {k: np.asarray(inputs[k], dtype=np.float64) for k in self.p.inputs}
@@ -171,12 +162,12 @@ class S2Emulator(LaggedStreaming, Device):
                 a = a.astype(np.float64) * self.p.pop(pn).scale
             if o in self.p.readout:  # linear readout on the host, float64 (as in run)
                 a = self.p.read_out(o, a.reshape(n, B, -1))
-            out[o] = a.reshape(n, B, *self.graph.shape_in(o))
+            out[o] = a.reshape(n, B, *self.p.io.output(o).shape)
         return out
 
     def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), align: bool | None = None):
         align = self.align if align is None else align
-        arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
+        arrs, T, batched = validate_inputs(self.p.io, inputs, steps)
         self._check_spikes(arrs)
         B = next(iter(arrs.values())).shape[1]
         record = list(record)
@@ -210,11 +201,11 @@ class S2Emulator(LaggedStreaming, Device):
         for o, pop_name in self.p.outputs.items():
             if o in self.p.readout:  # linear readout on the host, float64
                 y = series(pop_name, "v" if self.p.output_kind[o] == "v" else "s", (self.p.pop(pop_name).size,))
-                res[o] = self.p.read_out(o, y).reshape(y.shape[0], B, *self.graph.shape_in(o))
+                res[o] = self.p.read_out(o, y).reshape(y.shape[0], B, *self.p.io.output(o).shape)
                 continue
-            res[o] = series(pop_name, "v" if self.p.output_kind[o] == "v" else "s", self.graph.shape_in(o))
+            res[o] = series(pop_name, "v" if self.p.output_kind[o] == "v" else "s", self.p.io.output(o).shape)
         for r in record:
-            shp = self.graph.shape_out(r)
+            shp = self.p.graph.shape_out(r)  # a recorded population: the graph node's shape
             pop = self.p.pop(r)
             if pop.model == "egru_kernel":  # graded events y, cell state c
                 res[f"{r}.out"] = series(r, "s", shp)

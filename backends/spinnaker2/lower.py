@@ -215,13 +215,12 @@ def lower(graph: Graph, ctx) -> S2Program:
                      curr_exp_order=str(opts.get("curr_exp_order", "chip")), readout=readout)
     if prog.curr_exp_order not in ("chip", "brian2"):
         raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
-    prog.report = cost_report(prog, graph, spec, ctx, target)
+    prog.report.update(cost_report(prog, graph, spec, ctx, target))
     prog.report["warnings"] = warnings
     prog.report["latency"] = {p.name: p.latency for p in prog.populations}
     prog.report["host_readout"] = {o: {"source": outputs[o], "weights": int(r["w"].size),
                                        "macs_per_step": int(np.count_nonzero(r["w"]))} for o, r in readout.items()}
     prog.report["weight_scale"] = {p.name: p.scale for p in prog.populations if p.model != "spike_list"}
-    prog.graph = graph
     ctx.reports["spinnaker2"] = prog.report
     return prog
 

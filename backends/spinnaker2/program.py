@@ -17,11 +17,13 @@ timestamps).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from nmc.bundle import npz_bytes, npz_load
+from nmc.iomap import IOMap, Port
 
 from ..base import Program
 
@@ -78,7 +80,7 @@ class Projection:
         return int(np.count_nonzero(self.weights))
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class S2Program(Program):
     populations: list[Population]
     projections: list[Projection]
@@ -91,6 +93,8 @@ class S2Program(Program):
     #: output -> {"w": (n_src, n_out), "b": (n_out,)} float64: a linear readout of the output's
     #: population run on the host (y_out = series · w + b, float64), e.g. an LM's decoder
     readout: dict = field(default_factory=dict)
+    #: the compiled graph (the shapes of recorded populations); not in the program files
+    graph: Any = field(default=None, repr=False)
 
     def read_out(self, o: str, series: np.ndarray) -> np.ndarray:
         """Apply output ``o``'s host readout (if any) to a (..., n_src) series."""
@@ -181,6 +185,28 @@ class S2Program(Program):
         r.update({"populations": len(self.populations), "projections": len(self.projections), "chips_used": self.chips_used,
                   "synapses": int(sum(q.nnz for q in self.projections))})
         return r
+
+
+#: output_kind → IO map kind
+_KIND = {"spikes": "spikes", "v": "voltage", "events": "graded"}
+
+
+def io_map(prog: S2Program, graph) -> IOMap:
+    """Inputs: spikes, or graded when one event stands for a quantum ≠ 1 or an EGRU kernel takes
+    the values; outputs: the population's kind and latency."""
+    def kind_in(k):
+        pop = prog.pop(prog.inputs[k])
+        egru = any(p.source == pop.name for p in prog.populations)
+        return "graded" if pop.quantum != 1.0 or egru else "spikes"
+
+    return IOMap(tuple(Port(k, tuple(graph.shape_out(k)), kind_in(k)) for k in graph.inputs),
+                 tuple(Port(o, tuple(graph.shape_in(o)), _KIND[prog.output_kind[o]], prog.pop(prog.outputs[o]).latency)
+                       for o in graph.outputs))
+
+
+def with_graph(prog: S2Program, graph) -> S2Program:
+    """The program with its graph and IO map (after lowering, after loading)."""
+    return replace(prog, graph=graph, io=io_map(prog, graph))
 
 
 def pe_slices(p: Population) -> list[tuple[int, slice]]:

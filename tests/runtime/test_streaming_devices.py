@@ -116,7 +116,7 @@ def test_streaming_refuses_what_run_refuses():
 
 # ------------------------------------------------------------------ Lava
 def _lava_skip():
-    from nmc.backends.loihi2.lava_device import lava_available
+    from nmc.backends.loihi2.devices.lava_device import lava_available
 
     why = lava_available()
     return pytest.mark.skipif(why is not None, reason=f"import lava failed: {why}")

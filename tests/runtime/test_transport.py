@@ -249,12 +249,18 @@ class _SlowDevice:
     def __init__(self, dev, delay):
         self.dev, self.delay = dev, delay
 
+    streams = True
+    main_thread_only = False
+
     def reset(self, batch=1):
         self.dev.reset(batch)
 
-    def step(self, inputs_t):
-        time.sleep(self.delay)
-        return self.dev.step(inputs_t)
+    def advance(self, inputs):
+        time.sleep(self.delay * len(next(iter(inputs.values()))))  # each step delayed
+        return self.dev.advance(inputs)
+
+    def close(self):
+        self.dev.close()
 
 
 def _slow_factory(delay):

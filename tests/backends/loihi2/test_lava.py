@@ -7,7 +7,7 @@ import pytest
 from loihi2_nets import NETS, lower
 
 from nmc.backends.loihi2 import BACKEND
-from nmc.backends.loihi2.lava_device import lava_available
+from nmc.backends.loihi2.devices.lava_device import lava_available
 
 _why = lava_available()
 pytestmark = [pytest.mark.lava, pytest.mark.skipif(_why is not None, reason=f"import lava failed: {_why}")]

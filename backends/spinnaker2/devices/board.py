@@ -17,10 +17,12 @@ import numpy as np
 
 from nmc.errors import DeviceError, OptionError
 
-from ..base import Device
+from ...base import Device, ReplayStreaming
 
 
-class S2Hardware(Device):
+class S2Hardware(ReplayStreaming, Device):
+    """Whole recordings only: a session streams it by replay (:class:`~...base.ReplayStreaming`)."""
+
     name = "spinnaker2"
 
     def __init__(self, files: dict[str, bytes], board: str | None = None, **_):
@@ -36,9 +38,6 @@ class S2Hardware(Device):
             raise DeviceError(f"this program is placed on {chips} chips; py-spinnaker2 runs one chip per "
                               "SpiNNaker2Chip", hint="recompile with --hw spinnaker2 (one chip) to run on a board")
         self.files, self.board = files, board
-
-    def reset(self, batch: int = 1) -> None:  # each run starts from the program's initial state
-        pass
 
     def run(self, inputs, steps=None, record: Iterable[str] = ()):
         if record:

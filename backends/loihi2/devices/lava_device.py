@@ -1,4 +1,4 @@
-"""The ``lava`` device: runs the emitted ``lava_net.py`` in Lava itself.
+"""The ``lava`` device (:class:`LavaDevice`): runs the emitted ``lava_net.py`` in Lava itself.
 
 The program files are written to a temporary directory and the module runs in
 a child Python (same interpreter) in its **own session**, under a wall-clock
@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc.errors import DeviceError
+from nmc.errors import DeviceError, OptionError
 
-from .program import LoihiProgram
+from ...base import LaggedStreaming
+from ..emulator import LoihiDevice
+from ..program import LoihiProgram
 
 
 def lava_available() -> str | None:
@@ -72,3 +74,52 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:  # pragma: no cover
         pass
+
+
+class LavaDevice(LaggedStreaming, LoihiDevice):
+    """``run``: the emitted module in a child process per call. ``reset(1)`` +
+    ``advance``: one Lava network kept running in a child process
+    (:mod:`.lava_stream`), fed through Lava's ``Injector`` and read through its
+    ``Extractor`` processes window by window; the look-ahead of the latency
+    alignment saves and restores Lava's state Vars. One sample at a time (Lava
+    has no batch axis); ``close()`` (or the session's) ends the child."""
+
+    name = "lava"
+
+    def __init__(self, program, align: bool = True, timeout: float = 300.0, hw: bool = False):
+        super().__init__(program, align)
+        self.timeout, self.hw = timeout, hw
+        self._stream = None
+
+    def _simulate(self, payload, steps, need):  # Lava probes every group
+        return run_lava(self.program, payload, steps, timeout=self.timeout, hw=self.hw)
+
+    def reset(self, batch: int = 1) -> None:
+        """(Re)start the streaming Lava network from its initial state."""
+        if int(batch) != 1:
+            raise OptionError(f"the lava device streams one sample at a time (Lava has no batch axis), got batch {batch}",
+                              hint="open one session per sample, or use the emulator device")
+        from .lava_stream import LavaStream
+
+        self.close()
+        self.batch = 1
+        self._stream = LavaStream(self.program, timeout=self.timeout, hw=self.hw)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _device_steps(self, inputs, n: int) -> dict[str, np.ndarray]:
+        if self._stream is None:
+            raise OptionError("reset() the lava device before advancing it")
+        payload = self._stream_payload(inputs, n)
+        want_v = sorted({o.src for o in self.program.outputs if o.read != "spikes"})
+        raw = self._stream.call("run", {k: x[:, 0] for k, x in payload.items()}, want_v)
+        return self._stream_outputs(n, lambda g: raw[f"{g}.s"][:, None], lambda g: raw[f"{g}.v"][:, None])
+
+    def _save_state(self):
+        self._stream.call("save")
+
+    def _restore_state(self, saved) -> None:
+        self._stream.call("restore")

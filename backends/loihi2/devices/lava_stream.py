@@ -21,8 +21,8 @@ from pathlib import Path
 
 from nmc.errors import DeviceError
 
+from ..program import LoihiProgram
 from .lava_device import _kill_group
-from .program import LoihiProgram
 
 _LEN = struct.Struct("<I")
 WORKER = Path(__file__).with_name("lava_stream_worker.py")

@@ -22,33 +22,30 @@ from typing import Iterable
 import numpy as np
 
 from nmc.errors import DeviceError, OptionError
-from nmc.reference import check_inputs
-
-from ..base import Device
+from ...base import Device, ReplayStreaming, validate_inputs
 
 
-class Brian2Device(Device):
+class Brian2Device(ReplayStreaming, Device):
+    """Rebuilt per run: a session streams it by replay (:class:`~...base.ReplayStreaming`)."""
+
     name = "brian2"
     #: importing brian2 installs a SIGINT handler (main thread only) and Brian2 keeps global state
     main_thread_only = True
 
-    def __init__(self, program, graph, curr_exp_order: str | None = None, **_):
+    def __init__(self, program, curr_exp_order: str | None = None, **_):
         import importlib.util
 
         if importlib.util.find_spec("brian2") is None:  # found, not imported: see Device.main_thread_only
             raise DeviceError("the brian2 device needs the brian2 package", hint="pip install brian2")
-        self.p, self.graph = program, graph
+        self.p = program
         self.order = curr_exp_order or program.curr_exp_order
-
-    def reset(self, batch: int = 1) -> None:
-        pass
 
     def run(self, inputs, steps=None, record: Iterable[str] = (), align: bool = True):
         import brian2 as b2
 
         if any(p.model == "egru_kernel" for p in self.p.populations):
             raise DeviceError("Brian2 cannot run generated EGRU kernels", hint="use --device emulator")
-        arrs, T, batched = check_inputs(self.graph, inputs, steps, None)
+        arrs, T, batched = validate_inputs(self.p.io, inputs, steps)
         if next(iter(arrs.values())).shape[1] != 1:
             raise OptionError("the brian2 device runs one sample at a time", hint="pass (T, *shape) inputs")
         arrs = {k: self.p.input_events(k, a) for k, a in arrs.items()}
@@ -142,9 +139,9 @@ class Brian2Device(Device):
         res = {}
         for o, name in self.p.outputs.items():
             y = spikes(name) if self.p.output_kind[o] == "spikes" else volts(name)
-            res[o] = self.p.read_out(o, y).reshape(-1, *self.graph.shape_in(o))
+            res[o] = self.p.read_out(o, y).reshape(-1, *self.p.io.output(o).shape)
         for r in record:
-            shp = self.graph.shape_out(r)
+            shp = self.p.graph.shape_out(r)
             res[f"{r}.spikes"] = spikes(r).reshape(-1, *shp)
             res[f"{r}.v"] = volts(r).reshape(-1, *shp)
         if batched:

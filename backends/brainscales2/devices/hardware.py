@@ -16,10 +16,12 @@ import numpy as np
 
 from nmc.errors import DeviceError
 
-from ..base import Device
+from ...base import Device, ReplayStreaming
 
 
-class BSS2Hardware(Device):
+class BSS2Hardware(ReplayStreaming, Device):
+    """Whole recordings only: a session streams it by replay (:class:`~...base.ReplayStreaming`)."""
+
     name = "hardware"
 
     def __init__(self, files: dict[str, bytes], **_):
@@ -31,9 +33,6 @@ class BSS2Hardware(Device):
                                    "electronicvisions 'spack' container) on a machine with chip access, "
                                    "or use --device emulator") from None
         self.files = files
-
-    def reset(self, batch: int = 1) -> None:
-        pass
 
     def run(self, inputs, steps=None, record=()):
         if record:

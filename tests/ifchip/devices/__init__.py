@@ -1,0 +1,1 @@
+"""ifchip devices besides the emulator: ``script`` (:mod:`.script`)."""
