@@ -48,6 +48,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from nmc.errors import DeviceError, EventFormatError, OptionError, ShapeError
+from nmc.graph_meta import GraphMeta
 
 from . import events as ev
 
@@ -107,7 +108,7 @@ class Session:
         self.io = IOMap.of(bundle)
         self.window = int(window)
         self.pace = pace
-        self.tick = float(bundle.graph.meta.get("dt", 1e-3))
+        self.tick = GraphMeta.of(bundle.graph).dt
         hw = bundle.hw
         if hw:
             try:

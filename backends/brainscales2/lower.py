@@ -52,6 +52,7 @@ import numpy as np
 
 from nmc.annotations import Quant, RowMap
 from nmc.errors import DesignRuleError, UnsupportedNodeError
+from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.passes.quantize import round_half_away
 from nmc.passes.rewire import rewire_matrix
@@ -245,8 +246,8 @@ def _labels(graph: Graph, layer: str, src: str, w6: np.ndarray, per_row: int):
 
 def lower(graph: Graph, ctx) -> BSS2Program:
     spec = ctx.spec
-    dt = float(graph.meta.get("dt", 1e-3))
-    integ = graph.meta.get("integrator", "euler")
+    meta = GraphMeta.of(graph)
+    dt, integ = meta.dt, meta.integrator
     rules.check(graph)
     tscale = _timescale(graph, ctx, dt, integ)
     speed = tscale.speedup

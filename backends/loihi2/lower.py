@@ -58,6 +58,7 @@ import numpy as np
 
 from nmc.annotations import Placement, Quant
 from nmc.errors import DesignRuleError, OptionError, UnsupportedNodeError
+from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 
 from ..linear import NEURONS, compose, param_vec, step_rate
@@ -122,8 +123,8 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
             "run one only as a custom microcode neuron model, which needs Intel's lava-loihi (not public) and "
             "which nmc does not generate; Lava's public fixed-point processes have no such neuron", node=egru[0],
             hint="compile EGRU models for spinnaker2 (generated PE kernels)")
-    dt = float(graph.meta.get("dt", 1e-4))
-    integ = graph.meta.get("integrator", "euler")
+    meta = GraphMeta.of(graph)
+    dt, integ = meta.dt, meta.integrator
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="loihi2")
     warn = lambda msg, node: ctx.warnings.add(msg, node=node, source="loihi2")  # noqa: E731

@@ -54,6 +54,7 @@ import numpy as np
 
 from nmc.annotations import Placement, Quant
 from nmc.errors import OptionError, UnsupportedNodeError
+from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
@@ -90,8 +91,8 @@ def _dynamics(name, node, dt, integ, n, warn):
 def lower(graph: Graph, ctx) -> S2Program:
     spec = ctx.spec
     opts = ctx.options
-    dt = float(graph.meta.get("dt", 1e-3))
-    integ = graph.meta.get("integrator", "euler")
+    meta = GraphMeta.of(graph)
+    dt, integ = meta.dt, meta.integrator
     order, back = graph.schedule()
     flat, virt = _delays_as_sources(graph, dt)
     order2, back2 = flat.schedule()
