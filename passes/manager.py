@@ -39,13 +39,17 @@ class PassContext:
     """What passes may read besides the graph. Passed explicitly, never global.
 
     spec: the target's HardwareSpec (None for the reference target).
-    options: compile options (dt, reset, integrator, target, seed, ...).
+    options: compile options (dt, reset, integrator, target, seed, ...) as given.
+    target_options: the target's typed options (a frozen dataclass of
+    ``backends/<target>/options.py``, parsed by :mod:`nmc.target_options`),
+    or None for a context built by hand (``TargetOptions.of(ctx)`` then parses ``options``).
     data: calibration inputs ``{input node: (T, [B,] *shape)}`` or None.
     reports: report sections by pass name (JSON-serialisable).
     """
 
     spec: Any = None
     options: dict = field(default_factory=dict)
+    target_options: Any = None
     data: dict | None = None
     reports: dict = field(default_factory=dict)
     warnings: Warnings = field(default_factory=Warnings)

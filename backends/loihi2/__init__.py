@@ -38,9 +38,9 @@ import numpy as np
 from nmc.errors import OptionError, ShapeError
 from nmc.ir import Graph
 from nmc.reference import check_inputs
-from nmc.target_options import TargetOption
 
 from ..base import Device, LaggedStreaming
+from .options import Loihi2Options
 from .emulator import LoihiEmulator
 from .program import LoihiProgram, load_program
 
@@ -192,6 +192,9 @@ class LavaDevice(LaggedStreaming, LoihiDevice):
     name = "lava"
 
     def __init__(self, program, align: bool = True, timeout: float = 300.0, hw: bool = False):
+        from .numerics import check_lava_numerics
+
+        check_lava_numerics(program.numerics)   # Lava's models have fixed widths: refuse others, never run Lava's
         super().__init__(program, align)
         self.timeout, self.hw = timeout, hw
         self._stream = None
@@ -238,13 +241,8 @@ class Loihi2Backend:
     spec_name = "loihi2"
     devices = ("emulator", "lava")
     default_device = "emulator"
-    #: compile options (``--option KEY=VALUE``), checked by :mod:`nmc.target_options`
-    options = {
-        "vth_mant": TargetOption("threshold mantissa (Lava's 17-bit vth)", int, 1, 131071),
-        "weight_bits": TargetOption("weight bits inside Lava's 8-bit weight", int, 1, 8),
-        "input_bits": TargetOption("graded input bits (0: spikes)", int, 0, 24),
-        "sparse_below": TargetOption("weight density below which a Sparse process is used", float, 0, 1),
-    }
+    #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
+    options = Loihi2Options
 
     def default_pipeline(self, options: dict) -> str:
         from nmc.passes import REGISTRY

@@ -14,6 +14,7 @@ import numpy as np
 from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc.reference import ReferenceSimulator
+from nmc.target_options import CommonOptions
 
 from ..base import Device, Program
 
@@ -54,7 +55,7 @@ class ReferenceBackend:
     spec_name = None
     devices = ("reference",)
     default_device = "reference"
-    options: dict = {}  # no target options of its own (see nmc.target_options.COMMON)
+    options = CommonOptions  # no target options of its own (see nmc.target_options.CommonOptions)
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize"

@@ -60,6 +60,7 @@ from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
 
 from ..linear import compose, param_vec, step_rate
+from .options import SpiNNaker2Options
 from .program import Population, Projection, S2Program
 
 S2_NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
@@ -90,7 +91,7 @@ def _dynamics(name, node, dt, integ, n, warn):
 
 def lower(graph: Graph, ctx) -> S2Program:
     spec = ctx.spec
-    opts = ctx.options
+    opts = SpiNNaker2Options.of(ctx)
     meta = GraphMeta.of(graph)
     dt, integ = meta.dt, meta.integrator
     order, back = graph.schedule()
@@ -120,7 +121,7 @@ def lower(graph: Graph, ctx) -> S2Program:
     for name in layers:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
-            pops[name] = _egru_population(name, node, lin[name], pops, virt, str(opts.get("egru_weights") or "int8"))
+            pops[name] = _egru_population(name, node, lin[name], pops, virt, opts.egru_weights)
             continue
         n = int(np.prod(graph.shape_out(name)))
         model, alpha, g, c, bias_gain, decay = _dynamics(name, node, dt, integ, n, warn)
@@ -207,8 +208,8 @@ def lower(graph: Graph, ctx) -> S2Program:
         kinds[o] = ("spikes" if pops[src].spiking else "events" if pops[src].model == "egru_kernel" else "v")
     _place(graph, pops, spec, opts, ctx, warn)
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
-                     sys_tick_s=float(opts.get("sys_tick") or spec.get("timing.sys_tick_s")),
-                     curr_exp_order=str(opts.get("curr_exp_order", "chip")), readout=readout)
+                     sys_tick_s=float(opts.sys_tick or spec.get("timing.sys_tick_s")),
+                     curr_exp_order=opts.curr_exp_order, readout=readout)
     if prog.curr_exp_order not in ("chip", "brian2"):
         raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
     from .cost import cost_report
@@ -295,7 +296,7 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
     """{source: (real kernel with the neurons' input gain folded in, geometry)}
     when this LIF/IF layer is fed by a single [pool →] Conv2d (see :mod:`.conv`)
     and its gain is uniform per output channel; else {} (dense projections)."""
-    if model != "lif_no_delay" or len(terms) != 1 or str(opts.get("conv", True)).lower() in ("0", "false", "no"):
+    if model != "lif_no_delay" or len(terms) != 1 or not opts.conv:
         return {}
     (src, (_, back)), = terms.items()
     if back:
@@ -353,7 +354,7 @@ def _preroll_init(c: np.ndarray, alpha: np.ndarray, steps: int, name: str, warn)
     return v0
 
 
-def graded_inputs(opts) -> float:
+def graded_inputs(opts: SpiNNaker2Options) -> float:
     """The input quantum Q (option ``input_quantum``, default 1): graded inputs on SpiNNaker 2.
 
     py-spinnaker2 feeds inputs through ``spike_list`` populations ({neuron: [steps]}) and its
@@ -367,11 +368,7 @@ def graded_inputs(opts) -> float:
     unit and step instead of one — the program report's ``input_events`` states it (from the
     calibration data when given), the per-PE work per tick counts events (:func:`input_rates`),
     and the energy profile counts k events per value (``S2Program.input_events``)."""
-    q = float(opts.get("input_quantum") or 1.0)
-    if not (q > 0 and np.isfinite(q)):
-        raise OptionError("input_quantum must be a positive number (the input value one event stands for)",
-                          actual=q, hint="e.g. --option input_quantum=0.25")
-    return q
+    return float(opts.input_quantum)   # > 0 and finite: checked when the options were parsed
 
 
 def input_rates(graph: Graph, ctx, name: str, n: int, quantum: float = 1.0) -> np.ndarray:
@@ -391,7 +388,7 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx=None, warn=None) -> None:
     EGRU kernels: the partition's assignment when every PE's exact kernel (:func:`.egru.data_bytes`)
     fits its SRAM, else (or without one) consecutive units under the exact SRAM and per-tick
     budgets (:func:`.egru.split_units`) on PEs after all others."""
-    per = int(opts.get("max_atoms_per_core") or spec.get("core.neurons_max"))
+    per = int(opts.max_atoms_per_core or spec.get("core.neurons_max"))
     nxt = 0
     resplit = []
     for name, p in pops.items():
@@ -436,7 +433,7 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx=None, warn=None) -> None:
 
     nxt = 1 + max([int(p.pe.max()) for n, p in pops.items() if p.pe is not None and n not in resplit], default=-1)
     clock = float(spec.get("core.clock_hz"))
-    tick = float(opts.get("sys_tick") or spec.get("timing.sys_tick_s"))
+    tick = float(opts.sys_tick or spec.get("timing.sys_tick_s"))
     for name in resplit:
         p = pops[name]
         src = pops[p.source]
