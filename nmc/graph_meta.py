@@ -52,8 +52,9 @@ class GraphMeta:
         missing = [k for k in KEYS if k not in graph.meta]
         if missing:
             raise GraphError(f"the graph has no {', '.join(missing)} in its meta: the normalize pass has not run on it",
-                             hint="run the normalize pass first (nmc.compile and the target pipelines do; in Python: "
-                                  "PassManager(parse_pipeline('normalize')).run(graph, PassContext(options={'dt': ...}))")
+                             hint="run the normalize pass first (nmc.compile and the target pipelines do; in "
+                                  "Python: PassManager(parse_pipeline('normalize')).run(graph, "
+                                  "PassContext(options={'dt': ...})))")
         return cls(graph.meta["dt"], graph.meta["integrator"], graph.meta["reset"])
 
     def store(self, graph) -> None:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from .errors import OptionError
 
+
 @dataclass(frozen=True)
 class TargetOption:
     """One compile option: what it does, its type and range (``lo``/``hi`` inclusive unless ``*_open``)."""
@@ -52,7 +53,7 @@ class TargetOption:
                 raise bad
             return value
         if self.type is str:
-            return value
+            return str(value)   # e.g. a pathlib.Path from nmc.compile(calibration=...)
         if self.type is bool:
             b = {"true": True, "false": False, "1": True, "0": False}.get(str(value).lower())
             if b is None or isinstance(value, float):
