@@ -49,7 +49,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     from nmc.passes import PassContext, PassManager, parse_pipeline, pipeline_text
 
     backend = get_backend(target)
-    check_target_options(target, backend, target_options)
+    typed_options = check_target_options(target, backend, target_options)
     dt, seed = check_dt(dt), check_seed(seed)
     if input_shape is not None:
         from .limits import check_dims
@@ -118,8 +118,9 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     pipeline = parse_pipeline(text)
     if not pipeline or pipeline[0].name != "normalize":
         pipeline = parse_pipeline("normalize") + pipeline
-    ctx = PassContext(spec=spec, options=options, data=data, dump_dir=Path(dump_ir) if dump_ir else None,
-                      progress=progress, seed=seed, target=backend.target_model(spec, options))
+    ctx = PassContext(spec=spec, options=options, target_options=typed_options, data=data,
+                      dump_dir=Path(dump_ir) if dump_ir else None, progress=progress, seed=seed,
+                      target=backend.target_model(spec, options))
     for note in (conversion or {}).get("notes", []):  # e.g. an output Softmax the ONNX frontend dropped
         ctx.warnings.add(note["message"], node=note["node"], source="onnx")
     graph = PassManager(pipeline).run(graph, ctx)

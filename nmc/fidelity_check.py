@@ -32,6 +32,7 @@ import nir
 import numpy as np
 
 from nmc.errors import FidelityError, NmcError, OptionError
+from nmc.graph_meta import GraphMeta
 from nmc.nodes import is_neuron, is_spiking_neuron
 
 #: The synthetic probe when no calibration data is given.
@@ -73,7 +74,8 @@ def probe_inputs(g, data: dict | None, seed: int) -> tuple[dict, dict]:
 
 def step_gain(g, name: str) -> float:
     """Median per-step gain from the input current x to the membrane (see module doc)."""
-    node, dt, integ = g.nodes[name], float(g.meta["dt"]), g.meta.get("integrator", "euler")
+    meta = GraphMeta.of(g)
+    node, dt, integ = g.nodes[name], meta.dt, meta.integrator
 
     def a(tau):
         tau = np.asarray(tau, float)
@@ -96,7 +98,7 @@ def step_gain(g, name: str) -> float:
 
 def _diagnose(g, name: str, entry: dict) -> tuple[str, str] | None:
     """(cause, fix) for a dead or saturated layer."""
-    node, dt = g.nodes[name], float(g.meta["dt"])
+    node, dt = g.nodes[name], GraphMeta.of(g).dt
     drive, gain = entry.get("drive_per_step"), entry.get("gain_per_step")
     thr = entry.get("threshold")
     r = getattr(node, "r", None)

@@ -1,7 +1,10 @@
 """Float reference simulator: the oracle every backend is checked against.
 
-Discrete time with step ``dt`` (graph meta ``dt``, seconds), integrator and
-reset mode from the graph (see :mod:`nmc.dynamics` for the equations). Per
+Discrete time with step ``dt`` (seconds), integrator and reset mode from the
+graph's :class:`~nmc.graph_meta.GraphMeta` (see :mod:`nmc.dynamics` for the
+equations). The graph must have been through the ``normalize`` pass (which
+sets them: nmc.compile, nmc.load and every pipeline do); a graph without them
+is refused with a GraphError naming the missing key, not run at a guessed dt. Per
 timestep, nodes are evaluated in :meth:`nmc.ir.Graph.schedule` order; a node's
 input is the **sum** of its predecessors' outputs; edges that close a cycle
 deliver the source's output of the previous step (zero at t = 0), all others
@@ -38,6 +41,7 @@ import torch
 from . import semantics
 from .errors import OptionError, ShapeError, UnsupportedNodeError
 from .iomap import IOMap, validate_inputs
+from .graph_meta import GraphMeta
 from .ir import Graph
 from .reference_steps import tensor
 
@@ -75,16 +79,15 @@ class ReferenceSimulator:
 
     ``run(inputs, steps)`` resets and simulates; ``step(inputs_t)`` advances one
     timestep keeping state (used by runtime sessions); ``reset(batch)``.
+    ``graph``: a normalized graph (``dt``/``integrator``/``reset`` set, see the module doc).
     """
 
     def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64):
         graph.verify()
         self.graph = graph
         self.dtype = dtype
-        dt = float(graph.meta.get("dt", 1e-4))
-        integ = graph.meta.get("integrator", "euler")
-        if integ not in ("euler", "exact"):
-            raise OptionError(f"unknown integrator {integ!r}", hint="use 'euler' or 'exact'")
+        meta = GraphMeta.of(graph)   # set by normalize; a graph it has not seen is refused, never guessed at
+        dt, integ = meta.dt, meta.integrator
         self.order, self.back = graph.schedule()
         self.nodes = {k: SimNode(k, graph.nodes[k], graph, dt, integ, dtype) for k in self.order}
         self.preds = {k: graph.preds(k) for k in self.order}

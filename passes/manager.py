@@ -44,13 +44,17 @@ class PassContext:
       backend from ``spec`` (``backend.target_model(spec)``); when not given,
       :meth:`target_model` builds the generic model of ``spec``. The design
       rules, partition, place and route read limits, bytes and work from it.
-    options: compile options (dt, reset, integrator, target, seed, ...).
+    options: compile options (dt, reset, integrator, target, seed, ...) as given.
+    target_options: the target's typed options (a frozen dataclass of
+    ``backends/<target>/options.py``, parsed by :mod:`nmc.target_options`),
+    or None for a context built by hand (``TargetOptions.of(ctx)`` then parses ``options``).
     data: calibration inputs ``{input node: (T, [B,] *shape)}`` or None.
     reports: report sections by pass name (JSON-serialisable).
     """
 
     spec: Any = None
     options: dict = field(default_factory=dict)
+    target_options: Any = None
     data: dict | None = None
     reports: dict = field(default_factory=dict)
     warnings: Warnings = field(default_factory=Warnings)

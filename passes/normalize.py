@@ -18,10 +18,12 @@ pass and backend assumes.
   dt_export·τ: ``--tau-scale 1000``); a τ below dt is warned about with the
   likely exporter bug, and refused where the Euler update would overshoot
   (dt/τ > 1);
-* graph meta: ``dt`` (s), ``integrator`` (euler|exact), ``reset``
-  (zero|subtract) from the compile options, else kept from the model, else
-  the defaults dt = 1e-4 s (snnTorch's export convention), euler, zero — a
-  defaulted value is reported as a warning because NIR stores none of them.
+* graph meta (:class:`nmc.graph_meta.GraphMeta`, set here once and read
+  through ``GraphMeta.of`` by everything after): ``dt`` (s), ``integrator``
+  (euler|exact), ``reset`` (zero|subtract) from the compile options, else kept
+  from the model, else the defaults dt = 1e-4 s (snnTorch's export
+  convention), euler, zero — a defaulted value is reported as a warning
+  because NIR stores none of them.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ import nir
 import numpy as np
 
 from nmc.annotations import Reset
-from nmc.errors import GraphError, OptionError
+from nmc.errors import GraphError, OptionError, ShapeError
+from nmc.graph_meta import DEFAULTS, INTEGRATORS, KEYS, RESETS, GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import is_spiking_neuron
 from nmc.semantics import lookup, shapes
@@ -39,7 +42,6 @@ from nmc.semantics import lookup, shapes
 from .conventions import TAU_FIELDS, reconcile_io_types, tau_findings
 from .manager import Pass, PassContext, register
 
-DEFAULTS = {"dt": 1e-4, "integrator": "euler", "reset": "zero"}
 _np = shapes._np
 
 
@@ -74,23 +76,28 @@ class Normalize(Pass):
                              f"size 1 (an exporter convention, e.g. Rockpool's output type): read as {used}",
                              node=name, source="normalize")
         opts = ctx.options
-        for key, allowed in (("dt", None), ("integrator", ("euler", "exact")), ("reset", ("zero", "subtract"))):
-            val = opts.get(key)
-            if val is not None:
-                if allowed and val not in allowed:
-                    raise OptionError(f"--{key} must be one of {', '.join(allowed)}, not {val!r}")
-                if key == "dt" and not (float(val) > 0):
-                    raise OptionError(f"--dt must be > 0 seconds, got {val}")
-                g.meta[key] = float(val) if key == "dt" else val
-            elif key not in g.meta:
-                g.meta[key] = DEFAULTS[key]
+        for key, allowed in (("integrator", INTEGRATORS), ("reset", RESETS)):
+            if opts.get(key) is not None and opts[key] not in allowed:
+                raise OptionError(f"--{key} must be one of {', '.join(allowed)}, not {opts[key]!r}")
+        if opts.get("dt") is not None and not (float(opts["dt"]) > 0):
+            raise OptionError(f"--dt must be > 0 seconds, got {opts['dt']}")
+        chosen = {}
+        for key in KEYS:  # the compile option, else the model's stored value, else the default (warned)
+            if opts.get(key) is not None:
+                chosen[key] = float(opts[key]) if key == "dt" else opts[key]
+            elif key in g.meta:
+                chosen[key] = g.meta[key]
+            else:
+                chosen[key] = DEFAULTS[key]
                 if key == "reset" and all(g.ann(n, Reset) is not None for n, nd in g.nodes.items()
                                           if is_spiking_neuron(nd)):
                     continue  # every spiking node states its own reset mode
                 ctx.warnings.add(f"{key} not given and not stored in the model; using {DEFAULTS[key]!r} "
                                  f"(set it with --{key})", source="normalize")
+        meta = GraphMeta(**chosen)
+        meta.store(g)
         _scale_taus(g, opts.get("tau_scale"))
-        for f in tau_findings(g, g.meta["dt"], g.meta["integrator"]):
+        for f in tau_findings(g, meta.dt, meta.integrator):
             if f["fatal"]:
                 raise GraphError(f["message"], node=f["node"], hint=f["hint"])
             ctx.warnings.add(f"{f['message']}; {f['hint']}", node=f["node"], source="normalize")
@@ -100,12 +107,12 @@ class Normalize(Pass):
                     g.annotate(name, Reset(opts["reset"]))
         for name, node in g.nodes.items():
             if isinstance(node, nir.Delay):
-                steps = np.asarray(node.delay, dtype=float) / g.meta["dt"]
+                steps = np.asarray(node.delay, dtype=float) / meta.dt
                 off = np.abs(steps - np.rint(steps))
                 if np.any(off > 1e-6):
                     i = int(np.argmax(off))
                     ctx.warnings.add(f"delay {float(np.asarray(node.delay).reshape(-1)[i])} s is not a multiple of "
-                                     f"dt = {g.meta['dt']} s; simulated as {int(np.rint(steps.reshape(-1)[i]))} "
+                                     f"dt = {meta.dt} s; simulated as {int(np.rint(steps.reshape(-1)[i]))} "
                                      f"step(s) (rounded to the nearest step)", node=name, source="normalize")
         return g
 

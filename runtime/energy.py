@@ -57,6 +57,7 @@ import scipy.sparse as sp
 
 from nmc.annotations import Placement, Quant, Route
 from nmc.errors import ConfigError, OptionError
+from nmc.graph_meta import GraphMeta
 from nmc.hw import HardwareSpec
 from nmc import semantics
 from nmc.nodes import is_neuron
@@ -289,7 +290,7 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
         p = g.ann(u, Placement)
         if p is not None and p.chip is not None:
             chips = max(chips, int(np.max(p.chip)) + 1)
-    tick = float(spec.get("timing.sys_tick_s")) if spec is not None else float(g.meta.get("dt", 1e-3))
+    tick = float(spec.get("timing.sys_tick_s")) if spec is not None else GraphMeta.of(g).dt
     # NeuroBench-style metrics
     n_act = sum(act[u].size for u in units if is_neuron(g.nodes[u]))
     nz_act = sum(int(np.count_nonzero(act[u])) for u in units if is_neuron(g.nodes[u]))

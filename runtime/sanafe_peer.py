@@ -35,6 +35,7 @@ import numpy as np
 
 from nmc.annotations import Placement
 from nmc.errors import OptionError, UnsupportedNodeError
+from nmc.graph_meta import GraphMeta
 
 #: neuron types the export maps to SANA-FE's LIF soma
 _NEURONS = (nir.LIF, nir.IF, nir.LI, nir.CubaLIF)
@@ -115,8 +116,8 @@ def export(bundle, inputs: np.ndarray, path: str | Path, cores_per_tile: int = 4
     if not np.all(np.isin(x, (0.0, 1.0))):
         raise OptionError("SANA-FE input somas take 0/1 spike trains; this input carries graded values",
                           node=g.inputs[0], hint="rate-code the input first")
-    dt = float(g.meta.get("dt", 1e-3))
-    exact = g.meta.get("integrator", "euler") == "exact"
+    meta = GraphMeta.of(g)
+    dt, exact = meta.dt, meta.integrator == "exact"
     edges = _edges(g)
     somas = {k: _soma(v, int(np.prod(g.shape_out(k))), dt, exact) for k, v in g.nodes.items() if isinstance(v, _NEURONS)}
     # one scale per target layer: its threshold (or its largest input) lands at 2^10

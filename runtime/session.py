@@ -47,7 +47,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from nmc.errors import DeviceError, EventFormatError, OptionError
+from nmc.errors import DeviceError, EventFormatError, OptionError, ShapeError
+from nmc.graph_meta import GraphMeta
 from nmc.iomap import IOMap, validate_inputs
 
 from . import events as ev
@@ -91,7 +92,7 @@ class Session:
         self.io = io
         self.window = int(window)
         self.pace = pace
-        self.tick = float(bundle.graph.meta.get("dt", 1e-3))
+        self.tick = GraphMeta.of(bundle.graph).dt
         hw = bundle.hw
         if hw:
             try:

@@ -15,10 +15,10 @@ import numpy as np
 
 from nmc.errors import OptionError
 from nmc.ir import Graph
-from nmc.target_options import TargetOption
 
 from ..base import Backend, Device
 from .program import BSS2Program, load_program, with_graph
+from .options import BrainScaleS2Options
 
 
 class BrainScaleS2Backend(Backend):
@@ -27,14 +27,8 @@ class BrainScaleS2Backend(Backend):
     spec_name = "brainscales2"
     devices = ("emulator", "hardware")
     default_device = "emulator"
-    #: compile options (``--option KEY=VALUE``), checked by :mod:`nmc.target_options`
-    options = {
-        "calibration": TargetOption("measured per-circuit calibration table (JSON file)"),
-        "t_refrac": TargetOption("refractory time in seconds of model time", float, 0),
-        "speedup": TargetOption("hardware speed-up over model time (default: chosen within timing.speedup_range)",
-                                float, 0, lo_open=True),
-        "bias_repeat_max": TargetOption("most repeated bias-source events per step for a large bias", int, 1, 64),
-    }
+    #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
+    options = BrainScaleS2Options
 
     def default_pipeline(self, options: dict) -> str:
         # 6-bit magnitude + row sign = 7-bit signed; rewire assigns label groups without pruning

@@ -52,6 +52,7 @@ import numpy as np
 
 from nmc.annotations import Quant, RowMap
 from nmc.errors import DesignRuleError, UnsupportedNodeError
+from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.passes.quantize import round_half_away
 from nmc.passes.rewire import rewire_matrix
@@ -63,6 +64,7 @@ from .target import BrainScaleS2Target
 from . import rules
 from . import synapses as S
 from . import timescale as TS
+from .options import BrainScaleS2Options
 from .program import BIAS_SOURCE, BSS2Program, Layer, Projection
 
 LAYERS = (nir.LIF, nir.CubaLIF, nir.LI, nir.CubaLI)
@@ -126,7 +128,7 @@ def _refractory(ctx, spec, dt: float, speed: float, cuba_spiking: bool) -> float
     step (the mean of 1 − f), within the DAC range, cancels it on average (class agreement with the
     reference on the strong-bias recurrent CubaLIF: 90 % without, 96 % with). Event-driven LIF layers take
     their input at the step's end, where they also cross: 0 for them."""
-    user = ctx.options.get("t_refrac")
+    user = BrainScaleS2Options.of(ctx).t_refrac
     if user is not None:
         return float(user) / speed
     if not cuba_spiking:
@@ -155,9 +157,10 @@ def _timescale(graph: Graph, ctx, dt: float, integ: str) -> TS.Timescale:
                 raise UnsupportedNodeError("dt ≥ τ: the decay per step is not positive", node=k,
                                            hint="use a smaller --dt")
             taus[k] = _model_taus(node, n, dt, integ, k)
-    if ctx.options.get("t_refrac"):   # a user refractory time must fit its DAC range too
-        taus["--option t_refrac"] = {"t_refrac": np.array([float(ctx.options["t_refrac"])])}
-    user = ctx.options.get("speedup")
+    opts = BrainScaleS2Options.of(ctx)
+    if opts.t_refrac:   # a user refractory time must fit its DAC range too
+        taus["--option t_refrac"] = {"t_refrac": np.array([float(opts.t_refrac)])}
+    user = opts.speedup
     ts = TS.choose(taus, {p: C.ranges(spec)[p] for p in ("tau_mem", "tau_syn", "t_refrac")},
                    tuple(spec.get("timing.speedup_range")), float(spec.get("timing.speedup")),
                    None if user is None else float(user))
@@ -246,8 +249,8 @@ def _labels(graph: Graph, layer: str, src: str, w6: np.ndarray, per_row: int):
 
 def lower(graph: Graph, ctx) -> BSS2Program:
     spec = ctx.spec
-    dt = float(graph.meta.get("dt", 1e-3))
-    integ = graph.meta.get("integrator", "euler")
+    meta = GraphMeta.of(graph)
+    dt, integ = meta.dt, meta.integrator
     rules.check(graph)
     tscale = _timescale(graph, ctx, dt, integ)
     speed = tscale.speedup
@@ -303,7 +306,7 @@ def lower(graph: Graph, ctx) -> BSS2Program:
                                 "by a reset to v_reset"))
         if np.any(g <= 0):
             raise UnsupportedNodeError("a non-positive input gain (r or w_in ≤ 0) has no analog equivalent", node=name)
-        w6s, src_how = _weights(graph, name, terms, g / U, wmax, int(ctx.options.get("bias_repeat_max") or 8))
+        w6s, src_how = _weights(graph, name, terms, g / U, wmax, BrainScaleS2Options.of(ctx).bias_repeat_max)
         for s_ in w6s:
             if s_ is not None and s_ not in terms:   # the further bias sources
                 terms[s_] = [None, False]
@@ -349,7 +352,7 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         q.row_driver = q.row_driver + b
         driver_base[q.post] = b + -(-q.n_rows // per_driver)
     total = int(sum(int(l.circuits.sum()) for l in layers))
-    cal_path = ctx.options.get("calibration")
+    cal_path = BrainScaleS2Options.of(ctx).calibration
     cal = C.load(cal_path, n_circ, spec) if cal_path else C.synthetic(n_circ, spec, seed=ctx.seed)
     cal["readout"] = {"bits": int(spec.get("readout.bits")), "noise_lsb": float(spec.get("readout.noise_lsb"))}
     n_tab = len(cal["table"]["tau_mem"]["gain"])

@@ -38,6 +38,7 @@ from nmc.target_options import TargetOption
 
 from ..base import Backend, Device
 from .emulator import EmulatorDevice
+from .options import Loihi2Options
 from .program import LoihiProgram, load_program, with_io
 
 
@@ -47,13 +48,8 @@ class Loihi2Backend(Backend):
     spec_name = "loihi2"
     devices = ("emulator", "lava")
     default_device = "emulator"
-    #: compile options (``--option KEY=VALUE``), checked by :mod:`nmc.target_options`
-    options = {
-        "vth_mant": TargetOption("threshold mantissa (Lava's 17-bit vth)", int, 1, 131071),
-        "weight_bits": TargetOption("weight bits inside Lava's 8-bit weight", int, 1, 8),
-        "input_bits": TargetOption("graded input bits (0: spikes)", int, 0, 24),
-        "sparse_below": TargetOption("weight density below which a Sparse process is used", float, 0, 1),
-    }
+    #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
+    options = Loihi2Options
 
     def default_pipeline(self, options: dict) -> str:
         from nmc.passes import REGISTRY

@@ -32,6 +32,12 @@ the buffers of all incoming synapses:
   subtraction (nmc's ``LIFSubtract`` process in the emitted module),
   ``v ← v − (vth << 6)``.
 
+The widths above are Lava's (the packaged ``hw_configs/loihi2.toml
+[numerics]``); the emulator takes them from the program it runs
+(``program.numerics``: 12 = ``decay_bits``, 6 = ``activation_shift`` /
+``threshold_shift``, 24 = ``state_bits``, 8 = ``weight_bits``), so a program
+lowered for a spec with other widths is emulated in those.
+
 Recorded ``v`` is the value after reset, as Lava's Monitor sees it.
 Inputs: ``x[t]`` (the payload of step t, t = 0..T−1) is what Lava's source
 sends at its time step t + 1.
@@ -49,24 +55,21 @@ import numpy as np
 from nmc.errors import OptionError, ShapeError
 
 from ..base import Device, LaggedStreaming, validate_inputs
+from .numerics import LoihiNumerics, packaged_numerics
 from .program import LoihiProgram, NeuronGroup, Synapse
 
-V_MAX = 2 ** 23            # 24-bit signed state
-DECAY_SHIFT = 12
-DECAY_UNITY = 2 ** DECAY_SHIFT
-ACT_SHIFT = 6              # a_in << 6
-VTH_SHIFT = 6              # vth << 6
 
-
-def lava_weights(w: np.ndarray) -> np.ndarray:
-    """The weights Lava's fixed-point Dense actually uses (clip to 8-bit by sign
-    mode, then drop the lowest bit when signs are mixed)."""
+def lava_weights(w: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """The weights Lava's fixed-point Dense actually uses (clip to ``bits`` (default: Lava's 8)
+    by sign mode, then drop the lowest bit when signs are mixed)."""
+    bits = packaged_numerics().weight_bits if bits is None else bits
+    top = 2 ** bits - 1
     w = np.asarray(w).astype(np.int64)
     if w.size == 0 or w.min() >= 0:          # SignMode.EXCITATORY (also all-zero)
-        return np.clip(w, 0, 255)
+        return np.clip(w, 0, top)
     if w.max() <= 0:                          # SignMode.INHIBITORY
-        return -np.clip(-w, 0, 255)
-    w = np.clip(w, -256, 255)                 # SignMode.MIXED: 8-bit incl. sign
+        return -np.clip(-w, 0, top)
+    w = np.clip(w, -top - 1, top)             # SignMode.MIXED: `bits` incl. sign
     return (w >> 1) << 1
 
 
@@ -75,10 +78,12 @@ def trunc0_shift(x: np.ndarray, k: int) -> np.ndarray:
     return np.sign(x) * (np.abs(x) >> k)
 
 
-def wrap24(x: np.ndarray) -> np.ndarray:
-    """Lava's wrap of the current u (note the asymmetric bounds)."""
-    w = np.where(x > V_MAX, x - 2 * V_MAX, x)
-    return np.where(w <= -V_MAX, x + 2 * V_MAX, w)
+def wrap24(x: np.ndarray, v_max: int | None = None) -> np.ndarray:
+    """Lava's wrap of the current u (note the asymmetric bounds) at ``v_max`` = 2^(state_bits − 1)
+    (default: Lava's, 2^23)."""
+    v_max = packaged_numerics().v_max if v_max is None else v_max
+    w = np.where(x > v_max, x - 2 * v_max, x)
+    return np.where(w <= -v_max, x + 2 * v_max, w)
 
 
 def shift_exp(acc: np.ndarray, e: int) -> np.ndarray:
@@ -86,28 +91,30 @@ def shift_exp(acc: np.ndarray, e: int) -> np.ndarray:
 
 
 class _Group:
-    def __init__(self, g: NeuronGroup):
+    def __init__(self, g: NeuronGroup, num: LoihiNumerics):
         self.g = g
+        self.decay_shift, self.act_shift, self.v_max = num.decay_bits, num.activation_shift, num.v_max
         n = g.n
         self.du = np.broadcast_to(np.asarray(g.du, dtype=np.int64), (n,))
         self.dv = np.broadcast_to(np.asarray(g.dv, dtype=np.int64), (n,))
         self.bias = shift_exp_arr(np.asarray(g.bias_mant, dtype=np.int64).reshape(-1),
                                   np.asarray(g.bias_exp, dtype=np.int64).reshape(-1))
-        self.vth = np.int64(g.vth) << VTH_SHIFT
+        self.vth = np.int64(g.vth) << num.threshold_shift
         # loop invariants (same arithmetic as written in the module docstring)
-        self.ku = (DECAY_UNITY - (self.du + 1)).copy()
-        self.kv = (DECAY_UNITY - self.dv).copy()
+        self.ku = (num.decay_scale - (self.du + 1)).copy()
+        self.kv = (num.decay_scale - self.dv).copy()
         self.subtract = g.reset == "subtract"
 
     def step(self, u, v, a_in):
         u = u * self.ku
-        u = np.sign(u) * (np.abs(u) >> DECAY_SHIFT)          # trunc0: toward zero
-        u = u + (a_in << ACT_SHIFT)
-        if (u > V_MAX).any() or (u <= -V_MAX).any():           # wrap24 (rare: only on overflow)
-            u = wrap24(u)
+        u = np.sign(u) * (np.abs(u) >> self.decay_shift)     # trunc0: toward zero
+        u = u + (a_in << self.act_shift)
+        vm = self.v_max
+        if (u > vm).any() or (u <= -vm).any():                 # wrap24 (rare: only on overflow)
+            u = wrap24(u, vm)
         v = v * self.kv
-        v = np.sign(v) * (np.abs(v) >> DECAY_SHIFT)
-        v = np.minimum(np.maximum(v + u + self.bias, -V_MAX + 1), V_MAX - 1)
+        v = np.sign(v) * (np.abs(v) >> self.decay_shift)
+        v = np.minimum(np.maximum(v + u + self.bias, -vm + 1), vm - 1)
         s = v > self.vth
         if self.subtract:
             v = v - s * self.vth
@@ -130,10 +137,12 @@ class LoihiEmulator:
 
     def __init__(self, program: LoihiProgram):
         self.p = program
-        self.groups = {g.name: _Group(g) for g in program.groups}
+        self.num = program.numerics
+        self.groups = {g.name: _Group(g, self.num) for g in program.groups}
         # integer weights as float64: matmuls go through BLAS and stay exact (|Σ w·x| < 2^53 for
-        # 8-bit weights and payloads up to 24 bits over < 2^21 inputs)
-        self.syn: list[tuple[Synapse, np.ndarray]] = [(s, lava_weights(s.weights).astype(np.float64).T.copy())
+        # 8-bit weights and payloads up to 24 bits over < 2^21 inputs; wider weights leave fewer inputs)
+        self.syn: list[tuple[Synapse, np.ndarray]] = [(s, lava_weights(s.weights, self.num.weight_bits)
+                                                       .astype(np.float64).T.copy())
                                                       for s in program.synapses]
 
     def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None,

@@ -1,6 +1,7 @@
 """A compiled (numba) run loop for :class:`~.emulator.LoihiEmulator`.
 
-Exactly the arithmetic of :mod:`.emulator` (same order, same integer ops),
+Exactly the arithmetic of :mod:`.emulator` (same order, same integer ops, the
+widths of the program's ``numerics``),
 with the whole network flattened into one neuron vector and the per-step
 loop compiled, so batch-1 runs are not dominated by Python overhead. Synapse
 blocks at most :data:`CSR_DENSITY` dense (expanded convolutions, pooling,
@@ -20,9 +21,6 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy path usable without it
     njit = None
 
-V_MAX = 2 ** 23
-DECAY_SHIFT = 12
-ACT_SHIFT = 6
 #: synapse blocks at most this dense are accumulated per active source (CSR) instead of by matmul
 CSR_DENSITY = 0.25
 
@@ -35,7 +33,7 @@ if njit is not None:
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
-              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec):
+              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max):
         ng = ku.shape[0]
         n_syn = syn_src.shape[0]
         u = np.zeros((B, ng), np.int64)
@@ -61,16 +59,16 @@ if njit is not None:
                         a_in[b, d0 + j] += bk[b, j]
             for b in range(B):
                 for j in range(ng):
-                    uu = _trunc0(u[b, j] * ku[j], DECAY_SHIFT) + (a_in[b, j] << ACT_SHIFT)
-                    if uu > V_MAX:
-                        uu -= 2 * V_MAX
-                    elif uu <= -V_MAX:
-                        uu += 2 * V_MAX
-                    vv = _trunc0(v[b, j] * kv[j], DECAY_SHIFT) + uu + bias[j]
-                    if vv > V_MAX - 1:
-                        vv = V_MAX - 1
-                    elif vv < -V_MAX + 1:
-                        vv = -V_MAX + 1
+                    uu = _trunc0(u[b, j] * ku[j], decay_shift) + (a_in[b, j] << act_shift)
+                    if uu > v_max:
+                        uu -= 2 * v_max
+                    elif uu <= -v_max:
+                        uu += 2 * v_max
+                    vv = _trunc0(v[b, j] * kv[j], decay_shift) + uu + bias[j]
+                    if vv > v_max - 1:
+                        vv = v_max - 1
+                    elif vv < -v_max + 1:
+                        vv = -v_max + 1
                     s = vv > vth[j]
                     if s:
                         vv = vv - vth[j] if subtract[j] else 0
@@ -177,7 +175,8 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
     rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
                        a(syn_src, np.int64), a(syn_len, np.int64), a(syn_dst, np.int64), a(syn_dlen, np.int64),
                        a(syn_exp, np.int64), a(syn_bin, np.bool_), Ws,
-                       a(syn_csr, np.bool_), csr_ptr, csr_idx, csr_val, rec_idx, n_rec)
+                       a(syn_csr, np.bool_), csr_ptr, csr_idx, csr_val, rec_idx, n_rec,
+                       np.int64(emu.num.decay_bits), np.int64(emu.num.activation_shift), np.int64(emu.num.v_max))
     rec = {}
     for name in keep:
         sl = slice(roff[name], roff[name] + emu.groups[name].g.n)

@@ -58,22 +58,22 @@ import numpy as np
 
 from nmc.annotations import Placement, Quant
 from nmc.errors import DesignRuleError, OptionError, UnsupportedNodeError
+from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 
 from ..linear import NEURONS, compose, param_vec, step_rate
-from .numerics import MARGIN, LavaLimits, choose_vth, measured_ranges, quantize_bias, quantize_weights, \
+from .options import Loihi2Options
+from .numerics import MARGIN, LavaLimits, LoihiNumerics, choose_vth, measured_ranges, quantize_bias, quantize_weights, \
     worst_case_ranges
 from .program import InputPort, LoihiProgram, NeuronGroup, OutputPort, Synapse
 from .target import Loihi2Target
 
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
 
-DEFAULTS = {"vth_mant": None, "weight_bits": 8, "input_bits": 0, "sparse_below": 0.25,
-            "split_signs": True}
 
 
-def _neuron_params(name, node, dt, integ, n, warn):
-    """Per-neuron (du, dv, g, c_leak, bias_gain, spiking, kind)."""
+def _neuron_params(name, node, dt, integ, n, warn, scale):
+    """Per-neuron (du, dv, g, c_leak, bias_gain, spiking, kind); ``scale``: the decays' unit (4096 on Lava)."""
     def f(k):
         return param_vec(node, k, n)
 
@@ -82,36 +82,40 @@ def _neuron_params(name, node, dt, integ, n, warn):
 
     if isinstance(node, (nir.IF, nir.I)):
         g = dt * f("r")
-        return np.full(n, 4095), np.zeros(n, int), g, np.zeros(n), g
+        return np.full(n, scale - 1), np.zeros(n, int), g, np.zeros(n), g
     if isinstance(node, (nir.LIF, nir.LI)):
         a = rate(f("tau"))
-        dv = np.rint(4096 * a).astype(int)
-        a = _as_decayed(a, dv)
+        dv = np.rint(scale * a).astype(int)
+        a = _as_decayed(a, dv, scale)
         g = a * f("r")
-        return np.full(n, 4095), dv, g, a * f("v_leak"), g
+        return np.full(n, scale - 1), dv, g, a * f("v_leak"), g
     a_s, a_m = rate(f("tau_syn")), rate(f("tau_mem"))
-    du = np.rint(4096 * a_s).astype(int) - 1
+    du = np.rint(scale * a_s).astype(int) - 1
     if np.any(du < 0):
-        warn("synaptic decay dt/tau_syn < 1/8192 rounds to Lava's minimum du+1 = 1/4096", name)
-    du = np.clip(du, 0, 4095)
-    dv = np.rint(4096 * a_m).astype(int)
-    a_s, a_m = _as_decayed(a_s, du + 1), _as_decayed(a_m, dv)
+        warn(f"synaptic decay dt/tau_syn < 1/{2 * scale} rounds to Lava's minimum du+1 = 1/{scale}", name)
+    du = np.clip(du, 0, scale - 1)
+    dv = np.rint(scale * a_m).astype(int)
+    a_s, a_m = _as_decayed(a_s, du + 1, scale), _as_decayed(a_m, dv, scale)
     g = a_m * f("r") * a_s * f("w_in")
     return du, dv, g, a_m * f("v_leak"), a_m * f("r") * f("w_in")
 
 
-def _as_decayed(a, d):
-    """The rate a as Lava's 12-bit decay d/4096 realises it, where d > 0. The input gain uses
+def _as_decayed(a, d, scale):
+    """The rate a as Lava's 12-bit decay d/4096 (d/scale) realises it, where d > 0. The input gain uses
     the same rate as the decay, so the steady state (gain/decay) stays exact and only the time
     constant moves by the decay's rounding (≤ ½ LSB of 1/4096); a gain at the exact rate against
     the rounded decay would shift every steady state by up to 0.5/d (0.4 % at τ = 33·dt)."""
-    return np.where(np.asarray(d) > 0, np.asarray(d, float) / 4096.0, a)
+    return np.where(np.asarray(d) > 0, np.asarray(d, float) / float(scale), a)
 
 
 def lower(graph: Graph, ctx) -> LoihiProgram:
-    opts = {k: ctx.options.get(k, v) if ctx.options.get(k) is not None else v for k, v in DEFAULTS.items()}
-    lim = LavaLimits.from_spec(getattr(ctx, "spec", None))
-    user_vth = None if opts["vth_mant"] is None else int(opts["vth_mant"])
+    opts = Loihi2Options.of(ctx)
+    spec = getattr(ctx, "spec", None)
+    lim, num = LavaLimits.from_spec(spec), LoihiNumerics.from_spec(spec)   # spec None: the packaged one
+    scale, ts = num.decay_scale, num.threshold_shift
+    vunit = 2 ** ts            # v LSB per threshold mantissa LSB: spike when v > vth << threshold_shift
+    gshift = 2.0 ** (ts - num.activation_shift)   # a_in enters u << activation_shift, the threshold << ts
+    user_vth = opts.vth_mant
     if user_vth is not None and not 1 <= user_vth <= lim.vth_max:
         raise OptionError(f"vth_mant must be in 1..{lim.vth_max} (Lava's threshold mantissa)", actual=user_vth)
     from nmc.nodes import EGRU
@@ -123,18 +127,18 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
             "run one only as a custom microcode neuron model, which needs Intel's lava-loihi (not public) and "
             "which nmc does not generate; Lava's public fixed-point processes have no such neuron", node=egru[0],
             hint="compile EGRU models for spinnaker2 (generated PE kernels)")
-    dt = float(graph.meta.get("dt", 1e-4))
-    integ = graph.meta.get("integrator", "euler")
+    meta = GraphMeta.of(graph)
+    dt, integ = meta.dt, meta.integrator
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="loihi2")
     warn = lambda msg, node: ctx.warnings.add(msg, node=node, source="loihi2")  # noqa: E731
     prog = LoihiProgram(meta={"dt": dt, "integrator": integ, "vth_mant": user_vth if user_vth is not None else "auto",
-                                    "fidelity": {}})
+                                    "fidelity": {}}, numerics=num)
     latency: dict[str, int] = {}
     for name in graph.inputs:
-        prog.inputs.append(InputPort(name, tuple(graph.shape_out(name)), int(opts["input_bits"])))
+        prog.inputs.append(InputPort(name, tuple(graph.shape_out(name)), opts.input_bits))
         latency[name] = 0
-    bits_default = int(opts["weight_bits"])
+    bits_default = opts.weight_bits if opts.weight_bits is not None else num.weight_bits
     for name in order:
         node = graph.nodes[name]
         if not isinstance(node, NEURONS):
@@ -142,7 +146,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
         shape = tuple(graph.shape_out(name))
         n = int(np.prod(shape))
         terms, bias_in = lin[name]
-        du, dv, g, c_leak, bgain = _neuron_params(name, node, dt, integ, n, warn)
+        du, dv, g, c_leak, bgain = _neuron_params(name, node, dt, integ, n, warn, scale)
         spiking = isinstance(node, SPIKING)
         reset = graph.reset_mode(name) if spiking else "zero"
         if spiking:
@@ -153,7 +157,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
             if np.any(unit <= 0):
                 raise UnsupportedNodeError("v_threshold must be > 0", node=name, actual=float(unit.min()))
         else:
-            decay = np.maximum(dv / 4096.0, 1.0 / 64)
+            decay = np.maximum(dv / float(scale), 1.0 / 64)
             drive = sum(np.abs(m).sum(axis=0) for m, _ in terms.values()) * np.abs(g)
             b = np.abs(c_leak + bgain * bias_in)
             unit = np.full(n, max(float(((drive + b) / decay).max()), 1e-12))
@@ -169,8 +173,8 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
         c = (c_leak + bgain * bias_in) / unit
         cuba = isinstance(node, (nir.CubaLIF, nir.CubaLI))
         amp = {s: _input_amp(graph, s, opts) for s in terms}
-        a_u = (np.asarray(du, float) + 1) / 4096.0
-        u_max, v_max = worst_case_ranges([(G[s], amp[s]) for s in terms], c, a_u, dv / 4096.0, spiking, cuba)
+        a_u = (np.asarray(du, float) + 1) / float(scale)
+        u_max, v_max = worst_case_ranges([(G[s], amp[s]) for s in terms], c, a_u, dv / float(scale), spiking, cuba)
         ranges_from = "worst case (every source active every step)"
         if spiking and ctx.data:
             meas = measured_ranges(graph, ctx.data, name, unit, (a_m_of(node, dt, integ, n) * param_vec(
@@ -184,7 +188,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
             choice = {"vth_mant": vth, "bound_by": "--option vth_mant"}
         else:
             ch = choose_vth(name, lim, c=c, G_abs_max=max((float(np.abs(x).max()) for x in G.values() if x.size),
-                                                        default=0.0), u_max=u_max, v_max=v_max,
+                                                        default=0.0) * gshift, u_max=u_max, v_max=v_max,
                             ranges_from=ranges_from)
             vth = ch.vth
             choice = {"vth_mant": vth, "bound_by": ch.bound_by, **ch.ranges,
@@ -192,7 +196,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
         # synapses
         fid = {"weight_rel_error": 0.0, "v_error_per_step": 0.0, "numerics": choice}
         for s, (m, is_back) in terms.items():
-            T = vth * G[s]
+            T = vth * G[s] * gshift
             srcname = s
             bits = bits_default
             q = _weight_quant(graph, name, s)
@@ -200,38 +204,38 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                 bits = int(q.bits)
             # a mixed-sign matrix in one Dense keeps 7 bits of magnitude (Lava drops the lowest bit) under one
             # exponent; split into an excitatory and an inhibitory Dense, each gets 8 bits and its own exponent
-            split = bool(opts["split_signs"]) and bits >= 8 and T.min() < 0 < T.max()
+            split = opts.split_signs and bits >= num.weight_bits and T.min() < 0 < T.max()
             parts = [("", np.clip(T, 0, None)), (".inh", np.clip(T, None, 0))] if split else [("", T)]
             for suffix, Tp in parts:
-                w, e, err = quantize_weights(Tp, min(bits, 8), lim)
+                w, e, err = quantize_weights(Tp, min(bits, num.weight_bits), lim)
                 fid["weight_rel_error"] = max(fid["weight_rel_error"], err)
                 # worst-case membrane error per step (threshold units), every input active (payload 1)
-                dW = np.abs(w * 2.0 ** e - Tp) / vth
+                dW = np.abs(w * 2.0 ** e - Tp) / (vth * gshift)
                 fid["v_error_per_step"] += float(dW.sum(axis=1).max()) * amp[s] + (1.0 / vth if e < 0 else 0.0)
                 density = np.count_nonzero(w) / max(w.size, 1)
                 nbits = 0
-                if isinstance(graph.nodes[s], nir.Input) and int(opts["input_bits"]) > 0:
-                    nbits = int(opts["input_bits"])
+                if isinstance(graph.nodes[s], nir.Input) and opts.input_bits > 0:
+                    nbits = opts.input_bits
                 prog.synapses.append(Synapse(f"{srcname}->{name}{suffix}", srcname, name, w, e, nbits,
-                                             "sparse" if density < float(opts["sparse_below"]) else "dense", is_back))
+                                             "sparse" if density < opts.sparse_below else "dense", is_back))
         # bias
-        B = 64.0 * vth * c
+        B = float(vunit) * vth * c
         if np.any(np.abs(B) > lim.bias_max):
             raise UnsupportedNodeError("bias too large for Lava's 13-bit mantissa and 3-bit exponent", node=name,
                                        limit=lim.bias_max, actual=float(np.abs(B).max()),
-                                       hint=f"lower vth_mant below {lim.bias_max / (64 * np.abs(c).max()):.0f}, or "
+                                       hint=f"lower vth_mant below {lim.bias_max / (vunit * np.abs(c).max()):.0f}, or "
                                             "drop --option vth_mant: the compiler then chooses it")
         bmant, bexp = quantize_bias(B, lim)
-        fid["decay_v_rel_error"] = _rel(dv / 4096.0, _rate_of(node, dt, integ, n, "v"))
+        fid["decay_v_rel_error"] = _rel(dv / float(scale), _rate_of(node, dt, integ, n, "v"))
         fid["threshold_unit"] = "per-neuron v_threshold" if spiking else float(unit[0])
         prog.meta["fidelity"][name] = fid
         uniform = lambda a: int(a[0]) if np.all(a == a[0]) else a.astype(np.int32)  # noqa: E731
         bias_int = bmant.astype(np.int64) << bexp
-        u_init = _cuba_bias_u(bias_int, du, latency[name]) if cuba else np.zeros(n, np.int64)
-        v_init = _preroll_init(bias_int, dv, latency[name], 64 * vth, name, warn, u_init, du)
+        u_init = _cuba_bias_u(bias_int, du, latency[name], scale) if cuba else np.zeros(n, np.int64)
+        v_init = _preroll_init(bias_int, dv, latency[name], vunit * vth, name, warn, num, u_init, du)
         prog.groups.append(NeuronGroup(name, type(node).__name__, shape, uniform(du), uniform(dv),
-                                       vth if spiking else 2 ** 17 - 1, bmant, bexp, reset, spiking,
-                                       (64.0 * vth / unit).astype(np.float64), latency[name], v_init,
+                                       vth if spiking else lim.vth_max, bmant, bexp, reset, spiking,
+                                       (float(vunit) * vth / unit).astype(np.float64), latency[name], v_init,
                                        u_init.astype(np.int32) if np.any(u_init) else 0))
     for s in prog.synapses:
         if s.recurrent and latency[s.src] != latency[s.dst]:
@@ -251,42 +255,44 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
     return prog
 
 
-def _preroll_init(bias, dv, L, vth64, name, warn, u_init=None, du=None):
+def _preroll_init(bias, dv, L, vth64, name, warn, num, u_init=None, du=None):
     """Initial v so that after the L pre-roll steps (Lava steps before this group's
     first input arrives, in which only the bias and the decaying ``u_init`` act) v
     is 0 again, as the reference's v at t = −1: v_L = q^L·v0 + Σ_{k=1..L} q^{L−k}·(u_k
     + B) = 0 with q = 1 − dv/4096 and u_k = u_init·q_u^k (rounded; the residue is
-    a few LSB of the 64·vth-per-threshold scale)."""
-    q = 1.0 - np.asarray(dv, float) / 4096.0
+    a few LSB of the 64·vth-per-threshold scale; 4096 and 64 are ``num``'s decay scale and
+    2^threshold_shift)."""
+    scale = float(num.decay_scale)
+    q = 1.0 - np.asarray(dv, float) / scale
     bias = np.asarray(bias, float)
     u0 = np.zeros(len(bias)) if u_init is None else np.asarray(u_init, float)
     if not np.any(bias) and not np.any(u0):
         return np.zeros(len(bias), np.int32)
-    qu = 1.0 - (np.asarray(du, float) + 1) / 4096.0 if du is not None else 0.0
+    qu = 1.0 - (np.asarray(du, float) + 1) / scale if du is not None else 0.0
     v0 = -sum((u0 * qu ** k + bias) / np.maximum(q ** k, 1e-9) for k in range(1, L + 1))
     lim = 0.99 * vth64
     if np.any(np.abs(v0) > lim):
         warn("bias too strong to cancel during the Lava pre-roll; initial v clipped below threshold", name)
-    return np.rint(np.clip(v0, -2 ** 23 + 1, lim)).astype(np.int32)
+    return np.rint(np.clip(v0, -num.v_max + 1, lim)).astype(np.int32)
 
 
-def _cuba_bias_u(bias, du, L):
+def _cuba_bias_u(bias, du, L, scale):
     """Initial current u of a current-based group with an input bias. Lava adds the bias B
     (the current's steady-state contribution, see the module docstring) to v, but the
     reference's current rises to it: I_t = w_in·b·(1 − q_u^{t+1}). Starting u at
     −B·q_u^{−L} makes Lava's u carry the transient −B·q_u^{t+1} at the aligned step t,
     so v receives exactly the reference's rising current (u decays alone, u is not reset)."""
-    qu = 1.0 - (np.asarray(du, float) + 1) / 4096.0
+    qu = 1.0 - (np.asarray(du, float) + 1) / float(scale)
     bias = np.asarray(bias, float)
     if not np.any(bias):
         return np.zeros(len(bias), np.int64)
     return np.rint(-bias / np.maximum(qu ** L, 1e-9)).astype(np.int64)
 
 
-def _input_amp(graph: Graph, src: str, opts) -> float:
+def _input_amp(graph: Graph, src: str, opts: Loihi2Options) -> float:
     """Largest payload a source sends: 1 for spikes, 2^(input_bits−1) for graded inputs."""
-    if isinstance(graph.nodes[src], nir.Input) and int(opts["input_bits"]) > 0:
-        return float(2 ** (int(opts["input_bits"]) - 1))
+    if isinstance(graph.nodes[src], nir.Input) and opts.input_bits > 0:
+        return float(2 ** (opts.input_bits - 1))
     return 1.0
 
 

@@ -30,11 +30,12 @@ limits leave no vth ≥ 1; the error names the limit and the factor missing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from nmc.errors import UnsupportedNodeError
+from nmc.errors import ConfigError, OptionError, UnsupportedNodeError
 
 #: calibration-measured ranges are multiplied by this before they bound vth (inputs unseen in calibration)
 MARGIN = 2.0
@@ -46,26 +47,110 @@ IF_HORIZON = 100
 
 
 @dataclass(frozen=True)
+class LoihiNumerics:
+    """The fixed-point format a program is lowered for and emulated in (the spec's ``[numerics]``):
+    decays ``d/2^decay_bits``, ``u += a_in << activation_shift``, spike when
+    ``v > vth << threshold_shift``, u and v ``state_bits`` wide, ``weight_bits`` weight mantissa.
+
+    The program records it (``program.json`` → ``numerics``) when it differs from the packaged
+    ``loihi2`` spec's (:func:`packaged_numerics`, Lava's own widths), so a bundle compiled with the
+    default spec is byte-identical to one from before the record existed; a program without the
+    record was compiled with the packaged values."""
+
+    decay_bits: int
+    activation_shift: int
+    threshold_shift: int
+    state_bits: int
+    weight_bits: int
+
+    @classmethod
+    def from_spec(cls, spec) -> "LoihiNumerics":
+        """From the spec's ``[numerics]`` (None: the packaged ``loihi2`` spec); ``decay_scale`` must be
+        ``2^decay_bits`` (Lava divides by shifting)."""
+        if spec is None:
+            return packaged_numerics()
+        g = lambda k: int(spec.get(f"numerics.{k}"))  # noqa: E731
+        num = cls(g("decay_bits"), g("activation_shift"), g("threshold_shift"), g("state_bits"), g("weight_bits"))
+        if spec.has("numerics.decay_scale") and g("decay_scale") != num.decay_scale:
+            raise ConfigError(f"numerics.decay_scale = {g('decay_scale')} is not 2^decay_bits = {num.decay_scale}",
+                              limit=num.decay_scale, actual=g("decay_scale"),
+                              hint="override decay_bits and decay_scale together (the decay divides by a shift)")
+        return num
+
+    @property
+    def decay_scale(self) -> int:
+        """The decays' unit: ``d/decay_scale`` per step (4096 on Lava)."""
+        return 2 ** self.decay_bits
+
+    @property
+    def v_max(self) -> int:
+        """2^(state_bits − 1): u wraps beyond it, v clips to ±(v_max − 1)."""
+        return 2 ** (self.state_bits - 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "program/program.json") -> "LoihiNumerics":
+        """The record a program file holds; every field a whole number in a sane range."""
+        from nmc.errors import InputFileError
+
+        keys = set(cls.__dataclass_fields__)
+        if not isinstance(d, dict) or set(d) != keys or any(
+                isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 62 for v in d.values()):
+            raise InputFileError(f"'numerics' must hold the whole numbers {', '.join(sorted(keys))} (0..62)",
+                                 path=where, hint="recompile the bundle")
+        return cls(**d)
+
+
+@lru_cache(maxsize=1)
+def packaged_spec():
+    """The packaged ``hw_configs/loihi2.toml`` (read once; HardwareSpec is not modified by readers)."""
+    from nmc.hw import HardwareSpec
+
+    return HardwareSpec.load("loihi2")
+
+
+@lru_cache(maxsize=1)
+def packaged_numerics() -> LoihiNumerics:
+    """The packaged spec's numerics: the widths Lava's own fixed-point models hard-code."""
+    return LoihiNumerics.from_spec(packaged_spec())
+
+
+def check_lava_numerics(num: LoihiNumerics) -> None:
+    """The ``lava`` device runs Lava's own LIF/Dense models, whose widths are fixed: refuse a program
+    lowered for others rather than silently running it in Lava's."""
+    lava = packaged_numerics()
+    if num != lava:
+        diff = ", ".join(f"{k} = {v} (Lava: {getattr(lava, k)})" for k, v in num.to_dict().items()
+                         if v != getattr(lava, k))
+        raise OptionError(f"this program was lowered for numerics Lava's models do not have: {diff}",
+                          hint="run it on --device emulator (it follows the program's numerics), or recompile "
+                               "without the --hw override of [numerics]")
+
+
+@dataclass(frozen=True)
 class LavaLimits:
-    """Lava's fixed-point widths (from the spec's ``[numerics]`` table)."""
-    vth_max: int = 2 ** 17 - 1
-    bias_mant_max: int = 4095
-    bias_exp_max: int = 7
-    weight_max: int = 255
-    weight_exp_min: int = -8
-    weight_exp_max: int = 7
-    state_max: int = 2 ** 23 - 1
-    shift: int = 6                       # threshold_shift = activation_shift
+    """Lava's fixed-point widths (from the spec's ``[numerics]`` table; None: the packaged spec)."""
+    vth_max: int
+    bias_mant_max: int
+    bias_exp_max: int
+    weight_max: int
+    weight_exp_min: int
+    weight_exp_max: int
+    state_max: int
+    shift: int                           # threshold_shift (v LSB per vth LSB: 2^shift)
+    weight_bits: int
 
     @classmethod
     def from_spec(cls, spec) -> "LavaLimits":
-        if spec is None:
-            return cls()
+        spec = spec if spec is not None else packaged_spec()
         g = lambda k: int(spec.get(f"numerics.{k}"))  # noqa: E731
         return cls(vth_max=2 ** g("threshold_mant_bits") - 1, bias_mant_max=2 ** (g("bias_mant_bits") - 1) - 1,
                    bias_exp_max=2 ** g("bias_exp_bits") - 1, weight_max=g("weight_max"),
                    weight_exp_min=g("weight_exp_min"), weight_exp_max=g("weight_exp_max"),
-                   state_max=2 ** (g("state_bits") - 1) - 1, shift=g("threshold_shift"))
+                   state_max=2 ** (g("state_bits") - 1) - 1, shift=g("threshold_shift"),
+                   weight_bits=g("weight_bits"))
 
     @property
     def bias_max(self) -> float:
@@ -112,12 +197,14 @@ def choose_vth(name: str, lim: LavaLimits, *, c: np.ndarray, G_abs_max: float, u
 
 
 def quantize_weights(T: np.ndarray, bits: int, lim: LavaLimits):
-    """T ≈ w·2^e with w on Lava's 8-bit grid (``bits`` < 8 coarsens it). Returns (w int32, e, rel_err)."""
+    """T ≈ w·2^e with w on Lava's 8-bit grid (``lim.weight_bits``; ``bits`` < 8 coarsens it).
+    Returns (w int32, e, rel_err)."""
     m = float(np.abs(T).max()) if T.size else 0.0
     if m == 0.0:
         return np.zeros(T.shape, np.int32), 0, 0.0
     mixed = bool(T.min() < 0 < T.max())
-    q = 2 ** ((9 if mixed else 8) - bits)          # grid step inside Lava's 8-bit weight
+    wb = lim.weight_bits
+    q = 2 ** ((wb + 1 if mixed else wb) - bits)    # grid step inside Lava's 8-bit weight
     kmax = 2 ** (bits - 1) - 1 if mixed else 2 ** bits - 1
     e = math.ceil(math.log2(m / (q * kmax)))
     e = min(max(e, lim.weight_exp_min), lim.weight_exp_max)

@@ -9,7 +9,9 @@ A :class:`LoihiProgram` is a list of
   neuron), ``vth`` (17-bit threshold mantissa), ``bias_mant``/``bias_exp``
   (13-bit mantissa, 3-bit exponent, per neuron), ``reset`` (zero|subtract),
   ``v_scale`` (float membrane = v_int / v_scale), ``latency`` (Lava steps
-  behind the float reference).
+  behind the float reference). The widths are the program's ``numerics``
+  (:class:`~.numerics.LoihiNumerics`, from the spec; Lava's are 12-bit decays,
+  shifts of 6, 24-bit state, 8-bit weights).
 * :class:`Synapse` — one Lava ``Dense`` (or ``Sparse``) process: int weights
   (out, in) as Lava receives them (8-bit; mixed signs keep only even values),
   ``weight_exp``, ``num_message_bits`` (0 = binary spikes, >0 graded).
@@ -36,6 +38,8 @@ from nmc.errors import InputFileError
 from nmc.iomap import IOMap, Port
 
 from ..base import Program
+
+from .numerics import LoihiNumerics, packaged_numerics
 
 ARRAY_DIR = "arrays"
 
@@ -100,6 +104,8 @@ class LoihiProgram(Program):
     synapses: list[Synapse] = field(default_factory=list)
     outputs: list[OutputPort] = field(default_factory=list)
     meta: dict = field(default_factory=dict)   # dt, fidelity notes, placement summary
+    #: the fixed-point format it was lowered for (the spec's [numerics]); the emulator follows it
+    numerics: LoihiNumerics = field(default_factory=packaged_numerics)
 
     # ---------------------------------------------------------------- access
     def group(self, name: str) -> NeuronGroup:
@@ -140,6 +146,8 @@ class LoihiProgram(Program):
                "synapses": [enc(f"s.{s.name}", s) for s in self.synapses],
                "outputs": [enc(f"out.{o.name}", o) for o in self.outputs],
                "meta": self.meta}
+        if self.numerics != packaged_numerics():   # recorded only when not Lava's (default bundles unchanged)
+            doc["numerics"] = self.numerics.to_dict()
         return doc, arrays
 
     def files(self) -> dict[str, bytes]:
@@ -195,4 +203,6 @@ def load_program(files: dict[str, bytes]) -> LoihiProgram:
                                 groups=[dec(NeuronGroup, d) for d in doc["groups"]],
                                 synapses=[dec(Synapse, d) for d in doc["synapses"]],
                                 outputs=[dec(OutputPort, d) for d in doc["outputs"]],
-                                meta=doc.get("meta", {})))
+                                meta=doc.get("meta", {}),
+                                numerics=LoihiNumerics.from_dict(doc["numerics"]) if "numerics" in doc
+                                else packaged_numerics()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from nmc.errors import OptionError
 from nmc.ir import Graph
+from nmc.target_options import CommonOptions
 
 from ..base import Backend, Device
 from .emulator import ReferenceDevice
@@ -22,7 +23,7 @@ class ReferenceBackend(Backend):
     spec_name = None
     devices = ("reference",)
     default_device = "reference"
-    options: dict = {}  # no target options of its own (see nmc.target_options.COMMON)
+    options = CommonOptions  # no target options of its own (see nmc.target_options.CommonOptions)
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize"

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from nmc.errors import OptionError
 from nmc.ir import Graph
-from nmc.target_options import TargetOption
 
 from ..base import Backend, Device
 from .program import S2Program, load_program, with_graph
+from .options import SpiNNaker2Options
 
 
 class SpiNNaker2Backend(Backend):
@@ -31,21 +31,8 @@ class SpiNNaker2Backend(Backend):
     spec_name = "spinnaker2"
     devices = ("emulator", "brian2", "spinnaker2")
     default_device = "emulator"
-    #: compile options (``--option KEY=VALUE``), checked by :mod:`nmc.target_options`
-    options = {
-        "sys_tick": TargetOption("seconds per system tick (default: the spec's timing.sys_tick_s)", float, 0,
-                                 lo_open=True),
-        "max_atoms_per_core": TargetOption("neurons per PE (default: the spec's core.neurons_max)", int, 1),
-        "curr_exp_order": TargetOption("order of the synaptic-current update", str, choices=("chip", "brian2")),
-        "conv": TargetOption("lower convolutions as conv projections (false: as dense)", str,
-                             choices=(True, False, "true", "false", 0, 1)),
-        "egru_weights": TargetOption("EGRU kernels' weights", str, choices=("int8", "float32")),
-        "density": TargetOption("language models: weights kept per EGRU layer", float, 0, 1, lo_open=True),
-        "prune_units": TargetOption("language models: fraction of least active units removed", float, 0, 1,
-                                    hi_open=True),
-        "input_quantum": TargetOption("graded inputs: value of one repeated input event (default 1)", float, 0,
-                                      lo_open=True),
-    }
+    #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
+    options = SpiNNaker2Options
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize,quantize{bits=8},partition,place,route"

@@ -54,6 +54,7 @@ import numpy as np
 
 from nmc.annotations import Placement, Quant
 from nmc.errors import OptionError, UnsupportedNodeError
+from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
@@ -62,6 +63,7 @@ from ..linear import compose, param_vec, step_rate
 from .cost import cost_report
 from .program import Population, Projection, S2Program, pe_slices
 from .target import SpiNNaker2Target, egru_fill, input_rates, target_model
+from .options import SpiNNaker2Options
 
 S2_NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
@@ -91,9 +93,9 @@ def _dynamics(name, node, dt, integ, n, warn):
 
 def lower(graph: Graph, ctx) -> S2Program:
     spec = ctx.spec
-    opts = ctx.options
-    dt = float(graph.meta.get("dt", 1e-3))
-    integ = graph.meta.get("integrator", "euler")
+    opts = SpiNNaker2Options.of(ctx)
+    meta = GraphMeta.of(graph)
+    dt, integ = meta.dt, meta.integrator
     order, back = graph.schedule()
     flat, virt = _delays_as_sources(graph, dt)
     order2, back2 = flat.schedule()
@@ -121,7 +123,7 @@ def lower(graph: Graph, ctx) -> S2Program:
     for name in layers:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
-            pops[name] = _egru_population(name, node, lin[name], pops, virt, str(opts.get("egru_weights") or "int8"))
+            pops[name] = _egru_population(name, node, lin[name], pops, virt, opts.egru_weights)
             continue
         n = int(np.prod(graph.shape_out(name)))
         model, alpha, g, c, bias_gain, decay = _dynamics(name, node, dt, integ, n, warn)
@@ -208,11 +210,11 @@ def lower(graph: Graph, ctx) -> S2Program:
         kinds[o] = ("spikes" if pops[src].spiking else "events" if pops[src].model == "egru_kernel" else "v")
     target = getattr(ctx, "target", None)
     if not isinstance(target, SpiNNaker2Target):
-        target = target_model(spec, opts)
+        target = target_model(spec, {"egru_weights": opts.egru_weights})
     _place(graph, pops, spec, opts, ctx, target)
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
-                     sys_tick_s=float(opts.get("sys_tick") or spec.get("timing.sys_tick_s")),
-                     curr_exp_order=str(opts.get("curr_exp_order", "chip")), readout=readout)
+                     sys_tick_s=float(opts.sys_tick or spec.get("timing.sys_tick_s")),
+                     curr_exp_order=opts.curr_exp_order, readout=readout)
     if prog.curr_exp_order not in ("chip", "brian2"):
         raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
     prog.report.update(cost_report(prog, graph, spec, ctx, target))
@@ -296,7 +298,7 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
     """{source: (real kernel with the neurons' input gain folded in, geometry)}
     when this LIF/IF layer is fed by a single [pool →] Conv2d (see :mod:`.conv`)
     and its gain is uniform per output channel; else {} (dense projections)."""
-    if model != "lif_no_delay" or len(terms) != 1 or str(opts.get("conv", True)).lower() in ("0", "false", "no"):
+    if model != "lif_no_delay" or len(terms) != 1 or not opts.conv:
         return {}
     (src, (_, back)), = terms.items()
     if back:
@@ -354,7 +356,7 @@ def _preroll_init(c: np.ndarray, alpha: np.ndarray, steps: int, name: str, warn)
     return v0
 
 
-def graded_inputs(opts) -> float:
+def graded_inputs(opts: SpiNNaker2Options) -> float:
     """The input quantum Q (option ``input_quantum``, default 1): graded inputs on SpiNNaker 2.
 
     py-spinnaker2 feeds inputs through ``spike_list`` populations ({neuron: [steps]}) and its
@@ -368,11 +370,7 @@ def graded_inputs(opts) -> float:
     unit and step instead of one — the program report's ``input_events`` states it (from the
     calibration data when given), the per-PE work per tick counts events (:func:`input_rates`),
     and the energy profile counts k events per value (``S2Program.input_events``)."""
-    q = float(opts.get("input_quantum") or 1.0)
-    if not (q > 0 and np.isfinite(q)):
-        raise OptionError("input_quantum must be a positive number (the input value one event stands for)",
-                          actual=q, hint="e.g. --option input_quantum=0.25")
-    return q
+    return float(opts.input_quantum)   # > 0 and finite: checked when the options were parsed
 
 
 def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
@@ -383,7 +381,7 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
     (:class:`.target.SpiNNaker2Target`), so an overflow is an internal error. Without a
     Placement, EGRU units fill PEs after all others under the exact SRAM and per-tick
     budgets (:func:`.target.egru_fill`) and the graph gets that Placement."""
-    per = int(opts.get("max_atoms_per_core") or spec.get("core.neurons_max"))
+    per = int(opts.max_atoms_per_core or spec.get("core.neurons_max"))
     nxt = 0
     unplaced = []
     for name, p in pops.items():
@@ -406,7 +404,7 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
     if not unplaced:
         return
     nxt = 1 + max([int(p.pe.max()) for n, p in pops.items() if p.pe is not None and n not in unplaced], default=-1)
-    tick = float(opts.get("sys_tick") or spec.get("timing.sys_tick_s"))
+    tick = float(opts.sys_tick or spec.get("timing.sys_tick_s"))
     for name in unplaced:
         p = pops[name]
         src = pops[p.source]
