@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nmc.bundle import npz_bytes, npz_load
+from nmc.filebytes import npz_bytes, npz_load
 
 from ..base import Program
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from nmc.bundle import dumps_json
+from nmc.filebytes import dumps_json
 from nmc.errors import InputFileError
 
 ARRAY_DIR = "arrays"

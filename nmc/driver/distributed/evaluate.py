@@ -36,7 +36,7 @@ class Evaluation:
 
 def _run_shard(item: dict, bundle_ref) -> dict[str, np.ndarray]:
     """The Ray task: one slice of the batch through the bundle."""
-    from nmc.bundle import Bundle
+    from nmc.driver.bundle import Bundle
 
     files, manifest = bundle_ref
     b = Bundle(files, manifest)
@@ -50,7 +50,7 @@ def evaluate(bundle, data, labels=None, *, workers: int = 1, address: str | None
     ``shards``: pieces of the batch (default: one per worker). ``labels``: .npy path
     or array (or a ``labels`` array in the .npz). ``address``: join a Ray cluster.
     """
-    from nmc.bundle import Bundle
+    from nmc.driver.bundle import Bundle
 
     if not isinstance(bundle, Bundle):
         bundle = Bundle.load(bundle)

@@ -1,7 +1,7 @@
 """``nmc sweep``: every point of a grid of pass options, compiled and evaluated as a Ray task.
 
 ``SWEEP/`` gets ``results.jsonl`` (one record per point, appended and fsync'd
-as each finishes: see :mod:`nmc.distributed.results`), ``sweep.json`` (what was
+as each finishes: see :mod:`nmc.driver.distributed.results`), ``sweep.json`` (what was
 asked), and, once every point is in, ``pareto.png`` and ``report.html``. A
 re-run with the same model, data and options skips the points already done
 (each point's key hashes the model bytes, compile options, data and pipeline),
@@ -39,7 +39,7 @@ class SweepResult:
 def make_job(model, data, labels=None, *, samples: int | None = None, hw: Sequence = (), calibrate=None,
              energy_samples: int = 32, reference: bool = True, **compile_opts) -> tuple[Job, Dataset]:
     """Read the model, data and option files once; the float reference's predictions on the data."""
-    from nmc import api
+    from nmc.driver import api
 
     mp = Path(model)
     if not mp.is_file():

@@ -10,11 +10,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nmc.errors import OptionError
+from nmc.frontends import load_model
+from nmc.runtime.session import Session
+from nmc.target_options import check_dt, check_seed, check_target_options
+
 from .bundle import Bundle
-from .errors import OptionError
-from .frontends import load_model
 from .output_paths import check_output
-from .target_options import check_dt, check_seed, check_target_options
 
 
 def compile(model: Any, target: str = "reference", output: str | Path | None = None, *,
@@ -36,7 +38,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     ``worst_case`` makes the design rules assume every source fires every step
     instead of the activity measured on the calibration data or the synthetic probe.
 
-    After lowering, a fidelity check (:mod:`nmc.fidelity_check`) runs the
+    After lowering, a fidelity check (:mod:`nmc.driver.fidelity_check`) runs the
     target's emulator and the float reference on the calibration data (or a
     seeded synthetic probe) and writes ``reports/fidelity.json``; its findings
     (dead/saturated layers with cause and fix, low agreement) are warnings, or
@@ -52,7 +54,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     check_target_options(target, backend, target_options)
     dt, seed = check_dt(dt), check_seed(seed)
     if input_shape is not None:
-        from .limits import check_dims
+        from nmc.limits import check_dims
 
         input_shape = check_dims(input_shape, f"--input-shape {tuple(input_shape)}", error=OptionError)
     # files this compile reads (a packaged spec name in hw is not a file, and a missing file cannot be clobbered)
@@ -81,23 +83,23 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
         if not lm:
             raise OptionError("a .txt calibration file is for language models", path=str(calibrate),
                               hint="pass an .npz of input arrays")
-        from .lm.pipeline import calibration
-        from .lm.report import read_text
+        from nmc.lm.pipeline import calibration
+        from nmc.lm.report import read_text
 
         data = calibration(graph, read_text(calibrate))
     float_graph = graph.copy() if lm else None
     if data is not None:
         if conversion is not None:  # ONNX calibration samples (N, *shape) → encoded input sequences for the passes
-            from .frontends.onnx import encode
+            from nmc.frontends.onnx import encode
 
             x = np.asarray(data.get("input", data.get(graph.inputs[0])))[:32]
             data = {graph.inputs[0]: encode(x, int(graph.meta["timesteps"]), graph.meta["encoding"], seed)}
         data = {k: v for k, v in data.items() if k in graph.inputs}  # e.g. drop 'labels'
     spec = None
     if backend.spec_name:
-        from .hw import HardwareSpec
+        from nmc.hw import HardwareSpec
 
-        from .hw import list_specs
+        from nmc.hw import list_specs
 
         # a packaged spec name in --hw (e.g. spinnaker2-48chip) replaces the target's base spec
         names = [h for h in hw if isinstance(h, str) and h in list_specs()]
@@ -110,7 +112,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     elif hw:
         raise OptionError(f"target '{target}' has no hardware spec to override", hint="drop --hw")
     if lm and not passes:
-        from .lm.pipeline import default_pipeline
+        from nmc.lm.pipeline import default_pipeline
 
         text = default_pipeline(target, backend, options)
     else:
@@ -149,8 +151,8 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
 
 
 def _lm_report(float_graph, graph, program, backend, spec, options, progress) -> dict:
-    from .lm import evaluate as E
-    from .lm.report import lm_report, placement_only, read_text
+    from nmc.lm import evaluate as E
+    from nmc.lm.report import lm_report, placement_only, read_text
 
     if not options.get("eval_text"):
         return placement_only(program)
@@ -171,3 +173,10 @@ def _lm_report(float_graph, graph, program, backend, spec, options, progress) ->
 def load(path: str | Path) -> Bundle:
     """Load a bundle directory written by :func:`compile` (hashes verified)."""
     return Bundle.load(path)
+
+
+def open_session(bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts) -> Session:
+    """``nmc.open``: a streaming session on a bundle (object or path)."""
+    if not isinstance(bundle, Bundle):
+        bundle = Bundle.load(bundle)
+    return Session(bundle, device=device, window=window, pace=pace, **device_opts)

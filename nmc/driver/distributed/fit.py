@@ -2,7 +2,7 @@
 
 A Ray Tune search over pass options (the space is written like a sweep grid,
 ``'quantize.bits=8,6,4; sparsify.density=1,0.5,0.3'``; :data:`DEFAULT_SPACE`
-when none is given). Every trial is one point (:func:`nmc.distributed.point.run_point`):
+when none is given). Every trial is one point (:func:`nmc.driver.distributed.point.run_point`):
 compiled, checked against the design rules, evaluated on the data. A point is
 *feasible* when it fits and its accuracy (agreement with the float reference
 without labels) is at least ``min_accuracy``; among the feasible the winner has

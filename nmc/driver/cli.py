@@ -13,9 +13,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .errors import InputFileError, NmcError
+from nmc.errors import InputFileError, NmcError
+from nmc.filebytes import dumps_json
+from nmc.target_options import check_number, parse_value as _auto
+
 from .output_paths import check_output
-from .target_options import check_number, parse_value as _auto
 
 err = Console(stderr=True)
 out = Console()
@@ -258,8 +260,8 @@ def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
 
     import numpy as np
 
-    from .lm import evaluate as E
-    from .lm.host import TokenStream
+    from nmc.lm import evaluate as E
+    from nmc.lm.host import TokenStream
 
     if text is not None and tokens_path is not None:
         raise click.UsageError("give --text or --tokens, not both")
@@ -331,9 +333,9 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
         raise click.UsageError("give --data D.npz (any bundle) or --text-file TEXT (a language model)")
 
     from . import api
-    from .frontends import load_model
-    from .lm import evaluate as E
-    from .lm.report import lm_report, read_text
+    from nmc.frontends import load_model
+    from nmc.lm import evaluate as E
+    from nmc.lm.report import lm_report, read_text
 
     check_output(output, [bundle, text_file, model_path])
     check_number("--streams", streams, lo=1)
@@ -344,7 +346,7 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
     fg = load_model(model_path)[0] if model_path else None
     spec = None
     if b.hw is not None:
-        from .hw import HardwareSpec
+        from nmc.hw import HardwareSpec
 
         spec = HardwareSpec.from_dict(b.hw)
 
@@ -377,8 +379,6 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
                   f"{tt.get('worst_step_max_pe', float('nan')) * 1e6:.1f} us (tick {tt.get('sys_tick', 0) * 1e3:g} ms)",
                   highlight=False)
     if output:
-        from .bundle import dumps_json
-
         Path(output).write_bytes(dumps_json(rep))
         out.print(f"[green]wrote[/] {output}")
 
@@ -412,7 +412,7 @@ def inspect_cmd(path, as_json):
       nmc inspect net.nmc
     """
     from .bundle import MANIFEST, Bundle
-    from .frontends import load_model
+    from nmc.frontends import load_model
 
     if path.is_dir() and (path / MANIFEST).exists():
         b = Bundle.load(path)
@@ -424,7 +424,7 @@ def inspect_cmd(path, as_json):
         info = {"source": src}
     rows = []
     for name, node in g.nodes.items():
-        from .nodes import type_name
+        from nmc.nodes import type_name
 
         rows.append({"node": name, "type": type_name(node), "in": list(g.shape_in(name) or ()),
                      "out": list(g.shape_out(name) or ()), "params": g.param_count(name),
@@ -495,7 +495,7 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
     nodes = [r.strip() for r in raster.split(",")] if raster else None
     for n in nodes or ():
         if n not in b.graph.nodes:
-            from .errors import OptionError
+            from nmc.errors import OptionError
 
             raise OptionError(f"--raster names node '{n}', which the bundle does not have", node=n,
                               hint="nodes: " + ", ".join(b.graph.nodes))
@@ -611,7 +611,7 @@ def stream_cmd(target_, input_path, output, window, device, token, batch):
     """
     from nmc.runtime.events import load_inputs_npz, save_npz
 
-    from .errors import OptionError
+    from nmc.errors import OptionError
 
     if window < 1 or batch < 1:
         raise OptionError(f"--window and --batch must be >= 1, got {window} and {batch}")
@@ -625,13 +625,13 @@ def stream_cmd(target_, input_path, output, window, device, token, batch):
                              hint="give at least one timestep: (T >= 1, *node shape)")
     host, _, port = target_.rpartition(":")
     if Path(target_).exists() or not (host and port.isdigit()):
-        from .runtime.session import open_session
+        from .api import open_session
 
         with open_session(target_, device=device, window=window) as sess:
             outs = sess.run_dense(inputs)
             counters = sess.counters.as_dict()
     else:
-        from .runtime.client import connect
+        from nmc.runtime.client import connect
 
         with connect(host.strip("[]"), int(port), token=token, device=device, window=window) as c:
             outs = c.run_dense(inputs, batch=batch)
@@ -656,7 +656,7 @@ def targets_cmd():
     """
     from nmc.backends import REGISTRY, get_backend
 
-    from .target_options import options_text
+    from nmc.target_options import options_text
 
     t = Table(title="targets")
     for c in ("target", "devices", "default pipeline", "--option KEY=VALUE", "description"):
@@ -687,7 +687,7 @@ def passes_cmd():
     out.print(t)
 
 
-# nmc sweep / nmc fit (nmc.distributed; Ray is imported only when they run)
+# nmc sweep / nmc fit (nmc.driver.distributed; Ray is imported only when they run)
 from .distributed.commands import fit_cmd, sweep_cmd  # noqa: E402
 
 main.add_command(sweep_cmd)

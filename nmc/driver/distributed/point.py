@@ -3,7 +3,7 @@
 :func:`run_point` is the Ray task of sweeps and fits. It gets the point (target,
 pipeline text, grid values: small) and the shared :class:`Job` (model bytes,
 compile options, data, reference predictions), put once in the object store.
-It returns a results record (see :mod:`nmc.distributed.results`):
+It returns a results record (see :mod:`nmc.driver.distributed.results`):
 
 * ``accuracy`` against the labels (when given) and ``agreement`` with the float
   reference's predictions on the same data (the ``reference`` target, same
@@ -69,7 +69,7 @@ def point_key(identity: dict, target: str, passes: str) -> str:
 
 def compile_point(job: Job, target: str, passes: str | None, workdir: Path, output: str | Path | None = None):
     """Compile the job's model for one target and pipeline (files written to ``workdir`` only)."""
-    from nmc import api
+    from nmc.driver import api
 
     model = workdir / Path(job.model_name).name
     if not model.exists():

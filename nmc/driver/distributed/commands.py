@@ -1,4 +1,4 @@
-"""``nmc sweep`` and ``nmc fit`` (registered on the ``nmc`` group by :mod:`nmc.cli`).
+"""``nmc sweep`` and ``nmc fit`` (registered on the ``nmc`` group by :mod:`nmc.driver.cli`).
 
 Ray is imported only when a command runs: without the ``distributed`` extra the
 commands fail with one line naming it.
