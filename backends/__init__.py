@@ -9,6 +9,8 @@ object provides::
     lower(graph, ctx) -> Program,
     load_program(files: dict[str, bytes], graph) -> Program,
     device(name, program, **opts) -> Device
+    language_model (optional): what the target does for language models,
+        a :class:`nmc.lm.target.LanguageModelTarget` (pipeline, host engines, report)
 
 A Program has ``files() -> {relative path: bytes}`` (written under the
 bundle's ``program/``) and ``summary() -> dict`` (for ``nmc inspect``).

@@ -187,9 +187,9 @@ def _print_fidelity(rep: dict) -> None:
               help="Language models: tokens to generate after the prompt.")
 @click.option("--temperature", type=float, default=0.0, show_default=True,
               help="Language models: sampling temperature (0: most likely token).")
-@click.option("--engine", type=click.Choice(["emulator", "c", "reference"]),
-              help="Language models: emulator (default on spinnaker2), c (the generated PE kernels built with the "
-                   "host compiler) or reference.")
+@click.option("--engine", metavar="ENGINE",
+              help="Language models: one of the target's host engines, its first by default (spinnaker2: emulator, "
+                   "c = the generated PE kernels built with the host compiler, reference; other targets: reference).")
 @click.option("--steps", type=int, help="Timesteps to run (default: the input's length).")
 @click.option("--device", "-d", help="Device (default: the target's emulator; see `nmc targets`).")
 @click.option("--record", help="Comma-separated nodes whose state/spikes to save as <node>.v / <node>.spikes.")
@@ -336,6 +336,7 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
     from nmc.frontends import load_model
     from nmc.lm import evaluate as E
     from nmc.lm.report import lm_report, read_text
+    from nmc.lm.target import language_model
 
     check_output(output, [bundle, text_file, model_path])
     check_number("--streams", streams, lo=1)
@@ -355,7 +356,7 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
         return b.run({b.graph.inputs[0]: E.one_hot(tok, V).astype(np.float32)}, record=record)
 
     rep = lm_report(fg, b.graph, b.program, run, read_text(text_file), streams=streams, max_chars=max_chars,
-                    spec=spec, source=text_file.name, s2_report=b.report("spinnaker2"))
+                    spec=spec, source=text_file.name, target=language_model(b.backend), reports=b.reports)
     t = Table(title=f"{bundle}: perplexity on {text_file.name} ({rep['text']['scored_tokens']} predictions)")
     t.add_column("stage")
     t.add_column("perplexity")
