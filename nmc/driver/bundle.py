@@ -44,7 +44,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from nmc import __version__
+from nmc import __version__, serialize
+from nmc.backends import get_backend
 from nmc.errors import InputFileError
 from nmc.filebytes import dumps_json
 from nmc.ir import Graph
@@ -67,8 +68,6 @@ class Bundle:
     @classmethod
     def create(cls, *, graph: Graph, target: str, options: dict, pipeline: str, source: dict,
                program_files: dict[str, bytes], reports: dict[str, Any], hw: dict | None) -> "Bundle":
-        from nmc import serialize
-
         buf = io.BytesIO()
         serialize.write(buf, graph)
         files: dict[str, bytes] = {GRAPH: buf.getvalue()}
@@ -174,8 +173,6 @@ class Bundle:
     @property
     def graph(self) -> Graph:
         if self._graph is None:
-            from nmc import serialize
-
             self._graph = serialize.read_bytes(self.files[GRAPH])
         return self._graph
 
@@ -198,8 +195,6 @@ class Bundle:
 
     @property
     def backend(self):
-        from nmc.backends import get_backend
-
         return get_backend(self.target)
 
     @property
@@ -224,7 +219,7 @@ class Bundle:
         """Run on a data set (``{input: (T, B, *shape)}`` or an .npz path), the samples sharded
         across ``workers`` Ray workers (1: in this process); outputs equal a single-process run.
         Returns :class:`nmc.driver.distributed.evaluate.Evaluation` (outputs, predictions, accuracy)."""
-        from .distributed.evaluate import evaluate
+        from .distributed.evaluate import evaluate  # the one import up: nmc.driver.distributed sits on the bundle
 
         return evaluate(self, data, labels, workers=workers, address=address, device=device, samples=samples)
 

@@ -32,7 +32,7 @@ import nir
 import numpy as np
 
 from nmc.errors import FidelityError, NmcError, OptionError
-from nmc.nodes import NEURON_TYPES, SPIKING_TYPES
+from nmc.nodes import EGRU, NEURON_TYPES, SPIKING_TYPES
 
 #: The synthetic probe when no calibration data is given.
 PROBE = {"kind": "Bernoulli spikes", "p": 0.2, "steps": 100, "samples": 4}
@@ -209,8 +209,6 @@ def check(graph, program, backend, target: str, data: dict | None, seed: int) ->
 
 
 def _is_egru(node) -> bool:
-    from nmc.nodes import EGRU
-
     return isinstance(node, EGRU)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from nmc.backends import get_backend
 from nmc.errors import OptionError
 
 from . import engine, grid as G
@@ -113,7 +114,6 @@ def fit(model, target: str, data, labels=None, output="fit", *, min_accuracy: fl
         raise OptionError(f"--trials must be >= 1, got {trials}")
     if "," in target:
         raise OptionError("nmc fit searches one target at a time", hint="run it once per target, or use nmc sweep")
-    from nmc.backends import get_backend
 
     be = get_backend(target)
     grid = G.parse(space or DEFAULT_SPACE)
