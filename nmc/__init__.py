@@ -5,6 +5,10 @@
 PyTorch model that ``nmc compile`` reads without unpickling code;
 ``nmc.sweep(...)``, ``nmc.fit(...)`` and ``bundle.evaluate(data, workers=N)``
 run design-space sweeps, fit searches and sharded evaluation on Ray.
+
+These are the driver layer's (:mod:`nmc.driver`), loaded on first use; the
+package's own modules (``nmc.ir``, ``nmc.errors``, ...) are the foundation
+every other layer builds on (README "How it works").
 """
 __version__ = "0.1.0"
 
