@@ -15,6 +15,8 @@ through the ``nmc.targets`` entry-point group (``name = "module:attribute"``);
 built-in names cannot be replaced. A backend's ``target_model(spec, options)``
 builds the target's :class:`~nmc.target_model.TargetModel` (cores, bytes, work and
 numerics from the spec), which the pass context carries as ``ctx.target``.
+A backend may also declare ``language_model``: what the target does for language
+models (a :class:`nmc.lm.target.LanguageModelTarget`: pipeline, host engines, report).
 """
 from __future__ import annotations
 

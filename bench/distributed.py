@@ -1,8 +1,8 @@
-"""Sweeps on Ray (:mod:`nmc.distributed`): a 16-point sweep of the quick-start model,
+"""Sweeps on Ray (:mod:`nmc.driver.distributed`): a 16-point sweep of the quick-start model,
 1 vs 2 workers on this machine, and the per-task overhead against a plain loop.
 
 * **plain loop**: the same 16 points compiled and evaluated one after another in
-  this process (:func:`nmc.distributed.sweep.serial`): no Ray at all.
+  this process (:func:`nmc.driver.distributed.sweep.serial`): no Ray at all.
 * **Ray, 1 worker / 2 workers**: ``nmc.sweep`` with an embedded Ray of 1 or 2
   CPUs, into a fresh folder each (nothing resumed); wall time includes starting
   Ray and the workers' first imports, as a user's run does (``--quick``: 2 workers
@@ -37,8 +37,8 @@ def _noop(item, shared):
 
 def run(quick: bool = False, log=print) -> dict:
     import nmc
-    from nmc.distributed import engine
-    from nmc.distributed.sweep import comparable, make_job, plan, serial
+    from nmc.driver.distributed import engine
+    from nmc.driver.distributed.sweep import comparable, make_job, plan, serial
 
     grid = QUICK_GRID if quick else GRID
     samples, energy_samples = (16, 8) if quick else (100, 16)

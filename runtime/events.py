@@ -77,6 +77,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from nmc.errors import EventFormatError, InputFileError, ShapeError
+from nmc.filebytes import npz_bytes
 
 __all__ = [
     "EVENT_DTYPE", "BINARY_RECORD_SIZE", "GRADED_RECORD_SIZE", "record_size",
@@ -796,10 +797,8 @@ def load_inputs_npz(path: str | Path) -> dict[str, np.ndarray]:
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write arrays as a deterministic .npz (sorted keys, fixed zip timestamps,
     no compression, no pickles): identical arrays give identical bytes. Uses
-    the bundle writer (:func:`nmc.bundle.npz_bytes`), which stores a '/' in a
+    the bundle writer (:func:`nmc.filebytes.npz_bytes`), which stores a '/' in a
     key as '__'."""
-    from nmc.bundle import npz_bytes
-
     for k, a in arrays.items():
         if np.asarray(a).dtype.kind == "O":
             raise EventFormatError(f"array '{k}' has dtype object, which an .npz cannot hold without pickling",

@@ -214,12 +214,3 @@ def dense_windows(inputs: dict[str, np.ndarray], window: int, T: int | None = No
     for w in range(-(-T // window)):
         sl = slice(w * window, (w + 1) * window)
         yield {k: ev.from_dense(v[sl], node=k) for k, v in inputs.items()}
-
-
-def open_session(bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts) -> Session:
-    """``nmc.open``: a streaming session on a bundle (object or path)."""
-    from nmc.bundle import Bundle
-
-    if not isinstance(bundle, Bundle):
-        bundle = Bundle.load(bundle)
-    return Session(bundle, device=device, window=window, pace=pace, **device_opts)

@@ -13,7 +13,7 @@ import pytest
 import nmc
 from nets import egru_net, ff_lif, normalized, recurrent_cubalif, spikes
 from nmc import serialize
-from nmc.bundle import MANIFEST, Bundle
+from nmc.driver.bundle import MANIFEST, Bundle
 from nmc.errors import InputFileError
 from nmc.ir import Graph
 from nmc.reference import ReferenceSimulator

@@ -1,4 +1,4 @@
-"""The fidelity check every compile runs after lowering (:mod:`nmc.fidelity_check`):
+"""The fidelity check every compile runs after lowering (:mod:`nmc.driver.fidelity_check`):
 reports/fidelity.json, dead/saturated layers with cause and fix, agreement of the
 target's emulator with the float reference, --strict, --no-fidelity-check."""
 from __future__ import annotations

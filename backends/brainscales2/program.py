@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nmc.bundle import npz_bytes, npz_load
+from nmc.filebytes import npz_bytes, npz_load
 from nmc.iomap import IOMap, Port
 
 from ..base import Program

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from nmc.bundle import dumps_json
+from nmc.filebytes import dumps_json
 from nmc.errors import InputFileError
 from nmc.iomap import IOMap, Port
 

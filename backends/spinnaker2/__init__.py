@@ -13,7 +13,9 @@ with per-row scales or float32 with ``--option egru_weights=float32``); the
 kernels can be built and stepped on the host (:mod:`.ckernels`, ``nmc run
 lm.nmc --text ... --engine c``). An output fed by one layer through linear
 nodes (an LM's decoder) is read out on the host in float64 (``readout`` in the
-program). Language models get their own default pipeline (:mod:`nmc.lm.pipeline`).
+program). Language models are a feature of this target (``language_model``,
+:mod:`.lm`): their default pipeline, the host engines and the LM report's
+chip parts.
 """
 from __future__ import annotations
 
@@ -42,6 +44,13 @@ class SpiNNaker2Backend(Backend):
         from .target import target_model
 
         return target_model(spec, options)
+
+    @property
+    def language_model(self):
+        """What this target does for EGRU language models (:class:`nmc.lm.target.LanguageModelTarget`)."""
+        from .lm import LANGUAGE_MODELS  # lazy: torch
+
+        return LANGUAGE_MODELS
 
     def lower(self, graph: Graph, ctx) -> S2Program:
         from .lower import lower

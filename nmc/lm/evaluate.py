@@ -12,7 +12,9 @@ Stages (same tokens, same pieces):
   before the passes, or the compiled graph (pruned weights, float);
 * ``kernels``: the program's EGRU kernel weights after quantization
   (``w_int · scale`` per gate row, the embedding folded into layer 0) with
-  exact float64 sigmoid/tanh — the quantization error alone;
+  exact float64 sigmoid/tanh — the quantization error alone; a target
+  feature (``quantized_logits`` of :mod:`nmc.lm.target`; SpiNNaker 2:
+  :func:`nmc.backends.spinnaker2.lm.kernel_logits`);
 * ``device``: the bundle's device (SpiNNaker 2: the bit-accurate float32
   emulator with the tanh table), the host decoder in float64.
 """
@@ -23,6 +25,7 @@ import torch
 
 from nmc.errors import ShapeError
 from nmc.ir import Graph
+from nmc.reference import ReferenceSimulator
 
 from .corpus import CharVocab
 
@@ -74,8 +77,6 @@ def ppl(logits: np.ndarray, tok: np.ndarray) -> float:
 
 
 def graph_logits(graph: Graph, tok: np.ndarray, record=()) -> dict:
-    from nmc.reference import ReferenceSimulator
-
     V = int(lm_meta(graph)["vocab"])
     return ReferenceSimulator(graph).run({graph.inputs[0]: one_hot(tok, V)}, record=list(record), batched=True)
 
@@ -85,32 +86,7 @@ def device_logits(bundle, tok: np.ndarray, device: str | None = None, record=())
     return bundle.run({bundle.graph.inputs[0]: one_hot(tok, V).astype(np.float32)}, device=device, record=list(record))
 
 
-def kernel_logits(program, tok: np.ndarray) -> np.ndarray:
-    """float64, exact nonlinearities, the program's (dequantized) kernel weights; (L, B, V)."""
-    from nmc import dynamics as D
-
-    pops = [p for p in program.populations if p.model == "egru_kernel"]
-    (o, last), = program.outputs.items()
-    V = pops[0].kernel["wx"].shape[1]
-    x_in = torch.as_tensor(one_hot(tok, V))
-    L, B = tok.shape
-    W = {}
-    for p in pops:
-        k = p.kernel
-        W[p.name] = [torch.as_tensor(np.asarray(k["wx"], float) * np.asarray(k["sx"], float)[:, None]),
-                     torch.as_tensor(np.asarray(k["wh"], float) * np.asarray(k["sh"], float)[:, None]),
-                     torch.as_tensor(np.asarray(k["bx"], float)), torch.as_tensor(np.asarray(k["bh"], float)),
-                     torch.as_tensor(np.asarray(k["thr"], float))]
-    state = {p.name: (torch.zeros(B, p.size, dtype=torch.float64), torch.zeros(B, p.size, dtype=torch.float64))
-             for p in pops}
-    ys = []
-    with torch.no_grad():
-        for t in range(L):
-            cur = {program.inputs[k]: x_in[t] for k in program.inputs}
-            for p in pops:
-                c, y = state[p.name]
-                y, c, _ = D.egru_step(cur[p.source], c, y, *W[p.name])
-                state[p.name] = (c, y)
-                cur[p.name] = y
-            ys.append(cur[last].numpy())
-    return program.read_out(o, np.stack(ys))
+def calibration(graph, text: str, chars: int = 2000, streams: int = 4) -> dict:
+    """One-hot calibration input (T, B, V) from a text, for the data-driven passes."""
+    tok = pieces(vocab_of(graph).encode(text[:chars]), streams)
+    return {graph.inputs[0]: one_hot(tok, int(lm_meta(graph)["vocab"]))}

@@ -1,6 +1,6 @@
 """A new target in one package (docs/new_target.md): ``tests/ifchip`` is written
 against nmc's public contracts only (nmc.backends.base, nmc.iomap, nmc.errors,
-nmc.bundle's npz helpers) and plugs in with ``nmc.backends.register`` — or an
+nmc.filebytes' npz helpers) and plugs in with ``nmc.backends.register`` — or an
 ``nmc.targets`` entry point — without any change to nmc's packages. Driven here
 through ``nmc.compile``, ``Bundle.load``/``run``, a streaming session on both of
 its devices (one native, one by replay) and the CLI.
@@ -53,7 +53,7 @@ def if_net(seed=0, n_in=6, n_hid=10, n_out=3, reset="zero"):
 
 def test_package_uses_only_public_contracts():
     """The target package imports nothing from nmc but its public contract modules."""
-    allowed = {"nmc.backends.base", "nmc.iomap", "nmc.errors", "nmc.bundle"}
+    allowed = {"nmc.backends.base", "nmc.iomap", "nmc.errors", "nmc.filebytes"}
     used = set()
     for f in PKG.rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text())):

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 import nmc
 from nmc.cli import main
-from nmc.distributed.point import run_point
-from nmc.distributed.sweep import comparable, make_job, plan, serial
+from nmc.driver.distributed.point import run_point
+from nmc.driver.distributed.sweep import comparable, make_job, plan, serial
 
 ROOT = Path(__file__).resolve().parents[2]
 Q = ROOT / "examples" / "quickstart"

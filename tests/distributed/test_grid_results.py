@@ -1,4 +1,4 @@
-"""Grid text, results file and Pareto front of nmc.distributed (no Ray started here)."""
+"""Grid text, results file and Pareto front of nmc.driver.distributed (no Ray started here)."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from nmc.distributed import grid as G
-from nmc.distributed.report import pareto
-from nmc.distributed.results import ResultsFile, read
+from nmc.driver.distributed import grid as G
+from nmc.driver.distributed.report import pareto
+from nmc.driver.distributed.results import ResultsFile, read
 from nmc.errors import InputFileError, OptionError
 
 
@@ -110,7 +110,7 @@ def test_without_ray_the_commands_fail_with_one_line_naming_the_extra(monkeypatc
 
 
 def test_fit_chooses_the_cheapest_feasible_point_else_names_the_closest():
-    from nmc.distributed.fit import choose
+    from nmc.driver.distributed.fit import choose
 
     recs = [_rec("base", accuracy=0.975, energy_per_inference_j=3.0, cores=2, bits=8, index=0),
             _rec("pruned", accuracy=0.970, energy_per_inference_j=2.0, cores=2, bits=8, index=1),

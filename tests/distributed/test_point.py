@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nmc.distributed.point import run_point
-from nmc.distributed.sweep import make_job, plan
+from nmc.driver.distributed.point import run_point
+from nmc.driver.distributed.sweep import make_job, plan
 
 Q = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 

@@ -26,7 +26,7 @@ from nets import ff_lif, spikes
 
 import nmc
 from nmc import serialize
-from nmc.bundle import MANIFEST, Bundle
+from nmc.driver.bundle import MANIFEST, Bundle
 from nmc.frontends import load_model
 from nmc.ir import Graph
 

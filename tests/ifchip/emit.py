@@ -47,7 +47,7 @@ def main(argv=None):
     ap.add_argument("-o", "--output", required=True)
     a = ap.parse_args(argv)
     meta = json.load(open("ifchip.json"))
-    with np.load("ifchip.npz", allow_pickle=False) as z:  # member "LAYER__KEY" (nmc.bundle.npz_bytes)
+    with np.load("ifchip.npz", allow_pickle=False) as z:  # member "LAYER__KEY" (nmc.filebytes.npz_bytes)
         layers = [types.SimpleNamespace(**m, **{k: z[f"{m['name']}__{k}"].astype(np.int64) for k in ("w", "bias", "thr")})
                   for m in meta["layers"]]
     with np.load(a.input, allow_pickle=False) as z:

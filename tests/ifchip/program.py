@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmc.backends.base import Program
-from nmc.bundle import npz_bytes, npz_load
+from nmc.filebytes import npz_bytes, npz_load
 from nmc.errors import InputFileError
 from nmc.iomap import IOMap, Port
 

@@ -152,7 +152,7 @@ def test_streaming_equals_the_emulator_run_and_c_kernels_are_bit_exact(lm_files)
     ck = TokenStream(b, "c")
     ys = []
     for t in tok:
-        ys.append(ck.ck.step({"input": E.one_hot(np.array([t]), len(vocab))[0].astype(np.float32)}))
+        ys.append(ck.runner.ck.step({"input": E.one_hot(np.array([t]), len(vocab))[0].astype(np.float32)}))
     for k in ("egru0", "egru1"):
         c_y = np.stack([y[k] for y in ys])
         e_y = run[f"{k}.out"].astype(np.float32)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import nmc
 from nets import egru_net, ff_lif, recurrent_cubalif
-from nmc.bundle import GRAPH_DIGEST, MANIFEST, Bundle
+from nmc.driver.bundle import GRAPH_DIGEST, MANIFEST, Bundle
 from nmc.cli import main
 from nmc.errors import InputFileError, UnsupportedNodeError
 from nmc.ir import Graph

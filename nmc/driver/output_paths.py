@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .errors import InputFileError
+from nmc.errors import InputFileError
 
 
 def _real(p: Path) -> Path:

@@ -10,11 +10,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nmc.backends import get_backend
+from nmc.errors import OptionError
+from nmc.frontends import load_model
+from nmc.hw import HardwareSpec, list_specs
+from nmc.limits import check_dims
+from nmc.runtime.events import load_inputs_npz
+from nmc.runtime.session import Session
+from nmc.target_options import check_dt, check_seed, check_target_options
+
 from .bundle import Bundle
-from .errors import OptionError
-from .frontends import load_model
 from .output_paths import check_output
-from .target_options import check_dt, check_seed, check_target_options
 
 
 def compile(model: Any, target: str = "reference", output: str | Path | None = None, *,
@@ -36,7 +42,9 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     ``worst_case`` makes the design rules assume every source fires every step
     instead of the activity measured on the calibration data or the synthetic probe.
 
-    After lowering, a fidelity check (:mod:`nmc.fidelity_check`) runs the
+    What differs per kind of model (a language model's text calibration,
+    pipeline and report) is asked of :mod:`.model_kinds`. After lowering a
+    network, a fidelity check (:mod:`nmc.driver.fidelity_check`) runs the
     target's emulator and the float reference on the calibration data (or a
     seeded synthetic probe) and writes ``reports/fidelity.json``; its findings
     (dead/saturated layers with cause and fix, low agreement) are warnings, or
@@ -45,15 +53,14 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     given. Extra keyword options go to the target's passes and lowering (see
     ``nmc targets``).
     """
-    from nmc.backends import get_backend
-    from nmc.passes import PassContext, PassManager, parse_pipeline, pipeline_text
+    from nmc.passes import PassContext, PassManager, parse_pipeline, pipeline_text  # lazy: numba
+
+    from .model_kinds import model_kind  # lazy: torch
 
     backend = get_backend(target)
     typed_options = check_target_options(target, backend, target_options)
     dt, seed = check_dt(dt), check_seed(seed)
     if input_shape is not None:
-        from .limits import check_dims
-
         input_shape = check_dims(input_shape, f"--input-shape {tuple(input_shape)}", error=OptionError)
     # files this compile reads (a packaged spec name in hw is not a file, and a missing file cannot be clobbered)
     read = [p for p in (model, calibrate, *hw, target_options.get("calibration"), target_options.get("eval_text"))
@@ -69,36 +76,24 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     if text_calib:  # a language model's calibration text (one-hot tokens once the graph is loaded)
         options["calibrate"] = Path(calibrate).name
     elif calibrate is not None:
-        from nmc.runtime.events import load_inputs_npz
-
         data = dict(calibrate) if isinstance(calibrate, dict) else load_inputs_npz(calibrate)
         options["calibrate"] = Path(calibrate).name if not isinstance(calibrate, dict) else "<dict>"
     graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape, data=data,
                                options=options)
     conversion = source.pop("conversion", None)
-    lm = "lm" in graph.meta
+    kind = model_kind(graph)  # a network, or a language model
     if text_calib:
-        if not lm:
-            raise OptionError("a .txt calibration file is for language models", path=str(calibrate),
-                              hint="pass an .npz of input arrays")
-        from .lm.pipeline import calibration
-        from .lm.report import read_text
-
-        data = calibration(graph, read_text(calibrate))
-    float_graph = graph.copy() if lm else None
+        data = kind.text_calibration(graph, calibrate)
+    kept = kind.keep(graph)
     if data is not None:
         if conversion is not None:  # ONNX calibration samples (N, *shape) → encoded input sequences for the passes
-            from .frontends.onnx import encode
+            from nmc.frontends.onnx import encode
 
             x = np.asarray(data.get("input", data.get(graph.inputs[0])))[:32]
             data = {graph.inputs[0]: encode(x, int(graph.meta["timesteps"]), graph.meta["encoding"], seed)}
         data = {k: v for k, v in data.items() if k in graph.inputs}  # e.g. drop 'labels'
     spec = None
     if backend.spec_name:
-        from .hw import HardwareSpec
-
-        from .hw import list_specs
-
         # a packaged spec name in --hw (e.g. spinnaker2-48chip) replaces the target's base spec
         names = [h for h in hw if isinstance(h, str) and h in list_specs()]
         files = [h for h in hw if h not in names]
@@ -109,13 +104,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
                               hint=f"use a {target} spec: " + ", ".join(n for n in list_specs() if n.startswith(target)))
     elif hw:
         raise OptionError(f"target '{target}' has no hardware spec to override", hint="drop --hw")
-    if lm and not passes:
-        from .lm.pipeline import default_pipeline
-
-        text = default_pipeline(target, backend, options)
-    else:
-        text = passes or backend.default_pipeline(options)
-    pipeline = parse_pipeline(text)
+    pipeline = parse_pipeline(passes or kind.default_pipeline(backend, options))
     if not pipeline or pipeline[0].name != "normalize":
         pipeline = parse_pipeline("normalize") + pipeline
     ctx = PassContext(spec=spec, options=options, target_options=typed_options, data=data,
@@ -130,15 +119,9 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     reports = dict(ctx.reports)
     if conversion is not None:
         reports["conversion"] = conversion
-    if lm:
-        reports["lm"] = _lm_report(float_graph, graph, program, backend, spec, options, progress)
-    if fidelity_check and not lm:
-        from . import fidelity_check as F
-
-        if progress:
-            progress("fidelity check")
-        reports["fidelity"], findings = F.check(graph, program, backend, target, data, seed)
-        F.enforce(findings, strict, ctx.warnings)
+    reports.update(kind.reports(kept, graph, program, backend, spec=spec, target=target, data=data, seed=seed,
+                                options=options, fidelity_check=fidelity_check, strict=strict,
+                                warnings=ctx.warnings, progress=progress))
     reports["compile"] = {"warnings": ctx.warnings.items, "program": program.summary()}
     bundle = Bundle.create(graph=graph, target=target, options=options, pipeline=pipeline_text(pipeline),
                            source=source, program_files=program.files(), reports=reports,
@@ -149,26 +132,13 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     return bundle
 
 
-def _lm_report(float_graph, graph, program, backend, spec, options, progress) -> dict:
-    from .lm import evaluate as E
-    from .lm.report import lm_report, placement_only, read_text
-
-    if not options.get("eval_text"):
-        return placement_only(program)
-    if progress:
-        progress("lm report")
-    path = Path(str(options["eval_text"]))
-    options["eval_text"] = path.name
-
-    def run(tok, record):
-        V = int(E.lm_meta(graph)["vocab"])
-        return backend.device(backend.default_device, program).run(
-            {graph.inputs[0]: E.one_hot(tok, V).astype(np.float32)}, record=record)
-
-    return lm_report(float_graph, graph, program, run, read_text(path), spec=spec, source=path.name,
-                     max_chars=int(options.get("eval_chars") or 4000), streams=int(options.get("eval_streams") or 4))
-
-
 def load(path: str | Path) -> Bundle:
     """Load a bundle directory written by :func:`compile` (hashes verified)."""
     return Bundle.load(path)
+
+
+def open_session(bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts) -> Session:
+    """``nmc.open``: a streaming session on a bundle (object or path)."""
+    if not isinstance(bundle, Bundle):
+        bundle = Bundle.load(bundle)
+    return Session(bundle, device=device, window=window, pace=pace, **device_opts)

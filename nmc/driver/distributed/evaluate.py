@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nmc.errors import OptionError
+from nmc.driver.bundle import Bundle
+from nmc.errors import DistributedError, OptionError
 
 from . import engine
 from .data import Dataset, load as load_data, predictions
@@ -36,8 +37,6 @@ class Evaluation:
 
 def _run_shard(item: dict, bundle_ref) -> dict[str, np.ndarray]:
     """The Ray task: one slice of the batch through the bundle."""
-    from nmc.bundle import Bundle
-
     files, manifest = bundle_ref
     b = Bundle(files, manifest)
     return b.run(item["inputs"], device=item["device"])
@@ -50,8 +49,6 @@ def evaluate(bundle, data, labels=None, *, workers: int = 1, address: str | None
     ``shards``: pieces of the batch (default: one per worker). ``labels``: .npy path
     or array (or a ``labels`` array in the .npz). ``address``: join a Ray cluster.
     """
-    from nmc.bundle import Bundle
-
     if not isinstance(bundle, Bundle):
         bundle = Bundle.load(bundle)
     if workers < 1:
@@ -70,8 +67,6 @@ def evaluate(bundle, data, labels=None, *, workers: int = 1, address: str | None
             ref = engine.put((bundle.files, bundle.manifest))
             for i, res in engine.run_tasks(_run_shard, items, ref, retries=retries):
                 if isinstance(res, engine.TaskFailure):
-                    from nmc.errors import DistributedError
-
                     raise DistributedError(f"shard {i + 1}/{n} (samples {bounds[i]}..{bounds[i + 1] - 1}) failed: "
                                            f"{res.line()}")
                 parts[i] = res

@@ -1,7 +1,7 @@
 """``nmc sweep``: every point of a grid of pass options, compiled and evaluated as a Ray task.
 
 ``SWEEP/`` gets ``results.jsonl`` (one record per point, appended and fsync'd
-as each finishes: see :mod:`nmc.distributed.results`), ``sweep.json`` (what was
+as each finishes: see :mod:`nmc.driver.distributed.results`), ``sweep.json`` (what was
 asked), and, once every point is in, ``pareto.png`` and ``report.html``. A
 re-run with the same model, data and options skips the points already done
 (each point's key hashes the model bytes, compile options, data and pipeline),
@@ -14,11 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from nmc.backends import get_backend
+from nmc.driver import api
 from nmc.errors import InputFileError, OptionError
+from nmc.hw import list_specs
+from nmc.runtime.events import load_inputs_npz
 
 from . import engine, grid as G
 from .data import Dataset, load as load_data, predictions
-from .point import Job, point_key, run_point
+from .point import TIMING_FIELDS, Job, point_key, run_point
+from .report import html_report, pareto, plot_png
 from .results import ResultsFile
 
 RESULTS = "results.jsonl"
@@ -39,16 +44,12 @@ class SweepResult:
 def make_job(model, data, labels=None, *, samples: int | None = None, hw: Sequence = (), calibrate=None,
              energy_samples: int = 32, reference: bool = True, **compile_opts) -> tuple[Job, Dataset]:
     """Read the model, data and option files once; the float reference's predictions on the data."""
-    from nmc import api
-
     mp = Path(model)
     if not mp.is_file():
         raise InputFileError("model file not found" if not mp.exists() else "the model must be a single file here",
                              path=mp, hint="pass a .nir/.pt/.pt2/.onnx file")
     hw_items = []
     for h in hw:
-        from nmc.hw import list_specs
-
         if isinstance(h, str) and h in list_specs():
             hw_items.append(h)
         elif Path(h).is_file():
@@ -57,8 +58,6 @@ def make_job(model, data, labels=None, *, samples: int | None = None, hw: Sequen
             raise InputFileError("--hw file not found", path=str(h), hint="a TOML file or a packaged spec name")
     calib = None
     if calibrate is not None:
-        from nmc.runtime.events import load_inputs_npz
-
         calib = dict(calibrate) if isinstance(calibrate, dict) else load_inputs_npz(calibrate)
     opts = {k: v for k, v in compile_opts.items() if v is not None}
     ds = load_data(data, labels, samples)
@@ -78,8 +77,6 @@ def make_job(model, data, labels=None, *, samples: int | None = None, hw: Sequen
 
 def plan(job: Job, targets: Sequence[str], grid_text: str | None, passes: str | None = None) -> list[dict]:
     """The points: every target × every grid combination, with its pipeline and key."""
-    from nmc.backends import get_backend
-
     if not targets:
         raise OptionError("no target given", hint="--target spinnaker2[,loihi2,...]")
     combos = G.points(G.parse(grid_text)) if grid_text else [{}]
@@ -171,8 +168,6 @@ def sweep(model, target: str | Sequence[str], grid: str | None, data, labels=Non
 
 
 def write_report(res: SweepResult, title: str) -> None:
-    from .report import html_report, pareto, plot_png
-
     res.front = pareto(res.records)
     png = plot_png(res.records, title)
     (res.output / "pareto.png").write_bytes(png)
@@ -182,8 +177,6 @@ def write_report(res: SweepResult, title: str) -> None:
 def comparable(records: list[dict]) -> list[dict]:
     """Records without the machine-dependent fields (timings, worker), sorted by key: what a
     serial and a distributed run of the same sweep must agree on exactly."""
-    from .point import TIMING_FIELDS
-
     return sorted(({k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records), key=lambda r: r["key"])
 
 

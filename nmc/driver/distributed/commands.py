@@ -1,10 +1,11 @@
-"""``nmc sweep`` and ``nmc fit`` (registered on the ``nmc`` group by :mod:`nmc.cli`).
+"""``nmc sweep`` and ``nmc fit`` (registered on the ``nmc`` group by :mod:`nmc.driver.cli`).
 
 Ray is imported only when a command runs: without the ``distributed`` extra the
 commands fail with one line naming it.
 """
 from __future__ import annotations
 
+from math import prod
 from pathlib import Path
 
 import click
@@ -13,6 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nmc.target_options import parse_value as _auto
+
+from . import grid as G
+from .fit import DEFAULT_SPACE, fit
+from .sweep import sweep
 
 err = Console(stderr=True)
 out = Console()
@@ -96,10 +101,6 @@ def sweep_cmd(model, target, grid, dt, reset, integrator, passes, hw, calibrate,
     the points already done (Ctrl-C is safe). Grid keys are pass.option as in
     `nmc passes`. Ray starts in-process unless --address / RAY_ADDRESS names a cluster.
     """
-    from .sweep import sweep
-
-    from . import grid as G
-
     kw = _compile_kwargs(dt, reset, integrator, input_shape, trust_pickle, extra)
     if grid:
         G.parse(grid)  # a bad grid: one line before any progress bar
@@ -167,14 +168,7 @@ def fit_cmd(model, target, min_accuracy, minimize, space, sampler, trials, dt, r
     written to OUTPUT/best.nmc. When nothing meets the floor, it says so, names
     the closest configuration and exits with status 1.
     """
-    from .fit import fit
-
-    from . import grid as G
-
     kw = _compile_kwargs(dt, reset, integrator, input_shape, trust_pickle, extra)
-    from math import prod
-
-    from .fit import DEFAULT_SPACE
 
     sizes = [len(v) for v in G.parse(space or DEFAULT_SPACE).values()]
     with _progress() as bar:  # the baseline, then every point of the space (grid) or --trials

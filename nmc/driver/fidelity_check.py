@@ -33,7 +33,7 @@ import numpy as np
 
 from nmc.errors import FidelityError, NmcError, OptionError
 from nmc.graph_meta import GraphMeta
-from nmc.nodes import is_neuron, is_spiking_neuron
+from nmc.nodes import EGRU, is_neuron, is_spiking_neuron
 
 #: The synthetic probe when no calibration data is given.
 PROBE = {"kind": "Bernoulli spikes", "p": 0.2, "steps": 100, "samples": 4}
@@ -211,8 +211,6 @@ def check(graph, program, backend, target: str, data: dict | None, seed: int) ->
 
 
 def _is_egru(node) -> bool:
-    from nmc.nodes import EGRU
-
     return isinstance(node, EGRU)
 
 

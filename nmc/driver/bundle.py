@@ -44,30 +44,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import __version__
-from .errors import InputFileError
-from .ir import Graph
+from nmc import __version__, serialize
+from nmc.backends import get_backend
+from nmc.errors import InputFileError
+from nmc.filebytes import dumps_json
+from nmc.ir import Graph
 
 MANIFEST = "manifest.json"
 FORMAT = 2          # 2: graph digest recorded by the program (program/graph.sha256, manifest graph_sha256)
 GRAPH = "graph.nir"
 GRAPH_DIGEST = "program/graph.sha256"
-
-
-def dumps_json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n").encode()
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 class Bundle:
@@ -82,8 +68,6 @@ class Bundle:
     @classmethod
     def create(cls, *, graph: Graph, target: str, options: dict, pipeline: str, source: dict,
                program_files: dict[str, bytes], reports: dict[str, Any], hw: dict | None) -> "Bundle":
-        from . import serialize
-
         buf = io.BytesIO()
         serialize.write(buf, graph)
         files: dict[str, bytes] = {GRAPH: buf.getvalue()}
@@ -189,8 +173,6 @@ class Bundle:
     @property
     def graph(self) -> Graph:
         if self._graph is None:
-            from . import serialize
-
             self._graph = serialize.read_bytes(self.files[GRAPH])
         return self._graph
 
@@ -213,8 +195,6 @@ class Bundle:
 
     @property
     def backend(self):
-        from nmc.backends import get_backend
-
         return get_backend(self.target)
 
     @property
@@ -238,8 +218,8 @@ class Bundle:
                  device: str | None = None, samples: int | None = None):
         """Run on a data set (``{input: (T, B, *shape)}`` or an .npz path), the samples sharded
         across ``workers`` Ray workers (1: in this process); outputs equal a single-process run.
-        Returns :class:`nmc.distributed.evaluate.Evaluation` (outputs, predictions, accuracy)."""
-        from .distributed.evaluate import evaluate
+        Returns :class:`nmc.driver.distributed.evaluate.Evaluation` (outputs, predictions, accuracy)."""
+        from .distributed.evaluate import evaluate  # the one import up: nmc.driver.distributed sits on the bundle
 
         return evaluate(self, data, labels, workers=workers, address=address, device=device, samples=samples)
 
@@ -343,23 +323,3 @@ def _check_replaceable(p: Path) -> None:
     if missing:
         raise InputFileError(f"output looks like an nmc bundle but lacks '{missing[0]}' from its manifest; "
                              "refusing to overwrite what may not be a bundle", path=p, hint=hint)
-
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """Deterministic .npz bytes: sorted keys, fixed zip timestamps, no compression,
-    no pickles. A '/' in a key is stored as '__' (zip member names stay flat)."""
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for k in sorted(arrays):
-            b = io.BytesIO()
-            np.lib.format.write_array(b, np.asarray(arrays[k]), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(k.replace("/", "__") + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), b.getvalue())
-    return buf.getvalue()
-
-
-def npz_load(data: bytes) -> dict[str, np.ndarray]:
-    """Inverse of :func:`npz_bytes` ('__' back to '/')."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k.replace("__", "/"): z[k] for k in z.files}

@@ -2,7 +2,7 @@
 
 A Ray Tune search over pass options (the space is written like a sweep grid,
 ``'quantize.bits=8,6,4; sparsify.density=1,0.5,0.3'``; :data:`DEFAULT_SPACE`
-when none is given). Every trial is one point (:func:`nmc.distributed.point.run_point`):
+when none is given). Every trial is one point (:func:`nmc.driver.distributed.point.run_point`):
 compiled, checked against the design rules, evaluated on the data. A point is
 *feasible* when it fits and its accuracy (agreement with the float reference
 without labels) is at least ``min_accuracy``; among the feasible the winner has
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from nmc.backends import get_backend
 from nmc.errors import OptionError
 
 from . import engine, grid as G
@@ -113,7 +114,6 @@ def fit(model, target: str, data, labels=None, output="fit", *, min_accuracy: fl
         raise OptionError(f"--trials must be >= 1, got {trials}")
     if "," in target:
         raise OptionError("nmc fit searches one target at a time", hint="run it once per target, or use nmc sweep")
-    from nmc.backends import get_backend
 
     be = get_backend(target)
     grid = G.parse(space or DEFAULT_SPACE)

@@ -3,7 +3,7 @@
 :func:`run_point` is the Ray task of sweeps and fits. It gets the point (target,
 pipeline text, grid values: small) and the shared :class:`Job` (model bytes,
 compile options, data, reference predictions), put once in the object store.
-It returns a results record (see :mod:`nmc.distributed.results`):
+It returns a results record (see :mod:`nmc.driver.distributed.results`):
 
 * ``accuracy`` against the labels (when given) and ``agreement`` with the float
   reference's predictions on the same data (the ``reference`` target, same
@@ -26,6 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from nmc.backends import get_backend
+from nmc.driver import api
+from nmc.errors import DesignRuleError, NmcError
+
+from .data import predictions
+from .engine import format_exception
 
 #: fields of a record that depend on the machine and load, not on the point
 TIMING_FIELDS = ("compile_s", "eval_s", "worker")
@@ -69,12 +76,9 @@ def point_key(identity: dict, target: str, passes: str) -> str:
 
 def compile_point(job: Job, target: str, passes: str | None, workdir: Path, output: str | Path | None = None):
     """Compile the job's model for one target and pipeline (files written to ``workdir`` only)."""
-    from nmc import api
-
     model = workdir / Path(job.model_name).name
     if not model.exists():
         model.write_bytes(job.model_bytes)
-    from nmc.backends import get_backend
 
     hw = []
     # --hw reaches the targets that have a hardware spec (the reference has none); a packaged
@@ -94,11 +98,6 @@ def compile_point(job: Job, target: str, passes: str | None, workdir: Path, outp
 
 def run_point(point: dict, job: Job) -> dict:
     """The Ray task: compile and evaluate one point; returns its record (never raises for the point's own failure)."""
-    from nmc.errors import DesignRuleError, NmcError
-
-    from .data import predictions
-    from .engine import format_exception
-
     rec = {"key": point["key"], "index": point["index"], "target": point["target"], "params": point["params"],
            "passes": point["passes"], "worker": f"{os.uname().nodename}:{os.getpid()}"}
     with tempfile.TemporaryDirectory(prefix="nmc-point-") as tmp:
@@ -133,8 +132,6 @@ def run_point(point: dict, job: Job) -> dict:
 
 def evaluate_bundle(b, job: Job) -> dict:
     """Accuracy / agreement on the job's data, energy and resources from the profiler."""
-    from .data import predictions
-
     out = b.run(job.inputs)
     pred = predictions(out, b.graph.outputs[0])
     res: dict = {"samples": int(pred.shape[0])}

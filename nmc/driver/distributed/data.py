@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nmc.errors import InputFileError, OptionError
+from nmc.runtime.events import load_inputs_npz
 
 
 @dataclass
@@ -43,8 +44,6 @@ class Dataset:
 def load(data: str | Path | dict, labels: str | Path | np.ndarray | None = None, samples: int | None = None,
          input_names=None) -> Dataset:
     """Read ``data`` (an .npz path or a dict of arrays) and ``labels``; keep the first ``samples``."""
-    from nmc.runtime.events import load_inputs_npz
-
     src = str(data) if not isinstance(data, dict) else "<dict>"
     arrays = dict(data) if isinstance(data, dict) else load_inputs_npz(data)
     lab = arrays.pop("labels", None)

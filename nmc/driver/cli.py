@@ -6,16 +6,33 @@ and exit with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
+from rich.markup import escape  # messages may hold brackets (nmc[distributed], file names)
 from rich.table import Table
 
-from .errors import InputFileError, NmcError
+from nmc.errors import InputFileError, NmcError, OptionError
+from nmc.filebytes import dumps_json
+from nmc.frontends import load_model
+from nmc.hw import HardwareSpec
+from nmc.nodes import type_name
+from nmc.runtime.client import connect
+from nmc.runtime.events import load_inputs_npz, save_npz
+from nmc.runtime.server import SessionServer
+from nmc.target_options import check_number, options_text, parse_value as _auto
+
+from . import api
+from .api import open_session
+from .bundle import MANIFEST, Bundle
+from .distributed.evaluate import evaluate
 from .output_paths import check_output
-from .target_options import check_number, parse_value as _auto
 
 err = Console(stderr=True)
 out = Console()
@@ -30,7 +47,6 @@ class NmcGroup(click.Group):
         except NmcError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            from rich.markup import escape  # messages may hold brackets (nmc[distributed], file names)
 
             err.print(f"[bold red]error:[/] {escape(e.one_line())}", highlight=False, soft_wrap=True)
             ctx.exit(e.exit_code)
@@ -115,8 +131,6 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
     MaxPool is refused unless --option maxpool=spiking (an approximate IF max
     tree); an output Softmax/LogSoftmax is dropped with a warning.
     """
-    from . import api
-
     extra_opts = {k: v for k, v in (("timesteps", timesteps), ("encoding", encoding), ("percentile", percentile),
                                     ("calibration", str(calibration) if calibration else None)) if v is not None}
     for item in extra:
@@ -146,8 +160,6 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
 def _print_fidelity(rep: dict) -> None:
     """The fidelity check as a small table on stdout (reports/fidelity.json has it all; its
     findings are the warnings printed on stderr)."""
-    from rich.table import Table
-
     src = rep["input"]
     what = (f"{src['source']}, {src['steps']} steps × {src['samples']} samples"
             + (f" (Bernoulli({src['p']}) spikes, seed {src['seed']})" if src["source"] == "synthetic probe" else ""))
@@ -185,9 +197,9 @@ def _print_fidelity(rep: dict) -> None:
               help="Language models: tokens to generate after the prompt.")
 @click.option("--temperature", type=float, default=0.0, show_default=True,
               help="Language models: sampling temperature (0: most likely token).")
-@click.option("--engine", type=click.Choice(["emulator", "c", "reference"]),
-              help="Language models: emulator (default on spinnaker2), c (the generated PE kernels built with the "
-                   "host compiler) or reference.")
+@click.option("--engine", metavar="ENGINE",
+              help="Language models: one of the target's host engines, its first by default (spinnaker2: emulator, "
+                   "c = the generated PE kernels built with the host compiler, reference; other targets: reference).")
 @click.option("--steps", type=int, help="Timesteps to run (default: the input's length).")
 @click.option("--device", "-d", help="Device (default: the target's emulator; see `nmc targets`).")
 @click.option("--record", help="Comma-separated nodes whose state/spikes to save as <node>.v / <node>.spikes.")
@@ -201,11 +213,6 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
       nmc run lm.nmc --text "ROMEO." --generate 300           # a language model, token by token
       nmc run lm.nmc --tokens ids.txt --engine c              # through the generated C kernels
     """
-    import numpy as np
-
-    from . import api
-    from nmc.runtime.events import load_inputs_npz, save_npz
-
     check_number("--generate", n_gen, lo=0)
     check_number("--temperature", temperature, lo=0)
     if text is not None or tokens_path is not None:
@@ -240,8 +247,6 @@ def _one_torch_thread() -> None:
 
 
 def _read_tokens(path: Path):
-    import numpy as np
-
     if not path.is_file():
         raise InputFileError("token file not found", path=path)
     try:
@@ -254,12 +259,8 @@ def _read_tokens(path: Path):
 
 
 def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
-    import time
-
-    import numpy as np
-
-    from .lm import evaluate as E
-    from .lm.host import TokenStream
+    from nmc.lm import evaluate as E
+    from nmc.lm.host import TokenStream
 
     if text is not None and tokens_path is not None:
         raise click.UsageError("give --text or --tokens, not both")
@@ -280,8 +281,6 @@ def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
     else:
         click.echo(" ".join(map(str, gen)))
     if output:
-        from nmc.runtime.events import save_npz
-
         save_npz(output, {"prompt": ids, "generated": np.asarray(gen, np.int64), "logits": logits})
         out.print(f"[green]wrote[/] {output}")
 
@@ -321,8 +320,6 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
     device (the emulator); plus activity per layer, MACs per token vs dense, PEs
     used and time per token per tick.
     """
-    import numpy as np
-
     if data is not None:
         if text_file is not None:
             raise click.UsageError("give --data or --text-file, not both")
@@ -330,10 +327,9 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
     if text_file is None:
         raise click.UsageError("give --data D.npz (any bundle) or --text-file TEXT (a language model)")
 
-    from . import api
-    from .frontends import load_model
-    from .lm import evaluate as E
-    from .lm.report import lm_report, read_text
+    from nmc.lm import evaluate as E
+    from nmc.lm.report import lm_report, read_text
+    from nmc.lm.target import language_model
 
     check_output(output, [bundle, text_file, model_path])
     check_number("--streams", streams, lo=1)
@@ -344,8 +340,6 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
     fg = load_model(model_path)[0] if model_path else None
     spec = None
     if b.hw is not None:
-        from .hw import HardwareSpec
-
         spec = HardwareSpec.from_dict(b.hw)
 
     def run(tok, record):
@@ -353,7 +347,7 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
         return b.run({b.graph.inputs[0]: E.one_hot(tok, V).astype(np.float32)}, record=record)
 
     rep = lm_report(fg, b.graph, b.program, run, read_text(text_file), streams=streams, max_chars=max_chars,
-                    spec=spec, source=text_file.name, s2_report=b.report("spinnaker2"))
+                    spec=spec, source=text_file.name, target=language_model(b.backend), reports=b.reports)
     t = Table(title=f"{bundle}: perplexity on {text_file.name} ({rep['text']['scored_tokens']} predictions)")
     t.add_column("stage")
     t.add_column("perplexity")
@@ -377,15 +371,11 @@ def eval_cmd(bundle, text_file, data, labels, workers, address, samples, device,
                   f"{tt.get('worst_step_max_pe', float('nan')) * 1e6:.1f} us (tick {tt.get('sys_tick', 0) * 1e3:g} ms)",
                   highlight=False)
     if output:
-        from .bundle import dumps_json
-
         Path(output).write_bytes(dumps_json(rep))
         out.print(f"[green]wrote[/] {output}")
 
 
 def _eval_data(bundle, data, labels, workers, address, samples, device, output):
-    from .distributed.evaluate import evaluate
-
     if output is not None and output.suffix not in (".npz", ".json"):
         raise click.BadParameter(f"{output}: use a .npz (outputs) or .json (summary) file name", param_hint="-o")
     ev = evaluate(bundle, data, labels, workers=workers, address=address, device=device, samples=samples)
@@ -393,8 +383,6 @@ def _eval_data(bundle, data, labels, workers, address, samples, device, output):
     out.print(f"{bundle}: {ev.samples} samples in {ev.shards} shard(s) on {workers} worker(s){acc}", highlight=False)
     if output is not None:
         if output.suffix == ".npz":
-            from nmc.runtime.events import save_npz
-
             save_npz(output, {**ev.outputs, "predictions": ev.predictions})
         else:
             output.write_text(json.dumps(ev.summary(), indent=2) + "\n")
@@ -411,9 +399,6 @@ def inspect_cmd(path, as_json):
     Example:
       nmc inspect net.nmc
     """
-    from .bundle import MANIFEST, Bundle
-    from .frontends import load_model
-
     if path.is_dir() and (path / MANIFEST).exists():
         b = Bundle.load(path)
         g, info = b.graph, {"target": b.target, "pipeline": b.manifest["pipeline"],
@@ -424,8 +409,6 @@ def inspect_cmd(path, as_json):
         info = {"source": src}
     rows = []
     for name, node in g.nodes.items():
-        from .nodes import type_name
-
         rows.append({"node": name, "type": type_name(node), "in": list(g.shape_in(name) or ()),
                      "out": list(g.shape_out(name) or ()), "params": g.param_count(name),
                      "annotations": sorted(g.annotations.get(name, {}))})
@@ -478,10 +461,7 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
     The report lists every term, which part dominates and why, and the same
     network on a GPU and a CPU at batch 1 and as ideal MACs.
     """
-
-    from . import api
-    from nmc.runtime import energy, energy_report, power
-    from nmc.runtime.events import load_inputs_npz
+    from nmc.runtime import energy, energy_report, power  # lazy: scipy
 
     read = [bundle, input_path, measured, *hw]
     for o in outputs:
@@ -495,8 +475,6 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
     nodes = [r.strip() for r in raster.split(",")] if raster else None
     for n in nodes or ():
         if n not in b.graph.nodes:
-            from .errors import OptionError
-
             raise OptionError(f"--raster names node '{n}', which the bundle does not have", node=n,
                               hint="nodes: " + ", ".join(b.graph.nodes))
     inputs = load_inputs_npz(input_path)
@@ -555,11 +533,6 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
     all connections together hold at most 64 MiB of unanswered frames.
     Devices that need the main thread (brian2) cannot be served.
     """
-    import signal
-
-    from . import api
-    from nmc.runtime.server import SessionServer
-
     def log(msg):
         err.print(msg, highlight=False, soft_wrap=True, markup=False)
 
@@ -586,8 +559,6 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -609,10 +580,6 @@ def stream_cmd(target_, input_path, output, window, device, token, batch):
       nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
     The output .npz is identical to `nmc run` on the same input (graded outputs travel as float32).
     """
-    from nmc.runtime.events import load_inputs_npz, save_npz
-
-    from .errors import OptionError
-
     if window < 1 or batch < 1:
         raise OptionError(f"--window and --batch must be >= 1, got {window} and {batch}")
     check_output(output, [input_path] + ([target_] if Path(target_).exists() else []))
@@ -625,14 +592,10 @@ def stream_cmd(target_, input_path, output, window, device, token, batch):
                              hint="give at least one timestep: (T >= 1, *node shape)")
     host, _, port = target_.rpartition(":")
     if Path(target_).exists() or not (host and port.isdigit()):
-        from .runtime.session import open_session
-
         with open_session(target_, device=device, window=window) as sess:
             outs = sess.run_dense(inputs)
             counters = sess.counters.as_dict()
     else:
-        from .runtime.client import connect
-
         with connect(host.strip("[]"), int(port), token=token, device=device, window=window) as c:
             outs = c.run_dense(inputs, batch=batch)
             counters = c.close()
@@ -655,8 +618,6 @@ def targets_cmd():
       nmc compile net.nir --target reference -o net.nmc
     """
     from nmc.backends import get_backend, targets
-
-    from .target_options import options_text
 
     t = Table(title="targets")
     for c in ("target", "devices", "default pipeline", "--option KEY=VALUE", "description"):
@@ -687,7 +648,7 @@ def passes_cmd():
     out.print(t)
 
 
-# nmc sweep / nmc fit (nmc.distributed; Ray is imported only when they run)
+# nmc sweep / nmc fit (nmc.driver.distributed; Ray is imported only when they run)
 from .distributed.commands import fit_cmd, sweep_cmd  # noqa: E402
 
 main.add_command(sweep_cmd)
