@@ -40,9 +40,7 @@ INDEPENDENT = (("nmc.frontends", "nmc.passes"),)
 
 #: imports that break the layering today, each with the change that removes it. The test fails
 #: when one of them is gone, so that its entry is deleted here too.
-KNOWN: dict[tuple[str, str], str] = {
-    ("nmc.nn", "nmc.frontends.torch"): "nmc.nn persistence moves into nmc/nn (issue #18 item 5)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
