@@ -18,6 +18,10 @@ pass and backend assumes.
   dt_export·τ: ``--tau-scale 1000``); a τ below dt is warned about with the
   likely exporter bug, and refused where the Euler update would overshoot
   (dt/τ > 1);
+* ``exporter`` (``--exporter snntorch|norse|sinabs|rockpool``): the options that
+  exporter's convention implies, where not given (:data:`.conventions.EXPORTERS`);
+  for Rockpool also its dt, read from ``r``, and its update written as NIR
+  parameters under the exact integrator (:func:`.conventions.rockpool_rewrite`);
 * graph meta: ``dt`` (s), ``integrator`` (euler|exact), ``reset``
   (zero|subtract) from the compile options, else kept from the model, else
   the defaults dt = 1e-4 s (snnTorch's export convention), euler, zero — a
@@ -35,7 +39,7 @@ from nmc.errors import GraphError, OptionError, ShapeError
 from nmc.ir import Graph
 from nmc.nodes import SPIKING_TYPES
 
-from .conventions import TAU_FIELDS, reconcile_io_types, tau_findings
+from .conventions import TAU_FIELDS, exporter_options, reconcile_io_types, rockpool_rewrite, tau_findings
 from .manager import Pass, PassContext, register
 
 DEFAULTS = {"dt": 1e-4, "integrator": "euler", "reset": "zero"}
@@ -82,7 +86,7 @@ class Normalize(Pass):
             ctx.warnings.add(f"declared shape {declared} differs from its neighbour's {used} only in dimensions of "
                              f"size 1 (an exporter convention, e.g. Rockpool's output type): read as {used}",
                              node=name, source="normalize")
-        opts = ctx.options
+        opts = exporter_options(g, ctx.options.get("exporter"), ctx.options)
         for key, allowed in (("dt", None), ("integrator", ("euler", "exact")), ("reset", ("zero", "subtract"))):
             val = opts.get(key)
             if val is not None:
@@ -99,6 +103,11 @@ class Normalize(Pass):
                 ctx.warnings.add(f"{key} not given and not stored in the model; using {DEFAULTS[key]!r} "
                                  f"(set it with --{key})", source="normalize")
         _scale_taus(g, opts.get("tau_scale"))
+        if opts.get("exporter") == "rockpool":
+            names = rockpool_rewrite(g, g.meta["dt"])
+            ctx.warnings.add(f"--exporter rockpool: dt = {g.meta['dt']:g} s read from r; r and w_in of "
+                             f"{', '.join(names)} rewritten to Rockpool's update (exact integrator, subtract reset)",
+                             node=names[0], source="normalize")
         for f in tau_findings(g, g.meta["dt"], g.meta["integrator"]):
             if f["fatal"]:
                 raise GraphError(f["message"], node=f["node"], hint=f["hint"])
