@@ -196,3 +196,16 @@ def test_rockpool_export_dynamics(tmp_path):
     assert not np.array_equal(r2["output"], ys)
     with pytest.raises(nmc.errors.OptionError, match="--exporter must be one of"):
         nmc.compile(to_nir(net), target="reference", exporter="keras", fidelity_check=False)
+
+
+def test_norse_export_none_node_is_named():
+    """Norse 1.1.0's to_nir leaves None for nn.Flatten (and pooling): nmc names the node and the
+    fix in one typed error (before: TypeError "vars() argument must have __dict__ attribute")."""
+    norse = pytest.importorskip("norse.torch")
+    net = norse.SequentialState(nn.Conv2d(1, 2, 3, stride=2, padding=1), norse.LIFBoxCell(), nn.Flatten(),
+                                nn.Linear(32, 4), norse.LIFBoxCell())
+    g = norse.to_nir(net, torch.zeros(1, 1, 8, 8))
+    assert g.nodes["2"] is None
+    with pytest.raises(nmc.errors.GraphError, match="not a NIR node.*Norse") as e:
+        nmc.compile(g, target="reference", exporter="norse", fidelity_check=False)
+    assert e.value.node == "2"
