@@ -1,27 +1,44 @@
 """Fidelity on networks trained and exported by other frameworks (issue #15).
 
-Two trained networks from each of three frameworks — a **recurrent CubaLIF**
-(64 → 40 recurrent current-based LIF → 10 LIF) and a **conv** network
-(1×8×8 → Conv2d(3×3, 6) → LIF → AvgPool 2 → Flatten → 10 LIF) — on sklearn's
-8×8 digits, Bernoulli rate-coded (p = pixel/16, T = 16 steps), trained for a
-few seconds each with the framework's own layers and surrogate gradients:
+Networks trained for a few seconds each with the framework's own layers and
+surrogate gradients on sklearn's 8×8 digits, Bernoulli rate-coded (p =
+pixel/16, T = 16 steps), then handed to nmc the way a user would:
 
-* **snnTorch** 1.0 (``RSynaptic``, ``Leaky``): exported with snnTorch's own
-  ``export_to_nir`` and read by nmc as a NIR file (snnTorch's dt = 1e-4
-  convention, nmc's default ``--dt``);
-* **Norse** 1.1 (``LIFRecurrentCell``, ``LIFCell``, current-based): the
-  trained ``SequentialState`` read by nmc's torch frontend (Norse's own
-  ``to_nir`` writes wrong time constants, norse#411, handled elsewhere);
+* **snnTorch** 1.0 — a **recurrent CubaLIF** (64 → 40 ``RSynaptic`` → 10
+  ``Leaky``) and a **conv** network (1×8×8 → Conv2d(3×3, 6) → ``Leaky`` →
+  AvgPool 2 → Flatten → 10 ``Leaky``), exported with snnTorch's own
+  ``export_to_nir`` and read as NIR files (snnTorch's dt = 1e-4 convention,
+  nmc's default ``--dt``);
+* **sinabs** 3.1 — a conv IAF network (Conv2d(3×3, 6) → ``IAFSqueeze`` →
+  SumPool 2 → Flatten → Linear → ``IAFSqueeze``, single spike, subtract reset),
+  exported with ``sinabs.to_nir`` and compiled with ``exporter="sinabs"``
+  (dt = 1, subtract reset; the graph object: its Conv2d has no input shape,
+  which ``nir.write`` cannot store);
+* **Norse** 1.1 — an all-conv ``LIFBoxCell`` network (Conv2d(3×3, 6, stride 2)
+  → LIF → Conv2d(4×4, 10) → LIF: Norse's ``to_nir`` leaves ``None`` for
+  Flatten and pooling) exported with ``norse.torch.to_nir`` and compiled with
+  ``exporter="norse"`` (dt = 1e-3, τ × 1000: its dt_export·τ bug); and a
+  recurrent CubaLIF (``LIFRecurrentCell``, which its ``to_nir`` cannot export)
+  and a conv net read from the trained ``SequentialState`` by nmc's torch frontend;
+* **Rockpool** 3.1 — a feed-forward CubaLIF (64 → 40 ``LIFTorch`` → 10
+  ``LIFTorch``, one spike per step; its ``to_nir`` drops recurrent weights, so
+  no recurrent net) exported with ``to_nir``, written as a NIR file and
+  compiled with ``exporter="rockpool"`` (its dt read from the file, its update
+  rewritten, see docs/exporters.md);
 * **nmc.nn** (``CubaLIF`` with a recurrent ``Linear``, ``LIF``): trained in
   nmc's own layers, written as a NIR file (the recurrent net) or compiled from
   the module (the conv net).
 
 Each is compiled for every target with **default options** (only the
-exporter's ``dt``/``reset`` facts) and run on 200 held-out digits encoded with
-a fresh seed and then **perturbed** (2 % of the input bits flipped). Class =
-most output spikes (first index on ties, the same rule for every target); the
+exporter's convention) and run on 200 held-out digits encoded with a fresh
+seed and then **perturbed** (2 % of the input bits flipped). Class = most
+output spikes (first index on ties, the same rule for every target); the
 table gives each target's class agreement with the float reference, and the
 reference's accuracy. BrainScaleS-2 runs its noiseless emulator.
+
+``python -m bench.exported`` runs this part alone and replaces the
+``exported`` entry of ``bench/results/fidelity.json`` (then
+``python -m bench --report-only`` re-renders BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -60,7 +77,7 @@ def encode(X, seed, flip=0.0):
 def _train(model, run, X, y, iters: int, lr: float, shape, seed: int = 0):
     """BPTT on spike counts (cross-entropy on the summed output spikes)."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam([p for p in nn.Module.parameters(model) if p.requires_grad], lr=lr)  # (Rockpool overrides .parameters())
     rng = np.random.default_rng(seed)
     for it in range(iters):
         b = rng.choice(len(y), 64, replace=False)
@@ -144,6 +161,74 @@ def norse_models(Xtr, ytr, tmp: Path, iters: int):
     return out
 
 
+# ------------------------------------------------------------ sinabs to_nir
+def sinabs_models(Xtr, ytr, tmp: Path, iters: int):
+    import sinabs
+    import sinabs.layers as sl
+    from sinabs.activation import MembraneSubtract, SingleSpike
+
+    def run(net, x):                                  # x (T, B, ...) → sinabs' (B·T, ...) batch-major layout
+        for m in net.modules():
+            if isinstance(m, sl.StatefulLayer):
+                m.reset_states()
+        t, b = x.shape[:2]
+        y = net(x.transpose(0, 1).reshape(b * t, *x.shape[2:]))
+        return y.reshape(b, t, -1).transpose(0, 1)
+
+    torch.manual_seed(3)
+    iaf = lambda: sl.IAFSqueeze(num_timesteps=T, spike_fn=SingleSpike, reset_fn=MembraneSubtract())  # noqa: E731
+    conv = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), iaf(), sl.SumPool2d(2), nn.Flatten(), nn.Linear(96, 10),
+                         iaf())
+    _train(conv, run, Xtr, ytr, iters, 5e-3, (1, 8, 8))
+    run(conv.eval(), torch.zeros(T, 1, 1, 8, 8))
+    g = sinabs.to_nir(conv, torch.zeros(T, 1, 8, 8))
+    return {"conv": (g, dict(exporter="sinabs"), (1, 8, 8))}
+
+
+# ------------------------------------------------------------- Norse to_nir
+def norse_nir_models(Xtr, ytr, tmp: Path, iters: int):
+    import norse.torch as norse
+
+    def run(net, x):
+        st, outs = None, []
+        for t in range(x.shape[0]):
+            o, st = net(x[t], st)
+            outs.append(o.reshape(o.shape[0], -1))
+        return torch.stack(outs)
+
+    torch.manual_seed(4)
+    conv = norse.SequentialState(nn.Conv2d(1, 6, 3, stride=2, padding=1), norse.LIFBoxCell(), nn.Conv2d(6, 10, 4),
+                                 norse.LIFBoxCell())
+    with torch.no_grad():   # v ← v + 0.1·(x − v) per step at Norse's defaults: start with a useful gain
+        for mod in conv.modules():
+            if isinstance(mod, nn.Conv2d):
+                mod.weight.mul_(8.0)
+    _train(conv, run, Xtr, ytr, iters, 2e-2, (1, 8, 8))
+    g = norse.to_nir(conv.eval(), torch.zeros(1, 1, 8, 8))
+    return {"conv": (g, dict(exporter="norse"), (1, 8, 8))}
+
+
+# ---------------------------------------------------------- Rockpool to_nir
+def rockpool_models(Xtr, ytr, tmp: Path, iters: int):
+    import nir
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LIFTorch, LinearTorch, to_nir
+
+    def run(net, x):                                   # Rockpool's layout: (batch, time, channels)
+        return net(x.transpose(0, 1))[0].transpose(0, 1)
+
+    torch.manual_seed(5)
+    lif = lambda n: LIFTorch((n,), tau_mem=torch.full((n,), 0.02), tau_syn=torch.full((n,), 0.01),  # noqa: E731
+                             dt=1e-3, max_spikes_per_dt=1)
+    net = Sequential(LinearTorch((64, 40)), lif(40), LinearTorch((40, 10)), lif(10))
+    for k, prm in nn.Module.named_parameters(net):    # train the weights; τ, threshold and bias stay
+        prm.requires_grad_("weight" in k)
+    _train(net, run, Xtr, ytr, iters, 5e-3, (64,))
+    p = tmp / "rockpool_cubalif.nir"
+    nir.write(p, to_nir(net))
+    return {"cubalif": (p, dict(exporter="rockpool"), (64,))}
+
+
 # ------------------------------------------------------------------ nmc.nn
 class _NmcRecurrent(nn.Module):
     def __init__(self):
@@ -212,25 +297,30 @@ def nmcnn_models(Xtr, ytr, tmp: Path, iters: int):
             "conv": (conv.eval(), dict(input_shape=(1, 8, 8)), (1, 8, 8))}
 
 
-FRAMEWORKS = {"snntorch": snntorch_models, "norse": norse_models, "nmc.nn": nmcnn_models}
+FRAMEWORKS = {"snntorch (export_to_nir)": snntorch_models, "sinabs (to_nir)": sinabs_models,
+              "norse (to_nir)": norse_nir_models, "rockpool (to_nir)": rockpool_models,
+              "norse (torch frontend)": norse_models, "nmc.nn": nmcnn_models}
 
 
-def run(quick: bool = False, log=print) -> dict:
+def run(quick: bool = False, log=print, only: list[str] | None = None, iters: int | None = None) -> dict:
     import nmc
     from nmc.errors import NmcError
 
     from .common import registered_targets, versions
 
     Xtr, ytr, Xte, yte = data()
-    iters = 10 if quick else 150               # quick (smoke run): nmc.nn only, a few steps, 20 digits
+    iters_default = 10 if quick else 150              # quick (smoke run): nmc.nn only, a few steps, 20 digits
     n_test = 20 if quick else N_TEST
     frameworks = {"nmc.nn": FRAMEWORKS["nmc.nn"]} if quick else FRAMEWORKS
+    if only:
+        frameworks = {k: v for k, v in FRAMEWORKS.items() if any(k.startswith(o) for o in only)}
+    iters = iters or iters_default
     res: dict = {"setup": {"data": "sklearn digits 8x8, Bernoulli rate code p = pixel/16, T = 16",
                            "perturbation": f"fresh encoding seed, {FLIP:.0%} of input bits flipped",
                            "test_samples": n_test, "train_iterations": iters, "batch": 64,
                            "class": "most output spikes (first index on ties)",
                            "brainscales2": "noiseless emulator (mismatch off)",
-                           "versions": versions("snntorch", "norse", "nir", "torch")},
+                           "versions": versions("snntorch", "norse", "sinabs", "rockpool", "nir", "torch")},
                  "results": {}}
     with tempfile.TemporaryDirectory(prefix="nmc-bench-exported-") as tmp:
         tmp = Path(tmp)
@@ -261,3 +351,34 @@ def run(quick: bool = False, log=print) -> dict:
                 res["results"][f"{fw}/{name}"] = row
                 log(f"exported {fw}/{name}: {row}")
     return res
+
+
+def main(argv=None) -> int:
+    """Run this part alone; replace the ``exported`` entry of bench/results/fidelity.json."""
+    import argparse
+
+    from .common import load, write
+
+    ap = argparse.ArgumentParser(description="fidelity on networks exported by other frameworks")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--only", default=None, help="comma-separated framework prefixes (a trial run: writes nothing)")
+    ap.add_argument("--iters", type=int, default=None)
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    res = run(a.quick, only=a.only.split(",") if a.only else None, iters=a.iters)
+    if a.only or a.iters:
+        return 0
+    res["setup"]["seconds"] = round(time.perf_counter() - t0, 1)
+    res["setup"]["command"] = "python -m bench.exported" + (" --quick" if a.quick else "")
+    res["setup"]["date"] = time.strftime("%Y-%m-%d")
+    d = load("fidelity", a.out) or {}
+    d["exported"] = res
+    write("fidelity", d, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -94,3 +94,80 @@ def tau_findings(g: Graph, dt: float, integrator: str) -> list[dict]:
                         "message": f"{f} of {n_short} neuron(s) below dt = {dt:g} s (min {tmin:g} s): {what}",
                         "hint": tau_hint(tmin, dt)})
     return out
+
+
+# ------------------------------------------------------------ --exporter NAME
+#: The compile options each exporter's convention implies (``--exporter NAME``;
+#: options given explicitly win). The table for users is docs/exporters.md.
+EXPORTERS = {
+    "snntorch": {"dt": 1e-4, "integrator": "euler", "reset": "zero"},
+    "norse": {"dt": NORSE_EXPORT_DT, "integrator": "euler", "reset": "zero", "tau_scale": 1 / NORSE_EXPORT_DT},
+    "sinabs": {"dt": 1.0, "reset": "subtract"},
+    "rockpool": {"integrator": "exact", "reset": "subtract"},   # dt: recovered from the file (rockpool_dt)
+}
+
+
+def exporter_options(g: Graph, exporter: str | None, opts: dict) -> dict:
+    """``opts`` with the exporter's convention filled in where an option is not given
+    (for Rockpool also the dt its ``r`` encodes). Unknown names are refused."""
+    if exporter is None:
+        return opts
+    if exporter not in EXPORTERS:
+        from nmc.errors import OptionError
+
+        raise OptionError(f"--exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}",
+                          hint="see docs/exporters.md")
+    preset = dict(EXPORTERS[exporter])
+    if exporter == "rockpool":
+        preset["dt"] = rockpool_dt(g)
+    return {**opts, **{k: v for k, v in preset.items() if opts.get(k) is None}}
+
+
+def _rockpool_neurons(g: Graph):
+    for name, node in g.nodes.items():
+        if isinstance(node, (nir.LIF, nir.CubaLIF)):
+            yield name, node, np.asarray(node.tau if isinstance(node, nir.LIF) else node.tau_mem, dtype=np.float64)
+
+
+def rockpool_dt(g: Graph) -> float:
+    """The dt Rockpool ≤ 3.1's ``to_nir`` encodes in ``r = τ_mem·e^(−dt/τ_mem)/dt``:
+    with u = dt/τ, u·e^u = 1/r, so dt = τ·W(1/r) (Lambert W). Every neuron must
+    give the same dt (to float32 precision), else the file is not Rockpool's."""
+    from scipy.special import lambertw
+
+    from nmc.errors import GraphError
+
+    found = []
+    for name, node, tau in _rockpool_neurons(g):
+        r = np.asarray(node.r, dtype=np.float64)
+        if np.any(r <= 0) or np.any(tau <= 0):
+            raise GraphError("Rockpool's convention needs r > 0 and τ > 0", node=name,
+                             hint="compile without --exporter rockpool")
+        found.append((name, tau * np.real(lambertw(1.0 / r))))
+    if not found:
+        raise GraphError("--exporter rockpool: the graph has no LIF/CubaLIF node whose r encodes Rockpool's dt",
+                         hint="give --dt (and --integrator/--reset) instead")
+    dts = np.concatenate([d.reshape(-1) for _, d in found])
+    dt = float(f"{float(np.median(dts)):.6g}")          # Rockpool computes r in float32: 6 significant digits
+    bad = [n for n, d in found if np.any(np.abs(d - dt) > 1e-5 * dt)]
+    if bad:
+        raise GraphError(f"the r of these neurons encodes dt {float(dts.min()):g}..{float(dts.max()):g} s, not one "
+                         "Rockpool dt", node=bad[0], hint="compile without --exporter rockpool, with --dt")
+    return dt
+
+
+def rockpool_rewrite(g: Graph, dt: float) -> list[str]:
+    """Rockpool's update (i ← β·(i + x), v ← α·v + i + b, subtract reset; α = e^(−dt/τ_mem),
+    β = e^(−dt/τ_syn)) as NIR neurons under nmc's exact integrator
+    (i ← β·i + w_in·(1 − β)·x, v ← α·v + r·(1 − α)·i): w_in = β/(1 − β), r = 1/(1 − α).
+    Rockpool writes r = τ·α/dt and w_in = 1 instead, which NIR reads as another neuron.
+    Returns the rewritten node names."""
+    done = []
+    for name, node, tau in _rockpool_neurons(g):
+        a = np.exp(-dt / tau)
+        node.r = np.broadcast_to(1.0 / (1.0 - a), np.shape(node.r)).copy()
+        if isinstance(node, nir.CubaLIF):
+            b = np.exp(-dt / np.asarray(node.tau_syn, dtype=np.float64))
+            node.w_in = np.broadcast_to(b / (1.0 - b), np.shape(node.r)).copy()
+        done.append(name)
+    return done

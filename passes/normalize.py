@@ -18,6 +18,10 @@ pass and backend assumes.
   dt_export·τ: ``--tau-scale 1000``); a τ below dt is warned about with the
   likely exporter bug, and refused where the Euler update would overshoot
   (dt/τ > 1);
+* ``exporter`` (``--exporter snntorch|norse|sinabs|rockpool``): the options that
+  exporter's convention implies, where not given (:data:`.conventions.EXPORTERS`);
+  for Rockpool also its dt, read from ``r``, and its update written as NIR
+  parameters under the exact integrator (:func:`.conventions.rockpool_rewrite`);
 * graph meta (:class:`nmc.graph_meta.GraphMeta`, set here once and read
   through ``GraphMeta.of`` by everything after): ``dt`` (s), ``integrator``
   (euler|exact), ``reset`` (zero|subtract) from the compile options, else kept
@@ -39,7 +43,7 @@ from nmc.ir import Graph
 from nmc.nodes import is_spiking_neuron
 from nmc.semantics import lookup, shapes
 
-from .conventions import TAU_FIELDS, reconcile_io_types, tau_findings
+from .conventions import TAU_FIELDS, exporter_options, reconcile_io_types, rockpool_rewrite, tau_findings
 from .manager import Pass, PassContext, register
 
 _np = shapes._np
@@ -75,7 +79,7 @@ class Normalize(Pass):
             ctx.warnings.add(f"declared shape {declared} differs from its neighbour's {used} only in dimensions of "
                              f"size 1 (an exporter convention, e.g. Rockpool's output type): read as {used}",
                              node=name, source="normalize")
-        opts = ctx.options
+        opts = exporter_options(g, ctx.options.get("exporter"), ctx.options)
         for key, allowed in (("integrator", INTEGRATORS), ("reset", RESETS)):
             if opts.get(key) is not None and opts[key] not in allowed:
                 raise OptionError(f"--{key} must be one of {', '.join(allowed)}, not {opts[key]!r}")
@@ -97,6 +101,11 @@ class Normalize(Pass):
         meta = GraphMeta(**chosen)
         meta.store(g)
         _scale_taus(g, opts.get("tau_scale"))
+        if opts.get("exporter") == "rockpool":
+            names = rockpool_rewrite(g, meta.dt)
+            ctx.warnings.add(f"--exporter rockpool: dt = {meta.dt:g} s read from r; r and w_in of "
+                             f"{', '.join(names)} rewritten to Rockpool's update (exact integrator, subtract reset)",
+                             node=names[0], source="normalize")
         for f in tau_findings(g, meta.dt, meta.integrator):
             if f["fatal"]:
                 raise GraphError(f["message"], node=f["node"], hint=f["hint"])

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import nmc
-from float_bounds import assert_within, fan_in, input_magnitude, membrane_bound
+from float_bounds import EPS32, assert_within, fan_in, input_magnitude, membrane_bound
 from nmc.reference import ReferenceSimulator
 
 
@@ -148,3 +148,64 @@ def test_rockpool_export_singleton_output_type(tmp_path):
     b = nmc.compile(p, target="reference", dt=1e-3, fidelity_check=False)
     assert b.graph.shape_in("output") == (1,) and b.graph.shape_out("input") == (3,)
     assert any(w["node"] == "output" and "size 1" in w["message"] for w in b.report("compile")["warnings"])
+
+
+def test_rockpool_export_dynamics(tmp_path):
+    """Rockpool 3.1.0's LIFTorch runs i ← β·(i + x), v ← α·v + i, spike when v ≥ θ, v ← v − θ
+    (α = e^(−dt/τ_mem), β = e^(−dt/τ_syn)), and its to_nir writes it as a CubaLIF with
+    r = τ_mem·α/dt and w_in = 1, which NIR reads as another neuron. ``--exporter rockpool`` reads
+    dt back from r (dt = τ·W(1/r)) and writes Rockpool's update as NIR parameters under the
+    exact integrator (w_in = β/(1 − β), r = 1/(1 − α), subtract reset): spikes identical to
+    Rockpool's own evolution, membrane within the float32 bound below. Without the option the
+    same file runs as another network (the spikes differ)."""
+    pytest.importorskip("rockpool")
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LIFTorch, LinearTorch, to_nir
+
+    torch.manual_seed(3)
+    tau_m, tau_s = 0.02, 0.005
+    one = dict(dt=1e-3, max_spikes_per_dt=1)         # one spike per step: nmc neurons emit at most one
+    net = Sequential(LinearTorch((6, 16)), LIFTorch((16,), tau_mem=torch.full((16,), tau_m),
+                                                    tau_syn=torch.full((16,), tau_s), **one),
+                     LinearTorch((16, 4)), LIFTorch((4,), tau_mem=torch.full((4,), 0.01),
+                                                    tau_syn=torch.full((4,), 0.01), **one))
+    with torch.no_grad():
+        net[0].weight.mul_(0.3)
+        net[2].weight.abs_().mul_(0.05)
+    x = (torch.rand(3, 80, 6) < 0.3).float()          # Rockpool's layout: (batch, time, channels)
+    with torch.no_grad():
+        out, _, rec = net(x, record=True)
+    ys = out.numpy().transpose(1, 0, 2)
+    mem = rec["1_LIFTorch"]["vmem"].numpy().transpose(1, 0, 2)
+    isyn = rec["1_LIFTorch"]["isyn"].numpy().transpose(1, 0, 2, 3)[..., 0]
+    xs = x.numpy().transpose(1, 0, 2)
+    b, r = _nmc_run(to_nir(net), tmp_path, xs, "1_LIFTorch", exporter="rockpool")   # through a NIR file
+    assert b.graph.meta == {**b.graph.meta, "dt": 1e-3, "integrator": "exact", "reset": "subtract"}
+    assert 0.1 < ys.mean() < 0.6 and r["1_LIFTorch.spikes"].mean() > 0.1
+    assert np.array_equal(r["output"], ys)
+    # float32 bound: tests/float_bounds.py's sum of local bounds (input sum of K = 6 terms, 6 roundings),
+    # plus the cancellation in nmc's coefficients: r·(1 − α) and w_in·(1 − β) equal 1 and β only to
+    # u·α/(1 − α) and u·β/(1 − β) relative (1 − α rounded in float32), applied to |i| and A every step
+    W = np.abs(net[0].weight.detach().numpy().astype(np.float64))           # (in, out)
+    A = np.abs(xs).astype(np.float64) @ W
+    a, bb = np.exp(-1e-3 / tau_m), np.exp(-1e-3 / tau_s)
+    extra = np.cumsum(EPS32 * (a / (1 - a) + bb / (1 - bb)) * (np.abs(isyn) + A), axis=0)
+    assert_within(r["1_LIFTorch.v"], mem, membrane_bound(A, 6, mem, isyn) + extra)
+    # the file read as NIR defines it (no --exporter) is another network
+    b2, r2 = _nmc_run(to_nir(net), tmp_path, xs, "1_LIFTorch", dt=1e-3, integrator="exact", reset="subtract")
+    assert not np.array_equal(r2["output"], ys)
+    with pytest.raises(nmc.errors.OptionError, match="--exporter must be one of"):
+        nmc.compile(to_nir(net), target="reference", exporter="keras", fidelity_check=False)
+
+
+def test_norse_export_none_node_is_named():
+    """Norse 1.1.0's to_nir leaves None for nn.Flatten (and pooling): nmc names the node and the
+    fix in one typed error (before: TypeError "vars() argument must have __dict__ attribute")."""
+    norse = pytest.importorskip("norse.torch")
+    net = norse.SequentialState(nn.Conv2d(1, 2, 3, stride=2, padding=1), norse.LIFBoxCell(), nn.Flatten(),
+                                nn.Linear(32, 4), norse.LIFBoxCell())
+    g = norse.to_nir(net, torch.zeros(1, 1, 8, 8))
+    assert g.nodes["2"] is None
+    with pytest.raises(nmc.errors.GraphError, match="not a NIR node.*Norse") as e:
+        nmc.compile(g, target="reference", exporter="norse", fidelity_check=False)
+    assert e.value.node == "2"

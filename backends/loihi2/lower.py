@@ -227,6 +227,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                                             "drop --option vth_mant: the compiler then chooses it")
         bmant, bexp = quantize_bias(B, lim)
         fid["decay_v_rel_error"] = _rel(dv / float(scale), _rate_of(node, dt, integ, n, "v"))
+        fid.update(spike_time_drift(dv, _rate_of(node, dt, integ, n, "v"), float(scale)))
         fid["threshold_unit"] = "per-neuron v_threshold" if spiking else float(unit[0])
         prog.meta["fidelity"][name] = fid
         uniform = lambda a: int(a[0]) if np.all(a == a[0]) else a.astype(np.int32)  # noqa: E731
@@ -313,6 +314,27 @@ def _rate_of(node, dt, integ, n, which):
     tau = getattr(node, "tau", None) if isinstance(node, (nir.LIF, nir.LI)) else node.tau_mem
     tau = np.broadcast_to(np.asarray(tau, float).reshape(-1), (n,))   # per-neuron arrays of any shape
     return dt / tau if integ == "euler" else 1 - np.exp(-dt / tau)
+
+
+def spike_time_drift(dv, rate, scale: float = 4096.0) -> dict:
+    """How far the 12-bit decay moves spike times (a limit of Lava's LIF, not a choice).
+
+    The reference decays by ``1 − rate`` per step, Lava by ``q = 1 − dv/scale`` (``scale``: the
+    numerics' decay scale, 4096 for Lava's 12-bit decays); the gain uses Lava's
+    rate, so every steady state is exact and a membrane rising from its reset value towards it,
+    ``v_k = v_∞·(1 − q^k)``, crosses a threshold the reference crosses after t steps after
+    ``t·ln(1 − rate)/ln(q)`` steps: the drift is ``ε·t`` with ``ε = |ln(1 − rate)/ln(q) − 1|``
+    (up to ``τ/(8192·dt)`` from the ½-LSB rounding of dv). No choice of threshold or gain removes
+    it for every drive. Spike times stay within one step of the reference for inter-spike
+    intervals (or times since the last reset) up to ``1/ε`` steps; longer ones drift ``ε`` per step.
+    Returns ``spike_time_drift_per_step`` (ε, worst neuron) and ``one_step_within_steps``
+    (⌊1/ε⌋, None when ε = 0)."""
+    rate = np.broadcast_to(np.asarray(rate, float), np.shape(dv))
+    q = 1.0 - np.asarray(dv, float) / float(scale)
+    ok = (rate > 0) & (rate < 1) & (q > 0) & (q < 1)
+    eps = float(np.max(np.abs(np.log1p(-rate[ok]) / np.log(q[ok]) - 1.0))) if np.any(ok) else 0.0
+    return {"spike_time_drift_per_step": round(eps, 6),
+            "one_step_within_steps": int(1.0 / eps) if eps > 0 else None}
 
 
 def _rel(a, b):

@@ -28,6 +28,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
             passes: str | None = None, hw: Sequence[str | Path] = (), dump_ir: str | Path | None = None,
             trust_pickle: bool = False, input_shape: Sequence[int] | None = None,
             calibrate: str | Path | dict | None = None, seed: int = 0, tau_scale: float | None = None,
+            exporter: str | None = None,
             fidelity_check: bool = True, strict: bool = False, worst_case: bool = False,
             progress: Callable[[str], None] | None = None, **target_options) -> Bundle:
     """Compile a model (path, nmc Graph, nir.NIRGraph or torch module) for ``target``.
@@ -39,6 +40,9 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     is an .npz (or dict) of inputs used by data-driven passes. ``tau_scale``
     multiplies every time constant (an exporter that wrote them in other units,
     e.g. 1000 for Norse ≤ 1.1.0's ``to_nir``; see docs/exporters.md).
+    ``exporter`` (snntorch|norse|sinabs|rockpool) fills in the options that
+    exporter's NIR convention implies where they are not given (for Rockpool
+    also its dt, read from the file, and its neuron update; docs/exporters.md).
     ``worst_case`` makes the design rules assume every source fires every step
     instead of the activity measured on the calibration data or the synthetic probe.
 
@@ -68,7 +72,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     check_output(output, read, option="-o", kind="dir")
     check_output(dump_ir, read, option="--dump-ir", kind="dir")
     options = {"target": target, "dt": dt, "reset": reset, "integrator": integrator, "seed": seed,
-               "tau_scale": tau_scale, "worst_case": worst_case or None, **target_options}
+               "tau_scale": tau_scale, "exporter": exporter, "worst_case": worst_case or None, **target_options}
     if progress:
         progress("load")
     data = None

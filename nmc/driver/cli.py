@@ -101,13 +101,14 @@ def _parse_shape(text):
 @click.option("--percentile", type=float, help="ONNX models: activation percentile used as each IF threshold [99.9].")
 @click.option("--calibration", type=click.Path(path_type=Path), help="brainscales2: measured per-circuit calibration table (JSON).")
 @click.option("--tau-scale", type=float, help="Multiply every time constant (an exporter that wrote τ in other units; 1000 for Norse <= 1.1.0's to_nir, see docs/exporters.md).")
+@click.option("--exporter", type=click.Choice(["snntorch", "norse", "sinabs", "rockpool"]), help="The framework whose to_nir wrote MODEL: fills in --dt/--reset/--integrator/--tau-scale from its convention where not given (rockpool: dt read from the file, its neuron update rewritten; see docs/exporters.md).")
 @click.option("--strict", is_flag=True, help="Make the fidelity check's findings (dead/saturated layers, low agreement with the float reference) an error.")
 @click.option("--no-fidelity-check", "no_fidelity", is_flag=True, help="Skip the fidelity check (emulator vs float reference on --calibrate data or a synthetic probe; reports/fidelity.json).")
 @click.option("--worst-case", is_flag=True, help="Design rules assume every source fires every step, instead of the activity measured on --calibrate data or the synthetic probe.")
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE", help="Target-specific option (see `nmc targets`).")
 def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_ir, calibrate, input_shape,
-                trust_pickle, seed, timesteps, encoding, percentile, calibration, tau_scale, strict, no_fidelity,
-                worst_case, extra):
+                trust_pickle, seed, timesteps, encoding, percentile, calibration, tau_scale, exporter, strict,
+                no_fidelity, worst_case, extra):
     """Compile MODEL (.nir/.h5, .pt/.pt2, .onnx) into a bundle for a target.
 
     \b
@@ -146,7 +147,7 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
         b = api.compile(model, target=target, output=output, dt=dt, reset=reset, integrator=integrator,
                         passes=passes, hw=hw, dump_ir=dump_ir, calibrate=calibrate,
                         input_shape=_parse_shape(input_shape), trust_pickle=trust_pickle, seed=seed,
-                        tau_scale=tau_scale, strict=strict, fidelity_check=not no_fidelity, worst_case=worst_case,
+                        tau_scale=tau_scale, exporter=exporter, strict=strict, fidelity_check=not no_fidelity, worst_case=worst_case,
                         progress=progress, **extra_opts)
     fid = b.report("fidelity")
     if fid is not None:

@@ -19,7 +19,10 @@ report gives:
 * spike-count agreement per layer between device and reference
   (1 − Σ|n_dev − n_ref| / Σ max(n_dev, n_ref) over neurons), class agreement
   per output (argmax of the summed output per sample), and the membrane error
-  (mean |v_dev − v_ref| in units of the layer's threshold) where both record v.
+  (mean |v_dev − v_ref| in units of the layer's threshold) where both record v;
+* per layer, where the lowering states it (loihi2's 12-bit decay), ``timing``:
+  how far spike times drift from the reference per step of an inter-spike
+  interval, and the longest interval that stays within one step.
 
 A finding below :data:`THRESHOLDS` is a warning (printed by the CLI); with
 ``strict`` it is a :class:`~nmc.errors.FidelityError`. ``fidelity_check=False``
@@ -172,6 +175,7 @@ def check(graph, program, backend, target: str, data: dict | None, seed: int) ->
         e: dict = {"type": type(node).__name__, "neurons": int(np.prod(graph.shape_out(n))),
                    "input_mean_abs": _r(np.mean(np.abs(x))), "gain_per_step": _r(gain),
                    "drive_per_step": _r(np.mean(np.abs(x)) * gain), "threshold": _r(thr)}
+        e.update(_timing(program, n))
         if f"{n}.v" in ref and thr > 0:
             e["peak_v_over_threshold"] = _r(np.max(ref[f"{n}.v"]) / thr)
         if spiking:
@@ -208,6 +212,25 @@ def check(graph, program, backend, target: str, data: dict | None, seed: int) ->
                                                            f"{entry[k]:.1%} on the {desc['source']} (below {lim:.0%})"})
     report["findings"] = [_text(f) for f in findings]
     return report, findings
+
+
+#: Per-layer numerics a lowering reports in ``program.meta["fidelity"]`` that bound spike timing.
+TIMING_KEYS = ("spike_time_drift_per_step", "one_step_within_steps")
+
+
+def _timing(program, n: str) -> dict:
+    """The target's bound on spike-time drift against the reference, where its lowering states one
+    (loihi2: the 12-bit decay, :func:`nmc.backends.loihi2.lower.spike_time_drift`): ``timing`` =
+    drift per step of an inter-spike interval, and the longest interval that stays within one step."""
+    num = ((getattr(program, "meta", None) or {}).get("fidelity") or {}).get(n) or {}
+    if not any(k in num for k in TIMING_KEYS):
+        return {}
+    eps, horizon = num.get("spike_time_drift_per_step", 0.0), num.get("one_step_within_steps")
+    note = ("spike times match the reference's decay exactly" if not eps else
+            f"the decay the target realises differs from the reference's: an interval of t steps (to the first "
+            f"spike, or between spikes) comes out within ⌈{eps:.3g}·t⌉ steps of the reference's: within one "
+            f"step for t ≤ {horizon}")
+    return {"timing": {"drift_per_step": eps, "one_step_within_steps": horizon, "note": note}}
 
 
 def _is_egru(node) -> bool:

@@ -70,6 +70,22 @@ def _dense_params(g: Graph) -> Graph:
     return g
 
 
+def _check_nir_nodes(g: nir.NIRGraph, prefix: str = "") -> None:
+    """Every node of an in-memory NIR graph is a NIR node (exporters leave ``None`` for modules they
+    cannot convert: Norse ≤ 1.1.0's to_nir does so for nn.Flatten and pooling layers)."""
+    from nmc.errors import GraphError
+
+    for name, node in g.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            _check_nir_nodes(node, f"{prefix}{name}.")
+        elif not isinstance(node, nir.NIRNode):
+            raise GraphError(f"node is {type(node).__name__}, not a NIR node: the exporter could not convert "
+                             "that module (Norse <= 1.1.0's to_nir leaves None for nn.Flatten, pooling and any "
+                             "module it does not know)", node=f"{prefix}{name}",
+                             hint="export without that module (e.g. a strided conv instead of pooling), or "
+                                  "compile the PyTorch module itself (nmc's torch frontend reads it)")
+
+
 def load_model(model: Any, *, trust_pickle: bool = False, input_shape=None, data: dict | None = None,
                options: dict | None = None) -> tuple[Graph, dict]:
     """Load ``model`` into a Graph. ``data`` (calibration inputs) and ``options``
@@ -93,6 +109,7 @@ def _load(model: Any, *, trust_pickle: bool, input_shape, data: dict | None,
     if isinstance(model, Graph):
         return _dense_params(model.copy()), {"kind": "graph"}
     if isinstance(model, nir.NIRGraph):
+        _check_nir_nodes(model)
         return _dense_params(Graph.from_nir(model)), {"kind": "nir-object"}
     if isinstance(model, (str, Path)):
         p = Path(model)
