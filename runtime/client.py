@@ -1,7 +1,9 @@
 """``nmc.connect``: a client for ``nmc serve`` with the local Session's interface.
 
-``Client(host, port, token=None, device=None, window=None)`` connects, says
-HELLO (with the token) and OPENs a session; then, like
+``Client(host, port, token=None, device=None, window=None, model=None,
+model_version=None)`` connects, says HELLO (with the token and, for a model
+repository server, the model's name and version: null picks the only model /
+the newest version) and OPENs a session; then, like
 :class:`~nmc.runtime.session.Session`:
 
 * ``step(events)`` sends one window and waits for its output events;
@@ -16,8 +18,10 @@ HELLO (with the token) and OPENs a session; then, like
 ``counters`` holds the client's own ``sent`` (input events written) and
 ``received`` (output events read); at close they equal the server's
 ``received`` and ``sent``. Server-side errors raise
-:class:`~nmc.errors.DeviceError` with the server's one-line message (a server
-at its connection limit answers "server busy": retry later); a server speaking
+:class:`~nmc.errors.DeviceError` with the server's one-line message; a busy
+server (at its connection limit, or no free device and a full wait queue)
+raises :class:`~nmc.errors.ServerBusyError`, whose ``retry_after`` says how
+many seconds to wait before retrying (None: unknown); a server speaking
 another protocol version raises :class:`~nmc.runtime.protocol.VersionMismatch`.
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from nmc.errors import DeviceError, EventFormatError, NmcError, OptionError
+from nmc.errors import DeviceError, EventFormatError, NmcError, OptionError, ServerBusyError
 
 from . import events as ev
 from . import protocol as P
@@ -37,7 +41,8 @@ from .session import IOMap, check_dense_inputs, dense_windows
 
 class Client:
     def __init__(self, host: str, port: int, token: str | None = None, device: str | None = None,
-                 window: int | None = None, timeout: float = 60.0):
+                 window: int | None = None, timeout: float = 60.0, model: str | None = None,
+                 model_version: int | None = None):
         if isinstance(port, bool) or not isinstance(port, (int, np.integer, str)) or not str(port).isdigit() \
                 or not 1 <= int(port) <= 65535:
             raise OptionError(f"port must be an integer from 1 to 65535, got {port!r}", limit="1..65535", actual=port,
@@ -50,10 +55,14 @@ class Client:
         self.closed = False
         self.counters = {"sent": 0, "received": 0, "windows": 0}
         try:
-            self._send(P.HELLO, P.json_payload({"version": P.VERSION, "token": token}))
+            req = {"version": P.VERSION, "token": token}
+            if model is not None or model_version is not None:  # absent for a single-bundle server (as before)
+                req.update(model=model, model_version=model_version)
+            self._send(P.HELLO, P.json_payload(req))
             hello = P.parse_json(self._expect(P.HELLO)[1])
             P.check_version(hello, side="client")
             self.target, self.devices = hello.get("target"), hello.get("devices")
+            self.model, self.model_version = hello.get("model"), hello.get("model_version")
             self._send(P.OPEN, P.json_payload({"device": device, "window": window}))
             info = P.parse_json(self._expect(P.OPEN)[1])
             self.io = IOMap({k: tuple(v) for k, v in info["input_shapes"].items()},
@@ -81,6 +90,10 @@ class Client:
             raise DeviceError(f"connection to the server lost ({e})") from None
         if ft == P.ERROR:
             code, msg = P.parse_error(payload)
+            if code == P.E_BUSY:
+                raise ServerBusyError(f"server error {code} ({P.ERROR_NAMES[code]}): {msg}",
+                                      retry_after=seq / 1000 if seq else None,
+                                      hint="retry after the time the server names, or ask for another device")
             raise DeviceError(f"server error {code} ({P.ERROR_NAMES.get(code, '?')}): {msg}")
         return ft, flags, payload, seq
 
@@ -240,6 +253,9 @@ class Client:
 
 
 def connect(host: str, port: int, token: str | None = None, device: str | None = None,
-            window: int | None = None, timeout: float = 60.0) -> Client:
-    """``nmc.connect``: a :class:`Client` session on an ``nmc serve`` server."""
-    return Client(host, port, token=token, device=device, window=window, timeout=timeout)
+            window: int | None = None, timeout: float = 60.0, model: str | None = None,
+            model_version: int | None = None) -> Client:
+    """``nmc.connect``: a :class:`Client` session on an ``nmc serve`` server (``model``,
+    ``model_version``: which model of a repository server)."""
+    return Client(host, port, token=token, device=device, window=window, timeout=timeout, model=model,
+                  model_version=model_version)

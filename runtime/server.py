@@ -63,9 +63,13 @@ import socketserver
 import threading
 import time
 
+from pathlib import Path
+
 import numpy as np
 
-from nmc.errors import EventFormatError, NmcError, OptionError
+from dataclasses import dataclass, field
+
+from nmc.errors import EventFormatError, NmcError, OptionError, ServerBusyError
 
 from . import protocol as P
 from .session import Session
@@ -99,6 +103,8 @@ class _Violation(EventFormatError):
 
 
 def _code(e: Exception) -> int:
+    if isinstance(e, ServerBusyError):
+        return P.E_BUSY
     if isinstance(e, P.VersionMismatch):
         return P.E_VERSION
     if isinstance(e, P.FrameTooBig):
@@ -162,13 +168,13 @@ class _Conn:
         d["transport"] = dict(self.transport, stall_s=round(self.transport["stall_s"], 6))
         return P.json_payload(d)
 
-    def fail(self, code: int, msg: str) -> None:
+    def fail(self, code: int, msg: str, seq: int = 0) -> None:
         """ERROR frame, then a clean close: stop writing, drain what the peer already
         sent (briefly) so the close does not reset the connection and destroy the
-        ERROR frame before the peer reads it."""
+        ERROR frame before the peer reads it. ``seq``: E_BUSY's retry-after in ms."""
         self.stop.set()
         try:
-            self.send(P.ERROR, P.error_payload(code, msg))
+            self.send(P.ERROR, P.error_payload(code, msg), seq)
             self.sock.shutdown(socket.SHUT_WR)
             self.sock.settimeout(0.1)
             deadline = time.monotonic() + 0.5
@@ -233,25 +239,26 @@ class _Conn:
         if srv.token is not None and not hmac.compare_digest((token or "").encode("utf8", "surrogatepass"),
                                                             srv.token.encode("utf8", "surrogatepass")):
             raise PermissionError("wrong or missing token")
-        b, io = srv.bundle, srv.io
+        m = srv.model_for(hello)
+        b, io = m.bundle, m.io
         self.send(P.HELLO, P.json_payload({"version": P.VERSION, "target": b.target, "devices": list(b.backend.devices),
-                                           "default_device": srv.device or b.backend.default_device,
-                                           "window": srv.window, **io}))
+                                           "default_device": m.device or b.backend.default_device,
+                                           "window": m.window, "model": m.name, "model_version": m.version, **io}))
         ft, _, payload, _ = P.read_frame(self.sock, P.PRE_AUTH_MAX_PAYLOAD)
         if ft != P.OPEN:
             raise _Violation(f"expected OPEN, got {P.NAMES[ft]}")
         req = P.parse_json(payload)
-        device = P.opt_str(req, "device") or srv.device or b.backend.default_device
-        window = P.opt_int(req, "window") or srv.window
-        if srv.device is not None and device != srv.device:
-            raise _Violation(f"this server serves device '{srv.device}' only, not '{device}'")
+        device = P.opt_str(req, "device") or m.device or b.backend.default_device
+        window = P.opt_int(req, "window") or m.window
+        if m.device is not None and device != m.device:
+            raise _Violation(f"this server serves device '{m.device}' only, not '{device}'")
         if device not in b.backend.devices:
             raise _Violation(f"target '{b.target}' has no device '{device}' (devices: {', '.join(b.backend.devices)})")
         cells = window * sum(int(np.prod(s)) for d in io.values() for s in d.values())
         if cells > srv.max_window_cells:
             raise _Violation(f"window of {window} steps needs {cells} dense cells, over this server's limit of "
                              f"{srv.max_window_cells}; use a smaller window", limit=srv.max_window_cells, actual=cells)
-        self.session = srv.session_factory(b, device, window)
+        self.session = srv.open_session(m, device, window)
         s = self.session
         self.sock.settimeout(srv.idle_timeout)  # the handshake is over: from now on, the idle timeout
         self.send(P.OPEN, P.json_payload({
@@ -322,6 +329,8 @@ class _Handler(socketserver.BaseRequestHandler):
             conn.serve()
         except PermissionError as e:
             conn.fail(P.E_AUTH, str(e))
+        except ServerBusyError as e:  # no free device and the wait queue full: retry after the time it names
+            conn.fail(P.E_BUSY, e.one_line(), int(round(1000 * (e.retry_after or 0))))
         except (ConnectionError, TimeoutError) as e:
             srv._log(f"{conn.peer}: disconnected ({type(e).__name__}: {e})")
         except Exception as e:  # every failure of one connection ends that connection only
@@ -357,6 +366,34 @@ def client_key(ip: str) -> str:
     return str(a)
 
 
+@dataclass
+class ServedModel:
+    """One model a server serves: its bundle, name and version, io map (read once, in
+    the main thread), the device it is fixed to (None: the client chooses) and the
+    default window. ``extra`` holds what a repository server keeps per model."""
+
+    name: str
+    version: int
+    bundle: object
+    device: str | None = None
+    window: int = 1
+    io: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, bundle, name: str, version: int = 1, device: str | None = None, window: int = 1) -> "ServedModel":
+        g = bundle.graph
+        io = {"inputs": {k: list(g.shape_out(k)) for k in g.inputs},
+              "outputs": {k: list(g.shape_in(k)) for k in g.outputs}}
+        return cls(name, int(version), bundle, device, int(window), io)
+
+
+def bundle_name(bundle) -> str:
+    """A single bundle's model name: its directory's stem (``digits`` for ``digits.nmc``)."""
+    path = getattr(bundle, "path", None)
+    return Path(path).stem if path else "model"
+
+
 def _int_option(name: str, flag: str, v, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
         raise OptionError(f"{name} ({flag}) must be an integer from {lo} to {hi}, got {v!r}", limit=f"{lo}..{hi}",
@@ -387,7 +424,8 @@ class SessionServer(socketserver.ThreadingTCPServer):
                  device: str | None = None, window: int = 1, queue_frames: int = QUEUE_FRAMES,
                  idle_timeout: float = IDLE_TIMEOUT_S, max_window_cells: int = MAX_WINDOW_CELLS,
                  max_connections: int = MAX_CONNECTIONS, max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
-                 max_buffered_bytes: int = MAX_BUFFERED_BYTES, session_factory=None, log=None):
+                 max_buffered_bytes: int = MAX_BUFFERED_BYTES, session_factory=None, log=None,
+                 name: str | None = None):
         port = _int_option("port", "--port", port, 0, 65535)
         queue_frames = _int_option("queue length", "--queue", queue_frames, 1, MAX_QUEUE_FRAMES)
         max_connections = _int_option("connection limit", "--max-connections", max_connections, 1, 1 << 16)
@@ -414,8 +452,8 @@ class SessionServer(socketserver.ThreadingTCPServer):
                               hint=f"devices: {', '.join(bundle.backend.devices)}")
         self.bundle, self.token, self.device, self.window = bundle, token or None, device, window
         # the graph is read here, in the main thread, once: not by the first client's HELLO
-        self.io = {"inputs": {k: list(bundle.graph.shape_out(k)) for k in bundle.graph.inputs},
-                   "outputs": {k: list(bundle.graph.shape_in(k)) for k in bundle.graph.outputs}}
+        self.model = ServedModel.of(bundle, name or bundle_name(bundle), 1, device, window)
+        self.io = self.model.io
         self.queue_frames, self.idle_timeout = queue_frames, idle_timeout
         self.max_window_cells = max_window_cells
         self.max_connections, self.max_connections_per_client = max_connections, max_connections_per_client
@@ -438,6 +476,22 @@ class SessionServer(socketserver.ThreadingTCPServer):
     def _log(self, msg: str) -> None:
         if self.log is not None:
             self.log(msg)
+
+    # ------------------------------------------------- models and sessions
+    def model_for(self, hello: dict) -> ServedModel:
+        """The model a HELLO asks for (``model``, ``model_version``; null: this server's).
+        A repository server (:mod:`nmc.runtime.serve`) overrides this."""
+        name, version = P.opt_str(hello, "model"), P.opt_int(hello, "model_version")
+        m = self.model
+        if (name is not None and name != m.name) or (version is not None and version != m.version):
+            raise _Violation(f"this server serves model '{m.name}' version {m.version} only, not "
+                             f"'{name or m.name}'" + (f" version {version}" if version is not None else ""))
+        return m
+
+    def open_session(self, model: ServedModel, device: str, window: int):
+        """The session of one connection (``session_factory``); a repository server
+        places it on a device of its pool instead."""
+        return self.session_factory(model.bundle, device, window)
 
     # ------------------------------------------------------ connection limits
     @property
