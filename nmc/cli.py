@@ -529,7 +529,7 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 
 
 @main.command("serve")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", metavar="BUNDLE|REPO", type=click.Path(path_type=Path))
 @click.option("--port", "-p", type=int, default=7878, show_default=True, help="TCP port, 0 to 65535 (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs --token (put TLS in front: SECURITY.md).")
 @click.option("--token", help="Secret clients must present (required off loopback).")
@@ -539,9 +539,23 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 @click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Close a connection silent (or not reading its outputs) this many seconds; must be > 0.")
 @click.option("--max-connections", type=int, default=64, show_default=True, help="Connections at once; more are answered 'server busy' and closed.")
 @click.option("--max-connections-per-client", type=int, default=8, show_default=True, help="Connections at once from one client address (<= --max-connections).")
+@click.option("--devices", type=int, default=1, show_default=True, help="Devices per model (and device name); sessions wait in a queue when all are taken.")
+@click.option("--max-batch", type=int, default=1, show_default=True, help="Sessions of one model stepped together in an emulator's batch dimension (dynamic batching); 1: one session per device.")
+@click.option("--batch-wait-ms", type=float, default=2.0, show_default=True, help="With --max-batch > 1: longest wait for the other sessions' windows before a batched step (latency vs throughput).")
+@click.option("--queue-sessions", type=int, default=16, show_default=True, help="Sessions waiting for a device, per model; beyond it clients are told 'busy, retry after N s'.")
+@click.option("--queue-timeout", type=float, default=30.0, show_default=True, help="Longest wait for a device in the queue (seconds), then 'busy, retry after'.")
+@click.option("--poll", type=float, default=0.0, show_default=True, help="Rescan REPO every this many seconds (0: at start and on SIGHUP only).")
 def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_timeout, max_connections,
-              max_connections_per_client):
-    """Serve BUNDLE: clients stream events in and get output events back (one session each).
+              max_connections_per_client, devices, max_batch, batch_wait_ms, queue_sessions, queue_timeout, poll):
+    """Serve BUNDLE, or every bundle of a model repository REPO: clients stream events in
+    and get output events back (one session each).
+
+    \b
+    A repository is a directory of REPO/NAME/VERSION/ bundles (VERSION a positive
+    integer, e.g. `nmc compile model.pt -o REPO/digits/1`); clients pick a model
+    (`nmc stream HOST:PORT --model digits [--model-version 1]`; newest version by
+    default). Models are loaded and unloaded on SIGHUP (and every --poll seconds)
+    without touching the other sessions.
 
     \b
     Example:
@@ -563,9 +577,27 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
     def log(msg):
         err.print(msg, highlight=False, soft_wrap=True, markup=False)
 
-    srv = SessionServer(api.load(bundle), host=host, port=port, token=token, device=device, window=window,
-                        queue_frames=queue_frames, idle_timeout=idle_timeout, max_connections=max_connections,
-                        max_connections_per_client=max_connections_per_client, log=log)
+    common = dict(host=host, port=port, token=token, queue_frames=queue_frames, idle_timeout=idle_timeout,
+                  max_connections=max_connections, max_connections_per_client=max_connections_per_client, log=log)
+    pool = dict(devices=devices, max_batch=max_batch, queue=queue_sessions, queue_timeout=queue_timeout,
+                max_wait=batch_wait_ms / 1000 if isinstance(batch_wait_ms, (int, float)) else batch_wait_ms)
+    is_repo = Path(bundle).is_dir() and not (Path(bundle) / "manifest.json").exists()
+    if not is_repo and pool == dict(devices=1, max_batch=1, queue=16, queue_timeout=30.0, max_wait=0.002):
+        srv = SessionServer(api.load(bundle), device=device, window=window, **common)
+    else:  # a repository, or one bundle served from a device pool
+        from nmc.runtime.serve.repository import ModelRepository
+        from nmc.runtime.serve.server import RepositoryServer
+        from nmc.runtime.server import bundle_name
+
+        repo = ModelRepository(bundle if is_repo else None, device=device, window=window, log=log, **pool)
+        if not is_repo:
+            b = api.load(bundle)
+            repo.add(b, bundle_name(b))
+        srv = RepositoryServer(repo, poll=poll, window=window, **common)
+        if _in_main_thread() and hasattr(signal, "SIGHUP"):
+            import threading
+
+            signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=srv.rescan, daemon=True).start())
     h, p = srv.address
     # one unwrapped line, flushed at once: clients (and tests) read the address from it through a pipe
     out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False, soft_wrap=True, markup=False)
@@ -600,13 +632,16 @@ def _in_main_thread() -> bool:
 @click.option("--device", "-d", help="Device (default: the target's emulator / the server's).")
 @click.option("--token", help="Token for a server that requires one.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Windows per network frame (servers only).")
-def stream_cmd(target_, input_path, output, window, device, token, batch):
+@click.option("--model", help="Model of a repository server (`nmc serve REPO`); default: its only model.")
+@click.option("--model-version", type=int, help="Version of --model (default: the newest).")
+def stream_cmd(target_, input_path, output, window, device, token, batch, model, model_version):
     """Stream a recorded input through a BUNDLE locally, or through a server at HOST:PORT.
 
     \b
     Examples:
       nmc stream digits.nmc --input in.npz -o out.npz --window 4
       nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
+      nmc stream 127.0.0.1:7878 --model digits --model-version 2 --input in.npz
     The output .npz is identical to `nmc run` on the same input (graded outputs travel as float32).
     """
     from nmc.runtime.events import load_inputs_npz, save_npz
@@ -633,7 +668,8 @@ def stream_cmd(target_, input_path, output, window, device, token, batch):
     else:
         from .runtime.client import connect
 
-        with connect(host.strip("[]"), int(port), token=token, device=device, window=window) as c:
+        with connect(host.strip("[]"), int(port), token=token, device=device, window=window, model=model,
+                     model_version=model_version) as c:
             outs = c.run_dense(inputs, batch=batch)
             counters = c.close()
             counters.pop("transport", None)

@@ -447,13 +447,14 @@ class SessionServer(socketserver.ThreadingTCPServer):
                               hint="pass --token SECRET, or bind to 127.0.0.1")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise OptionError(f"window must be an integer >= 1, got {window!r}")
-        if device is not None and device not in bundle.backend.devices:
+        if device is not None and bundle is not None and device not in bundle.backend.devices:
             raise OptionError(f"target '{bundle.target}' has no device '{device}'",
                               hint=f"devices: {', '.join(bundle.backend.devices)}")
         self.bundle, self.token, self.device, self.window = bundle, token or None, device, window
         # the graph is read here, in the main thread, once: not by the first client's HELLO
-        self.model = ServedModel.of(bundle, name or bundle_name(bundle), 1, device, window)
-        self.io = self.model.io
+        # bundle None: a subclass serves several models (nmc.runtime.serve.server.RepositoryServer)
+        self.model = None if bundle is None else ServedModel.of(bundle, name or bundle_name(bundle), 1, device, window)
+        self.io = None if bundle is None else self.model.io
         self.queue_frames, self.idle_timeout = queue_frames, idle_timeout
         self.max_window_cells = max_window_cells
         self.max_connections, self.max_connections_per_client = max_connections, max_connections_per_client

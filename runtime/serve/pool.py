@@ -44,12 +44,24 @@ class _Exclusive:
         self._pool._give_back(self)
 
 
+def check_pool_options(devices: int = 1, max_batch: int = 1, queue: int = 16, queue_timeout: float = 30.0,
+                       max_wait: float = 0.002, **_) -> None:
+    """OptionError naming the ``nmc serve`` option for a bad pool setting."""
+    for flag, v, lo, hi in (("--devices", devices, 1, 1024), ("--max-batch", max_batch, 1, 4096),
+                            ("--queue-sessions", queue, 0, 1 << 16)):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise OptionError(f"{flag} must be an integer from {lo} to {hi}, got {v!r}", limit=f"{lo}..{hi}",
+                              actual=v, hint=f"pass {flag} N with {lo} <= N <= {hi}")
+    for flag, v, lo in (("--queue-timeout", queue_timeout, 0.0), ("--batch-wait-ms", max_wait * 1000, 0.0)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v < 1e6:
+            raise OptionError(f"{flag} must be a number of seconds/ms >= 0, got {v!r}", actual=v,
+                              hint=f"pass {flag} with a value >= 0")
+
+
 class DevicePool:
     def __init__(self, make_device, inputs: dict[str, tuple], devices: int = 1, max_batch: int = 1,
                  queue: int = 16, queue_timeout: float = 30.0, max_wait: float = 0.002, on_step=None):
-        for name, v, lo in (("devices", devices, 1), ("max_batch", max_batch, 1), ("queue", queue, 0)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise OptionError(f"{name} must be an integer >= {lo}, got {v!r}")
+        check_pool_options(devices, max_batch, queue, queue_timeout, max_wait)
         self.make_device, self.inputs = make_device, inputs
         self.n_devices, self.max_batch, self.queue_len = devices, max_batch, queue
         self.queue_timeout, self.max_wait, self.on_step = float(queue_timeout), float(max_wait), on_step
@@ -148,6 +160,12 @@ class DevicePool:
             cap = sum(self._capacity(e) for e in self._devices) + self.max_batch * (self.n_devices - len(self._devices))
             return {"devices": self.n_devices, "sessions": busy, "slots": cap, "waiting": len(self._waiting),
                     "busy_devices": sum(1 for e in self._devices if e["users"])}
+
+    def refuse_new(self) -> None:
+        """Stop placing sessions (server stopping): waiting ones are answered busy at once."""
+        with self.cv:
+            self.closed = True
+            self.cv.notify_all()
 
     @property
     def idle(self) -> bool:
