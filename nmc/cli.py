@@ -531,8 +531,11 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 @main.command("serve")
 @click.argument("bundle", metavar="BUNDLE|REPO", type=click.Path(path_type=Path))
 @click.option("--port", "-p", type=int, default=7878, show_default=True, help="TCP port, 0 to 65535 (0: any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs --token (put TLS in front: SECURITY.md).")
-@click.option("--token", help="Secret clients must present (required off loopback).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs a token (--token-file or $NMC_TOKEN) and should use TLS (SECURITY.md).")
+@click.option("--token", help="Secret clients must present (visible in the process list: prefer --token-file or $NMC_TOKEN).")
+@click.option("--token-file", type=click.Path(path_type=Path), help="TOML file of tenants: [tenants.NAME] token, max_sessions, max_events_per_s.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate (chain): serve over TLS (with --tls-key).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key of --tls-cert.")
 @click.option("--device", "-d", help="Serve only this device of the bundle's target (default: clients choose; the emulator).")
 @click.option("--window", type=int, default=1, show_default=True, help="Default timesteps per window (clients may ask for another).")
 @click.option("--queue", "queue_frames", type=int, default=4, show_default=True, help="Frames read ahead per connection, 1 to 64, before the server stops reading it (back-pressure); never unbounded.")
@@ -545,8 +548,9 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 @click.option("--queue-sessions", type=int, default=16, show_default=True, help="Sessions waiting for a device, per model; beyond it clients are told 'busy, retry after N s'.")
 @click.option("--queue-timeout", type=float, default=30.0, show_default=True, help="Longest wait for a device in the queue (seconds), then 'busy, retry after'.")
 @click.option("--poll", type=float, default=0.0, show_default=True, help="Rescan REPO every this many seconds (0: at start and on SIGHUP only).")
-def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_timeout, max_connections,
-              max_connections_per_client, devices, max_batch, batch_wait_ms, queue_sessions, queue_timeout, poll):
+def serve_cmd(bundle, port, host, token, token_file, tls_cert, tls_key, device, window, queue_frames, idle_timeout,
+              max_connections, max_connections_per_client, devices, max_batch, batch_wait_ms, queue_sessions,
+              queue_timeout, poll):
     """Serve BUNDLE, or every bundle of a model repository REPO: clients stream events in
     and get output events back (one session each).
 
@@ -577,8 +581,16 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
     def log(msg):
         err.print(msg, highlight=False, soft_wrap=True, markup=False)
 
-    common = dict(host=host, port=port, token=token, queue_frames=queue_frames, idle_timeout=idle_timeout,
-                  max_connections=max_connections, max_connections_per_client=max_connections_per_client, log=log)
+    from nmc.runtime.serve.tenants import tenants_from
+
+    tls = None
+    if tls_cert or tls_key:
+        from nmc.runtime.serve.tls import server_context
+
+        tls = server_context(tls_cert, tls_key)
+    common = dict(host=host, port=port, tenants=tenants_from(token, token_file), ssl_context=tls,
+                  queue_frames=queue_frames, idle_timeout=idle_timeout, max_connections=max_connections,
+                  max_connections_per_client=max_connections_per_client, log=log)
     pool = dict(devices=devices, max_batch=max_batch, queue=queue_sessions, queue_timeout=queue_timeout,
                 max_wait=batch_wait_ms / 1000 if isinstance(batch_wait_ms, (int, float)) else batch_wait_ms)
     is_repo = Path(bundle).is_dir() and not (Path(bundle) / "manifest.json").exists()
@@ -630,11 +642,12 @@ def _in_main_thread() -> bool:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
 @click.option("--window", type=int, default=1, show_default=True, help="Timesteps per window.")
 @click.option("--device", "-d", help="Device (default: the target's emulator / the server's).")
-@click.option("--token", help="Token for a server that requires one.")
+@click.option("--token", help="Token for a server that requires one (default: $NMC_TOKEN).")
+@click.option("--tls-ca", type=click.Path(path_type=Path), help="Speak TLS, verifying the server's certificate with this CA file.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Windows per network frame (servers only).")
 @click.option("--model", help="Model of a repository server (`nmc serve REPO`); default: its only model.")
 @click.option("--model-version", type=int, help="Version of --model (default: the newest).")
-def stream_cmd(target_, input_path, output, window, device, token, batch, model, model_version):
+def stream_cmd(target_, input_path, output, window, device, token, tls_ca, batch, model, model_version):
     """Stream a recorded input through a BUNDLE locally, or through a server at HOST:PORT.
 
     \b
@@ -668,8 +681,16 @@ def stream_cmd(target_, input_path, output, window, device, token, batch, model,
     else:
         from .runtime.client import connect
 
+        import os
+
+        tls = None
+        if tls_ca:
+            from .runtime.serve.tls import client_context
+
+            tls = client_context(tls_ca)
+        token = token if token is not None else os.environ.get("NMC_TOKEN") or None
         with connect(host.strip("[]"), int(port), token=token, device=device, window=window, model=model,
-                     model_version=model_version) as c:
+                     model_version=model_version, tls=tls) as c:
             outs = c.run_dense(inputs, batch=batch)
             counters = c.close()
             counters.pop("transport", None)

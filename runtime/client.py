@@ -17,7 +17,8 @@ the newest version) and OPENs a session; then, like
 
 ``counters`` holds the client's own ``sent`` (input events written) and
 ``received`` (output events read); at close they equal the server's
-``received`` and ``sent``. Server-side errors raise
+``received`` and ``sent``. ``tls`` (an ``ssl.SSLContext``) speaks TLS to a server started with
+``--tls-cert``/``--tls-key``. Server-side errors raise
 :class:`~nmc.errors.DeviceError` with the server's one-line message; a busy
 server (at its connection limit, or no free device and a full wait queue)
 raises :class:`~nmc.errors.ServerBusyError`, whose ``retry_after`` says how
@@ -42,7 +43,7 @@ from .session import IOMap, check_dense_inputs, dense_windows
 class Client:
     def __init__(self, host: str, port: int, token: str | None = None, device: str | None = None,
                  window: int | None = None, timeout: float = 60.0, model: str | None = None,
-                 model_version: int | None = None):
+                 model_version: int | None = None, tls=None):
         if isinstance(port, bool) or not isinstance(port, (int, np.integer, str)) or not str(port).isdigit() \
                 or not 1 <= int(port) <= 65535:
             raise OptionError(f"port must be an integer from 1 to 65535, got {port!r}", limit="1..65535", actual=port,
@@ -51,6 +52,13 @@ class Client:
             self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         except (OSError, ValueError) as e:
             raise DeviceError(f"cannot connect to {host}:{port} ({e})", hint="is `nmc serve` running there?") from None
+        if tls is not None:  # an ssl.SSLContext (client side): the server's certificate is verified by it
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+            except (OSError, ValueError) as e:
+                self.sock.close()
+                raise DeviceError(f"TLS handshake with {host}:{port} failed ({e})",
+                                  hint="does the server use TLS (--tls-cert), and does your CA file sign its certificate?") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.closed = False
         self.counters = {"sent": 0, "received": 0, "windows": 0}
@@ -254,8 +262,10 @@ class Client:
 
 def connect(host: str, port: int, token: str | None = None, device: str | None = None,
             window: int | None = None, timeout: float = 60.0, model: str | None = None,
-            model_version: int | None = None) -> Client:
+            model_version: int | None = None, tls=None) -> Client:
     """``nmc.connect``: a :class:`Client` session on an ``nmc serve`` server (``model``,
-    ``model_version``: which model of a repository server)."""
+    ``model_version``: which model of a repository server; ``tls``: an
+    ``ssl.SSLContext`` for a server started with ``--tls-cert``, e.g.
+    ``ssl.create_default_context(cafile=...)``)."""
     return Client(host, port, token=token, device=device, window=window, timeout=timeout, model=model,
-                  model_version=model_version)
+                  model_version=model_version, tls=tls)

@@ -55,7 +55,6 @@ Shutdown
 """
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import queue
 import socket
@@ -72,6 +71,7 @@ from dataclasses import dataclass, field
 from nmc.errors import EventFormatError, NmcError, OptionError, ServerBusyError
 
 from . import protocol as P
+from .serve.tenants import Tenant, authenticate
 from .session import Session
 
 IDLE_TIMEOUT_S = 60.0
@@ -157,6 +157,8 @@ class _Conn:
         self.session: Session | None = None
         self.rd: threading.Thread | None = None
         self.held = 0  # bytes of the server's budget this connection holds (guarded by srv.budget.cv)
+        self.tenant = None  # the token's tenant (nmc.runtime.serve.tenants), when the server has tokens
+        self.tenant_counted = False
 
     # ------------------------------------------------------------------ I/O
     def send(self, ftype, payload=b"", seq=0, flags=0):
@@ -175,7 +177,7 @@ class _Conn:
         self.stop.set()
         try:
             self.send(P.ERROR, P.error_payload(code, msg), seq)
-            self.sock.shutdown(socket.SHUT_WR)
+            _shut(self.sock, socket.SHUT_WR)
             self.sock.settimeout(0.1)
             deadline = time.monotonic() + 0.5
             while time.monotonic() < deadline and self.sock.recv(65536):
@@ -219,6 +221,9 @@ class _Conn:
                 if ft == P.EVENTS:
                     wins = P.unpack_windows(P.recv_exact(self.sock, length), flags, len(in_names), sizes, window)
                     self.transport["windows_in"] += len(wins)
+                    if self.tenant is not None:  # over the tenant's event rate: stop reading a while (back-pressure)
+                        self.transport["stall_s"] += self.tenant.wait_for(sum(len(e) for w in wins for e in w.values()),
+                                                                          self.stop)
                     item = ("events", [{in_names[i]: e for i, e in w.items()} for w in wins], seq, length)
                 else:
                     item = (P.NAMES[ft].lower(), None, seq, 0)
@@ -235,10 +240,10 @@ class _Conn:
             raise _Violation(f"expected HELLO, got {P.NAMES[ft]}")
         hello = P.parse_json(payload)
         P.check_version(hello)
-        token = P.opt_str(hello, "token")
-        if srv.token is not None and not hmac.compare_digest((token or "").encode("utf8", "surrogatepass"),
-                                                            srv.token.encode("utf8", "surrogatepass")):
-            raise PermissionError("wrong or missing token")
+        if srv.tenants is not None:
+            self.tenant = authenticate(srv.tenants, P.opt_str(hello, "token"))
+            if self.tenant is None:
+                raise PermissionError("wrong or missing token")
         m = srv.model_for(hello)
         b, io = m.bundle, m.io
         self.send(P.HELLO, P.json_payload({"version": P.VERSION, "target": b.target, "devices": list(b.backend.devices),
@@ -258,6 +263,9 @@ class _Conn:
         if cells > srv.max_window_cells:
             raise _Violation(f"window of {window} steps needs {cells} dense cells, over this server's limit of "
                              f"{srv.max_window_cells}; use a smaller window", limit=srv.max_window_cells, actual=cells)
+        if self.tenant is not None:
+            self.tenant.open_session()  # ServerBusyError over the tenant's session quota
+            self.tenant_counted = True
         self.session = srv.open_session(m, device, window)
         s = self.session
         self.sock.settimeout(srv.idle_timeout)  # the handshake is over: from now on, the idle timeout
@@ -318,6 +326,12 @@ class _Handler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         sock.settimeout(min(srv.idle_timeout, HANDSHAKE_TIMEOUT_S))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames go out at once (no Nagle delay)
+        if srv.ssl_context is not None:  # the TLS handshake, in this thread, within the handshake time
+            try:
+                sock = srv.ssl_context.wrap_socket(sock, server_side=True)
+            except (OSError, ValueError) as e:
+                srv._log("%s:%s: TLS handshake failed (%s)" % (*self.client_address[:2], e))
+                return
         conn = _Conn(srv, sock, "%s:%s" % self.client_address[:2])
         with srv.lock:
             srv.conns[threading.current_thread()] = conn
@@ -345,11 +359,22 @@ class _Handler(socketserver.BaseRequestHandler):
             if conn.rd is not None:
                 conn.rd.join(2.0)
             srv.budget.release(conn, conn.held)  # frames read but never answered
+            if conn.tenant_counted:
+                conn.tenant.close_session()
             if conn.session is not None:
                 conn.session.close()
                 srv.closed_sessions.append(dict(conn.session.counters.as_dict(), transport=dict(conn.transport)))
             with srv.lock:
                 srv.conns.pop(threading.current_thread(), None)
+            if sock is not self.request:  # the TLS socket (socketserver closes only the plain one, now detached)
+                sock.close()
+
+
+def _shut(sock: socket.socket, how: int) -> None:
+    """Shut a socket's direction down; on a TLS socket the plain socket's own shutdown,
+    which keeps the TLS session (SSLSocket.shutdown drops it, so later frames would go
+    out unencrypted)."""
+    socket.socket.shutdown(sock, how)
 
 
 def client_key(ip: str) -> str:
@@ -425,7 +450,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
                  idle_timeout: float = IDLE_TIMEOUT_S, max_window_cells: int = MAX_WINDOW_CELLS,
                  max_connections: int = MAX_CONNECTIONS, max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
                  max_buffered_bytes: int = MAX_BUFFERED_BYTES, session_factory=None, log=None,
-                 name: str | None = None):
+                 name: str | None = None, tenants: dict | None = None, ssl_context=None):
         port = _int_option("port", "--port", port, 0, 65535)
         queue_frames = _int_option("queue length", "--queue", queue_frames, 1, MAX_QUEUE_FRAMES)
         max_connections = _int_option("connection limit", "--max-connections", max_connections, 1, 1 << 16)
@@ -442,15 +467,19 @@ class SessionServer(socketserver.ThreadingTCPServer):
             raise OptionError(f"idle timeout (--idle-timeout) must be a number of seconds > 0, got {idle_timeout!r}",
                               limit="> 0 and < 1e7", actual=idle_timeout,
                               hint="pass --idle-timeout 60 (a connection silent that long is closed)")
-        if not is_loopback(host) and not token:
+        if tenants is None and token:
+            tenants = {"default": Tenant("default", token)}
+        if not is_loopback(host) and not tenants:
             raise OptionError(f"listening on {host} (not loopback) requires a token that clients must present",
-                              hint="pass --token SECRET, or bind to 127.0.0.1")
+                              hint="pass --token-file FILE (or set NMC_TOKEN), or bind to 127.0.0.1")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise OptionError(f"window must be an integer >= 1, got {window!r}")
         if device is not None and bundle is not None and device not in bundle.backend.devices:
             raise OptionError(f"target '{bundle.target}' has no device '{device}'",
                               hint=f"devices: {', '.join(bundle.backend.devices)}")
         self.bundle, self.token, self.device, self.window = bundle, token or None, device, window
+        self.tenants = tenants or None  # {name: Tenant}; None: no token asked
+        self.ssl_context = ssl_context  # TLS on every connection (ssl.SSLContext, server side)
         # the graph is read here, in the main thread, once: not by the first client's HELLO
         # bundle None: a subclass serves several models (nmc.runtime.serve.server.RepositoryServer)
         self.model = None if bundle is None else ServedModel.of(bundle, name or bundle_name(bundle), 1, device, window)
@@ -543,6 +572,9 @@ class SessionServer(socketserver.ThreadingTCPServer):
         is closed by :meth:`service_actions` once the client has read it (or after a
         short linger), so that the close does not reset the connection over the frame."""
         self._log(f"refused a connection: {msg}")
+        if self.ssl_context is not None:  # no TLS handshake here (it would block the accept loop): just close
+            sock.close()
+            return
         try:
             sock.setblocking(False)
             sock.send(P.frame(P.ERROR, P.error_payload(P.E_BUSY, msg)))
@@ -614,7 +646,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
             conns = dict(self.conns)
         for c in conns.values():
             try:
-                c.sock.shutdown(socket.SHUT_RD)  # the reader sees EOF; queued windows still get answered
+                _shut(c.sock, socket.SHUT_RD)  # the reader sees EOF; queued windows still get answered
             except OSError:
                 pass
         deadline = time.monotonic() + timeout
