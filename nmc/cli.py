@@ -548,9 +548,13 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 @click.option("--queue-sessions", type=int, default=16, show_default=True, help="Sessions waiting for a device, per model; beyond it clients are told 'busy, retry after N s'.")
 @click.option("--queue-timeout", type=float, default=30.0, show_default=True, help="Longest wait for a device in the queue (seconds), then 'busy, retry after'.")
 @click.option("--poll", type=float, default=0.0, show_default=True, help="Rescan REPO every this many seconds (0: at start and on SIGHUP only).")
+@click.option("--http-port", type=int, help="Serve /metrics (Prometheus), /healthz and /readyz on this HTTP port (0: any free port).")
+@click.option("--http-host", default="127.0.0.1", show_default=True, help="Address of the --http-port endpoint.")
+@click.option("--log-format", default="text", show_default=True, help="text, or json: one JSON object per log line on stderr.")
+@click.option("--drain-timeout", type=float, default=5.0, show_default=True, help="On SIGTERM/Ctrl-C: seconds to finish the windows already received before cutting connections.")
 def serve_cmd(bundle, port, host, token, token_file, tls_cert, tls_key, device, window, queue_frames, idle_timeout,
               max_connections, max_connections_per_client, devices, max_batch, batch_wait_ms, queue_sessions,
-              queue_timeout, poll):
+              queue_timeout, poll, http_port, http_host, log_format, drain_timeout):
     """Serve BUNDLE, or every bundle of a model repository REPO: clients stream events in
     and get output events back (one session each).
 
@@ -566,6 +570,8 @@ def serve_cmd(bundle, port, host, token, token_file, tls_cert, tls_key, device, 
       nmc serve digits.nmc --port 7878
       nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
     Ctrl-C (or SIGTERM) stops gracefully: queued windows are answered, each client gets its counters.
+    Operations: --http-port serves /metrics (Prometheus), /healthz, /readyz; --log-format json;
+    tenants and quotas from --token-file (or one token from $NMC_TOKEN); TLS with --tls-cert/--tls-key.
 
     \b
     Limits (SECURITY.md): HELLO/OPEN frames before the token is checked may be
@@ -575,14 +581,18 @@ def serve_cmd(bundle, port, host, token, token_file, tls_cert, tls_key, device, 
     """
     import signal
 
-    from . import api
-    from nmc.runtime.server import SessionServer
+    from .errors import OptionError
 
     def log(msg):
         err.print(msg, highlight=False, soft_wrap=True, markup=False)
 
+    from nmc.runtime.serve.server import build_server, json_log
     from nmc.runtime.serve.tenants import tenants_from
 
+    if log_format not in ("text", "json"):
+        raise OptionError(f"--log-format must be text or json, got {log_format!r}")
+    if log_format == "json":
+        log = json_log(err.file)
     tls = None
     if tls_cert or tls_key:
         from nmc.runtime.serve.tls import server_context
@@ -593,26 +603,20 @@ def serve_cmd(bundle, port, host, token, token_file, tls_cert, tls_key, device, 
                   max_connections_per_client=max_connections_per_client, log=log)
     pool = dict(devices=devices, max_batch=max_batch, queue=queue_sessions, queue_timeout=queue_timeout,
                 max_wait=batch_wait_ms / 1000 if isinstance(batch_wait_ms, (int, float)) else batch_wait_ms)
-    is_repo = Path(bundle).is_dir() and not (Path(bundle) / "manifest.json").exists()
-    if not is_repo and pool == dict(devices=1, max_batch=1, queue=16, queue_timeout=30.0, max_wait=0.002):
-        srv = SessionServer(api.load(bundle), device=device, window=window, **common)
-    else:  # a repository, or one bundle served from a device pool
-        from nmc.runtime.serve.repository import ModelRepository
-        from nmc.runtime.serve.server import RepositoryServer
-        from nmc.runtime.server import bundle_name
+    srv = build_server(bundle, device=device, window=window, poll=poll, pool=pool, **common)
+    if _in_main_thread() and hasattr(signal, "SIGHUP") and hasattr(srv, "rescan"):
+        import threading
 
-        repo = ModelRepository(bundle if is_repo else None, device=device, window=window, log=log, **pool)
-        if not is_repo:
-            b = api.load(bundle)
-            repo.add(b, bundle_name(b))
-        srv = RepositoryServer(repo, poll=poll, window=window, **common)
-        if _in_main_thread() and hasattr(signal, "SIGHUP"):
-            import threading
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=srv.rescan, daemon=True).start())
+    ops = None
+    if http_port is not None:
+        from nmc.runtime.serve.http import OpsEndpoint
 
-            signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=srv.rescan, daemon=True).start())
+        ops = OpsEndpoint(srv, http_host, http_port).start()
     h, p = srv.address
     # one unwrapped line, flushed at once: clients (and tests) read the address from it through a pipe
-    out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False, soft_wrap=True, markup=False)
+    extra = f"; metrics, /healthz, /readyz on http://{ops.address[0]}:{ops.address[1]}" if ops else ""
+    out.print(f"serving {bundle} on {h}:{p}{extra} (Ctrl-C to stop)", highlight=False, soft_wrap=True, markup=False)
     out.file.flush()
 
     def _term(*_):
@@ -622,9 +626,11 @@ def serve_cmd(bundle, port, host, token, token_file, tls_cert, tls_key, device, 
     try:
         srv.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
-        err.print("stopping: answering queued windows, closing sessions", highlight=False)
+        log("stopping: answering queued windows, closing sessions")
     finally:
-        srv.stop()
+        srv.stop(drain_timeout)
+        if ops is not None:
+            ops.stop()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
 

@@ -157,6 +157,7 @@ class _Conn:
         self.session: Session | None = None
         self.rd: threading.Thread | None = None
         self.held = 0  # bytes of the server's budget this connection holds (guarded by srv.budget.cv)
+        self.model: ServedModel | None = None
         self.tenant = None  # the token's tenant (nmc.runtime.serve.tenants), when the server has tokens
         self.tenant_counted = False
 
@@ -244,7 +245,7 @@ class _Conn:
             self.tenant = authenticate(srv.tenants, P.opt_str(hello, "token"))
             if self.tenant is None:
                 raise PermissionError("wrong or missing token")
-        m = srv.model_for(hello)
+        m = self.model = srv.model_for(hello)
         b, io = m.bundle, m.io
         self.send(P.HELLO, P.json_payload({"version": P.VERSION, "target": b.target, "devices": list(b.backend.devices),
                                            "default_device": m.device or b.backend.default_device,
@@ -292,7 +293,11 @@ class _Conn:
             if kind == "events":
                 tables = []
                 for w in data:
+                    t0 = time.perf_counter()
                     out = self.session.step(w)
+                    self.srv.observe_window(self.model, sum(len(e) for e in w.values()),
+                                            sum(len(e) for e in out.values()), self.session.window,
+                                            time.perf_counter() - t0)
                     tables.append(P.pack_table([(i, out[k], bool(len(out[k]) and (out[k]["v"] != 1).any()))
                                                 for i, k in enumerate(out_names)]))
                 del data
@@ -480,6 +485,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
         self.bundle, self.token, self.device, self.window = bundle, token or None, device, window
         self.tenants = tenants or None  # {name: Tenant}; None: no token asked
         self.ssl_context = ssl_context  # TLS on every connection (ssl.SSLContext, server side)
+        self.metrics = None  # a nmc.runtime.serve.metrics.Metrics, set by whoever exposes them
         # the graph is read here, in the main thread, once: not by the first client's HELLO
         # bundle None: a subclass serves several models (nmc.runtime.serve.server.RepositoryServer)
         self.model = None if bundle is None else ServedModel.of(bundle, name or bundle_name(bundle), 1, device, window)
@@ -517,6 +523,11 @@ class SessionServer(socketserver.ThreadingTCPServer):
             raise _Violation(f"this server serves model '{m.name}' version {m.version} only, not "
                              f"'{name or m.name}'" + (f" version {version}" if version is not None else ""))
         return m
+
+    def observe_window(self, model: ServedModel, events_in: int, events_out: int, steps: int, seconds: float) -> None:
+        """Called after each window a session steps (``metrics``: nmc.runtime.serve.metrics)."""
+        if self.metrics is not None:
+            self.metrics.window(model, events_in, events_out, steps, seconds)
 
     def open_session(self, model: ServedModel, device: str, window: int):
         """The session of one connection (``session_factory``); a repository server
@@ -615,6 +626,16 @@ class SessionServer(socketserver.ThreadingTCPServer):
     @property
     def address(self) -> tuple[str, int]:
         return self.server_address[0], self.server_address[1]
+
+    @property
+    def healthy(self) -> bool:
+        """The accept loop is up (liveness)."""
+        return self._serving
+
+    @property
+    def ready(self) -> bool:
+        """New sessions are taken: serving and not stopping (readiness)."""
+        return self._serving and not self.stopping
 
     @property
     def active_sessions(self) -> int:

@@ -44,6 +44,10 @@ class _Exclusive:
         self._pool._give_back(self)
 
 
+#: pool settings of ``nmc serve`` when none is given: one session per device, as a plain server
+DEFAULTS = dict(devices=1, max_batch=1, queue=16, queue_timeout=30.0, max_wait=0.002)
+
+
 def check_pool_options(devices: int = 1, max_batch: int = 1, queue: int = 16, queue_timeout: float = 30.0,
                        max_wait: float = 0.002, **_) -> None:
     """OptionError naming the ``nmc serve`` option for a bad pool setting."""

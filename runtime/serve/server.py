@@ -45,6 +45,11 @@ class RepositoryServer(SessionServer):
         self._poller: threading.Thread | None = None
         repo.scan()
 
+    @property
+    def ready(self) -> bool:
+        """Serving, not draining, and at least one model loaded."""
+        return super().ready and bool(self.repo.models)
+
     def rescan(self) -> dict:
         """Load new or changed versions, unload removed ones (module docstring)."""
         return self.repo.scan()
@@ -90,3 +95,46 @@ class RepositoryServer(SessionServer):
         self.repo.refuse_new()
         super().stop(timeout)
         self.repo.close()
+
+
+def build_server(path, *, device=None, window: int = 1, poll: float = 0.0, pool: dict | None = None,
+                 log=None, **server_options) -> SessionServer:
+    """The server ``nmc serve PATH`` runs: a :class:`SessionServer` for one bundle with
+    the default pool settings (one device per connection, as always), else a
+    :class:`RepositoryServer` over the repository PATH (or over PATH as a one-model
+    repository, for ``--devices``/``--max-batch`` on a single bundle)."""
+    from pathlib import Path
+
+    from nmc import api
+
+    from ..server import bundle_name
+    from .pool import DEFAULTS
+
+    pool = dict(DEFAULTS, **(pool or {}))
+    p = Path(path)
+    is_repo = p.is_dir() and not (p / "manifest.json").exists()
+    if not is_repo and pool == DEFAULTS:
+        return SessionServer(api.load(p), device=device, window=window, log=log, **server_options)
+    repo = ModelRepository(p if is_repo else None, device=device, window=window, log=log, **pool)
+    if not is_repo:
+        b = api.load(p)
+        repo.add(b, bundle_name(b))
+    return RepositoryServer(repo, poll=poll, window=window, log=log, **server_options)
+
+
+def json_log(stream):
+    """A log function writing one JSON object per line (``--log-format json``):
+    ``{"time": ISO 8601 UTC, "level": "info", "logger": "nmc.serve", "msg": ...}``."""
+    import datetime
+    import json
+
+    lock = threading.Lock()
+
+    def log(msg: str) -> None:
+        rec = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+               "level": "info", "logger": "nmc.serve", "msg": str(msg)}
+        with lock:
+            stream.write(json.dumps(rec) + "\n")
+            stream.flush()
+
+    return log
