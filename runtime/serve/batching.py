@@ -71,6 +71,39 @@ def _put(tree, saved, b: int, axis: int) -> None:
         tree[idx] = saved
 
 
+def _copy(tree):
+    if isinstance(tree, dict):
+        return {k: _copy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_copy(v) for v in tree]
+    return np.array(tree, copy=True)
+
+
+def _put_rows(tree, saved, rows: np.ndarray, axis: int) -> None:
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            _put_rows(v, saved[k], rows, axis)
+    elif isinstance(tree, (list, tuple)):
+        for v, s in zip(tree, saved):
+            _put_rows(v, s, rows, axis)
+    else:
+        idx = (slice(None),) * axis + (rows,)
+        tree[idx] = saved[idx]
+
+
+def snapshot(device) -> dict:
+    """A copy of the whole batched streaming state (every row)."""
+    return {p: _copy(_resolve(device, p)) for p in device.batch_slots}
+
+
+def restore_rows(device, snap: dict, rows) -> None:
+    """Write rows ``rows`` of a :func:`snapshot` back (one array operation per state array)."""
+    rows = np.asarray(sorted(rows), dtype=np.intp)
+    if len(rows):
+        for p, ax in device.batch_slots.items():
+            _put_rows(_resolve(device, p), snap[p], rows, ax)
+
+
 def get_slot(device, b: int) -> dict:
     """A copy of batch row ``b`` of the device's streaming state."""
     return {p: _take(_resolve(device, p), b, ax) for p, ax in device.batch_slots.items()}
@@ -178,29 +211,26 @@ class BatchedDevice:
     def _step(self, ready: dict[int, dict]) -> None:
         t0 = time.perf_counter()
         held = [b for b, o in enumerate(self.owner) if o is not None and b not in ready]
-        saved = {b: get_slot(self.device, b) for b in held}
+        before = snapshot(self.device)  # for the held rows, and for a retry (one copy of each state array)
         try:
             out = self._advance(ready)
             for b in ready:
                 self.results[b] = {k: v[:, b:b + 1] for k, v in out.items()}
         except Exception:
             # a bad window fails the whole batch: step the windows one by one from the
-            # saved rows, so that only the bad one gets the error
-            before = {b: s for b, s in self._before.items()}
-            for b, s in before.items():
-                set_slot(self.device, b, s)
+            # rows as they were, so that only the bad one gets the error
+            restore_rows(self.device, before, ready)
             for b in ready:
-                others = {c: get_slot(self.device, c) for c in ready if c != b}
+                mid = snapshot(self.device)
                 try:
                     out = self._advance({b: ready[b]})
                     self.results[b] = {k: v[:, b:b + 1] for k, v in out.items()}
+                    restore_rows(self.device, mid, [c for c in ready if c != b])
                 except Exception as e:
-                    set_slot(self.device, b, before[b])
+                    restore_rows(self.device, mid, ready)
                     self.results[b] = e
-                for c, s in others.items():
-                    set_slot(self.device, c, s)
-        for b, s in saved.items():
-            set_slot(self.device, b, s)
+        if held:
+            restore_rows(self.device, before, held)
         self.steps += 1
         self.batched_windows += len(ready)
         if self.on_step is not None:
@@ -211,7 +241,6 @@ class BatchedDevice:
         if len(n) != 1:
             raise DeviceError(f"windows of different lengths {sorted(n)} in one batch step")
         n = n.pop()
-        self._before = {b: get_slot(self.device, b) for b in ready}
         x = {k: np.zeros((n, self.slots, *shp)) for k, shp in self.shapes.items()}
         for b, inp in ready.items():
             for k, v in inp.items():

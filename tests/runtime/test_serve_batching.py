@@ -102,3 +102,46 @@ def test_devices_whose_rows_are_not_independent_are_not_batched():
     lease = pool.lease(2)
     assert lease.__class__.__name__ == "_Exclusive"
     pool.close()
+
+
+def test_a_bad_window_fails_only_its_own_session():
+    """A window the device refuses (graded values into a binary-spike program) fails its
+    session's step only; the other sessions of the same batch step get their own rows."""
+    from nmc.errors import ShapeError
+    from nmc.runtime import events as ev
+
+    b = nmc.compile(ff_lif(), target="spinnaker2", dt=1e-3, integrator="euler", reset="zero")
+    xs = [_input(ff_lif, 12, seed=s) for s in range(2)]
+    want = [_alone(b, x, 3, {}) for x in xs]
+    pool = DevicePool(lambda: b.device(), {"input": (8,)}, devices=1, max_batch=3, max_wait=5.0)
+    sessions = [Session(LeasedBundle(b, pool.lease(3)), window=3) for _ in range(3)]
+    from nmc.runtime.session import dense_windows
+
+    wins = [list(dense_windows({"input": x}, 3)) for x in xs]
+    bad = ev.events([0], [1], [2.5])
+    outs = [[], []]
+    errors = []
+
+    def go(i, k):
+        try:
+            if i == 2:
+                sessions[2].step(bad)
+            else:
+                outs[i].append(sessions[i].step(wins[i][k])["output"])
+        except ShapeError as e:
+            errors.append((i, e))
+
+    for k in range(4):  # every step holds all three windows (max_wait is long): one batch each
+        ts = [threading.Thread(target=go, args=(i, k)) for i in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+    assert [i for i, _ in errors] == [2] * 4
+    for i in range(2):
+        got = ev.to_dense(ev.concat(outs[i], 3), 12, b.graph.shape_in("output"))
+        np.testing.assert_array_equal(got, want[i][:12])
+    assert sessions[2].counters.rejected == 4 and sessions[2].counters.reconciled()
+    for s in sessions:
+        s.close()
+    pool.close()
