@@ -97,8 +97,8 @@ def _one(repo, addr_proc, clients, windows, window, seed=0):
 def run(quick: bool = False, log=print) -> dict:
     import nmc
 
-    windows, window = (5, 10) if quick else (20, 10)
-    wait_ms = 2.0
+    windows, window = (4, 20) if quick else (10, 20)
+    wait_ms = 5.0
     rows = []
     with tempfile.TemporaryDirectory(prefix="nmc-bench-serve-") as tmp:
         repo = Path(tmp) / "repo"

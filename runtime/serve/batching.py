@@ -8,9 +8,12 @@ streaming :class:`~nmc.backends.base.Device` of batch 1 to the session:
 worker thread steps the device when every occupied slot has a window waiting,
 or ``max_wait`` seconds after the first window arrived (the latency/throughput
 trade-off: 0 steps whatever is there at once). Slots with a session but no
-window in that step are *held*: their state is saved before the step and
-written back after it, so a session's state only moves with its own windows.
-Free slots run on zero input and are reset when a session takes them.
+window in that step are *held*: a session's state only moves with its own
+windows.
+Only the rows with a window are stepped: their state is taken out as a
+smaller batch, advanced and written back, so a step costs what its windows
+cost, and held or free rows are untouched. A free slot is reset when a
+session takes it.
 
 Results are bit for bit those of the session running alone (batch 1): the
 emulators' batch rows are independent (every operation is row-wise), which
@@ -19,8 +22,10 @@ sessions joining and leaving at different times.
 
 The device-side hook is one attribute, ``batch_slots``: ``{path: batch axis}``
 naming where the device keeps its streaming state (``path`` is an attribute,
-then dict keys, separated by dots), or ``None`` when its batch rows are not
-independent (a shared step counter, one noise generator for the whole batch).
+then dict keys, separated by dots; the device's ``batch`` attribute is its
+current number of rows, as ``reset(batch)`` sets it), or ``None`` when its
+batch rows are not independent (a shared step counter, one noise generator for
+the whole batch).
 A device without it is not batched: the pool gives it one session at a time.
 """
 from __future__ import annotations
@@ -71,37 +76,36 @@ def _put(tree, saved, b: int, axis: int) -> None:
         tree[idx] = saved
 
 
-def _copy(tree):
+def _rows(tree, rows: np.ndarray, axis: int):
+    """A copy of batch rows ``rows`` of a state tree."""
     if isinstance(tree, dict):
-        return {k: _copy(v) for k, v in tree.items()}
+        return {k: _rows(v, rows, axis) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return [_copy(v) for v in tree]
-    return np.array(tree, copy=True)
+        return [_rows(v, rows, axis) for v in tree]
+    return np.take(tree, rows, axis=axis)
 
 
-def _put_rows(tree, saved, rows: np.ndarray, axis: int) -> None:
+def _put_rows(tree, sub, rows: np.ndarray, axis: int) -> None:
+    """Write a sub-batch tree (from :func:`_rows`, then stepped) back into rows ``rows``."""
     if isinstance(tree, dict):
         for k, v in tree.items():
-            _put_rows(v, saved[k], rows, axis)
+            _put_rows(v, sub[k], rows, axis)
     elif isinstance(tree, (list, tuple)):
-        for v, s in zip(tree, saved):
+        for v, s in zip(tree, sub):
             _put_rows(v, s, rows, axis)
     else:
-        idx = (slice(None),) * axis + (rows,)
-        tree[idx] = saved[idx]
+        tree[(slice(None),) * axis + (rows,)] = sub
 
 
-def snapshot(device) -> dict:
-    """A copy of the whole batched streaming state (every row)."""
-    return {p: _copy(_resolve(device, p)) for p in device.batch_slots}
-
-
-def restore_rows(device, snap: dict, rows) -> None:
-    """Write rows ``rows`` of a :func:`snapshot` back (one array operation per state array)."""
-    rows = np.asarray(sorted(rows), dtype=np.intp)
-    if len(rows):
-        for p, ax in device.batch_slots.items():
-            _put_rows(_resolve(device, p), snap[p], rows, ax)
+def _assign(device, path: str, tree) -> None:
+    head, *keys = path.split(".")
+    if not keys:
+        setattr(device, head, tree)
+        return
+    obj = getattr(device, head)
+    for k in keys[:-1]:
+        obj = obj[k]
+    obj[keys[-1]] = tree
 
 
 def get_slot(device, b: int) -> dict:
@@ -210,42 +214,50 @@ class BatchedDevice:
 
     def _step(self, ready: dict[int, dict]) -> None:
         t0 = time.perf_counter()
-        held = [b for b, o in enumerate(self.owner) if o is not None and b not in ready]
-        before = snapshot(self.device)  # for the held rows, and for a retry (one copy of each state array)
         try:
-            out = self._advance(ready)
-            for b in ready:
-                self.results[b] = {k: v[:, b:b + 1] for k, v in out.items()}
+            self.results.update(self._advance(ready))
         except Exception:
-            # a bad window fails the whole batch: step the windows one by one from the
-            # rows as they were, so that only the bad one gets the error
-            restore_rows(self.device, before, ready)
+            # a bad window fails the whole batch (whose rows are left as they were): step the
+            # windows one by one, so that only the bad one gets the error
             for b in ready:
-                mid = snapshot(self.device)
                 try:
-                    out = self._advance({b: ready[b]})
-                    self.results[b] = {k: v[:, b:b + 1] for k, v in out.items()}
-                    restore_rows(self.device, mid, [c for c in ready if c != b])
+                    self.results.update(self._advance({b: ready[b]}))
                 except Exception as e:
-                    restore_rows(self.device, mid, ready)
                     self.results[b] = e
-        if held:
-            restore_rows(self.device, before, held)
         self.steps += 1
         self.batched_windows += len(ready)
         if self.on_step is not None:
             self.on_step(len(ready), time.perf_counter() - t0)
 
-    def _advance(self, ready: dict[int, dict]) -> dict[str, np.ndarray]:
+    def _advance(self, ready: dict[int, dict]) -> dict[int, dict]:
+        """Step the rows ``ready`` only: their state is taken out as a batch of
+        len(ready) rows, advanced, and written back; the other rows (held sessions,
+        free slots) are not touched and cost nothing. On an error every row is left
+        as it was. Returns ``{row: outputs (n, 1, ...)}``."""
         n = {int(np.shape(v)[0]) for x in ready.values() for v in x.values()}
         if len(n) != 1:
             raise DeviceError(f"windows of different lengths {sorted(n)} in one batch step")
         n = n.pop()
-        x = {k: np.zeros((n, self.slots, *shp)) for k, shp in self.shapes.items()}
-        for b, inp in ready.items():
-            for k, v in inp.items():
-                x[k][:, b] = v[:, 0]
-        return self.device.advance(x)
+        order = sorted(ready)
+        rows = np.asarray(order, dtype=np.intp)
+        x = {k: np.zeros((n, len(order), *shp)) for k, shp in self.shapes.items()}
+        for j, b in enumerate(order):
+            for k, v in ready[b].items():
+                x[k][:, j] = v[:, 0]
+        dev, axes = self.device, self.device.batch_slots
+        full = {p: _resolve(dev, p) for p in axes}
+        for p, ax in axes.items():
+            _assign(dev, p, _rows(full[p], rows, ax))
+        dev.batch = len(order)
+        try:
+            out = dev.advance(x)
+            for p, ax in axes.items():
+                _put_rows(full[p], _resolve(dev, p), rows, ax)
+        finally:
+            for p in axes:
+                _assign(dev, p, full[p])
+            dev.batch = self.slots
+        return {b: {k: v[:, j:j + 1] for k, v in out.items()} for j, b in enumerate(order)}
 
 
 class SlotDevice(Device):
