@@ -2,7 +2,7 @@
 devices, a bounded wait queue, and "busy, retry after" when it is full.
 
 A :class:`DevicePool` serves one model on one device name (e.g. a bundle's
-``emulator``). It holds ``devices`` devices; each takes one session at a time,
+``emulator``). It holds ``devices`` devices (built at its first session); each takes one session at a time,
 or with dynamic batching (``max_batch`` > 1, devices that declare
 ``batch_slots``) up to ``max_batch`` sessions of the same window length in its
 batch slots (:mod:`.batching`). :meth:`DevicePool.lease` places a session:
@@ -90,14 +90,14 @@ class DevicePool:
         return e["dev"].slots if isinstance(e["dev"], BatchedDevice) else 1
 
     def _place(self, window: int):
+        while len(self._devices) < self.n_devices:  # all N devices at the first session: none is built mid-load
+            self._build()
         same = [e for e in self._devices if e["users"] and e["window"] == window and e["users"] < self._capacity(e)]
         idle = [e for e in self._devices if not e["users"]]
         if same:
             e = same[0]
         elif idle:
             e = idle[0]
-        elif len(self._devices) < self.n_devices:
-            e = self._build()
         else:
             return None
         e["users"] += 1
