@@ -148,6 +148,15 @@ class DeviceError(NmcError):
     """A device could not run the program (missing vendor package, no board, failed run)."""
 
 
+class ServerBusyError(DeviceError):
+    """A server (``nmc serve``) has no free device and its wait queue is full, or is at its
+    connection limit: ``retry_after`` says after how many seconds to try again (None: unknown)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
 class DistributedError(NmcError):
     """The distributed engine (Ray, the ``distributed`` extra) is missing, cannot start or join a
     cluster, or a sweep/fit/sharded evaluation cannot go on."""

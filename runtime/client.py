@@ -1,7 +1,9 @@
 """``nmc.connect``: a client for ``nmc serve`` with the local Session's interface.
 
-``Client(host, port, token=None, device=None, window=None)`` connects, says
-HELLO (with the token) and OPENs a session; then, like
+``Client(host, port, token=None, device=None, window=None, model=None,
+model_version=None)`` connects, says HELLO (with the token and, for a model
+repository server, the model's name and version: null picks the only model /
+the newest version) and OPENs a session; then, like
 :class:`~nmc.runtime.session.Session`:
 
 * ``step(events)`` sends one window and waits for its output events;
@@ -15,9 +17,12 @@ HELLO (with the token) and OPENs a session; then, like
 
 ``counters`` holds the client's own ``sent`` (input events written) and
 ``received`` (output events read); at close they equal the server's
-``received`` and ``sent``. Server-side errors raise
-:class:`~nmc.errors.DeviceError` with the server's one-line message (a server
-at its connection limit answers "server busy": retry later); a server speaking
+``received`` and ``sent``. ``tls`` (an ``ssl.SSLContext``) speaks TLS to a server started with
+``--tls-cert``/``--tls-key``. Server-side errors raise
+:class:`~nmc.errors.DeviceError` with the server's one-line message; a busy
+server (at its connection limit, or no free device and a full wait queue)
+raises :class:`~nmc.errors.ServerBusyError`, whose ``retry_after`` says how
+many seconds to wait before retrying (None: unknown); a server speaking
 another protocol version raises :class:`~nmc.runtime.protocol.VersionMismatch`.
 """
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from nmc.errors import DeviceError, EventFormatError, NmcError, OptionError
+from nmc.errors import DeviceError, EventFormatError, NmcError, OptionError, ServerBusyError
 
 from . import events as ev
 from . import protocol as P
@@ -39,7 +44,8 @@ from .session import dense_windows
 
 class Client:
     def __init__(self, host: str, port: int, token: str | None = None, device: str | None = None,
-                 window: int | None = None, timeout: float = 60.0):
+                 window: int | None = None, timeout: float = 60.0, model: str | None = None,
+                 model_version: int | None = None, tls=None):
         if isinstance(port, bool) or not isinstance(port, (int, np.integer, str)) or not str(port).isdigit() \
                 or not 1 <= int(port) <= 65535:
             raise OptionError(f"port must be an integer from 1 to 65535, got {port!r}", limit="1..65535", actual=port,
@@ -48,14 +54,25 @@ class Client:
             self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         except (OSError, ValueError) as e:
             raise DeviceError(f"cannot connect to {host}:{port} ({e})", hint="is `nmc serve` running there?") from None
+        if tls is not None:  # an ssl.SSLContext (client side): the server's certificate is verified by it
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+            except (OSError, ValueError) as e:
+                self.sock.close()
+                raise DeviceError(f"TLS handshake with {host}:{port} failed ({e})",
+                                  hint="does the server use TLS (--tls-cert), and does your CA file sign its certificate?") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.closed = False
         self.counters = {"sent": 0, "received": 0, "windows": 0}
         try:
-            self._send(P.HELLO, P.json_payload({"version": P.VERSION, "token": token}))
+            req = {"version": P.VERSION, "token": token}
+            if model is not None or model_version is not None:  # absent for a single-bundle server (as before)
+                req.update(model=model, model_version=model_version)
+            self._send(P.HELLO, P.json_payload(req))
             hello = P.parse_json(self._expect(P.HELLO)[1])
             P.check_version(hello, side="client")
             self.target, self.devices = hello.get("target"), hello.get("devices")
+            self.model, self.model_version = hello.get("model"), hello.get("model_version")
             self._send(P.OPEN, P.json_payload({"device": device, "window": window}))
             info = P.parse_json(self._expect(P.OPEN)[1])
             self.io = IOMap.of_shapes({k: tuple(v) for k, v in info["input_shapes"].items()},
@@ -83,6 +100,10 @@ class Client:
             raise DeviceError(f"connection to the server lost ({e})") from None
         if ft == P.ERROR:
             code, msg = P.parse_error(payload)
+            if code == P.E_BUSY:
+                raise ServerBusyError(f"server error {code} ({P.ERROR_NAMES[code]}): {msg}",
+                                      retry_after=seq / 1000 if seq else None,
+                                      hint="retry after the time the server names, or ask for another device")
             raise DeviceError(f"server error {code} ({P.ERROR_NAMES.get(code, '?')}): {msg}")
         return ft, flags, payload, seq
 
@@ -242,6 +263,11 @@ class Client:
 
 
 def connect(host: str, port: int, token: str | None = None, device: str | None = None,
-            window: int | None = None, timeout: float = 60.0) -> Client:
-    """``nmc.connect``: a :class:`Client` session on an ``nmc serve`` server."""
-    return Client(host, port, token=token, device=device, window=window, timeout=timeout)
+            window: int | None = None, timeout: float = 60.0, model: str | None = None,
+            model_version: int | None = None, tls=None) -> Client:
+    """``nmc.connect``: a :class:`Client` session on an ``nmc serve`` server (``model``,
+    ``model_version``: which model of a repository server; ``tls``: an
+    ``ssl.SSLContext`` for a server started with ``--tls-cert``, e.g.
+    ``ssl.create_default_context(cafile=...)``)."""
+    return Client(host, port, token=token, device=device, window=window, timeout=timeout, model=model,
+                  model_version=model_version, tls=tls)

@@ -13,14 +13,19 @@ bytes::
     8       u32   length   payload bytes, at most MAX_PAYLOAD (16 MiB); before the token is
                            checked (HELLO, OPEN) at most PRE_AUTH_MAX_PAYLOAD (4 KiB): a larger
                            declared length is refused from the header, before anything is allocated
-    12      u32   seq      EVENTS/OUTPUT: number of the (first) window; else 0
+    12      u32   seq      EVENTS/OUTPUT: number of the (first) window; ERROR E_BUSY: retry
+                           after this many milliseconds (0: unknown); else 0
 
 Frame types (C = client → server, S = server → client)::
 
-    1 HELLO   C: JSON {"version": 1, "token": str|null}   first frame of a connection; a
-              "version" other than the server's is refused (ERROR E_VERSION naming both)
+    1 HELLO   C: JSON {"version": 1, "token": str|null, "model": str|null, "model_version": int|null}
+              first frame of a connection; a "version" other than the server's is refused
+              (ERROR E_VERSION naming both). "model"/"model_version" pick a model of a
+              repository server (null: its only model / the newest version); a
+              single-bundle server refuses a "model" other than its own name
               S: JSON {"version", "target", "devices", "default_device", "window",
-                       "inputs": {name: shape}, "outputs": {name: shape}}
+                       "inputs": {name: shape}, "outputs": {name: shape},
+                       "model": str, "model_version": int}
     2 OPEN    C: JSON {"device": str|null, "window": int|null}   opens the session
               S: JSON {"device", "window", "inputs": {name: size}, "outputs": {name: size},
                        "input_shapes": {name: shape}, "output_shapes": {name: shape}}
@@ -30,7 +35,9 @@ Frame types (C = client → server, S = server → client)::
     6 STATS   C: empty request; S: JSON counters, answered in order after the
               OUTPUT of every window sent before it
     7 ERROR   either: u16 code + UTF-8 message; the sender closes the connection after it
-              (codes: ERROR_NAMES; E_BUSY: the server is at its connection limit, retry later)
+              (codes: ERROR_NAMES; E_BUSY: the server is at its connection limit, or has no
+              free device and a full wait queue; the header's seq is then the time to wait
+              before retrying in milliseconds, 0 when unknown)
     8 CLOSE   C: empty; end of session (answered by the final STATS, then the server closes)
 
 A conversation::

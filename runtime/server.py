@@ -55,7 +55,6 @@ Shutdown
 """
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import queue
 import socket
@@ -63,11 +62,16 @@ import socketserver
 import threading
 import time
 
+from pathlib import Path
+
 import numpy as np
 
-from nmc.errors import EventFormatError, NmcError, OptionError
+from dataclasses import dataclass, field
+
+from nmc.errors import EventFormatError, NmcError, OptionError, ServerBusyError
 
 from . import protocol as P
+from .serve.tenants import Tenant, authenticate
 from .session import Session
 
 IDLE_TIMEOUT_S = 60.0
@@ -99,6 +103,8 @@ class _Violation(EventFormatError):
 
 
 def _code(e: Exception) -> int:
+    if isinstance(e, ServerBusyError):
+        return P.E_BUSY
     if isinstance(e, P.VersionMismatch):
         return P.E_VERSION
     if isinstance(e, P.FrameTooBig):
@@ -151,6 +157,9 @@ class _Conn:
         self.session: Session | None = None
         self.rd: threading.Thread | None = None
         self.held = 0  # bytes of the server's budget this connection holds (guarded by srv.budget.cv)
+        self.model: ServedModel | None = None
+        self.tenant = None  # the token's tenant (nmc.runtime.serve.tenants), when the server has tokens
+        self.tenant_counted = False
 
     # ------------------------------------------------------------------ I/O
     def send(self, ftype, payload=b"", seq=0, flags=0):
@@ -162,14 +171,14 @@ class _Conn:
         d["transport"] = dict(self.transport, stall_s=round(self.transport["stall_s"], 6))
         return P.json_payload(d)
 
-    def fail(self, code: int, msg: str) -> None:
+    def fail(self, code: int, msg: str, seq: int = 0) -> None:
         """ERROR frame, then a clean close: stop writing, drain what the peer already
         sent (briefly) so the close does not reset the connection and destroy the
-        ERROR frame before the peer reads it."""
+        ERROR frame before the peer reads it. ``seq``: E_BUSY's retry-after in ms."""
         self.stop.set()
         try:
-            self.send(P.ERROR, P.error_payload(code, msg))
-            self.sock.shutdown(socket.SHUT_WR)
+            self.send(P.ERROR, P.error_payload(code, msg), seq)
+            _shut(self.sock, socket.SHUT_WR)
             self.sock.settimeout(0.1)
             deadline = time.monotonic() + 0.5
             while time.monotonic() < deadline and self.sock.recv(65536):
@@ -213,6 +222,9 @@ class _Conn:
                 if ft == P.EVENTS:
                     wins = P.unpack_windows(P.recv_exact(self.sock, length), flags, len(in_names), sizes, window)
                     self.transport["windows_in"] += len(wins)
+                    if self.tenant is not None:  # over the tenant's event rate: stop reading a while (back-pressure)
+                        self.transport["stall_s"] += self.tenant.wait_for(sum(len(e) for w in wins for e in w.values()),
+                                                                          self.stop)
                     item = ("events", [{in_names[i]: e for i, e in w.items()} for w in wins], seq, length)
                 else:
                     item = (P.NAMES[ft].lower(), None, seq, 0)
@@ -229,29 +241,33 @@ class _Conn:
             raise _Violation(f"expected HELLO, got {P.NAMES[ft]}")
         hello = P.parse_json(payload)
         P.check_version(hello)
-        token = P.opt_str(hello, "token")
-        if srv.token is not None and not hmac.compare_digest((token or "").encode("utf8", "surrogatepass"),
-                                                            srv.token.encode("utf8", "surrogatepass")):
-            raise PermissionError("wrong or missing token")
-        b, io = srv.bundle, srv.io
+        if srv.tenants is not None:
+            self.tenant = authenticate(srv.tenants, P.opt_str(hello, "token"))
+            if self.tenant is None:
+                raise PermissionError("wrong or missing token")
+        m = self.model = srv.model_for(hello)
+        b, io = m.bundle, m.io
         self.send(P.HELLO, P.json_payload({"version": P.VERSION, "target": b.target, "devices": list(b.backend.devices),
-                                           "default_device": srv.device or b.backend.default_device,
-                                           "window": srv.window, **io}))
+                                           "default_device": m.device or b.backend.default_device,
+                                           "window": m.window, "model": m.name, "model_version": m.version, **io}))
         ft, _, payload, _ = P.read_frame(self.sock, P.PRE_AUTH_MAX_PAYLOAD)
         if ft != P.OPEN:
             raise _Violation(f"expected OPEN, got {P.NAMES[ft]}")
         req = P.parse_json(payload)
-        device = P.opt_str(req, "device") or srv.device or b.backend.default_device
-        window = P.opt_int(req, "window") or srv.window
-        if srv.device is not None and device != srv.device:
-            raise _Violation(f"this server serves device '{srv.device}' only, not '{device}'")
+        device = P.opt_str(req, "device") or m.device or b.backend.default_device
+        window = P.opt_int(req, "window") or m.window
+        if m.device is not None and device != m.device:
+            raise _Violation(f"this server serves device '{m.device}' only, not '{device}'")
         if device not in b.backend.devices:
             raise _Violation(f"target '{b.target}' has no device '{device}' (devices: {', '.join(b.backend.devices)})")
         cells = window * sum(int(np.prod(s)) for d in io.values() for s in d.values())
         if cells > srv.max_window_cells:
             raise _Violation(f"window of {window} steps needs {cells} dense cells, over this server's limit of "
                              f"{srv.max_window_cells}; use a smaller window", limit=srv.max_window_cells, actual=cells)
-        self.session = srv.session_factory(b, device, window)
+        if self.tenant is not None:
+            self.tenant.open_session()  # ServerBusyError over the tenant's session quota
+            self.tenant_counted = True
+        self.session = srv.open_session(m, device, window)
         s = self.session
         self.sock.settimeout(srv.idle_timeout)  # the handshake is over: from now on, the idle timeout
         self.send(P.OPEN, P.json_payload({
@@ -277,7 +293,11 @@ class _Conn:
             if kind == "events":
                 tables = []
                 for w in data:
+                    t0 = time.perf_counter()
                     out = self.session.step(w)
+                    self.srv.observe_window(self.model, sum(len(e) for e in w.values()),
+                                            sum(len(e) for e in out.values()), self.session.window,
+                                            time.perf_counter() - t0)
                     tables.append(P.pack_table([(i, out[k], bool(len(out[k]) and (out[k]["v"] != 1).any()))
                                                 for i, k in enumerate(out_names)]))
                 del data
@@ -311,6 +331,12 @@ class _Handler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         sock.settimeout(min(srv.idle_timeout, HANDSHAKE_TIMEOUT_S))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames go out at once (no Nagle delay)
+        if srv.ssl_context is not None:  # the TLS handshake, in this thread, within the handshake time
+            try:
+                sock = srv.ssl_context.wrap_socket(sock, server_side=True)
+            except (OSError, ValueError) as e:
+                srv._log("%s:%s: TLS handshake failed (%s)" % (*self.client_address[:2], e))
+                return
         conn = _Conn(srv, sock, "%s:%s" % self.client_address[:2])
         with srv.lock:
             srv.conns[threading.current_thread()] = conn
@@ -322,6 +348,8 @@ class _Handler(socketserver.BaseRequestHandler):
             conn.serve()
         except PermissionError as e:
             conn.fail(P.E_AUTH, str(e))
+        except ServerBusyError as e:  # no free device and the wait queue full: retry after the time it names
+            conn.fail(P.E_BUSY, e.one_line(), int(round(1000 * (e.retry_after or 0))))
         except (ConnectionError, TimeoutError) as e:
             srv._log(f"{conn.peer}: disconnected ({type(e).__name__}: {e})")
         except Exception as e:  # every failure of one connection ends that connection only
@@ -336,11 +364,22 @@ class _Handler(socketserver.BaseRequestHandler):
             if conn.rd is not None:
                 conn.rd.join(2.0)
             srv.budget.release(conn, conn.held)  # frames read but never answered
+            if conn.tenant_counted:
+                conn.tenant.close_session()
             if conn.session is not None:
                 conn.session.close()
                 srv.closed_sessions.append(dict(conn.session.counters.as_dict(), transport=dict(conn.transport)))
             with srv.lock:
                 srv.conns.pop(threading.current_thread(), None)
+            if sock is not self.request:  # the TLS socket (socketserver closes only the plain one, now detached)
+                sock.close()
+
+
+def _shut(sock: socket.socket, how: int) -> None:
+    """Shut a socket's direction down; on a TLS socket the plain socket's own shutdown,
+    which keeps the TLS session (SSLSocket.shutdown drops it, so later frames would go
+    out unencrypted)."""
+    socket.socket.shutdown(sock, how)
 
 
 def client_key(ip: str) -> str:
@@ -355,6 +394,34 @@ def client_key(ip: str) -> str:
             return str(a.ipv4_mapped)
         return str(ipaddress.ip_network(f"{a}/64", strict=False))
     return str(a)
+
+
+@dataclass
+class ServedModel:
+    """One model a server serves: its bundle, name and version, io map (read once, in
+    the main thread), the device it is fixed to (None: the client chooses) and the
+    default window. ``extra`` holds what a repository server keeps per model."""
+
+    name: str
+    version: int
+    bundle: object
+    device: str | None = None
+    window: int = 1
+    io: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, bundle, name: str, version: int = 1, device: str | None = None, window: int = 1) -> "ServedModel":
+        g = bundle.graph
+        io = {"inputs": {k: list(g.shape_out(k)) for k in g.inputs},
+              "outputs": {k: list(g.shape_in(k)) for k in g.outputs}}
+        return cls(name, int(version), bundle, device, int(window), io)
+
+
+def bundle_name(bundle) -> str:
+    """A single bundle's model name: its directory's stem (``digits`` for ``digits.nmc``)."""
+    path = getattr(bundle, "path", None)
+    return Path(path).stem if path else "model"
 
 
 def _int_option(name: str, flag: str, v, lo: int, hi: int) -> int:
@@ -387,7 +454,8 @@ class SessionServer(socketserver.ThreadingTCPServer):
                  device: str | None = None, window: int = 1, queue_frames: int = QUEUE_FRAMES,
                  idle_timeout: float = IDLE_TIMEOUT_S, max_window_cells: int = MAX_WINDOW_CELLS,
                  max_connections: int = MAX_CONNECTIONS, max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
-                 max_buffered_bytes: int = MAX_BUFFERED_BYTES, session_factory=None, log=None):
+                 max_buffered_bytes: int = MAX_BUFFERED_BYTES, session_factory=None, log=None,
+                 name: str | None = None, tenants: dict | None = None, ssl_context=None):
         port = _int_option("port", "--port", port, 0, 65535)
         queue_frames = _int_option("queue length", "--queue", queue_frames, 1, MAX_QUEUE_FRAMES)
         max_connections = _int_option("connection limit", "--max-connections", max_connections, 1, 1 << 16)
@@ -404,18 +472,24 @@ class SessionServer(socketserver.ThreadingTCPServer):
             raise OptionError(f"idle timeout (--idle-timeout) must be a number of seconds > 0, got {idle_timeout!r}",
                               limit="> 0 and < 1e7", actual=idle_timeout,
                               hint="pass --idle-timeout 60 (a connection silent that long is closed)")
-        if not is_loopback(host) and not token:
+        if tenants is None and token:
+            tenants = {"default": Tenant("default", token)}
+        if not is_loopback(host) and not tenants:
             raise OptionError(f"listening on {host} (not loopback) requires a token that clients must present",
-                              hint="pass --token SECRET, or bind to 127.0.0.1")
+                              hint="pass --token-file FILE (or set NMC_TOKEN), or bind to 127.0.0.1")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise OptionError(f"window must be an integer >= 1, got {window!r}")
-        if device is not None and device not in bundle.backend.devices:
+        if device is not None and bundle is not None and device not in bundle.backend.devices:
             raise OptionError(f"target '{bundle.target}' has no device '{device}'",
                               hint=f"devices: {', '.join(bundle.backend.devices)}")
         self.bundle, self.token, self.device, self.window = bundle, token or None, device, window
+        self.tenants = tenants or None  # {name: Tenant}; None: no token asked
+        self.ssl_context = ssl_context  # TLS on every connection (ssl.SSLContext, server side)
+        self.metrics = None  # a nmc.runtime.serve.metrics.Metrics, set by whoever exposes them
         # the graph is read here, in the main thread, once: not by the first client's HELLO
-        self.io = {"inputs": {k: list(bundle.graph.shape_out(k)) for k in bundle.graph.inputs},
-                   "outputs": {k: list(bundle.graph.shape_in(k)) for k in bundle.graph.outputs}}
+        # bundle None: a subclass serves several models (nmc.runtime.serve.server.RepositoryServer)
+        self.model = None if bundle is None else ServedModel.of(bundle, name or bundle_name(bundle), 1, device, window)
+        self.io = None if bundle is None else self.model.io
         self.queue_frames, self.idle_timeout = queue_frames, idle_timeout
         self.max_window_cells = max_window_cells
         self.max_connections, self.max_connections_per_client = max_connections, max_connections_per_client
@@ -438,6 +512,27 @@ class SessionServer(socketserver.ThreadingTCPServer):
     def _log(self, msg: str) -> None:
         if self.log is not None:
             self.log(msg)
+
+    # ------------------------------------------------- models and sessions
+    def model_for(self, hello: dict) -> ServedModel:
+        """The model a HELLO asks for (``model``, ``model_version``; null: this server's).
+        A repository server (:mod:`nmc.runtime.serve`) overrides this."""
+        name, version = P.opt_str(hello, "model"), P.opt_int(hello, "model_version")
+        m = self.model
+        if (name is not None and name != m.name) or (version is not None and version != m.version):
+            raise _Violation(f"this server serves model '{m.name}' version {m.version} only, not "
+                             f"'{name or m.name}'" + (f" version {version}" if version is not None else ""))
+        return m
+
+    def observe_window(self, model: ServedModel, events_in: int, events_out: int, steps: int, seconds: float) -> None:
+        """Called after each window a session steps (``metrics``: nmc.runtime.serve.metrics)."""
+        if self.metrics is not None:
+            self.metrics.window(model, events_in, events_out, steps, seconds)
+
+    def open_session(self, model: ServedModel, device: str, window: int):
+        """The session of one connection (``session_factory``); a repository server
+        places it on a device of its pool instead."""
+        return self.session_factory(model.bundle, device, window)
 
     # ------------------------------------------------------ connection limits
     @property
@@ -488,6 +583,9 @@ class SessionServer(socketserver.ThreadingTCPServer):
         is closed by :meth:`service_actions` once the client has read it (or after a
         short linger), so that the close does not reset the connection over the frame."""
         self._log(f"refused a connection: {msg}")
+        if self.ssl_context is not None:  # no TLS handshake here (it would block the accept loop): just close
+            sock.close()
+            return
         try:
             sock.setblocking(False)
             sock.send(P.frame(P.ERROR, P.error_payload(P.E_BUSY, msg)))
@@ -530,6 +628,16 @@ class SessionServer(socketserver.ThreadingTCPServer):
         return self.server_address[0], self.server_address[1]
 
     @property
+    def healthy(self) -> bool:
+        """The accept loop is up (liveness)."""
+        return self._serving
+
+    @property
+    def ready(self) -> bool:
+        """New sessions are taken: serving and not stopping (readiness)."""
+        return self._serving and not self.stopping
+
+    @property
     def active_sessions(self) -> int:
         with self.lock:
             return sum(c.session is not None for c in self.conns.values())
@@ -559,7 +667,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
             conns = dict(self.conns)
         for c in conns.values():
             try:
-                c.sock.shutdown(socket.SHUT_RD)  # the reader sees EOF; queued windows still get answered
+                _shut(c.sock, socket.SHUT_RD)  # the reader sees EOF; queued windows still get answered
             except OSError:
                 pass
         deadline = time.monotonic() + timeout

@@ -99,6 +99,13 @@ class BSS2Emulator(Device):
     # so ``advance`` runs the window's steps from the carried state, noise generator included.
     streams = True
 
+    @property
+    def batch_slots(self) -> dict[str, int] | None:
+        """Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``);
+        None with ``noise``: one generator draws for the whole batch, so a row's noise
+        would depend on the other rows."""
+        return None if self.noise else {"_stream.st": 0, "_stream.prev_sub": 1}
+
     def reset(self, batch: int = 1) -> None:
         """Initial state (v at leak, no current, no refractory time; the noise generator
         re-seeded) for ``advance``; ``run`` always starts from it anyway."""

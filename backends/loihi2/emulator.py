@@ -296,6 +296,8 @@ class EmulatorDevice(LaggedStreaming, LoihiDevice):
 
     name = "emulator"
     _stream_state = ("_state",)
+    #: where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``)
+    batch_slots = {"_state": 0}
 
     def _simulate(self, payload, steps, need):
         rec = LoihiEmulator(self.program).run(payload, steps, record=need)

@@ -46,6 +46,15 @@ class S2Emulator(LaggedStreaming, Device):
     name = "emulator"
     _stream_state = ("state", "past", "t")
 
+    @property
+    def batch_slots(self) -> dict[str, int] | None:
+        """Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``);
+        None when a population reads the shared step counter ``t`` (bias sources, EGRU
+        kernels start at their latency tick), since rows joining later would see another t."""
+        if any(p.constant_events or p.model == "egru_kernel" for p in self.p.populations):
+            return None
+        return {"state": 0, "past": 0}
+
     def __init__(self, program: S2Program, curr_exp_order: str | None = None, align: bool = True):
         self.p = self.program = program
         self.order = curr_exp_order or program.curr_exp_order

@@ -508,25 +508,49 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 
 
 @main.command("serve")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", metavar="BUNDLE|REPO", type=click.Path(path_type=Path))
 @click.option("--port", "-p", type=int, default=7878, show_default=True, help="TCP port, 0 to 65535 (0: any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs --token (put TLS in front: SECURITY.md).")
-@click.option("--token", help="Secret clients must present (required off loopback).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; non-loopback needs a token (--token-file or $NMC_TOKEN) and should use TLS (SECURITY.md).")
+@click.option("--token", help="Secret clients must present (visible in the process list: prefer --token-file or $NMC_TOKEN).")
+@click.option("--token-file", type=click.Path(path_type=Path), help="TOML file of tenants: [tenants.NAME] token, max_sessions, max_events_per_s.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate (chain): serve over TLS (with --tls-key).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key of --tls-cert.")
 @click.option("--device", "-d", help="Serve only this device of the bundle's target (default: clients choose; the emulator).")
 @click.option("--window", type=int, default=1, show_default=True, help="Default timesteps per window (clients may ask for another).")
 @click.option("--queue", "queue_frames", type=int, default=4, show_default=True, help="Frames read ahead per connection, 1 to 64, before the server stops reading it (back-pressure); never unbounded.")
 @click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Close a connection silent (or not reading its outputs) this many seconds; must be > 0.")
 @click.option("--max-connections", type=int, default=64, show_default=True, help="Connections at once; more are answered 'server busy' and closed.")
 @click.option("--max-connections-per-client", type=int, default=8, show_default=True, help="Connections at once from one client address (<= --max-connections).")
-def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_timeout, max_connections,
-              max_connections_per_client):
-    """Serve BUNDLE: clients stream events in and get output events back (one session each).
+@click.option("--devices", type=int, default=1, show_default=True, help="Devices per model (and device name); sessions wait in a queue when all are taken.")
+@click.option("--max-batch", type=int, default=1, show_default=True, help="Sessions of one model stepped together in an emulator's batch dimension (dynamic batching); 1: one session per device.")
+@click.option("--batch-wait-ms", type=float, default=2.0, show_default=True, help="With --max-batch > 1: longest wait for the other sessions' windows before a batched step (latency vs throughput).")
+@click.option("--queue-sessions", type=int, default=16, show_default=True, help="Sessions waiting for a device, per model; beyond it clients are told 'busy, retry after N s'.")
+@click.option("--queue-timeout", type=float, default=30.0, show_default=True, help="Longest wait for a device in the queue (seconds), then 'busy, retry after'.")
+@click.option("--poll", type=float, default=0.0, show_default=True, help="Rescan REPO every this many seconds (0: at start and on SIGHUP only).")
+@click.option("--http-port", type=int, help="Serve /metrics (Prometheus), /healthz and /readyz on this HTTP port (0: any free port).")
+@click.option("--http-host", default="127.0.0.1", show_default=True, help="Address of the --http-port endpoint.")
+@click.option("--log-format", default="text", show_default=True, help="text, or json: one JSON object per log line on stderr.")
+@click.option("--drain-timeout", type=float, default=5.0, show_default=True, help="On SIGTERM/Ctrl-C: seconds to finish the windows already received before cutting connections.")
+def serve_cmd(bundle, port, host, token, token_file, tls_cert, tls_key, device, window, queue_frames, idle_timeout,
+              max_connections, max_connections_per_client, devices, max_batch, batch_wait_ms, queue_sessions,
+              queue_timeout, poll, http_port, http_host, log_format, drain_timeout):
+    """Serve BUNDLE, or every bundle of a model repository REPO: clients stream events in
+    and get output events back (one session each).
+
+    \b
+    A repository is a directory of REPO/NAME/VERSION/ bundles (VERSION a positive
+    integer, e.g. `nmc compile model.pt -o REPO/digits/1`); clients pick a model
+    (`nmc stream HOST:PORT --model digits [--model-version 1]`; newest version by
+    default). Models are loaded and unloaded on SIGHUP (and every --poll seconds)
+    without touching the other sessions.
 
     \b
     Example:
       nmc serve digits.nmc --port 7878
       nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
     Ctrl-C (or SIGTERM) stops gracefully: queued windows are answered, each client gets its counters.
+    Operations: --http-port serves /metrics (Prometheus), /healthz, /readyz; --log-format json;
+    tenants and quotas from --token-file (or one token from $NMC_TOKEN); TLS with --tls-cert/--tls-key.
 
     \b
     Limits (SECURITY.md): HELLO/OPEN frames before the token is checked may be
@@ -537,12 +561,37 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
     def log(msg):
         err.print(msg, highlight=False, soft_wrap=True, markup=False)
 
-    srv = SessionServer(api.load(bundle), host=host, port=port, token=token, device=device, window=window,
-                        queue_frames=queue_frames, idle_timeout=idle_timeout, max_connections=max_connections,
-                        max_connections_per_client=max_connections_per_client, log=log)
+    from nmc.runtime.serve.server import build_server, json_log
+    from nmc.runtime.serve.tenants import tenants_from
+
+    if log_format not in ("text", "json"):
+        raise OptionError(f"--log-format must be text or json, got {log_format!r}")
+    if log_format == "json":
+        log = json_log(err.file)
+    tls = None
+    if tls_cert or tls_key:
+        from nmc.runtime.serve.tls import server_context
+
+        tls = server_context(tls_cert, tls_key)
+    common = dict(host=host, port=port, tenants=tenants_from(token, token_file), ssl_context=tls,
+                  queue_frames=queue_frames, idle_timeout=idle_timeout, max_connections=max_connections,
+                  max_connections_per_client=max_connections_per_client, log=log)
+    pool = dict(devices=devices, max_batch=max_batch, queue=queue_sessions, queue_timeout=queue_timeout,
+                max_wait=batch_wait_ms / 1000 if isinstance(batch_wait_ms, (int, float)) else batch_wait_ms)
+    srv = build_server(bundle, device=device, window=window, poll=poll, pool=pool, **common)
+    if _in_main_thread() and hasattr(signal, "SIGHUP") and hasattr(srv, "rescan"):
+        import threading
+
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=srv.rescan, daemon=True).start())
+    ops = None
+    if http_port is not None:
+        from nmc.runtime.serve.http import OpsEndpoint
+
+        ops = OpsEndpoint(srv, http_host, http_port).start()
     h, p = srv.address
     # one unwrapped line, flushed at once: clients (and tests) read the address from it through a pipe
-    out.print(f"serving {bundle} on {h}:{p} (Ctrl-C to stop)", highlight=False, soft_wrap=True, markup=False)
+    extra = f"; metrics, /healthz, /readyz on http://{ops.address[0]}:{ops.address[1]}" if ops else ""
+    out.print(f"serving {bundle} on {h}:{p}{extra} (Ctrl-C to stop)", highlight=False, soft_wrap=True, markup=False)
     out.file.flush()
 
     def _term(*_):
@@ -552,9 +601,11 @@ def serve_cmd(bundle, port, host, token, device, window, queue_frames, idle_time
     try:
         srv.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
-        err.print("stopping: answering queued windows, closing sessions", highlight=False)
+        log("stopping: answering queued windows, closing sessions")
     finally:
-        srv.stop()
+        srv.stop(drain_timeout)
+        if ops is not None:
+            ops.stop()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
 
@@ -570,15 +621,19 @@ def _in_main_thread() -> bool:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
 @click.option("--window", type=int, default=1, show_default=True, help="Timesteps per window.")
 @click.option("--device", "-d", help="Device (default: the target's emulator / the server's).")
-@click.option("--token", help="Token for a server that requires one.")
+@click.option("--token", help="Token for a server that requires one (default: $NMC_TOKEN).")
+@click.option("--tls-ca", type=click.Path(path_type=Path), help="Speak TLS, verifying the server's certificate with this CA file.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Windows per network frame (servers only).")
-def stream_cmd(target_, input_path, output, window, device, token, batch):
+@click.option("--model", help="Model of a repository server (`nmc serve REPO`); default: its only model.")
+@click.option("--model-version", type=int, help="Version of --model (default: the newest).")
+def stream_cmd(target_, input_path, output, window, device, token, tls_ca, batch, model, model_version):
     """Stream a recorded input through a BUNDLE locally, or through a server at HOST:PORT.
 
     \b
     Examples:
       nmc stream digits.nmc --input in.npz -o out.npz --window 4
       nmc stream 127.0.0.1:7878 --input in.npz -o out.npz
+      nmc stream 127.0.0.1:7878 --model digits --model-version 2 --input in.npz
     The output .npz is identical to `nmc run` on the same input (graded outputs travel as float32).
     """
     if window < 1 or batch < 1:
@@ -597,7 +652,16 @@ def stream_cmd(target_, input_path, output, window, device, token, batch):
             outs = sess.run_dense(inputs)
             counters = sess.counters.as_dict()
     else:
-        with connect(host.strip("[]"), int(port), token=token, device=device, window=window) as c:
+        import os
+
+        tls = None
+        if tls_ca:
+            from nmc.runtime.serve.tls import client_context
+
+            tls = client_context(tls_ca)
+        token = token if token is not None else os.environ.get("NMC_TOKEN") or None
+        with connect(host.strip("[]"), int(port), token=token, device=device, window=window, model=model,
+                     model_version=model_version, tls=tls) as c:
             outs = c.run_dense(inputs, batch=batch)
             counters = c.close()
             counters.pop("transport", None)
