@@ -29,7 +29,9 @@ Time: by default every step is one tick (Δ_k = Δ). Asynchronous input passes
 ``tau``: each event's own interval since the previous event, in ticks, shape
 (T, B) (or (T,)) to ``scan`` and (B,) (or a scalar) to ``step``; step k is
 then discretised with Δ_k = Δ·τ_k (:func:`nmc.ssm_math.discretize` per event).
-With all τ_k = 1 both modes give the same numbers.
+With all τ_k = 1 both modes give the same numbers. Under ZOH the input of
+event k is held over the interval before it, so an event with τ_k = 0 changes
+nothing (γ = 0): give events that share a timestamp as one input vector.
 
 Parameters: Re Λ = −exp(``lam_log_neg_re``) (stays negative, so |Λ̄| < 1 under
 ZOH and bilinear), Im Λ = ``lam_im`` (complex only); B and C as real and

@@ -22,7 +22,7 @@ same seed's step loop draw the same ξ.
 
 ``tau`` (per-event Δt in ticks) works as in :class:`nmc.nn.DiagSSM`. After a
 call, ``prob`` holds p and ``activity`` the mean spike rate.
-Defaults: real Λ (S4D-Real), B = 1, C ~ N(0, 1/N), D ~ N(0, 1).
+Defaults: real Λ (S4D-Real), B = 1, C ~ N(0, 1/N), D = 1 (the input reaches y with gain 1).
 Not yet saveable with :func:`nmc.save`.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ class StochasticSpikingSSM(_DiagModes):
         if self.complex:
             self.b_im = nn.Parameter(torch.zeros(H, N))
         self._pair("c", (H, N), 1 / math.sqrt(N))
-        self.d = nn.Parameter(torch.randn(H))
+        self.d = nn.Parameter(torch.ones(H))
         self.gradient, self.slope = gradient, float(slope)
         self.generator = torch.Generator(device="cpu")
         self.reseed(seed)

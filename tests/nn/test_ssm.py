@@ -334,6 +334,7 @@ def _tiny_task():
     return x, target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["gelu", "delta", "lif"])
 def test_diag_ssm_stack_learns_a_tiny_task(output):
     torch.manual_seed(6)
