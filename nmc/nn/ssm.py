@@ -169,7 +169,8 @@ class DiagSSM(_DiagModes):
     def scan(self, u: torch.Tensor, state: dict | None = None, tau=None) -> tuple[torch.Tensor, dict]:
         """Parallel path: u (T, B, H) → (y (T, B, H), state after the last step)."""
         if u.dim() != 3 or u.shape[-1] != self.d_model:
-            raise ValueError(f"DiagSSM.scan expects (T, B, {self.d_model}), got {tuple(u.shape)}")
+            raise ValueError(f"DiagSSM.scan expects a whole sequence (T, B, {self.d_model}), got {tuple(u.shape)} "
+                             f"(use step() for one step; SSM layers cannot be saved or compiled yet, issue #16)")
         tau = self._check_tau(tau, tuple(u.shape[:2]), "scan")
         lam_bar, gamma = self.discretized(tau)
         x = linear_scan(lam_bar, gamma * M.project(u, self._matrix("b")), None if state is None else state.get("x"))

@@ -101,7 +101,8 @@ class StochasticSpikingSSM(_DiagModes):
     def pre_activation(self, u: torch.Tensor, state: dict | None = None, tau=None):
         """y (T, B, H) of the parallel path and the last state x (B, H, N)."""
         if u.dim() != 3 or u.shape[-1] != self.size:
-            raise ValueError(f"StochasticSpikingSSM expects (T, B, {self.size}), got {tuple(u.shape)}")
+            raise ValueError(f"StochasticSpikingSSM expects a whole sequence (T, B, {self.size}), got {tuple(u.shape)} "
+                             f"(use step() for one step; SSM layers cannot be saved or compiled yet, issue #16)")
         tau = self._check_tau(tau, tuple(u.shape[:2]), "scan")
         lam_bar, gamma = self.discretized(tau)
         x = linear_scan(lam_bar, gamma * M.project_diag(u, self._matrix("b")), None if state is None else state.get("x"))

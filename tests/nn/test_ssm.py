@@ -353,3 +353,13 @@ def test_stochastic_ssm_learns_a_tiny_task(gradient):
     model = torch.nn.Sequential(torch.nn.Linear(2, 8), nnn.StochasticSpikingSSM(8, 4, gradient=gradient, seed=0))
     losses = _train(model, torch.nn.Linear(8, 2), x, target, 30, lr=0.05)
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def test_saving_an_ssm_model_fails_with_a_typed_error_naming_the_layer(tmp_path):
+    import nmc
+    from nmc.errors import NmcError
+
+    for layer in (nnn.DiagSSM(4, 8), nnn.StochasticSpikingSSM(4)):
+        with pytest.raises(NmcError, match="cannot be saved or compiled yet"):
+            nmc.save(torch.nn.Sequential(torch.nn.Linear(3, 4), layer), tmp_path / "m.pt")
+    assert not (tmp_path / "m.pt").exists()
