@@ -558,6 +558,7 @@ def serve_cmd(bundle, port, host, token, token_file, tls_cert, tls_key, device, 
     all connections together hold at most 64 MiB of unanswered frames.
     Devices that need the main thread (brian2) cannot be served.
     """
+
     def log(msg):
         err.print(msg, highlight=False, soft_wrap=True, markup=False)
 

@@ -8,6 +8,13 @@ them with ordinary ``torch.nn`` layers (Linear, Conv2d, AvgPool2d, Flatten) in
 >>> net = torch.nn.Sequential(torch.nn.Linear(64, 128), nmc.nn.LIF(128, beta=0.8),
 ...                           torch.nn.Linear(128, 10), nmc.nn.LIF(10, beta=0.8))   # doctest: +SKIP
 >>> out = nmc.nn.run(net, x)          # x: (T, B, 64) → (T, B, 10)        # doctest: +SKIP
+
+State-space layers (:class:`DiagSSM`, :class:`SSMBlock`, :class:`DiagSSMStack`,
+:class:`StochasticSpikingSSM`) work on whole sequences instead: ``layer(x)``
+maps (T, B, ...) → (T, B, ...) with a parallel scan for training, and
+``layer.step(x_t, state) -> (y_t, state)`` runs them step by step with explicit
+state; their equations are :mod:`nmc.ssm_math`. They cannot be saved with
+``nmc.save`` yet.
 """
 from __future__ import annotations
 
@@ -17,8 +24,11 @@ from torch import nn
 from .egru import EGRU, EGRULanguageModel
 from .neurons import IF, LI, LIF, NEURON_CLASSES, RLIF, CubaLIF, surrogate
 from .persist import load_module
+from .ssm import DiagSSM, DiagSSMStack, SSMBlock
+from .stochastic_ssm import StochasticSpikingSSM
 
-__all__ = ["LIF", "RLIF", "CubaLIF", "IF", "LI", "EGRU", "EGRULanguageModel", "surrogate", "run", "reset", "load"]
+__all__ = ["LIF", "RLIF", "CubaLIF", "IF", "LI", "EGRU", "EGRULanguageModel", "DiagSSM", "SSMBlock", "DiagSSMStack",
+           "StochasticSpikingSSM", "surrogate", "run", "reset", "load"]
 
 
 def reset(model: nn.Module) -> None:

@@ -1,0 +1,50 @@
+"""examples/ssm_events/train.py trains both SSM variants on the digit event streams (quick mode)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("ssm_events_train", ROOT / "examples" / "ssm_events" / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_digit_events_encode_column_changes():
+    mod = _load()
+    img = np.zeros((1, 8, 8))
+    img[0, 2, 3] = 16.0                    # one bright pixel: row 2, column 3
+    x = mod.digit_events(img, seed=0)
+    assert x.shape == (9 * mod.TICKS, 1, 16)
+    on, off = x[:, 0, 2], x[:, 0, 8 + 2]
+    # 16 / STEP = 4 ON events while column 3 passes (window 3), 4 OFF events when it leaves (window 4)
+    assert on.sum() == 4 and on[3 * mod.TICKS:4 * mod.TICKS].sum() == 4
+    assert off.sum() == 4 and off[4 * mod.TICKS:5 * mod.TICKS].sum() == 4
+    assert x.sum() == 8
+
+
+@pytest.mark.slow
+def test_ssm_events_quick_trains_both_variants(tmp_path):
+    import torch
+
+    mod = _load()
+    n = torch.get_num_threads()
+    try:
+        res = mod.main(["--quick", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(n)  # train.py sets one thread
+    for v in ("diag", "stochastic"):
+        r = res[v]
+        assert r["loss_per_epoch"][-1] < r["loss_per_epoch"][0]
+        # the stochastic layer is reseeded before each evaluation: both paths draw the same noise
+        assert r["accuracy_step"] == pytest.approx(r["accuracy_parallel"], abs=1.5 / r["test_size"])
+    assert res["diag"]["accuracy_step"] > 0.4          # chance is 0.1
+    assert 0 < res["stochastic"]["activity"][0] < 1
+    assert (tmp_path / "results.json").exists()
