@@ -33,9 +33,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("frontends|passes", ("nmc.frontends", "nmc.passes")),
     ("backends", ("nmc.backends",)),
     ("runtime", ("nmc.runtime",)),
-    # the serving system (nmc serve: a model repository of bundles, pools of sessions) drives
-    # bundles as `nmc run` does, so it sits with the driver, above the runtime it uses
-    ("driver", ("nmc.driver", "nmc.cli", "nmc.runtime.serve")),
+    # nmc serve's model repository and the server it builds read bundle directories and drive
+    # them as `nmc run` does: they sit with the driver, above the runtime they use
+    ("driver", ("nmc.driver", "nmc.cli", "nmc.runtime.serve.repository", "nmc.runtime.serve.server")),
 ]
 #: side-by-side packages of one layer that must not import each other
 INDEPENDENT = (("nmc.frontends", "nmc.passes"),)

@@ -75,7 +75,7 @@ class ModelRepository:
 
     def scan(self) -> dict:
         """Bring the served models in line with the directory; returns what changed."""
-        from nmc.bundle import Bundle
+        from nmc.driver.bundle import Bundle
 
         if self.root is None:
             return {"loaded": [], "unloaded": [], "failed": {}}

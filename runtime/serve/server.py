@@ -105,7 +105,7 @@ def build_server(path, *, device=None, window: int = 1, poll: float = 0.0, pool:
     repository, for ``--devices``/``--max-batch`` on a single bundle)."""
     from pathlib import Path
 
-    from nmc import api
+    from nmc.driver import api
 
     from ..server import bundle_name
     from .pool import DEFAULTS
