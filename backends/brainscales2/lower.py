@@ -83,6 +83,13 @@ def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
         return graph
     g = graph.copy()
     tau = float(ctx.spec.get("dac.range.tau_mem")[1]) * speed  # model seconds
+    if dt >= tau:
+        raise UnsupportedNodeError(
+            f"{type(graph.nodes[todo[0]]).__name__} neurons need a circuit that does not leak within a step, but the "
+            f"longest membrane time constant the DAC reaches is {tau:g} s of model time (speed-up {speed:g}) and "
+            f"the step is dt = {dt:g} s", node=todo[0], limit=f"dt < {tau:g} s", actual=f"dt = {dt:g} s",
+            hint="a network in discrete time (dt = 1, as sinabs exports) has no analog equivalent at this dt: run it "
+                 "on a digital target, or compile with a dt far below that τ and R scaled by 1/dt")
     for k in todo:
         node = g.nodes[k]
         n = int(np.prod(g.shape_out(k)))
