@@ -31,6 +31,9 @@
   reference's semantics. The bias does not set the layer's LSB: a bias beyond
   63 LSB is split over k sources ``__bias__``, ``__bias__1``, … (repeated
   events, k ≤ option ``bias_repeat_max``, default 8).
+* Reset: a circuit resets to a potential; reset by subtraction becomes a
+  reset to each neuron's mean residue after a spike, measured on the float
+  reference (:func:`_subtract_residues`).
 * Circuits: a neuron whose inputs all have one sign takes
   ``fan_in_unsigned`` per circuit, a mixed-sign one ``fan_in_signed``; more
   inputs merge ⌈in-degree/fan-in⌉ circuits into one logical neuron.
