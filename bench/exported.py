@@ -215,6 +215,7 @@ def rockpool_models(Xtr, ytr, tmp: Path, iters: int):
     from rockpool.nn.modules import LIFTorch, LinearTorch, to_nir
 
     def run(net, x):                                   # Rockpool's layout: (batch, time, channels)
+        net.reset_state()                              # (its modules keep their state across calls)
         return net(x.transpose(0, 1))[0].transpose(0, 1)
 
     torch.manual_seed(5)

@@ -31,6 +31,9 @@
   reference's semantics. The bias does not set the layer's LSB: a bias beyond
   63 LSB is split over k sources ``__bias__``, ``__bias__1``, … (repeated
   events, k ≤ option ``bias_repeat_max``, default 8).
+* Reset: a circuit resets to a potential; reset by subtraction becomes a
+  reset to each neuron's mean residue after a spike, measured on the float
+  reference (:func:`_subtract_residues`).
 * Circuits: a neuron whose inputs all have one sign takes
   ``fan_in_unsigned`` per circuit, a mixed-sign one ``fan_in_signed``; more
   inputs merge ⌈in-degree/fan-in⌉ circuits into one logical neuron.
@@ -86,6 +89,13 @@ def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
         return graph
     g = graph.copy()
     tau = float(ctx.spec.get("dac.range.tau_mem")[1]) * speed  # model seconds
+    if dt >= tau:
+        raise UnsupportedNodeError(
+            f"{type(graph.nodes[todo[0]]).__name__} neurons need a circuit that does not leak within a step, but the "
+            f"longest membrane time constant the DAC reaches is {tau:g} s of model time (speed-up {speed:g}) and "
+            f"the step is dt = {dt:g} s", node=todo[0], limit=f"dt < {tau:g} s", actual=f"dt = {dt:g} s",
+            hint="a network in discrete time (dt = 1, as sinabs exports) has no analog equivalent at this dt: run it "
+                 "on a digital target, or compile with a dt far below that τ and R scaled by 1/dt")
     for k in todo:
         node = g.nodes[k]
         n = int(np.prod(g.shape_out(k)))
@@ -98,6 +108,37 @@ def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
         ctx.warnings.add(f"{type(node).__name__} has no analog equivalent (every circuit leaks): mapped to a leaky "
                          f"neuron with the longest time constant, τ = {tau:g} s of model time", node=k, source="brainscales2")
     return g
+
+
+#: Synaptic operations the reset-residue measurement may cost (the inputs are shortened beyond it).
+RESIDUE_MAX_SYNOPS = 5e7
+
+
+def _subtract_residues(graph: Graph, ctx, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """Per neuron of the layers that reset by subtraction: the mean membrane left after a spike
+    (v − v_th, clipped to [0, v_th)) on the float reference of ``graph``, run on the calibration
+    data or the seeded synthetic probe. A circuit resets to a potential, so reset by subtraction
+    becomes a reset to this mean residue: a rate-coded IF neuron driven by d threshold units per
+    step fires d per step on the reference but only 1/⌈1/d⌉ after a reset to 0 (0.25 instead of
+    0.32 at d = 0.32), a loss that compounds layer after layer (ResNet-style ANN → SNN conversions
+    fell to 18 %). Neurons that never spike keep v_reset (0 residue)."""
+    if not names:
+        return {}, ""
+    from nmc.passes.fidelity import fit_budget, layer_inputs, simulate
+
+    inputs, src = layer_inputs(graph, ctx.data, 100, ctx.seed)
+    inputs, _ = fit_budget(graph, inputs, RESIDUE_MAX_SYNOPS)
+    res = simulate(graph, inputs, names)
+    out = {}
+    for k in names:
+        n = int(np.prod(graph.shape_out(k)))
+        s = np.asarray(res[f"{k}.spikes"], float).reshape(-1, n)
+        v = np.asarray(res[f"{k}.v"], float).reshape(-1, n)       # after the step's reset
+        thr = _vec(graph.nodes[k], "v_threshold", n)
+        cnt = s.sum(0)
+        mean = np.where(cnt > 0, (v * s).sum(0) / np.maximum(cnt, 1), 0.0)
+        out[k] = np.clip(mean, 0.0, np.nextafter(thr, 0)) + _vec(graph.nodes[k], "v_reset", n) * (cnt == 0)
+    return out, src
 
 
 def _dac_exact(x: float, param: str, spec) -> float:
@@ -254,6 +295,8 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     rules.check(graph)
     tscale = _timescale(graph, ctx, dt, integ)
     speed = tscale.speedup
+    residue, residue_from = _subtract_residues(graph, ctx, [k for k, nd in graph.nodes.items() if isinstance(
+        nd, (nir.LIF, nir.CubaLIF, nir.IF)) and graph.reset_mode(k) == "subtract"])
     graph = _leaky_integrators(graph, ctx, dt, speed)
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="brainscales2", neurons=LAYERS)
@@ -301,9 +344,11 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         params["t_refrac"] = np.full(n, _refractory(ctx, spec, dt, speed, cuba and spiking))
         params.update({"v_threshold": (_vec(node, "v_threshold", n) / U) if spiking else np.full(n, 3.0),
                        "v_leak": leak / U, "v_reset": (_vec(node, "v_reset", n) / U) if spiking else np.zeros(n)})
-        if spiking and graph.reset_mode(name) == "subtract":
-            warns.append((name, "BrainScaleS-2 neurons reset to v_reset; reset by subtraction is approximated "
-                                "by a reset to v_reset"))
+        if name in residue:
+            params["v_reset"] = residue[name] / U
+            warns.append((name, "BrainScaleS-2 neurons reset to a potential; reset by subtraction is approximated "
+                                "by a reset to each neuron's mean residue above zero after a spike (measured on the "
+                                f"{residue_from}; mean {float(residue[name].mean() / U):.3g} of the threshold)"))
         if np.any(g <= 0):
             raise UnsupportedNodeError("a non-positive input gain (r or w_in ≤ 0) has no analog equivalent", node=name)
         w6s, src_how = _weights(graph, name, terms, g / U, wmax, BrainScaleS2Options.of(ctx).bias_repeat_max)

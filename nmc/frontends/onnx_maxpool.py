@@ -32,8 +32,8 @@ from nmc.errors import UnsupportedNodeError
 
 
 def spiking_maxpool(cv, o, out_shape) -> None:
-    """Add the IF max tree for MaxPool node ``o`` to the converter ``cv`` (see :class:`~.onnx._Converter`)."""
-    from .onnx import _conv2d, _merge
+    """Add the IF max tree for MaxPool node ``o`` to the converter ``cv`` (see :class:`~.onnx_graph._Converter`)."""
+    from .onnx_ops import _conv2d, _merge
 
     x = o.inputs[0]
     k = tuple(int(v) for v in o.attrs["kernel_shape"])

@@ -97,3 +97,18 @@ def test_a_large_bias_is_split_over_repeated_sources_not_the_lsb():
     c = W.argmax(1)                                     # each neuron's largest weight: 6-bit exact to 1/126
     ratio = total / (drive[np.arange(n), c] / W[np.arange(n), c] * 5.0)
     assert np.all(np.abs(ratio - 1) < 0.05), ratio
+
+
+def test_discrete_time_if_network_is_refused_naming_dt():
+    """An IF network in discrete time (dt = 1, as sinabs exports) on BrainScaleS-2: IF neurons become
+    leaky with the longest τ the DAC reaches (0.2 s of model time at the nominal speed-up), which a
+    1 s step exceeds. Refused naming the IF node, dt and the fix (before: "τ = 0.2 s is shorter than
+    the step ... --tau-scale", about a τ the model does not have)."""
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([4])}),
+                            "fc": nir.Affine(weight=np.ones((3, 4)), bias=np.zeros(3)),
+                            "h": nir.IF(r=np.ones(3), v_threshold=np.ones(3), v_reset=np.zeros(3)),
+                            "output": nir.Output(output_type={"output": np.array([3])})},
+                     edges=[("input", "fc"), ("fc", "h"), ("h", "output")])
+    with pytest.raises(nmc.errors.UnsupportedNodeError, match="IF neurons need a circuit.*dt = 1 s") as e:
+        nmc.compile(g, target="brainscales2", exporter="sinabs", fidelity_check=False)
+    assert e.value.node == "h" and "digital target" in str(e.value)
