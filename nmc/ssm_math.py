@@ -164,7 +164,9 @@ def simulate(u, lam, b, c, d, step, method: str = "zoh", tau=None):
     lam = np.asarray(lam)
     lam = lam.astype(np.complex128 if np.iscomplexobj(lam) else np.float64)
     b = np.asarray(b).astype(lam.dtype)
-    c, d = np.asarray(c, dtype=np.float64) if not np.iscomplexobj(c) else np.asarray(c), np.asarray(d, np.float64)
+    c = np.asarray(c)
+    c = c.astype(np.complex128 if np.iscomplexobj(c) else np.float64)
+    d = np.asarray(d, dtype=np.float64)
     step = np.asarray(step, dtype=np.float64)
     x = np.zeros(u.shape[1:-1] + lam.shape, dtype=lam.dtype)
     ys = []
