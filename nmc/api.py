@@ -86,6 +86,8 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
 
         data = calibration(graph, read_text(calibrate))
     float_graph = graph.copy() if lm else None
+    if float_graph is not None:   # simulated as loaded, before normalize: EGRU cells have no reset mode to choose
+        float_graph.meta.setdefault("reset", "zero")
     if data is not None:
         if conversion is not None:  # ONNX calibration samples (N, *shape) → encoded input sequences for the passes
             from .frontends.onnx import encode
