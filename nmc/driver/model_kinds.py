@@ -70,7 +70,10 @@ class LanguageModel(Network):
         return E.calibration(graph, read_text(path))
 
     def keep(self, graph):
-        return graph.copy()  # the float model, for the report's float stage
+        kept = graph.copy()  # the float model, for the report's float stage
+        # simulated as loaded, before normalize: EGRU cells have no reset mode to choose
+        kept.meta.setdefault("reset", "zero")
+        return kept
 
     def default_pipeline(self, backend, options: dict) -> str:
         return language_model(backend).default_pipeline(backend, options)
