@@ -676,7 +676,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
             if t.is_alive():  # stuck writing to a client that does not read: cut it
                 c.stop.set()
                 try:
-                    c.sock.shutdown(socket.SHUT_RDWR)
+                    _shut(c.sock, socket.SHUT_RDWR)
                 except OSError:
                     pass
                 t.join(1.0)
