@@ -74,7 +74,7 @@ NEGATE = NodeType(cls=Negate, name=Negate.nmc_type, kind=Kind.ELEMENTWISE, shape
 
 
 def _graph() -> Graph:
-    g = Graph(meta={"dt": 1e-3})
+    g = Graph(meta={"dt": 1e-3, "integrator": "euler", "reset": "zero"})  # as normalize sets it
     g.add_node("in", nir.Input(input_type={"input": np.array([3])}))
     g.add_node("neg", Negate(gain=np.array([1.0, 2.0, 0.5])))
     g.add_node("out", nir.Output(output_type={"output": np.array([3])}))
