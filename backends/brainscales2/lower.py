@@ -295,8 +295,10 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     rules.check(graph)
     tscale = _timescale(graph, ctx, dt, integ)
     speed = tscale.speedup
+    # the residue reset is derived for rate-coded IF neurons (ANN → SNN conversions); a leaky neuron's
+    # residue decays before its next spike, so LIF/CubaLIF keep the reset to v_reset (warned below)
     residue, residue_from = _subtract_residues(graph, ctx, [k for k, nd in graph.nodes.items() if isinstance(
-        nd, (nir.LIF, nir.CubaLIF, nir.IF)) and graph.reset_mode(k) == "subtract"])
+        nd, nir.IF) and graph.reset_mode(k) == "subtract"])
     graph = _leaky_integrators(graph, ctx, dt, speed)
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="brainscales2", neurons=LAYERS)
@@ -349,6 +351,9 @@ def lower(graph: Graph, ctx) -> BSS2Program:
             warns.append((name, "BrainScaleS-2 neurons reset to a potential; reset by subtraction is approximated "
                                 "by a reset to each neuron's mean residue above zero after a spike (measured on the "
                                 f"{residue_from}; mean {float(residue[name].mean() / U):.3g} of the threshold)"))
+        elif spiking and graph.reset_mode(name) == "subtract":
+            warns.append((name, "BrainScaleS-2 neurons reset to v_reset; reset by subtraction is approximated "
+                                "by a reset to v_reset"))
         if np.any(g <= 0):
             raise UnsupportedNodeError("a non-positive input gain (r or w_in ≤ 0) has no analog equivalent", node=name)
         w6s, src_how = _weights(graph, name, terms, g / U, wmax, BrainScaleS2Options.of(ctx).bias_repeat_max)
