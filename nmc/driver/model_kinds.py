@@ -70,10 +70,7 @@ class LanguageModel(Network):
         return E.calibration(graph, read_text(path))
 
     def keep(self, graph):
-        kept = graph.copy()  # the float model, for the report's float stage
-        # simulated as loaded, before normalize: EGRU cells have no reset mode to choose
-        kept.meta.setdefault("reset", "zero")
-        return kept
+        return graph.copy()  # the float model, for the report's float stage (nmc.lm.evaluate.graph_logits)
 
     def default_pipeline(self, backend, options: dict) -> str:
         return language_model(backend).default_pipeline(backend, options)

@@ -78,6 +78,8 @@ def ppl(logits: np.ndarray, tok: np.ndarray) -> float:
 
 def graph_logits(graph: Graph, tok: np.ndarray, record=()) -> dict:
     V = int(lm_meta(graph)["vocab"])
+    if "reset" not in graph.meta:   # an LM graph as loaded, before normalize: EGRU cells have no reset mode
+        graph = Graph(graph.nodes, graph.edges, graph.annotations, {**graph.meta, "reset": "zero"})
     return ReferenceSimulator(graph).run({graph.inputs[0]: one_hot(tok, V)}, record=list(record), batched=True)
 
 
