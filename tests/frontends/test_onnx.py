@@ -2,6 +2,8 @@
 the conversion's rate-coding fidelity (SNN output → ANN output as T grows)."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -264,9 +266,12 @@ def test_concat_of_feature_vectors_and_a_residual_of_unequal_depth(tmp_path):
     assert any("relay" in k for k in g.nodes)  # r1 reaches the Add one layer early: padded with a relay
 
 
-def test_grouped_conv_and_concat_lower_on_every_chip_with_grouped_synapse_counts(tmp_path):
+def test_grouped_conv_and_concat_lower_on_every_chip_with_grouped_synapse_counts(tmp_path, monkeypatch):
     """The depthwise projection holds 4 channels × 16 × 16 taps (3×3, padding 1, 6×6), not the dense
-    4 × 4 × 256: every target stores only the connections the groups make. The SNNs agree with the ANN."""
+    4 × 4 × 256: every target stores only the connections the groups make. The SNNs agree with the ANN.
+    The model and data come from a fresh seed-0 generator, not the module's shared one, so they do not
+    depend on which tests ran before (the brainscales2 agreement is near its bound)."""
+    monkeypatch.setattr(sys.modules[__name__], "RNG", np.random.default_rng(0))
     p = _branchy(tmp_path / "m.onnx")
     x = RNG.random((24, 2, 6, 6))
     want = 4 * 16 * 16
