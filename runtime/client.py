@@ -40,6 +40,7 @@ from . import protocol as P
 from nmc.iomap import IOMap, validate_inputs
 
 from .session import dense_windows
+from .tlsstream import TLSStream
 
 
 class Client:
@@ -56,7 +57,7 @@ class Client:
             raise DeviceError(f"cannot connect to {host}:{port} ({e})", hint="is `nmc serve` running there?") from None
         if tls is not None:  # an ssl.SSLContext (client side): the server's certificate is verified by it
             try:
-                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+                self.sock = TLSStream(tls.wrap_socket(self.sock, server_hostname=host))
             except (OSError, ValueError) as e:
                 self.sock.close()
                 raise DeviceError(f"TLS handshake with {host}:{port} failed ({e})",

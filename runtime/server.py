@@ -73,6 +73,7 @@ from nmc.errors import EventFormatError, NmcError, OptionError, ServerBusyError
 from . import protocol as P
 from .serve.tenants import Tenant, authenticate
 from .session import Session
+from .tlsstream import TLSStream
 
 IDLE_TIMEOUT_S = 60.0
 #: seconds a new connection has to finish HELLO and OPEN (capped by the idle timeout)
@@ -87,6 +88,8 @@ MAX_BUFFERED_BYTES = 4 * P.MAX_PAYLOAD
 #: a refused (busy) connection is kept half-closed this long so that its ERROR frame is read, not reset
 _REFUSED_LINGER_S = 0.5
 _MAX_REFUSED_PENDING = 256
+#: busy answers over TLS: each needs a handshake, so a thread, bounded in time and number
+_REFUSED_TLS_TIMEOUT_S, _MAX_REFUSED_TLS = 2.0, 16
 
 
 def is_loopback(host: str) -> bool:
@@ -333,7 +336,7 @@ class _Handler(socketserver.BaseRequestHandler):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames go out at once (no Nagle delay)
         if srv.ssl_context is not None:  # the TLS handshake, in this thread, within the handshake time
             try:
-                sock = srv.ssl_context.wrap_socket(sock, server_side=True)
+                sock = TLSStream(srv.ssl_context.wrap_socket(sock, server_side=True))
             except (OSError, ValueError) as e:
                 srv._log("%s:%s: TLS handshake failed (%s)" % (*self.client_address[:2], e))
                 return
@@ -375,11 +378,11 @@ class _Handler(socketserver.BaseRequestHandler):
                 sock.close()
 
 
-def _shut(sock: socket.socket, how: int) -> None:
-    """Shut a socket's direction down; on a TLS socket the plain socket's own shutdown,
-    which keeps the TLS session (SSLSocket.shutdown drops it, so later frames would go
-    out unencrypted)."""
-    socket.socket.shutdown(sock, how)
+def _shut(sock, how: int) -> None:
+    """Shut a socket's direction down; on a TLS connection (a :class:`TLSStream`) the
+    plain socket's own shutdown, which keeps the TLS session (SSLSocket.shutdown drops
+    it, so later frames would go out unencrypted)."""
+    sock.shutdown(how)
 
 
 def client_key(ip: str) -> str:
@@ -496,6 +499,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
         self.budget = _Budget(max_buffered_bytes)
         self._open_by_client: dict[str, int] = {}  # accepted, not yet ended connections per client address
         self._refused: list[tuple[float, socket.socket]] = []  # busy answers waiting to be closed
+        self._tls_refusals = threading.BoundedSemaphore(_MAX_REFUSED_TLS)  # busy answers over TLS in progress
         self.session_factory = session_factory or (lambda b, d, w: Session(b, device=d, window=w))
         self.log = log
         self.conns: dict[threading.Thread, _Conn] = {}
@@ -583,8 +587,8 @@ class SessionServer(socketserver.ThreadingTCPServer):
         is closed by :meth:`service_actions` once the client has read it (or after a
         short linger), so that the close does not reset the connection over the frame."""
         self._log(f"refused a connection: {msg}")
-        if self.ssl_context is not None:  # no TLS handshake here (it would block the accept loop): just close
-            sock.close()
+        if self.ssl_context is not None:  # the TLS handshake would block the accept loop: a short-lived thread
+            self._refuse_tls(sock, msg)
             return
         try:
             sock.setblocking(False)
@@ -596,6 +600,33 @@ class SessionServer(socketserver.ThreadingTCPServer):
         self._refused.append((time.monotonic() + _REFUSED_LINGER_S, sock))
         while len(self._refused) > _MAX_REFUSED_PENDING:
             self._refused.pop(0)[1].close()
+
+    def _refuse_tls(self, sock: socket.socket, msg: str) -> None:
+        """The busy answer over TLS: handshake, ERROR E_BUSY, half-close, in a thread of its
+        own bounded in time (``_REFUSED_TLS_TIMEOUT_S``) and in number (``_MAX_REFUSED_TLS``
+        at once; past that the connection is closed unanswered, which a client reads as
+        a lost connection, as before)."""
+        if not self._tls_refusals.acquire(blocking=False):
+            sock.close()
+            return
+
+        def answer():
+            try:
+                sock.settimeout(_REFUSED_TLS_TIMEOUT_S)
+                t = self.ssl_context.wrap_socket(sock, server_side=True)
+                t.sendall(P.frame(P.ERROR, P.error_payload(P.E_BUSY, msg)))
+                socket.socket.shutdown(t, socket.SHUT_WR)  # keeps the TLS session: the frame stays readable
+                deadline = time.monotonic() + _REFUSED_LINGER_S
+                while time.monotonic() < deadline and t.recv(65536):  # the peer's EOF, or the linger
+                    pass
+                t.close()
+            except (OSError, ValueError):
+                pass
+            finally:
+                sock.close()
+                self._tls_refusals.release()
+
+        threading.Thread(target=answer, daemon=True, name="nmc-refuse-tls").start()
 
     def service_actions(self) -> None:
         """Called by the accept loop between polls: finish the refused connections."""

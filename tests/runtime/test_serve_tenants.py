@@ -3,9 +3,12 @@ environment) and TLS through the ssl module (a self-signed certificate made
 here with openssl). Loopback only, bounded in time."""
 from __future__ import annotations
 
+import hashlib
 import shutil
+import socket
 import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ from nmc.errors import ConfigError, DeviceError, ServerBusyError
 from nmc.runtime import protocol as P
 from nmc.runtime.serve.tenants import Tenant, load_tenants, tenants_from
 from nmc.runtime.serve.tls import client_context, server_context
+from nmc.runtime.tlsstream import TLSStream
 from nmc.runtime.server import SessionServer
 
 pytestmark = pytest.mark.timeout(180)  # the module fixture compiles a bundle: slow on a loaded machine
@@ -122,9 +126,6 @@ def cert(tmp_path_factory):
     return d / "cert.pem", d / "key.pem"
 
 
-@pytest.mark.xfail(reason="known bug (issue #23, open): after a graceful stop over TLS the client does not receive "
-                          "the final STATS / E_SHUTDOWN frames (fails in a clean clone; the TLS session checks above "
-                          "the stop pass)", strict=False)
 def test_tls_sessions_and_graceful_stop(bundle, cert):
     srv = SessionServer(bundle, port=0, token=ALICE, ssl_context=server_context(*cert))
     srv.start()
@@ -153,3 +154,90 @@ def test_cli_refuses_a_missing_certificate(tmp_path, bundle):
     r = CliRunner().invoke(main, ["serve", str(bundle.path), "--port", "0", "--tls-cert", str(tmp_path / "no.pem"),
                                   "--tls-key", str(tmp_path / "no.key")])
     assert r.exit_code == 2 and "error: " in r.output and "cannot load the TLS certificate" in r.output, r.output
+
+
+def _tls_pair(cert):
+    """Two connected TLSStreams over loopback (server side, client side)."""
+    lst = socket.create_server(("127.0.0.1", 0))
+    got = []
+    t = threading.Thread(target=lambda: got.append(server_context(*cert).wrap_socket(lst.accept()[0], server_side=True)))
+    t.start()
+    c = client_context(cert[0]).wrap_socket(socket.create_connection(lst.getsockname(), timeout=10),
+                                            server_hostname="127.0.0.1")
+    t.join(10)
+    lst.close()
+    return TLSStream(got[0]), TLSStream(c)
+
+
+def test_tls_stream_is_full_duplex_across_threads(cert):
+    """Both ends write and read at once from two threads each, as the server and the client
+    do; every byte arrives in order and neither direction waits for the other (the lock is
+    never held while waiting)."""
+    a, b = _tls_pair(cert)
+    n, size = 300, 8192
+    data = {k: np.random.default_rng(k).bytes(n * size) for k in (0, 1)}
+    got, errs = {0: bytearray(), 1: bytearray()}, []
+
+    def writer(s, k):
+        try:
+            for i in range(n):
+                s.sendall(data[k][i * size:(i + 1) * size])
+        except Exception as e:  # reported below
+            errs.append(e)
+
+    def reader(s, k):
+        buf = bytearray(65536)
+        try:
+            while len(got[k]) < n * size:
+                m = s.recv_into(buf)
+                if not m:
+                    raise ConnectionError("EOF before the end of the stream")
+                got[k] += buf[:m]
+        except Exception as e:
+            errs.append(e)
+
+    ts = [threading.Thread(target=writer, args=(a, 0)), threading.Thread(target=reader, args=(b, 0)),
+          threading.Thread(target=writer, args=(b, 1)), threading.Thread(target=reader, args=(a, 1))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errs, errs
+    for k in (0, 1):
+        assert hashlib.sha256(got[k]).digest() == hashlib.sha256(data[k]).digest()
+    a.close()
+    b.close()
+
+
+def test_tls_stream_timeout_and_wake_by_shutdown(cert):
+    a, b = _tls_pair(cert)
+    b.settimeout(0.2)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):  # nothing sent: the socket's timeout, as a blocking socket has
+        b.recv(10)
+    assert time.monotonic() - t0 >= 0.2
+    b.settimeout(None)
+    out = []
+    t = threading.Thread(target=lambda: out.append(b.recv(10)))
+    t.start()
+    time.sleep(0.1)
+    b.shutdown(socket.SHUT_RD)  # the server's graceful stop: wakes a reader waiting for data
+    t.join(10)
+    assert out == [b""] and not t.is_alive()
+    b.sendall(b"final")  # and the write side still works: the final STATS / E_SHUTDOWN of a graceful stop
+    a.settimeout(10)
+    assert a.recv(5) == b"final"
+    a.close()
+    b.close()
+
+
+def test_tls_connection_over_the_limit_gets_the_busy_answer(bundle, cert):
+    srv = SessionServer(bundle, port=0, token=ALICE, ssl_context=server_context(*cert), max_connections_per_client=1)
+    srv.start()
+    try:
+        h, p = srv.address
+        with nmc.connect(h, p, token=ALICE, tls=client_context(cert[0])):
+            with pytest.raises(DeviceError, match=r"server busy.*--max-connections-per-client 1"):
+                nmc.connect(h, p, token=ALICE, tls=client_context(cert[0]), timeout=10)
+    finally:
+        srv.stop()
