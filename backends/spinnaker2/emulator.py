@@ -38,6 +38,18 @@ from .program import S2Program
 F32 = np.float32
 
 
+def _accumulate(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x (B, n) graded events · w (n, m), float32, accumulated per event in increasing
+    index order over the indices that carry an event in any row. A row without an event at
+    index i adds w·0 = ±0, which leaves its sum bit for bit unchanged (it starts at +0, and
+    round-to-nearest never makes −0 from +0), so each row's result is independent of the
+    other rows (a BLAS matmul picks its summation order by batch size)."""
+    a = np.zeros((x.shape[0], w.shape[1]), F32)
+    for i in np.flatnonzero(np.any(x != 0, axis=0)):
+        a = a + x[:, i:i + 1] * w[i][None, :]
+    return a
+
+
 class S2Emulator(LaggedStreaming, Device):
     """``run`` simulates a whole recording; ``reset(B)`` + ``advance`` stream it
     window by window with the state carried (:class:`~..base.LaggedStreaming`:
@@ -46,14 +58,10 @@ class S2Emulator(LaggedStreaming, Device):
     name = "emulator"
     _stream_state = ("state", "past", "t")
 
-    @property
-    def batch_slots(self) -> dict[str, int] | None:
-        """Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``);
-        None when a population reads the shared step counter ``t`` (bias sources, EGRU
-        kernels start at their latency tick), since rows joining later would see another t."""
-        if any(p.constant_events or p.model == "egru_kernel" for p in self.p.populations):
-            return None
-        return {"state": 0, "past": 0}
+    #: Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``). The
+    #: chip tick ``t`` is one counter per row (bias sources and EGRU kernels start at their
+    #: latency tick), so a session that joins a batch later keeps its own time.
+    batch_slots = {"state": 0, "past": 0, "t": 0}
 
     def __init__(self, program: S2Program, curr_exp_order: str | None = None, align: bool = True):
         self.p = self.program = program
@@ -73,11 +81,15 @@ class S2Emulator(LaggedStreaming, Device):
             self.W[id(q)] = [(int(d), np.where(dl == d, np.maximum(q.weights, 0), 0).astype(F32).T,
                               np.where(dl == d, np.minimum(q.weights, 0), 0).astype(F32).T)
                              for d in np.unique(dl[q.weights != 0] if np.any(q.weights) else [0])]
+        # populations that send graded values (EGRU kernels): their projections accumulate event by
+        # event in index order (_accumulate), as the receiving PE does; spikes (0/1 or counts times
+        # weights on the int8 grid) sum exactly in float32 in any order, so a matmul serves them
+        self.graded = {pop.name for pop in program.populations if pop.model == "egru_kernel"}
         self.depth = 1 + max((d for v in self.W.values() for d, _, _ in v), default=0)
 
     def reset(self, batch: int = 1) -> None:
         self.batch = batch
-        self.t = 0
+        self.t = np.zeros(batch, np.int64)  # the chip tick, per batch row (rows of a served batch start apart)
         self.state = {}
         for pop in self.p.populations:
             z = np.zeros((batch, pop.size), F32)
@@ -96,16 +108,21 @@ class S2Emulator(LaggedStreaming, Device):
             st = self.state[pop.name]
             if pop.model == "spike_list":
                 if pop.constant_events:   # a bias source: k events every step from its latency on
-                    st["s"] = np.full_like(st["v"], pop.constant_events if self.t >= pop.latency else 0)
+                    on = (self.t >= pop.latency)[:, None]
+                    st["s"] = np.where(on, F32(pop.constant_events), F32(0)) * np.ones_like(st["v"])
                     continue
                 st["s"] = ext[pop.name]
                 continue
             if pop.model == "egru_kernel":
                 from .egru import step_batch
 
-                if self.t < pop.latency:  # the kernel starts at its latency tick: before, no input has
-                    continue              # reached it, and stepping on zeros would move its gated state
-                st["s"], st["v"] = step_batch(pop.kernel, st["v"], prev[pop.source], prev[pop.name])
+                on = self.t >= pop.latency  # the kernel starts at its latency tick: before, no input has
+                if not on.any():            # reached it, and stepping on zeros would move its gated state
+                    continue
+                s, v = step_batch(pop.kernel, st["v"], prev[pop.source], prev[pop.name])
+                if not on.all():  # rows of a served batch that have not reached the latency tick keep their state
+                    s, v = np.where(on[:, None], s, st["s"]), np.where(on[:, None], v, st["v"])
+                st["s"], st["v"] = s, v
                 continue
             se = np.zeros_like(st["v"])
             si = np.zeros_like(st["v"])
@@ -117,10 +134,11 @@ class S2Emulator(LaggedStreaming, Device):
                     se = se + both[:, : se.shape[1]]
                     si = si + both[:, se.shape[1]:]
                     continue
+                graded = q.pre in self.graded
                 for d, wp, wn in self.W[id(q)]:
                     x = self.past[q.pre][d]
-                    se = se + x @ wp
-                    si = si + x @ wn
+                    se = se + (_accumulate(x, wp) if graded else x @ wp)
+                    si = si + (_accumulate(x, wn) if graded else x @ wn)
             P = pop.params
             if pop.model in ("lif_no_delay", "lif_conv2d", "lif"):
                 v = P["alpha_decay"] * st["v"] + (se + si) + P["i_offset"]
@@ -189,7 +207,7 @@ class S2Emulator(LaggedStreaming, Device):
         want = set(self.p.outputs.values()) | set(record)
         hist = {k: {"s": [], "v": []} for k in want}
         for t in range(total):
-            self.t = t
+            self.t[:] = t
             ext = {self.p.inputs[k]: (a[t] if t < a.shape[0] else np.zeros_like(a[0])).reshape(B, -1).astype(F32)
                    for k, a in arrs.items()}
             st = self._step(ext)

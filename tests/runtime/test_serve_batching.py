@@ -6,19 +6,30 @@ from __future__ import annotations
 
 import threading
 
+import nir
 import numpy as np
 import pytest
 
 import nmc
-from nets import conv_pool, ff_lif, recurrent_cubalif, spikes
+from nets import conv_pool, egru_net, ff_lif, recurrent_cubalif, spikes
 from nmc.runtime.serve.batching import BatchedDevice, slot_axes
 from nmc.runtime.serve.pool import DevicePool, LeasedBundle
 from nmc.runtime.session import Session
 
 pytestmark = pytest.mark.timeout(300)
 
+def biased_cubalif():
+    """recurrent_cubalif with a bias on its input layer: spinnaker2 feeds it from a bias source
+    (``constant_events``, from its latency tick on: it reads the chip tick)."""
+    g = recurrent_cubalif()
+    g.nodes["fc_in"] = nir.Affine(weight=g.nodes["fc_in"].weight, bias=np.linspace(-0.05, 0.2, 12))
+    return g
+
+
 CASES = [
     ("spinnaker2", ff_lif, {}, {}),
+    ("spinnaker2", biased_cubalif, {}, {}),
+    ("spinnaker2", egru_net, {}, {}),
     ("spinnaker2", recurrent_cubalif, {}, {}),
     ("spinnaker2", conv_pool, {}, {}),
     ("loihi2", ff_lif, {"reset": "subtract"}, {}),
@@ -31,7 +42,9 @@ CASES = [
 def _input(make, T, seed):
     if make is conv_pool:
         return spikes((2, 8, 8), T=T, seed=seed)
-    return spikes(({ff_lif: 8, recurrent_cubalif: 6}[make],), T=T, seed=seed, p=0.4)
+    if make is egru_net:  # graded values: the EGRU kernel takes them as graded events
+        return np.random.default_rng(seed).normal(0, 1, (T, 5)) * (np.random.default_rng(seed + 9).random((T, 5)) < 0.5)
+    return spikes(({ff_lif: 8, recurrent_cubalif: 6, biased_cubalif: 6}[make],), T=T, seed=seed, p=0.4)
 
 
 def _alone(b, x, window, dev_opts):
