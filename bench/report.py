@@ -494,7 +494,8 @@ NOTES_DISTRIBUTED = (
 def serve(d) -> list[str]:
     L = ["## 8. `nmc serve` under load", "", _hdr(d, ""),
          f"{d['model']} in a model repository, served by an `nmc serve REPO` child process; each client (a thread "
-         f"of the benchmark process, on the same cores as the server) opens a session, sends "
+         f"in one of {d['rows'][-1].get('client_processes', 1)} client processes, on the same cores as the server) "
+         f"opens a session, sends "
          f"{d['rows'][0]['windows_per_client']} windows of {d['rows'][0]['window']} steps one at a time and "
          "closes. Without batching each device takes one session (`--max-batch 1`, the others wait in the "
          f"queue); with batching a device steps up to ⌈64/devices⌉ sessions together (`--batch-wait-ms "
@@ -513,9 +514,8 @@ def serve(d) -> list[str]:
           "Batching trades latency for throughput: a batched window waits for the other sessions' windows "
           "(at most the batch wait) and for a step of the whole batch. Each row is one run on 2 cores shared "
           "with other jobs: the 1-client rows (the same work with and without batching) show how much the load "
-          "moves a figure (up to 8× between rows here). With 2 devices the two batching workers share the same "
-          "2 cores and one Python process (GIL), so a second device adds no compute here; its batches are "
-          "half as full.", ""]
+          "moves a figure. With 2 devices the two batching workers share the same 2 cores and one Python process "
+          "(GIL), so a second device adds no compute here; its batches are half as full.", ""]
     return L
 
 

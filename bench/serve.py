@@ -5,8 +5,10 @@ The quick start's digit classifier (LIF MLP 64→128→10) compiled for the
 spinnaker2 emulator is put in a model repository and served by an ``nmc serve
 REPO`` child process (``--devices D``; without batching ``--max-batch 1``: one
 session per device, the others wait in the queue; with batching ``--max-batch
-⌈64/D⌉``). Each client (a thread here) opens a session, sends ``--windows``
-windows of ``--window`` steps of Bernoulli(0.3) spikes one at a time
+⌈64/D⌉``). Each client (a thread in one of up to 4 client processes: the
+threads of one process share its interpreter lock, and at 64 clients one
+process, not the server, was the limit) opens a session, sends 40 windows
+(``--quick``: 3) of 20 steps of Bernoulli(0.3) spikes one at a time
 (``Client.step``: latency = send → outputs back, device queueing excluded),
 then closes. Recorded per configuration: input events/s over the whole run
 (first connect to last close, queueing included), p50/p99 window latency,
@@ -67,28 +69,58 @@ def _client(addr, x, window, lat, counts, errors):
         errors.append(f"{type(e).__name__}: {e}")
 
 
-def _one(repo, addr_proc, clients, windows, window, seed=0):
-    p, addr = addr_proc
-    rng = np.random.default_rng(seed)
-    # warm-up (not timed): the server's first session builds the device and compiles its numba loops
-    _client(addr, (rng.random((2 * window, 64)) < 0.3).astype(np.float32), window, [], [], [])
-    xs = [(rng.random((windows * window, 64)) < 0.3).astype(np.float32) for _ in range(clients)]
-    lat: list[float] = []
-    counts: list[tuple] = []
-    errors: list[str] = []
+def _inputs(seeds, windows, window):
+    return [(np.random.default_rng(s).random((windows * window, 64)) < 0.3).astype(np.float32) for s in seeds]
+
+
+def _client_process(addr, seeds, windows, window, go, out):
+    """One client process: a thread per session, started together on ``go``; puts
+    (first start, last end, latencies, counts, errors, events not sent) on ``out``."""
+    xs = _inputs(seeds, windows, window)
+    lat, counts, errors = [], [], []
     ts = [threading.Thread(target=_client, args=(addr, x, window, lat, counts, errors)) for x in xs]
-    t0 = time.perf_counter()
+    go.wait()
+    t0 = time.time()
     for t in ts:
         t.start()
     for t in ts:
         t.join(900)
-    wall = time.perf_counter() - t0
+    unsent = sum(int(x.sum()) for x in xs[len(counts):])
+    out.put((t0, time.time(), lat, counts, errors, unsent))
+
+
+def _one(repo, addr_proc, clients, windows, window, procs=4):
+    """``clients`` sessions at once, spread over ``procs`` client processes (threads of one
+    process share its interpreter lock: at 64 clients one process, not the server, was the
+    limit), each sending ``windows`` windows of ``window`` steps one at a time."""
+    import multiprocessing as mp
+
+    p, addr = addr_proc
+    # warm-up (not timed): the server's first session builds the device and compiles its numba loops
+    _client(addr, _inputs([10 ** 6], 2, window)[0], window, [], [], [])
+    ctx = mp.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    groups = [list(range(i, clients, procs)) for i in range(min(procs, clients))]
+    ps = [ctx.Process(target=_client_process, args=(addr, g, windows, window, go, out)) for g in groups]
+    for q in ps:
+        q.start()
+    time.sleep(0.5)
+    while sum(q.is_alive() for q in ps) < len(ps):
+        time.sleep(0.1)
+    time.sleep(3.0)  # the client processes have imported nmc and built their inputs: start together
+    go.set()
+    res = [out.get(timeout=1200) for _ in ps]
+    for q in ps:
+        q.join(60)
+    wall = max(r[1] for r in res) - min(r[0] for r in res)
+    lat = [v for r in res for v in r[2]]
+    counts = [c for r in res for c in r[3]]
+    errors = [e for r in res for e in r[4]]
     sent = sum(c[0] for c in counts)
-    lost = sum(c[0] - c[3] for c in counts) + sum(c[4] - c[1] for c in counts) + sum(
-        int(x.sum()) for x in xs[len(counts):])
+    lost = sum(c[0] - c[3] for c in counts) + sum(c[4] - c[1] for c in counts) + sum(r[5] for r in res)
     lat_ms = 1e3 * np.asarray(lat) if lat else np.zeros(1)
-    return {"clients": clients, "windows_per_client": windows, "window": window, "events": sent,
-            "events_per_s": sent / wall, "wall_s": round(wall, 3),
+    return {"clients": clients, "client_processes": len(ps), "windows_per_client": windows, "window": window,
+            "events": sent, "events_per_s": sent / wall, "wall_s": round(wall, 3),
             "window_latency_p50_ms": float(np.percentile(lat_ms, 50)),
             "window_latency_p99_ms": float(np.percentile(lat_ms, 99)),
             "events_lost": int(lost), "errors": errors[:3], "server_peak_rss_mib": round(_peak_rss(p.pid) / 2 ** 20, 1)}
@@ -97,7 +129,7 @@ def _one(repo, addr_proc, clients, windows, window, seed=0):
 def run(quick: bool = False, log=print) -> dict:
     import nmc
 
-    windows, window = (3, 20) if quick else (10, 20)
+    windows, window = (3, 20) if quick else (40, 20)
     wait_ms = 20.0
     device_counts, client_counts = ((1,), (1, 8)) if quick else ((1, 2), (1, 8, 64))
     rows = []
