@@ -101,6 +101,8 @@ class PassError(NmcError):
             s = f"pass '{self.pass_name}': {s}"
         if self.reproducer:
             s += f" (reproducer written to {self.reproducer})"
+        elif self.pass_name:
+            s += " (compile with --dump-ir DIR to write a reproducer there)"
         return s
 
 

@@ -11,9 +11,10 @@ Option values parse by the field's type (int, float, bool, str, tuple).
 
 :class:`PassManager` runs a pipeline, verifies the graph after every pass,
 turns any failure into a :class:`~nmc.errors.PassError` naming the pass (and
-node, when known), can dump the graph after every pass (``--dump-ir DIR``) and
-writes a reproducer (graph before the failing pass + pipeline text) on
-failure.
+node, when known), can dump the graph after every pass (``--dump-ir DIR``) and,
+with ``--dump-ir DIR``, writes a reproducer (graph before the failing pass +
+pipeline text) into DIR on failure. Without it nothing is written (nmc writes
+only where the user said): the error says how to get one.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import dataclasses
 import json
 import math
 import re
-import tempfile
 import time
 import typing
 from dataclasses import dataclass, field
@@ -279,8 +279,10 @@ class PassManager:
         return g
 
     def _safe_reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str | None:
-        """The reproducer's folder, or None when it cannot be written: a failure to write it
-        must never replace the error being reported."""
+        """The reproducer's folder (``ctx.dump_dir``), or None when no folder was named or it
+        cannot be written: a failure to write it must never replace the error being reported."""
+        if not ctx.dump_dir:
+            return None
         try:
             return self._reproducer(graph, p, ctx)
         except Exception:  # noqa: BLE001 - any failure here would hide the real error
@@ -289,7 +291,7 @@ class PassManager:
     def _reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str:
         from nmc import serialize
 
-        d = Path(ctx.dump_dir) if ctx.dump_dir else Path(tempfile.mkdtemp(prefix="nmc-reproducer-"))
+        d = Path(ctx.dump_dir)
         d.mkdir(parents=True, exist_ok=True)
         serialize.write(d / "reproducer.nir", graph)
         (d / "reproducer.json").write_text(json.dumps(

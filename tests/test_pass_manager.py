@@ -259,7 +259,8 @@ def test_reproducer_command_reproduces_via_cli(test_passes, tmp_path):
     from nmc.cli import main
 
     with pytest.raises(PassError) as e:
-        PassManager(parse_pipeline("normalize,t-break{target=nowhere}")).run(Graph.from_nir(ff_lif()), ctx())
+        PassManager(parse_pipeline("normalize,t-break{target=nowhere}")).run(Graph.from_nir(ff_lif()),
+                                                                              ctx(dump_dir=tmp_path / "rep"))
     rep = Path(e.value.reproducer)
     assert rep.exists() and (rep / "reproducer.nir").exists()
     cmd = json.loads((rep / "reproducer.json").read_text())["command"]
@@ -270,6 +271,20 @@ def test_reproducer_command_reproduces_via_cli(test_passes, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2, r.output
     assert "pass 't-break'" in r.output and "nowhere" in r.output
+
+
+def test_no_reproducer_is_written_unless_asked(test_passes, tmp_path, monkeypatch):
+    """Without --dump-ir nothing is written anywhere (the system temp folder included);
+    the error says how to get a reproducer."""
+    import tempfile
+
+    tmp = tmp_path / "systemp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    with pytest.raises(PassError) as e:
+        PassManager(parse_pipeline("normalize,t-break{target=nowhere}")).run(Graph.from_nir(ff_lif()), ctx())
+    assert e.value.reproducer is None and list(tmp.iterdir()) == []
+    assert "--dump-ir DIR" in e.value.one_line()
 
 
 def test_error_is_nmc_error():

@@ -287,7 +287,7 @@ def test_reproducer_of_a_graph_without_edges_is_written(tmp_path):
     g = Graph.from_nir(ff_lif())
     g.edges = []
     with pytest.raises(PassError) as e:   # the manager gets it (no frontend intake): verify fails
-        PassManager(parse_pipeline("normalize")).run(g, PassContext(options={"dt": 1e-3}))
+        PassManager(parse_pipeline("normalize")).run(g, PassContext(options={"dt": 1e-3}, dump_dir=tmp_path / "r"))
     assert "no incoming edge" in e.value.message
     assert serialize.read(Path(e.value.reproducer) / "reproducer.nir").edges == []
 
@@ -302,7 +302,7 @@ def test_reproducer_failure_does_not_hide_the_error(tmp_path, monkeypatch):
     g = Graph.from_nir(ff_lif())
     g.nodes["fc1"].weight = np.full_like(g.nodes["fc1"].weight, np.nan)
     with pytest.raises(PassError) as e:
-        PassManager(parse_pipeline("normalize")).run(g, PassContext(options={"dt": 1e-3}))
+        PassManager(parse_pipeline("normalize")).run(g, PassContext(options={"dt": 1e-3}, dump_dir=tmp_path / "r"))
     assert e.value.pass_name == "normalize" and "non-finite" in e.value.message and e.value.reproducer is None
 
 
