@@ -96,7 +96,13 @@ def _read(path: Path):
     from onnx import numpy_helper
 
     try:
+        # onnx (>= 1.16) reads external tensor data only from regular files inside the model's
+        # folder: an absolute location, one with "..", or a symbolic link is a ValidationError
         model = onnx.load(str(path))
+    except onnx.checker.ValidationError as e:
+        raise InputFileError(f"ONNX model refused: {str(e)[:240]}", path=path,
+                             hint="keep external tensor data (.data files) as regular files in the model's "
+                                  "folder, or re-export the model with its weights inside") from None
     except Exception as e:  # protobuf DecodeError and friends
         raise InputFileError(f"not a readable ONNX model ({type(e).__name__})", path=path,
                              hint="re-export the model with torch.onnx.export") from None

@@ -468,3 +468,29 @@ def test_concat_and_grouped_conv_round_trip_through_nmc_files(tmp_path):
     a = ReferenceSimulator(g).run(inp, batched=True, record=["readout"])["readout.v"]
     b = ReferenceSimulator(g2).run(inp, batched=True, record=["readout"])["readout.v"]
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("where", ["../secret.bin", "ABS", "link.bin"])
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, where):
+    """A tensor's external data may only be a regular file in the model's folder: a location
+    with "..", an absolute one, or a symbolic link out of the folder is refused with the reason
+    (the secret's bytes are never read into the model)."""
+    (tmp_path / "secret.bin").write_bytes(b"SECRET-0123456789abcdef")
+    d = tmp_path / "m"
+    d.mkdir()
+    if where == "link.bin":
+        (d / "link.bin").symlink_to(tmp_path / "secret.bin")
+    loc = str(tmp_path / "secret.bin") if where == "ABS" else where
+    w = helper.make_tensor("W", TensorProto.FLOAT, [2, 2], [0, 0, 0, 0])
+    w.ClearField("float_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", loc), ("offset", "0"), ("length", "16")):
+        e = w.external_data.add()
+        e.key, e.value = k, v
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
+    (d / "model.onnx").write_bytes(helper.make_model(g).SerializeToString())
+    with pytest.raises(InputFileError, match="ONNX model refused: .*(outside|relative path|symbolic link)") as e:
+        _read(d / "model.onnx")
+    assert "SECRET" not in e.value.one_line() and "folder" in e.value.one_line()
