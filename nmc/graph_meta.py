@@ -21,6 +21,23 @@ RESETS = ("zero", "subtract")
 #: what normalize uses when neither the compile options nor the model say (dt: snnTorch's export convention)
 DEFAULTS = {"dt": 1e-4, "integrator": "euler", "reset": "zero"}
 KEYS = tuple(DEFAULTS)
+#: the time steps nmc takes, seconds: 1 ns (below it every decay of a physical time constant
+#: rounds to 1 in float64 and nothing moves) to 1000 s (discrete-time exports use dt = 1)
+DT_RANGE = (1e-9, 1e3)
+
+
+def check_dt(dt) -> float:
+    """``dt`` as a float in :data:`DT_RANGE`, else an OptionError saying the range."""
+    try:
+        v = float(dt) if not isinstance(dt, (bool, complex, str)) else float("nan")
+    except (TypeError, ValueError):
+        v = float("nan")
+    lo, hi = DT_RANGE
+    if not (math.isfinite(v) and lo <= v <= hi):
+        raise OptionError(f"--dt must be a number of seconds in [{lo:g}, {hi:g}], got {dt!r}",
+                          hint="e.g. --dt 1e-3 (1 ms); snnTorch exports assume 1e-4, discrete-time exports 1",
+                          limit=f"[{lo:g}, {hi:g}]", actual=dt)
+    return v
 
 
 @dataclass(frozen=True)
@@ -33,18 +50,12 @@ class GraphMeta:
     reset: str
 
     def __post_init__(self):
-        dt = self.dt
-        try:
-            ok = not isinstance(dt, (bool, complex, str)) and math.isfinite(float(dt)) and float(dt) > 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise OptionError(f"--dt must be a finite number of seconds > 0, got {dt!r}", hint="e.g. --dt 1e-3")
+        dt = check_dt(self.dt)
         if self.integrator not in INTEGRATORS:
             raise OptionError(f"--integrator must be one of {', '.join(INTEGRATORS)}, not {self.integrator!r}")
         if self.reset not in RESETS:
             raise OptionError(f"--reset must be one of {', '.join(RESETS)}, not {self.reset!r}")
-        object.__setattr__(self, "dt", float(dt))
+        object.__setattr__(self, "dt", dt)
 
     @classmethod
     def of(cls, graph) -> "GraphMeta":

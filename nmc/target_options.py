@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import OptionError
+from . import graph_meta
 
 
 @dataclass(frozen=True)
@@ -87,17 +88,10 @@ def parse_value(v: str):
 
 
 def check_dt(dt) -> float | None:
-    """``dt`` (seconds) a finite number > 0, or None (the model's or the default)."""
+    """``dt`` (seconds) in :data:`nmc.graph_meta.DT_RANGE`, or None (the model's or the default)."""
     if dt is None:
         return None
-    try:
-        v = float(dt)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if isinstance(dt, bool) or not math.isfinite(v) or v <= 0:
-        raise OptionError(f"--dt must be a finite number of seconds > 0, got {dt!r}",
-                          hint="e.g. --dt 1e-3 (1 ms); snnTorch exports assume 1e-4")
-    return v
+    return graph_meta.check_dt(dt)
 
 
 def check_seed(seed) -> int:

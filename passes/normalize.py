@@ -38,7 +38,7 @@ import numpy as np
 
 from nmc.annotations import Reset
 from nmc.errors import GraphError, OptionError, ShapeError
-from nmc.graph_meta import DEFAULTS, INTEGRATORS, KEYS, RESETS, GraphMeta
+from nmc.graph_meta import DEFAULTS, INTEGRATORS, KEYS, RESETS, GraphMeta, check_dt
 from nmc.ir import Graph
 from nmc.nodes import is_spiking_neuron
 from nmc.semantics import lookup, shapes
@@ -83,8 +83,8 @@ class Normalize(Pass):
         for key, allowed in (("integrator", INTEGRATORS), ("reset", RESETS)):
             if opts.get(key) is not None and opts[key] not in allowed:
                 raise OptionError(f"--{key} must be one of {', '.join(allowed)}, not {opts[key]!r}")
-        if opts.get("dt") is not None and not (float(opts["dt"]) > 0):
-            raise OptionError(f"--dt must be > 0 seconds, got {opts['dt']}")
+        if opts.get("dt") is not None:
+            check_dt(opts["dt"])
         chosen = {}
         for key in KEYS:  # the compile option, else the model's stored value, else the default (warned)
             if opts.get(key) is not None:

@@ -150,10 +150,11 @@ def test_non_finite_parameters_refused_at_load(tmp_path, where, value):
 
 
 # ================================================================ item 2: tracebacks
-@pytest.mark.parametrize("dt", ["inf", "nan", "0", "-1", "-inf"])
+@pytest.mark.parametrize("dt", ["inf", "nan", "0", "-1", "-inf", "1e-300", "1e-10", "1e4"])
 def test_bad_dt_cli(model, tmp_path, dt):
     out = tmp_path / "o.nmc"
-    assert "--dt" in cli_error("compile", model, "--dt", dt, "-o", out)
+    msg = cli_error("compile", model, "--dt", dt, "-o", out)
+    assert "--dt" in msg and "[1e-09, 1000]" in msg   # the range nmc takes, named
     assert not out.exists()                        # nothing half-written that would block the next compile
 
 
