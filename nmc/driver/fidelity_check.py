@@ -19,8 +19,8 @@ report gives:
   membrane is still rising when the probe ends, and would reach the threshold
   at its present rise (:func:`first_spike_after`: linear for IF, the
   exponential approach over the slowest τ for leaky neurons) within
-  :data:`LATE_WITHIN` probe lengths, is **late**, not dead: "no spike within the probe of N steps", with the estimated step of its
-  first spike;
+  :data:`LATE_WITHIN` probe lengths, is **late**, not dead: "no spike within
+  the probe of N steps", with the estimated step of its first spike;
 * spike-count agreement per layer between device and reference
   (1 − Σ|n_dev − n_ref| / Σ max(n_dev, n_ref) over neurons), class agreement
   per output (argmax of the summed output per sample), and the membrane error
@@ -110,7 +110,8 @@ def step_gain(g, name: str) -> float:
 def slowest_tau_steps(g, name: str) -> float:
     """The neuron's slowest time constant in steps (τ/dt; τ_mem or τ_syn for CubaLIF); inf without a leak."""
     node, dt = g.nodes[name], GraphMeta.of(g).dt
-    taus = [np.asarray(getattr(node, k), float) for k in ("tau", "tau_mem", "tau_syn") if getattr(node, k, None) is not None]
+    taus = [np.asarray(getattr(node, k), float) for k in ("tau", "tau_mem", "tau_syn")
+            if getattr(node, k, None) is not None]
     return float(max(np.max(t) for t in taus) / dt) if taus else float("inf")
 
 
