@@ -192,7 +192,8 @@ def test_each_energy_constant_is_one_term_and_static_is_charged_once(name):
         # them would charge the same cycles twice
         pe = s.get("energy.derivation.pe_cycle_j")
         assert s.get("energy.synaptic_op_j") == pytest.approx(s.get("core.cycles_per_synop") * pe)
-        assert s.get("energy.mac_j") == pytest.approx(s.get("core.cycles_per_synop") * pe)
+        assert s.get("energy.mac_j") == pytest.approx(s.get("core.cycles_per_mac") * pe)
+        assert s.get("energy.cell_update_j") == pytest.approx(s.get("core.cycles_per_cell_update") * pe)
         assert s.get("energy.neuron_update_j") == pytest.approx(s.get("core.cycles_per_neuron_update") * pe)
         assert s.get("energy.packet_sent_j") == pytest.approx(s.get("timing.cycles_per_packet") * pe)
         assert "static_core_w" not in model
