@@ -404,7 +404,7 @@ def energy(d) -> list[str]:
           f"- *BrainScaleS-2*: like for like in time (the frame lasts 12 µs of hardware time, 85 k frames/s = 11.8 µs); "
           f"static power ({b['dominant_why']}) makes the frame's energy. The 200 mW comes from the same paper, so this "
           "checks the time accounting, not an independent per-event model.",
-          f"- *EGRU LM*: {e['baseline_labels']['gpu']} uses {_si(e['baselines_per_token_j']['gpu'], 'J')} per token "
+          f"- *EGRU LM*: the GPU at batch 1 uses {_si(e['baselines_per_token_j']['gpu'], 'J')} per token "
           f"(Blouw's measured running power, idle included, × Blouw's measured time per call: the 2018 measurement "
           f"carried over to this model by time per call, not a measurement of this model or of a current GPU), "
           f"the chip {_si(e['per_token_j'], 'J')} "
