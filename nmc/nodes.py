@@ -24,7 +24,7 @@ import numpy as np
 from . import semantics
 from .errors import UnknownNodeTypeError
 from .semantics import shapes
-from .semantics.nir_types import GRADED
+from .semantics.nir_types import CELL
 
 
 @dataclass(eq=False)
@@ -74,7 +74,7 @@ class EGRU(nir.NIRNode):
 
 
 semantics.register(semantics.NodeType(
-    cls=EGRU, name=EGRU.nmc_type, kind=semantics.Kind.NEURON, shape=shapes.fixed, counters=GRADED,
+    cls=EGRU, name=EGRU.nmc_type, kind=semantics.Kind.NEURON, shape=shapes.fixed, counters=CELL,
     weights=("w_x", "w_h"), state=("v", "y"), doc="nmc.dynamics.egru_step, output the graded events y"))
 
 #: NIR 1.0.8 primitives a file may name, by type name (the registry's entries for NIR's classes).

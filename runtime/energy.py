@@ -16,6 +16,10 @@ per core (the kinds are :data:`KINDS`; each has exactly one constant, see
   step (the targets are time-driven), split into *active* (it received an event
   or emitted one in that step) and *inactive* (it only decays); a spec without
   ``energy.neuron_update_inactive_j`` charges both at ``neuron_update_j``;
+* ``cell_updates``: every placed unit of a gated cell (a node type whose
+  registry counters name ``cell_updates``: the EGRU) every step, active or not —
+  its kernel updates every unit every step (``energy.cell_update_j``, else
+  ``neuron_update_j``);
 * ``packets``: one per output event of a placed neuron (multicast) and one per
   host input event; ``axon_out``: one message per (event, destination core) —
   the per-destination output-axon work of a chip that unicasts (Loihi), zero
@@ -78,12 +82,16 @@ TERMS = (
     Term("synaptic_ops", "energy.synaptic_op_j", None, "synaptic event on a binary spike (AC)",
          ("timing.synaptic_op_s", "core.cycles_per_synop")),
     Term("macs", "energy.mac_j", "energy.synaptic_op_j", "synaptic event on a graded value (MAC)",
-         ("timing.mac_s", "timing.synaptic_op_s", "core.cycles_per_synop")),
+         ("timing.mac_s", "core.cycles_per_mac", "timing.synaptic_op_s", "core.cycles_per_synop")),
     Term("neuron_updates", "energy.neuron_update_j", None, "update of an active neuron",
          ("timing.neuron_update_s", "core.cycles_per_neuron_update")),
     Term("neuron_updates_inactive", "energy.neuron_update_inactive_j", "energy.neuron_update_j",
          "update of an inactive neuron (decay only)",
          ("timing.neuron_update_inactive_s", "timing.neuron_update_s", "core.cycles_per_neuron_update")),
+    Term("cell_updates", "energy.cell_update_j", "energy.neuron_update_j",
+         "update of a gated cell's unit (EGRU: gates, table nonlinearities, threshold)",
+         ("timing.cell_update_s", "core.cycles_per_cell_update", "timing.neuron_update_s",
+          "core.cycles_per_neuron_update")),
     Term("packets", "energy.packet_sent_j", None, "spike packet leaving its core (multicast injection)",
          ("timing.packet_sent_s", "timing.cycles_per_packet")),
     Term("axon_out", "energy.axon_out_j", None, "output-axon message per destination core", ("timing.axon_out_s",)),
@@ -228,12 +236,16 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
     recv_mac = np.asarray((AT[graded_src].T @ a2[:, graded_src].T)).T if graded_src.any() else np.zeros((T * B, N))
     # neuron updates: every placed neuron every step; active = received or emitted an event
     busy = ((recv_ac + recv_mac) > 0) | (a2 > 0)
-    placed = net.placed_mask[None, :]
+    cell = np.zeros(N, dtype=bool)  # units of gated cells: a whole cell update every step instead
+    for i, u in enumerate(units):
+        cell[off[i]:off[i + 1]] = "cell_updates" in (semantics.of(g.nodes[u], name=u).counters or ())
+    placed = net.placed_mask[None, :] & ~cell[None, :]
     upd_act = (busy & placed).astype(np.float64)
     upd_inact = (~busy & placed).astype(np.float64)
+    upd_cell = np.broadcast_to(net.placed_mask & cell, (T * B, N)).astype(np.float64)
     sumB = lambda x: x.reshape(T, B, N).sum(1)  # noqa: E731
     ac_in, mac_in = sumB(recv_ac), sumB(recv_mac)
-    upd, upd_i = sumB(upd_act), sumB(upd_inact)
+    upd, upd_i, upd_c = sumB(upd_act), sumB(upd_inact), sumB(upd_cell)
     # packets: one per event of a placed neuron; host inputs inject one packet per event too
     pk = active.sum(1)
     # placement: cores, destination cores (axon-out messages) and hops
@@ -262,6 +274,7 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
         dests_per_event[off[i]:off[i + 1]] = [per_core.get(int(c), (0, 0, 0))[2] for c in seg]
     placed_src = net.placed_mask.astype(np.float64)
     per_unit = {"synaptic_ops": ac_in, "macs": mac_in, "neuron_updates": upd, "neuron_updates_inactive": upd_i,
+                "cell_updates": upd_c,
                 "packets": pk, "axon_out": pk * (dests_per_event * placed_src)[None, :],
                 "hops": pk * hops_per_event[None, :], "chip_hops": pk * chip_per_event[None, :]}
     per_step = {k: v.sum(1) for k, v in per_unit.items()}

@@ -22,8 +22,9 @@ Report (:mod:`nmc.lm.report`): the quantized stage (the kernels' dequantized
 weights, exact nonlinearities), effective MACs per token on chip (for each
 input or recurrent event, the kept weights of its column) and the placement:
 PEs used and the predicted time per token per tick: per PE, cycles =
-kept-weight MACs of the events it received × ``core.cycles_per_synop`` +
-units × ``core.cycles_per_neuron_update``, over ``core.clock_hz`` — mean and
+kept-weight MACs of the events it received × ``core.cycles_per_mac`` +
+units × ``core.cycles_per_cell_update`` (counted from the generated kernels,
+:mod:`.kernel_cycles`), over ``core.clock_hz`` — mean and
 worst step of the run, max over PEs — against ``sys_tick``. One token enters
 per tick; its logits leave ``latency`` ticks later.
 """
@@ -149,8 +150,9 @@ class S2LanguageModels(LanguageModelTarget):
         if spec is None or rd is None:
             return out
         clock = float(spec.get("core.clock_hz"))
-        cyc_syn = float(spec.get("core.cycles_per_synop"))
-        cyc_neu = float(spec.get("core.cycles_per_neuron_update"))
+        # the generated EGRU kernels' counted cycles (kernel_cycles.py), else the stock kernels' estimates
+        cyc_syn = float(spec.get("core.cycles_per_mac", spec.get("core.cycles_per_synop")))
+        cyc_neu = float(spec.get("core.cycles_per_cell_update", spec.get("core.cycles_per_neuron_update")))
         V = pops[0].kernel["wx"].shape[1]
         steps = tok.shape[0] * tok.shape[1]
         pe_ids = sorted({int(x) for p in pops for x in np.unique(p.pe)})

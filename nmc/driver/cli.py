@@ -127,7 +127,8 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
     float reference run the --calibrate data (or a seeded synthetic probe of
     Bernoulli(0.2) spikes, 100 steps x 4 samples); dead or saturated layers
     (with the likely cause and fix, e.g. --dt 1 for a network exported in
-    discrete time) and low agreement are warnings, errors with --strict
+    discrete time), late layers (no spike within the probe, membrane still
+    rising) and low agreement are warnings, errors with --strict
     (summary printed, details in reports/fidelity.json).
     MaxPool is refused unless --option maxpool=spiking (an approximate IF max
     tree); an output Softmax/LogSoftmax is dropped with a warning.

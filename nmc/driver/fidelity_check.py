@@ -13,9 +13,14 @@ report gives:
   (dt/τ)·r for Euler LIF, (1 − e^{−dt/τ})·r exact, times (dt/τ_syn)·w_in for
   CubaLIF); a spiking layer that never fires is **dead**, one that fires in
   more than :data:`SATURATED` of its steps is **saturated**, each with the likely
-  cause and a fix (a network exported in discrete time — r = 1, one unit of
-  input per step, as sinabs exports — compiled at dt ≪ 1 has an input drive of
-  about dt per step: "compile with --dt 1");
+  cause and a fix (a leak-free network exported in discrete time — r = 1, one
+  unit of input per step, as sinabs exports — compiled at dt ≪ 1 has an input
+  drive of about dt per step: "compile with --dt 1"). A silent layer whose
+  membrane is still rising when the probe ends, and would reach the threshold
+  at its present rise (:func:`first_spike_after`: linear for IF, the
+  exponential approach over the slowest τ for leaky neurons) within
+  :data:`LATE_WITHIN` probe lengths, is **late**, not dead: "no spike within
+  the probe of N steps", with the estimated step of its first spike;
 * spike-count agreement per layer between device and reference
   (1 − Σ|n_dev − n_ref| / Σ max(n_dev, n_ref) over neurons), class agreement
   per output (argmax of the summed output per sample), and the membrane error
@@ -46,6 +51,9 @@ MAX_STEPS, MAX_SAMPLES = 200, 8
 MAX_SYNOPS = 2e8
 #: A spiking layer firing in more than this fraction of its neuron-steps is saturated.
 SATURATED = 0.9
+#: A silent layer whose membrane would reach the threshold within this many probe lengths after the
+#: probe ends is late (no spike within the probe), not dead.
+LATE_WITHIN = 10
 #: Warn below these agreements of the device with the reference.
 THRESHOLDS = {"class_agreement": 0.9, "spike_count_agreement": 0.8}
 
@@ -99,22 +107,70 @@ def step_gain(g, name: str) -> float:
     return float(np.median(gain))
 
 
-def _diagnose(g, name: str, entry: dict) -> tuple[str, str] | None:
-    """(cause, fix) for a dead or saturated layer."""
+def slowest_tau_steps(g, name: str) -> float:
+    """The neuron's slowest time constant in steps (τ/dt; τ_mem or τ_syn for CubaLIF); inf without a leak."""
+    node, dt = g.nodes[name], GraphMeta.of(g).dt
+    taus = [np.asarray(getattr(node, k), float) for k in ("tau", "tau_mem", "tau_syn")
+            if getattr(node, k, None) is not None]
+    return float(max(np.max(t) for t in taus) / dt) if taus else float("inf")
+
+
+def first_spike_after(v: np.ndarray, thr: float, tau_steps: float) -> float | None:
+    """Steps after the last one until the highest membrane trace reaches ``thr`` at its present rise, or
+    None when it does not rise (or settles below ``thr``). ``v`` (T, B, ...) is the reference's membrane
+    of a layer that did not spike; the sample mean of each neuron is followed, the highest at the end.
+    The rise is the slope over the last tenth of the steps (at least 5); a leak-free neuron (``tau_steps``
+    inf) keeps it, a leaky one approaches v_end + slope·τ_steps exponentially (the first-order response
+    to a constant drive), so the steps are τ_steps·ln((v∞ − v_end)/(v∞ − thr))."""
+    v = np.asarray(v, float)
+    T = v.shape[0]
+    k = max(5, T // 10)
+    if T <= k or thr <= 0:
+        return None
+    m = v.reshape(T, v.shape[1] if v.ndim > 1 else 1, -1).mean(1)      # (T, neurons): sample means
+    i = int(np.argmax(m[-1]))
+    end, slope = m[-1, i], (m[-1, i] - m[-1 - k, i]) / k
+    if not slope > 1e-9 * thr or end >= thr:
+        return None
+    if not np.isfinite(tau_steps):
+        return float((thr - end) / slope)
+    v_inf = end + slope * tau_steps
+    return float(tau_steps * np.log((v_inf - end) / (v_inf - thr))) if v_inf > thr else None
+
+
+def _diagnose(g, name: str, entry: dict, steps: int) -> tuple[str, str] | None:
+    """(cause, fix) for a dead, late or saturated layer over a probe of ``steps`` steps."""
     node, dt = g.nodes[name], GraphMeta.of(g).dt
     drive, gain = entry.get("drive_per_step"), entry.get("gain_per_step")
     thr = entry.get("threshold")
     r = getattr(node, "r", None)
     unit_r = r is not None and np.allclose(np.asarray(r, float), 1.0)
+    # no leak that matters within LATE_WITHIN probe lengths: an integrator, whose drive scales with dt
+    integrates = slowest_tau_steps(g, name) > LATE_WITHIN * steps
+    if entry["status"] == "late":
+        more = entry["first_spike_after_steps"]
+        tau = entry.get("slowest_tau_steps")
+        cause = (f"no spike within the probe of {steps} steps, but the membrane is still rising "
+                 f"({entry['end_v_over_threshold']:.3g} of the threshold at the last step"
+                 + (f", slowest τ = {tau:.3g} steps" if tau is not None else ", no leak")
+                 + f"): at its present rise the first spike comes about {more:.3g} steps after the probe ends")
+        return cause, (f"nothing is wrong if the network integrates that long; to check this layer's spikes "
+                       f"give --calibrate data of at least {steps + int(np.ceil(more))} steps (the check uses up "
+                       f"to {MAX_STEPS})")
     if entry["status"] == "dead":
         if entry.get("input_mean_abs", 0) == 0:
-            return "its input is silent (an upstream layer is dead or the inputs are empty)", \
+            return "its input is silent (an upstream layer is dead or late, or the inputs are empty)", \
                    "fix the first dead layer upstream"
         cause = f"inputs × gain = {drive:.3g} per step (gain {gain:.3g}) against a threshold of {thr:.3g}; " \
                 f"the membrane peaked at {entry['peak_v_over_threshold']:.3g} of the threshold"
-        if unit_r and dt < 0.1:
+        if "first_spike_after_steps" in entry:
+            cause += f" (at its present rise its first spike would come {entry['first_spike_after_steps']:.3g} " \
+                     f"steps after the probe's {entry['probe_steps']})"
+        if integrates and unit_r and dt < 0.1:
             return cause + f"; inputs × dt·r = {drive:.3g} per step: this network looks exported in discrete " \
                            "time (r = 1, one unit of input per step, as sinabs exports)", "compile with --dt 1"
+        elif not integrates and "first_spike_after_steps" not in entry:
+            cause += "; at its rise at the end of the probe it settles below the threshold"
         return cause, "check --dt against the exporter's convention (docs/exporters.md), or the input scale"
     cause = f"inputs × gain = {drive:.3g} per step against a threshold of {thr:.3g}: it fires almost every step"
     if isinstance(node, (nir.LIF, nir.CubaLIF)) and r is not None and np.median(np.asarray(r, float)) > 1 / dt / 10:
@@ -182,11 +238,22 @@ def check(graph, program, backend, target: str, data: dict | None, seed: int) ->
             s = np.asarray(ref[key], float)
             e["rate_reference"] = _r(s.mean())
             e["status"] = "dead" if not s.any() else ("saturated" if s.mean() > SATURATED else "ok")
+            if e["status"] == "dead" and f"{n}.v" in ref and e["input_mean_abs"] > 0:
+                tau = slowest_tau_steps(graph, n)
+                more = first_spike_after(ref[f"{n}.v"], thr, tau)
+                if more is not None:
+                    e.update(probe_steps=int(s.shape[0]), first_spike_after_steps=_r(more, 3),
+                             end_v_over_threshold=_r(np.max(np.mean(ref[f"{n}.v"][-1], 0)) / thr))
+                    if np.isfinite(tau):
+                        e["slowest_tau_steps"] = _r(tau)
+                    if more <= LATE_WITHIN * s.shape[0]:
+                        e["status"] = "late"
             if e["status"] != "ok":
-                cause, fix = _diagnose(graph, n, e)
+                cause, fix = _diagnose(graph, n, e, int(s.shape[0]))
                 e["cause"], e["fix"] = cause, fix
+                state = "silent (late)" if e["status"] == "late" else e["status"]
                 findings.append({"node": n, "fix": fix,
-                                 "message": f"layer '{n}' is {e['status']} on the {desc['source']}: {cause}"})
+                                 "message": f"layer '{n}' is {state} on the {desc['source']}: {cause}"})
         if dev is not None and n in recorded:
             d = np.asarray(dev[key], float)
             if spiking:

@@ -5,7 +5,8 @@ them (the first with more than one value fixes a neuron population's shape).
 Counters: the energy terms a unit's output events are charged as
 (:mod:`nmc.runtime.energy`): ``synaptic_ops`` for spikes, ``macs`` for graded
 values; an Input may carry either (its data decides); a neuron is updated every
-step (``neuron_updates`` / ``neuron_updates_inactive``). Nodes between units
+step (``neuron_updates`` / ``neuron_updates_inactive``; a gated cell such as the
+EGRU: ``cell_updates``). Nodes between units
 count nothing themselves: their synapses are counted at the events' source.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ from .registry import Kind, NodeType, register
 _UPDATES = ("neuron_updates", "neuron_updates_inactive")
 SPIKES = ("synaptic_ops",) + _UPDATES
 GRADED = ("macs",) + _UPDATES
+#: a gated cell (EGRU): graded events, and every unit's whole cell update every step (its own cost)
+CELL = ("macs", "cell_updates")
 
 
 def _add(cls, kind, shape, counters=(), **kw) -> None:

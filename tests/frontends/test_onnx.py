@@ -270,7 +270,18 @@ def test_grouped_conv_and_concat_lower_on_every_chip_with_grouped_synapse_counts
     """The depthwise projection holds 4 channels × 16 × 16 taps (3×3, padding 1, 6×6), not the dense
     4 × 4 × 256: every target stores only the connections the groups make. The SNNs agree with the ANN.
     The model and data come from a fresh seed-0 generator, not the module's shared one, so they do not
-    depend on which tests ran before (the brainscales2 agreement is near its bound)."""
+    depend on which tests ran before.
+
+    Bound: on this model every target (brainscales2 included) agrees with the ANN's class on all of
+    400 fresh inputs of the same distribution (measured 2026-12-07), so its expected disagreement q is
+    ≤ 3/400 = 0.0075 at 95 % (rule of three); the test's n = 24 inputs then fall below 0.9 agreement
+    (3 or more disagreements) with probability ≤ P[Binom(24, 0.0075) ≥ 3] ≈ 8e-4. The old bound 0.8
+    was met at 0.79 only because the shared generator drew another model, depending on test order:
+    of six model draws (seeds 0-5), brainscales2 agreed on 400 fresh inputs 100 % on four and 74 % /
+    78 % on two (the other targets 91-100 %), where pointwise-branch neurons saturate on the
+    reference (one fires 44 of 48 steps, its membrane carrying up to 5 thresholds of excess after
+    the subtractive reset) and the analog neuron, reset and held for half a step after each spike,
+    cannot carry the excess (16 of 48)."""
     monkeypatch.setattr(sys.modules[__name__], "RNG", np.random.default_rng(0))
     p = _branchy(tmp_path / "m.onnx")
     x = RNG.random((24, 2, 6, 6))
@@ -289,7 +300,7 @@ def test_grouped_conv_and_concat_lower_on_every_chip_with_grouped_synapse_counts
             counts[target] = next(v["synapses"] for k, v in b.report("compile")["program"]["projections"].items()
                                   if k.endswith("->dw_relu_if"))
         out = b.run({"input": encode(x, 48, "regular")}, record=["readout"])["readout.v"][-1]
-        assert np.mean(out.argmax(-1) == ann) >= 0.8, target
+        assert np.mean(out.argmax(-1) == ann) >= 0.9, target
     assert counts == {t: want for t in counts}
 
 

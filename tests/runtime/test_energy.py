@@ -17,6 +17,8 @@ from nmc.runtime import energy, power
 from nmc.runtime.events import save_npz
 
 RNG = np.random.default_rng(3)
+#: loihi2.toml energy.static_chip_w: Loihi's measured idle power (Blouw et al. 2018 Table 1), charged once per chip
+LOIHI_STATIC_W = 0.029
 
 
 def _net(n_in=12, n_h=20, n_out=4):
@@ -143,7 +145,7 @@ def test_cli_profile_json_html_and_fit(placed_bundle, tmp_path):
     j = json.loads((tmp_path / "r.json").read_text())
     assert j["measured"]["per_inference_j"] == pytest.approx(0.2 * act.steps * act.tick_s, rel=1e-6)
     assert j["total_j"] == pytest.approx(sum(j["by_kind_j"].values()))
-    assert j["mode"] == "tick" and j["by_kind_j"]["static"] == pytest.approx(0.104 * act.steps * act.tick_s)
+    assert j["mode"] == "tick" and j["by_kind_j"]["static"] == pytest.approx(LOIHI_STATIC_W * act.steps * act.tick_s)
     assert "baseline" in r.output and "dominant" in r.output
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "<table>" in page
@@ -192,7 +194,8 @@ def test_each_energy_constant_is_one_term_and_static_is_charged_once(name):
         # them would charge the same cycles twice
         pe = s.get("energy.derivation.pe_cycle_j")
         assert s.get("energy.synaptic_op_j") == pytest.approx(s.get("core.cycles_per_synop") * pe)
-        assert s.get("energy.mac_j") == pytest.approx(s.get("core.cycles_per_synop") * pe)
+        assert s.get("energy.mac_j") == pytest.approx(s.get("core.cycles_per_mac") * pe)
+        assert s.get("energy.cell_update_j") == pytest.approx(s.get("core.cycles_per_cell_update") * pe)
         assert s.get("energy.neuron_update_j") == pytest.approx(s.get("core.cycles_per_neuron_update") * pe)
         assert s.get("energy.packet_sent_j") == pytest.approx(s.get("timing.cycles_per_packet") * pe)
         assert "static_core_w" not in model
@@ -235,11 +238,11 @@ def test_static_power_over_the_work_time_on_loihi_and_the_tick_on_a_tick_bound_c
     assert tc["macs"] == tc["synaptic_ops"] == 3.8e-9  # a graded event is a synaptic op on Loihi
     per_step = sum(act.per_step[k] * tc[k] for k in energy.KINDS) - x.sum(1) * tc["packets"] + 0.6e-6
     assert rep["time"]["work_per_inference_s"] == pytest.approx(per_step.sum(), rel=1e-9)
-    assert rep["static_by_mode_j"]["work"] == pytest.approx(0.104 * per_step.sum(), rel=1e-9)
-    assert rep["static_by_mode_j"]["tick"] == pytest.approx(0.104 * 25 * 1e-3, rel=1e-9)
+    assert rep["static_by_mode_j"]["work"] == pytest.approx(LOIHI_STATIC_W * per_step.sum(), rel=1e-9)
+    assert rep["static_by_mode_j"]["tick"] == pytest.approx(LOIHI_STATIC_W * 25 * 1e-3, rel=1e-9)
     assert rep["by_kind_j"]["static"] == pytest.approx(rep["static_by_mode_j"]["work"]) and "static" in rep["dominant_why"]
     t = energy.estimate(act, s, mode="tick")
-    assert t["by_kind_j"]["static"] == pytest.approx(0.104 * 25e-3) and t["dynamic_j"] == pytest.approx(rep["dynamic_j"])
+    assert t["by_kind_j"]["static"] == pytest.approx(LOIHI_STATIC_W * 25e-3) and t["dynamic_j"] == pytest.approx(rep["dynamic_j"])
     # SpiNNaker 2 is timer-driven: a step lasts the tick; 'work' is the shortest tick the slowest PE allows
     b2 = _one_core("spinnaker2")
     r2, a2 = energy.profile(b2, {"input": x})
