@@ -507,6 +507,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
         self.lock = threading.Lock()
         self.stopping = False
         self._serving = False
+        self._loop_ended = False
         try:
             super().__init__((host, port), _Handler)
         except (OSError, OverflowError, UnicodeError) as e:
@@ -658,15 +659,25 @@ class SessionServer(socketserver.ThreadingTCPServer):
     def address(self) -> tuple[str, int]:
         return self.server_address[0], self.server_address[1]
 
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._listening = True  # connections queue in the backlog from here on
+
+    def server_close(self) -> None:
+        self._listening = False
+        super().server_close()
+
     @property
     def healthy(self) -> bool:
-        """The accept loop is up (liveness)."""
-        return self._serving
+        """Liveness: the socket listens and its accept loop has not ended (connections made
+        before the loop starts wait in the backlog, so a server is up as soon as it listens:
+        ``nmc serve`` prints its address then)."""
+        return getattr(self, "_listening", False) and not self._loop_ended
 
     @property
     def ready(self) -> bool:
-        """New sessions are taken: serving and not stopping (readiness)."""
-        return self._serving and not self.stopping
+        """New sessions are taken: up and not stopping (readiness)."""
+        return self.healthy and not self.stopping
 
     @property
     def active_sessions(self) -> int:
@@ -679,6 +690,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
             super().serve_forever(poll_interval)
         finally:
             self._serving = False
+            self._loop_ended = True
 
     def start(self) -> threading.Thread:
         self._serving = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -153,3 +154,21 @@ def test_sigterm_drains_without_cutting_a_window(repo_dir):
         with nmc.open(repo_dir / "rec" / "1", window=window) as s:
             want = s.run_dense({"input": x[: n * window]})["output"]
         np.testing.assert_array_equal(ev.to_dense(ev.concat(got, window), n * window, (want.shape[1],)), want)
+
+
+def test_ready_as_soon_as_it_listens(repo_dir):
+    """nmc serve prints its address before its accept loop starts; connections made then wait
+    in the backlog, so the server is up and ready from the moment it listens (a probe in
+    that gap got 503), and neither once stopped."""
+    srv = RepositoryServer(ModelRepository(repo_dir, devices=1), port=0)
+    try:
+        assert srv.healthy and srv.ready  # listening, accept loop not started yet
+        c = socket.create_connection(srv.address, timeout=5)  # queued in the backlog
+        srv.start()
+        with nmc.connect(*srv.address, model="rec"):
+            pass
+        c.close()
+        srv.stop()
+        assert not srv.ready and not srv.healthy
+    finally:
+        srv.stop()
