@@ -54,39 +54,20 @@ def _resolve(device, path: str):
     return obj
 
 
-def _take(tree, b: int, axis: int):
-    if isinstance(tree, dict):
-        return {k: _take(v, b, axis) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_take(v, b, axis) for v in tree]
-    if isinstance(tree, np.ndarray):
-        return np.take(tree, b, axis=axis).copy()
-    raise DeviceError(f"batch slot state holds a {type(tree).__name__}, not arrays", hint="fix the device's batch_slots")
-
-
-def _put(tree, saved, b: int, axis: int) -> None:
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            _put(v, saved[k], b, axis)
-    elif isinstance(tree, (list, tuple)):
-        for v, s in zip(tree, saved):
-            _put(v, s, b, axis)
-    else:
-        idx = (slice(None),) * axis + (b,)
-        tree[idx] = saved
-
-
-def _rows(tree, rows: np.ndarray, axis: int):
-    """A copy of batch rows ``rows`` of a state tree."""
+def _rows(tree, rows, axis: int):
+    """A copy of batch rows ``rows`` (an index array, or one int: that row without its axis)
+    of a state tree (dicts and lists of arrays)."""
     if isinstance(tree, dict):
         return {k: _rows(v, rows, axis) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
         return [_rows(v, rows, axis) for v in tree]
-    return np.take(tree, rows, axis=axis)
+    if isinstance(tree, np.ndarray):
+        return np.take(tree, rows, axis=axis)  # always a copy
+    raise DeviceError(f"batch slot state holds a {type(tree).__name__}, not arrays", hint="fix the device's batch_slots")
 
 
-def _put_rows(tree, sub, rows: np.ndarray, axis: int) -> None:
-    """Write a sub-batch tree (from :func:`_rows`, then stepped) back into rows ``rows``."""
+def _put_rows(tree, sub, rows, axis: int) -> None:
+    """Write a tree from :func:`_rows` (perhaps stepped since) back into rows ``rows``."""
     if isinstance(tree, dict):
         for k, v in tree.items():
             _put_rows(v, sub[k], rows, axis)
@@ -110,13 +91,13 @@ def _assign(device, path: str, tree) -> None:
 
 def get_slot(device, b: int) -> dict:
     """A copy of batch row ``b`` of the device's streaming state."""
-    return {p: _take(_resolve(device, p), b, ax) for p, ax in device.batch_slots.items()}
+    return {p: _rows(_resolve(device, p), b, ax) for p, ax in device.batch_slots.items()}
 
 
 def set_slot(device, b: int, saved: dict) -> None:
     """Write a row saved by :func:`get_slot` into batch row ``b`` (in place)."""
     for p, ax in device.batch_slots.items():
-        _put(_resolve(device, p), saved[p], b, ax)
+        _put_rows(_resolve(device, p), saved[p], b, ax)
 
 
 class BatchedDevice:
