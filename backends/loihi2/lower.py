@@ -345,8 +345,8 @@ def _rel(a, b):
 def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
     """Cores used, read from the Placement annotations the partition pass wrote
     (without them — a pipeline without ``partition`` — one core range per layer),
-    against the lower bound ceil(neurons / neurons_per_core) of the target model's
-    limits. A core over them (a ``partition{max_neurons_per_core=N}`` above the
+    against the lower bound ceil(neurons / neurons_per_core); both counts are the
+    target model's (:meth:`~nmc.target_model.CoreLimits.cores_for_neurons`). A core over them (a ``partition{max_neurons_per_core=N}`` above the
     spec's) is a design-rule error."""
     target = getattr(ctx, "target", None)
     if target is None and getattr(ctx, "spec", None) is not None:
@@ -365,9 +365,9 @@ def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
 
                 raise DesignRuleError([Violation(rule="neurons_per_core", node=None, limit=per_core,
                                                  actual=int(counts.max()), hint="re-run place")])
-    if per_core:
-        total = sum(g.n for g in prog.groups)
-        out["cores_lower_bound"] = int(math.ceil(total / per_core))
-        out.setdefault("cores_used", int(sum(math.ceil(g.n / per_core) for g in prog.groups)))
+    if per_core:   # the counts come from the target model's limits (CoreLimits.cores_for_neurons)
+        lim = target.limits
+        out["cores_lower_bound"] = lim.cores_for_neurons(sum(g.n for g in prog.groups))
+        out.setdefault("cores_used", sum(lim.cores_for_neurons(g.n) for g in prog.groups))
         out.setdefault("placement_source", "one core range per layer (no Placement annotation)")
     return out
