@@ -675,9 +675,9 @@ class Partition(Pass):
               "max_block_edges": (1, None), "rate_steps": (1, None), "baseline_max_neurons": (0, None)}
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
-        if ctx.target_model().granularity == "logical neuron":
+        if getattr(ctx.target, "granularity", "neuron") == "logical neuron":
             self._refuse_block_options()
-            hemispheres.partition(graph, ctx, ctx.target_model())
+            hemispheres.partition(graph, ctx, ctx.target)
             return graph
         limits = rules.limits_for(ctx, neurons_max=self.max_neurons_per_core)
         seed = ctx.seed if self.seed is None else self.seed

@@ -53,7 +53,7 @@ import nir
 import numpy as np
 
 from nmc.annotations import Placement, Quant
-from nmc.errors import OptionError, UnsupportedNodeError
+from nmc.errors import UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
@@ -215,8 +215,6 @@ def lower(graph: Graph, ctx) -> S2Program:
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
                      sys_tick_s=float(opts.sys_tick or spec.get("timing.sys_tick_s")),
                      curr_exp_order=opts.curr_exp_order, readout=readout)
-    if prog.curr_exp_order not in ("chip", "brian2"):
-        raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
     prog.report.update(cost_report(prog, graph, spec, ctx, target))
     prog.report["warnings"] = warnings
     prog.report["latency"] = {p.name: p.latency for p in prog.populations}
@@ -317,11 +315,9 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
 
 def _egru_population(name, node, composed, pops, virt, weights: str = "int8") -> Population:
     """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`);
-    ``weights``: ``int8`` (per-row scales, default) or ``float32`` (option ``egru_weights``)."""
+    ``weights``: ``int8`` (per-row scales, default) or ``float32`` (option ``egru_weights``,
+    whose choices the typed options checked when they were parsed)."""
     from .egru import quantize_rows
-
-    if weights not in ("int8", "float32"):
-        raise OptionError(f"egru_weights must be int8 or float32, not {weights!r}", node=name)
 
     terms, bias = composed
     if len(terms) != 1 or any(v[1] or s in virt for s, v in terms.items()):
