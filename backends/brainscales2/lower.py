@@ -64,6 +64,7 @@ from nmc.ir import Graph
 from nmc.passes.quantize import round_half_away
 from nmc.passes import hemispheres as H
 from nmc.passes.rewire import rewire_matrix
+from nmc.semantics import lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from . import calibration as C
@@ -87,8 +88,9 @@ def _decay(tau, dt, integ, node: str):
 def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float, warnings) -> Graph:
     """Analog neurons always leak: IF/I nodes become LIF/LI with the longest
     membrane time constant the DAC reaches (same input gain dt·R per step),
-    which is exact only while the run is short against that τ (warned)."""
-    todo = [k for k, n in graph.nodes.items() if isinstance(n, (nir.IF, nir.I))]
+    which is exact only while the run is short against that τ (warned). The node types that need
+    it carry a ``brainscales2`` ``leaky`` hook (below): (node, n, τ, R) → the leaky node."""
+    todo = [k for k, n in graph.nodes.items() if lookup(n) is not None and lookup(n).hook("leaky", "brainscales2")]
     if not todo:
         return graph
     g = graph.copy()
@@ -103,15 +105,21 @@ def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float, warnings) -> 
     for k in todo:
         node = g.nodes[k]
         n = int(np.prod(g.shape_out(k)))
-        r = _vec(node, "r", n) * tau
-        if isinstance(node, nir.IF):
-            g.nodes[k] = nir.LIF(tau=np.full(n, tau), r=r, v_leak=np.zeros(n), v_threshold=_vec(node, "v_threshold", n).copy(),
-                                 v_reset=_vec(node, "v_reset", n).copy())
-        else:
-            g.nodes[k] = nir.LI(tau=np.full(n, tau), r=r, v_leak=np.zeros(n))
+        g.nodes[k] = lookup(node).hook("leaky", "brainscales2")(node, n, tau, _vec(node, "r", n) * tau)
         warnings.add(f"{type(node).__name__} has no analog equivalent (every circuit leaks): mapped to a leaky "
                          f"neuron with the longest time constant, τ = {tau:g} s of model time", node=k, source="brainscales2")
     return g
+
+
+@register_hook("brainscales2", "leaky", nir.IF)
+def _leaky_if(node, n: int, tau: float, r: np.ndarray):
+    return nir.LIF(tau=np.full(n, tau), r=r, v_leak=np.zeros(n), v_threshold=_vec(node, "v_threshold", n).copy(),
+                   v_reset=_vec(node, "v_reset", n).copy())
+
+
+@register_hook("brainscales2", "leaky", nir.I)
+def _leaky_i(node, n: int, tau: float, r: np.ndarray):
+    return nir.LI(tau=np.full(n, tau), r=r, v_leak=np.zeros(n))
 
 
 #: Synaptic operations the reset-residue measurement may cost (the inputs are shortened beyond it).
@@ -183,7 +191,7 @@ def _refractory(ctx, spec, dt: float, speed: float, cuba_spiking: bool) -> float
 
 def _model_taus(node, n: int, dt: float, integ: str, name: str) -> dict[str, np.ndarray]:
     """The continuous time constants (model seconds) whose one-step decay equals the graph's."""
-    if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
+    if lookup(node).current_based:
         return {"tau_mem": -dt / np.log(_decay(_vec(node, "tau_mem", n), dt, integ, name)),
                 "tau_syn": -dt / np.log(_decay(_vec(node, "tau_syn", n), dt, integ, name))}
     return {"tau_mem": -dt / np.log(_decay(_vec(node, "tau", n), dt, integ, name))}
@@ -197,7 +205,7 @@ def _timescale(graph: Graph, ctx, dt: float, integ: str) -> TS.Timescale:
     for k, node in graph.nodes.items():
         if isinstance(node, LAYERS):
             n = int(np.prod(graph.shape_out(k)))
-            dm = _decay(_vec(node, "tau_mem" if isinstance(node, (nir.CubaLIF, nir.CubaLI)) else "tau", n), dt, integ, k)
+            dm = _decay(_vec(node, lookup(node).membrane_tau, n), dt, integ, k)
             if np.any(dm <= 0):
                 raise UnsupportedNodeError("dt ≥ τ: the decay per step is not positive", node=k,
                                            hint="use a smaller --dt")
@@ -342,8 +350,7 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
         if not isinstance(node, LAYERS):
             continue
         n = int(np.prod(graph.shape_out(name)))
-        cuba = isinstance(node, (nir.CubaLIF, nir.CubaLI))
-        spiking = isinstance(node, (nir.LIF, nir.CubaLIF))
+        cuba, spiking = lookup(node).current_based, lookup(node).spiking
         # hardware τ on an exact nominal DAC code (the longest τ of the network is one: see .timescale), and the
         # gains from the realised τ so the sampled response equals the discrete reference's (see _cuba_gain)
         dac = lambda t, p: np.array([_dac_exact(x, p, spec) for x in np.asarray(t, float) / speed])  # noqa: E731

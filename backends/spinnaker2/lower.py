@@ -58,6 +58,7 @@ from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
+from nmc.semantics import lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from .cost import cost_report
@@ -74,18 +75,31 @@ _vec = param_vec
 
 
 def _dynamics(name, node, dt, integ, n, warn):
-    """(model, α, g, c, decay) per neuron, see the module docstring."""
-    def rate(tau):
-        return step_rate(tau, dt, integ, name)
+    """(model, α, g, c, bias gain, decay) per neuron, see the module docstring: the node type's
+    ``spinnaker2`` ``dynamics`` hook (registered below, one per neuron family)."""
+    hook = lookup(node).hook("dynamics", "spinnaker2") if lookup(node) is not None else None
+    if hook is None:
+        raise UnsupportedNodeError(f"{type(node).__name__} has no SpiNNaker 2 neuron model", node=name,
+                                   hint="use IF, LIF, CubaLIF (or I, LI, CubaLI readouts)")
+    return hook(name, node, dt, integ, n, warn)
 
-    if isinstance(node, (nir.IF, nir.I)):
-        g = dt * _vec(node, "r", n)
-        return "lif_no_delay", np.ones(n), g, np.zeros(n), g, None
-    if isinstance(node, (nir.LIF, nir.LI)):
-        a = rate(_vec(node, "tau", n))
-        g = a * _vec(node, "r", n)
-        return "lif_no_delay", 1 - a, g, a * _vec(node, "v_leak", n), g, None
-    a_s, a_m = rate(_vec(node, "tau_syn", n)), rate(_vec(node, "tau_mem", n))
+
+@register_hook("spinnaker2", "dynamics", nir.IF, nir.I)
+def _if_dynamics(name, node, dt, integ, n, warn):
+    g = dt * _vec(node, "r", n)
+    return "lif_no_delay", np.ones(n), g, np.zeros(n), g, None
+
+
+@register_hook("spinnaker2", "dynamics", nir.LIF, nir.LI)
+def _lif_dynamics(name, node, dt, integ, n, warn):
+    a = step_rate(_vec(node, "tau", n), dt, integ, name)
+    g = a * _vec(node, "r", n)
+    return "lif_no_delay", 1 - a, g, a * _vec(node, "v_leak", n), g, None
+
+
+@register_hook("spinnaker2", "dynamics", nir.CubaLIF, nir.CubaLI)
+def _cuba_dynamics(name, node, dt, integ, n, warn):
+    a_s, a_m = step_rate(_vec(node, "tau_syn", n), dt, integ, name), step_rate(_vec(node, "tau_mem", n), dt, integ, name)
     g = a_m * _vec(node, "r", n) * a_s * _vec(node, "w_in", n)
     bias_gain = a_m * _vec(node, "r", n) * _vec(node, "w_in", n)  # steady state of a constant current input
     return "lif_curr_exp_no_delay", 1 - a_m, g, a_m * _vec(node, "v_leak", n), bias_gain, 1 - a_s
@@ -130,7 +144,7 @@ def lower(graph: Graph, ctx) -> S2Program:
         terms, bias = terms_of[name], lin[name][1]
         lat = lat_of[name]
         b = np.asarray(bias, float).reshape(-1)
-        if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(b != 0):
+        if lookup(node).current_based and np.any(b != 0):
             # py-spinnaker2 has no current offset: the bias is an input of weight b from a source population
             # sending k events every step (the reference's semantics, the current rises through exc/inh_decay)
             src = f"__bias__{name}"
