@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from nmc.annotations import Sparsity
 from nmc.ir import Graph
 from nmc.passes.partition import run_partition
-from nmc.passes.rules import CoreLimits
+from nmc.target_model import CoreLimits
 
 
 def _lif(n):

@@ -110,7 +110,11 @@ class Placement(Annotation):
     ``partition`` pass; the ``place`` pass adds the physical position of the
     core: ``x[i]``, ``y[i]`` (router node in the chip's mesh) and ``slot[i]``
     (core within that node). ``rate[i]``: the events per step assumed for
-    neuron i (from a reference run on data, or 1.0)."""
+    neuron i (from a reference run on data, or 1.0). On a target whose
+    placement granularity is a logical neuron (BrainScaleS-2,
+    :mod:`nmc.passes.hemispheres`) the core is a hemisphere (run ×
+    hemispheres + hemisphere), the chip the sequential run and ``slot[i]`` the
+    neuron's first circuit."""
 
     kind: ClassVar[str] = "placement"
     core: Any = None

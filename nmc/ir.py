@@ -31,6 +31,7 @@ import numpy as np
 
 from .annotations import Annotation, Reset
 from .errors import GraphError, ShapeError, UnsupportedNodeError
+from .graph_meta import GraphMeta
 from . import semantics
 from .nodes import is_extension, is_neuron, is_spiking_neuron, type_name
 from .semantics import Kind
@@ -74,7 +75,7 @@ class Graph:
                 raise UnsupportedNodeError(
                     f"{type_name(node)} is an nmc extension node and has no NIR equivalent",
                     node=name, hint="write the graph with nmc.serialize.write (nmc's NIR+extensions file) instead")
-            if strict and is_spiking_neuron(node) and self.reset_mode(name) == "subtract":
+            if strict and is_spiking_neuron(node) and self._stated_reset(name) == "subtract":
                 raise UnsupportedNodeError(
                     "reset by subtraction cannot be expressed in NIR (NIR only resets to v_reset)",
                     node=name, hint="compile with --reset zero, or export with strict=False to drop the reset mode")
@@ -164,10 +165,18 @@ class Graph:
     def ann(self, name: str, cls: type[Annotation]):
         return self.annotations.get(name, {}).get(cls.kind)
 
-    def reset_mode(self, name: str) -> str:
-        """Reset mode of a spiking node: its Reset annotation, else meta['reset'], else 'zero'."""
+    def _stated_reset(self, name: str) -> str | None:
+        """The reset mode the graph states for ``name`` (annotation, else meta), None when
+        it states none: export checks what is there and needs no normalized graph."""
         a = self.ann(name, Reset)
-        return a.mode if a is not None else self.meta.get("reset", "zero")
+        return a.mode if a is not None else self.meta.get("reset")
+
+    def reset_mode(self, name: str) -> str:
+        """Reset mode of a spiking node: its Reset annotation, else the graph's
+        :class:`~nmc.graph_meta.GraphMeta` reset (set by normalize; before it, a
+        :class:`GraphError` — no default here)."""
+        a = self.ann(name, Reset)
+        return a.mode if a is not None else GraphMeta.of(self).reset
 
     # ---------------------------------------------------------------- order
     def schedule(self) -> tuple[list[str], set[tuple[str, str]]]:

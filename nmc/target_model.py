@@ -163,6 +163,12 @@ class CoreLimits:
         lim = cls(**kw)
         return replace(lim, **{k: v for k, v in overrides.items() if v is not None})
 
+    def cores_for_neurons(self, n: int) -> int:
+        """⌈n / neurons_max⌉ (1 without a limit): the cores ``n`` neurons need by their count
+        alone — the neuron term of the design rules' lower bound, and the cores of one node
+        placed alone (a pipeline without ``partition``)."""
+        return math.ceil(int(n) / self.neurons_max) if self.neurons_max else 1
+
     def positions_per_chip(self) -> int:
         return self.mesh_x * self.mesh_y * self.cores_per_node
 
@@ -198,7 +204,11 @@ class TargetModel:
     ``backends/<target>/target.py``; ``TargetModel.from_spec(None)`` is the
     model with no limits (the reference target has no cores)."""
 
-    #: what one placement decision moves: ``"neuron"`` (any neuron to any core)
+    #: what one placement decision moves, which selects the ``partition`` pass's packer:
+    #: ``"neuron"`` (any neuron to any core under :class:`CoreLimits`: the block packer of
+    #: :mod:`nmc.passes.partition`) or ``"logical neuron"`` (merged circuits on cores with a
+    #: row budget per layer: :mod:`nmc.passes.hemispheres`; the model then provides
+    #: ``hemisphere_limits()`` and ``layer_demands(graph, ctx)``, as BrainScaleS-2's does)
     granularity = "neuron"
 
     def __init__(self, spec=None, limits: CoreLimits | None = None):

@@ -39,6 +39,11 @@ Pipeline of the pass:
 5. write ``Placement(core, chip)`` on every neuron node and the metrics to
    ``ctx.reports["placement"]``.
 
+A target model whose placement granularity is a ``"logical neuron"``
+(BrainScaleS-2: merged circuits on hemispheres with a row budget) is placed
+by :mod:`nmc.passes.hemispheres` instead (same pass, same Placement
+annotation; the block packer's options do not apply and are refused).
+
 **Traffic** (the objective and the reported metric, multicast-aware): for
 every source unit s with rate r_s, the packets it causes per step are the
 number of distinct cores holding its targets, less one when its own core is
@@ -55,7 +60,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,7 +69,7 @@ from nmc.annotations import Placement
 from nmc.errors import DesignRuleError, OptionError
 from nmc.ir import Graph
 
-from . import rules
+from . import hemispheres, rules
 from .manager import Pass, PassContext, register
 from .netmodel import Network, activity_inputs, network_for
 
@@ -670,6 +675,10 @@ class Partition(Pass):
               "max_block_edges": (1, None), "rate_steps": (1, None), "baseline_max_neurons": (0, None)}
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
+        if getattr(ctx.target, "granularity", "neuron") == "logical neuron":
+            self._refuse_block_options()
+            hemispheres.partition(graph, ctx, ctx.target)
+            return graph
         limits = rules.limits_for(ctx, neurons_max=self.max_neurons_per_core)
         seed = ctx.seed if self.seed is None else self.seed
         mode = str(self.baselines).lower()
@@ -687,3 +696,11 @@ class Partition(Pass):
         rep.setdefault("chips_used", len(np.unique(pt.part // max(limits.cores_per_chip or 1 << 30, 1))))
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}
         return graph
+
+    def _refuse_block_options(self) -> None:
+        """The options of the block packer mean nothing to the hemisphere packer: refuse them."""
+        set_ = [f.name for f in fields(self) if getattr(self, f.name) != f.default and f.name != "seed"]
+        if set_:
+            raise OptionError(f"partition{{{', '.join(set_)}}} does not apply to this target: its placement "
+                              "granularity is a logical neuron on hemispheres (nmc.passes.hemispheres)",
+                              hint="use plain 'partition'")

@@ -98,7 +98,7 @@ def cores_lower_bound(net, limits: CoreLimits) -> dict:
     onto a placed neuron (every such source occupies an input axon of at least
     one core)."""
     n = int(net.placed_count)
-    parts = {"neurons": math.ceil(n / limits.neurons_max) if limits.neurons_max else 1}
+    parts = {"neurons": limits.cores_for_neurons(n)}
     if limits.memory_bytes:
         runs = sum(net.run_bytes_of(k) for k in range(len(net.pop_names)))   # every node has ≥ 1 run
         parts["bytes"] = math.ceil((float(net.bytes_.sum()) + runs) / limits.memory_bytes)

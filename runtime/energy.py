@@ -189,7 +189,7 @@ def _core_positions(graph, limits) -> dict[int, tuple[int, int]]:
 def count_activity(bundle, inputs: dict, device: str | None = None, spec: HardwareSpec | None = None,
                    steps: int | None = None) -> Activity:
     from nmc.passes.netmodel import build_network
-    from nmc.passes.rules import CoreLimits
+    from nmc.target_model import CoreLimits
 
     g = bundle.graph
     neurons = [k for k, n in g.nodes.items() if is_neuron(n)]

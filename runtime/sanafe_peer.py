@@ -36,6 +36,7 @@ import numpy as np
 from nmc.annotations import Placement
 from nmc.errors import OptionError, UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
+from nmc.semantics import lookup
 
 #: neuron types the export maps to SANA-FE's LIF soma
 _NEURONS = (nir.LIF, nir.IF, nir.LI, nir.CubaLIF)
@@ -60,20 +61,22 @@ def _vec(x, n: int) -> np.ndarray:
 
 
 def _soma(node, n: int, dt: float, exact: bool) -> dict:
-    """Per-neuron SANA-FE soma parameters (unscaled): decay, input decay, gain, bias, threshold, reset."""
-    if isinstance(node, nir.IF):
+    """Per-neuron SANA-FE soma parameters (unscaled): decay, input decay, gain, bias, threshold, reset
+    (the node type's registry entry says which: membrane τ, synaptic current, spiking)."""
+    e = lookup(node)
+    if e.membrane_tau is None:   # IF: no leak
         return {"n": n, "decay": np.ones(n), "input_decay": np.zeros(n), "gain": _vec(node.r, n) * dt,
                 "v_leak_bias": np.zeros(n), "thr": _vec(node.v_threshold, n), "reset": _vec(node.v_reset, n)}
-    tau = _vec(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau, n)
+    tau = _vec(getattr(node, e.membrane_tau), n)
     k = 1 - np.exp(-dt / tau) if exact else dt / tau
     out = {"n": n, "decay": 1 - k, "gain": _vec(node.r, n) * k, "v_leak_bias": k * _vec(node.v_leak, n),
            "input_decay": np.zeros(n)}
-    if isinstance(node, nir.CubaLIF):
+    if e.current_based:
         ts = _vec(node.tau_syn, n)
         ks = 1 - np.exp(-dt / ts) if exact else dt / ts
         out["input_decay"] = 1 - ks
         out["gain"] = out["gain"] * ks * _vec(getattr(node, "w_in", 1.0), n)
-    if isinstance(node, nir.LI):
+    if not e.spiking:
         out["thr"], out["reset"] = np.full(n, np.inf), np.zeros(n)
     else:
         out["thr"], out["reset"] = _vec(node.v_threshold, n), _vec(node.v_reset, n)

@@ -186,7 +186,13 @@ def test_copy_is_independent():
 
 
 def test_reset_mode_resolution():
+    from nmc.errors import GraphError
+    from nmc.graph_meta import GraphMeta
+
     g = Graph.from_nir(ff_lif())
+    with pytest.raises(GraphError, match="normalize"):   # no default before normalize: GraphMeta is the one place
+        g.reset_mode("lif1")
+    GraphMeta(1e-3, "euler", "zero").store(g)
     assert g.reset_mode("lif1") == "zero"
     g.meta["reset"] = "subtract"
     assert g.reset_mode("lif1") == "subtract"

@@ -32,12 +32,13 @@ class BrainScaleS2Backend(Backend):
 
     def default_pipeline(self, options: dict) -> str:
         # 6-bit magnitude + row sign = 7-bit signed; rewire assigns label groups without pruning
-        # (neurons with a large fan-in merge circuits instead): its budget is the whole chip's rows
+        # (neurons with a large fan-in merge circuits instead): its budget is the whole chip's rows;
+        # partition places logical neurons on hemispheres and runs (nmc.passes.hemispheres)
         from nmc.hw import HardwareSpec
 
         spec = HardwareSpec.load(self.spec_name)
         budget = int(spec.get("synapse_array.rows")) * int(spec.get("chip.neuron_circuits"))
-        return f"normalize,quantize{{bits=7}},rewire{{fan_in={budget}}}"
+        return f"normalize,quantize{{bits=7}},rewire{{fan_in={budget}}},partition"
 
     def target_model(self, spec, options=None):
         """The hemisphere model the passes and lowering share (:mod:`.target`)."""

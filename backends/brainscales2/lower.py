@@ -42,27 +42,32 @@
   :func:`.synapses.array_config` (merged neurons take several synapses per row).
 * Analog parameters in threshold units (U = the layer's largest threshold) and
   hardware seconds → 10-bit DAC codes through the calibration table.
-* Placement (:mod:`.placement`): hemispheres, then sequential runs when one
-  chip is not enough. The mapping report gives rows, circuits and runs used
+* Placement: hemispheres, then sequential runs when one chip is not enough,
+  chosen by the ``partition`` pass (:mod:`nmc.passes.hemispheres`, with the
+  circuits and rows of :func:`plan` through the target model) and read here from
+  the Placement it wrote (a pipeline without ``partition``: the same placement,
+  computed here). The mapping report gives rows, circuits and runs used
   against their lower bounds, per layer and per projection.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import nir
 import numpy as np
 
 from nmc.annotations import Quant, RowMap
-from nmc.errors import DesignRuleError, UnsupportedNodeError
+from nmc.errors import DesignRuleError, UnsupportedNodeError, Warnings
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.passes.quantize import round_half_away
+from nmc.passes import hemispheres as H
 from nmc.passes.rewire import rewire_matrix
+from nmc.semantics import lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from . import calibration as C
-from . import placement as P
 from .target import BrainScaleS2Target
 from . import rules
 from . import synapses as S
@@ -80,11 +85,12 @@ def _decay(tau, dt, integ, node: str):
     return 1 - step_rate(tau, dt, integ, node)
 
 
-def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
+def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float, warnings) -> Graph:
     """Analog neurons always leak: IF/I nodes become LIF/LI with the longest
     membrane time constant the DAC reaches (same input gain dt·R per step),
-    which is exact only while the run is short against that τ (warned)."""
-    todo = [k for k, n in graph.nodes.items() if isinstance(n, (nir.IF, nir.I))]
+    which is exact only while the run is short against that τ (warned). The node types that need
+    it carry a ``brainscales2`` ``leaky`` hook (below): (node, n, τ, R) → the leaky node."""
+    todo = [k for k, n in graph.nodes.items() if lookup(n) is not None and lookup(n).hook("leaky", "brainscales2")]
     if not todo:
         return graph
     g = graph.copy()
@@ -99,15 +105,21 @@ def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float) -> Graph:
     for k in todo:
         node = g.nodes[k]
         n = int(np.prod(g.shape_out(k)))
-        r = _vec(node, "r", n) * tau
-        if isinstance(node, nir.IF):
-            g.nodes[k] = nir.LIF(tau=np.full(n, tau), r=r, v_leak=np.zeros(n), v_threshold=_vec(node, "v_threshold", n).copy(),
-                                 v_reset=_vec(node, "v_reset", n).copy())
-        else:
-            g.nodes[k] = nir.LI(tau=np.full(n, tau), r=r, v_leak=np.zeros(n))
-        ctx.warnings.add(f"{type(node).__name__} has no analog equivalent (every circuit leaks): mapped to a leaky "
+        g.nodes[k] = lookup(node).hook("leaky", "brainscales2")(node, n, tau, _vec(node, "r", n) * tau)
+        warnings.add(f"{type(node).__name__} has no analog equivalent (every circuit leaks): mapped to a leaky "
                          f"neuron with the longest time constant, τ = {tau:g} s of model time", node=k, source="brainscales2")
     return g
+
+
+@register_hook("brainscales2", "leaky", nir.IF)
+def _leaky_if(node, n: int, tau: float, r: np.ndarray):
+    return nir.LIF(tau=np.full(n, tau), r=r, v_leak=np.zeros(n), v_threshold=_vec(node, "v_threshold", n).copy(),
+                   v_reset=_vec(node, "v_reset", n).copy())
+
+
+@register_hook("brainscales2", "leaky", nir.I)
+def _leaky_i(node, n: int, tau: float, r: np.ndarray):
+    return nir.LI(tau=np.full(n, tau), r=r, v_leak=np.zeros(n))
 
 
 #: Synaptic operations the reset-residue measurement may cost (the inputs are shortened beyond it).
@@ -179,7 +191,7 @@ def _refractory(ctx, spec, dt: float, speed: float, cuba_spiking: bool) -> float
 
 def _model_taus(node, n: int, dt: float, integ: str, name: str) -> dict[str, np.ndarray]:
     """The continuous time constants (model seconds) whose one-step decay equals the graph's."""
-    if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
+    if lookup(node).current_based:
         return {"tau_mem": -dt / np.log(_decay(_vec(node, "tau_mem", n), dt, integ, name)),
                 "tau_syn": -dt / np.log(_decay(_vec(node, "tau_syn", n), dt, integ, name))}
     return {"tau_mem": -dt / np.log(_decay(_vec(node, "tau", n), dt, integ, name))}
@@ -193,7 +205,7 @@ def _timescale(graph: Graph, ctx, dt: float, integ: str) -> TS.Timescale:
     for k, node in graph.nodes.items():
         if isinstance(node, LAYERS):
             n = int(np.prod(graph.shape_out(k)))
-            dm = _decay(_vec(node, "tau_mem" if isinstance(node, (nir.CubaLIF, nir.CubaLI)) else "tau", n), dt, integ, k)
+            dm = _decay(_vec(node, lookup(node).membrane_tau, n), dt, integ, k)
             if np.any(dm <= 0):
                 raise UnsupportedNodeError("dt ≥ τ: the decay per step is not positive", node=k,
                                            hint="use a smaller --dt")
@@ -288,7 +300,32 @@ def _labels(graph: Graph, layer: str, src: str, w6: np.ndarray, per_row: int):
     return r["group"], r["label"], r["synapse_row"], "rewire_matrix in lowering (no RowMap for this projection)"
 
 
-def lower(graph: Graph, ctx) -> BSS2Program:
+@dataclass
+class Plan:
+    """The layers and projections of a graph on BrainScaleS-2 before placement:
+    what the partition pass places (circuits per logical neuron, rows per layer,
+    through :meth:`.target.BrainScaleS2Target.layer_demands`) and lowering maps."""
+
+    graph: Graph                 # after IF/I → leaky
+    layers: list
+    projs: list
+    warns: list                  # (node, message), added to ctx.warnings by lowering
+    how: dict
+    tscale: TS.Timescale
+
+    def demands(self) -> tuple[list[dict], list[tuple[str, str]]]:
+        """([{name, circuits, rows}] in schedule order, recurrent (pre, post) projections)."""
+        rows = {l.name: sum(q.n_rows for q in self.projs if q.post == l.name) for l in self.layers}
+        return ([{"name": l.name, "circuits": l.circuits, "rows": rows[l.name]} for l in self.layers],
+                [(q.pre, q.post) for q in self.projs if q.recurrent])
+
+
+def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
+    """Layers, weights, circuits and rows of ``graph`` (no placement). ``residues``:
+    a function (graph, IF layers that reset by subtraction) → (residue per layer,
+    its source) for the reset potentials (lowering measures them; the partition
+    pass, which needs only circuits and rows, passes None); ``warnings``: where the
+    IF/I → leaky warnings go (None: dropped)."""
     spec = ctx.spec
     meta = GraphMeta.of(graph)
     dt, integ = meta.dt, meta.integrator
@@ -297,9 +334,9 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     speed = tscale.speedup
     # the residue reset is derived for rate-coded IF neurons (ANN → SNN conversions); a leaky neuron's
     # residue decays before its next spike, so LIF/CubaLIF keep the reset to v_reset (warned below)
-    residue, residue_from = _subtract_residues(graph, ctx, [k for k, nd in graph.nodes.items() if isinstance(
-        nd, nir.IF) and graph.reset_mode(k) == "subtract"])
-    graph = _leaky_integrators(graph, ctx, dt, speed)
+    residue, residue_from = ({}, "") if residues is None else residues(graph, [
+        k for k, nd in graph.nodes.items() if isinstance(nd, nir.IF) and graph.reset_mode(k) == "subtract"])
+    graph = _leaky_integrators(graph, ctx, dt, speed, warnings if warnings is not None else Warnings())
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="brainscales2", neurons=LAYERS)
     fan_s = int(spec.get("synapse_array.fan_in_signed"))
@@ -313,8 +350,7 @@ def lower(graph: Graph, ctx) -> BSS2Program:
         if not isinstance(node, LAYERS):
             continue
         n = int(np.prod(graph.shape_out(name)))
-        cuba = isinstance(node, (nir.CubaLIF, nir.CubaLI))
-        spiking = isinstance(node, (nir.LIF, nir.CubaLIF))
+        cuba, spiking = lookup(node).current_based, lookup(node).spiking
         # hardware τ on an exact nominal DAC code (the longest τ of the network is one: see .timescale), and the
         # gains from the realised τ so the sampled response equals the discrete reference's (see _cuba_gain)
         dac = lambda t, p: np.array([_dac_exact(x, p, spec) for x in np.asarray(t, float) / speed])  # noqa: E731
@@ -385,17 +421,42 @@ def lower(graph: Graph, ctx) -> BSS2Program:
                                     f"(values {float(v[out].min()):g}..{float(v[out].max()):g}): clipped to the range"))
         layers.append(Layer(name, n, ("cuba" if spiking else "cubali") if cuba else ("lif" if spiking else "li"),
                             spiking, params, {}, circuits, scale))
-    for nm, msg in warns:
-        ctx.warnings.add(msg, node=nm, source="brainscales2")
-    # placement: hemispheres, chips, sequential runs
-    n_circ = int(spec.get("chip.neuron_circuits"))
-    target = getattr(ctx, "target", None)
-    limits = (target if isinstance(target, BrainScaleS2Target) else BrainScaleS2Target(spec)).hemisphere_limits()
-    rows_of = {l.name: sum(q.n_rows for q in projs if q.post == l.name) for l in layers}
-    where, bad = P.place([{"name": l.name, "circuits": l.circuits, "rows": rows_of[l.name]} for l in layers], limits)
-    bad += P.recurrent_violations([(q.pre, q.post) for q in projs if q.recurrent], where)
+    return Plan(graph, layers, projs, warns, how, tscale)
+
+
+def _where(graph: Graph, pl: Plan, target: BrainScaleS2Target) -> dict:
+    """Hemisphere, run and first circuit of every neuron: the Placement the partition pass
+    wrote (checked against the layers' circuits and rows), else — a pipeline without
+    ``partition`` — the same placement computed here, not written to the graph."""
+    limits = target.hemisphere_limits()
+    demands, recurrent = pl.demands()
+    where = H.read(graph, {l.name: l.size for l in pl.layers}, limits)
+    if where is None:
+        where, bad = H.place(demands, limits)
+        bad += H.recurrent_violations(recurrent, where)
+    else:
+        bad = H.check(demands, where, limits)
     if bad:
         raise DesignRuleError(bad, target="brainscales2")
+    return where
+
+
+def lower(graph: Graph, ctx) -> BSS2Program:
+    spec = ctx.spec
+    pl = plan(graph, ctx, residues=lambda g, names: _subtract_residues(g, ctx, names), warnings=ctx.warnings)
+    graph, layers, projs, how, tscale = pl.graph, pl.layers, pl.projs, pl.how, pl.tscale
+    dt, speed = GraphMeta.of(graph).dt, tscale.speedup
+    fan_u = int(spec.get("synapse_array.fan_in_unsigned"))
+    per_driver = int(spec.get("synapse_array.rows_per_driver"))
+    for nm, msg in pl.warns:
+        ctx.warnings.add(msg, node=nm, source="brainscales2")
+    # placement: hemispheres, chips, sequential runs (the partition pass's Placement)
+    n_circ = int(spec.get("chip.neuron_circuits"))
+    target = getattr(ctx, "target", None)
+    target = target if isinstance(target, BrainScaleS2Target) else BrainScaleS2Target(spec)
+    limits = target.hemisphere_limits()
+    rows_of = {l.name: sum(q.n_rows for q in projs if q.post == l.name) for l in layers}
+    where = _where(graph, pl, target)
     driver_base = {}
     for q in projs:  # synapse drivers: consecutive per layer, per projection in order
         b = driver_base.get(q.post, 0)

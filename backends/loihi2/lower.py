@@ -60,6 +60,7 @@ from nmc.annotations import Placement, Quant
 from nmc.errors import DesignRuleError, OptionError, UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
+from nmc.semantics import lookup, register_hook
 
 from ..linear import NEURONS, compose, param_vec, step_rate
 from .options import Loihi2Options
@@ -73,22 +74,39 @@ SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
 
 
 def _neuron_params(name, node, dt, integ, n, warn, scale):
-    """Per-neuron (du, dv, g, c_leak, bias_gain, spiking, kind); ``scale``: the decays' unit (4096 on Lava)."""
+    """Per-neuron (du, dv, g, c_leak, bias_gain); ``scale``: the decays' unit (4096 on Lava): the node
+    type's ``loihi2`` ``neuron_params`` hook (registered below, one per neuron family)."""
+    entry = lookup(node)
+    hook = entry.hook("neuron_params", "loihi2") if entry is not None else None
+    if hook is None:
+        raise UnsupportedNodeError(f"{type(node).__name__} has no Loihi 2 neuron model", node=name,
+                                   hint="use IF, LIF, CubaLIF (or I, LI, CubaLI readouts)")
+    return hook(name, node, dt, integ, n, warn, scale)
+
+
+@register_hook("loihi2", "neuron_params", nir.IF, nir.I)
+def _if_params(name, node, dt, integ, n, warn, scale):
+    g = dt * param_vec(node, "r", n)
+    return np.full(n, scale - 1), np.zeros(n, int), g, np.zeros(n), g
+
+
+@register_hook("loihi2", "neuron_params", nir.LIF, nir.LI)
+def _lif_params(name, node, dt, integ, n, warn, scale):
+    a = step_rate(param_vec(node, "tau", n), dt, integ, name)
+    dv = np.rint(scale * a).astype(int)
+    a = _as_decayed(a, dv, scale)
+    g = a * param_vec(node, "r", n)
+    return np.full(n, scale - 1), dv, g, a * param_vec(node, "v_leak", n), g
+
+
+@register_hook("loihi2", "neuron_params", nir.CubaLIF, nir.CubaLI)
+def _cuba_params(name, node, dt, integ, n, warn, scale):
     def f(k):
         return param_vec(node, k, n)
 
     def rate(tau):
         return step_rate(tau, dt, integ, name)
 
-    if isinstance(node, (nir.IF, nir.I)):
-        g = dt * f("r")
-        return np.full(n, scale - 1), np.zeros(n, int), g, np.zeros(n), g
-    if isinstance(node, (nir.LIF, nir.LI)):
-        a = rate(f("tau"))
-        dv = np.rint(scale * a).astype(int)
-        a = _as_decayed(a, dv, scale)
-        g = a * f("r")
-        return np.full(n, scale - 1), dv, g, a * f("v_leak"), g
     a_s, a_m = rate(f("tau_syn")), rate(f("tau_mem"))
     du = np.rint(scale * a_s).astype(int) - 1
     if np.any(du < 0):
@@ -171,7 +189,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
         # numerics: drive per unit input in thresholds, constant drive, then the group's vth
         G = {s: (g / unit)[:, None] * m.T for s, (m, _) in terms.items()}     # (n_dst, n_src)
         c = (c_leak + bgain * bias_in) / unit
-        cuba = isinstance(node, (nir.CubaLIF, nir.CubaLI))
+        cuba = lookup(node).current_based
         amp = {s: _input_amp(graph, s, opts) for s in terms}
         a_u = (np.asarray(du, float) + 1) / float(scale)
         u_max, v_max = worst_case_ranges([(G[s], amp[s]) for s in terms], c, a_u, dv / float(scale), spiking, cuba)
@@ -309,10 +327,10 @@ def _weight_quant(graph: Graph, dst: str, src: str):
 
 
 def _rate_of(node, dt, integ, n, which):
-    if isinstance(node, (nir.IF, nir.I)):
+    field = lookup(node).membrane_tau
+    if field is None:   # IF, I: no leak
         return np.zeros(n)
-    tau = getattr(node, "tau", None) if isinstance(node, (nir.LIF, nir.LI)) else node.tau_mem
-    tau = np.broadcast_to(np.asarray(tau, float).reshape(-1), (n,))   # per-neuron arrays of any shape
+    tau = np.broadcast_to(np.asarray(getattr(node, field), float).reshape(-1), (n,))   # per-neuron arrays of any shape
     return dt / tau if integ == "euler" else 1 - np.exp(-dt / tau)
 
 
@@ -345,8 +363,8 @@ def _rel(a, b):
 def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
     """Cores used, read from the Placement annotations the partition pass wrote
     (without them — a pipeline without ``partition`` — one core range per layer),
-    against the lower bound ceil(neurons / neurons_per_core) of the target model's
-    limits. A core over them (a ``partition{max_neurons_per_core=N}`` above the
+    against the lower bound ceil(neurons / neurons_per_core); both counts are the
+    target model's (:meth:`~nmc.target_model.CoreLimits.cores_for_neurons`). A core over them (a ``partition{max_neurons_per_core=N}`` above the
     spec's) is a design-rule error."""
     target = getattr(ctx, "target", None)
     if target is None and getattr(ctx, "spec", None) is not None:
@@ -365,9 +383,9 @@ def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
 
                 raise DesignRuleError([Violation(rule="neurons_per_core", node=None, limit=per_core,
                                                  actual=int(counts.max()), hint="re-run place")])
-    if per_core:
-        total = sum(g.n for g in prog.groups)
-        out["cores_lower_bound"] = int(math.ceil(total / per_core))
-        out.setdefault("cores_used", int(sum(math.ceil(g.n / per_core) for g in prog.groups)))
+    if per_core:   # the counts come from the target model's limits (CoreLimits.cores_for_neurons)
+        lim = target.limits
+        out["cores_lower_bound"] = lim.cores_for_neurons(sum(g.n for g in prog.groups))
+        out.setdefault("cores_used", sum(lim.cores_for_neurons(g.n) for g in prog.groups))
         out.setdefault("placement_source", "one core range per layer (no Placement annotation)")
     return out

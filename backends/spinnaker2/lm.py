@@ -53,10 +53,6 @@ def egru_populations(program) -> list:
 class EmulatorEngine(TokenEngine):
     """Every EGRU population stepped with the emulator's float32 arithmetic."""
 
-    def __init__(self, bundle):
-        self.prog = bundle.program
-        self.reset()
-
     def reset(self) -> None:
         self.pops = egru_populations(self.prog)
         self.state = {p.name: (np.zeros((1, p.size), np.float32), np.zeros((1, p.size), np.float32))
@@ -78,9 +74,8 @@ class CEngine(TokenEngine):
     """The generated per-PE C kernels, built with the host compiler (``ck``: the :class:`CKernels`)."""
 
     def __init__(self, bundle):
-        self.prog = bundle.program
-        self.ck = CKernels(self.prog)
-        self.reset()
+        self.ck = CKernels(bundle.program)
+        super().__init__(bundle)
 
     def reset(self) -> None:
         self.ck.reset()

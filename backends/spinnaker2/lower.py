@@ -53,11 +53,12 @@ import nir
 import numpy as np
 
 from nmc.annotations import Placement, Quant
-from nmc.errors import OptionError, UnsupportedNodeError
+from nmc.errors import UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
+from nmc.semantics import lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from .cost import cost_report
@@ -74,18 +75,31 @@ _vec = param_vec
 
 
 def _dynamics(name, node, dt, integ, n, warn):
-    """(model, α, g, c, decay) per neuron, see the module docstring."""
-    def rate(tau):
-        return step_rate(tau, dt, integ, name)
+    """(model, α, g, c, bias gain, decay) per neuron, see the module docstring: the node type's
+    ``spinnaker2`` ``dynamics`` hook (registered below, one per neuron family)."""
+    hook = lookup(node).hook("dynamics", "spinnaker2") if lookup(node) is not None else None
+    if hook is None:
+        raise UnsupportedNodeError(f"{type(node).__name__} has no SpiNNaker 2 neuron model", node=name,
+                                   hint="use IF, LIF, CubaLIF (or I, LI, CubaLI readouts)")
+    return hook(name, node, dt, integ, n, warn)
 
-    if isinstance(node, (nir.IF, nir.I)):
-        g = dt * _vec(node, "r", n)
-        return "lif_no_delay", np.ones(n), g, np.zeros(n), g, None
-    if isinstance(node, (nir.LIF, nir.LI)):
-        a = rate(_vec(node, "tau", n))
-        g = a * _vec(node, "r", n)
-        return "lif_no_delay", 1 - a, g, a * _vec(node, "v_leak", n), g, None
-    a_s, a_m = rate(_vec(node, "tau_syn", n)), rate(_vec(node, "tau_mem", n))
+
+@register_hook("spinnaker2", "dynamics", nir.IF, nir.I)
+def _if_dynamics(name, node, dt, integ, n, warn):
+    g = dt * _vec(node, "r", n)
+    return "lif_no_delay", np.ones(n), g, np.zeros(n), g, None
+
+
+@register_hook("spinnaker2", "dynamics", nir.LIF, nir.LI)
+def _lif_dynamics(name, node, dt, integ, n, warn):
+    a = step_rate(_vec(node, "tau", n), dt, integ, name)
+    g = a * _vec(node, "r", n)
+    return "lif_no_delay", 1 - a, g, a * _vec(node, "v_leak", n), g, None
+
+
+@register_hook("spinnaker2", "dynamics", nir.CubaLIF, nir.CubaLI)
+def _cuba_dynamics(name, node, dt, integ, n, warn):
+    a_s, a_m = step_rate(_vec(node, "tau_syn", n), dt, integ, name), step_rate(_vec(node, "tau_mem", n), dt, integ, name)
     g = a_m * _vec(node, "r", n) * a_s * _vec(node, "w_in", n)
     bias_gain = a_m * _vec(node, "r", n) * _vec(node, "w_in", n)  # steady state of a constant current input
     return "lif_curr_exp_no_delay", 1 - a_m, g, a_m * _vec(node, "v_leak", n), bias_gain, 1 - a_s
@@ -130,7 +144,7 @@ def lower(graph: Graph, ctx) -> S2Program:
         terms, bias = terms_of[name], lin[name][1]
         lat = lat_of[name]
         b = np.asarray(bias, float).reshape(-1)
-        if isinstance(node, (nir.CubaLIF, nir.CubaLI)) and np.any(b != 0):
+        if lookup(node).current_based and np.any(b != 0):
             # py-spinnaker2 has no current offset: the bias is an input of weight b from a source population
             # sending k events every step (the reference's semantics, the current rises through exc/inh_decay)
             src = f"__bias__{name}"
@@ -215,8 +229,6 @@ def lower(graph: Graph, ctx) -> S2Program:
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
                      sys_tick_s=float(opts.sys_tick or spec.get("timing.sys_tick_s")),
                      curr_exp_order=opts.curr_exp_order, readout=readout)
-    if prog.curr_exp_order not in ("chip", "brian2"):
-        raise OptionError("curr_exp_order must be 'chip' or 'brian2'")
     prog.report.update(cost_report(prog, graph, spec, ctx, target))
     prog.report["warnings"] = warnings
     prog.report["latency"] = {p.name: p.latency for p in prog.populations}
@@ -317,11 +329,9 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
 
 def _egru_population(name, node, composed, pops, virt, weights: str = "int8") -> Population:
     """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`);
-    ``weights``: ``int8`` (per-row scales, default) or ``float32`` (option ``egru_weights``)."""
+    ``weights``: ``int8`` (per-row scales, default) or ``float32`` (option ``egru_weights``,
+    whose choices the typed options checked when they were parsed)."""
     from .egru import quantize_rows
-
-    if weights not in ("int8", "float32"):
-        raise OptionError(f"egru_weights must be int8 or float32, not {weights!r}", node=name)
 
     terms, bias = composed
     if len(terms) != 1 or any(v[1] or s in virt for s, v in terms.items()):

@@ -27,7 +27,20 @@ from nmc.reference import ReferenceSimulator
 
 
 class TokenEngine:
-    """Steps a compiled language model one token at a time, its state kept between tokens."""
+    """Steps a compiled language model one token at a time, its state kept between tokens.
+    An engine keeps its bundle (graph and program) and starts from :meth:`reset`."""
+
+    def __init__(self, bundle):
+        self.bundle = bundle
+        self.reset()
+
+    @property
+    def graph(self):
+        return self.bundle.graph
+
+    @property
+    def prog(self):
+        return self.bundle.program
 
     def reset(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -39,10 +52,6 @@ class TokenEngine:
 
 class ReferenceEngine(TokenEngine):
     """The float64 reference simulator on the bundle's graph (any target)."""
-
-    def __init__(self, bundle):
-        self.graph = bundle.graph
-        self.reset()
 
     def reset(self) -> None:
         self.sim = ReferenceSimulator(self.graph)

@@ -68,6 +68,17 @@ class NodeType:
         return self.kind is Kind.NEURON
 
     @property
+    def membrane_tau(self) -> str | None:
+        """The parameter holding a neuron's membrane time constant (``tau``, or ``tau_mem`` of a
+        current-based neuron), None without one (IF, I: no leak)."""
+        return next((p for p in ("tau", "tau_mem") if p in self.params), None)
+
+    @property
+    def current_based(self) -> bool:
+        """A neuron with a synaptic current state of its own (``tau_syn``: CubaLIF, CubaLI)."""
+        return "tau_syn" in self.params
+
+    @property
     def is_linear(self) -> bool:
         """A linear map a backend composes into synapse matrices (weights, pooling, Scale, Flatten)."""
         return self.kind in (Kind.WEIGHT, Kind.LINEAR, Kind.INDEX)

@@ -129,20 +129,21 @@ def test_registry_rules(ifchip):
         backends.register("ifchip", "ifchip.lower:lower")
     with pytest.raises(OptionError, match="module:attribute"):
         backends.register("other", "ifchip")
-    backends.register("notabackend", "ifchip.lower:lower")
-    try:
-        with pytest.raises(OptionError, match="not an nmc.backends.base.Backend"):
-            backends.get_backend("notabackend")
-    finally:
-        backends.unregister("notabackend")
+    _refused_when_loaded("notabackend", "ifchip.lower:lower", "not an nmc.backends.base.Backend")
     with pytest.raises(OptionError, match="unknown target 'ifchip2'"):
         backends.get_backend("ifchip2")
-    backends.register("broken", "no_such_module_for_nmc:BACKEND")
+    _refused_when_loaded("broken", "no_such_module_for_nmc:BACKEND",
+                         "target 'broken' .* cannot be loaded: ModuleNotFoundError")
+
+
+def _refused_when_loaded(name: str, where: str, match: str) -> None:
+    """``name`` registered at ``where`` is accepted, and asking for it is an OptionError matching ``match``."""
+    backends.register(name, where)
     try:
-        with pytest.raises(OptionError, match="target 'broken' .* cannot be loaded: ModuleNotFoundError"):
-            backends.get_backend("broken")
+        with pytest.raises(OptionError, match=match):
+            backends.get_backend(name)
     finally:
-        backends.unregister("broken")
+        backends.unregister(name)
 
 
 def test_entry_point_group(tmp_path, monkeypatch):

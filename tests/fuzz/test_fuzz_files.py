@@ -82,6 +82,15 @@ def _fresh(tmp):
     return workspace(tmp)
 
 
+def _read_each(w, f, *readers):
+    """Each reader on the mutated file ``f`` under :func:`fuzzkit.guarded` (only NmcError, no
+    code run, no write outside ``out/``, bounded memory), then the workspace ``w`` removed."""
+    for read in readers:
+        with guarded(w):
+            read(f)
+    shutil.rmtree(w)
+
+
 # ------------------------------------------------------------- NIR / HDF5
 @SETTINGS
 @given(data=st.data())
@@ -109,9 +118,7 @@ def test_fuzz_nir_files(seeds, ws, data):
                         continue
     else:
         f.write_bytes(mutate_bytes(data, seeds["nir"]))
-    with guarded(w):
-        load_model(f)
-    shutil.rmtree(w)
+    _read_each(w, f, load_model)
 
 
 # ------------------------------------------------------------- nmc.save files
@@ -133,11 +140,7 @@ def test_fuzz_nmc_save_files(seeds, ws, data):
             values = st.just(hostile.CanaryWriter(w / "canary"))
         d = mutate_tree(data, seeds["save"], values)
         torch.save(d, f)
-    with guarded(w):
-        load_file(f)
-    with guarded(w):
-        load_module(f)
-    shutil.rmtree(w)
+    _read_each(w, f, load_file, load_module)
 
 
 # ------------------------------------------------------------- ONNX
@@ -172,9 +175,7 @@ def test_fuzz_onnx_files(seeds, ws, data):
         f.write_bytes(m.SerializeToString())
     else:
         f.write_bytes(mutate_bytes(data, seeds["onnx"]))
-    with guarded(w):
-        load_model(f)
-    shutil.rmtree(w)
+    _read_each(w, f, load_model)
 
 
 # ------------------------------------------------------------- .pt2 archives
@@ -206,9 +207,7 @@ def test_fuzz_pt2_archives(seeds, ws, data):
     with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
         for k, v in members.items():
             z.writestr(k, v)
-    with guarded(w):
-        load_model(f)
-    shutil.rmtree(w)
+    _read_each(w, f, load_model)
 
 
 # ------------------------------------------------------------- bundles

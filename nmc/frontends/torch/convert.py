@@ -19,6 +19,7 @@ from nmc.annotations import Reset
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
 from nmc.nodes import EGRU as EGRUNode
+from nmc.semantics import lookup
 
 DEFAULT_DT = 1e-3
 
@@ -289,7 +290,7 @@ def _attach(g: Graph, sub: _Sub, preds: list[str], warnings, integrators) -> str
     warnings += sub.warnings
     if hasattr(sub, "integrator"):
         for k, node in sub.nodes.items():
-            if isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF, nir.CubaLI)):
+            if lookup(node) is not None and lookup(node).membrane_tau is not None:   # the leaky neurons
                 integrators[k] = sub.integrator
     rb = getattr(sub, "rec_bias", None)
     if rb is not None:  # snnTorch RLeaky: fold the recurrent bias into the feed-forward Affine
@@ -318,7 +319,8 @@ def _unify_integrators(g: Graph, integrators: dict[str, str], dt: float, warning
         if integ == main:
             continue
         node = g.nodes[name]
-        fields = ("tau",) if isinstance(node, (nir.LIF, nir.LI)) else ("tau_mem", "tau_syn")
+        e = lookup(node)
+        fields = (e.membrane_tau,) + (("tau_syn",) if e.current_based else ())
         kw = {}
         for f in fields:
             tau = np.asarray(getattr(node, f), dtype=float)
