@@ -67,18 +67,23 @@ class Graph:
 
         With ``strict`` (default), a node NIR cannot express (an extension node,
         or a spiking node with reset-by-subtraction) raises
-        :class:`UnsupportedNodeError` naming it; annotations are dropped.
+        :class:`UnsupportedNodeError` naming it; annotations are dropped. A
+        real-diagonal ``nmc.DiagSSM`` is written as NIR primitives
+        (:mod:`nmc.nir_ssm`: Linear B → LI per mode → Linear C, + Scale D).
         """
-        for name, node in self.nodes.items():
+        from .nir_ssm import expand
+
+        g = expand(self)
+        for name, node in g.nodes.items():
             if is_extension(node):
                 raise UnsupportedNodeError(
                     f"{type_name(node)} is an nmc extension node and has no NIR equivalent",
                     node=name, hint="write the graph with nmc.serialize.write (nmc's NIR+extensions file) instead")
-            if strict and is_spiking_neuron(node) and self.reset_mode(name) == "subtract":
+            if strict and is_spiking_neuron(node) and g.reset_mode(name) == "subtract":
                 raise UnsupportedNodeError(
                     "reset by subtraction cannot be expressed in NIR (NIR only resets to v_reset)",
                     node=name, hint="compile with --reset zero, or export with strict=False to drop the reset mode")
-        return nir.NIRGraph(nodes=dict(self.nodes), edges=list(self.edges), type_check=False)
+        return nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges), type_check=False)
 
     def copy(self) -> "Graph":
         """An independent copy. Read-only node arrays (see :meth:`freeze_arrays`)
