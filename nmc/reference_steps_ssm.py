@@ -36,7 +36,7 @@ class _SSMStep(Step):
         self.cdtype = _complex_dtype(sn.dtype)
         for k in ("lam", "b", "c"):
             a = getattr(n, k)
-            self.p[k] = torch.as_tensor(a, dtype=self.cdtype if np.iscomplexobj(a) else sn.dtype)
+            self.p[k] = torch.as_tensor(np.array(a), dtype=self.cdtype if np.iscomplexobj(a) else sn.dtype)
         # Δ broadcast over Λ's last axis: (P,) for DiagSSM, (H, 1) against Λ (H, N) per neuron
         self.p["step"] = self._param(n.step if n.lam.ndim == 1 else n.step[:, None])
         self.p["d"] = self._param(n.d)
