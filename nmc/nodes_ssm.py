@@ -119,8 +119,12 @@ class DiagSSM(nir.NIRNode):
         self.lam = self.lam.reshape(P)
         H = int(self.d.reshape(-1).shape[0])
         self.d = self.d.reshape(H)
-        self.step = np.broadcast_to(self.step, (P,)).astype(np.float64).copy() if self.step.size in (1, P) else self.step
-        self.theta = np.broadcast_to(np.asarray(self.theta, dtype=np.float64), (H,)).copy()
+        self.step = self.step.reshape(-1)
+        self.step = np.broadcast_to(self.step, (P,)).copy() if self.step.size == 1 else self.step
+        theta = np.asarray(self.theta, dtype=np.float64).reshape(-1)
+        if theta.size not in (1, H):
+            raise ShapeError(f"DiagSSM theta has {theta.size} values for {H} channels")
+        self.theta = np.broadcast_to(theta, (H,)).copy()
         want = {"step": (P,), "b": (P, H), "c": (H, P)}
         for f, shp in want.items():
             if getattr(self, f).shape != shp:
@@ -207,7 +211,7 @@ class StochasticSSMNeuron(nir.NIRNode):
             raise ShapeError(f"StochasticSSMNeuron lam must be (H, N), got shape {self.lam.shape}")
         H, N = self.lam.shape
         self.step = self.step.reshape(-1)
-        self.step = np.broadcast_to(self.step, (H,)).copy() if self.step.size in (1, H) else self.step
+        self.step = np.broadcast_to(self.step, (H,)).copy() if self.step.size == 1 else self.step
         self.d = self.d.reshape(-1)
         for f, shp in {"step": (H,), "b": (H, N), "c": (H, N), "d": (H,)}.items():
             if getattr(self, f).shape != shp:

@@ -204,6 +204,10 @@ def test_bad_fields_are_typed_errors():
         DiagSSM(lam=n.lam, step=n.step, b=n.b, c=n.c, d=n.d, output="os.system")
     with pytest.raises(ShapeError, match="θ > 0"):
         DiagSSM(lam=n.lam, step=n.step, b=n.b, c=n.c, d=n.d, output="delta", theta=0.0)
+    with pytest.raises(ShapeError, match="theta has 2 values for 3 channels"):
+        DiagSSM(lam=n.lam, step=n.step, b=n.b, c=n.c, d=n.d, output="delta", theta=[0.1, 0.2])
+    with pytest.raises(ShapeError, match="'step' has shape"):
+        DiagSSM(lam=n.lam, step=n.step[:2], b=n.b, c=n.c, d=n.d)
     with pytest.raises(ShapeError, match="seed"):
         stoch_node(seed=-1)
     with pytest.raises(NmcError):

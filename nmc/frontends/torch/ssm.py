@@ -68,7 +68,10 @@ def convert(s, name: str, m: nn.Module, dt: float, convert_layer) -> None:
         if m.output == "lif":
             sub = convert_layer(f"{name}.lif", m.lif, (m.d_model,), (m.d_model,), dt)
             for k, node in sub.nodes.items():
-                s.chain(k, node) if k == sub.entry else s.nodes.__setitem__(k, node)
+                if k == sub.entry:
+                    s.chain(k, node)
+                else:
+                    s.nodes[k] = node
             s.edges += sub.edges
             s.anns += sub.anns
             s.warnings += sub.warnings
