@@ -68,18 +68,23 @@ class Graph:
 
         With ``strict`` (default), a node NIR cannot express (an extension node,
         or a spiking node with reset-by-subtraction) raises
-        :class:`UnsupportedNodeError` naming it; annotations are dropped.
+        :class:`UnsupportedNodeError` naming it; annotations are dropped. A
+        real-diagonal ``nmc.DiagSSM`` is written as NIR primitives
+        (:mod:`nmc.nir_ssm`: Linear B → LI per mode → Linear C, + Scale D).
         """
-        for name, node in self.nodes.items():
+        from .nir_ssm import expand
+
+        g = expand(self)
+        for name, node in g.nodes.items():
             if is_extension(node):
                 raise UnsupportedNodeError(
                     f"{type_name(node)} is an nmc extension node and has no NIR equivalent",
                     node=name, hint="write the graph with nmc.serialize.write (nmc's NIR+extensions file) instead")
-            if strict and is_spiking_neuron(node) and self._stated_reset(name) == "subtract":
+            if strict and is_spiking_neuron(node) and g._stated_reset(name) == "subtract":
                 raise UnsupportedNodeError(
                     "reset by subtraction cannot be expressed in NIR (NIR only resets to v_reset)",
                     node=name, hint="compile with --reset zero, or export with strict=False to drop the reset mode")
-        return nir.NIRGraph(nodes=dict(self.nodes), edges=list(self.edges), type_check=False)
+        return nir.NIRGraph(nodes=dict(g.nodes), edges=list(g.edges), type_check=False)
 
     def copy(self) -> "Graph":
         """An independent copy. Read-only node arrays (see :meth:`freeze_arrays`)
@@ -358,10 +363,14 @@ def _check_values(name: str, node: nir.NIRNode) -> None:
     """Parameters real and finite, declared shapes whole and bounded, bias lengths right."""
     from .limits import check_dims, check_shape_alloc
 
+    entry = semantics.lookup(node)
+    complex_ok = entry.complex_fields if entry is not None else ()
     for k, v in _params(node).items():
         a = _as_array(v)
         if a is None:
             continue
+        if a.dtype.kind == "c" and k in complex_ok:
+            a = a.view(a.real.dtype)   # real and imaginary parts: both must be finite
         if a.dtype.kind == "c":
             raise GraphError(f"parameter '{k}' is complex-valued ({a.dtype}); nmc's targets compute with real "
                              "numbers and would drop the imaginary part", node=name,
@@ -414,7 +423,10 @@ def _check_params(name: str, node: nir.NIRNode) -> None:
             if tau is not None and np.any(np.asarray(tau) <= 0):
                 raise GraphError(f"time constant '{tk}' must be > 0", node=name, actual=float(np.min(tau)))
         n = int(np.prod(node.output_type["output"]))
+        own = semantics.of(node, name=name).arrays
         for k, v in _params(node).items():
+            if k in own:
+                continue
             if isinstance(v, np.ndarray) and v.ndim > 0 and v.size not in (1, n) and not k.startswith(("w_x", "w_h", "b_x", "b_h")):
                 raise ShapeError(f"parameter '{k}' has {v.size} values for {n} neurons", node=name)
     if getattr(node, "nmc_type", "") == "nmc.EGRU":

@@ -22,9 +22,11 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from nmc.annotations import Quant
+from nmc.annotations import Quant, SSMQuant
 from nmc.ir import Graph
 from nmc.nodes import EGRU, is_neuron, is_spiking_neuron
+
+from .quantize_ssm import SSM_NODES, dequantized_node
 
 DENSE = (nir.Affine, nir.Linear)
 CONV = (nir.Conv1d, nir.Conv2d)
@@ -99,6 +101,9 @@ def dequantized(g: Graph) -> Graph:
     """The float graph with every quantized weight replaced by ``w_int·scale``."""
     out = g.copy()
     for name, node in out.nodes.items():
+        if out.ann(name, SSMQuant) is not None:   # an SSM's fixed-point one-tick parameters
+            out.nodes[name] = dequantized_node(node, out.ann(name, SSMQuant))
+            continue
         q = out.ann(name, Quant)
         if q is None or q.w_int is None:
             continue
@@ -148,6 +153,9 @@ def integer_graph(g: Graph) -> tuple[Graph, dict]:
             continue
         if isinstance(node, EGRU):
             info[n] = {"scale": None, "converted": False, "reason": "EGRU is nonlinear in its input (no rescaling)"}
+            continue
+        if isinstance(node, SSM_NODES):
+            info[n] = {"scale": None, "converted": False, "reason": "an SSM has its own fixed-point formats (SSMQuant)"}
             continue
         preds = g.preds(n)
         scales = [neuron_scale(g, p, n) if isinstance(g.nodes[p], DENSE + CONV) else None for p in preds]

@@ -30,6 +30,10 @@ input current and every voltage (threshold, v_leak, v_reset, bias) by that
 scale leaves the spike train unchanged; for binary/ternary this folds α into
 the threshold. Backends do exactly that with ``scale``.
 
+SSM nodes (``nmc.DiagSSM``, ``nmc.StochasticSSMNeuron``) get their one-tick Λ̄ (decay and
+rotation), B̄, C̄, D in fixed point instead (``SSMQuant``, :mod:`nmc.passes.quantize_ssm`),
+and the report an ``ssm`` section with each array's error.
+
 The fidelity report (``reports/quantize.json``), on the calibration data or a
 seeded synthetic input (shortened for huge networks so one simulation costs at
 most ``max_sim_synops`` multiply-accumulates; ``simulated`` records the steps
@@ -57,7 +61,9 @@ from nmc.ir import Graph
 from nmc import semantics
 from nmc.nodes import EGRU, is_spiking
 
+from . import quantize_ssm
 from .fidelity import activity_key, dequantized, fit_budget, integer_graph, layer_inputs, simulate
+from .quantize_ssm import SSM_NODES
 from .manager import Pass, PassContext, register
 
 SCHEMES = ("int", "ternary", "binary")
@@ -172,7 +178,7 @@ def quant_units(g: Graph) -> list[tuple[str, ...]]:
             units.append(tuple(dense))
             done.update(dense)
     for n, node in g.nodes.items():
-        if weight_arrays(node) and n not in done:
+        if weight_arrays(node) and n not in done and not isinstance(node, SSM_NODES):   # SSMs: quantize_ssm
             units.append((n,))
     order = {n: i for i, n in enumerate(g.nodes)}
     return sorted(units, key=lambda u: order[u[0]])
@@ -206,9 +212,14 @@ class Quantize(Pass):
         units = quant_units(g)
         for u in units:
             self._annotate(g, u)
+        ssm = {n: quantize_ssm.quantize_node(n, node, self.bits) for n, node in g.nodes.items()
+               if isinstance(node, SSM_NODES)}
+        for n, q in ssm.items():
+            g.annotate(n, q)
         inputs, source = layer_inputs(g, ctx.data, self.steps, ctx.seed)
         inputs, simulated = fit_budget(g, inputs, self.max_sim_synops)
-        neurons = [n for n, node in g.nodes.items() if is_spiking(node) or isinstance(node, (nir.LI, nir.CubaLI, EGRU))]
+        neurons = [n for n, node in g.nodes.items()
+                   if is_spiking(node) or isinstance(node, (nir.LI, nir.CubaLI, EGRU, *SSM_NODES))]
         ref = simulate(g, inputs, neurons)
         calib = self._calibrate(g, units, inputs, ref) if self.method == "calibrate" else {}
         qg = dequantized(g)
@@ -221,6 +232,8 @@ class Quantize(Pass):
                   "neurons": {}}
         if calib:
             report["calibration"] = calib
+        if ssm:
+            report["ssm"] = {n: quantize_ssm.report(n, g.nodes[n], q) for n, q in ssm.items()}
         self._layer_errors(g, qg, report)
         shift = int(ctx.spec.get("numerics.activation_shift")) if ctx.spec is not None and \
             ctx.spec.has("numerics.activation_shift") else 0

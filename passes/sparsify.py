@@ -35,7 +35,8 @@ all weights), activation sparsity (zero outputs / all outputs of the neuron
 nodes over the run), effective synaptic operations — for every weight node,
 Σ over steps and samples of (non-zero input element × kept weight it reaches),
 exact for convolutions (a 0/1 convolution of the input pattern with the kept
-kernel pattern) and EGRU (w_x on its input, w_h on its own graded events) —
+kernel pattern), EGRU (w_x on its input, w_h on its own graded events) and
+the SSM nodes (B on their input; C on their state, never zero: every kept entry, every step) —
 counted as AC when that input is binary (spikes) and MAC otherwise, next to
 the dense count (every weight for every step), and the memory footprint
 (weights in the chosen format at the quantized bit width, or 32 bits, plus
@@ -51,10 +52,10 @@ import numpy as np
 import torch
 
 from nmc import semantics
-from nmc.annotations import Quant, Sparsity
+from nmc.annotations import Quant, Sparsity, SSMQuant
 from nmc.errors import OptionError
 from nmc.ir import Graph
-from nmc.nodes import EGRU, is_neuron
+from nmc.nodes import EGRU, DiagSSM, StochasticSSMNeuron, is_neuron
 from nmc import reference_steps as _reference_steps  # noqa: F401  (registers the linear_map hooks)
 from nmc.semantics import shapes
 
@@ -80,7 +81,10 @@ def _is_conv(node) -> bool:
 
 
 def _mask(node) -> np.ndarray:
-    """Non-zero pattern as a (rows, cols) matrix (EGRU: [w_x | w_h])."""
+    """Non-zero pattern as a (rows, cols) matrix (EGRU: [w_x | w_h]; DiagSSM: [B | Cᵀ], one row per mode;
+    StochasticSSMNeuron: [B | C], one row per neuron)."""
+    if isinstance(node, DiagSSM):
+        return np.concatenate([node.b != 0, (node.c != 0).T], axis=1)
     return np.concatenate([(w != 0).reshape(w.shape[0], -1) for _, w in _weights(node)], axis=1)
 
 
@@ -153,6 +157,9 @@ class Sparsify(Pass):
                 w_int = np.asarray(q.w_int)
                 g.annotate(name, Quant(bits=q.bits, scheme=q.scheme, scale=q.scale, method=q.method,
                                        w_int=np.where(mask.reshape(w_int.shape), w_int, 0).astype(w_int.dtype)))
+            sq = g.ann(name, SSMQuant)
+            if sq is not None:   # an SSM's fixed-point B̄, C̄ lose the pruned entries too
+                g.annotate(name, _prune_ssm_quant(node, sq))
             g.annotations.get(name, {}).pop("rowmap", None)
             dens = float(mask.mean()) if mask.size else 1.0
             size = storage_bytes(mask, int(q.bits) if q is not None else 32)
@@ -232,6 +239,8 @@ class Sparsify(Pass):
                 return f"'{s}' also sums the input of another node"
         if isinstance(node, EGRU):
             return None
+        if isinstance(node, DiagSSM):
+            return "a DiagSSM's channels are shared by B, C, D and the residual stream (prune its weights instead)"
         for p in g.preds(n):
             if not isinstance(g.nodes[p], DENSE):
                 return f"is fed by a {type(g.nodes[p]).__name__} node"
@@ -260,7 +269,11 @@ class Sparsify(Pass):
             x = np.asarray(sum(srcs)).reshape(-1, *g.shape_in(name))
             ws = _weights(node)  # [input weight] or EGRU's [w_x, w_h]: w_h acts on the node's own output
             terms = [(x, ws[0][1])]
-            if len(ws) > 1:
+            if isinstance(node, DiagSSM):   # C reads the state x, which is never zero: every kept weight, every step
+                terms.append((np.ones((x.shape[0], node.modes)), ws[1][1]))
+            elif isinstance(node, StochasticSSMNeuron):   # per neuron: B ⊙ u, then C over its own N states
+                terms = [(x, (ws[0][1] != 0).T), (np.ones((x.shape[0], ws[1][1].size)), (ws[1][1] != 0).reshape(1, -1))]
+            elif len(ws) > 1:
                 terms.append((np.asarray(res[f"{name}.out"]).reshape(-1, node.hidden_size), ws[1][1]))
             eff = dns = 0.0
             for a, w in terms:
@@ -295,6 +308,15 @@ def _synops(node, a: np.ndarray, w: np.ndarray) -> tuple[float, float]:
         return eff, dense * a.shape[0]
     fan = (w.reshape(w.shape[0], -1) != 0).sum(0)  # kept fan-out of each input element
     return float((nz.reshape(a.shape[0], -1) * fan).sum()), float(a.shape[0] * w.size)
+
+
+def _prune_ssm_quant(node, q: SSMQuant) -> SSMQuant:
+    """``q`` with B̄, C̄ zero where the node's B, C were pruned."""
+    import dataclasses
+
+    b = np.asarray(q.b_int) * (np.asarray(node.b) != 0)[..., None]
+    c = np.asarray(q.c_int) * (np.asarray(node.c) != 0)[..., None]
+    return dataclasses.replace(q, b_int=b.astype(np.int32), c_int=c.astype(np.int32))
 
 
 def _slice_quant(g: Graph, name: str, rows=None, cols=None) -> None:
@@ -333,6 +355,12 @@ def remove_units(g: Graph, n: str, keep: np.ndarray) -> None:
                 setattr(node, f, v[k])
         node.input_type = {"input": np.array([k.size])}
         node.output_type = {"output": np.array([k.size])}
+        sq = g.ann(n, SSMQuant)
+        if sq is not None:   # a stochastic SSM neuron's fixed-point arrays: one row per neuron
+            import dataclasses
+
+            g.annotate(n, dataclasses.replace(sq, **{f: np.asarray(getattr(sq, f))[k]
+                                                     for f in ("lam_int", "b_int", "c_int", "d_int")}))
         for p in g.preds(n):
             w = g.nodes[p]
             recurrent = n in g.preds(p)

@@ -12,6 +12,14 @@ naming every offending node, the reason, and the target that can take it.
   target has synaptic delays.
 * ``rule_stateless_threshold`` — ``Threshold`` (a memoryless comparator): every
   neuron circuit integrates and leaks; use a LIF layer (or a digital target).
+* ``rule_ssm`` — the state-space nodes, each with its reason: complex modes
+  (a rotating mode needs an oscillator; the neuron circuits only leak),
+  stochastic spiking SSM neurons (a Bernoulli spike per neuron and tick needs a
+  random source per neuron; the chip's only noise is its unstated analog
+  variability, not a seeded ξ), real-diagonal SSMs (each mode's state is a
+  graded value that C reads out: the chip routes spikes, not values, and a
+  neuron has one synaptic time constant, not one per mode), LayerNorm (a
+  normalisation across channels). The digital targets run them.
 * ``rule_unknown_extension`` — any other nmc extension node.
 
 IF/I (no leak) are *not* refused here: :func:`lower._leaky_integrators`
@@ -23,7 +31,7 @@ import nir
 
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
-from nmc.nodes import EGRU, is_extension, type_name
+from nmc.nodes import EGRU, DiagSSM, LayerNorm, StochasticSSMNeuron, is_extension, type_name
 
 
 def rule_graded_events(g: Graph) -> list[tuple[str, str, str]]:
@@ -42,12 +50,32 @@ def rule_stateless_threshold(g: Graph) -> list[tuple[str, str, str]]:
              "spinnaker2 or loihi2") for k, n in g.nodes.items() if isinstance(n, nir.Threshold)]
 
 
+def _ssm_reason(n) -> str | None:
+    if isinstance(n, StochasticSSMNeuron):
+        return ("a stochastic spiking SSM neuron fires a Bernoulli spike from a seeded per-neuron random number each "
+                "tick; the analog chip has no such random source (its circuit noise is neither seeded nor stated)")
+    if isinstance(n, LayerNorm):
+        return "LayerNorm normalises across channels each step; no analog circuit computes it"
+    if not isinstance(n, DiagSSM):
+        return None
+    if n.complex:
+        return (f"its {n.modes} complex modes rotate (oscillate) as they decay; the neuron circuits only leak, "
+                "they cannot oscillate")
+    return (f"its {n.modes} real modes are leaky integrators whose graded state C reads out every step; the "
+            "analog chip routes spikes (addresses), not values, and a neuron has one synaptic time constant, "
+            "not one per mode")
+
+
+def rule_ssm(g: Graph) -> list[tuple[str, str, str]]:
+    return [(k, why, "spinnaker2") for k, n in g.nodes.items() if (why := _ssm_reason(n)) is not None]
+
+
 def rule_unknown_extension(g: Graph) -> list[tuple[str, str, str]]:
     return [(k, f"extension node {type_name(n)} has no analog equivalent", "spinnaker2")
-            for k, n in g.nodes.items() if is_extension(n) and not isinstance(n, EGRU)]
+            for k, n in g.nodes.items() if is_extension(n) and not isinstance(n, EGRU) and _ssm_reason(n) is None]
 
 
-RULES = (rule_graded_events, rule_delays, rule_stateless_threshold, rule_unknown_extension)
+RULES = (rule_graded_events, rule_delays, rule_stateless_threshold, rule_ssm, rule_unknown_extension)
 
 
 def check(g: Graph) -> None:

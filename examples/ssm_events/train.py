@@ -123,7 +123,8 @@ def accuracy(model, x, y, *, stepwise: bool) -> float:
     return float((logits.argmax(-1) == y).float().mean())
 
 
-def train(variant, output, data, *, epochs, batch, lr, seed, log=print) -> dict:
+def train(variant, output, data, *, epochs, batch, lr, seed, log=print, keep: dict | None = None) -> dict:
+    """Train one variant; its results dict (``keep["model"]`` receives the trained model when given)."""
     (xtr, ytr), (xte, yte) = data
     model = build(variant, output, seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -152,6 +153,8 @@ def train(variant, output, data, *, epochs, batch, lr, seed, log=print) -> dict:
            "accuracy_step": accuracy(model, xte, yte, stepwise=True),
            "test_size": int(yte.shape[0]), "params": sum(p.numel() for p in model.parameters())}
     res["activity"] = [None if a != a else round(a, 4) for a in model.activity()]   # nan: gelu/relu have none
+    if keep is not None:
+        keep["model"] = model
     return res
 
 

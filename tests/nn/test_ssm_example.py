@@ -48,3 +48,29 @@ def test_ssm_events_quick_trains_both_variants(tmp_path):
     assert res["diag"]["accuracy_step"] > 0.4          # chance is 0.1
     assert 0 < res["stochastic"]["activity"][0] < 1
     assert (tmp_path / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_ssm_events_compile_quick_measures_every_stage(tmp_path):
+    import torch
+
+    spec = importlib.util.spec_from_file_location("ssm_events_compile", ROOT / "examples" / "ssm_events" / "compile.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    n = torch.get_num_threads()
+    try:
+        res = mod.main(["--quick", "--out", str(tmp_path), "--variants", "diag,stochastic"])
+    finally:
+        torch.set_num_threads(n)
+    d = res["diag"]["stages"]
+    # the compiled reference computes the same function as the float model (float64 vs float32 only)
+    assert d["reference"] == pytest.approx(d["float"], abs=1.5 / res["diag"]["test_size"])
+    assert abs(d["quantized"] - d["reference"]) <= 0.05 and d["quantized"] > 0.4
+    assert "DiagSSM" in d["graph_nodes"].values() and "LayerNorm" in d["graph_nodes"].values()
+    assert all(("accuracy" in t) != ("refused" in t) for t in d["targets"].values())
+    assert "LayerNorm" in d["targets"]["brainscales2"]["refused"]
+    pe = d["per_event"]
+    assert pe["streams"] == 20 and 0 <= pe["accuracy_per_event"] <= 1 and pe["binning_rel_rms_mean"] > 0
+    s = res["stochastic"]["stages"]
+    assert s["reference"] == pytest.approx(s["float_node_noise"], abs=1.5 / res["stochastic"]["test_size"])
+    assert (tmp_path / "diag.pt").exists() and (tmp_path / "compile_results.json").exists()

@@ -1,0 +1,157 @@
+"""Train the SSM models of train.py, save them with nmc.save and measure test accuracy per stage.
+
+Stages (test split of the digit event streams, class = argmax of the time-averaged logits):
+
+* ``float``: the trained PyTorch model, step by step (train.py's ``accuracy_step``);
+* ``reference``: ``nmc.compile(model.pt, target="reference")`` run on the test streams
+  (float64; the stochastic model's nodes draw the counter-based ξ of nmc.nodes_ssm, so
+  ``float_node_noise`` is the PyTorch model given those same ξ);
+* ``quantized``: the compiled graph after ``quantize{bits=B}`` (int8 weights, the SSMs'
+  Λ̄ in Q1.15 and B̄, C̄, D in B bits), run as its dequantized float meaning;
+* ``targets``: ``nmc.compile`` for each chip target, run on the test streams where it
+  compiles, else the target's refusal (spinnaker2 and brainscales2 refuse SSM nodes today;
+  loihi2 comes with the ssm-loihi branch: this loop picks it up when it compiles);
+* ``per_event`` (diag): every event at its own sub-tick time (seeded uniform offset in
+  its tick), run event by event with Δ_k = Δ·τ_k (nmc.reference_ssm.run_events), logits
+  averaged over time (each event's output held until the next, the zero-input output before
+  the first), against the same events
+  binned into ticks; and the mean relative rms binning error of the outputs
+  (nmc.reference_ssm.binning_error).
+
+    .venv/bin/python examples/ssm_events/compile.py --out out/ssm_events
+    .venv/bin/python examples/ssm_events/compile.py --quick          # the test's mode
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train as T  # noqa: E402
+
+import nmc  # noqa: E402
+from nmc.errors import NmcError  # noqa: E402
+from nmc.nodes_ssm import noise  # noqa: E402
+from nmc.passes import PassContext, PassManager, parse_pipeline  # noqa: E402
+from nmc.passes.fidelity import dequantized  # noqa: E402
+from nmc.reference import ReferenceSimulator  # noqa: E402
+from nmc.reference_ssm import binning_error, run_events, with_time  # noqa: E402
+
+CHIPS = ("spinnaker2", "loihi2", "brainscales2")
+
+
+def _acc(logits: np.ndarray, y: torch.Tensor) -> float:
+    return float((np.asarray(logits).mean(0).argmax(-1) == y.numpy()).mean())
+
+
+def quantized_graph(graph, bits: int):
+    g = PassManager(parse_pipeline(f"quantize{{bits={bits}}}")).run(graph.copy(), PassContext(options={}))
+    return dequantized(g)
+
+
+def stream_events(x: np.ndarray, rng, dt: float):
+    """One stream (T, 16) of per-tick event counts → (event vectors (K, 16), times (K,) in seconds):
+    each event at its tick plus a seeded uniform offset, events at the same time merged."""
+    t_idx, ch = np.nonzero(x)
+    times, vecs = [], []
+    for t, c in zip(t_idx, ch):
+        for _ in range(int(x[t, c])):
+            v = np.zeros(x.shape[1])
+            v[c] = 1.0
+            times.append((t + rng.random()) * dt)
+            vecs.append(v)
+    order = np.argsort(times, kind="stable")
+    return np.array(vecs)[order], np.array(times)[order]
+
+
+def per_event(graph, x: np.ndarray, y: torch.Tensor, streams: int, seed: int) -> dict:
+    """Per-event Δt vs binned accuracy (module docstring) on the first ``streams`` test streams."""
+    ev_graph, tick_graph = with_time(graph, "event"), with_time(graph, "tick")
+    dt, T_end = graph.meta["dt"], x.shape[0]
+    rng = np.random.default_rng(seed)
+    out0 = ReferenceSimulator(tick_graph).run({"input": np.zeros((1, x.shape[2]))})["output"][0]   # before any event
+    hit_ev = hit_bin = 0
+    errs = []
+    for s in range(streams):
+        ev, times = stream_events(x[:, s], rng, dt)
+        out = run_events(ev_graph, {"input": ev[:, None]}, times[:, None])["output"][:, 0]
+        hold = np.diff(np.append(times, T_end * dt))                    # each output held until the next event
+        hit_ev += int(((out * hold[:, None]).sum(0) + out0 * times[0]).argmax() == int(y[s]))
+        binned = np.zeros_like(x[:, s])
+        np.add.at(binned, np.floor(times / dt).astype(int), ev)          # sub-tick times back into their ticks
+        ob = ReferenceSimulator(tick_graph).run({"input": binned})["output"]
+        hit_bin += int(ob.mean(0).argmax() == int(y[s]))
+        errs.append(binning_error(ev_graph, tick_graph, ev, times)["rel_rms"])
+    return {"streams": streams, "accuracy_per_event": hit_ev / streams, "accuracy_binned": hit_bin / streams,
+            "binning_rel_rms_mean": float(np.mean(errs))}
+
+
+def evaluate(variant: str, model, data, out: Path, bits: int, seed: int, event_streams: int, log=print) -> dict:
+    (_, _), (xte, yte) = data
+    path = out / f"{variant}.pt"
+    nmc.save(model, path, input_shape=(16,))
+    x = xte.numpy().astype(np.float64)
+    res: dict = {}
+    t0 = time.time()
+    b = nmc.compile(path, target="reference", fidelity_check=False)
+    res["reference"] = _acc(b.run({"input": x})["output"], yte)
+    res["graph_nodes"] = {k: type(v).__name__ for k, v in b.graph.nodes.items()}
+    if variant == "stochastic":   # the float model with the nodes' ξ: the same spikes as the reference
+        with torch.no_grad():
+            h = model.inp(xte)
+            xi = torch.as_tensor(noise(model.ssm.seed, h.shape[0], h.shape[1], h.shape[2]), dtype=torch.float32)
+            s, _ = model.ssm.scan(h, noise=xi)
+            res["float_node_noise"] = _acc(model.out(s).numpy(), yte)
+    qg = quantized_graph(b.graph, bits)
+    res["quantized"] = _acc(ReferenceSimulator(qg).run({"input": x})["output"], yte)
+    res["quantized_bits"] = bits
+    res["targets"] = {}
+    for chip in CHIPS:
+        try:
+            cb = nmc.compile(path, target=chip, fidelity_check=False)
+            res["targets"][chip] = {"accuracy": _acc(cb.run({"input": x})["output"], yte)}
+        except NmcError as e:
+            res["targets"][chip] = {"refused": e.one_line()[:300]}
+    if variant == "diag" and event_streams:
+        res["per_event"] = per_event(b.graph, xte.numpy(), yte, min(event_streams, xte.shape[1]), seed)
+    res["eval_s"] = round(time.time() - t0, 1)
+    log(f"{variant}: reference {res['reference']:.3f}, quantized ({bits} bits) {res['quantized']:.3f}"
+        + (f", per-event {res['per_event']['accuracy_per_event']:.3f} vs binned {res['per_event']['accuracy_binned']:.3f}"
+           if "per_event" in res else ""))
+    return res
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("out/ssm_events"), help="folder for the models and results")
+    ap.add_argument("--variants", default="diag,stochastic")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--bits", type=int, default=8, help="quantize{bits=...} of the quantized stage")
+    ap.add_argument("--event-streams", type=int, default=120, help="test streams for the per-event Δt run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="600 streams, 5 epochs, 20 per-event streams (the test)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    a.out.mkdir(parents=True, exist_ok=True)
+    data = T.dataset(a.seed, limit=600 if a.quick else None)
+    epochs, batch = (5, 32) if a.quick else (a.epochs, 64)
+    results = {}
+    for v in [v for v in a.variants.split(",") if v]:
+        keep: dict = {}
+        r = T.train(v, "gelu", data, epochs=epochs, batch=batch, lr=1e-2, seed=a.seed, log=lambda *_: None, keep=keep)
+        r["stages"] = evaluate(v, keep["model"], data, a.out, a.bits, a.seed, 20 if a.quick else a.event_streams)
+        r["stages"]["float"] = r["accuracy_step"]
+        results[v] = r
+    (a.out / "compile_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    sys.exit(0)
