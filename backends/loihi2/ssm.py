@@ -281,3 +281,14 @@ def error_bound(m: SSMMapping, lam_bar, gamma, b, c, d, u_max: float) -> np.ndar
     cn = _modes(np.abs(m.cx_hat), P, cplx)
     dc = _modes(np.abs(m.cx_hat - Cx), P, cplx)
     return cn @ E + dc @ X + np.abs(m.d_hat - np.asarray(d, np.float64).reshape(-1)) * u_max + m.r_y / m.s_y
+
+
+def single_ssm_program(m: SSMMapping, src: str, H: int, input_bits: int, out: str = "y"):
+    """A :class:`~.program.LoihiProgram` of one mapped SSM: input ``src`` (H graded payloads of
+    ``input_bits``) → the SSM → output ``out`` (the layer's output unit, float = payload / S_y)."""
+    from .program import InputPort, LoihiProgram, OutputPort, with_io
+
+    shape = m.units[-1].shape
+    return with_io(LoihiProgram(inputs=[InputPort(src, (H,), input_bits)], units=list(m.units),
+                                links=list(m.links), outputs=[OutputPort(out, m.out, "graded", shape)],
+                                meta={"ssm": {m.units[0].node: m.report}}))
