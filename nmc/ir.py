@@ -349,10 +349,14 @@ def _check_values(name: str, node: nir.NIRNode) -> None:
     """Parameters real and finite, declared shapes whole and bounded, bias lengths right."""
     from .limits import check_dims, check_shape_alloc
 
+    entry = semantics.lookup(node)
+    complex_ok = entry.complex_fields if entry is not None else ()
     for k, v in _params(node).items():
         a = _as_array(v)
         if a is None:
             continue
+        if a.dtype.kind == "c" and k in complex_ok:
+            a = a.view(a.real.dtype)   # real and imaginary parts: both must be finite
         if a.dtype.kind == "c":
             raise GraphError(f"parameter '{k}' is complex-valued ({a.dtype}); nmc's targets compute with real "
                              "numbers and would drop the imaginary part", node=name,
@@ -405,7 +409,10 @@ def _check_params(name: str, node: nir.NIRNode) -> None:
             if tau is not None and np.any(np.asarray(tau) <= 0):
                 raise GraphError(f"time constant '{tk}' must be > 0", node=name, actual=float(np.min(tau)))
         n = int(np.prod(node.output_type["output"]))
+        own = semantics.of(node, name=name).arrays
         for k, v in _params(node).items():
+            if k in own:
+                continue
             if isinstance(v, np.ndarray) and v.ndim > 0 and v.size not in (1, n) and not k.startswith(("w_x", "w_h", "b_x", "b_h")):
                 raise ShapeError(f"parameter '{k}' has {v.size} values for {n} neurons", node=name)
     if getattr(node, "nmc_type", "") == "nmc.EGRU":

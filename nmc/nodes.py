@@ -6,6 +6,9 @@ the docstring. They are written to and read from nmc's NIR HDF5 files under the
 type name ``nmc.<Class>`` (see :mod:`nmc.serialize`); NIR's own reader rejects
 them, and :meth:`nmc.ir.Graph.to_nir` refuses to export them, naming the node.
 
+The state-space-model nodes (``DiagSSM``, ``StochasticSSMNeuron``, ``LayerNorm``)
+live in :mod:`nmc.nodes_ssm` and are re-exported here.
+
 Each registers its :class:`~nmc.semantics.NodeType` entry right after its
 class (kind, shape rule, counters; its reference step is in
 :mod:`nmc.reference_steps`). Also here: the file allow-list
@@ -76,6 +79,8 @@ class EGRU(nir.NIRNode):
 semantics.register(semantics.NodeType(
     cls=EGRU, name=EGRU.nmc_type, kind=semantics.Kind.NEURON, shape=shapes.fixed, counters=GRADED,
     weights=("w_x", "w_h"), state=("v", "y"), doc="nmc.dynamics.egru_step, output the graded events y"))
+
+from .nodes_ssm import DiagSSM, LayerNorm, StochasticSSMNeuron  # noqa: E402  (registers the SSM node types)
 
 #: NIR 1.0.8 primitives a file may name, by type name (the registry's entries for NIR's classes).
 #: Every reader maps a type string from a file to a class through :func:`node_class` (the

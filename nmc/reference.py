@@ -25,6 +25,9 @@ with its registry entry in :mod:`nmc.reference_steps`):
 * ``LI``/``CubaLI``: leaky (current-based) integrator, output v.
 * ``LIF``/``CubaLIF``: leaky (current-based) integrate-and-fire, output spikes.
 * ``nmc.EGRU``: :func:`nmc.dynamics.egru_step`, output the graded events y.
+* ``nmc.DiagSSM`` / ``nmc.StochasticSSMNeuron`` / ``nmc.LayerNorm``: :mod:`nmc.nodes_ssm`'s
+  equations (:mod:`nmc.reference_steps_ssm`); one step per tick, or per event with its own
+  interval through :func:`nmc.reference_ssm.run_events`.
 
 Recording: ``<node>.out`` (any node's output), ``<node>.v`` (membrane or cell
 state, after reset), ``<node>.i`` (synaptic current), ``<node>.spikes``
@@ -44,6 +47,7 @@ from .iomap import IOMap, validate_inputs
 from .graph_meta import GraphMeta
 from .ir import Graph
 from .reference_steps import tensor
+from . import reference_steps_ssm  # noqa: F401  (registers the SSM nodes' steps)
 
 
 class SimNode:
@@ -67,8 +71,13 @@ class SimNode:
     def init_state(self, batch: int) -> dict:
         return self.impl.init_state(batch)
 
-    def step(self, x: torch.Tensor, st: dict) -> tuple[torch.Tensor, dict, dict]:
-        out, st, rec = self.impl.step(x, st)
+    @property
+    def event_time(self) -> bool:
+        """The step takes a per-event interval ``tau`` (SSM nodes, :mod:`nmc.reference_steps_ssm`)."""
+        return bool(getattr(self.impl, "event_time", False))
+
+    def step(self, x: torch.Tensor, st: dict, tau=None) -> tuple[torch.Tensor, dict, dict]:
+        out, st, rec = self.impl.step(x, st, tau) if tau is not None and self.event_time else self.impl.step(x, st)
         if "v" in st:
             rec["v"] = st["v"]
         return out, st, rec
@@ -99,8 +108,9 @@ class ReferenceSimulator:
         self.state = {k: n.init_state(batch) for k, n in self.nodes.items()}
         self.prev = {k: torch.zeros((batch, *n.out_shape), dtype=self.dtype) for k, n in self.nodes.items()}
 
-    def step(self, inputs: dict[str, torch.Tensor], record: Iterable[str] = ()) -> tuple[dict, dict]:
-        """One step. ``inputs[name]``: (B, *shape). Returns (outputs, recorded)."""
+    def step(self, inputs: dict[str, torch.Tensor], record: Iterable[str] = (), tau=None) -> tuple[dict, dict]:
+        """One step. ``inputs[name]``: (B, *shape). Returns (outputs, recorded). ``tau`` (B,): this
+        step's interval in ticks for event-mode SSM nodes (:func:`nmc.reference_ssm.run_events`)."""
         cur: dict[str, torch.Tensor] = {}
         recd: dict[str, torch.Tensor] = {}
         record = set(record)
@@ -115,7 +125,7 @@ class ReferenceSimulator:
                     v = self.prev[s] if (s, k) in self.back else cur[s]
                     x = v if x is None else x + v
                 x = x.reshape(B, *nd.in_shape)
-            out, self.state[k], rec = nd.step(x, self.state[k])
+            out, self.state[k], rec = nd.step(x, self.state[k], tau)
             cur[k] = out
             if k in record:
                 recd[f"{k}.out"] = out

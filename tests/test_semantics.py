@@ -23,7 +23,7 @@ from nmc.reference_steps import Step
 
 def test_every_allow_listed_node_type_has_a_complete_entry():
     allowed = {**NIR_NODES, **EXTENSION_NODES}
-    assert len(allowed) == 19  # NIR 1.0.8's 18 primitives + nmc.EGRU
+    assert len(allowed) == 22  # NIR 1.0.8's 18 primitives + nmc.EGRU, DiagSSM, StochasticSSMNeuron, LayerNorm
     terms = {t.kind for t in TERMS}
     for name, cls in allowed.items():
         e = semantics.lookup(cls)
@@ -36,8 +36,9 @@ def test_every_allow_listed_node_type_has_a_complete_entry():
 
 def test_classification_follows_the_entries():
     assert {c.__name__ for c in semantics.classes(Kind.NEURON)} == {"I", "IF", "LI", "LIF", "CubaLI", "CubaLIF",
-                                                                    "EGRU"}
-    assert {c.__name__ for c in semantics.classes(Kind.NEURON, spiking=True)} == {"IF", "LIF", "CubaLIF"}
+                                                                    "EGRU", "DiagSSM", "StochasticSSMNeuron"}
+    assert {c.__name__ for c in semantics.classes(Kind.NEURON, spiking=True)} == {"IF", "LIF", "CubaLIF",
+                                                                                  "StochasticSSMNeuron"}
     assert semantics.of(nir.Threshold(threshold=np.ones(2))).spiking
 
 

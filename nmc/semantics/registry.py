@@ -11,6 +11,9 @@ know about a node type:
 * ``params``: per-element parameter fields (one value per neuron or element,
   a scalar broadcast by ``normalize``); ``weights``: synaptic weight fields;
   ``state``: the state variables the reference simulator keeps and records;
+* ``arrays``: fields with a shape of their own (not one value per neuron: an SSM's per-mode Λ, Δ
+  and its B, C), exempt from the per-neuron size check; ``complex_fields``: fields that may
+  hold complex values (an SSM's Λ, B, C), exempt from the real-values check;
 * ``shape``: the shape rule ``normalize`` applies: ``shape(g, name, src)``
   gives the node its input/output types from the shape ``src`` its input edge
   delivers (:func:`nmc.semantics.shapes.fixed` where the node's own fields fix
@@ -58,6 +61,8 @@ class NodeType:
     params: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()
     state: tuple[str, ...] = ()
+    arrays: tuple[str, ...] = ()
+    complex_fields: tuple[str, ...] = ()
     shape: Callable | None = None
     counters: tuple[str, ...] | None = None
     hooks: dict = field(default_factory=dict)
