@@ -114,14 +114,14 @@ def slice_matrix(m: np.ndarray, slices: int, lim: SSMLimits, what: str, node: st
     return out, m - resid
 
 
-def _links(name: str, src: str, dst: str, parts, delay: int = 0) -> list[GradedLink]:
+def _links(name: str, src: str, dst: str, parts, delay: int = 0, bits: int = 24) -> list[GradedLink]:
     """One link per slice and sign (Lava keeps 8 bits of magnitude for one-signed weights)."""
     out = []
     for j, (w, e) in enumerate(parts):
         for sign, tag in ((1, "p"), (-1, "n")):
             ws = np.where(sign * w > 0, w, 0).astype(np.int32)
             if ws.any():
-                out.append(GradedLink(f"{name}.{j}{tag}", src, dst, ws, int(e), 24, delay))
+                out.append(GradedLink(f"{name}.{j}{tag}", src, dst, ws, int(e), bits, delay))
     return out
 
 
@@ -148,7 +148,7 @@ class SSMMapping:
     lam_hat: np.ndarray          # realised Λ̄ (P,), complex or real
     bx_hat: np.ndarray           # realised [Re B̄; Im B̄] (n_x, H) per float input
     cx_hat: np.ndarray           # realised ρ·[Re C, −Im C] (H, n_x) per float state
-    d_hat: np.ndarray            # realised D (H,)
+    d_hat: np.ndarray            # realised D as a matrix (H, n_in)
     r_x: int                     # rounding links into the state (e < 0)
     r_y: int                     # rounding links into y (e < 0)
     report: dict = field(default_factory=dict)
@@ -175,11 +175,13 @@ def _modes(v: np.ndarray, P: int, cplx: bool) -> np.ndarray:
     return np.hypot(v[..., :P], v[..., P:]) if cplx else np.abs(v)
 
 
-def map_diag_ssm(name: str, src: str, *, lam_bar, gamma, b, c, d, in_scale: float, input_bits: int,
-                 output: str = "none", theta: float = 0.0, slices: int = 2, src_latency: int = 0,
-                 spec=None) -> SSMMapping:
-    """Map one diagonal SSM (discretised: Λ̄, γ per mode; B (P, H), C (H, P), D (H,)) fed by ``src``
-    (payloads ``u_int = in_scale·u``, |u_int| ≤ 2^(input_bits−1)) onto Lava's fixed-point units."""
+def map_diag_ssm(name: str, src: str, *, lam_bar, gamma, b, c, d, in_scale: float, input_bits: int | None = None,
+                 u_bound: float | None = None, src_bits: int | None = None, output: str = "none",
+                 theta: float = 0.0, slices: int = 2, src_latency: int = 0, spec=None) -> SSMMapping:
+    """Map one diagonal SSM (discretised: Λ̄, γ per mode; B (P, n_in), C (H, P), D (H,) or a matrix
+    (H, n_in)) fed by ``src`` (payloads ``u_int = in_scale·u``; ``|u_int| ≤ u_bound``, default
+    2^(input_bits−1); links from it carry ``src_bits``-bit messages, default input_bits) onto Lava's
+    fixed-point units."""
     if output not in OUTPUT_UNITS:
         raise UnsupportedNodeError(
             f"an SSM output stage {output!r} has no Lava fixed-point process",
@@ -190,7 +192,8 @@ def map_diag_ssm(name: str, src: str, *, lam_bar, gamma, b, c, d, in_scale: floa
     cplx = bool(np.iscomplexobj(lam_bar))
     P = lam_bar.shape[0]
     A, Bx, Cx = real_form(lam_bar, gamma, b, c)
-    d = np.asarray(d, np.float64).reshape(-1)
+    d = np.asarray(d, np.float64)
+    Dm = np.diag(d) if d.ndim == 1 else d
     H_out = Cx.shape[0]
     state, y = f"{name}.x", f"{name}.y"
 
@@ -207,13 +210,14 @@ def map_diag_ssm(name: str, src: str, *, lam_bar, gamma, b, c, d, in_scale: floa
             hint="train with a larger step Δ or a faster decay (Re Λ more negative), or lower numerics.weight_exp_min")
     a_links = _links(f"{name}.A", state, state, a_parts)
 
-    U_int = 2.0 ** (input_bits - 1)
+    U_int = float(u_bound) if u_bound is not None else 2.0 ** (input_bits - 1)
+    src_bits = src_bits if src_bits is not None else input_bits
     U = U_int / in_scale
     decay = 1.0 - mag
     s_x = _pow2_below(lim.payload_max / ((_modes(np.abs(Bx).sum(1), P, cplx) * U / decay).max() * 1.0625 + 1e-300))
     for _ in range(64):                            # halve until every width holds
         b_parts, B_hat = slice_matrix(Bx * s_x / in_scale, 1, lim, "B̄ (input → state)", name)
-        b_links = _links(f"{name}.B", src, state, b_parts)
+        b_links = _links(f"{name}.B", src, state, b_parts, bits=src_bits)
         r_x = sum(k.weight_exp < 0 for k in a_links + b_links)
         g = _modes(np.abs(B_hat).sum(1), P, cplx) * U_int            # per-mode input drive (state LSB)
         x_max = (g + math.sqrt(2.0 if cplx else 1.0) * r_x) / decay   # |x_int| per mode, worst case
@@ -224,17 +228,17 @@ def map_diag_ssm(name: str, src: str, *, lam_bar, gamma, b, c, d, in_scale: floa
         s_x /= 2.0
     bx_hat = B_hat * in_scale / s_x
 
-    y_float = np.abs(Cx) @ (x_rows / s_x) + np.abs(d) * U
+    y_float = np.abs(Cx) @ (x_rows / s_x) + np.abs(Dm).sum(1) * U
     s_y = _pow2_below(lim.payload_max / (y_float.max() * 1.0625 + 1e-300))
     for _ in range(64):
         c_parts, C_hat = slice_matrix(Cx * s_y / s_x, 1, lim, "C (state → output)", name)
-        d_parts, D_hat = slice_matrix(np.diag(d) * s_y / in_scale, 1, lim, "D (input → output)", name)
+        d_parts, D_hat = slice_matrix(Dm * s_y / in_scale, 1, lim, "D (input → output)", name)
         c_links = _links(f"{name}.C", state, y, c_parts)
-        d_links = _links(f"{name}.D", src, y, d_parts, delay=1)
+        d_links = _links(f"{name}.D", src, y, d_parts, delay=1, bits=src_bits)
         r_y = sum(k.weight_exp < 0 for k in c_links + d_links)
-        y_max = np.abs(C_hat) @ x_rows + np.abs(np.diag(D_hat)) * U_int + r_y
+        y_max = np.abs(C_hat) @ x_rows + np.abs(D_hat).sum(1) * U_int + r_y
         if y_max.max() <= lim.payload_max and _acc_ok(c_links, x_rows, lim) and \
-                _acc_ok(d_links, np.full(len(d), U_int), lim):
+                _acc_ok(d_links, np.full(Dm.shape[1], U_int), lim):
             break
         s_y /= 2.0
 
@@ -250,9 +254,10 @@ def map_diag_ssm(name: str, src: str, *, lam_bar, gamma, b, c, d, in_scale: floa
         links.append(GradedLink(f"{name}.R", y, out, np.eye(H_out, dtype=np.int32), 0, 24, 0))
     report = {"s_u": in_scale, "s_x": s_x, "s_y": s_y, "recurrence_slices": len(a_parts),
               "max_lambda_error": float(np.abs(lam_hat - lam_bar).max()), "links": len(links),
-              "delta_vth": vth if kind == "delta" else None}
+              "delta_vth": vth if kind == "delta" else None, "y_payload_max": float(y_max.max()),
+              "x_payload_max": float(x_max.max())}
     return SSMMapping(units, links, out, lat, in_scale, s_x, s_y, lam_hat, bx_hat, C_hat * s_x / s_y,
-                      np.diag(D_hat) * in_scale / s_y, r_x, r_y, report)
+                      D_hat * in_scale / s_y, r_x, r_y, report)
 
 
 def error_bound(m: SSMMapping, lam_bar, gamma, b, c, d, u_max: float) -> np.ndarray:
@@ -265,7 +270,7 @@ def error_bound(m: SSMMapping, lam_bar, gamma, b, c, d, u_max: float) -> np.ndar
     ``e_k = λ̂ e_{k−1} + (λ̂ − λ) x_{k−1} + (ĝ_k − g_k) + ρ_k``, so
     ``|e| ≤ E = (|λ̂ − λ|·X + ΔG + √2·r_x/S_x)/(1 − |λ̂|)``, ΔG = Σ_h|B̂_ph − B̄_ph|·u_max.
     The readout y = Σ_p Cx_p·(Re x_p, Im x_p) + D u then differs by at most
-    ``Σ_p (|Ĉx_p|·E_p + |Ĉx_p − Cx_p|·X_p) + |D̂ − D|·u_max + r_y/S_y``
+    ``Σ_p (|Ĉx_p|·E_p + |Ĉx_p − Cx_p|·X_p) + Σ_h|D̂ − D|·u_max + r_y/S_y``
     (|·| the 2-norm of a mode's (Re, Im) column pair; r_y/S_y: the floors of the C and D links).
     ReLU is 1-Lipschitz, so the bound holds for ``relu`` outputs too (not for ``delta``).
     """
@@ -280,7 +285,9 @@ def error_bound(m: SSMMapping, lam_bar, gamma, b, c, d, u_max: float) -> np.ndar
     E = (np.abs(lam_hat - lam_bar) * X + dG + math.sqrt(2.0 if cplx else 1.0) * m.r_x / m.s_x) / (1.0 - np.abs(lam_hat))
     cn = _modes(np.abs(m.cx_hat), P, cplx)
     dc = _modes(np.abs(m.cx_hat - Cx), P, cplx)
-    return cn @ E + dc @ X + np.abs(m.d_hat - np.asarray(d, np.float64).reshape(-1)) * u_max + m.r_y / m.s_y
+    d = np.asarray(d, np.float64)
+    dD = np.abs(m.d_hat - (np.diag(d) if d.ndim == 1 else d)).sum(1)
+    return cn @ E + dc @ X + dD * u_max + m.r_y / m.s_y
 
 
 def single_ssm_program(m: SSMMapping, src: str, H: int, input_bits: int, out: str = "y"):
