@@ -287,6 +287,13 @@ class LoihiDevice(Device):
         payload, T, batched = _payload(self.program, inputs, steps, batched)
         record = list(record)
         names = {g.name for g in self.program.groups} | {u.name for u in self.program.units}
+        # a graph node mapped onto graded units (an SSM) is recorded as its output unit: ``<node>.out``
+        by_node = {}
+        for u in self.program.units:
+            if u.node and u.node not in names and u.latency >= by_node.get(u.node, (None, -1))[1]:
+                by_node[u.node] = (u.name, u.latency)
+        alias = {r: by_node[r][0] for r in record if r in by_node}
+        record = [alias.get(r, r) for r in record]
         for r in record:
             if r not in names:
                 raise OptionError(f"cannot record '{r}' on loihi2", node=r,
@@ -313,11 +320,13 @@ class LoihiDevice(Device):
         for o in self.program.outputs:
             s, v, _ = res[o.src]
             out[o.name] = (s if o.read == "spikes" else v).reshape(T, -1, *o.shape)
+        back = {v: k for k, v in alias.items()}
         for r in record:
             s, v, vi = res[r]
             if r not in {g.name for g in self.program.groups}:
                 shp = (T, -1, *self.program.unit(r).shape)
-                out[f"{r}.out"], out[f"{r}.v_int"] = v.reshape(shp), vi.reshape(shp)
+                key = back.get(r, r)
+                out[f"{key}.out"], out[f"{key}.v_int"] = v.reshape(shp), vi.reshape(shp)
                 continue
             g = self.program.group(r)
             shp = (T, -1, *g.shape)

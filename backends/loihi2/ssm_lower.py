@@ -84,6 +84,20 @@ def lower_diag_ssm(lw: SSMLowering, name: str, node: DiagSSM, terms: dict, bias:
     return out
 
 
+@register_hook("loihi2", "internal_macs", DiagSSM)
+def diag_ssm_macs(node: DiagSSM, received: np.ndarray) -> np.ndarray:
+    """The MACs of a DiagSSM's links that the graph's synapses do not show, per (step·sample, channel),
+    for ``nmc profile`` (runtime/energy.py counts one MAC per graded input event into each channel).
+    Per input event the B link fans out to the n_x = 2P (complex) or P state rows and the D link adds
+    one: n_x + 1, of which one is counted, so n_x more. Every step (the Sigma state is sent every step)
+    the recurrence's nonzeros (4 per complex mode, the 2×2 block; 1 per real mode), spread over the H
+    channels, and the C link's n_x per channel."""
+    P, H = node.modes, node.channels
+    n_x = 2 * P if node.complex else P
+    per_step = (4 * P if node.complex else P) / H + n_x
+    return received * n_x + per_step
+
+
 @register_hook("loihi2", "lower", StochasticSSMNeuron)
 def refuse_stochastic_ssm(lw: SSMLowering, name: str, node, terms, bias):
     raise UnsupportedNodeError(

@@ -103,3 +103,17 @@ def test_gelu_output_refused(tmp_path):
     with pytest.raises(UnsupportedNodeError, match="gelu") as e:
         compile_(tmp_path, ssm_graph(output="gelu"))
     assert e.value.node == "ssm"
+
+
+def test_profile_counts_the_ssm_links(tmp_path):
+    """nmc profile's MACs (runtime/energy.py via the registry's loihi2 ``internal_macs`` hook): per graded
+    input event n_x + 1 (B fan-out and D), per step 4P (the 2×2 rotation blocks) + H·n_x (C)."""
+    from nmc.runtime.energy import count_activity
+
+    P, H, T = 4, 3, 40
+    b = api.load(compile_(tmp_path, ssm_graph(P=P, H=H)))
+    u = u_int(T=T, H=H)
+    act = count_activity(b, {"input": u})
+    n_x = 2 * P
+    events = np.count_nonzero(u)
+    assert act.neurobench["effective_mac_per_sample"] == pytest.approx(events * (n_x + 1) + T * (4 * P + H * n_x))
