@@ -36,7 +36,7 @@ import numpy as np
 
 from nmc.errors import FidelityError, NmcError, OptionError
 from nmc.graph_meta import GraphMeta
-from nmc.nodes import EGRU, is_neuron, is_spiking_neuron
+from nmc.nodes import EGRU, DiagSSM, StochasticSSMNeuron, is_neuron, is_spiking_neuron
 
 #: The synthetic probe when no calibration data is given.
 PROBE = {"kind": "Bernoulli spikes", "p": 0.2, "steps": 100, "samples": 4}
@@ -236,7 +236,8 @@ def _timing(program, n: str) -> dict:
 
 
 def _is_egru(node) -> bool:
-    return isinstance(node, EGRU)
+    """Cells without a membrane gain/threshold to diagnose: EGRU and the SSM nodes."""
+    return isinstance(node, (EGRU, DiagSSM, StochasticSSMNeuron))
 
 
 def _text(f: dict) -> str:

@@ -13,8 +13,9 @@ State-space layers (:class:`DiagSSM`, :class:`SSMBlock`, :class:`DiagSSMStack`,
 :class:`StochasticSpikingSSM`) work on whole sequences instead: ``layer(x)``
 maps (T, B, ...) → (T, B, ...) with a parallel scan for training, and
 ``layer.step(x_t, state) -> (y_t, state)`` runs them step by step with explicit
-state; their equations are :mod:`nmc.ssm_math`. They cannot be saved with
-``nmc.save`` yet.
+state; their equations are :mod:`nmc.ssm_math`. ``nmc.save`` writes them with
+their ``nmc.DiagSSM`` / ``nmc.StochasticSSMNeuron`` / ``nmc.LayerNorm`` nodes
+(:mod:`nmc.nodes_ssm`).
 """
 from __future__ import annotations
 

@@ -27,6 +27,8 @@ from nmc.errors import InputFileError, UntrustedPickleError
 
 from .egru import EGRU, EGRULanguageModel
 from .neurons import IF, LI, LIF, RLIF, CubaLIF
+from .ssm import DiagSSM, DiagSSMStack, SSMBlock
+from .stochastic_ssm import StochasticSpikingSSM
 
 FORMAT = "nmc-torch"
 VERSION = 1
@@ -59,8 +61,11 @@ def module_spec(module: nn.Module):
             return {"class": "Flatten", "args": [], "kw": {"start_dim": m.start_dim, "end_dim": m.end_dim}}
         if isinstance(m, EGRULanguageModel):
             return {"class": "EGRULanguageModel", "args": [], "kw": m.config()}
-        if isinstance(m, (LIF, CubaLIF, IF, LI, EGRU)):
+        if isinstance(m, (LIF, CubaLIF, IF, LI, EGRU, *SSM_CLASSES.values())):
             return {"class": type(m).__name__, "args": [], "kw": m.config()}
+        if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
+            return {"class": "LayerNorm", "args": [m.normalized_shape[0]],
+                    "kw": {"eps": m.eps, "elementwise_affine": m.weight is not None}}
         return None
 
     if isinstance(module, nn.Sequential):
@@ -87,10 +92,16 @@ def load_module(path) -> nn.Module:
     return m
 
 
+#: State-space layers by the class string a file may name (an allow-list).
+SSM_CLASSES = {"DiagSSM": DiagSSM, "SSMBlock": SSMBlock, "DiagSSMStack": DiagSSMStack,
+               "StochasticSpikingSSM": StochasticSpikingSSM}
+
+
 def build(spec):
     # allow-list: the class string from the file never reaches getattr(module, ...)
     neurons = {"LIF": LIF, "RLIF": RLIF, "CubaLIF": CubaLIF, "IF": IF, "LI": LI}
-    layers = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "AvgPool2d": nn.AvgPool2d, "Flatten": nn.Flatten}
+    layers = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "AvgPool2d": nn.AvgPool2d, "Flatten": nn.Flatten,
+              "LayerNorm": nn.LayerNorm}
     name = spec["class"]
     if name == "Sequential":
         return nn.Sequential(*[build(s) for s in spec["layers"]])
@@ -101,10 +112,14 @@ def build(spec):
         return EGRU(kw.pop("input_size"), kw.pop("hidden_size"), **kw)
     if name == "EGRULanguageModel":
         return EGRULanguageModel(kw.pop("vocab"), kw.pop("embed"), kw.pop("hidden"), **kw)
+    if name in SSM_CLASSES:
+        first = {"DiagSSM": ("d_model",), "SSMBlock": ("d_model",), "DiagSSMStack": ("d_in", "d_model", "d_out"),
+                 "StochasticSpikingSSM": ("size",)}[name]
+        return SSM_CLASSES[name](*[kw.pop(k) for k in first], **kw)
     if not isinstance(name, str) or name not in layers:
         raise InputFileError(f"unknown module class {str(name)[:60]!r} in the file's module spec",
                              hint=f"classes nmc.save writes: Sequential, {', '.join(sorted(neurons) + sorted(layers))}, "
-                                  "EGRU, EGRULanguageModel; re-save the model with nmc.save")
+                                  "EGRU, EGRULanguageModel, " + ", ".join(SSM_CLASSES) + "; re-save the model with nmc.save")
     cls = layers[name]
     args = [tuple(a) if isinstance(a, list) else a for a in spec.get("args", [])]
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}

@@ -40,7 +40,9 @@ Initialisation: ``init`` S4D-Lin/S4D-Inv (complex) or S4D-Real (real),
 log Δ uniform in [log dt_min, log dt_max] (S4D/S5), B ~ N(0, 1/H), C ~ N(0, 1/P)
 (variance split between real and imaginary parts), D ~ N(0, 1).
 
-Not yet saveable with :func:`nmc.save` (the IR nodes for SSMs come later).
+:func:`nmc.save` writes all three layers (and :class:`nmc.nn.StochasticSpikingSSM`)
+with their graph of ``nmc.DiagSSM`` / ``nmc.LayerNorm`` nodes (:mod:`nmc.frontends.torch.ssm`);
+``nmc compile`` reads it.
 """
 from __future__ import annotations
 
@@ -143,6 +145,13 @@ class DiagSSM(_DiagModes):
         self.theta = float(theta)
         self.lif = LIF(H, **(lif or {})) if output == "lif" else None
         self.activity: torch.Tensor | None = None
+        self._config = {"d_model": H, "state_size": P, "complex": bool(complex), "init": self.init, "method": method,
+                        "dt_min": float(dt_min), "dt_max": float(dt_max), "output": output, "theta": self.theta,
+                        "lif": dict(lif or {}) if output == "lif" else None}
+
+    def config(self) -> dict:
+        """Constructor arguments (for nmc.save / nmc.nn.load; the weights are the state_dict)."""
+        return dict(self._config)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, state_size={self.state_size}, complex={self.complex}, init={self.init}, "
@@ -170,7 +179,7 @@ class DiagSSM(_DiagModes):
         """Parallel path: u (T, B, H) → (y (T, B, H), state after the last step)."""
         if u.dim() != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"DiagSSM.scan expects a whole sequence (T, B, {self.d_model}), got {tuple(u.shape)} "
-                             f"(use step() for one step; SSM layers cannot be saved or compiled yet, issue #16)")
+                             f"(use step() for one step)")
         tau = self._check_tau(tau, tuple(u.shape[:2]), "scan")
         lam_bar, gamma = self.discretized(tau)
         x = linear_scan(lam_bar, gamma * M.project(u, self._matrix("b")), None if state is None else state.get("x"))
@@ -220,6 +229,12 @@ class SSMBlock(nn.Module):
         self.ssm = DiagSSM(d_model, state_size, **ssm_kw)
         self.mix = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
+        self.dropout = float(dropout)
+
+    def config(self) -> dict:
+        """Constructor arguments (for nmc.save / nmc.nn.load)."""
+        c = self.ssm.config()
+        return {"dropout": self.dropout, **c}
 
     def scan(self, x, state=None, tau=None):
         y, st = self.ssm.scan(self.norm(x), state, tau)
@@ -246,6 +261,14 @@ class DiagSSMStack(nn.Module):
         self.blocks = nn.ModuleList(SSMBlock(d_model, state_size, dropout=dropout, **ssm_kw) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.decoder = nn.Linear(d_model, d_out)
+        self.n_layers, self.dropout = int(n_layers), float(dropout)
+
+    def config(self) -> dict:
+        """Constructor arguments (for nmc.save / nmc.nn.load)."""
+        c = self.blocks[0].ssm.config() if len(self.blocks) else {}
+        c = {k: v for k, v in c.items() if k != "d_model"}
+        return {"d_in": self.encoder.in_features, "d_model": self.encoder.out_features,
+                "d_out": self.decoder.out_features, "n_layers": self.n_layers, "dropout": self.dropout, **c}
 
     def scan(self, x, state: list | None = None, tau=None):
         h = self.encoder(x)

@@ -23,7 +23,9 @@ same seed's step loop draw the same ξ.
 ``tau`` (per-event Δt in ticks) works as in :class:`nmc.nn.DiagSSM`. After a
 call, ``prob`` holds p and ``activity`` the mean spike rate.
 Defaults: real Λ (S4D-Real), B = 1, C ~ N(0, 1/N), D = 1 (the input reaches y with gain 1).
-Not yet saveable with :func:`nmc.save`.
+:func:`nmc.save` writes it with its ``nmc.StochasticSSMNeuron`` node, which draws ξ from the
+counter-based generator :func:`nmc.nodes_ssm.hash_uniform` (every target draws the same); pass
+``noise=nmc.nodes_ssm.noise(seed, T, B, H)`` here to draw those ξ in torch too.
 """
 from __future__ import annotations
 
@@ -73,10 +75,16 @@ class StochasticSpikingSSM(_DiagModes):
         self._pair("c", (H, N), 1 / math.sqrt(N))
         self.d = nn.Parameter(torch.ones(H))
         self.gradient, self.slope = gradient, float(slope)
+        self._config = {"size": H, "state_size": N, "complex": bool(complex), "init": self.init, "method": method,
+                        "dt_min": float(dt_min), "dt_max": float(dt_max), "gradient": gradient, "slope": self.slope}
         self.generator = torch.Generator(device="cpu")
         self.reseed(seed)
         self.prob: torch.Tensor | None = None
         self.activity: torch.Tensor | None = None
+
+    def config(self) -> dict:
+        """Constructor arguments (for nmc.save / nmc.nn.load; the weights are the state_dict)."""
+        return {**self._config, "seed": self.seed}
 
     def reseed(self, seed: int) -> None:
         """Restart the layer's generator at ``seed``."""
@@ -102,7 +110,7 @@ class StochasticSpikingSSM(_DiagModes):
         """y (T, B, H) of the parallel path and the last state x (B, H, N)."""
         if u.dim() != 3 or u.shape[-1] != self.size:
             raise ValueError(f"StochasticSpikingSSM expects a whole sequence (T, B, {self.size}), got {tuple(u.shape)} "
-                             f"(use step() for one step; SSM layers cannot be saved or compiled yet, issue #16)")
+                             f"(use step() for one step)")
         tau = self._check_tau(tau, tuple(u.shape[:2]), "scan")
         lam_bar, gamma = self.discretized(tau)
         x = linear_scan(lam_bar, gamma * M.project_diag(u, self._matrix("b")), None if state is None else state.get("x"))

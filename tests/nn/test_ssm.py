@@ -355,11 +355,11 @@ def test_stochastic_ssm_learns_a_tiny_task(gradient):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
 
 
-def test_saving_an_ssm_model_fails_with_a_typed_error_naming_the_layer(tmp_path):
+def test_saving_an_ssm_model_writes_its_ssm_nodes(tmp_path):
     import nmc
-    from nmc.errors import NmcError
+    from nmc.frontends.torch import load_file
 
-    for layer in (nnn.DiagSSM(4, 8), nnn.StochasticSpikingSSM(4)):
-        with pytest.raises(NmcError, match="cannot be saved or compiled yet"):
-            nmc.save(torch.nn.Sequential(torch.nn.Linear(3, 4), layer), tmp_path / "m.pt")
-    assert not (tmp_path / "m.pt").exists()
+    for layer, kind in ((nnn.DiagSSM(4, 8), "nmc.DiagSSM"), (nnn.StochasticSpikingSSM(4), "nmc.StochasticSSMNeuron")):
+        nmc.save(torch.nn.Sequential(torch.nn.Linear(3, 4), layer), tmp_path / "m.pt")
+        g = load_file(tmp_path / "m.pt")
+        assert g.nodes["1"].nmc_type == kind

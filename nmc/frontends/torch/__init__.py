@@ -10,7 +10,10 @@ and the rebuildable module (:func:`load_module`) are :mod:`nmc.nn.persist`'s.
 with ``torch.fx`` (neuron layers as leaves; ``+`` of two branches becomes
 summed edges). Layers: ``nn.Linear`` → Affine/Linear, ``nn.Conv1d/2d`` →
 Conv1d/2d, ``nn.AvgPool2d`` → AvgPool2d, ``nn.Flatten`` → Flatten,
-``nn.Identity``/``nn.Dropout`` skipped; nmc.nn LIF/RLIF/CubaLIF/IF/LI/EGRU;
+``nn.Identity``/``nn.Dropout`` skipped; ``nn.LayerNorm`` (last dimension) →
+``nmc.LayerNorm``; nmc.nn LIF/RLIF/CubaLIF/IF/LI/EGRU; the nmc.nn state-space
+layers DiagSSM/SSMBlock/DiagSSMStack/StochasticSpikingSSM → ``nmc.DiagSSM`` /
+``nmc.StochasticSSMNeuron`` nodes (:mod:`.ssm`);
 snnTorch ``Leaky``/``RLeaky``/``Synaptic``; Norse ``LIFBoxCell``/``LIFCell``/
 ``LICell``. ``nn.MaxPool2d`` is refused (no exact spiking equivalent); other
 modules raise :class:`UnsupportedNodeError` naming their path.

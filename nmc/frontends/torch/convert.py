@@ -20,6 +20,8 @@ from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
 from nmc.nodes import EGRU as EGRUNode
 
+from . import ssm as _ssm
+
 DEFAULT_DT = 1e-3
 
 
@@ -123,6 +125,13 @@ def _convert(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple, dt: flo
             s.anns.append((name, Reset(m.reset)))
         if not isinstance(m, nnn.IF):  # IF has no leak: its integrator does not matter
             s.integrator = m.integrator  # type: ignore[attr-defined]
+    elif isinstance(m, (nn.LayerNorm, *_ssm.SSM_LAYERS)):
+        _ssm.convert(s, name, m, dt, _convert)
+    elif isinstance(m, (nnn.SSMBlock, nnn.DiagSSMStack)):
+        raise UnsupportedNodeError(f"{cls} inside another module is not supported (its residual sum needs "
+                                   "the graph around it)", node=name,
+                                   hint="save the SSMBlock/DiagSSMStack on its own with nmc.save, or build the "
+                                        "model from DiagSSM layers")
     elif mod.startswith("snntorch") and cls in ("Leaky", "RLeaky", "Synaptic"):
         _snntorch(s, name, m, tuple(out_shape), dt)
     elif mod.startswith("norse") and cls in ("LIFBoxCell", "LIFCell", "LICell", "LIFBox", "LIF", "LI",
@@ -130,7 +139,7 @@ def _convert(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple, dt: flo
         _norse(s, name, m, tuple(out_shape), dt)
     else:
         raise UnsupportedNodeError(f"module {cls} ({mod}) is not supported", node=name,
-                                   hint="supported: Linear, Conv1d/2d, AvgPool2d, Flatten, nmc.nn layers, "
+                                   hint="supported: Linear, Conv1d/2d, AvgPool2d, Flatten, LayerNorm, nmc.nn layers, "
                                         "snnTorch Leaky/RLeaky/Synaptic, Norse LIFBoxCell/LIFCell/LICell")
     return s
 
@@ -257,7 +266,7 @@ def _norse(s: _Sub, name: str, m, shp, dt):
 
 
 def _is_neuron_module(m: nn.Module) -> bool:
-    return isinstance(m, (nnn.LIF, nnn.CubaLIF, nnn.IF, nnn.LI, nnn.EGRU)) or type(m).__module__.startswith(
+    return isinstance(m, (nnn.LIF, nnn.CubaLIF, nnn.IF, nnn.LI, nnn.EGRU, *_ssm.SSM_LAYERS)) or type(m).__module__.startswith(
         ("snntorch", "norse"))
 
 
@@ -269,7 +278,7 @@ def _run_step(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if x[0].numel() != int(m.input_size):
             raise ValueError(f"expects {int(m.input_size)} inputs, got {x[0].numel()}")
         return x.new_zeros(x.shape[0], int(m.hidden_size))
-    if _is_neuron_module(m):
+    if _is_neuron_module(m) or isinstance(m, (nnn.SSMBlock, nnn.DiagSSMStack)):
         return x
     out = m(x.to(next(iter(m.parameters()), x).dtype))
     if isinstance(out, tuple):

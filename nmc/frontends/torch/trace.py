@@ -22,11 +22,13 @@ from nmc.errors import ShapeError, UnsupportedNodeError
 from nmc.ir import Graph
 
 from .convert import DEFAULT_DT, _attach, _convert, _is_neuron_module, _lm_graph, _run_step, _unify_integrators
+from .ssm import SSM_LAYERS, mark_discrete_time, stack_graph
 
 
 def _is_leaf(m: nn.Module) -> bool:
     mod = type(m).__module__
-    return (isinstance(m, (nnn.LIF, nnn.CubaLIF, nnn.IF, nnn.LI, nnn.EGRU)) or mod.startswith(("snntorch", "norse"))
+    return (isinstance(m, (nnn.LIF, nnn.CubaLIF, nnn.IF, nnn.LI, nnn.EGRU, *SSM_LAYERS))
+            or mod.startswith(("snntorch", "norse"))
             or not any(True for _ in m.children()))
 
 
@@ -48,6 +50,10 @@ def _guess_input_shape(m: nn.Module):
             return (c.in_features,)
         if isinstance(c, nnn.EGRU):
             return (c.input_size,)
+        if isinstance(c, nnn.DiagSSM):
+            return (c.d_model,)
+        if isinstance(c, nnn.StochasticSpikingSSM):
+            return (c.size,)
         if type(c).__name__ == "LIFRecurrentCell":
             return (int(c.input_size),)
         if isinstance(c, (nn.Conv1d, nn.Conv2d)) or (c is not m and any(True for _ in c.children()) is False
@@ -69,6 +75,8 @@ def from_module(module: nn.Module, *, input_shape=None, dt: float | None = None)
     dts = {float(m.dt) for m in module.modules() if hasattr(m, "dt") and isinstance(getattr(m, "dt"), (int, float))
            and type(m).__module__.startswith(("nmc", "norse"))}
     dt = float(dt) if dt is not None else (min(dts) if dts else (1e-4 if _has_snntorch(module) else DEFAULT_DT))
+    if isinstance(module, (nnn.DiagSSMStack, nnn.SSMBlock)):
+        return stack_graph(module, dt, _attach, _convert)
     if input_shape is None:
         input_shape = _guess_input_shape(module)
         if input_shape is None:
@@ -105,6 +113,7 @@ def from_module(module: nn.Module, *, input_shape=None, dt: float | None = None)
         g.add_edge(e, "output")
     if integrators:
         _unify_integrators(g, integrators, dt, warnings)
+    mark_discrete_time(g)
     if warnings:
         g.meta["warnings"] = [{"node": n, "message": msg} for n, msg in warnings]
     return g
