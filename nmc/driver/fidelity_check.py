@@ -173,10 +173,8 @@ def check(graph, program, backend, target: str, data: dict | None, seed: int) ->
         thr = float(np.median(np.asarray(getattr(node, "v_threshold", 1.0), float)))
         gain = step_gain(graph, n)
         e: dict = {"type": type(node).__name__, "neurons": int(np.prod(graph.shape_out(n))),
-                   "input_mean_abs": _r(np.mean(np.abs(x))), "threshold": _r(thr),
-                   # no per-step gain for node types without one (an SSM): None, never NaN in the report
-                   "gain_per_step": _r(gain) if np.isfinite(gain) else None,
-                   "drive_per_step": _r(np.mean(np.abs(x)) * gain) if np.isfinite(gain) else None}
+                   "input_mean_abs": _r(np.mean(np.abs(x))), "gain_per_step": _r(gain),
+                   "drive_per_step": _r(np.mean(np.abs(x)) * gain), "threshold": _r(thr)}
         e.update(_timing(program, n))
         if f"{n}.v" in ref and thr > 0:
             e["peak_v_over_threshold"] = _r(np.max(ref[f"{n}.v"]) / thr)
