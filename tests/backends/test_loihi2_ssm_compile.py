@@ -1,4 +1,4 @@
-"""``nmc compile --target loihi2`` of a DiagSSM graph (the node registry's loihi2 ``lower`` hook,
+"""``nmc compile --target loihi2`` of DiagSSM graphs and of a saved nmc.nn DiagSSM model (the node registry's loihi2 ``lower`` hook,
 backends/loihi2/ssm_lower.py) and ``nmc run`` on the emulator and on ``--device lava``: bit-exact with
 each other, within the compile's own derived error bound (reports/loihi2.json) of the float reference;
 what does not map is refused with a one-line error naming the node."""
@@ -65,21 +65,53 @@ def test_emulator_within_compile_bound_of_reference(tmp_path, complex_, output):
     assert json.loads((path / "program" / "program.json").read_text())["units"]
 
 
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "nmc.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def save_nn(path, **kw):
+    """A saved nmc.nn model: Linear (no bias) → DiagSSM (its Δ range kept where 8-bit decays resolve it)."""
+    import torch
+
+    import nmc
+    from nmc import nn as nnn
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(3, 4, bias=False), nnn.DiagSSM(4, 6, **kw)).eval()
+    nmc.save(m, path)
+    return path
+
+
 @pytest.mark.lava
 @pytest.mark.skipif(_why is not None, reason=f"import lava failed: {_why}")
-def test_cli_run_emulator_and_lava_bit_exact(tmp_path):
-    path = compile_(tmp_path, ssm_graph(output="delta", theta=0.5))
+def test_cli_saved_nn_model_emulator_and_lava_bit_exact(tmp_path):
+    """nmc compile --target loihi2 of a saved nmc.nn DiagSSM model, nmc run on the emulator and on
+    --device lava: the same outputs bit for bit."""
+    pt = save_nn(tmp_path / "m.pt", output="delta", theta=0.3, dt_min=0.02, dt_max=0.3)
+    r = cli("compile", pt, "--target", "loihi2", "-o", tmp_path / "m.nmc", "--passes", PASSES,
+            "--option", "input_bits=8")
+    assert r.returncode == 0, r.stderr[-2000:]
     np.savez(tmp_path / "in.npz", input=u_int(T=30))
     outs = {}
     for dev in ("emulator", "lava"):
-        r = subprocess.run([sys.executable, "-m", "nmc.cli", "run", str(path), "--input", str(tmp_path / "in.npz"),
-                            "--device", dev, "-o", str(tmp_path / f"{dev}.npz")], capture_output=True, text=True,
-                           timeout=300)
+        r = cli("run", tmp_path / "m.nmc", "--input", tmp_path / "in.npz", "--device", dev, "-o", tmp_path / f"{dev}.npz")
         assert r.returncode == 0, r.stderr[-2000:]
         with np.load(tmp_path / f"{dev}.npz") as f:
             outs[dev] = f["output"]
-    assert outs["emulator"].shape == (30, 3) and np.abs(outs["emulator"]).max() > 0
+    assert outs["emulator"].shape == (30, 4) and np.abs(outs["emulator"]).max() > 0
     assert np.array_equal(outs["emulator"], outs["lava"])
+
+
+def test_cli_too_slow_modes_refused_in_one_line(tmp_path):
+    """nmc.nn's default Δ range (1e-3 .. 0.1) gives modes with 1 − |Λ̄| ≈ 5e-4, below what 8-bit weights
+    with exponent ≥ −8 resolve: refused, naming the node, the mode and the fix."""
+    pt = save_nn(tmp_path / "m.pt", output="none")
+    r = cli("compile", pt, "--target", "loihi2", "-o", tmp_path / "m.nmc", "--passes", PASSES,
+            "--option", "input_bits=8")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "node '1'" in last and "would not decay" in last and "fix:" in last
 
 
 def test_stochastic_ssm_neuron_refused_with_reason(tmp_path):
@@ -93,8 +125,7 @@ def test_stochastic_ssm_neuron_refused_with_reason(tmp_path):
     with pytest.raises(UnsupportedNodeError, match="random numbers") as e:
         api.compile(str(tmp_path / "s.nir"), target="loihi2", output=str(tmp_path / "s.nmc"), passes=PASSES)
     assert e.value.node == "sto"
-    r = subprocess.run([sys.executable, "-m", "nmc.cli", "compile", str(tmp_path / "s.nir"), "--target", "loihi2",
-                        "-o", str(tmp_path / "s.nmc"), "--passes", PASSES], capture_output=True, text=True, timeout=300)
+    r = cli("compile", tmp_path / "s.nir", "--target", "loihi2", "-o", tmp_path / "s.nmc", "--passes", PASSES)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error:") and "sto" in r.stderr
     assert "Traceback" not in r.stderr
 
