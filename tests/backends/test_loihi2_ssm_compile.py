@@ -148,3 +148,16 @@ def test_profile_counts_the_ssm_links(tmp_path):
     n_x = 2 * P
     events = np.count_nonzero(u)
     assert act.neurobench["effective_mac_per_sample"] == pytest.approx(events * (n_x + 1) + T * (4 * P + H * n_x))
+
+
+def test_streaming_session_equals_run(tmp_path):
+    """nmc.open on the emulator, window by window (Lava state and link buffers carried, the latency
+    look-ahead of LaggedStreaming): the same rows as one run."""
+    from nmc.driver.api import open_session
+
+    b = api.load(compile_(tmp_path, ssm_graph(output="delta", theta=0.5)))
+    u = u_int(T=24)
+    want = b.run({"input": u})["output"]
+    with open_session(b, window=5) as s:
+        got = s.run_dense({"input": u})["output"]
+    assert np.array_equal(got[:24], want)
