@@ -371,7 +371,7 @@ def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
     if target is None and getattr(ctx, "spec", None) is not None:
         target = Loihi2Target(ctx.spec)
     per_core = target.limits.neurons_max if target is not None else None
-    placed = [graph.ann(g.name, Placement) for g in prog.groups]
+    placed = [graph.ann(x, Placement) for x in [g.name for g in prog.groups] + sorted({u.node for u in prog.units})]
     out: dict = {}
     if all(p is not None and p.core is not None for p in placed) and placed:
         cores = np.concatenate([np.asarray(p.core).reshape(-1) for p in placed])
@@ -385,8 +385,8 @@ def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
                 raise DesignRuleError([Violation(rule="neurons_per_core", node=None, limit=per_core,
                                                  actual=int(counts.max()), hint="re-run place")])
     if per_core:
-        total = sum(g.n for g in prog.groups)
+        total = sum(g.n for g in prog.groups) + sum(u.n for u in prog.units)
         out["cores_lower_bound"] = int(math.ceil(total / per_core))
-        out.setdefault("cores_used", int(sum(math.ceil(g.n / per_core) for g in prog.groups)))
+        out.setdefault("cores_used", int(sum(math.ceil(x.n / per_core) for x in (*prog.groups, *prog.units))))
         out.setdefault("placement_source", "one core range per layer (no Placement annotation)")
     return out

@@ -63,6 +63,7 @@ def test_emulator_within_compile_bound_of_reference(tmp_path, complex_, output):
     else:
         assert np.mean(np.abs(y - ref)) < 0.1 * np.abs(ref).max()
     assert json.loads((path / "program" / "program.json").read_text())["units"]
+    assert json.loads((path / "reports" / "loihi2.json").read_text())["cores_used"] >= 1   # the SSM is placed
 
 
 def cli(*args):
