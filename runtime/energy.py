@@ -234,6 +234,11 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
     a2 = active.reshape(T * B, N)
     recv_ac = np.asarray((AT[~graded_src].T @ a2[:, ~graded_src].T)).T if (~graded_src).any() else np.zeros((T * B, N))
     recv_mac = np.asarray((AT[graded_src].T @ a2[:, graded_src].T)).T if graded_src.any() else np.zeros((T * B, N))
+    for i, u in enumerate(units):  # work inside a node its graph synapses do not show (an SSM's state): its hook
+        h = semantics.of(g.nodes[u], name=u).hook("internal_macs", getattr(bundle, "target", None))
+        if h is not None:
+            sl = slice(off[i], off[i + 1])
+            recv_mac[:, sl] = recv_mac[:, sl] + h(g.nodes[u], recv_ac[:, sl] + recv_mac[:, sl])
     # neuron updates: every placed neuron every step; active = received or emitted an event
     busy = ((recv_ac + recv_mac) > 0) | (a2 > 0)
     cell = np.zeros(N, dtype=bool)  # units of gated cells: a whole cell update every step instead

@@ -27,6 +27,10 @@ readouts) and, for recorded nodes, ``<node>.spikes``, ``<node>.v`` (float) and
 simulating T + max latency Lava steps), so rows line up with the reference;
 ``align=False`` gives raw Lava time.
 
+Diagonal SSMs (``nmc.DiagSSM``) map onto Lava's fixed-point sigma-delta and
+graded processes (:mod:`.ssm`, :mod:`.graded`), through the node registry's
+``loihi2`` hooks (:mod:`.ssm_lower`); a ``StochasticSSMNeuron`` is refused.
+
 Inputs: with ``input_bits = 0`` (default) the input must be 0/1 spikes; with
 ``input_bits = k`` graded spikes, integers in ``[−2^(k−1), 2^(k−1))``.
 """
@@ -37,6 +41,7 @@ from nmc.ir import Graph
 from nmc.target_options import TargetOption
 
 from ..base import Backend, Device
+from . import ssm_lower  # noqa: F401  (registers the SSM nodes' loihi2 hooks: lower, internal_macs)
 from .emulator import EmulatorDevice
 from .options import Loihi2Options
 from .program import LoihiProgram, load_program, with_io

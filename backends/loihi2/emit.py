@@ -3,7 +3,8 @@
 The emitted module is self-contained (numpy + lava only; no nmc import): it
 reads ``program.json`` and ``arrays/*.npy`` beside it, rebuilds the Lava
 process graph (RingBuffer sources, LIF / LIFSubtract, Dense / Sparse, RingBuffer
-sinks and Monitors on v) and runs it with ``Loihi2SimCfg(select_tag="fixed_pt")``,
+sinks and Monitors on v; for programs with graded units also Sigma, GradedVec,
+GradedReluVec, Delta and their Dense / DelayDense links, :mod:`.graded`) and runs it with ``Loihi2SimCfg(select_tag="fixed_pt")``,
 or ``Loihi2HwCfg`` with ``--hw`` (needs Intel's lava-loihi; imported only then).
 
 Command line: ``python lava_net.py INPUTS.npz OUTPUTS.npz --steps N [--hw]``.
@@ -163,6 +164,57 @@ if __name__ == "__main__":
 '''
 
 
-def emit_lava_net() -> str:
-    """Text of ``program/lava_net.py`` (constant: the program lives in program.json + arrays)."""
-    return LAVA_NET
+#: what a program with graded units (:mod:`.graded`) adds to the module, at the anchor line before which it goes
+GRADED_PARTS = (
+    ('    return {k: [fix(d) for d in doc[k]] for k in ("inputs", "groups", "synapses", "outputs")}\n',
+     '    return {k: [fix(d) for d in doc.get(k, [])] for k in ("inputs", "groups", "synapses", "outputs", "units", "links")}\n',
+     "replace"),
+    ('    for s in prog["synapses"]:\n', r'''    build_graded(prog, procs, sinks, steps)
+''', "before"),
+    ('def run(prog, inputs, steps, hw=False, record_v=True):\n', r'''def build_graded(prog, procs, sinks, steps):
+    """Graded units (Sigma, GradedVec, GradedReluVec, Delta: Lava's fixed-point sigma-delta and graded
+    processes) with a RingBuffer sink each, and the Dense / DelayDense links into them."""
+    from lava.proc.dense.process import Dense, DelayDense
+    from lava.proc.graded.process import GradedReluVec, GradedVec
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.sdn.process import Delta, Sigma
+
+    make = {"sigma": lambda n, u: Sigma(shape=(n,)),
+            "graded": lambda n, u: GradedVec(shape=(n,), vth=int(u["vth"])),
+            "relu": lambda n, u: GradedReluVec(shape=(n,), vth=int(u["vth"])),
+            "delta": lambda n, u: Delta(shape=(n,), vth=int(u["vth"]), cum_error=False, spike_exp=0, state_exp=0)}
+    for u in prog["units"]:
+        n = int(np.prod(u["shape"]))
+        procs[u["name"]] = make[u["kind"]](n, u)
+        sinks[u["name"]] = Sink(shape=(n,), buffer=steps)
+        procs[u["name"]].s_out.connect(sinks[u["name"]].a_in)
+    for k in prog["links"]:
+        w = np.asarray(k["weights"]).astype(np.int32)
+        kw = dict(weight_exp=int(k["weight_exp"]), num_message_bits=int(k["num_message_bits"]))
+        d = int(k["delay"])
+        syn = DelayDense(weights=w, delays=np.full(w.shape, d, int), **kw) if d else Dense(weights=w, **kw)
+        procs[k["src"]].s_out.connect(syn.s_in)
+        syn.a_out.connect(procs[k["dst"]].a_in)
+        procs[k["name"]] = syn
+
+
+''', "before"),
+    ('        first = procs[prog["groups"][0]["name"]]\n',
+     '        first = procs[(prog["groups"] or prog["units"])[0]["name"]]\n', "replace"),
+    ('        finally:\n            first.stop()\n', r'''            for u in prog["units"]:
+                name = u["name"]
+                out.setdefault(name + ".s", []).append(np.asarray(sinks[name].data.get()).T.astype(np.int64))
+''', "before"),
+)
+
+
+def emit_lava_net(graded: bool = False) -> str:
+    """Text of ``program/lava_net.py`` (constant: the program lives in program.json + arrays).
+    ``graded``: the program has graded units; their builder is added (:data:`GRADED_PARTS`), and
+    only then, so programs without them keep the module's bytes."""
+    text = LAVA_NET
+    if graded:
+        for anchor, part, how in GRADED_PARTS:
+            assert text.count(anchor) == 1, anchor
+            text = text.replace(anchor, part if how == "replace" else part + anchor)
+    return text

@@ -38,7 +38,13 @@ The widths above are Lava's (the packaged ``hw_configs/loihi2.toml
 ``threshold_shift``, 24 = ``state_bits``, 8 = ``weight_bits``), so a program
 lowered for a spec with other widths is emulated in those.
 
-Recorded ``v`` is the value after reset, as Lava's Monitor sees it.
+Graded units (sigma, graded, relu, delta) and their Dense/DelayDense links
+follow :mod:`.graded`, in the same step: every unit and group reads the
+buffers its synapses and links sent at the start of the step; every synapse and
+link then receives what its source sent in this step.
+
+Recorded ``v`` is the value after reset, as Lava's Monitor sees it; a unit's
+record is its payload (``s`` and ``v`` both).
 Inputs: ``x[t]`` (the payload of step t, t = 0..T−1) is what Lava's source
 sends at its time step t + 1.
 
@@ -55,6 +61,7 @@ import numpy as np
 from nmc.errors import OptionError, ShapeError
 
 from ..base import Device, LaggedStreaming, validate_inputs
+from .graded import link_buffer, link_receive, unit_state, unit_step
 from .numerics import LoihiNumerics, packaged_numerics
 from .program import LoihiProgram, NeuronGroup, Synapse
 
@@ -144,6 +151,8 @@ class LoihiEmulator:
         self.syn: list[tuple[Synapse, np.ndarray]] = [(s, lava_weights(s.weights, self.num.weight_bits)
                                                        .astype(np.float64).T.copy())
                                                       for s in program.synapses]
+        self.links = [(k, lava_weights(k.weights, self.num.weight_bits).astype(np.float64).T.copy())
+                      for k in program.links]
 
     def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None,
             record=None) -> dict[str, dict[str, np.ndarray]]:
@@ -151,7 +160,7 @@ class LoihiEmulator:
         ``record``: the groups to return (default: all)."""
         from . import fast
 
-        if compiled or (compiled is None and fast.available()):
+        if not self.p.units and (compiled or (compiled is None and fast.available())):   # numba: LIF only
             return fast.run(self, inputs, steps, record)
         rec = self.run_numpy(inputs, steps)
         return rec if record is None else {k: v for k, v in rec.items() if k in set(record)}
@@ -161,28 +170,42 @@ class LoihiEmulator:
         state = self.initial_state(B)
         rec = {k: {"s": np.zeros((steps, B, g.g.n), bool), "v": np.zeros((steps, B, g.g.n), np.int64),
                    "u": np.zeros((steps, B, g.g.n), np.int64)} for k, g in self.groups.items()}
+        rec.update({u.name: {"s": np.zeros((steps, B, u.n), np.int64)} for u in self.p.units})
         for t in range(steps):
             x_t = {name: x[t] if t < x.shape[0] else np.zeros_like(x[0]) for name, x in inputs.items()}
             for k, (u, v, sp) in self.step(state, x_t).items():
                 r = rec[k]
-                r["s"][t], r["v"][t], r["u"][t] = sp, v, u
+                if "u" in r:
+                    r["s"][t], r["v"][t], r["u"][t] = sp, v, u
+                else:
+                    r["s"][t] = sp
+        for u in self.p.units:
+            rec[u.name]["v"] = rec[u.name]["s"]
         return rec
 
     def initial_state(self, batch: int) -> dict:
         """``u_init`` currents, ``v_init`` voltages, empty synapse buffers (Lava's state before step 1)."""
-        return {"u": {k: np.broadcast_to(np.asarray(g.g.u_init, np.int64).reshape(-1), (batch, g.g.n)).copy()
+        st = {"u": {k: np.broadcast_to(np.asarray(g.g.u_init, np.int64).reshape(-1), (batch, g.g.n)).copy()
                       for k, g in self.groups.items()},
                 "v": {k: np.broadcast_to(np.asarray(g.g.v_init, np.int64).reshape(-1), (batch, g.g.n)).copy()
                       for k, g in self.groups.items()},
                 "buf": {s.name: np.zeros((batch, s.weights.shape[0]), np.int64) for s, _ in self.syn}}
+        if self.p.units:                            # only then (state trees of LIF-only programs unchanged)
+            st["unit"] = {u.name: unit_state(u, batch) for u in self.p.units}
+            st["link"] = {k.name: link_buffer(k, batch) for k, _ in self.links}
+        return st
 
     def step(self, state: dict, x_t: dict[str, np.ndarray]) -> dict[str, tuple]:
         """One Lava time step from ``state`` (updated in place); ``x_t[input]`` (B, n)
         int payloads. Returns ``{group: (u, v, spikes)}`` after the step."""
-        B = next(iter(state["u"].values())).shape[0] if state["u"] else 1
+        B = next(iter(state["u"].values())).shape[0] if state["u"] else \
+            next(iter(state["link"].values())).shape[0] if state.get("link") else 1
         a_in = {k: np.zeros((B, g.g.n), np.int64) for k, g in self.groups.items()}
+        a_in.update({u.name: np.zeros((B, u.n), np.int64) for u in self.p.units})
         for s, _ in self.syn:                       # synapses send last step's buffer
             a_in[s.dst] += state["buf"][s.name]
+        for k, _ in self.links:                     # and so do the links
+            a_in[k.dst] += state["link"][k.name][:, :, 0]
         out: dict[str, np.ndarray] = {}
         res = {}
         for k, g in self.groups.items():
@@ -190,11 +213,16 @@ class LoihiEmulator:
             state["u"][k], state["v"][k] = u, v
             out[k] = sp
             res[k] = (u, v, sp)
+        for u in self.p.units:
+            out[u.name] = unit_step(u, state["unit"][u.name], a_in[u.name])
+            res[u.name] = (None, out[u.name], out[u.name])
         out.update(x_t)
         for s, wt in self.syn:                      # then receive this step's source output
             x = out[s.src].reshape(B, -1)
             x = (x != 0).astype(np.float64) if s.num_message_bits == 0 else x.astype(np.float64)
             state["buf"][s.name] = shift_exp((x @ wt).astype(np.int64), s.weight_exp)
+        for k, wt in self.links:
+            state["link"][k.name] = link_receive(k, wt, state["link"][k.name], out[k.src].reshape(B, -1))
         return res
 
 
@@ -243,6 +271,10 @@ class LoihiDevice(Device):
         """Outputs in ``run``'s units from per-group (n, B, size) spikes / integer voltages."""
         out = {}
         for o in self.program.outputs:
+            if o.read == "graded":                  # a unit: payload / scale
+                a = np.asarray(v_int_of(o.src)) / float(self.program.unit(o.src).scale)
+                out[o.name] = a.reshape(n, self.batch, *o.shape)
+                continue
             g = self.program.group(o.src)
             if o.read == "spikes":
                 a = np.asarray(spikes_of(o.src)).astype(np.float64)
@@ -254,7 +286,14 @@ class LoihiDevice(Device):
     def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), batched: bool | None = None):
         payload, T, batched = _payload(self.program, inputs, steps, batched)
         record = list(record)
-        names = {g.name for g in self.program.groups}
+        names = {g.name for g in self.program.groups} | {u.name for u in self.program.units}
+        # a graph node mapped onto graded units (an SSM) is recorded as its output unit: ``<node>.out``
+        by_node = {}
+        for u in self.program.units:
+            if u.node and u.node not in names and u.latency >= by_node.get(u.node, (None, -1))[1]:
+                by_node[u.node] = (u.name, u.latency)
+        alias = {r: by_node[r][0] for r in record if r in by_node}
+        record = [alias.get(r, r) for r in record]
         for r in record:
             if r not in names:
                 raise OptionError(f"cannot record '{r}' on loihi2", node=r,
@@ -271,13 +310,25 @@ class LoihiDevice(Device):
             vi = raw[f"{g.name}.v"][lat:lat + T]
             v = vi / np.asarray(g.v_scale, float).reshape(-1)
             res[g.name] = (s, v, vi)
+        for u in self.program.units:               # graded units: payload, float = payload / scale
+            if u.name not in need:
+                continue
+            lat = u.latency if self.align else 0
+            vi = raw[f"{u.name}.s"][lat:lat + T]
+            res[u.name] = (vi / float(u.scale), vi / float(u.scale), vi)
         out = {}
         for o in self.program.outputs:
             s, v, _ = res[o.src]
             out[o.name] = (s if o.read == "spikes" else v).reshape(T, -1, *o.shape)
+        back = {v: k for k, v in alias.items()}
         for r in record:
-            g = self.program.group(r)
             s, v, vi = res[r]
+            if r not in {g.name for g in self.program.groups}:
+                shp = (T, -1, *self.program.unit(r).shape)
+                key = back.get(r, r)
+                out[f"{key}.out"], out[f"{key}.v_int"] = v.reshape(shp), vi.reshape(shp)
+                continue
+            g = self.program.group(r)
             shp = (T, -1, *g.shape)
             out[f"{r}.out"] = (s if g.spiking else v).reshape(shp)
             out[f"{r}.v"] = v.reshape(shp)

@@ -60,13 +60,14 @@ from nmc.annotations import Placement, Quant
 from nmc.errors import DesignRuleError, OptionError, UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
-from nmc.semantics import lookup, register_hook
+from nmc.semantics import Kind, classes, lookup, register_hook
 
 from ..linear import NEURONS, compose, param_vec, step_rate
 from .options import Loihi2Options
 from .numerics import MARGIN, LavaLimits, LoihiNumerics, choose_vth, measured_ranges, quantize_bias, quantize_weights, \
     worst_case_ranges
 from .program import InputPort, LoihiProgram, NeuronGroup, OutputPort, Synapse
+from .ssm_lower import Source, SSMLowering
 from .target import Loihi2Target
 
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
@@ -148,19 +149,30 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
     meta = GraphMeta.of(graph)
     dt, integ = meta.dt, meta.integrator
     order, back = graph.schedule()
-    lin = compose(graph, order, back, target="loihi2")
+    # node types with a loihi2 "lower" hook in the registry (the SSM nodes, .ssm_lower) lower themselves
+    hooked = tuple(c for c in classes(Kind.NEURON) if lookup(c).hook("lower", "loihi2") is not None)
+    lin = compose(graph, order, back, target="loihi2", neurons=NEURONS + hooked)
     warn = lambda msg, node: ctx.warnings.add(msg, node=node, source="loihi2")  # noqa: E731
     prog = LoihiProgram(meta={"dt": dt, "integrator": integ, "vth_mant": user_vth if user_vth is not None else "auto",
                                     "fidelity": {}}, numerics=num)
     latency: dict[str, int] = {}
+    hooks = SSMLowering(prog, spec)
     for name in graph.inputs:
         prog.inputs.append(InputPort(name, tuple(graph.shape_out(name)), opts.input_bits))
         latency[name] = 0
+        hooks.sources[name] = Source(name, 1.0, 2.0 ** (opts.input_bits - 1) if opts.input_bits else 1.0,
+                                     opts.input_bits, 0)
     bits_default = opts.weight_bits if opts.weight_bits is not None else num.weight_bits
     for name in order:
         node = graph.nodes[name]
+        if hooked and isinstance(node, hooked):
+            latency[name] = lookup(node).hook("lower", "loihi2")(hooks, name, node, *lin[name]).latency
+            continue
         if not isinstance(node, NEURONS):
             continue
+        if hooked and any(isinstance(graph.nodes[s], hooked) for s in lin[name][0]):
+            raise UnsupportedNodeError(f"a {type(node).__name__} layer fed by an SSM node is not mapped on loihi2 yet",
+                                       node=name, hint="end the loihi2 network at the SSM, or run it on spinnaker2")
         shape = tuple(graph.shape_out(name))
         n = int(np.prod(shape))
         terms, bias_in = lin[name]
@@ -256,6 +268,8 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                                        vth if spiking else lim.vth_max, bmant, bexp, reset, spiking,
                                        (float(vunit) * vth / unit).astype(np.float64), latency[name], v_init,
                                        u_init.astype(np.int32) if np.any(u_init) else 0))
+        if spiking:
+            hooks.sources[name] = Source(name, 1.0, 1.0, 0, latency[name])
     for s in prog.synapses:
         if s.recurrent and latency[s.src] != latency[s.dst]:
             raise UnsupportedNodeError(f"recurrent edge from '{s.src}' (latency {latency[s.src]}) to '{s.dst}' "
@@ -263,6 +277,10 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                                        hint="recurrent connections must stay within one layer")
     for name in graph.outputs:
         preds = graph.preds(name)
+        if len(preds) == 1 and hooked and isinstance(graph.nodes[preds[0]], hooked):    # a graded unit
+            src = hooks.sources[preds[0]]
+            prog.outputs.append(OutputPort(name, src.lava, "graded", prog.unit(src.lava).shape))
+            continue
         if len(preds) != 1 or not isinstance(graph.nodes[preds[0]], NEURONS):
             raise UnsupportedNodeError("a loihi2 output must be fed directly by one neuron layer", node=name,
                                        hint="end the network with a LIF (spikes) or LI (membrane) layer")
@@ -370,7 +388,7 @@ def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
     if target is None and getattr(ctx, "spec", None) is not None:
         target = Loihi2Target(ctx.spec)
     per_core = target.limits.neurons_max if target is not None else None
-    placed = [graph.ann(g.name, Placement) for g in prog.groups]
+    placed = [graph.ann(x, Placement) for x in [g.name for g in prog.groups] + sorted({u.node for u in prog.units})]
     out: dict = {}
     if all(p is not None and p.core is not None for p in placed) and placed:
         cores = np.concatenate([np.asarray(p.core).reshape(-1) for p in placed])
@@ -385,7 +403,7 @@ def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
                                                  actual=int(counts.max()), hint="re-run place")])
     if per_core:   # the counts come from the target model's limits (CoreLimits.cores_for_neurons)
         lim = target.limits
-        out["cores_lower_bound"] = lim.cores_for_neurons(sum(g.n for g in prog.groups))
-        out.setdefault("cores_used", sum(lim.cores_for_neurons(g.n) for g in prog.groups))
+        out["cores_lower_bound"] = lim.cores_for_neurons(sum(g.n for g in prog.groups) + sum(u.n for u in prog.units))
+        out.setdefault("cores_used", sum(lim.cores_for_neurons(x.n) for x in (*prog.groups, *prog.units)))
         out.setdefault("placement_source", "one core range per layer (no Placement annotation)")
     return out

@@ -16,7 +16,13 @@ A :class:`LoihiProgram` is a list of
   (out, in) as Lava receives them (8-bit; mixed signs keep only even values),
   ``weight_exp``, ``num_message_bits`` (0 = binary spikes, >0 graded).
 * :class:`OutputPort` — which group feeds a graph Output, and whether it reads
-  spikes or the membrane (non-spiking LI/CubaLI readouts).
+  spikes or the membrane (non-spiking LI/CubaLI readouts), or which graded
+  unit feeds it (``read == "graded"``: its payload / its ``scale``).
+* :class:`~.graded.GradedUnit` / :class:`~.graded.GradedLink` — Lava's
+  fixed-point sigma-delta and graded processes and the Dense/DelayDense links
+  into them (:mod:`.graded`; diagonal SSMs map onto them, :mod:`.ssm`).
+  Written to ``program.json`` only when the program has any, so programs
+  without them keep their bytes.
 
 ``files()`` is deterministic: ``program.json`` (sorted) + one ``.npy`` per
 array + the emitted ``lava_net.py``; :func:`load_program` reverses it. The IO
@@ -39,6 +45,7 @@ from nmc.iomap import IOMap, Port
 
 from ..base import Program
 
+from .graded import GradedLink, GradedUnit
 from .numerics import LoihiNumerics, packaged_numerics
 
 ARRAY_DIR = "arrays"
@@ -92,8 +99,8 @@ class Synapse:
 @dataclass
 class OutputPort:
     name: str
-    src: str               # NeuronGroup name
-    read: str = "spikes"   # spikes | v
+    src: str               # NeuronGroup (or GradedUnit) name
+    read: str = "spikes"   # spikes | v (groups) | graded (units)
     shape: tuple = ()
 
 
@@ -106,19 +113,29 @@ class LoihiProgram(Program):
     meta: dict = field(default_factory=dict)   # dt, fidelity notes, placement summary
     #: the fixed-point format it was lowered for (the spec's [numerics]); the emulator follows it
     numerics: LoihiNumerics = field(default_factory=packaged_numerics)
+    units: list[GradedUnit] = field(default_factory=list)
+    links: list[GradedLink] = field(default_factory=list)
 
     # ---------------------------------------------------------------- access
     def group(self, name: str) -> NeuronGroup:
         return next(g for g in self.groups if g.name == name)
 
+    def unit(self, name: str) -> GradedUnit:
+        return next(u for u in self.units if u.name == name)
+
+    def latency_of(self, name: str) -> int:
+        """A group's or unit's latency (Lava steps behind the float reference)."""
+        return next(x.latency for x in (*self.groups, *self.units) if x.name == name)
+
     @property
     def max_latency(self) -> int:
-        return max((g.latency for g in self.groups), default=0)
+        return max((x.latency for x in (*self.groups, *self.units)), default=0)
 
     def summary(self) -> dict:
-        return {"lava_processes": len(self.inputs) + len(self.groups) + len(self.synapses),
-                "neurons": sum(g.n for g in self.groups),
-                "synapses": int(sum(np.count_nonzero(s.weights) for s in self.synapses)),
+        return {"lava_processes": len(self.inputs) + len(self.groups) + len(self.synapses)
+                + len(self.units) + len(self.links),
+                "neurons": sum(g.n for g in self.groups) + sum(u.n for u in self.units),
+                "synapses": int(sum(np.count_nonzero(s.weights) for s in (*self.synapses, *self.links))),
                 "latency_steps": self.max_latency,
                 **{k: v for k, v in self.meta.items() if k in ("cores_used", "cores_lower_bound")}}
 
@@ -146,6 +163,9 @@ class LoihiProgram(Program):
                "synapses": [enc(f"s.{s.name}", s) for s in self.synapses],
                "outputs": [enc(f"out.{o.name}", o) for o in self.outputs],
                "meta": self.meta}
+        if self.units or self.links:    # only then: programs without them keep their bytes
+            doc["units"] = [enc(f"u.{u.name}", u) for u in self.units]
+            doc["links"] = [enc(f"l.{k.name}", k) for k in self.links]
         if self.numerics != packaged_numerics():   # recorded only when not Lava's (default bundles unchanged)
             doc["numerics"] = self.numerics.to_dict()
         return doc, arrays
@@ -154,7 +174,7 @@ class LoihiProgram(Program):
         from .emit import emit_lava_net
 
         doc, arrays = self.to_json()
-        out = {"program.json": dumps_json(doc), "lava_net.py": emit_lava_net().encode()}
+        out = {"program.json": dumps_json(doc), "lava_net.py": emit_lava_net(graded=bool(self.units)).encode()}
         for k, a in sorted(arrays.items()):
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
@@ -164,8 +184,8 @@ class LoihiProgram(Program):
 
 def io_map(prog: LoihiProgram) -> IOMap:
     return IOMap(tuple(Port(p.name, p.shape, "graded" if p.bits else "spikes") for p in prog.inputs),
-                 tuple(Port(o.name, o.shape, "spikes" if o.read == "spikes" else "voltage", prog.group(o.src).latency)
-                       for o in prog.outputs))
+                 tuple(Port(o.name, o.shape, {"spikes": "spikes", "graded": "graded"}.get(o.read, "voltage"),
+                            prog.latency_of(o.src)) for o in prog.outputs))
 
 
 def with_io(prog: LoihiProgram) -> LoihiProgram:
@@ -204,5 +224,7 @@ def load_program(files: dict[str, bytes]) -> LoihiProgram:
                                 synapses=[dec(Synapse, d) for d in doc["synapses"]],
                                 outputs=[dec(OutputPort, d) for d in doc["outputs"]],
                                 meta=doc.get("meta", {}),
+                                units=[dec(GradedUnit, d) for d in doc.get("units", [])],
+                                links=[dec(GradedLink, d) for d in doc.get("links", [])],
                                 numerics=LoihiNumerics.from_dict(doc["numerics"]) if "numerics" in doc
                                 else packaged_numerics()))

@@ -99,6 +99,10 @@ class LavaDevice(LaggedStreaming, LoihiDevice):
 
     def reset(self, batch: int = 1) -> None:
         """(Re)start the streaming Lava network from its initial state."""
+        if self.program.units:
+            raise OptionError("streaming a program with graded units (an SSM) through Lava is not implemented: "
+                              "the stream worker probes LIF groups only", hint="use run() on the lava device, or "
+                              "stream on the emulator device (bit-exact with Lava)")
         if int(batch) != 1:
             raise OptionError(f"the lava device streams one sample at a time (Lava has no batch axis), got batch {batch}",
                               hint="open one session per sample, or use the emulator device")

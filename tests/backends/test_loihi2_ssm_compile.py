@@ -1,0 +1,164 @@
+"""``nmc compile --target loihi2`` of DiagSSM graphs and of a saved nmc.nn DiagSSM model (the node registry's loihi2 ``lower`` hook,
+backends/loihi2/ssm_lower.py) and ``nmc run`` on the emulator and on ``--device lava``: bit-exact with
+each other, within the compile's own derived error bound (reports/loihi2.json) of the float reference;
+what does not map is refused with a one-line error naming the node."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nir
+import numpy as np
+import pytest
+
+from nmc import serialize, ssm_math as M
+from nmc.backends.loihi2.devices.lava_device import lava_available
+from nmc.driver import api
+from nmc.errors import UnsupportedNodeError
+from nmc.ir import Graph
+from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
+from nmc.reference import ReferenceSimulator
+
+PASSES = "normalize,partition,place,route"     # the default's quantize{bits=8} does not take SSM nodes yet
+_why = lava_available()
+
+
+def ssm_graph(P=4, H=3, complex_=True, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    lam = M.s4d_lin(P) if complex_ else M.s4d_real(P)
+    j = 1j if complex_ else 0
+    node = DiagSSM(lam=lam, step=np.exp(rng.uniform(np.log(0.05), np.log(0.5), P)),
+                   b=rng.normal(size=(P, H)) + j * rng.normal(size=(P, H)),
+                   c=rng.normal(size=(H, P)) + j * rng.normal(size=(H, P)), d=rng.normal(size=H), **kw)
+    return nir.NIRGraph(nodes={"input": nir.Input({"input": np.array([H])}), "ssm": node,
+                               "output": nir.Output({"output": np.array([H])})},
+                        edges=[("input", "ssm"), ("ssm", "output")], type_check=False)
+
+
+def compile_(tmp_path, g, name="m"):
+    serialize.write(tmp_path / f"{name}.nir", Graph.from_nir(g))
+    api.compile(str(tmp_path / f"{name}.nir"), target="loihi2", output=str(tmp_path / f"{name}.nmc"),
+                passes=PASSES, input_bits=8)
+    return tmp_path / f"{name}.nmc"
+
+
+def u_int(T=60, H=3, seed=5):
+    return np.random.default_rng(seed).integers(-128, 128, size=(T, H)).astype(np.float64)
+
+
+@pytest.mark.parametrize("complex_,output", [(True, "none"), (False, "relu"), (True, "delta")])
+def test_emulator_within_compile_bound_of_reference(tmp_path, complex_, output):
+    g = ssm_graph(complex_=complex_, output=output, theta=0.5)
+    path = compile_(tmp_path, g)
+    b = api.load(path)
+    u = u_int()
+    y = b.run({"input": u})["output"]
+    ref = ReferenceSimulator(b.graph).run({"input": u})["output"]
+    rep = json.loads((path / "reports" / "loihi2.json").read_text())["fidelity"]["ssm"]["ssm"]
+    assert rep["u_max"] == 128.0
+    if output != "delta":           # thresholds flip near θ: the bound is for the linear/ReLU stages
+        assert np.abs(y - ref).max() <= rep["y_error_bound"]
+        assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
+    else:
+        assert np.mean(np.abs(y - ref)) < 0.1 * np.abs(ref).max()
+    assert json.loads((path / "program" / "program.json").read_text())["units"]
+    assert json.loads((path / "reports" / "loihi2.json").read_text())["cores_used"] >= 1   # the SSM is placed
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "nmc.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def save_nn(path, **kw):
+    """A saved nmc.nn model: Linear (no bias) → DiagSSM (its Δ range kept where 8-bit decays resolve it)."""
+    import torch
+
+    import nmc
+    from nmc import nn as nnn
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(3, 4, bias=False), nnn.DiagSSM(4, 6, **kw)).eval()
+    nmc.save(m, path)
+    return path
+
+
+@pytest.mark.lava
+@pytest.mark.skipif(_why is not None, reason=f"import lava failed: {_why}")
+def test_cli_saved_nn_model_emulator_and_lava_bit_exact(tmp_path):
+    """nmc compile --target loihi2 of a saved nmc.nn DiagSSM model, nmc run on the emulator and on
+    --device lava: the same outputs bit for bit."""
+    pt = save_nn(tmp_path / "m.pt", output="delta", theta=0.3, dt_min=0.02, dt_max=0.3)
+    r = cli("compile", pt, "--target", "loihi2", "-o", tmp_path / "m.nmc", "--passes", PASSES,
+            "--option", "input_bits=8")
+    assert r.returncode == 0, r.stderr[-2000:]
+    np.savez(tmp_path / "in.npz", input=u_int(T=30))
+    outs = {}
+    for dev in ("emulator", "lava"):
+        r = cli("run", tmp_path / "m.nmc", "--input", tmp_path / "in.npz", "--device", dev, "-o", tmp_path / f"{dev}.npz")
+        assert r.returncode == 0, r.stderr[-2000:]
+        with np.load(tmp_path / f"{dev}.npz") as f:
+            outs[dev] = f["output"]
+    assert outs["emulator"].shape == (30, 4) and np.abs(outs["emulator"]).max() > 0
+    assert np.array_equal(outs["emulator"], outs["lava"])
+
+
+def test_cli_too_slow_modes_refused_in_one_line(tmp_path):
+    """nmc.nn's default Δ range (1e-3 .. 0.1) gives modes with 1 − |Λ̄| ≈ 5e-4, below what 8-bit weights
+    with exponent ≥ −8 resolve: refused, naming the node, the mode and the fix."""
+    pt = save_nn(tmp_path / "m.pt", output="none")
+    r = cli("compile", pt, "--target", "loihi2", "-o", tmp_path / "m.nmc", "--passes", PASSES,
+            "--option", "input_bits=8")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "node '1'" in last and "would not decay" in last and "fix:" in last
+
+
+def test_stochastic_ssm_neuron_refused_with_reason(tmp_path):
+    H = 3
+    node = StochasticSSMNeuron(lam=np.tile(M.s4d_real(2), (H, 1)), step=np.full(H, 0.3), b=np.ones((H, 2)),
+                               c=np.ones((H, 2)), d=np.ones(H), seed=1)
+    g = nir.NIRGraph(nodes={"input": nir.Input({"input": np.array([H])}), "sto": node,
+                            "output": nir.Output({"output": np.array([H])})},
+                     edges=[("input", "sto"), ("sto", "output")], type_check=False)
+    serialize.write(tmp_path / "s.nir", Graph.from_nir(g))
+    with pytest.raises(UnsupportedNodeError, match="random numbers") as e:
+        api.compile(str(tmp_path / "s.nir"), target="loihi2", output=str(tmp_path / "s.nmc"), passes=PASSES)
+    assert e.value.node == "sto"
+    r = cli("compile", tmp_path / "s.nir", "--target", "loihi2", "-o", tmp_path / "s.nmc", "--passes", PASSES)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error:") and "sto" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_gelu_output_refused(tmp_path):
+    with pytest.raises(UnsupportedNodeError, match="gelu") as e:
+        compile_(tmp_path, ssm_graph(output="gelu"))
+    assert e.value.node == "ssm"
+
+
+def test_profile_counts_the_ssm_links(tmp_path):
+    """nmc profile's MACs (runtime/energy.py via the registry's loihi2 ``internal_macs`` hook): per graded
+    input event n_x + 1 (B fan-out and D), per step 4P (the 2×2 rotation blocks) + H·n_x (C)."""
+    from nmc.runtime.energy import count_activity
+
+    P, H, T = 4, 3, 40
+    b = api.load(compile_(tmp_path, ssm_graph(P=P, H=H)))
+    u = u_int(T=T, H=H)
+    act = count_activity(b, {"input": u})
+    n_x = 2 * P
+    events = np.count_nonzero(u)
+    assert act.neurobench["effective_mac_per_sample"] == pytest.approx(events * (n_x + 1) + T * (4 * P + H * n_x))
+
+
+def test_streaming_session_equals_run(tmp_path):
+    """nmc.open on the emulator, window by window (Lava state and link buffers carried, the latency
+    look-ahead of LaggedStreaming): the same rows as one run."""
+    from nmc.driver.api import open_session
+
+    b = api.load(compile_(tmp_path, ssm_graph(output="delta", theta=0.5)))
+    u = u_int(T=24)
+    want = b.run({"input": u})["output"]
+    with open_session(b, window=5) as s:
+        got = s.run_dense({"input": u})["output"]
+    assert np.array_equal(got[:24], want)
