@@ -32,16 +32,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train as T  # noqa: E402
+import nmc
+from nmc.errors import NmcError
+from nmc.nodes_ssm import noise
+from nmc.passes import PassContext, PassManager, parse_pipeline
+from nmc.passes.fidelity import dequantized
+from nmc.reference import ReferenceSimulator
+from nmc.reference_ssm import binning_error, run_events, with_time
 
-import nmc  # noqa: E402
-from nmc.errors import NmcError  # noqa: E402
-from nmc.nodes_ssm import noise  # noqa: E402
-from nmc.passes import PassContext, PassManager, parse_pipeline  # noqa: E402
-from nmc.passes.fidelity import dequantized  # noqa: E402
-from nmc.reference import ReferenceSimulator  # noqa: E402
-from nmc.reference_ssm import binning_error, run_events, with_time  # noqa: E402
+
+def _load_train():
+    """train.py beside this file, under its own module name (another example's ``train`` may be imported)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ssm_events_train", Path(__file__).resolve().parent / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+T = _load_train()
 
 CHIPS = ("spinnaker2", "loihi2", "brainscales2")
 
