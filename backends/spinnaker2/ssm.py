@@ -30,8 +30,12 @@ parts, which add exact zeros). Per step and sample (``nmc.DiagSSM``, P modes, H 
 the batch, the same operation order), checked bit for bit against the compiled
 C (tests/backends/test_spinnaker2_ssm.py). The float error against the
 reference is the quantisation's (the fidelity report) plus the table's 4e-4 in
-tanh/σ. One node per PE: the kernel holds P·(4H + 6) + 3H floats (DiagSSM) or
-8·H·N + H (stochastic) (:func:`kernel_floats`) — the caller checks them against a PE's SRAM.
+tanh/σ. A node's units may be spread over PEs in runs (:func:`param_files`): every
+PE of a DiagSSM steps the whole state (the same arithmetic, so the same x) and computes
+its channels' outputs; a stochastic run steps its own neurons (u[j0 + h], r's j = j0 + h).
+A run of n units holds 6P + 2PH + n·(2P + 3) floats (DiagSSM) or 8·n·N + n (stochastic)
+(:func:`run_floats`; a whole node on one PE: :func:`kernel_floats`); the partition packs
+them with this count (:class:`.target.SpiNNaker2Target`).
 """
 from __future__ import annotations
 
@@ -158,7 +162,8 @@ HEADER = EGRU_HEADER.split("typedef struct")[0].replace("NMC_EGRU_H", "NMC_SSM_H
 
 typedef struct {
     int n_in, n_modes, n_out, output;     /* output: 0 none, 1 relu, 2 gelu, 3 delta */
-    const float *lr, *li, *br, *bi, *cr, *ci, *d, *theta;   /* br/bi (P, H), cr/ci (H, P) row-major */
+    int h0;                               /* first output channel of this PE's run (D·u uses u[h0 + h]) */
+    const float *lr, *li, *br, *bi, *cr, *ci, *d, *theta;   /* br/bi (P, n_in), cr/ci (n_out, P) row-major */
     float *xr, *xi, *held, *ar, *ai;
 } nmc_ssm_diag;
 
@@ -185,7 +190,7 @@ static inline void nmc_ssm_diag_step(nmc_ssm_diag *s, const float *u, float *out
             y = y + s->cr[h * P + p] * s->xr[p];
             y = y - s->ci[h * P + p] * s->xi[p];
         }
-        y = y + s->d[h] * u[h];
+        y = y + s->d[h] * u[s->h0 + h];
         fired[h] = 0;
         if (s->output == 1) {
             out[h] = y > 0.0f ? y : 0.0f;
@@ -205,7 +210,7 @@ static inline void nmc_ssm_diag_step(nmc_ssm_diag *s, const float *u, float *out
 
 typedef struct {
     int n, n_states;
-    uint32_t seed, k;
+    uint32_t seed, k, j0;                           /* j0: first neuron of this PE's run (u[j0 + h], r's j) */
     const float *lr, *li, *br, *bi, *cr, *ci, *d;   /* (n, n_states) row-major; d (n) */
     float *xr, *xi;
 } nmc_ssm_stoch;
@@ -223,16 +228,16 @@ static inline void nmc_ssm_stoch_step(nmc_ssm_stoch *s, const float *u, float *s
         for (int m = 0; m < N; m++) {
             const int q = h * N + m;
             const float xr = s->xr[q], xi = s->xi[q];
-            s->xr[q] = (s->lr[q] * xr - s->li[q] * xi) + s->br[q] * u[h];
-            s->xi[q] = (s->li[q] * xr + s->lr[q] * xi) + s->bi[q] * u[h];
+            s->xr[q] = (s->lr[q] * xr - s->li[q] * xi) + s->br[q] * u[s->j0 + h];
+            s->xi[q] = (s->li[q] * xr + s->lr[q] * xi) + s->bi[q] * u[s->j0 + h];
         }
         for (int m = 0; m < N; m++) {
             y = y + s->cr[h * N + m] * s->xr[h * N + m];
             y = y - s->ci[h * N + m] * s->xi[h * N + m];
         }
-        y = y + s->d[h] * u[h];
+        y = y + s->d[h] * u[s->j0 + h];
         const float p = nmc_sigmoid(y);
-        const uint32_t r = nmc_mix32(base + (uint32_t)h) >> 8;
+        const uint32_t r = nmc_mix32(base + s->j0 + (uint32_t)h) >> 8;
         prob[h] = p;
         spikes[h] = (float)r < p * 16777216.0f ? 1.0f : 0.0f;
     }
@@ -246,35 +251,67 @@ OUTPUT_CODES = {"none": 0, "relu": 1, "gelu": 2, "delta": 3}
 
 
 def kernel_files(name: str, node, q) -> dict[str, bytes]:
-    """C sources of one node's kernel (one PE): ``kernels/nmc_ssm.h``, the tanh table, ``kernels/<name>.c``
+    """C sources of one node's kernel on one PE: ``kernels/nmc_ssm.h``, the tanh table, ``kernels/<tag>.c``
     defining ``<tag>`` (an ``nmc_ssm_diag`` or ``nmc_ssm_stoch``; tag: the name with non-alphanumerics as _)."""
-    p = params(node, q)
-    tag = "".join(ch if ch.isalnum() else "_" for ch in name)
+    return param_files(name, params(node, q), [(0, None)], tags=[_tag(name)])
+
+
+def _tag(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def param_files(name: str, p: dict, pe_units: list, tags: list[str] | None = None) -> dict[str, bytes]:
+    """C sources of a kernel from its :func:`params`, one file per (PE, run of units) of ``pe_units``
+    (``units`` None: all): a DiagSSM run holds the whole state (Λ̄, B̄, x: every PE of the node steps it,
+    the same arithmetic) and the C̄ rows, D, θ of its output channels; a stochastic run its neurons.
+    ``tags``: the C symbols (default ``<name>_pe<pe>``, :func:`.egru.kernel_tags`)."""
+    from .egru import kernel_tags
+
+    diag = "theta" in p
 
     def arr(cname, a):
         a = np.asarray(a, F32).reshape(-1)
         return f"static const float {cname}[{max(1, a.size)}] = {{{_floats(a) if a.size else '0'}}};"
 
-    src = [f"/* nmc generated: SSM '{name}' ({node.nmc_type}) PE kernel; arithmetic in backends/spinnaker2/ssm.py */",
-           '#include "nmc_ssm.h"']
-    src += [arr(k.upper(), p[k]) for k in ("lr", "li", "br", "bi", "cr", "ci", "d")]
-    if isinstance(node, DiagSSM):
-        P, H = node.modes, node.channels
-        src += [arr("THETA", p["theta"]), f"static float XR[{P}], XI[{P}], AR[{P}], AI[{P}], HELD[{H}];",
-                f"nmc_ssm_diag {tag} = {{{H}, {P}, {H}, {OUTPUT_CODES[node.output]}, LR, LI, BR, BI, CR, CI, D, "
-                f"THETA, XR, XI, HELD, AR, AI}};"]
-    else:
-        H, N = node.lam.shape
-        src += [f"static float XR[{H * N}], XI[{H * N}];",
-                f"nmc_ssm_stoch {tag} = {{{H}, {N}, {int(node.seed)}u, 0u, LR, LI, BR, BI, CR, CI, D, XR, XI}};"]
-    return {"kernels/nmc_ssm.h": HEADER.encode(),
-            "kernels/nmc_tanh_lut.c": ("#include \"nmc_ssm.h\"\nconst float NMC_TANH_LUT[NMC_LUT_N] = {"
-                                       + _floats(LUT) + "};\n").encode(),
-            f"kernels/{tag}.c": ("\n".join(src) + "\n").encode()}
+    files = {"kernels/nmc_ssm.h": HEADER.encode(),
+             "kernels/nmc_tanh_lut.c": ("#include \"nmc_ssm.h\"\nconst float NMC_TANH_LUT[NMC_LUT_N] = {"
+                                        + _floats(LUT) + "};\n").encode()}
+    n_all = p["d"].shape[0]
+    pe_units = [(pe, u if u is not None else slice(0, n_all)) for pe, u in pe_units]
+    tags = tags or kernel_tags(_tag(name), pe_units)
+    for (pe, u), tag in zip(pe_units, tags):
+        n = u.stop - u.start
+        src = [f"/* nmc generated: SSM '{name}' {'DiagSSM' if diag else 'StochasticSSMNeuron'} units "
+               f"{u.start}..{u.stop - 1} on PE {pe}; arithmetic in backends/spinnaker2/ssm.py */", '#include "nmc_ssm.h"']
+        if diag:
+            P, H = p["br"].shape
+            src += [arr(k.upper(), p[k]) for k in ("lr", "li", "br", "bi")]
+            src += [arr(k.upper(), p[k][u]) for k in ("cr", "ci", "d", "theta")]
+            src += [f"static float XR[{P}], XI[{P}], AR[{P}], AI[{P}], HELD[{n}];",
+                    f"nmc_ssm_diag {tag} = {{{H}, {P}, {n}, {OUTPUT_CODES[p['output']]}, {u.start}, LR, LI, BR, BI, "
+                    f"CR, CI, D, THETA, XR, XI, HELD, AR, AI}};"]
+        else:
+            N = p["lr"].shape[1]
+            src += [arr(k.upper(), p[k][u]) for k in ("lr", "li", "br", "bi", "cr", "ci", "d")]
+            src += [f"static float XR[{n * N}], XI[{n * N}];",
+                    f"nmc_ssm_stoch {tag} = {{{n}, {N}, {int(p['seed'])}u, 0u, {u.start}u, LR, LI, BR, BI, CR, CI, "
+                    f"D, XR, XI}};"]
+        files[f"kernels/{tag}.c"] = ("\n".join(src) + "\n").encode()
+    return files
+
+
+def run_floats(p: dict, units: slice) -> int:
+    """Floats of one run's kernel file (:func:`param_files`): parameters and state, for the PE's SRAM."""
+    n = units.stop - units.start
+    if "theta" in p:
+        P, H = p["br"].shape
+        return 6 * P + 2 * P * H + n * (2 * P + 3)
+    return 8 * n * p["lr"].shape[1] + n
 
 
 def kernel_floats(node) -> int:
-    """Floats of one node's kernel (parameters and state), for the PE's SRAM budget."""
+    """Floats of one node's kernel on one PE (parameters and state), for the PE's SRAM budget
+    (:func:`run_floats` of all its units)."""
     if isinstance(node, DiagSSM):
         P, H = node.modes, node.channels
         return 6 * P + 4 * P * H + 3 * H
@@ -283,4 +320,4 @@ def kernel_floats(node) -> int:
 
 
 __all__ = ["DiagSSM", "StochasticSSMNeuron", "params", "init_state", "diag_step", "stochastic_step", "run",
-           "kernel_files", "kernel_floats"]
+           "kernel_files", "param_files", "kernel_floats", "run_floats"]
