@@ -66,3 +66,47 @@ class SSMKernel:
 
     def close(self) -> None:
         self._dir.cleanup()
+
+
+def run_files(files: dict[str, bytes], pop, u: np.ndarray) -> np.ndarray:
+    """Step every per-PE kernel file of an ``ssm_kernel`` population (as :meth:`S2Program.files` emits them)
+    over u (T, H_in) float32, one sample, each file given the whole input; their outputs (T, size) joined
+    in unit order — what the PEs of the node send together."""
+    from .egru import kernel_tags
+    from .program import pe_slices
+    from .ssm import _tag
+
+    cc = compiler()
+    if cc is None:
+        raise DeviceError("no host C compiler (cc/gcc) to build the SSM kernels", hint="install gcc")
+    diag = "theta" in pop.kernel
+    slices = pe_slices(pop)
+    tags = kernel_tags(_tag(pop.name), slices)
+    u = np.ascontiguousarray(u, np.float32)
+    out = np.zeros((u.shape[0], pop.size), np.float32)
+    f32p = ctypes.POINTER(ctypes.c_float)
+    with tempfile.TemporaryDirectory(prefix="nmc-ssm-") as tmp:
+        d = Path(tmp)
+        (d / "kernels").mkdir()
+        for k in ("kernels/nmc_ssm.h", "kernels/nmc_tanh_lut.c", *(f"kernels/{t}.c" for t in tags)):
+            (d / k).write_bytes(files[k])
+        (d / "kernels" / "nmc_exports.c").write_text(EXPORTS)
+        lib = d / "libnmc_ssm.so"
+        r = subprocess.run([cc, *FLAGS, "-o", str(lib), *sorted(map(str, (d / "kernels").glob("*.c")))],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise DeviceError(f"the generated SSM kernels did not compile: {r.stderr.strip()[:400]}")
+        so = ctypes.CDLL(str(lib))
+        for (_, units), tag in zip(slices, tags):
+            addr = ctypes.c_void_p(ctypes.addressof(ctypes.c_char.in_dll(so, tag)))
+            n = units.stop - units.start
+            for t in range(u.shape[0]):
+                a, b = np.zeros(n, np.float32), np.zeros(n, np.float32)
+                if diag:
+                    fired = np.zeros(n, np.uint8)
+                    so.nmc_export_diag(addr, u[t].ctypes.data_as(f32p), a.ctypes.data_as(f32p),
+                                       fired.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
+                else:
+                    so.nmc_export_stoch(addr, u[t].ctypes.data_as(f32p), a.ctypes.data_as(f32p), b.ctypes.data_as(f32p))
+                out[t, units] = a
+    return out

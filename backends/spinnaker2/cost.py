@@ -95,6 +95,14 @@ def cost_report(prog, graph, spec, ctx, target: SpiNNaker2Target | None = None) 
             d["synapse_bytes"] += target.kernel_bytes(p.kernel, units) - (units.stop - units.start) * state_b
             d["synaptic_events"] += target.kernel_events(p.kernel, units, src_rate, rate[p.name])
             d.setdefault("kernel", f"kernels/{tag}.c")
+    for p in prog.populations:  # SSM kernels: the run's kernel file and input stage (target.ssm_run_bytes)
+        if p.model != "ssm_kernel" or p.pe is None:
+            continue
+        slices = pe_slices(p)
+        for (pe, units), tag in zip(slices, kernel_tags("".join(c if c.isalnum() else "_" for c in p.name), slices)):
+            d = pes[int(pe)]
+            d["synapse_bytes"] += target.ssm_run_bytes(p.kernel, units) - (units.stop - units.start) * state_b
+            d.setdefault("kernel", f"kernels/{tag}.c")
     over = []
     for pe, d in sorted(pes.items()):
         d["sram_bytes"] = d["synapse_bytes"] + d["state_bytes"]

@@ -16,6 +16,10 @@ integer weights are exact in float32 below 2²⁴):
     egru_kernel: :func:`.egru.step_batch` on the source's events of step t−1 and its own; the kernel
              starts at chip step = its latency (before, no input has reached it; an EGRU stepped on
              zeros would move its state, which no initial value can cancel)
+    ssm_kernel: :func:`.ssm_lower.step` (the input stage, then :func:`.ssm.diag_step` /
+             :func:`.ssm.stochastic_step`, the functions the generated C matches bit for bit) on the
+             source's values of step t−1, from its latency tick on; a stochastic kernel's counter
+             k = chip tick − latency
 
 Each float32 operation is rounded as written, left to right. ``spike_list``
 populations emit the given input as events: 0/1 spikes, or k = x/quantum
@@ -33,7 +37,7 @@ import numpy as np
 
 from nmc.errors import OptionError, ShapeError
 from ..base import Device, LaggedStreaming, validate_inputs
-from .program import S2Program
+from .program import KERNEL_MODELS, S2Program
 
 F32 = np.float32
 
@@ -84,7 +88,7 @@ class S2Emulator(LaggedStreaming, Device):
         # populations that send graded values (EGRU kernels): their projections accumulate event by
         # event in index order (_accumulate), as the receiving PE does; spikes (0/1 or counts times
         # weights on the int8 grid) sum exactly in float32 in any order, so a matmul serves them
-        self.graded = {pop.name for pop in program.populations if pop.model == "egru_kernel"}
+        self.graded = {pop.name for pop in program.populations if pop.model in KERNEL_MODELS}
         self.depth = 1 + max((d for v in self.W.values() for d, _, _ in v), default=0)
 
     def reset(self, batch: int = 1) -> None:
@@ -95,6 +99,10 @@ class S2Emulator(LaggedStreaming, Device):
             z = np.zeros((batch, pop.size), F32)
             v0 = np.broadcast_to(pop.params.get("v_init", np.zeros(pop.size, F32)), z.shape).astype(F32)
             self.state[pop.name] = {"v": v0.copy(), "ie": z.copy(), "ii": z.copy(), "s": z.copy()}
+            if pop.model == "ssm_kernel":   # the kernel's state x (and held values), batch rows first
+                from .ssm_lower import init_state
+
+                self.state[pop.name]["ssm"] = init_state(pop.kernel, batch)
         # past[k][j] = spikes of population k at step t − 1 − j (j < depth): the delay lines
         self.past = {pop.name: [np.zeros((batch, pop.size), F32) for _ in range(self.depth)]
                      for pop in self.p.populations}
@@ -123,6 +131,9 @@ class S2Emulator(LaggedStreaming, Device):
                 if not on.all():  # rows of a served batch that have not reached the latency tick keep their state
                     s, v = np.where(on[:, None], s, st["s"]), np.where(on[:, None], v, st["v"])
                 st["s"], st["v"] = s, v
+                continue
+            if pop.model == "ssm_kernel":
+                self._ssm_step(pop, st, prev[pop.source])
                 continue
             se = np.zeros_like(st["v"])
             si = np.zeros_like(st["v"])
@@ -158,13 +169,27 @@ class S2Emulator(LaggedStreaming, Device):
             st["v"], st["s"] = v.astype(F32), s
         return self.state
 
+    def _ssm_step(self, pop, st: dict, x: np.ndarray) -> None:
+        """One step of an ssm_kernel population (module docstring); rows before its latency tick keep
+        their state."""
+        from .ssm_lower import step
+
+        on = self.t >= pop.latency
+        if not on.any():
+            return
+        s, v, k_st = step(pop.kernel, st["ssm"], x, self.t - pop.latency)
+        if not on.all():
+            s, v = np.where(on[:, None], s, st["s"]), np.where(on[:, None], v, st["v"])
+            k_st = {k: np.where(on.reshape((-1,) + (1,) * (a.ndim - 1)), a, st["ssm"][k]) for k, a in k_st.items()}
+        st["s"], st["v"], st["ssm"] = s.astype(F32), v.astype(F32), k_st
+
     def _check_spikes(self, arrs: dict[str, np.ndarray]) -> None:
         """Graded inputs become events (in place): an EGRU kernel takes the values as graded events;
         every other consumer takes x/quantum repeated events per step (:meth:`S2Program.input_events`)."""
         for k, a in list(arrs.items()):
             consumers = {q.post for q in self.p.projections if q.pre == k} | {
                 pop.name for pop in self.p.populations if pop.source == k}
-            graded_ok = consumers and all(self.p.pop(c).model == "egru_kernel" for c in consumers)
+            graded_ok = consumers and all(self.p.pop(c).model in KERNEL_MODELS for c in consumers)
             if not graded_ok:
                 arrs[k] = self.p.input_events(k, a)
                 if arrs[k] is None:
@@ -234,7 +259,7 @@ class S2Emulator(LaggedStreaming, Device):
         for r in record:
             shp = self.p.graph.shape_out(r)  # a recorded population: the graph node's shape
             pop = self.p.pop(r)
-            if pop.model == "egru_kernel":  # graded events y, cell state c
+            if pop.model in KERNEL_MODELS:  # graded events y (SSM: or spikes), cell state c (SSM: held / σ(y))
                 res[f"{r}.out"] = series(r, "s", shp)
                 res[f"{r}.spikes"] = (res[f"{r}.out"] != 0).astype(np.float64)
                 res[f"{r}.v"] = series(r, "v", shp) / pop.scale

@@ -58,13 +58,14 @@ from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
-from nmc.semantics import lookup, register_hook
+from nmc.semantics import Kind, classes, lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from .cost import cost_report
-from .program import Population, Projection, S2Program, pe_slices
+from .program import KERNEL_MODELS, Population, Projection, S2Program, pe_slices
 from .target import SpiNNaker2Target, egru_fill, input_rates, target_model
 from .options import SpiNNaker2Options
+from . import ssm_lower  # noqa: F401  (registers the SSM nodes' spinnaker2 lower hooks)
 
 S2_NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
@@ -113,9 +114,12 @@ def lower(graph: Graph, ctx) -> S2Program:
     order, back = graph.schedule()
     flat, virt = _delays_as_sources(graph, dt)
     order2, back2 = flat.schedule()
+    # node types with a spinnaker2 "lower" hook in the registry (the SSM nodes, .ssm_lower) lower themselves
+    hooked = tuple(c for c in classes(Kind.NEURON) if lookup(c).hook("lower", "spinnaker2") is not None)
+    kernels = (EGRU,) + hooked
     readout_outs = [o for o in graph.outputs if not (len(graph.preds(o)) == 1 and
-                                                      isinstance(graph.nodes[graph.preds(o)[0]], (nir.Input,) + S2_NEURONS + (EGRU,)))]
-    lin = compose(flat, order2, back2, target="spinnaker2", neurons=S2_NEURONS + (EGRU,), also=readout_outs)
+                                                      isinstance(graph.nodes[graph.preds(o)[0]], (nir.Input,) + S2_NEURONS + kernels))]
+    lin = compose(flat, order2, back2, target="spinnaker2", neurons=S2_NEURONS + kernels, also=readout_outs)
     warnings = []
 
     def warn(msg, node):
@@ -129,7 +133,7 @@ def lower(graph: Graph, ctx) -> S2Program:
         if isinstance(graph.nodes[name], nir.Input):
             pops[name] = Population(name, "spike_list", int(np.prod(graph.shape_out(name))), latency=0,
                                     quantum=quantum)
-    layers = [k for k in order if isinstance(graph.nodes[k], S2_NEURONS + (EGRU,))]
+    layers = [k for k in order if isinstance(graph.nodes[k], S2_NEURONS + kernels)]
     terms_of = {k: _terms(k, lin[k][0], virt, order) for k in layers}
     lat_of = _latencies(graph, layers, terms_of, pops)
     model_max = {m: (int(spec.get(f"models.{m}.weight_max")), int(spec.get(f"models.{m}.delay_max", 0)))
@@ -138,6 +142,10 @@ def lower(graph: Graph, ctx) -> S2Program:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
             pops[name] = _egru_population(name, node, lin[name], pops, virt, opts.egru_weights)
+            continue
+        if hooked and isinstance(node, hooked):
+            pops[name] = lookup(node).hook("lower", "spinnaker2")(graph, name, node, lin[name], pops, virt,
+                                                                  lat_of[name])
             continue
         n = int(np.prod(graph.shape_out(name)))
         model, alpha, g, c, bias_gain, decay = _dynamics(name, node, dt, integ, n, warn)
@@ -221,7 +229,7 @@ def lower(graph: Graph, ctx) -> S2Program:
                                        hint="end the network with a LIF (spikes) or LI (voltage) layer, or one "
                                             "linear readout of one layer")
         outputs[o] = src
-        kinds[o] = ("spikes" if pops[src].spiking else "events" if pops[src].model == "egru_kernel" else "v")
+        kinds[o] = ("spikes" if pops[src].spiking else "events" if pops[src].model in KERNEL_MODELS else "v")
     target = getattr(ctx, "target", None)
     if not isinstance(target, SpiNNaker2Target):
         target = target_model(spec, {"egru_weights": opts.egru_weights})
@@ -405,6 +413,8 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
             p.max_atoms_per_core = int(np.bincount(p.pe - p.pe.min()).max())
             if p.model == "egru_kernel":
                 _check_kernels_fit(p, target, name)
+            if p.model == "ssm_kernel":
+                _check_ssm_fits(p, target, name)
         elif p.model == "egru_kernel":
             unplaced.append(name)
         else:
@@ -428,6 +438,22 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
         nxt = int(p.pe.max()) + 1
         # no pass placed it: the graph gets this placement (energy per core, cores used)
         graph.annotate(name, Placement(core=p.pe.copy(), chip=np.zeros(p.size, np.int32)))
+
+
+def _check_ssm_fits(p, target, name: str) -> None:
+    """Every PE's runs of an SSM kernel within ``core.synapse_memory_bytes``, by the byte model the partition
+    packed with (:meth:`.target.SpiNNaker2Target.ssm_run_bytes`); a node too large for one PE is refused."""
+    limit = target.limits.memory_bytes
+    if not limit:
+        return
+    used: dict[int, int] = {}
+    for pe, units in pe_slices(p):
+        used[pe] = used.get(pe, 0) + target.ssm_run_bytes(p.kernel, units)
+    worst = max(used, key=used.get)
+    if used[worst] > int(limit):
+        raise UnsupportedNodeError(f"its SSM kernel needs {used[worst]} bytes on PE {worst}, more than "
+                                   f"core.synapse_memory_bytes = {int(limit)}", node=name, limit=int(limit),
+                                   actual=used[worst], hint="use fewer modes or channels per SSM layer")
 
 
 def _check_kernels_fit(p, target, name: str) -> None:

@@ -28,12 +28,14 @@ from nmc.iomap import IOMap, Port
 from ..base import Program
 
 PARAMS = ("threshold", "alpha_decay", "i_offset", "v_reset", "exc_decay", "inh_decay")
+#: populations run by generated PE kernels (graded values in and out): EGRU (:mod:`.egru`), SSM (:mod:`.ssm`)
+KERNEL_MODELS = ("egru_kernel", "ssm_kernel")
 
 
 @dataclass
 class Population:
     name: str
-    model: str                      # spike_list | lif(_no_delay) | lif_conv2d | lif_curr_exp(_no_delay) | egru_kernel
+    model: str                      # spike_list | lif(_no_delay) | lif_conv2d | lif_curr_exp(_no_delay) | egru_kernel | ssm_kernel
     size: int
     reset: str = "reset_by_subtraction"
     params: dict = field(default_factory=dict)     # name -> float32 array (size,)
@@ -42,8 +44,8 @@ class Population:
     pe: np.ndarray | None = None                   # PE per neuron
     max_atoms_per_core: int = 256
     scale: float = 1.0                             # float voltage = scale · integer-unit voltage (readouts)
-    kernel: dict = field(default_factory=dict)     # egru_kernel: wx, sx, wh, sh, bx, bh, thr
-    source: str | None = None                      # egru_kernel: the population whose events feed it
+    kernel: dict = field(default_factory=dict)     # egru_kernel: wx, sx, wh, sh, bx, bh, thr; ssm_kernel: .ssm_lower
+    source: str | None = None                      # egru/ssm_kernel: the population whose events feed it
     chip: np.ndarray | None = None                 # chip per neuron (multi-chip placements); None: chip 0
     quantum: float = 1.0                           # spike_list: input value one event stands for (graded inputs)
     constant_events: int = 0                       # spike_list fed by no input: k events every step from its latency
@@ -112,13 +114,13 @@ class S2Program(Program):
     def input_events(self, name: str, x: np.ndarray) -> np.ndarray:
         """Events per step per unit that graph input ``name``'s values ``x`` become (see
         :func:`.lower.graded_inputs`): x / quantum, which must be non-negative integers. None for an
-        input that feeds only EGRU kernels (they take graded values as such)."""
+        input that feeds only EGRU or SSM kernels (they take graded values as such)."""
         from nmc.errors import ShapeError
 
         pop = self.pop(self.inputs[name])
         consumers = {q.post for q in self.projections if q.pre == pop.name} | {
             p.name for p in self.populations if p.source == pop.name}
-        if consumers and all(self.pop(c).model == "egru_kernel" for c in consumers):
+        if consumers and all(self.pop(c).model in KERNEL_MODELS for c in consumers):
             return None
         ev = np.asarray(x, dtype=np.float64) / pop.quantum
         k = np.rint(ev)
@@ -178,6 +180,11 @@ class S2Program(Program):
                 from .egru import kernel_files
 
                 out.update(kernel_files(p.name, p.kernel, pe_slices(p)))
+            elif p.model == "ssm_kernel":
+                from .ssm import param_files
+                from .ssm_lower import kernel_params
+
+                out.update(param_files(p.name, kernel_params(p.kernel), pe_slices(p)))
         return out
 
     def summary(self) -> dict:

@@ -24,6 +24,14 @@ Bytes of PE SRAM (``core.data_bytes``; the partition packs against
   places always fit; :meth:`~SpiNNaker2Target.kernel_bytes` is the exact count
   the cost report and lowering's check use.
 
+* **SSM kernels** (generated C, :mod:`.ssm`; ``nmc.DiagSSM``, ``nmc.StochasticSSMNeuron``):
+  float32 words, per run of units on a PE, exactly what :func:`.ssm.run_floats` counts
+  (a DiagSSM run holds the whole state Λ̄, B̄, x, acc: 6P + 2PH per run, and 2P + 3 per
+  output channel; a stochastic run 8N + 1 per neuron) plus the PE's input stage, the float32
+  input weights and bias it applies to the source's events before the kernel (a DiagSSM run
+  needs all H inputs: n_src·H + H per run; a stochastic run its neurons' columns: n_src + 1
+  per neuron) — :meth:`~SpiNNaker2Target.ssm_run_bytes`, the same numbers the partition packs with.
+
 Work per tick (time a PE needs for one step, :meth:`~SpiNNaker2Target.pe_time`):
 expected synaptic events × ``core.cycles_per_synop`` + int8 MACs (conv) ×
 ``core.cycles_per_mac_int8`` + neurons × ``core.cycles_per_neuron_update``,
@@ -36,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from nmc.nodes import EGRU
+from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
 from nmc.target_model import CoreLimits, TargetModel, spec_value
 
 #: bytes of one stored synapse of a neuron layer's projection: int8 weight + uint16 index
@@ -67,12 +76,23 @@ class SpiNNaker2Target(TargetModel):
     def synapse_bytes(self, n_syn, weight_bits, sparse, n_inputs, node=None, kept=None) -> np.ndarray:
         if isinstance(node, EGRU) and kept is not None:   # CSC: row index + weight per kept weight
             return (ROW_INDEX_BYTES + self.egru_weight_bytes) * np.asarray(kept, dtype=np.float64)
+        if isinstance(node, DiagSSM):            # its input stage is per run (run_overhead_bytes)
+            return np.zeros(np.shape(n_syn))
+        if isinstance(node, StochasticSSMNeuron):   # its input column: n_inputs float32 weights
+            return np.full(np.shape(n_syn), 4.0 * int(n_inputs))
         return super().synapse_bytes(n_syn, weight_bits, sparse, n_inputs, node=node)
 
     def state_bytes(self, node=None) -> int:
+        if isinstance(node, DiagSSM):            # C̄ row (re, im), D, θ, held: 2P + 3 floats per channel
+            return 4 * (2 * node.modes + 3)
+        if isinstance(node, StochasticSSMNeuron):   # Λ̄, B̄, C̄ (re, im), x (re, im), D, input bias
+            return 4 * (8 * node.state_size + 2)
         return EGRU_UNIT_BYTES if isinstance(node, EGRU) else super().state_bytes(node)
 
     def run_overhead_bytes(self, node, n_inputs: int) -> int:
+        if isinstance(node, DiagSSM):   # Λ̄ (2P), B̄ (2PH), x, acc (2P each); the input stage (n_in·H + H)
+            P, H = node.modes, node.channels
+            return 4 * (6 * P + 2 * P * H + int(n_inputs) * H + H)
         if isinstance(node, EGRU):   # the CSC column pointers of the input and the recurrent weights, and
             # the one unused element C gives a run's index/weight arrays when it keeps no weight (an upper bound)
             return (COLUMN_POINTER_BYTES * (int(n_inputs) + 1 + int(node.hidden_size) + 1)
@@ -94,6 +114,16 @@ class SpiNNaker2Target(TargetModel):
         wb = np.asarray(kernel["wx"]).dtype.itemsize   # 1 (int8) or 4 (float32)
         return (COLUMN_POINTER_BYTES * (n_in + 1 + H + 1) + (ROW_INDEX_BYTES + wb) * (max(kx, 1) + max(kh, 1))
                 + EGRU_UNIT_BYTES * n)
+
+    @staticmethod
+    def ssm_run_bytes(kernel: dict, units: slice) -> int:
+        """SRAM of one SSM run on a PE (module docstring): its kernel file (:func:`.ssm.run_floats`)
+        and its input stage (``w_in`` (n_src, H), ``b_in`` (H) of the population's kernel)."""
+        from .ssm import run_floats
+
+        n, (n_src, H) = units.stop - units.start, np.shape(kernel["w_in"])
+        stage = n_src * H + H if "theta" in kernel else n_src * n + n
+        return 4 * (run_floats(kernel, units) + stage)
 
     # ----------------------------------------------------- work model
     @staticmethod

@@ -43,8 +43,8 @@ class Brian2Device(ReplayStreaming, Device):
     def run(self, inputs, steps=None, record: Iterable[str] = (), align: bool = True):
         import brian2 as b2
 
-        if any(p.model == "egru_kernel" for p in self.p.populations):
-            raise DeviceError("Brian2 cannot run generated EGRU kernels", hint="use --device emulator")
+        if any(p.model in ("egru_kernel", "ssm_kernel") for p in self.p.populations):
+            raise DeviceError("Brian2 cannot run generated EGRU or SSM kernels", hint="use --device emulator")
         arrs, T, batched = validate_inputs(self.p.io, inputs, steps)
         if next(iter(arrs.values())).shape[1] != 1:
             raise OptionError("the brian2 device runs one sample at a time", hint="pass (T, *shape) inputs")

@@ -1,0 +1,110 @@
+"""The spinnaker2 lowering hooks of the SSM nodes (``nmc.semantics.register_hook("spinnaker2", "lower", ...)``).
+
+:func:`.lower.lower` calls a node's ``lower`` hook for every node type that has one
+(as it does the EGRU path) and places the population it returns. An ``nmc.DiagSSM``
+or ``nmc.StochasticSSMNeuron`` becomes an ``ssm_kernel`` population run by the
+generated PE kernels of :mod:`.ssm`, with the fixed-point parameters of the node's
+``SSMQuant`` annotation (the quantize pass) as the kernel's float32 words
+(:func:`.ssm.params`, exact). Its input stage on the PE: the linear nodes between
+its source population and it, composed into one matrix M (n_src, H) and bias b,
+applied in float32 to the source's values of the previous chip step, event by event
+in increasing source index (the EGRU receivers' order, :func:`.emulator._accumulate`)::
+
+    u = +0;  for each source i with a value s_i ≠ 0, increasing i:  u = u + s_i·M[i];   u = u + b
+
+then one kernel step (:func:`.ssm.diag_step` / :func:`.ssm.stochastic_step`). A direct
+edge (M = I, b = 0) gives u = s exactly. The population trails its source by one
+chip step and starts at its latency tick (before it, no input has reached it; a
+stochastic kernel stepped on zeros would draw spikes and advance its counter k).
+On chip the stochastic kernel's k is the PE's step counter since that tick.
+
+Refused with the reason (typed errors naming the node): no ``SSMQuant`` (a pipeline
+without ``quantize``), several sources, a recurrent input, a source behind a Delay.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nmc.annotations import SSMQuant
+from nmc.errors import UnsupportedNodeError
+from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
+from nmc.semantics import register_hook
+
+from .program import Population
+from .ssm import OUTPUT_CODES, params
+
+F32 = np.float32
+CODE_OUTPUTS = {v: k for k, v in OUTPUT_CODES.items()}
+
+
+@register_hook("spinnaker2", "lower", DiagSSM, StochasticSSMNeuron)
+def lower_ssm(graph, name: str, node, composed, pops: dict, virt: dict, latency: int) -> Population:
+    q = graph.ann(name, SSMQuant)
+    if q is None:
+        raise UnsupportedNodeError(f"a {type(node).__name__} on spinnaker2 runs the quantize pass's fixed-point "
+                                   "parameters (SSMQuant), and this pipeline has no quantize", node=name,
+                                   hint="add quantize{bits=8} to --passes (the default pipeline has it)")
+    terms, bias = composed
+    if len(terms) != 1:
+        raise UnsupportedNodeError(f"an SSM on spinnaker2 takes one source, got {len(terms)}: {', '.join(terms)}",
+                                   node=name, hint="feed the SSM from one layer (concatenate upstream)")
+    (src, (m, back)), = terms.items()
+    if back or src in virt:
+        raise UnsupportedNodeError("a recurrent or delayed input into an SSM is not mapped on spinnaker2", node=name,
+                                   hint="the SSM's own recurrence is its state; feed it forward without a Delay")
+    if src not in pops:
+        raise UnsupportedNodeError(f"an SSM fed by '{src}' (no population on spinnaker2) is not mapped", node=name,
+                                   hint="feed it from the input, a neuron layer, an EGRU or another SSM")
+    kernel = {k: np.asarray(v, F32) for k, v in params(node, q).items() if k not in ("output", "seed")}
+    if isinstance(node, DiagSSM):
+        kernel["out"] = np.asarray(OUTPUT_CODES[node.output], np.int32)
+    else:
+        kernel["seed"] = np.asarray(node.seed, np.uint32)
+    m = np.asarray(m.toarray() if hasattr(m, "toarray") else m, np.float64)
+    kernel["w_in"] = m.astype(F32)                                   # (n_src, H)
+    kernel["b_in"] = np.asarray(bias, np.float64).reshape(-1).astype(F32)
+    n = int(kernel["d"].shape[0])
+    return Population(name, "ssm_kernel", n, latency=latency, spiking=isinstance(node, StochasticSSMNeuron),
+                      kernel=kernel, source=src)
+
+
+def kernel_params(kernel: dict) -> dict:
+    """The :func:`.ssm.params` dict of an ``ssm_kernel`` population's kernel arrays (as stored)."""
+    p = {k: np.asarray(kernel[k], F32) for k in ("lr", "li", "br", "bi", "cr", "ci", "d")}
+    if "theta" in kernel:
+        p["theta"] = np.asarray(kernel["theta"], F32)
+        p["output"] = CODE_OUTPUTS[int(kernel["out"])]
+    else:
+        p["seed"] = int(kernel["seed"])
+    return p
+
+
+def input_stage(kernel: dict, x: np.ndarray) -> np.ndarray:
+    """u (B, H) float32 from the source's values x (B, n_src) (module docstring)."""
+    from .emulator import _accumulate
+
+    return (_accumulate(np.asarray(x, F32), kernel["w_in"]) + kernel["b_in"][None]).astype(F32)
+
+
+def init_state(kernel: dict, batch: int) -> dict:
+    """The kernel state of a batch (:func:`.ssm.init_state`'s layout) from the kernel arrays."""
+    shp = (batch, *np.shape(kernel["lr"]))
+    st = {"xr": np.zeros(shp, F32), "xi": np.zeros(shp, F32)}
+    if "theta" in kernel:
+        st["held"] = np.zeros((batch, np.shape(kernel["d"])[0]), F32)
+    return st
+
+
+def step(kernel: dict, st: dict, x: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One chip step of an ssm_kernel population: (s, v, state); s the output (graded values or
+    spikes), v the held value (diag) or σ(y) (stochastic). ``k`` (B,): each row's step counter."""
+    from .ssm import diag_step, stochastic_step
+
+    p = kernel_params(kernel)
+    u = input_stage(kernel, x)
+    if "theta" in kernel:
+        out, st2, _ = diag_step(p, st, u)
+        return out, out, st2
+    s, st2, prob = stochastic_step(p, {**st, "k": np.asarray(k, np.int64)[:, None]}, u)
+    st2.pop("k")
+    return s, prob.astype(F32), st2
