@@ -112,6 +112,10 @@ def lower(graph: Graph, ctx) -> S2Program:
     meta = GraphMeta.of(graph)
     dt, integ = meta.dt, meta.integrator
     order, back = graph.schedule()
+    for name in order:   # node types this target refuses with a reason of their own (their "refuse" hook)
+        refuse = lookup(graph.nodes[name]).hook("refuse", "spinnaker2") if lookup(graph.nodes[name]) else None
+        if refuse is not None:
+            refuse(name, graph.nodes[name])
     flat, virt = _delays_as_sources(graph, dt)
     order2, back2 = flat.schedule()
     # node types with a spinnaker2 "lower" hook in the registry (the SSM nodes, .ssm_lower) lower themselves

@@ -19,7 +19,8 @@ stochastic kernel stepped on zeros would draw spikes and advance its counter k).
 On chip the stochastic kernel's k is the PE's step counter since that tick.
 
 Refused with the reason (typed errors naming the node): no ``SSMQuant`` (a pipeline
-without ``quantize``), several sources, a recurrent input, a source behind a Delay.
+without ``quantize``), several sources, a recurrent input, a source behind a Delay; and
+``nmc.LayerNorm`` (its ``refuse`` hook, which :func:`.lower.lower` calls before anything else).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from nmc.annotations import SSMQuant
 from nmc.errors import UnsupportedNodeError
-from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
+from nmc.nodes_ssm import DiagSSM, LayerNorm, StochasticSSMNeuron
 from nmc.semantics import register_hook
 
 from .program import Population
@@ -108,3 +109,14 @@ def step(kernel: dict, st: dict, x: np.ndarray, k: np.ndarray) -> tuple[np.ndarr
     s, st2, prob = stochastic_step(p, {**st, "k": np.asarray(k, np.int64)[:, None]}, u)
     st2.pop("k")
     return s, prob.astype(F32), st2
+
+
+@register_hook("spinnaker2", "refuse", LayerNorm)
+def refuse_layer_norm(name: str, node) -> None:
+    raise UnsupportedNodeError(
+        "LayerNorm is not mapped on spinnaker2: it needs a PE kernel that gathers all channels of a step (mean, "
+        "variance, a square root and a division per step), and in nmc.nn's SSM stacks it normalises the residual "
+        "stream, the sum of graded values that reach the PE at different chip latencies; the spinnaker2 lowering "
+        "has neither a LayerNorm kernel nor a multi-source graded kernel input with latency alignment yet",
+        node=name, hint="train without LayerNorm (or fold a fixed normalisation into the next Linear), "
+                        "or compile for reference")

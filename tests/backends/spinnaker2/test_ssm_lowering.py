@@ -186,3 +186,18 @@ def test_refusals_name_the_node(tmp_path):
     with pytest.raises(UnsupportedNodeError, match="quantize") as e:
         _compile(tmp_path, diag_node(P=3, H=H), H, passes="normalize,partition,place,route")
     assert e.value.node == "ssm"
+
+
+def test_layer_norm_refused_with_the_reason(tmp_path):
+    import nir
+
+    from nmc.nodes_ssm import LayerNorm
+
+    g = nir.NIRGraph(nodes={"input": nir.Input({"input": np.array([3])}), "ln": LayerNorm(np.ones(3), np.zeros(3)),
+                            "ssm": diag_node(P=3, H=3), "output": nir.Output({"output": np.array([3])})},
+                     edges=[("input", "ln"), ("ln", "ssm"), ("ssm", "output")], type_check=False)
+    serialize.write(tmp_path / "ln.nir", Graph.from_nir(g))
+    r = cli("compile", tmp_path / "ln.nir", "--target", "spinnaker2", "-o", tmp_path / "ln.nmc")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "'ln'" in last and "LayerNorm" in last and "residual" in last
