@@ -11,7 +11,9 @@ in Brian2, :mod:`.devices.brian2_sim`), ``spinnaker2`` (a board:
 EGRU cells run as generated per-PE C kernels (:mod:`.egru`, CSC weights, int8
 with per-row scales or float32 with ``--option egru_weights=float32``); the
 kernels can be built and stepped on the host (:mod:`.ckernels`, ``nmc run
-lm.nmc --text ... --engine c``). An output fed by one layer through linear
+lm.nmc --text ... --engine c``). SSM nodes (``nmc.DiagSSM``, ``nmc.StochasticSSMNeuron``)
+run as generated per-PE C kernels too (:mod:`.ssm`, lowered by :mod:`.ssm_lower`, the
+registry's spinnaker2 ``lower`` hook); ``nmc.LayerNorm`` is refused with the reason. An output fed by one layer through linear
 nodes (an LM's decoder) is read out on the host in float64 (``readout`` in the
 program). Language models are a feature of this target (``language_model``,
 :mod:`.lm`): their default pipeline, the host engines and the LM report's

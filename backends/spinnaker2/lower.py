@@ -8,7 +8,10 @@ Inputs become ``spike_list`` populations; LIF/IF/LI/I nodes ``lif_no_delay``,
 or ``lif_conv2d`` with a ``Conv2DProjection`` when fed by one [pool →] Conv2d
 (:mod:`.conv`; option ``conv=false`` keeps dense projections);
 CubaLIF/CubaLI nodes ``lif_curr_exp_no_delay`` (int8 weights, ±127, from
-``hw_configs/spinnaker2.toml [models]``).
+``hw_configs/spinnaker2.toml [models]``); EGRU nodes ``egru_kernel`` (:mod:`.egru`);
+node types with a spinnaker2 ``lower`` hook in the registry lower themselves (the SSM
+nodes: ``ssm_kernel``, :mod:`.ssm_lower`), and a ``refuse`` hook refuses a node type
+with its own reason before anything else (``nmc.LayerNorm``).
 
 Chip dynamics per step (py-spinnaker2, weights integer, state float32)::
 

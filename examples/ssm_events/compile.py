@@ -9,8 +9,8 @@ Stages (test split of the digit event streams, class = argmax of the time-averag
 * ``quantized``: the compiled graph after ``quantize{bits=B}`` (int8 weights, the SSMs'
   Λ̄ in Q1.15 and B̄, C̄, D in B bits), run as its dequantized float meaning;
 * ``targets``: ``nmc.compile`` for each chip target, run on the test streams where it
-  compiles, else the target's refusal (spinnaker2 and brainscales2 refuse SSM nodes today;
-  loihi2 comes with the ssm-loihi branch: this loop picks it up when it compiles);
+  compiles, else the target's refusal (spinnaker2 runs the SSM nodes as PE kernels but
+  refuses LayerNorm, so the diag stack; the targets' refusals name the node and reason);
 * ``per_event`` (diag): every event at its own sub-tick time (seeded uniform offset in
   its tick), run event by event with Δ_k = Δ·τ_k (nmc.reference_ssm.run_events), logits
   averaged over time (each event's output held until the next, the zero-input output before
