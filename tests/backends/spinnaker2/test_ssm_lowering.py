@@ -201,3 +201,27 @@ def test_layer_norm_refused_with_the_reason(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "'ln'" in last and "LayerNorm" in last and "residual" in last
+
+
+@pytest.mark.parametrize("kind", ["diag", "stochastic"])
+def test_partition_byte_model_is_the_kernels_bytes(tmp_path, kind):
+    """The partition packs SSM units with the target's byte model (synapse_bytes per unit, state_bytes,
+    run_overhead_bytes per run): for every run it equals ssm_run_bytes, the kernel file's floats and the input
+    stage (the count lowering checks against core.synapse_memory_bytes)."""
+    H = 4
+    node = diag_node(P=5, H=H) if kind == "diag" else stoch_node(H=H, N=3)
+    b = _compile(tmp_path, node, H)
+    pop = b.program.pop("ssm")
+    from backends.spinnaker2.ssm import run_floats
+    from backends.spinnaker2.ssm_lower import kernel_params
+    from backends.spinnaker2.target import target_model
+
+    from nmc.hw import HardwareSpec
+
+    tm = target_model(HardwareSpec.load("spinnaker2"))
+    n_src = pop.kernel["w_in"].shape[0]
+    for n in (1, 3, H):
+        model = (tm.run_overhead_bytes(node, n_src) + n * tm.state_bytes(node)
+                 + float(tm.synapse_bytes(np.ones(n), 8, False, n_src, node=node).sum()))
+        assert model == tm.ssm_run_bytes(pop.kernel, slice(0, n))
+        assert tm.ssm_run_bytes(pop.kernel, slice(0, n)) > 4 * run_floats(kernel_params(pop.kernel), slice(0, n))
