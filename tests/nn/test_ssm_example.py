@@ -73,4 +73,7 @@ def test_ssm_events_compile_quick_measures_every_stage(tmp_path):
     assert pe["streams"] == 20 and 0 <= pe["accuracy_per_event"] <= 1 and pe["binning_rel_rms_mean"] > 0
     s = res["stochastic"]["stages"]
     assert s["reference"] == pytest.approx(s["float_node_noise"], abs=1.5 / res["stochastic"]["test_size"])
+    # spinnaker2 runs the stochastic SSM (PE kernels), refuses the diag stack's LayerNorm with the reason
+    assert abs(s["targets"]["spinnaker2"]["accuracy"] - s["quantized"]) <= 0.05
+    assert "LayerNorm" in d["targets"]["spinnaker2"]["refused"] and "residual" in d["targets"]["spinnaker2"]["refused"]
     assert (tmp_path / "diag.pt").exists() and (tmp_path / "compile_results.json").exists()
