@@ -27,7 +27,7 @@ from nmc.driver import api
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
 from nmc import serialize
-from nmc.passes.quantize_ssm import dequantized_node, discrete, quantize_node
+from nmc.passes.quantize_ssm import dequantized_node, discrete
 from nmc.reference import ReferenceSimulator
 from test_ssm_nodes import _graph, diag_node, stoch_node
 
@@ -38,8 +38,8 @@ T = 40
 
 
 def _compile(tmp_path, node, H, name="m", **kw):
-    serialize.write(tmp_path / f"{name}.nir", Graph.from_nir(_graph(node, H)) if not isinstance(_graph(node, H), Graph)
-                    else _graph(node, H))
+    g = _graph(node, H)
+    serialize.write(tmp_path / f"{name}.nir", g if isinstance(g, Graph) else Graph.from_nir(g))
     api.compile(str(tmp_path / f"{name}.nir"), target="spinnaker2", output=str(tmp_path / f"{name}.nmc"), **kw)
     return api.load(tmp_path / f"{name}.nmc")
 
