@@ -137,3 +137,48 @@ def partition(pins: sp.csr_matrix, weights: np.ndarray, vweights: np.ndarray, k:
 def parts_needed(vweights: np.ndarray) -> int:
     """Fewest parts whose weight limit can hold the total block weight."""
     return max(1, math.ceil(int(vweights.sum()) / CORE_WEIGHT))
+
+
+def traffic_lower_bound(net, limits, caps_upper: np.ndarray) -> float:
+    """A lower bound on the traffic of every feasible assignment, net by net.
+
+    A net's pins (a source's targets plus itself when placed) must span λ_s
+    cores, each holding at most: ``neurons_max`` neurons, ``memory_bytes``
+    bytes, ``work_max`` work (all pins together, whatever nodes they belong
+    to: the limits are per core and additive), and at most ``caps_upper[k]``
+    neurons of node k (:func:`~nmc.passes.rules.max_per_core` with
+    ``upper=True``: its smallest neurons, the most any core holds of it).
+    So λ_s ≥ max(⌈Σ_pins load_r / limit_r⌉ over r, ⌈pins in k / caps_upper[k]⌉
+    over k), and
+
+        traffic ≥ Σ_{s placed} r_s (λ_s − 1) + Σ_{s host, targets} r_s λ_s
+
+    (the km1 identity of this module's docstring). It is exact for a single
+    net (one source, its targets in one node: ⌈t / cap⌉ cores are needed and
+    filling cores one after the other reaches them) and never above any
+    feasible assignment's traffic, since every term bounds its own net. What
+    it cannot see: nets that fit a core alone but cannot all be kept whole at
+    once (a conv layer's overlapping windows), where the optimum pays for the
+    cut between cores and the bound pays nothing."""
+    AT = net.AT
+    n = net.n_units
+    if AT.nnz == 0:
+        return 0.0
+    placed = net.placed_mask
+    pl = np.nonzero(placed)[0]
+    P = (sp.csr_matrix((np.ones(AT.nnz, np.float64), AT.indices, AT.indptr), shape=AT.shape)
+         + sp.csr_matrix((np.ones(pl.size), (pl, pl)), shape=(n, n))).tocsr()
+    P.data[:] = 1
+    has_t = np.diff(AT.indptr) > 0
+    lam = np.zeros(n)
+    pm = placed.astype(np.float64)
+    for load, lim in ((pm, limits.neurons_max), (net.bytes_ * pm, limits.memory_bytes), (net.work * pm, limits.work_max)):
+        if lim:
+            lam = np.maximum(lam, np.ceil(P @ load / lim - 1e-9))
+    upop = net.unit_pop()
+    for k in range(len(net.pop_names)):
+        if caps_upper[k] > 0:
+            lam = np.maximum(lam, np.ceil(P @ (upop == k).astype(np.float64) / caps_upper[k] - 1e-9))
+    cost = np.where(placed, lam - 1, lam)
+    cost = np.where(has_t, np.maximum(cost, 0), 0)
+    return float(np.dot(net.rate, cost))

@@ -58,9 +58,9 @@ among them (local delivery needs no packet); host inputs pay for every core.
 — the hypergraph connectivity − 1 metric.
 
 **Lower bounds**: ``cores ≥`` :func:`~nmc.passes.rules.cores_lower_bound`;
-``traffic ≥ Σ_s r_s · max(0, ⌈t_s / cap_s⌉ − [s placed])`` with t_s the
-distinct targets of s and cap_s the largest per-core capacity among the nodes
-s targets.
+traffic ≥ the per-net bound of :func:`nmc.passes.hypergraph.traffic_lower_bound`
+(each source's targets and itself span at least as many cores as their
+neurons, bytes and work need; derivation in its docstring).
 """
 from __future__ import annotations
 
@@ -539,6 +539,8 @@ def _own_hit(Hc: sp.csr_matrix, ucore: np.ndarray) -> np.ndarray:
 
 
 def traffic_lower_bound(net: Network, caps: np.ndarray) -> float:
+    """The bound before issue #19 (``⌈targets / largest capacity⌉ − [placed]`` per source), kept
+    for comparison; the report's bound is :func:`nmc.passes.hypergraph.traffic_lower_bound`."""
     AT = net.AT
     t = np.diff(AT.indptr).astype(np.float64)
     if AT.nnz == 0:
@@ -551,6 +553,12 @@ def traffic_lower_bound(net: Network, caps: np.ndarray) -> float:
     lb = np.zeros(net.n_units)
     lb[nz] = np.ceil(t[nz] / np.maximum(capmax[nz], 1)) - net.placed_mask[nz]
     return float(np.dot(net.rate, np.maximum(lb, 0)))
+
+
+def _hypergraph_bound(net: Network, limits: rules.CoreLimits) -> float:
+    from .hypergraph import traffic_lower_bound as per_net_bound
+
+    return per_net_bound(net, limits, rules.max_per_core(net, limits, upper=True))
 
 
 def core_table(net: Network, blocks: Blocks, part: np.ndarray, H: sp.csr_matrix) -> dict:
@@ -684,7 +692,7 @@ def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "kahypar"
         "cores_lower_bound": lb["value"],
         "cores_lower_bound_terms": lb["terms"],
         "traffic": round(score(part), 6),
-        "traffic_lower_bound": round(traffic_lower_bound(net, rules.max_per_core(net, limits, upper=True)), 6),
+        "traffic_lower_bound": round(_hypergraph_bound(net, limits), 6),
         **{f"traffic_{m}": round(score(p), 6) for m, p in results.items()},
         **{f"cores_{m}": int(p.max()) + 1 if p.size else 0 for m, p in results.items()},
         **{f"traffic_{m}": None for m in skipped}, **{f"cores_{m}": None for m in skipped},

@@ -142,3 +142,59 @@ def test_bundles_valid_and_equal_to_sequential_placement(target, tmp_path):
         out[method] = loaded.run({"in": nets.spikes((48,), T=30, p=0.3, seed=2)})["out"]
     assert out["kahypar"].any()
     np.testing.assert_array_equal(out["kahypar"], out["sequential"])
+
+
+# ------------------------------------------------------------------ the lower bound
+def test_bound_exact_on_one_net():
+    """One host input reaching all n neurons of one node, cap neurons per core: the optimum needs
+    ⌈n / cap⌉ cores, the input pays one packet per core, and the bound says exactly that."""
+    for n, cap in ((40, 8), (41, 8), (7, 8), (64, 5)):
+        g = Graph({"in": nir.Input(input_type={"input": np.array([1])}), "w": nir.Linear(weight=np.ones((n, 1))),
+                   "l": _lif(n), "out": nir.Output(output_type={"output": np.array([n])})},
+                  [("in", "w"), ("w", "l"), ("l", "out")], meta={"dt": 1e-3})
+        _, rep = run_partition(g, CoreLimits(neurons_max=cap, weight_bits=8), method="kahypar")
+        assert rep["traffic_lower_bound"] == rep["traffic"] == -(-n // cap)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bound_never_above_any_method(seed):
+    """Random feed-forward / ring networks, random limits: the bound is below the traffic of every
+    method's feasible assignment (sequential, greedy, METIS, Mt-KaHyPar), and not below the old
+    ⌈targets / capacity⌉ − 1 bound on these single-node-target networks."""
+    from nmc.passes.partition import traffic_lower_bound as old_bound
+    from nmc.passes.rules import max_per_core
+
+    rng = np.random.default_rng(seed)
+    if seed % 2:
+        g = ring(n=int(rng.integers(20, 120)), reach=int(rng.integers(1, 8)), fan_in=int(rng.integers(1, 10)), seed=seed)
+    else:
+        m = nets.normalized(nets.ff_lif(int(rng.integers(2, 20)), int(rng.integers(5, 60)), int(rng.integers(1, 10)),
+                                        seed=seed))
+        w = m.nodes["fc1"].weight
+        m.nodes["fc1"].weight = w * (rng.random(w.shape) < rng.uniform(0.1, 1))
+        m.annotate("fc1", Sparsity(density=0.5, format="csr"))
+        g = m
+    lim = CoreLimits(neurons_max=int(rng.integers(2, 20)), memory_bytes=int(rng.integers(200, 2000)),
+                     weight_bits=8)
+    pt, rep = run_partition(g, lim, method="kahypar", baselines=("sequential", "greedy"))
+    lb = rep["traffic_lower_bound"]
+    for m_ in ("sequential", "greedy", "metis", "kahypar"):
+        assert lb <= rep[f"traffic_{m_}"] + 1e-9, m_
+    assert lb >= old_bound(pt.net, max_per_core(pt.net, lim, upper=True)) - 1e-9
+
+
+def test_bound_counts_the_source_itself():
+    """4 hidden neurons each reach all 8 output neurons, 8 neurons per core: a hidden neuron's net
+    (itself + 8 targets) spans ≥ 2 cores, so each costs ≥ 1 packet; the old bound (⌈8/8⌉ − 1 = 0)
+    missed it. Bound = 1 (the input reaching 4 hidden neurons: one core) + 4."""
+    from nmc.passes.partition import traffic_lower_bound as old_bound
+    from nmc.passes.rules import max_per_core
+
+    g = Graph({"in": nir.Input(input_type={"input": np.array([1])}), "w1": nir.Linear(weight=np.ones((4, 1))),
+               "h": _lif(4), "w2": nir.Linear(weight=np.ones((8, 4))), "o": _lif(8),
+               "out": nir.Output(output_type={"output": np.array([8])})},
+              [("in", "w1"), ("w1", "h"), ("h", "w2"), ("w2", "o"), ("o", "out")], meta={"dt": 1e-3})
+    lim = CoreLimits(neurons_max=8, weight_bits=8)
+    pt, rep = run_partition(g, lim, method="kahypar")
+    assert rep["traffic_lower_bound"] == 5.0 and rep["traffic"] == 5.0   # and the partitioner reaches it
+    assert old_bound(pt.net, max_per_core(pt.net, lim, upper=True)) == 1.0
