@@ -198,3 +198,39 @@ def test_bound_counts_the_source_itself():
     pt, rep = run_partition(g, lim, method="kahypar")
     assert rep["traffic_lower_bound"] == 5.0 and rep["traffic"] == 5.0   # and the partitioner reaches it
     assert old_bound(pt.net, max_per_core(pt.net, lim, upper=True)) == 1.0
+
+
+def _set_partitions(n, cap):
+    """Every assignment of n items to cores, ≤ cap per core, up to renaming the cores
+    (restricted growth strings)."""
+    a, cnt = [0] * n, [0] * n
+
+    def rec(i, m):
+        if i == n:
+            yield list(a)
+            return
+        for c in range(m + 1):
+            if cnt[c] < cap:
+                a[i] = c
+                cnt[c] += 1
+                yield from rec(i + 1, max(m, c + 1))
+                cnt[c] -= 1
+    yield from rec(0, 0)
+
+
+def test_bound_and_partitioner_against_the_exact_optimum():
+    """A shuffled 9-neuron ring, 3 neurons per core: the exact optimum by enumerating every
+    feasible assignment. bound ≤ optimum ≤ achieved (measured: bound 12, optimum 16, achieved 18;
+    seeds 1–3 of the same ring gave 13/15/16, 12/13/13, 13/14/14: on small instances the bound is
+    within 0.75–0.93 of the optimum)."""
+    g = ring(n=9, reach=2, fan_in=3, seed=0)
+    pt, rep = run_partition(g, CoreLimits(neurons_max=3, weight_bits=8), method="kahypar")
+    net = pt.net
+    l_units = np.arange(net.n_units)[net.placed_mask]
+    best = np.inf
+    for a in _set_partitions(l_units.size, 3):
+        ucore = np.full(net.n_units, -1)
+        ucore[l_units] = a
+        best = min(best, brute_traffic(net, ucore))
+    assert rep["traffic_lower_bound"] <= best <= rep["traffic"]
+    assert rep["traffic_lower_bound"] >= 0.7 * best
