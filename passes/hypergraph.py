@@ -1,0 +1,184 @@
+"""Placement as hypergraph partitioning (the ``kahypar`` method of
+:mod:`nmc.passes.partition`).
+
+**The hypergraph.** Vertices are the partitioner's blocks (consecutive neurons
+of one node, :func:`~nmc.passes.partition.make_blocks`); every source unit s
+with rate r_s > 0 is a net whose pins are the blocks holding its targets plus,
+when s is a placed neuron, its own block. For an assignment of blocks to cores
+let λ_s be the number of cores the net's pins span. Then the multicast traffic
+of :mod:`nmc.passes.partition` is exactly the connectivity metric
+
+    traffic = Σ_s r_s · (λ_s − 1)  +  Σ_{s host input with a target} r_s
+
+Proof, per placed s with target cores C_s: with its own core in C_s the net
+spans |C_s| cores and costs |C_s| − 1; without, it spans |C_s| + 1 and costs
+|C_s| — both are |C_s| − [core(s) ∈ C_s]. A host input has no own pin: its
+net spans |C_s| cores and pays |C_s| packets, one more than λ − 1, a constant
+of the network (:func:`host_constant`). So minimising the km1 (λ − 1) objective
+minimises the traffic.
+
+**The partitioner.** Mt-KaHyPar (package ``mtkahypar``) with the km1 objective,
+one thread and a fixed seed (deterministic: same network, same seed, same
+cores). Net weights are the rates scaled to integers (:data:`RATE_SCALE`,
+at least 1 for a non-zero rate); identical nets are merged with their weights
+added (conv layers: neighbouring sources reach the same blocks). Balance: a
+block's weight is its largest fraction of a core's neurons, bytes and work in
+units of 1/:data:`CORE_WEIGHT`, rounded up, and every part may hold :data:`CORE_WEIGHT` (one
+core), so a part within its weight fits a core in all three; the input-axon
+limit and rounding are left to the packer's repair
+(:func:`~nmc.passes.partition.fill_parts`), as for METIS.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+#: rate → integer net weight: w = max(1, round(r · RATE_SCALE)) for r > 0
+RATE_SCALE = 1000
+#: a core's capacity in block-weight units (block weight = ⌈CORE_WEIGHT · largest load fraction⌉):
+#: 2¹⁶, so the rounding adds at most 1/65536 of a core per block (exact for blocks of a power-of-two
+#: neuron limit), and 4096 cores of weight stay far below Mt-KaHyPar's 32-bit weights
+CORE_WEIGHT = 1 << 16
+
+
+def available() -> str:
+    """"" when mtkahypar imports, else why not (the reason the report gives for the METIS fallback)."""
+    try:
+        import mtkahypar  # noqa: F401
+    except ImportError as e:   # pragma: no cover - mtkahypar is a dependency; kept for a clean clone without it
+        return f"mtkahypar not importable ({e})"
+    return ""
+
+
+def net_pins(H: sp.csr_matrix, own_block: np.ndarray) -> sp.csr_matrix:
+    """(sources × blocks) 0/1 pins: the blocks of a source's targets plus its own block (placed sources)."""
+    n, nb = H.shape
+    placed = np.nonzero(own_block >= 0)[0]
+    O = sp.csr_matrix((np.ones(placed.size, np.float32), (placed, own_block[placed])), shape=(n, nb))
+    P = (sp.csr_matrix((np.ones(H.nnz, np.float32), H.indices, H.indptr), shape=H.shape) + O).tocsr()
+    P.data[:] = 1
+    P.sort_indices()
+    return P
+
+
+def host_constant(H: sp.csr_matrix, own_block: np.ndarray, rate: np.ndarray) -> float:
+    """Σ r_s over host inputs with at least one target: traffic − km1 for every assignment."""
+    has = np.diff(H.indptr) > 0
+    return float(rate[has & (own_block < 0)].sum())
+
+
+def nets(H: sp.csr_matrix, own_block: np.ndarray, rate: np.ndarray):
+    """The weighted nets as (pins CSR with one row per distinct net, integer weights).
+
+    Nets with one pin (cost 0 under any assignment) and zero-rate sources are
+    dropped; identical pin sets are merged (weights added)."""
+    P = net_pins(H, own_block)
+    w = np.where(rate > 0, np.maximum(1, np.round(rate * RATE_SCALE)), 0).astype(np.int64)
+    keep = np.nonzero((np.diff(P.indptr) >= 2) & (w > 0))[0]
+    P, w = P[keep], w[keep]
+    if P.shape[0] == 0:
+        return P, w
+    # merge identical pin sets: two independent 64-bit sums of random keys per pin, and the size
+    rng = np.random.default_rng(0x6b6d31)
+    keys = rng.integers(0, 2 ** 63, size=(2, P.shape[1]), dtype=np.uint64)
+    starts = P.indptr[:-1]
+    h = np.stack([np.add.reduceat(keys[0][P.indices], starts), np.add.reduceat(keys[1][P.indices], starts),
+                  np.diff(P.indptr).astype(np.uint64)], 1)
+    _, first, inv = np.unique(h, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")   # nets in order of first appearance (deterministic, input order)
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    wsum = np.bincount(rank[inv.reshape(-1)], weights=w, minlength=order.size).astype(np.int64)
+    return P[first[order]], wsum
+
+
+def km1(pins: sp.csr_matrix, weights: np.ndarray, part: np.ndarray) -> int:
+    """Σ_e w_e (λ_e − 1) of an assignment, computed directly (the check of Mt-KaHyPar's own value)."""
+    if pins.shape[0] == 0:
+        return 0
+    blk = part[pins.indices]
+    rows = np.repeat(np.arange(pins.shape[0]), np.diff(pins.indptr))
+    pairs = np.unique(np.stack([rows, blk], 1), axis=0)
+    lam = np.bincount(pairs[:, 0], minlength=pins.shape[0])
+    return int(np.dot(weights, lam - 1))
+
+
+def block_weights(load: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Integer vertex weights: ⌈CORE_WEIGHT · max_i load_i / cap_i⌉ (at least 1)."""
+    frac = np.nan_to_num(load / cap, posinf=1.0).max(1) if load.size else np.zeros(0)
+    return np.clip(np.ceil(CORE_WEIGHT * frac - 1e-9), 1, CORE_WEIGHT).astype(np.int64)
+
+
+_INIT = None
+
+
+def partition(pins: sp.csr_matrix, weights: np.ndarray, vweights: np.ndarray, k: int, seed: int):
+    """Mt-KaHyPar km1 k-way partition of the blocks, every part ≤ CORE_WEIGHT.
+    One thread, seed fixed: deterministic. Returns (part per block, km1 Mt-KaHyPar reports)."""
+    global _INIT
+    import mtkahypar
+
+    if _INIT is None:
+        _INIT = mtkahypar.initialize(1, False)
+    mtkahypar.set_seed(int(seed) % (2 ** 31))
+    ctx = _INIT.context_from_preset(mtkahypar.PresetType.DEFAULT)
+    ctx.logging = False
+    ctx.set_partitioning_parameters(int(k), 0.03, mtkahypar.Objective.KM1)
+    ctx.set_individual_target_block_weights([CORE_WEIGHT] * int(k))
+    edges = [pins.indices[a:b].tolist() for a, b in zip(pins.indptr[:-1], pins.indptr[1:])]
+    hg = _INIT.create_hypergraph(ctx, int(vweights.size), len(edges), edges, vweights.tolist(), weights.tolist())
+    phg = hg.partition(ctx)
+    part = np.asarray(phg.get_partition(), dtype=np.int64)
+    return part, int(phg.km1())
+
+
+def parts_needed(vweights: np.ndarray) -> int:
+    """Fewest parts whose weight limit can hold the total block weight."""
+    return max(1, math.ceil(int(vweights.sum()) / CORE_WEIGHT))
+
+
+def traffic_lower_bound(net, limits, caps_upper: np.ndarray) -> float:
+    """A lower bound on the traffic of every feasible assignment, net by net.
+
+    A net's pins (a source's targets plus itself when placed) must span λ_s
+    cores, each holding at most: ``neurons_max`` neurons, ``memory_bytes``
+    bytes, ``work_max`` work (all pins together, whatever nodes they belong
+    to: the limits are per core and additive), and at most ``caps_upper[k]``
+    neurons of node k (:func:`~nmc.passes.rules.max_per_core` with
+    ``upper=True``: its smallest neurons, the most any core holds of it).
+    So λ_s ≥ max(⌈Σ_pins load_r / limit_r⌉ over r, ⌈pins in k / caps_upper[k]⌉
+    over k), and
+
+        traffic ≥ Σ_{s placed} r_s (λ_s − 1) + Σ_{s host, targets} r_s λ_s
+
+    (the km1 identity of this module's docstring). It is exact for a single
+    net (one source, its targets in one node: ⌈t / cap⌉ cores are needed and
+    filling cores one after the other reaches them) and never above any
+    feasible assignment's traffic, since every term bounds its own net. What
+    it cannot see: nets that fit a core alone but cannot all be kept whole at
+    once (a conv layer's overlapping windows), where the optimum pays for the
+    cut between cores and the bound pays nothing."""
+    AT = net.AT
+    n = net.n_units
+    if AT.nnz == 0:
+        return 0.0
+    placed = net.placed_mask
+    pl = np.nonzero(placed)[0]
+    P = (sp.csr_matrix((np.ones(AT.nnz, np.float64), AT.indices, AT.indptr), shape=AT.shape)
+         + sp.csr_matrix((np.ones(pl.size), (pl, pl)), shape=(n, n))).tocsr()
+    P.data[:] = 1
+    has_t = np.diff(AT.indptr) > 0
+    lam = np.zeros(n)
+    pm = placed.astype(np.float64)
+    for load, lim in ((pm, limits.neurons_max), (net.bytes_ * pm, limits.memory_bytes), (net.work * pm, limits.work_max)):
+        if lim:
+            lam = np.maximum(lam, np.ceil(P @ load / lim - 1e-9))
+    upop = net.unit_pop()
+    for k in range(len(net.pop_names)):
+        if caps_upper[k] > 0:
+            lam = np.maximum(lam, np.ceil(P @ (upop == k).astype(np.float64) / caps_upper[k] - 1e-9))
+    cost = np.where(placed, lam - 1, lam)
+    cost = np.where(has_t, np.maximum(cost, 0), 0)
+    return float(np.dot(net.rate, cost))
