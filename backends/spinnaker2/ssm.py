@@ -267,6 +267,10 @@ def param_files(name: str, p: dict, pe_units: list, tags: list[str] | None = Non
     ``tags``: the C symbols (default ``<name>_pe<pe>``, :func:`.egru.kernel_tags`)."""
     from .egru import kernel_tags
 
+    if "gamma" in p:   # an nmc.LayerNorm kernel (.ssm_norm)
+        from .ssm_norm import param_files as norm_files
+
+        return norm_files(name, p, pe_units, tags)
     diag = "theta" in p
 
     def arr(cname, a):
@@ -303,6 +307,10 @@ def param_files(name: str, p: dict, pe_units: list, tags: list[str] | None = Non
 def run_floats(p: dict, units: slice) -> int:
     """Floats of one run's kernel file (:func:`param_files`): parameters and state, for the PE's SRAM."""
     n = units.stop - units.start
+    if "gamma" in p:   # an nmc.LayerNorm kernel (.ssm_norm)
+        from .ssm_norm import run_floats as norm_floats
+
+        return norm_floats(p, units)
     if "theta" in p:
         P, H = p["br"].shape
         return 6 * P + 2 * P * H + n * (2 * P + 3)
