@@ -27,7 +27,7 @@ from nmc.driver import api
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
 from nmc import serialize
-from nmc.passes.quantize_ssm import dequantized_node, discrete
+from nmc.passes.quantize_ssm import dequantized_node, discrete, row_scale
 from nmc.reference import ReferenceSimulator
 from test_ssm_nodes import _graph, diag_node, stoch_node
 
@@ -60,8 +60,9 @@ def _float_bound(node, q, u):
     umax, usum = float(np.abs(u).max()), float(np.abs(u).sum(1).max())
     r2 = np.sqrt(2.0)
     lam_q = np.abs(np.asarray(q.lam_int, float) @ np.array([1, 1j]) * 2.0 ** -15)
-    e = np.minimum(len(u), 1 / (1 - lam_q)) * (r2 * 2.0 ** -16 * xmax + r2 * 2.0 ** (-q.b_frac - 1) * usum)
-    dc = r2 * 2.0 ** (-q.c_frac - 1)
+    db = r2 * row_scale(q.b_frac, q.b_frac) / 2        # per mode (row of B̄)
+    e = np.minimum(len(u), 1 / (1 - lam_q)) * (r2 * 2.0 ** -16 * xmax + db * usum)
+    dc = r2 * float(np.max(row_scale(q.c_frac, q.c_frac))) / 2
     quant = ((np.abs(cbar) + dc) @ e + dc * xmax.sum() + 2.0 ** (-q.d_frac - 1) * umax).max()
     f32 = len(u) * (P + H + 4) * 2.0 ** -24 * (P * (float(np.abs(cbar).max()) + dc) * float((xmax + e).max())
                                                + (float(np.abs(node.d).max()) + 1) * umax)
