@@ -153,3 +153,19 @@ def step(kernel: dict, st: dict, x: np.ndarray, k: np.ndarray) -> tuple[np.ndarr
     s, st2, prob = stochastic_step(p, {**st, "k": np.asarray(k, np.int64)[:, None]}, u)
     st2.pop("k")
     return s, prob.astype(F32), st2
+
+
+@register_hook("spinnaker2", "internal_macs", DiagSSM, StochasticSSMNeuron)
+def ssm_kernel_macs(node, received: np.ndarray) -> np.ndarray:
+    """The float32 multiply-adds of an SSM kernel (:mod:`.ssm`) that the graph's synapses do not show, per
+    (step·sample, unit), for ``nmc profile`` (runtime/energy.py counts the input stage: one MAC per input
+    event into each unit). The kernel computes every mode in complex form (a real mode's imaginary parts
+    are zeros it multiplies too). DiagSSM (P modes, H channels): a channel's u_h ≠ 0 (it received an
+    event) adds its B̄ column, 2P; every step Λ̄ ⊙ x (4P, spread over the H channels), the channel's
+    C̄ row (2P) and D (1). StochasticSSMNeuron (N states): every step B̄·u_h, Λ̄ ⊙ x, C̄ (2N + 4N + 2N)
+    and D (1), input or not."""
+    received = np.asarray(received, np.float64)
+    if isinstance(node, DiagSSM):
+        P, H = node.modes, node.channels
+        return (received > 0) * 2.0 * P + 4.0 * P / H + 2.0 * P + 1.0
+    return np.full(received.shape, 8.0 * node.state_size + 1.0)

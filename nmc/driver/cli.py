@@ -395,7 +395,8 @@ def _eval_data(bundle, data, labels, workers, address, samples, device, output):
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def inspect_cmd(path, as_json):
-    """Show a model's or bundle's nodes, shapes, parameters, annotations and resource use.
+    """Show a model's or bundle's nodes, shapes, parameters, annotations and resource use
+    (node types with facts of their own, e.g. the SSM nodes: state size and multiply-adds per tick).
 
     \b
     Example:
@@ -409,20 +410,27 @@ def inspect_cmd(path, as_json):
     else:
         g, src = load_model(path)
         info = {"source": src}
+    from nmc import semantics
+
     rows = []
     for name, node in g.nodes.items():
         rows.append({"node": name, "type": type_name(node), "in": list(g.shape_in(name) or ()),
                      "out": list(g.shape_out(name) or ()), "params": g.param_count(name),
                      "annotations": sorted(g.annotations.get(name, {}))})
+        entry = semantics.lookup(node)   # a node type's own facts (its registry "describe" hook: the SSM nodes)
+        if entry is not None and entry.hook("describe") is not None:
+            rows[-1]["details"] = entry.hook("describe")(node)
     if as_json:
         click.echo(json.dumps({"info": info, "nodes": rows, "edges": g.edges, "meta": g.meta}, indent=2, default=str))
         return
     t = Table(title=str(path))
-    for c in ("node", "type", "in", "out", "params", "annotations"):
+    details = any("details" in r for r in rows)
+    for c in ("node", "type", "in", "out", "params", "annotations") + (("details",) if details else ()):
         t.add_column(c)
     for r in rows:
         t.add_row(r["node"], r["type"], str(tuple(r["in"])), str(tuple(r["out"])), f"{r['params']:,}",
-                  ", ".join(r["annotations"]))
+                  ", ".join(r["annotations"]),
+                  *(("; ".join(f"{k} {v}" for k, v in r.get("details", {}).items()),) if details else ()))
     out.print(t)
     out.print(f"edges: {len(g.edges)}  meta: {g.meta}", highlight=False)
     for k, v in info.items():
