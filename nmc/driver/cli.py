@@ -424,14 +424,21 @@ def inspect_cmd(path, as_json):
         click.echo(json.dumps({"info": info, "nodes": rows, "edges": g.edges, "meta": g.meta}, indent=2, default=str))
         return
     t = Table(title=str(path))
-    details = any("details" in r for r in rows)
-    for c in ("node", "type", "in", "out", "params", "annotations") + (("details",) if details else ()):
+    for c in ("node", "type", "in", "out", "params", "annotations"):
         t.add_column(c)
     for r in rows:
         t.add_row(r["node"], r["type"], str(tuple(r["in"])), str(tuple(r["out"])), f"{r['params']:,}",
-                  ", ".join(r["annotations"]),
-                  *(("; ".join(f"{k} {v}" for k, v in r.get("details", {}).items()),) if details else ()))
+                  ", ".join(r["annotations"]))
     out.print(t)
+    detailed = [r for r in rows if "details" in r]
+    if detailed:   # node types with facts of their own (the SSM nodes: state, multiply-adds per tick)
+        keys = list(dict.fromkeys(k for r in detailed for k in r["details"]))
+        dt_ = Table(title="node details")
+        for c in ("node", *keys):
+            dt_.add_column(c)
+        for r in detailed:
+            dt_.add_row(r["node"], *(str(r["details"].get(k, "")) for k in keys))
+        out.print(dt_)
     out.print(f"edges: {len(g.edges)}  meta: {g.meta}", highlight=False)
     for k, v in info.items():
         if isinstance(v, dict) and v:
