@@ -395,7 +395,8 @@ def _eval_data(bundle, data, labels, workers, address, samples, device, output):
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def inspect_cmd(path, as_json):
-    """Show a model's or bundle's nodes, shapes, parameters, annotations and resource use.
+    """Show a model's or bundle's nodes, shapes, parameters, annotations and resource use
+    (node types with facts of their own, e.g. the SSM nodes: state size and multiply-adds per tick).
 
     \b
     Example:
@@ -409,11 +410,16 @@ def inspect_cmd(path, as_json):
     else:
         g, src = load_model(path)
         info = {"source": src}
+    from nmc import semantics
+
     rows = []
     for name, node in g.nodes.items():
         rows.append({"node": name, "type": type_name(node), "in": list(g.shape_in(name) or ()),
                      "out": list(g.shape_out(name) or ()), "params": g.param_count(name),
                      "annotations": sorted(g.annotations.get(name, {}))})
+        entry = semantics.lookup(node)   # a node type's own facts (its registry "describe" hook: the SSM nodes)
+        if entry is not None and entry.hook("describe") is not None:
+            rows[-1]["details"] = entry.hook("describe")(node)
     if as_json:
         click.echo(json.dumps({"info": info, "nodes": rows, "edges": g.edges, "meta": g.meta}, indent=2, default=str))
         return
@@ -424,6 +430,15 @@ def inspect_cmd(path, as_json):
         t.add_row(r["node"], r["type"], str(tuple(r["in"])), str(tuple(r["out"])), f"{r['params']:,}",
                   ", ".join(r["annotations"]))
     out.print(t)
+    detailed = [r for r in rows if "details" in r]
+    if detailed:   # node types with facts of their own (the SSM nodes: state, multiply-adds per tick)
+        keys = list(dict.fromkeys(k for r in detailed for k in r["details"]))
+        dt_ = Table(title="node details")
+        for c in ("node", *keys):
+            dt_.add_column(c)
+        for r in detailed:
+            dt_.add_row(r["node"], *(str(r["details"].get(k, "")) for k in keys))
+        out.print(dt_)
     out.print(f"edges: {len(g.edges)}  meta: {g.meta}", highlight=False)
     for k, v in info.items():
         if isinstance(v, dict) and v:
