@@ -11,7 +11,11 @@ Schemes (``scheme``):
   (``per_channel``) or per layer, s = mean |w| over the weights that exist and
   w_int = round(clip(w / s, −1, 1)) with the rounding below (ties away from
   zero: |w| ≥ s/2 becomes ±1, |w| < s/2 becomes 0), ``scale`` = s; a row with
-  s = 0 (all zero) gets w_int = 0 and scale 1 (:func:`ternary_rows`);
+  s = 0 (all zero) gets w_int = 0 and scale 1; a row that is already ternary —
+  its non-zero weights share one magnitude a, as the weights
+  :mod:`nmc.nn.ternary` saves — keeps ``scale`` = a (its w_int is sign(w)
+  under the rule anyway), so the rule is idempotent: quantizing s·t gives back
+  (t, s) exactly (:func:`ternary_rows`);
 * ``binary``: w_int ∈ {−1, 1}, α = mean |w|.
   With ``calibrate``, α of ternary/binary is multiplied by the factor among a
   few candidates that best preserves the output spike counts.
@@ -100,7 +104,7 @@ def ternary_codes(w: np.ndarray, s) -> np.ndarray:
 def ternary_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ``ternary`` scheme per row of a 2-D ``w``: (t int8 ∈ {−1, 0, 1}, s float64 (rows,)) with
     s = mean |w| of the row, t = round(clip(w / s, −1, 1)) (ties away from zero), s = 1 and t = 0 for
-    an all-zero row; w ≈ s[:, None]·t."""
+    an all-zero row, s = a for a row whose non-zero weights all have magnitude a; w ≈ s[:, None]·t."""
     t, s = quantize_weights(np.asarray(w, dtype=np.float64), scheme="ternary", per_channel=True)
     return t.astype(np.int8), np.asarray(s, dtype=np.float64).reshape(-1)
 
@@ -131,9 +135,14 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
         alpha = a.sum(**keep) / np.maximum(cnt, 1)
         if scheme == "binary":
             w_int = np.where(w >= 0, 1, -1)
+            scale = alpha
         else:
             w_int = ternary_codes(w, alpha)
-        scale = np.where(np.asarray(alpha) > 0, np.asarray(alpha) * gain, 1.0)
+            # an already-ternary row/layer (one non-zero magnitude a) keeps a: idempotent on s·t
+            amax = a.max(**keep, initial=0.0)
+            amin = np.where(a > 0, a, np.inf).min(**keep, initial=np.inf)
+            scale = np.where((amax > 0) & (amin == amax), amax, alpha)
+        scale = np.where(np.asarray(scale) > 0, np.asarray(scale) * gain, 1.0)
         return np.where(m, w_int, 0).astype(np.int32), np.asarray(scale, dtype=np.float64)
     if not 1 < bits <= 16:
         raise OptionError(f"bits must be in 2..16 for integer quantization, got {bits}",

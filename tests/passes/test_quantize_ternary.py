@@ -54,6 +54,21 @@ def test_rule_equals_an_exact_rational_implementation(seed):
         assert abs(Fraction(float(s[r])) - s_exact) <= s_exact * Fraction(2, 2 ** 52)   # s: one float64 mean
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_rule_is_idempotent_on_ternary_rows(seed):
+    """A row s·t (what nmc.nn.ternary saves) quantizes back to (t, s) exactly, not to mean|s·t|."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(-1, 2, (10, 17)).astype(np.int8)
+    t[0] = 0                                                          # an all-zero row: scale 1
+    s = rng.uniform(0.01, 2.0, 10).astype(np.float32).astype(np.float64)
+    w = (s[:, None] * t).astype(np.float32).astype(np.float64)       # float32 weights, as saved
+    t2, s2 = ternary_rows(w)
+    assert np.array_equal(t2, t) and s2[0] == 1.0 and np.array_equal(s2[1:], s[1:])
+    w3 = w.copy()
+    w3[1, np.flatnonzero(t[1])[0]] *= 1.5                             # two magnitudes: the mean rule again
+    assert ternary_rows(w3)[1][1] == np.mean(np.abs(w3[1]))
+
+
 def test_per_layer_ternary_and_masked_weights():
     w = np.array([[1.0, -3.0], [0.0, 0.5]])
     t, s = quantize_weights(w, scheme="ternary")            # one s = mean|w| = 1.125 for the layer
