@@ -118,7 +118,7 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
       nmc compile lm.pt --target spinnaker2 --calibrate val.txt --option eval_text=test.txt
     An EGRU language model (nmc.nn.EGRULanguageModel saved with nmc.save) gets
     the LM pipeline on spinnaker2: options density [0.05], prune_units [0],
-    egru_weights [int8|float32], eval_text/eval_chars/eval_streams for
+    egru_weights [int8|float32|ternary], eval_text/eval_chars/eval_streams for
     reports/lm.json (perplexity float -> pruned -> quantized -> emulator).
     An ONNX ANN is converted to a rate-coded SNN (ReLU -> IF neurons, thresholds
     balanced on --calibrate data); with 'labels' in the .npz the bundle's
