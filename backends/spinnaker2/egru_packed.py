@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nmc.errors import InputFileError
+
 #: 2-bit code of each ternary value (and back)
 CODE = {0: 0b00, 1: 0b01, -1: 0b11}
 VALUE = np.array([0, 1, 0, -1], np.int8)   # code → value (0b10 unused)
@@ -48,7 +50,8 @@ def pack(t: np.ndarray) -> np.ndarray:
     """(R, n_cols) ternary → uint8 (n_cols·⌈R/4⌉,), column by column, 4 rows per byte LSB first."""
     t = np.asarray(t)
     if t.size and (t.min() < -1 or t.max() > 1):
-        raise ValueError("packed 2-bit weights must be ternary (−1, 0, +1)")
+        raise InputFileError(f"packed 2-bit EGRU weights must be ternary (−1, 0, +1), found "
+                             f"{int(t.min())}..{int(t.max())}", hint="quantize with scheme=ternary, or recompile")
     R, n = t.shape
     s = stride(R)
     codes = np.zeros((n, 4 * s), np.uint8)

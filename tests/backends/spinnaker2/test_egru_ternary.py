@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import nmc
+from nmc.errors import InputFileError
 from nets import currents, egru_net
 from nmc.backends.spinnaker2 import egru_packed as packed
 from nmc.backends.spinnaker2.target import EGRU_UNIT_BYTES, SpiNNaker2Target
@@ -31,7 +32,7 @@ def test_packing_codes_and_order():
         t = rng.integers(-1, 2, (R, n)).astype(np.int8)
         b = packed.pack(t)
         assert b.size == n * packed.stride(R) and np.array_equal(packed.unpack(b, R, n), t)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputFileError, match="ternary"):   # e.g. a kernel with wbits = 2 but int8 values
         packed.pack(np.array([[2]]))
 
 
