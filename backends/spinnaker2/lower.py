@@ -149,7 +149,7 @@ def lower(graph: Graph, ctx) -> S2Program:
     for name in layers:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
-            pops[name] = _egru_population(name, node, lin[name], pops, virt, opts.egru_weights)
+            pops[name] = _egru_population(name, node, lin[name], pops, virt, egru_weights(graph, name, opts))
             continue
         if hooked and isinstance(node, hooked):
             pops[name] = lookup(node).hook("lower", "spinnaker2")(graph, name, node, lin[name], pops, virt,
@@ -343,10 +343,17 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
     return {src: (k * gc[:, 0][:, None, None, None], geo)}
 
 
+def egru_weights(graph: Graph, name: str, opts: SpiNNaker2Options) -> str:
+    """The weight format of EGRU node ``name``'s kernels: ``ternary`` (packed 2-bit, :mod:`.egru_packed`)
+    when the quantize pass made it ternary (``quantize{scheme=ternary}``), else the option ``egru_weights``."""
+    q = graph.ann(name, Quant)
+    return "ternary" if q is not None and q.scheme == "ternary" else opts.egru_weights
+
+
 def _egru_population(name, node, composed, pops, virt, weights: str = "int8") -> Population:
     """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`);
-    ``weights``: ``int8`` (per-row scales, default) or ``float32`` (option ``egru_weights``,
-    whose choices the typed options checked when they were parsed)."""
+    ``weights``: ``int8`` (per-row scales, default), ``float32`` or ``ternary`` (per-row absmean
+    scale, packed 2-bit codes; the kernel gets ``wbits`` = 2) — :func:`egru_weights`."""
     from .egru import quantize_rows
 
     terms, bias = composed
@@ -361,6 +368,10 @@ def _egru_population(name, node, composed, pops, virt, weights: str = "int8") ->
     H = int(node.hidden_size)
     kernel = {"wx": wx_i, "sx": sx, "wh": wh_i, "sh": sh, "bx": bx.astype(np.float32),
               "bh": np.asarray(node.b_h, np.float32), "thr": np.asarray(node.thr, np.float32)}
+    if weights == "ternary":
+        from .egru_packed import WBITS
+
+        kernel["wbits"] = np.array(WBITS, np.int32)
     return Population(name, "egru_kernel", H, reset="reset_by_subtraction", latency=pops[src].latency + 1,
                       spiking=False, kernel=kernel, source=src)
 

@@ -118,7 +118,7 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
       nmc compile lm.pt --target spinnaker2 --calibrate val.txt --option eval_text=test.txt
     An EGRU language model (nmc.nn.EGRULanguageModel saved with nmc.save) gets
     the LM pipeline on spinnaker2: options density [0.05], prune_units [0],
-    egru_weights [int8|float32], eval_text/eval_chars/eval_streams for
+    egru_weights [int8|float32|ternary], eval_text/eval_chars/eval_streams for
     reports/lm.json (perplexity float -> pruned -> quantized -> emulator).
     An ONNX ANN is converted to a rate-coded SNN (ReLU -> IF neurons, thresholds
     balanced on --calibrate data); with 'labels' in the .npz the bundle's
@@ -192,7 +192,8 @@ def _print_fidelity(rep: dict) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--input", "-i", "input_path", type=click.Path(path_type=Path),
               help=".npz with one array per input node, shape (T, *node shape).")
-@click.option("--text", help="Language models: prompt text streamed token by token; prints the continuation.")
+@click.option("--text", help="Language models: prompt text streamed token by token; prints the continuation, and on "
+                            "stderr the engine's tokens per second and latency per token (p50/p99).")
 @click.option("--tokens", "tokens_path", type=click.Path(path_type=Path),
               help="Language models: file of token ids (whitespace-separated integers) to stream.")
 @click.option("--generate", "n_gen", type=int, default=200, show_default=True,
@@ -278,12 +279,17 @@ def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
     dt = time.perf_counter() - t0
     err.print(f"{len(ids)} prompt tokens, {len(gen)} generated, engine {stream.engine}; prompt perplexity "
               f"{np.exp(s / max(n, 1)):.3f} over {n} predictions; {dt:.2f} s", highlight=False)
+    tm = stream.timing()
+    err.print(f"streaming ({tm['engine']}): {tm['tokens']} tokens, {tm['tokens_per_s']:.1f} tokens/s; latency per "
+              f"token p50 {tm['latency_p50_s'] * 1e3:.3f} ms, p99 {tm['latency_p99_s'] * 1e3:.3f} ms", highlight=False,
+              soft_wrap=True)
     if vocab is not None:
         click.echo((text if text is not None else vocab.decode(ids)) + vocab.decode(gen))
     else:
         click.echo(" ".join(map(str, gen)))
     if output:
-        save_npz(output, {"prompt": ids, "generated": np.asarray(gen, np.int64), "logits": logits})
+        save_npz(output, {"prompt": ids, "generated": np.asarray(gen, np.int64), "logits": logits,
+                          "latency_s": np.asarray(stream.latencies, np.float64)})
         out.print(f"[green]wrote[/] {output}")
 
 
