@@ -153,7 +153,7 @@ def table(points: list[dict]) -> str:
         vs = f"{100 * (p['perplexity'] / ref - 1):+.1f} %" if ref else "–"
         own = f"{100 * (p['perplexity'] / p['dense_teacher_test_ppl'] - 1):+.1f} %"
         rows.append(f"| {p['cell'].upper()} | {p['density']:g} | {p['perplexity']:.3f} ({p['perplexity_stage']}) | {own} | {vs} "
-                    f"| {p['macs_per_token']:,.0f} | {p['dynamic_energy_per_token_j'] * 1e9:.2f} nJ "
+                    f"| {p['macs_per_token']:,.0f} | {p['dynamic_energy_per_token_j'] * 1e6:.2f} µJ "
                     f"| {p['energy_per_token_j'] * 1e6:.3f} µJ | {p['activity']:.3f} |")
     return "\n".join(rows)
 

@@ -220,7 +220,8 @@ def main(argv=None):
     ap.add_argument("--prune-start", type=float, default=0.0, help="fraction of fine-tuning where gradual pruning starts")
     ap.add_argument("--prune-end", type=float, default=0.6, help="fraction of fine-tuning where it reaches --density")
     ap.add_argument("--prune-every", type=int, default=50, help="fine-tuning steps between mask updates")
-    ap.add_argument("--distill", action="store_true", help="fine-tune against the dense model's logits")
+    ap.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
+                    help="fine-tune against the dense model's logits (teacher)")
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--alpha", type=float, default=0.5, help="weight of the distillation term (1 − α: cross-entropy)")
     ap.add_argument("--curve", type=int, default=0, help="test perplexity every K fine-tuning steps (0: off)")
