@@ -534,7 +534,7 @@ def serve(d) -> list[str]:
 def render(out_dir) -> str:
     out_dir = Path(out_dir)
     secs = {k: load(k, out_dir) for k in ("throughput", "compile", "placement", "fidelity", "transport", "energy",
-                                          "distributed", "serve")}
+                                          "distributed", "serve", "lm")}
     dates = sorted({v["meta"]["date"] for v in secs.values() if v})
     quick = any(v and v["meta"].get("quick") for v in secs.values())
     L = ["# Benchmarks", "",
@@ -557,7 +557,10 @@ def render(out_dir) -> str:
     d = secs["fidelity"]
     L += (fidelity(d, secs["throughput"] if secs["throughput"] and "rows" in secs["throughput"] else None)
           if d and "error" not in d else ["## 4. Fidelity per target", "", f"Not available: {d and d.get('error')}", ""])
-    for k, fn in (("transport", transport), ("energy", energy), ("distributed", distributed), ("serve", serve)):
+    from .lm import report as lm
+
+    for k, fn in (("transport", transport), ("energy", energy), ("distributed", distributed), ("serve", serve),
+                  ("lm", lm)):
         d = secs[k]
         if d is None:
             L += [f"## {k}", "", "TODO: not run yet.", ""]
