@@ -219,6 +219,7 @@ class Backend(ABC):
     Class attributes: ``name``; ``summary`` (one line for ``nmc targets``);
     ``spec_name`` (the ``hw_configs`` spec it reads, or None); ``devices``
     (names, the first the default unless ``default_device`` says otherwise);
+    ``plasticity_refusal`` (why it cannot run learning rules, None when it can);
     ``options`` (``{key: nmc.target_options.TargetOption}``, what ``--option``
     may set)."""
 
@@ -228,6 +229,9 @@ class Backend(ABC):
     devices: tuple[str, ...] = ()
     default_device: str = ""
     options: dict = {}
+    #: why the target cannot run a learning rule (a :class:`nmc.plasticity.Plasticity` annotation);
+    #: ``nmc.compile`` refuses such a graph with it, naming the projection. None: it runs them.
+    plasticity_refusal: str | None = "its lowering freezes the weights into the program"
 
     @abstractmethod
     def default_pipeline(self, options: dict) -> str:

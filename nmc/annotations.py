@@ -180,3 +180,6 @@ class RowMap(Annotation):
     label: Any = None
     synapse_row: Any = None
     rows: int = 0
+
+
+from . import plasticity as _plasticity  # noqa: E402,F401  (registers Plasticity; it builds on Annotation)

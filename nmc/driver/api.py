@@ -85,6 +85,10 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape, data=data,
                                options=options)
     conversion = source.pop("conversion", None)
+    if backend.plasticity_refusal is not None:   # learning rules: only targets that run them
+        from nmc.plasticity import refuse
+
+        refuse(graph, target, backend.plasticity_refusal)
     kind = model_kind(graph)  # a network, or a language model
     if text_calib:
         data = kind.text_calibration(graph, calibrate)
