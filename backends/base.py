@@ -98,6 +98,18 @@ class Device(ABC):
     def close(self) -> None:
         """Release child processes, connections; a no-op for in-process devices."""
 
+    #: the device runs learning rules with a third factor (:mod:`nmc.plasticity`): ``modulate`` works
+    takes_modulator = False
+
+    def modulate(self, value) -> None:
+        """Set the third factor (reward, or error per post neuron) of the program's plastic
+        projections; it holds for the following timesteps. Devices without learning refuse."""
+        from nmc.errors import DeviceError
+
+        raise DeviceError(f"device '{self.name}' runs no learning rule that takes a third factor",
+                          hint="compile a network with a Plasticity annotation (third_factor='reward' or 'error') "
+                          "for the reference target")
+
 
 def _window_steps(inputs: dict[str, np.ndarray]) -> int:
     if not inputs:
