@@ -43,7 +43,9 @@ T the temperature and W_i independent Wiener processes. The reward term ∂ log 
 online as in the paper's reward-modulated STDP: ``c_reward``·M·e_ij with the eligibility
 e_ij ← e_ij·exp(−dt/τe) + w_ij·D_ij (the STDP pair term times ∂w/∂θ = w) and M = r − r̄ as above.
 nmc integrates it with Euler–Maruyama: θ ← θ + β(...)dt + sqrt(2βT·dt)·ξ, ξ ~ N(0, 1) from a
-generator seeded with ``seed``. Without reward its stationary distribution is p_S(θ)^(1/T): for the
+generator seeded with ``seed``, then clips θ to [``theta_min``, ``theta_max``] (as the authors' NEST
+implementation, IGITUGraz/spore-nest-module, does with its min_param/max_param: the reward term is
+unbounded). Without reward its stationary distribution is p_S(θ)^(1/T): for the
 Gaussian prior N(μ, Tσ²) (in discrete time the AR(1) variance Tσ²/(1 − κ/2), κ = β·dt/σ²).
 θ starts at θ0 + log w where w > 0, else at 0 (retracted); SPORE weights are ≥ 0.
 
@@ -105,6 +107,8 @@ class Plasticity(Annotation):
     prior_mean: float = 0.0
     prior_std: float = 1.0
     theta0: float = 3.0
+    theta_min: float = -10.0
+    theta_max: float = 10.0
     c_reward: float = 1.0
     seed: int = 0
 
@@ -125,13 +129,16 @@ class Plasticity(Annotation):
             v = getattr(self, p)
             if not _finite(v) or v < 0:
                 bad("must be a finite number ≥ 0", p, f"give {p} ≥ 0", v)
-        for p in ("w_new", "prior_mean", "theta0", "c_reward", "w_min", "w_max"):
+        for p in ("w_new", "prior_mean", "theta0", "c_reward", "w_min", "w_max", "theta_min", "theta_max"):
             if not _finite(getattr(self, p)):
                 bad("must be a finite number", p, f"give a finite {p}", getattr(self, p))
         if self.decay >= 1:
             bad("must be < 1 (a fraction of the weight lost per step)", "decay", "give decay in [0, 1)", self.decay)
         if self.w_min > self.w_max:
             bad(f"w_min = {self.w_min} is above w_max = {self.w_max}", "w_min", "give w_min ≤ w_max")
+        if self.theta_min > self.theta_max:
+            bad(f"theta_min = {self.theta_min} is above theta_max = {self.theta_max}", "theta_min",
+                "give theta_min ≤ theta_max")
         for p in ("fan_in", "rewire_every", "seed"):
             v = getattr(self, p)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (1 if p == "rewire_every" else 0):

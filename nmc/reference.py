@@ -120,6 +120,18 @@ class ReferenceSimulator:
         for lr in self.learners.values():   # the initial weights: run() always starts from them
             lr.reset(batch)
 
+    def reset_state(self, batch: int = 1) -> None:
+        """Like :meth:`reset`, but plastic projections keep what they learned (weights, connectome,
+        SPORE's θ, the generators' positions): a new trial (a sample, an episode) for a learner."""
+        learned = self.learners
+        self.learners = {}
+        try:
+            self.reset(batch)
+        finally:
+            self.learners = learned
+        for lr in learned.values():
+            lr.reset_traces(batch)
+
     def modulate(self, value, projection: str | None = None) -> None:
         """Set the third factor (reward, or error per post neuron) of every plastic projection with
         one (or of ``projection``); it holds until set again (:mod:`nmc.plasticity`)."""

@@ -34,7 +34,6 @@ class Learner:
         """Initial weights, empty traces, no modulator, the seeded generators restarted."""
         r, w = self.rule, self.w
         n_out, n_in = w.shape
-        self.batch = batch
         self.w.copy_(self.w0)
         self.mask = None
         if r.fan_in:
@@ -50,6 +49,18 @@ class Learner:
             self._weights_from_theta()
         elif self.mask is not None:
             self.w.mul_(self.mask)
+        self.steps = 0
+        self.rewired = 0
+        self.rng = np.random.Generator(np.random.PCG64(r.seed))
+        self.noise = torch.Generator().manual_seed(int(r.seed))
+        self.reset_traces(batch)
+
+    def reset_traces(self, batch: int) -> None:
+        """Empty traces and eligibility, no modulator, for ``batch`` elements; weights, θ, the
+        connectome and the generators keep what they learned and where they are."""
+        r, w = self.rule, self.w
+        n_out, n_in = w.shape
+        self.batch = batch
         dtype = w.dtype
         self.x = torch.zeros((batch, n_in), dtype=dtype)
         self.y = torch.zeros((batch, n_out), dtype=dtype)
@@ -57,10 +68,6 @@ class Learner:
         self.e = torch.zeros(eshape, dtype=dtype) if r.third_factor != "none" else None
         self.modulator = torch.zeros((batch, n_out) if r.third_factor == "error" else (batch,), dtype=dtype)
         self.baseline = torch.zeros((batch,), dtype=dtype)
-        self.steps = 0
-        self.rewired = 0
-        self.rng = np.random.Generator(np.random.PCG64(r.seed))
-        self.noise = torch.Generator().manual_seed(int(r.seed))
 
     def set_rule(self, **changes) -> None:
         """Change rule parameters mid-run (a learning-rate or temperature schedule); the new rule
@@ -114,6 +121,7 @@ class Learner:
             drift = (r.prior_mean - self.theta) / r.prior_std ** 2 + grad
             xi = torch.randn(self.theta.shape, generator=self.noise, dtype=self.theta.dtype)
             self.theta.add_(r.beta * dt * drift + math.sqrt(2 * r.beta * r.temperature * dt) * xi)
+            self.theta.clamp_(r.theta_min, r.theta_max)
             self._weights_from_theta()
         else:
             if r.third_factor == "none":

@@ -11,8 +11,8 @@
 3. **decode** the output events into an action: the output channels are split into n_actions equal
    consecutive groups, the action is the group with the most spikes in the window (ties, no spikes
    included, broken uniformly by a generator seeded with ``seed``);
-4. ``env.step(action)``; the reward r (plus ``terminal_reward`` when the episode terminates, not when
-   it is truncated) is fed as the third factor of every plastic projection
+4. ``env.step(action)``; the reward r + ``reward_offset`` (plus ``terminal_reward`` when the episode
+   terminates, not when it is truncated) is fed as the third factor of every plastic projection
    (:meth:`Device.modulate <nmc.backends.base.Device.modulate>`; it holds for the next window), when
    the device takes one; the loop's wall-clock latency of the step (encode + window + decode +
    environment) is recorded.
@@ -49,6 +49,7 @@ class EnvConfig:
     bins: int = 8
     steps_per_action: int = 5
     terminal_reward: float = 0.0
+    reward_offset: float = 0.0
     max_steps: int = 500
     seed: int = 0
 
@@ -56,6 +57,10 @@ class EnvConfig:
         if self.name not in ENVS:
             raise OptionError(f"environment {self.name!r} is not on nmc's allow-list",
                               hint=f"use one of: {', '.join(ENVS)}")
+        for k in ("terminal_reward", "reward_offset"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v):
+                raise OptionError(f"environment option '{k}' must be a finite number, got {v!r}")
         for k in ("bins", "steps_per_action", "max_steps"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -89,7 +94,8 @@ def env_config(env, **overrides) -> EnvConfig:
         bad = [k for k in overrides if k not in {f.name for f in dataclasses.fields(EnvConfig)} or k == "name"]
         if bad:
             raise OptionError(f"environment option '{bad[0]}' does not exist",
-                              hint="options: bins, steps_per_action, terminal_reward, max_steps, seed, low, high")
+                              hint="options: bins, steps_per_action, terminal_reward, reward_offset, max_steps, "
+                              "seed, low, high")
         cfg = dataclasses.replace(ENVS[env], **overrides)
     else:
         raise OptionError(f"env must be an environment name or an EnvConfig, not {type(env).__name__}")
@@ -192,7 +198,8 @@ class ClosedLoop:
             obs, reward, terminated, truncated, _ = self.env.step(action)
             total += float(reward)
             if self.learns:
-                self.session.device.modulate(float(reward) + (self.cfg.terminal_reward if terminated else 0.0))
+                self.session.device.modulate(float(reward) + self.cfg.reward_offset
+                                             + (self.cfg.terminal_reward if terminated else 0.0))
             report.latency_s.append(time.perf_counter() - t0)
             if terminated or truncated:
                 break

@@ -167,7 +167,7 @@ def test_spore_reward_drives_theta():
 @pytest.mark.parametrize("change, param", [
     ({"tau_plus": 0.0}, "tau_plus"), ({"a_plus": -1.0}, "a_plus"), ({"rule": "hebb"}, "rule"),
     ({"third_factor": "dopamine"}, "third_factor"), ({"fan_in": 2}, "fan_in"), ({"w_min": 2.0}, "w_min"),
-    ({"temperature": float("nan")}, "temperature"), ({"decay": 1.0}, "decay"), ({"post": "nowhere"}, "post"),
+    ({"temperature": float("nan")}, "temperature"), ({"decay": 1.0}, "decay"), ({"post": "nowhere"}, "post"), ({"theta_min": 11.0}, "theta_min"),
 ])
 def test_bad_parameters_name_projection_and_parameter(change, param):
     g = net([[0.1, 0.2]], None)
