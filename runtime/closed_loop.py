@@ -11,11 +11,17 @@
 3. **decode** the output events into an action: the output channels are split into n_actions equal
    consecutive groups, the action is the group with the most spikes in the window (ties, no spikes
    included, broken uniformly by a generator seeded with ``seed``);
-4. ``env.step(action)``; the reward r + ``reward_offset`` (plus ``terminal_reward`` when the episode
-   terminates, not when it is truncated) is fed as the third factor of every plastic projection
-   (:meth:`Device.modulate <nmc.backends.base.Device.modulate>`; it holds for the next window), when
-   the device takes one; the loop's wall-clock latency of the step (encode + window + decode +
-   environment) is recorded.
+4. ``env.step(action)``; when the device runs a rule with a third factor
+   (:meth:`Device.modulate <nmc.backends.base.Device.modulate>`, which holds until set again) it is fed
+
+   * ``reward="step"``: after every step the reward r + ``reward_offset`` (plus ``terminal_reward``
+     when the episode terminates, not when it is truncated), for the next window;
+   * ``reward="episode"``: 0 during the episode; after it, the advantage G − Ḡ of its return G (the
+     shaped rewards summed) over the mean Ḡ of the previous ``baseline_episodes`` returns (none yet:
+     Ḡ = G), applied during one extra window without input (the reward-delivery window), then 0 again
+     — episodic reward-modulated learning, the eligibility traces carrying the episode's credit;
+
+   the loop's wall-clock latency of the step (encode + window + decode + environment) is recorded.
 
 The network's state and what it learned carry over from episode to episode (learning is continuous,
 as in SPORE's closed-loop runs); :meth:`ClosedLoop.run` returns a :class:`LoopReport` with the return
@@ -50,6 +56,8 @@ class EnvConfig:
     steps_per_action: int = 5
     terminal_reward: float = 0.0
     reward_offset: float = 0.0
+    reward: str = "step"
+    baseline_episodes: int = 10
     max_steps: int = 500
     seed: int = 0
 
@@ -61,7 +69,9 @@ class EnvConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v):
                 raise OptionError(f"environment option '{k}' must be a finite number, got {v!r}")
-        for k in ("bins", "steps_per_action", "max_steps"):
+        if self.reward not in REWARD_MODES:
+            raise OptionError(f"environment option 'reward' is {self.reward!r}, not one of {REWARD_MODES}")
+        for k in ("bins", "steps_per_action", "max_steps", "baseline_episodes"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise OptionError(f"environment option '{k}' must be a whole number ≥ 1, got {v!r}")
@@ -71,6 +81,8 @@ class EnvConfig:
             raise OptionError(f"environment '{self.name}': low/high must be finite, one per observation "
                               "dimension, with high > low", hint="give low and high as tuples of numbers")
 
+
+REWARD_MODES = ("step", "episode")
 
 #: the allow-list: environment name → its default configuration (observation ranges chosen to cover
 #: what an episode visits; CartPole's velocities are unbounded, ±3 covers what a balanced pole sees).
@@ -94,8 +106,8 @@ def env_config(env, **overrides) -> EnvConfig:
         bad = [k for k in overrides if k not in {f.name for f in dataclasses.fields(EnvConfig)} or k == "name"]
         if bad:
             raise OptionError(f"environment option '{bad[0]}' does not exist",
-                              hint="options: bins, steps_per_action, terminal_reward, reward_offset, max_steps, "
-                              "seed, low, high")
+                              hint="options: bins, steps_per_action, terminal_reward, reward_offset, reward, "
+                              "baseline_episodes, max_steps, seed, low, high")
         cfg = dataclasses.replace(ENVS[env], **overrides)
     else:
         raise OptionError(f"env must be an environment name or an EnvConfig, not {type(env).__name__}")
@@ -168,6 +180,7 @@ class ClosedLoop:
         self.learns = bool(getattr(session.device, "takes_modulator", False))
         self.rng = np.random.Generator(np.random.PCG64(self.cfg.seed))
         self.episodes = 0
+        self._shaped: list[float] = []   # shaped returns of past episodes (reward="episode")
 
     # ------------------------------------------------------------ coding
     def encode(self, obs) -> np.ndarray:
@@ -190,33 +203,41 @@ class ClosedLoop:
     # ------------------------------------------------------------- loop
     def episode(self, report: LoopReport) -> None:
         obs, _ = self.env.reset(seed=self.cfg.seed + self.episodes)
-        total, n = 0.0, 0
+        total, g, n = 0.0, 0.0, 0
         for n in range(1, self.cfg.max_steps + 1):
             t0 = time.perf_counter()
             outs = self.session.step(self.encode(obs))
             action = self.decode(next(iter(outs.values())))
             obs, reward, terminated, truncated, _ = self.env.step(action)
             total += float(reward)
-            if self.learns:
-                self.session.device.modulate(float(reward) + self.cfg.reward_offset
-                                             + (self.cfg.terminal_reward if terminated else 0.0))
+            shaped = float(reward) + self.cfg.reward_offset + (self.cfg.terminal_reward if terminated else 0.0)
+            g += shaped
+            if self.learns and self.cfg.reward == "step":
+                self.session.device.modulate(shaped)
             report.latency_s.append(time.perf_counter() - t0)
             if terminated or truncated:
                 break
         report.returns.append(total)
         report.lengths.append(n)
         self.episodes += 1
+        if self.learns and self.cfg.reward == "episode":
+            past = self._shaped[-self.cfg.baseline_episodes:]
+            self.session.device.modulate(g - (float(np.mean(past)) if past else g))
+            self.session.step(ev.empty())        # the reward-delivery window
+            self.session.device.modulate(0.0)
+            self._shaped.append(g)
 
     def run(self, episodes: int, schedule=None) -> LoopReport:
-        """Run ``episodes`` episodes. ``schedule(episode) -> dict`` (optional, Python only): rule
-        parameters (e.g. ``beta``, ``temperature``, ``lr``) set on the device's plastic projections
-        before each episode — a learning-rate or temperature schedule."""
+        """Run ``episodes`` episodes. ``schedule(episode, returns) -> dict | None`` (optional, Python
+        only; ``returns``: the returns of this run's episodes so far): rule parameters (e.g. ``beta``,
+        ``temperature``, ``lr``) set on the device's plastic projections before each episode — a
+        learning-rate or temperature schedule, or one regulated by the performance."""
         if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
             raise OptionError(f"episodes must be a whole number ≥ 1, got {episodes!r}")
         report = LoopReport(self.cfg.name)
         for _ in range(int(episodes)):
             if schedule is not None:
-                changes = schedule(self.episodes)
+                changes = schedule(self.episodes, list(report.returns))
                 if changes:
                     set_rule = getattr(self.session.device, "set_rule", None)
                     if set_rule is None:

@@ -215,3 +215,18 @@ def test_targets_without_learning_refuse_with_reason(target):
     with pytest.raises(UnsupportedNodeError) as e:
         nmc.compile(g, target=target, fidelity_check=False)
     assert e.value.node == "w" and target in str(e.value) and "plasticity" in str(e.value)
+
+
+def test_reset_state_keeps_what_was_learned_and_reset_forgets_it():
+    rule = Plasticity(tau_plus=10e-3, a_plus=0.1, a_minus=0.0, w_min=-10, w_max=10)
+    sim = ReferenceSimulator(net([[0.0, 5.0]], rule))
+    x = np.zeros((7, 2))
+    x[2, 0] = x[5, 1] = 1
+    sim.run({"in": x})
+    learned = float(sim.learners["w"].w[0, 0])
+    assert learned > 0
+    sim.reset_state(3)                       # a new trial, batch of 3: traces empty, weights kept
+    assert float(sim.learners["w"].w[0, 0]) == learned and sim.learners["w"].x.shape == (3, 2)
+    assert float(sim.learners["w"].x.abs().sum()) == 0
+    sim.reset()
+    assert float(sim.learners["w"].w[0, 0]) == 0.0

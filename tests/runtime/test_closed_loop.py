@@ -68,10 +68,12 @@ def test_reward_reaches_the_learning_rule_and_latency_is_reported():
 
 def test_schedule_changes_the_running_rule():
     with nmc.open(agent(SPORE), env="CartPole-v1", env_options={"max_steps": 5}) as loop:
-        loop.run(2, schedule=lambda ep: {"temperature": 0.1 / (1 + ep)})
+        seen = []
+        loop.run(2, schedule=lambda ep, returns: seen.append(list(returns)) or {"temperature": 0.1 / (1 + ep)})
+        assert len(seen[0]) == 0 and len(seen[1]) == 1
         assert loop.session.device.sim.learners["w"].rule.temperature == pytest.approx(0.05)
         with pytest.raises(OptionError, match="cannot change"):
-            loop.run(1, schedule=lambda ep: {"rule": "stdp"})
+            loop.run(1, schedule=lambda ep, returns: {"rule": "stdp"})
 
 
 def test_frozen_network_runs_without_learning():
