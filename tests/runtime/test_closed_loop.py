@@ -108,3 +108,16 @@ def test_cli_run_env(tmp_path):
     assert d["returns"].shape == (2,) and d["latency_s"].size == d["lengths"].sum()
     r = CliRunner().invoke(main, ["run", str(tmp_path / "a.nmc"), "--env", "Breakout-v5"])
     assert r.exit_code == 2 and "allow-list" in r.output and "Traceback" not in r.output
+
+
+def test_episode_reward_mode_feeds_the_advantage_once_per_episode():
+    with nmc.open(agent(SPORE), env="CartPole-v1",
+                  env_options={"max_steps": 20, "reward": "episode", "terminal_reward": -1.0}) as loop:
+        rep = loop.run(3)
+        lr = loop.session.device.sim.learners["w"]
+        assert float(lr.modulator[0]) == 0.0          # back to 0 after the delivery window
+        # shaped return = return − 1 when the pole fell (terminated), the return when truncated at 20
+        assert loop._shaped == [r - (n < 20) for r, n in zip(rep.returns, rep.lengths)]
+        assert loop.session.counters.windows == sum(rep.lengths) + 3
+    with pytest.raises(OptionError, match="reward"):
+        env_config("CartPole-v1", reward="dopamine")
