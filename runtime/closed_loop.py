@@ -158,6 +158,17 @@ class ClosedLoop:
             raise ShapeError(f"a closed loop needs one input and one output node, the bundle has "
                              f"{len(io.input_names)} and {len(io.output_names)}")
         self.env = make_env(self.cfg)
+        try:
+            self._check_shapes(io)
+        except BaseException:
+            self.env.close()
+            raise
+        self.learns = bool(getattr(session.device, "takes_modulator", False))
+        self.rng = np.random.Generator(np.random.PCG64(self.cfg.seed))
+        self.episodes = 0
+        self._shaped: list[float] = []   # shaped returns of past episodes (reward="episode")
+
+    def _check_shapes(self, io) -> None:
         self.n_obs = int(np.prod(self.env.observation_space.shape))
         space = self.env.action_space
         if not hasattr(space, "n"):
@@ -177,10 +188,6 @@ class ClosedLoop:
             raise ShapeError(f"output node '{io.output_names[0]}' has {self.n_out} channels, not a multiple of the "
                              f"{self.n_actions} actions", node=io.output_names[0],
                              hint=f"give it k·{self.n_actions} neurons (k per action)")
-        self.learns = bool(getattr(session.device, "takes_modulator", False))
-        self.rng = np.random.Generator(np.random.PCG64(self.cfg.seed))
-        self.episodes = 0
-        self._shaped: list[float] = []   # shaped returns of past episodes (reward="episode")
 
     # ------------------------------------------------------------ coding
     def encode(self, obs) -> np.ndarray:
