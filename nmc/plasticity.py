@@ -31,7 +31,7 @@ then W ← W·(1 − decay) and W ← clip(W, w_min, w_max).
 
 ``rule="spore"``: reward-based synaptic sampling (Kappel, Legenstein, Habenschuss, Hsieh, Maass 2018,
 "A dynamic connectome supports the emergence of stable computational function of neural circuits
-through reward-based learning", eNeuro 5(2):ENEURO.0301-17.2018, eqs. 1–5 of Methods; Kappel,
+through reward-based learning", eNeuro 5(2):ENEURO.0301-17.2018, Methods; Kappel,
 Habenschuss, Legenstein, Maass 2015, PLoS Comput. Biol. 11(8):e1004485). Each potential synapse has
 a parameter θ_i following the Langevin SDE::
 
