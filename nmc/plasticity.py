@@ -46,8 +46,8 @@ nmc integrates it with Euler–Maruyama: θ ← θ + β(...)dt + sqrt(2βT·dt)�
 generator seeded with ``seed``, then clips θ to [``theta_min``, ``theta_max``] (as the authors' NEST
 implementation, IGITUGraz/spore-nest-module, does with its min_param/max_param: the reward term is
 unbounded). Without reward its stationary distribution is p_S(θ)^(1/T): for the
-Gaussian prior N(μ, Tσ²) (in discrete time the AR(1) variance Tσ²/(1 − κ/2), κ = β·dt/σ²).
-θ starts at θ0 + log w where w > 0, else at 0 (retracted); SPORE weights are ≥ 0.
+Gaussian prior N(μ, Tσ²) (in discrete time the AR(1) variance Tσ²/(1 − κ/2), κ = β·dt/σ²), truncated
+to [theta_min, theta_max]. θ starts at θ0 + log w where w > 0, else at 0 (retracted); SPORE weights are ≥ 0.
 
 Structural rewiring (``fan_in > 0``, with either rule; Billaudelle et al. 2021, "Structural plasticity
 on an accelerated analog neuromorphic hardware system", Neural Networks 133:11): every post neuron
