@@ -11,7 +11,9 @@ numpy arrays, and dicts of those (JSON-like); :mod:`nmc.serialize` stores
 them losslessly.
 
 To add one: subclass :class:`Annotation`, set ``kind``, decorate with
-``@register``. The registry is explicit and keyed by class name.
+``@register``. The registry is explicit and keyed by class name. Annotations
+defined in modules of their own (:class:`nmc.plasticity.Plasticity`) are
+registered when :mod:`nmc.serialize` (which imports them) is loaded.
 """
 from __future__ import annotations
 

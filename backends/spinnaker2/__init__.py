@@ -39,6 +39,8 @@ class SpiNNaker2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = SpiNNaker2Options
+    plasticity_refusal = ("the generated PE kernels read their synapse rows read-only; no learning rule "
+                          "is compiled into them yet")
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize,quantize{bits=8},partition,place,route"

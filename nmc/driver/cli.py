@@ -207,7 +207,12 @@ def _print_fidelity(rep: dict) -> None:
 @click.option("--device", "-d", help="Device (default: the target's emulator; see `nmc targets`).")
 @click.option("--record", help="Comma-separated nodes whose state/spikes to save as <node>.v / <node>.spikes.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write outputs to this .npz.")
-def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, steps, device, record, output):
+@click.option("--env", "env_name", metavar="NAME",
+              help="Closed loop: step this environment (CartPole-v1, MountainCar-v0, Acrobot-v1) with the network, "
+                   "its reward fed to the learning rules (nmc.runtime.closed_loop); -o writes returns and latencies.")
+@click.option("--episodes", type=int, default=10, show_default=True, help="Closed loop: episodes to run.")
+def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, steps, device, record, output,
+            env_name, episodes):
     """Run a compiled BUNDLE on an input and save/print the outputs.
 
     \b
@@ -215,7 +220,10 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
       nmc run net.nmc --input in.npz --record lif1 -o out.npz
       nmc run lm.nmc --text "ROMEO." --generate 300           # a language model, token by token
       nmc run lm.nmc --tokens ids.txt --engine c              # through the generated C kernels
+      nmc run agent.nmc --env CartPole-v1 --episodes 20      # closed loop with a Gymnasium task
     """
+    if env_name is not None:
+        return _run_env(bundle, env_name, episodes, device, output)
     check_number("--generate", n_gen, lo=0)
     check_number("--temperature", temperature, lo=0)
     if text is not None or tokens_path is not None:
@@ -236,6 +244,25 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
         t.add_column(c)
     for k, v in res.items():
         t.add_row(k, str(tuple(v.shape)), str(int(np.count_nonzero(v))), f"{float(np.mean(v)):.4g}")
+    out.print(t)
+    if output:
+        out.print(f"[green]wrote[/] {output}")
+
+
+def _run_env(bundle, env_name, episodes, device, output):
+    check_number("--episodes", episodes, lo=1)
+    check_output(output, [bundle])
+    with api.open_session(api.load(bundle), device=device, env=env_name) as loop:
+        rep = loop.run(episodes)
+    s = rep.summary()
+    if output:
+        save_npz(output, {"returns": np.asarray(rep.returns, float), "lengths": np.asarray(rep.lengths, np.int64),
+                          "latency_s": np.asarray(rep.latency_s, float)})
+    t = Table(title=f"{bundle} in {env_name} ({'learning' if loop.learns else 'frozen'})")
+    for c in ("episodes", "steps", "mean return", "last return", "latency/step mean", "p50", "p99"):
+        t.add_column(c)
+    t.add_row(str(s["episodes"]), str(s["steps"]), f"{s['mean_return']:.4g}", f"{rep.returns[-1]:.4g}",
+              *(f"{s[k] * 1e3:.3g} ms" for k in ("latency_mean_s", "latency_p50_s", "latency_p99_s")))
     out.print(t)
     if output:
         out.print(f"[green]wrote[/] {output}")
