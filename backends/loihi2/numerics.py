@@ -196,22 +196,59 @@ def choose_vth(name: str, lim: LavaLimits, *, c: np.ndarray, G_abs_max: float, u
     return Choice(int(math.floor(vth)), bound, {**hard, "state_bits (membrane v clips)": soft}, ranges)
 
 
+BLOCK_ELEMENTS = 1 << 20   # elementwise temporaries of the weight arithmetic stay one row block, not the matrix
+
+
+def row_blocks(shape) -> list[slice]:
+    """Slices of axis 0 of about :data:`BLOCK_ELEMENTS` elements each. Elementwise operations,
+    maxima and per-row sums give the same bits block by block as on the whole array."""
+    rows = int(shape[0]) if len(shape) else 1
+    per_row = max(1, int(np.prod(shape[1:], dtype=np.int64))) if len(shape) > 1 else 1
+    step = max(1, BLOCK_ELEMENTS // per_row)
+    return [slice(r, min(rows, r + step)) for r in range(0, rows, step)] or [slice(0, 0)]
+
+
 def quantize_weights(T: np.ndarray, bits: int, lim: LavaLimits):
     """T ≈ w·2^e with w on Lava's 8-bit grid (``lim.weight_bits``; ``bits`` < 8 coarsens it).
-    Returns (w int32, e, rel_err)."""
-    m = float(np.abs(T).max()) if T.size else 0.0
+    Returns (w int32, e, rel_err). Computed in row blocks (:func:`row_blocks`): the temporaries
+    of a 10⁸-synapse matrix stay a few MB; the result is the same bits as on the whole array."""
+    T = np.asarray(T)
+    lo, hi = (float(T.min()), float(T.max())) if T.size else (0.0, 0.0)
+    m = max(hi, -lo)   # = max |T|
     if m == 0.0:
         return np.zeros(T.shape, np.int32), 0, 0.0
-    mixed = bool(T.min() < 0 < T.max())
+    mixed = bool(lo < 0 < hi)
     wb = lim.weight_bits
     q = 2 ** ((wb + 1 if mixed else wb) - bits)    # grid step inside Lava's 8-bit weight
     kmax = 2 ** (bits - 1) - 1 if mixed else 2 ** bits - 1
     e = math.ceil(math.log2(m / (q * kmax)))
     e = min(max(e, lim.weight_exp_min), lim.weight_exp_max)
-    k = np.clip(np.rint(T / 2.0 ** e / q), -kmax, kmax)
-    w = (k * q).astype(np.int32)
-    err = float(np.abs(w * 2.0 ** e - T).max() / m)
-    return w, int(e), err
+    w = np.empty(T.shape, np.int32)
+    dmax = 0.0
+    for r in row_blocks(T.shape):
+        k = T[r] / 2.0 ** e
+        k /= q
+        np.rint(k, out=k)
+        np.clip(k, -kmax, kmax, out=k)
+        k *= q
+        w[r] = k
+        d = w[r] * 2.0 ** e
+        d -= T[r]
+        np.abs(d, out=d)
+        dmax = max(dmax, float(d.max(initial=0.0)))
+    return w, int(e), dmax / m
+
+
+def max_row_error(w: np.ndarray, e: int, T: np.ndarray, unit: float) -> float:
+    """max over rows of Σ_j |w·2^e − T| / unit (row blocks, as :func:`quantize_weights`)."""
+    best = 0.0
+    for r in row_blocks(T.shape):
+        d = w[r] * 2.0 ** e
+        d -= T[r]
+        np.abs(d, out=d)
+        d /= unit
+        best = max(best, float(d.sum(axis=1).max(initial=0.0)))
+    return best
 
 
 def quantize_bias(B: np.ndarray, lim: LavaLimits):
