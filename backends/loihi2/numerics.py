@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 
 from nmc.errors import ConfigError, OptionError, UnsupportedNodeError
+from nmc.rowblocks import row_blocks
 
 #: calibration-measured ranges are multiplied by this before they bound vth (inputs unseen in calibration)
 MARGIN = 2.0
@@ -196,21 +197,9 @@ def choose_vth(name: str, lim: LavaLimits, *, c: np.ndarray, G_abs_max: float, u
     return Choice(int(math.floor(vth)), bound, {**hard, "state_bits (membrane v clips)": soft}, ranges)
 
 
-BLOCK_ELEMENTS = 1 << 20   # elementwise temporaries of the weight arithmetic stay one row block, not the matrix
-
-
-def row_blocks(shape) -> list[slice]:
-    """Slices of axis 0 of about :data:`BLOCK_ELEMENTS` elements each. Elementwise operations,
-    maxima and per-row sums give the same bits block by block as on the whole array."""
-    rows = int(shape[0]) if len(shape) else 1
-    per_row = max(1, int(np.prod(shape[1:], dtype=np.int64))) if len(shape) > 1 else 1
-    step = max(1, BLOCK_ELEMENTS // per_row)
-    return [slice(r, min(rows, r + step)) for r in range(0, rows, step)] or [slice(0, 0)]
-
-
 def quantize_weights(T: np.ndarray, bits: int, lim: LavaLimits):
     """T ≈ w·2^e with w on Lava's 8-bit grid (``lim.weight_bits``; ``bits`` < 8 coarsens it).
-    Returns (w int32, e, rel_err). Computed in row blocks (:func:`row_blocks`): the temporaries
+    Returns (w int32, e, rel_err). Computed in row blocks (:func:`nmc.rowblocks.row_blocks`): the temporaries
     of a 10⁸-synapse matrix stay a few MB; the result is the same bits as on the whole array."""
     T = np.asarray(T)
     lo, hi = (float(T.min()), float(T.max())) if T.size else (0.0, 0.0)

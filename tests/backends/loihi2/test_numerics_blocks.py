@@ -1,4 +1,4 @@
-"""The Loihi 2 weight arithmetic in row blocks (``numerics.row_blocks``, which keeps the
+"""The Loihi 2 weight arithmetic in row blocks (``nmc.rowblocks.row_blocks``, which keeps the
 temporaries of a 10⁸-synapse matrix small) gives the same bits as the whole-array formulas
 it replaced, written out here. Exact equality: every operation is elementwise, a maximum, or
 a sum along one row (whose order the blocking does not change)."""
@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from nmc import rowblocks
 from nmc.backends.loihi2 import numerics as N
 
 
@@ -29,7 +30,7 @@ def whole_array(T, bits, lim):
 @pytest.mark.parametrize("sign", ["mixed", "positive"])
 @pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
 def test_blocks_equal_whole_array(monkeypatch, bits, sign, block):
-    monkeypatch.setattr(N, "BLOCK_ELEMENTS", block)
+    monkeypatch.setattr(rowblocks, "BLOCK_ELEMENTS", block)
     lim = N.LavaLimits.from_spec(None)
     rng = np.random.default_rng(bits)
     T = rng.normal(0, 37.0, (53, 29))
@@ -45,7 +46,7 @@ def test_blocks_equal_whole_array(monkeypatch, bits, sign, block):
 
 def test_row_blocks_cover_every_row_once():
     for shape in [(0, 5), (1, 3), (10, 1 << 21), (1000, 3), (17,)]:
-        covered = np.concatenate([np.arange(shape[0])[s] for s in N.row_blocks(shape)])
+        covered = np.concatenate([np.arange(shape[0])[s] for s in rowblocks.row_blocks(shape)])
         np.testing.assert_array_equal(covered, np.arange(shape[0]))
 
 
