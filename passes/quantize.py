@@ -166,7 +166,7 @@ def _int_in_blocks(w: np.ndarray, bits: int, per_channel: bool, qmax, clip, mask
     mx = amax / q
     scale = np.where(scale > 0, scale, np.where(mx > 0, mx, 1.0))
     rowwise = scale.ndim == w.ndim and w.ndim > 0 and scale.shape[0] == w.shape[0]
-    out = np.empty(w.shape, np.int32)
+    out = np.empty_like(w, dtype=np.int32)   # the memory order of w, as w.astype would give (bundles store it)
     for r in blocks:
         x = round_half_away(np.asarray(w[r], dtype=np.float64) / (scale[r] if rowwise else scale))
         np.clip(x, -q, q, out=x)

@@ -212,7 +212,7 @@ def quantize_weights(T: np.ndarray, bits: int, lim: LavaLimits):
     kmax = 2 ** (bits - 1) - 1 if mixed else 2 ** bits - 1
     e = math.ceil(math.log2(m / (q * kmax)))
     e = min(max(e, lim.weight_exp_min), lim.weight_exp_max)
-    w = np.empty(T.shape, np.int32)
+    w = np.empty_like(T, dtype=np.int32)   # the memory order of T, as T.astype would give (bundles store it)
     dmax = 0.0
     for r in row_blocks(T.shape):
         k = T[r] / 2.0 ** e

@@ -65,3 +65,14 @@ def test_levels_counts_distinct_values_across_blocks(monkeypatch):
     monkeypatch.setattr(rowblocks, "BLOCK_ELEMENTS", 3)
     w = np.array([[-5, 0, 3], [3, 3, -5], [7, 0, 0], [1, 1, 1]], np.int32)
     assert _levels(w) == len(np.unique(w)) == 5
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_int_blocks_keep_the_memory_order(monkeypatch, order):
+    """Bundles store arrays with their memory order (npz ``fortran_order``): the result must be laid
+    out as ``astype`` of the whole-array formula lays it out (a backend passes transposed matrices)."""
+    monkeypatch.setattr(rowblocks, "BLOCK_ELEMENTS", 7)
+    w = np.asarray(np.random.default_rng(5).normal(0, 1, (9, 4)), order=order)
+    got, _ = quantize_weights(w, 8, "int", False, "maxabs", clip=0.8)
+    want, _ = whole_array(w, 8, False, clip=0.8)
+    assert got.flags.f_contiguous == want.flags.f_contiguous and got.flags.c_contiguous == want.flags.c_contiguous

@@ -53,3 +53,13 @@ def test_row_blocks_cover_every_row_once():
 def test_all_zero_matrix():
     w, e, err = N.quantize_weights(np.zeros((4, 3)), 8, N.LavaLimits.from_spec(None))
     assert not w.any() and e == 0 and err == 0.0
+
+
+def test_blocks_keep_the_memory_order(monkeypatch):
+    """The weights are saved with their memory order: the same layout as the whole-array formula's."""
+    monkeypatch.setattr(rowblocks, "BLOCK_ELEMENTS", 5)
+    lim = N.LavaLimits.from_spec(None)
+    T = np.random.default_rng(0).normal(0, 9.0, (7, 12)).T   # a transposed (Fortran-ordered) matrix
+    w, _, _ = N.quantize_weights(T, 8, lim)
+    w0, _, _ = whole_array(T, 8, lim)
+    assert w.flags.f_contiguous == w0.flags.f_contiguous and w.flags.c_contiguous == w0.flags.c_contiguous
