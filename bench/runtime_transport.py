@@ -21,9 +21,10 @@ def run(quick: bool = False, log=print) -> dict:
         out = Path(tmp) / "transport.json"
         transport.main(["--windows", "60" if quick else "400", "--out", str(out)])
         data = json.loads(out.read_text())
+    extra = {k: data[k] for k in ("breakdown_us_per_window", "events_per_window") if k in data}
     data = data.get("results", data)      # both layouts of bench/transport.py's file
     return {"meta": meta("transport", quick, "python -m bench transport" + (" --quick" if quick else "")),
-            "results": data}
+            "results": data, **extra}
 
 
 if __name__ == "__main__":

@@ -41,9 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Echo(SteppedStreaming, Device):
-    """Device stand-in for the transport-alone figure: returns each step's input."""
+    """Device stand-in for the transport-alone figure: returns each step's input (a window at a
+    time: ``advance`` hands the window back whole, so no per-step device loop is timed)."""
 
     name = "echo"
+
+    def advance(self, inputs):
+        return {self.out_name: next(iter(inputs.values()))}
 
     def __init__(self, out_name):
         self.out_name = out_name
@@ -108,6 +112,43 @@ def _measure(bundle, x, window, windows, batch, factory=None):
     return res
 
 
+def _numpy_conversions(enabled: bool):
+    """``True``: run the numpy event conversions (the code the compiled ones of
+    :mod:`nmc.runtime.event_kernels` replaced), for the before/after rows of the same run;
+    ``False``: the compiled ones again (loaded on next use)."""
+    ev._EK = False if enabled else None
+
+
+def _breakdown(bundle, wins, window, factory) -> dict:
+    """Mean µs per window of each piece a TCP window goes through, timed one by one in this process
+    (best of 3 passes over the windows): the client packing the input table, the server decoding it,
+    the session's conversions and device step, the server packing the output table, the client
+    decoding it."""
+    import timeit
+
+    from nmc.runtime import protocol as P
+
+    s = factory(bundle, None, window)
+    name, out_name = s.io.input_names[0], s.io.output_names[0]
+    size = [int(np.prod(s.io.input_shapes[name]))]
+    tables = [P.pack_table([(0, w, False)]) for w in wins]
+    dense = [ev.to_dense(w, window, s.io.input_shapes[name], dtype=np.float64) for w in wins]
+    outs = [s.step(w)[out_name] for w in wins]
+    out_tables = [P.pack_table([(0, o, False)]) for o in outs]
+    parts = {
+        "client: pack input table": lambda: [P.pack_table([(0, w, False)]) for w in wins],
+        "server: decode input table": lambda: [P.unpack_windows(t, 0, 1, size, window) for t in tables],
+        "session: events → dense": lambda: [ev.to_dense(w, window, s.io.input_shapes[name], dtype=np.float64)
+                                            for w in wins],
+        "session: device advance": lambda: [s._advance({name: d}) for d in dense],
+        "session: dense → events": lambda: [ev.from_dense(d) for d in dense],
+        "session: whole step": lambda: [s.step(w) for w in wins],
+        "server: pack output table": lambda: [P.pack_table([(0, o, False)]) for o in outs],
+        "client: decode output table": lambda: [P.unpack_windows(t, 0, 1, size, window) for t in out_tables],
+    }
+    return {k: min(timeit.repeat(f, number=1, repeat=3)) / len(wins) * 1e6 for k, f in parts.items()}
+
+
 def _fig(n_ev, dt, lat, windows=None):
     d = {"events_per_s": n_ev / dt, "seconds": dt}
     if lat is not None:
@@ -131,8 +172,21 @@ def main(argv=None) -> dict:
     T = a.windows * a.window
     out = {}
     x = (rng.random((T, 1024)) < 0.1).astype(np.float32)
-    out["transport alone (echo device, 1024 channels, p=0.1)"] = _measure(
-        _identity(1024), x, a.window, a.windows, a.batch, _echo_factory)
+    echo = _identity(1024)
+    alone = "transport alone (echo device, 1024 channels, p=0.1)"
+    out[alone] = _measure(echo, x, a.window, a.windows, a.batch, _echo_factory)
+    _numpy_conversions(True)   # the same, with the numpy event conversions the compiled ones replaced
+    try:
+        out[alone + ", numpy conversions"] = _measure(echo, x, a.window, a.windows, a.batch, _echo_factory)
+    finally:
+        _numpy_conversions(False)
+    wins = [ev.from_dense(x[i * a.window:(i + 1) * a.window]) for i in range(a.windows)]
+    breakdown = {"compiled": _breakdown(echo, wins, a.window, _echo_factory)}
+    _numpy_conversions(True)
+    try:
+        breakdown["numpy"] = _breakdown(echo, wins, a.window, _echo_factory)
+    finally:
+        _numpy_conversions(False)
     digits = ROOT / "examples/quickstart/digits_lif.nir"
     x = (rng.random((T, 64)) < 0.3).astype(np.float32)
     ref = nmc.compile(digits, target="reference", dt=1e-3, reset="zero", integrator="euler")
@@ -146,7 +200,8 @@ def main(argv=None) -> dict:
     _table(out)
     meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"meta": meta, "results": out}, indent=2))
+    Path(a.out).write_text(json.dumps({"meta": meta, "results": out, "breakdown_us_per_window": breakdown,
+                                       "events_per_window": sum(len(w) for w in wins) / len(wins)}, indent=2))
     return out
 
 

@@ -12,6 +12,8 @@ A step class is built once per graph node from a :class:`nmc.reference.SimNode`
 """
 from __future__ import annotations
 
+import weakref
+
 import nir
 import numpy as np
 import torch
@@ -85,7 +87,9 @@ class Step:
     """Stateless node: no parameters, output = input."""
 
     def __init__(self, sn):
-        self.sn = sn
+        # a weak reference: the SimNode owns this step, and a strong one back would make a cycle that keeps
+        # every parameter tensor (a dense layer's float64 weights) alive until the next cycle collection
+        self.sn = weakref.proxy(sn)
         self.p: dict[str, torch.Tensor | None] = {}
 
     def _param(self, a):

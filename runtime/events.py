@@ -50,7 +50,17 @@ or split) at no cost in size with fixed 32-bit fields. :func:`pack` refuses a
 ``t`` beyond 2**32 - 1 (send window-relative times) and binary packing of a
 payload other than 1.0; :func:`unpack` refuses a length that is not a whole
 number of records, non-finite payloads and, when limits are given, out-of-range
-``t``/``ch``, naming the byte offset of the first bad record.
+``t``/``ch``, naming the byte offset of the first bad record. :func:`unpack`
+reads a bytearray or memoryview in place (no copy of the frame).
+
+Speed
+-----
+:func:`to_dense`, :func:`from_dense`, :func:`pack` and :func:`unpack` run
+their checks (and the two dense conversions their whole work) as one
+compiled pass (:mod:`nmc.runtime.event_kernels`, numba) when every event is
+acceptable; otherwise the numpy code below runs and raises as described.
+Same results either way. :func:`warm_kernels` compiles them ahead (a server
+does so before it listens).
 
 NIR recorded data
 -----------------
@@ -102,6 +112,39 @@ GRADED_RECORD_SIZE = _WIRE_GRADED.itemsize
 _U32_MAX = 2 ** 32 - 1
 _I64_MAX = 2 ** 63 - 1
 _GRID_TOL = 1e-6  # a NIR time within this fraction of dt of a grid point is on the grid
+
+
+_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_EK = None
+
+
+def _kernels():
+    """:mod:`nmc.runtime.event_kernels` (imported on first use: numba), or False without numba."""
+    global _EK
+    if _EK is None:
+        from . import event_kernels
+
+        _EK = event_kernels if event_kernels.available() else False
+    return _EK
+
+
+def warm_kernels() -> None:
+    """Compile (or load from numba's cache) the conversions' fast paths now, for every array
+    layout they meet (field views; records read in place at any byte offset), so that a server's
+    first window does not wait for the compiler. A no-op without numba."""
+    if not _kernels():
+        return
+    e = events([0, 1], [1, 0], [1.0, 0.5])
+    for x in (np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float64)):
+        from_dense(x)
+        x[0, 1] = 1.0
+        from_dense(x, graded=False)
+    for dtype in _FAST_FLOATS:
+        to_dense(e, 2, (2,), dtype=dtype)
+    for graded in (False, True):
+        wire = pack(e if graded else e[:1], graded=graded)
+        for skew in (0, 1):   # aligned and unaligned records
+            unpack(memoryview(bytearray(skew) + wire)[skew:], graded=graded, steps=2, n_channels=2)
 
 
 def record_size(graded: bool) -> int:
@@ -288,6 +331,12 @@ def from_dense(x: np.ndarray, *, graded: bool | None = None, node: str | None = 
     if n - 1 > _U32_MAX:
         raise ShapeError(f"{n} channels do not fit the 32-bit channel field", node=node, limit=_U32_MAX + 1, actual=n)
     flat = x.reshape(T, n)
+    if flat.dtype in _FAST_FLOATS and (k := _kernels()):   # one compiled pass; None: the checks below raise
+        r = k.nonzero_events(np.ascontiguousarray(flat), graded is False)
+        if r is not None:
+            out = np.empty(len(r[0]), dtype=EVENT_DTYPE)
+            out["t"], out["ch"], out["v"] = r
+            return out
     if x.dtype.kind == "f" and not np.all(np.isfinite(flat)):
         t, c = np.nonzero(~np.isfinite(flat))
         raise EventFormatError(f"{len(t)} non-finite value(s) in the dense array; first at t={t[0]}, ch={c[0]}",
@@ -329,13 +378,21 @@ def to_dense(ev: np.ndarray, steps: int, shape, *, graded: bool | None = None, d
     shape = _shape(shape, node)
     steps = _count(steps, "steps", node)
     n = int(np.prod(shape, dtype=np.int64))
+    dtype = np.dtype(dtype)
+    if (dtype in _FAST_FLOATS and graded is not False and isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE
+            and ev.ndim == 1 and (k := _kernels())):   # one compiled pass; None: the checks below raise
+        acc = k.to_dense_f64(ev["t"], ev["ch"], ev["v"], steps, n)
+        if acc is not None:
+            with np.errstate(over="ignore"):
+                out = acc.astype(dtype, copy=False)
+            if dtype == np.float64 or np.all(np.isfinite(out)):
+                return out.reshape((steps,) + shape)
     ev = validate(ev, n_channels=n, steps=steps, node=node)
     if graded is False and len(ev) and np.any(ev["v"] != 1.0):
         _bad(ev["v"] != 1.0, "with a payload other than 1.0 in binary data", node=node, values=ev["v"],
              hint="pass graded=True (or None) to keep the payloads")
     flat = ev["t"] * n + ev["ch"].astype(np.int64)
     acc = np.bincount(flat, weights=ev["v"].astype(np.float64), minlength=steps * n).astype(np.float64)
-    dtype = np.dtype(dtype)
     if dtype.kind not in "biuf":
         raise EventFormatError(f"to_dense needs a numeric or bool dtype, got {dtype}", node=node)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -406,13 +463,16 @@ def pack(ev: np.ndarray, *, graded: bool, node: str | None = None) -> bytes:
     ``graded=True`` writes 12-byte records with the float32 payload. A ``t``
     beyond 2**32 - 1 raises (send window-relative times).
     """
-    ev = validate(ev, node=node)
-    if len(ev) and np.any(ev["t"] > _U32_MAX):
-        _bad(ev["t"] > _U32_MAX, "with a timestep that does not fit the 32-bit wire field", node=node,
-             values=ev["t"], limit=_U32_MAX, hint="send window-relative times")
-    if not graded and len(ev) and np.any(ev["v"] != 1.0):
-        _bad(ev["v"] != 1.0, "with a payload other than 1.0 cannot be packed as binary", node=node,
-             values=ev["v"], hint="pack with graded=True")
+    fast = isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE and ev.ndim == 1 and (k := _kernels()) \
+        and k.packable(ev["t"], ev["v"], graded)   # one compiled pass over the checks below
+    if not fast:
+        ev = validate(ev, node=node)
+        if len(ev) and np.any(ev["t"] > _U32_MAX):
+            _bad(ev["t"] > _U32_MAX, "with a timestep that does not fit the 32-bit wire field", node=node,
+                 values=ev["t"], limit=_U32_MAX, hint="send window-relative times")
+        if not graded and len(ev) and np.any(ev["v"] != 1.0):
+            _bad(ev["v"] != 1.0, "with a payload other than 1.0 cannot be packed as binary", node=node,
+                 values=ev["v"], hint="pack with graded=True")
     rec = np.empty(len(ev), dtype=_WIRE_GRADED if graded else _WIRE_BIN)
     rec["t"], rec["ch"] = ev["t"], ev["ch"]
     if graded:
@@ -432,7 +492,8 @@ def unpack(buf, *, graded: bool, n_channels: int | None = None, steps: int | Non
     if isinstance(buf, bytes):
         data = buf
     elif isinstance(buf, (bytearray, memoryview)):
-        data = memoryview(buf).tobytes()
+        mv = memoryview(buf)
+        data = mv.cast("B") if mv.c_contiguous else mv.tobytes()   # zero-copy: the records are read in place
     else:
         raise EventFormatError(f"expected bytes, got {type(buf).__name__}", node=node)
     dt = _WIRE_GRADED if graded else _WIRE_BIN
@@ -448,11 +509,16 @@ def unpack(buf, *, graded: bool, n_channels: int | None = None, steps: int | Non
     def off(i):
         return i * size
 
+    steps = None if steps is None else _count(steps, "steps", node)
+    n_channels = None if n_channels is None else _count(n_channels, "n_channels", node)
+    checked = bool(len(rec)) and bool(k := _kernels()) and k.unpackable(rec, graded, steps, n_channels)
+    if checked:   # one compiled pass found every record acceptable: the checks below have nothing to find
+        steps = n_channels = None
     out = np.empty(len(rec), dtype=EVENT_DTYPE)
     out["t"], out["ch"] = rec["t"], rec["ch"]
     if graded:
-        bad = ~np.isfinite(rec["v"])
-        if np.any(bad):
+        bad = None if checked else ~np.isfinite(rec["v"])
+        if bad is not None and np.any(bad):
             _bad(bad, "with a non-finite payload", node=node, values=rec["v"], offset_of=off)
         out["v"] = rec["v"]
     else:

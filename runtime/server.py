@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 
 from nmc.errors import EventFormatError, NmcError, OptionError, ServerBusyError
 
+from . import events as ev
 from . import protocol as P
 from .serve.tenants import Tenant, authenticate
 from .session import Session
@@ -493,6 +494,7 @@ class SessionServer(socketserver.ThreadingTCPServer):
         # bundle None: a subclass serves several models (nmc.runtime.serve.server.RepositoryServer)
         self.model = None if bundle is None else ServedModel.of(bundle, name or bundle_name(bundle), 1, device, window)
         self.io = None if bundle is None else self.model.io
+        ev.warm_kernels()   # compile the event conversions before the first connection, not during its first window
         self.queue_frames, self.idle_timeout = queue_frames, idle_timeout
         self.max_window_cells = max_window_cells
         self.max_connections, self.max_connections_per_client = max_connections, max_connections_per_client

@@ -42,3 +42,70 @@ def test_fit_exponent_and_agreement():
     assert fit_exponent(x, 3 * x ** 0.7) == pytest.approx(0.7)
     s = (np.random.default_rng(0).random((50, 4, 10)) < 0.3).astype(float)
     assert agreement(s, s) == 1.0 and agreement(s, np.zeros_like(s)) == 0.0
+
+
+def _dense_row(target, syn, note="", rss=True, stages=("load", "quantize", "lower")):
+    """A compile row as bench.compile_time.one writes it: stage s = c·syn^k (k 0.5, 1, 1.2 by stage),
+    stage RSS = 300 MB at start + 1e-4·syn^1.1 MB (the peak RSS before the compile, 350 MB, is not the base)."""
+    ks = {"load": 0.5, "quantize": 1.0, "lower": 1.2}
+    st = {k: 1e-7 * syn ** ks[k] for k in stages}
+    return {"target": target, "family": "dense", "synapses": syn, "ok": True, "seconds": sum(st.values()),
+            "note": note, "rss_before_mb": 350.0, "rss_start_mb": 300.0, "peak_mb": None, "peak_rss_mb": 400.0, "stages_s": st,
+            "stages_cpu_s": {k: v / 2 for k, v in st.items()},
+            **({"stages_peak_rss_mb": {k: 300.0 + 1e-4 * syn ** 1.1 for k in stages}} if rss else {})}
+
+
+def test_compile_extrapolation_per_stage():
+    from bench.compile_time import extrapolate
+
+    rows = [_dense_row("a", 1e5), _dense_row("a", 1e6), _dense_row("a", 1e7), _dense_row("a", 3e7),
+            {"target": "a", "family": "dense", "size": 1e8, "ok": False, "note": "timeout: over 600 s"},
+            # another spec past 1e6: only the 48-chip sizes are fitted
+            _dense_row("b", 1e6), _dense_row("b", 1e7, "on b-48chip"), _dense_row("b", 3e7, "on b-48chip"),
+            _dense_row("c", 1e7)]   # one size: nothing to fit
+    ex = extrapolate(rows)
+    assert set(ex) == {"a", "b"}
+    a = ex["a"]
+    assert a["from_synapses"] == [1e6, 1e7, 3e7] and a["unfitted"] == []
+    for k, kk in {"load": 0.5, "quantize": 1.0, "lower": 1.2}.items():
+        s = a["stages"][k]
+        assert s["k_time"] == pytest.approx(kk) and s["k_cpu"] == pytest.approx(kk)
+        assert s["s"] == pytest.approx(1e-7 * 1e8 ** kk, rel=1e-2)
+        assert s["cpu_s"] == pytest.approx(s["s"] / 2, rel=1e-2)
+        assert s["k_mem"] == pytest.approx(1.1) and s["rss_mb"] == pytest.approx(300 + 1e-4 * 1e8 ** 1.1, rel=1e-2)
+    assert a["seconds"] == pytest.approx(sum(v["s"] for v in a["stages"].values()))
+    assert a["peak_rss_mb"] == pytest.approx(300 + 1e-4 * 1e8 ** 1.1, rel=1e-2)
+    assert ex["b"]["from_synapses"] == [1e7, 3e7] and ex["b"]["note"] == "on b-48chip"
+    # a stage the smaller sizes lack cannot be fitted: no total claimed; rows without per-stage RSS: no memory
+    rows = [_dense_row("a", 1e6, stages=("load", "quantize"), rss=False), _dense_row("a", 1e7, rss=False)]
+    a = extrapolate(rows)["a"]
+    assert a["unfitted"] == ["lower"] and a["seconds"] is None and a["peak_rss_mb"] is None
+
+
+def test_report_says_not_measured_for_results_without_the_new_keys():
+    """Results written before per-stage RSS, the 10⁸ extrapolation and the transport breakdown render,
+    and say what is not measured; with them, the goals are judged."""
+    from bench.compile_time import extrapolate
+    from bench.report import compile_, transport
+
+    meta = {"date": "2026-11-29", "command": "python -m bench compile", "quick": False, "cpus": 2,
+            "python": "3.11.7", "machine": "x86_64", "versions": {}}
+    old = {"meta": meta, "timeout_s": 300, "exponent": {},
+           "rows": [{k: v for k, v in _dense_row("a", s, rss=False).items() if k not in ("stages_cpu_s", "rss_start_mb")}
+                    for s in (1e6, 1e7)]}
+    md = "\n".join(compile_(old))
+    assert "10⁸ synapses in < 60 s and < 8 GB peak (issue #19)** — not measured" in md
+    assert "RSS per stage: not measured" in md
+    new = dict(old, rows=[_dense_row("a", s) for s in (1e6, 1e7, 3e7)])
+    new["extrapolated"] = extrapolate(new["rows"])
+    md = "\n".join(compile_(new))
+    assert "a: 408 s (missed), peak RSS 61.9 GB (missed)" in md and "(extrapolated, not run here)" in md and "Why, and the fix" in md
+    fig = {"events_per_s": 4.6e6, "seconds": 1.0, "window_latency_ms": 0.1}
+    tr = {"meta": dict(meta, command="python -m bench transport"),
+          "results": {"transport alone (echo device, 1024 channels, p=0.1)": {"local": fig, "tcp stream": fig}}}
+    md = "\n".join(transport(tr))
+    assert "goes: not measured" in md and "local session ≥ 10⁷ events/s: 4,600,000 (missed)" in md
+    tr["breakdown_us_per_window"] = {"compiled": {"session: whole step": 12.5}, "numpy": {"session: whole step": 40.0}}
+    tr["events_per_window"] = 410.0
+    md = "\n".join(transport(tr))
+    assert "| session: whole step | 12.5 | 40.0 |" in md and "not measured" not in md

@@ -448,3 +448,22 @@ def test_graph_is_not_mutated_by_simulation():
     ReferenceSimulator(G).run({"input": spikes(8, T=3)})
     assert G.dump() == before
     assert isinstance(G, Graph)
+
+
+def test_parameters_freed_without_cycle_collection():
+    """A simulator's parameter tensors are freed when the simulator is dropped, not at the next
+    cycle collection: a step holds its SimNode weakly (a dense 10⁸-synapse layer's float64
+    weights are 800 MB, and the quantize pass builds three simulators)."""
+    import gc
+    import weakref
+
+    g = normalized(ff_lif(), dt=DT, integrator="euler", reset="zero")
+    sim = ReferenceSimulator(g)
+    refs = [weakref.ref(t) for nd in sim.nodes.values() for t in nd.impl.p.values() if t is not None]
+    assert refs
+    gc.disable()
+    try:
+        del sim
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()

@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 
 from nmc.errors import ConfigError, OptionError, UnsupportedNodeError
+from nmc.rowblocks import row_blocks
 
 #: calibration-measured ranges are multiplied by this before they bound vth (inputs unseen in calibration)
 MARGIN = 2.0
@@ -198,20 +199,45 @@ def choose_vth(name: str, lim: LavaLimits, *, c: np.ndarray, G_abs_max: float, u
 
 def quantize_weights(T: np.ndarray, bits: int, lim: LavaLimits):
     """T ≈ w·2^e with w on Lava's 8-bit grid (``lim.weight_bits``; ``bits`` < 8 coarsens it).
-    Returns (w int32, e, rel_err)."""
-    m = float(np.abs(T).max()) if T.size else 0.0
+    Returns (w int32, e, rel_err). Computed in row blocks (:func:`nmc.rowblocks.row_blocks`): the temporaries
+    of a 10⁸-synapse matrix stay a few MB; the result is the same bits as on the whole array."""
+    T = np.asarray(T)
+    lo, hi = (float(T.min()), float(T.max())) if T.size else (0.0, 0.0)
+    m = max(hi, -lo)   # = max |T|
     if m == 0.0:
         return np.zeros(T.shape, np.int32), 0, 0.0
-    mixed = bool(T.min() < 0 < T.max())
+    mixed = bool(lo < 0 < hi)
     wb = lim.weight_bits
     q = 2 ** ((wb + 1 if mixed else wb) - bits)    # grid step inside Lava's 8-bit weight
     kmax = 2 ** (bits - 1) - 1 if mixed else 2 ** bits - 1
     e = math.ceil(math.log2(m / (q * kmax)))
     e = min(max(e, lim.weight_exp_min), lim.weight_exp_max)
-    k = np.clip(np.rint(T / 2.0 ** e / q), -kmax, kmax)
-    w = (k * q).astype(np.int32)
-    err = float(np.abs(w * 2.0 ** e - T).max() / m)
-    return w, int(e), err
+    w = np.empty_like(T, dtype=np.int32)   # the memory order of T, as T.astype would give (bundles store it)
+    dmax = 0.0
+    for r in row_blocks(T.shape):
+        k = T[r] / 2.0 ** e
+        k /= q
+        np.rint(k, out=k)
+        np.clip(k, -kmax, kmax, out=k)
+        k *= q
+        w[r] = k
+        d = w[r] * 2.0 ** e
+        d -= T[r]
+        np.abs(d, out=d)
+        dmax = max(dmax, float(d.max(initial=0.0)))
+    return w, int(e), dmax / m
+
+
+def max_row_error(w: np.ndarray, e: int, T: np.ndarray, unit: float) -> float:
+    """max over rows of Σ_j |w·2^e − T| / unit (row blocks, as :func:`quantize_weights`)."""
+    best = 0.0
+    for r in row_blocks(T.shape):
+        d = w[r] * 2.0 ** e
+        d -= T[r]
+        np.abs(d, out=d)
+        d /= unit
+        best = max(best, float(d.sum(axis=1).max(initial=0.0)))
+    return best
 
 
 def quantize_bias(B: np.ndarray, lim: LavaLimits):

@@ -1,0 +1,113 @@
+"""Compiled (numba) fast paths of the event conversions a session runs every window.
+
+:func:`nmc.runtime.events.to_dense` and :func:`~nmc.runtime.events.from_dense`
+are a dozen numpy calls each (field views, range checks, ``bincount``,
+``nonzero``, fancy indexing, casts): at a window of 4 steps × 1024 channels
+with ~400 events those fixed costs are most of a local session's time. The
+kernels here do each conversion in one pass with the checks folded in, and
+check a whole array of wire records in one pass before it is packed or after
+it is read (:func:`packable`, :func:`unpackable`). They
+only ever take the *accepting* path: when an event or value would be refused
+(out of range, not finite, a payload the caller said is binary) they return
+``None`` and the caller runs the numpy code, which raises the usual error
+naming the first bad event. Results are the same bits: payloads are summed
+in float64 in event order, as ``bincount`` does, and events come out in the
+row-major (t, ch) order of ``nonzero``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy paths stay usable without it
+    njit = None
+
+if njit is not None:
+
+    @njit(cache=True)
+    def _scatter(t, ch, v, steps, n, out):
+        """out[t·n + ch] += v in event order; False at the first event a check refuses."""
+        for i in range(t.shape[0]):
+            ti, ci, vi = t[i], ch[i], v[i]
+            if ti < 0 or ti >= steps or ci >= n or not np.isfinite(vi):
+                return False
+            out[ti * n + ci] += np.float64(vi)
+        return True
+
+    @njit(cache=True)
+    def _gather(flat, binary_only):
+        """Non-zeros of a (T, n) array in row-major order → (t, ch, v float32, ok, graded)."""
+        T, n = flat.shape
+        k = 0
+        for i in range(T):
+            for j in range(n):
+                x = flat[i, j]
+                if not np.isfinite(x):
+                    return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), False, False
+                if x != 0:
+                    k += 1
+        t = np.empty(k, np.int64)
+        c = np.empty(k, np.int64)
+        v = np.empty(k, np.float32)
+        k = 0
+        graded = False
+        for i in range(T):
+            for j in range(n):
+                x = flat[i, j]
+                if x != 0:
+                    if x != 1:
+                        graded = True
+                        if binary_only:
+                            return t, c, v, False, graded
+                    v32 = np.float32(x)
+                    if not np.isfinite(v32):   # overflows the float32 payload
+                        return t, c, v, False, graded
+                    t[k], c[k], v[k] = i, j, v32
+                    k += 1
+        return t, c, v, True, graded
+
+
+    @njit(cache=True)
+    def _packable(t, v, graded):
+        """Every event fits a wire record: 0 <= t < 2**32, finite payload, 1.0 unless graded."""
+        for i in range(t.shape[0]):
+            if t[i] < 0 or t[i] > 4294967295 or not np.isfinite(v[i]) or (not graded and v[i] != 1.0):
+                return False
+        return True
+
+    @njit(cache=True)
+    def _unpackable(t, ch, v, graded, steps, n):
+        """Every record is accepted: finite payload (graded), t < steps and ch < n (-1: no bound)."""
+        for i in range(t.shape[0]):
+            if (steps >= 0 and t[i] >= steps) or (n >= 0 and ch[i] >= n) or (graded and not np.isfinite(v[i])):
+                return False
+        return True
+
+
+def available() -> bool:
+    return njit is not None
+
+
+def to_dense_f64(t: np.ndarray, ch: np.ndarray, v: np.ndarray, steps: int, n: int) -> np.ndarray | None:
+    """Flat float64 (steps·n) sums of the payloads, or None when an event would be refused."""
+    out = np.zeros(steps * n, np.float64)
+    return out if _scatter(t, ch, v, steps, n, out) else None
+
+
+def nonzero_events(flat: np.ndarray, binary_only: bool):
+    """(t, ch, v float32) of the non-zeros of a float (T, n) array, or None when a value would be
+    refused (not finite, over float32, or not 1 with ``binary_only``)."""
+    t, c, v, ok, _ = _gather(flat, binary_only)
+    return (t, c, v) if ok else None
+
+
+def packable(t: np.ndarray, v: np.ndarray, graded: bool) -> bool:
+    """True when :func:`~nmc.runtime.events.pack` would accept every event (False: let it raise)."""
+    return bool(_packable(t, v, bool(graded)))
+
+
+def unpackable(rec: np.ndarray, graded: bool, steps: int | None, n: int | None) -> bool:
+    """True when :func:`~nmc.runtime.events.unpack` would accept every record (False: let it raise)."""
+    return bool(_unpackable(rec["t"], rec["ch"], rec["v"] if graded else rec["t"], bool(graded),
+                            -1 if steps is None else int(steps), -1 if n is None else int(n)))
