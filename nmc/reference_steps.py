@@ -12,6 +12,7 @@ A step class is built once per graph node from a :class:`nmc.reference.SimNode`
 """
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import nir
@@ -39,7 +40,16 @@ def _one(v) -> int:
 
 
 def _weight(node, weight):
-    return weight if weight is not None else torch.as_tensor(np.asarray(node.weight, float))
+    """The caller's weight tensor, else the node's weight as float64, shared with the node's
+    array without a copy (a read-only array too: the reference never writes a weight)."""
+    if weight is not None:
+        return weight
+    w = np.asarray(node.weight, float)
+    if w.flags.writeable:
+        return torch.as_tensor(w)
+    with warnings.catch_warnings():   # torch warns that writing through the tensor would be undefined
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(w)
 
 
 # ------------------------------------------------------------- linear maps
