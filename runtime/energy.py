@@ -16,7 +16,11 @@ per core (the kinds are :data:`KINDS`; each has exactly one constant, see
   The synapse pattern is :func:`nmc.passes.netmodel.build_network`'s: the
   synapses the chip *stores* (a weight node stored dense counts every entry,
   zeros included, since the core walks the whole row; one with a ``Sparsity``
-  annotation counts its nonzeros only);
+  annotation counts its nonzeros only).
+  A node that is no unit of the network but runs a kernel of its own on the
+  target (SpiNNaker 2's LayerNorm PE) adds that kernel's work through the same
+  ``internal_macs`` hook its type registers for the target, per step and
+  channel, as ``macs`` of the node on its own cores;
 * ``neuron_updates`` / ``neuron_updates_inactive``: every placed neuron every
   step (the targets are time-driven), split into *active* (it received an event
   or emitted one in that step) and *inactive* (it only decays); a spec without
@@ -61,6 +65,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import nir
 import numpy as np
 import scipy.sparse as sp
 
@@ -295,15 +300,34 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
         chip_per_event[off[i]:off[i + 1]] = [per_core.get(int(c), (0, 0, 0))[1] for c in seg]
         dests_per_event[off[i]:off[i + 1]] = [per_core.get(int(c), (0, 0, 0))[2] for c in seg]
     placed_src = net.placed_mask.astype(np.float64)
+    extra_units: list[tuple[str, int, int]] = []   # non-unit nodes' kernels (below): (node, lo, hi) columns
     per_unit = {"synaptic_ops": ac_in, "macs": mac_in, "ternary_codes": tern_in, "neuron_updates": upd, "neuron_updates_inactive": upd_i,
                 "cell_updates": upd_c,
                 "packets": pk, "axon_out": pk * (dests_per_event * placed_src)[None, :],
                 "hops": pk * hops_per_event[None, :], "chip_hops": pk * chip_per_event[None, :]}
+    # a node that is not a unit (no neuron: a LayerNorm) but runs a kernel of its own on the target:
+    # its hook counts that kernel's MACs per (step·sample, channel), called with nothing received
+    # (its input is its kernel's own input stage); they join the totals, the node and its cores
+    unit_set = set(units)
+    for u, node in g.nodes.items():
+        if u in unit_set or isinstance(node, (nir.Input, nir.Output)):
+            continue
+        h = semantics.of(node, name=u).hook("internal_macs", getattr(bundle, "target", None))
+        if h is None:
+            continue
+        n = int(np.prod(g.shape_out(u)))
+        m = np.asarray(h(node, np.zeros((T * B, n))), np.float64).reshape(T * B, n)
+        p = g.ann(u, Placement)
+        c = (np.asarray(p.core).reshape(-1) if p is not None and p.core is not None else np.full(n, -1)).astype(np.int64)
+        for k, v in per_unit.items():
+            per_unit[k] = np.concatenate([v, m.reshape(T, B, n).sum(1) if k == "macs" else np.zeros((T, n))], axis=1)
+        core_of = np.concatenate([core_of, c])
+        extra_units.append((u, N, N + n))
+        N += n
     per_step = {k: v.sum(1) for k, v in per_unit.items()}
     per_node: dict[str, dict[str, float]] = {}
-    for i, u in enumerate(units):
-        sl = slice(off[i], off[i + 1])
-        per_node[u] = {k: float(v[:, sl].sum()) for k, v in per_unit.items()}
+    for u, lo, hi in [(u, off[i], off[i + 1]) for i, u in enumerate(units)] + extra_units:
+        per_node[u] = {k: float(v[:, lo:hi].sum()) for k, v in per_unit.items()}
     cores = sorted({int(c) for c in core_of if c >= 0})
     # per core and step, for the work time: placed units on their cores (one core when unplaced)
     if cores:
@@ -312,7 +336,7 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
         keep = np.flatnonzero(cols >= 0)
         M = sp.csr_matrix((np.ones(len(keep)), (keep, cols[keep])), shape=(N, len(cores)))
     else:
-        M = sp.csr_matrix(net.placed_mask.astype(np.float64)[:, None])
+        M = sp.csr_matrix(np.concatenate([net.placed_mask, np.ones(N - net.n_units, bool)]).astype(np.float64)[:, None])
     core_step = {k: np.asarray((M.T @ v.T).T) / B for k, v in per_unit.items()}
     per_core: dict[int, dict[str, float]] = {}
     if cores:
