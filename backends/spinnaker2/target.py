@@ -40,7 +40,9 @@ Work per tick (time a PE needs for one step, :meth:`~SpiNNaker2Target.pe_time`):
 expected synaptic events × ``core.cycles_per_synop`` + int8 MACs (conv) ×
 ``core.cycles_per_mac_int8`` + neurons × ``core.cycles_per_neuron_update``,
 over ``core.clock_hz``; the partition bounds the events alone
-(``work_max`` = clock × tick / cycles_per_synop). An EGRU event costs one MAC
+(``work_max`` = clock × tick / cycles_per_synop; a ternary EGRU unit's events
+weigh cycles_per_ternary_code / cycles_per_synop each there,
+:meth:`~SpiNNaker2Target.event_work`). An EGRU event costs one MAC
 per kept weight in its column (:meth:`~SpiNNaker2Target.kernel_events`); on a
 ternary kernel it decodes all 3n codes of its column, each costing
 ``core.cycles_per_ternary_code`` (counted from the generated decode loop,
@@ -162,6 +164,14 @@ class SpiNNaker2Target(TargetModel):
         kx = np.count_nonzero(kernel["wx"][rows], axis=0)
         kh = np.count_nonzero(kernel["wh"][rows], axis=0)
         return float(kx @ np.asarray(rate_in, float) + kh @ np.asarray(rate_self, float))
+
+    def event_work(self, node, weight_bits) -> float:
+        """A packed ternary EGRU kernel (``egru_weights=ternary`` or Quant bits = 2) spends
+        ``core.cycles_per_ternary_code`` per code its events decode, against the
+        ``core.cycles_per_synop`` of the synaptic events ``core.work_max`` counts."""
+        if isinstance(node, EGRU) and (self.egru_packed or weight_bits == packed.WBITS):
+            return float(self.cycles_per_ternary_code) / float(self.cycles_per_synop)
+        return 1.0
 
     def pe_time(self, events: float, macs: float, neurons: int, codes: float = 0.0) -> float:
         """Seconds one PE needs per step (module docstring); ``codes``: packed ternary codes decoded."""

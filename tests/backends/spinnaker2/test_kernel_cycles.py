@@ -173,3 +173,27 @@ def test_cost_report_and_unit_fill_price_ternary_codes():
         assert d["time_done_s"] == pytest.approx(want)
     _, ev = egru_unit_costs(t, k, np.ones(5), np.ones(12))
     assert np.all(ev == 3 * (5 + 12))   # every unit decodes its 3 codes of every column
+
+
+def test_partition_work_weighs_ternary_codes():
+    """The partition's work model (what ``core.work_max`` = clock × tick / cycles_per_synop bounds)
+    weighs a ternary EGRU unit's events (its codes) cycles_per_ternary_code / cycles_per_synop each;
+    int8 EGRU units and other nodes stay at 1."""
+    from nmc.backends.spinnaker2.target import SpiNNaker2Target
+    from nmc.ir import Graph
+    from nmc.passes.netmodel import build_network
+
+    s = HardwareSpec.load("spinnaker2")
+    g = Graph.from_nir(_nets().egru_net(5, 12, 3))
+    n8 = build_network(g, SpiNNaker2Target(s))
+    nt = build_network(g, SpiNNaker2Target(s, egru_weights="ternary"))
+    assert n8.event_work is None and (n8.A != nt.A).nnz == 0
+    egru = n8.pop_slice(n8.pop_names.index("egru"))
+    ratio = s.get("core.cycles_per_ternary_code") / s.get("core.cycles_per_synop")
+    assert np.all(n8.work[egru] > 0) and np.allclose(nt.work[egru], ratio * n8.work[egru])
+    rest = np.ones(len(n8.work), bool)
+    rest[egru] = False
+    assert np.array_equal(nt.work[rest], n8.work[rest])
+    # recomputed with other rates (partition's measured activity) the weight stays
+    r = np.random.default_rng(0).random(len(n8.work))
+    assert np.allclose(nt.with_rates(r, "x").work[egru], ratio * n8.with_rates(r, "x").work[egru])
