@@ -14,7 +14,8 @@ reports. It holds:
   :func:`synapse_bytes`) and the per-run overhead of node kinds that store
   per-core arrays (:meth:`TargetModel.run_overhead_bytes`, 0 by default);
 * the **work model** (:meth:`TargetModel.work`): expected synaptic events per
-  step of every neuron, the quantity ``core.work_max`` bounds;
+  step of every neuron, the quantity ``core.work_max`` bounds, each weighted
+  by its node kind's work per event (:meth:`TargetModel.event_work`, 1 here);
 * the **placement granularity** (:attr:`TargetModel.granularity`);
 * the **numerics** (the spec's ``[numerics]`` table).
 
@@ -268,10 +269,18 @@ class TargetModel:
         return 0
 
     # ----------------------------------------------------- work model
-    def work(self, A, rate) -> np.ndarray:
+    def work(self, A, rate, event_work=None) -> np.ndarray:
         """Expected synaptic events per step of every unit: ``A @ rate`` with
-        ``A[t, s]`` the synapses from s to t and ``rate`` events per step."""
-        return np.asarray(A @ np.asarray(rate, dtype=np.float64), dtype=np.float64)
+        ``A[t, s]`` the synapses from s to t and ``rate`` events per step, each
+        unit's events × its ``event_work`` (per unit, :meth:`event_work`) when given."""
+        w = np.asarray(A @ np.asarray(rate, dtype=np.float64), dtype=np.float64)
+        return w if event_work is None else w * np.asarray(event_work, dtype=np.float64)
+
+    def event_work(self, node, weight_bits) -> float:
+        """Work of one synaptic event into a unit of ``node`` (weights of ``weight_bits``), in the
+        synaptic events ``core.work_max`` bounds: 1 for every node kind of the generic model (a
+        target whose kernel spends more per event on some node kind says so)."""
+        return 1.0
 
 
 def target_model(spec) -> TargetModel:

@@ -69,7 +69,8 @@ class Network:
     rates_from: str = "uniform"
     key: str = ""                  # structure_key of the graph it was built from ("" when not computed)
     run_bytes: list = field(default_factory=list)      # per placed node: bytes paid once per run on a core
-    work_model: Any = field(default=None, repr=False)   # (A, rate) -> work: the target model's work model
+    work_model: Any = field(default=None, repr=False)   # (A, rate[, event_work]) -> work: the target model's work model
+    event_work: Any = field(default=None, repr=False)   # per unit: work per synaptic event (None: 1 each)
 
     def run_bytes_of(self, k: int) -> float:
         """Bytes a core pays once per run of placed node k's units (0 for most node kinds)."""
@@ -112,7 +113,11 @@ class Network:
     def with_rates(self, rate: np.ndarray, rates_from: str) -> "Network":
         """This network with other rates (work recomputed); shares A, its transpose and the bytes."""
         rate = np.asarray(rate, dtype=np.float64)
-        work = self.work_model(self.A, rate) if self.work_model is not None else np.asarray(self.A @ rate, np.float64)
+        if self.work_model is None:
+            work = np.asarray(self.A @ rate, np.float64) * (1.0 if self.event_work is None else self.event_work)
+        else:
+            work = (self.work_model(self.A, rate) if self.event_work is None
+                    else self.work_model(self.A, rate, self.event_work))
         out = replace(self, rate=rate, rates_from=rates_from, work=work)
         out._AT = self.AT
         return out
@@ -438,6 +443,7 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
     bytes_ = np.zeros(N)
     pop_bits = []
     run_bytes = []
+    event_work = np.ones(N)
     for k in units:
         i = uidx[k]
         n = sizes[i]
@@ -484,13 +490,16 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
         row_blocks.append(block if block is not None else sp.csr_matrix((n, N), dtype=np.float32))
         bytes_[o:o + n] += target.state_bytes(node)
         pop_bits.append(max(bits_used) if bits_used else limits.weight_bits)
+        event_work[o:o + n] = target.event_work(node, own_bits)
         run_bytes.append(target.run_overhead_bytes(node, n_in))
     A = sp.vstack(row_blocks, format="csr") if row_blocks else sp.csr_matrix((N, N), dtype=np.float32)
     A.eliminate_zeros()
     fan_in = np.diff(A.indptr).astype(np.int64)
     rate = np.ones(N)
-    return Network(units, offset, placed, A, bytes_, fan_in, target.work(A, rate), rate,
-                   pop_bits, "uniform", run_bytes=run_bytes, work_model=target.work)
+    ew = None if np.all(event_work == 1.0) else event_work
+    return Network(units, offset, placed, A, bytes_, fan_in,
+                   target.work(A, rate) if ew is None else target.work(A, rate, ew), rate,
+                   pop_bits, "uniform", run_bytes=run_bytes, work_model=target.work, event_work=ew)
 
 
 def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tuple[np.ndarray, str]:

@@ -7,11 +7,20 @@ per core (the kinds are :data:`KINDS`; each has exactly one constant, see
 
 * ``synaptic_ops`` (AC): one per (active source, synapse) where the source
   emits binary spikes; ``macs`` where the source carries graded values (analog
-  inputs, EGRU events, LI outputs) — NeuroBench's effective AC / MAC split.
+  inputs, EGRU events, LI outputs) — NeuroBench's effective AC / MAC split;
+  ``ternary_codes`` instead of ``macs`` into a unit whose kernel stores packed
+  2-bit ternary codes (its target's ``mac_kind`` hook says so: SpiNNaker 2's
+  ``quantize{scheme=ternary}`` EGRU kernels), priced per decoded code
+  (``energy.ternary_code_j``, ``core.cycles_per_ternary_code``); NeuroBench's
+  effective MACs count both.
   The synapse pattern is :func:`nmc.passes.netmodel.build_network`'s: the
   synapses the chip *stores* (a weight node stored dense counts every entry,
   zeros included, since the core walks the whole row; one with a ``Sparsity``
-  annotation counts its nonzeros only);
+  annotation counts its nonzeros only).
+  A node that is no unit of the network but runs a kernel of its own on the
+  target (SpiNNaker 2's LayerNorm PE) adds that kernel's work through the same
+  ``internal_macs`` hook its type registers for the target, per step and
+  channel, as ``macs`` of the node on its own cores;
 * ``neuron_updates`` / ``neuron_updates_inactive``: every placed neuron every
   step (the targets are time-driven), split into *active* (it received an event
   or emitted one in that step) and *inactive* (it only decays); a spec without
@@ -56,6 +65,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import nir
 import numpy as np
 import scipy.sparse as sp
 
@@ -83,6 +93,10 @@ TERMS = (
          ("timing.synaptic_op_s", "core.cycles_per_synop")),
     Term("macs", "energy.mac_j", "energy.synaptic_op_j", "synaptic event on a graded value (MAC)",
          ("timing.mac_s", "core.cycles_per_mac", "timing.synaptic_op_s", "core.cycles_per_synop")),
+    Term("ternary_codes", "energy.ternary_code_j", "energy.mac_j",
+         "packed 2-bit weight code decoded on a graded event (a ternary kernel walks every code of the column)",
+         ("timing.ternary_code_s", "core.cycles_per_ternary_code", "timing.mac_s", "core.cycles_per_mac",
+          "timing.synaptic_op_s", "core.cycles_per_synop")),
     Term("neuron_updates", "energy.neuron_update_j", None, "update of an active neuron",
          ("timing.neuron_update_s", "core.cycles_per_neuron_update")),
     Term("neuron_updates_inactive", "energy.neuron_update_inactive_j", "energy.neuron_update_j",
@@ -239,8 +253,16 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
         if h is not None:
             sl = slice(off[i], off[i + 1])
             recv_mac[:, sl] = recv_mac[:, sl] + h(g.nodes[u], recv_ac[:, sl] + recv_mac[:, sl])
+    # a unit whose kernel stores packed ternary codes decodes every code of an event's column (its
+    # synapses are stored dense): those MACs are ternary_codes, priced per code (target hook "mac_kind")
+    recv_tern = np.zeros_like(recv_mac)
+    for i, u in enumerate(units):
+        h = semantics.of(g.nodes[u], name=u).hook("mac_kind", getattr(bundle, "target", None))
+        if h is not None and h(g.nodes[u], u, bundle) == "ternary_codes":
+            sl = slice(off[i], off[i + 1])
+            recv_tern[:, sl], recv_mac[:, sl] = recv_mac[:, sl], 0.0
     # neuron updates: every placed neuron every step; active = received or emitted an event
-    busy = ((recv_ac + recv_mac) > 0) | (a2 > 0)
+    busy = ((recv_ac + recv_mac + recv_tern) > 0) | (a2 > 0)
     cell = np.zeros(N, dtype=bool)  # units of gated cells: a whole cell update every step instead
     for i, u in enumerate(units):
         cell[off[i]:off[i + 1]] = "cell_updates" in (semantics.of(g.nodes[u], name=u).counters or ())
@@ -249,7 +271,7 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
     upd_inact = (~busy & placed).astype(np.float64)
     upd_cell = np.broadcast_to(net.placed_mask & cell, (T * B, N)).astype(np.float64)
     sumB = lambda x: x.reshape(T, B, N).sum(1)  # noqa: E731
-    ac_in, mac_in = sumB(recv_ac), sumB(recv_mac)
+    ac_in, mac_in, tern_in = sumB(recv_ac), sumB(recv_mac), sumB(recv_tern)
     upd, upd_i, upd_c = sumB(upd_act), sumB(upd_inact), sumB(upd_cell)
     # packets: one per event of a placed neuron; host inputs inject one packet per event too
     pk = active.sum(1)
@@ -278,15 +300,34 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
         chip_per_event[off[i]:off[i + 1]] = [per_core.get(int(c), (0, 0, 0))[1] for c in seg]
         dests_per_event[off[i]:off[i + 1]] = [per_core.get(int(c), (0, 0, 0))[2] for c in seg]
     placed_src = net.placed_mask.astype(np.float64)
-    per_unit = {"synaptic_ops": ac_in, "macs": mac_in, "neuron_updates": upd, "neuron_updates_inactive": upd_i,
+    extra_units: list[tuple[str, int, int]] = []   # non-unit nodes' kernels (below): (node, lo, hi) columns
+    per_unit = {"synaptic_ops": ac_in, "macs": mac_in, "ternary_codes": tern_in, "neuron_updates": upd, "neuron_updates_inactive": upd_i,
                 "cell_updates": upd_c,
                 "packets": pk, "axon_out": pk * (dests_per_event * placed_src)[None, :],
                 "hops": pk * hops_per_event[None, :], "chip_hops": pk * chip_per_event[None, :]}
+    # a node that is not a unit (no neuron: a LayerNorm) but runs a kernel of its own on the target:
+    # its hook counts that kernel's MACs per (step·sample, channel), called with nothing received
+    # (its input is its kernel's own input stage); they join the totals, the node and its cores
+    unit_set = set(units)
+    for u, node in g.nodes.items():
+        if u in unit_set or isinstance(node, (nir.Input, nir.Output)):
+            continue
+        h = semantics.of(node, name=u).hook("internal_macs", getattr(bundle, "target", None))
+        if h is None:
+            continue
+        n = int(np.prod(g.shape_out(u)))
+        m = np.asarray(h(node, np.zeros((T * B, n))), np.float64).reshape(T * B, n)
+        p = g.ann(u, Placement)
+        c = (np.asarray(p.core).reshape(-1) if p is not None and p.core is not None else np.full(n, -1)).astype(np.int64)
+        for k, v in per_unit.items():
+            per_unit[k] = np.concatenate([v, m.reshape(T, B, n).sum(1) if k == "macs" else np.zeros((T, n))], axis=1)
+        core_of = np.concatenate([core_of, c])
+        extra_units.append((u, N, N + n))
+        N += n
     per_step = {k: v.sum(1) for k, v in per_unit.items()}
     per_node: dict[str, dict[str, float]] = {}
-    for i, u in enumerate(units):
-        sl = slice(off[i], off[i + 1])
-        per_node[u] = {k: float(v[:, sl].sum()) for k, v in per_unit.items()}
+    for u, lo, hi in [(u, off[i], off[i + 1]) for i, u in enumerate(units)] + extra_units:
+        per_node[u] = {k: float(v[:, lo:hi].sum()) for k, v in per_unit.items()}
     cores = sorted({int(c) for c in core_of if c >= 0})
     # per core and step, for the work time: placed units on their cores (one core when unplaced)
     if cores:
@@ -295,7 +336,7 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
         keep = np.flatnonzero(cols >= 0)
         M = sp.csr_matrix((np.ones(len(keep)), (keep, cols[keep])), shape=(N, len(cores)))
     else:
-        M = sp.csr_matrix(net.placed_mask.astype(np.float64)[:, None])
+        M = sp.csr_matrix(np.concatenate([net.placed_mask, np.ones(N - net.n_units, bool)]).astype(np.float64)[:, None])
     core_step = {k: np.asarray((M.T @ v.T).T) / B for k, v in per_unit.items()}
     per_core: dict[int, dict[str, float]] = {}
     if cores:
@@ -328,7 +369,7 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
     footprint += sum(int(np.prod(g.shape_out(u))) * 4 for u in units if is_neuron(g.nodes[u]))
     nb = {"activation_sparsity": 1 - nz_act / max(n_act, 1), "connection_sparsity": w_zero / max(w_total, 1),
           "effective_ac_per_sample": float(per_step["synaptic_ops"].sum() / B),
-          "effective_mac_per_sample": float(per_step["macs"].sum() / B), "footprint_bytes": int(footprint)}
+          "effective_mac_per_sample": float((per_step["macs"].sum() + per_step["ternary_codes"].sum()) / B), "footprint_bytes": int(footprint)}
     spikes = {u: act[u][:, 0].reshape(T, -1) for u in units if is_neuron(g.nodes[u])}
     return Activity(steps=T, batch=B, tick_s=tick, per_step=per_step, per_node=per_node, per_core=per_core,
                     cores=cores, chips=chips, spikes=spikes, neurobench=nb,

@@ -67,3 +67,37 @@ def test_profile_counts_the_kernel_macs_on_spinnaker2(tmp_path, monkeypatch):
     extra = T * B * H * (2 * P + 4 * P / H + 2 * P + 1)
     assert rep["counts"]["macs"] - base["counts"]["macs"] == pytest.approx(extra)
     assert rep["dynamic_j"] > base["dynamic_j"]
+
+
+def test_profile_counts_the_layer_norm_kernel_on_spinnaker2(tmp_path):
+    """A LayerNorm at the end of a DiagSSM model adds its PE kernel's operations to nmc profile on
+    spinnaker2 (backends/spinnaker2/ssm_lower.py, NORM_MACS_PER_CHANNEL = 4 per channel and step: the
+    mean's sum, the variance's e·e accumulation, (u − mean)·r and ·γ + β): everything upstream is the
+    same model, so the profile exceeds the one without it by T·B·4H MACs × energy.mac_j, on the
+    LayerNorm's own PE."""
+    from nmc.backends.spinnaker2.ssm_lower import NORM_MACS_PER_CHANNEL
+    from nmc.hw import HardwareSpec
+    from nmc.runtime import energy
+
+    H, T, B = 6, 10, 2
+    reps = {}
+    for with_norm in (False, True):
+        torch.manual_seed(0)
+        mods = [torch.nn.Linear(5, H), nnn.DiagSSM(H, 4, output="relu")]
+        if with_norm:
+            mods.append(torch.nn.LayerNorm(H))
+        nmc.save(torch.nn.Sequential(*mods), tmp_path / f"m{with_norm}.pt", input_shape=(5,))
+        b = nmc.compile(tmp_path / f"m{with_norm}.pt", target="spinnaker2", fidelity_check=False)
+        x = {"input": np.random.default_rng(1).poisson(0.7, size=(T, B, 5)).astype(float)}
+        reps[with_norm] = (b, *energy.profile(b, x, baselines=False))
+    (b0, r0, a0), (b1, r1, a1) = reps[False], reps[True]
+    norm = next(k for k, n in b1.graph.nodes.items() if isinstance(n, LayerNorm))
+    ops = T * B * NORM_MACS_PER_CHANNEL * H
+    assert NORM_MACS_PER_CHANNEL * H == semantics.lookup(LayerNorm).hook("describe")(b1.graph.nodes[norm])["macs_per_step"]
+    assert a1.per_node[norm]["macs"] == ops
+    assert r1["counts"]["macs"] - r0["counts"]["macs"] == pytest.approx(ops)
+    mac_j = HardwareSpec.load("spinnaker2").get("energy.mac_j")
+    assert r1["dynamic_j"] - r0["dynamic_j"] == pytest.approx(ops * mac_j)
+    assert r1["per_node_j"][norm]["macs"] == pytest.approx(ops * mac_j)
+    pe = int(np.unique(b1.program.pop(norm).pe)[0])
+    assert pe in a1.cores and a1.per_core[pe]["macs"] == ops

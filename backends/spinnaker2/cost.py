@@ -16,7 +16,9 @@ divided by ``core.clock_hz``: the predicted ``time_done`` per tick. Conv
 projections (:mod:`.conv`) store their int8 kernel once per PE instead of per
 synapse, and their synaptic events count as int8 MACs on the PE's MAC array
 (``core.cycles_per_mac_int8``; an estimate: py-spinnaker2's conv kernel code is
-not in the notes). A PE whose
+not in the notes). A ternary EGRU kernel's packed codes (every code of an event's
+column, zeros included: ``ternary_codes`` in the report) cost
+``core.cycles_per_ternary_code`` each. A PE whose
 predicted time exceeds ``sys_tick`` falls out of step (PEs are not barrier
 synchronised): that is a warning naming the PE and its population.
 """
@@ -27,6 +29,7 @@ import numpy as np
 from nmc.annotations import Placement
 
 from .egru import kernel_tags
+from .egru_packed import is_packed
 from .program import pe_slices
 from .target import SpiNNaker2Target, input_rates
 
@@ -93,7 +96,11 @@ def cost_report(prog, graph, spec, ctx, target: SpiNNaker2Target | None = None) 
             # the PE's SRAM holds exactly the kernel's arrays (its state included): the generic
             # state bytes counted per neuron above are taken back out of the synapse bytes
             d["synapse_bytes"] += target.kernel_bytes(p.kernel, units) - (units.stop - units.start) * state_b
-            d["synaptic_events"] += target.kernel_events(p.kernel, units, src_rate, rate[p.name])
+            ev = target.kernel_events(p.kernel, units, src_rate, rate[p.name])
+            if is_packed(p.kernel):   # codes decoded, at core.cycles_per_ternary_code each
+                d["ternary_codes"] = d.get("ternary_codes", 0.0) + ev
+            else:
+                d["synaptic_events"] += ev
             d.setdefault("kernel", f"kernels/{tag}.c")
     for p in prog.populations:  # SSM kernels: the run's kernel file and input stage (target.ssm_run_bytes)
         if p.model != "ssm_kernel" or p.pe is None:
@@ -106,7 +113,8 @@ def cost_report(prog, graph, spec, ctx, target: SpiNNaker2Target | None = None) 
     over = []
     for pe, d in sorted(pes.items()):
         d["sram_bytes"] = d["synapse_bytes"] + d["state_bytes"]
-        d["time_done_s"] = target.pe_time(d["synaptic_events"], d.get("macs", 0.0), d["neurons"])
+        d["time_done_s"] = target.pe_time(d["synaptic_events"], d.get("macs", 0.0), d["neurons"],
+                                          d.get("ternary_codes", 0.0))
         if d["time_done_s"] > tick:
             over.append(pe)
             ctx.warnings.add(f"PE {pe} ({', '.join(d['populations'])}) needs {d['time_done_s'] * 1e3:.3g} ms per tick "

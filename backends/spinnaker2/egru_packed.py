@@ -22,7 +22,10 @@ unpacked int8 ``wx``/``wh`` (what the emulator steps and the reports count).
 SRAM per PE run of n units: ``(n_in + H)·⌈3n/4⌉`` bytes of codes (input and
 recurrent columns) instead of 3 bytes (uint16 row + int8 weight) per kept
 weight plus 4 bytes per column pointer. Work per event: the column's 3n codes
-decoded (each counted as one MAC by the work model), zeros included.
+decoded, zeros included, each at ``core.cycles_per_ternary_code`` (the
+decode loop's counted instructions, :mod:`.kernel_cycles`: 19 against the
+int8 MAC's 11) — what the work model, the cost report and ``nmc profile``
+charge (``ternary_codes``).
 """
 from __future__ import annotations
 

@@ -15,6 +15,14 @@ assembly, and the instructions of the loop bodies are counted statically:
   accumulate, store, loop);
 * ``event``: the rest of that function's per-event loop (the column lookup),
   per received event and PE;
+* ``ternary_code``: per 2-bit code of a packed ternary kernel
+  (``nmc_egru_acc_t2``, :mod:`.egru_packed`), the longest path once round its
+  innermost loop: the loop branches on the code (0 skipped, +1 adds, −1
+  subtracts), so :func:`paths` walks every path from the loop head back to it
+  and the count is the longest (``ternary_paths`` lists them all: with gcc 12
+  16 for a 0, 17 for a +1, 19 for a −1 — decode = byte load, shift by 2·(r % 4),
+  mask, then one or two compares, the float load/add/store of a nonzero code
+  and the loop test — against the int8 MAC's 11);
 * ``cell_update``: per unit and step, the body of ``nmc_egru_step``'s unit
   loop (three gates, two sigmoids and a tanh by table interpolation, the
   threshold, the spike branch; the largest innermost loop) plus three
@@ -55,6 +63,9 @@ void nmc_count_acc(float *acc, const uint32_t *ptr, const uint16_t *row, const v
 int nmc_count_step(nmc_egru_pe *p, const uint32_t *xi, const float *xv, int nx,
                    const uint32_t *yi, const float *yv, int ny, uint32_t *oi, float *ov) {
     return nmc_egru_step(p, xi, xv, nx, yi, yv, ny, oi, ov);
+}
+void nmc_count_t2(float *acc, const uint8_t *w, int R, const uint32_t *ei, const float *ev, int ne) {
+    nmc_egru_acc_t2(acc, w, R, ei, ev, ne);
 }
 """
 _LABEL = re.compile(r"^(\.L\w+):")
@@ -107,9 +118,61 @@ def _innermost(ls: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [a for a in ls if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in ls)]
 
 
+def paths(body: list, head: int, hi: int, lo: int | None = None) -> list[int]:
+    """Instructions of every path through the loop whose head is ``body[head]`` and whose last
+    backward jump is ``body[hi]``, its code laid out in ``body[lo..hi]`` (``lo`` = ``head`` unless
+    an arm is placed before the head): from the head, following fall-throughs and both arms of each
+    conditional jump, back to the head (a path that leaves ``[lo, hi]`` exits the loop and is not
+    counted). Sorted ascending; a loop body without branches has one path."""
+    lo = head if lo is None else lo
+    where = {e[1]: i for i, e in enumerate(body) if e[0] == "label"}
+    out: list[int] = []
+
+    def walk(i: int, n: int, seen: frozenset) -> None:
+        while True:
+            if i == head and n:
+                out.append(n)
+                return
+            if i < lo or i > hi or i in seen:   # left the loop, or an inner cycle (none in these loops)
+                return
+            seen = seen | {i}
+            e = body[i]
+            if e[0] == "label":
+                i += 1
+                continue
+            n += 1
+            if e[1].startswith("j") and e[2] in where:
+                if e[1] != "jmp":
+                    walk(i + 1, n, seen)   # not taken
+                i = where[e[2]]
+                continue
+            i += 1
+
+    walk(head, 0, frozenset())
+    return sorted(out)
+
+
+def _loop_region(ls: list[tuple[int, int]], fn: str) -> tuple[int, int, int]:
+    """(head, last backward jump, first instruction) of the innermost loop of ``fn``: a compiler may
+    lay a branching loop out as several overlapping loops (an arm placed before the head jumping
+    back into it), so the innermost loops that overlap the last one's range are one region, whose
+    head is the target of the last backward jump."""
+    inner = _innermost(ls)
+    if not inner:
+        raise DeviceError(f"expected a loop in {fn}, found none")
+    hi = max(b for _, b in inner)
+    head = next(a for a, b in inner if b == hi)
+    if any(a > hi or b < head for a, b in inner):
+        raise DeviceError(f"expected one innermost loop region in {fn}, found {len(inner)} loops apart")
+    return head, hi, min(a for a, _ in inner)
+
+
 def count(header: str = HEADER) -> dict:
-    """Instructions per kept-weight MAC, per received event (column lookup) and per unit update."""
+    """Instructions per kept-weight MAC, per received event (column lookup), per packed ternary code
+    (longest path) and per unit update."""
     fns = functions(assembly(header))
+    t2 = fns["nmc_count_t2"]
+    tp = paths(t2, *_loop_region(loops(t2), "nmc_egru_acc_t2"))
     acc, step = fns["nmc_count_acc"], fns["nmc_count_step"]
     la = loops(acc)
     inner = _innermost(la)
@@ -121,7 +184,8 @@ def count(header: str = HEADER) -> dict:
     inner = sorted(_innermost(loops(step)), key=lambda a: insns(step, *a))
     # the unit loop is the largest innermost loop; clearing acc_x[r], acc_h[r] (two stores) the smallest
     unit, clear = inner[-1], inner[0]
-    return {"mac": mac, "event": event, "unit_loop": insns(step, *unit), "clear_row": insns(step, *clear),
+    return {"mac": mac, "event": event, "ternary_code": tp[-1], "ternary_paths": tp,
+            "unit_loop": insns(step, *unit), "clear_row": insns(step, *clear),
             "cell_update": insns(step, *unit) + 3 * insns(step, *clear), "compiler": compiler(),
             "flags": " ".join(FLAGS)}
 

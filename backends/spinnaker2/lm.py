@@ -26,7 +26,8 @@ Report (:mod:`nmc.lm.report`): the quantized stage (the kernels' dequantized
 weights, exact nonlinearities), effective MACs per token on chip (for each
 input or recurrent event, the kept weights of its column) and the placement:
 PEs used and the predicted time per token per tick: per PE, cycles =
-kept-weight MACs of the events it received × ``core.cycles_per_mac`` +
+kept-weight MACs of the events it received × ``core.cycles_per_mac`` (a ternary
+kernel: every code of the events' columns × ``core.cycles_per_ternary_code``) +
 units × ``core.cycles_per_cell_update`` (counted from the generated kernels,
 :mod:`.kernel_cycles`), over ``core.clock_hz`` — mean and
 worst step of the run, max over PEs — against ``sys_tick``. One token enters
@@ -176,7 +177,8 @@ class S2LanguageModels(LanguageModelTarget):
             nz = (lambda a: np.ones(np.shape(a))) if is_packed(p.kernel) else (lambda a: (np.asarray(a) != 0) * 1.0)
             kx = nz(p.kernel["wx"]).reshape(3, H, -1).sum(0).T @ onto  # (n_in, PEs)
             kh = nz(p.kernel["wh"]).reshape(3, H, H).sum(0).T @ onto
-            cyc += ((xin != 0) @ kx + (yprev != 0) @ kh) * cyc_syn + onto.sum(0) * cyc_neu
+            cyc_w = float(spec.get("core.cycles_per_ternary_code", cyc_syn)) if is_packed(p.kernel) else cyc_syn
+            cyc += ((xin != 0) @ kx + (yprev != 0) @ kh) * cyc_w + onto.sum(0) * cyc_neu
         mean = float(cyc.mean(0).max()) / clock
         worst = float(cyc.max()) / clock
         tick = float(program.sys_tick_s)

@@ -88,6 +88,18 @@ def _dynamics(name, node, dt, integ, n, warn):
     return hook(name, node, dt, integ, n, warn)
 
 
+@register_hook("spinnaker2", "mac_kind", EGRU)
+def _egru_mac_kind(node, name: str, bundle) -> str:
+    """What ``nmc profile`` counts the graded events into EGRU ``name`` as: ``ternary_codes`` when its
+    kernels store packed 2-bit codes (:mod:`.egru_packed`: every code of the column is decoded, at
+    ``core.cycles_per_ternary_code``), else ``macs`` (a kept int8/float32 weight each)."""
+    from .egru_packed import is_packed
+
+    prog = getattr(bundle, "program", None)
+    pop = next((p for p in getattr(prog, "populations", ()) if p.name == name), None)
+    return "ternary_codes" if pop is not None and pop.kernel is not None and is_packed(pop.kernel) else "macs"
+
+
 @register_hook("spinnaker2", "dynamics", nir.IF, nir.I)
 def _if_dynamics(name, node, dt, integ, n, warn):
     g = dt * _vec(node, "r", n)

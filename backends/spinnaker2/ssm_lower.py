@@ -169,3 +169,22 @@ def ssm_kernel_macs(node, received: np.ndarray) -> np.ndarray:
         P, H = node.modes, node.channels
         return (received > 0) * 2.0 * P + 4.0 * P / H + 2.0 * P + 1.0
     return np.full(received.shape, 8.0 * node.state_size + 1.0)
+
+
+#: operations per channel and step of the LayerNorm kernel (:mod:`.ssm_norm`, ``nmc_ssm_norm_step``),
+#: counted from its three loops over the H channels as multiply-adds, a subtraction folded into the
+#: operation it feeds: the mean's sum ``sum + u[h]`` (1); the variance's ``v + e·e`` with
+#: ``e = u[h] − mean`` (1); the normalise ``(u[h] − mean)·r`` (1) and ``y·γ[h] + β[h]`` (1) — the
+#: ``macs_per_step`` 4H that ``nmc inspect`` shows (nmc/nodes_ssm.py)
+NORM_MACS_PER_CHANNEL = 4
+
+
+@register_hook("spinnaker2", "internal_macs", LayerNorm)
+def norm_kernel_macs(node, received: np.ndarray) -> np.ndarray:
+    """The LayerNorm kernel's operations per (step·sample, channel) for ``nmc profile``: it normalises
+    every channel every step, input or not, :data:`NORM_MACS_PER_CHANNEL` each. A LayerNorm is no
+    unit of the network (runtime/energy.py calls this with ``received`` all zeros, for its shape).
+    Not counted: the step's three divisions and square root (per step, not per channel: 4 float
+    operations against the 4H counted) and the input stage's products ``x_i·w_in`` of the sources'
+    values (its delay lines' sources are not graph synapses of a unit)."""
+    return np.full(np.shape(received), float(NORM_MACS_PER_CHANNEL))

@@ -40,9 +40,14 @@ Work per tick (time a PE needs for one step, :meth:`~SpiNNaker2Target.pe_time`):
 expected synaptic events × ``core.cycles_per_synop`` + int8 MACs (conv) ×
 ``core.cycles_per_mac_int8`` + neurons × ``core.cycles_per_neuron_update``,
 over ``core.clock_hz``; the partition bounds the events alone
-(``work_max`` = clock × tick / cycles_per_synop). An EGRU event costs one MAC
+(``work_max`` = clock × tick / cycles_per_synop; a ternary EGRU unit's events
+weigh cycles_per_ternary_code / cycles_per_synop each there,
+:meth:`~SpiNNaker2Target.event_work`). An EGRU event costs one MAC
 per kept weight in its column (:meth:`~SpiNNaker2Target.kernel_events`); on a
-ternary kernel it decodes all 3n codes of its column (each counted as a MAC).
+ternary kernel it decodes all 3n codes of its column, each costing
+``core.cycles_per_ternary_code`` (counted from the generated decode loop,
+:mod:`.kernel_cycles`; 19 against the int8 MAC's 11) instead
+(:meth:`~SpiNNaker2Target.egru_weight_cycles`).
 """
 from __future__ import annotations
 
@@ -79,6 +84,14 @@ class SpiNNaker2Target(TargetModel):
         self.clock_hz, self.cycles_per_synop = v("core.clock_hz"), v("core.cycles_per_synop")
         self.cycles_per_neuron_update, self.cycles_per_mac = v("core.cycles_per_neuron_update"), v("core.cycles_per_mac_int8")
         self.data_bytes = v("core.data_bytes")
+        # a packed ternary code's decode (kernel_cycles.py); a spec without it prices a code as a synaptic event
+        self.cycles_per_ternary_code = v("core.cycles_per_ternary_code") or self.cycles_per_synop
+
+    def egru_weight_cycles(self, kernel: dict) -> float:
+        """Cycles per weight operation of an EGRU kernel, what :meth:`kernel_events` counts: a packed
+        ternary code decoded (``core.cycles_per_ternary_code``), else a kept weight's synaptic event
+        (``core.cycles_per_synop``)."""
+        return float(self.cycles_per_ternary_code if packed.is_packed(kernel) else self.cycles_per_synop)
 
     # ----------------------------------------------------- byte model
     def synapse_bytes(self, n_syn, weight_bits, sparse, n_inputs, node=None, kept=None) -> np.ndarray:
@@ -152,9 +165,18 @@ class SpiNNaker2Target(TargetModel):
         kh = np.count_nonzero(kernel["wh"][rows], axis=0)
         return float(kx @ np.asarray(rate_in, float) + kh @ np.asarray(rate_self, float))
 
-    def pe_time(self, events: float, macs: float, neurons: int) -> float:
-        """Seconds one PE needs per step (module docstring)."""
+    def event_work(self, node, weight_bits) -> float:
+        """A packed ternary EGRU kernel (``egru_weights=ternary`` or Quant bits = 2) spends
+        ``core.cycles_per_ternary_code`` per code its events decode, against the
+        ``core.cycles_per_synop`` of the synaptic events ``core.work_max`` counts."""
+        if isinstance(node, EGRU) and (self.egru_packed or weight_bits == packed.WBITS):
+            return float(self.cycles_per_ternary_code) / float(self.cycles_per_synop)
+        return 1.0
+
+    def pe_time(self, events: float, macs: float, neurons: int, codes: float = 0.0) -> float:
+        """Seconds one PE needs per step (module docstring); ``codes``: packed ternary codes decoded."""
         return (events * float(self.cycles_per_synop) + macs * float(self.cycles_per_mac)
+                + codes * float(self.cycles_per_ternary_code)
                 + neurons * float(self.cycles_per_neuron_update)) / float(self.clock_hz)
 
 
@@ -205,7 +227,7 @@ def egru_fill(target: SpiNNaker2Target, kernel: dict, rate_in, rate_self, *, cyc
     fixed = (packed.round_up_bytes(n_in, H) if packed.is_packed(kernel)
              else COLUMN_POINTER_BYTES * (n_in + 1 + H + 1) + 2 * (ROW_INDEX_BYTES + wb))
     nbytes, events = egru_unit_costs(target, kernel, rate_in, rate_self)
-    cycles = events * float(target.cycles_per_synop) + float(target.cycles_per_neuron_update)
+    cycles = events * target.egru_weight_cycles(kernel) + float(target.cycles_per_neuron_update)
     pe = np.zeros(H, np.int32)
     cur, b, c, k = 0, fixed, 0.0, 0
     for u in range(H):

@@ -20,7 +20,10 @@ from nmc.ir import Graph
 from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
 from nmc.reference import ReferenceSimulator
 
-PASSES = "normalize,partition,place,route"     # the default's quantize{bits=8} does not take SSM nodes yet
+# No quantize pass: loihi2's SSM lowering derives its fixed point from the float Λ̄, B, C, D itself
+# (backends/loihi2/ssm.py); the default's quantize{bits=8} would only add an SSMQuant annotation that
+# lowering does not read (the same program.json)
+PASSES = "normalize,partition,place,route"
 _why = lava_available()
 
 
