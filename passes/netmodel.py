@@ -451,13 +451,12 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
             terms += terms_into(p)
         own_bits = _weight_bits(g, k)
         kept = {}   # EGRU: per term, the gate rows' structurally non-zero weights per unit (0/1 per gate and source)
-        n_in = 0
+        n_in = sum(sizes[uidx[s]] for s in dict.fromkeys(t.src for t in terms))   # source units feeding it
         if isinstance(node, EGRU):
             h = node.hidden_size
             gx = np.abs(np.asarray(node.w_x)).reshape(3, h, -1) != 0 if _is_sparse(g, k) else np.ones((3, h, node.w_x.shape[1]), bool)
             gh = np.abs(np.asarray(node.w_h)).reshape(3, h, h) != 0 if _is_sparse(g, k) else np.ones((3, h, h), bool)
             Gx = sp.csr_matrix(gx.sum(0).astype(np.float32))
-            n_in = sum(sizes[uidx[t.src]] for t in terms)
             new = []
             for t in terms:
                 new.append(_Term(t.src, _mul(Gx, t.m), own_bits, _is_sparse(g, k), Gx.shape[1]))

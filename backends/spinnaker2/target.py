@@ -4,13 +4,26 @@ read by the design rules, the partition pass and the cost report alike.
 Bytes of PE SRAM (``core.data_bytes``; the partition packs against
 ``core.synapse_memory_bytes``, the same 96 KB):
 
-* **neuron layers** (py-spinnaker2 populations): per neuron, the generic
-  per-synapse model (:func:`nmc.target_model.synapse_bytes`) plus
-  ``core.neuron_state_bytes``; the cost report counts a PE's projections as
-  stored rows — an int8 weight and a 16-bit index per non-zero synapse
-  (:data:`SYNAPSE_BYTES`) and a row pointer (``core.row_pointer_bytes``, 4 when
-  absent) per source row with a non-zero onto the PE (:meth:`~SpiNNaker2Target.projection_bytes`);
-  a conv projection stores its int8 kernel once per PE.
+* **neuron layers** (py-spinnaker2 populations): what the run script
+  (:mod:`.emit`) hands py-spinnaker2 for a PE, one connection per non-zero
+  weight of the emitted ``proj<i>/weights`` grouped into rows by source. The PE
+  stores per non-zero synapse a weight (``core.weight_bits`` rounded up to
+  bytes: 1) and a ``uint16`` index of the neuron it targets
+  (:meth:`~SpiNNaker2Target.row_synapse_bytes`), per source row with a
+  non-zero onto the PE a row pointer (``core.row_pointer_bytes``, 4 when absent),
+  and per neuron ``core.neuron_state_bytes``. The cost report counts exactly
+  that per PE (:meth:`~SpiNNaker2Target.projection_bytes`); the partition packs
+  with the same numbers before quantisation: per neuron its structural
+  synapses (:meth:`~SpiNNaker2Target.synapse_bytes`, never fewer than the
+  emitted non-zeros) and per run of its neurons on a PE a row pointer for every
+  source unit feeding the node (:meth:`~SpiNNaker2Target.run_overhead_bytes`,
+  never fewer than the rows), so every PE it fills holds what it placed. A conv
+  projection emitted as one ``Conv2DProjection`` (both populations whole,
+  :func:`.program.emitted_whole`) stores its int8 kernel once per PE instead
+  (:meth:`~SpiNNaker2Target.conv_kernel_bytes`); split over explicit PEs the
+  script expands it to rows, counted as rows. The partition packs conv layers
+  as rows (the kernel is the smaller form whenever a PE holds a third of the
+  output channels' neurons or more).
 * **EGRU kernels** (generated C, :mod:`.egru`): what the emitted arrays hold, per
   PE and run of consecutive units (one ``.c`` file each):
   the CSC column pointers, ``uint32`` per input column and per recurrent
@@ -41,15 +54,16 @@ per kept weight in its column (:meth:`~SpiNNaker2Target.kernel_events`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nmc.nodes import EGRU
 from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
 from nmc.target_model import CoreLimits, TargetModel, spec_value
 
-#: bytes of one stored synapse of a neuron layer's projection: int8 weight + uint16 index
-SYNAPSE_BYTES = 1 + 2
-#: bytes of one EGRU kernel index / pointer entry: ``row`` (uint16) and ``ptr`` (uint32)
+#: bytes of one stored synapse index (a neuron layer's row, an EGRU kernel's ``row``: uint16)
+#: and of one EGRU column pointer (``ptr``: uint32)
 ROW_INDEX_BYTES, COLUMN_POINTER_BYTES = 2, 4
 #: float32 values per EGRU unit: SX, SH, BX, BH (3 gate rows each), THR, C, ACC_X, ACC_H (3 each)
 EGRU_FLOATS_PER_UNIT = 4 * 3 + 1 + 1 + 2 * 3
@@ -73,6 +87,12 @@ class SpiNNaker2Target(TargetModel):
         self.data_bytes = v("core.data_bytes")
 
     # ----------------------------------------------------- byte model
+    @property
+    def row_synapse_bytes(self) -> int:
+        """Bytes of one stored synapse of a neuron layer: its weight (``core.weight_bits``
+        rounded up to bytes) and a ``uint16`` target-neuron index."""
+        return math.ceil(int(self.limits.weight_bits) / 8) + ROW_INDEX_BYTES
+
     def synapse_bytes(self, n_syn, weight_bits, sparse, n_inputs, node=None, kept=None) -> np.ndarray:
         if isinstance(node, EGRU) and kept is not None:   # CSC: row index + weight per kept weight
             return (ROW_INDEX_BYTES + self.egru_weight_bytes) * np.asarray(kept, dtype=np.float64)
@@ -80,7 +100,9 @@ class SpiNNaker2Target(TargetModel):
             return np.zeros(np.shape(n_syn))
         if isinstance(node, StochasticSSMNeuron):   # its input column: n_inputs float32 weights
             return np.full(np.shape(n_syn), 4.0 * int(n_inputs))
-        return super().synapse_bytes(n_syn, weight_bits, sparse, n_inputs, node=node)
+        # a neuron layer: one stored synapse per structural synapse (dense or sparse alike:
+        # the rows hold non-zeros only; the row pointers are per run)
+        return self.row_synapse_bytes * np.asarray(n_syn, dtype=np.float64)
 
     def state_bytes(self, node=None) -> int:
         if isinstance(node, DiagSSM):            # C̄ row (re, im), D, θ, held: 2P + 3 floats per channel
@@ -97,11 +119,21 @@ class SpiNNaker2Target(TargetModel):
             # the one unused element C gives a run's index/weight arrays when it keeps no weight (an upper bound)
             return (COLUMN_POINTER_BYTES * (int(n_inputs) + 1 + int(node.hidden_size) + 1)
                     + 2 * (ROW_INDEX_BYTES + self.egru_weight_bytes))
-        return 0
+        if isinstance(node, StochasticSSMNeuron):   # its per-neuron input columns are its synapse bytes
+            return 0
+        # a neuron layer: a row pointer per source unit feeding it (the rows a PE can hold)
+        return int(self.limits.row_pointer_bytes) * int(n_inputs)
 
     def projection_bytes(self, nz: np.ndarray) -> int:
-        """Bytes of a projection's rows onto one PE; ``nz``: (neurons on the PE, sources) non-zero mask."""
-        return int(nz.sum()) * SYNAPSE_BYTES + int(nz.any(0).sum()) * int(self.limits.row_pointer_bytes)
+        """Bytes of a projection's rows on one PE, exactly as emitted: ``nz`` is the
+        (neurons on the PE, sources) non-zero mask of its emitted weights; a stored synapse
+        per non-zero and a row pointer per source with a non-zero onto the PE."""
+        return (int(nz.sum()) * self.row_synapse_bytes
+                + int(np.asarray(nz).any(0).sum()) * int(self.limits.row_pointer_bytes))
+
+    def conv_kernel_bytes(self, kernel: np.ndarray) -> int:
+        """Bytes of a ``Conv2DProjection``'s kernel, stored once per PE of its target population."""
+        return int(np.size(kernel)) * math.ceil(int(self.limits.weight_bits) / 8)
 
     @staticmethod
     def kernel_bytes(kernel: dict, units: slice) -> int:

@@ -130,3 +130,143 @@ def test_each_backend_builds_its_target_model_from_the_spec(target):
     assert tm.limits.neurons_max == spec.get("core.neurons_max")
     assert tm.limits.cores_per_chip == spec.get("chip.cores_usable")
     assert tm.numerics == spec.section("numerics")
+
+
+# ------------------------------------------------------------ neuron layers: stored rows
+#: one stored synapse of a neuron layer: an int8 weight and a uint16 target index (target.py's docstring)
+ROW_SYNAPSE = 1 + 2
+
+
+def dense_net(n_in=40, n_hid=30, n_out=10, seed=0):
+    """Two LIF layers with every weight far from zero: every structural synapse is emitted."""
+    g = ff_lif(n_in, n_hid, n_out, seed=seed)
+    rng = np.random.default_rng(seed)
+    for k in ("fc1", "fc2"):
+        w = g.nodes[k].weight
+        g.nodes[k].weight = np.sign(rng.normal(size=w.shape)) * rng.uniform(0.5, 1.0, w.shape) / np.sqrt(w.shape[1])
+    return g
+
+
+def emitted_pe_bytes(prog, spec) -> dict[int, int]:
+    """Per PE, what the emitted files put there (read back from s2_program.json / s2_arrays.npz):
+    a stored synapse per non-zero of ``proj<i>/weights`` onto the PE, a row pointer per source
+    with a non-zero onto it, and the state of every neuron on it."""
+    import json
+
+    from nmc.filebytes import npz_load
+
+    files = prog.files()
+    meta, arrays = json.loads(files["s2_program.json"]), npz_load(files["s2_arrays.npz"])
+    row_ptr, state = int(spec.get("core.row_pointer_bytes", 4)), int(spec.get("core.neuron_state_bytes"))
+    out: dict[int, int] = {}
+    for p in meta["populations"]:
+        pe = arrays.get(f"{p['name']}/pe")
+        if pe is not None and p["model"] != "spike_list":
+            for k in np.unique(pe):
+                out[int(k)] = out.get(int(k), 0) + state * int((pe == k).sum())
+    for i, q in enumerate(meta["projections"]):
+        w, pe = arrays[f"proj{i}/weights"], arrays[f"{q['post']}/pe"]
+        assert np.abs(w).max() <= 127          # int8 weights
+        for k in np.unique(pe):
+            nz = w[pe == k] != 0
+            out[int(k)] += ROW_SYNAPSE * int(nz.sum()) + row_ptr * int(nz.any(0).sum())
+    return out
+
+
+def test_neuron_layer_bytes_are_the_emitted_rows(tmp_path):
+    """One byte model for neuron layers: the cost report's SRAM per PE is exactly what the emitted
+    arrays put there, and the partition packed the layers with the same numbers — with every
+    weight non-zero, its per-core bytes equal the emitted ones on every PE holding one run per layer
+    (the old partition model, 1 byte per dense synapse and no rows, fails this)."""
+    spec = small_spec(tmp_path, 2000)
+    g, prog, _, ctx = compile_steps(dense_net(), spec, {"reset": "zero"})
+    assert all(np.count_nonzero(q.weights) == q.weights.size for q in prog.projections)
+    emitted = emitted_pe_bytes(prog, spec)
+    assert len(emitted) > 2                   # the hidden layer spreads over PEs
+    rep = prog.report["per_pe"]
+    assert {int(k): v["sram_bytes"] for k, v in rep.items()} == emitted
+    est = ctx.reports["placement"]["per_core"]["synapse_bytes"]
+    one_run = [pe for pe in emitted if all(len([s for s in pe_slices(p) if s[0] == pe]) <= 1
+                                             for p in prog.populations if p.pe is not None)]
+    assert one_run
+    for pe, b in emitted.items():
+        assert b <= est[pe] <= spec.get("core.synapse_memory_bytes")
+    for pe in one_run:
+        assert est[pe] == emitted[pe], pe
+
+
+def test_partition_bounds_the_rows_of_sparse_layers(tmp_path):
+    """Weights that quantise to zero are not emitted: the partition (structural synapses, a row
+    pointer per source) bounds the emitted rows, which the cost report counts exactly."""
+    spec = small_spec(tmp_path, 2000)
+    model = dense_net()
+    w = model.nodes["fc1"].weight
+    w[np.random.default_rng(1).random(w.shape) < 0.5] = 0.0
+    w[:, :5] = 0.0                            # sources with no synapse at all: no row
+    g, prog, _, ctx = compile_steps(model, spec, {"reset": "zero"})
+    emitted = emitted_pe_bytes(prog, spec)
+    assert {int(k): v["sram_bytes"] for k, v in prog.report["per_pe"].items()} == emitted
+    est = ctx.reports["placement"]["per_core"]["synapse_bytes"]
+    for pe, b in emitted.items():
+        assert b < est[pe] <= spec.get("core.synapse_memory_bytes")
+
+
+def test_emitted_whole_is_the_run_scripts_split():
+    """program.emitted_whole (which the cost report asks whether a conv projection is a
+    Conv2DProjection) decides as the run script's pe_split does."""
+    from nmc.backends.spinnaker2.emit import script
+    from nmc.backends.spinnaker2.program import Population, emitted_whole
+
+    ns = {"__name__": "run_spinnaker2", "__file__": "run_spinnaker2.py"}
+    exec(compile(script(), "run_spinnaker2.py", "exec"), ns)
+    cases = [(np.repeat([0, 1, 2], 4), 4), (np.repeat([3, 7], [4, 2]), 4), (np.repeat([0, 1], [3, 3]), 4),
+             (np.array([0, 1, 0, 1, 0, 1]), 3), (np.zeros(6, int), 6), (np.repeat([0, 1], [4, 2]), 3)]
+    seen = set()
+    for pe, m in cases:
+        p = Population("pop", "lif_no_delay", pe.size, pe=pe.astype(np.int32), max_atoms_per_core=m)
+        whole = len(ns["pe_split"]({"name": "pop", "size": p.size, "max_atoms_per_core": m, "model": p.model},
+                                   {"pop/pe": p.pe})) == 1
+        assert emitted_whole(p) == whole, (pe, m)
+        seen.add(whole)
+    assert seen == {True, False}
+
+
+def test_conv_split_over_explicit_pes_is_counted_as_rows(tmp_path):
+    """A conv projection whose population the run script splits over explicit PEs is expanded
+    to rows (emit.build): the cost report counts its rows and synaptic events, not the kernel."""
+    from nets import conv_pool
+
+    from nmc.backends.spinnaker2.cost import cost_report
+
+    spec = HardwareSpec.load("spinnaker2")
+    g, prog, _, ctx = compile_steps(conv_pool(), spec, {"reset": "zero"})
+    q = next(q for q in prog.projections if q.conv is not None)
+    post = prog.pop(q.post)
+    tm = ctx.target
+    whole = cost_report(prog, g, spec, ctx, tm)["per_pe"][str(int(post.pe[0]))]
+    assert whole["synapse_bytes"] == tm.conv_kernel_bytes(q.kernel) and whole["macs"] > 0
+    fresh = 1 + max(int(p.pe.max()) for p in prog.populations if p.pe is not None)
+    post.pe = np.where(np.arange(post.size) % 2 == 0, post.pe, fresh).astype(np.int32)   # odd neurons: a PE of their own
+    d = cost_report(prog, g, spec, ctx, tm)["per_pe"][str(fresh)]
+    assert d["populations"] == [post.name] and "macs" not in d
+    nz = q.weights[post.pe == fresh] != 0
+    assert d["synapse_bytes"] == ROW_SYNAPSE * int(nz.sum()) + 4 * int(nz.any(0).sum())
+    assert d["synaptic_events"] > 0
+
+
+def test_network_run_bytes_count_the_source_units():
+    """build_network hands the target model the source units feeding every placed node: a neuron
+    layer's run pays a row pointer per source, a DiagSSM run its whole input stage (n_src·H + H
+    floats: ssm_run_bytes), which the partition's run bytes used to leave out (n_src was 0)."""
+    from test_ssm_nodes import _graph, diag_node
+
+    from nmc.passes.netmodel import build_network
+
+    spec = HardwareSpec.load("spinnaker2")
+    tm = get_backend("spinnaker2").target_model(spec)
+    g = Graph.from_nir(dense_net(40, 30, 10))
+    net = build_network(g, tm)
+    assert net.run_bytes == [4 * 40, 4 * 30]
+    node = diag_node(P=5, H=4)
+    net = build_network(_graph(node, 4), tm)
+    assert net.run_bytes == [4 * (6 * 5 + 2 * 5 * 4 + 4 * 4 + 4)]
