@@ -37,7 +37,7 @@ from .target import SpiNNaker2Target, input_rates
 def cost_report(prog, graph, spec, ctx, target: SpiNNaker2Target | None = None) -> dict:
     target = target if target is not None else SpiNNaker2Target(spec)
     data_bytes = int(target.data_bytes)
-    state_b = int(target.state_bytes())
+    state_b = int(target.limits.state_bytes)   # core.neuron_state_bytes: what a PE holds per neuron
     tick = prog.sys_tick_s
     rate = {}
     for p in prog.populations:

@@ -9,21 +9,26 @@ Bytes of PE SRAM (``core.data_bytes``; the partition packs against
   weight of the emitted ``proj<i>/weights`` grouped into rows by source. The PE
   stores per non-zero synapse a weight (``core.weight_bits`` rounded up to
   bytes: 1) and a ``uint16`` index of the neuron it targets
-  (:meth:`~SpiNNaker2Target.row_synapse_bytes`), per source row with a
+  (:attr:`~SpiNNaker2Target.row_synapse_bytes`), per source row with a
   non-zero onto the PE a row pointer (``core.row_pointer_bytes``, 4 when absent),
   and per neuron ``core.neuron_state_bytes``. The cost report counts exactly
-  that per PE (:meth:`~SpiNNaker2Target.projection_bytes`); the partition packs
+  that per PE (:meth:`~SpiNNaker2Target.projection_bytes`). The partition packs
   with the same numbers before quantisation: per neuron its structural
-  synapses (:meth:`~SpiNNaker2Target.synapse_bytes`, never fewer than the
-  emitted non-zeros) and per run of its neurons on a PE a row pointer for every
-  source unit feeding the node (:meth:`~SpiNNaker2Target.run_overhead_bytes`,
-  never fewer than the rows), so every PE it fills holds what it placed. A conv
-  projection emitted as one ``Conv2DProjection`` (both populations whole,
-  :func:`.program.emitted_whole`) stores its int8 kernel once per PE instead
+  synapses (never fewer than the emitted non-zeros) and its state; the rows
+  are a table of at most ``core.input_axons_max`` pointers (the partition keeps
+  every PE's distinct sources within it), so the PE's other bytes get
+  ``core.synapse_memory_bytes`` less that table
+  (:attr:`~SpiNNaker2Target.row_table_bytes`): the partition charges a neuron's
+  bytes × M / (M − table) against M (:attr:`~SpiNNaker2Target.row_share`),
+  which keeps its packing per neuron (any neuron to any PE) and every PE it
+  fills with neuron layers within M. A conv projection emitted as one
+  ``Conv2DProjection`` (both populations whole, :func:`.program.emitted_whole`)
+  stores its int8 kernel once per PE instead
   (:meth:`~SpiNNaker2Target.conv_kernel_bytes`); split over explicit PEs the
   script expands it to rows, counted as rows. The partition packs conv layers
-  as rows (the kernel is the smaller form whenever a PE holds a third of the
-  output channels' neurons or more).
+  as rows, the form the script falls back to (the kernel, C_out·C_in·kh·kw
+  bytes, is the smaller one on a PE holding more than C_out/3 neurons away
+  from the padded border, each with C_in·kh·kw synapses of 3 bytes).
 * **EGRU kernels** (generated C, :mod:`.egru`): what the emitted arrays hold, per
   PE and run of consecutive units (one ``.c`` file each):
   the CSC column pointers, ``uint32`` per input column and per recurrent
@@ -93,6 +98,21 @@ class SpiNNaker2Target(TargetModel):
         rounded up to bytes) and a ``uint16`` target-neuron index."""
         return math.ceil(int(self.limits.weight_bits) / 8) + ROW_INDEX_BYTES
 
+    @property
+    def row_table_bytes(self) -> int:
+        """The most bytes a PE's row pointers take: ``core.row_pointer_bytes`` per source row,
+        at most ``core.input_axons_max`` rows (0 without that limit)."""
+        return int(self.limits.row_pointer_bytes) * int(self.limits.fan_in_max or 0)
+
+    @property
+    def row_share(self) -> float:
+        """M / (M − :attr:`row_table_bytes`), M = ``core.synapse_memory_bytes``: the factor the
+        partition charges a neuron layer's bytes with, so that a PE filled to M with them
+        leaves the row table its room (1 without a memory limit, or when an override makes the
+        table alone fill M: the cost report then warns of a PE over ``core.data_bytes``)."""
+        M = self.limits.memory_bytes
+        return float(M) / (M - self.row_table_bytes) if M and M > self.row_table_bytes else 1.0
+
     def synapse_bytes(self, n_syn, weight_bits, sparse, n_inputs, node=None, kept=None) -> np.ndarray:
         if isinstance(node, EGRU) and kept is not None:   # CSC: row index + weight per kept weight
             return (ROW_INDEX_BYTES + self.egru_weight_bytes) * np.asarray(kept, dtype=np.float64)
@@ -100,16 +120,21 @@ class SpiNNaker2Target(TargetModel):
             return np.zeros(np.shape(n_syn))
         if isinstance(node, StochasticSSMNeuron):   # its input column: n_inputs float32 weights
             return np.full(np.shape(n_syn), 4.0 * int(n_inputs))
-        # a neuron layer: one stored synapse per structural synapse (dense or sparse alike:
-        # the rows hold non-zeros only; the row pointers are per run)
-        return self.row_synapse_bytes * np.asarray(n_syn, dtype=np.float64)
+        # a neuron layer: one stored synapse per structural synapse (dense or sparse alike: the
+        # rows hold non-zeros only), charged with the row table's share
+        return self.row_share * self.row_synapse_bytes * np.asarray(n_syn, dtype=np.float64)
 
-    def state_bytes(self, node=None) -> int:
+    def state_bytes(self, node=None) -> float:
+        """Bytes the partition charges per neuron for its state: a kernel's exact state (below);
+        a neuron layer's ``core.neuron_state_bytes`` with the row table's share (the PE holds
+        ``limits.state_bytes`` per neuron, the cost report's count)."""
         if isinstance(node, DiagSSM):            # C̄ row (re, im), D, θ, held: 2P + 3 floats per channel
             return 4 * (2 * node.modes + 3)
         if isinstance(node, StochasticSSMNeuron):   # Λ̄, B̄, C̄ (re, im), x (re, im), D, input bias
             return 4 * (8 * node.state_size + 2)
-        return EGRU_UNIT_BYTES if isinstance(node, EGRU) else super().state_bytes(node)
+        if isinstance(node, EGRU):
+            return EGRU_UNIT_BYTES
+        return self.row_share * super().state_bytes(node)   # a neuron layer: with the row table's share
 
     def run_overhead_bytes(self, node, n_inputs: int) -> int:
         if isinstance(node, DiagSSM):   # Λ̄ (2P), B̄ (2PH), x, acc (2P each); the input stage (n_in·H + H)
@@ -119,10 +144,7 @@ class SpiNNaker2Target(TargetModel):
             # the one unused element C gives a run's index/weight arrays when it keeps no weight (an upper bound)
             return (COLUMN_POINTER_BYTES * (int(n_inputs) + 1 + int(node.hidden_size) + 1)
                     + 2 * (ROW_INDEX_BYTES + self.egru_weight_bytes))
-        if isinstance(node, StochasticSSMNeuron):   # its per-neuron input columns are its synapse bytes
-            return 0
-        # a neuron layer: a row pointer per source unit feeding it (the rows a PE can hold)
-        return int(self.limits.row_pointer_bytes) * int(n_inputs)
+        return 0   # a neuron layer's row pointers: the row table (row_share)
 
     def projection_bytes(self, nz: np.ndarray) -> int:
         """Bytes of a projection's rows on one PE, exactly as emitted: ``nz`` is the

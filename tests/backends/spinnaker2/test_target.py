@@ -147,10 +147,10 @@ def dense_net(n_in=40, n_hid=30, n_out=10, seed=0):
     return g
 
 
-def emitted_pe_bytes(prog, spec) -> dict[int, int]:
+def emitted_pe_bytes(prog, spec) -> tuple[dict[int, int], dict[int, int]]:
     """Per PE, what the emitted files put there (read back from s2_program.json / s2_arrays.npz):
     a stored synapse per non-zero of ``proj<i>/weights`` onto the PE, a row pointer per source
-    with a non-zero onto it, and the state of every neuron on it."""
+    with a non-zero onto it, and the state of every neuron on it; and the row pointers' bytes alone."""
     import json
 
     from nmc.filebytes import npz_load
@@ -159,6 +159,7 @@ def emitted_pe_bytes(prog, spec) -> dict[int, int]:
     meta, arrays = json.loads(files["s2_program.json"]), npz_load(files["s2_arrays.npz"])
     row_ptr, state = int(spec.get("core.row_pointer_bytes", 4)), int(spec.get("core.neuron_state_bytes"))
     out: dict[int, int] = {}
+    rows: dict[int, int] = {}
     for p in meta["populations"]:
         pe = arrays.get(f"{p['name']}/pe")
         if pe is not None and p["model"] != "spike_list":
@@ -170,45 +171,54 @@ def emitted_pe_bytes(prog, spec) -> dict[int, int]:
         for k in np.unique(pe):
             nz = w[pe == k] != 0
             out[int(k)] += ROW_SYNAPSE * int(nz.sum()) + row_ptr * int(nz.any(0).sum())
-    return out
+            rows[int(k)] = rows.get(int(k), 0) + row_ptr * int(nz.any(0).sum())
+    return out, rows
+
+
+def rows_spec(tmp_path, data_bytes: int = 2000, rows_max: int = 50) -> HardwareSpec:
+    """A small PE whose row table (rows_max pointers of 4 bytes) is a tenth of its memory."""
+    p = tmp_path / "rows.toml"
+    p.write_text(f"[core]\nsynapse_memory_bytes = {data_bytes}\ndata_bytes = {data_bytes}\n"
+                 f"input_axons_max = {rows_max}\n")
+    return HardwareSpec.load("spinnaker2", overrides=[p])
 
 
 def test_neuron_layer_bytes_are_the_emitted_rows(tmp_path):
     """One byte model for neuron layers: the cost report's SRAM per PE is exactly what the emitted
     arrays put there, and the partition packed the layers with the same numbers — with every
-    weight non-zero, its per-core bytes equal the emitted ones on every PE holding one run per layer
-    (the old partition model, 1 byte per dense synapse and no rows, fails this)."""
-    spec = small_spec(tmp_path, 2000)
+    weight non-zero, its per-core charge is the emitted bytes without the row pointers × M/(M − R)
+    (R: the row table, 4 bytes × core.input_axons_max), and every PE holds at most M (the old
+    partition model, 1 byte per dense synapse and no rows, fails this)."""
+    spec = rows_spec(tmp_path)
+    M, R = spec.get("core.synapse_memory_bytes"), 4 * spec.get("core.input_axons_max")
     g, prog, _, ctx = compile_steps(dense_net(), spec, {"reset": "zero"})
     assert all(np.count_nonzero(q.weights) == q.weights.size for q in prog.projections)
-    emitted = emitted_pe_bytes(prog, spec)
+    emitted, rows = emitted_pe_bytes(prog, spec)
     assert len(emitted) > 2                   # the hidden layer spreads over PEs
     rep = prog.report["per_pe"]
     assert {int(k): v["sram_bytes"] for k, v in rep.items()} == emitted
     est = ctx.reports["placement"]["per_core"]["synapse_bytes"]
-    one_run = [pe for pe in emitted if all(len([s for s in pe_slices(p) if s[0] == pe]) <= 1
-                                             for p in prog.populations if p.pe is not None)]
-    assert one_run
     for pe, b in emitted.items():
-        assert b <= est[pe] <= spec.get("core.synapse_memory_bytes")
-    for pe in one_run:
-        assert est[pe] == emitted[pe], pe
+        assert b <= M and est[pe] <= M
+        assert abs(est[pe] - (b - rows[pe]) * M / (M - R)) < 1, pe      # est is truncated to whole bytes
+        assert rows[pe] <= R
 
 
 def test_partition_bounds_the_rows_of_sparse_layers(tmp_path):
-    """Weights that quantise to zero are not emitted: the partition (structural synapses, a row
-    pointer per source) bounds the emitted rows, which the cost report counts exactly."""
-    spec = small_spec(tmp_path, 2000)
+    """Weights that quantise to zero are not emitted: the partition's per-neuron charge (structural
+    synapses) bounds the emitted synapses, which the cost report counts exactly, rows included."""
+    spec = rows_spec(tmp_path)
+    M, R = spec.get("core.synapse_memory_bytes"), 4 * spec.get("core.input_axons_max")
     model = dense_net()
     w = model.nodes["fc1"].weight
     w[np.random.default_rng(1).random(w.shape) < 0.5] = 0.0
     w[:, :5] = 0.0                            # sources with no synapse at all: no row
     g, prog, _, ctx = compile_steps(model, spec, {"reset": "zero"})
-    emitted = emitted_pe_bytes(prog, spec)
+    emitted, rows = emitted_pe_bytes(prog, spec)
     assert {int(k): v["sram_bytes"] for k, v in prog.report["per_pe"].items()} == emitted
     est = ctx.reports["placement"]["per_core"]["synapse_bytes"]
     for pe, b in emitted.items():
-        assert b < est[pe] <= spec.get("core.synapse_memory_bytes")
+        assert b <= M and (b - rows[pe]) * M / (M - R) <= est[pe] + 1 <= M + 1
 
 
 def test_emitted_whole_is_the_run_scripts_split():
@@ -237,36 +247,23 @@ def test_conv_split_over_explicit_pes_is_counted_as_rows(tmp_path):
     from nets import conv_pool
 
     from nmc.backends.spinnaker2.cost import cost_report
+    from nmc.backends.spinnaker2.program import emitted_whole
 
     spec = HardwareSpec.load("spinnaker2")
     g, prog, _, ctx = compile_steps(conv_pool(), spec, {"reset": "zero"})
     q = next(q for q in prog.projections if q.conv is not None)
     post = prog.pop(q.post)
     tm = ctx.target
-    whole = cost_report(prog, g, spec, ctx, tm)["per_pe"][str(int(post.pe[0]))]
-    assert whole["synapse_bytes"] == tm.conv_kernel_bytes(q.kernel) and whole["macs"] > 0
     fresh = 1 + max(int(p.pe.max()) for p in prog.populations if p.pe is not None)
-    post.pe = np.where(np.arange(post.size) % 2 == 0, post.pe, fresh).astype(np.int32)   # odd neurons: a PE of their own
+    post.pe, post.max_atoms_per_core = np.full(post.size, fresh, np.int32), post.size   # whole, a PE of its own
+    assert emitted_whole(post) and emitted_whole(prog.pop(q.pre))
     d = cost_report(prog, g, spec, ctx, tm)["per_pe"][str(fresh)]
-    assert d["populations"] == [post.name] and "macs" not in d
-    nz = q.weights[post.pe == fresh] != 0
-    assert d["synapse_bytes"] == ROW_SYNAPSE * int(nz.sum()) + 4 * int(nz.any(0).sum())
-    assert d["synaptic_events"] > 0
-
-
-def test_network_run_bytes_count_the_source_units():
-    """build_network hands the target model the source units feeding every placed node: a neuron
-    layer's run pays a row pointer per source, a DiagSSM run its whole input stage (n_src·H + H
-    floats: ssm_run_bytes), which the partition's run bytes used to leave out (n_src was 0)."""
-    from test_ssm_nodes import _graph, diag_node
-
-    from nmc.passes.netmodel import build_network
-
-    spec = HardwareSpec.load("spinnaker2")
-    tm = get_backend("spinnaker2").target_model(spec)
-    g = Graph.from_nir(dense_net(40, 30, 10))
-    net = build_network(g, tm)
-    assert net.run_bytes == [4 * 40, 4 * 30]
-    node = diag_node(P=5, H=4)
-    net = build_network(_graph(node, 4), tm)
-    assert net.run_bytes == [4 * (6 * 5 + 2 * 5 * 4 + 4 * 4 + 4)]
+    assert d["populations"] == [post.name]
+    assert d["synapse_bytes"] == tm.conv_kernel_bytes(q.kernel) == q.kernel.size and d["macs"] > 0
+    post.pe = np.where(np.arange(post.size) % 2 == 0, fresh, fresh + 1).astype(np.int32)   # split: rows
+    assert not emitted_whole(post)
+    for pe in (fresh, fresh + 1):
+        d = cost_report(prog, g, spec, ctx, tm)["per_pe"][str(pe)]
+        assert d["populations"] == [post.name] and "macs" not in d and d["synaptic_events"] > 0
+        nz = q.weights[post.pe == pe] != 0
+        assert d["synapse_bytes"] == ROW_SYNAPSE * int(nz.sum()) + 4 * int(nz.any(0).sum())
