@@ -13,8 +13,11 @@ Bytes of PE SRAM (``core.data_bytes``; the partition packs against
   non-zero onto the PE a row pointer (``core.row_pointer_bytes``, 4 when absent),
   and per neuron ``core.neuron_state_bytes``. The cost report counts exactly
   that per PE (:meth:`~SpiNNaker2Target.projection_bytes`). The partition packs
-  with the same numbers before quantisation: per neuron its structural
-  synapses (never fewer than the emitted non-zeros) and its state; the rows
+  with the same numbers: per neuron its synapses whose float weight is non-zero
+  (:attr:`~SpiNNaker2Target.stores_zero_weights`; never fewer than the emitted
+  non-zeros: lowering rounds the float weights with a scale of its own per
+  population, so a weight may still round to zero there, but a zero is never
+  emitted) and its state; the rows
   are a table of at most ``core.input_axons_max`` pointers (the partition keeps
   every PE's distinct sources within it), so the PE's other bytes get
   ``core.synapse_memory_bytes`` less that table
@@ -83,6 +86,9 @@ class SpiNNaker2Target(TargetModel):
     """The SpiNNaker 2 PE model (module docstring). ``egru_weights``: the
     ``egru_weights`` option (``int8`` or ``float32``), the kernels' weight type."""
 
+    #: a neuron layer's PE stores rows of its non-zero weights only
+    stores_zero_weights = False
+
     def __init__(self, spec=None, limits: CoreLimits | None = None, egru_weights: str = "int8"):
         super().__init__(spec, limits)
         self.egru_weight_bytes = 4 if str(egru_weights or "int8") == "float32" else 1
@@ -120,8 +126,8 @@ class SpiNNaker2Target(TargetModel):
             return np.zeros(np.shape(n_syn))
         if isinstance(node, StochasticSSMNeuron):   # its input column: n_inputs float32 weights
             return np.full(np.shape(n_syn), 4.0 * int(n_inputs))
-        # a neuron layer: one stored synapse per structural synapse (dense or sparse alike: the
-        # rows hold non-zeros only), charged with the row table's share
+        # a neuron layer: one stored synapse per synapse with a non-zero weight (dense or sparse
+        # alike: the rows hold non-zeros only, stores_zero_weights), charged with the row table's share
         return self.row_share * self.row_synapse_bytes * np.asarray(n_syn, dtype=np.float64)
 
     def state_bytes(self, node=None) -> float:
