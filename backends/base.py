@@ -98,6 +98,18 @@ class Device(ABC):
     def close(self) -> None:
         """Release child processes, connections; a no-op for in-process devices."""
 
+    #: the device runs learning rules with a third factor (:mod:`nmc.plasticity`): ``modulate`` works
+    takes_modulator = False
+
+    def modulate(self, value) -> None:
+        """Set the third factor (reward, or error per post neuron) of the program's plastic
+        projections; it holds for the following timesteps. Devices without learning refuse."""
+        from nmc.errors import DeviceError
+
+        raise DeviceError(f"device '{self.name}' runs no learning rule that takes a third factor",
+                          hint="compile a network with a Plasticity annotation (third_factor='reward' or 'error') "
+                          "for the reference target")
+
 
 def _window_steps(inputs: dict[str, np.ndarray]) -> int:
     if not inputs:
@@ -219,6 +231,7 @@ class Backend(ABC):
     Class attributes: ``name``; ``summary`` (one line for ``nmc targets``);
     ``spec_name`` (the ``hw_configs`` spec it reads, or None); ``devices``
     (names, the first the default unless ``default_device`` says otherwise);
+    ``plasticity_refusal`` (why it cannot run learning rules, None when it can);
     ``options`` (``{key: nmc.target_options.TargetOption}``, what ``--option``
     may set)."""
 
@@ -228,6 +241,9 @@ class Backend(ABC):
     devices: tuple[str, ...] = ()
     default_device: str = ""
     options: dict = {}
+    #: why the target cannot run a learning rule (a :class:`nmc.plasticity.Plasticity` annotation);
+    #: ``nmc.compile`` refuses such a graph with it, naming the projection. None: it runs them.
+    plasticity_refusal: str | None = "its lowering freezes the weights into the program"
 
     @abstractmethod
     def default_pipeline(self, options: dict) -> str:

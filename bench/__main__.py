@@ -1,7 +1,7 @@
 """``python -m bench [SECTION ...] [--quick] [--out DIR] [--report FILE]``
 
 Runs the benchmark sections (default: all, in order) — throughput, compile,
-placement, fidelity, transport, energy, distributed, serve — writes ``<DIR>/<section>.json``
+placement, fidelity, transport, energy, distributed, serve, lm — writes ``<DIR>/<section>.json``
 (default ``bench/results``; with ``--quick``, ``bench/results/quick``) and
 renders the report (default ``BENCHMARKS.md`` at the repository root for a
 full run, ``<DIR>/BENCHMARKS.md`` for a quick one). A failing section is
@@ -21,7 +21,7 @@ from .common import RESULTS, ROOT, meta, write
 
 SECTIONS = {"throughput": "bench.throughput", "compile": "bench.compile_time", "placement": "bench.placement",
             "fidelity": "bench.fidelity", "transport": "bench.runtime_transport", "energy": "bench.energy",
-            "distributed": "bench.distributed", "serve": "bench.serve"}
+            "distributed": "bench.distributed", "serve": "bench.serve", "lm": "bench.lm"}
 
 
 def main(argv=None) -> int:

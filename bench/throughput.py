@@ -16,6 +16,10 @@ batch B advances B samples. "agreement" is :func:`bench.peers.agreement` of
 the simulator's output with the float reference's (1 = same spike counts).
 
     .venv/bin/python -m bench throughput [--quick]
+    .venv/bin/python -m bench.throughput --workload ssm_s4d    # one workload, merged into the results
+
+The SSM workload (``ssm_s4d``, :mod:`bench.ssm_workload`) has its own peer, a plain PyTorch
+recurrent S4D step loop, in place of snnTorch / Norse (which have no SSM).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import numpy as np
 
 from .common import PY, ROOT, best_time, meta, registered_targets, write
 from .peers import agreement, norse_net, snntorch_net
+from .ssm_workload import torch_s4d_net
 from .workloads import small
 
 OPTS = dict(dt=1e-3, reset="zero", integrator="euler")
@@ -70,7 +75,7 @@ def _lava_float(wl, t1, t2):
     return (t2 - t1) / max(times[t2] - times[t1], 1e-9), out
 
 
-def run(quick: bool = False, lava: bool | None = None, log=print) -> dict:
+def run(quick: bool = False, lava: bool | None = None, log=print, only: list[str] | None = None) -> dict:
     T = 40 if quick else 300
     B = 8 if quick else 64
     lava = (not quick) if lava is None else lava
@@ -81,6 +86,8 @@ def run(quick: bool = False, lava: bool | None = None, log=print) -> dict:
     wls = small()
     if quick:
         wls = {k: wls[k] for k in ("lif_mlp", "egru")}
+    if only:
+        wls = {k: wls[k] for k in only}
     for name, wl in wls.items():
         steps = T if wl.kind != "conv" else max(T // 3, 20)   # conv: dense-expanded steps are ~100× costlier
         xs = {1: wl.inputs(steps), B: wl.inputs(steps, batch=B)}
@@ -105,7 +112,8 @@ def run(quick: bool = False, lava: bool | None = None, log=print) -> dict:
                 rows.append(_row(name, f"nmc {target}", batch, steps, sec, agree,
                                  device=b.backend.default_device))
                 log(f"{name:16s} nmc {target:14s} batch {batch:3d} {steps / sec:12,.0f} steps/s agree {agree}")
-        for peer, build in (("snnTorch", snntorch_net), ("Norse", norse_net)):
+        for peer, build in (("snnTorch", snntorch_net), ("Norse", norse_net),
+                            ("PyTorch S4D step loop", torch_s4d_net)):
             net = build(wl)
             if net is None:
                 continue
@@ -151,7 +159,8 @@ def run(quick: bool = False, lava: bool | None = None, log=print) -> dict:
             rows.append(_row(name, "Lava floating_pt", 1, t2 - t1, (t2 - t1) / sps, agreement(out, ref)))
             log(f"{name:16s} Lava floating_pt {sps:12,.1f} steps/s")
     import lava.magma  # noqa: F401 - version below
-    return {"meta": meta("throughput", quick, "python -m bench throughput" + (" --quick" if quick else "")),
+    cmd = ("python -m bench.throughput" + "".join(f" --workload {w}" for w in only)) if only else "python -m bench throughput"
+    return {"meta": meta("throughput", quick, cmd + (" --quick" if quick else "")),
             "batch": B, "rows": rows, "refused": refusals,
             "workloads": {k: w.describe for k, w in wls.items()}}
 
@@ -162,8 +171,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--workload", action="append", choices=sorted(small()),
+                    help="run only this workload (repeatable); its rows replace that workload's in the existing "
+                         "results file, the other workloads' rows are kept")
     a = ap.parse_args(argv)
-    write("throughput", run(a.quick), a.out)
+    res = run(a.quick, only=a.workload)
+    if a.workload:
+        from .common import load
+
+        old = load("throughput", a.out)
+        if old is not None and "rows" in old:
+            res["rows"] = [x for x in old["rows"] if x["workload"] not in a.workload] + res["rows"]
+            res["refused"] = {**{k: v for k, v in old.get("refused", {}).items()
+                                 if k.split("/")[0] not in a.workload}, **res["refused"]}
+            res["workloads"] = {**old.get("workloads", {}), **res["workloads"]}
+            res["meta"] = {**old["meta"], "workload_runs": {**old["meta"].get("workload_runs", {}),
+                                                            **{w: res["meta"] for w in a.workload}}}
+    write("throughput", res, a.out)
 
 
 if __name__ == "__main__":

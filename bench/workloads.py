@@ -7,7 +7,9 @@ graphs the conformance tests run), sized as issue #11 asks:
 * ``braille_cubalif`` — Input(12) → Affine → CubaLIF(40) ⟲ Linear → Affine → CubaLI(7)
   (the Braille-reading shape: 12 taxel channels, ~40 recurrent units, 7 letters);
 * ``conv_pool`` — Input(2,16,16) → Conv2d(3×3, 8) → IF → SumPool2d(2) → Flatten → Affine → LIF(10);
-* ``egru`` — Input(16) → nmc.EGRU(64) → Affine → LI(8) with Gaussian (graded) input.
+* ``egru`` — Input(16) → nmc.EGRU(64) → Affine → LI(8) with Gaussian (graded) input;
+* ``ssm_s4d`` — Input(32) → Affine → nmc.DiagSSM(64 channels, 32 complex modes, ReLU)
+  (:mod:`bench.ssm_workload`; its peer a plain PyTorch recurrent S4D step loop).
 
 Scaled families for compile time (:func:`dense_recurrent`, 10⁴…10⁷ synapses)
 and sparse-layer families live in :mod:`bench.compile_time`/:mod:`bench.placement`.
@@ -56,7 +58,14 @@ def small() -> dict[str, Workload]:
                               n.conv_pool(2, 16, 8, 10), (2, 16, 16), "conv"),
         "egru": Workload("egru", "EGRU(64) layer, 16 graded inputs, LI(8) readout", n.egru_net(16, 64, 8), (16,),
                          "egru", graded_input=True),
+        "ssm_s4d": _ssm(),   # issue #16: bench/ssm_workload.py
     }
+
+
+def _ssm() -> Workload:
+    from .ssm_workload import ssm_s4d
+
+    return ssm_s4d()
 
 
 def dense_recurrent(n: int, n_in: int = 32, seed: int = 0):

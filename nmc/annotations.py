@@ -11,7 +11,9 @@ numpy arrays, and dicts of those (JSON-like); :mod:`nmc.serialize` stores
 them losslessly.
 
 To add one: subclass :class:`Annotation`, set ``kind``, decorate with
-``@register``. The registry is explicit and keyed by class name.
+``@register``. The registry is explicit and keyed by class name. Annotations
+defined in modules of their own (:class:`nmc.plasticity.Plasticity`) are
+registered when :mod:`nmc.serialize` (which imports them) is loaded.
 """
 from __future__ import annotations
 
@@ -97,15 +99,17 @@ class SSMQuant(Annotation):
     """Fixed-point one-tick parameters of an SSM node (written by the quantize pass,
     :mod:`nmc.passes.quantize_ssm`): Λ̄ ≈ lam_int·2^−lam_frac, B̄ = γ ⊙ B ≈ b_int·2^−b_frac,
     C̄ = ρ·C ≈ c_int·2^−c_frac, D ≈ d_int·2^−d_frac; the Λ̄/B̄/C̄ arrays carry a last axis of
-    (real, imaginary) parts. ``bits``: the width of B̄, C̄, D (Λ̄'s parts are 16-bit)."""
+    (real, imaginary) parts; ``b_frac``, ``c_frac``: one per row of B̄, C̄ (int32 arrays; a
+    scalar: one for the array, :func:`nmc.passes.quantize_ssm.row_scale`). ``bits``: the width
+    of B̄, C̄, D (Λ̄'s parts are 16-bit)."""
 
     kind: ClassVar[str] = "ssm_quant"
     bits: int = 8
     lam_frac: int = 15
     lam_int: Any = None
-    b_frac: int = 0
+    b_frac: Any = 0
     b_int: Any = None
-    c_frac: int = 0
+    c_frac: Any = 0
     c_int: Any = None
     d_frac: int = 0
     d_int: Any = None

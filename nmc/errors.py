@@ -79,6 +79,10 @@ class GraphError(NmcError):
     """A graph fails verification: dangling edge, missing input/output, bad parameter."""
 
 
+class PlasticityError(GraphError):
+    """A plasticity annotation (:mod:`nmc.plasticity`) is malformed, or sits where no rule can run."""
+
+
 class OptionError(NmcError):
     """A compile/run option, pass option or pipeline text is invalid."""
 

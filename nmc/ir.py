@@ -275,6 +275,9 @@ class Graph:
             if so != si:
                 raise ShapeError(f"edge {a} -> {b}: '{a}' produces shape {so} but '{b}' expects {si}",
                                  node=b, hint="fix the layer sizes or insert a Flatten")
+        from .plasticity import check_graph
+
+        check_graph(self)  # learning rules: parameters, projection and post neurons (PlasticityError)
 
     # ------------------------------------------------------------------ dump
     def dump(self) -> str:

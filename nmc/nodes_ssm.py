@@ -283,6 +283,34 @@ semantics.register(semantics.NodeType(
     params=(), doc="(x − mean)/sqrt(var + eps)·weight + bias over the channels"))
 
 
+# ---------------------------------------------------------------- describe (nmc inspect)
+@semantics.register_hook(None, "describe", DiagSSM)
+def describe_diag(node: DiagSSM) -> dict:
+    """What ``nmc inspect`` shows: the state (P modes; a complex mode is two reals) and the real
+    multiply-adds of one tick for a dense input (B̄·u: 2PH complex / PH real, Λ̄ ⊙ x: 4P / P,
+    Re(C̄·x): 2HP / HP, D ⊙ u: H)."""
+    P, H, c = node.modes, node.channels, node.complex
+    macs = (4 * P * H + 4 * P + H) if c else (2 * P * H + P + H)
+    return {"state": f"{P} {'complex' if c else 'real'} modes ({(2 if c else 1) * P} reals)",
+            "macs_per_step": int(macs), "output": node.output, "time": node.time}
+
+
+@semantics.register_hook(None, "describe", StochasticSSMNeuron)
+def describe_stochastic(node: StochasticSSMNeuron) -> dict:
+    """H neurons × N states: per neuron and tick B̄·u (2N / N), Λ̄ ⊙ x (4N / N), Re(C̄·x) (2N / N), D·u (1)."""
+    H, N, c = node.lam.shape[0], node.state_size, node.complex
+    return {"state": f"{H} neurons × {N} {'complex' if c else 'real'} states ({(2 if c else 1) * H * N} reals)",
+            "macs_per_step": int(H * ((8 * N + 1) if c else (3 * N + 1))), "output": "Bernoulli spikes",
+            "seed": int(node.seed)}
+
+
+@semantics.register_hook(None, "describe", LayerNorm)
+def describe_layer_norm(node: LayerNorm) -> dict:
+    """Stateless; per tick H adds (mean), H multiply-adds (variance), 2H (normalise, γ·+β), 1 square root."""
+    H = int(node.weight.shape[0])
+    return {"state": "none", "macs_per_step": 4 * H, "eps": node.eps}
+
+
 # ---------------------------------------------------------------- the generator
 _M1, _M2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
 

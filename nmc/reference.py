@@ -29,6 +29,11 @@ with its registry entry in :mod:`nmc.reference_steps`):
   equations (:mod:`nmc.reference_steps_ssm`); one step per tick, or per event with its own
   interval through :func:`nmc.reference_ssm.run_events`.
 
+Learning rules: a projection with a :class:`nmc.plasticity.Plasticity` annotation changes its
+weights after every step (:mod:`nmc.reference_plasticity`); :meth:`ReferenceSimulator.modulate` sets
+the third factor, :meth:`ReferenceSimulator.set_rule` changes a running rule's parameters, and
+recording a plastic projection adds ``<node>.w`` (its weights after the step).
+
 Recording: ``<node>.out`` (any node's output), ``<node>.v`` (membrane or cell
 state, after reset), ``<node>.i`` (synaptic current), ``<node>.spikes``
 (spiking nodes; for EGRU the event flags o).
@@ -47,6 +52,8 @@ from .iomap import IOMap, validate_inputs
 from .graph_meta import GraphMeta
 from .ir import Graph
 from .reference_steps import tensor
+from .plasticity import plastic
+from .reference_plasticity import Learner
 from . import reference_steps_ssm  # noqa: F401  (registers the SSM nodes' steps)
 
 
@@ -100,6 +107,9 @@ class ReferenceSimulator:
         self.order, self.back = graph.schedule()
         self.nodes = {k: SimNode(k, graph.nodes[k], graph, dt, integ, dtype) for k in self.order}
         self.preds = {k: graph.preds(k) for k in self.order}
+        # learning rules (nmc.plasticity): each learner updates its projection's weight tensor in place
+        self.learners = {k: Learner(k, rule, graph, self.nodes[k].impl.p["w"], dt)
+                         for k, rule in plastic(graph).items()}
         self.batch = 1
         self.reset()
 
@@ -107,6 +117,43 @@ class ReferenceSimulator:
         self.batch = batch
         self.state = {k: n.init_state(batch) for k, n in self.nodes.items()}
         self.prev = {k: torch.zeros((batch, *n.out_shape), dtype=self.dtype) for k, n in self.nodes.items()}
+        for lr in self.learners.values():   # the initial weights: run() always starts from them
+            lr.reset(batch)
+
+    def reset_state(self, batch: int = 1) -> None:
+        """Like :meth:`reset`, but plastic projections keep what they learned (weights, connectome,
+        SPORE's θ, the generators' positions): a new trial (a sample, an episode) for a learner."""
+        learned = self.learners
+        self.learners = {}
+        try:
+            self.reset(batch)
+        finally:
+            self.learners = learned
+        for lr in learned.values():
+            lr.reset_traces(batch)
+
+    def modulate(self, value, projection: str | None = None) -> None:
+        """Set the third factor (reward, or error per post neuron) of every plastic projection with
+        one (or of ``projection``); it holds until set again (:mod:`nmc.plasticity`)."""
+        targets = self._learners(projection)
+        if projection is None:
+            targets = [lr for lr in targets if lr.rule.third_factor != "none"]
+        if not targets:
+            raise OptionError("no plastic projection of this graph takes a third factor",
+                              hint="give a projection a Plasticity annotation with third_factor='reward' or 'error'")
+        for lr in targets:
+            lr.modulate(value)
+
+    def set_rule(self, projection: str | None = None, **changes) -> None:
+        """Change running rule parameters (learning rate, temperature, ...) of one or every plastic projection."""
+        for lr in self._learners(projection):
+            lr.set_rule(**changes)
+
+    def _learners(self, projection: str | None) -> list[Learner]:
+        if projection is not None and projection not in self.learners:
+            raise OptionError(f"'{projection}' is not a plastic projection", node=projection,
+                              hint=f"plastic projections: {', '.join(self.learners) or 'none'}")
+        return [self.learners[projection]] if projection is not None else list(self.learners.values())
 
     def step(self, inputs: dict[str, torch.Tensor], record: Iterable[str] = (), tau=None) -> tuple[dict, dict]:
         """One step. ``inputs[name]``: (B, *shape). Returns (outputs, recorded). ``tau`` (B,): this
@@ -115,6 +162,7 @@ class ReferenceSimulator:
         recd: dict[str, torch.Tensor] = {}
         record = set(record)
         B = self.batch
+        pre: dict[str, torch.Tensor] = {}
         for k in self.order:
             nd = self.nodes[k]
             if k in self.graph.inputs:
@@ -127,10 +175,16 @@ class ReferenceSimulator:
                 x = x.reshape(B, *nd.in_shape)
             out, self.state[k], rec = nd.step(x, self.state[k], tau)
             cur[k] = out
+            if k in self.learners:
+                pre[k] = x
             if k in record:
                 recd[f"{k}.out"] = out
                 for rk, rv in rec.items():
                     recd[f"{k}.{rk}"] = rv
+        for k, lr in self.learners.items():   # after the step: every rule sees this step's pre and post spikes
+            lr.update(pre[k], cur[lr.post])
+            if k in record:
+                recd[f"{k}.w"] = lr.w.clone().expand(B, *lr.w.shape)
         self.prev = cur
         return {k: cur[k] for k in self.graph.outputs}, recd
 

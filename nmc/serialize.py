@@ -27,6 +27,7 @@ import nir
 import numpy as np
 
 from . import annotations as _ann
+from . import plasticity as _plasticity  # noqa: F401  (registers the Plasticity annotation)
 from .errors import GraphError, InputFileError, NmcError, UnsupportedNodeError
 from .ir import Graph
 from .nodes import NIR_NODES, node_class

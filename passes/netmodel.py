@@ -492,7 +492,8 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
             Gx = sp.csr_matrix(gx.sum(0).astype(np.float32))
             new = []
             for t in terms:
-                new.append(_Term(t.src, _mul(Gx, t.m), own_bits, _is_sparse(g, k), Gx.shape[1]))
+                gm = _mul(Gx, t.m)   # width: the source's size, the columns of the kernel's composed input weights
+                new.append(_Term(t.src, gm, own_bits, _is_sparse(g, k), gm.shape[1]))
                 kept[len(new) - 1] = sum(np.diff(_binary(_mul(sp.csr_matrix(gx[q].astype(np.float32)), t.m)).indptr)
                                          for q in range(3))
             terms = new

@@ -7,8 +7,15 @@ Schemes (``scheme``):
   (``method=maxabs``), the ``percentile`` of |w| (``percentile``), or chosen on
   calibration data (``calibrate``: per layer, the clip among a few candidates
   that best preserves the output spike counts of the float network);
-* ``ternary`` (1.58 bit): w_int ∈ {−1, 0, 1}, keep |w| > 0.7·mean|w| (the
-  usual absmean rule), α = mean |w| over the weights kept;
+* ``ternary`` (1.58 bit, the absmean rule of BitNet b1.58): per row
+  (``per_channel``) or per layer, s = mean |w| over the weights that exist and
+  w_int = round(clip(w / s, −1, 1)) with the rounding below (ties away from
+  zero: |w| ≥ s/2 becomes ±1, |w| < s/2 becomes 0), ``scale`` = s; a row with
+  s = 0 (all zero) gets w_int = 0 and scale 1; a row that is already ternary —
+  its non-zero weights share one magnitude a, as the weights
+  :mod:`nmc.nn.ternary` saves — keeps ``scale`` = a (its w_int is sign(w)
+  under the rule anyway), so the rule is idempotent: quantizing s·t gives back
+  (t, s) exactly (:func:`ternary_rows`);
 * ``binary``: w_int ∈ {−1, 1}, α = mean |w|.
   With ``calibrate``, α of ternary/binary is multiplied by the factor among a
   few candidates that best preserves the output spike counts.
@@ -74,7 +81,7 @@ ALPHA_GAINS = (0.6, 0.8, 1.0, 1.25, 1.5)  # ternary/binary: α · gain
 # backwards-compatible names (older callers import these from here)
 _layer_inputs = layer_inputs
 _simulate = simulate
-__all__ = ["quantize_weights", "round_half_away", "dequantized", "integer_graph", "Quantize", "weight_arrays"]
+__all__ = ["quantize_weights", "round_half_away", "ternary_codes", "ternary_rows", "dequantized", "integer_graph", "Quantize", "weight_arrays"]
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
@@ -84,6 +91,22 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
     r += 0.5
     np.floor(r, out=r)
     return np.copysign(r, x, out=r)
+
+
+def ternary_codes(w: np.ndarray, s) -> np.ndarray:
+    """round(clip(w / s, −1, 1)) with ties away from zero (int32); 0 where s = 0 (broadcast)."""
+    s = np.asarray(s, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.clip(np.asarray(w, dtype=np.float64) / np.where(s > 0, s, 1.0), -1.0, 1.0)
+    return np.where(s > 0, round_half_away(r), 0.0).astype(np.int32)
+
+
+def ternary_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``ternary`` scheme per row of a 2-D ``w``: (t int8 ∈ {−1, 0, 1}, s float64 (rows,)) with
+    s = mean |w| of the row, t = round(clip(w / s, −1, 1)) (ties away from zero), s = 1 and t = 0 for
+    an all-zero row, s = a for a row whose non-zero weights all have magnitude a; w ≈ s[:, None]·t."""
+    t, s = quantize_weights(np.asarray(w, dtype=np.float64), scheme="ternary", per_channel=True)
+    return t.astype(np.int8), np.asarray(s, dtype=np.float64).reshape(-1)
 
 
 def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_channel: bool = False,
@@ -114,9 +137,11 @@ def quantize_weights(w: np.ndarray, bits: int = 8, scheme: str = "int", per_chan
             w_int = np.where(w >= 0, 1, -1)
             scale = alpha
         else:
-            tmask = m & (a > 0.7 * alpha)
-            scale = np.where(tmask, a, 0).sum(**keep) / np.maximum(tmask.sum(**keep), 1)
-            w_int = np.where(tmask, np.sign(w), 0)
+            w_int = ternary_codes(w, alpha)
+            # an already-ternary row/layer (one non-zero magnitude a) keeps a: idempotent on s·t
+            amax = a.max(**keep, initial=0.0)
+            amin = np.where(a > 0, a, np.inf).min(**keep, initial=np.inf)
+            scale = np.where((amax > 0) & (amin == amax), amax, alpha)
         scale = np.where(np.asarray(scale) > 0, np.asarray(scale) * gain, 1.0)
         return np.where(m, w_int, 0).astype(np.int32), np.asarray(scale, dtype=np.float64)
     if not 1 < bits <= 16:

@@ -4,7 +4,9 @@
   sources are Inputs (binary spikes) and those layers. Linear chains are fused
   by :func:`backends.linear.compose`. What cannot map (EGRU / graded events,
   Delay, Threshold) is refused by :mod:`.rules` with the reason and the target
-  that can take it; IF/I become leaky with the longest τ (warned).
+  that can take it; IF/I become leaky with the longest τ (warned). A real-diagonal
+  ``nmc.DiagSSM`` feeding a LIF layer alone, with one decay and D = 0, becomes that
+  layer's synaptic current (a CubaLIF, :mod:`.ssm`), exactly.
 * Time: the chip is continuous-time. Each layer's continuous time constant is
   the one whose one-step decay equals the graph's discrete decay (Euler
   1 − dt/τ or exact e^{−dt/τ}): τ = −dt/ln(decay). The speed-up (hardware
@@ -70,6 +72,7 @@ from ..linear import compose, param_vec, step_rate
 from . import calibration as C
 from .target import BrainScaleS2Target
 from . import rules
+from .ssm import as_synaptic_currents
 from . import synapses as S
 from . import timescale as TS
 from .options import BrainScaleS2Options
@@ -330,6 +333,11 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
     spec = ctx.spec
     meta = GraphMeta.of(graph)
     dt, integ = meta.dt, meta.integrator
+    graph, ssm_currents = as_synaptic_currents(graph, dt, integ)   # real DiagSSM → LIF pairs: CubaLIF (.ssm)
+    warns = []
+    for k, m in ssm_currents.items():
+        warns.append((m["lif"], f"DiagSSM '{k}' ({m['modes']} real modes, one decay {m['decay']:.6g}) runs as this "
+                                f"layer's synaptic current, τ_syn = {m['tau_syn']:.4g} s"))
     rules.check(graph)
     tscale = _timescale(graph, ctx, dt, integ)
     speed = tscale.speedup
@@ -345,7 +353,7 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
     per_row = int(spec.get("synapse_array.sources_per_row"))
     wmax = int(spec.get("synapse_array.weight_max"))
     per_driver = int(spec.get("synapse_array.rows_per_driver"))
-    layers, projs, warns, how = [], [], [], {}
+    layers, projs, how = [], [], {}
     for name in order:
         node = graph.nodes[name]
         if not isinstance(node, LAYERS):

@@ -16,10 +16,11 @@ naming every offending node, the reason, and the target that can take it.
   (a rotating mode needs an oscillator; the neuron circuits only leak),
   stochastic spiking SSM neurons (a Bernoulli spike per neuron and tick needs a
   random source per neuron; the chip's only noise is its unstated analog
-  variability, not a seeded ξ), real-diagonal SSMs (each mode's state is a
-  graded value that C reads out: the chip routes spikes, not values, and a
-  neuron has one synaptic time constant, not one per mode), LayerNorm (a
-  normalisation across channels). The digital targets run them.
+  variability, not a seeded ξ), real-diagonal SSMs that do not map as a LIF
+  layer's synaptic current (:mod:`.ssm`: a graded output — the chip routes
+  spikes, not values —, several decays — a neuron has one synaptic time
+  constant —, D ≠ 0), LayerNorm (a normalisation across channels). The digital
+  targets run them.
 * ``rule_unknown_extension`` — any other nmc extension node.
 
 IF/I (no leak) are *not* refused here: :func:`lower._leaky_integrators`
@@ -56,18 +57,16 @@ def _ssm_reason(n) -> str | None:
                 "tick; the analog chip has no such random source (its circuit noise is neither seeded nor stated)")
     if isinstance(n, LayerNorm):
         return "LayerNorm normalises across channels each step; no analog circuit computes it"
-    if not isinstance(n, DiagSSM):
-        return None
-    if n.complex:
-        return (f"its {n.modes} complex modes rotate (oscillate) as they decay; the neuron circuits only leak, "
-                "they cannot oscillate")
-    return (f"its {n.modes} real modes are leaky integrators whose graded state C reads out every step; the "
-            "analog chip routes spikes (addresses), not values, and a neuron has one synaptic time constant, "
-            "not one per mode")
+    return None
 
 
 def rule_ssm(g: Graph) -> list[tuple[str, str, str]]:
-    return [(k, why, "spinnaker2") for k, n in g.nodes.items() if (why := _ssm_reason(n)) is not None]
+    """The SSM nodes left after :func:`.ssm.as_synaptic_currents` (a real DiagSSM feeding a LIF alone with
+    one decay and D = 0 maps as its synaptic current), each with its reason (:func:`.ssm.why_not`)."""
+    from .ssm import why_not
+
+    return [(k, why, "spinnaker2") for k, n in g.nodes.items()
+            if (why := (why_not(g, k) if isinstance(n, DiagSSM) else _ssm_reason(n))) is not None]
 
 
 def rule_unknown_extension(g: Graph) -> list[tuple[str, str, str]]:

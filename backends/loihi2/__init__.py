@@ -55,6 +55,9 @@ class Loihi2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = Loihi2Options
+    plasticity_refusal = ("nmc emits frozen Dense processes; lava.proc.dense.LearningDense with STDPLoihi / "
+                          "RewardModulatedSTDP is not emitted yet, and Lava's learning API has no synaptic "
+                          "sampling (SPORE) or structural rewiring")
 
     def default_pipeline(self, options: dict) -> str:
         from nmc.passes import REGISTRY

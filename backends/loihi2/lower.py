@@ -158,10 +158,12 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
     latency: dict[str, int] = {}
     hooks = SSMLowering(prog, spec)
     for name in graph.inputs:
-        prog.inputs.append(InputPort(name, tuple(graph.shape_out(name)), opts.input_bits))
+        bits = _ssm_input_bits(graph, name, lin, hooked, ctx.data, opts.input_bits)
+        prog.inputs.append(InputPort(name, tuple(graph.shape_out(name)), bits))
         latency[name] = 0
-        hooks.sources[name] = Source(name, 1.0, 2.0 ** (opts.input_bits - 1) if opts.input_bits else 1.0,
-                                     opts.input_bits, 0)
+        hooks.sources[name] = Source(name, 1.0, 2.0 ** (bits - 1) if bits else 1.0, bits, 0)
+        if bits != opts.input_bits:
+            prog.meta.setdefault("input_bits", {})[name] = {"bits": bits, "from": "calibration data"}
     bits_default = opts.weight_bits if opts.weight_bits is not None else num.weight_bits
     for name in order:
         node = graph.nodes[name]
@@ -324,6 +326,26 @@ def _cuba_bias_u(bias, du, L, scale):
     if not np.any(bias):
         return np.zeros(len(bias), np.int64)
     return np.rint(-bias / np.maximum(qu ** L, 1e-9)).astype(np.int64)
+
+
+def _ssm_input_bits(graph: Graph, name: str, lin: dict, hooked: tuple, data: dict | None, bits: int) -> int:
+    """The payload width of graph input ``name``: ``input_bits`` when given (> 0); else, for an input
+    that feeds only SSM nodes (their scales follow the source's range, :mod:`.ssm`) and whose
+    calibration data hold integers other than 0/1, the smallest signed width k that holds them
+    (−2^(k−1) ≤ x ≤ 2^(k−1) − 1, k ≤ 24) — the values a user feeds are then the payloads; else 0
+    (binary spikes, the default)."""
+    if bits or not data or name not in data or not hooked:
+        return bits
+    users = [k for k, (terms, _) in lin.items() if name in terms and isinstance(graph.nodes[k], NEURONS + hooked)]
+    if not users or not all(isinstance(graph.nodes[k], hooked) for k in users):
+        return bits
+    x = np.asarray(data[name], np.float64)
+    if x.size == 0 or not np.all(np.isfinite(x)) or np.any(x != np.rint(x)) or np.all((x == 0) | (x == 1)):
+        return bits
+    k = 2
+    while k < 24 and not (x.max() <= 2 ** (k - 1) - 1 and x.min() >= -2 ** (k - 1)):
+        k += 1
+    return k
 
 
 def _input_amp(graph: Graph, src: str, opts: Loihi2Options) -> float:

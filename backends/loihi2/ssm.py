@@ -41,7 +41,10 @@ complex Λ, P rows for real Λ)::
   worst case (every input at its largest payload ``2^(input_bits−1)``, in
   phase) keeps every payload within ``graded_payload_bits`` (24) and every
   link's ``Σ|w|·|s|`` within ``accumulator_bits`` (Lava's int32): no value
-  can wrap, for any valid input.
+  can wrap, for any valid input; and for which B̄·S_x/S_u, C·S_y/S_x and
+  D·S_y/S_u stay within one slice's range ``weight_max·2^weight_exp_max``
+  (a small input range, e.g. binary spikes, would otherwise ask for a state
+  scale whose input weights no 8-bit weight with a 3-bit exponent holds).
 * **Output stage** (the y unit): ``none`` → ``GradedVec`` (vth 0: sends y);
   ``relu`` → ``GradedReluVec`` (vth 0); ``delta`` → ``Delta`` with
   ``vth = ⌊θ·S_y⌋ + 1`` (integers: ``|d| ≥ ⌊θS_y⌋ + 1 ⇔ |d| > θS_y``) followed
@@ -215,6 +218,8 @@ def map_diag_ssm(name: str, src: str, *, lam_bar, gamma, b, c, d, in_scale: floa
     U = U_int / in_scale
     decay = 1.0 - mag
     s_x = _pow2_below(lim.payload_max / ((_modes(np.abs(Bx).sum(1), P, cplx) * U / decay).max() * 1.0625 + 1e-300))
+    w_top = lim.weight_max * 2.0 ** lim.weight_exp_max         # the largest weight one slice holds
+    s_x = min(s_x, _pow2_below(w_top * in_scale / (np.abs(Bx).max() + 1e-300)))   # B̄·S_x/S_u within it
     for _ in range(64):                            # halve until every width holds
         b_parts, B_hat = slice_matrix(Bx * s_x / in_scale, 1, lim, "B̄ (input → state)", name)
         b_links = _links(f"{name}.B", src, state, b_parts, bits=src_bits)
@@ -230,6 +235,8 @@ def map_diag_ssm(name: str, src: str, *, lam_bar, gamma, b, c, d, in_scale: floa
 
     y_float = np.abs(Cx) @ (x_rows / s_x) + np.abs(Dm).sum(1) * U
     s_y = _pow2_below(lim.payload_max / (y_float.max() * 1.0625 + 1e-300))
+    s_y = min(s_y, _pow2_below(w_top * s_x / (np.abs(Cx).max() + 1e-300)),       # C·S_y/S_x, D·S_y/S_u
+              _pow2_below(w_top * in_scale / (np.abs(Dm).max() + 1e-300)))     # within one slice's range
     for _ in range(64):
         c_parts, C_hat = slice_matrix(Cx * s_y / s_x, 1, lim, "C (state → output)", name)
         d_parts, D_hat = slice_matrix(Dm * s_y / in_scale, 1, lim, "D (input → output)", name)

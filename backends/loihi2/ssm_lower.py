@@ -5,7 +5,10 @@ has one (instead of its LIF path), with a :class:`SSMLowering` context. A
 ``DiagSSM`` becomes the units and links of :func:`.ssm.map_diag_ssm`; the linear
 nodes between its source and it (composed into one matrix M, u = Mᵀ·s) are
 folded into B and D. Its source may be a graph Input (payloads: spikes, or
-graded ``input_bits`` integers: the float input *is* the payload), a spiking
+graded ``input_bits`` integers: the float input *is* the payload; without
+``input_bits``, an input that feeds only SSM nodes takes its width from the
+calibration data when they hold integers other than 0/1,
+:func:`.lower._ssm_input_bits`), a spiking
 neuron layer (0/1) or another DiagSSM (its output payload, scale S_y).
 
 Refused with the reason: a ``StochasticSSMNeuron`` (no public Lava process

@@ -24,6 +24,7 @@ class ReferenceBackend(Backend):
     devices = ("reference",)
     default_device = "reference"
     options = CommonOptions  # no target options of its own (see nmc.target_options.CommonOptions)
+    plasticity_refusal = None  # runs every nmc.plasticity rule in float (nmc.reference_plasticity)
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize"

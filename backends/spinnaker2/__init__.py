@@ -9,7 +9,9 @@ in Brian2, :mod:`.devices.brian2_sim`), ``spinnaker2`` (a board:
 ``nmc run BUNDLE --device spinnaker2 --board IP``, :mod:`.devices.board`).
 
 EGRU cells run as generated per-PE C kernels (:mod:`.egru`, CSC weights, int8
-with per-row scales or float32 with ``--option egru_weights=float32``); the
+with per-row scales or float32 with ``--option egru_weights=float32``; ternary
+weights — ``quantize{scheme=ternary}`` or ``--option egru_weights=ternary`` — as
+packed 2-bit codes, :mod:`.egru_packed`); the
 kernels can be built and stepped on the host (:mod:`.ckernels`, ``nmc run
 lm.nmc --text ... --engine c``). SSM nodes (``nmc.DiagSSM``, ``nmc.StochasticSSMNeuron``)
 run as generated per-PE C kernels too (:mod:`.ssm`, lowered by :mod:`.ssm_lower`, the
@@ -37,6 +39,8 @@ class SpiNNaker2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = SpiNNaker2Options
+    plasticity_refusal = ("the generated PE kernels read their synapse rows read-only; no learning rule "
+                          "is compiled into them yet")
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize,quantize{bits=8},partition,place,route"

@@ -25,6 +25,12 @@ void nmc_export_stoch(nmc_ssm_stoch *s, const float *u, float *spikes, float *pr
 """
 
 
+EXPORTS_NORM = r"""
+#include "nmc_ssm_norm.h"
+void nmc_export_norm(const nmc_ssm_norm *s, const float *u, float *out) { nmc_ssm_norm_step(s, u, out); }
+"""
+
+
 class SSMKernel:
     """One node's kernel as a host library; ``step(u)`` → (out, fired) or (spikes, prob), float32."""
 
@@ -71,7 +77,8 @@ class SSMKernel:
 def run_files(files: dict[str, bytes], pop, u: np.ndarray) -> np.ndarray:
     """Step every per-PE kernel file of an ``ssm_kernel`` population (as :meth:`S2Program.files` emits them)
     over u (T, H_in) float32, one sample, each file given the whole input; their outputs (T, size) joined
-    in unit order — what the PEs of the node send together."""
+    in unit order — what the PEs of the node send together. A LayerNorm's (:mod:`.ssm_norm`): u is its
+    input stage's values (T, H)."""
     from .egru import kernel_tags
     from .program import pe_slices
     from .ssm import _tag
@@ -79,7 +86,7 @@ def run_files(files: dict[str, bytes], pop, u: np.ndarray) -> np.ndarray:
     cc = compiler()
     if cc is None:
         raise DeviceError("no host C compiler (cc/gcc) to build the SSM kernels", hint="install gcc")
-    diag = "theta" in pop.kernel
+    diag, norm = "theta" in pop.kernel, "gamma" in pop.kernel
     slices = pe_slices(pop)
     tags = kernel_tags(_tag(pop.name), slices)
     u = np.ascontiguousarray(u, np.float32)
@@ -88,9 +95,10 @@ def run_files(files: dict[str, bytes], pop, u: np.ndarray) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="nmc-ssm-") as tmp:
         d = Path(tmp)
         (d / "kernels").mkdir()
-        for k in ("kernels/nmc_ssm.h", "kernels/nmc_tanh_lut.c", *(f"kernels/{t}.c" for t in tags)):
+        heads = ("kernels/nmc_ssm_norm.h",) if norm else ("kernels/nmc_ssm.h", "kernels/nmc_tanh_lut.c")
+        for k in (*heads, *(f"kernels/{t}.c" for t in tags)):
             (d / k).write_bytes(files[k])
-        (d / "kernels" / "nmc_exports.c").write_text(EXPORTS)
+        (d / "kernels" / "nmc_exports.c").write_text(EXPORTS_NORM if norm else EXPORTS)
         lib = d / "libnmc_ssm.so"
         r = subprocess.run([cc, *FLAGS, "-o", str(lib), *sorted(map(str, (d / "kernels").glob("*.c")))],
                            capture_output=True, text=True)
@@ -102,7 +110,9 @@ def run_files(files: dict[str, bytes], pop, u: np.ndarray) -> np.ndarray:
             n = units.stop - units.start
             for t in range(u.shape[0]):
                 a, b = np.zeros(n, np.float32), np.zeros(n, np.float32)
-                if diag:
+                if norm:
+                    so.nmc_export_norm(addr, u[t].ctypes.data_as(f32p), a.ctypes.data_as(f32p))
+                elif diag:
                     fired = np.zeros(n, np.uint8)
                     so.nmc_export_diag(addr, u[t].ctypes.data_as(f32p), a.ctypes.data_as(f32p),
                                        fired.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))

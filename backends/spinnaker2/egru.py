@@ -8,7 +8,10 @@ event costs one MAC per kept weight in its column; the CSR of the output rows
 transposed, which is what an event-driven PE walks), the cell state, and an event-driven
 ``step()`` that consumes the incoming (index, payload) events of the previous
 step and emits (index, payload) events — graded events, the payload being the
-unit's value y (32-bit packet payloads on SpiNNaker 2).
+unit's value y (32-bit packet payloads on SpiNNaker 2). Ternary kernels
+(``quantize{scheme=ternary}``, or ``--option egru_weights=ternary``) store
+their weights as packed 2-bit codes instead, densely by column, no indices
+(:mod:`.egru_packed`: codes and packing order); the arithmetic below is the same.
 
 Arithmetic (IEEE float32, every operation rounded as written, no fused
 multiply-add: ``-ffp-contract=off``), per PE and step:
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import egru_packed as packed
 from .target import SpiNNaker2Target
 
 F32 = np.float32
@@ -57,11 +61,16 @@ def sigmoid_f32(x: np.ndarray) -> np.ndarray:
 
 def quantize_rows(w: np.ndarray, qmax: int = 127, weights: str = "int8") -> tuple[np.ndarray, np.ndarray]:
     """int8 weights with one float32 scale per row (ties away from zero); ``weights="float32"``:
-    the weights rounded to float32 with scale 1."""
+    the weights rounded to float32 with scale 1; ``weights="ternary"``: t ∈ {−1, 0, 1} (int8) and
+    s = mean |w| of the row (float32), the absmean rule of :func:`nmc.passes.quantize.ternary_rows`."""
     if weights == "float32":
         w32 = np.asarray(w, float).astype(F32)
         return w32, np.ones(w32.shape[0], F32)
-    from nmc.passes.quantize import quantize_weights
+    from nmc.passes.quantize import quantize_weights, ternary_rows
+
+    if weights == "ternary":
+        t, s = ternary_rows(np.asarray(w, float))
+        return t, s.astype(F32)
 
     w_int, scale = quantize_weights(np.asarray(w, float), bits=8, per_channel=True, qmax=qmax)
     return w_int.astype(np.int8), np.asarray(scale, float).reshape(-1).astype(F32)
@@ -159,14 +168,30 @@ typedef struct {
     int n_in, n_units, h_total, first_unit;
     /* CSC of the (3*n_units, n_in) input weights (rows gate-major): column i's kept weights
        are val[ptr[i] .. ptr[i+1]) at rows row[...]; the same for the (3*n_units, h_total) recurrent ones */
-    /* val: int8_t (scale per row in sx/sh), or float with w_float = 1 (float32 weights, scales 1) */
-    int w_float;
+    /* w_fmt 0: val int8_t (scale per row in sx/sh); 1: float (float32 weights, scales 1);
+       2: packed 2-bit ternary codes by column, ptr/row unused (nmc_egru_acc_t2) */
+    int w_fmt;
     const uint32_t *wx_ptr; const uint16_t *wx_row; const void *wx_val; const float *sx;
     const uint32_t *wh_ptr; const uint16_t *wh_row; const void *wh_val; const float *sh;
     const float *bx, *bh, *thr;
     float *c;                             /* n_units */
     float *acc_x, *acc_h;                 /* scratch, 3*n_units each */
 } nmc_egru_pe;
+
+/* packed ternary (w_fmt 2): column i's R codes are the bytes w[i*stride ..), stride = (R + 3) / 4, row r
+   in bits 2(r%4), 2(r%4)+1 of byte r/4; code 1 -> +1 (acc += v), 3 -> -1 (acc -= v), 0 -> 0 (skipped) */
+static inline void nmc_egru_acc_t2(float *acc, const uint8_t *w, int R, const uint32_t *ei, const float *ev, int ne) {
+    const int stride = (R + 3) / 4;
+    for (int e = 0; e < ne; e++) {
+        const float v = ev[e];
+        const uint8_t *col = w + (uint32_t)stride * ei[e];
+        for (int r = 0; r < R; r++) {
+            const int code = (col[r >> 2] >> ((r & 3) * 2)) & 3;
+            if (code == 1) acc[r] = acc[r] + v;
+            else if (code == 3) acc[r] = acc[r] - v;
+        }
+    }
+}
 
 /* acc[row] += w·v over the kept weights of each event's column, events in the given order */
 static inline void nmc_egru_acc(float *acc, const uint32_t *ptr, const uint16_t *row, const void *val, int w_float,
@@ -190,8 +215,13 @@ static inline int nmc_egru_step(nmc_egru_pe *p, const uint32_t *xi, const float 
                                 const uint32_t *yi, const float *yv, int ny, uint32_t *oi, float *ov) {
     const int R = 3 * p->n_units, n = p->n_units;
     for (int r = 0; r < R; r++) { p->acc_x[r] = 0.0f; p->acc_h[r] = 0.0f; }
-    nmc_egru_acc(p->acc_x, p->wx_ptr, p->wx_row, p->wx_val, p->w_float, xi, xv, nx);
-    nmc_egru_acc(p->acc_h, p->wh_ptr, p->wh_row, p->wh_val, p->w_float, yi, yv, ny);
+    if (p->w_fmt == 2) {
+        nmc_egru_acc_t2(p->acc_x, (const uint8_t *)p->wx_val, R, xi, xv, nx);
+        nmc_egru_acc_t2(p->acc_h, (const uint8_t *)p->wh_val, R, yi, yv, ny);
+    } else {
+        nmc_egru_acc(p->acc_x, p->wx_ptr, p->wx_row, p->wx_val, p->w_fmt, xi, xv, nx);
+        nmc_egru_acc(p->acc_h, p->wh_ptr, p->wh_row, p->wh_val, p->w_fmt, yi, yv, ny);
+    }
     int no = 0;
     for (int u = 0; u < n; u++) {
         float gxz = p->acc_x[u] * p->sx[u] + p->bx[u], ghz = p->acc_h[u] * p->sh[u] + p->bh[u];
@@ -246,27 +276,41 @@ def kernel_files(node: str, p: dict, pe_units: list[tuple[int, slice]]) -> dict[
     for (pe, units), tag in zip(pe_units, kernel_tags(node, pe_units)):
         rows = _pe_rows(H, units)
         n = units.stop - units.start
-        xp, xr, xv = csc(p["wx"][rows])
-        hp, hr, hv = csc(p["wh"][rows])
-        wf = int(np.asarray(p["wx"]).dtype == np.float32)
-        wt, wfmt = ("float", _floats) if wf else ("int8_t", _ints)
 
         def arr(ctype, name, a, fmt):  # C has no zero-length arrays: an empty one holds one unused 0
             return f"static const {ctype} {name}[{max(1, a.size)}] = {{{fmt(a) if a.size else '0'}}};"
 
-        src = [f"/* nmc generated: EGRU '{node}' units {units.start}..{units.stop - 1} on PE {pe}; "
-               f"{xv.size} + {hv.size} kept weights (CSC). */",
+        if packed.is_packed(p):
+            wf = 2
+            wx_arrays = [arr("uint8_t", "WX_VAL", packed.pack(p["wx"][rows]), _ints)]
+            wh_arrays = [arr("uint8_t", "WH_VAL", packed.pack(p["wh"][rows]), _ints)]
+            head = (f"{np.count_nonzero(p['wx'][rows])} + {np.count_nonzero(p['wh'][rows])} non-zero ternary weights "
+                    f"(packed 2-bit codes by column, {packed.stride(3 * n)} bytes per column)")
+            ptrs = ("0", "0", "0", "0")
+        else:
+            xp, xr, xv = csc(p["wx"][rows])
+            hp, hr, hv = csc(p["wh"][rows])
+            wf = int(np.asarray(p["wx"]).dtype == np.float32)
+            wt, wfmt = ("float", _floats) if wf else ("int8_t", _ints)
+            wx_arrays = [arr("uint32_t", "WX_PTR", xp, _ints), arr("uint16_t", "WX_ROW", xr, _ints),
+                         arr(wt, "WX_VAL", xv, wfmt)]
+            wh_arrays = [arr("uint32_t", "WH_PTR", hp, _ints), arr("uint16_t", "WH_ROW", hr, _ints),
+                         arr(wt, "WH_VAL", hv, wfmt)]
+            head = f"{xv.size} + {hv.size} kept weights (CSC)"
+            ptrs = ("WX_PTR", "WX_ROW", "WH_PTR", "WH_ROW")
+
+        src = [f"/* nmc generated: EGRU '{node}' units {units.start}..{units.stop - 1} on PE {pe}; {head}. */",
                '#include "nmc_egru.h"',
-               arr("uint32_t", "WX_PTR", xp, _ints), arr("uint16_t", "WX_ROW", xr, _ints), arr(wt, "WX_VAL", xv, wfmt),
+               *wx_arrays,
                f"static const float SX[{3 * n}] = {{{_floats(p['sx'][rows])}}};",
-               arr("uint32_t", "WH_PTR", hp, _ints), arr("uint16_t", "WH_ROW", hr, _ints), arr(wt, "WH_VAL", hv, wfmt),
+               *wh_arrays,
                f"static const float SH[{3 * n}] = {{{_floats(p['sh'][rows])}}};",
                f"static const float BX[{3 * n}] = {{{_floats(p['bx'][rows])}}};",
                f"static const float BH[{3 * n}] = {{{_floats(p['bh'][rows])}}};",
                f"static const float THR[{n}] = {{{_floats(p['thr'][units])}}};",
                f"static float C[{n}];", f"static float ACC_X[{3 * n}], ACC_H[{3 * n}];",
-               f"nmc_egru_pe {tag} = {{{n_in}, {n}, {H}, {units.start}, {wf}, WX_PTR, WX_ROW, WX_VAL, SX, "
-               f"WH_PTR, WH_ROW, WH_VAL, SH, BX, BH, THR, C, ACC_X, ACC_H}};",
+               f"nmc_egru_pe {tag} = {{{n_in}, {n}, {H}, {units.start}, {wf}, {ptrs[0]}, {ptrs[1]}, WX_VAL, SX, "
+               f"{ptrs[2]}, {ptrs[3]}, WH_VAL, SH, BX, BH, THR, C, ACC_X, ACC_H}};",
                ""]
         files[f"kernels/{tag}.c"] = "\n".join(src).encode()
     return files

@@ -17,8 +17,9 @@ integer weights are exact in float32 below 2²⁴):
              starts at chip step = its latency (before, no input has reached it; an EGRU stepped on
              zeros would move its state, which no initial value can cancel)
     ssm_kernel: :func:`.ssm_lower.step` (the input stage, then :func:`.ssm.diag_step` /
-             :func:`.ssm.stochastic_step`, the functions the generated C matches bit for bit) on the
-             source's values of step t−1, from its latency tick on; a stochastic kernel's counter
+             :func:`.ssm.stochastic_step` / :func:`.ssm_norm.norm_step`, the functions the generated C
+             matches bit for bit) on the source's values of step t−1 (a LayerNorm: each source's of
+             step t−1−d_s, its delay line), from its latency tick on; a stochastic kernel's counter
              k = chip tick − latency
 
 Each float32 operation is rounded as written, left to right. ``spike_list``
@@ -89,7 +90,9 @@ class S2Emulator(LaggedStreaming, Device):
         # event in index order (_accumulate), as the receiving PE does; spikes (0/1 or counts times
         # weights on the int8 grid) sum exactly in float32 in any order, so a matmul serves them
         self.graded = {pop.name for pop in program.populations if pop.model in KERNEL_MODELS}
-        self.depth = 1 + max((d for v in self.W.values() for d, _, _ in v), default=0)
+        self.depth = 1 + max([d for v in self.W.values() for d, _, _ in v]   # synaptic delays and the delay
+                             + [int(d) for pop in program.populations      # lines of multi-source kernels
+                                for d in np.asarray(pop.kernel.get("delay", [])).reshape(-1)], default=0)
 
     def reset(self, batch: int = 1) -> None:
         self.batch = batch
@@ -133,7 +136,9 @@ class S2Emulator(LaggedStreaming, Device):
                 st["s"], st["v"] = s, v
                 continue
             if pop.model == "ssm_kernel":
-                self._ssm_step(pop, st, prev[pop.source])
+                x = (np.concatenate([self.past[s][int(d)] for s, d in zip(pop.sources, pop.kernel["delay"])], axis=1)
+                     if pop.sources else prev[pop.source])   # a LayerNorm: its sources' delay lines
+                self._ssm_step(pop, st, x)
                 continue
             se = np.zeros_like(st["v"])
             si = np.zeros_like(st["v"])
@@ -188,7 +193,7 @@ class S2Emulator(LaggedStreaming, Device):
         every other consumer takes x/quantum repeated events per step (:meth:`S2Program.input_events`)."""
         for k, a in list(arrs.items()):
             consumers = {q.post for q in self.p.projections if q.pre == k} | {
-                pop.name for pop in self.p.populations if pop.source == k}
+                pop.name for pop in self.p.populations if k in pop.kernel_inputs}
             graded_ok = consumers and all(self.p.pop(c).model in KERNEL_MODELS for c in consumers)
             if not graded_ok:
                 arrs[k] = self.p.input_events(k, a)

@@ -6,7 +6,11 @@ recurrent weights by magnitude (the embedding and decoder stay dense),
 optionally removes the ``prune_units`` least active fraction of units of
 every layer on the calibration text, and stores CSR; ``quantize{bits=8}`` (the
 lowering quantizes the kernels to int8 with one scale per gate row;
-``--option egru_weights=float32`` keeps float32 weights and drops this pass);
+``--option egru_weights=float32`` keeps float32 weights and drops this pass;
+``--option egru_weights=ternary`` makes it ``quantize{scheme=ternary,per_channel=true}``
+— t ∈ {−1, 0, 1} × one absmean scale per gate row, packed 2-bit kernels, see
+:mod:`.egru_packed` — and prunes nothing unless ``density`` is given: a ternary
+model comes dense from quantisation-aware training, :mod:`nmc.nn.ternary`);
 ``partition`` splits units across PEs by output unit under the per-PE SRAM and
 per-tick work budgets (rates from the calibration text); then place, route and
 the per-PE EGRU kernels.
@@ -42,6 +46,7 @@ from nmc.lm.target import LanguageModelTarget, TokenEngine
 
 from .ckernels import CKernels
 from .egru import step_batch
+from .egru_packed import is_packed
 
 DEFAULT_DENSITY = 0.05
 
@@ -91,16 +96,21 @@ class S2LanguageModels(LanguageModelTarget):
     engines = ("emulator", "c", "reference")
 
     def default_pipeline(self, backend, options: dict) -> str:
-        d = float(options.get("density") if options.get("density") is not None else DEFAULT_DENSITY)
+        w = str(options.get("egru_weights") or "int8")
+        ternary = w == "ternary"
+        d = float(options.get("density") if options.get("density") is not None else
+                  (1.0 if ternary else DEFAULT_DENSITY))
         pu = float(options.get("prune_units") or 0.0)
         if not 0 < d <= 1:
             raise OptionError(f"density must be in (0, 1], got {d}", hint="e.g. --option density=0.05 (95 % pruned)")
         if not 0 <= pu < 1:
             raise OptionError(f"prune_units must be in [0, 1), got {pu}")
-        w = str(options.get("egru_weights") or "int8")
-        if w not in ("int8", "float32"):
-            raise OptionError(f"egru_weights must be int8 or float32, not {w!r}")
+        if w not in ("int8", "float32", "ternary"):
+            raise OptionError(f"egru_weights must be int8, float32 or ternary, not {w!r}")
         sp = f"sparsify{{density={d},scope=layer,nodes=EGRU,format=csr" + (f",prune_units={pu}" if pu else "") + "}"
+        if ternary:
+            sp = "" if d == 1 and not pu else sp + ","
+            return "normalize," + sp + "quantize{scheme=ternary,per_channel=true},partition,place,route"
         return "normalize," + sp + (",quantize{bits=8}" if w == "int8" else "") + ",partition,place,route"
 
     def _engine(self, name: str, bundle) -> TokenEngine:
@@ -162,8 +172,10 @@ class S2LanguageModels(LanguageModelTarget):
             # kept weights per (column, unit) over the unit's 3 gate rows; units summed per PE
             onto = np.zeros((H, len(pe_ids)))
             onto[np.arange(H), [col[int(x)] for x in p.pe]] = 1
-            kx = np.count_nonzero(np.asarray(p.kernel["wx"]).reshape(3, H, -1), axis=0).T @ onto  # (n_in, PEs)
-            kh = np.count_nonzero(np.asarray(p.kernel["wh"]).reshape(3, H, H), axis=0).T @ onto
+            # a packed ternary kernel decodes all 3 codes per (column, unit), zeros included
+            nz = (lambda a: np.ones(np.shape(a))) if is_packed(p.kernel) else (lambda a: (np.asarray(a) != 0) * 1.0)
+            kx = nz(p.kernel["wx"]).reshape(3, H, -1).sum(0).T @ onto  # (n_in, PEs)
+            kh = nz(p.kernel["wh"]).reshape(3, H, H).sum(0).T @ onto
             cyc += ((xin != 0) @ kx + (yprev != 0) @ kh) * cyc_syn + onto.sum(0) * cyc_neu
         mean = float(cyc.mean(0).max()) / clock
         worst = float(cyc.max()) / clock

@@ -10,8 +10,8 @@ or ``lif_conv2d`` with a ``Conv2DProjection`` when fed by one [pool →] Conv2d
 CubaLIF/CubaLI nodes ``lif_curr_exp_no_delay`` (int8 weights, ±127, from
 ``hw_configs/spinnaker2.toml [models]``); EGRU nodes ``egru_kernel`` (:mod:`.egru`);
 node types with a spinnaker2 ``lower`` hook in the registry lower themselves (the SSM
-nodes: ``ssm_kernel``, :mod:`.ssm_lower`), and a ``refuse`` hook refuses a node type
-with its own reason before anything else (``nmc.LayerNorm``).
+nodes and ``nmc.LayerNorm``: ``ssm_kernel``, :mod:`.ssm_lower`), and a ``refuse`` hook
+refuses a node type with its own reason before anything else.
 
 Chip dynamics per step (py-spinnaker2, weights integer, state float32)::
 
@@ -125,8 +125,9 @@ def lower(graph: Graph, ctx) -> S2Program:
             refuse(name, graph.nodes[name])
     flat, virt = _delays_as_sources(graph, dt)
     order2, back2 = flat.schedule()
-    # node types with a spinnaker2 "lower" hook in the registry (the SSM nodes, .ssm_lower) lower themselves
-    hooked = tuple(c for c in classes(Kind.NEURON) if lookup(c).hook("lower", "spinnaker2") is not None)
+    # node types with a spinnaker2 "lower" hook in the registry (the SSM nodes and LayerNorm, .ssm_lower)
+    # lower themselves
+    hooked = tuple(c for c in classes() if lookup(c).hook("lower", "spinnaker2") is not None)
     kernels = (EGRU,) + hooked
     s2_neurons, graph_inputs = population_types(), set(graph.inputs)
     readout_outs = [o for o in graph.outputs if not (len(graph.preds(o)) == 1 and (
@@ -153,7 +154,7 @@ def lower(graph: Graph, ctx) -> S2Program:
     for name in layers:
         node = graph.nodes[name]
         if isinstance(node, EGRU):
-            pops[name] = _egru_population(name, node, lin[name], pops, virt, opts.egru_weights)
+            pops[name] = _egru_population(name, node, lin[name], pops, virt, egru_weights(graph, name, opts))
             continue
         if hooked and isinstance(node, hooked):
             pops[name] = lookup(node).hook("lower", "spinnaker2")(graph, name, node, lin[name], pops, virt,
@@ -347,10 +348,17 @@ def _conv_terms(graph, name, model, terms, g, opts) -> dict:
     return {src: (k * gc[:, 0][:, None, None, None], geo)}
 
 
+def egru_weights(graph: Graph, name: str, opts: SpiNNaker2Options) -> str:
+    """The weight format of EGRU node ``name``'s kernels: ``ternary`` (packed 2-bit, :mod:`.egru_packed`)
+    when the quantize pass made it ternary (``quantize{scheme=ternary}``), else the option ``egru_weights``."""
+    q = graph.ann(name, Quant)
+    return "ternary" if q is not None and q.scheme == "ternary" else opts.egru_weights
+
+
 def _egru_population(name, node, composed, pops, virt, weights: str = "int8") -> Population:
     """An EGRU node → a population run by generated PE kernels (see :mod:`.egru`);
-    ``weights``: ``int8`` (per-row scales, default) or ``float32`` (option ``egru_weights``,
-    whose choices the typed options checked when they were parsed)."""
+    ``weights``: ``int8`` (per-row scales, default), ``float32`` or ``ternary`` (per-row absmean
+    scale, packed 2-bit codes; the kernel gets ``wbits`` = 2) — :func:`egru_weights`."""
     from .egru import quantize_rows
 
     terms, bias = composed
@@ -365,6 +373,10 @@ def _egru_population(name, node, composed, pops, virt, weights: str = "int8") ->
     H = int(node.hidden_size)
     kernel = {"wx": wx_i, "sx": sx, "wh": wh_i, "sh": sh, "bx": bx.astype(np.float32),
               "bh": np.asarray(node.b_h, np.float32), "thr": np.asarray(node.thr, np.float32)}
+    if weights == "ternary":
+        from .egru_packed import WBITS
+
+        kernel["wbits"] = np.array(WBITS, np.int32)
     return Population(name, "egru_kernel", H, reset="reset_by_subtraction", latency=pops[src].latency + 1,
                       spiking=False, kernel=kernel, source=src)
 
@@ -410,7 +422,8 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
     exact kernel bytes: the partition packed them with the same byte model
     (:class:`.target.SpiNNaker2Target`), so an overflow is an internal error. Without a
     Placement, EGRU units fill PEs after all others under the exact SRAM and per-tick
-    budgets (:func:`.target.egru_fill`) and the graph gets that Placement."""
+    budgets (:func:`.target.egru_fill`) and the graph gets that Placement; a LayerNorm kernel
+    (not a partition unit) takes one PE of its own after all others, likewise annotated."""
     per = int(opts.max_atoms_per_core or spec.get("core.neurons_max"))
     nxt = 0
     unplaced = []
@@ -427,7 +440,7 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
                 _check_kernels_fit(p, target, name)
             if p.model == "ssm_kernel":
                 _check_ssm_fits(p, target, name)
-        elif p.model == "egru_kernel":
+        elif p.model == "egru_kernel" or "gamma" in p.kernel:   # EGRU, LayerNorm kernels: after all others
             unplaced.append(name)
         else:
             p.pe = (nxt + np.arange(p.size) // per).astype(np.int32)
@@ -439,6 +452,13 @@ def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
     tick = float(opts.sys_tick or spec.get("timing.sys_tick_s"))
     for name in unplaced:
         p = pops[name]
+        if "gamma" in p.kernel:   # a LayerNorm (no partition unit: not a neuron) gathers all channels on one PE
+            p.pe = np.full(p.size, nxt, np.int32)
+            p.max_atoms_per_core = p.size
+            _check_ssm_fits(p, target, name)
+            nxt += 1
+            graph.annotate(name, Placement(core=p.pe.copy(), chip=np.zeros(p.size, np.int32)))
+            continue
         src = pops[p.source]
         rs = graph.ann(p.source, Placement)
         rate_in = (np.asarray(rs.rate, float) if rs is not None and rs.rate is not None and rs.rate.size == src.size

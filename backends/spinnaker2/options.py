@@ -17,7 +17,8 @@ class SpiNNaker2Options(CommonOptions):
     curr_exp_order: str = option("order of the synaptic-current update", str, choices=("chip", "brian2"),
                                  default="chip")
     conv: bool = option("lower convolutions as conv projections (false: as dense)", bool, default=True)
-    egru_weights: str = option("EGRU kernels' weights", str, choices=("int8", "float32"), default="int8")
+    egru_weights: str = option("EGRU kernels' weights (ternary: packed 2-bit, quantize{scheme=ternary})", str,
+                               choices=("int8", "float32", "ternary"), default="int8")
     density: float | None = option("language models: weights kept per EGRU layer", float, 0, 1, lo_open=True)
     prune_units: float | None = option("language models: fraction of least active units removed", float, 0, 1,
                                        hi_open=True)

@@ -49,6 +49,12 @@ class Population:
     chip: np.ndarray | None = None                 # chip per neuron (multi-chip placements); None: chip 0
     quantum: float = 1.0                           # spike_list: input value one event stands for (graded inputs)
     constant_events: int = 0                       # spike_list fed by no input: k events every step from its latency
+    sources: tuple = ()                            # a kernel fed by several populations (LayerNorm, .ssm_lower), in order
+
+    @property
+    def kernel_inputs(self) -> tuple:
+        """The populations whose values a kernel population takes: ``sources``, else ``source``."""
+        return tuple(self.sources) or ((self.source,) if self.source else ())
 
 
 @dataclass
@@ -119,7 +125,7 @@ class S2Program(Program):
 
         pop = self.pop(self.inputs[name])
         consumers = {q.post for q in self.projections if q.pre == pop.name} | {
-            p.name for p in self.populations if p.source == pop.name}
+            p.name for p in self.populations if pop.name in p.kernel_inputs}
         if consumers and all(self.pop(c).model in KERNEL_MODELS for c in consumers):
             return None
         ev = np.asarray(x, dtype=np.float64) / pop.quantum
@@ -144,7 +150,8 @@ class S2Program(Program):
                                  "max_atoms_per_core": p.max_atoms_per_core, "params": sorted(p.params),
                                  "kernel": sorted(p.kernel), "source": p.source,
                                  **({"quantum": p.quantum} if p.quantum != 1.0 else {}),
-                                 **({"constant_events": p.constant_events} if p.constant_events else {})}
+                                 **({"constant_events": p.constant_events} if p.constant_events else {}),
+                                 **({"sources": list(p.sources)} if p.sources else {})}
                                 for p in self.populations],
                 "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz,
                                  "conv": q.conv} for q in self.projections],
@@ -203,7 +210,7 @@ def io_map(prog: S2Program, graph) -> IOMap:
     the values; outputs: the population's kind and latency."""
     def kind_in(k):
         pop = prog.pop(prog.inputs[k])
-        egru = any(p.source == pop.name for p in prog.populations)
+        egru = any(pop.name in p.kernel_inputs for p in prog.populations)
         return "graded" if pop.quantum != 1.0 or egru else "spikes"
 
     return IOMap(tuple(Port(k, tuple(graph.shape_out(k)), kind_in(k)) for k in graph.inputs),
@@ -254,7 +261,8 @@ def load_program(files: dict[str, bytes]) -> S2Program:
                                kernel={k: arr[f"{m['name']}/k_{k}"] for k in m.get("kernel", [])},
                                source=m.get("source"), chip=arr.get(f"{m['name']}/chip"),
                                quantum=float(m.get("quantum", 1.0)),
-                               constant_events=int(m.get("constant_events", 0))))
+                               constant_events=int(m.get("constant_events", 0)),
+                               sources=tuple(m.get("sources", ()))))
     projs = [Projection(pre=q["pre"], post=q["post"], w=arr.get(f"proj{i}/weights"), recurrent=q["recurrent"],
                         kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"), delay=arr.get(f"proj{i}/delay"))
              for i, q in enumerate(meta["projections"])]

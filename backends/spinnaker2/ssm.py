@@ -4,7 +4,7 @@ One PE runs one quantised SSM node (``SSMQuant`` from the quantize pass,
 :mod:`nmc.passes.quantize_ssm`) in IEEE float32, every operation rounded as
 written, no fused multiply-add (``-ffp-contract=off``). The fixed-point
 parameters enter as floats that hold them exactly (an int of ≤ 16 bits times
-a power of two): Λ̄ = lam_int·2⁻¹⁵, B̄ = b_int·2^−b_frac, C̄ = c_int·2^−c_frac,
+a power of two): Λ̄ = lam_int·2⁻¹⁵, B̄ = b_int·2^−b_frac, C̄ = c_int·2^−c_frac (one power per row),
 D = d_int·2^−d_frac (real and imaginary parts; a real SSM has zero imaginary
 parts, which add exact zeros). Per step and sample (``nmc.DiagSSM``, P modes, H channels)::
 
@@ -52,8 +52,10 @@ GELU_A, GELU_K = F32(0.044715), F32(0.7978846)
 
 def params(node, q) -> dict:
     """float32 kernel parameters from the node and its ``SSMQuant`` (exact: ints times powers of two)."""
-    def f(ints, frac):
-        return (np.asarray(ints, np.float64) * 2.0 ** -int(frac)).astype(F32)
+    from nmc.passes.quantize_ssm import row_scale
+
+    def f(ints, frac):   # frac: one per array, or one per row of B̄, C̄
+        return (np.asarray(ints, np.float64) * row_scale(frac, ints)).astype(F32)
 
     lam, b, c = f(q.lam_int, q.lam_frac), f(q.b_int, q.b_frac), f(q.c_int, q.c_frac)
     p = {"lr": lam[..., 0], "li": lam[..., 1], "br": b[..., 0], "bi": b[..., 1], "cr": c[..., 0], "ci": c[..., 1],
@@ -267,6 +269,10 @@ def param_files(name: str, p: dict, pe_units: list, tags: list[str] | None = Non
     ``tags``: the C symbols (default ``<name>_pe<pe>``, :func:`.egru.kernel_tags`)."""
     from .egru import kernel_tags
 
+    if "gamma" in p:   # an nmc.LayerNorm kernel (.ssm_norm)
+        from .ssm_norm import param_files as norm_files
+
+        return norm_files(name, p, pe_units, tags)
     diag = "theta" in p
 
     def arr(cname, a):
@@ -303,6 +309,10 @@ def param_files(name: str, p: dict, pe_units: list, tags: list[str] | None = Non
 def run_floats(p: dict, units: slice) -> int:
     """Floats of one run's kernel file (:func:`param_files`): parameters and state, for the PE's SRAM."""
     n = units.stop - units.start
+    if "gamma" in p:   # an nmc.LayerNorm kernel (.ssm_norm)
+        from .ssm_norm import run_floats as norm_floats
+
+        return norm_floats(p, units)
     if "theta" in p:
         P, H = p["br"].shape
         return 6 * P + 2 * P * H + n * (2 * P + 3)

@@ -18,9 +18,15 @@ chip step and starts at its latency tick (before it, no input has reached it; a
 stochastic kernel stepped on zeros would draw spikes and advance its counter k).
 On chip the stochastic kernel's k is the PE's step counter since that tick.
 
+An ``nmc.LayerNorm`` becomes an ``ssm_kernel`` population too, run by the kernel of
+:mod:`.ssm_norm` on one PE: its input is the residual stream of an SSM stack, the sum of
+several sources' composed values (``sources``), each taken from the PE's delay line of that
+source at step t − 1 − d_s, d_s = L − L_s − 1, so every term lines up with the same reference
+step (:mod:`.ssm_norm`'s docstring states the order of the sum).
+
 Refused with the reason (typed errors naming the node): no ``SSMQuant`` (a pipeline
-without ``quantize``), several sources, a recurrent input, a source behind a Delay; and
-``nmc.LayerNorm`` (its ``refuse`` hook, which :func:`.lower.lower` calls before anything else).
+without ``quantize``), several sources into a DiagSSM / StochasticSSMNeuron, a recurrent input,
+a source behind a Delay, a source without a population.
 """
 from __future__ import annotations
 
@@ -33,6 +39,8 @@ from nmc.semantics import register_hook
 
 from .program import Population
 from .ssm import OUTPUT_CODES, params
+from .ssm_norm import norm_step
+from .ssm_norm import params as norm_params
 
 F32 = np.float32
 CODE_OUTPUTS = {v: k for k, v in OUTPUT_CODES.items()}
@@ -69,8 +77,38 @@ def lower_ssm(graph, name: str, node, composed, pops: dict, virt: dict, latency:
                       kernel=kernel, source=src)
 
 
+@register_hook("spinnaker2", "lower", LayerNorm)
+def lower_layer_norm(graph, name: str, node, composed, pops: dict, virt: dict, latency: int) -> Population:
+    """An ``nmc.LayerNorm`` → an ``ssm_kernel`` population with the :mod:`.ssm_norm` kernel, its
+    sources' composed matrices stacked into ``w_in`` and each source's delay in ``delay``."""
+    terms, bias = composed
+    if not terms:
+        raise UnsupportedNodeError("a LayerNorm on spinnaker2 needs an input (it has only a constant)", node=name,
+                                   hint="feed it from the input, a neuron layer or an SSM")
+    srcs, mats = [], []
+    for src, (m, back) in terms.items():
+        if back or src in virt:
+            raise UnsupportedNodeError(f"a recurrent or delayed input ('{src}') into a LayerNorm is not mapped on "
+                                       "spinnaker2", node=name, hint="feed the LayerNorm forward without a Delay")
+        if src not in pops:
+            raise UnsupportedNodeError(f"a LayerNorm fed by '{src}' (no population on spinnaker2) is not mapped",
+                                       node=name, hint="feed it from the input, a neuron layer or an SSM")
+        srcs.append(src)
+        mats.append(np.asarray(m.toarray() if hasattr(m, "toarray") else m, np.float64))
+    kernel = {k: np.asarray(v, F32) for k, v in norm_params(node).items()}
+    kernel["w_in"] = np.concatenate(mats, axis=0).astype(F32)                    # (Σ n_src, H), source order
+    kernel["b_in"] = np.asarray(bias, np.float64).reshape(-1).astype(F32)
+    kernel["delay"] = np.asarray([latency - pops[s].latency - 1 for s in srcs], np.int32)
+    kernel["src_size"] = np.asarray([m.shape[0] for m in mats], np.int32)
+    return Population(name, "ssm_kernel", int(kernel["gamma"].shape[0]), latency=latency, spiking=False,
+                      kernel=kernel, source=srcs[0], sources=tuple(srcs))
+
+
 def kernel_params(kernel: dict) -> dict:
-    """The :func:`.ssm.params` dict of an ``ssm_kernel`` population's kernel arrays (as stored)."""
+    """The :func:`.ssm.params` dict of an ``ssm_kernel`` population's kernel arrays (as stored);
+    a LayerNorm's: :func:`.ssm_norm.params`."""
+    if "gamma" in kernel:
+        return {k: np.asarray(kernel[k], F32) for k in ("gamma", "beta", "eps")}
     p = {k: np.asarray(kernel[k], F32) for k in ("lr", "li", "br", "bi", "cr", "ci", "d")}
     if "theta" in kernel:
         p["theta"] = np.asarray(kernel["theta"], F32)
@@ -88,7 +126,10 @@ def input_stage(kernel: dict, x: np.ndarray) -> np.ndarray:
 
 
 def init_state(kernel: dict, batch: int) -> dict:
-    """The kernel state of a batch (:func:`.ssm.init_state`'s layout) from the kernel arrays."""
+    """The kernel state of a batch (:func:`.ssm.init_state`'s layout) from the kernel arrays
+    (a LayerNorm has none)."""
+    if "gamma" in kernel:
+        return {}
     shp = (batch, *np.shape(kernel["lr"]))
     st = {"xr": np.zeros(shp, F32), "xi": np.zeros(shp, F32)}
     if "theta" in kernel:
@@ -103,6 +144,9 @@ def step(kernel: dict, st: dict, x: np.ndarray, k: np.ndarray) -> tuple[np.ndarr
 
     p = kernel_params(kernel)
     u = input_stage(kernel, x)
+    if "gamma" in kernel:   # LayerNorm: x is its sources' delayed values, concatenated in source order
+        out = norm_step(p, u)
+        return out, out, st
     if "theta" in kernel:
         out, st2, _ = diag_step(p, st, u)
         return out, out, st2
@@ -111,12 +155,17 @@ def step(kernel: dict, st: dict, x: np.ndarray, k: np.ndarray) -> tuple[np.ndarr
     return s, prob.astype(F32), st2
 
 
-@register_hook("spinnaker2", "refuse", LayerNorm)
-def refuse_layer_norm(name: str, node) -> None:
-    raise UnsupportedNodeError(
-        "LayerNorm is not mapped on spinnaker2: it needs a PE kernel that gathers all channels of a step (mean, "
-        "variance, a square root and a division per step), and in nmc.nn's SSM stacks it normalises the residual "
-        "stream, the sum of graded values that reach the PE at different chip latencies; the spinnaker2 lowering "
-        "has neither a LayerNorm kernel nor a multi-source graded kernel input with latency alignment yet",
-        node=name, hint="train without LayerNorm (or fold a fixed normalisation into the next Linear), "
-                        "or compile for reference")
+@register_hook("spinnaker2", "internal_macs", DiagSSM, StochasticSSMNeuron)
+def ssm_kernel_macs(node, received: np.ndarray) -> np.ndarray:
+    """The float32 multiply-adds of an SSM kernel (:mod:`.ssm`) that the graph's synapses do not show, per
+    (step·sample, unit), for ``nmc profile`` (runtime/energy.py counts the input stage: one MAC per input
+    event into each unit). The kernel computes every mode in complex form (a real mode's imaginary parts
+    are zeros it multiplies too). DiagSSM (P modes, H channels): a channel's u_h ≠ 0 (it received an
+    event) adds its B̄ column, 2P; every step Λ̄ ⊙ x (4P, spread over the H channels), the channel's
+    C̄ row (2P) and D (1). StochasticSSMNeuron (N states): every step B̄·u_h, Λ̄ ⊙ x, C̄ (2N + 4N + 2N)
+    and D (1), input or not."""
+    received = np.asarray(received, np.float64)
+    if isinstance(node, DiagSSM):
+        P, H = node.modes, node.channels
+        return (received > 0) * 2.0 * P + 4.0 * P / H + 2.0 * P + 1.0
+    return np.full(received.shape, 8.0 * node.state_size + 1.0)

@@ -43,7 +43,11 @@ Bytes of PE SRAM (``core.data_bytes``; the partition packs against
   packs with exactly these numbers (kept weights counted on the graph's
   structure, an upper bound of the quantised kernel's), so the kernels it
   places always fit; :meth:`~SpiNNaker2Target.kernel_bytes` is the exact count
-  the cost report and lowering's check use.
+  the cost report and lowering's check use. **Ternary kernels** (packed 2-bit
+  codes, :mod:`.egru_packed`) store every column of the run densely instead:
+  ``(n_in + H)·⌈3n/4⌉`` bytes and no pointers or indices; the partition packs
+  them (Quant bits = 2, or ``egru_weights=ternary``) at 0.75 byte per unit and
+  column plus, per run, one byte per column for the rounding.
 
 * **SSM kernels** (generated C, :mod:`.ssm`; ``nmc.DiagSSM``, ``nmc.StochasticSSMNeuron``):
   float32 words, per run of units on a PE, exactly what :func:`.ssm.run_floats` counts
@@ -58,7 +62,8 @@ expected synaptic events × ``core.cycles_per_synop`` + int8 MACs (conv) ×
 ``core.cycles_per_mac_int8`` + neurons × ``core.cycles_per_neuron_update``,
 over ``core.clock_hz``; the partition bounds the events alone
 (``work_max`` = clock × tick / cycles_per_synop). An EGRU event costs one MAC
-per kept weight in its column (:meth:`~SpiNNaker2Target.kernel_events`).
+per kept weight in its column (:meth:`~SpiNNaker2Target.kernel_events`); on a
+ternary kernel it decodes all 3n codes of its column (each counted as a MAC).
 """
 from __future__ import annotations
 
@@ -69,6 +74,8 @@ import numpy as np
 from nmc.nodes import EGRU
 from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
 from nmc.target_model import CoreLimits, TargetModel, spec_value
+
+from . import egru_packed as packed
 
 #: bytes of one stored synapse index (a neuron layer's row, an EGRU kernel's ``row``: uint16)
 #: and of one EGRU column pointer (``ptr``: uint32)
@@ -84,7 +91,7 @@ def _gate_rows(H: int, units: slice) -> np.ndarray:
 
 class SpiNNaker2Target(TargetModel):
     """The SpiNNaker 2 PE model (module docstring). ``egru_weights``: the
-    ``egru_weights`` option (``int8`` or ``float32``), the kernels' weight type."""
+    ``egru_weights`` option (``int8``, ``float32`` or ``ternary``), the kernels' weight type."""
 
     #: a neuron layer's PE stores rows of its non-zero weights only
     stores_zero_weights = False
@@ -92,6 +99,7 @@ class SpiNNaker2Target(TargetModel):
     def __init__(self, spec=None, limits: CoreLimits | None = None, egru_weights: str = "int8"):
         super().__init__(spec, limits)
         self.egru_weight_bytes = 4 if str(egru_weights or "int8") == "float32" else 1
+        self.egru_packed = str(egru_weights or "int8") == "ternary"
         v = lambda k: spec_value(spec, k)   # noqa: E731
         self.clock_hz, self.cycles_per_synop = v("core.clock_hz"), v("core.cycles_per_synop")
         self.cycles_per_neuron_update, self.cycles_per_mac = v("core.cycles_per_neuron_update"), v("core.cycles_per_mac_int8")
@@ -120,6 +128,8 @@ class SpiNNaker2Target(TargetModel):
         return float(M) / (M - self.row_table_bytes) if M and M > self.row_table_bytes else 1.0
 
     def synapse_bytes(self, n_syn, weight_bits, sparse, n_inputs, node=None, kept=None) -> np.ndarray:
+        if isinstance(node, EGRU) and kept is not None and (self.egru_packed or weight_bits == packed.WBITS):
+            return np.broadcast_to(packed.unit_weight_bytes(n_inputs), np.shape(kept)).astype(np.float64)
         if isinstance(node, EGRU) and kept is not None:   # CSC: row index + weight per kept weight
             return (ROW_INDEX_BYTES + self.egru_weight_bytes) * np.asarray(kept, dtype=np.float64)
         if isinstance(node, DiagSSM):            # its input stage is per run (run_overhead_bytes)
@@ -146,6 +156,8 @@ class SpiNNaker2Target(TargetModel):
         if isinstance(node, DiagSSM):   # Λ̄ (2P), B̄ (2PH), x, acc (2P each); the input stage (n_in·H + H)
             P, H = node.modes, node.channels
             return 4 * (6 * P + 2 * P * H + int(n_inputs) * H + H)
+        if isinstance(node, EGRU) and self.egru_packed:   # packed codes: each column rounded up to bytes
+            return packed.round_up_bytes(n_inputs, node.hidden_size)
         if isinstance(node, EGRU):   # the CSC column pointers of the input and the recurrent weights, and
             # the one unused element C gives a run's index/weight arrays when it keeps no weight (an upper bound)
             return (COLUMN_POINTER_BYTES * (int(n_inputs) + 1 + int(node.hidden_size) + 1)
@@ -169,6 +181,8 @@ class SpiNNaker2Target(TargetModel):
         :func:`.egru.kernel_files` (arrays with at least one element)."""
         n = units.stop - units.start
         H, n_in = kernel["thr"].shape[0], kernel["wx"].shape[1]
+        if packed.is_packed(kernel):
+            return packed.weight_bytes(n_in, H, n) + EGRU_UNIT_BYTES * n
         rows = _gate_rows(H, units)
         kx, kh = int(np.count_nonzero(kernel["wx"][rows])), int(np.count_nonzero(kernel["wh"][rows]))
         wb = np.asarray(kernel["wx"]).dtype.itemsize   # 1 (int8) or 4 (float32)
@@ -190,6 +204,9 @@ class SpiNNaker2Target(TargetModel):
     def kernel_events(kernel: dict, units: slice, rate_in, rate_self) -> float:
         """Expected MACs per step of one EGRU kernel: one per kept weight in the column of
         each input event (``rate_in``) and each recurrent event (``rate_self``)."""
+        if packed.is_packed(kernel):
+            return float(packed.decoded_per_event(units.stop - units.start)
+                         * (np.sum(np.asarray(rate_in, float)) + np.sum(np.asarray(rate_self, float))))
         rows = _gate_rows(kernel["thr"].shape[0], units)
         kx = np.count_nonzero(kernel["wx"][rows], axis=0)
         kh = np.count_nonzero(kernel["wh"][rows], axis=0)
@@ -222,6 +239,9 @@ def egru_unit_costs(target: SpiNNaker2Target, kernel: dict, rate_in, rate_self) 
     without the per-run column pointers) and synaptic events per tick (kept weights in its 3 gate
     rows × the rate of their column)."""
     H, n_in = kernel["thr"].shape[0], kernel["wx"].shape[1]
+    if packed.is_packed(kernel):   # every column's 3 codes per unit, zeros included
+        events = packed.decoded_per_event(1) * (np.sum(np.asarray(rate_in, float)) + np.sum(np.asarray(rate_self, float)))
+        return (packed.unit_weight_bytes(np.full(H, n_in + H)) + EGRU_UNIT_BYTES, np.full(H, events))
     kx = np.count_nonzero(np.asarray(kernel["wx"]).reshape(3, H, n_in), axis=0)   # (H, n_in)
     kh = np.count_nonzero(np.asarray(kernel["wh"]).reshape(3, H, H), axis=0)
     wb = np.asarray(kernel["wx"]).dtype.itemsize
@@ -242,7 +262,8 @@ def egru_fill(target: SpiNNaker2Target, kernel: dict, rate_in, rate_self, *, cyc
     data_bytes_max = int(target.data_bytes)
     H, n_in = kernel["thr"].shape[0], kernel["wx"].shape[1]
     wb = np.asarray(kernel["wx"]).dtype.itemsize
-    fixed = COLUMN_POINTER_BYTES * (n_in + 1 + H + 1) + 2 * (ROW_INDEX_BYTES + wb)
+    fixed = (packed.round_up_bytes(n_in, H) if packed.is_packed(kernel)
+             else COLUMN_POINTER_BYTES * (n_in + 1 + H + 1) + 2 * (ROW_INDEX_BYTES + wb))
     nbytes, events = egru_unit_costs(target, kernel, rate_in, rate_self)
     cycles = events * float(target.cycles_per_synop) + float(target.cycles_per_neuron_update)
     pe = np.zeros(H, np.int32)

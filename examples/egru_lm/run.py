@@ -38,12 +38,13 @@ def main(argv=None) -> dict:
     t0 = time.time()
     targs = ["--out", str(args.out), *rest]
     if args.quick:
-        targs = ["--hidden", "64", "--steps", "120", "--finetune", "60", "--batch", "16", "--seq", "48", *targs]
+        targs = ["--hidden", "64", "--steps", "120", "--finetune", "60", "--prune-every", "10", "--batch", "16",
+                 "--seq", "48", *targs]
     tr = train.main(targs)
     t_train = time.time() - t0
     b = nmc.compile(args.out / "lm.pt", target="spinnaker2", output=args.out / "lm.nmc",
                     calibrate=args.out / "validation.txt", eval_text=args.out / "test.txt",
-                    eval_chars=args.eval_chars, eval_streams=8)
+                    eval_chars=args.eval_chars, eval_streams=8, density=tr["config"]["density"])
     t_compile = time.time() - t0 - t_train
     rep = b.report("lm")
     # the dense model (before pruning) on the same pieces of the same text

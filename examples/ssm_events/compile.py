@@ -9,8 +9,15 @@ Stages (test split of the digit event streams, class = argmax of the time-averag
 * ``quantized``: the compiled graph after ``quantize{bits=B}`` (int8 weights, the SSMs'
   Λ̄ in Q1.15 and B̄, C̄, D in B bits), run as its dequantized float meaning;
 * ``targets``: ``nmc.compile`` for each chip target, run on the test streams where it
-  compiles, else the target's refusal (spinnaker2 runs the SSM nodes as PE kernels but
-  refuses LayerNorm, so the diag stack; the targets' refusals name the node and reason);
+  compiles, else the target's refusal (spinnaker2 runs the SSM nodes and LayerNorm as PE
+  kernels; the other targets' refusals name the node and reason);
+* per chip target that compiles: ``energy`` per step (``nmc.runtime.energy.profile`` on the first
+  16 test streams on the target's emulator: dynamic and total (with static power over the tick)
+  joules per step and sample, next to the same model as dense fp32 multiply-adds — every weight
+  and each SSM / LayerNorm node's multiply-adds per tick — at the profile's 45 nm fp32 MAC
+  energy) and ``streaming``: one test stream token by token
+  (one tick per window) through ``nmc.open``: the host emulator's wall time per step (median,
+  max; this machine, not the chip) and the chip's pipeline latency (output latency in ticks × tick);
 * ``per_event`` (diag): every event at its own sub-tick time (seeded uniform offset in
   its tick), run event by event with Δ_k = Δ·τ_k (nmc.reference_ssm.run_events), logits
   averaged over time (each event's output held until the next, the zero-input output before
@@ -58,6 +65,46 @@ CHIPS = ("spinnaker2", "loihi2", "brainscales2")
 
 def _acc(logits: np.ndarray, y: torch.Tensor) -> float:
     return float((np.asarray(logits).mean(0).argmax(-1) == y.numpy()).mean())
+
+
+def energy_per_step(bundle, x: np.ndarray) -> dict:
+    """Joules per step and sample of a run on the target's emulator, and the dense fp32 MAC baseline."""
+    from nmc.runtime import energy
+
+    from nmc import semantics
+
+    rep, _ = energy.profile(bundle, {"input": x})
+    n = rep["steps"] * rep["batch"]
+    conv = rep["conventional"]
+    # the whole model as dense fp32 MACs per step: every weight, and each SSM/LayerNorm node's own
+    # multiply-adds per tick (its registry "describe" hook, what nmc inspect shows), at the profile's
+    # fp32 MAC constant
+    g = bundle.graph
+    macs = sum(int(np.size(node.weight)) if hasattr(node, "weight") and semantics.lookup(node).is_linear else
+               int((semantics.lookup(node).hook("describe") or (lambda _n: {}))(node).get("macs_per_step", 0))
+               for node in g.nodes.values())
+    j_per_mac = conv["fp32_j"] / conv["dense_macs"]
+    return {"dynamic_j": rep["dynamic_j"] / n, "total_j": rep["per_inference_j"] / rep["steps"], "mode": rep["mode"],
+            "dense_macs": macs, "dense_fp32_j": macs * j_per_mac, "synapse_macs": conv["dense_macs"] / n,
+            "streams": int(rep["batch"]), "steps": int(rep["steps"])}
+
+
+def streaming(bundle, x1: np.ndarray) -> dict:
+    """One stream (T, 16) token by token through nmc.open (one tick per window): wall time per step on
+    this host's emulator and the chip's pipeline latency."""
+    from nmc.runtime.events import from_dense
+
+    wall = []
+    with nmc.open(bundle, window=1) as s:
+        for t in range(x1.shape[0]):
+            t0 = time.perf_counter()
+            s.step({"input": from_dense(x1[t:t + 1], node="input")})
+            wall.append(time.perf_counter() - t0)
+        lat = max(p.latency for p in s.io.outputs)
+        tick = s.tick
+    return {"steps": int(x1.shape[0]), "wall_ms_median": 1e3 * float(np.median(wall)),
+            "wall_ms_max": 1e3 * float(np.max(wall)), "latency_ticks": int(lat), "tick_s": float(tick),
+            "latency_s": float(lat * tick)}
 
 
 def quantized_graph(graph, bits: int):
@@ -125,7 +172,9 @@ def evaluate(variant: str, model, data, out: Path, bits: int, seed: int, event_s
     for chip in CHIPS:
         try:
             cb = nmc.compile(path, target=chip, fidelity_check=False)
-            res["targets"][chip] = {"accuracy": _acc(cb.run({"input": x})["output"], yte)}
+            res["targets"][chip] = {"accuracy": _acc(cb.run({"input": x})["output"], yte),
+                                    "energy_per_step": energy_per_step(cb, x[:, :16]),
+                                    "streaming": streaming(cb, x[:, 0])}
         except NmcError as e:
             res["targets"][chip] = {"refused": e.one_line()[:300]}
     if variant == "diag" and event_streams:

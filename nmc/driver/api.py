@@ -85,6 +85,10 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape, data=data,
                                options=options)
     conversion = source.pop("conversion", None)
+    if backend.plasticity_refusal is not None:   # learning rules: only targets that run them
+        from nmc.plasticity import refuse
+
+        refuse(graph, target, backend.plasticity_refusal)
     kind = model_kind(graph)  # a network, or a language model
     if text_calib:
         data = kind.text_calibration(graph, calibrate)
@@ -141,8 +145,24 @@ def load(path: str | Path) -> Bundle:
     return Bundle.load(path)
 
 
-def open_session(bundle, device: str | None = None, window: int = 1, pace: bool = False, **device_opts) -> Session:
-    """``nmc.open``: a streaming session on a bundle (object or path)."""
+def open_session(bundle, device: str | None = None, window: int = 1, pace: bool = False, *, env=None,
+                 env_options: dict | None = None, **device_opts):
+    """``nmc.open``: a streaming session on a bundle (object or path). With ``env`` (an allow-listed
+    environment name or a :class:`nmc.runtime.closed_loop.EnvConfig`; ``env_options`` override its
+    defaults), a :class:`nmc.runtime.closed_loop.ClosedLoop` driving that environment, its session's
+    window one action (``steps_per_action``)."""
     if not isinstance(bundle, Bundle):
         bundle = Bundle.load(bundle)
-    return Session(bundle, device=device, window=window, pace=pace, **device_opts)
+    if env is None:
+        if env_options:
+            raise OptionError("env_options given without env", hint="pass env= (an environment name)")
+        return Session(bundle, device=device, window=window, pace=pace, **device_opts)
+    from nmc.runtime.closed_loop import ClosedLoop, env_config
+
+    cfg = env_config(env, **(env_options or {}))
+    session = Session(bundle, device=device, window=cfg.steps_per_action, pace=pace, **device_opts)
+    try:
+        return ClosedLoop(session, cfg)
+    except BaseException:
+        session.close()
+        raise

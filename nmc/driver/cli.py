@@ -118,7 +118,7 @@ def compile_cmd(model, target, output, dt, reset, integrator, passes, hw, dump_i
       nmc compile lm.pt --target spinnaker2 --calibrate val.txt --option eval_text=test.txt
     An EGRU language model (nmc.nn.EGRULanguageModel saved with nmc.save) gets
     the LM pipeline on spinnaker2: options density [0.05], prune_units [0],
-    egru_weights [int8|float32], eval_text/eval_chars/eval_streams for
+    egru_weights [int8|float32|ternary], eval_text/eval_chars/eval_streams for
     reports/lm.json (perplexity float -> pruned -> quantized -> emulator).
     An ONNX ANN is converted to a rate-coded SNN (ReLU -> IF neurons, thresholds
     balanced on --calibrate data); with 'labels' in the .npz the bundle's
@@ -192,7 +192,8 @@ def _print_fidelity(rep: dict) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--input", "-i", "input_path", type=click.Path(path_type=Path),
               help=".npz with one array per input node, shape (T, *node shape).")
-@click.option("--text", help="Language models: prompt text streamed token by token; prints the continuation.")
+@click.option("--text", help="Language models: prompt text streamed token by token; prints the continuation, and on "
+                            "stderr the engine's tokens per second and latency per token (p50/p99).")
 @click.option("--tokens", "tokens_path", type=click.Path(path_type=Path),
               help="Language models: file of token ids (whitespace-separated integers) to stream.")
 @click.option("--generate", "n_gen", type=int, default=200, show_default=True,
@@ -206,7 +207,12 @@ def _print_fidelity(rep: dict) -> None:
 @click.option("--device", "-d", help="Device (default: the target's emulator; see `nmc targets`).")
 @click.option("--record", help="Comma-separated nodes whose state/spikes to save as <node>.v / <node>.spikes.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write outputs to this .npz.")
-def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, steps, device, record, output):
+@click.option("--env", "env_name", metavar="NAME",
+              help="Closed loop: step this environment (CartPole-v1, MountainCar-v0, Acrobot-v1) with the network, "
+                   "its reward fed to the learning rules (nmc.runtime.closed_loop); -o writes returns and latencies.")
+@click.option("--episodes", type=int, default=10, show_default=True, help="Closed loop: episodes to run.")
+def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, steps, device, record, output,
+            env_name, episodes):
     """Run a compiled BUNDLE on an input and save/print the outputs.
 
     \b
@@ -214,7 +220,10 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
       nmc run net.nmc --input in.npz --record lif1 -o out.npz
       nmc run lm.nmc --text "ROMEO." --generate 300           # a language model, token by token
       nmc run lm.nmc --tokens ids.txt --engine c              # through the generated C kernels
+      nmc run agent.nmc --env CartPole-v1 --episodes 20      # closed loop with a Gymnasium task
     """
+    if env_name is not None:
+        return _run_env(bundle, env_name, episodes, device, output)
     check_number("--generate", n_gen, lo=0)
     check_number("--temperature", temperature, lo=0)
     if text is not None or tokens_path is not None:
@@ -235,6 +244,25 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
         t.add_column(c)
     for k, v in res.items():
         t.add_row(k, str(tuple(v.shape)), str(int(np.count_nonzero(v))), f"{float(np.mean(v)):.4g}")
+    out.print(t)
+    if output:
+        out.print(f"[green]wrote[/] {output}")
+
+
+def _run_env(bundle, env_name, episodes, device, output):
+    check_number("--episodes", episodes, lo=1)
+    check_output(output, [bundle])
+    with api.open_session(api.load(bundle), device=device, env=env_name) as loop:
+        rep = loop.run(episodes)
+    s = rep.summary()
+    if output:
+        save_npz(output, {"returns": np.asarray(rep.returns, float), "lengths": np.asarray(rep.lengths, np.int64),
+                          "latency_s": np.asarray(rep.latency_s, float)})
+    t = Table(title=f"{bundle} in {env_name} ({'learning' if loop.learns else 'frozen'})")
+    for c in ("episodes", "steps", "mean return", "last return", "latency/step mean", "p50", "p99"):
+        t.add_column(c)
+    t.add_row(str(s["episodes"]), str(s["steps"]), f"{s['mean_return']:.4g}", f"{rep.returns[-1]:.4g}",
+              *(f"{s[k] * 1e3:.3g} ms" for k in ("latency_mean_s", "latency_p50_s", "latency_p99_s")))
     out.print(t)
     if output:
         out.print(f"[green]wrote[/] {output}")
@@ -278,12 +306,17 @@ def _run_lm(b, text, tokens_path, n_gen, temperature, engine, output):
     dt = time.perf_counter() - t0
     err.print(f"{len(ids)} prompt tokens, {len(gen)} generated, engine {stream.engine}; prompt perplexity "
               f"{np.exp(s / max(n, 1)):.3f} over {n} predictions; {dt:.2f} s", highlight=False)
+    tm = stream.timing()
+    err.print(f"streaming ({tm['engine']}): {tm['tokens']} tokens, {tm['tokens_per_s']:.1f} tokens/s; latency per "
+              f"token p50 {tm['latency_p50_s'] * 1e3:.3f} ms, p99 {tm['latency_p99_s'] * 1e3:.3f} ms", highlight=False,
+              soft_wrap=True)
     if vocab is not None:
         click.echo((text if text is not None else vocab.decode(ids)) + vocab.decode(gen))
     else:
         click.echo(" ".join(map(str, gen)))
     if output:
-        save_npz(output, {"prompt": ids, "generated": np.asarray(gen, np.int64), "logits": logits})
+        save_npz(output, {"prompt": ids, "generated": np.asarray(gen, np.int64), "logits": logits,
+                          "latency_s": np.asarray(stream.latencies, np.float64)})
         out.print(f"[green]wrote[/] {output}")
 
 
@@ -395,7 +428,8 @@ def _eval_data(bundle, data, labels, workers, address, samples, device, output):
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def inspect_cmd(path, as_json):
-    """Show a model's or bundle's nodes, shapes, parameters, annotations and resource use.
+    """Show a model's or bundle's nodes, shapes, parameters, annotations and resource use
+    (node types with facts of their own, e.g. the SSM nodes: state size and multiply-adds per tick).
 
     \b
     Example:
@@ -409,11 +443,16 @@ def inspect_cmd(path, as_json):
     else:
         g, src = load_model(path)
         info = {"source": src}
+    from nmc import semantics
+
     rows = []
     for name, node in g.nodes.items():
         rows.append({"node": name, "type": type_name(node), "in": list(g.shape_in(name) or ()),
                      "out": list(g.shape_out(name) or ()), "params": g.param_count(name),
                      "annotations": sorted(g.annotations.get(name, {}))})
+        entry = semantics.lookup(node)   # a node type's own facts (its registry "describe" hook: the SSM nodes)
+        if entry is not None and entry.hook("describe") is not None:
+            rows[-1]["details"] = entry.hook("describe")(node)
     if as_json:
         click.echo(json.dumps({"info": info, "nodes": rows, "edges": g.edges, "meta": g.meta}, indent=2, default=str))
         return
@@ -424,6 +463,15 @@ def inspect_cmd(path, as_json):
         t.add_row(r["node"], r["type"], str(tuple(r["in"])), str(tuple(r["out"])), f"{r['params']:,}",
                   ", ".join(r["annotations"]))
     out.print(t)
+    detailed = [r for r in rows if "details" in r]
+    if detailed:   # node types with facts of their own (the SSM nodes: state, multiply-adds per tick)
+        keys = list(dict.fromkeys(k for r in detailed for k in r["details"]))
+        dt_ = Table(title="node details")
+        for c in ("node", *keys):
+            dt_.add_column(c)
+        for r in detailed:
+            dt_.add_row(r["node"], *(str(r["details"].get(k, "")) for k in keys))
+        out.print(dt_)
     out.print(f"edges: {len(g.edges)}  meta: {g.meta}", highlight=False)
     for k, v in info.items():
         if isinstance(v, dict) and v:

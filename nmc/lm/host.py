@@ -12,11 +12,18 @@ the emulator's arithmetic, bit-equal to ``nmc run``'s aligned outputs on the
 same tokens) and ``c`` (the generated per-PE C kernels built with the host
 compiler, bit-equal to the emulator), see :mod:`nmc.backends.spinnaker2.lm`.
 
+Timing: every :meth:`TokenStream.feed` is timed on the host's monotonic clock
+(``time.perf_counter``); :meth:`TokenStream.timing` gives tokens per second and the
+latency per token (p50/p99) of the engine since the last :meth:`reset` —
+``nmc run --text`` prints it. These are host figures of the engine, not of a chip.
+
 The decoder runs on the host (float64). A chip pipelines layers (token t's
 logits leave ``latency`` ticks after it enters); generation feeds back each
 sampled token, so on the board it would wait those ticks per token.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -34,13 +41,30 @@ class TokenStream:
         target = language_model(bundle.backend)
         self.engine = engine or target.engines[0]
         self.runner = target.engine(self.engine, bundle)
+        self.latencies: list[float] = []
 
     def reset(self) -> None:
         self.runner.reset()
+        self.latencies = []
 
     def feed(self, token: int) -> np.ndarray:
         """Advance one step with ``token``; the logits (V,) for the next token (float64)."""
-        return self.runner.feed(E.one_hot(np.array([int(token)]), self.V))  # (1, V) in
+        x = E.one_hot(np.array([int(token)]), self.V)  # (1, V) in
+        t0 = time.perf_counter()
+        out = self.runner.feed(x)
+        self.latencies.append(time.perf_counter() - t0)
+        return out
+
+    def timing(self) -> dict:
+        """Tokens fed since :meth:`reset` (or creation), their total engine time, tokens per second
+        and the latency per token (one :meth:`feed`: the engine's step and the host decoder) at
+        the 50th and 99th percentiles (``np.percentile``, linear interpolation), in seconds."""
+        lat = np.asarray(self.latencies, float)
+        total = float(lat.sum())
+        return {"engine": self.engine, "tokens": int(lat.size), "seconds": total,
+                "tokens_per_s": float(lat.size / total) if total > 0 else float("nan"),
+                "latency_p50_s": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+                "latency_p99_s": float(np.percentile(lat, 99)) if lat.size else float("nan")}
 
     def feed_all(self, tokens) -> np.ndarray:
         """Logits (T, V) after each token of ``tokens``."""

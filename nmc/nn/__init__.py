@@ -16,6 +16,11 @@ maps (T, B, ...) → (T, B, ...) with a parallel scan for training, and
 state; their equations are :mod:`nmc.ssm_math`. ``nmc.save`` writes them with
 their ``nmc.DiagSSM`` / ``nmc.StochasticSSMNeuron`` / ``nmc.LayerNorm`` nodes
 (:mod:`nmc.nodes_ssm`).
+
+Ternary (1.58-bit) EGRU weights: :mod:`nmc.nn.ternary` trains them
+(quantisation-aware, straight-through estimator, one absmean scale per row) and
+bakes them to exactly ternary×scale for ``quantize{scheme=ternary}``;
+:mod:`nmc.nn.distill` distils a student from a teacher's logits.
 """
 from __future__ import annotations
 

@@ -160,4 +160,5 @@ class EGRULanguageModel(nn.Module):
         return self.decoder(h)
 
     def activity(self) -> list[float]:
-        return [float(getattr(layer, "activity", float("nan"))) for layer in self.layers]
+        """Each layer's mean event rate of its last forward (as numbers: no graph kept)."""
+        return [float(torch.as_tensor(getattr(layer, "activity", float("nan"))).detach()) for layer in self.layers]

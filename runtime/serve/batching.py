@@ -112,7 +112,12 @@ class BatchedDevice:
             raise DeviceError(f"device '{getattr(device, 'name', device)}' cannot step sessions in batch slots",
                               hint="serve it without dynamic batching (--max-batch 1)")
         self._fresh = get_slot(device, 0)  # every row starts equal: the initial state of one slot
+        # ``cv`` guards the tables below; only the worker waits on it. A session waits on its
+        # own row's event, set by the worker when that row's window is stepped: a submit wakes
+        # one thread (the worker), not every waiting session (64 sessions each woken by every
+        # other's submit cost more than the batched step itself).
         self.cv = threading.Condition()
+        self._done = [threading.Event() for _ in range(self.slots)]
         self.owner: list[object | None] = [None] * self.slots  # the SlotDevice in each row
         self.pending: dict[int, dict] = {}                     # row -> inputs of its next window
         self.results: dict[int, object] = {}                   # row -> outputs (or the exception)
@@ -143,20 +148,25 @@ class BatchedDevice:
                 self.owner[slot.row] = None
                 self.pending.pop(slot.row, None)
                 self.results.pop(slot.row, None)
-                self.cv.notify_all()
+                self._done[slot.row].set()
+                self.cv.notify()
 
     def reset_slot(self, b: int) -> None:
         with self.cv:  # never in the middle of a step (the worker holds the lock for a whole step)
             set_slot(self.device, b, self._fresh)
 
     def submit(self, b: int, inputs: dict[str, np.ndarray]):
+        done = self._done[b]
         with self.cv:
             if self._stop:
                 raise DeviceError("the batching worker has stopped")
+            done.clear()
             self.pending[b] = inputs
-            self.cv.notify_all()
-            while b not in self.results and not self._stop:
-                self.cv.wait(0.5)
+            self.cv.notify()  # the worker
+        while not done.wait(0.5):
+            if self._stop:
+                break
+        with self.cv:
             if b not in self.results:
                 raise DeviceError("the batching worker stopped before this window was stepped")
             r = self.results.pop(b)
@@ -168,6 +178,8 @@ class BatchedDevice:
         with self.cv:
             self._stop = True
             self.cv.notify_all()
+            for e in self._done:
+                e.set()
         self._worker.join(5.0)
 
     # ---------------------------------------------------------------- worker
@@ -191,7 +203,8 @@ class BatchedDevice:
                 ready = dict(self.pending)
                 self.pending.clear()
                 self._step(ready)
-                self.cv.notify_all()
+                for b in ready:
+                    self._done[b].set()
 
     def _step(self, ready: dict[int, dict]) -> None:
         t0 = time.perf_counter()

@@ -162,3 +162,25 @@ def test_streaming_session_equals_run(tmp_path):
     with open_session(b, window=5) as s:
         got = s.run_dense({"input": u})["output"]
     assert np.array_equal(got[:24], want)
+
+
+def test_default_numerics_linear_then_ssm(tmp_path):
+    """A saved nmc.nn Linear → DiagSSM compiles for loihi2 with the default options (no input_bits): its inputs
+    are binary spikes, whose small range used to ask for a state scale whose input weights (B̄·S_x, 2.4e5) no
+    8-bit weight with exponent ≤ 7 holds; the scales now also keep B̄, C, D within one slice's range. With
+    calibration data of graded integers (event counts up to 5) the input width comes from their range
+    (4 bits), and counts run as graded payloads. Both within the compile's own bound of the reference."""
+    pt = save_nn(tmp_path / "m.pt", output="none", dt_min=0.02, dt_max=0.3)
+    rng = np.random.default_rng(3)
+    for name, calib, x in [("spk", None, (rng.random((40, 3)) < 0.3).astype(float)),
+                           ("cnt", {"input": rng.integers(0, 6, size=(40, 4, 3)).astype(float)},
+                            rng.integers(0, 6, size=(40, 3)).astype(float))]:
+        b = api.compile(pt, target="loihi2", output=str(tmp_path / f"{name}.nmc"), passes=PASSES, calibrate=calib)
+        rep = json.loads((tmp_path / f"{name}.nmc" / "reports" / "loihi2.json").read_text())["fidelity"]["1"]["ssm"]
+        assert rep["u_max"] == (1.0 if calib is None else 8.0)
+        y = b.run({"input": x})["output"]
+        ref = ReferenceSimulator(b.graph).run({"input": x})["output"]
+        assert np.abs(y - ref).max() <= rep["y_error_bound"] and np.abs(ref).max() > 0.1
+        assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
+    with pytest.raises(Exception, match="0/1"):   # counts into the spike-input program: a typed error, as before
+        api.load(tmp_path / "spk.nmc").run({"input": np.full((5, 3), 2.0)})

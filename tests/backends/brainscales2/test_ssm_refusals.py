@@ -12,7 +12,8 @@ from nmc.errors import UnsupportedNodeError
 
 @pytest.mark.parametrize("layer,why", [
     (nnn.DiagSSM(6, 4, complex=True, output="lif"), "complex modes rotate"),
-    (nnn.DiagSSM(6, 4, complex=False, output="lif"), "routes spikes .addresses., not values"),
+    (nnn.DiagSSM(6, 4, complex=False, output="relu"), "routes spikes .addresses., not values"),
+    (nnn.DiagSSM(6, 4, complex=False, output="lif"), "4 real modes decay with 4 different time constants"),
     (nnn.StochasticSpikingSSM(6, 3), "Bernoulli spike"),
 ])
 def test_ssm_nodes_refused_naming_node_and_reason(tmp_path, layer, why):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nmc.passes.quantize_ssm import dequantized_node, quantize_node
+from nmc.passes.quantize_ssm import dequantized_node, quantize_node, row_scale
 from nmc.reference import ReferenceSimulator
 from test_ssm_nodes import _graph, diag_node, stoch_node
 
@@ -53,8 +53,8 @@ def test_diag_kernel_bit_exact_and_close_to_the_reference(complex, output):
         diff = np.abs(ref["output"] - emu["out"][:, 0])[same]
     else:
         diff = np.abs(ref["output"] - emu["out"][:, 0])
-    x_max = 50.0 * float(np.abs(q.b_int).max() * 2.0 ** -q.b_frac) * float(np.abs(u).max())
-    scale = float(np.abs(q.c_int).max() * 2.0 ** -q.c_frac) * x_max * 6 + float(np.abs(node.d).max() * np.abs(u).max())
+    x_max = 50.0 * float(np.abs(q.b_int * row_scale(q.b_frac, q.b_int)).max()) * float(np.abs(u).max())
+    scale = float(np.abs(q.c_int * row_scale(q.c_frac, q.c_int)).max()) * x_max * 6 + float(np.abs(node.d).max() * np.abs(u).max())
     bound = T * (6 + 4 + 4) * 2.0 ** -24 * scale
     if output == "gelu":
         bound += 4e-4 * float(np.abs(ref["output"]).max()) + 2e-3

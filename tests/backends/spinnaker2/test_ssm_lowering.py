@@ -27,7 +27,7 @@ from nmc.driver import api
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
 from nmc import serialize
-from nmc.passes.quantize_ssm import dequantized_node, discrete
+from nmc.passes.quantize_ssm import dequantized_node, discrete, row_scale
 from nmc.reference import ReferenceSimulator
 from test_ssm_nodes import _graph, diag_node, stoch_node
 
@@ -60,8 +60,9 @@ def _float_bound(node, q, u):
     umax, usum = float(np.abs(u).max()), float(np.abs(u).sum(1).max())
     r2 = np.sqrt(2.0)
     lam_q = np.abs(np.asarray(q.lam_int, float) @ np.array([1, 1j]) * 2.0 ** -15)
-    e = np.minimum(len(u), 1 / (1 - lam_q)) * (r2 * 2.0 ** -16 * xmax + r2 * 2.0 ** (-q.b_frac - 1) * usum)
-    dc = r2 * 2.0 ** (-q.c_frac - 1)
+    db = r2 * row_scale(q.b_frac, q.b_frac) / 2        # per mode (row of B̄)
+    e = np.minimum(len(u), 1 / (1 - lam_q)) * (r2 * 2.0 ** -16 * xmax + db * usum)
+    dc = r2 * float(np.max(row_scale(q.c_frac, q.c_frac))) / 2
     quant = ((np.abs(cbar) + dc) @ e + dc * xmax.sum() + 2.0 ** (-q.d_frac - 1) * umax).max()
     f32 = len(u) * (P + H + 4) * 2.0 ** -24 * (P * (float(np.abs(cbar).max()) + dc) * float((xmax + e).max())
                                                + (float(np.abs(node.d).max()) + 1) * umax)
@@ -188,19 +189,33 @@ def test_refusals_name_the_node(tmp_path):
     assert e.value.node == "ssm"
 
 
-def test_layer_norm_refused_with_the_reason(tmp_path):
+def test_layer_norm_compiles_and_a_delayed_input_is_refused(tmp_path):
+    """A LayerNorm lowers to its PE kernel (backends/spinnaker2/ssm_norm.py, tests in test_ssm_norm.py); one fed
+    through a Delay (a synaptic delay line the kernel's input stage does not take) is refused naming it."""
     import nir
 
     from nmc.nodes_ssm import LayerNorm
 
-    g = nir.NIRGraph(nodes={"input": nir.Input({"input": np.array([3])}), "ln": LayerNorm(np.ones(3), np.zeros(3)),
-                            "ssm": diag_node(P=3, H=3), "output": nir.Output({"output": np.array([3])})},
-                     edges=[("input", "ln"), ("ln", "ssm"), ("ssm", "output")], type_check=False)
-    serialize.write(tmp_path / "ln.nir", Graph.from_nir(g))
+    def graph(delay):
+        nodes = {"input": nir.Input({"input": np.array([3])}), "ln": LayerNorm(np.ones(3), np.zeros(3)),
+                 "ssm": diag_node(P=3, H=3), "output": nir.Output({"output": np.array([3])})}
+        edges = [("ln", "ssm"), ("ssm", "output")]
+        if delay:
+            nodes["d"] = nir.Delay(np.full(3, 2e-3))
+            edges += [("input", "d"), ("d", "ln")]
+        else:
+            edges += [("input", "ln")]
+        return Graph.from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+
+    serialize.write(tmp_path / "ln.nir", graph(False))
     r = cli("compile", tmp_path / "ln.nir", "--target", "spinnaker2", "-o", tmp_path / "ln.nmc")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [p.model for p in api.load(tmp_path / "ln.nmc").program.populations if p.name == "ln"] == ["ssm_kernel"]
+    serialize.write(tmp_path / "lnd.nir", graph(True))
+    r = cli("compile", tmp_path / "lnd.nir", "--target", "spinnaker2", "-o", tmp_path / "lnd.nmc")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error:") and "'ln'" in last and "LayerNorm" in last and "residual" in last
+    assert last.startswith("error:") and "'ln'" in last and "LayerNorm" in last and "delayed" in last
 
 
 @pytest.mark.parametrize("kind", ["diag", "stochastic"])
