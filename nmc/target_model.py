@@ -211,6 +211,12 @@ class TargetModel:
     #: row budget per layer: :mod:`nmc.passes.hemispheres`; the model then provides
     #: ``hemisphere_limits()`` and ``layer_demands(graph, ctx)``, as BrainScaleS-2's does)
     granularity = "neuron"
+    #: whether a core stores a weight matrix's zeros (dense storage). False: only non-zero
+    #: weights are stored (SpiNNaker 2's rows), so the partition's synapse bytes count the
+    #: synapses whose float weight is non-zero (:func:`nmc.passes.netmodel.build_structure`;
+    #: not ``Quant.w_int``: a backend may quantise again with scales of its own); the
+    #: connections (fan-in, work, traffic) stay structural
+    stores_zero_weights = True
 
     def __init__(self, spec=None, limits: CoreLimits | None = None):
         self.spec = spec

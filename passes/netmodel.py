@@ -11,7 +11,9 @@
   multiplying their sparse connection patterns. An EGRU's internal input
   weights (3 gates) and its recurrent weights (a self-projection) are included;
 * per-unit synapse bytes (the target model's byte model,
-  :meth:`nmc.target_model.TargetModel.synapse_bytes`), per placed node the
+  :meth:`nmc.target_model.TargetModel.synapse_bytes`; for a target that stores
+  no zero weights, ``TargetModel.stores_zero_weights``, counted on the synapses
+  whose float weight is non-zero), per placed node the
   bytes a core pays once per run of its units (``run_bytes``), distinct
   fan-in, expected synaptic events per step (``work``) and firing ``rate``.
 
@@ -204,8 +206,19 @@ def _dense_pattern(n_out: int, n_in: int) -> sp.csr_matrix:
                           np.arange(0, n_out * n_in + 1, n_in, dtype=idx)), shape=(n_out, n_in))
 
 
-def _mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
-    """Non-zero pattern of a sparse weight node (Sparsity.mask, else w != 0); None when dense."""
+def _mask(g: Graph, name: str, w: np.ndarray, nonzero: bool = False) -> np.ndarray | None:
+    """Non-zero pattern of a sparse weight node (Sparsity.mask, else w != 0); None when dense.
+    ``nonzero``: of those synapses, the ones whose float weight is non-zero (the stored synapses
+    of a target that stores no zero weights, ``TargetModel.stores_zero_weights``); None when
+    that is every weight."""
+    m = _structural_mask(g, name, w)
+    if not nonzero:
+        return m
+    m = w != 0 if m is None else m & (w != 0)
+    return None if m.all() else m
+
+
+def _structural_mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
     if not _is_sparse(g, name):
         return None
     s = g.ann(name, Sparsity)
@@ -217,8 +230,10 @@ def _mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
     return w != 0
 
 
-def op_pattern(g: Graph, name: str) -> sp.csr_matrix | None:
-    """Sparse (out_flat × in_flat) pattern of a non-unit node (None: the identity)."""
+def op_pattern(g: Graph, name: str, nonzero: bool = False) -> sp.csr_matrix | None:
+    """Sparse (out_flat × in_flat) pattern of a non-unit node (None: the identity); ``nonzero``:
+    a weight node's zero weights are left out (the stored synapses of a target that stores
+    non-zeros only, ``TargetModel.stores_zero_weights``)."""
     node = g.nodes[name]
     n_in = int(np.prod(g.shape_in(name)))
     n_out = int(np.prod(g.shape_out(name)))
@@ -230,7 +245,7 @@ def op_pattern(g: Graph, name: str) -> sp.csr_matrix | None:
             m.data = np.ones(m.nnz, np.float32)
             return m
         w = np.asarray(node.weight)
-        m = _mask(g, name, w)
+        m = _mask(g, name, w, nonzero)
         if m is None:
             return _dense_pattern(n_out, n_in)
         return sp.csr_matrix(m.astype(np.float32))
@@ -240,7 +255,7 @@ def op_pattern(g: Graph, name: str) -> sp.csr_matrix | None:
         ks = w.shape[2:]
         dil = _pair(node.dilation, nd)
         return _conv_pattern(g.shape_in(name), g.shape_out(name), w.shape, _pair(node.stride, nd),
-                             _padding(node.padding, ks, dil, nd), dil, int(node.groups), _mask(g, name, w))
+                             _padding(node.padding, ks, dil, nd), dil, int(node.groups), _mask(g, name, w, nonzero))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         c = g.shape_in(name)[0]
         ks = _pair(node.kernel_size)
@@ -401,21 +416,13 @@ def build_network(g: Graph, limits: CoreLimits | TargetModel, data: dict | None 
     return _with_rates(build_structure(g, limits), g, data, rate_steps, from_placement)
 
 
-def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
-    """The network of ``g`` with uniform rates (1.0 per unit)."""
-    target = as_target(limits)
-    limits = target.limits
-    units = [k for k, n in g.nodes.items() if isinstance(n, nir.Input) or is_neuron(n)]
-    placed = np.array([is_neuron(g.nodes[k]) for k in units], dtype=bool)
-    sizes = [int(np.prod(g.shape_out(k))) for k in units]
-    offset = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    uidx = {k: i for i, k in enumerate(units)}
-    N = int(offset[-1])
+def _terms_builder(g: Graph, uidx: dict, sizes: list, nonzero: bool):
+    """``terms_into(name)``: the terms giving the output of ``name`` as a function of unit
+    outputs (memoised); ``nonzero``: weight nodes' zero weights are no synapses (:func:`op_pattern`)."""
     memo: dict[str, list[_Term]] = {}
     visiting: set[str] = set()
 
     def terms_into(name: str) -> list[_Term]:
-        """Terms giving the output of ``name`` as a function of unit outputs."""
         if name in uidx:
             n = sizes[uidx[name]]
             return [_Term(name, None, None, False, n)]
@@ -424,7 +431,7 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
         if name in visiting:
             raise GraphError("a cycle without any neuron node cannot be placed", node=name)
         visiting.add(name)
-        M = op_pattern(g, name)
+        M = op_pattern(g, name, nonzero)
         node = g.nodes[name]
         is_w = is_weight(node)
         out = []
@@ -438,6 +445,31 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
         visiting.discard(name)
         memo[name] = out
         return out
+
+    return terms_into
+
+
+def _has_zero_weights(g: Graph) -> bool:
+    """Whether a weight node (Affine/Linear/Conv, weights as an array) holds a zero weight."""
+    return any(isinstance(n, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)) and not sp.issparse(n.weight)
+               and not np.all(np.asarray(n.weight)) for n in g.nodes.values())
+
+
+def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
+    """The network of ``g`` with uniform rates (1.0 per unit)."""
+    target = as_target(limits)
+    limits = target.limits
+    units = [k for k, n in g.nodes.items() if isinstance(n, nir.Input) or is_neuron(n)]
+    placed = np.array([is_neuron(g.nodes[k]) for k in units], dtype=bool)
+    sizes = [int(np.prod(g.shape_out(k))) for k in units]
+    offset = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    uidx = {k: i for i, k in enumerate(units)}
+    N = int(offset[-1])
+    terms_into = _terms_builder(g, uidx, sizes, nonzero=False)
+    # a target that stores no zero weights: its synapse bytes count the non-zero weights' terms
+    # (same order as terms_into's); the connections (A: fan-in, work, traffic) stay structural
+    terms_nz = None if target.stores_zero_weights or not _has_zero_weights(g) else \
+        _terms_builder(g, uidx, sizes, nonzero=True)
 
     row_blocks = []
     bytes_ = np.zeros(N)
@@ -457,13 +489,13 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
             terms += terms_into(p)
         own_bits = _weight_bits(g, k)
         kept = {}   # EGRU: per term, the gate rows' structurally non-zero weights per unit (0/1 per gate and source)
-        n_in = 0
+        n_in = sum(sizes[uidx[s]] for s in dict.fromkeys(t.src for t in terms))   # source units feeding it
+        nz_m = None if terms_nz is None or isinstance(node, EGRU) else [t.m for p in g.preds(k) for t in terms_nz(p)]
         if isinstance(node, EGRU):
             h = node.hidden_size
             gx = np.abs(np.asarray(node.w_x)).reshape(3, h, -1) != 0 if _is_sparse(g, k) else np.ones((3, h, node.w_x.shape[1]), bool)
             gh = np.abs(np.asarray(node.w_h)).reshape(3, h, h) != 0 if _is_sparse(g, k) else np.ones((3, h, h), bool)
             Gx = sp.csr_matrix(gx.sum(0).astype(np.float32))
-            n_in = sum(sizes[uidx[t.src]] for t in terms)
             new = []
             for t in terms:
                 gm = _mul(Gx, t.m)   # width: the source's size, the columns of the kernel's composed input weights
@@ -485,7 +517,8 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
             block = shifted if block is None else (block + shifted).tocsr()   # shared sources: counts add
             bits = t.bits or limits.weight_bits
             bits_used.append(bits)
-            nsyn = np.diff(m.indptr) if m.nnz and np.all(m.data == 1) else np.asarray(m.sum(axis=1)).reshape(-1)
+            c = m if nz_m is None or nz_m[ti] is None else nz_m[ti]   # the stored synapses' pattern
+            nsyn = np.diff(c.indptr) if c.nnz and np.all(c.data == 1) else np.asarray(c.sum(axis=1)).reshape(-1)
             bytes_[o:o + n] += target.synapse_bytes(nsyn, bits, t.sparse, t.width, node=node, kept=kept.get(ti))
         row_blocks.append(block if block is not None else sp.csr_matrix((n, N), dtype=np.float32))
         bytes_[o:o + n] += target.state_bytes(node)

@@ -79,6 +79,7 @@ import scipy.sparse as sp
 from nmc.annotations import Placement
 from nmc.errors import DesignRuleError, OptionError
 from nmc.ir import Graph
+from nmc.target_model import CoreLimits
 
 from . import hemispheres, rules
 from .manager import Pass, PassContext, register
@@ -237,7 +238,7 @@ class Packer:
     block is a merge over the core's sources (no set unions, no re-scan of the
     core's other blocks)."""
 
-    def __init__(self, blocks: Blocks, H: sp.csr_matrix, limits: rules.CoreLimits):
+    def __init__(self, blocks: Blocks, H: sp.csr_matrix, limits: CoreLimits):
         self.b, self.lim = blocks, limits
         self.part = np.full(blocks.n, -1, dtype=np.int64)
         self._load = np.zeros((16, 3))
@@ -560,7 +561,7 @@ def traffic_lower_bound(net: Network, caps: np.ndarray) -> float:
     return float(np.dot(net.rate, np.maximum(lb, 0)))
 
 
-def _hypergraph_bound(net: Network, limits: rules.CoreLimits) -> float:
+def _hypergraph_bound(net: Network, limits: CoreLimits) -> float:
     from .hypergraph import traffic_lower_bound as per_net_bound
 
     return per_net_bound(net, limits, rules.max_per_core(net, limits, upper=True))
@@ -577,7 +578,7 @@ def core_table(net: Network, blocks: Blocks, part: np.ndarray, H: sp.csr_matrix)
             "work_per_step": work, "input_axons": axons.astype(np.int64)}
 
 
-def check_cores(table: dict, limits: rules.CoreLimits) -> list[str]:
+def check_cores(table: dict, limits: CoreLimits) -> list[str]:
     """Names of the limits some core exceeds (empty when all fit)."""
     bad = []
     for key, lim in (("neurons", limits.neurons_max), ("synapse_bytes", limits.memory_bytes),
@@ -594,7 +595,7 @@ class Partitioning:
     place/route and the benchmark)."""
 
     net: Network
-    limits: rules.CoreLimits
+    limits: CoreLimits
     blocks: Blocks
     H: sp.csr_matrix
     W: sp.csr_matrix
@@ -603,7 +604,7 @@ class Partitioning:
     seconds: dict
 
 
-def run_partition(g: Graph, limits: rules.CoreLimits, *, method: str = "kahypar", refine_moves: bool = True,
+def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refine_moves: bool = True,
                   seed: int = 0, data: dict | None = None, max_blocks: int = 4096, rate_steps: int = 200,
                   baselines: tuple[str, ...] = ("sequential", "greedy"), max_block_edges: int = 1_000_000,
                   baseline_max_neurons: int | None = None, kahypar_max_pins: int | None = None,

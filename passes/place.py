@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from nmc.annotations import Placement
 from nmc.errors import DesignRuleError, OptionError, PassError, Violation
 from nmc.ir import Graph, array_digest
+from nmc.target_model import CoreLimits
 
 from . import rules
 from .manager import Pass, PassContext, register
@@ -50,7 +51,7 @@ class CoreGraph:
     Hc: sp.csr_matrix        # (N × K) source unit → target core pattern
 
 
-def core_graph(g: Graph, limits: rules.CoreLimits, data: dict | None, ctx: PassContext | None = None) -> CoreGraph:
+def core_graph(g: Graph, limits: CoreLimits, data: dict | None, ctx: PassContext | None = None) -> CoreGraph:
     """Rebuild the network from the Placement annotations and aggregate its
     multicast traffic per (source core, target core). With ``ctx``, the network
     structure and the core graph are shared through ``ctx.cache`` (place and
@@ -78,7 +79,7 @@ def _core_graph(net: Network, ucore: np.ndarray) -> CoreGraph:
 
 
 # --------------------------------------------------------------- geometry
-def chip_slots(lim: rules.CoreLimits) -> np.ndarray:
+def chip_slots(lim: CoreLimits) -> np.ndarray:
     """(cores_per_chip, 3) usable (x, y, slot) of one chip, snake order."""
     xs = []
     for y in range(lim.mesh_y):
@@ -90,7 +91,7 @@ def chip_slots(lim: rules.CoreLimits) -> np.ndarray:
     return np.asarray(xs[:n], dtype=np.int64)
 
 
-def chip_order(lim: rules.CoreLimits) -> np.ndarray:
+def chip_order(lim: CoreLimits) -> np.ndarray:
     """(chips, 2) board positions (cx, cy) in snake order."""
     out = []
     for cy in range(lim.chips_y):
@@ -99,7 +100,7 @@ def chip_order(lim: rules.CoreLimits) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def global_xy(lim: rules.CoreLimits, chip_xy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def global_xy(lim: CoreLimits, chip_xy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.stack([chip_xy[:, 0] * lim.mesh_x + x, chip_xy[:, 1] * lim.mesh_y + y], 1)
 
 
@@ -111,7 +112,7 @@ def hops_cost(T: sp.csr_matrix, gxy: np.ndarray) -> tuple[float, int]:
 
 
 # ---------------------------------------------------------------- placing
-def assign_chips(cg: CoreGraph, lim: rules.CoreLimits, seed: int, rates_from: str = "") -> np.ndarray:
+def assign_chips(cg: CoreGraph, lim: CoreLimits, seed: int, rates_from: str = "") -> np.ndarray:
     K = cg.K
     cpc = lim.cores_per_chip or max(K, 1)
     n_chips = max(1, math.ceil(K / cpc))
@@ -157,7 +158,7 @@ def assign_chips(cg: CoreGraph, lim: rules.CoreLimits, seed: int, rates_from: st
     return rank[chip]
 
 
-def initial_positions(chip: np.ndarray, lim: rules.CoreLimits) -> np.ndarray:
+def initial_positions(chip: np.ndarray, lim: CoreLimits) -> np.ndarray:
     """Slot index (into chip_slots) per core: logical order along the snake."""
     slot = np.zeros(chip.size, dtype=np.int64)
     for c in np.unique(chip):
@@ -166,7 +167,7 @@ def initial_positions(chip: np.ndarray, lim: rules.CoreLimits) -> np.ndarray:
     return slot
 
 
-def anneal(cg: CoreGraph, lim: rules.CoreLimits, chip: np.ndarray, slot: np.ndarray, rng: np.random.Generator,
+def anneal(cg: CoreGraph, lim: CoreLimits, chip: np.ndarray, slot: np.ndarray, rng: np.random.Generator,
            max_moves: int = 30000) -> np.ndarray:
     """Swap/move cores between slots of the same chip to lower Σ T·hops."""
     K = cg.K
@@ -213,7 +214,7 @@ def anneal(cg: CoreGraph, lim: rules.CoreLimits, chip: np.ndarray, slot: np.ndar
     return slot
 
 
-def run_place(g: Graph, limits: rules.CoreLimits, data: dict | None = None, seed: int = 0,
+def run_place(g: Graph, limits: CoreLimits, data: dict | None = None, seed: int = 0,
               anneal_moves: int = 30000, plot: bool = False, ctx: PassContext | None = None) -> tuple[dict, dict]:
     """Place; returns ({chip, x, y, slot: per-core arrays}, report)."""
     cg = core_graph(g, limits, data, ctx)
@@ -259,7 +260,7 @@ def annotate_positions(g: Graph, pos: dict) -> None:
         g.annotate(name, replace(p, **{k: np.asarray(v)[core].astype(np.int32) for k, v in pos.items()}))
 
 
-def geometry_for(ctx: PassContext, mesh: tuple[int, ...] = ()) -> rules.CoreLimits:
+def geometry_for(ctx: PassContext, mesh: tuple[int, ...] = ()) -> CoreLimits:
     """Limits with the chip geometry: from the spec, or (no spec) from an explicit
     ``mesh=(x;y)`` or ``(x;y;cores_per_node)`` option describing one chip."""
     if mesh:

@@ -28,14 +28,14 @@ import scipy.sparse as sp
 from nmc.annotations import Placement, Route
 from nmc.errors import DesignRuleError, PassError, Violation
 from nmc.ir import Graph
+from nmc.target_model import CoreLimits
 
-from . import rules
 from .manager import Pass, PassContext, register
 from .netmodel import activity_inputs
 from .place import CoreGraph, chip_order, core_graph, geometry_for
 
 
-def core_positions(g: Graph, cg: CoreGraph, lim: rules.CoreLimits) -> np.ndarray:
+def core_positions(g: Graph, cg: CoreGraph, lim: CoreLimits) -> np.ndarray:
     """(K+1, 3) global (gx, gy, slot) per core from the Placement annotations (host last, at (0, 0))."""
     pos = np.zeros((cg.K + 1, 3), dtype=np.int64)
     pos[cg.K] = (0, 0, -1)
@@ -107,7 +107,7 @@ def node_routes(cg: CoreGraph) -> dict[str, Route]:
     return out
 
 
-def run_route(g: Graph, limits: rules.CoreLimits, data: dict | None = None,
+def run_route(g: Graph, limits: CoreLimits, data: dict | None = None,
               ctx: PassContext | None = None) -> tuple[dict, dict[str, Route]]:
     cg = core_graph(g, limits, data, ctx)
     pos = core_positions(g, cg, limits)

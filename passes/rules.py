@@ -49,10 +49,9 @@ from nmc.errors import OptionError, Violation
 
 
 # ------------------------------------------------------------------ limits
-# The limits and the byte model live in the target model (nmc.target_model);
-# the names below are re-exported for the passes and their tests.
-from nmc.target_model import (CoreLimits, TargetModel, index_bits_for, near_square,  # noqa: E402,F401
-                              synapse_bytes)
+# The limits and the byte model live in the target model (nmc.target_model): import them
+# from there (tests/test_layering.py forbids taking them through this module).
+from nmc.target_model import CoreLimits, TargetModel  # noqa: E402
 
 
 def target_for(ctx, **overrides) -> TargetModel:

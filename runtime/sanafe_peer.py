@@ -36,7 +36,7 @@ import numpy as np
 from nmc.annotations import Placement
 from nmc.errors import OptionError, UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
-from nmc.semantics import lookup
+from nmc.semantics import Kind, kind_of, lookup
 
 #: neuron types the export maps to SANA-FE's LIF soma
 _NEURONS = (nir.LIF, nir.IF, nir.LI, nir.CubaLIF)
@@ -88,7 +88,7 @@ def _edges(g) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     units = set(g.inputs) | {k for k, v in g.nodes.items() if isinstance(v, _NEURONS)}
     out = []
     for name, node in g.nodes.items():
-        if name in units or isinstance(node, nir.Output) or isinstance(node, nir.Input):
+        if name in units or kind_of(node) is Kind.IO:
             continue
         if not isinstance(node, (nir.Affine, nir.Linear)):
             raise UnsupportedNodeError(f"the SANA-FE export maps Affine/Linear weights only, not {type(node).__name__}",
@@ -103,8 +103,7 @@ def _edges(g) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
         for t in post:
             out.append((pre[0], t, w, b))
     for name, node in g.nodes.items():
-        if not (isinstance(node, nir.Input) or isinstance(node, nir.Output) or name in units
-                or isinstance(node, (nir.Affine, nir.Linear))):
+        if not (kind_of(node) is Kind.IO or name in units or isinstance(node, (nir.Affine, nir.Linear))):
             raise UnsupportedNodeError(f"SANA-FE has no model nmc maps {type(node).__name__} to", node=name)
     return out
 

@@ -191,6 +191,65 @@ def test_the_check_sees_function_local_and_upward_imports(tmp_path):
     assert violations([Import("nmc.frontends.torch", "nmc.passes.quantize", 3, True, False)])
 
 
+#: names that live in one module and must be imported from it, not through a module that uses them
+#: (``CoreLimits`` & co. once came through ``nmc.passes.rules``: runtime/energy.py, bench/)
+HOME = {"nmc.target_model": ("CoreLimits", "TargetModel", "spec_value", "near_square", "index_bits_for",
+                             "synapse_bytes")}
+
+
+def borrowed_names(file: Path, package: str) -> list[str]:
+    """``from M import N`` and ``M.N`` (M a module bound by an import) in ``file`` where N is one of
+    :data:`HOME`'s names and M is not its home; ``package``: the file's package for relative imports."""
+    tree = ast.parse(file.read_text(), filename=str(file))
+    owner = {n: home for home, names in HOME.items() for n in names}
+    bound: dict[str, str] = {}   # local name -> module it stands for
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            for a in node.names:
+                if a.name in owner and mod != owner[a.name]:
+                    out.append(f"{file.relative_to(ROOT)} line {node.lineno}: {a.name} from {mod}")
+                bound[a.asname or a.name] = f"{mod}.{a.name}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname:
+                    bound[a.asname] = a.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in owner and isinstance(node.value, ast.Name):
+            mod = bound.get(node.value.id)
+            if mod is not None and mod.startswith("nmc") and mod != owner[node.attr]:
+                out.append(f"{file.relative_to(ROOT)} line {node.lineno}: {node.value.id}.{node.attr} ({mod})")
+    return out
+
+
+def test_target_model_names_come_from_where_they_live():
+    bad = []
+    for name, (f, is_pkg) in all_modules().items():
+        bad += borrowed_names(f, name if is_pkg else name.rpartition(".")[0])
+    for d in ("tests", "bench", "examples"):
+        for f in sorted((ROOT / d).rglob("*.py")):
+            bad += borrowed_names(f, "")
+    assert not bad, "import these names from their home module (HOME in tests/test_layering.py):\n  " + "\n  ".join(bad)
+
+
+def test_the_borrowed_names_check_sees_the_old_path(tmp_path):
+    f = ROOT / "tests" / "_borrowed_probe.py"   # under ROOT for relative_to; removed below
+    try:
+        f.write_text("from nmc.passes.rules import CoreLimits\nfrom nmc.target_model import TargetModel\n"
+                     "from . import rules\n\ndef g(x: rules.CoreLimits):\n    return rules.max_per_core\n")
+        found = borrowed_names(f, "nmc.passes")
+    finally:
+        f.unlink()
+    assert found == ["tests/_borrowed_probe.py line 1: CoreLimits from nmc.passes.rules",
+                     "tests/_borrowed_probe.py line 5: rules.CoreLimits (nmc.passes.rules)"]
+
+
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan, iterative)."""
     index: dict[str, int] = {}

@@ -101,3 +101,29 @@ def test_targets_command_lists_the_options():
     assert listed["loihi2"][:5] == ["vth_mant", "weight_bits", "input_bits", "sparse_below", "split_signs"]
     assert "input_quantum" in listed["spinnaker2"] and "bias_repeat_max" in listed["brainscales2"]
     assert all(set(COMMON) <= set(v) for v in listed.values())
+
+
+@pytest.mark.parametrize("opts,words", [
+    ({"curr_exp_order": "both"}, ["curr_exp_order", "chip", "brian2"]),
+    ({"egru_weights": "int4"}, ["egru_weights", "int8", "float32"]),
+])
+def test_spinnaker2_choices_refused_before_lowering(model, tmp_path, monkeypatch, opts, words):
+    """spinnaker2's lowering no longer checks curr_exp_order / egru_weights itself (#18): the typed
+    options refuse the same values, on the command line and in nmc.compile, before any pass runs
+    (lowering is never reached)."""
+    from nmc.backends.spinnaker2 import lower as s2_lower
+
+    def never(*a, **k):
+        raise AssertionError("lowering reached with a refused option")
+
+    monkeypatch.setattr(s2_lower, "lower", never)
+    with pytest.raises(OptionError) as e:
+        nmc.compile(model, target="spinnaker2", dt=1e-3, **opts)
+    text = e.value.one_line()
+    assert all(w in text for w in words), text
+    (k, v), = opts.items()
+    line = cli_error("compile", model, "--dt", "1e-3", "-t", "spinnaker2", "--option", f"{k}={v}",
+                     "-o", tmp_path / "o.nmc")
+    assert all(w in line for w in words), line
+    assert not (tmp_path / "o.nmc").exists()
+    assert SpiNNaker2Options.parse({"curr_exp_order": "brian2", "egru_weights": "float32"}).egru_weights == "float32"

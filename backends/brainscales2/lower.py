@@ -66,7 +66,7 @@ from nmc.ir import Graph
 from nmc.passes.quantize import round_half_away
 from nmc.passes import hemispheres as H
 from nmc.passes.rewire import rewire_matrix
-from nmc.semantics import lookup, register_hook
+from nmc.semantics import Kind, kind_of, lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from . import calibration as C
@@ -228,10 +228,11 @@ def _indeg(projs, layer) -> np.ndarray:
 
 
 def _weight_node(graph: Graph, layer: str, src: str, m: np.ndarray):
-    """The Affine/Linear node that alone carries src → layer (its weight is the composed matrix), else None."""
+    """The weight node (Affine/Linear: a weight matrix of the composed matrix's shape) that alone
+    carries src → layer (its weight is the composed matrix), else None."""
     for p in graph.preds(layer):
         node = graph.nodes[p]
-        if isinstance(node, (nir.Affine, nir.Linear)) and graph.preds(p) == [src]:
+        if kind_of(node) is Kind.WEIGHT and graph.preds(p) == [src] and getattr(node.weight, "ndim", 0) == 2:
             w = np.asarray(node.weight, float)
             if w.shape == m.T.shape and np.allclose(w, m.T, rtol=0, atol=1e-12):
                 return p

@@ -248,7 +248,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                 fid["v_error_per_step"] += max_row_error(w, e, Tp, vth * gshift) * amp[s] + (1.0 / vth if e < 0 else 0.0)
                 density = np.count_nonzero(w) / max(w.size, 1)
                 nbits = 0
-                if isinstance(graph.nodes[s], nir.Input) and opts.input_bits > 0:
+                if s in graph.inputs and opts.input_bits > 0:
                     nbits = opts.input_bits
                 prog.synapses.append(Synapse(f"{srcname}->{name}{suffix}", srcname, name, w, e, nbits,
                                              "sparse" if density < opts.sparse_below else "dense", is_back))
@@ -352,7 +352,7 @@ def _ssm_input_bits(graph: Graph, name: str, lin: dict, hooked: tuple, data: dic
 
 def _input_amp(graph: Graph, src: str, opts: Loihi2Options) -> float:
     """Largest payload a source sends: 1 for spikes, 2^(input_bits−1) for graded inputs."""
-    if isinstance(graph.nodes[src], nir.Input) and opts.input_bits > 0:
+    if src in graph.inputs and opts.input_bits > 0:
         return float(2 ** (opts.input_bits - 1))
     return 1.0
 

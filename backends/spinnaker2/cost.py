@@ -3,9 +3,9 @@ with the target model's byte and work models (:mod:`.target`).
 
 Per PE (ARM Cortex-M4F): neurons, synapse bytes
 (:meth:`~.target.SpiNNaker2Target.projection_bytes`: int8 weight + 16-bit index
-per nonzero synapse, plus a row pointer per source row) + neuron state
-bytes (``core.neuron_state_bytes`` per neuron), compared with
-``core.data_bytes``; EGRU kernels by their emitted arrays
+per non-zero synapse of the emitted weights, plus a row pointer per source row
+with a non-zero onto the PE) + neuron state bytes (``core.neuron_state_bytes``
+per neuron), compared with ``core.data_bytes``; EGRU kernels by their emitted arrays
 (:meth:`~.target.SpiNNaker2Target.kernel_bytes`); and work per tick
 (:meth:`~.target.SpiNNaker2Target.pe_time`): expected synaptic events (source rate ×
 fan-out onto this PE; rates from the ``Placement.rate`` annotations written by
@@ -13,11 +13,14 @@ the partition pass, else every source fires every step) ×
 ``core.cycles_per_synop`` (a graded input value counts its x/quantum repeated
 events: ``input_events`` in the report) + neurons × ``core.cycles_per_neuron_update``,
 divided by ``core.clock_hz``: the predicted ``time_done`` per tick. Conv
-projections (:mod:`.conv`) store their int8 kernel once per PE instead of per
-synapse, and their synaptic events count as int8 MACs on the PE's MAC array
+projections (:mod:`.conv`) emitted as a ``Conv2DProjection`` (both populations
+whole, :func:`.program.emitted_whole`) store their int8 kernel once per PE
+instead of per synapse (:meth:`~.target.SpiNNaker2Target.conv_kernel_bytes`),
+and their synaptic events count as int8 MACs on the PE's MAC array
 (``core.cycles_per_mac_int8``; an estimate: py-spinnaker2's conv kernel code is
-not in the notes). A ternary EGRU kernel's packed codes (every code of an event's
-column, zeros included: ``ternary_codes`` in the report) cost
+not in the notes); split over explicit PEs, the run script expands them to rows,
+counted as any projection's. A ternary EGRU kernel's packed codes (every code of an
+event's column, zeros included: ``ternary_codes`` in the report) cost
 ``core.cycles_per_ternary_code`` each. A PE whose
 predicted time exceeds ``sys_tick`` falls out of step (PEs are not barrier
 synchronised): that is a warning naming the PE and its population.
@@ -30,14 +33,14 @@ from nmc.annotations import Placement
 
 from .egru import kernel_tags
 from .egru_packed import is_packed
-from .program import pe_slices
+from .program import emitted_whole, pe_slices
 from .target import SpiNNaker2Target, input_rates
 
 
 def cost_report(prog, graph, spec, ctx, target: SpiNNaker2Target | None = None) -> dict:
     target = target if target is not None else SpiNNaker2Target(spec)
     data_bytes = int(target.data_bytes)
-    state_b = int(target.state_bytes())
+    state_b = int(target.limits.state_bytes)   # core.neuron_state_bytes: what a PE holds per neuron
     tick = prog.sys_tick_s
     rate = {}
     for p in prog.populations:
@@ -75,13 +78,14 @@ def cost_report(prog, graph, spec, ctx, target: SpiNNaker2Target | None = None) 
         if post.pe is None:
             continue
         nz = q.weights != 0
+        conv2d = emitted_whole(post) and emitted_whole(prog.pop(q.pre))
         for pe in np.unique(post.pe):
             rows = post.pe == pe
             sub = nz[rows]
             d = pes[int(pe)]
             ev = float((sub.sum(0) * rate.get(q.pre, np.ones(sub.shape[1]))).sum())
-            if q.conv is not None:  # the int8 kernel once per PE; each event is one int8 MAC per target
-                d["synapse_bytes"] += int(np.asarray(q.kernel).size)
+            if q.conv is not None and conv2d:  # the int8 kernel once per PE; an event: one int8 MAC per target
+                d["synapse_bytes"] += target.conv_kernel_bytes(q.kernel)
                 d["macs"] = d.get("macs", 0.0) + ev
                 continue
             d["synapse_bytes"] += target.projection_bytes(sub)

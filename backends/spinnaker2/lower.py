@@ -61,7 +61,7 @@ from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
-from nmc.semantics import classes, lookup, register_hook
+from nmc.semantics import Kind, classes, lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from .cost import cost_report
@@ -70,8 +70,6 @@ from .target import SpiNNaker2Target, egru_fill, input_rates, target_model
 from .options import SpiNNaker2Options
 from . import ssm_lower  # noqa: F401  (registers the SSM nodes' spinnaker2 lower hooks)
 
-S2_NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
-SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -121,6 +119,12 @@ def _cuba_dynamics(name, node, dt, integ, n, warn):
     return "lif_curr_exp_no_delay", 1 - a_m, g, a_m * _vec(node, "v_leak", n), bias_gain, 1 - a_s
 
 
+def population_types() -> tuple[type, ...]:
+    """The neuron types lowered as py-spinnaker2 populations: those with a ``spinnaker2``
+    ``dynamics`` hook in the registry (IF, LIF, CubaLIF and their non-spiking readouts)."""
+    return tuple(c for c in classes(Kind.NEURON) if lookup(c).hook("dynamics", "spinnaker2") is not None)
+
+
 def lower(graph: Graph, ctx) -> S2Program:
     spec = ctx.spec
     opts = SpiNNaker2Options.of(ctx)
@@ -137,9 +141,10 @@ def lower(graph: Graph, ctx) -> S2Program:
     # lower themselves
     hooked = tuple(c for c in classes() if lookup(c).hook("lower", "spinnaker2") is not None)
     kernels = (EGRU,) + hooked
-    readout_outs = [o for o in graph.outputs if not (len(graph.preds(o)) == 1 and
-                                                      isinstance(graph.nodes[graph.preds(o)[0]], (nir.Input,) + S2_NEURONS + kernels))]
-    lin = compose(flat, order2, back2, target="spinnaker2", neurons=S2_NEURONS + kernels, also=readout_outs)
+    s2_neurons, graph_inputs = population_types(), set(graph.inputs)
+    readout_outs = [o for o in graph.outputs if not (len(graph.preds(o)) == 1 and (
+        graph.preds(o)[0] in graph_inputs or isinstance(graph.nodes[graph.preds(o)[0]], s2_neurons + kernels)))]
+    lin = compose(flat, order2, back2, target="spinnaker2", neurons=s2_neurons + kernels, also=readout_outs)
     warnings = []
 
     def warn(msg, node):
@@ -150,10 +155,10 @@ def lower(graph: Graph, ctx) -> S2Program:
     projs: list[Projection] = []
     quantum = graded_inputs(opts)
     for name in order:
-        if isinstance(graph.nodes[name], nir.Input):
+        if name in graph_inputs:
             pops[name] = Population(name, "spike_list", int(np.prod(graph.shape_out(name))), latency=0,
                                     quantum=quantum)
-    layers = [k for k in order if isinstance(graph.nodes[k], S2_NEURONS + kernels)]
+    layers = [k for k in order if isinstance(graph.nodes[k], s2_neurons + kernels)]
     terms_of = {k: _terms(k, lin[k][0], virt, order) for k in layers}
     lat_of = _latencies(graph, layers, terms_of, pops)
     model_max = {m: (int(spec.get(f"models.{m}.weight_max")), int(spec.get(f"models.{m}.delay_max", 0)))
@@ -220,7 +225,7 @@ def lower(graph: Graph, ctx) -> S2Program:
             w_int, _ = quantize_weights(m, bits=16, qmax=wmax, clip=scale * wmax)
             dm = np.where(w_int != 0, d[None, :], 0).astype(np.int32) if np.any(d > 0) else None
             projs.append(Projection(pre=src, post=name, w=w_int, recurrent=rec, delay=dm))
-        spiking = isinstance(node, SPIKING)
+        spiking = lookup(node).spiking
         thr = _vec(node, "v_threshold", n) / scale if spiking else np.full(n, F32_MAX)
         v_reset = _vec(node, "v_reset", n) / scale if spiking and hasattr(node, "v_reset") else np.zeros(n)
         params = {"threshold": thr, "alpha_decay": alpha, "i_offset": c / scale, "v_reset": v_reset,
@@ -280,11 +285,11 @@ def _delays_as_sources(graph: Graph, dt: float) -> tuple[Graph, dict]:
         if not isinstance(node, nir.Delay):
             continue
         preds = graph.preds(name)
-        if len(preds) != 1 or not isinstance(graph.nodes[preds[0]], (nir.Input,) + S2_NEURONS):
+        src = preds[0] if len(preds) == 1 else None
+        if src is None or not (src in graph.inputs or isinstance(graph.nodes[src], population_types())):
             raise UnsupportedNodeError("a Delay must come directly after one input or neuron layer on SpiNNaker 2 "
                                        "(it becomes a synaptic delay of that layer's projections)", node=name,
                                        hint="move the Delay before the weights (delays commute with linear maps)")
-        src = preds[0]
         n = int(np.prod(graph.shape_out(src)))
         steps = np.rint(np.broadcast_to(np.asarray(node.delay, float).reshape(-1), (n,)) / dt).astype(np.int64)
         if np.any(steps < 0):

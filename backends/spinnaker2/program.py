@@ -236,6 +236,19 @@ def pe_slices(p: Population) -> list[tuple[int, slice]]:
     return out
 
 
+def emitted_whole(p: Population) -> bool:
+    """Whether the run script (:mod:`.emit`, its ``pe_split``) builds ``p`` as one py-spinnaker2
+    population (``set_max_atoms_per_core``: the placement is py-spinnaker2's own uniform
+    contiguous split) rather than one population per PE; a conv projection between two whole
+    populations is emitted as a ``Conv2DProjection``, else expanded to rows."""
+    if p.pe is None or p.model == "spike_list":
+        return True
+    pe = np.asarray(p.pe)
+    blocks = np.arange(p.size) // int(p.max_atoms_per_core)
+    return (all(np.unique(pe[blocks == b]).size == 1 for b in np.unique(blocks))
+            and np.unique(pe).size == np.unique(blocks).size)
+
+
 def load_program(files: dict[str, bytes]) -> S2Program:
     meta = json.loads(files["s2_program.json"])
     arr = npz_load(files["s2_arrays.npz"])

@@ -4,13 +4,34 @@ read by the design rules, the partition pass and the cost report alike.
 Bytes of PE SRAM (``core.data_bytes``; the partition packs against
 ``core.synapse_memory_bytes``, the same 96 KB):
 
-* **neuron layers** (py-spinnaker2 populations): per neuron, the generic
-  per-synapse model (:func:`nmc.target_model.synapse_bytes`) plus
-  ``core.neuron_state_bytes``; the cost report counts a PE's projections as
-  stored rows — an int8 weight and a 16-bit index per non-zero synapse
-  (:data:`SYNAPSE_BYTES`) and a row pointer (``core.row_pointer_bytes``, 4 when
-  absent) per source row with a non-zero onto the PE (:meth:`~SpiNNaker2Target.projection_bytes`);
-  a conv projection stores its int8 kernel once per PE.
+* **neuron layers** (py-spinnaker2 populations): what the run script
+  (:mod:`.emit`) hands py-spinnaker2 for a PE, one connection per non-zero
+  weight of the emitted ``proj<i>/weights`` grouped into rows by source. The PE
+  stores per non-zero synapse a weight (``core.weight_bits`` rounded up to
+  bytes: 1) and a ``uint16`` index of the neuron it targets
+  (:attr:`~SpiNNaker2Target.row_synapse_bytes`), per source row with a
+  non-zero onto the PE a row pointer (``core.row_pointer_bytes``, 4 when absent),
+  and per neuron ``core.neuron_state_bytes``. The cost report counts exactly
+  that per PE (:meth:`~SpiNNaker2Target.projection_bytes`). The partition packs
+  with the same numbers: per neuron its synapses whose float weight is non-zero
+  (:attr:`~SpiNNaker2Target.stores_zero_weights`; never fewer than the emitted
+  non-zeros: lowering rounds the float weights with a scale of its own per
+  population, so a weight may still round to zero there, but a zero is never
+  emitted) and its state; the rows
+  are a table of at most ``core.input_axons_max`` pointers (the partition keeps
+  every PE's distinct sources within it), so the PE's other bytes get
+  ``core.synapse_memory_bytes`` less that table
+  (:attr:`~SpiNNaker2Target.row_table_bytes`): the partition charges a neuron's
+  bytes × M / (M − table) against M (:attr:`~SpiNNaker2Target.row_share`),
+  which keeps its packing per neuron (any neuron to any PE) and every PE it
+  fills with neuron layers within M. A conv projection emitted as one
+  ``Conv2DProjection`` (both populations whole, :func:`.program.emitted_whole`)
+  stores its int8 kernel once per PE instead
+  (:meth:`~SpiNNaker2Target.conv_kernel_bytes`); split over explicit PEs the
+  script expands it to rows, counted as rows. The partition packs conv layers
+  as rows, the form the script falls back to (the kernel, C_out·C_in·kh·kw
+  bytes, is the smaller one on a PE holding more than C_out/3 neurons away
+  from the padded border, each with C_in·kh·kw synapses of 3 bytes).
 * **EGRU kernels** (generated C, :mod:`.egru`): what the emitted arrays hold, per
   PE and run of consecutive units (one ``.c`` file each):
   the CSC column pointers, ``uint32`` per input column and per recurrent
@@ -51,6 +72,8 @@ ternary kernel it decodes all 3n codes of its column, each costing
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nmc.nodes import EGRU
@@ -59,9 +82,8 @@ from nmc.target_model import CoreLimits, TargetModel, spec_value
 
 from . import egru_packed as packed
 
-#: bytes of one stored synapse of a neuron layer's projection: int8 weight + uint16 index
-SYNAPSE_BYTES = 1 + 2
-#: bytes of one EGRU kernel index / pointer entry: ``row`` (uint16) and ``ptr`` (uint32)
+#: bytes of one stored synapse index (a neuron layer's row, an EGRU kernel's ``row``: uint16)
+#: and of one EGRU column pointer (``ptr``: uint32)
 ROW_INDEX_BYTES, COLUMN_POINTER_BYTES = 2, 4
 #: float32 values per EGRU unit: SX, SH, BX, BH (3 gate rows each), THR, C, ACC_X, ACC_H (3 each)
 EGRU_FLOATS_PER_UNIT = 4 * 3 + 1 + 1 + 2 * 3
@@ -75,6 +97,9 @@ def _gate_rows(H: int, units: slice) -> np.ndarray:
 class SpiNNaker2Target(TargetModel):
     """The SpiNNaker 2 PE model (module docstring). ``egru_weights``: the
     ``egru_weights`` option (``int8``, ``float32`` or ``ternary``), the kernels' weight type."""
+
+    #: a neuron layer's PE stores rows of its non-zero weights only
+    stores_zero_weights = False
 
     def __init__(self, spec=None, limits: CoreLimits | None = None, egru_weights: str = "int8"):
         super().__init__(spec, limits)
@@ -94,6 +119,27 @@ class SpiNNaker2Target(TargetModel):
         return float(self.cycles_per_ternary_code if packed.is_packed(kernel) else self.cycles_per_synop)
 
     # ----------------------------------------------------- byte model
+    @property
+    def row_synapse_bytes(self) -> int:
+        """Bytes of one stored synapse of a neuron layer: its weight (``core.weight_bits``
+        rounded up to bytes) and a ``uint16`` target-neuron index."""
+        return math.ceil(int(self.limits.weight_bits) / 8) + ROW_INDEX_BYTES
+
+    @property
+    def row_table_bytes(self) -> int:
+        """The most bytes a PE's row pointers take: ``core.row_pointer_bytes`` per source row,
+        at most ``core.input_axons_max`` rows (0 without that limit)."""
+        return int(self.limits.row_pointer_bytes) * int(self.limits.fan_in_max or 0)
+
+    @property
+    def row_share(self) -> float:
+        """M / (M − :attr:`row_table_bytes`), M = ``core.synapse_memory_bytes``: the factor the
+        partition charges a neuron layer's bytes with, so that a PE filled to M with them
+        leaves the row table its room (1 without a memory limit, or when an override makes the
+        table alone fill M: the cost report then warns of a PE over ``core.data_bytes``)."""
+        M = self.limits.memory_bytes
+        return float(M) / (M - self.row_table_bytes) if M and M > self.row_table_bytes else 1.0
+
     def synapse_bytes(self, n_syn, weight_bits, sparse, n_inputs, node=None, kept=None) -> np.ndarray:
         if isinstance(node, EGRU) and kept is not None and (self.egru_packed or weight_bits == packed.WBITS):
             return np.broadcast_to(packed.unit_weight_bytes(n_inputs), np.shape(kept)).astype(np.float64)
@@ -103,14 +149,21 @@ class SpiNNaker2Target(TargetModel):
             return np.zeros(np.shape(n_syn))
         if isinstance(node, StochasticSSMNeuron):   # its input column: n_inputs float32 weights
             return np.full(np.shape(n_syn), 4.0 * int(n_inputs))
-        return super().synapse_bytes(n_syn, weight_bits, sparse, n_inputs, node=node)
+        # a neuron layer: one stored synapse per synapse with a non-zero weight (dense or sparse
+        # alike: the rows hold non-zeros only, stores_zero_weights), charged with the row table's share
+        return self.row_share * self.row_synapse_bytes * np.asarray(n_syn, dtype=np.float64)
 
-    def state_bytes(self, node=None) -> int:
+    def state_bytes(self, node=None) -> float:
+        """Bytes the partition charges per neuron for its state: a kernel's exact state (below);
+        a neuron layer's ``core.neuron_state_bytes`` with the row table's share (the PE holds
+        ``limits.state_bytes`` per neuron, the cost report's count)."""
         if isinstance(node, DiagSSM):            # C̄ row (re, im), D, θ, held: 2P + 3 floats per channel
             return 4 * (2 * node.modes + 3)
         if isinstance(node, StochasticSSMNeuron):   # Λ̄, B̄, C̄ (re, im), x (re, im), D, input bias
             return 4 * (8 * node.state_size + 2)
-        return EGRU_UNIT_BYTES if isinstance(node, EGRU) else super().state_bytes(node)
+        if isinstance(node, EGRU):
+            return EGRU_UNIT_BYTES
+        return self.row_share * super().state_bytes(node)   # a neuron layer: with the row table's share
 
     def run_overhead_bytes(self, node, n_inputs: int) -> int:
         if isinstance(node, DiagSSM):   # Λ̄ (2P), B̄ (2PH), x, acc (2P each); the input stage (n_in·H + H)
@@ -122,11 +175,18 @@ class SpiNNaker2Target(TargetModel):
             # the one unused element C gives a run's index/weight arrays when it keeps no weight (an upper bound)
             return (COLUMN_POINTER_BYTES * (int(n_inputs) + 1 + int(node.hidden_size) + 1)
                     + 2 * (ROW_INDEX_BYTES + self.egru_weight_bytes))
-        return 0
+        return 0   # a neuron layer's row pointers: the row table (row_share)
 
     def projection_bytes(self, nz: np.ndarray) -> int:
-        """Bytes of a projection's rows onto one PE; ``nz``: (neurons on the PE, sources) non-zero mask."""
-        return int(nz.sum()) * SYNAPSE_BYTES + int(nz.any(0).sum()) * int(self.limits.row_pointer_bytes)
+        """Bytes of a projection's rows on one PE, exactly as emitted: ``nz`` is the
+        (neurons on the PE, sources) non-zero mask of its emitted weights; a stored synapse
+        per non-zero and a row pointer per source with a non-zero onto the PE."""
+        return (int(nz.sum()) * self.row_synapse_bytes
+                + int(np.asarray(nz).any(0).sum()) * int(self.limits.row_pointer_bytes))
+
+    def conv_kernel_bytes(self, kernel: np.ndarray) -> int:
+        """Bytes of a ``Conv2DProjection``'s kernel, stored once per PE of its target population."""
+        return int(np.size(kernel)) * math.ceil(int(self.limits.weight_bits) / 8)
 
     @staticmethod
     def kernel_bytes(kernel: dict, units: slice) -> int:

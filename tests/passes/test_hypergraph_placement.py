@@ -10,7 +10,7 @@ from nmc.annotations import Sparsity
 from nmc.ir import Graph
 from nmc.passes import hypergraph as hgp
 from nmc.passes.partition import Packer, run_partition, traffic
-from nmc.passes.rules import CoreLimits
+from nmc.target_model import CoreLimits
 from placement_helpers import brute_traffic, spec
 from test_partition import check_invariants, run
 

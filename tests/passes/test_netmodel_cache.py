@@ -6,7 +6,7 @@ import nets
 from nmc.annotations import Quant, Sparsity
 from nmc.passes import PassContext, PassManager, parse_pipeline
 from nmc.passes import netmodel
-from nmc.passes.rules import CoreLimits
+from nmc.target_model import CoreLimits
 from placement_helpers import spec
 
 

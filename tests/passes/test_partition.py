@@ -10,7 +10,7 @@ from nmc.ir import Graph
 from nmc.passes import PassContext, PassManager, parse_pipeline
 from nmc.passes.netmodel import build_network
 from nmc.passes.partition import run_partition
-from nmc.passes.rules import CoreLimits
+from nmc.target_model import CoreLimits
 from placement_helpers import brute_axons, brute_traffic, neuron_nodes, spec, unit_cores
 
 

@@ -9,7 +9,7 @@ from nmc.errors import DesignRuleError
 from nmc.passes import PassContext, PassManager, parse_pipeline
 from nmc.passes.netmodel import build_network
 from nmc.passes.route import route_trees
-from nmc.passes.rules import CoreLimits
+from nmc.target_model import CoreLimits
 from placement_helpers import spec, unit_cores
 
 

@@ -4,7 +4,7 @@ import nets
 from nmc.annotations import Quant, Sparsity
 from nmc.passes import rules
 from nmc.passes.netmodel import build_network
-from nmc.passes.rules import CoreLimits, synapse_bytes
+from nmc.target_model import CoreLimits, synapse_bytes
 
 
 def net_of(model, lim, anns=()):

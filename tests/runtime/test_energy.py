@@ -260,7 +260,7 @@ def test_a_chip_crossing_is_one_chip_hop_not_a_thousand_router_hops():
     from nmc.annotations import Placement
     from nmc.hw import HardwareSpec
     from nmc.ir import Graph
-    from nmc.passes.rules import CoreLimits
+    from nmc.target_model import CoreLimits
 
     lim = CoreLimits.from_spec(HardwareSpec.load("loihi2").to_dict())  # 16 × 8 cores per chip, chips 4 × 2
     g = Graph.from_nir(_net())
