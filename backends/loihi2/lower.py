@@ -162,7 +162,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
     prog = LoihiProgram(meta={"dt": dt, "integrator": integ, "vth_mant": user_vth if user_vth is not None else "auto",
                                     "fidelity": {}}, numerics=num)
     latency: dict[str, int] = {}
-    hooks = SSMLowering(prog, spec)
+    hooks = SSMLowering(prog, spec, graph=graph, data=ctx.data)
     for name in graph.inputs:
         bits = _ssm_input_bits(graph, name, lin, hooked, ctx.data, opts.input_bits)
         prog.inputs.append(InputPort(name, tuple(graph.shape_out(name)), bits))

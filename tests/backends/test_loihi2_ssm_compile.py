@@ -237,3 +237,29 @@ def test_stack_with_host_readout_lava_bit_exact(tmp_path):
     emu = b.run({"input": x})["output"]
     lava = b.run({"input": x}, device="lava")["output"]
     assert np.abs(emu).max() > 0 and np.array_equal(emu, lava)
+
+
+def test_ssm_ranges_from_calibration_data(tmp_path):
+    """With calibration data an SSM's output range (what the next SSM's scales and weights are sized for)
+    is the float reference's largest |y| × MARGIN where that is below the worst case: the next SSM's
+    u_max drops to it, and the chained stack's error against the reference shrinks."""
+    from nmc.backends.loihi2.numerics import MARGIN
+
+    pt = save_stack(tmp_path / "m.pt")
+    rng = np.random.default_rng(5)
+    calib = {"input": (rng.random((40, 8, 3)) < 0.3).astype(float)}
+    x = (rng.random((40, 3)) < 0.3).astype(float)
+    err, rep = {}, {}
+    for name, c in (("worst", None), ("calib", calib)):
+        b = api.compile(str(pt), target="loihi2", output=str(tmp_path / f"{name}.nmc"), passes=PASSES, calibrate=c)
+        rep[name] = json.loads((tmp_path / f"{name}.nmc" / "reports" / "loihi2.json").read_text())["fidelity"]
+        ref = ReferenceSimulator(b.graph).run({"input": x}, record=["blocks.0.ssm"])
+        err[name] = np.abs(b.run({"input": x})["output"] - ref["output"]).max()
+    r0 = rep["calib"]["blocks.0.ssm"]["ssm"]
+    assert "y_range_from" not in rep["worst"]["blocks.0.ssm"]["ssm"] and "calibration" in r0["y_range_from"]
+    ref = ReferenceSimulator(b.graph).run({"input": calib["input"][:, :16]}, record=["blocks.0.ssm"], batched=True)
+    assert r0["y_payload_bound"] == pytest.approx(MARGIN * np.abs(ref["blocks.0.ssm.out"]).max() * r0["s_y"])
+    assert r0["y_payload_bound"] < r0["y_payload_max"]
+    u1 = rep["calib"]["blocks.1.ssm"]["ssm"]["u_max"]
+    assert u1 == pytest.approx(r0["y_payload_bound"] / r0["s_y"]) and u1 < rep["worst"]["blocks.1.ssm"]["ssm"]["u_max"]
+    assert err["calib"] < err["worst"]
