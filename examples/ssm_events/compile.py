@@ -227,7 +227,7 @@ def main(argv=None) -> dict:
     results = {}
     for v in [v for v in a.variants.split(",") if v]:
         keep: dict = {}
-        r = T.train(v, T.OUTPUT[v], data, epochs=epochs, batch=batch, lr=1e-2, seed=a.seed, log=lambda *_: None,
+        r = T.train(v, T.OUTPUT[v], data, epochs=epochs, batch=batch, lr=T.LR[v], seed=a.seed, log=lambda *_: None,
                     keep=keep)
         r["stages"] = evaluate(v, keep["model"], data, a.out, a.bits, a.seed, 20 if a.quick else a.event_streams,
                                lava_streams=min(a.lava_streams, 2) if a.quick else a.lava_streams)
