@@ -212,6 +212,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("out/ssm_events"), help="folder for the models and results")
     ap.add_argument("--variants", default="diag,diag_loihi,stochastic")
+    ap.add_argument("--loihi-output", default=T.OUTPUT["diag_loihi"], choices=["relu", "delta", "none"],
+                    help="output stage of the diag_loihi variant's SSM layers")
     ap.add_argument("--lava-streams", type=int, default=8,
                     help="test streams run on Lava's fixed_pt simulator against the loihi2 emulator (0: none)")
     ap.add_argument("--epochs", type=int, default=15)
@@ -227,7 +229,7 @@ def main(argv=None) -> dict:
     results = {}
     for v in [v for v in a.variants.split(",") if v]:
         keep: dict = {}
-        r = T.train(v, T.OUTPUT[v], data, epochs=epochs, batch=batch, lr=T.LR[v], seed=a.seed, log=lambda *_: None,
+        r = T.train(v, a.loihi_output if v == "diag_loihi" else T.OUTPUT[v], data, epochs=epochs, batch=batch, lr=T.LR[v], seed=a.seed, log=lambda *_: None,
                     keep=keep)
         r["stages"] = evaluate(v, keep["model"], data, a.out, a.bits, a.seed, 20 if a.quick else a.event_streams,
                                lava_streams=min(a.lava_streams, 2) if a.quick else a.lava_streams)
