@@ -9,7 +9,10 @@ graded ``input_bits`` integers: the float input *is* the payload; without
 ``input_bits``, an input that feeds only SSM nodes takes its width from the
 calibration data when they hold integers other than 0/1,
 :func:`.lower._ssm_input_bits`), a spiking
-neuron layer (0/1) or another DiagSSM (its output payload, scale S_y).
+neuron layer (0/1) or another DiagSSM (its output payload, scale S_y). The range
+of what a DiagSSM sends (its consumers' ``u_bound``) is its worst case, or, with
+calibration data, the float reference's largest |y| on them × ``MARGIN`` where
+that is smaller (:func:`.numerics.measured_output`; reported as ``y_range_from``).
 
 Refused with the reason: a ``StochasticSSMNeuron`` (no public Lava process
 draws random numbers: matching its counter-based generator and σ(y) needs a
