@@ -100,7 +100,8 @@ def test_ssm_events_compile_quick_diag_loihi_runs_on_loihi2(tmp_path):
         torch.set_num_threads(n)
     r = res["diag_loihi"]
     d = r["stages"]
-    assert r["output"] == "delta" and 0 < r["activity"][0] <= 1 and r["accuracy_step"] == pytest.approx(r["accuracy_parallel"], abs=1.5 / r["test_size"])
+    assert r["output"] == "delta" and 0 < r["activity"][0] <= 1
+    assert r["accuracy_step"] == pytest.approx(r["accuracy_parallel"], abs=1.5 / r["test_size"])
     assert "LayerNorm" not in d["graph_nodes"].values() and "DiagSSM" in d["graph_nodes"].values()
     assert d["reference"] == pytest.approx(d["float"], abs=1.5 / r["test_size"])
     lo = d["targets"]["loihi2"]
