@@ -21,7 +21,9 @@ a session window costs O(window), and the rows equal ``run``'s bit for bit.
 
 Both return what :class:`nmc.reference.ReferenceSimulator` returns, in float
 units: ``{output: (T[, B], *shape)}`` (spikes 0/1, or membrane v for LI
-readouts) and, for recorded nodes, ``<node>.spikes``, ``<node>.v`` (float) and
+readouts, or an SSM's output; through the port's linear host readout, float64,
+where the graph's Output is fed through linear layers) and, for recorded nodes,
+``<node>.spikes``, ``<node>.v`` (float) and
 ``<node>.v_int``/``<node>.s_int`` (Lava integers). With ``align=True``
 (default) every group is shifted back by its latency (``out[t] = lava[t + L]``,
 simulating T + max latency Lava steps), so rows line up with the reference;

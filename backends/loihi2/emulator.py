@@ -273,14 +273,16 @@ class LoihiDevice(Device):
         for o in self.program.outputs:
             if o.read == "graded":                  # a unit: payload / scale
                 a = np.asarray(v_int_of(o.src)) / float(self.program.unit(o.src).scale)
-                out[o.name] = a.reshape(n, self.batch, *o.shape)
+                out[o.name] = (a if o.readout_w is None else o.read_out(a.reshape(n, self.batch, -1))).reshape(
+                    n, self.batch, *o.shape)
                 continue
             g = self.program.group(o.src)
             if o.read == "spikes":
                 a = np.asarray(spikes_of(o.src)).astype(np.float64)
             else:
                 a = np.asarray(v_int_of(o.src)) / np.asarray(g.v_scale, float).reshape(-1)
-            out[o.name] = a.reshape(n, self.batch, *o.shape)
+            out[o.name] = (a if o.readout_w is None else o.read_out(a.reshape(n, self.batch, -1))).reshape(
+                    n, self.batch, *o.shape)
         return out
 
     def run(self, inputs, steps: int | None = None, record: Iterable[str] = (), batched: bool | None = None):
@@ -319,7 +321,10 @@ class LoihiDevice(Device):
         out = {}
         for o in self.program.outputs:
             s, v, _ = res[o.src]
-            out[o.name] = (s if o.read == "spikes" else v).reshape(T, -1, *o.shape)
+            a = s if o.read == "spikes" else v
+            if o.readout_w is not None:             # a linear readout on the host, float64
+                a = o.read_out(a.reshape(T, -1, np.shape(o.readout_w)[0]))
+            out[o.name] = a.reshape(T, -1, *o.shape)
         back = {v: k for k, v in alias.items()}
         for r in record:
             s, v, vi = res[r]

@@ -6,7 +6,10 @@ Scale, Conv1d/2d, SumPool2d/AvgPool2d, Flatten; branches summed) is composed
 into one float matrix per (source, neuron) pair plus a bias vector, by pushing
 an identity batch through the nodes (so conv+pool become one Sparse matrix).
 Each pair becomes one Lava ``Dense`` (``Sparse`` when its density is below
-``sparse_below``), each neuron node one Lava ``LIF`` process.
+``sparse_below``), each neuron node one Lava ``LIF`` process. A graph Output fed
+through linear nodes from one neuron layer or SSM (e.g. a classifier's decoder)
+is a host readout: the composed matrix and bias on the port (``OutputPort.readout_w``,
+``readout_b``), applied in float64 to what the chip sends (as spinnaker2 does).
 
 Latency. Lava's Dense delivers one step later, so a neuron group whose
 sources are at latency L is at latency L + 1 (inputs: 0). All forward sources
@@ -151,12 +154,15 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
     order, back = graph.schedule()
     # node types with a loihi2 "lower" hook in the registry (the SSM nodes, .ssm_lower) lower themselves
     hooked = tuple(c for c in classes(Kind.NEURON) if lookup(c).hook("lower", "loihi2") is not None)
-    lin = compose(graph, order, back, target="loihi2", neurons=NEURONS + hooked)
+    # outputs fed through linear layers (e.g. a classifier's decoder after an SSM): a host readout
+    readout_outs = [o for o in graph.outputs if not (len(graph.preds(o)) == 1 and isinstance(
+        graph.nodes[graph.preds(o)[0]], (nir.Input,) + NEURONS + hooked))]
+    lin = compose(graph, order, back, target="loihi2", neurons=NEURONS + hooked, also=readout_outs)
     warn = lambda msg, node: ctx.warnings.add(msg, node=node, source="loihi2")  # noqa: E731
     prog = LoihiProgram(meta={"dt": dt, "integrator": integ, "vth_mant": user_vth if user_vth is not None else "auto",
                                     "fidelity": {}}, numerics=num)
     latency: dict[str, int] = {}
-    hooks = SSMLowering(prog, spec)
+    hooks = SSMLowering(prog, spec, graph=graph, data=ctx.data)
     for name in graph.inputs:
         bits = _ssm_input_bits(graph, name, lin, hooked, ctx.data, opts.input_bits)
         prog.inputs.append(InputPort(name, tuple(graph.shape_out(name)), bits))
@@ -281,15 +287,29 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                                        hint="recurrent connections must stay within one layer")
     for name in graph.outputs:
         preds = graph.preds(name)
+        rw = rb = None
+        if name in readout_outs:        # through linear layers from one neuron layer / SSM: read out on the host
+            terms, bias = lin[name]
+            src_name, (m, is_back) = next(iter(terms.items())) if len(terms) == 1 else (None, (None, True))
+            if src_name is None or is_back or not isinstance(graph.nodes[src_name], NEURONS + hooked):
+                raise UnsupportedNodeError("a loihi2 output must be fed by one neuron layer or SSM, directly or "
+                                           "through linear layers (a host readout)", node=name,
+                                           hint="end the network with a LIF (spikes) or LI (membrane) layer, or "
+                                                "one linear readout of one layer")
+            preds = [src_name]
+            rw = np.asarray(m.dense() if hasattr(m, "dense") else m, np.float64)
+            rb = np.asarray(bias, np.float64).reshape(-1)
         if len(preds) == 1 and hooked and isinstance(graph.nodes[preds[0]], hooked):    # a graded unit
             src = hooks.sources[preds[0]]
-            prog.outputs.append(OutputPort(name, src.lava, "graded", prog.unit(src.lava).shape))
+            shape = prog.unit(src.lava).shape if rw is None else tuple(graph.shape_out(name))
+            prog.outputs.append(OutputPort(name, src.lava, "graded", shape, rw, rb))
             continue
         if len(preds) != 1 or not isinstance(graph.nodes[preds[0]], NEURONS):
             raise UnsupportedNodeError("a loihi2 output must be fed directly by one neuron layer", node=name,
                                        hint="end the network with a LIF (spikes) or LI (membrane) layer")
         grp = prog.group(preds[0])
-        prog.outputs.append(OutputPort(name, grp.name, "spikes" if grp.spiking else "v", grp.shape))
+        shape = grp.shape if rw is None else tuple(graph.shape_out(name))
+        prog.outputs.append(OutputPort(name, grp.name, "spikes" if grp.spiking else "v", shape, rw, rb))
     prog.meta.update(_placement(graph, prog, ctx))
     ctx.reports["loihi2"] = {"fidelity": prog.meta["fidelity"], "latency": latency,
                              **{k: v for k, v in prog.meta.items() if k.startswith("cores")}}

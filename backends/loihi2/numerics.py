@@ -268,6 +268,21 @@ def worst_case_ranges(G_terms: list[tuple[np.ndarray, float]], c: np.ndarray, a_
     return float(u.max(initial=0.0)), float(np.maximum(up, down).max(initial=0.0))
 
 
+def measured_output(graph, data: dict, name: str, steps: int = 200) -> float | None:
+    """MARGIN × the largest |output| of node ``name`` (an SSM: what it sends) in the float reference on
+    the calibration data (the first 16 samples, ``steps`` steps, as :func:`measured_ranges`), or None
+    (no data for every input)."""
+    from nmc.iomap import IOMap, validate_inputs
+    from nmc.reference import ReferenceSimulator
+
+    if not data or any(k not in data for k in graph.inputs):
+        return None
+    arrs, _, _ = validate_inputs(IOMap.of_graph(graph), {k: data[k] for k in graph.inputs})
+    arrs = {k: v[:steps, :16] for k, v in arrs.items()}
+    res = ReferenceSimulator(graph).run(arrs, record=[name], batched=True)
+    return MARGIN * float(np.abs(np.asarray(res[f"{name}.out"])).max())
+
+
 def measured_ranges(graph, data: dict, name: str, unit: np.ndarray, scale_u: np.ndarray,
                     steps: int = 200) -> tuple[float, float] | None:
     """(u_max, v_max) in thresholds from the float reference on the calibration data, or None

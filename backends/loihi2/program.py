@@ -17,7 +17,9 @@ A :class:`LoihiProgram` is a list of
   ``weight_exp``, ``num_message_bits`` (0 = binary spikes, >0 graded).
 * :class:`OutputPort` — which group feeds a graph Output, and whether it reads
   spikes or the membrane (non-spiking LI/CubaLI readouts), or which graded
-  unit feeds it (``read == "graded"``: its payload / its ``scale``).
+  unit feeds it (``read == "graded"``: its payload / its ``scale``), and an
+  optional linear readout on the host (``readout_w``, ``readout_b``: a graph
+  Output fed through linear layers, e.g. a decoder after the last SSM).
 * :class:`~.graded.GradedUnit` / :class:`~.graded.GradedLink` — Lava's
   fixed-point sigma-delta and graded processes and the Dense/DelayDense links
   into them (:mod:`.graded`; diagonal SSMs map onto them, :mod:`.ssm`).
@@ -102,6 +104,17 @@ class OutputPort:
     src: str               # NeuronGroup (or GradedUnit) name
     read: str = "spikes"   # spikes | v (groups) | graded (units)
     shape: tuple = ()
+    # a linear readout on the host (float64, e.g. a classifier's decoder after an SSM): output = read·W + b,
+    # W (n_src, n_out), b (n_out,); None: the read values themselves
+    readout_w: np.ndarray | None = None
+    readout_b: np.ndarray | None = None
+
+    def read_out(self, a: np.ndarray) -> np.ndarray:
+        """The port's value from its source's read values (..., n_src) → (..., *shape)."""
+        if self.readout_w is None:
+            return a
+        w = np.asarray(self.readout_w, np.float64)
+        return np.asarray(a, np.float64).reshape(*a.shape[:-1], w.shape[0]) @ w + np.asarray(self.readout_b, np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,7 +174,9 @@ class LoihiProgram(Program):
                "inputs": [enc(f"in.{p.name}", p) for p in self.inputs],
                "groups": [enc(f"g.{g.name}", g) for g in self.groups],
                "synapses": [enc(f"s.{s.name}", s) for s in self.synapses],
-               "outputs": [enc(f"out.{o.name}", o) for o in self.outputs],
+               # a port without a host readout keeps its bytes (no readout_* keys)
+               "outputs": [{k: v for k, v in enc(f"out.{o.name}", o).items()
+                            if not (k.startswith("readout_") and v is None)} for o in self.outputs],
                "meta": self.meta}
         if self.units or self.links:    # only then: programs without them keep their bytes
             doc["units"] = [enc(f"u.{u.name}", u) for u in self.units]

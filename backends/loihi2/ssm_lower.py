@@ -9,7 +9,10 @@ graded ``input_bits`` integers: the float input *is* the payload; without
 ``input_bits``, an input that feeds only SSM nodes takes its width from the
 calibration data when they hold integers other than 0/1,
 :func:`.lower._ssm_input_bits`), a spiking
-neuron layer (0/1) or another DiagSSM (its output payload, scale S_y).
+neuron layer (0/1) or another DiagSSM (its output payload, scale S_y). The range
+of what a DiagSSM sends (its consumers' ``u_bound``) is its worst case, or, with
+calibration data, the float reference's largest |y| on them × ``MARGIN`` where
+that is smaller (:func:`.numerics.measured_output`; reported as ``y_range_from``).
 
 Refused with the reason: a ``StochasticSSMNeuron`` (no public Lava process
 draws random numbers: matching its counter-based generator and σ(y) needs a
@@ -29,6 +32,7 @@ from nmc.errors import UnsupportedNodeError
 from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
 from nmc.semantics import register_hook
 
+from .numerics import MARGIN, measured_output
 from .ssm import error_bound, map_diag_ssm
 
 
@@ -47,6 +51,8 @@ class SSMLowering:
     prog: object           # the LoihiProgram being built
     spec: object
     sources: dict = field(default_factory=dict)    # graph node name → Source
+    graph: object = None   # the graph and the compile's calibration data (ctx.data), for measured ranges
+    data: dict | None = None
 
 
 @register_hook("loihi2", "lower", DiagSSM)
@@ -80,9 +86,18 @@ def lower_diag_ssm(lw: SSMLowering, name: str, node: DiagSSM, terms: dict, bias:
     lw.prog.links.extend(mp.links)
     # the derived bound on |y_loihi2 − y_float| for every input within the source's range (ssm.error_bound)
     bound = error_bound(mp, lam_bar, gamma, b, node.c, d, s.bound / s.scale)
-    lw.prog.meta.setdefault("fidelity", {})[name] = {"ssm": {**mp.report, "y_error_bound": float(bound.max()),
-                                                             "u_max": s.bound / s.scale}}
-    out = Source(mp.out, mp.s_y, float(mp.report["y_payload_max"]), 24, mp.latency)
+    rep = {**mp.report, "y_error_bound": float(bound.max()), "u_max": s.bound / s.scale}
+    # what the SSM sends, as its consumers' ranges see it: the worst case, or (with calibration data) the
+    # float reference's largest |y| there × MARGIN when smaller (a worst case over every input in phase can
+    # be far above what data reach, and a next SSM's input weights shrink with it: Σ|w|·|u| fits int32)
+    y_bound = float(mp.report["y_payload_max"])
+    meas = measured_output(lw.graph, lw.data, name) if lw.graph is not None else None
+    if meas is not None and meas * mp.s_y < y_bound:
+        y_bound = max(meas * mp.s_y, 1.0)
+        rep["y_range_from"] = f"calibration data (float reference, x{MARGIN:g} margin)"
+        rep["y_payload_bound"] = y_bound
+    lw.prog.meta.setdefault("fidelity", {})[name] = {"ssm": rep}
+    out = Source(mp.out, mp.s_y, y_bound, 24, mp.latency)
     lw.sources[name] = out
     return out
 

@@ -149,7 +149,23 @@ def per_event(graph, x: np.ndarray, y: torch.Tensor, streams: int, seed: int) ->
             "binning_rel_rms_mean": float(np.mean(errs))}
 
 
-def evaluate(variant: str, model, data, out: Path, bits: int, seed: int, event_streams: int, log=print) -> dict:
+def lava_check(bundle, x: np.ndarray) -> dict:
+    """The loihi2 bundle on Lava's fixed_pt simulator (``device="lava"``, CPU) against nmc's loihi2 emulator
+    on the same streams (T, n, 16): bit for bit on the output (the SSM units' payloads, then the same host
+    readout), or the reason Lava could not run."""
+    from nmc.backends.loihi2.devices.lava_device import lava_available
+
+    why = lava_available()
+    if why is not None:
+        return {"streams": int(x.shape[1]), "skipped": f"import lava failed: {why}"}
+    emu = bundle.run({"input": x})["output"]
+    lava = bundle.run({"input": x}, device="lava")["output"]
+    return {"streams": int(x.shape[1]), "steps": int(x.shape[0]), "bit_exact": bool(np.array_equal(emu, lava)),
+            "max_abs_diff": float(np.abs(emu - lava).max())}
+
+
+def evaluate(variant: str, model, data, out: Path, bits: int, seed: int, event_streams: int, log=print,
+             lava_streams: int = 0) -> dict:
     (_, _), (xte, yte) = data
     path = out / f"{variant}.pt"
     nmc.save(model, path, input_shape=(16,))
@@ -169,12 +185,18 @@ def evaluate(variant: str, model, data, out: Path, bits: int, seed: int, event_s
     res["quantized"] = _acc(ReferenceSimulator(qg).run({"input": x})["output"], yte)
     res["quantized_bits"] = bits
     res["targets"] = {}
+    (xtr, _), _ = data
+    # loihi2 sizes its fixed-point SSM scales from the float reference's ranges on calibration data
+    # (training streams) where they are below the worst case (backends/loihi2/ssm_lower.py)
+    calib = {"loihi2": {"input": xtr[:, :16].numpy().astype(np.float64)}}
     for chip in CHIPS:
         try:
-            cb = nmc.compile(path, target=chip, fidelity_check=False)
+            cb = nmc.compile(path, target=chip, fidelity_check=False, calibrate=calib.get(chip))
             res["targets"][chip] = {"accuracy": _acc(cb.run({"input": x})["output"], yte),
                                     "energy_per_step": energy_per_step(cb, x[:, :16]),
                                     "streaming": streaming(cb, x[:, 0])}
+            if chip == "loihi2" and lava_streams:
+                res["targets"][chip]["lava_fixed_pt"] = lava_check(cb, x[:, :lava_streams])
         except NmcError as e:
             res["targets"][chip] = {"refused": e.one_line()[:300]}
     if variant == "diag" and event_streams:
@@ -189,7 +211,11 @@ def evaluate(variant: str, model, data, out: Path, bits: int, seed: int, event_s
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("out/ssm_events"), help="folder for the models and results")
-    ap.add_argument("--variants", default="diag,stochastic")
+    ap.add_argument("--variants", default="diag,diag_loihi,stochastic")
+    ap.add_argument("--loihi-output", default=T.OUTPUT["diag_loihi"], choices=["relu", "delta", "none"],
+                    help="output stage of the diag_loihi variant's SSM layers")
+    ap.add_argument("--lava-streams", type=int, default=8,
+                    help="test streams run on Lava's fixed_pt simulator against the loihi2 emulator (0: none)")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--bits", type=int, default=8, help="quantize{bits=...} of the quantized stage")
     ap.add_argument("--event-streams", type=int, default=120, help="test streams for the per-event Δt run")
@@ -203,8 +229,10 @@ def main(argv=None) -> dict:
     results = {}
     for v in [v for v in a.variants.split(",") if v]:
         keep: dict = {}
-        r = T.train(v, "gelu", data, epochs=epochs, batch=batch, lr=1e-2, seed=a.seed, log=lambda *_: None, keep=keep)
-        r["stages"] = evaluate(v, keep["model"], data, a.out, a.bits, a.seed, 20 if a.quick else a.event_streams)
+        r = T.train(v, a.loihi_output if v == "diag_loihi" else T.OUTPUT[v], data, epochs=epochs, batch=batch, lr=T.LR[v], seed=a.seed, log=lambda *_: None,
+                    keep=keep)
+        r["stages"] = evaluate(v, keep["model"], data, a.out, a.bits, a.seed, 20 if a.quick else a.event_streams,
+                               lava_streams=min(a.lava_streams, 2) if a.quick else a.lava_streams)
         r["stages"]["float"] = r["accuracy_step"]
         results[v] = r
     (a.out / "compile_results.json").write_text(json.dumps(results, indent=2) + "\n")

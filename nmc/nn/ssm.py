@@ -41,7 +41,8 @@ log Δ uniform in [log dt_min, log dt_max] (S4D/S5), B ~ N(0, 1/H), C ~ N(0, 1/P
 (variance split between real and imaginary parts), D ~ N(0, 1).
 
 :func:`nmc.save` writes all three layers (and :class:`nmc.nn.StochasticSpikingSSM`)
-with their graph of ``nmc.DiagSSM`` / ``nmc.LayerNorm`` nodes (:mod:`nmc.frontends.torch.ssm`);
+with their graph of ``nmc.DiagSSM`` / ``nmc.LayerNorm`` nodes
+(:mod:`nmc.frontends.torch.ssm`; none of the latter for ``norm="none"``);
 ``nmc compile`` reads it.
 """
 from __future__ import annotations
@@ -216,33 +217,59 @@ class DiagSSM(_DiagModes):
         return self.scan(u, None, tau)[0]
 
 
+NORMS = ("layer", "none")
+
+
+def _norm(norm: str, d_model: int) -> nn.Module:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; use one of {NORMS}")
+    return nn.LayerNorm(d_model) if norm == "layer" else nn.Identity()
+
+
+def _options(m) -> dict:
+    """The block options that differ from their defaults (a default model's saved spec keeps its bytes)."""
+    opts = {"norm": m.norm_kind, "residual": m.residual, "bias": m.bias}
+    return {k: v for k, v in opts.items() if v != {"norm": "layer", "residual": True, "bias": True}[k]}
+
+
 class SSMBlock(nn.Module):
     """One residual block of the S4D/S5 recipe (pre-norm): ``x + Dropout(Linear(DiagSSM(LayerNorm(x))))``.
 
     LayerNorm normalises each step over the channels, so the block is causal
     and its step path equals its parallel path (BatchNorm would not be).
+
+    Options for chips without a normalisation unit or summed (residual) inputs into an SSM
+    (loihi2: one source per SSM, no bias into it): ``norm="none"`` drops the LayerNorm
+    (``self.norm`` is the identity), ``residual=False`` gives ``Dropout(Linear(DiagSSM(x)))``
+    and ``bias=False`` builds the mixing Linear without a bias.
     """
 
-    def __init__(self, d_model: int, state_size: int = 64, *, dropout: float = 0.0, **ssm_kw):
+    def __init__(self, d_model: int, state_size: int = 64, *, dropout: float = 0.0, norm: str = "layer",
+                 residual: bool = True, bias: bool = True, **ssm_kw):
         super().__init__()
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = _norm(norm, d_model)
         self.ssm = DiagSSM(d_model, state_size, **ssm_kw)
-        self.mix = nn.Linear(d_model, d_model)
+        self.mix = nn.Linear(d_model, d_model, bias=bool(bias))
         self.drop = nn.Dropout(dropout)
         self.dropout = float(dropout)
+        self.norm_kind, self.residual, self.bias = norm, bool(residual), bool(bias)
 
     def config(self) -> dict:
         """Constructor arguments (for nmc.save / nmc.nn.load)."""
         c = self.ssm.config()
-        return {"dropout": self.dropout, **c}
+        return {"dropout": self.dropout, **_options(self), **c}
+
+    def _out(self, x, y):
+        y = self.drop(self.mix(y))
+        return x + y if self.residual else y
 
     def scan(self, x, state=None, tau=None):
         y, st = self.ssm.scan(self.norm(x), state, tau)
-        return x + self.drop(self.mix(y)), st
+        return self._out(x, y), st
 
     def step(self, x_t, state=None, tau=None):
         y, st = self.ssm.step(self.norm(x_t), state, tau)
-        return x_t + self.drop(self.mix(y)), st
+        return self._out(x_t, y), st
 
     def forward(self, x, tau=None):
         return self.scan(x, None, tau)[0]
@@ -252,23 +279,31 @@ class DiagSSMStack(nn.Module):
     """Per-step network: ``Linear(d_in → d_model)`` → ``n_layers`` × :class:`SSMBlock` → LayerNorm →
     ``Linear(d_model → d_out)``; (T, B, d_in) → (T, B, d_out). Pool over time yourself (mean or last step)
     for sequence classification. ``ssm_kw`` go to every :class:`DiagSSM`.
+
+    ``norm``, ``residual`` and ``bias`` are :class:`SSMBlock`'s options, for every block; ``norm="none"``
+    also drops the final LayerNorm and ``bias=False`` the encoder's bias (the decoder keeps its bias).
+    ``norm="none", residual=False, bias=False`` with a ``none``/``relu``/``delta`` output is the stack
+    loihi2 maps: Linear → DiagSSM → Linear → DiagSSM … with one source per SSM, the decoder a host readout.
     """
 
     def __init__(self, d_in: int, d_model: int, d_out: int, *, n_layers: int = 2, state_size: int = 64,
-                 dropout: float = 0.0, **ssm_kw):
+                 dropout: float = 0.0, norm: str = "layer", residual: bool = True, bias: bool = True, **ssm_kw):
         super().__init__()
-        self.encoder = nn.Linear(d_in, d_model)
-        self.blocks = nn.ModuleList(SSMBlock(d_model, state_size, dropout=dropout, **ssm_kw) for _ in range(n_layers))
-        self.norm = nn.LayerNorm(d_model)
+        self.encoder = nn.Linear(d_in, d_model, bias=bool(bias))
+        self.blocks = nn.ModuleList(SSMBlock(d_model, state_size, dropout=dropout, norm=norm, residual=residual,
+                                             bias=bias, **ssm_kw) for _ in range(n_layers))
+        self.norm = _norm(norm, d_model)
         self.decoder = nn.Linear(d_model, d_out)
         self.n_layers, self.dropout = int(n_layers), float(dropout)
+        self.norm_kind, self.residual, self.bias = norm, bool(residual), bool(bias)
 
     def config(self) -> dict:
         """Constructor arguments (for nmc.save / nmc.nn.load)."""
         c = self.blocks[0].ssm.config() if len(self.blocks) else {}
         c = {k: v for k, v in c.items() if k != "d_model"}
         return {"d_in": self.encoder.in_features, "d_model": self.encoder.out_features,
-                "d_out": self.decoder.out_features, "n_layers": self.n_layers, "dropout": self.dropout, **c}
+                "d_out": self.decoder.out_features, "n_layers": self.n_layers, "dropout": self.dropout,
+                **_options(self), **c}
 
     def scan(self, x, state: list | None = None, tau=None):
         h = self.encoder(x)

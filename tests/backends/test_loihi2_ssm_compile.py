@@ -187,3 +187,82 @@ def test_default_numerics_linear_then_ssm(tmp_path):
         assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
     with pytest.raises(Exception, match="0/1"):   # counts into the spike-input program: a typed error, as before
         api.load(tmp_path / "spk.nmc").run({"input": np.full((5, 3), 2.0)})
+
+
+def save_stack(path, output="relu"):
+    """A saved nmc.nn DiagSSMStack in the form loihi2 maps: no LayerNorm, no residual sums or biases into an
+    SSM; its decoder (and the last block's mix) after the last SSM."""
+    import torch
+
+    import nmc
+    from nmc import nn as nnn
+
+    torch.manual_seed(1)
+    m = nnn.DiagSSMStack(3, 5, 4, n_layers=2, state_size=4, norm="none", residual=False, bias=False, output=output,
+                         dt_min=0.05, dt_max=0.3).eval()
+    nmc.save(m, path, input_shape=(3,))
+    return path
+
+
+def test_stack_without_norm_runs_with_a_host_readout(tmp_path):
+    """Two chained DiagSSMs (one source each) and the decoder as a host readout on the output port
+    (readout_w/readout_b, float64): the emulator within 5 % of the float reference on spike inputs; the
+    port's readout survives the bundle's save/load; the default LayerNorm stack is still refused, naming it."""
+    pt = save_stack(tmp_path / "m.pt")
+    b = api.compile(str(pt), target="loihi2", output=str(tmp_path / "m.nmc"), passes=PASSES)
+    port, = b.program.outputs
+    assert port.read == "graded" and port.readout_w.shape == (5, 4) and port.readout_b.shape == (4,)
+    x = (np.random.default_rng(2).random((40, 3)) < 0.3).astype(float)
+    y = b.run({"input": x})["output"]
+    ref = ReferenceSimulator(b.graph).run({"input": x})["output"]
+    assert y.shape == ref.shape == (40, 4)
+    assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
+    again = api.load(tmp_path / "m.nmc")
+    assert np.array_equal(again.run({"input": x})["output"], y)
+
+    import nmc
+    from nmc import nn as nnn
+
+    nmc.save(nnn.DiagSSMStack(3, 5, 4, n_layers=1, state_size=4, output="relu"), tmp_path / "ln.pt", input_shape=(3,))
+    with pytest.raises(UnsupportedNodeError) as e:
+        api.compile(str(tmp_path / "ln.pt"), target="loihi2", output=str(tmp_path / "ln.nmc"), passes=PASSES)
+    assert "norm" in e.value.node or "LayerNorm" in str(e.value)
+
+
+@pytest.mark.lava
+@pytest.mark.skipif(_why is not None, reason=f"import lava failed: {_why}")
+def test_stack_with_host_readout_lava_bit_exact(tmp_path):
+    """The same stack on Lava's fixed_pt simulator: the outputs (SSM payloads through the same host readout)
+    equal the emulator's bit for bit."""
+    b = api.compile(str(save_stack(tmp_path / "m.pt")), target="loihi2", output=str(tmp_path / "m.nmc"),
+                    passes=PASSES)
+    x = (np.random.default_rng(4).random((20, 2, 3)) < 0.3).astype(float)
+    emu = b.run({"input": x})["output"]
+    lava = b.run({"input": x}, device="lava")["output"]
+    assert np.abs(emu).max() > 0 and np.array_equal(emu, lava)
+
+
+def test_ssm_ranges_from_calibration_data(tmp_path):
+    """With calibration data an SSM's output range (what the next SSM's scales and weights are sized for)
+    is the float reference's largest |y| × MARGIN where that is below the worst case: the next SSM's
+    u_max drops to it, and the chained stack's error against the reference shrinks."""
+    from nmc.backends.loihi2.numerics import MARGIN
+
+    pt = save_stack(tmp_path / "m.pt")
+    rng = np.random.default_rng(5)
+    calib = {"input": (rng.random((40, 8, 3)) < 0.3).astype(float)}
+    x = (rng.random((40, 3)) < 0.3).astype(float)
+    err, rep = {}, {}
+    for name, c in (("worst", None), ("calib", calib)):
+        b = api.compile(str(pt), target="loihi2", output=str(tmp_path / f"{name}.nmc"), passes=PASSES, calibrate=c)
+        rep[name] = json.loads((tmp_path / f"{name}.nmc" / "reports" / "loihi2.json").read_text())["fidelity"]
+        ref = ReferenceSimulator(b.graph).run({"input": x}, record=["blocks.0.ssm"])
+        err[name] = np.abs(b.run({"input": x})["output"] - ref["output"]).max()
+    r0 = rep["calib"]["blocks.0.ssm"]["ssm"]
+    assert "y_range_from" not in rep["worst"]["blocks.0.ssm"]["ssm"] and "calibration" in r0["y_range_from"]
+    ref = ReferenceSimulator(b.graph).run({"input": calib["input"][:, :16]}, record=["blocks.0.ssm"], batched=True)
+    assert r0["y_payload_bound"] == pytest.approx(MARGIN * np.abs(ref["blocks.0.ssm.out"]).max() * r0["s_y"])
+    assert r0["y_payload_bound"] < r0["y_payload_max"]
+    u1 = rep["calib"]["blocks.1.ssm"]["ssm"]["u_max"]
+    assert u1 == pytest.approx(r0["y_payload_bound"] / r0["s_y"]) and u1 < rep["worst"]["blocks.1.ssm"]["ssm"]["u_max"]
+    assert err["calib"] < err["worst"]

@@ -363,3 +363,47 @@ def test_saving_an_ssm_model_writes_its_ssm_nodes(tmp_path):
         nmc.save(torch.nn.Sequential(torch.nn.Linear(3, 4), layer), tmp_path / "m.pt")
         g = load_file(tmp_path / "m.pt")
         assert g.nodes["1"].nmc_type == kind
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_stack_without_norm_scan_equals_step_and_round_trips(tmp_path, residual):
+    """norm="none" (and residual/bias off, the loihi2 form): the parallel path equals the step path within
+    the float32 bound of test_scan_equals_step..., nmc.save → nmc.nn.load gives the same outputs, and the saved
+    graph has no LayerNorm node (and no skip edge for residual=False)."""
+    import nmc
+    from nmc.frontends.torch import load_file
+
+    torch.manual_seed(0)
+    kw = dict(norm="none", residual=residual, bias=residual)
+    m = nnn.DiagSSMStack(4, 8, 3, n_layers=2, state_size=6, output="relu", dt_min=0.02, dt_max=0.3, **kw).eval()
+    assert isinstance(m.norm, torch.nn.Identity) and all(isinstance(b.norm, torch.nn.Identity) for b in m.blocks)
+    assert (m.encoder.bias is None) == (not residual) and (m.blocks[0].mix.bias is None) == (not residual)
+    x = torch.randn(40, 2, 4)
+    with torch.no_grad():
+        y_par = m(x)
+        st, y_step = None, []
+        for t in range(x.shape[0]):
+            y_t, st = m.step(x[t], st)
+            y_step.append(y_t)
+    y_step = torch.stack(y_step)
+    assert torch.allclose(y_par, y_step, atol=1e-4 * float(y_par.abs().max()) + 1e-5)
+    # a plain (residual, bias) model with norm="none" differs from the LayerNorm one: the option acts
+    c = m.config()
+    assert c["norm"] == "none" and c.get("residual", True) == residual and c.get("bias", True) == residual
+    assert "norm" not in nnn.DiagSSMStack(4, 8, 3).config()          # defaults keep the old saved spec
+    nmc.save(m, tmp_path / "m.pt", input_shape=(4,))
+    m2 = nnn.load(tmp_path / "m.pt").eval()
+    assert isinstance(m2, nnn.DiagSSMStack) and m2.config() == c
+    with torch.no_grad():
+        assert torch.equal(m2(x), y_par)
+    g = load_file(tmp_path / "m.pt")
+    kinds = {k: getattr(n, "nmc_type", type(n).__name__) for k, n in g.nodes.items()}
+    assert "nmc.LayerNorm" not in kinds.values() and "norm" not in kinds
+    assert sum(v == "nmc.DiagSSM" for v in kinds.values()) == 2
+    skip = ("encoder", "blocks.1.ssm") in g.edges or any(e[0] == "encoder" and e[1] != "blocks.0.ssm" for e in g.edges)
+    assert skip == residual
+
+
+def test_unknown_norm_refused():
+    with pytest.raises(ValueError, match="norm"):
+        nnn.DiagSSMStack(4, 8, 3, norm="batch")

@@ -81,3 +81,33 @@ def test_ssm_events_compile_quick_measures_every_stage(tmp_path):
         assert 0 < e["dynamic_j"] < e["total_j"] and e["dense_macs"] > e["synapse_macs"] > 0 and e["dense_fp32_j"] > 0
         assert st["steps"] == 36 and st["latency_ticks"] >= 1 and st["wall_ms_median"] > 0
     assert (tmp_path / "diag.pt").exists() and (tmp_path / "compile_results.json").exists()
+
+
+@pytest.mark.slow
+def test_ssm_events_compile_quick_diag_loihi_runs_on_loihi2(tmp_path):
+    """The diag_loihi variant (no LayerNorm, no residual sums or biases into an SSM, delta outputs) compiles
+    for loihi2 from the example: its emulator runs the test streams (decoder as a host readout), Lava's
+    fixed_pt simulator gives the same outputs bit for bit on two streams, and spinnaker2 runs it too."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("ssm_events_compile", ROOT / "examples" / "ssm_events" / "compile.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    n = torch.get_num_threads()
+    try:
+        res = mod.main(["--quick", "--out", str(tmp_path), "--variants", "diag_loihi"])
+    finally:
+        torch.set_num_threads(n)
+    r = res["diag_loihi"]
+    d = r["stages"]
+    assert r["output"] == "delta" and 0 < r["activity"][0] <= 1
+    assert r["accuracy_step"] == pytest.approx(r["accuracy_parallel"], abs=1.5 / r["test_size"])
+    assert "LayerNorm" not in d["graph_nodes"].values() and "DiagSSM" in d["graph_nodes"].values()
+    assert d["reference"] == pytest.approx(d["float"], abs=1.5 / r["test_size"])
+    lo = d["targets"]["loihi2"]
+    assert "refused" not in lo and abs(lo["accuracy"] - d["quantized"]) <= 0.05
+    assert abs(d["targets"]["spinnaker2"]["accuracy"] - d["quantized"]) <= 0.05
+    assert lo["streaming"]["steps"] == 36 and lo["streaming"]["latency_ticks"] >= 2     # two SSMs in a chain
+    lava = lo["lava_fixed_pt"]
+    if "skipped" not in lava:
+        assert lava["streams"] == 2 and lava["bit_exact"] and lava["max_abs_diff"] == 0.0

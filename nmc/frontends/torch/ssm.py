@@ -9,7 +9,8 @@
   give the layer ``noise=nmc.nodes_ssm.noise(seed, T, B, H)`` to draw the same;
 * ``nn.LayerNorm`` over the last dimension → ``nmc.LayerNorm``;
 * :class:`nmc.nn.SSMBlock` / :class:`nmc.nn.DiagSSMStack` → their parts, the
-  residual sum as summed edges (:func:`stack_graph`).
+  residual sum as summed edges (:func:`stack_graph`); ``norm="none"`` has no
+  LayerNorm nodes, ``residual=False`` no skip edges.
 
 Every node is in tick mode (``time="tick"``); :func:`nmc.reference_ssm.with_time`
 switches a graph to per-event Δt. What cannot convert (a LayerNorm over more
@@ -82,7 +83,8 @@ def convert(s, name: str, m: nn.Module, dt: float, convert_layer) -> None:
 
 def stack_graph(m: nn.Module, dt: float, attach, convert_layer) -> Graph:
     """A :class:`nmc.nn.DiagSSMStack` or :class:`nmc.nn.SSMBlock` as a graph: its layers under their
-    module paths, each block's residual ``x + mix(ssm(norm(x)))`` as summed edges into the next layer.
+    module paths, each block's residual ``x + mix(ssm(norm(x)))`` as summed edges into the next layer
+    (``mix(ssm(x))`` alone for ``residual=False``; no norm node for ``norm="none"``).
     ``attach``/``convert_layer``: the frontend's ``_attach``/``_convert``."""
     from .convert import _Sub
 
@@ -103,12 +105,15 @@ def stack_graph(m: nn.Module, dt: float, attach, convert_layer) -> Graph:
     blocks = [(f"blocks.{i}.", b) for i, b in enumerate(m.blocks)] if stack else [("", m)]
     for prefix, blk in blocks:
         s = _Sub()
-        s.chain(f"{prefix}norm", layernorm_node(f"{prefix}norm", blk.norm))
+        if isinstance(blk.norm, nn.LayerNorm):          # norm="none": the identity, no node
+            s.chain(f"{prefix}norm", layernorm_node(f"{prefix}norm", blk.norm))
         convert(s, f"{prefix}ssm", blk.ssm, dt, convert_layer)
         mix = attach(g, s, cur, warnings, integrators)
-        cur = cur + [one(f"{prefix}mix", blk.mix, [mix])]
+        mixed = one(f"{prefix}mix", blk.mix, [mix])
+        cur = cur + [mixed] if blk.residual else [mixed]
     if stack:
-        cur = [one("norm", m.norm, cur)]
+        if isinstance(m.norm, nn.LayerNorm):
+            cur = [one("norm", m.norm, cur)]
         cur = [one("decoder", m.decoder, cur)]
     out = m.decoder.out_features if stack else m.ssm.d_model
     g.add_node("output", nir.Output(output_type={"output": np.array([out])}))

@@ -144,6 +144,35 @@ def test_compile_to_bundle_and_run(tmp_path):
     assert "latency" in again.report("loihi2")
 
 
+def test_output_through_linear_layers_is_a_host_readout():
+    """An Output fed through linear layers from one LIF layer: the port reads the layer's spikes and
+    applies the composed readout (float64) — the outputs equal the recorded spikes · W + b, the same
+    after the program files' round trip; two sources into one output are refused naming it."""
+    from loihi2_nets import nn_style
+
+    g = nn_style()
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(2, 10)), rng.normal(size=2)
+    for k in ("fc2", "lif2"):                                        # lif1 → dec (host) → output
+        del g.nodes[k]
+    g.nodes["output"] = nir.Output(output_type={"output": np.array([2])})
+    g.nodes["dec"] = nir.Affine(weight=W, bias=b)
+    g.edges = [e for e in g.edges if "fc2" not in e and "lif2" not in e] + [("lif1", "dec"), ("dec", "output")]
+    prog, _ = lower(g, input_bits=5)
+    port, = prog.outputs
+    assert port.src == "lif1" and port.read == "spikes" and np.allclose(port.readout_w, W.T)
+    x = np.random.default_rng(1).integers(0, 4, (30, 6)).astype(float)
+    res = BACKEND.device("emulator", prog).run({"input": x}, record=["lif1"])
+    assert np.array_equal(res["output"], res["lif1.spikes"] @ W.T + b) and res["lif1.spikes"].any()
+    again = BACKEND.device("emulator", load_program(prog.files())).run({"input": x})
+    assert np.array_equal(again["output"], res["output"])
+    g.nodes["fc9"] = nir.Linear(weight=np.ones((10, 6)))
+    g.edges += [("input", "fc9"), ("fc9", "dec")]
+    with pytest.raises(UnsupportedNodeError, match="host readout") as e:
+        lower(g, input_bits=5)
+    assert e.value.node == "output"
+
+
 # -------------------------------------------------------------------- errors
 def test_binary_program_rejects_graded_input():
     prog, _ = lower(normalized(__import__("nets").ff_lif()))
