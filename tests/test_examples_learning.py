@@ -1,7 +1,6 @@
 """The learning examples (examples/rewiring_digits, examples/spore_loop) run a short version end to end."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _example(name: str):
-    sys.path.insert(0, str(ROOT / "examples" / name))
-    try:
-        import importlib
+    """examples/<name>/run.py as a module of its own name (other tests import other examples'
+    run.py: a plain ``import run`` would return whichever came first)."""
+    import importlib.util
 
-        mod = importlib.import_module("run")
-        sys.modules.pop("run")
-        return mod
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location(f"example_{name}_run", ROOT / "examples" / name / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.mark.slow
