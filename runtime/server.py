@@ -453,6 +453,12 @@ class SessionServer(socketserver.ThreadingTCPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    #: listen backlog: connections the kernel completes before ``accept`` takes them. socketserver's
+    #: default of 5 drops the SYNs of a burst of clients connecting at once, which their TCP retries
+    #: only after 1 s, then 3 s (a second-long stall for a client of a busy server, measured with 64
+    #: clients); the kernel caps it at ``net.core.somaxconn``. Connections over ``max_connections``
+    #: are still refused after ``accept``, with an answer.
+    request_queue_size = 256
 
     def __init__(self, bundle, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  device: str | None = None, window: int = 1, queue_frames: int = QUEUE_FRAMES,
