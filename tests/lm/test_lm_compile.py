@@ -21,17 +21,7 @@ from nmc.lm.corpus import CharVocab
 from nmc.lm.host import TokenStream
 from nmc.passes.sparsify import keep_top
 
-WORDS = ["to", "be", "or", "not", "that", "is", "the", "question"]
-
-
-def corpus(n_words: int, seed: int) -> str:
-    """A learnable text: words from a small lexicon, a likely successor per word."""
-    rng = np.random.default_rng(seed)
-    out, w = [], 0
-    for _ in range(n_words):
-        w = (w + 1) % len(WORDS) if rng.random() < 0.7 else int(rng.integers(len(WORDS)))
-        out.append(WORDS[w] + ("\n" if rng.random() < 0.15 else " "))
-    return "".join(out)
+from lm_text import corpus
 
 
 def train_steps(lm, ids, steps, masks=None, penalty=0.05, seed=0):

@@ -21,17 +21,9 @@ from nmc.lm.host import TokenStream
 from nmc.nn import ternary as T
 from nmc.nn.distill import distillation_loss
 
+from lm_text import corpus
+
 CC = shutil.which("cc") or shutil.which("gcc")
-WORDS = ["to", "be", "or", "not", "that", "is", "the", "question"]
-
-
-def corpus(n_words: int, seed: int) -> str:
-    rng = np.random.default_rng(seed)
-    out, w = [], 0
-    for _ in range(n_words):
-        w = (w + 1) % len(WORDS) if rng.random() < 0.7 else int(rng.integers(len(WORDS)))
-        out.append(WORDS[w] + ("\n" if rng.random() < 0.15 else " "))
-    return "".join(out)
 
 
 def windows(ids, steps, seed):

@@ -50,8 +50,8 @@ def test_ssm_events_quick_trains_both_variants(tmp_path):
     assert (tmp_path / "results.json").exists()
 
 
-@pytest.mark.slow
-def test_ssm_events_compile_quick_measures_every_stage(tmp_path):
+def _compile_quick(tmp_path, variants: str) -> dict:
+    """examples/ssm_events/compile.py --quick for ``variants`` (it sets torch's thread count: restored)."""
     import torch
 
     spec = importlib.util.spec_from_file_location("ssm_events_compile", ROOT / "examples" / "ssm_events" / "compile.py")
@@ -59,9 +59,14 @@ def test_ssm_events_compile_quick_measures_every_stage(tmp_path):
     spec.loader.exec_module(mod)
     n = torch.get_num_threads()
     try:
-        res = mod.main(["--quick", "--out", str(tmp_path), "--variants", "diag,stochastic"])
+        return mod.main(["--quick", "--out", str(tmp_path), "--variants", variants])
     finally:
         torch.set_num_threads(n)
+
+
+@pytest.mark.slow
+def test_ssm_events_compile_quick_measures_every_stage(tmp_path):
+    res = _compile_quick(tmp_path, "diag,stochastic")
     d = res["diag"]["stages"]
     # the compiled reference computes the same function as the float model (float64 vs float32 only)
     assert d["reference"] == pytest.approx(d["float"], abs=1.5 / res["diag"]["test_size"])
@@ -88,16 +93,7 @@ def test_ssm_events_compile_quick_diag_loihi_runs_on_loihi2(tmp_path):
     """The diag_loihi variant (no LayerNorm, no residual sums or biases into an SSM, delta outputs) compiles
     for loihi2 from the example: its emulator runs the test streams (decoder as a host readout), Lava's
     fixed_pt simulator gives the same outputs bit for bit on two streams, and spinnaker2 runs it too."""
-    import torch
-
-    spec = importlib.util.spec_from_file_location("ssm_events_compile", ROOT / "examples" / "ssm_events" / "compile.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    n = torch.get_num_threads()
-    try:
-        res = mod.main(["--quick", "--out", str(tmp_path), "--variants", "diag_loihi"])
-    finally:
-        torch.set_num_threads(n)
+    res = _compile_quick(tmp_path, "diag_loihi")
     r = res["diag_loihi"]
     d = r["stages"]
     assert r["output"] == "delta" and 0 < r["activity"][0] <= 1
