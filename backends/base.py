@@ -245,6 +245,12 @@ class Backend(ABC):
     #: ``nmc.compile`` refuses such a graph with it, naming the projection. None: it runs them.
     plasticity_refusal: str | None = "its lowering freezes the weights into the program"
 
+    def plasticity_refusal_for(self, rule) -> str | None:
+        """Why this target cannot run ``rule`` (a :class:`nmc.plasticity.Plasticity`), None when it
+        can. The default refuses every rule with :attr:`plasticity_refusal`; a target that runs some
+        rules overrides this and names the rule or parameter it cannot run."""
+        return self.plasticity_refusal
+
     @abstractmethod
     def default_pipeline(self, options: dict) -> str:
         """The pass pipeline text (``normalize,quantize{bits=8},...``) for these compile options."""

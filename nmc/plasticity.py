@@ -206,13 +206,17 @@ def check_graph(graph) -> None:
         rule.check(name, graph)
 
 
-def refuse(graph, target: str, why: str, where: str = "reference") -> None:
-    """Raise for the first plastic projection of ``graph``: ``target`` cannot run the rule (``why``)."""
+def refuse(graph, target: str, why, where: str = "reference") -> None:
+    """Raise for the first plastic projection of ``graph`` whose rule ``target`` cannot run.
+
+    ``why`` is the reason for every rule (a string), or a function ``rule -> reason | None`` (the
+    backend's :meth:`~nmc.backends.base.Backend.plasticity_refusal_for`: None where it runs it)."""
     from .errors import UnsupportedNodeError
 
-    rules = plastic(graph)
-    if rules:
-        name, r = next(iter(rules.items()))
-        raise UnsupportedNodeError(f"{target} cannot run the plasticity rule '{r.rule}' on this projection: {why}",
-                                   node=name, hint=f"compile for --target {where} (the float reference runs it), or "
-                                   "drop the Plasticity annotation to deploy the learned weights frozen")
+    for name, r in plastic(graph).items():
+        reason = why(r) if callable(why) else why
+        if reason is not None:
+            raise UnsupportedNodeError(f"{target} cannot run the plasticity rule '{r.rule}' on this projection: "
+                                       f"{reason}", node=name, hint=f"compile for --target {where} (the float "
+                                       "reference runs it), or drop the Plasticity annotation to deploy the "
+                                       "learned weights frozen")

@@ -85,10 +85,9 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     graph, source = load_model(model, trust_pickle=trust_pickle, input_shape=input_shape, data=data,
                                options=options)
     conversion = source.pop("conversion", None)
-    if backend.plasticity_refusal is not None:   # learning rules: only targets that run them
-        from nmc.plasticity import refuse
+    from nmc.plasticity import refuse   # learning rules: only what the target runs
 
-        refuse(graph, target, backend.plasticity_refusal)
+    refuse(graph, target, backend.plasticity_refusal_for)
     kind = model_kind(graph)  # a network, or a language model
     if text_calib:
         data = kind.text_calibration(graph, calibrate)
