@@ -29,8 +29,13 @@ class BrainScaleS2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = BrainScaleS2Options
-    plasticity_refusal = ("nmc does not generate the plasticity processor's program yet; the emulator and the "
-                          "emitted script keep the 6-bit weights and labels fixed")
+    plasticity_refusal = None
+
+    def plasticity_refusal_for(self, rule) -> str | None:
+        """The plasticity processor runs pair STDP, alone or reward-modulated, and rewiring (:mod:`.ppu`)."""
+        from .ppu import refusal
+
+        return refusal(rule)
 
     def default_pipeline(self, options: dict) -> str:
         # 6-bit magnitude + row sign = 7-bit signed; rewire assigns label groups without pruning

@@ -39,6 +39,7 @@ from nmc.errors import OptionError, ShapeError
 from ..base import Device, validate_inputs
 from . import calibration as C
 from . import fast
+from . import ppu
 from . import synapses as S
 from .program import BSS2Program
 
@@ -94,6 +95,8 @@ class BSS2Emulator(Device):
         self.W = {id(q): S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label,
                                             program.layer(q.post).circuits, q.w6.shape[1]).astype(float)
                   * program.layer(q.post).scale for q in program.projections}
+        # learning rules: the plasticity processor's fixed-point model rewrites plastic rows (.ppu)
+        self.ppu_rules = [ppu.PPURule.from_json(d) for d in getattr(program, "plasticity", [])]
 
     # Streaming: no latency to align (host events reach every layer in the same model step),
     # so ``advance`` runs the window's steps from the carried state, noise generator included.
@@ -104,7 +107,21 @@ class BSS2Emulator(Device):
         """Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``);
         None with ``noise``: one generator draws for the whole batch, so a row's noise
         would depend on the other rows."""
-        return None if self.noise else {"_stream.st": 0, "_stream.prev_sub": 1}
+        return None if self.noise or self.ppu_rules else {"_stream.st": 0, "_stream.prev_sub": 1}
+
+    @property
+    def takes_modulator(self) -> bool:
+        return any(r.third_factor == "reward" for r in self.ppu_rules)
+
+    def modulate(self, value) -> None:
+        """The reward the host writes into the plasticity processor's memory (:func:`.ppu.reward_code`);
+        it holds until set again, also across ``reset``."""
+        if not self.takes_modulator:
+            return super().modulate(value)
+        self._reward = value
+        for lr in self._stream["ppu"] if hasattr(self, "_stream") else []:
+            if lr.rule.third_factor == "reward":
+                lr.modulate(value)
 
     def reset(self, batch: int = 1) -> None:
         """Initial state (v at leak, no current, no refractory time; the noise generator
@@ -117,7 +134,8 @@ class BSS2Emulator(Device):
                                 "i": np.zeros((B, l.size)), "s": np.zeros((B, l.size)),
                                 "ref": np.zeros((B, l.size))} for l in self.p.layers},
                 "prev_sub": {l.name: np.zeros((self.S, B, l.size)) for l in self.p.layers},
-                "rng": np.random.default_rng(self.seed)}
+                "rng": np.random.default_rng(self.seed),
+                **ppu.initial_state(self.p, self.ppu_rules, B, self.W, getattr(self, "_reward", None))}
 
     def _check(self, arrs) -> None:
         for k, a in arrs.items():
@@ -138,8 +156,12 @@ class BSS2Emulator(Device):
         self._check(arrs)
         B = next(iter(arrs.values())).shape[1]
         record = list(record)
-        hist = self._steps(self._initial_state(B), arrs, T, B)
+        state = self._initial_state(B)
+        res_w = ppu.record_weights(state, record)     # plastic nodes recorded: '<node>.w' per step
+        record = [r for r in record if r not in res_w]
+        hist = self._steps(state, arrs, T, B)
         res = self._outputs(hist, T, B)
+        res.update({f"{k}.w": np.stack(v) for k, v in res_w.items()})
         for r in record:
             if r not in hist:
                 raise OptionError(f"cannot record '{r}': not a neuron layer of the program", node=r)
@@ -165,7 +187,7 @@ class BSS2Emulator(Device):
         st, rng = state["st"], state["rng"]
         h = self.p.dt / self.p.speedup / self.S
         hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
-        W = self.W
+        W = state.get("W", self.W)      # plastic projections: the learners' current weights
         S = self.S
         prev_sub = state["prev_sub"]
         for t in range(T):
@@ -197,6 +219,8 @@ class BSS2Emulator(Device):
                 cur_sub[l.name] = fired_sub
                 hist[l.name]["s"].append(spk.copy())
                 hist[l.name]["v"].append(v.copy())
+            if state.get("ppu"):   # sensors, and the plasticity processor at the end of its period
+                ppu.after_step(self.p, state, ext, cur_sub, prev_sub)
             prev_sub = cur_sub
         state["prev_sub"] = prev_sub
         return hist

@@ -73,6 +73,7 @@ from . import calibration as C
 from .target import BrainScaleS2Target
 from . import rules
 from .ssm import as_synaptic_currents
+from . import ppu_lower as PL
 from . import synapses as S
 from . import timescale as TS
 from .options import BrainScaleS2Options
@@ -316,6 +317,7 @@ class Plan:
     warns: list                  # (node, message), added to ctx.warnings by lowering
     how: dict
     tscale: TS.Timescale
+    plastic: dict = None         # (source, layer) → plastic projection info (.ppu_lower)
 
     def demands(self) -> tuple[list[dict], list[tuple[str, str]]]:
         """([{name, circuits, rows}] in schedule order, recurrent (pre, post) projections)."""
@@ -353,7 +355,7 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
     per_row = int(spec.get("synapse_array.sources_per_row"))
     wmax = int(spec.get("synapse_array.weight_max"))
     per_driver = int(spec.get("synapse_array.rows_per_driver"))
-    layers, projs, how = [], [], {}
+    layers, projs, how, plastic_of = [], [], {}, {}
     for name in order:
         node = graph.nodes[name]
         if not isinstance(node, LAYERS):
@@ -406,21 +408,29 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
             if s_ is not None and s_ not in terms:   # the further bias sources
                 terms[s_] = [None, False]
         scale = w6s.pop(None)
+        # plastic projections: a synapse for every pair that may learn, weight 0 included (.ppu_lower)
+        plastic = PL.layer_synapses(graph, name, terms, w6s, g / U, scale, _weight_node, per_row)
+        sgns = {s_: plastic[s_]["signs"] if s_ in plastic else np.sign(w) for s_, w in w6s.items()}
         # circuits per logical neuron: a circuit takes fan_in_unsigned inputs of one sign, fan_in_signed mixed
-        indeg = sum((w != 0).sum(1) for w in w6s.values()) if w6s else np.zeros(n, int)
+        indeg = sum((w != 0).sum(1) for w in sgns.values()) if w6s else np.zeros(n, int)
         mixed = np.zeros(n, bool)
         if w6s:
-            W_all = np.concatenate(list(w6s.values()), axis=1)
+            W_all = np.concatenate(list(sgns.values()), axis=1)
             mixed = (W_all > 0).any(1) & (W_all < 0).any(1)
         circuits = np.maximum(1, -(-indeg // np.where(mixed, fan_s, fan_u))).astype(np.int64)
         for s, w6 in w6s.items():
             group, label, rank_order, src = _labels(graph, name, s, w6, per_row)
-            a = S.array_config(w6, group, label, circuits, rank_order)
+            if "group" in plastic.get(s, {}):   # rewiring: one label group, label = source index
+                group, label, rank_order = plastic[s]["group"], plastic[s]["label"], None
+                src = "one label group for rewiring (label = source index)"
+            a = S.array_config(w6, group, label, circuits, rank_order, signs=sgns[s])
             projs.append(Projection(s, name, w6, a["rows"], label, a["n_rows"], bool(terms[s][1]), a["row_sign"],
                                     np.arange(a["n_rows"]) // per_driver, group=group, col=a["col"],
                                     row_group=a["row_group"], arr_w=a["arr_w"], arr_label=a["arr_label"],
-                                    rows_lb=S.rows_lower_bound(w6, circuits, per_row)))
+                                    rows_lb=S.rows_lower_bound(sgns[s], circuits, per_row)))
             how[f"{s}->{name}"] = {"weights": src_how[s], "labels": src}
+            if s in plastic:
+                plastic_of[(s, name)] = plastic[s]
         params["unit"] = np.full(n, U)  # model voltage per threshold unit (the chip works in threshold units)
         for p, (lo, hi) in C.ranges(spec).items():  # DAC codes saturate: say so, never silently
             v = np.asarray(params[p], float)
@@ -430,7 +440,7 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
                                     f"(values {float(v[out].min()):g}..{float(v[out].max()):g}): clipped to the range"))
         layers.append(Layer(name, n, ("cuba" if spiking else "cubali") if cuba else ("lif" if spiking else "li"),
                             spiking, params, {}, circuits, scale))
-    return Plan(graph, layers, projs, warns, how, tscale)
+    return Plan(graph, layers, projs, warns, how, tscale, plastic_of)
 
 
 def _where(graph: Graph, pl: Plan, target: BrainScaleS2Target) -> dict:
@@ -511,7 +521,8 @@ def lower(graph: Graph, ctx) -> BSS2Program:
     prog = BSS2Program(layers, projs, {k: int(np.prod(graph.shape_out(k))) for k in graph.inputs}, outputs, dt, speed,
                        {k: v for k, v in cal.items()},
                        constant_inputs=[bias_source(j) for j in range(len(projs))
-                                        if any(q.pre == bias_source(j) for q in projs)])
+                                        if any(q.pre == bias_source(j) for q in projs)],
+                       plasticity=PL.rules(graph, projs, pl.plastic, dt, BrainScaleS2Options.of(ctx).ppu_period, runs))
     prog.report.update({"timescale": tscale.report(), "rows_used": rows_used, "rows_lower_bound": rows_lb, "circuits_used": total,
                    "circuits_lower_bound": circ_lb, "runs_used": runs,
                    "runs_lower_bound": max(1, math.ceil(circ_lb / n_circ), math.ceil(rows_lb / chip_rows)),

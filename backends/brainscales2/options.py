@@ -17,3 +17,5 @@ class BrainScaleS2Options(CommonOptions):
                                    "timing.speedup_range)", float, 0, lo_open=True)
     bias_repeat_max: int = option("most repeated bias-source events per step for a large bias", int, 1, 64,
                                   default=8)
+    ppu_period: int = option("model steps between two runs of the plasticity processor's learning rule "
+                             "(backends/brainscales2/ppu.py)", int, 1, 100000, default=10)

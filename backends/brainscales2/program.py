@@ -76,6 +76,8 @@ class BSS2Program(Program):
     report: dict = field(default_factory=dict)
     #: sources the host drives with one event every step (biases: see :data:`BIAS_SOURCE`)
     constant_inputs: list = field(default_factory=list)
+    #: the plasticity processor's rules, one per plastic projection (:class:`.ppu.PPURule` as JSON)
+    plasticity: list = field(default_factory=list)
     #: the compiled graph (the shapes of recorded layers); not in the program files
     graph: Any = field(default=None, repr=False)
 
@@ -90,6 +92,8 @@ class BSS2Program(Program):
                                 for q in self.projections],
                 "inputs": self.inputs, "outputs": self.outputs, "dt": self.dt, "speedup": self.speedup,
                 "constant_inputs": list(self.constant_inputs)}
+        if self.plasticity:   # only plastic programs carry the key: frozen programs' files stay as they were
+            meta["plasticity"] = list(self.plasticity)
         arrays = {}
         for l in self.layers:
             for k, v in l.params.items():
@@ -108,8 +112,11 @@ class BSS2Program(Program):
         from .emit import script
 
         dump = lambda o: (json.dumps(o, indent=2, sort_keys=True) + "\n").encode()  # noqa: E731
+        from .ppu_kernel import kernel_files
+
         return {"bss2_program.json": dump(meta), "bss2_arrays.npz": npz_bytes(arrays),
-                "calibration.json": dump(self.calibration), "run_brainscales2.py": script().encode()}
+                "calibration.json": dump(self.calibration), "run_brainscales2.py": script().encode(),
+                **kernel_files(self.plasticity)}
 
     def summary(self) -> dict:
         return dict(self.report)
@@ -140,4 +147,5 @@ def load_program(files: dict[str, bytes]) -> BSS2Program:
                         **{k: (arr[f"proj{i}/{k}"].astype(np.int64) if f"proj{i}/{k}" in arr else None)
                            for k in PROJ_ARRAYS}) for i, q in enumerate(meta["projections"])]
     return BSS2Program(layers, projs, meta["inputs"], meta["outputs"], meta["dt"], meta["speedup"],
-                       json.loads(files["calibration.json"]), constant_inputs=meta.get("constant_inputs", []))
+                       json.loads(files["calibration.json"]), constant_inputs=meta.get("constant_inputs", []),
+                       plasticity=meta.get("plasticity", []))

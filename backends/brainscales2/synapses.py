@@ -31,20 +31,23 @@ import numpy as np
 
 
 def array_config(w6: np.ndarray, group: np.ndarray, label: np.ndarray, circuits: np.ndarray,
-                 order: np.ndarray | None = None) -> dict:
+                 order: np.ndarray | None = None, signs: np.ndarray | None = None) -> dict:
     """Rows/columns for the non-zero synapses of ``w6`` (post, pre).
 
     ``order`` (post, pre): a row index per synapse whose relative order ranks
     the synapses of a neuron inside a block (e.g. the RowMap's); default: by
     source index. Returns rows (post, pre; −1 = no synapse), col (post, pre;
     local column), n_rows, row_sign, row_group, arr_w (rows, columns) magnitudes,
-    arr_label (rows, columns; −1 = empty)."""
+    arr_label (rows, columns; −1 = empty). ``signs`` (post, pre; −1/0/+1): which synapses
+    exist and their row sign, default sign(w6) (a plastic projection places weight-0
+    synapses too, :mod:`.ppu_lower`)."""
     n_post, n_pre = w6.shape
     circuits = np.asarray(circuits, np.int64)
     cstart = np.concatenate([[0], np.cumsum(circuits)[:-1]]).astype(np.int64)
     n_cols = int(circuits.sum())
-    jj, ii = np.nonzero(w6)
-    sgn = (w6[jj, ii] < 0).astype(np.int64)  # 0 = excitatory, 1 = inhibitory
+    sg = np.sign(w6) if signs is None else np.asarray(signs)
+    jj, ii = np.nonzero(sg)
+    sgn = (sg[jj, ii] < 0).astype(np.int64)  # 0 = excitatory, 1 = inhibitory
     block = np.asarray(group, np.int64)[ii] * 2 + sgn
     key = order[jj, ii] if order is not None else ii
     o = np.lexsort((key, jj, block))
