@@ -33,6 +33,22 @@ class BSS2Hardware(ReplayStreaming, Device):
                                    "electronicvisions 'spack' container) on a machine with chip access, "
                                    "or use --device emulator") from None
         self.files = files
+        import json
+
+        rules = json.loads(files["bss2_program.json"]).get("plasticity", [])
+        #: a reward rule: ``modulate`` sets the reward the script writes into PPU memory (per run)
+        self.takes_modulator = any(r["third_factor"] == "reward" for r in rules)
+        self.reward = 0.0
+
+    def modulate(self, value) -> None:
+        """The reward for the next runs: each run writes it into the plasticity processor's memory
+        with the program (``--reward``; it holds for the whole run)."""
+        if not self.takes_modulator:
+            return super().modulate(value)
+        v = np.asarray(value, float)
+        if v.size != 1 or not np.isfinite(v).all():
+            raise DeviceError("the reward must be one finite number (one 8-bit reward in PPU memory)")
+        self.reward = float(v.reshape(-1)[0])
 
     def run(self, inputs, steps=None, record=()):
         if record:
@@ -48,7 +64,8 @@ class BSS2Hardware(ReplayStreaming, Device):
             for b in range(B):  # one hardware run per sample
                 np.savez(Path(d) / "in.npz", **{k: (a[:, b] if batched else a) for k, a in arrs.items()})
                 try:
-                    mod["main"](["--input", str(Path(d) / "in.npz"), "-o", str(Path(d) / "out.npz")])
+                    mod["main"](["--input", str(Path(d) / "in.npz"), "-o", str(Path(d) / "out.npz"),
+                                 "--reward", repr(self.reward)])
                 except Exception as e:
                     raise DeviceError(f"the BrainScaleS-2 run failed: {type(e).__name__}: {e}") from e
                 with np.load(Path(d) / "out.npz") as z:

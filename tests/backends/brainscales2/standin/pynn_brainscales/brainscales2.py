@@ -2,7 +2,8 @@
 
 Implements the PyNN calls the emitted script makes — setup, Population
 (SpikeSourceArray / HXNeuron cells), Projection (FromListConnector,
-StaticSynapse, receptor type), record, run, get_data, end — and records
+StaticSynapse or PlasticSynapse with a PlasticityRule subclass on a Timer,
+receptor type), record, run, get_data, end — and records
 every call in :data:`LOG` so a test can compare the built network with the
 Program. ``run`` produces no spikes (there is no chip behind it).
 """
@@ -58,7 +59,28 @@ class _StaticSynapse:
     pass
 
 
-standardmodels = SimpleNamespace(synapses=SimpleNamespace(StaticSynapse=_StaticSynapse))
+class Timer:
+    def __init__(self, start, period, num_periods):
+        self.start, self.period, self.num_periods = start, period, num_periods
+
+
+class PlasticityRule:
+    """Subclassed by the script; ``generate_kernel`` returns the PPU kernel's source."""
+
+    def __init__(self, timer, observables=None):
+        self.timer, self.observables = timer, observables
+
+    def generate_kernel(self):
+        raise NotImplementedError
+
+
+class _PlasticSynapse:
+    def __init__(self, plasticity_rule, weight=0):
+        self.plasticity_rule, self.weight = plasticity_rule, weight
+
+
+standardmodels = SimpleNamespace(synapses=SimpleNamespace(StaticSynapse=_StaticSynapse,
+                                                          PlasticSynapse=_PlasticSynapse))
 
 
 class Projection:
