@@ -59,8 +59,11 @@ synapse from before this rewiring (without replacement; when fewer are free than
 keep their label), from a ``numpy.random.Generator(PCG64(seed))``; the new synapse starts at
 w = ``w_new`` (SPORE: θ = θ0 + log w_new) with cleared traces. Fan-in stays exactly ``fan_in``.
 
-Targets: only the float reference runs these rules; every other target refuses a graph with a
-Plasticity annotation, naming the projection and why (:func:`refuse`).
+Targets: the float reference runs every rule; a target refuses a rule it cannot run, naming the
+projection and why (:func:`refuse`, ``Backend.plasticity_refusal_for``).
+brainscales2 runs ``stdp`` (third factor none or reward, rewiring included) as its plasticity
+processor would, every ``ppu_period`` steps on 8-bit correlation reads and 6-bit weights (fixed-point
+model: ``backends/brainscales2/ppu.py``); it refuses ``spore``, ``error``, ``tau_baseline`` and ``decay``.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ runs one input noiseless, with uncalibrated and calibrated mismatch, and with
 noise, and says what each costs.
 
 Layout: :mod:`.lower` (Graph → :class:`~.program.BSS2Program`), :mod:`.program`,
-:mod:`.emit` (the PyNN script), :mod:`.emulator`, :mod:`.devices`.
+:mod:`.emit` (the PyNN script), :mod:`.emulator`, :mod:`.devices`; learning rules:
+:mod:`.ppu` (the plasticity processor's fixed-point model), :mod:`.ppu_lower`, :mod:`.ppu_kernel`.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import nmc
-from backends.brainscales2 import ppu
-from backends.brainscales2.emulator import BSS2Emulator
+from nmc.backends.brainscales2 import ppu
+from nmc.backends.brainscales2.emulator import BSS2Emulator
 from nmc.errors import OptionError, UnsupportedNodeError
 from nmc.ir import Graph
 from nmc.passes import PassContext, PassManager, parse_pipeline
@@ -199,3 +199,16 @@ def test_bundle_keeps_the_rule_and_runs_the_same(tmp_path):
     a, c = b.run({"in": x}, record=["w"]), loaded.run({"in": x}, record=["w"])
     np.testing.assert_array_equal(a["w.w"], c["w.w"])
     assert not np.array_equal(a["w.w"][0], a["w.w"][-1])
+
+
+def test_closed_loop_feeds_the_reward_to_the_plasticity_processor():
+    pytest.importorskip("gymnasium")
+    rule = Plasticity(third_factor="reward", a_plus=0.01, a_minus=0.01, w_min=0.0, w_max=0.2, lr=1.0)
+    b = compile_(net(np.full((2, 32), 0.1), rule))
+    with nmc.open(b, env="CartPole-v1", env_options={"max_steps": 30}) as loop:
+        assert loop.learns
+        lr = loop.session.device._stream["ppu"][0]
+        w0 = lr.weights().copy()
+        rep = loop.run(3)          # the episode's advantage reaches the rule from the second episode on
+        assert len(rep.returns) == 3 and lr.runs > 0
+        assert not np.array_equal(w0, lr.weights())

@@ -10,8 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from backends.brainscales2 import ppu
-from backends.brainscales2.ppu_kernel import c_core, kernel_source
+from nmc.backends.brainscales2 import ppu
+from nmc.backends.brainscales2.ppu_kernel import c_core, kernel_source
 
 CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no host C compiler")

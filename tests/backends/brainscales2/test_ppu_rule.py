@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from backends.brainscales2 import ppu
+from nmc.backends.brainscales2 import ppu
 from nmc.errors import PlasticityError
 from nmc.plasticity import Plasticity
 

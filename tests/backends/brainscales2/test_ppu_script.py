@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.brainscales2 import ppu
+from nmc.backends.brainscales2 import ppu
 from test_ppu_emulator import W, compile_, inputs, net
 from nmc.plasticity import Plasticity
 
@@ -64,7 +64,7 @@ def test_script_attaches_the_kernel_to_the_plastic_projection(tmp_path, pynn):
 def test_hardware_device_writes_the_reward(pynn, monkeypatch):
     b = compile_(net(W, RULE))
     seen = []
-    real = importlib.import_module("backends.brainscales2.devices.hardware").runpy.run_path
+    real = importlib.import_module("nmc.backends.brainscales2.devices.hardware").runpy.run_path
 
     def spy(path):
         mod = real(path)
@@ -72,8 +72,8 @@ def test_hardware_device_writes_the_reward(pynn, monkeypatch):
         mod["main"] = lambda argv: (seen.append(argv[argv.index("--reward") + 1]), main(argv))
         return mod
 
-    monkeypatch.setattr("backends.brainscales2.devices.hardware.runpy.run_path", spy)
-    from backends.brainscales2.devices.hardware import BSS2Hardware
+    monkeypatch.setattr("nmc.backends.brainscales2.devices.hardware.runpy.run_path", spy)
+    from nmc.backends.brainscales2.devices.hardware import BSS2Hardware
 
     dev = BSS2Hardware(b.program.files())
     assert dev.takes_modulator
