@@ -123,6 +123,12 @@ class BSS2Emulator(Device):
             if lr.rule.third_factor == "reward":
                 lr.modulate(value)
 
+    def set_rule(self, projection: str | None = None, **changes) -> None:
+        """Change running rules' parameters (a learning-rate schedule): new PPU constants, state kept."""
+        self._rule_changes = getattr(self, "_rule_changes", {})
+        live = self._stream["ppu"] if hasattr(self, "_stream") else []
+        self.ppu_rules = ppu.set_rule(self.p, self.ppu_rules, live, projection, changes, self._rule_changes)
+
     def reset(self, batch: int = 1) -> None:
         """Initial state (v at leak, no current, no refractory time; the noise generator
         re-seeded) for ``advance``; ``run`` always starts from it anyway."""

@@ -258,6 +258,7 @@ class PPULearner:
         self.lab = q.arr_label[self.rr, self.cc].astype(np.int64)
         self.state = seed_state(self.rule.seed)
         self.runs = self.steps = 0
+        self._src = None
         self.reset_traces(batch)
 
     def reset_traces(self, batch: int) -> None:
@@ -267,10 +268,13 @@ class PPULearner:
         self.e = np.zeros(self.w.size, np.int64)
 
     def sources(self) -> np.ndarray:
-        """The source index of every synapse (its row group and stored label)."""
-        q = self.q
-        lut = {(int(g), int(l)): i for i, (g, l) in enumerate(zip(q.group, q.label))}
-        return np.array([lut[(int(g), int(l))] for g, l in zip(q.row_group[self.rr], self.lab)], np.int64)
+        """The source index of every synapse (its row group and stored label); kept until a rewiring."""
+        if self._src is None:
+            q = self.q
+            lut = np.full((int(q.group.max(initial=0)) + 1, 64), -1, np.int64)
+            lut[q.group, q.label] = np.arange(q.group.size)
+            self._src = lut[q.row_group[self.rr], self.lab]
+        return self._src
 
     def weights(self) -> np.ndarray:
         n_post, n_pre = self.q.w6.shape
@@ -321,6 +325,7 @@ class PPULearner:
                 self.state, made = rewire(r, w, lab, n_pre, self.state)
                 self.w[at], self.lab[at] = w, lab
                 self.e[at[made]] = 0
+            self._src = None
 
 
 # ---------------------------------------------------------------- the emulator's hooks
@@ -366,3 +371,44 @@ def after_step(program, state: dict, ext: dict, cur_sub: dict, prev_sub: dict) -
         if lr.trace is not None:
             B = pre.shape[0]
             lr.trace.append(np.broadcast_to(lr.weights() * lr.rule.lsb, (B, *q.w6.shape)).copy())
+
+
+def set_rule(program, rules: list[PPURule], learners: list, projection: str | None, changes: dict,
+             current: dict) -> list[PPURule]:
+    """Rules with ``changes`` to the annotation of ``projection`` (None: every plastic projection),
+    recompiled to the PPU's constants — the host writing new constants into PPU memory; the
+    learners' state (weights, labels, eligibility, generator) is kept. ``current``: the rules as
+    changed so far (node → Plasticity; starts from the graph's annotations, updated here).
+    Returns the new rule list."""
+    import dataclasses
+
+    from nmc.plasticity import Plasticity
+
+    names = [r.node for r in rules]
+    if projection is not None and projection not in names:
+        raise OptionError(f"'{projection}' is not a plastic projection", node=projection,
+                          hint=f"plastic projections: {', '.join(names) or 'none'}")
+    unknown = [k for k in changes if k not in {f.name for f in dataclasses.fields(Plasticity)}]
+    if unknown:
+        raise OptionError(f"a plasticity rule has no parameter '{unknown[0]}'", node=projection)
+    fixed = [k for k in changes if k in ("rule", "third_factor", "fan_in", "post", "seed")]
+    if fixed:
+        raise OptionError(f"'{fixed[0]}' of a running rule cannot change (it sets the learner's state)",
+                          node=projection, hint="compile the network again with the new rule")
+    out = []
+    for r in rules:
+        if projection is not None and r.node != projection:
+            out.append(r)
+            continue
+        base = current.get(r.node) or (program.graph.ann(r.node, Plasticity) if program.graph is not None else None)
+        if base is None:
+            raise OptionError("the program carries no graph with the rule to change", node=r.node)
+        new = dataclasses.replace(base, **changes)
+        why = refusal(new)
+        if why is not None:
+            raise OptionError(f"the changed rule cannot run on the plasticity processor: {why}", node=r.node)
+        current[r.node] = new
+        out.append(compile_rule(new, r.node, r.projection, r.lsb, program.dt, r.period, r.n_src))
+    for lr, r in zip(learners, out):
+        lr.rule = r
+    return out

@@ -212,3 +212,25 @@ def test_closed_loop_feeds_the_reward_to_the_plasticity_processor():
         rep = loop.run(3)          # the episode's advantage reaches the rule from the second episode on
         assert len(rep.returns) == 3 and lr.runs > 0
         assert not np.array_equal(w0, lr.weights())
+
+
+def test_set_rule_writes_new_constants_and_keeps_the_state():
+    rule = Plasticity(third_factor="reward", a_plus=0.03, a_minus=0.0, w_min=0.0, w_max=1.0, lr=2.0)
+    b = compile_(net(W, rule))
+    dev = BSS2Emulator(b.program)
+    dev.reset(1)
+    dev.modulate(1.0)
+    dev.advance({"in": inputs(T=50)[:, None]})
+    lr = dev._stream["ppu"][0]
+    w, e = lr.weights().copy(), lr.e.copy()
+    dev.set_rule(lr=0.5)
+    want = ppu.compile_rule(Plasticity(**{**rule.__dict__, "lr": 0.5}), "w", 0, lr.rule.lsb, 1e-3, 10, 4)
+    assert lr.rule == want and lr.rule.lr == 0.5 * 10 * 256
+    assert np.array_equal(lr.weights(), w) and np.array_equal(lr.e, e)
+    dev.set_rule("w", a_plus=0.01)                            # changes accumulate
+    assert lr.rule.lr == want.lr and lr.rule.kp == round(0.01 * 4096 / (16 * lr.rule.lsb))
+    for bad in (dict(fan_in=2), dict(nope=1), dict(decay=0.5)):
+        with pytest.raises(OptionError):
+            dev.set_rule(**bad)
+    with pytest.raises(OptionError):
+        dev.set_rule("x", lr=1.0)
