@@ -61,9 +61,10 @@ w = ``w_new`` (SPORE: θ = θ0 + log w_new) with cleared traces. Fan-in stays ex
 
 Targets: the float reference runs every rule; a target refuses a rule it cannot run, naming the
 projection and why (:func:`refuse`, ``Backend.plasticity_refusal_for``).
-brainscales2 runs ``stdp`` (third factor none or reward, rewiring included) as its plasticity
-processor would, every ``ppu_period`` steps on 8-bit correlation reads and 6-bit weights (fixed-point
-model: ``backends/brainscales2/ppu.py``); it refuses ``spore``, ``error``, ``tau_baseline`` and ``decay``.
+brainscales2 runs ``stdp`` (third factor none or reward, rewiring included) and ``spore`` as its
+plasticity processor would, every ``ppu_period`` steps on 8-bit correlation reads and 6-bit weights
+(fixed-point model: ``backends/brainscales2/ppu.py``, ``ppu_spore.py``); it refuses ``error``,
+``tau_baseline``, ``decay`` with stdp and rewiring with spore.
 """
 from __future__ import annotations
 

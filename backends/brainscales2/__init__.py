@@ -8,7 +8,8 @@ noise, and says what each costs.
 
 Layout: :mod:`.lower` (Graph → :class:`~.program.BSS2Program`), :mod:`.program`,
 :mod:`.emit` (the PyNN script), :mod:`.emulator`, :mod:`.devices`; learning rules:
-:mod:`.ppu` (the plasticity processor's fixed-point model), :mod:`.ppu_lower`, :mod:`.ppu_kernel`.
+:mod:`.ppu` (the plasticity processor's fixed-point model), :mod:`.ppu_spore`, :mod:`.ppu_lower`,
+:mod:`.ppu_kernel`.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class BrainScaleS2Backend(Backend):
     plasticity_refusal = None
 
     def plasticity_refusal_for(self, rule) -> str | None:
-        """The plasticity processor runs pair STDP, alone or reward-modulated, and rewiring (:mod:`.ppu`)."""
+        """The plasticity processor runs pair STDP (alone, reward-modulated, with rewiring) and SPORE (:mod:`.ppu`)."""
         from .ppu import refusal
 
         return refusal(rule)

@@ -61,10 +61,12 @@ seeded x₀ = (seed·2654435761 + 1) mod 2^32, 0 → 1), or keeps its label when
 way w ← W_NEW = clip(round_half_away(w_new/lsb), 0, 63) and its eligibility ← 0. The fan-in stays
 exactly ``fan_in``. Rewiring needs excitatory weights (W ≥ 0, w_new ≥ 0).
 
-Not run (refused, :func:`refusal`): ``rule="spore"`` (synaptic sampling needs a parameter θ beyond
-the 6-bit weight, exp(θ − θ0) per synapse and Gaussian noise on every synapse each step: nmc does
-not generate it for the PPU), ``third_factor="error"`` (one error per neuron), ``tau_baseline`` > 0
-(the host subtracts its baseline before writing the reward) and ``decay`` > 0.
+**SPORE** (``rule="spore"``): θ per synapse in Q.12, its prior, reward and Irwin–Hall noise from
+the same xorshift32, the weight from a table of θ: :mod:`.ppu_spore`.
+
+Not run (refused, :func:`refusal`): ``third_factor="error"`` (one error per neuron),
+``tau_baseline`` > 0 (the host subtracts its baseline before writing the reward), ``decay`` > 0 with
+``stdp``, and rewiring under SPORE.
 """
 from __future__ import annotations
 
@@ -91,17 +93,16 @@ INT32 = (-(1 << 31), (1 << 31) - 1)
 
 def refusal(rule) -> str | None:
     """Why the PPU model cannot run ``rule`` (a :class:`~nmc.plasticity.Plasticity`), None when it can."""
-    if rule.rule == "spore":
-        return ("synaptic sampling (rule='spore') needs a parameter θ per synapse beyond its 6-bit weight, "
-                "exp(θ − θ0) and Gaussian noise on every synapse each step; nmc does not generate that for the "
-                "plasticity processor (rule='stdp' with third_factor='reward' runs there)")
+    if rule.rule == "spore" and rule.fan_in:
+        return ("rewiring under synaptic sampling (rule='spore' with fan_in > 0) is not generated for the "
+                "plasticity processor (SPORE's own retraction, θ ≤ 0, runs: fan_in=0)")
     if rule.third_factor == "error":
         return ("third_factor='error' needs an error per post neuron; the plasticity processor takes one reward "
                 "from the host (third_factor='reward')")
     if rule.third_factor == "reward" and rule.tau_baseline > 0:
         return ("tau_baseline > 0: the plasticity processor keeps no running mean of the reward; give the device "
                 "the reward minus its baseline (tau_baseline=0)")
-    if rule.decay > 0:
+    if rule.decay > 0 and rule.rule == "stdp":
         return "decay > 0: the plasticity processor's rule has no weight decay (decay=0)"
     return None
 
@@ -142,13 +143,24 @@ class PPURule:
     seed: int = 0
     lsb: float = 1.0           # model weight per code (reports)
     n_src: int = 0             # sources of the projection (rewiring draws labels 0..n_src−1)
+    rule: str = "stdp"         # stdp | spore (SPORE's constants below: :mod:`.ppu_spore`)
+    k_prior: int = 0
+    mu: int = 0
+    k_reward: int = 0
+    s_reward: int = 1
+    k_noise: int = 0
+    s_noise: int = 1
+    th_min: int = 0
+    th_max: int = 0
+    w_table: tuple = ()
+    th_init: tuple = ()
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, d: dict) -> "PPURule":
-        return cls(**d)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def bounds(self, sign):
         """(LO, HI) per synapse for row signs ``sign`` (±1)."""
@@ -177,6 +189,11 @@ def compile_rule(rule, node: str, index: int, lsb: float, dt: float, period: int
     lo = lambda v: int(min(max(0, math.ceil(v / lsb - eps)), W_MAX))    # noqa: E731
     hi = lambda v: int(max(min(W_MAX, math.floor(v / lsb + eps)), 0))   # noqa: E731
     kw.update(exc_lo=lo(rule.w_min), exc_hi=hi(rule.w_max), inh_lo=lo(-rule.w_max), inh_hi=hi(-rule.w_min))
+    if rule.rule == "spore":
+        from .ppu_spore import constants
+
+        kw.update(rule="spore", **{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in constants(rule, node, lsb, dt, period).items()})
     if rule.fan_in:
         kw.update(fan_in=int(rule.fan_in), prune=int(min(max(0, math.ceil(rule.prune_below / lsb - eps)), W_MAX + 1)),
                   w_new=int(min(max(round_half_away(rule.w_new / lsb), 0), W_MAX)),
@@ -259,6 +276,8 @@ class PPULearner:
         self.state = seed_state(self.rule.seed)
         self.runs = self.steps = 0
         self._src = None
+        # SPORE: θ (Q.12) from the weights, as the kernel sets it on its first run (:mod:`.ppu_spore`)
+        self.theta = np.asarray(self.rule.th_init, np.int64)[self.w] if self.rule.rule == "spore" else None
         self.reset_traces(batch)
 
     def reset_traces(self, batch: int) -> None:
@@ -312,7 +331,12 @@ class PPULearner:
         c, a = read_sensor(self.causal), read_sensor(self.acausal)
         self.causal[:] = 0.0
         self.acausal[:] = 0.0
-        self.w, e = update_row(r, self.w, c, a, self.sign, self.e, self.reward)
+        if r.rule == "spore":
+            from .ppu_spore import update
+
+            self.theta, self.w, e, self.state = update(r, self.theta, self.w, c, a, self.e, self.reward, self.state)
+        else:
+            self.w, e = update_row(r, self.w, c, a, self.sign, self.e, self.reward)
         if e is not None:
             self.e = e
         self.runs += 1

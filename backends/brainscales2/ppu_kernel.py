@@ -3,8 +3,9 @@ stack (``pynn_brainscales.brainscales2.PlasticityRule.generate_kernel``), genera
 :class:`.ppu.PPURule` constants the emulator runs.
 
 The source has two parts. :func:`c_core` is plain C (``stdint.h`` only): ``nmc_update`` (the weight
-update of one row's synapses, :func:`.ppu.update_row`), ``nmc_xorshift32`` and ``nmc_rewire`` (one
-column's label rewrites, :func:`.ppu.rewire`). The tests compile it here with the host's ``cc`` and
+update of one row's synapses, :func:`.ppu.update_row`), ``nmc_xorshift32``, ``nmc_rewire`` (one
+column's label rewrites, :func:`.ppu.rewire`) and, for SPORE, ``nmc_spore_row``
+(:func:`.ppu_spore.update`). The tests compile it here with the host's ``cc`` and
 a small driver and compare it bit for bit with the numpy model. :func:`kernel_source` wraps it in
 the kernel the PPU runs each timer period: per row of the projection's synapse view it reads the
 weights and both correlation rows (8-bit CADC codes), resets the correlation, runs ``nmc_update``
@@ -23,6 +24,14 @@ from . import ppu
 
 C_CORE = r'''
 #include <stdint.h>
+
+static uint32_t nmc_xorshift32(uint32_t x)
+{
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
 
 /* round half away from zero: sign(x) * ((|x| + 2^(s-1)) >> s) */
 static int64_t nmc_rnd(int64_t x, int s)
@@ -58,13 +67,51 @@ static void nmc_update(int n, uint8_t *w, const uint8_t *causal, const uint8_t *
     }
 }
 
-static uint32_t nmc_xorshift32(uint32_t x)
+
+#if NMC_SPORE
+static const int32_t nmc_w_table[63] = {NMC_W_TABLE};
+
+/* SPORE's weight: 0 while theta <= 0, else the number of table entries theta reaches */
+static uint8_t nmc_weight_of(int32_t theta)
 {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return x;
+    int w = 0;
+    if (theta <= 0)
+        return 0;
+    while (w < 63 && theta >= nmc_w_table[w])
+        ++w;
+    return (uint8_t)w;
 }
+
+/* One SPORE run over n synapses (theta Q.12): prior, reward and Irwin-Hall noise from one
+   xorshift32 output per synapse (its four bytes); returns the generator state after. */
+static uint32_t nmc_spore_row(int n, int32_t *theta, uint8_t *w, const uint8_t *causal, const uint8_t *acausal,
+                              int32_t *elig, int8_t reward, uint32_t state)
+{
+    for (int k = 0; k < n; ++k) {
+        int32_t d = NMC_KP * (int32_t)causal[k] - NMC_KM * (int32_t)acausal[k];
+        int64_t r = 0;
+#if NMC_REWARD
+        int64_t e = nmc_rnd((int64_t)elig[k] * NMC_DE, NMC_DE_FRAC) + (int64_t)w[k] * d;
+        if (e > INT32_MAX) e = INT32_MAX;
+        if (e < INT32_MIN) e = INT32_MIN;
+        elig[k] = (int32_t)e;
+        r = nmc_rnd((int64_t)NMC_K_REWARD * reward * e, NMC_S_REWARD);
+#else
+        (void)d; (void)elig; (void)reward;
+#endif
+        state = nmc_xorshift32(state);
+        int32_t s = (int32_t)(state & 255u) + (int32_t)((state >> 8) & 255u) + (int32_t)((state >> 16) & 255u)
+                    + (int32_t)(state >> 24) - 510;
+        int64_t t = (int64_t)theta[k] + nmc_rnd((int64_t)NMC_K_PRIOR * ((int64_t)NMC_MU - theta[k]), 15) + r
+                    + nmc_rnd((int64_t)NMC_K_NOISE * s, NMC_S_NOISE);
+        if (t < NMC_TH_MIN) t = NMC_TH_MIN;
+        if (t > NMC_TH_MAX) t = NMC_TH_MAX;
+        theta[k] = (int32_t)t;
+        w[k] = nmc_weight_of((int32_t)t);
+    }
+    return state;
+}
+#endif
 
 /* Rewire one column: w, lab, elig its fan_in synapses in row order; n_src sources (<= 64) with
    labels 0..n_src-1. A synapse with w < NMC_PRUNE takes the (u mod n_free)-th free label (ascending;
@@ -115,6 +162,10 @@ using namespace libnux::vx;
 
 volatile int8_t nmc_reward = NMC_REWARD_INIT;   /* written by the host into PPU memory */
 static int32_t nmc_elig[256][256];
+#if NMC_SPORE
+static const int32_t nmc_th_init[64] = {NMC_TH_INIT};   /* theta of each 6-bit weight (first run) */
+static int32_t nmc_theta[256][256];
+#endif
 static uint32_t nmc_state = NMC_SEED_STATE;
 static uint32_t nmc_runs = 0;
 
@@ -135,13 +186,21 @@ void PLASTICITY_RULE_KERNEL(std::array<SynapseArrayViewHandle, 1>& synapses, std
             c[k] = (uint8_t)cr[view.columns[k]];
             a[k] = (uint8_t)ar[view.columns[k]];
         }
+#if NMC_SPORE
+        if (nmc_runs == 0)   /* theta starts from the weights */
+            for (size_t k = 0; k < n_cols; ++k)
+                nmc_theta[row][k] = nmc_th_init[w[k]];
+        nmc_state = nmc_spore_row((int)n_cols, nmc_theta[row], w, c, a, nmc_elig[row], nmc_reward, nmc_state);
+#else
         nmc_update((int)n_cols, w, c, a, nmc_elig[row], NMC_SIGN, nmc_reward);
+#endif
         for (size_t k = 0; k < n_cols; ++k)
             wr[view.columns[k]] = w[k];
         view.set_weights(wr, row);
     }
+    ++nmc_runs;
 #if NMC_FAN_IN
-    if (++nmc_runs % NMC_REWIRE_RUNS != 0)
+    if (nmc_runs % NMC_REWIRE_RUNS != 0)
         return;
     uint8_t lw[NMC_FAN_IN], ll[NMC_FAN_IN];
     int32_t le[NMC_FAN_IN];
@@ -179,7 +238,12 @@ def defines(r: ppu.PPURule, n_src: int) -> str:
             "NMC_DE": r.de, "NMC_DE_FRAC": ppu.DE_FRAC, "NMC_LR": r.lr, "NMC_REWARD_FRAC": ppu.REWARD_FRAC,
             "NMC_LR_FRAC": ppu.LR_FRAC, "NMC_EXC_LO": r.exc_lo, "NMC_EXC_HI": r.exc_hi, "NMC_INH_LO": r.inh_lo,
             "NMC_INH_HI": r.inh_hi, "NMC_FAN_IN": r.fan_in, "NMC_PRUNE": r.prune, "NMC_W_NEW": r.w_new,
-            "NMC_REWIRE_RUNS": r.rewire_runs, "NMC_SEED_STATE": f"{ppu.seed_state(r.seed)}u", "NMC_N_SRC": n_src}
+            "NMC_REWIRE_RUNS": r.rewire_runs, "NMC_SEED_STATE": f"{ppu.seed_state(r.seed)}u", "NMC_N_SRC": n_src,
+            "NMC_SPORE": int(r.rule == "spore"), "NMC_K_PRIOR": r.k_prior, "NMC_MU": r.mu, "NMC_K_REWARD": r.k_reward,
+            "NMC_S_REWARD": r.s_reward, "NMC_K_NOISE": r.k_noise, "NMC_S_NOISE": r.s_noise, "NMC_TH_MIN": r.th_min,
+            "NMC_TH_MAX": r.th_max}
+    if r.rule == "spore":
+        vals.update(NMC_W_TABLE=", ".join(map(str, r.w_table)), NMC_TH_INIT=", ".join(map(str, r.th_init)))
     return "".join(f"#define {k} {v}\n" for k, v in vals.items())
 
 

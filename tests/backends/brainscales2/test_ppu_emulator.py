@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import nmc
-from nmc.backends.brainscales2 import ppu
+from nmc.backends.brainscales2 import ppu, ppu_spore
 from nmc.backends.brainscales2.emulator import BSS2Emulator
 from nmc.errors import OptionError, UnsupportedNodeError
 from nmc.ir import Graph
@@ -46,14 +46,17 @@ def inputs(T=300, n=4, p=0.2, seed=0):
     return (np.random.default_rng(seed).random((T, n)) < p).astype(float)
 
 
-def model_from_spikes(rule: ppu.PPURule, w0, x, post, sign=1, rewards=None):
+def model_from_spikes(rule: ppu.PPURule, w0, x, post, sign=1, rewards=None, proj=None):
     """The documented PPU model recomputed from the spikes: float sensors with all-to-all traces,
-    CADC reads every period, the fixed-point update (weights (post, pre) in codes)."""
+    CADC reads every period, the fixed-point update (weights (post, pre) in codes). SPORE draws its
+    noise in the array's row-major order (``proj``: the synapses' rows and columns)."""
     w = np.asarray(w0, np.int64).copy()
+    order = np.lexsort((proj.col.ravel(), proj.rows.ravel())) if proj is not None else np.arange(w.size)
     xs, ys = np.zeros(x.shape[1]), np.zeros(post.shape[1])
     C, A = np.zeros(w.shape), np.zeros(w.shape)
     e = np.zeros(w.shape, np.int64)
     hist = []
+    theta, state = np.asarray(rule.th_init, np.int64)[w] if rule.rule == "spore" else None, ppu.seed_state(rule.seed)
     for t in range(len(x)):
         xs *= rule.decay_plus
         ys *= rule.decay_minus
@@ -63,7 +66,19 @@ def model_from_spikes(rule: ppu.PPURule, w0, x, post, sign=1, rewards=None):
         ys += post[t]
         if (t + 1) % rule.period == 0:
             m = 0 if rewards is None else rewards[t]
-            w, e2 = ppu.update_row(rule, w, ppu.read_sensor(C), ppu.read_sensor(A), sign, e, m)
+            if rule.rule == "spore":   # row-major order, as the learner's synapses
+                o = order
+                th, w2, e2, state = ppu_spore.update(rule, theta.ravel()[o], w.ravel()[o], ppu.read_sensor(C).ravel()[o],
+                                                     ppu.read_sensor(A).ravel()[o], e.ravel()[o], m, state)
+                theta, w = theta.ravel().copy(), w.ravel().copy()
+                theta[o], w[o] = th, w2
+                theta, w = theta.reshape(w0.shape), w.reshape(w0.shape)
+                if e2 is not None:
+                    e_ = e.ravel().copy()
+                    e_[o] = e2
+                    e2 = e_.reshape(w0.shape)
+            else:
+                w, e2 = ppu.update_row(rule, w, ppu.read_sensor(C), ppu.read_sensor(A), sign, e, m)
             e = e if e2 is None else e2
             C[:], A[:] = 0.0, 0.0
         hist.append(w.copy())
@@ -171,7 +186,7 @@ def test_rewiring_keeps_the_fan_in_exactly_constant():
     assert lr.runs == 40 and len(seen) > 5 * 4 + 10            # labels did move: the connectome rewired
 
 
-@pytest.mark.parametrize("change, word", [(dict(rule="spore", w_min=0.0), "spore"),
+@pytest.mark.parametrize("change, word", [(dict(rule="spore", fan_in=2, w_new=0.1), "spore"),
                                           (dict(third_factor="error"), "error"),
                                           (dict(third_factor="reward", tau_baseline=0.5), "tau_baseline"),
                                           (dict(decay=0.01), "decay")])
@@ -234,3 +249,76 @@ def test_set_rule_writes_new_constants_and_keeps_the_state():
             dev.set_rule(**bad)
     with pytest.raises(OptionError):
         dev.set_rule("x", lr=1.0)
+
+
+SPORE = Plasticity(rule="spore", beta=2.0, temperature=0.2, prior_mean=2.5, prior_std=0.5, theta0=3.0, seed=3)
+
+
+def test_spore_samples_its_prior_on_the_ppu():
+    # No spikes: θ follows the prior and the noise alone, an AR(1) per run (κ = β·Δt/σ² = 0.08 at
+    # Δt = 10 ms) with the stationary N(μ, Tσ²/(1 − κ/2)) = N(2.5, 0.0521); 128 synapses over 1300
+    # runs after 200 of burn-in (≈ 13 000 independent samples): mean within 0.02, variance within 8 %
+    b = compile_(net(np.full((8, 16), 0.5), SPORE))
+    dev = BSS2Emulator(b.program)
+    dev.reset(1)
+    lr = dev._stream["ppu"][0]
+    th = []
+    for k in range(1500):
+        lr.run_ppu()
+        if k >= 200:
+            th.append(lr.theta / 4096)
+            assert np.array_equal(lr.w, ppu_spore.weight_of(lr.rule, lr.theta))
+    th = np.array(th)
+    assert abs(th.mean() - 2.5) < 0.02
+    assert abs(th.var() / (0.2 * 0.25 / (1 - 0.08 / 2)) - 1) < 0.08
+
+
+def test_spore_retracts_where_theta_is_not_positive():
+    rule = Plasticity(rule="spore", beta=2.0, temperature=0.5, prior_mean=0.2, prior_std=0.5, theta0=3.0, seed=1)
+    b = compile_(net(np.full((8, 16), 0.5), rule))
+    dev = BSS2Emulator(b.program)
+    dev.reset(1)
+    lr = dev._stream["ppu"][0]
+    for _ in range(300):
+        lr.run_ppu()
+    assert 0 < np.sum(lr.theta <= 0) < lr.theta.size
+    assert np.all(lr.w[lr.theta <= 0] == 0)                                  # retracted
+    assert np.all(lr.w[lr.theta >= max(1, lr.rule.w_table[0])] > 0)         # present
+
+
+@pytest.mark.parametrize("third_factor", ["none", "reward"])
+def test_spore_on_the_emulator_is_bit_exact_with_the_model(third_factor):
+    rule = Plasticity(rule="spore", third_factor=third_factor, beta=1.0, temperature=0.05, prior_mean=2.8,
+                      prior_std=1.0, theta0=3.0, c_reward=400.0, tau_plus=10e-3, a_plus=0.03, a_minus=0.02, seed=2)
+    b = compile_(net(W, rule))
+    pr = ppu.PPURule.from_json(b.program.plasticity[0])
+    x = inputs(T=200, seed=4)
+    dev = BSS2Emulator(b.program)
+    dev.reset(1)
+    posts, rewards = [], []
+    for t in range(len(x)):
+        r = 1.0 if t < 100 else -0.5
+        if third_factor == "reward":
+            dev.modulate(r)
+        dev.advance({"in": x[t][None, None]})
+        posts.append(dev._stream["st"]["n"]["s"][0].copy())
+        rewards.append(ppu.reward_code(r) if third_factor == "reward" else 0)
+    q = b.program.projections[0]
+    want = model_from_spikes(pr, q.w6, x, np.array(posts), rewards=rewards, proj=q)
+    np.testing.assert_array_equal(dev._stream["ppu"][0].weights(), want[-1])
+    assert not np.array_equal(want[-1], q.w6)
+
+
+def test_spore_reward_drives_theta():
+    rule = Plasticity(rule="spore", third_factor="reward", beta=1.0, temperature=0.0, prior_mean=3.0,
+                      prior_std=3.0, theta0=3.0, c_reward=2000.0, tau_plus=10e-3, a_plus=0.05, a_minus=0.0)
+    b = compile_(net(W, rule))
+    means = {}
+    for reward in (1.0, -1.0):
+        dev = BSS2Emulator(b.program)
+        dev.reset(1)
+        dev.modulate(reward)
+        dev.advance({"in": inputs(T=200, seed=5)[:, None]})
+        means[reward] = dev._stream["ppu"][0].theta.mean()
+    start = np.asarray(ppu.PPURule.from_json(b.program.plasticity[0]).th_init)[b.program.projections[0].w6].mean()
+    assert means[1.0] > start > means[-1.0]

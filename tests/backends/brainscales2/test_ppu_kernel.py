@@ -36,6 +36,25 @@ int main(void)
             nmc_update(n, w, c, a, e, sign, (int8_t)reward);
             for (int k = 0; k < n; ++k) printf("%d %ld\n", w[k], (long)e[k]);
             free(w); free(c); free(a); free(e);
+        } else if (mode[0] == 's') {   /* s n reward state  theta[n] w[n] c[n] a[n] e[n] */
+#if NMC_SPORE
+            int n, reward; unsigned long st;
+            if (scanf("%d %d %lu", &n, &reward, &st) != 3) return 2;
+            int32_t *th = malloc(n * sizeof(int32_t)), *e = malloc(n * sizeof(int32_t));
+            uint8_t *w = malloc(n), *c = malloc(n), *a = malloc(n);
+            long long x;
+            for (int k = 0; k < n; ++k) { if (scanf("%lld", &x) != 1) return 2; th[k] = (int32_t)x; }
+            for (int k = 0; k < n; ++k) { if (scanf("%lld", &x) != 1) return 2; w[k] = (uint8_t)x; }
+            for (int k = 0; k < n; ++k) { if (scanf("%lld", &x) != 1) return 2; c[k] = (uint8_t)x; }
+            for (int k = 0; k < n; ++k) { if (scanf("%lld", &x) != 1) return 2; a[k] = (uint8_t)x; }
+            for (int k = 0; k < n; ++k) { if (scanf("%lld", &x) != 1) return 2; e[k] = (int32_t)x; }
+            uint32_t out = nmc_spore_row(n, th, w, c, a, e, (int8_t)reward, (uint32_t)st);
+            printf("%lu\n", (unsigned long)out);
+            for (int k = 0; k < n; ++k) printf("%ld %d %ld\n", (long)th[k], w[k], (long)e[k]);
+            free(th); free(e); free(w); free(c); free(a);
+#else
+            return 3;
+#endif
         } else {                       /* r fan_in n_src state  w[fan_in] lab[fan_in] */
             int f, n_src; unsigned long st;
             if (scanf("%d %d %lu", &f, &n_src, &st) != 3) return 2;
@@ -133,6 +152,42 @@ def test_rewire_is_bit_exact_with_the_model(tmp_path):
     assert ppu.xorshift32(1) == 270369 and state == (3 * 2654435761 + 1) % 2 ** 32
 
 
+@pytest.mark.parametrize("third_factor", ["none", "reward"])
+def test_spore_is_bit_exact_with_the_model(tmp_path, third_factor):
+    from nmc.backends.brainscales2 import ppu_spore
+    from nmc.plasticity import Plasticity
+
+    p = Plasticity(rule="spore", third_factor=third_factor, beta=2.0, temperature=0.3, prior_mean=1.5,
+                   prior_std=0.8, theta0=3.0, theta_min=-2.0, theta_max=5.0, c_reward=40.0, w_min=0.0)
+    r = ppu.compile_rule(p, "w", 0, lsb=1 / 40, dt=1e-3, period=10)
+    assert r.rule == "spore" and r.k_noise > 0 and (r.k_reward > 0) == (third_factor == "reward")
+    exe = build(tmp_path, r)
+    rng = np.random.default_rng(11)
+    n, cases, lines = 500, [], []
+    for reward in (0, 32, -128, 127, -7):
+        th = rng.integers(r.th_min - 4096, r.th_max + 4096, n)
+        w = ppu_spore.weight_of(r, th)
+        c, a = rng.integers(0, 256, n), rng.integers(0, 256, n)
+        e = rng.integers(-(1 << 31), (1 << 31) - 1, n, dtype=np.int64)
+        e[:2] = [-(1 << 31), (1 << 31) - 1]
+        st = int(rng.integers(1, 1 << 32))
+        cases.append((th, w, c, a, e, reward, st))
+        lines.append(f"s {n} {reward} {st}\n" + "\n".join(" ".join(map(str, v)) for v in (th, w, c, a, e)))
+    out = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
+    toks = np.array(out.stdout.split(), np.int64)
+    at = 0
+    for th, w, c, a, e, reward, st in cases:
+        th2, w2, e2, st2 = ppu_spore.update(r, th, w, c, a, e, reward, st)
+        assert toks[at] == st2
+        got = toks[at + 1: at + 1 + 3 * n].reshape(n, 3)
+        at += 1 + 3 * n
+        np.testing.assert_array_equal(got[:, 0], th2)
+        np.testing.assert_array_equal(got[:, 1], w2)
+        if e2 is not None:
+            np.testing.assert_array_equal(got[:, 2], e2)
+        assert np.any(th2 == r.th_min) or np.any(th2 == r.th_max)     # the clamps are exercised
+
+
 def test_the_shipped_kernel_carries_the_tested_c():
     r = rule(third_factor="reward", de=30000, lr=512, fan_in=4, prune=3, w_new=20)
     k = kernel_source(r, 16)
@@ -143,3 +198,13 @@ def test_the_shipped_kernel_carries_the_tested_c():
     for call in ("get_causal_correlation(row)", "get_acausal_correlation(row)", "reset_correlation(row)",
                  "set_weights(wr, row)", "PLASTICITY_RULE_KERNEL", "nmc_reward = NMC_REWARD_INIT"):
         assert call in k
+
+
+def test_a_spore_kernel_carries_its_tables():
+    from nmc.plasticity import Plasticity
+
+    r = ppu.compile_rule(Plasticity(rule="spore", beta=1.0, temperature=0.1), "w", 2, lsb=1 / 40, dt=1e-3, period=10)
+    k = kernel_source(r, 8)
+    assert "#define NMC_SPORE 1\n" in k and "nmc_spore_row(" in k and "nmc_th_init[w[k]]" in k
+    assert "#define NMC_W_TABLE " + ", ".join(map(str, r.w_table)) + "\n" in k
+    assert "#define NMC_TH_INIT " + ", ".join(map(str, r.th_init)) + "\n" in k

@@ -102,7 +102,7 @@ def test_rewire_hand_worked():
     assert state == s0 and lab.tolist() == [0, 1] and w.tolist() == [7, 30] and made == [0]
 
 
-@pytest.mark.parametrize("change, word", [(dict(rule="spore"), "spore"), (dict(third_factor="error"), "error"),
+@pytest.mark.parametrize("change, word", [(dict(rule="spore", fan_in=2, w_new=0.1), "spore"), (dict(third_factor="error"), "error"),
                                           (dict(third_factor="reward", tau_baseline=1.0), "tau_baseline"),
                                           (dict(decay=0.1), "decay")])
 def test_refusals_name_the_rule_or_parameter(change, word):
@@ -110,5 +110,28 @@ def test_refusals_name_the_rule_or_parameter(change, word):
 
 
 def test_runs_stdp_reward_and_rewiring():
-    for p in (Plasticity(), Plasticity(third_factor="reward"), Plasticity(fan_in=2, w_min=0)):
+    for p in (Plasticity(), Plasticity(third_factor="reward"), Plasticity(fan_in=2, w_min=0),
+              Plasticity(rule="spore"), Plasticity(rule="spore", third_factor="reward", decay=0.5)):
         assert ppu.refusal(p) is None
+
+
+def test_spore_weight_table_and_initial_theta():
+    from nmc.backends.brainscales2 import ppu_spore
+
+    p = Plasticity(rule="spore", theta0=3.0, beta=1.0, temperature=0.1)
+    r = ppu.compile_rule(p, "w", 0, lsb=1 / 50, dt=1e-3, period=10)
+    ti = np.asarray(r.th_init)
+    k = np.arange(64)
+    # θ of each weight maps back to it, unless θ0 + ln(w) ≤ 0: retracted, as on the reference
+    assert np.array_equal(ppu_spore.weight_of(r, ti), np.where(ti > 0, k, 0))
+    assert np.sum(ti[1:] <= 0) == np.sum(3.0 + np.log(k[1:] / 50) <= 0) > 0
+    th = np.random.default_rng(0).integers(-4096, 6 * 4096, 5000)
+    w = ppu_spore.weight_of(r, th)
+    exact = np.minimum(np.exp(th / 4096 - 3.0) * 50, 63)                    # exp(θ − θ0) in codes of lsb
+    assert np.all(w[th <= 0] == 0)
+    assert np.all(np.abs(w[th > 0] - exact[th > 0]) <= 0.5 + 1e-9)
+    assert (r.k_prior, r.mu, r.th_min, r.th_max) == (round(10e-3 * 2 ** 15), 0, -10 * 4096, 10 * 4096)
+    assert r.k_reward == 0 and 16384 <= r.k_noise <= 32767
+    with pytest.raises(PlasticityError) as e:     # β·Δt ≥ σ²: the prior's pull overshoots
+        ppu.compile_rule(Plasticity(rule="spore", beta=200.0), "w", 0, lsb=1 / 50, dt=1e-3, period=10)
+    assert e.value.node == "w" and "prior" in str(e.value)

@@ -83,3 +83,15 @@ def test_hardware_device_writes_the_reward(pynn, monkeypatch):
     kernels = [pj.synapse_type.plasticity_rule.generate_kernel() for pj in pynn.LOG["projections"]
                if hasattr(pj.synapse_type, "plasticity_rule")]
     assert kernels and all(f"#define NMC_REWARD_INIT {ppu.reward_code(0.25)}\n" in k for k in kernels)
+
+
+def test_script_attaches_a_spore_kernel(tmp_path, pynn):
+    rule = Plasticity(rule="spore", third_factor="reward", beta=1.0, temperature=0.1, theta0=3.0)
+    b = compile_(net(W, rule), output=tmp_path / "b")
+    np.savez(tmp_path / "in.npz", **{"in": inputs(T=20)})
+    mod = runpy.run_path(str(tmp_path / "b" / "program" / "run_brainscales2.py"))
+    mod["main"](["--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"), "--reward", "-1"])
+    (pj,) = [p for p in pynn.LOG["projections"] if hasattr(p.synapse_type, "plasticity_rule")]
+    k = pj.synapse_type.plasticity_rule.generate_kernel()
+    assert k.startswith("#define NMC_SIGN 1\n#define NMC_REWARD_INIT -32\n") and "#define NMC_SPORE 1\n" in k
+    assert pj.synapse_type.plasticity_rule.timer.num_periods == 2
