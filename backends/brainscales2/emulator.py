@@ -40,6 +40,7 @@ from ..base import Device, validate_inputs
 from . import calibration as C
 from . import fast
 from . import ppu
+from . import ppu_learner as learning
 from . import synapses as S
 from .program import BSS2Program
 
@@ -127,7 +128,7 @@ class BSS2Emulator(Device):
         """Change running rules' parameters (a learning-rate schedule): new PPU constants, state kept."""
         self._rule_changes = getattr(self, "_rule_changes", {})
         live = self._stream["ppu"] if hasattr(self, "_stream") else []
-        self.ppu_rules = ppu.set_rule(self.p, self.ppu_rules, live, projection, changes, self._rule_changes)
+        self.ppu_rules = learning.set_rule(self.p, self.ppu_rules, live, projection, changes, self._rule_changes)
 
     def reset(self, batch: int = 1) -> None:
         """Initial state (v at leak, no current, no refractory time; the noise generator
@@ -141,7 +142,7 @@ class BSS2Emulator(Device):
                                 "ref": np.zeros((B, l.size))} for l in self.p.layers},
                 "prev_sub": {l.name: np.zeros((self.S, B, l.size)) for l in self.p.layers},
                 "rng": np.random.default_rng(self.seed),
-                **ppu.initial_state(self.p, self.ppu_rules, B, self.W, getattr(self, "_reward", None))}
+                **learning.initial_state(self.p, self.ppu_rules, B, self.W, getattr(self, "_reward", None))}
 
     def _check(self, arrs) -> None:
         for k, a in arrs.items():
@@ -163,7 +164,7 @@ class BSS2Emulator(Device):
         B = next(iter(arrs.values())).shape[1]
         record = list(record)
         state = self._initial_state(B)
-        res_w = ppu.record_weights(state, record)     # plastic nodes recorded: '<node>.w' per step
+        res_w = learning.record_weights(state, record)     # plastic nodes recorded: '<node>.w' per step
         record = [r for r in record if r not in res_w]
         hist = self._steps(state, arrs, T, B)
         res = self._outputs(hist, T, B)
@@ -226,7 +227,7 @@ class BSS2Emulator(Device):
                 hist[l.name]["s"].append(spk.copy())
                 hist[l.name]["v"].append(v.copy())
             if state.get("ppu"):   # sensors, and the plasticity processor at the end of its period
-                ppu.after_step(self.p, state, ext, cur_sub, prev_sub)
+                learning.after_step(self.p, state, ext, cur_sub, prev_sub)
             prev_sub = cur_sub
         state["prev_sub"] = prev_sub
         return hist
