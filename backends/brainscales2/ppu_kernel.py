@@ -12,8 +12,13 @@ weights and both correlation rows (8-bit CADC codes), resets the correlation, ru
 and writes the weights; with rewiring it then walks the columns and rewrites labels. The wrapper
 follows grenade's ``SynapseArrayViewHandle`` (``rows``, ``columns``, ``get_weights``/``set_weights``,
 ``get_causal_correlation``/``get_acausal_correlation``, ``reset_correlation``) and reaches the labels
-through libnux's row access to the synapses' label memory; it is not compiled here (no PPU
-toolchain). ``NMC_SIGN`` (the PyNN projection's row sign: the script makes one projection per
+through libnux's row access to the synapses' label memory (``dls_decoder_base``); there is no PPU
+toolchain here, so the tests compile the whole kernel with the host's g++ against small stand-in
+headers for those calls and run it on the emulator learner's correlation codes (weights and labels
+bit-exact): that checks the kernel's logic, not its fit to the vendor's headers. The kernel walks
+every column of the view; the emulator only the synapses: they agree where every slot of the
+projection's rows holds a synapse (dense one-circuit projections, rewiring), else SPORE's noise draws
+would be assigned differently. ``NMC_SIGN`` (the PyNN projection's row sign: the script makes one projection per
 receptor type) and ``NMC_REWARD_INIT`` (the reward the host writes into ``nmc_reward`` in PPU memory
 with the program) are defined by the script before the source. The kernel assumes nmc's labelling:
 label = source index within the projection's one label group (rewiring only).
@@ -166,7 +171,9 @@ static int32_t nmc_elig[256][256];
 static const int32_t nmc_th_init[64] = {NMC_TH_INIT};   /* theta of each 6-bit weight (first run) */
 static int32_t nmc_theta[256][256];
 #endif
-static uint32_t nmc_state = NMC_SEED_STATE;
+#if NMC_SPORE || NMC_FAN_IN
+static uint32_t nmc_state = NMC_SEED_STATE;     /* the xorshift32 generator */
+#endif
 static uint32_t nmc_runs = 0;
 
 void PLASTICITY_RULE_KERNEL(std::array<SynapseArrayViewHandle, 1>& synapses, std::array<NeuronViewHandle, 0>&)
