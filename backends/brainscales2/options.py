@@ -6,6 +6,8 @@ from typing import ClassVar
 
 from nmc.target_options import CommonOptions, option
 
+from .ppu import DEFAULT_PERIOD
+
 
 @dataclass(frozen=True)
 class BrainScaleS2Options(CommonOptions):
@@ -18,4 +20,4 @@ class BrainScaleS2Options(CommonOptions):
     bias_repeat_max: int = option("most repeated bias-source events per step for a large bias", int, 1, 64,
                                   default=8)
     ppu_period: int = option("model steps between two runs of the plasticity processor's learning rule "
-                             "(backends/brainscales2/ppu.py)", int, 1, 100000, default=10)
+                             "(backends/brainscales2/ppu.py)", int, 1, 100000, default=DEFAULT_PERIOD)
