@@ -16,9 +16,8 @@ through libnux's row access to the synapses' label memory (``dls_decoder_base``)
 toolchain here, so the tests compile the whole kernel with the host's g++ against small stand-in
 headers for those calls and run it on the emulator learner's correlation codes (weights and labels
 bit-exact): that checks the kernel's logic, not its fit to the vendor's headers. The kernel walks
-every column of the view; the emulator only the synapses: they agree where every slot of the
-projection's rows holds a synapse (dense one-circuit projections, rewiring), else SPORE's noise draws
-would be assigned differently. ``NMC_SIGN`` (the PyNN projection's row sign: the script makes one projection per
+every column of the view, a slot without a synapse included (its label matches no source); the
+emulator's SPORE draws its noise for those slots too, so the generator stays in step. ``NMC_SIGN`` (the PyNN projection's row sign: the script makes one projection per
 receptor type) and ``NMC_REWARD_INIT`` (the reward the host writes into ``nmc_reward`` in PPU memory
 with the program) are defined by the script before the source. The kernel assumes nmc's labelling:
 label = source index within the projection's one label group (rewiring only).

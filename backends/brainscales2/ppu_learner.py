@@ -94,7 +94,9 @@ class PPULearner:
         if r.rule == "spore":
             from .ppu_spore import update
 
-            self.theta, self.w, e, self.state = update(r, self.theta, self.w, c, a, self.e, self.reward, self.state)
+            n_rows, n_cols = self.q.arr_label.shape     # the kernel draws for every slot of the rows
+            self.theta, self.w, e, self.state = update(r, self.theta, self.w, c, a, self.e, self.reward, self.state,
+                                                       self.rr * n_cols + self.cc, n_rows * n_cols)
         else:
             self.w, e = update_row(r, self.w, c, a, self.sign, self.e, self.reward)
         if e is not None:

@@ -4,7 +4,8 @@ fixed-point model the emulator runs and the PPU kernel carries (``nmc_spore_row`
 
 The PPU has no floating point. Each synapse keeps θ as an int32 in Q.12 (θ_q = θ·2^12) in PPU
 memory beside the eligibility e (int32). Per PPU run (Δt = period·dt), synapses in row-major order
-(rows ascending, then columns), with c/a the 8-bit correlation codes and w the 6-bit weight::
+(rows ascending, then columns; the generator draws once per slot of the rows, an empty slot too, as
+the kernel walks them), with c/a the 8-bit correlation codes and w the 6-bit weight::
 
     D = KP·c − KM·a                                                 (as for STDP, :mod:`.ppu`)
     reward:  e ← sat32(rnd(e·DE, 15) + w·D)                          (∂w/∂θ = w)
@@ -76,9 +77,11 @@ def weight_of(r, theta) -> np.ndarray:
     return np.where(theta > 0, w, 0).astype(np.int64)
 
 
-def update(r, theta, w, c, a, e, m: int, state: int):
+def update(r, theta, w, c, a, e, m: int, state: int, slots=None, n_slots: int | None = None):
     """One PPU run over the synapses (row-major order): returns (θ, w, e, state) as int64 arrays
-    (e None without a reward) and the generator state after."""
+    (e None without a reward) and the generator state after. The kernel draws once per slot of the
+    projection's rows (``n_slots``, rows × columns), a slot without a synapse included: ``slots``
+    (ascending) says which draw each synapse takes (default: one each, in order)."""
     from .ppu import DE_FRAC, INT32, rnd, xorshift32
 
     theta = np.asarray(theta, np.int64)
@@ -89,10 +92,12 @@ def update(r, theta, w, c, a, e, m: int, state: int):
         rew = rnd(np.int64(r.k_reward) * np.int64(m) * e, r.s_reward)
     else:
         e, rew = None, 0
-    s = np.empty(theta.size, np.int64)
-    for k in range(theta.size):
+    s = np.empty(theta.size if n_slots is None else n_slots, np.int64)
+    for k in range(s.size):
         state = xorshift32(state)
         s[k] = (state & 255) + ((state >> 8) & 255) + ((state >> 16) & 255) + (state >> 24) - 510
+    if slots is not None:
+        s = s[np.asarray(slots, np.int64)]
     theta = theta + rnd(r.k_prior * (r.mu - theta), 15) + rew + rnd(r.k_noise * s, r.s_noise)
     theta = np.minimum(np.maximum(theta, r.th_min), r.th_max)
     return theta, weight_of(r, theta), e, state
