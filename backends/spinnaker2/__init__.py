@@ -39,8 +39,14 @@ class SpiNNaker2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = SpiNNaker2Options
-    plasticity_refusal = ("the generated PE kernels read their synapse rows read-only; no learning rule "
-                          "is compiled into them yet")
+    plasticity_refusal = None   # the post population's PEs run the rules (.plasticity, .plasticity_kernel)
+
+    def plasticity_refusal_for(self, rule) -> str | None:
+        """None for every rule of :mod:`nmc.plasticity`: a generated PE kernel runs each; what the PE
+        cannot learn on (delays, conv, recurrent or graded projections) is refused at lowering."""
+        from .plasticity import refusal_for
+
+        return refusal_for(rule)
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize,quantize{bits=8},partition,place,route"

@@ -61,7 +61,7 @@ class S2Emulator(LaggedStreaming, Device):
     the same rows as ``run``, bit for bit)."""
 
     name = "emulator"
-    _stream_state = ("state", "past", "t")
+    _stream_state = ("state", "past", "t", "learn")
 
     #: Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``). The
     #: chip tick ``t`` is one counter per row (bias sources and EGRU kernels start at their
@@ -90,6 +90,12 @@ class S2Emulator(LaggedStreaming, Device):
         # event in index order (_accumulate), as the receiving PE does; spikes (0/1 or counts times
         # weights on the int8 grid) sum exactly in float32 in any order, so a matmul serves them
         self.graded = {pop.name for pop in program.populations if pop.model in KERNEL_MODELS}
+        #: plastic projections (index → Projection): their learning rule runs after each tick (.plasticity)
+        self.plastic = {i: q for i, q in enumerate(program.projections) if q.plastic}
+        if self.plastic:
+            from .plasticity import learner
+
+        self.learn = {i: learner(q) for i, q in self.plastic.items()}
         self.depth = 1 + max([d for v in self.W.values() for d, _, _ in v]   # synaptic delays and the delay
                              + [int(d) for pop in program.populations      # lines of multi-source kernels
                                 for d in np.asarray(pop.kernel.get("delay", [])).reshape(-1)], default=0)
@@ -109,6 +115,9 @@ class S2Emulator(LaggedStreaming, Device):
         # past[k][j] = spikes of population k at step t − 1 − j (j < depth): the delay lines
         self.past = {pop.name: [np.zeros((batch, pop.size), F32) for _ in range(self.depth)]
                      for pop in self.p.populations}
+        for i, lr in self.learn.items():   # the initial weights: run() always starts from them
+            lr.reset(batch)
+            self._set_rows(i)
 
     def _step(self, ext: dict[str, np.ndarray]) -> dict[str, dict]:
         prev = {k: st["s"] for k, st in self.state.items()}
@@ -172,7 +181,38 @@ class S2Emulator(LaggedStreaming, Device):
             else:
                 v = np.where(s > 0, P["v_reset"], v).astype(F32)
             st["v"], st["s"] = v.astype(F32), s
+        for i, lr in self.learn.items():   # learning rules, after the neurons (.plasticity: step order)
+            q = self.plastic[i]
+            if np.all(self.t >= self.p.pop(q.post).latency):
+                lr.step(self.past[q.pre][0], self.state[q.post]["s"])
+                self._set_rows(i)
         return self.state
+
+    def _set_rows(self, i: int) -> None:
+        """The synapse rows of plastic projection ``i`` from its learner's integer weights."""
+        w = self.learn[i].q
+        self.W[id(self.plastic[i])] = [(0, np.maximum(w, 0).astype(F32).T, np.minimum(w, 0).astype(F32).T)]
+
+    @property
+    def takes_modulator(self) -> bool:
+        return any(q.plastic["rule"]["third_factor"] != "none" for q in self.plastic.values())
+
+    def modulate(self, value) -> None:
+        """The third factor of every plastic projection with one: the reward word (scalar or per
+        batch row) or the error per post neuron the host writes to the PEs (:mod:`.plasticity`)."""
+        if not self.takes_modulator:
+            return super().modulate(value)
+        for lr in self.learn.values():
+            if lr.rule.third_factor != "none":
+                lr.modulate(value)
+
+    def set_rule(self, projection: str | None = None, **changes) -> None:
+        """Change running rule parameters (the host rewrites the kernels' constants)."""
+        hit = [lr for lr in self.learn.values() if projection in (None, lr.name)]
+        if not hit:
+            raise OptionError(f"'{projection}' is not a plastic projection", node=projection)
+        for lr in hit:
+            lr.set_rule(**changes)
 
     def _ssm_step(self, pop, st: dict, x: np.ndarray) -> None:
         """One step of an ssm_kernel population (module docstring); rows before its latency tick keep
