@@ -303,3 +303,28 @@ def test_refusals_name_the_projection():
     with pytest.raises(UnsupportedNodeError, match="graded") as e:
         nmc.compile(net(weights("stdp"), rule), target="spinnaker2", input_quantum=0.5, **OPTS)
     assert e.value.node == "w"
+
+
+def test_learning_state_in_the_byte_model_and_cost_report():
+    """The partition charges each post neuron its row's learning state (float32 shadow, eligibility,
+    mask byte) and each run the pre traces; the cost report counts the same per PE."""
+    from nmc.hw import HardwareSpec
+    from nmc.passes.netmodel import build_structure
+    from nmc.backends.spinnaker2.target import target_model
+
+    rule = RULES["rewire"].fields()
+    tgt = target_model(HardwareSpec.load("spinnaker2"))
+    plain = build_structure(net(weights("rewire"), Plasticity(**rule)), tgt)
+    n_in = 10
+    per_syn = 4 + 1                      # shadow weight, mask byte (no eligibility without a third factor)
+    reward = build_structure(net(weights("rewire"), Plasticity(**{**rule, "third_factor": "reward"})), tgt)
+    post = plain.unit_names.index("n")
+    a, b = plain.unit_offset[post], plain.unit_offset[post + 1]
+    extra = reward.bytes_[a:b] - plain.bytes_[a:b]
+    np.testing.assert_allclose(extra, tgt.row_share * 4 * n_in)   # the eligibility, 4 bytes per synapse
+    per_neuron, per_run = tgt.learning_bytes(Plasticity(**rule), n_in)
+    assert per_neuron == pytest.approx(tgt.row_share * (per_syn * n_in + 4)) and per_run == 4 * n_in + 12
+    rep = compiled("rewire").report["per_pe"]
+    pe = next(d for d in rep.values() if "n" in d["populations"])
+    assert pe["learning_bytes"] == 6 * (per_syn * n_in + 4) + 4 * n_in + 12
+    assert pe["learning_updates"] == 6 * n_in and pe["sram_bytes"] >= pe["learning_bytes"]
