@@ -188,6 +188,11 @@ class S2Emulator(LaggedStreaming, Device):
                 self._set_rows(i)
         return self.state
 
+    def _restore_state(self, saved) -> None:
+        super()._restore_state(saved)
+        for i in self.learn:   # the synapse rows follow the restored learners (a look-ahead learned too)
+            self._set_rows(i)
+
     def _set_rows(self, i: int) -> None:
         """The synapse rows of plastic projection ``i`` from its learner's integer weights."""
         w = self.learn[i].q

@@ -328,3 +328,47 @@ def test_learning_state_in_the_byte_model_and_cost_report():
     pe = next(d for d in rep.values() if "n" in d["populations"])
     assert pe["learning_bytes"] == 6 * (per_syn * n_in + 4) + 4 * n_in + 12
     assert pe["learning_updates"] == 6 * n_in and pe["sram_bytes"] >= pe["learning_bytes"]
+
+
+def test_run_script_names_the_learning_kernel(tmp_path, monkeypatch):
+    """The board script says which population runs which learning kernel and stops (stock py-spinnaker2
+    cannot call it) unless --frozen; the vendor package is imported inside main() only."""
+    import runpy
+    import sys
+    import types
+
+    from test_spinnaker2 import _Recorder
+
+    files = compiled("reward").files()
+    d = tmp_path / "prog"
+    for k, v in files.items():
+        (d / k).parent.mkdir(parents=True, exist_ok=True)
+        (d / k).write_bytes(v)
+    rec = _Recorder()
+    pkg = types.ModuleType("spinnaker2")
+    pkg.snn, pkg.hardware = rec.snn, rec.hardware
+    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
+    np.savez(tmp_path / "in.npz", **{"in": (np.random.default_rng(0).random((20, 10)) < 0.3).astype(float)})
+    mod = runpy.run_path(str(d / "run_spinnaker2.py"))
+    args = ["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")]
+    with pytest.raises(NotImplementedError, match=r"population 'n' learns on projection 'w'.*w_learn_pe\*\.c"):
+        mod["main"](args)
+    assert (d / "kernels" / "w_learn_pe0.c").exists() or any((d / "kernels").glob("w_learn_pe*.c"))
+    mod["main"](args + ["--frozen"])
+    assert (tmp_path / "o.npz").exists()
+
+
+def test_streaming_windows_equal_run_with_learning():
+    """advance() window by window gives run()'s rows; the look-ahead's learning is undone with the
+    rest of its state (rows included)."""
+    prog = compiled("stdp")
+    rng = np.random.default_rng(4)
+    x = (rng.random((40, 2, 10)) < 0.3).astype(float)
+    full = S2Emulator(prog).run({"in": x})
+    dev = S2Emulator(prog)
+    dev.reset(2)
+    rows = [dev.advance({"in": xs})["out"] for xs in np.array_split(x, 5)]
+    np.testing.assert_array_equal(np.concatenate(rows), full["out"])
+    (i, lr), = dev.learn.items()
+    np.testing.assert_array_equal(dev.W[id(dev.plastic[i])][0][1].T + dev.W[id(dev.plastic[i])][0][2].T, lr.q)
+    assert lr.t == 39 and np.any(lr.q != learner(dev.plastic[i]).q)
