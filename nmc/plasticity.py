@@ -59,8 +59,11 @@ synapse from before this rewiring (without replacement; when fewer are free than
 keep their label), from a ``numpy.random.Generator(PCG64(seed))``; the new synapse starts at
 w = ``w_new`` (SPORE: θ = θ0 + log w_new) with cleared traces. Fan-in stays exactly ``fan_in``.
 
-Targets: only the float reference runs these rules; every other target refuses a graph with a
-Plasticity annotation, naming the projection and why (:func:`refuse`).
+Targets: the float reference runs these rules; a target refuses a rule it cannot run, naming the
+projection and why (:func:`refuse`).
+spinnaker2: every rule, in float32 on the post population's PEs (generated C kernels, bit-exact with
+the emulator; float32 shadow weights behind the int8 rows, a counter-based generator for SPORE's noise
+and the rewiring labels): nmc.backends.spinnaker2.plasticity.
 """
 from __future__ import annotations
 

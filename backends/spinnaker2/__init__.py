@@ -17,7 +17,9 @@ lm.nmc --text ... --engine c``). SSM nodes (``nmc.DiagSSM``, ``nmc.StochasticSSM
 run as generated per-PE C kernels too (:mod:`.ssm`, lowered by :mod:`.ssm_lower`, the
 registry's spinnaker2 ``lower`` hook); ``nmc.LayerNorm`` is refused with the reason. An output fed by one layer through linear
 nodes (an LM's decoder) is read out on the host in float64 (``readout`` in the
-program). Language models are a feature of this target (``language_model``,
+program). Learning rules (:mod:`nmc.plasticity`) run on the post population's PEs
+(:mod:`.plasticity`: the float32 model the emulator runs; :mod:`.plasticity_kernel`: the
+generated C kernels, bit-exact with it). Language models are a feature of this target (``language_model``,
 :mod:`.lm`): their default pipeline, the host engines and the LM report's
 chip parts.
 """

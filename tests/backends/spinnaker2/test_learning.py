@@ -372,3 +372,21 @@ def test_streaming_windows_equal_run_with_learning():
     (i, lr), = dev.learn.items()
     np.testing.assert_array_equal(dev.W[id(dev.plastic[i])][0][1].T + dev.W[id(dev.plastic[i])][0][2].T, lr.q)
     assert lr.t == 39 and np.any(lr.q != learner(dev.plastic[i]).q)
+
+
+def test_closed_loop_reward_reaches_the_pe_learner():
+    """nmc.open(bundle, env=...) on the spinnaker2 emulator: the reward goes to the learners
+    (Device.modulate), a schedule changes the running rule, the weights move."""
+    pytest.importorskip("gymnasium")
+    w = np.full((2, 32), 0.1)
+    rule = Plasticity(rule="spore", third_factor="reward", beta=1.0, temperature=0.1, theta0=3.0, prior_mean=2.5,
+                      theta_max=4.0, tau_baseline=0.05, seed=1)
+    g = net(w, rule, thr=1.0)
+    b = nmc.compile(g, target="spinnaker2", **OPTS)
+    with nmc.open(b, env="CartPole-v1", env_options={"max_steps": 10}) as loop:
+        assert loop.learns
+        lr = next(iter(loop.session.device.learn.values()))
+        th0 = lr.theta.copy()
+        loop.run(2, schedule=lambda ep, returns: {"temperature": 0.05})
+        assert lr.rule.temperature == 0.05 and lr.t > 0
+        assert not np.array_equal(th0, lr.theta)
