@@ -218,6 +218,9 @@ def lower(graph: Graph, ctx) -> S2Program:
             wmax = min(wmax, 2 ** (bits - 1) - 1)
         peak = max((float(np.abs(m).max()) for m in mats if m.size), default=0.0)
         learn = plastic_terms(graph, name, terms, pops, model, g)   # learning rules: their bound sets the scale
+        if learn and max(e[2] for e in learn.values()) > 4 * peak > 0:
+            warn(f"the learning rule's weight bound sets the weight scale, {max(e[2] for e in learn.values()) / peak:.3g}"
+                 " times the initial weights' peak: one integer weight step is that much coarser", name)
         peak = max([peak] + [e[2] for e in learn.values()])
         scale = peak / wmax if peak > 0 else 1.0
         for ti, ((src, _, rec, _), m, d) in enumerate(zip(terms, mats, delays)):

@@ -34,7 +34,7 @@ neurons' spikes of this tick. Every operation is one float32 rounding, in this o
           θ ← θ + (bdt·((mu − θ)·iv + g) + sn·ξ_ji);  θ ← min(max(θ, thlo), thhi)
           w ← θ > 0 ? exp32(θ − th0) : 0, and 0 off the rewiring mask
 5. x_i ← x_i + s_i;  y_j ← y_j + s_j;  t ← t + 1
-6. rewiring when t % rewire_every = 0 (below), then q from w.
+6. rewiring when t % rewire_every = 0 (below, with this incremented t), then q from w.
 
 A batch (the emulator's B rows) is one learner, as in the reference: traces, eligibility and
 third factor are per row, and the weight (or θ) change of step 4 is the sequential sum over rows of

@@ -188,8 +188,13 @@ def test_emulator_learner_matches_float_reference(name):
             ref.modulate(m.astype(np.float64))
         ref.update(torch.as_tensor(pre, dtype=torch.float64), torch.as_tensor(post, dtype=torch.float64))
     w_ref = ref.w.numpy()
-    x_max = 1 / (1 - math.exp(-1e-3 / 10e-3))   # the trace's bound
-    bound = 1.0 + (0.01 + 0.012) * x_max * max(1.0, rule.lr * 3 * 1 / (1 - math.exp(-1e-3 / rule.tau_e)))
+    # bounds of the values each update rounds: the traces (≤ 1/(1 − decay)), the pair term, the
+    # eligibility (≤ its input/(1 − de)) times the learning rate and the largest third factor fed
+    x_max = 1 / (1 - math.exp(-1e-3 / max(rule.tau_plus, rule.tau_minus)))
+    pair = (rule.a_plus + rule.a_minus) * x_max
+    m_max = max(float(np.max(np.abs(m))) for _, _, m in rec.calls)
+    e_in = {"none": 0.0, "reward": pair, "error": 1.0}[rule.third_factor]
+    bound = 1.0 + pair + rule.lr * m_max * e_in / (1 - math.exp(-1e-3 / rule.tau_e))
     tol = _tol(rule, len(rec.calls), bound)
     assert np.max(np.abs(lr.w - w_ref)) <= tol
     assert np.mean(np.abs(w_ref) < 1) > 0.5   # most weights inside the bounds: the comparison means something
