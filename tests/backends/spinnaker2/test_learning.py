@@ -304,6 +304,9 @@ def test_refusals_name_the_projection():
     with pytest.raises(UnsupportedNodeError) as e:
         nmc.compile(g, target="spinnaker2", **OPTS)
     assert e.value.node == "w" and "plasticity" in str(e.value)
+    # SPORE's bound exp(θmax − θ0) = e⁷ sets the weight scale: a warning says how much coarser
+    prog = nmc.compile(net(weights("spore"), Plasticity(rule="spore")), target="spinnaker2", **OPTS).program
+    assert any("weight bound" in w["message"] for w in prog.report["warnings"])
     # graded inputs (one event per quantum 0.5)
     with pytest.raises(UnsupportedNodeError, match="graded") as e:
         nmc.compile(net(weights("stdp"), rule), target="spinnaker2", input_quantum=0.5, **OPTS)
