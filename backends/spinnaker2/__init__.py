@@ -80,6 +80,13 @@ class SpiNNaker2Backend(Backend):
 
             return S2Emulator(program, curr_exp_order=opts.get("curr_exp_order"), align=opts.get("align", True))
         if name == "brian2":
+            plastic = [q.plastic["node"] for q in program.projections if q.plastic]
+            if plastic:   # Brian2 would run the initial weights frozen: refuse rather than not learn
+                from nmc.errors import DeviceError
+
+                raise DeviceError(f"device 'brian2' runs the program's weights frozen, but projection '{plastic[0]}' "
+                                  "learns", node=plastic[0], hint="use --device emulator (it runs the learning "
+                                  "kernels' arithmetic)")
             from .devices.brian2_sim import Brian2Device
 
             return Brian2Device(program, curr_exp_order=opts.get("curr_exp_order"))

@@ -398,3 +398,11 @@ def test_closed_loop_reward_reaches_the_pe_learner():
         loop.run(2, schedule=lambda ep, returns: {"temperature": 0.05})
         assert lr.rule.temperature == 0.05 and lr.t > 0
         assert not np.array_equal(th0, lr.theta)
+
+
+def test_brian2_device_refuses_a_learning_program():
+    from nmc.backends.spinnaker2 import BACKEND
+
+    with pytest.raises(nmc.errors.DeviceError) as e:
+        BACKEND.device("brian2", compiled("stdp"))
+    assert e.value.node == "w" and "frozen" in str(e.value)
