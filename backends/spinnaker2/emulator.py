@@ -188,9 +188,23 @@ class S2Emulator(LaggedStreaming, Device):
                 self._set_rows(i)
         return self.state
 
+    def reset_state(self, batch: int = 1) -> None:
+        """Like :meth:`reset`, but plastic projections keep what they learned (weights, θ, the
+        connectome, the step count that drives the generator): a new trial for a learner."""
+        learned, self.learn = self.learn, {}
+        try:
+            self.reset(batch)
+        finally:
+            self.learn = learned
+        for i, lr in self.learn.items():
+            lr.reset_traces(batch)
+            self._set_rows(i)
+
     def _restore_state(self, saved) -> None:
+        learned = saved.pop("learn", {})
         super()._restore_state(saved)
-        for i in self.learn:   # the synapse rows follow the restored learners (a look-ahead learned too)
+        for i, lr in learned.items():   # into the same learner objects (callers hold them); the synapse
+            self.learn[i].__dict__.update(lr.__dict__)   # rows follow (a look-ahead learned too)
             self._set_rows(i)
 
     def _set_rows(self, i: int) -> None:

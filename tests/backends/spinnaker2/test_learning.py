@@ -406,3 +406,24 @@ def test_brian2_device_refuses_a_learning_program():
     with pytest.raises(nmc.errors.DeviceError) as e:
         BACKEND.device("brian2", compiled("stdp"))
     assert e.value.node == "w" and "frozen" in str(e.value)
+
+
+def test_reset_state_keeps_what_was_learned():
+    """The rewiring-digits loop on the emulator: error fed each step, a new trial per sample keeps the
+    weights, the connectome and the step count; reset() forgets them."""
+    dev = S2Emulator(compiled("rewire"))
+    dev.reset(2)
+    (i, lr), = dev.learn.items()
+    rng = np.random.default_rng(6)
+    for _ in range(3):
+        dev.reset_state(2)
+        for t in range(8):
+            dev.modulate(rng.normal(size=(2, 6))) if lr.rule.third_factor == "error" else None
+            dev.advance({"in": (rng.random((1, 2, 10)) < 0.4).astype(float)})
+    w, mask, t = lr.w.copy(), lr.mask.copy(), lr.t
+    dev.reset_state(3)
+    assert lr.t == t and np.array_equal(lr.w, w) and np.array_equal(lr.mask, mask) and lr.x.shape == (3, 10)
+    assert not lr.x.any() and np.all(lr.mask.sum(1) == 4)
+    np.testing.assert_array_equal(dev.W[id(dev.plastic[i])][0][1].T + dev.W[id(dev.plastic[i])][0][2].T, lr.q)
+    dev.reset(1)
+    assert lr.t == 0 and np.array_equal(lr.q, learner(dev.plastic[i]).q)
