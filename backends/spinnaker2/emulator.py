@@ -115,6 +115,7 @@ class S2Emulator(LaggedStreaming, Device):
         # past[k][j] = spikes of population k at step t − 1 − j (j < depth): the delay lines
         self.past = {pop.name: [np.zeros((batch, pop.size), F32) for _ in range(self.depth)]
                      for pop in self.p.populations}
+        self._pending = False
         for i, lr in self.learn.items():   # the initial weights: run() always starts from them
             lr.reset(batch)
             self._set_rows(i)
@@ -188,9 +189,20 @@ class S2Emulator(LaggedStreaming, Device):
                 self._set_rows(i)
         return self.state
 
+    def advance(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().advance(inputs)
+        self._pending = True   # the window's last steps reach the deeper learners in the next ticks
+        return out
+
     def reset_state(self, batch: int = 1) -> None:
         """Like :meth:`reset`, but plastic projections keep what they learned (weights, θ, the
-        connectome, the step count that drives the generator): a new trial for a learner."""
+        connectome, the step count that drives the generator): a new trial for a learner. After
+        ``advance``, the trial is finished first: L ticks with zero input (L the deepest
+        latency, what ``run`` adds after the last step), so each learner has seen every step."""
+        if self.learn and getattr(self, "_pending", False):
+            L = max(pop.latency for pop in self.p.populations)
+            self._device_steps(self._zero_window(L), L)
+        self._pending = False
         learned, self.learn = self.learn, {}
         try:
             self.reset(batch)

@@ -420,6 +420,9 @@ def test_reset_state_keeps_what_was_learned():
         for t in range(8):
             dev.modulate(rng.normal(size=(2, 6))) if lr.rule.third_factor == "error" else None
             dev.advance({"in": (rng.random((1, 2, 10)) < 0.4).astype(float)})
+    assert lr.t == 2 * 8 + 7   # the last step of the current trial reaches the learner on the next tick
+    dev.reset_state(3)          # ... which finishing the trial runs
+    assert lr.t == 3 * 8
     w, mask, t = lr.w.copy(), lr.mask.copy(), lr.t
     dev.reset_state(3)
     assert lr.t == t and np.array_equal(lr.w, w) and np.array_equal(lr.mask, mask) and lr.x.shape == (3, 10)
