@@ -66,7 +66,12 @@ class S2Emulator(LaggedStreaming, Device):
     #: Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``). The
     #: chip tick ``t`` is one counter per row (bias sources and EGRU kernels start at their
     #: latency tick), so a session that joins a batch later keeps its own time.
-    batch_slots = {"state": 0, "past": 0, "t": 0}
+    _batch_slots = {"state": 0, "past": 0, "t": 0}
+
+    @property
+    def batch_slots(self) -> dict[str, int] | None:
+        """None when the program learns: its batch rows are one learner, not independent sessions."""
+        return None if self.plastic else self._batch_slots
 
     def __init__(self, program: S2Program, curr_exp_order: str | None = None, align: bool = True):
         self.p = self.program = program

@@ -430,3 +430,12 @@ def test_reset_state_keeps_what_was_learned():
     np.testing.assert_array_equal(dev.W[id(dev.plastic[i])][0][1].T + dev.W[id(dev.plastic[i])][0][2].T, lr.q)
     dev.reset(1)
     assert lr.t == 0 and np.array_equal(lr.q, learner(dev.plastic[i]).q)
+
+
+def test_a_learning_program_is_not_batched_by_slots():
+    """Serve batching joins sessions as batch rows; a learning program's rows are one learner."""
+    assert S2Emulator(compiled("stdp")).batch_slots is None
+    g = net(weights("stdp"), RULES["stdp"])
+    g.annotations["w"].pop(Plasticity.kind)
+    assert S2Emulator(nmc.compile(g, target="spinnaker2", **OPTS).program).batch_slots == {"state": 0, "past": 0,
+                                                                                          "t": 0}
