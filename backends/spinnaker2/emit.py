@@ -120,7 +120,8 @@ def learning(meta):
         if lr:
             out.append("population %r learns on projection %r (rule %s, third factor %s): its PEs run "
                        "kernels/%s_learn_pe*.c (nmc_learn_step after each neuron update)"
-                       % (q["post"], lr["node"], lr["rule"]["rule"], lr["rule"]["third_factor"], lr["node"]))
+                       % (q["post"], lr["node"], lr["rule"]["rule"], lr["rule"]["third_factor"],
+                          "".join(c if c.isalnum() else "_" for c in lr["node"])))
     return out
 
 

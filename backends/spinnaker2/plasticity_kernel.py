@@ -196,8 +196,9 @@ def header() -> str:
 
 def tags(node: str, pe_rows: list) -> list[str]:
     """C symbol per (PE, row range): ``<projection>_learn_pe<pe>`` (+ ``_r<first row>`` when one PE holds
-    several ranges)."""
+    several ranges), the projection's name with every character but letters and digits as ``_``."""
     pes = [pe for pe, _ in pe_rows]
+    node = "".join(c if c.isalnum() else "_" for c in node)   # a C identifier
     return [f"{node}_learn_pe{pe}" if pes.count(pe) == 1 else f"{node}_learn_pe{pe}_r{r.start}" for pe, r in pe_rows]
 
 

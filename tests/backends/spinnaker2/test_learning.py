@@ -439,3 +439,19 @@ def test_a_learning_program_is_not_batched_by_slots():
     g.annotations["w"].pop(Plasticity.kind)
     assert S2Emulator(nmc.compile(g, target="spinnaker2", **OPTS).program).batch_slots == {"state": 0, "past": 0,
                                                                                           "t": 0}
+
+
+@needs_cc
+def test_kernel_names_are_c_identifiers():
+    from nmc.backends.spinnaker2.plasticity_kernel import CLearner, tags
+
+    assert tags("enc.0/w", [(3, slice(0, 4))]) == ["enc_0_w_learn_pe3"]
+    lr = learner(next(q for q in compiled("stdp").projections if q.plastic))
+    lr.name = "enc.0/w"
+    ck = CLearner(lr, [(0, slice(0, 3)), (1, slice(3, 6))])
+    try:
+        ck.step(np.ones(10), np.ones(6))
+        lr.step(np.ones((1, 10)), np.ones((1, 6)))
+        np.testing.assert_array_equal(ck.w, lr.w)
+    finally:
+        ck.close()
