@@ -65,6 +65,9 @@ brainscales2 runs ``stdp`` (third factor none or reward, rewiring included) and 
 plasticity processor would, every ``ppu_period`` steps on 8-bit correlation reads and 6-bit weights
 (fixed-point model: ``backends/brainscales2/ppu.py``, ``ppu_spore.py``); it refuses ``error``,
 ``tau_baseline``, ``decay`` with stdp and rewiring with spore.
+spinnaker2: every rule, in float32 on the post population's PEs (generated C kernels, bit-exact with
+the emulator; float32 shadow weights behind the int8 rows, a counter-based generator for SPORE's noise
+and the rewiring labels): nmc.backends.spinnaker2.plasticity.
 """
 from __future__ import annotations
 

@@ -268,6 +268,12 @@ class TargetModel:
         """Bytes of one neuron's state (``core.neuron_state_bytes``)."""
         return int(self.limits.state_bytes)
 
+    def learning_bytes(self, rule, n_inputs: int) -> tuple[float, int]:
+        """(bytes per post neuron, bytes per run) of the state a learning rule
+        (:class:`nmc.plasticity.Plasticity`) keeps on a core for a plastic projection of
+        ``n_inputs`` inputs; (0, 0) where the target keeps none on the cores."""
+        return 0.0, 0
+
     def run_overhead_bytes(self, node, n_inputs: int) -> int:
         """Bytes a core pays once per run of consecutive neurons of ``node`` it
         holds (arrays indexed by input, e.g. column pointers), beside the

@@ -455,6 +455,14 @@ def _has_zero_weights(g: Graph) -> bool:
                and not np.all(np.asarray(n.weight)) for n in g.nodes.values())
 
 
+def _learning_into(g: Graph, k: str) -> list:
+    """[(rule, inputs)] of the plastic projections (:mod:`nmc.plasticity`) whose post neurons are ``k``."""
+    from nmc.plasticity import plastic, post_of
+
+    return [(r, int(np.asarray(g.nodes[p].weight).shape[1])) for p, r in plastic(g).items()
+            if post_of(p, g, r) == k]
+
+
 def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
     """The network of ``g`` with uniform rates (1.0 per unit)."""
     target = as_target(limits)
@@ -525,6 +533,10 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
         pop_bits.append(max(bits_used) if bits_used else limits.weight_bits)
         event_work[o:o + n] = target.event_work(node, own_bits)
         run_bytes.append(target.run_overhead_bytes(node, n_in))
+        for rule, width in _learning_into(g, k):   # a learning rule's state on the post neuron's core
+            per_neuron, per_run = target.learning_bytes(rule, width)
+            bytes_[o:o + n] += per_neuron
+            run_bytes[-1] += per_run
     A = sp.vstack(row_blocks, format="csr") if row_blocks else sp.csr_matrix((N, N), dtype=np.float32)
     A.eliminate_zeros()
     fan_in = np.diff(A.indptr).astype(np.int64)

@@ -209,9 +209,10 @@ def test_rule_saved_and_loaded(tmp_path):
     np.testing.assert_array_equal(a["out"], c["out"])
 
 
-@pytest.mark.parametrize("target", ["spinnaker2", "loihi2"])
-def test_targets_without_learning_refuse_with_reason(target):
-    g = net([[0.1, 0.2]], Plasticity())
+@pytest.mark.parametrize("target, rule", [("loihi2", Plasticity(rule="spore")),
+                                          ("brainscales2", Plasticity(third_factor="error"))])
+def test_targets_refuse_rules_they_cannot_run_with_reason(target, rule):
+    g = net([[0.1, 0.2]], rule)
     with pytest.raises(UnsupportedNodeError) as e:
         nmc.compile(g, target=target, fidelity_check=False)
     assert e.value.node == "w" and target in str(e.value) and "plasticity" in str(e.value)

@@ -17,7 +17,9 @@ lm.nmc --text ... --engine c``). SSM nodes (``nmc.DiagSSM``, ``nmc.StochasticSSM
 run as generated per-PE C kernels too (:mod:`.ssm`, lowered by :mod:`.ssm_lower`, the
 registry's spinnaker2 ``lower`` hook); ``nmc.LayerNorm`` is refused with the reason. An output fed by one layer through linear
 nodes (an LM's decoder) is read out on the host in float64 (``readout`` in the
-program). Language models are a feature of this target (``language_model``,
+program). Learning rules (:mod:`nmc.plasticity`) run on the post population's PEs
+(:mod:`.plasticity`: the float32 model the emulator runs; :mod:`.plasticity_kernel`: the
+generated C kernels, bit-exact with it). Language models are a feature of this target (``language_model``,
 :mod:`.lm`): their default pipeline, the host engines and the LM report's
 chip parts.
 """
@@ -39,8 +41,14 @@ class SpiNNaker2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = SpiNNaker2Options
-    plasticity_refusal = ("the generated PE kernels read their synapse rows read-only; no learning rule "
-                          "is compiled into them yet")
+    plasticity_refusal = None   # the post population's PEs run the rules (.plasticity, .plasticity_kernel)
+
+    def plasticity_refusal_for(self, rule) -> str | None:
+        """None for every rule of :mod:`nmc.plasticity`: a generated PE kernel runs each; what the PE
+        cannot learn on (delays, conv, recurrent or graded projections) is refused at lowering."""
+        from .plasticity import refusal_for
+
+        return refusal_for(rule)
 
     def default_pipeline(self, options: dict) -> str:
         return "normalize,quantize{bits=8},partition,place,route"
@@ -72,6 +80,13 @@ class SpiNNaker2Backend(Backend):
 
             return S2Emulator(program, curr_exp_order=opts.get("curr_exp_order"), align=opts.get("align", True))
         if name == "brian2":
+            plastic = [q.plastic["node"] for q in program.projections if q.plastic]
+            if plastic:   # Brian2 would run the initial weights frozen: refuse rather than not learn
+                from nmc.errors import DeviceError
+
+                raise DeviceError(f"device 'brian2' runs the program's weights frozen, but projection '{plastic[0]}' "
+                                  "learns", node=plastic[0], hint="use --device emulator (it runs the learning "
+                                  "kernels' arithmetic)")
             from .devices.brian2_sim import Brian2Device
 
             return Brian2Device(program, curr_exp_order=opts.get("curr_exp_order"))

@@ -22,6 +22,10 @@ not in the notes); split over explicit PEs, the run script expands them to rows,
 counted as any projection's. A ternary EGRU kernel's packed codes (every code of an
 event's column, zeros included: ``ternary_codes`` in the report) cost
 ``core.cycles_per_ternary_code`` each. A PE whose
+plastic projection's learning kernel (:mod:`.plasticity`) adds its state
+(:meth:`~.target.SpiNNaker2Target.learning_bytes`, ``learning_bytes``) and one
+update per synapse of its rows each tick (``learning_updates``, priced as a
+synaptic event: an estimate). A PE whose
 predicted time exceeds ``sys_tick`` falls out of step (PEs are not barrier
 synchronised): that is a warning naming the PE and its population.
 """
@@ -114,11 +118,25 @@ def cost_report(prog, graph, spec, ctx, target: SpiNNaker2Target | None = None) 
             d = pes[int(pe)]
             d["synapse_bytes"] += target.ssm_run_bytes(p.kernel, units) - (units.stop - units.start) * state_b
             d.setdefault("kernel", f"kernels/{tag}.c")
+    for q in prog.projections:   # learning kernels (.plasticity): their state; one update per synapse per tick
+        post = prog.pop(q.post)
+        if not q.plastic or post.pe is None:
+            continue
+        from .plasticity import rule_of
+
+        rule, n_in = rule_of(q.plastic), q.weights.shape[1]
+        per_neuron, per_run = target.learning_bytes(rule, n_in)
+        for pe, rows in pe_slices(post):
+            d = pes[int(pe)]
+            n = rows.stop - rows.start
+            d["learning_bytes"] = d.get("learning_bytes", 0) + int(round(n * per_neuron / target.row_share)) + per_run
+            d["learning_updates"] = d.get("learning_updates", 0) + n * n_in
     over = []
     for pe, d in sorted(pes.items()):
-        d["sram_bytes"] = d["synapse_bytes"] + d["state_bytes"]
-        d["time_done_s"] = target.pe_time(d["synaptic_events"], d.get("macs", 0.0), d["neurons"],
-                                          d.get("ternary_codes", 0.0))
+        d["sram_bytes"] = d["synapse_bytes"] + d["state_bytes"] + d.get("learning_bytes", 0)
+        # a learning kernel's update of one synapse priced as one synaptic event (an estimate)
+        d["time_done_s"] = target.pe_time(d["synaptic_events"] + d.get("learning_updates", 0), d.get("macs", 0.0),
+                                          d["neurons"], d.get("ternary_codes", 0.0))
         if d["time_done_s"] > tick:
             over.append(pe)
             ctx.warnings.add(f"PE {pe} ({', '.join(d['populations'])}) needs {d['time_done_s'] * 1e3:.3g} ms per tick "

@@ -14,6 +14,12 @@ board::
 
     python program/run_spinnaker2.py --board 192.168.1.17 --input in.npz -o out.npz
 
+A plastic projection's post population runs its generated learning kernel
+(``program/kernels/<projection>_learn_pe<k>.c``, :mod:`.plasticity_kernel`) on its PEs
+after each neuron update: ``build()`` names it per population (``learning(meta)``);
+stock py-spinnaker2 neuron models cannot call it, so the script stops with that
+reason unless ``--frozen`` runs the initial weights without learning.
+
 The ``spinnaker2`` package (py-spinnaker2, not on PyPI) is imported inside
 ``build()``/``main()`` only. Recorded spikes come back as ``{neuron: [steps]}``;
 the script writes them as dense (T, n) arrays per output, dropping the
@@ -106,6 +112,19 @@ def conv_dense(k, conv):
     return w
 
 
+def learning(meta):
+    """The learning kernels attached to populations: one line per plastic projection."""
+    out = []
+    for q in meta["projections"]:
+        lr = q.get("plasticity")
+        if lr:
+            out.append("population %r learns on projection %r (rule %s, third factor %s): its PEs run "
+                       "kernels/%s_learn_pe*.c (nmc_learn_step after each neuron update)"
+                       % (q["post"], lr["node"], lr["rule"]["rule"], lr["rule"]["third_factor"],
+                          "".join(c if c.isalnum() else "_" for c in lr["node"])))
+    return out
+
+
 def build(snn, meta, arrays, inputs):
     """Populations and projections of the program, as py-spinnaker2 objects.
 
@@ -175,10 +194,17 @@ def main(argv=None):
     ap.add_argument("--input", required=True, help=".npz with one (T, n) 0/1 array per input")
     ap.add_argument("-o", "--output", default="out.npz")
     ap.add_argument("--tick", type=float, default=None, help="sys_tick_in_s (default: compiled value)")
+    ap.add_argument("--frozen", action="store_true", help="run plastic projections with their initial weights")
     a = ap.parse_args(argv)
     from spinnaker2 import hardware, snn  # py-spinnaker2, imported only here
 
     meta, arrays = load()
+    for line in learning(meta):
+        if not a.frozen:
+            raise NotImplementedError(line + "; stock py-spinnaker2 models cannot call it: build the kernels into "
+                                      "the PE application with the SpiNNaker 2 PE toolchain, or pass --frozen to "
+                                      "run the initial weights without learning")
+        print("frozen (not learning):", line)
     if meta.get("chips", 1) > 1:
         raise SystemExit("this program is placed on %d chips, but py-spinnaker2's SpiNNaker2Chip runs one chip: "
                          "recompile for one chip (--hw spinnaker2) or run it with a multi-chip runtime "

@@ -61,12 +61,17 @@ class S2Emulator(LaggedStreaming, Device):
     the same rows as ``run``, bit for bit)."""
 
     name = "emulator"
-    _stream_state = ("state", "past", "t")
+    _stream_state = ("state", "past", "t", "learn")
 
     #: Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``). The
     #: chip tick ``t`` is one counter per row (bias sources and EGRU kernels start at their
     #: latency tick), so a session that joins a batch later keeps its own time.
-    batch_slots = {"state": 0, "past": 0, "t": 0}
+    _batch_slots = {"state": 0, "past": 0, "t": 0}
+
+    @property
+    def batch_slots(self) -> dict[str, int] | None:
+        """None when the program learns: its batch rows are one learner, not independent sessions."""
+        return None if self.plastic else self._batch_slots
 
     def __init__(self, program: S2Program, curr_exp_order: str | None = None, align: bool = True):
         self.p = self.program = program
@@ -90,6 +95,12 @@ class S2Emulator(LaggedStreaming, Device):
         # event in index order (_accumulate), as the receiving PE does; spikes (0/1 or counts times
         # weights on the int8 grid) sum exactly in float32 in any order, so a matmul serves them
         self.graded = {pop.name for pop in program.populations if pop.model in KERNEL_MODELS}
+        #: plastic projections (index → Projection): their learning rule runs after each tick (.plasticity)
+        self.plastic = {i: q for i, q in enumerate(program.projections) if q.plastic}
+        if self.plastic:
+            from .plasticity import learner
+
+        self.learn = {i: learner(q) for i, q in self.plastic.items()}
         self.depth = 1 + max([d for v in self.W.values() for d, _, _ in v]   # synaptic delays and the delay
                              + [int(d) for pop in program.populations      # lines of multi-source kernels
                                 for d in np.asarray(pop.kernel.get("delay", [])).reshape(-1)], default=0)
@@ -109,6 +120,10 @@ class S2Emulator(LaggedStreaming, Device):
         # past[k][j] = spikes of population k at step t − 1 − j (j < depth): the delay lines
         self.past = {pop.name: [np.zeros((batch, pop.size), F32) for _ in range(self.depth)]
                      for pop in self.p.populations}
+        self._pending = False
+        for i, lr in self.learn.items():   # the initial weights: run() always starts from them
+            lr.reset(batch)
+            self._set_rows(i)
 
     def _step(self, ext: dict[str, np.ndarray]) -> dict[str, dict]:
         prev = {k: st["s"] for k, st in self.state.items()}
@@ -172,7 +187,68 @@ class S2Emulator(LaggedStreaming, Device):
             else:
                 v = np.where(s > 0, P["v_reset"], v).astype(F32)
             st["v"], st["s"] = v.astype(F32), s
+        for i, lr in self.learn.items():   # learning rules, after the neurons (.plasticity: step order)
+            q = self.plastic[i]
+            if np.all(self.t >= self.p.pop(q.post).latency):
+                lr.step(self.past[q.pre][0], self.state[q.post]["s"])
+                self._set_rows(i)
         return self.state
+
+    def advance(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().advance(inputs)
+        self._pending = True   # the window's last steps reach the deeper learners in the next ticks
+        return out
+
+    def reset_state(self, batch: int = 1) -> None:
+        """Like :meth:`reset`, but plastic projections keep what they learned (weights, θ, the
+        connectome, the step count that drives the generator): a new trial for a learner. After
+        ``advance``, the trial is finished first: L ticks with zero input (L the deepest
+        latency, what ``run`` adds after the last step), so each learner has seen every step."""
+        if self.learn and getattr(self, "_pending", False):
+            L = max(pop.latency for pop in self.p.populations)
+            self._device_steps(self._zero_window(L), L)
+        self._pending = False
+        learned, self.learn = self.learn, {}
+        try:
+            self.reset(batch)
+        finally:
+            self.learn = learned
+        for i, lr in self.learn.items():
+            lr.reset_traces(batch)
+            self._set_rows(i)
+
+    def _restore_state(self, saved) -> None:
+        learned = saved.pop("learn", {})
+        super()._restore_state(saved)
+        for i, lr in learned.items():   # into the same learner objects (callers hold them); the synapse
+            self.learn[i].__dict__.update(lr.__dict__)   # rows follow (a look-ahead learned too)
+            self._set_rows(i)
+
+    def _set_rows(self, i: int) -> None:
+        """The synapse rows of plastic projection ``i`` from its learner's integer weights."""
+        w = self.learn[i].q
+        self.W[id(self.plastic[i])] = [(0, np.maximum(w, 0).astype(F32).T, np.minimum(w, 0).astype(F32).T)]
+
+    @property
+    def takes_modulator(self) -> bool:
+        return any(q.plastic["rule"]["third_factor"] != "none" for q in self.plastic.values())
+
+    def modulate(self, value) -> None:
+        """The third factor of every plastic projection with one: the reward word (scalar or per
+        batch row) or the error per post neuron the host writes to the PEs (:mod:`.plasticity`)."""
+        if not self.takes_modulator:
+            return super().modulate(value)
+        for lr in self.learn.values():
+            if lr.rule.third_factor != "none":
+                lr.modulate(value)
+
+    def set_rule(self, projection: str | None = None, **changes) -> None:
+        """Change running rule parameters (the host rewrites the kernels' constants)."""
+        hit = [lr for lr in self.learn.values() if projection in (None, lr.name)]
+        if not hit:
+            raise OptionError(f"'{projection}' is not a plastic projection", node=projection)
+        for lr in hit:
+            lr.set_rule(**changes)
 
     def _ssm_step(self, pop, st: dict, x: np.ndarray) -> None:
         """One step of an ssm_kernel population (module docstring); rows before its latency tick keep

@@ -69,6 +69,7 @@ from .program import KERNEL_MODELS, Population, Projection, S2Program, pe_slices
 from .target import SpiNNaker2Target, egru_fill, input_rates, target_model
 from .options import SpiNNaker2Options
 from . import ssm_lower  # noqa: F401  (registers the SSM nodes' spinnaker2 lower hooks)
+from .plasticity import learn_spec, plastic_terms
 
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -216,15 +217,21 @@ def lower(graph: Graph, ctx) -> S2Program:
         if bits is not None:
             wmax = min(wmax, 2 ** (bits - 1) - 1)
         peak = max((float(np.abs(m).max()) for m in mats if m.size), default=0.0)
+        learn = plastic_terms(graph, name, terms, pops, model, g)   # learning rules: their bound sets the scale
+        if learn and max(e[2] for e in learn.values()) > 4 * peak > 0:
+            warn(f"the learning rule's weight bound sets the weight scale, {max(e[2] for e in learn.values()) / peak:.3g}"
+                 " times the initial weights' peak: one integer weight step is that much coarser", name)
+        peak = max([peak] + [e[2] for e in learn.values()])
         scale = peak / wmax if peak > 0 else 1.0
-        for (src, _, rec, _), m, d in zip(terms, mats, delays):
+        for ti, ((src, _, rec, _), m, d) in enumerate(zip(terms, mats, delays)):
             if src in conv_of:  # the same rounding applied to the kernel: bit-equal to the dense form (conv.py)
                 k_int, _ = quantize_weights(conv_of[src][0], bits=16, qmax=wmax, clip=scale * wmax)
                 projs.append(Projection(pre=src, post=name, kernel=k_int, conv=conv_of[src][1]))
                 continue
             w_int, _ = quantize_weights(m, bits=16, qmax=wmax, clip=scale * wmax)
             dm = np.where(w_int != 0, d[None, :], 0).astype(np.int32) if np.any(d > 0) else None
-            projs.append(Projection(pre=src, post=name, w=w_int, recurrent=rec, delay=dm))
+            projs.append(Projection(pre=src, post=name, w=w_int, recurrent=rec, delay=dm,
+                                    plastic=learn_spec(learn[ti], g / scale, wmax, dt) if ti in learn else None))
         spiking = lookup(node).spiking
         thr = _vec(node, "v_threshold", n) / scale if spiking else np.full(n, F32_MAX)
         v_reset = _vec(node, "v_reset", n) / scale if spiking and hasattr(node, "v_reset") else np.zeros(n)

@@ -70,6 +70,8 @@ class Projection:
     kernel: np.ndarray | None = None
     conv: dict | None = None
     delay: np.ndarray | None = None  # int32 (post, pre): py-spinnaker2 delay d (delivered after d + 1 steps)
+    #: a learning rule run by the post population's PEs (:mod:`.plasticity`, :func:`.plasticity.learn_spec`)
+    plastic: dict | None = None
 
     @property
     def weights(self) -> np.ndarray:
@@ -154,7 +156,8 @@ class S2Program(Program):
                                  **({"sources": list(p.sources)} if p.sources else {})}
                                 for p in self.populations],
                 "projections": [{"pre": q.pre, "post": q.post, "recurrent": q.recurrent, "nnz": q.nnz,
-                                 "conv": q.conv} for q in self.projections],
+                                 "conv": q.conv, **({"plasticity": {k: q.plastic[k] for k in ("node", "rule", "qmax", "dt")}}
+                                                    if q.plastic else {})} for q in self.projections],
                 "inputs": self.inputs, "outputs": self.outputs, "output_kind": self.output_kind,
                 "sys_tick_s": self.sys_tick_s, "curr_exp_order": self.curr_exp_order, "chips": self.chips_used,
                 "readout": sorted(self.readout)}
@@ -175,6 +178,9 @@ class S2Program(Program):
                 arrays[f"proj{i}/weights"] = np.asarray(q.weights, dtype=np.int32)
             if q.delay is not None:
                 arrays[f"proj{i}/delay"] = np.asarray(q.delay, dtype=np.int32)
+            if q.plastic:
+                arrays[f"proj{i}/learn_k"] = q.plastic["k"]
+                arrays[f"proj{i}/learn_w0"] = q.plastic["w0"]
         for o, r in self.readout.items():
             arrays[f"readout/{o}/w"] = np.asarray(r["w"], float)
             arrays[f"readout/{o}/b"] = np.asarray(r["b"], float)
@@ -192,6 +198,11 @@ class S2Program(Program):
                 from .ssm_lower import kernel_params
 
                 out.update(param_files(p.name, kernel_params(p.kernel), pe_slices(p)))
+        for q in self.projections:
+            if q.plastic:
+                from .plasticity_kernel import kernel_files as learn_files
+
+                out.update(learn_files(q, pe_slices(self.pop(q.post))))
         return out
 
     def summary(self) -> dict:
@@ -264,7 +275,9 @@ def load_program(files: dict[str, bytes]) -> S2Program:
                                constant_events=int(m.get("constant_events", 0)),
                                sources=tuple(m.get("sources", ()))))
     projs = [Projection(pre=q["pre"], post=q["post"], w=arr.get(f"proj{i}/weights"), recurrent=q["recurrent"],
-                        kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"), delay=arr.get(f"proj{i}/delay"))
+                        kernel=arr.get(f"proj{i}/kernel"), conv=q.get("conv"), delay=arr.get(f"proj{i}/delay"),
+                        plastic=({**q["plasticity"], "k": arr[f"proj{i}/learn_k"], "w0": arr[f"proj{i}/learn_w0"]}
+                                 if "plasticity" in q else None))
              for i, q in enumerate(meta["projections"])]
     readout = {o: {"w": arr[f"readout/{o}/w"], "b": arr[f"readout/{o}/b"]} for o in meta.get("readout", [])}
     return S2Program(pops, projs, meta["inputs"], meta["outputs"], meta["output_kind"], meta["sys_tick_s"],

@@ -165,6 +165,15 @@ class SpiNNaker2Target(TargetModel):
             return EGRU_UNIT_BYTES
         return self.row_share * super().state_bytes(node)   # a neuron layer: with the row table's share
 
+    def learning_bytes(self, rule, n_inputs: int) -> tuple[float, int]:
+        """A plastic projection's learning state (:mod:`.plasticity`): per post neuron its dense row's
+        per-synapse state (float32 shadow weight; eligibility, θ, mask byte as the rule needs) and
+        its trace (and error word); per run the pre traces, the reward words and the step counter."""
+        from .plasticity import state_bytes_per_neuron, state_bytes_per_run, state_bytes_per_synapse
+
+        per = int(n_inputs) * state_bytes_per_synapse(rule) + state_bytes_per_neuron(rule)
+        return self.row_share * per, state_bytes_per_run(rule, n_inputs)
+
     def run_overhead_bytes(self, node, n_inputs: int) -> int:
         if isinstance(node, DiagSSM):   # Λ̄ (2P), B̄ (2PH), x, acc (2P each); the input stage (n_in·H + H)
             P, H = node.modes, node.channels
