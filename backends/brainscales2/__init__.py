@@ -29,6 +29,8 @@ class BrainScaleS2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = BrainScaleS2Options
+    #: lowering reads the Placement the ``partition`` pass writes (the passes are its only writer)
+    lowering_requires = ("placement",)
     plasticity_refusal = ("nmc does not generate the plasticity processor's program yet; the emulator and the "
                           "emitted script keep the 6-bit weights and labels fixed")
 

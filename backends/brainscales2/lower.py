@@ -47,8 +47,9 @@
 * Placement: hemispheres, then sequential runs when one chip is not enough,
   chosen by the ``partition`` pass (:mod:`nmc.passes.hemispheres`, with the
   circuits and rows of :func:`plan` through the target model) and read here from
-  the Placement it wrote (a pipeline without ``partition``: the same placement,
-  computed here). The mapping report gives rows, circuits and runs used
+  the Placement it wrote (the passes are its only writer: a graph without one is
+  refused, naming the pass; ``nmc.compile`` appends ``partition`` to a pipeline
+  that lacks it). The mapping report gives rows, circuits and runs used
   against their lower bounds, per layer and per projection.
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ import nir
 import numpy as np
 
 from nmc.annotations import Quant, RowMap
-from nmc.errors import DesignRuleError, UnsupportedNodeError, Warnings
+from nmc.errors import DesignRuleError, PassError, UnsupportedNodeError, Warnings
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.passes.quantize import round_half_away
@@ -435,16 +436,16 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
 
 def _where(graph: Graph, pl: Plan, target: BrainScaleS2Target) -> dict:
     """Hemisphere, run and first circuit of every neuron: the Placement the partition pass
-    wrote (checked against the layers' circuits and rows), else — a pipeline without
-    ``partition`` — the same placement computed here, not written to the graph."""
+    wrote, checked against the layers' circuits and rows (a pass after partition may have
+    changed them). No Placement (a pipeline without ``partition``) is a PassError naming it."""
     limits = target.hemisphere_limits()
-    demands, recurrent = pl.demands()
-    where = H.read(graph, {l.name: l.size for l in pl.layers}, limits)
+    demands, _ = pl.demands()
+    where = H.read(graph, {l.name: l.size for l in pl.layers}, limits) if pl.layers else {}
     if where is None:
-        where, bad = H.place(demands, limits)
-        bad += H.recurrent_violations(recurrent, where)
-    else:
-        bad = H.check(demands, where, limits)
+        raise PassError("brainscales2's lowering reads the Placement the 'partition' pass writes, and the graph "
+                        "has none", node=pl.layers[0].name,
+                        hint="end --passes with partition (the default pipeline does; nmc.compile appends it)")
+    bad = H.check(demands, where, limits)
     if bad:
         raise DesignRuleError(bad, target="brainscales2")
     return where
