@@ -89,12 +89,18 @@ def _decay(tau, dt, integ, node: str):
     return 1 - step_rate(tau, dt, integ, node)
 
 
+def _made_leaky(node) -> bool:
+    """A neuron type without a leak, which carries a ``brainscales2`` ``leaky`` hook (IF, I)."""
+    e = lookup(node)
+    return e is not None and e.hook("leaky", "brainscales2") is not None
+
+
 def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float, warnings) -> Graph:
     """Analog neurons always leak: IF/I nodes become LIF/LI with the longest
     membrane time constant the DAC reaches (same input gain dt·R per step),
     which is exact only while the run is short against that τ (warned). The node types that need
     it carry a ``brainscales2`` ``leaky`` hook (below): (node, n, τ, R) → the leaky node."""
-    todo = [k for k, n in graph.nodes.items() if lookup(n) is not None and lookup(n).hook("leaky", "brainscales2")]
+    todo = [k for k, n in graph.nodes.items() if _made_leaky(n)]
     if not todo:
         return graph
     g = graph.copy()
@@ -342,10 +348,12 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
     rules.check(graph)
     tscale = _timescale(graph, ctx, dt, integ)
     speed = tscale.speedup
-    # the residue reset is derived for rate-coded IF neurons (ANN → SNN conversions); a leaky neuron's
-    # residue decays before its next spike, so LIF/CubaLIF keep the reset to v_reset (warned below)
+    # the residue reset is derived for rate-coded IF neurons (ANN → SNN conversions: the spiking types
+    # made leaky here, their ``leaky`` hook); a leaky neuron's residue decays before its next spike,
+    # so LIF/CubaLIF keep the reset to v_reset (warned below)
     residue, residue_from = ({}, "") if residues is None else residues(graph, [
-        k for k, nd in graph.nodes.items() if isinstance(nd, nir.IF) and graph.reset_mode(k) == "subtract"])
+        k for k, nd in graph.nodes.items() if _made_leaky(nd) and lookup(nd).spiking
+        and graph.reset_mode(k) == "subtract"])
     graph = _leaky_integrators(graph, ctx, dt, speed, warnings if warnings is not None else Warnings())
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="brainscales2", neurons=LAYERS)

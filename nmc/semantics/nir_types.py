@@ -30,8 +30,22 @@ def _add(cls, kind, shape, counters=(), **kw) -> None:
 _add(nir.Input, Kind.IO, shapes.fixed, ("synaptic_ops", "macs"), doc="the given input at t")
 _add(nir.Output, Kind.IO, shapes.output, doc="x")
 
-_add(nir.Affine, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x + b")
-_add(nir.Linear, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x")
+def _affine_add_bias(node, b):
+    """W·x + b₀ → W·x + (b₀ + b)."""
+    return nir.Affine(weight=node.weight, bias=node.bias + b)
+
+
+def _linear_add_bias(node, b):
+    """W·x → W·x + b (an Affine)."""
+    return nir.Affine(weight=node.weight, bias=b)
+
+
+# shared hook ``add_bias(node, b)``: the same dense map with ``b`` added to its output (a frontend
+# folding a bias of the layer it feeds into it)
+_add(nir.Affine, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x + b",
+     hooks={(None, "add_bias"): _affine_add_bias})
+_add(nir.Linear, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x",
+     hooks={(None, "add_bias"): _linear_add_bias})
 _add(nir.Conv1d, Kind.WEIGHT, shapes.conv, weights=("weight",), doc="convolution + bias")
 _add(nir.Conv2d, Kind.WEIGHT, shapes.conv, weights=("weight",), doc="convolution + bias")
 _add(nir.Scale, Kind.LINEAR, shapes.elementwise, params=("scale",), doc="s ⊙ x")
