@@ -8,6 +8,9 @@ into annotations or graph meta (never hidden state) and may add a section to
 
 Pipelines are text: ``"normalize,quantize{bits=8,method=maxabs},place"``.
 Option values parse by the field's type (int, float, bool, str, tuple).
+What a target's lowering reads and only a pass writes (``Backend.lowering_requires``,
+e.g. the placement) is completed by :func:`complete_pipeline`: the pass that is its
+default provider (``Pass.default_for``) is appended to a pipeline that lacks one.
 
 :class:`PassManager` runs a pipeline, verifies the graph after every pass,
 turns any failure into a :class:`~nmc.errors.PassError` naming the pass (and
