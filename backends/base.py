@@ -244,6 +244,11 @@ class Backend(ABC):
     #: why the target cannot run a learning rule (a :class:`nmc.plasticity.Plasticity` annotation);
     #: ``nmc.compile`` refuses such a graph with it, naming the projection. None: it runs them.
     plasticity_refusal: str | None = "its lowering freezes the weights into the program"
+    #: annotation kinds the lowering reads and only a pass writes (e.g. ``("placement",)``: lowering
+    #: reads the Placement, the passes are its only writer). ``nmc.compile`` appends the default
+    #: provider of any of them the pipeline lacks (:func:`nmc.passes.complete_pipeline`, reported
+    #: as a warning), and the lowering refuses a graph without them (a PassError naming the pass).
+    lowering_requires: tuple[str, ...] = ()
 
     def plasticity_refusal_for(self, rule) -> str | None:
         """Why this target cannot run ``rule`` (a :class:`nmc.plasticity.Plasticity`), None when it

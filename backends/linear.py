@@ -56,13 +56,18 @@ def _check_expansion(name: str, target: str, n_src: int, shp_in, shp_out) -> Non
 
 
 def node_bias(node, out_shape) -> np.ndarray:
-    b = getattr(node, "bias", None)
-    if b is None or isinstance(node, nir.Linear):
+    b = getattr(node, "bias", None)   # a map without a bias field (Linear, pooling, Scale): none
+    if b is None:
         return np.zeros(out_shape)
     b = np.asarray(b, float)
     if semantics.of(node).shape is shapes.conv:  # one bias per channel
         return np.broadcast_to(b.reshape(-1, *([1] * (len(out_shape) - 1))), out_shape).copy()
     return np.broadcast_to(b, out_shape).copy()
+
+
+def _is_io(node) -> bool:
+    """The graph's boundary (Input, Output: the registry's ``Kind.IO``)."""
+    return semantics.kind_of(node) is Kind.IO
 
 
 class Eye:
@@ -95,7 +100,7 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
         if name in lin:
             return lin[name]
         node = g.nodes[name]
-        if not (_is_linear(node) or isinstance(node, tuple(neurons) + (nir.Output,))):
+        if not (_is_linear(node) or isinstance(node, tuple(neurons)) or _is_io(node)):
             raise UnsupportedNodeError(f"the {target} target cannot lower {type(node).__name__} nodes", node=name,
                                        hint="supported: Affine, Linear, Scale, Conv1d/2d, Sum/AvgPool2d, Flatten, "
                                             + ", ".join(t.__name__ for t in neurons))
@@ -109,7 +114,7 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
         for p in g.preds(name):
             is_back = (p, name) in back
             pn = g.nodes[p]
-            if isinstance(pn, (nir.Input,) + tuple(neurons)):
+            if isinstance(pn, tuple(neurons)) or _is_io(pn):   # a source: an Input or a neuron layer
                 k = int(np.prod(g.shape_out(p)))
                 parts, pb = {p: [Eye(k), False]}, np.zeros(k)
             else:
@@ -146,7 +151,7 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
 
     for name in order:  # every node must be one the target can lower, reachable or not
         node = g.nodes[name]
-        if not (_is_linear(node) or isinstance(node, tuple(neurons) + (nir.Input, nir.Output))):
+        if not (_is_linear(node) or isinstance(node, tuple(neurons)) or _is_io(node)):
             raise UnsupportedNodeError(f"the {target} target cannot lower {type(node).__name__} nodes", node=name,
                                        hint="supported: Affine, Linear, Scale, Conv1d/2d, Sum/AvgPool2d, Flatten, "
                                             + ", ".join(t.__name__ for t in neurons))

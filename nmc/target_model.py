@@ -166,8 +166,7 @@ class CoreLimits:
 
     def cores_for_neurons(self, n: int) -> int:
         """⌈n / neurons_max⌉ (1 without a limit): the cores ``n`` neurons need by their count
-        alone — the neuron term of the design rules' lower bound, and the cores of one node
-        placed alone (a pipeline without ``partition``)."""
+        alone — the neuron term of the design rules' lower bound (and of a lowering's report)."""
         return math.ceil(int(n) / self.neurons_max) if self.neurons_max else 1
 
     def positions_per_chip(self) -> int:

@@ -6,11 +6,13 @@ listed below, each of which registers its passes with
 """
 from importlib import import_module
 
-from .manager import REGISTRY, Pass, PassContext, PassManager, parse_pipeline, pipeline_text, register
+from .manager import (REGISTRY, Pass, PassContext, PassManager, complete_pipeline, parse_pipeline, pipeline_text,
+                      register)
 
 _MODULES = ("normalize", "quantize", "sparsify", "rewire", "partition", "place", "route")
 
 for _m in _MODULES:
     import_module(f"{__name__}.{_m}")
 
-__all__ = ["REGISTRY", "Pass", "PassContext", "PassManager", "parse_pipeline", "pipeline_text", "register"]
+__all__ = ["REGISTRY", "Pass", "PassContext", "PassManager", "complete_pipeline", "parse_pipeline", "pipeline_text",
+           "register"]

@@ -8,6 +8,9 @@ into annotations or graph meta (never hidden state) and may add a section to
 
 Pipelines are text: ``"normalize,quantize{bits=8,method=maxabs},place"``.
 Option values parse by the field's type (int, float, bool, str, tuple).
+What a target's lowering reads and only a pass writes (``Backend.lowering_requires``,
+e.g. the placement) is completed by :func:`complete_pipeline`: the pass that is its
+default provider (``Pass.default_for``) is appended to a pipeline that lacks one.
 
 :class:`PassManager` runs a pipeline, verifies the graph after every pass,
 turns any failure into a :class:`~nmc.errors.PassError` naming the pass (and
@@ -97,6 +100,10 @@ class Pass:
     summary: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
+    #: what this pass is the default provider of: :func:`complete_pipeline` appends it (with its
+    #: default options) to a pipeline that lacks a provider of one of these when the target's
+    #: lowering reads it (``Backend.lowering_requires``)
+    default_for: ClassVar[tuple[str, ...]] = ()
     #: inclusive ranges of numeric options, ``{option: (lo, hi)}`` (None: unbounded); checked
     #: on construction with every float option finite, so a bad value is an OptionError naming
     #: the pass and option, never a crash inside the pass
@@ -229,6 +236,26 @@ def parse_pipeline(text: str) -> list[Pass]:
             raise OptionError(f"invalid options for pass '{name}': {e}") from None
         pos = m.end()
     return passes
+
+
+def complete_pipeline(passes: list[Pass], requires: tuple[str, ...]) -> tuple[list[Pass], list[Pass]]:
+    """``passes`` completed for a lowering that reads ``requires`` (annotation kinds, e.g.
+    ``"placement"``; ``Backend.lowering_requires``): for each requirement no pass of ``passes``
+    provides, the registered pass that is its default provider (:attr:`Pass.default_for`, default
+    options) is appended at the end, after every pass that could change what it decides. Returns
+    (the pipeline, the passes added); the pass manager then runs, verifies and reports them as any
+    other. A requirement without a default provider is a :class:`~nmc.errors.PassError`."""
+    out, added = list(passes), []
+    for r in requires:
+        if any(r in p.provides for p in out):
+            continue
+        cls = next((c for c in REGISTRY.values() if r in c.default_for), None)
+        if cls is None:
+            raise PassError(f"the target's lowering reads '{r}', which no pass of the pipeline provides",
+                            hint="add a pass that provides it to --passes (`nmc passes` lists them)")
+        added.append(cls())
+        out.append(added[-1])
+    return out, added
 
 
 def pipeline_text(passes: list[Pass]) -> str:

@@ -759,6 +759,7 @@ class Partition(Pass):
     name = "partition"
     summary = "neurons → cores under every per-core limit (kahypar|metis|greedy|sequential), traffic vs lower bound"
     provides = ("placement",)
+    default_for = ("placement",)
 
     method: str = "kahypar"
     max_neurons_per_core: int | None = None

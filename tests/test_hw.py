@@ -72,6 +72,11 @@ def test_known_values():
     assert s2.get("models.lif_no_delay.weight_max") == 127
     assert s2.get("energy.dvfs.clock_hz") == [150e6, 300e6] and s2.get("energy.dvfs.voltage_v") == [0.5, 0.8]
     assert s2.entry("energy.synaptic_op_j").grade == "est" and "pe_cycle_j" in s2.entry("energy.synaptic_op_j").source
+    # the software MAC cites its counted cycles and the per-cycle energy, not the MAC array's pJ
+    mac = s2.entry("energy.mac_j").source
+    assert all(w in mac for w in ("core.cycles_per_mac", "kernel_cycles.py", "pe_cycle_j", "MAC array"))
+    pe = s2.get("energy.derivation.pe_cycle_j")
+    assert s2.get("energy.mac_j") == pytest.approx(s2.get("core.cycles_per_mac") * pe)
     l2 = HardwareSpec.load("loihi2")
     n = l2.section("numerics")
     assert (n["decay_scale"], n["state_bits"], n["threshold_shift"], n["delay_max"], n["graded_payload_bits"]) == (4096, 24, 6, 63, 24)

@@ -351,3 +351,20 @@ def test_passes_share_weight_arrays_instead_of_copying_them():
         assert np.array_equal(g.nodes[k].weight, before[k])
     finally:
         REGISTRY.pop(Peek.name, None)
+
+
+def test_complete_pipeline_appends_the_default_provider_of_what_lowering_reads():
+    """A lowering that reads the placement gets ``partition`` (its default provider, default
+    options) appended to a pipeline without one; a pipeline that has a provider is kept as it is;
+    a requirement no pass provides by default is a PassError."""
+    from nmc.passes import complete_pipeline
+
+    short = parse_pipeline("normalize,quantize{bits=6}")
+    out, added = complete_pipeline(short, ("placement",))
+    assert [p.text() for p in added] == ["partition"] and out[:-1] == short and out[-1] is added[0]
+    assert pipeline_text(out) == "normalize,quantize{bits=6},partition"
+    full = parse_pipeline("normalize,partition{max_neurons_per_core=5},place")
+    assert complete_pipeline(full, ("placement",)) == (full, [])
+    assert complete_pipeline(short, ()) == (short, [])
+    with pytest.raises(PassError, match="'no-such-kind'"):
+        complete_pipeline(short, ("no-such-kind",))

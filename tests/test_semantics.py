@@ -123,3 +123,25 @@ def test_hooks_per_target_fall_back_to_the_shared_one():
 def test_registering_a_type_twice_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         semantics.register(NodeType(cls=nir.LIF, name="LIF2", kind=Kind.NEURON, shape=shapes.neuron, counters=()))
+
+
+def test_with_weights_hook_keeps_the_map_and_replaces_weight_and_bias():
+    """``with_weights(node, w, b)``: the ONNX frontend folds BatchNormalization through it. A grouped
+    Conv2d keeps its stride, padding, dilation, groups and input type (NIR's constructor alone would
+    read C_in / groups as the input channels), and equals the node the ONNX frontend builds."""
+    from nmc.frontends.onnx_ops import _conv2d
+
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(6, 2, 3, 3)), rng.normal(size=6)
+    conv = _conv2d(w, b, (8, 8), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)
+    w2, b2 = w * 0.5, b + 1.0
+    got = semantics.lookup(nir.Conv2d).hook("with_weights")(conv, w2, b2)
+    want = _conv2d(w2, b2, conv.input_shape, conv.stride, conv.padding, conv.dilation, conv.groups)
+    for f in ("input_shape", "stride", "padding", "dilation", "groups"):
+        assert np.array_equal(np.asarray(getattr(got, f)), np.asarray(getattr(want, f))), f
+    assert np.array_equal(got.weight, w2) and np.array_equal(got.bias, b2)
+    assert {k: v.tolist() for k, v in got.input_type.items()} == {k: v.tolist() for k, v in want.input_type.items()}
+    assert {k: v.tolist() for k, v in got.output_type.items()} == {k: v.tolist() for k, v in want.output_type.items()}
+    assert got.input_type["input"][0] == 4
+    aff = semantics.lookup(nir.Affine).hook("with_weights")(nir.Affine(weight=w[:, 0, 0], bias=b), w2[:, 0, 0], b2)
+    assert isinstance(aff, nir.Affine) and np.array_equal(aff.weight, w2[:, 0, 0]) and np.array_equal(aff.bias, b2)

@@ -31,6 +31,8 @@ class BrainScaleS2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = BrainScaleS2Options
+    #: lowering reads the Placement the ``partition`` pass writes (the passes are its only writer)
+    lowering_requires = ("placement",)
     plasticity_refusal = None
 
     def plasticity_refusal_for(self, rule) -> str | None:

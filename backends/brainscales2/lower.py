@@ -47,8 +47,9 @@
 * Placement: hemispheres, then sequential runs when one chip is not enough,
   chosen by the ``partition`` pass (:mod:`nmc.passes.hemispheres`, with the
   circuits and rows of :func:`plan` through the target model) and read here from
-  the Placement it wrote (a pipeline without ``partition``: the same placement,
-  computed here). The mapping report gives rows, circuits and runs used
+  the Placement it wrote (the passes are its only writer: a graph without one is
+  refused, naming the pass; ``nmc.compile`` appends ``partition`` to a pipeline
+  that lacks it). The mapping report gives rows, circuits and runs used
   against their lower bounds, per layer and per projection.
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ import nir
 import numpy as np
 
 from nmc.annotations import Quant, RowMap
-from nmc.errors import DesignRuleError, UnsupportedNodeError, Warnings
+from nmc.errors import DesignRuleError, PassError, UnsupportedNodeError, Warnings
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.passes.quantize import round_half_away
@@ -89,12 +90,18 @@ def _decay(tau, dt, integ, node: str):
     return 1 - step_rate(tau, dt, integ, node)
 
 
+def _made_leaky(node) -> bool:
+    """A neuron type without a leak, which carries a ``brainscales2`` ``leaky`` hook (IF, I)."""
+    e = lookup(node)
+    return e is not None and e.hook("leaky", "brainscales2") is not None
+
+
 def _leaky_integrators(graph: Graph, ctx, dt: float, speed: float, warnings) -> Graph:
     """Analog neurons always leak: IF/I nodes become LIF/LI with the longest
     membrane time constant the DAC reaches (same input gain dt·R per step),
     which is exact only while the run is short against that τ (warned). The node types that need
     it carry a ``brainscales2`` ``leaky`` hook (below): (node, n, τ, R) → the leaky node."""
-    todo = [k for k, n in graph.nodes.items() if lookup(n) is not None and lookup(n).hook("leaky", "brainscales2")]
+    todo = [k for k, n in graph.nodes.items() if _made_leaky(n)]
     if not todo:
         return graph
     g = graph.copy()
@@ -343,10 +350,12 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
     rules.check(graph)
     tscale = _timescale(graph, ctx, dt, integ)
     speed = tscale.speedup
-    # the residue reset is derived for rate-coded IF neurons (ANN → SNN conversions); a leaky neuron's
-    # residue decays before its next spike, so LIF/CubaLIF keep the reset to v_reset (warned below)
+    # the residue reset is derived for rate-coded IF neurons (ANN → SNN conversions: the spiking types
+    # made leaky here, their ``leaky`` hook); a leaky neuron's residue decays before its next spike,
+    # so LIF/CubaLIF keep the reset to v_reset (warned below)
     residue, residue_from = ({}, "") if residues is None else residues(graph, [
-        k for k, nd in graph.nodes.items() if isinstance(nd, nir.IF) and graph.reset_mode(k) == "subtract"])
+        k for k, nd in graph.nodes.items() if _made_leaky(nd) and lookup(nd).spiking
+        and graph.reset_mode(k) == "subtract"])
     graph = _leaky_integrators(graph, ctx, dt, speed, warnings if warnings is not None else Warnings())
     order, back = graph.schedule()
     lin = compose(graph, order, back, target="brainscales2", neurons=LAYERS)
@@ -445,16 +454,16 @@ def plan(graph: Graph, ctx, residues=None, warnings=None) -> Plan:
 
 def _where(graph: Graph, pl: Plan, target: BrainScaleS2Target) -> dict:
     """Hemisphere, run and first circuit of every neuron: the Placement the partition pass
-    wrote (checked against the layers' circuits and rows), else — a pipeline without
-    ``partition`` — the same placement computed here, not written to the graph."""
+    wrote, checked against the layers' circuits and rows (a pass after partition may have
+    changed them). No Placement (a pipeline without ``partition``) is a PassError naming it."""
     limits = target.hemisphere_limits()
-    demands, recurrent = pl.demands()
-    where = H.read(graph, {l.name: l.size for l in pl.layers}, limits)
+    demands, _ = pl.demands()
+    where = H.read(graph, {l.name: l.size for l in pl.layers}, limits) if pl.layers else {}
     if where is None:
-        where, bad = H.place(demands, limits)
-        bad += H.recurrent_violations(recurrent, where)
-    else:
-        bad = H.check(demands, where, limits)
+        raise PassError("brainscales2's lowering reads the Placement the 'partition' pass writes, and the graph "
+                        "has none", node=pl.layers[0].name,
+                        hint="end --passes with partition (the default pipeline does; nmc.compile appends it)")
+    bad = H.check(demands, where, limits)
     if bad:
         raise DesignRuleError(bad, target="brainscales2")
     return where

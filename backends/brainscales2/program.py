@@ -70,8 +70,8 @@ class BSS2Program(Program):
     projections: list[Projection]
     inputs: dict[str, int]            # input node -> size
     outputs: dict[str, str]           # output node -> layer
-    dt: float = 1e-3                  # model time step (s); hardware time = dt · 1e-3
-    speedup: float = 1000.0
+    dt: float                         # model time step (s), the graph's GraphMeta.dt (no default here)
+    speedup: float                    # hardware time = model time / speedup (chosen by .timescale)
     calibration: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     #: sources the host drives with one event every step (biases: see :data:`BIAS_SOURCE`)

@@ -8,10 +8,11 @@ naming every offending node, the reason, and the target that can take it.
   value-carrying event): the analog chip's event fabric carries 6-bit
   *addresses* only, no payload, and the neuron circuits have no gates; the
   spinnaker2 target (programmable ARM cores, graded spikes) runs them.
-* ``rule_delays`` — ``Delay``: there is no per-synapse delay line; the loihi2
-  target has synaptic delays.
-* ``rule_stateless_threshold`` — ``Threshold`` (a memoryless comparator): every
-  neuron circuit integrates and leaks; use a LIF layer (or a digital target).
+* ``rule_refused_types`` — node types that register a ``brainscales2``
+  ``refusal`` hook with the registry (:mod:`nmc.semantics`), each with its
+  reason: ``Delay`` (there is no per-synapse delay line; the loihi2 target has
+  synaptic delays) and ``Threshold`` (a memoryless comparator: every neuron
+  circuit integrates and leaks; use a LIF layer or a digital target).
 * ``rule_ssm`` — the state-space nodes, each with its reason: complex modes
   (a rotating mode needs an oscillator; the neuron circuits only leak),
   stochastic spiking SSM neurons (a Bernoulli spike per neuron and tick needs a
@@ -33,6 +34,7 @@ import nir
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
 from nmc.nodes import EGRU, DiagSSM, LayerNorm, StochasticSSMNeuron, is_extension, type_name
+from nmc.semantics import lookup, register_hook
 
 
 def rule_graded_events(g: Graph) -> list[tuple[str, str, str]]:
@@ -41,14 +43,27 @@ def rule_graded_events(g: Graph) -> list[tuple[str, str, str]]:
             for k, n in g.nodes.items() if isinstance(n, EGRU)]
 
 
-def rule_delays(g: Graph) -> list[tuple[str, str, str]]:
-    return [(k, "synaptic delays are not configurable per synapse on the analog chip", "loihi2")
-            for k, n in g.nodes.items() if isinstance(n, nir.Delay)]
+@register_hook("brainscales2", "refusal", nir.Delay)
+def _delay_refusal(node) -> tuple[str, str]:
+    return "synaptic delays are not configurable per synapse on the analog chip", "loihi2"
 
 
-def rule_stateless_threshold(g: Graph) -> list[tuple[str, str, str]]:
-    return [(k, "no memoryless threshold unit (every neuron circuit integrates and leaks); use a LIF layer",
-             "spinnaker2 or loihi2") for k, n in g.nodes.items() if isinstance(n, nir.Threshold)]
+@register_hook("brainscales2", "refusal", nir.Threshold)
+def _threshold_refusal(node) -> tuple[str, str]:
+    return ("no memoryless threshold unit (every neuron circuit integrates and leaks); use a LIF layer",
+            "spinnaker2 or loihi2")
+
+
+def rule_refused_types(g: Graph) -> list[tuple[str, str, str]]:
+    """Every node whose type registers a ``brainscales2`` ``refusal`` hook (node → (reason, the
+    target that can take it)): the whole type has no analog equivalent."""
+    out = []
+    for k, n in g.nodes.items():
+        e = lookup(n)
+        hook = e.hook("refusal", "brainscales2") if e is not None else None
+        if hook is not None:
+            out.append((k, *hook(n)))
+    return out
 
 
 def _ssm_reason(n) -> str | None:
@@ -74,7 +89,7 @@ def rule_unknown_extension(g: Graph) -> list[tuple[str, str, str]]:
             for k, n in g.nodes.items() if is_extension(n) and not isinstance(n, EGRU) and _ssm_reason(n) is None]
 
 
-RULES = (rule_graded_events, rule_delays, rule_stateless_threshold, rule_ssm, rule_unknown_extension)
+RULES = (rule_graded_events, rule_refused_types, rule_ssm, rule_unknown_extension)
 
 
 def check(g: Graph) -> None:

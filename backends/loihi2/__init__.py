@@ -57,6 +57,8 @@ class Loihi2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = Loihi2Options
+    #: lowering reads the Placement the ``partition`` pass writes (the passes are its only writer)
+    lowering_requires = ("placement",)
     plasticity_refusal = ("nmc emits frozen Dense processes; lava.proc.dense.LearningDense with STDPLoihi / "
                           "RewardModulatedSTDP is not emitted yet, and Lava's learning API has no synaptic "
                           "sampling (SPORE) or structural rewiring")

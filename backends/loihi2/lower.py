@@ -60,7 +60,7 @@ import nir
 import numpy as np
 
 from nmc.annotations import Placement, Quant
-from nmc.errors import DesignRuleError, OptionError, UnsupportedNodeError
+from nmc.errors import DesignRuleError, OptionError, PassError, UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.semantics import Kind, classes, lookup, register_hook
@@ -423,31 +423,34 @@ def _rel(a, b):
 
 
 def _placement(graph: Graph, prog: LoihiProgram, ctx) -> dict:
-    """Cores used, read from the Placement annotations the partition pass wrote
-    (without them — a pipeline without ``partition`` — one core range per layer),
-    against the lower bound ceil(neurons / neurons_per_core); both counts are the
-    target model's (:meth:`~nmc.target_model.CoreLimits.cores_for_neurons`). A core over them (a ``partition{max_neurons_per_core=N}`` above the
-    spec's) is a design-rule error."""
+    """Cores used, read from the Placement annotations the partition pass wrote (the passes are
+    their only writer), against the lower bound ceil(neurons / neurons_per_core) of the target
+    model (:meth:`~nmc.target_model.CoreLimits.cores_for_neurons`). A core over the limit (a
+    ``partition{max_neurons_per_core=N}`` above the spec's) is a design-rule error. A layer
+    without a Placement (a pipeline without ``partition``) is a PassError naming the pass, but
+    for a context built by hand with neither a spec nor any Placement (no cores to count)."""
+    spec = getattr(ctx, "spec", None)
+    names = [g.name for g in prog.groups] + sorted({u.node for u in prog.units})
+    placed = [graph.ann(x, Placement) for x in names]
+    missing = [x for x, p in zip(names, placed) if p is None or p.core is None]
+    if not names or (spec is None and len(missing) == len(names)):
+        return {}
+    if missing:
+        raise PassError("loihi2's lowering reads the Placement the 'partition' pass writes, and this layer has "
+                        "none", node=missing[0],
+                        hint="end --passes with partition (the default pipeline has it; nmc.compile appends it)")
+    cores = np.concatenate([np.asarray(p.core).reshape(-1) for p in placed])
+    out: dict = {"cores_used": int(len(np.unique(cores))), "placement_source": "Placement annotations"}
+    if spec is None:
+        return out
     target = getattr(ctx, "target", None)
-    if target is None and getattr(ctx, "spec", None) is not None:
-        target = Loihi2Target(ctx.spec)
-    per_core = target.limits.neurons_max if target is not None else None
-    placed = [graph.ann(x, Placement) for x in [g.name for g in prog.groups] + sorted({u.node for u in prog.units})]
-    out: dict = {}
-    if all(p is not None and p.core is not None for p in placed) and placed:
-        cores = np.concatenate([np.asarray(p.core).reshape(-1) for p in placed])
-        out["cores_used"] = int(len(np.unique(cores)))
-        out["placement_source"] = "Placement annotations"
-        if per_core:
-            counts = np.unique(cores, return_counts=True)[1]
-            if counts.max() > per_core:
-                from nmc.errors import Violation
+    lim = (target if isinstance(target, Loihi2Target) else Loihi2Target(spec)).limits
+    if lim.neurons_max:
+        counts = np.unique(cores, return_counts=True)[1]
+        if counts.max() > lim.neurons_max:
+            from nmc.errors import Violation
 
-                raise DesignRuleError([Violation(rule="neurons_per_core", node=None, limit=per_core,
-                                                 actual=int(counts.max()), hint="re-run place")])
-    if per_core:   # the counts come from the target model's limits (CoreLimits.cores_for_neurons)
-        lim = target.limits
+            raise DesignRuleError([Violation(rule="neurons_per_core", node=None, limit=lim.neurons_max,
+                                             actual=int(counts.max()), hint="re-run place")])
         out["cores_lower_bound"] = lim.cores_for_neurons(sum(g.n for g in prog.groups) + sum(u.n for u in prog.units))
-        out.setdefault("cores_used", sum(lim.cores_for_neurons(x.n) for x in (*prog.groups, *prog.units)))
-        out.setdefault("placement_source", "one core range per layer (no Placement annotation)")
     return out

@@ -34,7 +34,9 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     """Compile a model (path, nmc Graph, nir.NIRGraph or torch module) for ``target``.
 
     ``dt`` (s), ``reset`` (zero|subtract) and ``integrator`` (euler|exact) say
-    what NIR does not store; ``passes`` replaces the target's default pipeline;
+    what NIR does not store; ``passes`` replaces the target's default pipeline
+    (``normalize`` is put first, and a pass writing what the target's lowering reads, e.g.
+    ``partition``, is appended when missing, with a warning: :func:`nmc.passes.complete_pipeline`);
     ``hw`` lists TOML files overriding the target's hardware spec, or the name of
     another packaged spec of the same target (e.g. ``spinnaker2-48chip``); ``calibrate``
     is an .npz (or dict) of inputs used by data-driven passes. ``tau_scale``
@@ -57,7 +59,7 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     given. Extra keyword options go to the target's passes and lowering (see
     ``nmc targets``).
     """
-    from nmc.passes import PassContext, PassManager, parse_pipeline, pipeline_text  # lazy: numba
+    from nmc.passes import PassContext, PassManager, complete_pipeline, parse_pipeline, pipeline_text  # lazy: numba
 
     from .model_kinds import model_kind  # lazy: torch
 
@@ -114,9 +116,14 @@ def compile(model: Any, target: str = "reference", output: str | Path | None = N
     pipeline = parse_pipeline(passes or kind.default_pipeline(backend, options))
     if not pipeline or pipeline[0].name != "normalize":
         pipeline = parse_pipeline("normalize") + pipeline
+    pipeline, added = complete_pipeline(pipeline, backend.lowering_requires)   # what lowering reads, a pass writes
     ctx = PassContext(spec=spec, options=options, target_options=typed_options, data=data,
                       dump_dir=Path(dump_ir) if dump_ir else None, progress=progress, seed=seed,
                       target=backend.target_model(spec, options))
+    for p in added:
+        ctx.warnings.add(f"'{p.name}' added at the end of the pipeline: {target}'s lowering reads the "
+                         f"{'/'.join(sorted(set(p.provides) & set(backend.lowering_requires)))} it writes",
+                         source="passes")
     for note in (conversion or {}).get("notes", []):  # e.g. an output Softmax the ONNX frontend dropped
         ctx.warnings.add(note["message"], node=note["node"], source="onnx")
     graph = PassManager(pipeline).run(graph, ctx)

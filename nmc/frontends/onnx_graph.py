@@ -16,6 +16,7 @@ import numpy as np
 from nmc.annotations import Reset
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
+from nmc.semantics import Kind, kind_of
 
 from .onnx_eval import Op as _Op
 from .onnx_ops import OPERATORS, RESHAPES, OpConverters, _merge
@@ -59,7 +60,7 @@ class _Converter(OpConverters):
     def root(self, node: str) -> tuple[str, str | None]:
         """(the neuron or Input a term's chain of linear nodes starts from, the chain's first node)."""
         first = None
-        while not isinstance(self.g.nodes[node], (nir.IF, nir.I, nir.Input)):
+        while kind_of(self.g.nodes[node]) not in (Kind.NEURON, Kind.IO):
             first, node = node, self.g.preds(node)[0]
         return node, first
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 
+from nmc import semantics
 from nmc.errors import UnsupportedNodeError
 
 from .onnx_eval import Op as _Op
@@ -149,12 +150,10 @@ class OpConverters:
         return self.env[name].numpy()
 
     def _rebuild(self, name: str, w, b) -> None:
+        """The weight node ``name`` (Affine, Conv2d) with weight ``w`` and bias ``b``: its type's
+        ``with_weights`` hook (:mod:`nmc.semantics`)."""
         node = self.g.nodes[name]
-        if isinstance(node, nir.Affine):
-            self.g.nodes[name] = nir.Affine(weight=w, bias=b)
-        else:
-            self.g.nodes[name] = _conv2d(w, b, node.input_shape, node.stride, node.padding, node.dilation,
-                                         node.groups)
+        self.g.nodes[name] = semantics.of(node, name=name).hook("with_weights")(node, w, b)
 
     def op_BatchNormalization(self, o: _Op, out_shape) -> None:
         x = o.inputs[0]

@@ -12,6 +12,7 @@ count nothing themselves: their synapses are counted at the events' source.
 from __future__ import annotations
 
 import nir
+import numpy as np
 
 from . import shapes
 from .registry import Kind, NodeType, register
@@ -30,10 +31,40 @@ def _add(cls, kind, shape, counters=(), **kw) -> None:
 _add(nir.Input, Kind.IO, shapes.fixed, ("synaptic_ops", "macs"), doc="the given input at t")
 _add(nir.Output, Kind.IO, shapes.output, doc="x")
 
-_add(nir.Affine, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x + b")
-_add(nir.Linear, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x")
+def _affine_add_bias(node, b):
+    """W·x + b₀ → W·x + (b₀ + b)."""
+    return nir.Affine(weight=node.weight, bias=node.bias + b)
+
+
+def _linear_add_bias(node, b):
+    """W·x → W·x + b (an Affine)."""
+    return nir.Affine(weight=node.weight, bias=b)
+
+
+def _affine_with_weights(node, w, b):
+    return nir.Affine(weight=w, bias=b)
+
+
+def _conv2d_with_weights(node, w, b):
+    """The same convolution (input, stride, padding, dilation, groups) with weight ``w`` and bias ``b``.
+    NIR 1.0.8's constructor takes the input channels from ``w.shape[1]`` (C_in / groups for a grouped
+    convolution): the node's own input type is kept."""
+    out = nir.Conv2d(input_shape=node.input_shape, weight=np.asarray(w, float), stride=node.stride,
+                     padding=node.padding, dilation=node.dilation, groups=node.groups, bias=np.asarray(b, float))
+    out.input_type = {k: np.array(v) for k, v in node.input_type.items()}
+    return out
+
+
+# shared hooks: ``add_bias(node, b)``, the same dense map with ``b`` added to its output (a frontend
+# folding a bias of the layer it feeds into it); ``with_weights(node, w, b)``, the same map with
+# weight ``w`` and bias ``b`` (a frontend folding a per-channel scale, e.g. ONNX BatchNormalization)
+_add(nir.Affine, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x + b",
+     hooks={(None, "add_bias"): _affine_add_bias, (None, "with_weights"): _affine_with_weights})
+_add(nir.Linear, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x",
+     hooks={(None, "add_bias"): _linear_add_bias})
 _add(nir.Conv1d, Kind.WEIGHT, shapes.conv, weights=("weight",), doc="convolution + bias")
-_add(nir.Conv2d, Kind.WEIGHT, shapes.conv, weights=("weight",), doc="convolution + bias")
+_add(nir.Conv2d, Kind.WEIGHT, shapes.conv, weights=("weight",), doc="convolution + bias",
+     hooks={(None, "with_weights"): _conv2d_with_weights})
 _add(nir.Scale, Kind.LINEAR, shapes.elementwise, params=("scale",), doc="s ⊙ x")
 _add(nir.SumPool2d, Kind.LINEAR, shapes.pool2d, doc="window sums")
 _add(nir.AvgPool2d, Kind.LINEAR, shapes.pool2d, doc="window means (zero padding counted)")

@@ -57,3 +57,34 @@ def test_a_neuron_type_without_the_backend_hook_is_refused_by_name():
             s2._dynamics("adex", node, 1e-3, "euler", 3, lambda *a: None)
         with pytest.raises(UnsupportedNodeError, match="Adex has no Loihi 2 neuron model"):
             loihi2._neuron_params("adex", node, 1e-3, "euler", 3, lambda *a: None, 4096)
+
+
+def test_brainscales2_refuses_delay_and_threshold_through_their_registered_refusal():
+    """Delay and Threshold carry a ``brainscales2`` ``refusal`` hook (reason, target that takes them);
+    the chip's rules ask the registry for it, so a graph with either is refused naming the node."""
+    from nmc.backends.brainscales2 import rules
+    from nmc.ir import Graph
+
+    assert {c for c in semantics.classes() if semantics.lookup(c).hook("refusal", "brainscales2")} == \
+        {nir.Delay, nir.Threshold}
+    for node, where, words in ((nir.Delay(delay=np.full(3, 2e-3)), "loihi2", "delays"),
+                               (nir.Threshold(threshold=np.ones(3)), "spinnaker2 or loihi2", "memoryless")):
+        g = Graph.from_nir(nir.NIRGraph(
+            nodes={"input": nir.Input(input_type={"input": np.array([3])}), "x": node,
+                   "output": nir.Output(output_type={"output": np.array([3])})},
+            edges=[("input", "x"), ("x", "output")]))
+        assert rules.rule_refused_types(g) == [("x", *semantics.lookup(node).hook("refusal", "brainscales2")(node))]
+        with pytest.raises(UnsupportedNodeError, match=words) as e:
+            rules.check(g)
+        assert e.value.node == "x" and where.split()[0] in e.value.hint
+
+
+def test_dense_maps_fold_a_bias_through_their_add_bias_hook():
+    """The shared ``add_bias`` hook (the torch frontend folds RLeaky's recurrent bias with it): an
+    Affine's bias grows by b, a Linear becomes an Affine with bias b; a convolution has none."""
+    w, b0, b = np.arange(6.0).reshape(2, 3), np.array([1.0, -1.0]), np.array([0.5, 0.25])
+    a = semantics.lookup(nir.Affine).hook("add_bias")(nir.Affine(weight=w, bias=b0), b)
+    lin = semantics.lookup(nir.Linear).hook("add_bias")(nir.Linear(weight=w), b)
+    assert isinstance(a, nir.Affine) and np.array_equal(a.weight, w) and np.array_equal(a.bias, b0 + b)
+    assert isinstance(lin, nir.Affine) and np.array_equal(lin.weight, w) and np.array_equal(lin.bias, b)
+    assert semantics.lookup(nir.Conv2d).hook("add_bias") is None

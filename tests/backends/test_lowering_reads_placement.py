@@ -83,23 +83,27 @@ def test_brainscales2_lowering_follows_the_pass_placement_and_checks_it():
     assert e.value.violations[0].rule == "placement"
 
 
-def test_brainscales2_same_program_and_spikes_as_the_placement_lowering_computed_before():
-    """Without ``partition`` lowering places with the same function: program arrays and the
-    emulator's spikes are identical, so the pass changed where the decision is made, not it."""
-    from nets import spikes
+def test_brainscales2_lowering_refuses_a_graph_without_placement_and_compile_adds_partition():
+    """The passes are the Placement's only writer: lowering a graph that no ``partition`` ran on
+    is a PassError naming the pass, and ``nmc.compile`` appends ``partition`` to a pipeline that
+    lacks it (warned), giving the same program and graph as the default pipeline."""
+    import nmc
+    from nmc.errors import PassError
 
-    be, ctx, g = _bss2_placed(ff_lif(n_in=20, n_hid=700, n_out=10, seed=1))
-    text = be.default_pipeline(BSS2_OPTS).replace(",partition", "")
-    be2, ctx2, g2 = _bss2_placed(ff_lif(n_in=20, n_hid=700, n_out=10, seed=1), text)
-    assert g2.ann("lif1", Placement) is None
-    p1, p2 = be.lower(g, ctx), be2.lower(g2, ctx2)
-    f1, f2 = p1.files(), p2.files()
-    assert f1.keys() == f2.keys() and all(f1[k] == f2[k] for k in f1 if not k.endswith("graph.sha256"))
-    x = {"input": spikes((20,), T=30, p=0.3, seed=3)}
-    o1 = be.device("emulator", p1).run(x, record=["lif1"])
-    o2 = be2.device("emulator", p2).run(x, record=["lif1"])
-    assert o1.keys() == o2.keys() and all(np.array_equal(o1[k], o2[k]) for k in o1)
-    assert np.asarray(o1["lif1.spikes"]).sum() > 0
+    net = ff_lif(n_in=20, n_hid=700, n_out=10, seed=1)
+    text = get_backend("brainscales2").default_pipeline(BSS2_OPTS).replace(",partition", "")
+    be, ctx, g = _bss2_placed(net, text)
+    assert g.ann("lif1", Placement) is None
+    with pytest.raises(PassError, match="'partition'") as e:
+        be.lower(g, ctx)
+    assert e.value.node == "lif1" and "--passes" in e.value.hint
+    kw = dict(target="brainscales2", fidelity_check=False, **BSS2_OPTS)
+    full, short = nmc.compile(net, **kw), nmc.compile(net, passes=text, **kw)
+    assert short.manifest["pipeline"] == full.manifest["pipeline"] == text + ",partition"
+    assert any("'partition' added" in w["message"] for w in short.reports["compile"]["warnings"])
+    f1, f2 = full.program_files(), short.program_files()
+    assert f1.keys() == f2.keys() and all(f1[k] == f2[k] for k in f1)
+    assert full.files["graph.nir"] == short.files["graph.nir"]
 
 
 def test_partition_refuses_block_options_on_brainscales2():
@@ -109,17 +113,22 @@ def test_partition_refuses_block_options_on_brainscales2():
         _bss2_placed(ff_lif(), "normalize,quantize{bits=7},rewire,partition{method=greedy}")
 
 
-def test_loihi2_without_partition_counts_cores_with_the_target_model():
-    """A pipeline without ``partition``: one core range per layer, counted by the target
-    model's limits (CoreLimits.cores_for_neurons), here with 5 neurons per core."""
+def test_loihi2_without_partition_refused_by_lowering_and_added_by_compile():
+    """A pipeline without ``partition``: lowering does not count cores itself (a PassError naming
+    the pass); ``nmc.compile`` appends ``partition`` and the core count is read from its Placement."""
+    import nmc
+    from nmc.errors import PassError
+
     be = get_backend("loihi2")
     spec = HardwareSpec.load("loihi2")
     opts = {"dt": 1e-3, "integrator": "euler", "reset": "zero"}
-    target = be.target_model(spec, opts).with_limits(neurons_max=5)
-    ctx = PassContext(spec=spec, options=opts, target=target)
+    ctx = PassContext(spec=spec, options=opts, target=be.target_model(spec, opts))
     g = PassManager(parse_pipeline("normalize,quantize{bits=8}")).run(Graph.from_nir(ff_lif()), ctx)
-    prog = be.lower(g, ctx)
-    sizes = [gr.n for gr in prog.groups]
-    assert prog.meta["placement_source"].startswith("one core range per layer")
-    assert prog.meta["cores_used"] == sum(-(-n // 5) for n in sizes) == sum(map(target.limits.cores_for_neurons, sizes))
-    assert prog.meta["cores_lower_bound"] == -(-sum(sizes) // 5)
+    with pytest.raises(PassError, match="'partition'") as e:
+        be.lower(g, ctx)
+    assert e.value.node == "lif1"
+    b = nmc.compile(ff_lif(), target="loihi2", passes="normalize,quantize{bits=8}", fidelity_check=False, **opts)
+    assert b.manifest["pipeline"] == "normalize,quantize,partition"   # bits=8 is the default
+    assert any("'partition' added" in w["message"] for w in b.reports["compile"]["warnings"])
+    assert b.program.meta["placement_source"] == "Placement annotations"
+    assert b.reports["loihi2"]["cores_used"] == b.reports["placement"]["cores_used"]

@@ -305,10 +305,9 @@ def _attach(g: Graph, sub: _Sub, preds: list[str], warnings, integrators) -> str
     if rb is not None:  # snnTorch RLeaky: fold the recurrent bias into the feed-forward Affine
         ff = preds[0] if len(preds) == 1 else None
         node = g.nodes.get(ff) if ff else None
-        if isinstance(node, nir.Affine) and g.succs(ff) == [sub.entry]:
-            g.nodes[ff] = nir.Affine(weight=node.weight, bias=node.bias + rb)
-        elif isinstance(node, nir.Linear) and g.succs(ff) == [sub.entry]:
-            g.nodes[ff] = nir.Affine(weight=node.weight, bias=rb)
+        add_bias = lookup(node).hook("add_bias") if node is not None and lookup(node) is not None else None
+        if add_bias is not None and g.succs(ff) == [sub.entry]:   # a dense map (Affine, Linear)
+            g.nodes[ff] = add_bias(node, rb)
         else:
             raise UnsupportedNodeError("RLeaky's recurrent bias needs a Linear layer directly before it",
                                        node=sub.entry, hint="put an nn.Linear before the RLeaky layer")

@@ -29,7 +29,7 @@ from nmc.backends.loihi2.program import load_program
 from nmc.cli import main
 from nmc.errors import ConfigError, InputFileError, OptionError
 from nmc.hw import HardwareSpec
-from nmc.passes import PassContext
+from nmc.passes import PassContext, PassManager, parse_pipeline
 from nmc.reference import ReferenceSimulator
 
 #: 13-bit decays and a threshold shift one above the activation shift (drives scale by 2^(7-6))
@@ -44,7 +44,9 @@ def hw(tmp_path):
 
 
 def _lower(g, spec):
-    ctx = PassContext(spec=spec, options={})
+    ctx = PassContext(spec=spec, options={}, target=BACKEND.target_model(spec) if spec is not None else None)
+    if spec is not None:   # the lowering reads the cores from the Placement the partition pass writes
+        g = PassManager(parse_pipeline("partition")).run(g, ctx)
     return BACKEND.lower(g, ctx)
 
 
