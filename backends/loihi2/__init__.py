@@ -61,6 +61,12 @@ class Loihi2Backend(Backend):
                           "RewardModulatedSTDP is not emitted yet, and Lava's learning API has no synaptic "
                           "sampling (SPORE) or structural rewiring")
 
+    def plasticity_refusal_for(self, rule) -> str | None:
+        """Pair STDP runs (Lava's LearningDense, :mod:`.learning`); the rest is refused with the reason."""
+        from .learning import refusal
+
+        return refusal(rule)
+
     def default_pipeline(self, options: dict) -> str:
         from nmc.passes import REGISTRY
 
@@ -75,9 +81,12 @@ class Loihi2Backend(Backend):
         return target_model(spec, options)
 
     def lower(self, graph: Graph, ctx) -> LoihiProgram:
+        from .learning import attach
         from .lower import lower
 
-        return with_io(lower(graph, ctx))
+        prog = lower(graph, ctx)
+        attach(graph, prog, ctx)      # plastic projections: their Lava learning rules (no-op without)
+        return with_io(prog)
 
     def load_program(self, files: dict[str, bytes], graph: Graph) -> LoihiProgram:
         return load_program(files)

@@ -208,13 +208,55 @@ GRADED_PARTS = (
 )
 
 
-def emit_lava_net(graded: bool = False) -> str:
+#: what a program with plastic synapses (``meta["plasticity"]``, :mod:`.learning`) adds: each becomes a
+#: LearningDense with a Loihi2FLearningRule, its post LIF's spikes feed s_in_bap, a Monitor records its weights
+PLASTIC_PARTS = (
+    ('def load_program(root=HERE):\n', '''PLASTIC = {}   # synapse name -> its learning rule (program.json meta.plasticity)
+
+
+''', "before"),
+    ('    def fix(d):\n', '''    PLASTIC.update(doc.get("meta", {}).get("plasticity", {}))
+
+''', "before"),
+    ('        syn = Sparse(weights=csr_matrix(w), **kw) if s["format"] == "sparse" else Dense(weights=w, **kw)\n',
+     r'''        if s["name"] in PLASTIC:
+            syn = learning_dense(w, kw, PLASTIC[s["name"]])
+            procs[s["dst"]].s_out.connect(syn.s_in_bap)     # the post spikes (back-propagating action potentials)
+            mons[s["name"]] = Monitor()
+            mons[s["name"]].probe(syn.weights, steps)
+        else:
+            syn = Sparse(weights=csr_matrix(w), **kw) if s["format"] == "sparse" else Dense(weights=w, **kw)
+''', "replace"),
+    ('def run(prog, inputs, steps, hw=False, record_v=True):\n', r'''def learning_dense(w, kw, r):
+    """Lava's LearningDense with the pair-STDP rule nmc mapped (dw string, x1/y1 impulses and taus in
+    steps, t_epoch = 1: an update every step, rng_seed: the rule's seed)."""
+    from lava.magma.core.learning.learning_rule import Loihi2FLearningRule
+    from lava.proc.dense.process import LearningDense
+    from lava.utils.weightutils import SignMode
+
+    rule = Loihi2FLearningRule(dw=r["dw"], x1_impulse=r["x1_impulse"], x1_tau=r["x1_tau"], y1_impulse=r["y1_impulse"],
+                               y1_tau=r["y1_tau"], t_epoch=1, rng_seed=int(r["seed"]))
+    return LearningDense(weights=w, learning_rule=rule, sign_mode=getattr(SignMode, r["sign_mode"].upper()), **kw)
+
+
+''', "before"),
+    ('        finally:\n            first.stop()\n', r'''            for name in PLASTIC:
+                w = mons[name].get_data()[procs[name].name]["weights"]
+                out.setdefault(name + ".w", []).append(np.asarray(w).reshape(steps, *procs[name].weights.shape)
+                                                      .astype(np.int64))
+''', "before"),
+)
+
+
+def emit_lava_net(graded: bool = False, plastic: bool = False) -> str:
     """Text of ``program/lava_net.py`` (constant: the program lives in program.json + arrays).
     ``graded``: the program has graded units; their builder is added (:data:`GRADED_PARTS`), and
-    only then, so programs without them keep the module's bytes."""
+    only then, so programs without them keep the module's bytes. ``plastic``: it has learning
+    synapses (:data:`PLASTIC_PARTS`), likewise."""
     text = LAVA_NET
-    if graded:
-        for anchor, part, how in GRADED_PARTS:
-            assert text.count(anchor) == 1, anchor
-            text = text.replace(anchor, part if how == "replace" else part + anchor)
+    for on, parts in ((graded, GRADED_PARTS), (plastic, PLASTIC_PARTS)):
+        if on:
+            for anchor, part, how in parts:
+                assert text.count(anchor) == 1, anchor
+                text = text.replace(anchor, part if how == "replace" else part + anchor)
     return text

@@ -171,6 +171,9 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
         if bits != opts.input_bits:
             prog.meta.setdefault("input_bits", {})[name] = {"bits": bits, "from": "calibration data"}
     bits_default = opts.weight_bits if opts.weight_bits is not None else num.weight_bits
+    from .learning import plastic_pairs
+
+    plastic = plastic_pairs(graph)
     for name in order:
         node = graph.nodes[name]
         if hooked and isinstance(node, hooked):
@@ -244,7 +247,8 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                 bits = int(q.bits)
             # a mixed-sign matrix in one Dense keeps 7 bits of magnitude (Lava drops the lowest bit) under one
             # exponent; split into an excitatory and an inhibitory Dense, each gets 8 bits and its own exponent
-            split = opts.split_signs and bits >= num.weight_bits and T.min() < 0 < T.max()
+            split = opts.split_signs and bits >= num.weight_bits and T.min() < 0 < T.max() \
+                and (s, name) not in plastic    # a learning synapse stays one Dense (.learning)
             parts = [("", (0, None)), (".inh", (None, 0))] if split else [("", None)]
             for suffix, bounds in parts:
                 Tp = T if bounds is None else np.clip(T, *bounds)   # one sign's copy at a time

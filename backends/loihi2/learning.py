@@ -1,0 +1,324 @@
+"""Pair STDP on Loihi 2 through Lava's public learning API, and nmc's emulation of it.
+
+A projection with ``Plasticity(rule="stdp", third_factor="none")`` lowers to one
+``lava.proc.dense.LearningDense`` with a ``Loihi2FLearningRule`` (the emitted
+``lava_net.py`` builds it; the post LIF's ``s_out`` also feeds the synapse's
+``s_in_bap``). Everything else is refused with the reason (:func:`refusal`).
+
+**Mapping** (:func:`map_rule`). The lowered integer weight w relates to the float
+weight W by ``w·2^e = k·W`` with ``k = v_scale·g / 2^activation_shift`` (the post
+group's threshold scale and input gain; one k for the whole synapse, else refused).
+``u = 2^e / k`` is the float weight of one weight LSB. With τ in steps
+(``τ/dt``), x1 ⇐ pre trace (τ+), y1 ⇐ post trace (τ−), integer impulses I+, I−::
+
+    dw = c+ · y0 · x1  −  c− · x0 · y1        c± = m±·2^p±, m± ∈ 1..7, p± ∈ −7..8
+    c+ ≈ a+ · e^(1/τ+) / (u·I+)               c− ≈ a− · e^(−1/τ−) / (u·I−)
+
+(m, p, I) is chosen per term, I ∈ 1..32 (7-bit traces saturate at 127: a trace of
+~4 reference units still fits), minimising |m·2^p·I − target|/target; the realised
+a± are recorded in ``meta["plasticity"]``. The e^(±1/τ) factors undo the one-step
+synapse delay: in Lava the post spike a pre spike causes comes one step later, so
+a pair (pre at reference step s, post at t > s) sees x1 decayed over t − s + 1
+steps, and a (post at p, pre at s > p) pair sees y1 decayed over s − p − 1 steps.
+Pairs the reference does not make remain: a pre spike in the post spike's step
+or the step after it (reference time) is paired with it (+a+, +a+·e^(1/τ+));
+this is the measured emulator–reference difference. ``t_epoch = 1``: the rule
+updates every step, as nmc's does. The bounds: Lava saturates weights at its
+format's ends, [−256, 255] (``SignMode.MIXED``), [0, 255] (``EXCITATORY``, when
+w_min ≥ 0) or [−255, 0] (``INHIBITORY``, when w_max ≤ 0); the synapse's exponent
+e is the smallest with max(|w_min|, |w_max|)·k ≤ 255·2^e (within the spec's
+weight exponent range), so the float bounds are ``255·u`` ≥ w_max, met to within
+that power of two unless the exponent field caps e (the realised bounds are in
+``meta["plasticity"]`` and the compile report). The rule seed is
+``Plasticity.seed`` (Lava's ``rng_seed``).
+
+**Fixed-point engine** (Lava 0.10's ``LearningConnectionModelBitApproximate``,
+``lava/magma/core/model/py/connection.py``, with t_epoch = 1), per step, after
+the synapse accumulated this step's pre spikes with the weights of the step
+before (so a change acts from the next step):
+
+* random numbers: numpy ``default_rng`` generators seeded ``seed`` (x decay),
+  ``seed+1`` (x impulse), ``seed+2`` (y decay), ``seed+3`` (y impulse), ``2``
+  (weight rounding: Lava's ``ConnVarRandom()`` default). Each draws one number at
+  construction; the trace generators advance twice per step (``recv_traces``),
+  the weight one once (``run_lrn``), before use. One scalar per step and
+  generator, shared by all synapses of the process. Deterministic: the emulator
+  draws the same numbers and is **bit-exact** with Lava (tested).
+* traces (7 bit): ``x ← floor(x·e^(−1/τ)) + [r_dec < frac(x·e^(−1/τ))]`` (float64
+  product, r_dec ∈ [0, 1)), then where the neuron spiked this step
+  ``x ← clip(x + I + [r_imp < 0], 0, 127)`` (r_imp ∈ 0..127 integer; the
+  impulse's fractional part is 0 for integer I);
+* dependencies x0 = pre spiked, y0 = post spiked this step; the traces in the
+  products are the updated ones (this step's impulse included);
+* accumulator (16-bit signed): ``acc = w << 7``; each product adds
+  ``clip((dep·clip(trace, −128, 127)·m) << (p + 7), −2^15 − 1, 2^15 − 1)`` and
+  acc is clipped to the same range after each add (the 7-bit trace and 4-bit
+  mantissa need no right shift);
+* sign mode: EXCITATORY acc = max(acc, 0), INHIBITORY min(acc, 0);
+* stochastic rounding to the 8-bit weight: ``w = floor(acc/128) + [r_w <
+  frac(acc/128)]``, then clipped to the sign mode's range (above).
+* at the first step Lava truncates the initial weights like a Dense: a mixed
+  synapse drops its lowest bit, ``w = (w >> 1) << 1``; learned weights keep
+  every bit.
+
+Lava runs one batch element after another, each a fresh network from the
+initial weights; the emulator does the same (weights per batch element, every
+element drawing the same random numbers), so a batch is B independent learners
+here, not one learner averaging over the batch as the float reference does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from nmc.errors import UnsupportedNodeError
+
+TRACE_MAX = 127            # 7-bit traces
+IMPULSE_MAX = 32           # largest impulse nmc chooses: headroom for ~4 trace units before saturation
+ACC_SHIFT = 7              # accumulator = weight << 7 (Lava: W_ACCUMULATOR_S − W_WEIGHTS_S)
+ACC_MAX = 2 ** 15 - 1
+ACC_MIN = -(2 ** 15) - 1   # Lava's clip bound, as written there
+ROUND_SEED = 2             # Lava's ConnVarRandom() default seed
+SIGN_RANGE = {"mixed": (-256, 255), "excitatory": (0, 255), "inhibitory": (-255, 0)}
+
+
+def refusal(rule) -> str | None:
+    """Why Loihi 2 (Lava's learning API as nmc maps it) cannot run ``rule``; None when it can."""
+    if rule.rule == "spore":
+        return ("Lava's learning API has no synaptic sampling: no Langevin noise term and no θ parameterisation "
+                "(w = exp(θ − θ0)) in its dw/dd/dt product series")
+    if rule.fan_in:
+        return ("structural rewiring (fan_in > 0) needs label rewrites: Lava's LearningDense learns the weights, "
+                "delays and tags of a fixed connectivity and cannot move a synapse to another presynaptic neuron")
+    if rule.third_factor == "reward":
+        return ("the reward third factor is not mapped: Lava's RewardModulatedSTDP reads the post traces y1..y3 "
+                "from the post neuron, and Lava 0.10's fixed-point LearningLIF sends none of them (nor a "
+                "back-propagating spike), so it needs a neuron model nmc does not emit")
+    if rule.third_factor == "error":
+        return ("the error third factor is not mapped: the per-neuron error would have to reach the synapse as a "
+                "post trace (y2) of a learning neuron model, which Lava 0.10's fixed-point LearningLIF does not send")
+    if rule.decay:
+        return "weight decay (decay > 0) is not mapped to a Lava product (u0·w) yet"
+    if rule.a_plus == 0 and rule.a_minus == 0:
+        return "a_plus = a_minus = 0: the rule learns nothing (drop the annotation to deploy the weights frozen)"
+    return None
+
+
+def _coefficient(target: float, name: str, node: str) -> tuple[int, int, int, float]:
+    """(m, p, I, realised) with m·2^p·I ≈ ``target`` (m 1..7, p −7..8, I 1..IMPULSE_MAX)."""
+    best = None
+    for imp in range(1, IMPULSE_MAX + 1):
+        c = target / imp
+        for p in range(-7, 9):
+            m = int(round(c / 2.0 ** p))
+            if not 1 <= m <= 7:
+                continue
+            got = m * 2.0 ** p * imp
+            err = abs(got - target) / target
+            key = (round(err, 12), -imp)
+            if best is None or key < best[0]:
+                best = (key, (m, p, imp, got))
+    if best is None:
+        lo, hi = 2.0 ** -7, 7 * 2.0 ** 8 * IMPULSE_MAX
+        raise UnsupportedNodeError(f"plasticity parameter '{name}' needs a Lava weight change of {target:.3g} LSB "
+                                   f"per trace unit, outside what its learning rule can scale "
+                                   f"({lo:.3g}..{hi:.3g})", node=node, actual=target, limit=hi if target > hi else lo,
+                                   hint=f"scale {name} by a factor nearer 1 relative to the weights")
+    return best[1]
+
+
+def map_rule(rule, node: str, u: float, dt: float) -> dict:
+    """The Lava learning rule of ``rule`` (a :class:`nmc.plasticity.Plasticity`) for float weight
+    ``u`` per weight LSB: ``{"dw": Lava's dw string, "products": [[dep, trace, m, p], ...],
+    "x1_impulse", "x1_tau", "y1_impulse", "y1_tau", "seed", "sign_mode", "a_plus", "a_minus"}``
+    (``a_plus``/``a_minus``: the realised float amplitudes). Equations in the module docstring."""
+    tau_x, tau_y = rule.tau_plus / dt, rule.tau_minus / dt
+    out = {"x1_impulse": 0, "x1_tau": float(tau_x), "y1_impulse": 0, "y1_tau": float(tau_y), "seed": int(rule.seed),
+           "products": [], "a_plus": 0.0, "a_minus": 0.0,
+           "sign_mode": "excitatory" if rule.w_min >= 0 else "inhibitory" if rule.w_max <= 0 else "mixed"}
+    terms = []
+    if rule.a_plus:
+        m, p, imp, got = _coefficient(rule.a_plus * math.exp(1 / tau_x) / u, "a_plus", node)
+        out.update(x1_impulse=imp, a_plus=got * u * math.exp(-1 / tau_x))
+        out["products"].append(["y0", "x1", m, p])
+        terms.append(f"({m}) * 2 ^ {p} * y0 * x1")
+    if rule.a_minus:
+        m, p, imp, got = _coefficient(rule.a_minus * math.exp(-1 / tau_y) / u, "a_minus", node)
+        out.update(y1_impulse=imp, a_minus=got * u * math.exp(1 / tau_y))
+        out["products"].append(["x0", "y1", -m, p])
+        terms.append(f"({-m}) * 2 ^ {p} * x0 * y1")
+    out["dw"] = " + ".join(terms)
+    return out
+
+
+# ------------------------------------------------------------------ engine
+def _draws(seed: int, steps: int, every: int, kind: str) -> np.ndarray:
+    """The value each step uses from a Lava generator: one draw at construction, ``every`` per step."""
+    g = np.random.default_rng(seed=seed)
+    one = (lambda: g.random(1)[0]) if kind == "float" else (
+        lambda: g.integers(0, TRACE_MAX + 1, size=1, dtype=int)[0])
+    vals = [one() for _ in range(1 + every * steps)]
+    return np.asarray(vals[every::every])
+
+
+@dataclass
+class Randoms:
+    """The random numbers Lava's learning engine uses, step by step (module docstring)."""
+    seed: int
+    n: int = 0
+
+    def __post_init__(self):
+        self.x_dec = self.x_imp = self.y_dec = self.y_imp = self.w = np.zeros(0)
+
+    def at(self, t: int) -> tuple:
+        """(x_dec, x_imp, y_dec, y_imp, w) of step t (0-based)."""
+        if t >= self.n:
+            n = max(2 * self.n, t + 1, 64)
+            s = self.seed
+            self.x_dec, self.x_imp = _draws(s, n, 2, "float"), _draws(s + 1, n, 2, "int")
+            self.y_dec, self.y_imp = _draws(s + 2, n, 2, "float"), _draws(s + 3, n, 2, "int")
+            self.w = _draws(ROUND_SEED, n, 1, "float")
+            self.n = n
+        return self.x_dec[t], self.x_imp[t], self.y_dec[t], self.y_imp[t], self.w[t]
+
+
+def _decay(v: np.ndarray, tau: float, r: float) -> np.ndarray:
+    f = np.exp(-1 / tau) * v
+    return (np.floor(f) + (r < f % 1)).astype(np.int64)
+
+
+def _impulse(v: np.ndarray, spiked: np.ndarray, imp: int, r: int) -> np.ndarray:
+    return np.where(spiked, np.clip(v + imp + int(r < 0), 0, TRACE_MAX), v)
+
+
+class Engine:
+    """The fixed-point learning of one plastic synapse (module docstring). State (per batch
+    element): ``{"w": (B, out, in), "x1": (B, in), "y1": (B, out), "t": step}``."""
+
+    def __init__(self, rule: dict, w0: np.ndarray):
+        self.rule = rule
+        self.lo, self.hi = SIGN_RANGE[rule["sign_mode"]]
+        w0 = np.asarray(w0).astype(np.int64)
+        self.w0 = (w0 >> 1) << 1 if rule["sign_mode"] == "mixed" else w0    # Lava's first-step truncation
+        self.rnd = Randoms(int(rule["seed"]))
+
+    def initial_state(self, batch: int) -> dict:
+        n_out, n_in = self.w0.shape
+        return {"w": np.broadcast_to(self.w0, (batch, n_out, n_in)).copy(), "x1": np.zeros((batch, n_in), np.int64),
+                "y1": np.zeros((batch, n_out), np.int64), "t": 0}
+
+    @staticmethod
+    def accumulate(st: dict, pre: np.ndarray) -> np.ndarray:
+        """Σ_i w[b, j, i]·pre[b, i] with the current weights (B, out) int64."""
+        return np.einsum("boi,bi->bo", st["w"], pre.astype(np.int64))
+
+    def update(self, st: dict, pre: np.ndarray, post: np.ndarray) -> None:
+        """One step of learning after this step's pre (B, in) and post (B, out) spikes."""
+        r = self.rule
+        x_dec, x_imp, y_dec, y_imp, r_w = self.rnd.at(st["t"])
+        pre, post = pre != 0, post != 0
+        x1 = _impulse(_decay(st["x1"], r["x1_tau"], x_dec), pre, r["x1_impulse"], x_imp)
+        y1 = _impulse(_decay(st["y1"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp)
+        acc = st["w"] << ACC_SHIFT
+        for dep, trace, m, p in r["products"]:
+            d = (post[:, :, None] if dep == "y0" else pre[:, None, :]).astype(np.int64)
+            tr = np.clip(x1[:, None, :] if trace == "x1" else y1[:, :, None], -128, 127)
+            term = np.left_shift(d * tr * int(m), int(p) + 7)
+            acc = np.clip(acc + np.clip(term, ACC_MIN, ACC_MAX), ACC_MIN, ACC_MAX)
+        if r["sign_mode"] == "excitatory":
+            acc = np.maximum(acc, 0)
+        elif r["sign_mode"] == "inhibitory":
+            acc = np.minimum(acc, 0)
+        q = acc / 2.0 ** ACC_SHIFT
+        w = np.floor(q).astype(np.int64) + (r_w < q % 1)
+        st["w"] = np.clip(w, self.lo, self.hi)
+        st["x1"], st["y1"] = x1, y1
+        st["t"] += 1
+
+
+# ------------------------------------------------------------------ lowering
+def plastic_pairs(graph) -> dict[tuple[str, str], str]:
+    """``{(source node, post node): projection}`` of the plastic projections (their synapse is
+    lowered as one Dense: the lowering does not split its signs)."""
+    from nmc.plasticity import plastic, post_of
+
+    return {(graph.preds(k)[0], post_of(k, graph, r)): k for k, r in plastic(graph).items()
+            if len(graph.preds(k)) == 1}
+
+
+def attach(graph, prog, ctx) -> None:
+    """Map every plastic projection of ``graph`` onto its lowered synapse: re-quantize its weights
+    to hold the rule's bounds, and record the Lava rule in ``prog.meta["plasticity"][synapse]``."""
+    from nmc.graph_meta import GraphMeta
+    from nmc.plasticity import plastic
+
+    from .lower import _neuron_params
+    from .numerics import LavaLimits
+
+    rules = plastic(graph)
+    if not rules:
+        return
+    meta = GraphMeta.of(graph)
+    num = prog.numerics
+    pairs = plastic_pairs(graph)
+    out = {}
+    for (src, post), node in pairs.items():
+        rule = rules[node]
+        syns = [s for s in prog.synapses if s.src == src and s.dst == post]
+        others = [k for k in graph.succs(src) if k != node and post in _reach(graph, k, post)]
+        if len(syns) != 1 or others:
+            raise UnsupportedNodeError(f"the plastic projection's synapse into '{post}' is composed with other "
+                                       "paths from the same source: one Lava learning rule needs one synapse",
+                                       node=node, hint="connect the source to the post neurons through this "
+                                       "projection only")
+        s = syns[0]
+        grp = prog.group(post)
+        n = grp.n
+        _, _, g, _, _ = _neuron_params(post, graph.nodes[post], meta.dt, meta.integrator, n, lambda *a: None,
+                                       num.decay_scale)
+        k = np.asarray(grp.v_scale, float).reshape(-1) * np.broadcast_to(np.asarray(g, float), (n,)) \
+            / 2.0 ** num.activation_shift
+        k = np.broadcast_to(k, (n,))
+        if np.ptp(k) > 1e-9 * np.abs(k).max():
+            raise UnsupportedNodeError("the post neurons scale their input differently (threshold or gain per "
+                                       "neuron): one Lava learning rule has one weight scale", node=node,
+                                       actual=float(np.ptp(k) / np.abs(k).max()),
+                                       hint="give the post neurons one threshold and time constant")
+        k = float(k[0])
+        W = np.asarray(graph.nodes[node].weight, float)
+        bound = max(abs(rule.w_min), abs(rule.w_max)) * k
+        e = math.ceil(math.log2(bound / 255.0)) if bound > 0 else 0
+        lim = LavaLimits.from_spec(getattr(ctx, "spec", None))
+        e = min(max(e, lim.weight_exp_min), lim.weight_exp_max)
+        lo, hi = SIGN_RANGE["excitatory" if rule.w_min >= 0 else "inhibitory" if rule.w_max <= 0 else "mixed"]
+        s.weights = np.clip(np.rint(W * k / 2.0 ** e), lo, hi).astype(np.int32)
+        s.weight_exp, s.format = int(e), "dense"
+        u = 2.0 ** e / k
+        r = map_rule(rule, node, u, meta.dt)
+        r.update(node=node, w_lsb=u, w_bounds=[lo * u, hi * u])
+        out[s.name] = r
+    prog.meta["plasticity"] = out
+    ctx.reports.setdefault("loihi2_plasticity", {}).update(
+        {r["node"]: {"synapse": name, "dw": r["dw"], "a_plus": r["a_plus"], "a_minus": r["a_minus"],
+                     "w_lsb": r["w_lsb"], "w_bounds": r["w_bounds"]} for name, r in out.items()})
+
+
+def _reach(graph, start: str, goal: str) -> set:
+    """Nodes reachable from ``start`` through non-neuron nodes, ``goal`` included when reached."""
+    from ..linear import NEURONS
+
+    if start == goal:
+        return {goal}
+    if isinstance(graph.nodes[start], NEURONS):
+        return set()
+    seen, todo = set(), [start]
+    while todo:
+        k = todo.pop()
+        for nxt in graph.succs(k):
+            if nxt not in seen:
+                seen.add(nxt)
+                if not isinstance(graph.nodes[nxt], NEURONS):
+                    todo.append(nxt)
+    return seen

@@ -1,0 +1,32 @@
+"""Pair STDP in Lava's fixed_pt simulator (LearningDense with a Loihi2FLearningRule, its model tagged
+bit-approximate) against nmc's emulator of the same engine (backends/loihi2/learning.py): Lava draws
+its stochastic rounding from seeded numpy generators, so it is deterministic and the emulator matches
+it bit for bit — post spikes, voltages and the weights at every step. One run: 4 Lava processes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_learning import lowered, pre_spikes
+
+from nmc.backends.loihi2 import BACKEND
+from nmc.backends.loihi2.devices.lava_device import lava_available
+from nmc.plasticity import Plasticity
+
+_why = lava_available()
+pytestmark = [pytest.mark.lava, pytest.mark.skipif(_why is not None, reason=f"import lava failed: {_why}")]
+
+
+@pytest.mark.parametrize("rule", [
+    Plasticity(tau_plus=10e-3, tau_minus=12e-3, a_plus=0.02, a_minus=0.024, w_min=-1.0, w_max=1.0, seed=5),
+    Plasticity(tau_plus=15e-3, tau_minus=8e-3, a_plus=0.01, a_minus=0.006, w_min=0.0, w_max=1.0, seed=11),
+], ids=["mixed", "excitatory"])
+def test_lava_learning_bit_exact_with_emulator(rule):
+    _, prog = lowered(rule)
+    x = pre_spikes(T=100)
+    emu = BACKEND.device("emulator", prog, align=False).run({"in": x}, record=["n", "w"])
+    lava = BACKEND.device("lava", prog, align=False, timeout=240).run({"in": x}, record=["n", "w"])
+    assert set(emu) == set(lava)
+    for k in emu:
+        assert np.array_equal(emu[k], lava[k]), k
+    assert emu["n.spikes"].sum() > 5                                   # the post neurons fire
+    assert not np.array_equal(emu["w.w_int"][-1], emu["w.w_int"][0])  # and the weights learned
