@@ -158,6 +158,7 @@ class LoihiEmulator:
         # plastic synapses (Lava's LearningDense, :mod:`.learning`): weights per batch element, in the state
         self.learn = {s.name: Engine(r, s.weights) for s in program.synapses
                       if (r := program.meta.get("plasticity", {}).get(s.name)) is not None}
+        self.reward = 0.0       # the third factor a run starts with (the devices' modulate sets it)
 
     def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None,
             record=None) -> dict[str, dict[str, np.ndarray]]:
@@ -199,7 +200,7 @@ class LoihiEmulator:
                       for k, g in self.groups.items()},
                 "buf": {s.name: np.zeros((batch, s.weights.shape[0]), np.int64) for s, _ in self.syn}}
         if self.learn:                              # only then (state trees of frozen programs unchanged)
-            st["learn"] = {k: e.initial_state(batch) for k, e in self.learn.items()}
+            st["learn"] = {k: e.initial_state(batch, self.reward) for k, e in self.learn.items()}
         if self.p.units:                            # only then (state trees of LIF-only programs unchanged)
             st["unit"] = {u.name: unit_state(u, batch) for u in self.p.units}
             st["link"] = {k.name: link_buffer(k, batch) for k, _ in self.links}
@@ -271,6 +272,35 @@ class LoihiDevice(Device):
 
     def reset(self, batch: int = 1) -> None:
         """Every run starts from reset (zero state); nothing is kept between runs."""
+
+    @property
+    def takes_modulator(self) -> bool:
+        return any(r.get("reward") for r in self.program.meta.get("plasticity", {}).values())
+
+    def modulate(self, value) -> None:
+        """The reward of the reward-modulated synapses (:mod:`.learning`) from now on: a scalar or one
+        per batch element; ``run`` starts with the last one set, a stream uses it from the next step."""
+        from nmc.errors import OptionError
+
+        if not self.takes_modulator:
+            return super().modulate(value)
+        v = np.asarray(value, np.float64)
+        if v.ndim > 1 or not np.all(np.isfinite(v)):
+            raise OptionError(f"the reward must be a finite scalar or one per batch element, got shape {v.shape}")
+        self._reward = v
+        st = getattr(self, "_state", None)
+        if st is not None and "learn" in st:
+            for k, r in self.program.meta["plasticity"].items():
+                if r.get("reward"):
+                    st["learn"][k]["r"] = np.broadcast_to(v, st["learn"][k]["r"].shape).astype(np.float64)
+
+    def _reward_payload(self, batch: int, steps: int) -> dict[str, np.ndarray]:
+        """``{"<synapse>.reward": (steps, B) y2}`` of a run from the last reward set (:func:`.learning.reward_payload`)."""
+        from .learning import reward_payload
+
+        r = np.broadcast_to(np.asarray(getattr(self, "_reward", 0.0), np.float64), (batch,))
+        return {f"{k}.reward": reward_payload(r, np.zeros(batch), steps, x["baseline_rate"])[0]
+                for k, x in self.program.meta.get("plasticity", {}).items() if x.get("reward")}
 
     def _simulate(self, payload, steps, need):  # pragma: no cover - interface
         """Run; return ``{"<group>.s"|"<group>.v": (steps, B, n)}`` for at least the groups in ``need``."""
@@ -382,13 +412,16 @@ class EmulatorDevice(LaggedStreaming, LoihiDevice):
     batch_slots = {"_state": 0}
 
     def _simulate(self, payload, steps, need):
-        rec = LoihiEmulator(self.program).run(payload, steps, record=need)
+        emu = LoihiEmulator(self.program)
+        emu.reward = getattr(self, "_reward", 0.0)
+        rec = emu.run(payload, steps, record=need)
         return {f"{k}.{x}": r[x] for k, r in rec.items() for x in ("s", "v", "w") if x in r}
 
     def reset(self, batch: int = 1) -> None:
         """Initial (Lava reset) state for streaming; ``run`` always starts from it anyway."""
         if getattr(self, "_emu", None) is None:
             self._emu = LoihiEmulator(self.program)
+        self._emu.reward = getattr(self, "_reward", 0.0)
         self.batch = int(batch)
         self._state = self._emu.initial_state(self.batch)
 

@@ -3,7 +3,8 @@
 A projection with ``Plasticity(rule="stdp", third_factor="none")`` lowers to one
 ``lava.proc.dense.LearningDense`` with a ``Loihi2FLearningRule`` (the emitted
 ``lava_net.py`` builds it; the post LIF's ``s_out`` also feeds the synapse's
-``s_in_bap``). Everything else is refused with the reason (:func:`refusal`).
+``s_in_bap``); ``third_factor="reward"`` to a ``Loihi3FLearningRule`` (below,
+"Reward"). Everything else is refused with the reason (:func:`refusal`).
 
 **Mapping** (:func:`map_rule`). The lowered integer weight w relates to the float
 weight W by ``w·2^e = k·W`` with ``k = v_scale·g / 2^activation_shift`` (the post
@@ -61,6 +62,31 @@ before (so a change acts from the next step):
   synapse drops its lowest bit, ``w = (w >> 1) << 1``; learned weights keep
   every bit.
 
+**Reward** (``third_factor="reward"``). Lava's tag ``t`` (9-bit signed, clipped to
+[−257, 255]) is the eligibility trace and the post neuron's y2 carries the reward::
+
+    dt = c+·y0·x1 − c−·x0·y1 − m_d·2^p_d·u0·t      (the pair terms in tag units, then decay)
+    dw = m_w·2^p_w · u0 · t · (y2 − 64)
+
+with tag LSB = u/2^s (s such that a pair adds about 16 LSB), c± as above in tag
+units, m_d·2^p_d ≈ 1 − e^(−dt/τe) (representable down to 2^−7: τe ≤ ~128 steps,
+else refused naming tau_e) and m_w·2^p_w ≈ lr·2^(1−s); the realised lr and τe are
+recorded. The reward reaches y2 as ``64 + clip(round(16·M), −64, 63)`` (M = r − r̄,
+the reference's running mean, in steps of 1/16, |M| ≤ 4; :func:`reward_payload`).
+Lava 0.10's fixed-point ``LearningLIF`` sends no y traces, so the emitted module
+gives the post neurons a model of its own (Lava's bit-accurate LIF that also sends
+its spikes as s_out_bap, its trace y1 as it was before the step, the reward as y2,
+then ``y1 ← min(127, (y1·y1_decay >> 12) + I−·spike)``, y1_decay = round(4096·e^(−1/τ−)));
+the reward comes from a RingBuffer into its a_third_factor_in. In the synapse the
+received y1, y2 are decayed like traces (y2 with τ = 10⁹) and, for a neuron that
+spiked, get the impulse and the [0, 127] clip, as Lava's model does; the products
+``t·(y2 − 64)`` carry 20 bits, so Lava shifts them right by 5 (a floor). Lava
+applies dw (with the old tag) before dt, both rounded with the same random number.
+``Loihi3FLearningRule`` takes no y taus (with τ = 0 Lava's model reads the received
+y traces as 0), so they are set through its property setters. ``Device.modulate(r)``
+sets r; ``run`` starts with the last value set, a stream uses it from the next step.
+Bit-exact with Lava (tested); the post group must reset to zero.
+
 Lava runs one batch element after another, each a fresh network from the
 initial weights; the emulator does the same (weights per batch element, every
 element drawing the same random numbers), so a batch is B independent learners
@@ -81,6 +107,9 @@ ACC_SHIFT = 7              # accumulator = weight << 7 (Lava: W_ACCUMULATOR_S �
 ACC_MAX = 2 ** 15 - 1
 ACC_MIN = -(2 ** 15) - 1   # Lava's clip bound, as written there
 ROUND_SEED = 2             # Lava's ConnVarRandom() default seed
+TAG_MIN, TAG_MAX = -(2 ** 8) - 1, 2 ** 8 - 1     # Lava's tag_1 clip, as written there
+WIDTH = {"x1": 7, "y1": 7, "y2": 7, "t": 9}     # factor widths (Lava: W_TRACE, W_TAG_1_S); mantissa: 4
+W_S_MANT = 4
 SIGN_RANGE = {"mixed": (-256, 255), "excitatory": (0, 255), "inhibitory": (-255, 0)}
 
 
@@ -92,10 +121,6 @@ def refusal(rule) -> str | None:
     if rule.fan_in:
         return ("structural rewiring (fan_in > 0) needs label rewrites: Lava's LearningDense learns the weights, "
                 "delays and tags of a fixed connectivity and cannot move a synapse to another presynaptic neuron")
-    if rule.third_factor == "reward":
-        return ("the reward third factor is not mapped: Lava's RewardModulatedSTDP reads the post traces y1..y3 "
-                "from the post neuron, and Lava 0.10's fixed-point LearningLIF sends none of them (nor a "
-                "back-propagating spike), so it needs a neuron model nmc does not emit")
     if rule.third_factor == "error":
         return ("the error third factor is not mapped: the per-neuron error would have to reach the synapse as a "
                 "post trace (y2) of a learning neuron model, which Lava 0.10's fixed-point LearningLIF does not send")
@@ -142,15 +167,73 @@ def map_rule(rule, node: str, u: float, dt: float) -> dict:
     if rule.a_plus:
         m, p, imp, got = _coefficient(rule.a_plus * math.exp(1 / tau_x) / u, "a_plus", node)
         out.update(x1_impulse=imp, a_plus=got * u * math.exp(-1 / tau_x))
-        out["products"].append(["y0", "x1", m, p])
+        out["products"].append(["y0", ["x1"], m, p])
         terms.append(f"({m}) * 2 ^ {p} * y0 * x1")
     if rule.a_minus:
         m, p, imp, got = _coefficient(rule.a_minus * math.exp(-1 / tau_y) / u, "a_minus", node)
         out.update(y1_impulse=imp, a_minus=got * u * math.exp(1 / tau_y))
-        out["products"].append(["x0", "y1", -m, p])
+        out["products"].append(["x0", ["y1"], -m, p])
         terms.append(f"({-m}) * 2 ^ {p} * x0 * y1")
     out["dw"] = " + ".join(terms)
+    if rule.third_factor == "reward":
+        _reward(rule, node, u, dt, out)
     return out
+
+
+def _reward(rule, node: str, u: float, dt: float, out: dict) -> None:
+    """The three-factor form (module docstring, "Reward"): the pair terms go to the tag (dt), the
+    weight follows tag × reward (dw). Updates ``out`` in place."""
+    tau_x, tau_y, tau_e = rule.tau_plus / dt, rule.tau_minus / dt, rule.tau_e / dt
+    amp = max(rule.a_plus, rule.a_minus)
+    s = int(round(math.log2(16 * u / amp)))          # tag LSB = u / 2^s: one pair ≈ 16 tag LSB
+    kt = 2.0 ** s / u
+    tag, dts = [], []
+    for a, name, dep, tr, sign, corr, imp_key in (
+            (rule.a_plus, "a_plus", "y0", "x1", 1, math.exp(1 / tau_x), "x1_impulse"),
+            (rule.a_minus, "a_minus", "x0", "y1", -1, math.exp(-1 / tau_y), "y1_impulse")):
+        if a:
+            m, p, imp, got = _coefficient(a * corr * kt, name, node)
+            out[imp_key], out[name] = imp, got / kt / corr
+            tag.append([dep, [tr], sign * m, p])
+            dts.append(f"({sign * m}) * 2 ^ {p} * {dep} * {tr}")
+    d = 1 - math.exp(-1 / tau_e)
+    md, pd = _mantissa(d, "tau_e", node, f"tau_e ≤ {-dt / math.log(1 - 2.0 ** -8):.3g} s")
+    tag.append(["u0", ["t"], -md, pd])
+    dts.append(f"({-md}) * 2 ^ {pd} * u0 * t")
+    mw, pw = _mantissa(rule.lr * 2.0 ** (1 - s), "lr", node, "an lr nearer 1")
+    out.update(reward=True, tag_products=tag, dt=" + ".join(dts), y2_tau=1e9,
+               y1_decay=int(round(4096 * math.exp(-1 / tau_y))),
+               baseline_rate=dt / rule.tau_baseline if rule.tau_baseline > 0 else 0.0,
+               products=[["u0", ["t", "y2-64"], mw, pw]], dw=f"({mw}) * 2 ^ {pw} * u0 * t * (y2 - 64)",
+               tau_e=-dt / math.log(1 - md * 2.0 ** pd), lr=mw * 2.0 ** pw * 2.0 ** (s - 1))
+
+
+def _mantissa(target: float, name: str, node: str, hint: str, p_max: int = 8) -> tuple[int, int]:
+    """(m, p), m 1..7, p −7..p_max, with m·2^p nearest ``target`` (relative)."""
+    best = min(((abs(m * 2.0 ** p - target) / target, m, p) for m in range(1, 8) for p in range(-7, p_max + 1)))
+    if best[0] > 0.5:
+        raise UnsupportedNodeError(f"plasticity parameter '{name}' needs a Lava factor of {target:.3g}, outside "
+                                   f"1·2^−7..7·2^{p_max}", node=node, actual=target, hint=f"give {hint}")
+    return best[1], best[2]
+
+
+# ------------------------------------------------------------------ reward
+REWARD_UNIT = 16           # y2 = 64 + clip(round(16·M), −64, 63): M in steps of 1/16, |M| ≤ 4
+REWARD_OFFSET = 64
+
+
+def reward_payload(r: np.ndarray, base: np.ndarray, steps: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """The post neurons' y2 for ``steps`` steps of reward ``r`` (B,) from baseline ``base`` (B,):
+    M = r − r̄, r̄ ← r̄ + rate·(r − r̄) (the reference's running mean, rate = dt/τr; 0: r̄ = 0), y2 =
+    64 + clip(round(16·M), −64, 63) → ((steps, B) int64, the new baseline). Float64, the same on every device."""
+    r, base = np.asarray(r, np.float64), np.asarray(base, np.float64).copy()
+    out = np.zeros((steps, r.shape[0]), np.int64)
+    for t in range(steps):
+        m = r - base
+        if rate:
+            base = base + rate * (r - base)
+        out[t] = REWARD_OFFSET + np.clip(np.rint(REWARD_UNIT * m), -REWARD_OFFSET, REWARD_OFFSET - 1).astype(np.int64)
+    return out, base
 
 
 # ------------------------------------------------------------------ engine
@@ -204,10 +287,15 @@ class Engine:
         self.w0 = (w0 >> 1) << 1 if rule["sign_mode"] == "mixed" else w0    # Lava's first-step truncation
         self.rnd = Randoms(int(rule["seed"]))
 
-    def initial_state(self, batch: int) -> dict:
+    def initial_state(self, batch: int, reward=0.0) -> dict:
         n_out, n_in = self.w0.shape
-        return {"w": np.broadcast_to(self.w0, (batch, n_out, n_in)).copy(), "x1": np.zeros((batch, n_in), np.int64),
-                "y1": np.zeros((batch, n_out), np.int64), "t": 0}
+        st = {"w": np.broadcast_to(self.w0, (batch, n_out, n_in)).copy(), "x1": np.zeros((batch, n_in), np.int64),
+              "y1": np.zeros((batch, n_out), np.int64), "t": 0}
+        if "reward" in self.rule:
+            st.update(tag=np.zeros((batch, n_out, n_in), np.int64), y1n=np.zeros((batch, n_out), np.int64),
+                      r=np.broadcast_to(np.asarray(reward, np.float64), (batch,)).copy(),
+                      base=np.zeros(batch), y2=np.zeros((1, batch), np.int64))
+        return st
 
     @staticmethod
     def accumulate(st: dict, pre: np.ndarray) -> np.ndarray:
@@ -220,22 +308,43 @@ class Engine:
         x_dec, x_imp, y_dec, y_imp, r_w = self.rnd.at(st["t"])
         pre, post = pre != 0, post != 0
         x1 = _impulse(_decay(st["x1"], r["x1_tau"], x_dec), pre, r["x1_impulse"], x_imp)
-        y1 = _impulse(_decay(st["y1"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp)
-        acc = st["w"] << ACC_SHIFT
-        for dep, trace, m, p in r["products"]:
-            d = (post[:, :, None] if dep == "y0" else pre[:, None, :]).astype(np.int64)
-            tr = np.clip(x1[:, None, :] if trace == "x1" else y1[:, :, None], -128, 127)
-            term = np.left_shift(d * tr * int(m), int(p) + 7)
-            acc = np.clip(acc + np.clip(term, ACC_MIN, ACC_MAX), ACC_MIN, ACC_MAX)
-        if r["sign_mode"] == "excitatory":
-            acc = np.maximum(acc, 0)
-        elif r["sign_mode"] == "inhibitory":
-            acc = np.minimum(acc, 0)
-        q = acc / 2.0 ** ACC_SHIFT
-        w = np.floor(q).astype(np.int64) + (r_w < q % 1)
-        st["w"] = np.clip(w, self.lo, self.hi)
+        if "reward" in r:       # three factors: y1 (before this step's spike) and y2 come from the post neuron
+            y1 = _impulse(_decay(st["y1n"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp)
+            st["y2"], st["base"] = reward_payload(st["r"], st["base"], 1, r["baseline_rate"])
+            y2 = _decay(np.broadcast_to(st["y2"][0][:, None], post.shape), r["y2_tau"], y_dec)
+            y2 = np.where(post, np.clip(y2, 0, TRACE_MAX), y2)     # Lava clips every y row of a spiking neuron
+        else:
+            y1, y2 = _impulse(_decay(st["y1"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp), None
+        f = {"x1": x1[:, None, :], "y1": y1[:, :, None], "y2": None if y2 is None else y2[:, :, None],
+             "t": st.get("tag")}
+        dep = {"x0": pre[:, None, :], "y0": post[:, :, None], "u0": np.ones((1, 1, 1), bool)}
+        st["w"] = self._apply(r["products"], st["w"], f, dep, r_w, self.lo, self.hi, r["sign_mode"])
+        if "reward" in r:       # then the tag (Lava applies dw before dt, both from the old tag)
+            st["tag"] = self._apply(r["tag_products"], st["tag"], f, dep, r_w, TAG_MIN, TAG_MAX, "mixed")
+            st["y1n"] = np.clip((st["y1n"] * r["y1_decay"] >> 12) + r["y1_impulse"] * post, 0, TRACE_MAX)
         st["x1"], st["y1"] = x1, y1
         st["t"] += 1
+
+    @staticmethod
+    def _apply(products, var, f, dep, r_w, lo, hi, sign_mode):
+        """Lava's fixed-point applier: one synaptic variable through its product series, rounded."""
+        acc = var << ACC_SHIFT
+        for d, factors, m, p in products:
+            term = dep[d].astype(np.int64)
+            width = W_S_MANT
+            for k in factors:      # "y2-64": Lava's factor with a constant, (y2 − 64)
+                v = f["y2"] - REWARD_OFFSET if k == "y2-64" else f[k]
+                k = k.split("-")[0]
+                term = term * np.clip(v, -2 ** WIDTH[k], 2 ** WIDTH[k] - 1)
+                width += WIDTH[k]
+            term = np.left_shift(np.right_shift(term * int(m), max(0, width - 15)), int(p) + 7)
+            acc = np.clip(acc + np.clip(term, ACC_MIN, ACC_MAX), ACC_MIN, ACC_MAX)
+        if sign_mode == "excitatory":
+            acc = np.maximum(acc, 0)
+        elif sign_mode == "inhibitory":
+            acc = np.minimum(acc, 0)
+        q = acc / 2.0 ** ACC_SHIFT
+        return np.clip(np.floor(q).astype(np.int64) + (r_w < q % 1), lo, hi)
 
 
 # ------------------------------------------------------------------ lowering
@@ -297,7 +406,11 @@ def attach(graph, prog, ctx) -> None:
         s.weight_exp, s.format = int(e), "dense"
         u = 2.0 ** e / k
         r = map_rule(rule, node, u, meta.dt)
-        r.update(node=node, w_lsb=u, w_bounds=[lo * u, hi * u])
+        if rule.third_factor == "reward" and grp.reset != "zero":
+            raise UnsupportedNodeError("a reward-modulated projection needs post neurons that reset to zero (its "
+                                       "learning neuron model is Lava's LIF)", node=node,
+                                       hint="compile with --option reset=zero or drop the reward")
+        r.update(node=node, post=post, w_lsb=u, w_bounds=[lo * u, hi * u])
         out[s.name] = r
     prog.meta["plasticity"] = out
     ctx.reports.setdefault("loihi2_plasticity", {}).update(

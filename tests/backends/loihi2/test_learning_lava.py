@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_learning import lowered, pre_spikes
+from test_learning import REWARD, lowered, pre_spikes
 
 from nmc.backends.loihi2 import BACKEND
 from nmc.backends.loihi2.devices.lava_device import lava_available
@@ -30,3 +30,20 @@ def test_lava_learning_bit_exact_with_emulator(rule):
         assert np.array_equal(emu[k], lava[k]), k
     assert emu["n.spikes"].sum() > 5                                   # the post neurons fire
     assert not np.array_equal(emu["w.w_int"][-1], emu["w.w_int"][0])  # and the weights learned
+
+
+@pytest.mark.parametrize("reward", [1.0, -0.5])
+def test_lava_reward_modulated_learning_bit_exact_with_emulator(reward):
+    """Loihi3FLearningRule (tag = eligibility, dw = tag × (y2 − 64)) with nmc's learning post LIF sending
+    spikes, y1 and the reward as y2: spikes, voltages and weights equal at every step."""
+    _, prog = lowered(REWARD)
+    x = pre_spikes(T=100)
+    out = {}
+    for name in ("emulator", "lava"):
+        dev = BACKEND.device(name, prog, align=False, **({"timeout": 240} if name == "lava" else {}))
+        dev.modulate(reward)
+        out[name] = dev.run({"in": x}, record=["n", "w"])
+    assert set(out["emulator"]) == set(out["lava"])
+    for k in out["emulator"]:
+        assert np.array_equal(out["emulator"][k], out["lava"][k]), k
+    assert not np.array_equal(out["lava"]["w.w_int"][-1], out["lava"]["w.w_int"][0])
