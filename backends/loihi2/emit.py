@@ -223,12 +223,13 @@ PLASTIC_PARTS = (
      r'''        if s["name"] in PLASTIC:
             r = PLASTIC[s["name"]]
             syn, post = learning_dense(w, kw, r), procs[s["dst"]]
-            if r.get("reward"):    # three factors: spikes, y1 and the reward (y2) from the post neuron
+            if r.get("third"):     # three factors: spikes, y1 and the reward or error (y2) from the post neuron
                 for a, b in (("s_out_bap", "s_in_bap"), ("s_out_y1", "s_in_y1"), ("s_out_y2", "s_in_y2"),
                              ("s_out_y3", "s_in_y3")):
                     getattr(post, a).connect(getattr(syn, b))
                 y2 = np.asarray(inputs.get(s["name"] + ".reward", np.full(steps, 64)))[:steps].astype(np.int32)
-                procs[s["name"] + ".reward"] = Source(data=np.tile(y2.reshape(1, -1), (post.a_in.shape[0], 1)))
+                data = y2.T if y2.ndim == 2 else np.tile(y2.reshape(1, -1), (post.a_in.shape[0], 1))  # error: per neuron
+                procs[s["name"] + ".reward"] = Source(data=np.ascontiguousarray(data))
                 procs[s["name"] + ".reward"].s_out.connect(post.a_third_factor_in)
             else:
                 post.s_out.connect(syn.s_in_bap)     # the post spikes (back-propagating action potentials)
@@ -237,7 +238,7 @@ PLASTIC_PARTS = (
         else:
             syn = Sparse(weights=csr_matrix(w), **kw) if s["format"] == "sparse" else Dense(weights=w, **kw)
 ''', "replace"),
-    ('        procs[g["name"]] = cls(shape=(n,), du=g["du"], dv=g["dv"], vth=int(g["vth"]),\n', r'''        rr = next((r for r in PLASTIC.values() if r.get("reward") and r["post"] == g["name"]), None)
+    ('        procs[g["name"]] = cls(shape=(n,), du=g["du"], dv=g["dv"], vth=int(g["vth"]),\n', r'''        rr = next((r for r in PLASTIC.values() if r.get("third") and r["post"] == g["name"]), None)
         if rr is not None:
             cls, model = _reward_post(rr)
 ''', "before"),
@@ -286,12 +287,12 @@ def learning_dense(w, dense_kw, r):
     from lava.utils.weightutils import SignMode
 
     kw = dict(dw=r["dw"], x1_impulse=r["x1_impulse"], x1_tau=r["x1_tau"], t_epoch=1, rng_seed=int(r["seed"]))
-    if not r.get("reward"):
+    if not r.get("third"):
         rule = Loihi2FLearningRule(y1_impulse=r["y1_impulse"], y1_tau=r["y1_tau"], **kw)
     else:
         # Loihi3FLearningRule takes no y trace parameters, and with a y tau of 0 Lava's fixed-point model
         # reads the received y1/y2 as 0 in its products: they are set through the rule's setters
-        rule = Loihi3FLearningRule(dt=r["dt"], **kw)
+        rule = Loihi3FLearningRule(dt=r.get("dt"), **kw)
         rule.y1_impulse, rule.y1_tau, rule.y2_tau = r["y1_impulse"], r["y1_tau"], r["y2_tau"]
     return LearningDense(weights=w, learning_rule=rule, sign_mode=getattr(SignMode, r["sign_mode"].upper()), **dense_kw)
 

@@ -275,32 +275,38 @@ class LoihiDevice(Device):
 
     @property
     def takes_modulator(self) -> bool:
-        return any(r.get("reward") for r in self.program.meta.get("plasticity", {}).values())
+        return any(r.get("third") for r in self.program.meta.get("plasticity", {}).values())
 
     def modulate(self, value) -> None:
-        """The reward of the reward-modulated synapses (:mod:`.learning`) from now on: a scalar or one
-        per batch element; ``run`` starts with the last one set, a stream uses it from the next step."""
+        """The third factor of the learning synapses (:mod:`.learning`) from now on: a reward (scalar or
+        one per batch element) or an error per post neuron ((out,) or (B, out)); ``run`` starts with the
+        last one set, a stream uses it from the next step."""
         from nmc.errors import OptionError
 
         if not self.takes_modulator:
             return super().modulate(value)
         v = np.asarray(value, np.float64)
-        if v.ndim > 1 or not np.all(np.isfinite(v)):
-            raise OptionError(f"the reward must be a finite scalar or one per batch element, got shape {v.shape}")
+        if v.ndim > 2 or not np.all(np.isfinite(v)):
+            raise OptionError(f"the third factor must be finite, a scalar, (B,) or (B, out); got shape {v.shape}")
         self._reward = v
         st = getattr(self, "_state", None)
         if st is not None and "learn" in st:
             for k, r in self.program.meta["plasticity"].items():
-                if r.get("reward"):
+                if r.get("third"):
                     st["learn"][k]["r"] = np.broadcast_to(v, st["learn"][k]["r"].shape).astype(np.float64)
 
     def _reward_payload(self, batch: int, steps: int) -> dict[str, np.ndarray]:
         """``{"<synapse>.reward": (steps, B) y2}`` of a run from the last reward set (:func:`.learning.reward_payload`)."""
         from .learning import reward_payload
 
-        r = np.broadcast_to(np.asarray(getattr(self, "_reward", 0.0), np.float64), (batch,))
-        return {f"{k}.reward": reward_payload(r, np.zeros(batch), steps, x["baseline_rate"])[0]
-                for k, x in self.program.meta.get("plasticity", {}).items() if x.get("reward")}
+        out = {}
+        for k, x in self.program.meta.get("plasticity", {}).items():
+            if x.get("third"):
+                syn = next(s for s in self.program.synapses if s.name == k)
+                shape = (batch,) if x["third"] == "reward" else (batch, syn.weights.shape[0])
+                r = np.broadcast_to(np.asarray(getattr(self, "_reward", 0.0), np.float64), shape)
+                out[f"{k}.reward"] = reward_payload(r, np.zeros(shape), steps, x["baseline_rate"])[0]
+        return out
 
     def _simulate(self, payload, steps, need):  # pragma: no cover - interface
         """Run; return ``{"<group>.s"|"<group>.v": (steps, B, n)}`` for at least the groups in ``need``."""

@@ -87,6 +87,14 @@ y traces as 0), so they are set through its property setters. ``Device.modulate(
 sets r; ``run`` starts with the last value set, a stream uses it from the next step.
 Bit-exact with Lava (tested); the post group must reset to zero.
 
+**Error** (``third_factor="error"``): the presynaptic eligibility is the x1 trace
+itself (τ = τe, impulse I ≤ 127·(1 − e^(−dt/τe)): a pre neuron firing every step
+just saturates it; longer runs of activity saturate at 127), the error E_j of post
+neuron j reaches its y2 as ``64 + clip(round(16·E_j), −64, 63)`` through the same
+learning LIF model (y1 unused, τ 0), and ``dw = m·2^p·u0·x1·(y2 − 64)`` with
+m·2^p·I ≈ lr/(2u) (the 18-bit product is shifted right by 3, a floor). ``modulate``
+takes the error per post neuron, (out,) or (B, out).
+
 Lava runs one batch element after another, each a fresh network from the
 initial weights; the emulator does the same (weights per batch element, every
 element drawing the same random numbers), so a batch is B independent learners
@@ -121,9 +129,6 @@ def refusal(rule) -> str | None:
     if rule.fan_in:
         return ("structural rewiring (fan_in > 0) needs label rewrites: Lava's LearningDense learns the weights, "
                 "delays and tags of a fixed connectivity and cannot move a synapse to another presynaptic neuron")
-    if rule.third_factor == "error":
-        return ("the error third factor is not mapped: the per-neuron error would have to reach the synapse as a "
-                "post trace (y2) of a learning neuron model, which Lava 0.10's fixed-point LearningLIF does not send")
     if rule.decay:
         return "weight decay (decay > 0) is not mapped to a Lava product (u0·w) yet"
     if rule.a_plus == 0 and rule.a_minus == 0:
@@ -131,10 +136,10 @@ def refusal(rule) -> str | None:
     return None
 
 
-def _coefficient(target: float, name: str, node: str) -> tuple[int, int, int, float]:
-    """(m, p, I, realised) with m·2^p·I ≈ ``target`` (m 1..7, p −7..8, I 1..IMPULSE_MAX)."""
+def _coefficient(target: float, name: str, node: str, imp_max: int = IMPULSE_MAX) -> tuple[int, int, int, float]:
+    """(m, p, I, realised) with m·2^p·I ≈ ``target`` (m 1..7, p −7..8, I 1..imp_max)."""
     best = None
-    for imp in range(1, IMPULSE_MAX + 1):
+    for imp in range(1, imp_max + 1):
         c = target / imp
         for p in range(-7, 9):
             m = int(round(c / 2.0 ** p))
@@ -177,7 +182,20 @@ def map_rule(rule, node: str, u: float, dt: float) -> dict:
     out["dw"] = " + ".join(terms)
     if rule.third_factor == "reward":
         _reward(rule, node, u, dt, out)
+    elif rule.third_factor == "error":
+        _error(rule, node, u, dt, out)
     return out
+
+
+def _error(rule, node: str, u: float, dt: float, out: dict) -> None:
+    """The error form (module docstring, "Error"): x1 is the presynaptic eligibility (τe, impulse I ≤
+    127·(1 − e^(−dt/τe)), so a pre neuron firing every step just saturates it), dw = c·u0·x1·(y2 − 64)."""
+    tau_e = rule.tau_e / dt
+    cap = max(1, int(TRACE_MAX * (1 - math.exp(-1 / tau_e))))
+    m, p, imp, got = _coefficient(rule.lr / (2 * u), "lr", node, imp_max=cap)
+    out.update(third="error", x1_impulse=imp, x1_tau=float(tau_e), y1_impulse=0, y1_tau=0.0, y2_tau=1e9, y1_decay=0,
+               baseline_rate=0.0, a_plus=0.0, a_minus=0.0, lr=got * 2 * u, products=[["u0", ["x1", "y2-64"], m, p]],
+               dw=f"({m}) * 2 ^ {p} * u0 * x1 * (y2 - 64)")
 
 
 def _reward(rule, node: str, u: float, dt: float, out: dict) -> None:
@@ -201,7 +219,7 @@ def _reward(rule, node: str, u: float, dt: float, out: dict) -> None:
     tag.append(["u0", ["t"], -md, pd])
     dts.append(f"({-md}) * 2 ^ {pd} * u0 * t")
     mw, pw = _mantissa(rule.lr * 2.0 ** (1 - s), "lr", node, "an lr nearer 1")
-    out.update(reward=True, tag_products=tag, dt=" + ".join(dts), y2_tau=1e9,
+    out.update(third="reward", tag_products=tag, dt=" + ".join(dts), y2_tau=1e9,
                y1_decay=int(round(4096 * math.exp(-1 / tau_y))),
                baseline_rate=dt / rule.tau_baseline if rule.tau_baseline > 0 else 0.0,
                products=[["u0", ["t", "y2-64"], mw, pw]], dw=f"({mw}) * 2 ^ {pw} * u0 * t * (y2 - 64)",
@@ -223,11 +241,12 @@ REWARD_OFFSET = 64
 
 
 def reward_payload(r: np.ndarray, base: np.ndarray, steps: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """The post neurons' y2 for ``steps`` steps of reward ``r`` (B,) from baseline ``base`` (B,):
-    M = r − r̄, r̄ ← r̄ + rate·(r − r̄) (the reference's running mean, rate = dt/τr; 0: r̄ = 0), y2 =
-    64 + clip(round(16·M), −64, 63) → ((steps, B) int64, the new baseline). Float64, the same on every device."""
+    """The post neurons' y2 for ``steps`` steps of reward ``r`` (B,) (or error (B, out)) from baseline
+    ``base`` (same shape): M = r − r̄, r̄ ← r̄ + rate·(r − r̄) (the reference's running mean, rate = dt/τr;
+    0: r̄ = 0), y2 = 64 + clip(round(16·M), −64, 63) → ((steps, *r.shape) int64, the new baseline).
+    Float64, the same on every device."""
     r, base = np.asarray(r, np.float64), np.asarray(base, np.float64).copy()
-    out = np.zeros((steps, r.shape[0]), np.int64)
+    out = np.zeros((steps, *r.shape), np.int64)
     for t in range(steps):
         m = r - base
         if rate:
@@ -291,10 +310,12 @@ class Engine:
         n_out, n_in = self.w0.shape
         st = {"w": np.broadcast_to(self.w0, (batch, n_out, n_in)).copy(), "x1": np.zeros((batch, n_in), np.int64),
               "y1": np.zeros((batch, n_out), np.int64), "t": 0}
-        if "reward" in self.rule:
+        third = self.rule.get("third")
+        if third:               # the reward (B,) or the error per post neuron (B, out)
+            shape = (batch,) if third == "reward" else (batch, n_out)
             st.update(tag=np.zeros((batch, n_out, n_in), np.int64), y1n=np.zeros((batch, n_out), np.int64),
-                      r=np.broadcast_to(np.asarray(reward, np.float64), (batch,)).copy(),
-                      base=np.zeros(batch), y2=np.zeros((1, batch), np.int64))
+                      r=np.broadcast_to(np.asarray(reward, np.float64), shape).copy(), base=np.zeros(shape),
+                      y2=np.zeros((1, *shape), np.int64))
         return st
 
     @staticmethod
@@ -308,10 +329,12 @@ class Engine:
         x_dec, x_imp, y_dec, y_imp, r_w = self.rnd.at(st["t"])
         pre, post = pre != 0, post != 0
         x1 = _impulse(_decay(st["x1"], r["x1_tau"], x_dec), pre, r["x1_impulse"], x_imp)
-        if "reward" in r:       # three factors: y1 (before this step's spike) and y2 come from the post neuron
-            y1 = _impulse(_decay(st["y1n"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp)
+        if r.get("third"):      # three factors: y1 (before this step's spike) and y2 come from the post neuron
+            y1 = _impulse(_decay(st["y1n"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp) if r["y1_tau"] \
+                else np.zeros_like(st["y1n"])                 # τ = 0: Lava's model zeroes the trace
             st["y2"], st["base"] = reward_payload(st["r"], st["base"], 1, r["baseline_rate"])
-            y2 = _decay(np.broadcast_to(st["y2"][0][:, None], post.shape), r["y2_tau"], y_dec)
+            y2 = st["y2"][0] if st["y2"].ndim == 3 else st["y2"][0][:, None]
+            y2 = _decay(np.broadcast_to(y2, post.shape), r["y2_tau"], y_dec)
             y2 = np.where(post, np.clip(y2, 0, TRACE_MAX), y2)     # Lava clips every y row of a spiking neuron
         else:
             y1, y2 = _impulse(_decay(st["y1"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp), None
@@ -319,7 +342,7 @@ class Engine:
              "t": st.get("tag")}
         dep = {"x0": pre[:, None, :], "y0": post[:, :, None], "u0": np.ones((1, 1, 1), bool)}
         st["w"] = self._apply(r["products"], st["w"], f, dep, r_w, self.lo, self.hi, r["sign_mode"])
-        if "reward" in r:       # then the tag (Lava applies dw before dt, both from the old tag)
+        if r.get("third") == "reward":     # then the tag (Lava applies dw before dt, both from the old tag)
             st["tag"] = self._apply(r["tag_products"], st["tag"], f, dep, r_w, TAG_MIN, TAG_MAX, "mixed")
             st["y1n"] = np.clip((st["y1n"] * r["y1_decay"] >> 12) + r["y1_impulse"] * post, 0, TRACE_MAX)
         st["x1"], st["y1"] = x1, y1
@@ -406,8 +429,8 @@ def attach(graph, prog, ctx) -> None:
         s.weight_exp, s.format = int(e), "dense"
         u = 2.0 ** e / k
         r = map_rule(rule, node, u, meta.dt)
-        if rule.third_factor == "reward" and grp.reset != "zero":
-            raise UnsupportedNodeError("a reward-modulated projection needs post neurons that reset to zero (its "
+        if rule.third_factor != "none" and grp.reset != "zero":
+            raise UnsupportedNodeError("a three-factor projection needs post neurons that reset to zero (its "
                                        "learning neuron model is Lava's LIF)", node=node,
                                        hint="compile with --option reset=zero or drop the reward")
         r.update(node=node, post=post, w_lsb=u, w_bounds=[lo * u, hi * u])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_learning import REWARD, lowered, pre_spikes
+from test_learning import ERROR, REWARD, lowered, pre_spikes
 
 from nmc.backends.loihi2 import BACKEND
 from nmc.backends.loihi2.devices.lava_device import lava_available
@@ -44,6 +44,20 @@ def test_lava_reward_modulated_learning_bit_exact_with_emulator(reward):
         dev.modulate(reward)
         out[name] = dev.run({"in": x}, record=["n", "w"])
     assert set(out["emulator"]) == set(out["lava"])
+    for k in out["emulator"]:
+        assert np.array_equal(out["emulator"][k], out["lava"][k]), k
+    assert not np.array_equal(out["lava"]["w.w_int"][-1], out["lava"]["w.w_int"][0])
+
+
+def test_lava_error_modulated_learning_bit_exact_with_emulator():
+    """dw = c·x1·(y2 − 64) with the error per post neuron as y2: spikes, voltages and weights equal."""
+    _, prog = lowered(ERROR)
+    x = pre_spikes(T=80)
+    out = {}
+    for name in ("emulator", "lava"):
+        dev = BACKEND.device(name, prog, align=False, **({"timeout": 240} if name == "lava" else {}))
+        dev.modulate([1.0, -0.5, 0.25])
+        out[name] = dev.run({"in": x}, record=["n", "w"])
     for k in out["emulator"]:
         assert np.array_equal(out["emulator"][k], out["lava"][k]), k
     assert not np.array_equal(out["lava"]["w.w_int"][-1], out["lava"]["w.w_int"][0])
