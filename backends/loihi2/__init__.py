@@ -33,6 +33,11 @@ Diagonal SSMs (``nmc.DiagSSM``) map onto Lava's fixed-point sigma-delta and
 graded processes (:mod:`.ssm`, :mod:`.graded`), through the node registry's
 ``loihi2`` hooks (:mod:`.ssm_lower`); a ``StochasticSSMNeuron`` is refused.
 
+Learning (``nmc.Plasticity`` pair STDP, with or without a reward or error third
+factor) lowers to Lava's ``LearningDense`` (:mod:`.learning`); the emulator runs
+Lava's fixed-point learning engine bit for bit, and ``modulate`` sets the third
+factor on both devices. SPORE, rewiring and weight decay are refused per rule.
+
 Inputs: with ``input_bits = 0`` (default) the input must be 0/1 spikes; with
 ``input_bits = k`` graded spikes, integers in ``[−2^(k−1), 2^(k−1))``.
 """
@@ -57,10 +62,6 @@ class Loihi2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = Loihi2Options
-    plasticity_refusal = ("nmc emits frozen Dense processes; lava.proc.dense.LearningDense with STDPLoihi / "
-                          "RewardModulatedSTDP is not emitted yet, and Lava's learning API has no synaptic "
-                          "sampling (SPORE) or structural rewiring")
-
     def plasticity_refusal_for(self, rule) -> str | None:
         """Pair STDP runs (Lava's LearningDense, :mod:`.learning`); the rest is refused with the reason."""
         from .learning import refusal
