@@ -237,3 +237,28 @@ def test_error_rule_moves_each_row_in_the_sign_of_its_error_like_the_reference()
     w0 = np.asarray(g.nodes["w"].weight)
     ref, emu = sim.learners["w"].w.numpy() - w0, out["w.w"][-1] - w0
     assert np.corrcoef(ref.ravel(), emu.ravel())[0, 1] > 0.95
+
+
+def test_closed_loop_feeds_the_reward_to_the_loihi2_emulator():
+    """nmc.open(bundle, env=...) on a loihi2 bundle: the loop streams the emulator and its reward
+    reaches the learning synapse (weights move, the run repeats under the same seeds)."""
+    pytest.importorskip("gymnasium")
+    g = Graph(meta={"dt": 1e-3})
+    g.add_node("in", nir.Input(input_type={"input": np.array([32])}))
+    g.add_node("w", nir.Affine(weight=np.full((2, 32), 0.3), bias=np.zeros(2)))
+    g.add_node("n", nir.IF(r=np.full(2, 1000.0), v_threshold=np.full(2, 1.0)))
+    g.add_node("out", nir.Output(output_type={"output": np.array([2])}))
+    for e in (("in", "w"), ("w", "n"), ("n", "out")):
+        g.add_edge(*e)
+    g.annotate("w", Plasticity(third_factor="reward", tau_e=40e-3, lr=0.05, w_min=0.0, w_max=1.0,
+                               tau_baseline=0.05, seed=2))
+    b = nmc.compile(g, target="loihi2", fidelity_check=False)
+    runs = []
+    for _ in range(2):
+        with nmc.open(b, env="CartPole-v1", env_options={"max_steps": 20}) as loop:
+            assert loop.learns
+            rep = loop.run(2)
+            runs.append((rep.returns, loop.session.device._state["learn"]["in->n"]["w"].copy()))
+    w0 = b.program.synapses[0].weights
+    assert not np.array_equal(runs[0][1][0], w0)
+    assert runs[0][0] == runs[1][0] and np.array_equal(runs[0][1], runs[1][1])
