@@ -27,10 +27,11 @@ this is the measured emulator–reference difference. ``t_epoch = 1``: the rule
 updates every step, as nmc's does. The bounds: Lava saturates weights at its
 format's ends, [−256, 255] (``SignMode.MIXED``), [0, 255] (``EXCITATORY``, when
 w_min ≥ 0) or [−255, 0] (``INHIBITORY``, when w_max ≤ 0); the synapse's exponent
-e is the smallest with max(|w_min|, |w_max|)·k ≤ 255·2^e (within the spec's
-weight exponent range), so the float bounds are ``255·u`` ≥ w_max, met to within
-that power of two unless the exponent field caps e (the realised bounds are in
-``meta["plasticity"]`` and the compile report). The rule seed is
+e is the smallest with max(|w_min|, |w_max|)·k ≤ 255·2^e, and the lowering picks
+the post group's threshold mantissa (:func:`bound_vth`, at most the one its ranges
+allow, which it sizes for weights at the bound: :func:`learned_range`) so that
+255·u is the bound to within 1/vth; the realised bounds are in
+``meta["plasticity"]`` and the compile report. The rule seed is
 ``Plasticity.seed`` (Lava's ``rng_seed``).
 
 **Fixed-point engine** (Lava 0.10's ``LearningConnectionModelBitApproximate``,
@@ -378,6 +379,38 @@ def plastic_pairs(graph) -> dict[tuple[str, str], str]:
 
     return {(graph.preds(k)[0], post_of(k, graph, r)): k for k, r in plastic(graph).items()
             if len(graph.preds(k)) == 1}
+
+
+def learned_range(graph, node: str | None, G: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """The drive matrix the lowering sizes a group's ranges and vth by: ``G`` itself for a frozen
+    term, for the plastic projection ``node`` its weights at the rule's bound, max(|w_min|, |w_max|),
+    wherever it is larger (``gain``: the post neurons' drive per unit weight, g/unit)."""
+    if node is None:
+        return G
+    from nmc.plasticity import Plasticity
+
+    rule = graph.ann(node, Plasticity)
+    b = max(abs(rule.w_min), abs(rule.w_max)) * np.abs(np.asarray(gain, float)).reshape(-1, 1)
+    return np.maximum(np.abs(G), b)
+
+
+def bound_vth(graph, nodes: list, vth: int, gain: np.ndarray, gshift: float, lim) -> int:
+    """The threshold mantissa (≤ ``vth``, the one the ranges allow) at which a learning synapse's
+    255-LSB end is its rule's bound: with b = max(|w_min|, |w_max|), k = vth·gshift·gain the weight
+    scale, e = ⌊log2(vth·gshift·gain·b/255)⌋ and vth' = ⌊255·2^e/(gshift·gain·b)⌋, so Lava saturates at
+    255·2^e/k' ≥ b, within 1/vth' of it. ``nodes``: the plastic projections into the group (the first
+    sets it); none, or no vth ≥ 1 that fits: ``vth`` unchanged."""
+    if not nodes:
+        return vth
+    from nmc.plasticity import Plasticity
+
+    rule = graph.ann(nodes[0], Plasticity)
+    gb = float(np.abs(np.asarray(gain, float)).max()) * gshift * max(abs(rule.w_min), abs(rule.w_max))
+    if gb <= 0:
+        return vth
+    e = min(max(math.floor(math.log2(vth * gb / 255.0)), lim.weight_exp_min), lim.weight_exp_max)
+    v = math.floor(255.0 * 2.0 ** e / gb)
+    return v if 1 <= v <= vth else vth
 
 
 def attach(graph, prog, ctx) -> None:
