@@ -414,8 +414,11 @@ class EmulatorDevice(LaggedStreaming, LoihiDevice):
 
     name = "emulator"
     _stream_state = ("_state",)
-    #: where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``)
-    batch_slots = {"_state": 0}
+    @property
+    def batch_slots(self):
+        """Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``); None for a
+        program with learning synapses (one step counter and random stream for the whole batch)."""
+        return None if self.program.meta.get("plasticity") else {"_state": 0}
 
     def _simulate(self, payload, steps, need):
         emu = LoihiEmulator(self.program)

@@ -263,3 +263,12 @@ def test_closed_loop_feeds_the_reward_to_the_loihi2_emulator():
     w0 = b.program.synapses[0].weights
     assert not np.array_equal(runs[0][1][0], w0)
     assert runs[0][0] == runs[1][0] and np.array_equal(runs[0][1], runs[1][1])
+
+
+def test_a_learning_program_is_not_batched_by_slots():
+    """Its batch rows share the step counter and Lava's random numbers: the server gives it one
+    session at a time (batch_slots None); frozen programs keep their slots."""
+    assert BACKEND.device("emulator", lowered()[1]).batch_slots is None
+    frozen = BACKEND.lower(plastic_net(RULE).copy(), PassContext(options={}))
+    frozen.meta.pop("plasticity")
+    assert BACKEND.device("emulator", frozen).batch_slots == {"_state": 0}
