@@ -61,3 +61,21 @@ def test_lava_error_modulated_learning_bit_exact_with_emulator():
     for k in out["emulator"]:
         assert np.array_equal(out["emulator"][k], out["lava"][k]), k
     assert not np.array_equal(out["lava"]["w.w_int"][-1], out["lava"]["w.w_int"][0])
+
+
+def test_lava_batch_of_independent_learners_with_a_reward_baseline():
+    """Excitatory weights (w_min = 0), a running reward baseline, a batch of two (Lava runs each
+    element as a fresh network; the emulator keeps weights per element), latency-aligned rows."""
+    rule = Plasticity(tau_plus=10e-3, tau_minus=12e-3, a_plus=0.02, a_minus=0.024, w_min=0.0, w_max=1.0, seed=4,
+                      third_factor="reward", tau_e=40e-3, lr=0.05, tau_baseline=0.03)
+    _, prog = lowered(rule)
+    x = np.stack([pre_spikes(T=60, seed=1), pre_spikes(T=60, seed=2)], axis=1)
+    out = {}
+    for name in ("emulator", "lava"):
+        dev = BACKEND.device(name, prog, **({"timeout": 240} if name == "lava" else {}))
+        dev.modulate([1.0, -1.0])
+        out[name] = dev.run({"in": x}, record=["n", "w"])
+    for k in out["emulator"]:
+        assert np.array_equal(out["emulator"][k], out["lava"][k]), k
+    w = out["lava"]["w.w_int"]
+    assert w.shape == (60, 2, 3, 6) and not np.array_equal(w[-1, 0], w[-1, 1]) and w.min() >= 0
