@@ -62,8 +62,8 @@ w = ``w_new`` (SPORE: θ = θ0 + log w_new) with cleared traces. Fan-in stays ex
 Targets: the float reference runs these rules; a target that cannot run a rule refuses the graph,
 naming the projection and why (:func:`refuse`, ``Backend.plasticity_refusal_for``).
 Loihi 2 runs ``rule="stdp"`` (any third factor) as Lava's LearningDense (its emulator bit-exact with
-Lava's fixed_pt model; vs this float reference, Lava's synapse delay adds pairs within one step of a
-post spike: ``backends/loihi2/learning.py``) and refuses SPORE, rewiring and decay.
+Lava's fixed_pt model; vs this float reference, Lava's synapse delay pairs a post spike with a pre
+spike in its own step: ``backends/loihi2/learning.py``) and refuses SPORE, rewiring and decay.
 """
 from __future__ import annotations
 

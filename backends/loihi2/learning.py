@@ -12,8 +12,8 @@ group's threshold scale and input gain; one k for the whole synapse, else refuse
 ``u = 2^e / k`` is the float weight of one weight LSB. With τ in steps
 (``τ/dt``), x1 ⇐ pre trace (τ+), y1 ⇐ post trace (τ−), integer impulses I+, I−::
 
-    dw = c+ · y0 · x1  −  c− · x0 · y1        c± = m±·2^p±, m± ∈ 1..7, p± ∈ −7..8
-    c+ ≈ a+ · e^(1/τ+) / (u·I+)               c− ≈ a− · e^(−1/τ−) / (u·I−)
+    dw = c+ · y0 · x1  −  c+I · y0 · x0  −  c− · x0 · y1      c = m·2^p, m ∈ 1..7, p ∈ −7..8
+    c+ ≈ a+ · e^(1/τ+) / (u·I+)     c+I ≈ c+·I+     c− ≈ a− · e^(−1/τ−) / (u·I−)
 
 (m, p, I) is chosen per term, I ∈ 1..32 (7-bit traces saturate at 127: a trace of
 ~4 reference units still fits), minimising |m·2^p·I − target|/target; the realised
@@ -21,9 +21,12 @@ a± are recorded in ``meta["plasticity"]``. The e^(±1/τ) factors undo the one-
 synapse delay: in Lava the post spike a pre spike causes comes one step later, so
 a pair (pre at reference step s, post at t > s) sees x1 decayed over t − s + 1
 steps, and a (post at p, pre at s > p) pair sees y1 decayed over s − p − 1 steps.
-Pairs the reference does not make remain: a pre spike in the post spike's step
-or the step after it (reference time) is paired with it (+a+, +a+·e^(1/τ+));
-this is the measured emulator–reference difference. ``t_epoch = 1``: the rule
+Pairs the reference does not make: a pre spike in the step after the post spike's
+(reference time; Lava's same step, whose impulse x1 already holds) is taken back by
+the c+I·y0·x0 product (to within its 3-bit mantissa, and exactly unless x1
+saturated); one in the post spike's own step stays paired with it (+a+), which
+no Lava product can see (x0 is this step's pre spike only): this is most of the
+measured emulator–reference difference. ``t_epoch = 1``: the rule
 updates every step, as nmc's does. The bounds: Lava saturates weights at its
 format's ends, [−256, 255] (``SignMode.MIXED``), [0, 255] (``EXCITATORY``, when
 w_min ≥ 0) or [−255, 0] (``INHIBITORY``, when w_max ≤ 0); the synapse's exponent
@@ -117,7 +120,7 @@ ACC_MAX = 2 ** 15 - 1
 ACC_MIN = -(2 ** 15) - 1   # Lava's clip bound, as written there
 ROUND_SEED = 2             # Lava's ConnVarRandom() default seed
 TAG_MIN, TAG_MAX = -(2 ** 8) - 1, 2 ** 8 - 1     # Lava's tag_1 clip, as written there
-WIDTH = {"x1": 7, "y1": 7, "y2": 7, "t": 9}     # factor widths (Lava: W_TRACE, W_TAG_1_S); mantissa: 4
+WIDTH = {"x0": 1, "x1": 7, "y1": 7, "y2": 7, "t": 9}     # factor widths (Lava: W_TRACE, W_TAG_1_S); mantissa: 4
 W_S_MANT = 4
 SIGN_RANGE = {"mixed": (-256, 255), "excitatory": (0, 255), "inhibitory": (-255, 0)}
 
@@ -175,6 +178,10 @@ def map_rule(rule, node: str, u: float, dt: float) -> dict:
         out.update(x1_impulse=imp, a_plus=got * u * math.exp(-1 / tau_x))
         out["products"].append(["y0", ["x1"], m, p])
         terms.append(f"({m}) * 2 ^ {p} * y0 * x1")
+        if rule.third_factor == "none":    # the pair with this step's own pre spike: taken back
+            mc, pc = _mantissa(m * 2.0 ** p * imp, "a_plus", node, "a smaller a_plus")
+            out["products"].append(["y0", ["x0"], -mc, pc])
+            terms.append(f"({-mc}) * 2 ^ {pc} * y0 * x0")
     if rule.a_minus:
         m, p, imp, got = _coefficient(rule.a_minus * math.exp(-1 / tau_y) / u, "a_minus", node)
         out.update(y1_impulse=imp, a_minus=got * u * math.exp(1 / tau_y))
@@ -215,6 +222,10 @@ def _reward(rule, node: str, u: float, dt: float, out: dict) -> None:
             out[imp_key], out[name] = imp, got / kt / corr
             tag.append([dep, [tr], sign * m, p])
             dts.append(f"({sign * m}) * 2 ^ {p} * {dep} * {tr}")
+            if sign > 0:          # the pair with this step's own pre spike: taken back (as in pair STDP)
+                mc, pc = _mantissa(m * 2.0 ** p * imp, name, node, "a smaller a_plus")
+                tag.append(["y0", ["x0"], -mc, pc])
+                dts.append(f"({-mc}) * 2 ^ {pc} * y0 * x0")
     d = 1 - math.exp(-1 / tau_e)
     md, pd = _mantissa(d, "tau_e", node, f"tau_e ≤ {-dt / math.log(1 - 2.0 ** -8):.3g} s")
     tag.append(["u0", ["t"], -md, pd])
@@ -339,7 +350,7 @@ class Engine:
             y2 = np.where(post, np.clip(y2, 0, TRACE_MAX), y2)     # Lava clips every y row of a spiking neuron
         else:
             y1, y2 = _impulse(_decay(st["y1"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp), None
-        f = {"x1": x1[:, None, :], "y1": y1[:, :, None], "y2": None if y2 is None else y2[:, :, None],
+        f = {"x0": pre[:, None, :].astype(np.int64), "x1": x1[:, None, :], "y1": y1[:, :, None], "y2": None if y2 is None else y2[:, :, None],
              "t": st.get("tag")}
         dep = {"x0": pre[:, None, :], "y0": post[:, :, None], "u0": np.ones((1, 1, 1), bool)}
         st["w"] = self._apply(r["products"], st["w"], f, dep, r_w, self.lo, self.hi, r["sign_mode"])

@@ -109,11 +109,11 @@ def test_lava_random_numbers_are_drawn_as_lava_draws_them():
 
 def test_emulator_learns_like_the_float_reference():
     """Weight changes over 150 steps of Poisson-like input: emulator (Lava's fixed-point engine) vs the
-    float reference. The emulator pairs a pre spike with a post spike in the same reference step or the
-    step before it (Lava's one-step synapse delay, learning.py), which the reference does not; and it
-    rounds traces and weights stochastically to 7 and 8 bits; the extra (potentiating) pairs make it
-    spike more, which feeds back. Measured here: correlation 0.68 between the two weight changes, their
-    difference 0.75 of the reference change's norm (the bounds below leave a little room)."""
+    float reference. The emulator pairs a post spike with a pre spike in the same reference step (Lava's
+    one-step synapse delay; the next-step pair is taken back, learning.py), which the reference does not,
+    and it rounds traces and weights stochastically to 7 and 8 bits; the extra (potentiating) pairs make
+    it spike more, which feeds back. Measured here: correlation 0.87 between the two weight changes, their
+    difference 0.37 of the reference change's norm (the bounds below leave a little room)."""
     g, prog = lowered()
     x = pre_spikes()
     emu = BACKEND.device("emulator", prog).run({"in": x}, record=["w"])
@@ -123,7 +123,7 @@ def test_emulator_learns_like_the_float_reference():
     assert np.abs(d_ref).max() > 0.05                       # it learned something
     rel = np.linalg.norm(d_emu - d_ref) / np.linalg.norm(d_ref)
     corr = np.corrcoef(d_emu.ravel(), d_ref.ravel())[0, 1]
-    assert corr > 0.6 and rel < 0.8, (corr, rel)
+    assert corr > 0.8 and rel < 0.45, (corr, rel)
 
 
 def test_emulator_streams_what_it_runs():
@@ -169,8 +169,8 @@ def test_reward_moves_a_causal_pair_s_weight_in_the_reward_s_sign(reward):
 
 def test_emulator_reward_modulation_and_the_float_reference():
     """Over 150 steps of the closed loop the weight changes under reward +1 and −1 are opposite
-    (correlation < −0.9; measured −0.96), under reward 0 the weights keep their integers; against the
-    float reference (measured: correlation 0.83 and 0.75, Lava's extra pairs as in pair STDP)."""
+    (correlation < −0.85; measured −0.91), under reward 0 the weights keep their integers; against the
+    float reference (measured: correlation 0.89 and 0.81, Lava's extra pair as in pair STDP)."""
     g, prog = lowered(REWARD)
     x = pre_spikes()
     w0 = np.asarray(g.nodes["w"].weight)
@@ -189,8 +189,8 @@ def test_emulator_reward_modulation_and_the_float_reference():
         for t in range(len(x)):
             sim.step({"in": torch.as_tensor(x[t:t + 1])})
         ref = sim.learners["w"].w.numpy() - w0
-        assert np.corrcoef(d[r].ravel(), ref.ravel())[0, 1] > 0.6
-    assert np.corrcoef(d[1.0].ravel(), d[-1.0].ravel())[0, 1] < -0.9
+        assert np.corrcoef(d[r].ravel(), ref.ravel())[0, 1] > 0.75
+    assert np.corrcoef(d[1.0].ravel(), d[-1.0].ravel())[0, 1] < -0.85
 
 
 def test_emulator_modulate_applies_to_a_stream_from_the_next_step():
