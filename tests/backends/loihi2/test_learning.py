@@ -23,7 +23,7 @@ from nmc.passes import PassContext, PassManager, parse_pipeline
 RULE = Plasticity(tau_plus=10e-3, tau_minus=12e-3, a_plus=0.02, a_minus=0.024, w_min=-1.0, w_max=1.0, seed=5)
 
 
-def plastic_net(rule=RULE, n_in=6, n_out=3, seed=0, dt=1e-3):
+def plastic_net(rule=RULE, n_in=6, n_out=3, seed=0, dt=1e-3, reset="zero"):
     """in (n_in) → Affine (plastic) → LIF (τ = 5 ms, threshold 1) → out."""
     rng = np.random.default_rng(seed)
     g = Graph(meta={"dt": dt})
@@ -36,7 +36,7 @@ def plastic_net(rule=RULE, n_in=6, n_out=3, seed=0, dt=1e-3):
     for e in (("in", "w"), ("w", "n"), ("n", "out")):
         g.add_edge(*e)
     g.annotate("w", rule)
-    return PassManager(parse_pipeline("normalize")).run(g, PassContext(options={"dt": dt}))
+    return PassManager(parse_pipeline("normalize")).run(g, PassContext(options={"dt": dt, "reset": reset}))
 
 
 def pre_spikes(T=150, n=6, p=0.15, seed=1):
@@ -272,3 +272,14 @@ def test_a_learning_program_is_not_batched_by_slots():
     frozen = BACKEND.lower(plastic_net(RULE).copy(), PassContext(options={}))
     frozen.meta.pop("plasticity")
     assert BACKEND.device("emulator", frozen).batch_slots == {"_state": 0}
+
+
+def test_three_factor_limits_are_refused_naming_the_parameter():
+    # the tag decays by m·2^p ≥ 2^−7 per step: τe = 0.5 s at dt = 1 ms (0.002 per step) is too long
+    with pytest.raises(UnsupportedNodeError) as e:
+        nmc.compile(plastic_net(Plasticity(third_factor="reward", tau_e=0.5)), target="loihi2", fidelity_check=False)
+    assert e.value.node == "w" and "tau_e" in str(e.value)
+    # the learning post neuron is Lava's LIF: reset to zero only
+    with pytest.raises(UnsupportedNodeError) as e:
+        nmc.compile(plastic_net(REWARD, reset="subtract"), target="loihi2", fidelity_check=False)
+    assert e.value.node == "w" and "reset" in str(e.value)
