@@ -43,6 +43,12 @@ follow :mod:`.graded`, in the same step: every unit and group reads the
 buffers its synapses and links sent at the start of the step; every synapse and
 link then receives what its source sent in this step.
 
+Learning synapses (``program.meta["plasticity"]``, Lava's LearningDense) run
+Lava's fixed-point learning engine as :mod:`.learning` writes it down: after the
+synapse accumulated this step's input with the weights of the step before, its
+traces, tag and weights are updated (per batch element); recording the plastic
+projection gives ``<node>.w`` / ``<node>.w_int`` (its weights after each step).
+
 Recorded ``v`` is the value after reset, as Lava's Monitor sees it; a unit's
 record is its payload (``s`` and ``v`` both).
 Inputs: ``x[t]`` (the payload of step t, t = 0..T−1) is what Lava's source
@@ -166,7 +172,8 @@ class LoihiEmulator:
         ``record``: the groups to return (default: all)."""
         from . import fast
 
-        if not self.p.units and not self.learn and (compiled or (compiled is None and fast.available())):   # numba: LIF only
+        # numba: LIF-only programs without learning synapses
+        if not self.p.units and not self.learn and (compiled or (compiled is None and fast.available())):
             return fast.run(self, inputs, steps, record)
         rec = self.run_numpy(inputs, steps)
         return rec if record is None else {k: v for k, v in rec.items() if k in set(record)}
@@ -382,8 +389,8 @@ class LoihiDevice(Device):
             out[o.name] = a.reshape(T, -1, *o.shape)
         for r in weights:                           # aligned with the post group: its row t holds the update
             syn = plastic[r]                        # of the step whose post spikes are the reference's step t
-            lat = self.program.latency_of(self.program.synapses[[s.name for s in self.program.synapses]
-                                                                  .index(syn)].dst) if self.align else 0
+            dst = next(s.dst for s in self.program.synapses if s.name == syn)
+            lat = self.program.latency_of(dst) if self.align else 0
             wi = raw[f"{syn}.w"][lat:lat + T]
             out[f"{r}.w_int"] = wi
             out[f"{r}.w"] = wi * float(self.program.meta["plasticity"][syn]["w_lsb"])
@@ -414,6 +421,7 @@ class EmulatorDevice(LaggedStreaming, LoihiDevice):
 
     name = "emulator"
     _stream_state = ("_state",)
+
     @property
     def batch_slots(self):
         """Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``); None for a
