@@ -63,7 +63,7 @@ Targets: the float reference runs these rules; a target that cannot run a rule r
 naming the projection and why (:func:`refuse`, ``Backend.plasticity_refusal_for``).
 Loihi 2 runs ``rule="stdp"`` (any third factor) as Lava's LearningDense (its emulator bit-exact with
 Lava's fixed_pt model; vs this float reference, Lava's synapse delay pairs a post spike with a pre
-spike in its own step: ``backends/loihi2/learning.py``) and refuses SPORE, rewiring and decay.
+spike in its own step: ``backends/loihi2/learning.py``) and refuses SPORE and rewiring.
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ graded processes (:mod:`.ssm`, :mod:`.graded`), through the node registry's
 Learning (``nmc.Plasticity`` pair STDP, with or without a reward or error third
 factor) lowers to Lava's ``LearningDense`` (:mod:`.learning`); the emulator runs
 Lava's fixed-point learning engine bit for bit, and ``modulate`` sets the third
-factor on both devices. SPORE, rewiring and weight decay are refused per rule.
+factor on both devices; weight decay is a u0·w product. SPORE and rewiring are refused per rule.
 
 Inputs: with ``input_bits = 0`` (default) the input must be 0/1 spikes; with
 ``input_bits = k`` graded spikes, integers in ``[−2^(k−1), 2^(k−1))``.

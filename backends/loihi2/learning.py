@@ -91,6 +91,11 @@ y traces as 0), so they are set through its property setters. ``Device.modulate(
 sets r; ``run`` starts with the last value set, a stream uses it from the next step.
 Bit-exact with Lava (tested); the post group must reset to zero.
 
+**Decay** (``decay > 0``, any third factor): one more dw product,
+``−m·2^p·u0·w`` with m·2^p ≈ decay (representable from 2^−8 on, else refused naming
+decay): Lava takes it from the weight before the step's update, the reference
+multiplies the updated weight by 1 − decay (a second-order difference).
+
 **Error** (``third_factor="error"``): the presynaptic eligibility is the x1 trace
 itself (τ = τe, impulse I ≤ 127·(1 − e^(−dt/τe)): a pre neuron firing every step
 just saturates it; longer runs of activity saturate at 127), the error E_j of post
@@ -120,7 +125,7 @@ ACC_MAX = 2 ** 15 - 1
 ACC_MIN = -(2 ** 15) - 1   # Lava's clip bound, as written there
 ROUND_SEED = 2             # Lava's ConnVarRandom() default seed
 TAG_MIN, TAG_MAX = -(2 ** 8) - 1, 2 ** 8 - 1     # Lava's tag_1 clip, as written there
-WIDTH = {"x0": 1, "x1": 7, "y1": 7, "y2": 7, "t": 9}     # factor widths (Lava: W_TRACE, W_TAG_1_S); mantissa: 4
+WIDTH = {"x0": 1, "x1": 7, "y1": 7, "y2": 7, "t": 9, "w": 9}     # factor widths (Lava: W_TRACE, W_TAG_1_S); mantissa: 4
 W_S_MANT = 4
 SIGN_RANGE = {"mixed": (-256, 255), "excitatory": (0, 255), "inhibitory": (-255, 0)}
 
@@ -133,9 +138,8 @@ def refusal(rule) -> str | None:
     if rule.fan_in:
         return ("structural rewiring (fan_in > 0) needs label rewrites: Lava's LearningDense learns the weights, "
                 "delays and tags of a fixed connectivity and cannot move a synapse to another presynaptic neuron")
-    if rule.decay:
-        return "weight decay (decay > 0) is not mapped to a Lava product (u0·w) yet"
-    if rule.a_plus == 0 and rule.a_minus == 0:
+    if rule.third_factor != "error" and rule.a_plus == 0 and rule.a_minus == 0 and \
+            (rule.third_factor == "reward" or not rule.decay):
         return "a_plus = a_minus = 0: the rule learns nothing (drop the annotation to deploy the weights frozen)"
     return None
 
@@ -165,7 +169,7 @@ def _coefficient(target: float, name: str, node: str, imp_max: int = IMPULSE_MAX
 
 def map_rule(rule, node: str, u: float, dt: float) -> dict:
     """The Lava learning rule of ``rule`` (a :class:`nmc.plasticity.Plasticity`) for float weight
-    ``u`` per weight LSB: ``{"dw": Lava's dw string, "products": [[dep, trace, m, p], ...],
+    ``u`` per weight LSB: ``{"dw": Lava's dw string, "products": [[dep, [factor, ...], m, p], ...],
     "x1_impulse", "x1_tau", "y1_impulse", "y1_tau", "seed", "sign_mode", "a_plus", "a_minus"}``
     (``a_plus``/``a_minus``: the realised float amplitudes). Equations in the module docstring."""
     tau_x, tau_y = rule.tau_plus / dt, rule.tau_minus / dt
@@ -173,7 +177,7 @@ def map_rule(rule, node: str, u: float, dt: float) -> dict:
            "products": [], "a_plus": 0.0, "a_minus": 0.0,
            "sign_mode": "excitatory" if rule.w_min >= 0 else "inhibitory" if rule.w_max <= 0 else "mixed"}
     terms = []
-    if rule.a_plus:
+    if rule.a_plus and rule.third_factor == "none":
         m, p, imp, got = _coefficient(rule.a_plus * math.exp(1 / tau_x) / u, "a_plus", node)
         out.update(x1_impulse=imp, a_plus=got * u * math.exp(-1 / tau_x))
         out["products"].append(["y0", ["x1"], m, p])
@@ -182,7 +186,7 @@ def map_rule(rule, node: str, u: float, dt: float) -> dict:
             mc, pc = _mantissa(m * 2.0 ** p * imp, "a_plus", node, "a smaller a_plus")
             out["products"].append(["y0", ["x0"], -mc, pc])
             terms.append(f"({-mc}) * 2 ^ {pc} * y0 * x0")
-    if rule.a_minus:
+    if rule.a_minus and rule.third_factor == "none":
         m, p, imp, got = _coefficient(rule.a_minus * math.exp(-1 / tau_y) / u, "a_minus", node)
         out.update(y1_impulse=imp, a_minus=got * u * math.exp(1 / tau_y))
         out["products"].append(["x0", ["y1"], -m, p])
@@ -192,6 +196,11 @@ def map_rule(rule, node: str, u: float, dt: float) -> dict:
         _reward(rule, node, u, dt, out)
     elif rule.third_factor == "error":
         _error(rule, node, u, dt, out)
+    if rule.decay:              # W ← W·(1 − decay): −decay·w of the weight before the step's update
+        md, pd = _mantissa(rule.decay, "decay", node, f"decay ≥ {2.0 ** -8:.3g} per step, or 0")
+        out["products"].append(["u0", ["w"], -md, pd])
+        out["dw"] = " + ".join([t for t in [out["dw"]] if t] + [f"({-md}) * 2 ^ {pd} * u0 * w"])
+        out["decay"] = md * 2.0 ** pd
     return out
 
 
@@ -351,7 +360,7 @@ class Engine:
         else:
             y1, y2 = _impulse(_decay(st["y1"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp), None
         f = {"x0": pre[:, None, :].astype(np.int64), "x1": x1[:, None, :], "y1": y1[:, :, None], "y2": None if y2 is None else y2[:, :, None],
-             "t": st.get("tag")}
+             "t": st.get("tag"), "w": st["w"]}
         dep = {"x0": pre[:, None, :], "y0": post[:, :, None], "u0": np.ones((1, 1, 1), bool)}
         st["w"] = self._apply(r["products"], st["w"], f, dep, r_w, self.lo, self.hi, r["sign_mode"])
         if r.get("third") == "reward":     # then the tag (Lava applies dw before dt, both from the old tag)

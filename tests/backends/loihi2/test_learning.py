@@ -51,7 +51,6 @@ def lowered(rule=RULE):
 @pytest.mark.parametrize("rule, words", [
     (Plasticity(rule="spore", w_min=0.0), "synaptic sampling"),
     (Plasticity(fan_in=2, prune_below=0.01, w_new=0.1), "rewiring"),
-    (Plasticity(decay=0.01), "decay"),
 ])
 def test_what_lava_cannot_express_is_refused_naming_the_projection(rule, words):
     with pytest.raises(UnsupportedNodeError) as e:
@@ -283,3 +282,19 @@ def test_three_factor_limits_are_refused_naming_the_parameter():
     with pytest.raises(UnsupportedNodeError) as e:
         nmc.compile(plastic_net(REWARD, reset="subtract"), target="loihi2", fidelity_check=False)
     assert e.value.node == "w" and "reset" in str(e.value)
+
+
+def test_weight_decay_is_a_w_product():
+    """No spikes, decay 1/64 per step: each weight follows w ← w − w/64 with Lava's stochastic
+    rounding, so after 60 steps it is within a few LSB of w0·(63/64)^60; the mapped rule says so."""
+    rule = Plasticity(a_plus=0.0, a_minus=0.0, decay=1 / 64, w_min=-1.0, w_max=1.0)
+    _, prog = lowered(rule)
+    r = prog.meta["plasticity"]["in->n"]
+    assert r["dw"] == "(-1) * 2 ^ -6 * u0 * w" and r["decay"] == 1 / 64
+    out = BACKEND.device("emulator", prog, align=False).run({"in": np.zeros((60, 6))}, record=["w"])
+    w = out["w.w_int"]
+    np.testing.assert_allclose(w[-1], w[0] * (63 / 64) ** 59, atol=4)
+    assert np.abs(w[-1]).sum() < 0.45 * np.abs(w[0]).sum()
+    with pytest.raises(UnsupportedNodeError) as e:
+        nmc.compile(plastic_net(Plasticity(decay=1e-4)), target="loihi2", fidelity_check=False)
+    assert e.value.node == "w" and "decay" in str(e.value)

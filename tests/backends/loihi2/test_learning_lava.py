@@ -18,8 +18,9 @@ pytestmark = [pytest.mark.lava, pytest.mark.skipif(_why is not None, reason=f"im
 
 @pytest.mark.parametrize("rule", [
     Plasticity(tau_plus=10e-3, tau_minus=12e-3, a_plus=0.02, a_minus=0.024, w_min=-1.0, w_max=1.0, seed=5),
-    Plasticity(tau_plus=15e-3, tau_minus=8e-3, a_plus=0.01, a_minus=0.006, w_min=0.0, w_max=1.0, seed=11),
-], ids=["mixed", "excitatory"])
+    Plasticity(tau_plus=15e-3, tau_minus=8e-3, a_plus=0.01, a_minus=0.006, w_min=0.0, w_max=1.0, seed=11,
+               decay=0.01),
+], ids=["mixed", "excitatory-decay"])
 def test_lava_learning_bit_exact_with_emulator(rule):
     _, prog = lowered(rule)
     x = pre_spikes(T=100)
