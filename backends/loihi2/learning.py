@@ -73,7 +73,7 @@ before (so a change acts from the next step):
     dw = m_w·2^p_w · u0 · t · (y2 − 64)
 
 with tag LSB = u/2^s (s such that a pair adds about 16 LSB), c± as above in tag
-units, m_d·2^p_d ≈ 1 − e^(−dt/τe) (representable down to 2^−7: τe ≤ ~128 steps,
+units, m_d·2^p_d ≈ 1 − e^(−dt/τe) (to within 20 %, so from 2^−7/1.2: τe ≤ ~150 steps,
 else refused naming tau_e) and m_w·2^p_w ≈ lr·2^(1−s); the realised lr and τe are
 recorded. The reward reaches y2 as ``64 + clip(round(16·M), −64, 63)`` (M = r − r̄,
 the reference's running mean, in steps of 1/16, |M| ≤ 4; :func:`reward_payload`).
@@ -92,7 +92,7 @@ sets r; ``run`` starts with the last value set, a stream uses it from the next s
 Bit-exact with Lava (tested); the post group must reset to zero.
 
 **Decay** (``decay > 0``, any third factor): one more dw product,
-``−m·2^p·u0·w`` with m·2^p ≈ decay (representable from 2^−8 on, else refused naming
+``−m·2^p·u0·w`` with m·2^p ≈ decay (to within 20 %, so from 2^−7/1.2 ≈ 0.0065 on, else refused naming
 decay): Lava takes it from the weight before the step's update, the reference
 multiplies the updated weight by 1 − decay (a second-order difference).
 
@@ -127,6 +127,8 @@ ROUND_SEED = 2             # Lava's ConnVarRandom() default seed
 TAG_MIN, TAG_MAX = -(2 ** 8) - 1, 2 ** 8 - 1     # Lava's tag_1 clip, as written there
 WIDTH = {"x0": 1, "x1": 7, "y1": 7, "y2": 7, "t": 9, "w": 9}     # factor widths (Lava: W_TRACE, W_TAG_1_S); mantissa: 4
 W_S_MANT = 4
+MANT_TOL = 0.2             # the largest relative error nmc accepts for a factor m·2^p (inside the range: ≤ 11 %)
+MANT_MIN = 2.0 ** -7 / (1 + MANT_TOL)
 SIGN_RANGE = {"mixed": (-256, 255), "excitatory": (0, 255), "inhibitory": (-255, 0)}
 
 
@@ -197,7 +199,7 @@ def map_rule(rule, node: str, u: float, dt: float) -> dict:
     elif rule.third_factor == "error":
         _error(rule, node, u, dt, out)
     if rule.decay:              # W ← W·(1 − decay): −decay·w of the weight before the step's update
-        md, pd = _mantissa(rule.decay, "decay", node, f"decay ≥ {2.0 ** -8:.3g} per step, or 0")
+        md, pd = _mantissa(rule.decay, "decay", node, f"decay ≥ {MANT_MIN:.3g} per step, or 0")
         out["products"].append(["u0", ["w"], -md, pd])
         out["dw"] = " + ".join([t for t in [out["dw"]] if t] + [f"({-md}) * 2 ^ {pd} * u0 * w"])
         out["decay"] = md * 2.0 ** pd
@@ -236,7 +238,7 @@ def _reward(rule, node: str, u: float, dt: float, out: dict) -> None:
                 tag.append(["y0", ["x0"], -mc, pc])
                 dts.append(f"({-mc}) * 2 ^ {pc} * y0 * x0")
     d = 1 - math.exp(-1 / tau_e)
-    md, pd = _mantissa(d, "tau_e", node, f"tau_e ≤ {-dt / math.log(1 - 2.0 ** -8):.3g} s")
+    md, pd = _mantissa(d, "tau_e", node, f"tau_e ≤ {-dt / math.log(1 - MANT_MIN):.3g} s")
     tag.append(["u0", ["t"], -md, pd])
     dts.append(f"({-md}) * 2 ^ {pd} * u0 * t")
     mw, pw = _mantissa(rule.lr * 2.0 ** (1 - s), "lr", node, "an lr nearer 1")
@@ -250,7 +252,7 @@ def _reward(rule, node: str, u: float, dt: float, out: dict) -> None:
 def _mantissa(target: float, name: str, node: str, hint: str, p_max: int = 8) -> tuple[int, int]:
     """(m, p), m 1..7, p −7..p_max, with m·2^p nearest ``target`` (relative)."""
     best = min(((abs(m * 2.0 ** p - target) / target, m, p) for m in range(1, 8) for p in range(-7, p_max + 1)))
-    if best[0] > 0.5:
+    if best[0] > MANT_TOL:
         raise UnsupportedNodeError(f"plasticity parameter '{name}' needs a Lava factor of {target:.3g}, outside "
                                    f"1·2^−7..7·2^{p_max}", node=node, actual=target, hint=f"give {hint}")
     return best[1], best[2]
