@@ -68,6 +68,9 @@ plasticity processor would, every ``ppu_period`` steps on 8-bit correlation read
 spinnaker2: every rule, in float32 on the post population's PEs (generated C kernels, bit-exact with
 the emulator; float32 shadow weights behind the int8 rows, a counter-based generator for SPORE's noise
 and the rewiring labels): nmc.backends.spinnaker2.plasticity.
+loihi2 runs ``rule="stdp"`` (any third factor) as Lava's LearningDense (its emulator bit-exact with
+Lava's fixed_pt model; vs this float reference, Lava's synapse delay pairs a post spike with a pre
+spike in its own step: ``backends/loihi2/learning.py``) and refuses SPORE and rewiring.
 """
 from __future__ import annotations
 

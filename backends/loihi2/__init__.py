@@ -33,6 +33,11 @@ Diagonal SSMs (``nmc.DiagSSM``) map onto Lava's fixed-point sigma-delta and
 graded processes (:mod:`.ssm`, :mod:`.graded`), through the node registry's
 ``loihi2`` hooks (:mod:`.ssm_lower`); a ``StochasticSSMNeuron`` is refused.
 
+Learning (``nmc.Plasticity`` pair STDP, with or without a reward or error third
+factor) lowers to Lava's ``LearningDense`` (:mod:`.learning`); the emulator runs
+Lava's fixed-point learning engine bit for bit, and ``modulate`` sets the third
+factor on both devices; weight decay is a u0·w product. SPORE and rewiring are refused per rule.
+
 Inputs: with ``input_bits = 0`` (default) the input must be 0/1 spikes; with
 ``input_bits = k`` graded spikes, integers in ``[−2^(k−1), 2^(k−1))``.
 """
@@ -59,9 +64,13 @@ class Loihi2Backend(Backend):
     options = Loihi2Options
     #: lowering reads the Placement the ``partition`` pass writes (the passes are its only writer)
     lowering_requires = ("placement",)
-    plasticity_refusal = ("nmc emits frozen Dense processes; lava.proc.dense.LearningDense with STDPLoihi / "
-                          "RewardModulatedSTDP is not emitted yet, and Lava's learning API has no synaptic "
-                          "sampling (SPORE) or structural rewiring")
+    plasticity_refusal = None
+
+    def plasticity_refusal_for(self, rule) -> str | None:
+        """Pair STDP runs (Lava's LearningDense, :mod:`.learning`); the rest is refused with the reason."""
+        from .learning import refusal
+
+        return refusal(rule)
 
     def default_pipeline(self, options: dict) -> str:
         from nmc.passes import REGISTRY
@@ -77,9 +86,12 @@ class Loihi2Backend(Backend):
         return target_model(spec, options)
 
     def lower(self, graph: Graph, ctx) -> LoihiProgram:
+        from .learning import attach
         from .lower import lower
 
-        return with_io(lower(graph, ctx))
+        prog = lower(graph, ctx)
+        attach(graph, prog, ctx)      # plastic projections: their Lava learning rules (no-op without)
+        return with_io(prog)
 
     def load_program(self, files: dict[str, bytes], graph: Graph) -> LoihiProgram:
         return load_program(files)

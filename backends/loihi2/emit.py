@@ -3,7 +3,8 @@
 The emitted module is self-contained (numpy + lava only; no nmc import): it
 reads ``program.json`` and ``arrays/*.npy`` beside it, rebuilds the Lava
 process graph (RingBuffer sources, LIF / LIFSubtract, Dense / Sparse, RingBuffer
-sinks and Monitors on v; for programs with graded units also Sigma, GradedVec,
+sinks and Monitors on v; a LearningDense with its post neurons' spikes (and, for a reward, y
+traces and a reward RingBuffer) per learning synapse, :mod:`.learning`; for programs with graded units also Sigma, GradedVec,
 GradedReluVec, Delta and their Dense / DelayDense links, :mod:`.graded`) and runs it with ``Loihi2SimCfg(select_tag="fixed_pt")``,
 or ``Loihi2HwCfg`` with ``--hw`` (needs Intel's lava-loihi; imported only then).
 
@@ -208,13 +209,112 @@ GRADED_PARTS = (
 )
 
 
-def emit_lava_net(graded: bool = False) -> str:
+#: what a program with plastic synapses (``meta["plasticity"]``, :mod:`.learning`) adds: each becomes a
+#: LearningDense with a Loihi2FLearningRule, its post LIF's spikes feed s_in_bap, a Monitor records its weights
+PLASTIC_PARTS = (
+    ('def load_program(root=HERE):\n', '''PLASTIC = {}   # synapse name -> its learning rule (program.json meta.plasticity)
+
+
+''', "before"),
+    ('    def fix(d):\n', '''    PLASTIC.update(doc.get("meta", {}).get("plasticity", {}))
+
+''', "before"),
+    ('        syn = Sparse(weights=csr_matrix(w), **kw) if s["format"] == "sparse" else Dense(weights=w, **kw)\n',
+     r'''        if s["name"] in PLASTIC:
+            r = PLASTIC[s["name"]]
+            syn, post = learning_dense(w, kw, r), procs[s["dst"]]
+            if r.get("third"):     # three factors: spikes, y1 and the reward or error (y2) from the post neuron
+                for a, b in (("s_out_bap", "s_in_bap"), ("s_out_y1", "s_in_y1"), ("s_out_y2", "s_in_y2"),
+                             ("s_out_y3", "s_in_y3")):
+                    getattr(post, a).connect(getattr(syn, b))
+                y2 = np.asarray(inputs.get(s["name"] + ".reward", np.full(steps, 64)))[:steps].astype(np.int32)
+                data = y2.T if y2.ndim == 2 else np.tile(y2.reshape(1, -1), (post.a_in.shape[0], 1))  # error: per neuron
+                procs[s["name"] + ".reward"] = Source(data=np.ascontiguousarray(data))
+                procs[s["name"] + ".reward"].s_out.connect(post.a_third_factor_in)
+            else:
+                post.s_out.connect(syn.s_in_bap)     # the post spikes (back-propagating action potentials)
+            mons[s["name"]] = Monitor()
+            mons[s["name"]].probe(syn.weights, steps)
+        else:
+            syn = Sparse(weights=csr_matrix(w), **kw) if s["format"] == "sparse" else Dense(weights=w, **kw)
+''', "replace"),
+    ('        procs[g["name"]] = cls(shape=(n,), du=g["du"], dv=g["dv"], vth=int(g["vth"]),\n', r'''        rr = next((r for r in PLASTIC.values() if r.get("third") and r["post"] == g["name"]), None)
+        if rr is not None:
+            cls, model = _reward_post(rr)
+''', "before"),
+    ('def run(prog, inputs, steps, hw=False, record_v=True):\n', r'''def _reward_post(r):
+    """(LearningLIF, its model) for the post neurons of a reward-modulated synapse: Lava's bit-accurate
+    LIF that also sends its spikes (s_out_bap), its post trace y1 as it was before this step's spike
+    (then y1 <- min(127, (y1 * y1_decay >> 12) + y1_impulse * spike)), the reward it receives on
+    a_third_factor_in as y2, and y3 = 0. Lava 0.10's own fixed-point LearningLIF sends none of them."""
+    from lava.magma.core.decorator import requires, tag
+    from lava.magma.core.resources import CPU
+    from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+    from lava.proc.lif.models import PyLearningLIFModelFixed
+    from lava.proc.lif.process import LearningLIF
+
+    q, imp = int(r["y1_decay"]), int(r["y1_impulse"])
+
+    @requires(CPU)
+    @tag("bit_accurate_loihi", "fixed_pt")
+    class PyRewardLifModel(PyLearningLIFModelFixed):
+        def run_spk(self):
+            a_in = self.a_in.recv()
+            y2 = self.a_third_factor_in.recv()
+            self.scale_bias()
+            if not self.isthrscaled:
+                self.scale_threshold()
+            self.subthr_dynamics(activation_in=a_in)
+            s = self.spiking_activation()
+            self.reset_voltage(spike_vector=s)
+            self.s_out.send(s)
+            self.s_out_bap.send(s)
+            self.s_out_y1.send(self.y1.copy())
+            self.s_out_y2.send(y2)
+            self.s_out_y3.send(np.zeros_like(self.y1))
+            self.y1[:] = np.minimum((self.y1.astype(np.int64) * q >> 12) + imp * s, 127)
+
+    PyRewardLifModel.implements_process = LearningLIF
+    PyRewardLifModel.implements_protocol = LoihiProtocol
+    return LearningLIF, PyRewardLifModel
+
+
+def learning_dense(w, dense_kw, r):
+    """Lava's LearningDense with the pair-STDP rule nmc mapped (dw string, x1/y1 impulses and taus in
+    steps, t_epoch = 1: an update every step, rng_seed: the rule's seed)."""
+    from lava.magma.core.learning.learning_rule import Loihi2FLearningRule, Loihi3FLearningRule
+    from lava.proc.dense.process import LearningDense
+    from lava.utils.weightutils import SignMode
+
+    kw = dict(dw=r["dw"], x1_impulse=r["x1_impulse"], x1_tau=r["x1_tau"], t_epoch=1, rng_seed=int(r["seed"]))
+    if not r.get("third"):
+        rule = Loihi2FLearningRule(y1_impulse=r["y1_impulse"], y1_tau=r["y1_tau"], **kw)
+    else:
+        # Loihi3FLearningRule takes no y trace parameters, and with a y tau of 0 Lava's fixed-point model
+        # reads the received y1/y2 as 0 in its products: they are set through the rule's setters
+        rule = Loihi3FLearningRule(dt=r.get("dt"), **kw)
+        rule.y1_impulse, rule.y1_tau, rule.y2_tau = r["y1_impulse"], r["y1_tau"], r["y2_tau"]
+    return LearningDense(weights=w, learning_rule=rule, sign_mode=getattr(SignMode, r["sign_mode"].upper()), **dense_kw)
+
+
+''', "before"),
+    ('        finally:\n            first.stop()\n', r'''            for name in PLASTIC:
+                w = mons[name].get_data()[procs[name].name]["weights"]
+                out.setdefault(name + ".w", []).append(np.asarray(w).reshape(steps, *procs[name].weights.shape)
+                                                      .astype(np.int64))
+''', "before"),
+)
+
+
+def emit_lava_net(graded: bool = False, plastic: bool = False) -> str:
     """Text of ``program/lava_net.py`` (constant: the program lives in program.json + arrays).
     ``graded``: the program has graded units; their builder is added (:data:`GRADED_PARTS`), and
-    only then, so programs without them keep the module's bytes."""
+    only then, so programs without them keep the module's bytes. ``plastic``: it has learning
+    synapses (:data:`PLASTIC_PARTS`), likewise."""
     text = LAVA_NET
-    if graded:
-        for anchor, part, how in GRADED_PARTS:
-            assert text.count(anchor) == 1, anchor
-            text = text.replace(anchor, part if how == "replace" else part + anchor)
+    for on, parts in ((graded, GRADED_PARTS), (plastic, PLASTIC_PARTS)):
+        if on:
+            for anchor, part, how in parts:
+                assert text.count(anchor) == 1, anchor
+                text = text.replace(anchor, part if how == "replace" else part + anchor)
     return text

@@ -43,6 +43,12 @@ follow :mod:`.graded`, in the same step: every unit and group reads the
 buffers its synapses and links sent at the start of the step; every synapse and
 link then receives what its source sent in this step.
 
+Learning synapses (``program.meta["plasticity"]``, Lava's LearningDense) run
+Lava's fixed-point learning engine as :mod:`.learning` writes it down: after the
+synapse accumulated this step's input with the weights of the step before, its
+traces, tag and weights are updated (per batch element); recording the plastic
+projection gives ``<node>.w`` / ``<node>.w_int`` (its weights after each step).
+
 Recorded ``v`` is the value after reset, as Lava's Monitor sees it; a unit's
 record is its payload (``s`` and ``v`` both).
 Inputs: ``x[t]`` (the payload of step t, t = 0..T−1) is what Lava's source
@@ -153,6 +159,12 @@ class LoihiEmulator:
                                                       for s in program.synapses]
         self.links = [(k, lava_weights(k.weights, self.num.weight_bits).astype(np.float64).T.copy())
                       for k in program.links]
+        from .learning import Engine
+
+        # plastic synapses (Lava's LearningDense, :mod:`.learning`): weights per batch element, in the state
+        self.learn = {s.name: Engine(r, s.weights) for s in program.synapses
+                      if (r := program.meta.get("plasticity", {}).get(s.name)) is not None}
+        self.reward = 0.0       # the third factor a run starts with (the devices' modulate sets it)
 
     def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None,
             record=None) -> dict[str, dict[str, np.ndarray]]:
@@ -160,7 +172,8 @@ class LoihiEmulator:
         ``record``: the groups to return (default: all)."""
         from . import fast
 
-        if not self.p.units and (compiled or (compiled is None and fast.available())):   # numba: LIF only
+        # numba: LIF-only programs without learning synapses
+        if not self.p.units and not self.learn and (compiled or (compiled is None and fast.available())):
             return fast.run(self, inputs, steps, record)
         rec = self.run_numpy(inputs, steps)
         return rec if record is None else {k: v for k, v in rec.items() if k in set(record)}
@@ -171,6 +184,7 @@ class LoihiEmulator:
         rec = {k: {"s": np.zeros((steps, B, g.g.n), bool), "v": np.zeros((steps, B, g.g.n), np.int64),
                    "u": np.zeros((steps, B, g.g.n), np.int64)} for k, g in self.groups.items()}
         rec.update({u.name: {"s": np.zeros((steps, B, u.n), np.int64)} for u in self.p.units})
+        rec.update({k: {"w": np.zeros((steps, B, *e.w0.shape), np.int64)} for k, e in self.learn.items()})
         for t in range(steps):
             x_t = {name: x[t] if t < x.shape[0] else np.zeros_like(x[0]) for name, x in inputs.items()}
             for k, (u, v, sp) in self.step(state, x_t).items():
@@ -179,6 +193,8 @@ class LoihiEmulator:
                     r["s"][t], r["v"][t], r["u"][t] = sp, v, u
                 else:
                     r["s"][t] = sp
+            for k in self.learn:                    # a plastic synapse's weights after the step
+                rec[k]["w"][t] = state["learn"][k]["w"]
         for u in self.p.units:
             rec[u.name]["v"] = rec[u.name]["s"]
         return rec
@@ -190,6 +206,8 @@ class LoihiEmulator:
                 "v": {k: np.broadcast_to(np.asarray(g.g.v_init, np.int64).reshape(-1), (batch, g.g.n)).copy()
                       for k, g in self.groups.items()},
                 "buf": {s.name: np.zeros((batch, s.weights.shape[0]), np.int64) for s, _ in self.syn}}
+        if self.learn:                              # only then (state trees of frozen programs unchanged)
+            st["learn"] = {k: e.initial_state(batch, self.reward) for k, e in self.learn.items()}
         if self.p.units:                            # only then (state trees of LIF-only programs unchanged)
             st["unit"] = {u.name: unit_state(u, batch) for u in self.p.units}
             st["link"] = {k.name: link_buffer(k, batch) for k, _ in self.links}
@@ -220,6 +238,11 @@ class LoihiEmulator:
         for s, wt in self.syn:                      # then receive this step's source output
             x = out[s.src].reshape(B, -1)
             x = (x != 0).astype(np.float64) if s.num_message_bits == 0 else x.astype(np.float64)
+            if s.name in self.learn:                # learning: this step's weights, then the update
+                lst = state["learn"][s.name]
+                state["buf"][s.name] = shift_exp(self.learn[s.name].accumulate(lst, x), s.weight_exp)
+                self.learn[s.name].update(lst, x, out[s.dst].reshape(B, -1))
+                continue
             state["buf"][s.name] = shift_exp((x @ wt).astype(np.int64), s.weight_exp)
         for k, wt in self.links:
             state["link"][k.name] = link_receive(k, wt, state["link"][k.name], out[k.src].reshape(B, -1))
@@ -256,6 +279,41 @@ class LoihiDevice(Device):
 
     def reset(self, batch: int = 1) -> None:
         """Every run starts from reset (zero state); nothing is kept between runs."""
+
+    @property
+    def takes_modulator(self) -> bool:
+        return any(r.get("third") for r in self.program.meta.get("plasticity", {}).values())
+
+    def modulate(self, value) -> None:
+        """The third factor of the learning synapses (:mod:`.learning`) from now on: a reward (scalar or
+        one per batch element) or an error per post neuron ((out,) or (B, out)); ``run`` starts with the
+        last one set, a stream uses it from the next step."""
+        from nmc.errors import OptionError
+
+        if not self.takes_modulator:
+            return super().modulate(value)
+        v = np.asarray(value, np.float64)
+        if v.ndim > 2 or not np.all(np.isfinite(v)):
+            raise OptionError(f"the third factor must be finite, a scalar, (B,) or (B, out); got shape {v.shape}")
+        self._reward = v
+        st = getattr(self, "_state", None)
+        if st is not None and "learn" in st:
+            for k, r in self.program.meta["plasticity"].items():
+                if r.get("third"):
+                    st["learn"][k]["r"] = np.broadcast_to(v, st["learn"][k]["r"].shape).astype(np.float64)
+
+    def _reward_payload(self, batch: int, steps: int) -> dict[str, np.ndarray]:
+        """``{"<synapse>.reward": (steps, B) y2}`` of a run from the last reward set (:func:`.learning.reward_payload`)."""
+        from .learning import reward_payload
+
+        out = {}
+        for k, x in self.program.meta.get("plasticity", {}).items():
+            if x.get("third"):
+                syn = next(s for s in self.program.synapses if s.name == k)
+                shape = (batch,) if x["third"] == "reward" else (batch, syn.weights.shape[0])
+                r = np.broadcast_to(np.asarray(getattr(self, "_reward", 0.0), np.float64), shape)
+                out[f"{k}.reward"] = reward_payload(r, np.zeros(shape), steps, x["baseline_rate"])[0]
+        return out
 
     def _simulate(self, payload, steps, need):  # pragma: no cover - interface
         """Run; return ``{"<group>.s"|"<group>.v": (steps, B, n)}`` for at least the groups in ``need``."""
@@ -296,12 +354,16 @@ class LoihiDevice(Device):
                 by_node[u.node] = (u.name, u.latency)
         alias = {r: by_node[r][0] for r in record if r in by_node}
         record = [alias.get(r, r) for r in record]
+        # a plastic projection (.learning) is recorded as its synapse's weights: ``<node>.w``, ``<node>.w_int``
+        plastic = {r["node"]: k for k, r in self.program.meta.get("plasticity", {}).items()}
+        weights = [r for r in record if r in plastic]
+        record = [r for r in record if r not in plastic]
         for r in record:
             if r not in names:
                 raise OptionError(f"cannot record '{r}' on loihi2", node=r,
                                   hint=f"neuron layers: {', '.join(sorted(names))}")
         extra = self.program.max_latency if self.align else 0
-        need = {o.src for o in self.program.outputs} | set(record)
+        need = {o.src for o in self.program.outputs} | set(record) | {plastic[r] for r in weights}
         raw = self._simulate(payload, T + extra, need)
         res: dict[str, np.ndarray] = {}
         for g in self.program.groups:
@@ -325,6 +387,13 @@ class LoihiDevice(Device):
             if o.readout_w is not None:             # a linear readout on the host, float64
                 a = o.read_out(a.reshape(T, -1, np.shape(o.readout_w)[0]))
             out[o.name] = a.reshape(T, -1, *o.shape)
+        for r in weights:                           # aligned with the post group: its row t holds the update
+            syn = plastic[r]                        # of the step whose post spikes are the reference's step t
+            dst = next(s.dst for s in self.program.synapses if s.name == syn)
+            lat = self.program.latency_of(dst) if self.align else 0
+            wi = raw[f"{syn}.w"][lat:lat + T]
+            out[f"{r}.w_int"] = wi
+            out[f"{r}.w"] = wi * float(self.program.meta["plasticity"][syn]["w_lsb"])
         back = {v: k for k, v in alias.items()}
         for r in record:
             s, v, vi = res[r]
@@ -352,17 +421,24 @@ class EmulatorDevice(LaggedStreaming, LoihiDevice):
 
     name = "emulator"
     _stream_state = ("_state",)
-    #: where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``)
-    batch_slots = {"_state": 0}
+
+    @property
+    def batch_slots(self):
+        """Where the streaming state keeps its batch rows (``nmc.runtime.serve.batching``); None for a
+        program with learning synapses (one step counter and random stream for the whole batch)."""
+        return None if self.program.meta.get("plasticity") else {"_state": 0}
 
     def _simulate(self, payload, steps, need):
-        rec = LoihiEmulator(self.program).run(payload, steps, record=need)
-        return {f"{k}.{x}": r[x] for k, r in rec.items() for x in ("s", "v")}
+        emu = LoihiEmulator(self.program)
+        emu.reward = getattr(self, "_reward", 0.0)
+        rec = emu.run(payload, steps, record=need)
+        return {f"{k}.{x}": r[x] for k, r in rec.items() for x in ("s", "v", "w") if x in r}
 
     def reset(self, batch: int = 1) -> None:
         """Initial (Lava reset) state for streaming; ``run`` always starts from it anyway."""
         if getattr(self, "_emu", None) is None:
             self._emu = LoihiEmulator(self.program)
+        self._emu.reward = getattr(self, "_reward", 0.0)
         self.batch = int(batch)
         self._state = self._emu.initial_state(self.batch)
 

@@ -171,6 +171,9 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
         if bits != opts.input_bits:
             prog.meta.setdefault("input_bits", {})[name] = {"bits": bits, "from": "calibration data"}
     bits_default = opts.weight_bits if opts.weight_bits is not None else num.weight_bits
+    from .learning import bound_vth, learned_range, plastic_pairs
+
+    plastic = plastic_pairs(graph)
     for name in order:
         node = graph.nodes[name]
         if hooked and isinstance(node, hooked):
@@ -212,7 +215,9 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
         cuba = lookup(node).current_based
         amp = {s: _input_amp(graph, s, opts) for s in terms}
         a_u = (np.asarray(du, float) + 1) / float(scale)
-        u_max, v_max = worst_case_ranges([(G[s], amp[s]) for s in terms], c, a_u, dv / float(scale), spiking, cuba)
+        # a learning synapse's weights may reach its rule's bounds: the ranges and vth allow for them (.learning)
+        Gr = {s: learned_range(graph, plastic.get((s, name)), x, g / unit) for s, x in G.items()}
+        u_max, v_max = worst_case_ranges([(Gr[s], amp[s]) for s in terms], c, a_u, dv / float(scale), spiking, cuba)
         ranges_from = "worst case (every source active every step)"
         if spiking and ctx.data:
             meas = measured_ranges(graph, ctx.data, name, unit, (a_m_of(node, dt, integ, n) * param_vec(
@@ -225,10 +230,11 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
             vth = user_vth
             choice = {"vth_mant": vth, "bound_by": "--option vth_mant"}
         else:
-            ch = choose_vth(name, lim, c=c, G_abs_max=max((float(np.abs(x).max()) for x in G.values() if x.size),
+            ch = choose_vth(name, lim, c=c, G_abs_max=max((float(np.abs(x).max()) for x in Gr.values() if x.size),
                                                         default=0.0) * gshift, u_max=u_max, v_max=v_max,
                             ranges_from=ranges_from)
-            vth = ch.vth
+            vth = bound_vth(graph, [plastic[(s, name)] for s in terms if (s, name) in plastic], ch.vth, g / unit,
+                            gshift, lim)    # a learning synapse saturates at its rule's bound (.learning)
             choice = {"vth_mant": vth, "bound_by": ch.bound_by, **ch.ranges,
                       "limits": {k: (None if math.isinf(x) else float(x)) for k, x in ch.limits.items()}}
         # synapses
@@ -244,7 +250,8 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
                 bits = int(q.bits)
             # a mixed-sign matrix in one Dense keeps 7 bits of magnitude (Lava drops the lowest bit) under one
             # exponent; split into an excitatory and an inhibitory Dense, each gets 8 bits and its own exponent
-            split = opts.split_signs and bits >= num.weight_bits and T.min() < 0 < T.max()
+            split = opts.split_signs and bits >= num.weight_bits and T.min() < 0 < T.max() \
+                and (s, name) not in plastic    # a learning synapse stays one Dense (.learning)
             parts = [("", (0, None)), (".inh", (None, 0))] if split else [("", None)]
             for suffix, bounds in parts:
                 Tp = T if bounds is None else np.clip(T, *bounds)   # one sign's copy at a time

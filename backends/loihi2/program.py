@@ -189,7 +189,8 @@ class LoihiProgram(Program):
         from .emit import emit_lava_net
 
         doc, arrays = self.to_json()
-        out = {"program.json": dumps_json(doc), "lava_net.py": emit_lava_net(graded=bool(self.units)).encode()}
+        out = {"program.json": dumps_json(doc), "lava_net.py": emit_lava_net(graded=bool(self.units),
+                                                                    plastic=bool(self.meta.get("plasticity"))).encode()}
         for k, a in sorted(arrays.items()):
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(a), allow_pickle=False)

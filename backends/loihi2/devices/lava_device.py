@@ -95,6 +95,9 @@ class LavaDevice(LaggedStreaming, LoihiDevice):
         self._stream = None
 
     def _simulate(self, payload, steps, need):  # Lava probes every group
+        if self.takes_modulator:                  # the reward-modulated synapses' y2 per step (.learning)
+            B = next(iter(payload.values())).shape[1]
+            payload = {**payload, **self._reward_payload(B, steps)}
         return run_lava(self.program, payload, steps, timeout=self.timeout, hw=self.hw)
 
     def reset(self, batch: int = 1) -> None:
@@ -103,6 +106,10 @@ class LavaDevice(LaggedStreaming, LoihiDevice):
             raise OptionError("streaming a program with graded units (an SSM) through Lava is not implemented: "
                               "the stream worker probes LIF groups only", hint="use run() on the lava device, or "
                               "stream on the emulator device (bit-exact with Lava)")
+        if self.program.meta.get("plasticity"):
+            raise OptionError("streaming a program with learning synapses through Lava is not implemented: the "
+                              "stream worker builds frozen synapses", hint="use run() on the lava device, or stream "
+                              "on the emulator device (bit-exact with Lava)")
         if int(batch) != 1:
             raise OptionError(f"the lava device streams one sample at a time (Lava has no batch axis), got batch {batch}",
                               hint="open one session per sample, or use the emulator device")
