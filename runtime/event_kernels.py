@@ -4,7 +4,9 @@
 are a dozen numpy calls each (field views, range checks, ``bincount``,
 ``nonzero``, fancy indexing, casts): at a window of 4 steps × 1024 channels
 with ~400 events those fixed costs are most of a local session's time. The
-kernels here do each conversion in one pass with the checks folded in, and
+kernels here do each conversion in one pass with the checks folded in
+(``from_dense``: a branch-free, vectorised count of the non-zeros, then one pass
+writing them straight into the event array's fields), and
 check a whole array of wire records in one pass before it is packed or after
 it is read (:func:`packable`, :func:`unpackable`). They
 only ever take the *accepting* path: when an event or value would be refused
@@ -36,36 +38,37 @@ if njit is not None:
         return True
 
     @njit(cache=True)
-    def _gather(flat, binary_only):
-        """Non-zeros of a (T, n) array in row-major order → (t, ch, v float32, ok, graded)."""
+    def _count_nonzero(flat):
+        """Non-zeros of a (T, n) array, or -1 when a value is not finite (branch-free: vectorised)."""
+        T, n = flat.shape
+        k = 0
+        finite = True
+        for i in range(T):
+            for j in range(n):
+                x = flat[i, j]
+                k += x != 0
+                finite &= x - x == 0   # False for inf and NaN
+        return k if finite else -1
+
+    @njit(cache=True)
+    def _gather(flat, binary_only, t, c, v):
+        """The non-zeros of a (T, n) array in row-major order into the event fields t, ch, v (sized
+        by :func:`_count_nonzero`); False at the first value refused (not 1 with ``binary_only``,
+        over float32)."""
         T, n = flat.shape
         k = 0
         for i in range(T):
             for j in range(n):
                 x = flat[i, j]
-                if not np.isfinite(x):
-                    return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), False, False
                 if x != 0:
-                    k += 1
-        t = np.empty(k, np.int64)
-        c = np.empty(k, np.int64)
-        v = np.empty(k, np.float32)
-        k = 0
-        graded = False
-        for i in range(T):
-            for j in range(n):
-                x = flat[i, j]
-                if x != 0:
-                    if x != 1:
-                        graded = True
-                        if binary_only:
-                            return t, c, v, False, graded
+                    if binary_only and x != 1:
+                        return False
                     v32 = np.float32(x)
                     if not np.isfinite(v32):   # overflows the float32 payload
-                        return t, c, v, False, graded
+                        return False
                     t[k], c[k], v[k] = i, j, v32
                     k += 1
-        return t, c, v, True, graded
+        return True
 
 
     @njit(cache=True)
@@ -95,11 +98,15 @@ def to_dense_f64(t: np.ndarray, ch: np.ndarray, v: np.ndarray, steps: int, n: in
     return out if _scatter(t, ch, v, steps, n, out) else None
 
 
-def nonzero_events(flat: np.ndarray, binary_only: bool):
-    """(t, ch, v float32) of the non-zeros of a float (T, n) array, or None when a value would be
-    refused (not finite, over float32, or not 1 with ``binary_only``)."""
-    t, c, v, ok, _ = _gather(flat, binary_only)
-    return (t, c, v) if ok else None
+def nonzero_events(flat: np.ndarray, binary_only: bool, dtype: np.dtype) -> np.ndarray | None:
+    """The non-zeros of a float (T, n) array as an event array of ``dtype`` (fields t, ch, v),
+    written in place by the kernel, or None when a value would be refused (not finite, over
+    float32, or not 1 with ``binary_only``)."""
+    k = _count_nonzero(flat)
+    if k < 0:
+        return None
+    out = np.empty(k, dtype)
+    return out if _gather(flat, binary_only, out["t"], out["ch"], out["v"]) else None
 
 
 def packable(t: np.ndarray, v: np.ndarray, graded: bool) -> bool:

@@ -183,6 +183,8 @@ def _check_dt(dt, node=None) -> float:
 
 
 def _shape(shape, node=None) -> tuple[int, ...]:
+    if type(shape) is tuple and all(type(x) is int and x >= 0 for x in shape):   # the common case, checked
+        return shape
     try:
         s = (int(shape),) if np.isscalar(shape) else tuple(int(x) for x in shape)
     except (TypeError, ValueError):
@@ -327,15 +329,13 @@ def from_dense(x: np.ndarray, *, graded: bool | None = None, node: str | None = 
     if x.ndim < 1:
         raise ShapeError("a dense event array needs a time axis: shape (T, *shape), got a scalar", node=node)
     T = x.shape[0]
-    n = int(np.prod(x.shape[1:], dtype=np.int64))
+    n = math.prod(x.shape[1:])   # exact (Python ints), and without np.prod's array round trip
     if n - 1 > _U32_MAX:
         raise ShapeError(f"{n} channels do not fit the 32-bit channel field", node=node, limit=_U32_MAX + 1, actual=n)
     flat = x.reshape(T, n)
     if flat.dtype in _FAST_FLOATS and (k := _kernels()):   # one compiled pass; None: the checks below raise
-        r = k.nonzero_events(np.ascontiguousarray(flat), graded is False)
-        if r is not None:
-            out = np.empty(len(r[0]), dtype=EVENT_DTYPE)
-            out["t"], out["ch"], out["v"] = r
+        out = k.nonzero_events(np.ascontiguousarray(flat), graded is False, EVENT_DTYPE)
+        if out is not None:
             return out
     if x.dtype.kind == "f" and not np.all(np.isfinite(flat)):
         t, c = np.nonzero(~np.isfinite(flat))
@@ -377,11 +377,13 @@ def to_dense(ev: np.ndarray, steps: int, shape, *, graded: bool | None = None, d
     """
     shape = _shape(shape, node)
     steps = _count(steps, "steps", node)
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     dtype = np.dtype(dtype)
     if (dtype in _FAST_FLOATS and graded is not False and isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE
             and ev.ndim == 1 and (k := _kernels())):   # one compiled pass; None: the checks below raise
         acc = k.to_dense_f64(ev["t"], ev["ch"], ev["v"], steps, n)
+        if acc is not None and dtype == np.float64:
+            return acc.reshape((steps,) + shape)
         if acc is not None:
             with np.errstate(over="ignore"):
                 out = acc.astype(dtype, copy=False)
