@@ -132,8 +132,7 @@ class Client:
         for name, e in events.items():
             if name not in self.inputs:
                 raise EventFormatError("not an input of the served bundle", node=name, hint=f"inputs: {self.inputs}")
-            e = ev.validate(np.asarray(e), n_channels=self.io.size(name), steps=self.window, node=name)
-            entries.append((self.inputs.index(name), e, bool(len(e) and (e["v"] != 1).any())))
+            entries.append((self.inputs.index(name), *ev.window_events(e, self.window, self.io.size(name), node=name)))
         return P.pack_table(entries), sum(len(e) for _, e, _ in entries)
 
     def _outputs(self, flags, payload) -> list[dict[str, np.ndarray]]:

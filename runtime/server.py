@@ -296,6 +296,7 @@ class _Conn:
     def serve(self) -> None:
         in_names, sizes, window = self.handshake()
         out_names = self.session.io.output_names
+        sizes_out = [p.size for p in self.session.io.outputs]
         self.rd = threading.Thread(target=self.reader, args=(in_names, sizes, window), daemon=True,
                                    name=f"nmc-reader-{self.peer}")
         self.rd.start()
@@ -314,7 +315,7 @@ class _Conn:
                     self.srv.observe_window(self.model, sum(len(e) for e in w.values()),
                                             sum(len(e) for e in out.values()), self.session.window,
                                             time.perf_counter() - t0)
-                    tables.append(P.pack_table([(i, out[k], bool(len(out[k]) and (out[k]["v"] != 1).any()))
+                    tables.append(P.pack_table([(i, *ev.window_events(out[k], self.session.window, sizes_out[i]))
                                                 for i, k in enumerate(out_names)]))
                 del data
                 payload, fl = P.pack_windows(tables)
