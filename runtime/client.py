@@ -96,7 +96,7 @@ class Client:
     # ------------------------------------------------------------------ frames
     def _send(self, ftype, payload=b"", seq=0, flags=0):
         try:
-            self.sock.sendall(P.frame(ftype, payload, seq, flags))
+            P.send_frame(self.sock, ftype, payload, seq, flags)
         except OSError as e:
             raise DeviceError(f"connection to the server lost while sending ({e})") from None
 
@@ -221,8 +221,8 @@ class Client:
             raise err[0]
 
     def _flush(self, tables: list[bytes], n: int, seq: int) -> int:
-        payload, flags = P.pack_windows(tables)
-        self._send(P.EVENTS, payload, seq, flags)
+        parts, flags = P.pack_window_parts(tables)
+        self._send(P.EVENTS, parts, seq, flags)
         self.counters["sent"] += n
         return seq + len(tables)
 

@@ -176,7 +176,7 @@ class _Conn:
 
     # ------------------------------------------------------------------ I/O
     def send(self, ftype, payload=b"", seq=0, flags=0):
-        self.sock.sendall(P.frame(ftype, payload, seq, flags))
+        P.send_frame(self.sock, ftype, payload, seq, flags)
         self.transport["frames_out"] += 1
 
     def stats(self) -> bytes:
@@ -318,8 +318,8 @@ class _Conn:
                     tables.append(P.pack_table([(i, *ev.window_events(out[k], self.session.window, sizes_out[i]))
                                                 for i, k in enumerate(out_names)]))
                 del data
-                payload, fl = P.pack_windows(tables)
-                self.send(P.OUTPUT, payload, seq, fl)
+                parts, fl = P.pack_window_parts(tables)
+                self.send(P.OUTPUT, parts, seq, fl)
                 self.srv.budget.release(self, nbytes)
             elif kind == "modulate":  # in order between the windows; a refusal is an ERROR (E_RUNTIME)
                 self.session.modulate(data)
