@@ -121,9 +121,10 @@ def _numpy_conversions(enabled: bool):
 
 def _breakdown(bundle, wins, window, factory) -> dict:
     """Mean µs per window of each piece a TCP window goes through, timed one by one in this process
-    (best of 3 passes over the windows): the client packing the input table, the server decoding it,
-    the session's conversions and device step, the server packing the output table, the client
-    decoding it."""
+    (best of 3 passes over the windows): the client checking and packing the input table, the server
+    decoding it, the session's conversions and device step, the server checking and packing the
+    output table, the client decoding it — each as the client and server do it
+    (:func:`nmc.runtime.events.window_events`, then :func:`nmc.runtime.protocol.pack_table`)."""
     import timeit
 
     from nmc.runtime import protocol as P
@@ -136,14 +137,16 @@ def _breakdown(bundle, wins, window, factory) -> dict:
     outs = [s.step(w)[out_name] for w in wins]
     out_tables = [P.pack_table([(0, o, False)]) for o in outs]
     parts = {
-        "client: pack input table": lambda: [P.pack_table([(0, w, False)]) for w in wins],
+        "client: pack input table": lambda: [P.pack_table([(0, *ev.window_events(w, window, size[0]))])
+                                             for w in wins],
         "server: decode input table": lambda: [P.unpack_windows(t, 0, 1, size, window) for t in tables],
         "session: events → dense": lambda: [ev.to_dense(w, window, s.io.input_shapes[name], dtype=np.float64)
                                             for w in wins],
         "session: device advance": lambda: [s._advance({name: d}) for d in dense],
         "session: dense → events": lambda: [ev.from_dense(d) for d in dense],
         "session: whole step": lambda: [s.step(w) for w in wins],
-        "server: pack output table": lambda: [P.pack_table([(0, o, False)]) for o in outs],
+        "server: pack output table": lambda: [P.pack_table([(0, *ev.window_events(o, window, size[0]))])
+                                              for o in outs],
         "client: decode output table": lambda: [P.unpack_windows(t, 0, 1, size, window) for t in out_tables],
     }
     return {k: min(timeit.repeat(f, number=1, repeat=3)) / len(wins) * 1e6 for k, f in parts.items()}

@@ -13,7 +13,12 @@ the newest version) and OPENs a session; then, like
 * ``run_dense(inputs)`` streams dense ``(T, *shape)`` arrays and returns dense
   float64 outputs, like ``Session.run_dense``;
 * ``reset()``, ``stats()`` return the server's counters; ``close()`` ends the
-  session and returns the final counters.
+  session and returns the final counters;
+* ``modulate(value)`` sets the third factor of the remote device's learning
+  rules (a MODULATE frame, in order with the windows; ``takes_modulator`` says
+  whether the device has one), so a
+  :class:`~nmc.runtime.closed_loop.ClosedLoop` runs over a client as over a
+  local session: ``connect(host, port, env="CartPole-v1")`` returns one.
 
 ``counters`` holds the client's own ``sent`` (input events written) and
 ``received`` (output events read); at close they equal the server's
@@ -79,6 +84,7 @@ class Client:
             self.io = IOMap.of_shapes({k: tuple(v) for k, v in info["input_shapes"].items()},
                                       {k: tuple(v) for k, v in info["output_shapes"].items()})
             self.window, self.device_name = int(info["window"]), info["device"]
+            self.takes_modulator = info.get("modulator") is True
         except BaseException:
             self.sock.close()
             self.closed = True
@@ -90,7 +96,7 @@ class Client:
     # ------------------------------------------------------------------ frames
     def _send(self, ftype, payload=b"", seq=0, flags=0):
         try:
-            self.sock.sendall(P.frame(ftype, payload, seq, flags))
+            P.send_frame(self.sock, ftype, payload, seq, flags)
         except OSError as e:
             raise DeviceError(f"connection to the server lost while sending ({e})") from None
 
@@ -99,7 +105,9 @@ class Client:
             ft, flags, payload, seq = P.read_frame(self.sock)
         except (OSError, ConnectionError) as e:
             raise DeviceError(f"connection to the server lost ({e})") from None
-        if ft == P.ERROR:
+        if ft == P.ERROR:  # the server closes the connection after it: the session is over
+            self.closed = True
+            self.sock.close()
             code, msg = P.parse_error(payload)
             if code == P.E_BUSY:
                 raise ServerBusyError(f"server error {code} ({P.ERROR_NAMES[code]}): {msg}",
@@ -124,8 +132,7 @@ class Client:
         for name, e in events.items():
             if name not in self.inputs:
                 raise EventFormatError("not an input of the served bundle", node=name, hint=f"inputs: {self.inputs}")
-            e = ev.validate(np.asarray(e), n_channels=self.io.size(name), steps=self.window, node=name)
-            entries.append((self.inputs.index(name), e, bool(len(e) and (e["v"] != 1).any())))
+            entries.append((self.inputs.index(name), *ev.window_events(e, self.window, self.io.size(name), node=name)))
         return P.pack_table(entries), sum(len(e) for _, e, _ in entries)
 
     def _outputs(self, flags, payload) -> list[dict[str, np.ndarray]]:
@@ -214,8 +221,8 @@ class Client:
             raise err[0]
 
     def _flush(self, tables: list[bytes], n: int, seq: int) -> int:
-        payload, flags = P.pack_windows(tables)
-        self._send(P.EVENTS, payload, seq, flags)
+        parts, flags = P.pack_window_parts(tables)
+        self._send(P.EVENTS, parts, seq, flags)
         self.counters["sent"] += n
         return seq + len(tables)
 
@@ -230,6 +237,19 @@ class Client:
                 outs[k].append(e)
         return {k: ev.to_dense(ev.concat(v, self.window), len(v) * self.window, self.io.output(k).shape,
                                dtype=np.float64, node=k) for k, v in outs.items()}
+
+    def modulate(self, value, wait: bool = False) -> None:
+        """Set the third factor (a reward, or the error per post neuron) of the remote device's
+        learning rules from the next window on (a MODULATE frame, not answered: the server's refusal
+        arrives in place of the next answer). ``wait``: ask for the counters after it, so that a
+        refusal is raised here. A device without a third factor is refused here, before sending."""
+        if not self.takes_modulator:
+            raise DeviceError(f"device '{self.device_name}' on the server runs no learning rule that takes a "
+                              "third factor", hint="serve a network with a Plasticity annotation "
+                              "(third_factor='reward' or 'error') compiled for the reference target")
+        self._send(P.MODULATE, P.modulate_payload(value))
+        if wait:
+            self.stats()
 
     def stats(self) -> dict:
         """The server's counters for this session."""
@@ -265,10 +285,28 @@ class Client:
 
 def connect(host: str, port: int, token: str | None = None, device: str | None = None,
             window: int | None = None, timeout: float = 60.0, model: str | None = None,
-            model_version: int | None = None, tls=None) -> Client:
+            model_version: int | None = None, tls=None, *, env=None, env_options: dict | None = None):
     """``nmc.connect``: a :class:`Client` session on an ``nmc serve`` server (``model``,
     ``model_version``: which model of a repository server; ``tls``: an
     ``ssl.SSLContext`` for a server started with ``--tls-cert``, e.g.
-    ``ssl.create_default_context(cafile=...)``)."""
-    return Client(host, port, token=token, device=device, window=window, timeout=timeout, model=model,
-                  model_version=model_version, tls=tls)
+    ``ssl.create_default_context(cafile=...)``). With ``env`` (as ``nmc.open``'s), a
+    :class:`~nmc.runtime.closed_loop.ClosedLoop` driving that environment with the remote
+    device, its window one action."""
+    if env is None:
+        if env_options:
+            raise OptionError("env_options given without env", hint="pass env= (an environment name)")
+        return Client(host, port, token=token, device=device, window=window, timeout=timeout, model=model,
+                      model_version=model_version, tls=tls)
+    from .closed_loop import ClosedLoop, env_config
+
+    cfg = env_config(env, **(env_options or {}))
+    if window is not None and window != cfg.steps_per_action:
+        raise OptionError(f"window {window} given with env: the window is one action, {cfg.steps_per_action} "
+                          "timesteps (steps_per_action)", hint="leave window out, or set env_options steps_per_action")
+    client = Client(host, port, token=token, device=device, window=cfg.steps_per_action, timeout=timeout,
+                    model=model, model_version=model_version, tls=tls)
+    try:
+        return ClosedLoop(client, cfg)
+    except BaseException:
+        client.close()
+        raise

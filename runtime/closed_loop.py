@@ -1,7 +1,11 @@
 """Closed loop: a compiled network steps a Gymnasium environment, and learns from its reward.
 
 ``nmc.open(bundle, env="CartPole-v1")`` (or ``nmc run BUNDLE --env CartPole-v1``) returns a
-:class:`ClosedLoop` over a streaming :class:`~nmc.runtime.session.Session`. Each environment step:
+:class:`ClosedLoop` over a streaming :class:`~nmc.runtime.session.Session`;
+``nmc.connect(host, port, env="CartPole-v1")`` (or ``nmc run HOST:PORT --env CartPole-v1``) the same
+loop over a session of an ``nmc serve`` server (a :class:`~nmc.runtime.client.Client`: the rewards
+travel as MODULATE frames, in order with the windows, so the device computes what it computes
+locally, bit for bit). Each environment step:
 
 1. **encode** the observation o (one value per dimension d) into input events: o_d is clipped to
    [low_d, high_d] and falls in one of ``bins`` equal bins b; channel ``d·bins + b`` of the input node
@@ -11,8 +15,9 @@
 3. **decode** the output events into an action: the output channels are split into n_actions equal
    consecutive groups, the action is the group with the most spikes in the window (ties, no spikes
    included, broken uniformly by a generator seeded with ``seed``);
-4. ``env.step(action)``; when the device runs a rule with a third factor
-   (:meth:`Device.modulate <nmc.backends.base.Device.modulate>`, which holds until set again) it is fed
+4. ``env.step(action)``; when the device runs a rule with a third factor (the session's
+   ``takes_modulator``; :meth:`Device.modulate <nmc.backends.base.Device.modulate>`, which holds until
+   set again, through the session's ``modulate``) it is fed
 
    * ``reward="step"``: after every step the reward r + ``reward_offset`` (plus ``terminal_reward``
      when the episode terminates, not when it is truncated), for the next window;
@@ -21,7 +26,8 @@
      Ḡ = G), applied during one extra window without input (the reward-delivery window), then 0 again
      — episodic reward-modulated learning, the eligibility traces carrying the episode's credit;
 
-   the loop's wall-clock latency of the step (encode + window + decode + environment) is recorded.
+   the loop's wall-clock latency of the step (encode + window + decode + environment + sending the
+   reward; over a server, the round trip of the window included) is recorded.
 
 The network's state and what it learned carry over from episode to episode (learning is continuous,
 as in SPORE's closed-loop runs); :meth:`ClosedLoop.run` returns a :class:`LoopReport` with the return
@@ -145,7 +151,8 @@ class LoopReport:
 
 class ClosedLoop:
     """A session driving an environment (the module doc). ``session``: an open
-    :class:`~nmc.runtime.session.Session` whose window is ``cfg.steps_per_action``."""
+    :class:`~nmc.runtime.session.Session`, or a :class:`~nmc.runtime.client.Client` of an ``nmc
+    serve`` server, whose window is ``cfg.steps_per_action``."""
 
     def __init__(self, session, env, **options):
         self.cfg = env_config(env, **options)
@@ -163,7 +170,7 @@ class ClosedLoop:
         except BaseException:
             self.env.close()
             raise
-        self.learns = bool(getattr(session.device, "takes_modulator", False))
+        self.learns = bool(session.takes_modulator)
         self.rng = np.random.Generator(np.random.PCG64(self.cfg.seed))
         self.episodes = 0
         self._shaped: list[float] = []   # shaped returns of past episodes (reward="episode")
@@ -220,7 +227,7 @@ class ClosedLoop:
             shaped = float(reward) + self.cfg.reward_offset + (self.cfg.terminal_reward if terminated else 0.0)
             g += shaped
             if self.learns and self.cfg.reward == "step":
-                self.session.device.modulate(shaped)
+                self.session.modulate(shaped)
             report.latency_s.append(time.perf_counter() - t0)
             if terminated or truncated:
                 break
@@ -229,9 +236,9 @@ class ClosedLoop:
         self.episodes += 1
         if self.learns and self.cfg.reward == "episode":
             past = self._shaped[-self.cfg.baseline_episodes:]
-            self.session.device.modulate(g - (float(np.mean(past)) if past else g))
+            self.session.modulate(g - (float(np.mean(past)) if past else g))
             self.session.step(ev.empty())        # the reward-delivery window
-            self.session.device.modulate(0.0)
+            self.session.modulate(0.0)
             self._shaped.append(g)
 
     def run(self, episodes: int, schedule=None) -> LoopReport:
@@ -246,9 +253,12 @@ class ClosedLoop:
             if schedule is not None:
                 changes = schedule(self.episodes, list(report.returns))
                 if changes:
-                    set_rule = getattr(self.session.device, "set_rule", None)
+                    set_rule = getattr(getattr(self.session, "device", None), "set_rule", None)
                     if set_rule is None:
-                        raise DeviceError(f"device '{self.session.device_name}' has no learning rules to schedule")
+                        raise DeviceError(f"device '{self.session.device_name}' has no learning rules to schedule"
+                                          + ("" if hasattr(self.session, "device") else
+                                             " from this side of `nmc serve` (only the third factor travels)"),
+                                          hint="run the schedule on a local session (nmc.open)")
                     set_rule(**changes)
             self.episode(report)
         return report

@@ -141,6 +141,7 @@ def warm_kernels() -> None:
         from_dense(x, graded=False)
     for dtype in _FAST_FLOATS:
         to_dense(e, 2, (2,), dtype=dtype)
+    window_events(e, 2, 2)
     for graded in (False, True):
         wire = pack(e if graded else e[:1], graded=graded)
         for skew in (0, 1):   # aligned and unaligned records
@@ -183,6 +184,8 @@ def _check_dt(dt, node=None) -> float:
 
 
 def _shape(shape, node=None) -> tuple[int, ...]:
+    if type(shape) is tuple and all(type(x) is int and x >= 0 for x in shape):   # the common case, checked
+        return shape
     try:
         s = (int(shape),) if np.isscalar(shape) else tuple(int(x) for x in shape)
     except (TypeError, ValueError):
@@ -303,6 +306,18 @@ def validate(ev: np.ndarray, *, n_channels: int | None = None, steps: int | None
     return ev
 
 
+def window_events(ev, steps: int, n_channels: int, *, node: str | None = None) -> tuple[np.ndarray, bool]:
+    """``(events, graded)`` of one window about to be sent: :func:`validate` with ``steps`` and
+    ``n_channels`` (one compiled pass when it accepts), and whether any payload is not 1.0 (graded
+    records needed)."""
+    if isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE and ev.ndim == 1 and (k := _kernels()):
+        kind = k.window_kind(ev, steps, n_channels)
+        if kind:
+            return ev, kind == 2
+    ev = validate(np.asarray(ev), n_channels=n_channels, steps=steps, node=node)
+    return ev, bool(len(ev) and np.any(ev["v"] != 1.0))
+
+
 def sort_events(ev: np.ndarray) -> np.ndarray:
     """A copy ordered by (t, ch); events at the same (t, ch) keep their order (stable)."""
     ev = validate(ev)
@@ -327,15 +342,13 @@ def from_dense(x: np.ndarray, *, graded: bool | None = None, node: str | None = 
     if x.ndim < 1:
         raise ShapeError("a dense event array needs a time axis: shape (T, *shape), got a scalar", node=node)
     T = x.shape[0]
-    n = int(np.prod(x.shape[1:], dtype=np.int64))
+    n = math.prod(x.shape[1:])   # exact (Python ints), and without np.prod's array round trip
     if n - 1 > _U32_MAX:
         raise ShapeError(f"{n} channels do not fit the 32-bit channel field", node=node, limit=_U32_MAX + 1, actual=n)
     flat = x.reshape(T, n)
     if flat.dtype in _FAST_FLOATS and (k := _kernels()):   # one compiled pass; None: the checks below raise
-        r = k.nonzero_events(np.ascontiguousarray(flat), graded is False)
-        if r is not None:
-            out = np.empty(len(r[0]), dtype=EVENT_DTYPE)
-            out["t"], out["ch"], out["v"] = r
+        out = k.nonzero_events(np.ascontiguousarray(flat), graded is False, EVENT_DTYPE)
+        if out is not None:
             return out
     if x.dtype.kind == "f" and not np.all(np.isfinite(flat)):
         t, c = np.nonzero(~np.isfinite(flat))
@@ -377,11 +390,13 @@ def to_dense(ev: np.ndarray, steps: int, shape, *, graded: bool | None = None, d
     """
     shape = _shape(shape, node)
     steps = _count(steps, "steps", node)
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     dtype = np.dtype(dtype)
     if (dtype in _FAST_FLOATS and graded is not False and isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE
             and ev.ndim == 1 and (k := _kernels())):   # one compiled pass; None: the checks below raise
         acc = k.to_dense_f64(ev["t"], ev["ch"], ev["v"], steps, n)
+        if acc is not None and dtype == np.float64:
+            return acc.reshape((steps,) + shape)
         if acc is not None:
             with np.errstate(over="ignore"):
                 out = acc.astype(dtype, copy=False)
@@ -463,16 +478,17 @@ def pack(ev: np.ndarray, *, graded: bool, node: str | None = None) -> bytes:
     ``graded=True`` writes 12-byte records with the float32 payload. A ``t``
     beyond 2**32 - 1 raises (send window-relative times).
     """
-    fast = isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE and ev.ndim == 1 and (k := _kernels()) \
-        and k.packable(ev["t"], ev["v"], graded)   # one compiled pass over the checks below
-    if not fast:
-        ev = validate(ev, node=node)
-        if len(ev) and np.any(ev["t"] > _U32_MAX):
-            _bad(ev["t"] > _U32_MAX, "with a timestep that does not fit the 32-bit wire field", node=node,
-                 values=ev["t"], limit=_U32_MAX, hint="send window-relative times")
-        if not graded and len(ev) and np.any(ev["v"] != 1.0):
-            _bad(ev["v"] != 1.0, "with a payload other than 1.0 cannot be packed as binary", node=node,
-                 values=ev["v"], hint="pack with graded=True")
+    if isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE and ev.ndim == 1 and (k := _kernels()):
+        wire = k.encode(ev, graded)   # checks and records in one compiled pass; None: the checks below raise
+        if wire is not None:
+            return wire
+    ev = validate(ev, node=node)
+    if len(ev) and np.any(ev["t"] > _U32_MAX):
+        _bad(ev["t"] > _U32_MAX, "with a timestep that does not fit the 32-bit wire field", node=node,
+             values=ev["t"], limit=_U32_MAX, hint="send window-relative times")
+    if not graded and len(ev) and np.any(ev["v"] != 1.0):
+        _bad(ev["v"] != 1.0, "with a payload other than 1.0 cannot be packed as binary", node=node,
+             values=ev["v"], hint="pack with graded=True")
     rec = np.empty(len(ev), dtype=_WIRE_GRADED if graded else _WIRE_BIN)
     rec["t"], rec["ch"] = ev["t"], ev["ch"]
     if graded:
@@ -511,14 +527,15 @@ def unpack(buf, *, graded: bool, n_channels: int | None = None, steps: int | Non
 
     steps = None if steps is None else _count(steps, "steps", node)
     n_channels = None if n_channels is None else _count(n_channels, "n_channels", node)
-    checked = bool(len(rec)) and bool(k := _kernels()) and k.unpackable(rec, graded, steps, n_channels)
-    if checked:   # one compiled pass found every record acceptable: the checks below have nothing to find
-        steps = n_channels = None
+    if len(rec) and (k := _kernels()):   # checks and conversion in one compiled pass; None: the checks below raise
+        out = k.decode(data, graded, steps, n_channels, EVENT_DTYPE)
+        if out is not None:
+            return out
     out = np.empty(len(rec), dtype=EVENT_DTYPE)
     out["t"], out["ch"] = rec["t"], rec["ch"]
     if graded:
-        bad = None if checked else ~np.isfinite(rec["v"])
-        if bad is not None and np.any(bad):
+        bad = ~np.isfinite(rec["v"])
+        if np.any(bad):
             _bad(bad, "with a non-finite payload", node=node, values=rec["v"], offset_of=off)
         out["v"] = rec["v"]
     else:

@@ -28,7 +28,8 @@ Frame types (C = client → server, S = server → client)::
                        "model": str, "model_version": int}
     2 OPEN    C: JSON {"device": str|null, "window": int|null}   opens the session
               S: JSON {"device", "window", "inputs": {name: size}, "outputs": {name: size},
-                       "input_shapes": {name: shape}, "output_shapes": {name: shape}}
+                       "input_shapes": {name: shape}, "output_shapes": {name: shape},
+                       "modulator": bool (the session's device takes MODULATE)}
     3 EVENTS  C: one window of input events (node table), or with BATCH several
     4 OUTPUT  S: the output events of those windows, same layout, same seq
     5 RESET   C: empty; drop the session's state (answered by STATS)
@@ -39,6 +40,16 @@ Frame types (C = client → server, S = server → client)::
               free device and a full wait queue; the header's seq is then the time to wait
               before retrying in milliseconds, 0 when unknown)
     8 CLOSE   C: empty; end of session (answered by the final STATS, then the server closes)
+    9 MODULATE C: the third factor of the session's learning rules (:meth:`Device.modulate
+              <nmc.backends.base.Device.modulate>`): n ≥ 1 little-endian float64 values, the
+              length a multiple of 8 and at most MAX_MODULATE_BYTES (checked from the header,
+              before the payload is read), every value finite. One value: a reward (or one
+              error for every post neuron); n values: the error per post neuron. It takes
+              effect in order: after every window sent before it, before every window sent
+              after it, and holds until the next MODULATE (or RESET). Not answered; a device
+              that runs no rule with a third factor (OPEN's "modulator" is false), a batched
+              session (its slot shares the device's weights with other sessions) or values of
+              the wrong length get ERROR E_RUNTIME naming why, in place of the next answer
 
 A conversation::
 
@@ -46,7 +57,8 @@ A conversation::
     C OPEN {device, window} S OPEN {device, window, io}     (one session per connection)
     C EVENTS seq=0 ...      S OUTPUT seq=0 ...               (the client may send ahead: pipelining;
     C EVENTS seq=1 ...      S OUTPUT seq=1 ...                the server stops reading when its queue
-    C RESET / STATS         S STATS                           is full, so TCP slows the sender)
+    C MODULATE r                                              is full, so TCP slows the sender)
+    C RESET / STATS         S STATS
     C CLOSE                 S STATS (final counters), close
 
 Node table (one window)::
@@ -64,6 +76,9 @@ absent from the table has no events in that window.
 
 BATCH payload: ``u32 n_windows`` then per window ``u32 table bytes`` + that
 node table; window ``k`` of the frame is window number ``seq + k``.
+
+MODULATE payload: ``n`` float64 values, ``n`` = length / 8 (1 to
+:data:`MAX_MODULATE_VALUES`), decoded by :func:`parse_modulate`.
 
 Every decoding error — bad magic/version/type/flags, oversized length,
 truncated or trailing bytes, node index, graded flag, non-finite payload, an
@@ -92,9 +107,12 @@ PRE_AUTH_MAX_PAYLOAD = 4096
 #: frame flag: the EVENTS/OUTPUT payload holds several windows
 BATCH = 0x0001
 _KNOWN_FLAGS = BATCH
-HELLO, OPEN, EVENTS, OUTPUT, RESET, STATS, ERROR, CLOSE = range(1, 9)
+HELLO, OPEN, EVENTS, OUTPUT, RESET, STATS, ERROR, CLOSE, MODULATE = range(1, 10)
 NAMES = {HELLO: "HELLO", OPEN: "OPEN", EVENTS: "EVENTS", OUTPUT: "OUTPUT", RESET: "RESET", STATS: "STATS",
-         ERROR: "ERROR", CLOSE: "CLOSE"}
+         ERROR: "ERROR", CLOSE: "CLOSE", MODULATE: "MODULATE"}
+#: values of one MODULATE frame at most (an error per post neuron of up to 2^20 neurons; 8 MiB)
+MAX_MODULATE_VALUES = 1 << 20
+MAX_MODULATE_BYTES = 8 * MAX_MODULATE_VALUES
 # error codes of ERROR frames
 E_MALFORMED, E_TOO_BIG, E_AUTH, E_PROTOCOL, E_RUNTIME, E_SHUTDOWN, E_INTERNAL, E_VERSION, E_BUSY = range(1, 10)
 ERROR_NAMES = {E_MALFORMED: "malformed frame", E_TOO_BIG: "frame too big", E_AUTH: "not authorised",
@@ -123,6 +141,36 @@ def frame(ftype: int, payload: bytes = b"", seq: int = 0, flags: int = 0) -> byt
     return HEADER.pack(MAGIC, VERSION, ftype, flags, len(payload), seq) + payload
 
 
+#: buffers one ``sendmsg`` takes at most (POSIX guarantees 16; Linux takes 1024)
+_IOV_MAX = 512
+
+
+def send_frame(sock, ftype: int, payload=b"", seq: int = 0, flags: int = 0) -> None:
+    """Write one frame: the header and the payload's buffers (``payload``: bytes, or a list of
+    buffers that make it, e.g. :func:`pack_windows`'s parts) with ``sendmsg``, gathered by the
+    kernel without joining them first (one copy fewer per frame, no second buffer of the payload's
+    size); a socket without ``sendmsg`` (a TLS stream) gets one ``sendall`` of the joined bytes.
+    Refuses payloads over MAX_PAYLOAD, like :func:`frame`."""
+    parts = [payload] if isinstance(payload, (bytes, bytearray, memoryview)) else list(payload)
+    n = sum(len(b) for b in parts)
+    if n > MAX_PAYLOAD:
+        raise FrameTooBig(f"frame payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit",
+                          limit=MAX_PAYLOAD, actual=n, hint="send smaller windows or smaller batches")
+    bufs = [HEADER.pack(MAGIC, VERSION, ftype, flags, n, seq), *parts]
+    sendmsg = getattr(sock, "sendmsg", None)
+    if sendmsg is None or len(bufs) > _IOV_MAX:
+        sock.sendall(b"".join(bufs))
+        return
+    views = [memoryview(b).cast("B") for b in bufs if len(b)]
+    while views:   # sendmsg may write part of it: go on from where it stopped
+        k = sendmsg(views)
+        while views and k >= len(views[0]):
+            k -= len(views[0])
+            views.pop(0)
+        if views and k:
+            views[0] = views[0][k:]
+
+
 def parse_header(h: bytes, limit: int = MAX_PAYLOAD) -> tuple[int, int, int, int]:
     """(type, flags, length, seq); raises EventFormatError on a bad header and
     :class:`FrameTooBig` when the declared length is over ``limit`` bytes."""
@@ -141,6 +189,14 @@ def parse_header(h: bytes, limit: int = MAX_PAYLOAD) -> tuple[int, int, int, int
     if flags & BATCH and ftype not in (EVENTS, OUTPUT):
         raise EventFormatError(f"BATCH flag on a {NAMES[ftype]} frame")
     limit = min(int(limit), MAX_PAYLOAD)
+    if ftype == MODULATE:
+        if length > MAX_MODULATE_BYTES and length <= limit:
+            raise FrameTooBig(f"MODULATE frame of {length} bytes exceeds the {MAX_MODULATE_BYTES}-byte limit "
+                              f"({MAX_MODULATE_VALUES} float64 values)", limit=MAX_MODULATE_BYTES, actual=length,
+                              hint="one value per post neuron of the plastic projection, or one for all")
+        if length == 0 or length % 8:
+            raise EventFormatError(f"MODULATE payload of {length} bytes is not n ≥ 1 float64 values "
+                                   "(a positive multiple of 8 bytes)", actual=length)
     if length > limit:
         what = "frames before authentication (HELLO, OPEN)" if limit < MAX_PAYLOAD else "frames"
         raise FrameTooBig(f"{NAMES[ftype]} frame of {length} bytes exceeds the {limit}-byte limit of {what}",
@@ -238,12 +294,19 @@ def unpack_table(buf, n_nodes: int, sizes=None, window: int | None = None, base:
 
 def pack_windows(tables: list[bytes]) -> tuple[bytes, int]:
     """Payload and flags for one window (no BATCH) or several (BATCH)."""
+    parts, flags = pack_window_parts(tables)
+    return b"".join(parts), flags
+
+
+def pack_window_parts(tables: list[bytes]) -> tuple[list[bytes], int]:
+    """:func:`pack_windows` as the list of buffers that make the payload (for :func:`send_frame`,
+    which gathers them without joining)."""
     if len(tables) == 1:
-        return tables[0], 0
+        return [tables[0]], 0
     parts = [_U32.pack(len(tables))]
     for t in tables:
         parts += [_U32.pack(len(t)), t]
-    return b"".join(parts), BATCH
+    return parts, BATCH
 
 
 def unpack_windows(buf, flags: int, n_nodes: int, sizes=None, window: int | None = None) -> list[dict[int, np.ndarray]]:
@@ -272,6 +335,38 @@ def unpack_windows(buf, flags: int, n_nodes: int, sizes=None, window: int | None
 
 
 # ------------------------------------------------------------- other payloads
+def modulate_payload(value) -> bytes:
+    """A MODULATE payload: ``value`` (a number, or a 1-D array of them) as little-endian
+    float64; EventFormatError when it is empty, not 1-D, too long or not finite."""
+    try:
+        v = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise EventFormatError(f"a third factor is a number or a 1-D array of numbers, not {type(value).__name__}",
+                               hint="pass a reward (float) or the error per post neuron") from None
+    if v.ndim > 1 or not 1 <= v.size <= MAX_MODULATE_VALUES:
+        raise EventFormatError(f"a third factor is 1 to {MAX_MODULATE_VALUES} values (a reward, or the error per "
+                               f"post neuron), got shape {v.shape}", limit=MAX_MODULATE_VALUES, actual=v.size)
+    if not np.all(np.isfinite(v)):
+        raise EventFormatError("the third factor is not finite", hint="send finite rewards / errors")
+    return v.astype("<f8").tobytes()
+
+
+def parse_modulate(buf):
+    """MODULATE payload → a float (one value) or a float64 array (several); EventFormatError
+    on a length that is not 1 to MAX_MODULATE_VALUES float64 values, or a non-finite value."""
+    n = len(buf)
+    if n == 0 or n % 8 or n > MAX_MODULATE_BYTES:
+        raise EventFormatError(f"MODULATE payload of {n} bytes is not 1 to {MAX_MODULATE_VALUES} float64 values",
+                               limit=MAX_MODULATE_BYTES, actual=n)
+    v = np.frombuffer(buf, dtype="<f8").astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise EventFormatError(f"MODULATE value {int(bad[0])} (byte {8 * int(bad[0])}) is not finite "
+                               f"({v[bad[0]]!r}); {bad.size} of {v.size} values are not",
+                               hint="send finite rewards / errors")
+    return float(v[0]) if v.size == 1 else v
+
+
 def error_payload(code: int, msg: str) -> bytes:
     return _U16.pack(code) + msg.encode("utf8", "replace")[:4000]
 

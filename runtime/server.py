@@ -35,6 +35,15 @@ Limits
     main thread (``Device.main_thread_only``, e.g. ``brian2``) are refused at
     OPEN with a session error.
 
+Learning
+    A MODULATE frame sets the third factor of the session's learning rules
+    (``Session.modulate``) between the windows sent before and after it; it
+    passes the same token, budget and size checks as EVENTS. A device that
+    runs no rule with a third factor refuses it (ERROR E_RUNTIME naming why),
+    and so does a batched session (``nmc serve --max-batch``): its slot shares
+    the device's weights with the other sessions, so one client's reward
+    would change every client's network.
+
 Errors
     A malformed or oversized frame, a frame out of order, or an event outside
     the window/channels gets an ERROR frame (code and one-line message) and a
@@ -167,7 +176,7 @@ class _Conn:
 
     # ------------------------------------------------------------------ I/O
     def send(self, ftype, payload=b"", seq=0, flags=0):
-        self.sock.sendall(P.frame(ftype, payload, seq, flags))
+        P.send_frame(self.sock, ftype, payload, seq, flags)
         self.transport["frames_out"] += 1
 
     def stats(self) -> bytes:
@@ -216,7 +225,7 @@ class _Conn:
                 ft, flags, length, seq = P.read_header(self.sock)
                 if ft in (P.RESET, P.STATS, P.CLOSE) and length:
                     raise EventFormatError(f"{P.NAMES[ft]} frame with a {length}-byte payload (must be empty)")
-                if ft not in (P.EVENTS, P.RESET, P.STATS, P.CLOSE):
+                if ft not in (P.EVENTS, P.MODULATE, P.RESET, P.STATS, P.CLOSE):
                     raise _Violation(f"unexpected {P.NAMES[ft]} frame in an open session")
                 t0 = time.perf_counter()
                 if not self.srv.budget.acquire(self, length):  # room first: the payload is read only then
@@ -230,6 +239,8 @@ class _Conn:
                         self.transport["stall_s"] += self.tenant.wait_for(sum(len(e) for w in wins for e in w.values()),
                                                                           self.stop)
                     item = ("events", [{in_names[i]: e for i, e in w.items()} for w in wins], seq, length)
+                elif ft == P.MODULATE:
+                    item = ("modulate", P.parse_modulate(P.recv_exact(self.sock, length)), seq, length)
                 else:
                     item = (P.NAMES[ft].lower(), None, seq, 0)
                 if not self.put(item) or ft == P.CLOSE:
@@ -278,12 +289,14 @@ class _Conn:
             "device": s.device_name, "window": s.window,
             "inputs": {p.name: p.size for p in s.io.inputs}, "outputs": {p.name: p.size for p in s.io.outputs},
             "input_shapes": {p.name: list(p.shape) for p in s.io.inputs},
-            "output_shapes": {p.name: list(p.shape) for p in s.io.outputs}}))
+            "output_shapes": {p.name: list(p.shape) for p in s.io.outputs},
+            "modulator": s.takes_modulator}))
         return s.io.input_names, [p.size for p in s.io.inputs], s.window
 
     def serve(self) -> None:
         in_names, sizes, window = self.handshake()
         out_names = self.session.io.output_names
+        sizes_out = [p.size for p in self.session.io.outputs]
         self.rd = threading.Thread(target=self.reader, args=(in_names, sizes, window), daemon=True,
                                    name=f"nmc-reader-{self.peer}")
         self.rd.start()
@@ -302,11 +315,14 @@ class _Conn:
                     self.srv.observe_window(self.model, sum(len(e) for e in w.values()),
                                             sum(len(e) for e in out.values()), self.session.window,
                                             time.perf_counter() - t0)
-                    tables.append(P.pack_table([(i, out[k], bool(len(out[k]) and (out[k]["v"] != 1).any()))
+                    tables.append(P.pack_table([(i, *ev.window_events(out[k], self.session.window, sizes_out[i]))
                                                 for i, k in enumerate(out_names)]))
                 del data
-                payload, fl = P.pack_windows(tables)
-                self.send(P.OUTPUT, payload, seq, fl)
+                parts, fl = P.pack_window_parts(tables)
+                self.send(P.OUTPUT, parts, seq, fl)
+                self.srv.budget.release(self, nbytes)
+            elif kind == "modulate":  # in order between the windows; a refusal is an ERROR (E_RUNTIME)
+                self.session.modulate(data)
                 self.srv.budget.release(self, nbytes)
             elif kind == "reset":
                 self.session.reset()

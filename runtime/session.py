@@ -113,6 +113,17 @@ class Session:
         return not self.streaming
 
     # ----------------------------------------------------------------- control
+    @property
+    def takes_modulator(self) -> bool:
+        """The device runs a learning rule with a third factor (:meth:`modulate` works)."""
+        return bool(getattr(self.device, "takes_modulator", False))
+
+    def modulate(self, value) -> None:
+        """Set the third factor (a reward, or the error per post neuron) of the device's learning
+        rules from the next window on (:meth:`Device.modulate <nmc.backends.base.Device.modulate>`;
+        a device without one raises :class:`~nmc.errors.DeviceError`)."""
+        self.device.modulate(value)
+
     def reset(self) -> None:
         """Drop all device state; counters keep counting across resets."""
         self.device.reset(1)

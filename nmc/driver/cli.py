@@ -189,7 +189,7 @@ def _print_fidelity(rep: dict) -> None:
 
 
 @main.command("run")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", metavar="BUNDLE", type=click.Path(path_type=Path))
 @click.option("--input", "-i", "input_path", type=click.Path(path_type=Path),
               help=".npz with one array per input node, shape (T, *node shape).")
 @click.option("--text", help="Language models: prompt text streamed token by token; prints the continuation, and on "
@@ -211,8 +211,13 @@ def _print_fidelity(rep: dict) -> None:
               help="Closed loop: step this environment (CartPole-v1, MountainCar-v0, Acrobot-v1) with the network, "
                    "its reward fed to the learning rules (nmc.runtime.closed_loop); -o writes returns and latencies.")
 @click.option("--episodes", type=int, default=10, show_default=True, help="Closed loop: episodes to run.")
+@click.option("--token", help="Closed loop over a server (BUNDLE given as HOST:PORT): its token (default: $NMC_TOKEN).")
+@click.option("--tls-ca", type=click.Path(path_type=Path),
+              help="Closed loop over a server: speak TLS, verifying its certificate with this CA file.")
+@click.option("--model", help="Closed loop over a repository server: the model (default: its only model).")
+@click.option("--model-version", type=int, help="Version of --model (default: the newest).")
 def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, steps, device, record, output,
-            env_name, episodes):
+            env_name, episodes, token, tls_ca, model, model_version):
     """Run a compiled BUNDLE on an input and save/print the outputs.
 
     \b
@@ -221,9 +226,14 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
       nmc run lm.nmc --text "ROMEO." --generate 300           # a language model, token by token
       nmc run lm.nmc --tokens ids.txt --engine c              # through the generated C kernels
       nmc run agent.nmc --env CartPole-v1 --episodes 20      # closed loop with a Gymnasium task
+      nmc run 127.0.0.1:7878 --env CartPole-v1               # the same loop with a device of `nmc serve`
     """
     if env_name is not None:
-        return _run_env(bundle, env_name, episodes, device, output)
+        return _run_env(bundle, env_name, episodes, device, output,
+                        dict(token=token, tls_ca=tls_ca, model=model, model_version=model_version))
+    if token is not None or tls_ca is not None or model is not None or model_version is not None:
+        raise click.UsageError("--token, --tls-ca, --model and --model-version are for a closed loop over a server "
+                               "(HOST:PORT --env NAME); `nmc stream HOST:PORT` streams a recording through one")
     check_number("--generate", n_gen, lo=0)
     check_number("--temperature", temperature, lo=0)
     if text is not None or tokens_path is not None:
@@ -249,10 +259,15 @@ def run_cmd(bundle, input_path, text, tokens_path, n_gen, temperature, engine, s
         out.print(f"[green]wrote[/] {output}")
 
 
-def _run_env(bundle, env_name, episodes, device, output):
+def _run_env(bundle, env_name, episodes, device, output, server: dict):
     check_number("--episodes", episodes, lo=1)
-    check_output(output, [bundle])
-    with api.open_session(api.load(bundle), device=device, env=env_name) as loop:
+    address = _server_address(str(bundle))
+    check_output(output, [] if address else [bundle])
+    if address is not None:
+        loop = _connect(*address, device=device, env=env_name, **server)
+    else:
+        loop = api.open_session(api.load(bundle), device=device, env=env_name)
+    with loop:
         rep = loop.run(episodes)
     s = rep.summary()
     if output:
@@ -696,22 +711,14 @@ def stream_cmd(target_, input_path, output, window, device, token, tls_ca, batch
     if T < 1:
         raise InputFileError("the input arrays have no timesteps (T = 0)", path=input_path,
                              hint="give at least one timestep: (T >= 1, *node shape)")
-    host, _, port = target_.rpartition(":")
-    if Path(target_).exists() or not (host and port.isdigit()):
+    address = _server_address(target_)
+    if address is None:
         with open_session(target_, device=device, window=window) as sess:
             outs = sess.run_dense(inputs)
             counters = sess.counters.as_dict()
     else:
-        import os
-
-        tls = None
-        if tls_ca:
-            from nmc.runtime.serve.tls import client_context
-
-            tls = client_context(tls_ca)
-        token = token if token is not None else os.environ.get("NMC_TOKEN") or None
-        with connect(host.strip("[]"), int(port), token=token, device=device, window=window, model=model,
-                     model_version=model_version, tls=tls) as c:
+        with _connect(*address, token=token, tls_ca=tls_ca, device=device, window=window, model=model,
+                      model_version=model_version) as c:
             outs = c.run_dense(inputs, batch=batch)
             counters = c.close()
             counters.pop("transport", None)
@@ -721,6 +728,27 @@ def stream_cmd(target_, input_path, output, window, device, token, tls_ca, batch
         out.print(f"[green]wrote[/] {output}")
     nwin = -(-T // window)
     out.print(f"windows {nwin} x {window} steps; counters {counters}", highlight=False)
+
+
+def _server_address(target_: str) -> tuple[str, int] | None:
+    """(host, port) when a BUNDLE|HOST:PORT argument names a server (not an existing path)."""
+    host, _, port = target_.rpartition(":")
+    if Path(target_).exists() or not (host and port.isdigit()):
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _connect(host: str, port: int, *, token, tls_ca, **kw):
+    """``nmc.connect`` with the command line's token (default ``$NMC_TOKEN``) and CA file."""
+    import os
+
+    tls = None
+    if tls_ca:
+        from nmc.runtime.serve.tls import client_context
+
+        tls = client_context(tls_ca)
+    token = token if token is not None else os.environ.get("NMC_TOKEN") or None
+    return connect(host, port, token=token, tls=tls, **kw)
 
 
 @main.command("targets")

@@ -274,6 +274,13 @@ class SlotDevice(Device):
     def run(self, inputs, steps=None, record=()):
         raise DeviceError("a served session streams window by window; it cannot `run` a whole recording")
 
+    def modulate(self, value) -> None:
+        """Refused: the slots of a batch share the device's weights, so one session's third
+        factor would change what every session's network learns."""
+        raise DeviceError(f"a batched session (one slot of device '{self.name}') takes no third factor: the "
+                          "sessions of a batch share its weights", hint="serve learning networks with "
+                          "--max-batch 1 (one session per device)")
+
     def close(self) -> None:
         """Free the slot (its session ended); ``on_close`` tells the pool."""
         self.batched.release(self)

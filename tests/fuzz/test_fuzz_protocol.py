@@ -2,7 +2,7 @@
 the frame decoder directly and against a live server on 127.0.0.1.
 
 Inputs: valid conversations (HELLO, OPEN, EVENTS with single and BATCH tables,
-STATS, RESET, CLOSE) mutated by byte flips, truncation, header surgery (declared
+MODULATE with valid and hostile values and lengths, STATS, RESET, CLOSE) mutated by byte flips, truncation, header surgery (declared
 lengths up to 2^32-1, unknown types, flags, version and magic bytes), hostile JSON
 field values in HELLO/OPEN (wrong types, other versions, huge numbers, deep
 nesting, lone surrogates), hostile node tables (event counts, node indices,
@@ -124,11 +124,22 @@ def events_frames(draw, seq: int) -> bytes:
 
 
 @st.composite
+def modulate_frames(draw) -> bytes:
+    """A MODULATE frame: finite values, or non-finite ones, or a length that is not whole float64 values
+    (the served bundle learns nothing: even a valid one is refused, with a reason)."""
+    values = draw(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=0, max_size=8))
+    payload = np.asarray(values, "<f8").tobytes() + draw(st.sampled_from([b"", b"", b"\0", b"\0" * 7]))
+    return P.HEADER.pack(P.MAGIC, P.VERSION, P.MODULATE, 0, len(payload), 0) + payload
+
+
+@st.composite
 def conversations(draw) -> bytes:
     """A conversation with the served bundle, mutated."""
     frames = [P.frame(P.HELLO, draw(hello_payloads())), P.frame(P.OPEN, draw(open_payloads()))]
     for i in range(draw(st.integers(0, 4))):
         frames.append(draw(events_frames(i)))
+    if draw(st.integers(0, 3)) == 0:
+        frames.insert(draw(st.integers(0, len(frames))), draw(modulate_frames()))
     frames += [P.frame(t) for t in draw(st.lists(st.sampled_from([P.STATS, P.RESET]), max_size=2))]
     if draw(st.booleans()):
         frames.append(P.frame(P.CLOSE))
@@ -195,6 +206,8 @@ def _decode_stream(data: bytes, limit: int) -> None:
                 P.unpack_windows(payload, flags, 1, [N_IN], WINDOW)
             elif ft == P.ERROR:
                 P.parse_error(payload)
+            elif ft == P.MODULATE:
+                P.parse_modulate(payload)
             elif payload:
                 raise EventFormatError(f"{P.NAMES[ft]} frame with a payload")
     finally:

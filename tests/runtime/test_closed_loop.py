@@ -1,36 +1,17 @@
 """Closed loop (nmc.runtime.closed_loop): encoding, decoding, reward to the third factor, latency,
 the allow-list, and `nmc run --env`."""
-import nir
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import nmc
+from loop_agents import SPORE, agent
 from nmc.driver.cli import main
 from nmc.errors import DeviceError, OptionError, ShapeError
-from nmc.ir import Graph
-from nmc.plasticity import Plasticity
 from nmc.runtime import events as ev
 from nmc.runtime.closed_loop import ENVS, env_config
 
 pytest.importorskip("gymnasium")
-
-
-def agent(rule=None, n_in=32, n_out=2, w=0.1):
-    g = Graph(meta={"dt": 1e-3})
-    g.add_node("in", nir.Input(input_type={"input": np.array([n_in])}))
-    g.add_node("w", nir.Affine(weight=np.full((n_out, n_in), w), bias=np.zeros(n_out)))
-    g.add_node("n", nir.IF(r=np.full(n_out, 1000.0), v_threshold=np.full(n_out, 1.0)))
-    g.add_node("out", nir.Output(output_type={"output": np.array([n_out])}))
-    for e in (("in", "w"), ("w", "n"), ("n", "out")):
-        g.add_edge(*e)
-    if rule is not None:
-        g.annotate("w", rule)
-    return nmc.compile(g, target="reference", fidelity_check=False)
-
-
-SPORE = Plasticity(rule="spore", third_factor="reward", beta=1.0, temperature=0.1, theta0=3.0, prior_mean=2.5,
-                   tau_baseline=0.05, seed=1)
 
 
 def test_encoding_and_decoding():
