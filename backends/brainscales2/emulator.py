@@ -19,7 +19,9 @@ A spike is emitted when v > v_threshold (checked every fine step); v then
 goes to v_reset. Weights are rebuilt from the synapse-array configuration
 (:func:`.synapses.effective_matrix`: an event is sent on the rows serving its
 source group and a synapse conducts iff its stored label matches; row sign;
-a merged neuron sums its columns) × the layer's LSB. Sequential runs
+a merged neuron sums its columns) × the layer's LSB: a step's events add
+their integer weights (exact) and the sum is scaled once (:class:`.fast.Projection`),
+so a sample's input does not depend on the batch. Sequential runs
 (placement) change nothing here: each run replays the previous run's spikes.
 
 Analog effects (``mismatch`` ∈ off | calibrated | uncalibrated, ``noise``):
@@ -93,9 +95,11 @@ class BSS2Emulator(Device):
                           else self.prm[l.name] for l in program.layers}
         self.into = {l.name: [q for q in program.projections if q.post == l.name] for l in program.layers}
         # the weights come from the synapse array itself (label matching, row signs, merged columns)
-        self.W = {id(q): S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label,
-                                            program.layer(q.post).circuits, q.w6.shape[1]).astype(float)
-                  * program.layer(q.post).scale for q in program.projections}
+        w_int = {id(q): S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label,
+                                           program.layer(q.post).circuits, q.w6.shape[1]) for q in program.projections}
+        self.W = {id(q): w_int[id(q)].astype(float) * program.layer(q.post).scale for q in program.projections}
+        # the input kernels: integer sums per event, × the layer's LSB once (see .fast)
+        self._proj = {id(q): fast.Projection(w_int[id(q)], program.layer(q.post).scale) for q in program.projections}
         # learning rules: the plasticity processor's fixed-point model rewrites plastic rows (.ppu)
         self.ppu_rules = [ppu.PPURule.from_json(d) for d in getattr(program, "plasticity", [])]
 
@@ -142,7 +146,7 @@ class BSS2Emulator(Device):
                                 "ref": np.zeros((B, l.size))} for l in self.p.layers},
                 "prev_sub": {l.name: np.zeros((self.S, B, l.size)) for l in self.p.layers},
                 "rng": np.random.default_rng(self.seed),
-                **learning.initial_state(self.p, self.ppu_rules, B, self.W, getattr(self, "_reward", None))}
+                **learning.initial_state(self.p, self.ppu_rules, B, self._proj, getattr(self, "_reward", None))}
 
     def _check(self, arrs) -> None:
         for k, a in arrs.items():
@@ -194,9 +198,11 @@ class BSS2Emulator(Device):
         st, rng = state["st"], state["rng"]
         h = self.p.dt / self.p.speedup / self.S
         hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
-        W = state.get("W", self.W)      # plastic projections: the learners' current weights
+        P = state.get("P", self._proj)   # plastic projections: the learners' current weights
         S = self.S
         prev_sub = state["prev_sub"]
+        # step timing without noise: one (B, n) drive per layer on its boundary fine step (.fast.fine_steps_step)
+        fused = self._fine is fast.fine_steps and not self.noise and self.event_timing == "step"
         for t in range(T):
             ext = {k: a[t].reshape(B, -1).astype(float) for k, a in arrs.items()}
             for c in self.p.constant_inputs:  # bias sources: one event every step
@@ -205,19 +211,34 @@ class BSS2Emulator(Device):
             for l in self.p.layers:
                 s_ = st[l.name]
                 cuba = l.kind in ("cuba", "cubali")
+                k_in = 0 if cuba else S - 1
                 # input per fine step: events arrive at their real times (the fine step their source fired);
                 # host events are stamped at the step boundary: the start of the step for current-based
                 # layers, its end for the others (both equal the discrete reference's same-step delivery)
+                if fused:
+                    for key in ("v", "i", "ref"):  # the kernel updates them in place
+                        s_[key] = np.ascontiguousarray(s_[key], dtype=np.float64)
+                    d = np.zeros((B, l.size))
+                    for q in self.into[l.name]:
+                        src = ext[q.pre] if q.pre in ext else (prev_sub if q.recurrent else cur_sub)[q.pre]
+                        d += P[id(q)](src if src.ndim == 2 else src.max(axis=0))
+                    spk = fast.fine_steps_step(s_["v"], s_["i"], s_["ref"], d, k_in, cuba, self._fine_prm[l.name],
+                                               h, S)
+                    s_["s"] = spk
+                    cur_sub[l.name] = spk[None]  # the step's events, as one boundary fine step
+                    hist[l.name]["s"].append(spk)
+                    hist[l.name]["v"].append(s_["v"].copy())
+                    continue
                 drive = np.zeros((S, B, l.size))
                 for q in self.into[l.name]:
                     if q.pre in ext:
-                        drive[0 if cuba else S - 1] += ext[q.pre] @ W[id(q)].T
+                        drive[k_in] += P[id(q)](ext[q.pre])
                     else:
                         src = prev_sub[q.pre] if q.recurrent else cur_sub[q.pre]
                         if self.event_timing == "real":
-                            drive += src @ W[id(q)].T
+                            drive += P[id(q)](src)
                         else:  # all of the source's events of the step at the step boundary
-                            drive[0 if cuba else S - 1] += src.max(axis=0) @ W[id(q)].T
+                            drive[k_in] += P[id(q)](src.max(axis=0))
                 noise = (rng.standard_normal((S, B, l.size)) * self.noise_sigma / np.sqrt(S)) if self.noise else None
                 v, i, ref, spk, fired_sub = self._fine(s_["v"], s_["i"], s_["ref"], drive, noise, cuba,
                                                        self._fine_prm[l.name], h)

@@ -15,6 +15,22 @@ below are bit-identical, the tests check it)::
 per fine step (a dozen array passes with temporaries each); :func:`fine_steps`
 fuses the loop per neuron with numba, so a model step costs one pass over the
 state. The emulator uses the compiled one when numba is importable.
+
+With ``event_timing="step"`` and no noise every input of a model step lands on
+one fine step ``k_in`` (0 for cuba layers, S − 1 for the others), so
+:func:`fine_steps_step` takes that one (B, n) drive and adds 0.0 on the other
+fine steps: the same operations in the same order, bit-identical to
+:func:`fine_steps` on a drive that is zero outside ``k_in``, without the
+(S, B, n) drive and per-fine-step spike arrays.
+
+Synaptic input (:func:`scatter`, :func:`project`): an event of source p adds
+the *integer* effective weights of p's synapses (6-bit magnitudes × row sign,
+summed per neuron; float64 holds every partial sum exactly, far below 2^53),
+then the sum is multiplied once by the layer's LSB (one rounding). So the input
+does not depend on the order of summation nor on the batch: a batch-64 run
+equals 64 batch-1 runs bit for bit. Projections at most :data:`CSR_DENSITY`
+dense (expanded convolutions, pooling) walk the active sources' synapses only
+(as the chip routes events); denser ones take one matmul of the same integers.
 """
 from __future__ import annotations
 
@@ -24,6 +40,9 @@ try:
     from numba import njit
 except ImportError:  # pragma: no cover - numba is a dependency; the numpy path stays usable without it
     njit = None
+
+#: projections at most this dense are accumulated per active source instead of by matmul
+CSR_DENSITY = 0.25
 
 #: parameter arrays a layer needs, in the order the kernels take them
 PARAM_KEYS = ("v_leak", "a", "coef", "b", "v_reset", "v_threshold", "t_refrac")
@@ -87,6 +106,44 @@ if njit is not None:
         return v, i, ref, spk, fired_sub
 
 
+    @njit(cache=True)
+    def _loop_step(v, i, ref, d, k_in, cuba, vl, a, coef, b, vr, vth, tr, h, S):
+        B, n = d.shape
+        spk = np.zeros((B, n))
+        for bb in range(B):
+            for j in range(n):
+                vv, ii, rr = v[bb, j], i[bb, j], ref[bb, j]
+                dj = d[bb, j]
+                for k in range(S):
+                    x = dj if k == k_in else 0.0
+                    if cuba:
+                        ii = ii + x
+                        vv = vl[j] + (vv - vl[j]) * a[j] + ii * coef[j]
+                        ii = ii * b[j]
+                    else:
+                        vv = vl[j] + (vv - vl[j]) * a[j] + x
+                    if rr > 0:
+                        vv = vr[j]
+                        rr = max(rr - h, 0.0)
+                    if vv > vth[j]:
+                        spk[bb, j] = 1.0
+                        vv = vr[j]
+                        rr = tr[j]
+                v[bb, j], i[bb, j], ref[bb, j] = vv, ii, rr
+        return spk
+
+    @njit(cache=True)
+    def _scatter(x, ptr, idx, val, acc):
+        R, n_pre = x.shape
+        for r in range(R):
+            for p in range(n_pre):
+                xp = x[r, p]
+                if xp != 0.0:
+                    for q in range(ptr[p], ptr[p + 1]):
+                        acc[r, idx[q]] += xp * val[q]
+        return acc
+
+
 def available() -> bool:
     return njit is not None
 
@@ -105,3 +162,40 @@ def fine_steps(v, i, ref, drive, noise, cuba, P, h):
     has_noise = noise is not None
     nz = np.ascontiguousarray(noise, dtype=np.float64) if has_noise else np.zeros((1, 1, 1))
     return _loop(v, i, ref, np.ascontiguousarray(drive, dtype=np.float64), nz, has_noise, bool(cuba), *prm, float(h))
+
+
+def fine_steps_step(v, i, ref, d, k_in, cuba, prm, h, S):
+    """:func:`fine_steps` for a drive ``d`` (B, n) that arrives on fine step ``k_in`` only
+    (``prm``: the :func:`pack`); no noise. Updates ``v``, ``i``, ``ref`` in place (float64,
+    C-contiguous) and returns the step's spikes (B, n)."""
+    return _loop_step(v, i, ref, np.ascontiguousarray(d, dtype=np.float64), int(k_in), bool(cuba), *prm,
+                      float(h), int(S))
+
+
+class Projection:
+    """One projection's synapses as the input kernels take them: the integer effective
+    matrix (post, pre) ``w_int`` and the layer's LSB ``scale``; by source (CSR) when at
+    most :data:`CSR_DENSITY` dense and numba is importable, else as a (pre, post) matrix."""
+
+    def __init__(self, w_int: np.ndarray, scale):
+        w = np.asarray(w_int)
+        self.n_post, self.n_pre = w.shape
+        self.scale = scale
+        self.csr = available() and w.size > 0 and np.count_nonzero(w) <= CSR_DENSITY * w.size
+        if self.csr:
+            pre, post = np.nonzero(w.T)
+            self.ptr = np.searchsorted(pre, np.arange(self.n_pre + 1)).astype(np.int64)
+            self.idx = post.astype(np.int64)
+            self.val = np.ascontiguousarray(w.T[pre, post], dtype=np.float64)
+        else:
+            self.wt = np.ascontiguousarray(w.T, dtype=np.float64)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Input of events ``x`` (..., pre) → (..., post): Σ integer weights, then × LSB."""
+        lead = x.shape[:-1]
+        x2 = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_pre)
+        if self.csr:
+            acc = _scatter(x2, self.ptr, self.idx, self.val, np.zeros((x2.shape[0], self.n_post)))
+        else:
+            acc = x2 @ self.wt
+        return (acc * self.scale).reshape(*lead, self.n_post)

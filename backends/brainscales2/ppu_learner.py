@@ -10,6 +10,7 @@ import numpy as np
 
 from nmc.errors import OptionError
 
+from . import fast
 from .ppu import (PPURule, compile_rule, read_sensor, refusal, reward_code, rewire, seed_state,
                   update_row)
 
@@ -115,9 +116,10 @@ class PPULearner:
 
 
 # ---------------------------------------------------------------- the emulator's hooks
-def initial_state(program, rules: list[PPURule], batch: int, W: dict, reward=None) -> dict:
+def initial_state(program, rules: list[PPURule], batch: int, P: dict, reward=None) -> dict:
     """The learners' part of the emulator's state (empty without rules): ``ppu`` (one learner per
-    rule, fresh weights) and ``W`` (the emulator's weights with the plastic ones the learners')."""
+    rule, fresh weights) and ``P`` (the emulator's input kernels, :class:`.fast.Projection` by
+    ``id(projection)``, the plastic ones rebuilt from the learners' weights when they change)."""
     if not rules:
         return {}
     learners = []
@@ -128,7 +130,7 @@ def initial_state(program, rules: list[PPURule], batch: int, W: dict, reward=Non
         if reward is not None and r.third_factor == "reward":
             lr.modulate(reward)
         learners.append(lr)
-    return {"ppu": learners, "W": dict(W)}
+    return {"ppu": learners, "P": dict(P)}
 
 
 def record_weights(state: dict, record) -> dict[str, list]:
@@ -144,7 +146,8 @@ def record_weights(state: dict, record) -> dict[str, list]:
 def after_step(program, state: dict, ext: dict, cur_sub: dict, prev_sub: dict) -> None:
     """The learners after one emulator step: pre = the events the projection delivered this step
     (host events, the source layer's spikes, or last step's for a recurrent projection), post =
-    the post layer's spikes; changed weights go into ``state['W']`` (× the layer's LSB)."""
+    the post layer's spikes; changed weights go into ``state['P']`` (integer weights, × the layer's
+    LSB once per sum, as every projection's input: :class:`.fast.Projection`)."""
     st = state["st"]
     for lr in state["ppu"]:
         q = lr.q
@@ -153,7 +156,7 @@ def after_step(program, state: dict, ext: dict, cur_sub: dict, prev_sub: dict) -
         else:
             pre = (prev_sub[q.pre] if q.recurrent else cur_sub[q.pre]).max(axis=0)
         if lr.step(pre, st[q.post]["s"]):
-            state["W"][id(q)] = lr.weights().astype(float) * program.layer(q.post).scale
+            state["P"][id(q)] = fast.Projection(lr.weights(), program.layer(q.post).scale)
         if lr.trace is not None:
             B = pre.shape[0]
             lr.trace.append(np.broadcast_to(lr.weights() * lr.rule.lsb, (B, *q.w6.shape)).copy())

@@ -3,10 +3,12 @@
 Exactly the arithmetic of :mod:`.emulator` (same order, same integer ops, the
 widths of the program's ``numerics``),
 with the whole network flattened into one neuron vector and the per-step
-loop compiled, so batch-1 runs are not dominated by Python overhead. Synapse
+loop compiled, so batch-1 runs are not dominated by Python overhead. The
+state is laid out (neuron, sample), the batch innermost: each step reads a
+neuron's parameters and a synapse's weight once for the whole batch. Synapse
 blocks at most :data:`CSR_DENSITY` dense (expanded convolutions, pooling,
-pruned layers) are accumulated event-driven, walking only the active sources'
-rows, as the chip does; denser blocks go through one matmul. Both are exact
+pruned layers) are accumulated event-driven, walking only the rows of sources
+active in some sample, as the chip does; denser blocks go through one matmul. Both are exact
 (integer products and sums below 2^53), so the order does not matter. Used
 automatically when numba is installed; the tests check it bit-exactly against
 the numpy implementation and against Lava.
@@ -34,79 +36,89 @@ if njit is not None:
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
               syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max):
+        # every state array is (neuron, sample): the batch is the inner, contiguous axis, so a
+        # neuron's parameters and a synapse's weight are read once per step for the whole batch
         ng = ku.shape[0]
         n_syn = syn_src.shape[0]
-        u = np.zeros((B, ng), np.int64)
-        v = np.empty((B, ng), np.int64)
-        for b in range(B):
-            for j in range(ng):
-                v[b, j] = v0[j]
-                u[b, j] = u0[j]
+        u = np.zeros((ng, B), np.int64)
+        v = np.empty((ng, B), np.int64)
+        for j in range(ng):
+            for b in range(B):
+                v[j, b] = v0[j]
+                u[j, b] = u0[j]
         rec_s = np.zeros((T, B, n_rec), np.bool_)                # only the recorded neurons (rec_idx ≥ 0)
         rec_v = np.zeros((T, B, n_rec), np.int64)
         rec_u = np.zeros((T, B, n_rec), np.int64)
         bufs = List()
         for k in range(n_syn):
-            bufs.append(np.zeros((B, syn_dlen[k]), np.int64))
-        out = np.zeros((B, n_in + ng))
+            bufs.append(np.zeros((syn_dlen[k], B), np.int64))
+        out = np.zeros((n_in + ng, B))
+        a_in = np.zeros((ng, B), np.int64)
         for t in range(T):
-            a_in = np.zeros((B, ng), np.int64)
+            a_in[:, :] = 0
             for k in range(n_syn):                           # synapses send last step's buffer
                 d0 = syn_dst[k]
                 bk = bufs[k]
+                for j in range(syn_dlen[k]):
+                    for b in range(B):
+                        a_in[d0 + j, b] += bk[j, b]
+            for j in range(ng):
+                kuj, kvj, bj, vthj, subj, r = ku[j], kv[j], bias[j], vth[j], subtract[j], rec_idx[j]
                 for b in range(B):
-                    for j in range(syn_dlen[k]):
-                        a_in[b, d0 + j] += bk[b, j]
-            for b in range(B):
-                for j in range(ng):
-                    uu = _trunc0(u[b, j] * ku[j], decay_shift) + (a_in[b, j] << act_shift)
+                    uu = _trunc0(u[j, b] * kuj, decay_shift) + (a_in[j, b] << act_shift)
                     if uu > v_max:
                         uu -= 2 * v_max
                     elif uu <= -v_max:
                         uu += 2 * v_max
-                    vv = _trunc0(v[b, j] * kv[j], decay_shift) + uu + bias[j]
+                    vv = _trunc0(v[j, b] * kvj, decay_shift) + uu + bj
                     if vv > v_max - 1:
                         vv = v_max - 1
                     elif vv < -v_max + 1:
                         vv = -v_max + 1
-                    s = vv > vth[j]
+                    s = vv > vthj
                     if s:
-                        vv = vv - vth[j] if subtract[j] else 0
-                    u[b, j] = uu
-                    v[b, j] = vv
-                    r = rec_idx[j]
+                        vv = vv - vthj if subj else 0
+                    u[j, b] = uu
+                    v[j, b] = vv
                     if r >= 0:
                         rec_s[t, b, r] = s
                         rec_v[t, b, r] = vv
                         rec_u[t, b, r] = uu
-                    out[b, n_in + j] = 1.0 if s else 0.0
-            for b in range(B):
-                for j in range(n_in):
-                    out[b, j] = x_all[t, b, j] if t < x_all.shape[0] else 0.0
+                    out[n_in + j, b] = 1.0 if s else 0.0
+            for j in range(n_in):
+                for b in range(B):
+                    out[j, b] = x_all[t, j, b] if t < x_all.shape[0] else 0.0
             for k in range(n_syn):                           # then receive this step's source output
                 s0 = syn_src[k]
-                x = out[:, s0:s0 + syn_len[k]].copy()
+                x = out[s0:s0 + syn_len[k]].copy()
                 if syn_bin[k]:
-                    for b in range(B):
-                        for j in range(syn_len[k]):
-                            x[b, j] = 1.0 if x[b, j] != 0 else 0.0
-                if syn_csr[k]:                              # event-driven: active sources' rows only
-                    acc = np.zeros((B, syn_dlen[k]))
+                    for j in range(syn_len[k]):
+                        for b in range(B):
+                            x[j, b] = 1.0 if x[j, b] != 0 else 0.0
+                if syn_csr[k]:                              # event-driven: sources active in some sample
+                    acc = np.zeros((syn_dlen[k], B))
                     ptr, idx, val = csr_ptr[k], csr_idx[k], csr_val[k]
-                    for b in range(B):
-                        for j in range(syn_len[k]):
-                            xj = x[b, j]
-                            if xj != 0.0:
-                                for q in range(ptr[j], ptr[j + 1]):
-                                    acc[b, idx[q]] += xj * val[q]
+                    for j in range(syn_len[k]):
+                        act = False
+                        for b in range(B):
+                            if x[j, b] != 0.0:
+                                act = True
+                                break
+                        if not act:
+                            continue
+                        for q in range(ptr[j], ptr[j + 1]):
+                            w = val[q]
+                            d = idx[q]
+                            for b in range(B):              # x = 0 adds ±0: the integer sum is unchanged
+                                acc[d, b] += x[j, b] * w
                 else:
-                    acc = x @ Ws[k]
+                    acc = Ws[k] @ x
                 e = syn_exp[k]
                 bk = bufs[k]
-                for b in range(B):
-                    for j in range(syn_dlen[k]):
-                        a = np.int64(acc[b, j])
-                        bk[b, j] = (a << e) if e > 0 else (a >> (-e))
+                for j in range(syn_dlen[k]):
+                    for b in range(B):
+                        a = np.int64(acc[j, b])
+                        bk[j, b] = (a << e) if e > 0 else (a >> (-e))
         return rec_s, rec_v, rec_u
 
 
@@ -129,9 +141,9 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         n_in += x.shape[2]
         xs.append(x)
     Tin = max((x.shape[0] for x in xs), default=0)
-    x_all = np.zeros((max(Tin, 1), B, max(n_in, 0)))
+    x_all = np.zeros((max(Tin, 1), max(n_in, 0), B))   # (T, input, sample): the loop's layout
     for k, x in zip(names_in, xs):
-        x_all[: x.shape[0], :, off[k]: off[k] + x.shape[2]] = x
+        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
     x_all = x_all[:Tin] if Tin else x_all[:0]
     goff, ng = {}, 0
     for name, g in emu.groups.items():
@@ -155,8 +167,9 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         syn_dlen.append(wt.shape[1])
         syn_exp.append(int(s.weight_exp))
         syn_bin.append(s.num_message_bits == 0)
-        Ws.append(np.ascontiguousarray(wt, dtype=np.float64))
         use = integral and wt.size > 0 and np.count_nonzero(wt) <= CSR_DENSITY * wt.size
+        # the matmul's (post, pre) @ (pre, sample); a walked block needs no matrix
+        Ws.append(np.zeros((0, 0)) if use else np.ascontiguousarray(wt.T, dtype=np.float64))
         syn_csr.append(use)
         rows, cols = np.nonzero(wt) if use else (np.zeros(0, np.int64), np.zeros(0, np.int64))
         csr_ptr.append(np.searchsorted(rows, np.arange(wt.shape[0] + 1)).astype(np.int64) if use

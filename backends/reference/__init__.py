@@ -40,7 +40,7 @@ class ReferenceBackend(Backend):
     def device(self, name: str, program: ReferenceProgram, **opts) -> Device:
         if name not in self.devices:
             raise OptionError(f"target 'reference' has no device '{name}'", hint="use --device reference")
-        return ReferenceDevice(program)
+        return ReferenceDevice(program, **opts)
 
 
 BACKEND = ReferenceBackend()

@@ -28,7 +28,8 @@ repeated events of one source in a step (graded inputs, see
 :func:`.lower.graded_inputs`), each adding its integer weight (Σ k·W, exact). A run of T reference steps takes
 T + L_max chip steps; with ``align`` (default) each output is shifted by its
 population's latency so ``out[t]`` lines up with the reference's step t.
-Vectorised over neurons and the batch.
+Vectorised over neurons and the batch; the LIF models' update runs as one
+compiled pass per population (:mod:`.lif_step`, the same float32 operations).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from nmc.errors import OptionError, ShapeError
 from ..base import Device, LaggedStreaming, validate_inputs
+from . import lif_step
 from .program import KERNEL_MODELS, S2Program
 
 F32 = np.float32
@@ -101,6 +103,8 @@ class S2Emulator(LaggedStreaming, Device):
             from .plasticity import learner
 
         self.learn = {i: learner(q) for i, q in self.plastic.items()}
+        # the LIF populations whose update runs fused in numba (.lif_step; None: the numpy expressions)
+        self._fused = {pop.name: lif_step.params(pop) for pop in program.populations}
         self.depth = 1 + max([d for v in self.W.values() for d, _, _ in v]   # synaptic delays and the delay
                              + [int(d) for pop in program.populations      # lines of multi-source kernels
                                 for d in np.asarray(pop.kernel.get("delay", [])).reshape(-1)], default=0)
@@ -171,6 +175,10 @@ class S2Emulator(LaggedStreaming, Device):
                     se = se + (_accumulate(x, wp) if graded else x @ wp)
                     si = si + (_accumulate(x, wn) if graded else x @ wn)
             P = pop.params
+            prm = self._fused.get(pop.name)
+            if prm is not None:  # one compiled pass, the same float32 operations (.lif_step)
+                st["v"], st["s"] = lif_step.step(st["v"], se, si, prm, pop.reset == "reset_by_subtraction")
+                continue
             if pop.model in ("lif_no_delay", "lif_conv2d", "lif"):
                 v = P["alpha_decay"] * st["v"] + (se + si) + P["i_offset"]
             elif self.order == "chip":
