@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
                "test_ppl": tj["dense"]["test"]["ppl"], "activity": tj["dense"]["test"]["activity"]}
     summary = summarize(points, tj["dense"]["test"]["ppl"], teacher, args.prune_end)
     summary["config"] = {"finetune": args.finetune, "curve_every": args.curve, "prune_end": args.prune_end,
-                         "threads": 1, "recipe": "train.py --init lm_dense.pt --prune gradual --distill "
+                         "threads": tj["config"]["threads"], "recipe": "train.py --init lm_dense.pt --prune gradual --distill "
                          "(lr 1e-2 cosine, T 2, alpha 0.5, masks every 50 steps)"}
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "curve.json").write_text(json.dumps(summary, indent=1) + "\n")
