@@ -59,3 +59,12 @@ def test_summary_names_where_a_met_goal_was_first_reached_and_fits_nothing():
     (d,) = s["densities"]
     assert d["goal_met_on_emulator"] is True and d["fits"] == {}
     assert d["goal_first_reached_at_step"] == 800          # gap 0.8/√700 = 0.0302, 0.8/√800 = 0.0283
+
+
+def test_plot_draws_the_curves_the_fit_and_other_runs(tmp_path):
+    cv = _curve_module()
+    s = cv.summarize([_point(6.0, lambda s: 1.8 * s ** -0.5, 6.4)], 6.0, {"steps": 800}, prune_end=0.6)
+    s["other_runs"] = cv.summarize([{**_point(6.0, lambda s: 0.8 * s ** -0.5, 6.1), "finetune_steps": 1000}], 6.0,
+                                   {"steps": 800}, prune_end=0.6)["densities"]
+    cv.plot(s, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

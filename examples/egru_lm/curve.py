@@ -18,10 +18,12 @@ as a power law g = c · s^(−b) (least squares on log g vs log s) and solves g(
 describes this schedule's tail, one seed, and says nothing certain beyond the steps measured.
 
     .venv/bin/python examples/egru_lm/curve.py --out out/egru_lm/curve --densities 1 0.1 0.05 --finetune 1000
-    .venv/bin/python examples/egru_lm/curve.py --out out/egru_lm/curve --densities 1 0.1 0.05 --report-only
+    .venv/bin/python examples/egru_lm/curve.py --out out/egru_lm/curve --densities 1 0.1 0.05 --report-only \
+        --other-runs examples/egru_lm/results/density0.05_1400steps.json   # another run's point, drawn too
 
 Writes ``curve.json`` (the points, the final float and emulator perplexities, the CPU budget,
-the fits), ``curve.png`` and ``curve.md`` (the README's table) in ``--results``.
+the fits; ``other_runs``: the ``--other-runs`` points summarized alike), ``curve.png`` and
+``curve.md`` (the README's table) in ``--results``.
 """
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     d0 = summary["dense_float_test_ppl"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(11, 4.6))
     for d, color in zip(summary["densities"], ("tab:green", "tab:blue", "tab:red", "tab:purple")):
         s = [c["step"] for c in d["curve"]]
         what = "dense, same fine-tuning without pruning" if d["density"] >= 1 else f"density {d['density']:g}"
@@ -120,20 +122,26 @@ def plot(summary: dict, path: Path) -> None:
         ax.plot([d["finetune_steps"]], [d["emulator_test_ppl"]], "*", ms=12, color=color,
                 label=f"{what}: int8 on the SpiNNaker 2 emulator")
         f = d["fits"].get("all_at_target")
-        if f is not None:
+        if f is not None:   # drawn on to the steps it predicts for the goal
             xs = np.linspace(min(c["step"] for c in d["curve"] if c["density"] <= d["density"] + 1e-9),
-                             d["finetune_steps"], 50)
+                             max(d["finetune_steps"], f.get("steps_to_goal") or 0), 50)
             ax.plot(xs, d0 * (1 + f["c"] * xs ** -f["b"]), ":", color=color, lw=1)
+    for d in summary.get("other_runs", []):
+        what = f"density {d['density']:g}, a {d['finetune_steps']:,}-step run"
+        ax.plot([c["step"] for c in d["curve"]], [c["test_ppl"] for c in d["curve"]], "s--", ms=3, color="tab:orange",
+                label=f"{what} (float)")
+        ax.plot([d["finetune_steps"]], [d["emulator_test_ppl"]], "*", ms=12, color="tab:orange",
+                label=f"{what}: int8 on the emulator")
     ax.axhline(d0, color="k", lw=1, label=f"dense float model, the teacher ({d0:.3f})")
     for goal, ls in ((0.03, "--"), (0.05, "-.")):
         ax.axhline(d0 * (1 + goal), color="gray", lw=1, ls=ls, label=f"dense + {goal:.0%}")
-    ys = [c["test_ppl"] for d in summary["densities"] for c in d["curve"]] + [d0]
+    ys = [c["test_ppl"] for d in summary["densities"] + summary.get("other_runs", []) for c in d["curve"]] + [d0]
     ax.set_ylim(min(ys) * 0.98, max(max(ys), d0 * 1.06) * 1.02)
     ax.set_xlabel("fine-tuning steps (gradual pruning + distillation; batch 32 × 64 characters)")
     ax.set_ylabel("test perplexity (Macbeth + Twelfth Night)")
     ax.set_title("Pruned EGRU LM: perplexity along fine-tuning (dotted: power-law fit at target density)", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -148,6 +156,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--curve", type=int, default=100, help="test perplexity every K fine-tuning steps")
     ap.add_argument("--prune-end", type=float, default=0.6, help="train.py's --prune-end (the fits start there)")
     ap.add_argument("--report-only", action="store_true", help="only summarize the finished points")
+    ap.add_argument("--other-runs", type=Path, nargs="*", default=[],
+                    help="point JSONs of other runs of the recipe (pareto.py's points/…) drawn in the figure too")
     args, rest = ap.parse_known_args(argv)
     if not args.report_only:
         pareto.main(["--out", str(args.out), "--cells", "egru", "--densities", *map(str, args.densities),
@@ -158,6 +168,9 @@ def main(argv=None) -> dict:
     teacher = {"steps": tj["config"]["steps"], "train_seconds": tj["train_seconds"],
                "test_ppl": tj["dense"]["test"]["ppl"], "activity": tj["dense"]["test"]["activity"]}
     summary = summarize(points, tj["dense"]["test"]["ppl"], teacher, args.prune_end)
+    if args.other_runs:
+        others = [json.loads(f.read_text()) for f in args.other_runs]
+        summary["other_runs"] = summarize(others, tj["dense"]["test"]["ppl"], teacher, args.prune_end)["densities"]
     summary["config"] = {"finetune": args.finetune, "curve_every": args.curve, "prune_end": args.prune_end,
                          "threads": tj["config"]["threads"], "recipe": "train.py --init lm_dense.pt --prune gradual --distill "
                          "(lr 1e-2 cosine, T 2, alpha 0.5, masks every 50 steps)"}
