@@ -126,7 +126,7 @@ def point(cell: str, d: float, teacher: Path, args, out: Path) -> dict:
     res.update(cost(b, test, args.profile_chars, args.profile_streams, dense_activity=cell == "gru"))
     res.update({"cell": cell, "density": d, "measured_density": tr["density"], "finetune_steps": args.finetune,
                 "dense_teacher_test_ppl": tr["dense"]["test"]["ppl"], "train_seconds": t_train,
-                "seconds": time.time() - t0})
+                "seconds": time.time() - t0, "curve": tr["curve"]})
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps(res, indent=2) + "\n")
     print(f"== {cell} density {d:g}: test ppl {res['perplexity']:.3f}  MACs/token {res['macs_per_token']:.0f}  "
@@ -145,14 +145,15 @@ def dense_teacher(cell: str, path: Path | None, args, out: Path) -> Path:
 
 
 def table(points: list[dict]) -> str:
-    rows = ["| cell | density | test perplexity | vs its dense teacher | vs dense EGRU | MACs / token "
+    rows = ["| cell | density | fine-tune steps | test perplexity | vs its dense teacher | vs dense EGRU | MACs / token "
             "| energy / token (dynamic) | energy / token (1 ms tick, static incl.) | activity |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|"]
     ref = next((p["dense_teacher_test_ppl"] for p in points if p["cell"] == "egru"), None)
     for p in points:
         vs = f"{100 * (p['perplexity'] / ref - 1):+.1f} %" if ref else "–"
         own = f"{100 * (p['perplexity'] / p['dense_teacher_test_ppl'] - 1):+.1f} %"
-        rows.append(f"| {p['cell'].upper()} | {p['density']:g} | {p['perplexity']:.3f} ({p['perplexity_stage']}) | {own} | {vs} "
+        rows.append(f"| {p['cell'].upper()} | {p['density']:g} | {p['finetune_steps']:,} "
+                    f"| {p['perplexity']:.3f} ({p['perplexity_stage']}) | {own} | {vs} "
                     f"| {p['macs_per_token']:,.0f} | {p['dynamic_energy_per_token_j'] * 1e6:.2f} µJ "
                     f"| {p['energy_per_token_j'] * 1e6:.3f} µJ | {p['activity']:.3f} |")
     return "\n".join(rows)
