@@ -218,6 +218,12 @@ def _mask(g: Graph, name: str, w: np.ndarray, nonzero: bool = False) -> np.ndarr
     return None if m.all() else m
 
 
+def weight_mask(g: Graph, name: str) -> np.ndarray | None:
+    """The synapses of weight node ``name`` as a boolean array of its weight's shape
+    (:func:`op_pattern`'s structural pattern), None when every weight is one."""
+    return _structural_mask(g, name, np.asarray(g.nodes[name].weight))
+
+
 def _structural_mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
     if not _is_sparse(g, name):
         return None

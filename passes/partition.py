@@ -69,7 +69,9 @@ among them (local delivery needs no packet); host inputs pay for every core.
 **Lower bounds**: ``cores ≥`` :func:`~nmc.passes.rules.cores_lower_bound`;
 traffic ≥ the per-net bound of :func:`nmc.passes.hypergraph.traffic_lower_bound`
 (each source's targets and itself span at least as many cores as their
-neurons, bytes and work need; derivation in its docstring).
+neurons, bytes and work need; derivation in its docstring), or for the sources
+of a full-window stride-1 convolution the larger window bound that couples the
+layer's nets (:func:`nmc.passes.hypergraph.window_bound`).
 """
 from __future__ import annotations
 
@@ -629,10 +631,10 @@ def traffic_lower_bound(net: Network, caps: np.ndarray) -> float:
     return float(np.dot(net.rate, np.maximum(lb, 0)))
 
 
-def _hypergraph_bound(net: Network, limits: CoreLimits) -> float:
+def _hypergraph_bound(net: Network, limits: CoreLimits, g: Graph | None = None) -> float:
     from .hypergraph import traffic_lower_bound as per_net_bound
 
-    return per_net_bound(net, limits, rules.max_per_core(net, limits, upper=True))
+    return per_net_bound(net, limits, rules.max_per_core(net, limits, upper=True), g)
 
 
 def core_table(net: Network, blocks: Blocks, part: np.ndarray, H: sp.csr_matrix) -> dict:
@@ -784,7 +786,7 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
         "cores_lower_bound": lb["value"],
         "cores_lower_bound_terms": lb["terms"],
         "traffic": round(score_of(chosen, part), 6),
-        "traffic_lower_bound": round(_hypergraph_bound(net, limits), 6),
+        "traffic_lower_bound": round(_hypergraph_bound(net, limits, g), 6),
         **{f"traffic_{m}": round(score_of(m, p), 6) for m, p in results.items()},
         **{f"cores_{m}": int(p.max()) + 1 if p.size else 0 for m, p in results.items()},
         **{f"traffic_{m}": None for m in skipped}, **{f"cores_{m}": None for m in skipped},
