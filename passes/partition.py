@@ -251,6 +251,19 @@ def _block_sources_max(H: sp.csr_matrix, n_blocks: int) -> int:
     return int(np.bincount(H.indices, minlength=n_blocks).max(initial=0)) if H.nnz else 0
 
 
+def _block_edges_at_least(net: Network, blocks: Blocks, H: sp.csr_matrix) -> int:
+    """A lower bound on the block graph's entries (:func:`block_graph`) without building it:
+    row a of W holds every block but a that one placed source in a reaches, so W has at
+    least Σ_a max_{s∈a} (|blocks s reaches| − 1) entries (exact for dense connectivity)."""
+    placed = np.nonzero(blocks.of_unit >= 0)[0]
+    if placed.size == 0 or blocks.n == 0:
+        return 0
+    reach = np.diff(H.indptr)[placed] - 1
+    most = np.zeros(blocks.n, np.int64)
+    np.maximum.at(most, blocks.of_unit[placed], reach)
+    return int(most.sum())
+
+
 def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int, min_cores: int,
                 axons: int | None = None, shapes: list | None = None):
     """Blocks, their source incidence H and block graph W.
@@ -262,7 +275,10 @@ def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int,
     with blocks², and METIS, greedy and refinement with W), the blocks are made
     coarser (by √(edges / max_edges), at least half as many), down to two
     blocks per lower-bound core, and never so coarse that a block alone
-    exceeds ``axons``. ``shapes``: pixel-major blocks for (C, H, W) / (C, L)
+    exceeds ``axons``. When a lower bound on W's entries
+    (:func:`_block_edges_at_least`) is already over ``max_edges``, the first W is
+    not built (at 10⁸ dense synapses it would be 10⁷ entries) and the bound sets
+    the first step. ``shapes``: pixel-major blocks for (C, H, W) / (C, L)
     nodes (:func:`make_blocks`). Returns (blocks, H, W, note); note says what
     was coarsened and why ("" when nothing was)."""
     blocks = make_blocks(net, caps, max_blocks, shapes)
@@ -275,13 +291,17 @@ def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int,
             break
         blocks = finer
         H = block_incidence(net, blocks)
-    W = block_graph(net, blocks, H)
-    first = (blocks.n, int(W.nnz))
+    floor = 2 * max(min_cores, 1)
+    at_least = _block_edges_at_least(net, blocks, H)
+    # sure to be coarsened (dense connectivity): the block graph of these blocks is never built
+    W = None if max_edges and at_least > max_edges and blocks.n > floor else block_graph(net, blocks, H)
+    edges = at_least if W is None else int(W.nnz)
+    first = (blocks.n, edges, "at least " if W is None else "")
     stop = ""
-    while max_edges and W.nnz > max_edges and blocks.n > 2 * max(min_cores, 1):
+    while max_edges and edges > max_edges and blocks.n > floor:
         # W grows up to blocks² (dense connectivity): aim straight at the budget, at least halving
-        shrink = max(2.0, math.sqrt(W.nnz / max_edges))
-        target = max(int(blocks.n / shrink), 2 * max(min_cores, 1))
+        shrink = max(2.0, math.sqrt(edges / max_edges))
+        target = max(int(blocks.n / shrink), floor)
         nb = make_blocks(net, caps, target, shapes)
         if nb.n >= blocks.n:
             break
@@ -291,9 +311,12 @@ def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int,
             break
         blocks, H = nb, nH
         W = block_graph(net, blocks, H)
+        edges = int(W.nnz)
+    if W is None:   # coarsening stopped before its first step
+        W = block_graph(net, blocks, H)
     note = ""
     if blocks.n != first[0] or stop:
-        note = (f"{first[0]} blocks had {first[1]} block-graph edges (over max_block_edges={max_edges}); "
+        note = (f"{first[0]} blocks had {first[2]}{first[1]} block-graph edges (over max_block_edges={max_edges}); "
                 f"coarsened to {blocks.n} blocks with {int(W.nnz)} edges{stop}")
     return blocks, H, W, note
 
