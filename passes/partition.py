@@ -554,7 +554,9 @@ def pack_kahypar(blocks: Blocks, nets: tuple, W: sp.csr_matrix, P: Packer, k: in
     vw = hgp.block_weights(P.bl, P._cap())
     k = min(max(k, hgp.parts_needed(vw)), blocks.n)
     pins, w = nets
-    if pins.shape[0] == 0 or k == blocks.n:
+    # nothing to cut: no net, one block per part, or every net spanning every block (a dense
+    # single layer: each net's λ is then the parts used, the same km1 for every k-way split)
+    if pins.shape[0] == 0 or k == blocks.n or pins.nnz == pins.shape[0] * blocks.n:
         parts = np.arange(blocks.n) % k
     else:
         parts, _ = hgp.partition(pins, w, vw, k, seed)
