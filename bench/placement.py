@@ -164,13 +164,15 @@ NOTES = [
     "Mt-KaHyPar (mtkahypar 1.7, km1, preset DEFAULT, one thread, seed 0: deterministic) runs here on block "
     f"hypergraphs up to {BENCH_KAHYPAR_MAX_PINS:,} pins (the partition pass's default budget is kahypar_max_pins="
     "300,000, about 10 s); above it the row shows *skipped* and METIS alone runs. Skipped here: feed-forward 10⁵ "
-    "(6.1·10⁶ pins) and 10⁶ (1.7·10⁷), conv 10⁶ (5.2·10⁶). Mt-KaHyPar is the slowest stage wherever it runs "
+    "(6.1·10⁶ pins) and 10⁶ (1.7·10⁷); conv 10⁶ (5.2·10⁶ pins on blocks of consecutive neurons) fits since its "
+    "blocks are pixel tiles. Mt-KaHyPar is the slowest stage wherever it runs "
     "(10–57 s at 10⁴–10⁵ neurons on this shared 2-core machine, vs 1–4 s for METIS).",
-    "Goal ≤ 0.5 × sequential on conv: holds at 10³ (0.43), 10⁴ (0.24) and 10⁵ (0.46), all by Mt-KaHyPar (METIS: "
-    "0.54 / 0.27 / 0.70). Not at 10⁶ (0.97, METIS): max_blocks=4096 makes each block 128 consecutive neurons, i.e. "
-    "half an image row of one channel (the C×H×W order), and with Mt-KaHyPar skipped METIS cannot gather 3×3×8 "
-    "windows from such strips. The fix: cut conv-shaped nodes into pixel-major blocks (all channels of a tile of "
-    "pixels) so a block is a local window, which also shrinks the hypergraph (fewer distinct nets) below the budget.",
+    "Goal ≤ 0.5 × sequential on conv: where a block holds several neurons (over max_blocks=4096 placed neurons), "
+    "conv-shaped nodes are cut into pixel-major blocks (all channels of a near-square tile of pixels, "
+    "passes/partition.py tile_shape) so a block is a local window; sequential fill keeps blocks of consecutive "
+    "neurons (the C×H×W order: a block is a strip of one channel's rows). Measured 2026-12-07 with this harness's "
+    "partition call, conv rows only: 10⁴ 0.135, 10⁵ 0.111, 10⁶ 0.077, all Mt-KaHyPar (on blocks of consecutive "
+    "neurons: 0.24 / 0.46 / 0.97, METIS alone at 10⁶); 10³ has one neuron per block and is unchanged (0.43).",
     "Goal < 1 × sequential where locality exists: holds for conv at every size up to 10⁵, for feed-forward at 10³ "
     "(0.85) and 10⁴ (0.98), and for recurrent at 10³ (0.99) and 10⁴ (0.996). Recurrent 10⁵ and 10⁶ stay at 1.00: "
     "the ring is in index order, so sequential fill's contiguous arcs already are the local layout; Mt-KaHyPar "
@@ -178,13 +180,16 @@ NOTES = [
     "sequential's 428 (a separate run), equal at 10⁶; the portfolio keeps sequential. Feed-forward 10⁵/10⁶: each "
     "neuron's 64 (16) sources are uniform over the previous layer, so no placement has locality to find beyond "
     "the input-axon packing; METIS and greedy equal sequential there.",
-    "Goal ≤ 3 × the lower bound on conv: not held (11× at 10⁴, 31× at 10⁵). The bound is now per net of the "
-    "hypergraph under every per-core limit (rigorous for cores mixing nodes, and it counts the source itself), but "
-    "on these networks it equals the previous bound: each conv net (a source's 72 targets plus itself) fits one "
-    "core, so for every single net some feasible assignment keeps it whole, and any bound that sums per-net minima "
-    "charges it nothing (only the host inputs, which pay one packet per core, count). A tight bound must couple the "
-    "nets of a layer: Σ over cores of the distinct sources of its neurons ≥ (neurons) × min over n ≤ capacity of "
-    "g(n)/n, with g the vertex-isoperimetric function of the 3×3 window on the pixel grid — not implemented.",
+    "Goal ≤ 3 × the lower bound on conv: the bound now couples a conv layer's nets (passes/hypergraph.py "
+    "window_bound): summed over cores, the distinct sources of a core's layer neurons are C_in × |(P ⊕ K) ∩ grid| "
+    "for its pixel set P, at least g(|P|) by the window's row/column growth, less the padded window positions "
+    "(or the clipped-grid growth), less one saved packet per placed source; checked against the exact optimum on "
+    "tiny instances (tests/passes/test_window_bound.py). Measured 2026-12-07 (conv rows only): 10³ 4.3× (a 7×7 "
+    "image: the per-net bound is the larger there), 10⁴ 4.4×, 10⁵ 2.5×, 10⁶ 2.7× (per-net bound: 11× / 31× / 118× "
+    "of the old traffic at 10⁴–10⁶). Not held at 10³–10⁴: on a 7×7 or 25×25 image the "
+    "border term (padded positions, charged once per channel core) and the saved-packet term are a large share "
+    "of the bound; a source saves a packet only where its core also holds one of its targets, which the bound "
+    "does not yet couple.",
     "Above 10⁶ block-graph edges the partitioner coarsens its blocks (dense or random connectivity: edges grow "
     "with blocks²) and never makes a block exceed the input axons alone.",
     "The partition pass computes the greedy baseline by default only up to 250,000 placed neurons "

@@ -1,8 +1,8 @@
 """Placement as hypergraph partitioning (the ``kahypar`` method of
 :mod:`nmc.passes.partition`).
 
-**The hypergraph.** Vertices are the partitioner's blocks (consecutive neurons
-of one node, :func:`~nmc.passes.partition.make_blocks`); every source unit s
+**The hypergraph.** Vertices are the partitioner's blocks (consecutive neurons,
+or a pixel tile, of one node, :func:`~nmc.passes.partition.make_blocks`); every source unit s
 with rate r_s > 0 is a net whose pins are the blocks holding its targets plus,
 when s is a placed neuron, its own block. For an assignment of blocks to cores
 let λ_s be the number of cores the net's pins span. Then the multicast traffic
@@ -31,6 +31,7 @@ limit and rounding are left to the packer's repair
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -139,7 +140,7 @@ def parts_needed(vweights: np.ndarray) -> int:
     return max(1, math.ceil(int(vweights.sum()) / CORE_WEIGHT))
 
 
-def traffic_lower_bound(net, limits, caps_upper: np.ndarray) -> float:
+def traffic_lower_bound(net, limits, caps_upper: np.ndarray, graph=None) -> float:
     """A lower bound on the traffic of every feasible assignment, net by net.
 
     A net's pins (a source's targets plus itself when placed) must span λ_s
@@ -159,7 +160,9 @@ def traffic_lower_bound(net, limits, caps_upper: np.ndarray) -> float:
     feasible assignment's traffic, since every term bounds its own net. What
     it cannot see: nets that fit a core alone but cannot all be kept whole at
     once (a conv layer's overlapping windows), where the optimum pays for the
-    cut between cores and the bound pays nothing."""
+    cut between cores and the bound pays nothing. With ``graph``, the sources of
+    every conv-coupled node pair (:func:`conv_pairs`) are bounded together instead
+    where that is larger (:func:`window_bound`: the nets of a layer coupled)."""
     AT = net.AT
     n = net.n_units
     if AT.nnz == 0:
@@ -181,4 +184,144 @@ def traffic_lower_bound(net, limits, caps_upper: np.ndarray) -> float:
             lam = np.maximum(lam, np.ceil(P @ (upop == k).astype(np.float64) / caps_upper[k] - 1e-9))
     cost = np.where(placed, lam - 1, lam)
     cost = np.where(has_t, np.maximum(cost, 0), 0)
-    return float(np.dot(net.rate, cost))
+    coupled: dict[int, float] = {}   # source unit node -> the largest coupled bound of its sources
+    for pair in (conv_pairs(graph, net) if graph is not None else []):
+        k = net.pop_names.index(pair.layer)
+        coupled[pair.src] = max(coupled.get(pair.src, 0.0), window_bound(net, pair, int(caps_upper[k])))
+    if not coupled:
+        return float(np.dot(net.rate, cost))
+    per = net.rate * cost
+    total = 0.0
+    for i in range(len(net.unit_names)):
+        sl = slice(int(net.unit_offset[i]), int(net.unit_offset[i + 1]))
+        total += max(float(per[sl].sum()), coupled.get(i, 0.0))
+    return total
+
+
+# ----------------------------------------------------- conv layers: nets coupled by the window
+@dataclass(frozen=True)
+class ConvPair:
+    """A neuron node ``layer`` fed from unit node ``src`` (unit-node index) through a conv
+    node of stride 1, dilation 1, one group and every kernel weight a synapse."""
+    src: int
+    layer: str
+    c_in: int
+    in_hw: tuple
+    c_out: int
+    out_hw: tuple
+    kernel: tuple
+    padding: tuple
+
+
+def conv_pairs(graph, net) -> list[ConvPair]:
+    """Every (source unit node, neuron node) pair joined by an edge source → Conv2d → neuron node
+    whose pattern is the full window (see :class:`ConvPair`; other paths only add sources)."""
+    import nir
+
+    from .netmodel import _pair, _padding, weight_mask
+
+    units = {name: i for i, name in enumerate(net.unit_names)}
+    out = []
+    for layer in net.pop_names:
+        for c in graph.preds(layer):
+            node = graph.nodes[c]
+            preds = graph.preds(c)
+            if not isinstance(node, nir.Conv2d) or len(preds) != 1 or preds[0] not in units or preds[0] == layer:
+                continue
+            w = np.asarray(node.weight)
+            si, so = graph.shape_in(c), graph.shape_out(c)
+            if (w.ndim != 4 or int(node.groups) != 1 or _pair(node.stride) != (1, 1) or _pair(node.dilation) != (1, 1)
+                    or len(si) != 3 or len(so) != 3 or tuple(graph.shape_out(layer)) != tuple(so)):
+                continue
+            m = weight_mask(graph, c)
+            if m is not None and not m.all():
+                continue
+            ks = tuple(int(k) for k in w.shape[2:])
+            out.append(ConvPair(units[preds[0]], layer, int(si[0]), tuple(int(x) for x in si[1:]), int(so[0]),
+                                tuple(int(x) for x in so[1:]), ks, _padding(node.padding, ks, (1, 1), 2)))
+    return out
+
+
+def window_growth(n: int, hw: tuple, kernel: tuple, clipped: bool = False) -> int:
+    """g(n): a lower bound on |P ⊕ K| for every set P of n pixels of an H × W grid, K the
+    kh × kw window (on the unbounded plane):
+
+        |P ⊕ K| ≥ n + (kw − 1)·r + (kh − 1)·c + (kh − 1)(kw − 1)
+
+    with r, c the rows and columns P occupies (r ≤ H, c ≤ W, r·c ≥ n). Proof: dilate along x
+    first: each occupied row A gives |A + [0, kw)| ≥ |A| + kw − 1 (its largest element plus
+    kw − 1 new ones), r rows add (kw − 1)·r; the result occupies c + kw − 1 columns or more,
+    and dilating it along y adds kh − 1 per column. g takes the least right side over r, c.
+    Exact for an r × c rectangle.
+
+    ``clipped``: the bound on |(P ⊕ K) ∩ grid| for a window reaching at least one pixel
+    each way along both axes (padding ≥ 1 and ≤ k − 2, the input grid the output's), when
+    n < min(H, W): n + r + c + 1. Proof: a row A of fewer than W pixels gains at least one:
+    above its largest element when that is not the last column, below its smallest when
+    that is not the first, else inside a gap next to an element of A; so r rows add r, the
+    column projection (fewer than W columns) grows by one, and the y step adds one per
+    column. Exact for an r × c rectangle in a corner of the grid. For n ≥ min(H, W): the
+    larger of n (the window holds its centre) and the bound of min(H, W) − 1 pixels (a
+    superset's window holds a subset's). Both g are non-decreasing in n."""
+    kh, kw = kernel
+    H, W = hw
+    if n <= 0:
+        return 0
+    r = np.arange(1, H + 1)
+    c = -(-n // r)
+    ok = c <= W
+    if clipped:   # a superset's window holds its subsets': past min(H, W) − 1, that size's bound holds
+        m = min(n, min(H, W) - 1)
+        c = -(-m // r)
+        ok = c <= W
+        return max(n, int(m + (r[ok] + c[ok]).min() + 1)) if m > 0 else n
+    return int(n + ((kw - 1) * r[ok] + (kh - 1) * c[ok]).min() + (kh - 1) * (kw - 1))
+
+
+def window_bound(net, pair: ConvPair, cap: int) -> float:
+    """Lower bound on Σ r_s · cost_s over the sources s of ``pair.src`` (cost_s = λ_s − 1,
+    a host source's λ_s), coupling the nets of ``pair.layer`` through its window.
+
+    Count per core: core c holds X_c ⊂ layer, |X_c| ≤ ``cap`` (the most neurons of the
+    layer any core holds), on the pixel set P_c, |P_c| ≥ ⌈|X_c| / C_out⌉. Its neurons'
+    sources in ``src`` are C_in × ((P_c ⊕ K) ∩ grid) (all channels, full window). Summed
+    over cores, Σ_c |sources(X_c)| = Σ_s |cores of s's targets in the layer|, and
+
+        Σ_c |(P_c ⊕ K) ∩ grid| ≥ Σ_c g(|P_c|) − E ≥ N_layer · min_{x ≤ cap} g(⌈x / C_out⌉) / x − E
+
+    with g = :func:`window_growth` (increasing) and E ≤ C_out · Σ_p |(p ⊕ K) outside the grid| (every
+    padded window position of a pixel p, once per core holding a channel of p: at most
+    C_out); or, without E, N_layer · min_x g_clipped(⌈x / C_out⌉) / x where the clipped
+    growth applies (the larger of the two is used). A placed source saves one packet when its own core is among its targets'
+    (at most one per source: at most N_src in all); a host source saves none; a source's
+    other targets only add cores. So
+
+        Σ_s cost_s ≥ C_in · (N_layer · ρ − E) − [src placed] · N_src,
+
+    times the least rate of the source node. Rigorous for any assignment under the
+    per-core limits; the slack is E's C_out (a border pixel whose channels share one core
+    counts once) and the N_src saved packets (a source saves one only where its core also
+    holds a target)."""
+    kh, kw = pair.kernel
+    H, W = pair.out_hw
+    Hi, Wi = pair.in_hw
+    n_layer = H * W * pair.c_out
+    cap = max(1, min(int(cap), n_layer))
+    x = np.arange(1, cap + 1)
+    pix = np.minimum(-(-x // pair.c_out), H * W)
+
+    def rho(clipped):   # min over x ≤ cap of g(⌈x / C_out⌉) / x
+        grow = np.array([window_growth(int(p), (H, W), (kh, kw), clipped) for p in range(int(pix.max()) + 1)])
+        return float((grow[pix] / x).min())
+
+    inside = [int(sum(max(0, min(o - pad + k, size) - max(o - pad, 0)) for o in range(out)))
+              for out, size, pad, k in ((H, Hi, pair.padding[0], kh), (W, Wi, pair.padding[1], kw))]
+    e = pair.c_out * (kh * kw * H * W - inside[0] * inside[1])
+    pixels = n_layer * rho(False) - e
+    if (Hi, Wi) == (H, W) and all(1 <= p <= k - 2 for p, k in zip(pair.padding, pair.kernel)):
+        pixels = max(pixels, n_layer * rho(True))
+    sl = slice(int(net.unit_offset[pair.src]), int(net.unit_offset[pair.src + 1]))
+    n_src = sl.stop - sl.start
+    count = pair.c_in * pixels - (n_src if net.unit_placed[pair.src] else 0)
+    r_min = float(net.rate[sl].min()) if n_src else 0.0
+    return max(0.0, count) * r_min

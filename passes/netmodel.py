@@ -52,6 +52,7 @@ from nmc.errors import GraphError, UnsupportedNodeError
 from nmc.ir import Graph
 from nmc import semantics
 from nmc.nodes import EGRU, is_neuron, is_weight
+from nmc.rowblocks import row_blocks
 from nmc.semantics import Kind
 
 from nmc.target_model import CoreLimits, TargetModel
@@ -218,6 +219,45 @@ def _mask(g: Graph, name: str, w: np.ndarray, nonzero: bool = False) -> np.ndarr
     return None if m.all() else m
 
 
+def _mask_csr(g: Graph, name: str, w: np.ndarray, nonzero: bool = False) -> sp.csr_matrix | None:
+    """:func:`_mask` of a 2-d weight as a CSR 0/1 pattern (float32 ones, sorted columns), built
+    one row block at a time (:func:`nmc.rowblocks.row_blocks`): no boolean or float matrix of
+    the weight's size exists at once (10⁸ weights: 100 MB of bool and 400 MB of float32 before)."""
+    if not _is_sparse(g, name) and not nonzero:
+        return None
+    whole = None   # the structural mask's source: Sparsity.mask, Quant.w_int, else the weight
+    if _is_sparse(g, name):
+        s, q = g.ann(name, Sparsity), g.ann(name, Quant)
+        if s.mask is not None and np.shape(s.mask) == w.shape:
+            whole = ("mask", np.asarray(s.mask))
+        elif q is not None and q.w_int is not None and np.shape(q.w_int) == w.shape:
+            whole = ("nz", np.asarray(q.w_int))
+        else:
+            whole = ("nz", w)
+    counts, cols = [], []
+    for rb in row_blocks(w.shape):
+        m = None if whole is None else (whole[1][rb].astype(bool) if whole[0] == "mask" else whole[1][rb] != 0)
+        if nonzero:
+            m = w[rb] != 0 if m is None else m & (w[rb] != 0)
+        r, c = np.nonzero(m)
+        counts.append(np.bincount(r, minlength=m.shape[0]))
+        cols.append(c)
+    nnz = int(sum(c.size for c in cols))
+    if nonzero and nnz == w.size:   # every weight is a stored synapse: the dense pattern (as _mask)
+        return None
+    idx = np.int64 if max(nnz, w.shape[1]) >= 2 ** 31 else np.int32
+    indptr = np.zeros(w.shape[0] + 1, idx)
+    np.cumsum(np.concatenate(counts) if counts else np.zeros(0, idx), out=indptr[1:])
+    indices = np.concatenate(cols).astype(idx, copy=False) if cols else np.zeros(0, idx)
+    return sp.csr_matrix((np.ones(nnz, np.float32), indices, indptr), shape=w.shape)
+
+
+def weight_mask(g: Graph, name: str) -> np.ndarray | None:
+    """The synapses of weight node ``name`` as a boolean array of its weight's shape
+    (:func:`op_pattern`'s structural pattern), None when every weight is one."""
+    return _structural_mask(g, name, np.asarray(g.nodes[name].weight))
+
+
 def _structural_mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
     if not _is_sparse(g, name):
         return None
@@ -244,11 +284,8 @@ def op_pattern(g: Graph, name: str, nonzero: bool = False) -> sp.csr_matrix | No
             m.sum_duplicates()
             m.data = np.ones(m.nnz, np.float32)
             return m
-        w = np.asarray(node.weight)
-        m = _mask(g, name, w, nonzero)
-        if m is None:
-            return _dense_pattern(n_out, n_in)
-        return sp.csr_matrix(m.astype(np.float32))
+        m = _mask_csr(g, name, np.asarray(node.weight), nonzero)
+        return _dense_pattern(n_out, n_in) if m is None else m
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         w = np.asarray(node.weight)
         nd = w.ndim - 2

@@ -10,7 +10,11 @@ Pipeline of the pass:
 3. cut every neuron node into **blocks** of consecutive neurons (at most
    ``max_blocks`` in all; a block size divides the node's per-core capacity so
    blocks pack cores exactly) — the partitioner works on blocks, which keeps a
-   10⁷-synapse network at a few thousand vertices;
+   10⁷-synapse network at a few thousand vertices. Where a block holds several
+   neurons, a conv-shaped node ((C, H, W) or (C, L)) is cut into pixel-major
+   blocks instead (all channels of a tile of pixels, :func:`make_blocks`), so a
+   block is a local window of the image; sequential fill alone keeps blocks of
+   consecutive neurons (the vendors' default it stands for);
 4. assign blocks to cores with ``method``:
 
    - ``sequential``: fill cores in node order, a new core per node (the
@@ -65,13 +69,15 @@ among them (local delivery needs no packet); host inputs pay for every core.
 **Lower bounds**: ``cores ≥`` :func:`~nmc.passes.rules.cores_lower_bound`;
 traffic ≥ the per-net bound of :func:`nmc.passes.hypergraph.traffic_lower_bound`
 (each source's targets and itself span at least as many cores as their
-neurons, bytes and work need; derivation in its docstring).
+neurons, bytes and work need; derivation in its docstring), or for the sources
+of a full-window stride-1 convolution the larger window bound that couples the
+layer's nets (:func:`nmc.passes.hypergraph.window_bound`).
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy.sparse as sp
@@ -89,60 +95,123 @@ from .netmodel import Network, activity_inputs, network_for
 # -------------------------------------------------------------------- blocks
 @dataclass
 class Blocks:
-    start: np.ndarray      # first unit of each block
+    start: np.ndarray      # first position of each block in ``order``
     stop: np.ndarray
     pop: np.ndarray        # placed-node index of each block
     of_unit: np.ndarray    # block of each unit (-1 for host inputs)
     neurons: np.ndarray
     bytes_: np.ndarray
     work: np.ndarray
+    order: np.ndarray | None = None   # placed units in block order (None: consecutive, block = a unit range)
+    tiles: dict = field(default_factory=dict)   # placed node index -> (channels, pixels per dim) of its tiles
+
+    @property
+    def tiled(self) -> bool:
+        """Some node is cut into pixel-major tiles (:func:`tile_shape`)."""
+        return bool(self.tiles)
 
     @property
     def n(self) -> int:
         return int(self.start.size)
 
 
-def make_blocks(net: Network, caps: np.ndarray, max_blocks: int) -> Blocks:
+def tile_shape(channels: int, spatial: tuple, per_block: int) -> tuple[int, tuple] | None:
+    """(channels per block, pixels per spatial dim) of the pixel-major blocks of a
+    (C, *spatial) node with ``per_block`` neurons per block, or None when blocks of
+    consecutive neurons are kept (1 neuron per block, or not 1 or 2 spatial dims).
+
+    A block is all C channels (at most ``per_block`` of them: ``cg``) of a tile of
+    at most p = ``per_block // cg`` pixels. A 2-d tile th × tw (th ≤ H, tw ≤ W, tw =
+    min(⌊p / th⌋, W)) is chosen among the near-square ones (the longer side at most
+    twice the shorter, or a side as long as the image's) with the most pixels, so
+    blocks fill cores; ties: the smallest halo per pixel (th + tw + 2) / (th · tw)
+    (the pixels a 3×3 window adds around the tile), then the smaller th."""
+    if per_block <= 1 or len(spatial) not in (1, 2) or math.prod(spatial) <= 1:
+        return None
+    cg = min(channels, per_block)
+    p = max(1, per_block // cg)
+    if len(spatial) == 1:
+        return cg, (min(p, spatial[0]),)
+    H, W_ = spatial
+    best = None
+    for th in range(1, min(p, H) + 1):
+        tw = min(p // th, W_)
+        if max(th, tw) > 2 * min(th, tw) and th != H and tw != W_:
+            continue
+        key = (-th * tw, (th + tw + 2) / (th * tw), th)
+        if best is None or key < best:
+            best = key
+    th = best[2]
+    return cg, (th, min(p // th, W_))
+
+
+def _tile_keys(shape: tuple, cg: int, tile: tuple) -> np.ndarray:
+    """Block of each neuron (C-order flat index) of a (C, *spatial) node cut into tiles of
+    ``tile`` pixels × ``cg`` channels; blocks numbered tile-row-major, channel group innermost."""
+    c, *sp_ = shape
+    idx = np.indices(shape, sparse=True)
+    ncg = -(-c // cg)
+    key = idx[0] // cg
+    mult = ncg
+    for d in range(len(sp_) - 1, -1, -1):
+        key = key + (idx[1 + d] // tile[d]) * mult
+        mult *= -(-sp_[d] // tile[d])
+    return np.broadcast_to(key, shape).reshape(-1)
+
+
+def make_blocks(net: Network, caps: np.ndarray, max_blocks: int, shapes: list | None = None) -> Blocks:
     """Cut each placed node into blocks whose size divides its per-core capacity.
     A node whose units pay bytes once per run on a core (``Network.run_bytes``,
     from the target model) is cut into blocks of a whole core's capacity, each
     charged those bytes: a core holds no more runs of it than blocks, so the
-    block bytes bound what the core really stores."""
+    block bytes bound what the core really stores.
+
+    ``shapes`` (per placed node its output shape, C-order): a node of shape
+    (C, H, W) or (C, L) whose blocks hold more than one neuron (and that pays no
+    per-run bytes) is cut into **pixel-major** blocks instead, all channels of a
+    tile of pixels (:func:`tile_shape`) with at most the same neurons per block:
+    a conv layer's block is then a local window of the image, whose 3×3 inputs
+    lie in the neighbouring tiles, where a block of consecutive neurons (C×H×W
+    order) is a strip of one channel's rows. Without ``shapes`` every block is
+    consecutive neurons."""
     total = max(net.placed_count, 1)
     want = max(1, math.ceil(total / max(max_blocks, 1)))
-    starts, stops, pops, runs = [], [], [], []
+    orders, lens_, pops, runs = [], [], [], []
+    tiles = {}
     for k in range(len(net.pop_names)):
         sl = net.pop_slice(k)
         cap = max(int(caps[k]), 1)
         run = net.run_bytes_of(k)
         per = 1 if run else max(1, cap // want)   # blocks per full core
         bs = math.ceil(cap / per)
-        s = np.arange(sl.start, sl.stop, bs, dtype=np.int64)
-        starts.append(s)
-        stops.append(np.minimum(s + bs, sl.stop))
-        pops.append(np.full(s.size, k, dtype=np.int64))
-        runs.append(np.full(s.size, run, dtype=np.float64))
-    start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
-    stop = np.concatenate(stops) if stops else np.zeros(0, np.int64)
+        shape = tuple(int(x) for x in shapes[k]) if shapes is not None else ()
+        tile = tile_shape(shape[0], shape[1:], bs) if (shape and not run
+                                                       and math.prod(shape) == sl.stop - sl.start) else None
+        if tile is None:
+            s = np.arange(sl.start, sl.stop, bs, dtype=np.int64)
+            orders.append(np.arange(sl.start, sl.stop, dtype=np.int64))
+            lens_.append(np.minimum(s + bs, sl.stop) - s)
+        else:
+            tiles[k] = tile
+            key = _tile_keys(shape, *tile)
+            orders.append(sl.start + np.argsort(key, kind="stable"))
+            lens_.append(np.bincount(key))
+        pops.append(np.full(lens_[-1].size, k, dtype=np.int64))
+        runs.append(np.full(lens_[-1].size, run, dtype=np.float64))
+    lens = np.concatenate(lens_).astype(np.int64) if lens_ else np.zeros(0, np.int64)
+    order = np.concatenate(orders) if orders else np.zeros(0, np.int64)
+    stop = np.cumsum(lens)
+    start = stop - lens
     pop = np.concatenate(pops) if pops else np.zeros(0, np.int64)
     of_unit = np.full(net.n_units, -1, dtype=np.int64)
-    lens = stop - start
-    of_unit[np.repeat(start, lens) + _ranges(lens)] = np.repeat(np.arange(start.size), lens)
-    csum = lambda a: np.add.reduceat(a, start) if start.size else np.zeros(0)  # noqa: E731
+    of_unit[order] = np.repeat(np.arange(start.size), lens)
+    csum = lambda a: np.add.reduceat(a[order], start) if start.size else np.zeros(0)  # noqa: E731
     run = np.concatenate(runs) if runs else np.zeros(0)
     byts = csum(net.bytes_)
     if run.any():
         byts = byts + run
-    return Blocks(start, stop, pop, of_unit, lens.astype(np.float64), byts, csum(net.work))
-
-
-def _ranges(lens: np.ndarray) -> np.ndarray:
-    """concatenate(arange(l) for l in lens), vectorised."""
-    if lens.size == 0:
-        return np.zeros(0, np.int64)
-    ends = np.cumsum(lens)
-    out = np.arange(int(ends[-1]), dtype=np.int64)
-    return out - np.repeat(ends - lens, lens)
+    return Blocks(start, stop, pop, of_unit, lens.astype(np.float64), byts, csum(net.work),
+                  order if tiles else None, tiles)
 
 
 def group_incidence(M: sp.csr_matrix, group: np.ndarray, n_groups: int) -> sp.csr_matrix:
@@ -182,8 +251,21 @@ def _block_sources_max(H: sp.csr_matrix, n_blocks: int) -> int:
     return int(np.bincount(H.indices, minlength=n_blocks).max(initial=0)) if H.nnz else 0
 
 
+def _block_edges_at_least(net: Network, blocks: Blocks, H: sp.csr_matrix) -> int:
+    """A lower bound on the block graph's entries (:func:`block_graph`) without building it:
+    row a of W holds every block but a that one placed source in a reaches, so W has at
+    least Σ_a max_{s∈a} (|blocks s reaches| − 1) entries (exact for dense connectivity)."""
+    placed = np.nonzero(blocks.of_unit >= 0)[0]
+    if placed.size == 0 or blocks.n == 0:
+        return 0
+    reach = np.diff(H.indptr)[placed] - 1
+    most = np.zeros(blocks.n, np.int64)
+    np.maximum.at(most, blocks.of_unit[placed], reach)
+    return int(most.sum())
+
+
 def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int, min_cores: int,
-                axons: int | None = None):
+                axons: int | None = None, shapes: list | None = None):
     """Blocks, their source incidence H and block graph W.
 
     Every block must fit a core alone: its neurons do by construction
@@ -193,26 +275,34 @@ def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int,
     with blocks², and METIS, greedy and refinement with W), the blocks are made
     coarser (by √(edges / max_edges), at least half as many), down to two
     blocks per lower-bound core, and never so coarse that a block alone
-    exceeds ``axons``. Returns (blocks, H, W, note); note says what was
-    coarsened and why ("" when nothing was)."""
-    blocks = make_blocks(net, caps, max_blocks)
+    exceeds ``axons``. When a lower bound on W's entries
+    (:func:`_block_edges_at_least`) is already over ``max_edges``, the first W is
+    not built (at 10⁸ dense synapses it would be 10⁷ entries) and the bound sets
+    the first step. ``shapes``: pixel-major blocks for (C, H, W) / (C, L)
+    nodes (:func:`make_blocks`). Returns (blocks, H, W, note); note says what
+    was coarsened and why ("" when nothing was)."""
+    blocks = make_blocks(net, caps, max_blocks, shapes)
     H = block_incidence(net, blocks)
     mb = max_blocks
     while axons and _block_sources_max(H, blocks.n) > axons and blocks.neurons.max(initial=0) > 1:
         mb *= 2
-        finer = make_blocks(net, caps, mb)
+        finer = make_blocks(net, caps, mb, shapes)
         if finer.n == blocks.n:   # nothing left to cut finer (whole-core blocks): the packer decides
             break
         blocks = finer
         H = block_incidence(net, blocks)
-    W = block_graph(net, blocks, H)
-    first = (blocks.n, int(W.nnz))
+    floor = 2 * max(min_cores, 1)
+    at_least = _block_edges_at_least(net, blocks, H)
+    # sure to be coarsened (dense connectivity): the block graph of these blocks is never built
+    W = None if max_edges and at_least > max_edges and blocks.n > floor else block_graph(net, blocks, H)
+    edges = at_least if W is None else int(W.nnz)
+    first = (blocks.n, edges, "at least " if W is None else "")
     stop = ""
-    while max_edges and W.nnz > max_edges and blocks.n > 2 * max(min_cores, 1):
+    while max_edges and edges > max_edges and blocks.n > floor:
         # W grows up to blocks² (dense connectivity): aim straight at the budget, at least halving
-        shrink = max(2.0, math.sqrt(W.nnz / max_edges))
-        target = max(int(blocks.n / shrink), 2 * max(min_cores, 1))
-        nb = make_blocks(net, caps, target)
+        shrink = max(2.0, math.sqrt(edges / max_edges))
+        target = max(int(blocks.n / shrink), floor)
+        nb = make_blocks(net, caps, target, shapes)
         if nb.n >= blocks.n:
             break
         nH = block_incidence(net, nb)
@@ -221,9 +311,12 @@ def block_model(net: Network, caps: np.ndarray, max_blocks: int, max_edges: int,
             break
         blocks, H = nb, nH
         W = block_graph(net, blocks, H)
+        edges = int(W.nnz)
+    if W is None:   # coarsening stopped before its first step
+        W = block_graph(net, blocks, H)
     note = ""
     if blocks.n != first[0] or stop:
-        note = (f"{first[0]} blocks had {first[1]} block-graph edges (over max_block_edges={max_edges}); "
+        note = (f"{first[0]} blocks had {first[2]}{first[1]} block-graph edges (over max_block_edges={max_edges}); "
                 f"coarsened to {blocks.n} blocks with {int(W.nnz)} edges{stop}")
     return blocks, H, W, note
 
@@ -281,7 +374,11 @@ class Packer:
         return self.src.indices[self.src.indptr[b]:self.src.indptr[b + 1]]
 
     def _lookup(self, s: np.ndarray, cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of ``s`` in the sorted ``cs`` and whether each is present."""
+        """Positions of ``s`` in the sorted ``cs`` and whether each is present. The same sources
+        as the core's (dense layers: every block of a node reads the whole previous layer) are
+        found by one comparison instead of a search per source."""
+        if s.size == cs.size and s.size and s[0] == cs[0] and s[-1] == cs[-1] and np.array_equal(s, cs):
+            return np.arange(s.size), np.ones(s.size, dtype=bool)
         pos = np.searchsorted(cs, s)
         if cs.size == 0:
             return pos, np.zeros(s.size, dtype=bool)
@@ -457,7 +554,9 @@ def pack_kahypar(blocks: Blocks, nets: tuple, W: sp.csr_matrix, P: Packer, k: in
     vw = hgp.block_weights(P.bl, P._cap())
     k = min(max(k, hgp.parts_needed(vw)), blocks.n)
     pins, w = nets
-    if pins.shape[0] == 0 or k == blocks.n:
+    # nothing to cut: no net, one block per part, or every net spanning every block (a dense
+    # single layer: each net's λ is then the parts used, the same km1 for every k-way split)
+    if pins.shape[0] == 0 or k == blocks.n or pins.nnz == pins.shape[0] * blocks.n:
         parts = np.arange(blocks.n) % k
     else:
         parts, _ = hgp.partition(pins, w, vw, k, seed)
@@ -561,10 +660,10 @@ def traffic_lower_bound(net: Network, caps: np.ndarray) -> float:
     return float(np.dot(net.rate, np.maximum(lb, 0)))
 
 
-def _hypergraph_bound(net: Network, limits: CoreLimits) -> float:
+def _hypergraph_bound(net: Network, limits: CoreLimits, g: Graph | None = None) -> float:
     from .hypergraph import traffic_lower_bound as per_net_bound
 
-    return per_net_bound(net, limits, rules.max_per_core(net, limits, upper=True))
+    return per_net_bound(net, limits, rules.max_per_core(net, limits, upper=True), g)
 
 
 def core_table(net: Network, blocks: Blocks, part: np.ndarray, H: sp.csr_matrix) -> dict:
@@ -610,7 +709,9 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
                   baseline_max_neurons: int | None = None, kahypar_max_pins: int | None = None,
                   ctx: PassContext | None = None, data_source: str | None = None) -> tuple[Partitioning, dict]:
     """Partition ``g`` under ``limits``; returns the chosen partitioning and the
-    report (with the baselines' traffic computed on the same blocks)."""
+    report (with the baselines' traffic computed in the same run: sequential fill
+    on blocks of consecutive neurons, the others on the pixel-major blocks of
+    :func:`make_blocks` where a node has them)."""
     if method not in METHODS:
         raise OptionError(f"unknown partition method {method!r}", hint=f"use {', '.join(METHODS)}")
     t = {}
@@ -623,13 +724,26 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
     caps = rules.max_per_core(net, limits)
     lb = rules.cores_lower_bound(net, limits)
     t0 = time.perf_counter()
+    shapes = [tuple(g.shape_out(k)) for k in net.pop_names]
     blocks, H, W, coarsened = block_model(net, caps, max_blocks, max_block_edges, lb["value"],
-                                          limits.fan_in_max)
+                                          limits.fan_in_max, shapes)
+    # sequential fill is the vendors' default: consecutive neurons, whatever the blocks of the others
+    consecutive = (blocks, H, W, coarsened) if not blocks.tiled else \
+        block_model(net, caps, max_blocks, max_block_edges, lb["value"], limits.fan_in_max)
     t["graph"] = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
 
+    main = (blocks, H, W)
+
     def score(p):
-        return traffic(net, H, blocks, p)
+        return traffic(net, main[1], main[0], p)
+
+    def model_of(m):   # (blocks, H, W) a method's result is on
+        return consecutive[:3] if m == "sequential" else main
+
+    def score_of(m, p):
+        b, h, _ = model_of(m)
+        return traffic(net, h, b, p)
 
     results = {}
     skipped = {}
@@ -659,9 +773,9 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
     # (traffic, cores) the portfolio keeps the first in this order (kahypar last)
     for m in sorted(dict.fromkeys((*methods, *baselines)), key=lambda m: ORDER.index(m)):
         t0 = time.perf_counter()
-        P = Packer(blocks, H, limits)
+        P = Packer(*model_of(m)[:2], limits)
         if m == "sequential":
-            part = pack_sequential(blocks, P)
+            part = pack_sequential(model_of(m)[0], P)
         elif m == "greedy":
             part = pack_greedy(blocks, W, P)
         else:
@@ -677,9 +791,11 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
         results[m] = part
     chosen = method if method in results else methods[0]
     if method in ("metis", "kahypar"):  # portfolio: never report worse than a baseline computed in the same run
-        scores = {m: (score(p), int(p.max()) + 1 if p.size else 0) for m, p in results.items()}
+        scores = {m: (score_of(m, p), int(p.max()) + 1 if p.size else 0) for m, p in results.items()}
         chosen = min(scores, key=lambda m: scores[m])
     part = results[chosen]
+    tiles = {net.pop_names[k]: {"channels": int(c), "pixels": list(tl)} for k, (c, tl) in blocks.tiles.items()}
+    blocks, H, W = model_of(chosen)
     table = core_table(net, blocks, part, H)
     bad = check_cores(table, limits)
     if bad:  # the packer guarantees this never happens; a failure here is a bug
@@ -694,12 +810,13 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
         "blocks": blocks.n,
         "block_edges": int(W.nnz),
         **({"blocks_coarsened": coarsened} if coarsened else {}),
+        **({"blocks_pixel_major": tiles} if tiles else {}),
         "cores_used": K,
         "cores_lower_bound": lb["value"],
         "cores_lower_bound_terms": lb["terms"],
-        "traffic": round(score(part), 6),
-        "traffic_lower_bound": round(_hypergraph_bound(net, limits), 6),
-        **{f"traffic_{m}": round(score(p), 6) for m, p in results.items()},
+        "traffic": round(score_of(chosen, part), 6),
+        "traffic_lower_bound": round(_hypergraph_bound(net, limits, g), 6),
+        **{f"traffic_{m}": round(score_of(m, p), 6) for m, p in results.items()},
         **{f"cores_{m}": int(p.max()) + 1 if p.size else 0 for m, p in results.items()},
         **{f"traffic_{m}": None for m in skipped}, **{f"cores_{m}": None for m in skipped},
         "baselines": {**{m: "computed" for m in results if m not in methods}, **skipped},

@@ -234,3 +234,21 @@ def test_bound_and_partitioner_against_the_exact_optimum():
         best = min(best, brute_traffic(net, ucore))
     assert rep["traffic_lower_bound"] <= best <= rep["traffic"]
     assert rep["traffic_lower_bound"] >= 0.7 * best
+
+
+def test_nets_spanning_every_block_skip_the_partitioner(monkeypatch):
+    """A dense single layer: every net (an input's targets) spans every block, so every k-way
+    split has the same km1; Mt-KaHyPar is not called and the placement stays feasible."""
+    n, n_in = 64, 6
+    g = Graph({"in": nir.Input(input_type={"input": np.array([n_in])}), "fc": nir.Linear(weight=np.ones((n, n_in))),
+               "l": _lif(n), "out": nir.Output(output_type={"output": np.array([n])})},
+              [("in", "fc"), ("fc", "l"), ("l", "out")], meta={"dt": 1e-3})
+
+    def refuse(*a, **k):
+        raise AssertionError("Mt-KaHyPar called on nets that span every block")
+
+    monkeypatch.setattr(hgp, "partition", refuse)
+    pt, rep = run_partition(g, LIM, method="kahypar")
+    assert rep["portfolio"]["kahypar"] == "computed"
+    assert rep["cores_kahypar"] == rep["cores_used"] == 4          # 64 neurons, 16 per core
+    assert rep["traffic_kahypar"] == rep["traffic"] == n_in * 4    # every input reaches every core

@@ -223,3 +223,31 @@ def test_blocks_never_exceed_input_axons_alone_and_coarsening_is_reported():
     g2, ctx = run(_sparse_fanin_graph(), "partition{max_block_edges=10}", s)
     check_invariants(g2, s)
     assert "blocks_coarsened" in ctx.reports["placement"]
+
+
+def test_block_edge_bound_is_below_the_block_graph_and_exact_when_dense():
+    """block_model skips the first block graph when _block_edges_at_least is over the budget:
+    the bound never exceeds the block graph's entries, and equals them for dense connectivity."""
+    from nmc.passes.partition import _block_edges_at_least, block_graph, block_incidence, block_model, make_blocks
+    from nmc.passes.rules import max_per_core
+
+    n = 48
+    dense = Graph({"in": nir.Input(input_type={"input": np.array([4])}), "fc": nir.Linear(weight=np.ones((n, 4))),
+                   "l": nir.LIF(tau=np.ones(n), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                                v_reset=np.zeros(n)),
+                   "rec": nir.Linear(weight=np.full((n, n), 0.5)), "out": nir.Output(output_type={"output": np.array([n])})},
+                  [("in", "fc"), ("fc", "l"), ("l", "rec"), ("rec", "l"), ("l", "out")], meta={"dt": 1e-3})
+    lim = CoreLimits(neurons_max=8, weight_bits=8)
+    for g, exact in [(dense, True), (_sparse_fanin_graph(), False), (nets.normalized(nets.ff_lif(n_hid=40)), False)]:
+        net = build_network(g, lim)
+        caps = max_per_core(net, lim)
+        for mb in (4, 12, 4096):
+            b = make_blocks(net, caps, mb)
+            H = block_incidence(net, b)
+            W = block_graph(net, b, H)
+            assert _block_edges_at_least(net, b, H) <= W.nnz
+            if exact:
+                assert _block_edges_at_least(net, b, H) == W.nnz == b.n * (b.n - 1)
+    net = build_network(dense, lim)
+    blocks, H, W, note = block_model(net, max_per_core(net, lim), 4096, 100, 1)
+    assert note.startswith("48 blocks had at least 2256 block-graph edges") and W.nnz <= 100
