@@ -142,10 +142,12 @@ def warm_kernels() -> None:
     for dtype in _FAST_FLOATS:
         to_dense(e, 2, (2,), dtype=dtype)
     window_events(e, 2, 2)
+    binary = events([0, 1], [1, 0], [1.0, 1.0])
     for graded in (False, True):
-        wire = pack(e if graded else e[:1], graded=graded)
-        for skew in (0, 1):   # aligned and unaligned records
-            unpack(memoryview(bytearray(skew) + wire)[skew:], graded=graded, steps=2, n_channels=2)
+        for k in (1, 2):      # one record (its field views are contiguous) and several (strided views)
+            wire = pack((e if graded else binary)[:k], graded=graded)
+            for skew in (0, 1):   # aligned and unaligned records
+                unpack(memoryview(bytearray(skew) + wire)[skew:], graded=graded, steps=2, n_channels=2)
 
 
 def record_size(graded: bool) -> int:

@@ -219,7 +219,11 @@ def _decode_stream(data: bytes, limit: int) -> None:
 def _warm_decoder() -> None:
     """Decode valid windows once (binary and graded, one and several per frame) before measuring:
     the first call of the compiled event kernels (:mod:`nmc.runtime.event_kernels`, numba) loads
-    or compiles them, a one-time allocation of about a megabyte that is not the decoder's."""
+    or compiles them, a one-time allocation of about a megabyte that is not the decoder's; the
+    server does the same before it listens (:func:`nmc.runtime.events.warm_kernels`)."""
+    from nmc.runtime.events import warm_kernels
+
+    warm_kernels()
     for tabs in ([(0, _events(1, 6), False)], [(0, _events(2, 6, graded=True), True)]):
         for k in (1, 2):
             payload, flags = P.pack_windows([P.pack_table(tabs)] * k)
