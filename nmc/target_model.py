@@ -16,7 +16,8 @@ reports. It holds:
 * the **work model** (:meth:`TargetModel.work`): expected synaptic events per
   step of every neuron, the quantity ``core.work_max`` bounds, each weighted
   by its node kind's work per event (:meth:`TargetModel.event_work`, 1 here);
-* the **placement granularity** (:attr:`TargetModel.granularity`);
+* the **placement granularity** (:attr:`TargetModel.granularity`) and the nodes that are no
+  partition unit but take a core of their own (:meth:`TargetModel.own_core_nodes`);
 * the **numerics** (the spec's ``[numerics]`` table).
 
 Subclasses (``backends/<target>/target.py``) add the target's exact per-core
@@ -278,6 +279,15 @@ class TargetModel:
         holds (arrays indexed by input, e.g. column pointers), beside the
         per-neuron bytes; 0 for every node kind of the generic model."""
         return 0
+
+    # ----------------------------------------------------- placement
+    def own_core_nodes(self, graph) -> list[str]:
+        """Nodes of ``graph`` that are no partition unit (not neurons) but that the target runs
+        on a core of their own, in schedule order: the ``partition`` pass gives the i-th of them
+        core K + i, K the cores its units use, and writes their Placement like the units'
+        (:func:`nmc.passes.partition.annotate_own_cores`). None in the generic model (SpiNNaker 2:
+        a LayerNorm kernel, which gathers all its channels on one PE)."""
+        return []
 
     # ----------------------------------------------------- work model
     def work(self, A, rate, event_work=None) -> np.ndarray:

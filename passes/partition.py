@@ -52,7 +52,10 @@ Pipeline of the pass:
    coarsened first (see :func:`block_model`; reported as ``blocks_coarsened``).
 
 5. write ``Placement(core, chip)`` on every neuron node and the metrics to
-   ``ctx.reports["placement"]``.
+   ``ctx.reports["placement"]``; then on every node the target model runs on a core
+   of its own though it is no unit (``TargetModel.own_core_nodes``, e.g. SpiNNaker 2's
+   LayerNorm), one core each after the units' cores (:func:`annotate_own_cores`; the
+   report's core counts and traffic are the units').
 
 A target model whose placement granularity is a ``"logical neuron"``
 (BrainScaleS-2: merged circuits on hemispheres with a row budget) is placed
@@ -842,6 +845,21 @@ def annotate(g: Graph, pt: Partitioning, positions: dict | None = None) -> None:
         g.annotate(name, Placement(core=core, rate=pt.net.rate[sl].astype(np.float32), **pos))
 
 
+def annotate_own_cores(g: Graph, target, pt: Partitioning) -> list[str]:
+    """Write Placement on the nodes the target runs on a core of their own though they are no
+    partition unit (:meth:`~nmc.target_model.TargetModel.own_core_nodes`, in schedule order):
+    the i-th gets core K + i for all its elements, K the cores the units use, and chip
+    core // ``cores_per_chip`` (chip 0 without that limit); no rate (its elements are no units of
+    the network model, so place and route leave them alone). Returns their names."""
+    names = list(target.own_core_nodes(g)) if target is not None else []
+    K = int(pt.part.max()) + 1 if pt.part.size else 0
+    cpc = max(pt.limits.cores_per_chip or (K + len(names)), 1)
+    for i, name in enumerate(names):
+        core = np.full(int(np.prod(g.shape_out(name))), K + i, dtype=np.int32)
+        g.annotate(name, Placement(core=core, chip=(core // cpc).astype(np.int32)))
+    return names
+
+
 #: the partition methods (option ``method``); ORDER is the order they run in, and the
 #: portfolio's preference on equal (traffic, cores)
 METHODS = ("kahypar", "metis", "greedy", "sequential")
@@ -912,6 +930,7 @@ class Partition(Pass):
                                 max_block_edges=self.max_block_edges, kahypar_max_pins=self.kahypar_max_pins,
                                 ctx=ctx)
         annotate(graph, pt)
+        annotate_own_cores(graph, ctx.target_model(), pt)
         rep.setdefault("chips_used", len(np.unique(pt.part // max(limits.cores_per_chip or 1 << 30, 1))))
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}
         return graph

@@ -251,8 +251,12 @@ def run_place(g: Graph, limits: CoreLimits, data: dict | None = None, seed: int 
     return pos, rep
 
 
-def annotate_positions(g: Graph, pos: dict) -> None:
-    for name in g.nodes:
+def annotate_positions(g: Graph, pos: dict, names: list[str]) -> None:
+    """Add the positions of the per-core arrays ``pos`` to the Placement of the nodes ``names``
+    (the neuron nodes: the units, whose cores the core graph holds). A node the partition gave a core of its
+    own though it is no unit (``TargetModel.own_core_nodes``: no traffic of it is modelled) keeps
+    its logical core and chip."""
+    for name in names:
         p = g.ann(name, Placement)
         if p is None or p.core is None:
             continue
@@ -295,15 +299,15 @@ class Place(Pass):
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         limits = geometry_for(ctx, self.mesh)
         seed = ctx.seed if self.seed is None else self.seed
-        for name, node in graph.nodes.items():
-            from nmc.nodes import is_neuron
+        from nmc.nodes import is_neuron
 
+        for name, node in graph.nodes.items():
             if is_neuron(node) and graph.ann(name, Placement) is None:
                 raise PassError("neuron node has no Placement", node=name, hint="run partition before place")
         pos, rep = run_place(graph, limits, activity_inputs(graph, ctx)[0], seed, self.anneal_moves, self.plot, ctx)
         png = rep.pop("_png", None)
         if png is not None:   # binary report: written by the bundle as reports/placement.png
             ctx.reports["placement.png"] = png
-        annotate_positions(graph, pos)
+        annotate_positions(graph, pos, [k for k, node in graph.nodes.items() if is_neuron(node)])
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}
         return graph
