@@ -15,8 +15,9 @@ packed 2-bit codes, :mod:`.egru_packed`); the
 kernels can be built and stepped on the host (:mod:`.ckernels`, ``nmc run
 lm.nmc --text ... --engine c``). SSM nodes (``nmc.DiagSSM``, ``nmc.StochasticSSMNeuron``)
 run as generated per-PE C kernels too (:mod:`.ssm`, lowered by :mod:`.ssm_lower`, the
-registry's spinnaker2 ``lower`` hook); ``nmc.LayerNorm`` is refused with the reason. An output fed by one layer through linear
-nodes (an LM's decoder) is read out on the host in float64 (``readout`` in the
+registry's spinnaker2 ``lower`` hook); ``nmc.LayerNorm`` runs on one PE of its own (:mod:`.ssm_norm`).
+The ``partition`` pass places every population (lowering reads its Placement). An output fed by one
+layer through linear nodes (an LM's decoder) is read out on the host in float64 (``readout`` in the
 program). Learning rules (:mod:`nmc.plasticity`) run on the post population's PEs
 (:mod:`.plasticity`: the float32 model the emulator runs; :mod:`.plasticity_kernel`: the
 generated C kernels, bit-exact with it). Language models are a feature of this target (``language_model``,
@@ -41,6 +42,9 @@ class SpiNNaker2Backend(Backend):
     default_device = "emulator"
     #: compile options (``--option KEY=VALUE``): a frozen dataclass, parsed by :mod:`nmc.target_options`
     options = SpiNNaker2Options
+    #: lowering reads the Placement the ``partition`` pass writes (the passes are its only writer;
+    #: a LayerNorm's PE too, :meth:`.target.SpiNNaker2Target.own_core_nodes`)
+    lowering_requires = ("placement",)
     plasticity_refusal = None   # the post population's PEs run the rules (.plasticity, .plasticity_kernel)
 
     def plasticity_refusal_for(self, rule) -> str | None:

@@ -56,7 +56,7 @@ import nir
 import numpy as np
 
 from nmc.annotations import Placement, Quant
-from nmc.errors import UnsupportedNodeError
+from nmc.errors import PassError, UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
@@ -66,7 +66,7 @@ from nmc.semantics import Kind, classes, lookup, register_hook
 from ..linear import compose, param_vec, step_rate
 from .cost import cost_report
 from .program import KERNEL_MODELS, Population, Projection, S2Program, pe_slices
-from .target import SpiNNaker2Target, egru_fill, input_rates, target_model
+from .target import SpiNNaker2Target, target_model
 from .options import SpiNNaker2Options
 from . import ssm_lower  # noqa: F401  (registers the SSM nodes' spinnaker2 lower hooks)
 from .plasticity import learn_spec, plastic_terms
@@ -265,7 +265,7 @@ def lower(graph: Graph, ctx) -> S2Program:
     target = getattr(ctx, "target", None)
     if not isinstance(target, SpiNNaker2Target):
         target = target_model(spec, {"egru_weights": opts.egru_weights})
-    _place(graph, pops, spec, opts, ctx, target)
+    _read_placement(graph, pops, target)
     prog = S2Program(list(pops.values()), projs, inputs, outputs, kinds,
                      sys_tick_s=float(opts.sys_tick or spec.get("timing.sys_tick_s")),
                      curr_exp_order=opts.curr_exp_order, readout=readout)
@@ -429,66 +429,39 @@ def graded_inputs(opts: SpiNNaker2Options) -> float:
     negative ones are refused (a typed error names the input). Q is folded into the input's
     weights before their integer quantisation. Cost: k packets and k synaptic events per
     unit and step instead of one — the program report's ``input_events`` states it (from the
-    calibration data when given), the per-PE work per tick counts events (:func:`input_rates`),
+    calibration data when given), the per-PE work per tick counts events (:func:`.target.input_rates`),
     and the energy profile counts k events per value (``S2Program.input_events``)."""
     return float(opts.input_quantum)   # > 0 and finite: checked when the options were parsed
 
 
-def _place(graph: Graph, pops: dict, spec, opts, ctx, target) -> None:
-    """PE per neuron from the Placement annotations the passes wrote (lowering reads them,
-    never changes them), else (a pipeline without ``partition``) a sequential fill.
-    An EGRU node's kernels on the PEs the partition chose must fit the PE SRAM by the
-    exact kernel bytes: the partition packed them with the same byte model
-    (:class:`.target.SpiNNaker2Target`), so an overflow is an internal error. Without a
-    Placement, EGRU units fill PEs after all others under the exact SRAM and per-tick
-    budgets (:func:`.target.egru_fill`) and the graph gets that Placement; a LayerNorm kernel
-    (not a partition unit) takes one PE of its own after all others, likewise annotated."""
-    per = int(opts.max_atoms_per_core or spec.get("core.neurons_max"))
-    nxt = 0
-    unplaced = []
+def _read_placement(graph: Graph, pops: dict, target: SpiNNaker2Target) -> None:
+    """PE per unit of every population from the Placement annotations the passes wrote: the
+    ``partition`` pass is their only writer (Backend.lowering_requires), lowering reads them and
+    never changes them. It placed neuron layers, EGRU and SSM kernels as its units and every
+    LayerNorm kernel on one PE of its own after them (:meth:`.target.SpiNNaker2Target.own_core_nodes`);
+    a population without a Placement (a graph no ``partition`` ran on) is a PassError naming the
+    pass. The chip of a neuron layer's or SSM kernel's units is read too (EGRU and LayerNorm
+    kernels carry none in the program). Checks, not decisions: an EGRU node's kernels on the PEs
+    the partition chose must fit the PE SRAM by the exact kernel bytes (the partition packed them
+    with the same byte model, so an overflow is an internal error), and an SSM or LayerNorm
+    kernel's runs must fit ``core.synapse_memory_bytes``."""
+    own = set(target.own_core_nodes(graph))
     for name, p in pops.items():
         if p.model == "spike_list":
             continue
         a = graph.ann(name, Placement)
-        if a is not None and a.core is not None:
-            p.pe = np.asarray(a.core, dtype=np.int32).reshape(-1)
-            if a.chip is not None and p.model != "egru_kernel":
-                p.chip = np.asarray(a.chip, dtype=np.int32).reshape(-1)
-            p.max_atoms_per_core = int(np.bincount(p.pe - p.pe.min()).max())
-            if p.model == "egru_kernel":
-                _check_kernels_fit(p, target, name)
-            if p.model == "ssm_kernel":
-                _check_ssm_fits(p, target, name)
-        elif p.model == "egru_kernel" or "gamma" in p.kernel:   # EGRU, LayerNorm kernels: after all others
-            unplaced.append(name)
-        else:
-            p.pe = (nxt + np.arange(p.size) // per).astype(np.int32)
-            p.max_atoms_per_core = min(per, p.size)
-            nxt = int(p.pe.max()) + 1
-    if not unplaced:
-        return
-    nxt = 1 + max([int(p.pe.max()) for n, p in pops.items() if p.pe is not None and n not in unplaced], default=-1)
-    tick = float(opts.sys_tick or spec.get("timing.sys_tick_s"))
-    for name in unplaced:
-        p = pops[name]
-        if "gamma" in p.kernel:   # a LayerNorm (no partition unit: not a neuron) gathers all channels on one PE
-            p.pe = np.full(p.size, nxt, np.int32)
-            p.max_atoms_per_core = p.size
+        if a is None or a.core is None:
+            raise PassError("spinnaker2's lowering reads the Placement the 'partition' pass writes, and this "
+                            "population has none", node=name,
+                            hint="end --passes with partition (the default pipeline has it; nmc.compile appends it)")
+        p.pe = np.asarray(a.core, dtype=np.int32).reshape(-1)
+        if a.chip is not None and p.model != "egru_kernel" and name not in own:
+            p.chip = np.asarray(a.chip, dtype=np.int32).reshape(-1)
+        p.max_atoms_per_core = int(np.bincount(p.pe - p.pe.min()).max())
+        if p.model == "egru_kernel":
+            _check_kernels_fit(p, target, name)
+        if p.model == "ssm_kernel":
             _check_ssm_fits(p, target, name)
-            nxt += 1
-            graph.annotate(name, Placement(core=p.pe.copy(), chip=np.zeros(p.size, np.int32)))
-            continue
-        src = pops[p.source]
-        rs = graph.ann(p.source, Placement)
-        rate_in = (np.asarray(rs.rate, float) if rs is not None and rs.rate is not None and rs.rate.size == src.size
-                   else input_rates(graph, ctx, p.source, src.size))
-        pe = egru_fill(target, p.kernel, rate_in, np.ones(p.size), cycles_max=tick * float(target.clock_hz),
-                       units_max=per, node=name)
-        p.pe = (nxt + pe).astype(np.int32)
-        p.max_atoms_per_core = int(np.bincount(pe).max())
-        nxt = int(p.pe.max()) + 1
-        # no pass placed it: the graph gets this placement (energy per core, cores used)
-        graph.annotate(name, Placement(core=p.pe.copy(), chip=np.zeros(p.size, np.int32)))
 
 
 def _check_ssm_fits(p, target, name: str) -> None:

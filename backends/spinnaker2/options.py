@@ -13,7 +13,8 @@ class SpiNNaker2Options(CommonOptions):
 
     sys_tick: float | None = option("seconds per system tick (default: the spec's timing.sys_tick_s)", float, 0,
                                     lo_open=True)
-    max_atoms_per_core: int | None = option("neurons per PE (default: the spec's core.neurons_max)", int, 1)
+    max_atoms_per_core: int | None = option("neurons per PE the partition pass places (default: the spec's "
+                                            "core.neurons_max)", int, 1)
     curr_exp_order: str = option("order of the synaptic-current update", str, choices=("chip", "brian2"),
                                  default="chip")
     conv: bool = option("lower convolutions as conv projections (false: as dense)", bool, default=True)

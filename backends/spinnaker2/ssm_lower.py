@@ -1,7 +1,8 @@
 """The spinnaker2 lowering hooks of the SSM nodes (``nmc.semantics.register_hook("spinnaker2", "lower", ...)``).
 
 :func:`.lower.lower` calls a node's ``lower`` hook for every node type that has one
-(as it does the EGRU path) and places the population it returns. An ``nmc.DiagSSM``
+(as it does the EGRU path) and reads the PEs of the population it returns from the Placement the
+``partition`` pass wrote. An ``nmc.DiagSSM``
 or ``nmc.StochasticSSMNeuron`` becomes an ``ssm_kernel`` population run by the
 generated PE kernels of :mod:`.ssm`, with the fixed-point parameters of the node's
 ``SSMQuant`` annotation (the quantize pass) as the kernel's float32 words

@@ -69,6 +69,11 @@ ternary kernel it decodes all 3n codes of its column, each costing
 ``core.cycles_per_ternary_code`` (counted from the generated decode loop,
 :mod:`.kernel_cycles`; 19 against the int8 MAC's 11) instead
 (:meth:`~SpiNNaker2Target.egru_weight_cycles`).
+
+Placement: every population the lowering runs is placed by the ``partition`` pass (the
+Placement's only writer; lowering reads it). Neuron layers, EGRU and SSM kernels are its
+units, packed by the models above; a LayerNorm kernel is no unit (not a neuron) and takes one
+PE of its own after all of theirs (:meth:`~SpiNNaker2Target.own_core_nodes`).
 """
 from __future__ import annotations
 
@@ -77,7 +82,7 @@ import math
 import numpy as np
 
 from nmc.nodes import EGRU
-from nmc.nodes_ssm import DiagSSM, StochasticSSMNeuron
+from nmc.nodes_ssm import DiagSSM, LayerNorm, StochasticSSMNeuron
 from nmc.target_model import CoreLimits, TargetModel, spec_value
 
 from . import egru_packed as packed
@@ -111,6 +116,12 @@ class SpiNNaker2Target(TargetModel):
         self.data_bytes = v("core.data_bytes")
         # a packed ternary code's decode (kernel_cycles.py); a spec without it prices a code as a synaptic event
         self.cycles_per_ternary_code = v("core.cycles_per_ternary_code") or self.cycles_per_synop
+
+    def own_core_nodes(self, graph) -> list[str]:
+        """The LayerNorm nodes, in schedule order: a LayerNorm kernel (:mod:`.ssm_norm`) is no
+        partition unit (not a neuron) and gathers all its channels on one PE, so the partition
+        pass gives each one PE of its own after every unit's PE."""
+        return [k for k in graph.schedule()[0] if isinstance(graph.nodes[k], LayerNorm)]
 
     def egru_weight_cycles(self, kernel: dict) -> float:
         """Cycles per weight operation of an EGRU kernel, what :meth:`kernel_events` counts: a packed
@@ -250,7 +261,13 @@ class SpiNNaker2Target(TargetModel):
 
 
 def target_model(spec, options: dict | None = None) -> SpiNNaker2Target:
-    return SpiNNaker2Target(spec, egru_weights=(options or {}).get("egru_weights") or "int8")
+    """The PE model of ``spec`` for the compile ``options``: ``egru_weights`` sets the EGRU kernels'
+    weight type, ``max_atoms_per_core`` (neurons per PE) the ``neurons_max`` the partition pass
+    places under (the spec's ``core.neurons_max`` when absent)."""
+    o = options or {}
+    t = SpiNNaker2Target(spec, egru_weights=o.get("egru_weights") or "int8")
+    atoms = o.get("max_atoms_per_core")
+    return t.with_limits(neurons_max=int(atoms)) if atoms is not None else t
 
 
 def input_rates(graph, ctx, name: str, n: int, quantum: float = 1.0) -> np.ndarray:
@@ -263,50 +280,3 @@ def input_rates(graph, ctx, name: str, n: int, quantum: float = 1.0) -> np.ndarr
             return (a != 0).mean(0).astype(float)
         return np.rint(np.abs(a) / quantum).mean(0).astype(float)
     return np.ones(n)
-
-
-def egru_unit_costs(target: SpiNNaker2Target, kernel: dict, rate_in, rate_self) -> tuple[np.ndarray, np.ndarray]:
-    """Per unit of an EGRU kernel: SRAM bytes (its share of :meth:`SpiNNaker2Target.kernel_bytes`
-    without the per-run column pointers) and synaptic events per tick (kept weights in its 3 gate
-    rows × the rate of their column)."""
-    H, n_in = kernel["thr"].shape[0], kernel["wx"].shape[1]
-    if packed.is_packed(kernel):   # every column's 3 codes per unit, zeros included
-        events = packed.decoded_per_event(1) * (np.sum(np.asarray(rate_in, float)) + np.sum(np.asarray(rate_self, float)))
-        return (packed.unit_weight_bytes(np.full(H, n_in + H)) + EGRU_UNIT_BYTES, np.full(H, events))
-    kx = np.count_nonzero(np.asarray(kernel["wx"]).reshape(3, H, n_in), axis=0)   # (H, n_in)
-    kh = np.count_nonzero(np.asarray(kernel["wh"]).reshape(3, H, H), axis=0)
-    wb = np.asarray(kernel["wx"]).dtype.itemsize
-    nbytes = (ROW_INDEX_BYTES + wb) * (kx.sum(1) + kh.sum(1)) + EGRU_UNIT_BYTES
-    events = kx @ np.asarray(rate_in, float) + kh @ np.asarray(rate_self, float)
-    return nbytes, events
-
-
-def egru_fill(target: SpiNNaker2Target, kernel: dict, rate_in, rate_self, *, cycles_max: float, units_max: int,
-              node: str) -> np.ndarray:
-    """PE index (0, 1, ...) per unit when no partition pass placed the EGRU node (a pipeline
-    without ``partition``): consecutive units fill a PE while its kernel SRAM
-    (:meth:`SpiNNaker2Target.kernel_bytes`) stays within ``core.data_bytes`` and its expected
-    cycles per tick within ``cycles_max``; a unit that fits no PE alone raises
-    :class:`~nmc.errors.UnsupportedNodeError`."""
-    from nmc.errors import UnsupportedNodeError
-
-    data_bytes_max = int(target.data_bytes)
-    H, n_in = kernel["thr"].shape[0], kernel["wx"].shape[1]
-    wb = np.asarray(kernel["wx"]).dtype.itemsize
-    fixed = (packed.round_up_bytes(n_in, H) if packed.is_packed(kernel)
-             else COLUMN_POINTER_BYTES * (n_in + 1 + H + 1) + 2 * (ROW_INDEX_BYTES + wb))
-    nbytes, events = egru_unit_costs(target, kernel, rate_in, rate_self)
-    cycles = events * target.egru_weight_cycles(kernel) + float(target.cycles_per_neuron_update)
-    pe = np.zeros(H, np.int32)
-    cur, b, c, k = 0, fixed, 0.0, 0
-    for u in range(H):
-        if fixed + nbytes[u] > data_bytes_max:
-            raise UnsupportedNodeError(f"one EGRU unit needs {int(fixed + nbytes[u])} bytes of PE SRAM (its kept "
-                                       f"weights plus the column pointers), more than {data_bytes_max}", node=node,
-                                       limit=data_bytes_max, actual=int(fixed + nbytes[u]),
-                                       hint="prune more (--option density=...) or remove units (prune_units)")
-        if k and (b + nbytes[u] > data_bytes_max or c + cycles[u] > cycles_max or k >= units_max):
-            cur, b, c, k = cur + 1, fixed, 0.0, 0
-        pe[u] = cur
-        b, c, k = b + nbytes[u], c + cycles[u], k + 1
-    return pe

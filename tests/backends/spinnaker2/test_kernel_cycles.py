@@ -148,12 +148,11 @@ def test_ternary_codes_cost_their_counted_cycles(monkeypatch):
     assert rep_8["dynamic_j"] == base_8["dynamic_j"] and rep_8["time"] == base_8["time"]
 
 
-def test_cost_report_and_unit_fill_price_ternary_codes():
+def test_cost_report_prices_ternary_codes():
     """The per-tick timing report (cost.py) charges a ternary kernel's codes at
-    ``core.cycles_per_ternary_code``; the unit fill of an unpartitioned EGRU uses the same figure;
-    int8 kernels keep ``core.cycles_per_synop`` per kept weight."""
+    ``core.cycles_per_ternary_code``; int8 kernels keep ``core.cycles_per_synop`` per kept weight."""
     from nmc.backends.spinnaker2 import egru_packed as packed
-    from nmc.backends.spinnaker2.target import SpiNNaker2Target, egru_unit_costs
+    from nmc.backends.spinnaker2.target import SpiNNaker2Target
 
     nets = _nets()
     s = HardwareSpec.load("spinnaker2")
@@ -171,8 +170,6 @@ def test_cost_report_and_unit_fill_price_ternary_codes():
                 + d["ternary_codes"] * s.get("core.cycles_per_ternary_code")
                 + d["neurons"] * s.get("core.cycles_per_neuron_update")) / s.get("core.clock_hz")
         assert d["time_done_s"] == pytest.approx(want)
-    _, ev = egru_unit_costs(t, k, np.ones(5), np.ones(12))
-    assert np.all(ev == 3 * (5 + 12))   # every unit decodes its 3 codes of every column
 
 
 def test_partition_work_weighs_ternary_codes():
