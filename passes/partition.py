@@ -71,7 +71,9 @@ traffic ≥ the per-net bound of :func:`nmc.passes.hypergraph.traffic_lower_boun
 (each source's targets and itself span at least as many cores as their
 neurons, bytes and work need; derivation in its docstring), or for the sources
 of a full-window stride-1 convolution the larger window bound that couples the
-layer's nets (:func:`nmc.passes.hypergraph.window_bound`).
+layer's nets (:func:`nmc.passes.hypergraph.window_bound`), or the LP over core
+types that lets consecutive conv layers share each core's capacity
+(:mod:`nmc.passes.window_lp`).
 """
 from __future__ import annotations
 
