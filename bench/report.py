@@ -318,8 +318,9 @@ def placement(d) -> list[str]:
          "core) = the km1 (λ − 1) metric of the hypergraph whose nets are a source's targets and itself; sequential "
          "fill is the default of py-spinnaker2 and Lava; Mt-KaHyPar = km1 hypergraph partitioning, METIS = k-way on "
          "the block graph (both + repair + refinement); nmc keeps the best of all four (column *chosen*). Lower bound: "
-         "per net, the cores its pins need under every per-core limit (passes/hypergraph.py); *before* = the bound of "
-         "the previous run (⌈targets/capacity⌉ − 1). Ratios are to sequential fill. "
+         "per net, the cores its pins need under every per-core limit (passes/hypergraph.py), for conv layers the "
+         "window bound and the LP over core types (passes/window_lp.py); *before* = the per-source bound "
+         "⌈targets/capacity⌉ − 1. Ratios are to sequential fill. "
          "Times: partition pass stages in seconds (network model, block graph, sequential, METIS, greedy, Mt-KaHyPar).\n",
          "| network | neurons | synapses | cores nmc (lower bound, sequential) | chosen | traffic nmc | Mt-KaHyPar | METIS | greedy | sequential "
          "| Mt-KaHyPar / seq | METIS / seq | nmc / seq | lower bound (before) | nmc / bound (before) | partition time | stages |",

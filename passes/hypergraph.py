@@ -162,7 +162,10 @@ def traffic_lower_bound(net, limits, caps_upper: np.ndarray, graph=None) -> floa
     once (a conv layer's overlapping windows), where the optimum pays for the
     cut between cores and the bound pays nothing. With ``graph``, the sources of
     every conv-coupled node pair (:func:`conv_pairs`) are bounded together instead
-    where that is larger (:func:`window_bound`: the nets of a layer coupled)."""
+    where that is larger (:func:`window_bound`: the nets of a layer coupled), and the pairs of up to
+    two placed nodes together where their LP over core types is larger still
+    (:mod:`nmc.passes.window_lp`: the layers share each core's capacity, and a source saves a
+    packet only where its core holds one of its targets)."""
     AT = net.AT
     n = net.n_units
     if AT.nnz == 0:
@@ -184,18 +187,29 @@ def traffic_lower_bound(net, limits, caps_upper: np.ndarray, graph=None) -> floa
             lam = np.maximum(lam, np.ceil(P @ (upop == k).astype(np.float64) / caps_upper[k] - 1e-9))
     cost = np.where(placed, lam - 1, lam)
     cost = np.where(has_t, np.maximum(cost, 0), 0)
+    pairs = conv_pairs(graph, net) if graph is not None else []
     coupled: dict[int, float] = {}   # source unit node -> the largest coupled bound of its sources
-    for pair in (conv_pairs(graph, net) if graph is not None else []):
+    for pair in pairs:
         k = net.pop_names.index(pair.layer)
         coupled[pair.src] = max(coupled.get(pair.src, 0.0), window_bound(net, pair, int(caps_upper[k])))
     if not coupled:
         return float(np.dot(net.rate, cost))
     per = net.rate * cost
-    total = 0.0
-    for i in range(len(net.unit_names)):
-        sl = slice(int(net.unit_offset[i]), int(net.unit_offset[i + 1]))
-        total += max(float(per[sl].sum()), coupled.get(i, 0.0))
-    return total
+    node = np.array([float(per[int(net.unit_offset[i]):int(net.unit_offset[i + 1])].sum())
+                     for i in range(len(net.unit_names))])
+    each = np.array([max(node[i], coupled.get(i, 0.0)) for i in range(len(node))])
+    # the pairs of up to two placed nodes sharing the cores' capacity (passes/window_lp.py): per
+    # group the larger of its LP and its source nodes' separate bounds (each bounds their cost)
+    from .window_lp import group_bound, group_pairs
+
+    joint = each.copy()
+    for grp in group_pairs(net, pairs):
+        srcs = sorted({p.src for p in grp})
+        lp = group_bound(net, limits, caps_upper, grp)
+        if lp is not None and lp > joint[srcs].sum():
+            joint[srcs] = 0.0
+            joint[srcs[0]] = lp
+    return float(joint.sum())
 
 
 # ----------------------------------------------------- conv layers: nets coupled by the window
@@ -243,8 +257,14 @@ def conv_pairs(graph, net) -> list[ConvPair]:
 
 
 def window_growth(n: int, hw: tuple, kernel: tuple, clipped: bool = False) -> int:
-    """g(n): a lower bound on |P ⊕ K| for every set P of n pixels of an H × W grid, K the
-    kh × kw window (on the unbounded plane):
+    """g(n) of :func:`growth_table` for one n."""
+    t = growth_table(hw, kernel, clipped)
+    return int(t[min(max(int(n), 0), t.size - 1)])
+
+
+def growth_table(hw: tuple, kernel: tuple, clipped: bool = False, n_max: int | None = None) -> np.ndarray:
+    """g(n) for n = 0 … n_max (default H·W; the table is computed to H·W either way): a lower bound on |P ⊕ K| for every set P of n
+    pixels of an H × W grid, K the kh × kw window (on the unbounded plane):
 
         |P ⊕ K| ≥ n + (kw − 1)·r + (kh − 1)·c + (kh − 1)(kw − 1)
 
@@ -254,28 +274,52 @@ def window_growth(n: int, hw: tuple, kernel: tuple, clipped: bool = False) -> in
     and dilating it along y adds kh − 1 per column. g takes the least right side over r, c.
     Exact for an r × c rectangle.
 
-    ``clipped``: the bound on |(P ⊕ K) ∩ grid| for a window reaching at least one pixel
-    each way along both axes (padding ≥ 1 and ≤ k − 2, the input grid the output's), when
-    n < min(H, W): n + r + c + 1. Proof: a row A of fewer than W pixels gains at least one:
-    above its largest element when that is not the last column, below its smallest when
-    that is not the first, else inside a gap next to an element of A; so r rows add r, the
-    column projection (fewer than W columns) grows by one, and the y step adds one per
-    column. Exact for an r × c rectangle in a corner of the grid. For n ≥ min(H, W): the
-    larger of n (the window holds its centre) and the bound of min(H, W) − 1 pixels (a
-    superset's window holds a subset's). Both g are non-decreasing in n."""
+    ``clipped``: the bound on |(P ⊕ K) ∩ grid| for a window reaching at least one pixel each
+    way along both axes (padding ≥ 1 and ≤ k − 2, the input grid the output's). Dilate along x
+    first: an occupied row A of fewer than W pixels gains at least one (above its largest
+    element when that is not the last column, below its smallest when that is not the first,
+    else inside a gap next to an element of A); a full row gains none. Let P occupy r rows, f of
+    them full, and c columns. The x step adds ≥ r − f and its column projection is P's, dilated:
+    W columns when c = W, else ≥ c + 1. The y step adds ≥ 1 to every column short of H pixels:
+    all of them when r < H. So, with n ≤ f·W + (r − f)·min(c, W − 1) and n ≥ f·W + (r − f):
+
+        r < H, c < W (so f = 0):  |…| ≥ n + r + c + 1,   r·c ≥ n
+        r < H, c = W:             |…| ≥ n + (r − f) + W,  least at f = ⌊n / W⌋, r = f + [n mod W > 0]
+        r = H:                    |…| ≥ n + H − f,        f ≤ ⌊n / W⌋ and f·W + (H − f) ≤ n
+
+    g_x(n) is the least over the cases that a set of n pixels can meet; dilating along y first
+    gives g_y (H and W swapped), and both hold, so |…| ≥ max(g_x, g_y). Exact for an r × c
+    rectangle in a corner and for one full row along an edge. The table is made non-decreasing by
+    a running minimum from the top (|P| ≥ n ⇒ |…| ≥ min_{m ≥ n} g(m)), as the callers need."""
     kh, kw = kernel
-    H, W = hw
-    if n <= 0:
-        return 0
-    r = np.arange(1, H + 1)
-    c = -(-n // r)
-    ok = c <= W
-    if clipped:   # a superset's window holds its subsets': past min(H, W) − 1, that size's bound holds
-        m = min(n, min(H, W) - 1)
-        c = -(-m // r)
-        ok = c <= W
-        return max(n, int(m + (r[ok] + c[ok]).min() + 1)) if m > 0 else n
-    return int(n + ((kw - 1) * r[ok] + (kh - 1) * c[ok]).min() + (kh - 1) * (kw - 1))
+    H, W = int(hw[0]), int(hw[1])
+    N = H * W
+    n = np.arange(N + 1, dtype=np.int64)
+    big = np.iinfo(np.int64).max // 4
+    if not clipped:
+        best = np.full(N + 1, big)
+        for r in range(1, H + 1):
+            c = -(-n // r)
+            best = np.where(c <= W, np.minimum(best, (kw - 1) * r + (kh - 1) * c), best)
+        out = n + best + (kh - 1) * (kw - 1)
+    else:
+        def one_order(H, W):
+            best = np.full(N + 1, big)
+            for r in range(1, H):                      # r < H, c < W: n + r + c + 1
+                c = -(-n // r)
+                best = np.where(c <= W - 1, np.minimum(best, r + c + 1), best)
+            f = n // W                                 # r < H, c = W
+            r = f + (n % W > 0)
+            best = np.where(r <= H - 1, np.minimum(best, (r - f) + W), best)
+            fmax = np.minimum(n // W, (n - H) // max(W - 1, 1)) if W > 1 else n // W   # r = H
+            okc = (n >= H) & (fmax >= 0)
+            best = np.where(okc, np.minimum(best, H - np.clip(fmax, 0, H)), best)
+            return n + best
+        out = np.maximum(one_order(H, W), one_order(W, H))
+    out[0] = 0
+    out = np.minimum(out, big)
+    out = np.minimum.accumulate(out[::-1])[::-1]
+    return out if n_max is None else out[:int(n_max) + 1]
 
 
 def window_bound(net, pair: ConvPair, cap: int) -> float:
@@ -311,7 +355,7 @@ def window_bound(net, pair: ConvPair, cap: int) -> float:
     pix = np.minimum(-(-x // pair.c_out), H * W)
 
     def rho(clipped):   # min over x ≤ cap of g(⌈x / C_out⌉) / x
-        grow = np.array([window_growth(int(p), (H, W), (kh, kw), clipped) for p in range(int(pix.max()) + 1)])
+        grow = growth_table((H, W), (kh, kw), clipped, int(pix.max()))
         return float((grow[pix] / x).min())
 
     inside = [int(sum(max(0, min(o - pad + k, size) - max(o - pad, 0)) for o in range(out)))

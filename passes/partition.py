@@ -74,7 +74,9 @@ traffic ≥ the per-net bound of :func:`nmc.passes.hypergraph.traffic_lower_boun
 (each source's targets and itself span at least as many cores as their
 neurons, bytes and work need; derivation in its docstring), or for the sources
 of a full-window stride-1 convolution the larger window bound that couples the
-layer's nets (:func:`nmc.passes.hypergraph.window_bound`).
+layer's nets (:func:`nmc.passes.hypergraph.window_bound`), or the LP over core
+types that lets consecutive conv layers share each core's capacity
+(:mod:`nmc.passes.window_lp`).
 """
 from __future__ import annotations
 
@@ -162,6 +164,17 @@ def _tile_keys(shape: tuple, cg: int, tile: tuple) -> np.ndarray:
     return np.broadcast_to(key, shape).reshape(-1)
 
 
+def block_size(cap: int, want: int) -> int:
+    """Neurons per block of a node whose core holds ``cap`` of them, blocks of at least ``want``
+    neurons wanted (the block budget): the least divisor of ``cap`` from ``want`` up, so whole
+    blocks fill a core exactly (blocks of 32 pack 256 per core, where blocks of ⌈256 / 10⌉ = 26
+    would leave a core at 9 × 26 = 234); where that divisor is over twice ``want`` (a cap with few
+    divisors), ⌈cap / ⌊cap / want⌋⌉ as before (about ``want``, the core's last block may not fit)."""
+    want = max(1, min(int(want), int(cap)))
+    d = next(d for d in range(want, cap + 1) if cap % d == 0)
+    return d if d <= 2 * want else math.ceil(cap / max(1, cap // want))
+
+
 def make_blocks(net: Network, caps: np.ndarray, max_blocks: int, shapes: list | None = None) -> Blocks:
     """Cut each placed node into blocks whose size divides its per-core capacity.
     A node whose units pay bytes once per run on a core (``Network.run_bytes``,
@@ -185,8 +198,7 @@ def make_blocks(net: Network, caps: np.ndarray, max_blocks: int, shapes: list | 
         sl = net.pop_slice(k)
         cap = max(int(caps[k]), 1)
         run = net.run_bytes_of(k)
-        per = 1 if run else max(1, cap // want)   # blocks per full core
-        bs = math.ceil(cap / per)
+        bs = cap if run else block_size(cap, want)
         shape = tuple(int(x) for x in shapes[k]) if shapes is not None else ()
         tile = tile_shape(shape[0], shape[1:], bs) if (shape and not run
                                                        and math.prod(shape) == sl.stop - sl.start) else None

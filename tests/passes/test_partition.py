@@ -251,3 +251,21 @@ def test_block_edge_bound_is_below_the_block_graph_and_exact_when_dense():
     net = build_network(dense, lim)
     blocks, H, W, note = block_model(net, max_per_core(net, lim), 4096, 100, 1)
     assert note.startswith("48 blocks had at least 2256 block-graph edges") and W.nnz <= 100
+
+
+def test_block_size_divides_the_core_capacity_where_it_can():
+    from nmc.passes.partition import block_size
+
+    assert block_size(256, 25) == 32          # 8 blocks fill a core (⌈256 / 10⌉ = 26 would leave 234)
+    assert block_size(256, 1) == 1 and block_size(256, 300) == 256
+    assert block_size(240, 7) == 8 and 240 % block_size(240, 7) == 0
+    assert block_size(251, 10) == 11           # a prime capacity: no divisor near 10, ⌈251 / 25⌉ as before
+    # a 10⁵-neuron chain of consecutive blocks packs 256 per core: sequential fill reaches the neuron bound
+    lim = CoreLimits(neurons_max=256, weight_bits=8)
+    g = Graph({"in": nir.Input(input_type={"input": np.array([4])}),
+               "w": nir.Linear(weight=np.ones((100_000, 4))),
+               "l": nir.IF(r=np.ones(100_000), v_threshold=np.ones(100_000), v_reset=np.zeros(100_000)),
+               "out": nir.Output(output_type={"output": np.array([100_000])})},
+              [("in", "w"), ("w", "l"), ("l", "out")], meta={"dt": 1e-3})
+    _, rep = run_partition(g, lim, method="sequential", baselines=())
+    assert rep["cores_used"] == rep["cores_lower_bound"] == 391

@@ -96,8 +96,8 @@ def test_window_growth_is_below_every_pixel_set():
         assert np.all(size >= g[n])
         for r, c in itertools.product(range(1, 5), repeat=2):
             assert size[n == r * c].min() == g[r * c]
-    # clipped to the grid ('same' padding of a 3×3 window): every subset of a 4 × 4 and a 3 × 5 grid
-    for h, w in [(4, 4), (3, 5)]:
+    # clipped to the grid ('same' padding of a 3×3 window): every subset of 4 × 4, 3 × 5, 2 × 6, 4 × 5 grids
+    for h, w in [(4, 4), (3, 5), (2, 6), (4, 5)]:
         sub = ((np.arange(1 << (h * w))[:, None] >> np.arange(h * w)) & 1).astype(bool).reshape(-1, h, w)
         big = np.zeros((sub.shape[0], h + 2, w + 2), bool)
         for dy, dx in itertools.product(range(3), repeat=2):
@@ -106,7 +106,10 @@ def test_window_growth_is_below_every_pixel_set():
         m = sub.sum(axis=(1, 2))
         g = np.array([hgp.window_growth(int(k), (h, w), (3, 3), clipped=True) for k in range(h * w + 1)])
         assert np.all(size >= g[m]) and np.all(np.diff(g) >= 0)
-        assert size[m == 2].min() == g[2] == 2 + 3 + 1          # two pixels in a corner: 2 × 3
+        assert size[m == 2].min() == g[2] == (2 + 3 + 1 if h > 2 else 4)   # two pixels in a corner: 2 × 3
+        least = np.array([size[m == k].min() for k in range(h * w + 1)])
+        assert np.all(least - g <= (0 if h == 2 else 3))         # exact on 2 × 6, at most 3 below elsewhere
+        assert np.array_equal(g, hgp.growth_table((h, w), (3, 3), clipped=True))
 
 
 @pytest.mark.parametrize("in_shape,layers,cap", [
