@@ -146,11 +146,16 @@ def type_name(node: nir.NIRNode) -> str:
     return e.name if e is not None else getattr(node, "nmc_type", type(node).__name__)
 
 
+def is_dense(node: nir.NIRNode) -> bool:
+    """A weight map whose weight is one (out, in) matrix on the flattened input (Affine, Linear: the
+    node types with a ``dense_weight`` hook)."""
+    return semantics.hook_of(node, "dense_weight") is not None
+
+
 def weight_matrix(node: nir.NIRNode) -> np.ndarray | None:
-    """The (out, in) dense weight of an Affine/Linear node, else None."""
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        return np.asarray(node.weight)
-    return None
+    """The (out, in) dense weight of a dense node (:func:`is_dense`), else None."""
+    h = semantics.hook_of(node, "dense_weight")
+    return np.asarray(h(node)) if h is not None else None
 
 
 def neuron_count(node: nir.NIRNode) -> int:

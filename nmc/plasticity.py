@@ -161,9 +161,9 @@ class Plasticity(Annotation):
                 "give w_new > 0", self.w_new)
         node = graph.nodes.get(name)
         from . import semantics
-        import nir
+        from .nodes import is_dense
 
-        if not isinstance(node, (nir.Affine, nir.Linear)):
+        if not is_dense(node):
             raise PlasticityError(f"a plasticity rule needs an Affine or Linear projection, not "
                                   f"{type(node).__name__}", node=name, hint="annotate the weight node of a dense layer")
         w = np.asarray(node.weight)
