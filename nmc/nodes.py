@@ -19,19 +19,19 @@ which ask the registry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
 
 import nir
 import numpy as np
 
 from . import semantics
 from .errors import UnknownNodeTypeError
+from .extension_node import ExtensionNode
 from .semantics import shapes
 from .semantics.nir_types import CELL
 
 
 @dataclass(eq=False)
-class EGRU(nir.NIRNode):
+class EGRU(ExtensionNode):
     """Event-based GRU cell (EvNN semantics), one step per timestep.
 
     Weights use NIR's (out, in) orientation with the three gates stacked in the
@@ -69,11 +69,6 @@ class EGRU(nir.NIRNode):
     @property
     def hidden_size(self) -> int:
         return int(self.output_type["output"][0])
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = super().to_dict()
-        d["type"] = self.nmc_type
-        return d
 
 
 semantics.register(semantics.NodeType(
