@@ -64,24 +64,32 @@ def _arr(v) -> np.ndarray:
     return a.astype(np.complex128) if np.iscomplexobj(a) else a.astype(np.float64)
 
 
-def _check_modes(node, shapes_: dict, dims: str, stable_hint: str | None = None) -> None:
-    """The checks both SSM node types make (:class:`~nmc.errors.ShapeError` naming the node type):
-    every field in ``shapes_`` has its shape (``dims`` says what the letters are), Δ is finite and
-    > 0, Re Λ < 0 (a stable system), and B and C are real when Λ is."""
-    kind = type(node).__name__
-    for f, shp in shapes_.items():
-        if getattr(node, f).shape != shp:
-            raise ShapeError(f"{kind} field '{f}' has shape {getattr(node, f).shape}, expected {shp} ({dims})")
-    if not np.all(node.step > 0) or not np.all(np.isfinite(node.step)):
-        raise ShapeError(f"{kind} step Δ must be finite and > 0")
-    if not np.all(node.lam.real < 0):
-        raise ShapeError(f"{kind} eigenvalues need Re Λ < 0 (a stable system)", hint=stable_hint)
-    if not node.complex and (np.iscomplexobj(node.b) or np.iscomplexobj(node.c)):
-        raise ShapeError(f"{kind} with real Λ needs real B and C")
+class _DiagonalModes(ExtensionNode):
+    """The base of the SSM node types with diagonal modes Λ (``lam``), step Δ (``step``), B and C."""
+
+    @property
+    def complex(self) -> bool:
+        """Complex modes (conjugate pairs, ρ = 2), else real (ρ = 1)."""
+        return bool(np.iscomplexobj(self.lam))
+
+    def _check_modes(self, shapes_: dict, dims: str, stable_hint: str | None = None) -> None:
+        """The checks both SSM node types make (:class:`~nmc.errors.ShapeError` naming the node type):
+        every field in ``shapes_`` has its shape (``dims`` says what the letters are), Δ is finite and
+        > 0, Re Λ < 0 (a stable system), and B and C are real when Λ is."""
+        kind = type(self).__name__
+        for f, shp in shapes_.items():
+            if getattr(self, f).shape != shp:
+                raise ShapeError(f"{kind} field '{f}' has shape {getattr(self, f).shape}, expected {shp} ({dims})")
+        if not np.all(self.step > 0) or not np.all(np.isfinite(self.step)):
+            raise ShapeError(f"{kind} step Δ must be finite and > 0")
+        if not np.all(self.lam.real < 0):
+            raise ShapeError(f"{kind} eigenvalues need Re Λ < 0 (a stable system)", hint=stable_hint)
+        if not self.complex and (np.iscomplexobj(self.b) or np.iscomplexobj(self.c)):
+            raise ShapeError(f"{kind} with real Λ needs real B and C")
 
 
 @dataclass(eq=False)
-class DiagSSM(ExtensionNode):
+class DiagSSM(_DiagonalModes):
     """Diagonal state-space model on H channels with P modes (S4D / S5 layout), one step per tick or event.
 
     Fields (continuous time, as :class:`nmc.nn.DiagSSM` learns them)::
@@ -140,16 +148,12 @@ class DiagSSM(ExtensionNode):
         if theta.size not in (1, H):
             raise ShapeError(f"DiagSSM theta has {theta.size} values for {H} channels")
         self.theta = np.broadcast_to(theta, (H,)).copy()
-        _check_modes(self, {"step": (P,), "b": (P, H), "c": (H, P)}, f"P = {P} modes, H = {H} channels",
-                     stable_hint="train with nmc.nn.DiagSSM")
+        self._check_modes({"step": (P,), "b": (P, H), "c": (H, P)}, f"P = {P} modes, H = {H} channels",
+                          stable_hint="train with nmc.nn.DiagSSM")
         if self.output == "delta" and not np.all(self.theta > 0):
             raise ShapeError("DiagSSM delta output needs θ > 0")
         self.input_type = {"input": np.array([H])}
         self.output_type = {"output": np.array([H])}
-
-    @property
-    def complex(self) -> bool:
-        return bool(np.iscomplexobj(self.lam))
 
     @property
     def modes(self) -> int:
@@ -167,7 +171,7 @@ semantics.register(semantics.NodeType(
 
 
 @dataclass(eq=False)
-class StochasticSSMNeuron(ExtensionNode):
+class StochasticSSMNeuron(_DiagonalModes):
     """H stochastic spiking neurons, each an N-dimensional single-input diagonal SSM with a Bernoulli spike.
 
     Fields (continuous time, as :class:`nmc.nn.StochasticSpikingSSM` learns them)::
@@ -214,14 +218,10 @@ class StochasticSSMNeuron(ExtensionNode):
         self.step = self.step.reshape(-1)
         self.step = np.broadcast_to(self.step, (H,)).copy() if self.step.size == 1 else self.step
         self.d = self.d.reshape(-1)
-        _check_modes(self, {"step": (H,), "b": (H, N), "c": (H, N), "d": (H,)},
-                     f"H = {H} neurons, N = {N} state dimensions")
+        self._check_modes({"step": (H,), "b": (H, N), "c": (H, N), "d": (H,)},
+                          f"H = {H} neurons, N = {N} state dimensions")
         self.input_type = {"input": np.array([H])}
         self.output_type = {"output": np.array([H])}
-
-    @property
-    def complex(self) -> bool:
-        return bool(np.iscomplexobj(self.lam))
 
     @property
     def state_size(self) -> int:
