@@ -17,6 +17,7 @@ import torch
 from nmc import semantics
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
+from nmc.nodes import is_dense
 from nmc.semantics import Kind, shapes
 from nmc import reference_steps as _reference_steps  # noqa: F401  (registers the linear_map hooks)
 
@@ -131,7 +132,7 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
             with torch.no_grad():
                 newt = {}
                 for s, (m, b) in terms.items():
-                    if isinstance(m, Eye) and isinstance(node, (nir.Affine, nir.Linear)):  # dense weight
+                    if isinstance(m, Eye) and is_dense(node):  # dense weight
                         newt[s] = [np.asarray(node.weight, float).T.copy(), b]  # W applied to the identity
                         continue
                     if isinstance(m, Eye) and semantics.kind_of(node) is Kind.INDEX:

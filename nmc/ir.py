@@ -33,7 +33,7 @@ from .annotations import Annotation, Reset
 from .errors import GraphError, ShapeError, UnsupportedNodeError
 from .graph_meta import GraphMeta
 from . import semantics
-from .nodes import is_extension, is_neuron, is_spiking_neuron, type_name
+from .nodes import is_dense, is_extension, is_neuron, is_spiking_neuron, type_name
 from .semantics import Kind
 
 
@@ -407,7 +407,7 @@ def _check_values(name: str, node: nir.NIRNode) -> None:
             raise ShapeError(f"bias has {b.size} values for {w.shape[0]} outputs (weight shape {tuple(w.shape)})",
                              node=name, limit=w.shape[0], actual=b.size,
                              hint="give one bias value per output (row of the weight)")
-    if isinstance(node, (nir.Affine, nir.Linear)) and w is not None:
+    if is_dense(node) and w is not None:
         w = _as_array(w)
         if w is not None and w.ndim != 2:
             raise ShapeError(f"weight has shape {tuple(w.shape)}, expected 2-D (outputs, inputs)", node=name)

@@ -19,19 +19,19 @@ which ask the registry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
 
 import nir
 import numpy as np
 
 from . import semantics
 from .errors import UnknownNodeTypeError
+from .extension_node import ExtensionNode
 from .semantics import shapes
 from .semantics.nir_types import CELL
 
 
 @dataclass(eq=False)
-class EGRU(nir.NIRNode):
+class EGRU(ExtensionNode):
     """Event-based GRU cell (EvNN semantics), one step per timestep.
 
     Weights use NIR's (out, in) orientation with the three gates stacked in the
@@ -69,11 +69,6 @@ class EGRU(nir.NIRNode):
     @property
     def hidden_size(self) -> int:
         return int(self.output_type["output"][0])
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = super().to_dict()
-        d["type"] = self.nmc_type
-        return d
 
 
 semantics.register(semantics.NodeType(
@@ -146,11 +141,16 @@ def type_name(node: nir.NIRNode) -> str:
     return e.name if e is not None else getattr(node, "nmc_type", type(node).__name__)
 
 
+def is_dense(node: nir.NIRNode) -> bool:
+    """A weight map whose weight is one (out, in) matrix on the flattened input (Affine, Linear: the
+    node types with a ``dense_weight`` hook)."""
+    return semantics.hook_of(node, "dense_weight") is not None
+
+
 def weight_matrix(node: nir.NIRNode) -> np.ndarray | None:
-    """The (out, in) dense weight of an Affine/Linear node, else None."""
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        return np.asarray(node.weight)
-    return None
+    """The (out, in) dense weight of a dense node (:func:`is_dense`), else None."""
+    h = semantics.hook_of(node, "dense_weight")
+    return np.asarray(h(node)) if h is not None else None
 
 
 def neuron_count(node: nir.NIRNode) -> int:

@@ -34,13 +34,12 @@ with its σ(y) scaled by 2²⁴.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
 
-import nir
 import numpy as np
 
 from . import semantics
 from .errors import ShapeError, UnsupportedNodeError
+from .extension_node import ExtensionNode
 from .semantics import shapes
 from .semantics.nir_types import GRADED, SPIKES
 from .ssm_math import METHODS
@@ -65,8 +64,32 @@ def _arr(v) -> np.ndarray:
     return a.astype(np.complex128) if np.iscomplexobj(a) else a.astype(np.float64)
 
 
+class _DiagonalModes(ExtensionNode):
+    """The base of the SSM node types with diagonal modes Λ (``lam``), step Δ (``step``), B and C."""
+
+    @property
+    def complex(self) -> bool:
+        """Complex modes (conjugate pairs, ρ = 2), else real (ρ = 1)."""
+        return bool(np.iscomplexobj(self.lam))
+
+    def _check_modes(self, shapes_: dict, dims: str, stable_hint: str | None = None) -> None:
+        """The checks both SSM node types make (:class:`~nmc.errors.ShapeError` naming the node type):
+        every field in ``shapes_`` has its shape (``dims`` says what the letters are), Δ is finite and
+        > 0, Re Λ < 0 (a stable system), and B and C are real when Λ is."""
+        kind = type(self).__name__
+        for f, shp in shapes_.items():
+            if getattr(self, f).shape != shp:
+                raise ShapeError(f"{kind} field '{f}' has shape {getattr(self, f).shape}, expected {shp} ({dims})")
+        if not np.all(self.step > 0) or not np.all(np.isfinite(self.step)):
+            raise ShapeError(f"{kind} step Δ must be finite and > 0")
+        if not np.all(self.lam.real < 0):
+            raise ShapeError(f"{kind} eigenvalues need Re Λ < 0 (a stable system)", hint=stable_hint)
+        if not self.complex and (np.iscomplexobj(self.b) or np.iscomplexobj(self.c)):
+            raise ShapeError(f"{kind} with real Λ needs real B and C")
+
+
 @dataclass(eq=False)
-class DiagSSM(nir.NIRNode):
+class DiagSSM(_DiagonalModes):
     """Diagonal state-space model on H channels with P modes (S4D / S5 layout), one step per tick or event.
 
     Fields (continuous time, as :class:`nmc.nn.DiagSSM` learns them)::
@@ -125,25 +148,12 @@ class DiagSSM(nir.NIRNode):
         if theta.size not in (1, H):
             raise ShapeError(f"DiagSSM theta has {theta.size} values for {H} channels")
         self.theta = np.broadcast_to(theta, (H,)).copy()
-        want = {"step": (P,), "b": (P, H), "c": (H, P)}
-        for f, shp in want.items():
-            if getattr(self, f).shape != shp:
-                raise ShapeError(f"DiagSSM field '{f}' has shape {getattr(self, f).shape}, expected {shp} "
-                                 f"(P = {P} modes, H = {H} channels)")
-        if not np.all(self.step > 0) or not np.all(np.isfinite(self.step)):
-            raise ShapeError("DiagSSM step Δ must be finite and > 0")
-        if not np.all(self.lam.real < 0):
-            raise ShapeError("DiagSSM eigenvalues need Re Λ < 0 (a stable system)", hint="train with nmc.nn.DiagSSM")
-        if not self.complex and (np.iscomplexobj(self.b) or np.iscomplexobj(self.c)):
-            raise ShapeError("DiagSSM with real Λ needs real B and C")
+        self._check_modes({"step": (P,), "b": (P, H), "c": (H, P)}, f"P = {P} modes, H = {H} channels",
+                          stable_hint="train with nmc.nn.DiagSSM")
         if self.output == "delta" and not np.all(self.theta > 0):
             raise ShapeError("DiagSSM delta output needs θ > 0")
         self.input_type = {"input": np.array([H])}
         self.output_type = {"output": np.array([H])}
-
-    @property
-    def complex(self) -> bool:
-        return bool(np.iscomplexobj(self.lam))
 
     @property
     def modes(self) -> int:
@@ -153,11 +163,6 @@ class DiagSSM(nir.NIRNode):
     def channels(self) -> int:
         return int(self.d.shape[0])
 
-    def to_dict(self) -> Dict[str, Any]:
-        d = super().to_dict()
-        d["type"] = self.nmc_type
-        return d
-
 
 semantics.register(semantics.NodeType(
     cls=DiagSSM, name=DiagSSM.nmc_type, kind=semantics.Kind.NEURON, shape=shapes.fixed, counters=GRADED,
@@ -166,7 +171,7 @@ semantics.register(semantics.NodeType(
 
 
 @dataclass(eq=False)
-class StochasticSSMNeuron(nir.NIRNode):
+class StochasticSSMNeuron(_DiagonalModes):
     """H stochastic spiking neurons, each an N-dimensional single-input diagonal SSM with a Bernoulli spike.
 
     Fields (continuous time, as :class:`nmc.nn.StochasticSpikingSSM` learns them)::
@@ -213,31 +218,14 @@ class StochasticSSMNeuron(nir.NIRNode):
         self.step = self.step.reshape(-1)
         self.step = np.broadcast_to(self.step, (H,)).copy() if self.step.size == 1 else self.step
         self.d = self.d.reshape(-1)
-        for f, shp in {"step": (H,), "b": (H, N), "c": (H, N), "d": (H,)}.items():
-            if getattr(self, f).shape != shp:
-                raise ShapeError(f"StochasticSSMNeuron field '{f}' has shape {getattr(self, f).shape}, "
-                                 f"expected {shp} (H = {H} neurons, N = {N} state dimensions)")
-        if not np.all(self.step > 0) or not np.all(np.isfinite(self.step)):
-            raise ShapeError("StochasticSSMNeuron step Δ must be finite and > 0")
-        if not np.all(self.lam.real < 0):
-            raise ShapeError("StochasticSSMNeuron eigenvalues need Re Λ < 0 (a stable system)")
-        if not self.complex and (np.iscomplexobj(self.b) or np.iscomplexobj(self.c)):
-            raise ShapeError("StochasticSSMNeuron with real Λ needs real B and C")
+        self._check_modes({"step": (H,), "b": (H, N), "c": (H, N), "d": (H,)},
+                          f"H = {H} neurons, N = {N} state dimensions")
         self.input_type = {"input": np.array([H])}
         self.output_type = {"output": np.array([H])}
 
     @property
-    def complex(self) -> bool:
-        return bool(np.iscomplexobj(self.lam))
-
-    @property
     def state_size(self) -> int:
         return int(self.lam.shape[1])
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = super().to_dict()
-        d["type"] = self.nmc_type
-        return d
 
 
 semantics.register(semantics.NodeType(
@@ -248,7 +236,7 @@ semantics.register(semantics.NodeType(
 
 
 @dataclass(eq=False)
-class LayerNorm(nir.NIRNode):
+class LayerNorm(ExtensionNode):
     """Layer normalisation over the channels of each step (the pre-norm of :class:`nmc.nn.SSMBlock`).
 
     ``y = (x − mean(x)) / sqrt(var(x) + eps) ⊙ weight + bias`` over the H channels of x (H,), var the
@@ -271,11 +259,6 @@ class LayerNorm(nir.NIRNode):
             raise ShapeError(f"LayerNorm eps must be > 0, got {self.eps}")
         self.input_type = {"input": np.array(self.weight.shape)}
         self.output_type = {"output": np.array(self.weight.shape)}
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = super().to_dict()
-        d["type"] = self.nmc_type
-        return d
 
 
 semantics.register(semantics.NodeType(

@@ -161,9 +161,9 @@ class Plasticity(Annotation):
                 "give w_new > 0", self.w_new)
         node = graph.nodes.get(name)
         from . import semantics
-        import nir
+        from .nodes import is_dense
 
-        if not isinstance(node, (nir.Affine, nir.Linear)):
+        if not is_dense(node):
             raise PlasticityError(f"a plasticity rule needs an Affine or Linear projection, not "
                                   f"{type(node).__name__}", node=name, hint="annotate the weight node of a dense layer")
         w = np.asarray(node.weight)
@@ -209,6 +209,28 @@ def post_of(name: str, graph, rule: Plasticity) -> str:
 def plastic(graph) -> dict[str, Plasticity]:
     """``{projection: rule}`` of every annotated node, in node order."""
     return {k: a for k in graph.nodes if (a := graph.ann(k, Plasticity)) is not None}
+
+
+#: Parameters a running rule keeps: they set the learner's state (its traces' shapes, its generator).
+FIXED_WHILE_RUNNING = ("rule", "third_factor", "fan_in", "post", "seed")
+
+
+def check_changes(changes: dict, node: str | None = None) -> None:
+    """Raise :class:`~nmc.errors.OptionError` (naming projection ``node``) for a change to a running
+    rule (a schedule's ``set_rule``) that is not a parameter of :class:`Plasticity` or is one of
+    :data:`FIXED_WHILE_RUNNING`. Every target's learner asks this before it replaces its rule."""
+    import dataclasses
+
+    from .errors import OptionError
+
+    unknown = [k for k in changes if k not in {f.name for f in dataclasses.fields(Plasticity)}]
+    if unknown:
+        whose = f"plasticity rule of '{node}'" if node is not None else "a plasticity rule"
+        raise OptionError(f"{whose} has no parameter '{unknown[0]}'", node=node)
+    fixed = [k for k in changes if k in FIXED_WHILE_RUNNING]
+    if fixed:
+        raise OptionError(f"'{fixed[0]}' of a running rule cannot change (it sets the learner's state)",
+                          node=node, hint="compile the network again with the new rule")
 
 
 def check_graph(graph) -> None:

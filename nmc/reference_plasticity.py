@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import OptionError
-from .plasticity import Plasticity, post_of
+from .plasticity import Plasticity, check_changes, post_of
 
 
 class Learner:
@@ -72,13 +72,7 @@ class Learner:
     def set_rule(self, **changes) -> None:
         """Change rule parameters mid-run (a learning-rate or temperature schedule); the new rule
         is checked like the annotation. State (weights, traces) is kept."""
-        unknown = [k for k in changes if k not in {f.name for f in dataclasses.fields(Plasticity)}]
-        if unknown:
-            raise OptionError(f"plasticity rule of '{self.name}' has no parameter '{unknown[0]}'", node=self.name)
-        fixed = [k for k in changes if k in ("rule", "third_factor", "fan_in", "post", "seed")]
-        if fixed:
-            raise OptionError(f"'{fixed[0]}' of a running rule cannot change (it sets the learner's state)",
-                              node=self.name, hint="compile the network again with the new rule")
+        check_changes(changes, self.name)
         self.rule = dataclasses.replace(self.rule, **changes)
 
     def modulate(self, value) -> None:

@@ -81,10 +81,16 @@ def _conv1d_map(node, x, out_shape, weight=None, bias=None):
                     dilation=_one(node.dilation), groups=int(node.groups))
 
 
-@register_hook(None, "linear_map", nir.SumPool2d, nir.AvgPool2d)
-def _pool_map(node, x, out_shape, weight=None, bias=None):
-    return F.avg_pool2d(x, pair(node.kernel_size), pair(node.stride), pair(node.padding),
-                        divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
+@register_hook(None, "linear_map", nir.SumPool2d)
+def _sum_pool_map(node, x, out_shape, weight=None, bias=None):
+    """Window sums: torch's average pooling with divisor 1."""
+    return F.avg_pool2d(x, pair(node.kernel_size), pair(node.stride), pair(node.padding), divisor_override=1)
+
+
+@register_hook(None, "linear_map", nir.AvgPool2d)
+def _avg_pool_map(node, x, out_shape, weight=None, bias=None):
+    """Window means (zero padding counted: torch's default count_include_pad)."""
+    return F.avg_pool2d(x, pair(node.kernel_size), pair(node.stride), pair(node.padding), divisor_override=None)
 
 
 @register_hook(None, "linear_map", nir.Flatten)
@@ -125,11 +131,13 @@ class LinearStep(Step):
         super().__init__(sn)
         n = sn.node
         self.map = sn.entry.hook("linear_map")
-        if isinstance(n, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)):
-            self.p["w"] = self._param(n.weight)
-            self.p["b"] = self._param(n.bias) if not isinstance(n, nir.Linear) else None
-        elif isinstance(n, nir.Scale):
-            self.p["s"] = self._param(n.scale)
+        # the parameters the registry names: a weight map's weight and its bias (Linear has none),
+        # a Scale's per-element scale; pooling and Flatten have none
+        if sn.entry.weights:
+            self.p["w"] = self._param(getattr(n, sn.entry.weights[0]))
+            self.p["b"] = self._param(n.bias) if hasattr(n, "bias") else None
+        elif sn.entry.params:
+            self.p["s"] = self._param(getattr(n, sn.entry.params[0]))
 
     def step(self, x, st):
         return self.map(self.sn.node, x, self.sn.out_shape, self.p.get("w", self.p.get("s")), self.p.get("b")), st, {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 
+from nmc import semantics
 from nmc.ir import Graph
 
 TAU_FIELDS = ("tau", "tau_mem", "tau_syn")
@@ -124,9 +125,11 @@ def exporter_options(g: Graph, exporter: str | None, opts: dict) -> dict:
 
 
 def _rockpool_neurons(g: Graph):
+    """(name, node, τ_mem) of every spiking neuron with a membrane time constant (LIF, CubaLIF)."""
     for name, node in g.nodes.items():
-        if isinstance(node, (nir.LIF, nir.CubaLIF)):
-            yield name, node, np.asarray(node.tau if isinstance(node, nir.LIF) else node.tau_mem, dtype=np.float64)
+        e = semantics.lookup(node)
+        if e is not None and e.spiking and e.membrane_tau is not None:
+            yield name, node, np.asarray(getattr(node, e.membrane_tau), dtype=np.float64)
 
 
 def rockpool_dt(g: Graph) -> float:
@@ -166,7 +169,7 @@ def rockpool_rewrite(g: Graph, dt: float) -> list[str]:
     for name, node, tau in _rockpool_neurons(g):
         a = np.exp(-dt / tau)
         node.r = np.broadcast_to(1.0 / (1.0 - a), np.shape(node.r)).copy()
-        if isinstance(node, nir.CubaLIF):
+        if semantics.of(node).current_based:
             b = np.exp(-dt / np.asarray(node.tau_syn, dtype=np.float64))
             node.w_in = np.broadcast_to(b / (1.0 - b), np.shape(node.r)).copy()
         done.append(name)

@@ -24,12 +24,10 @@ import numpy as np
 
 from nmc.annotations import Quant, SSMQuant
 from nmc.ir import Graph
-from nmc.nodes import EGRU, is_neuron, is_spiking_neuron
+from nmc.nodes import EGRU, is_dense, is_neuron, is_spiking_neuron, is_weight
 
 from .quantize_ssm import SSM_NODES, dequantized_node
 
-DENSE = (nir.Affine, nir.Linear)
-CONV = (nir.Conv1d, nir.Conv2d)
 VOLTAGES = ("v_threshold", "v_leak", "v_reset")
 
 
@@ -51,9 +49,9 @@ def synapses_per_step(g: Graph) -> int:
     both matrices of an EGRU."""
     total = 0
     for name, node in g.nodes.items():
-        if isinstance(node, DENSE):
+        if is_dense(node):
             total += int(np.size(node.weight))
-        elif isinstance(node, CONV):
+        elif is_weight(node):             # a convolution: each weight at every output position
             out = g.shape_out(name)
             total += int(np.size(node.weight)) * int(np.prod(out[1:]))
         elif isinstance(node, EGRU):
@@ -158,7 +156,7 @@ def integer_graph(g: Graph) -> tuple[Graph, dict]:
             info[n] = {"scale": None, "converted": False, "reason": "an SSM has its own fixed-point formats (SSMQuant)"}
             continue
         preds = g.preds(n)
-        scales = [neuron_scale(g, p, n) if isinstance(g.nodes[p], DENSE + CONV) else None for p in preds]
+        scales = [neuron_scale(g, p, n) if is_weight(g.nodes[p]) else None for p in preds]
         reason = ""
         if any(s is None for s in scales):
             bad = preds[[s is None for s in scales].index(True)]

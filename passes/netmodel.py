@@ -270,39 +270,57 @@ def _structural_mask(g: Graph, name: str, w: np.ndarray) -> np.ndarray | None:
     return w != 0
 
 
-def op_pattern(g: Graph, name: str, nonzero: bool = False) -> sp.csr_matrix | None:
-    """Sparse (out_flat × in_flat) pattern of a non-unit node (None: the identity); ``nonzero``:
-    a weight node's zero weights are left out (the stored synapses of a target that stores
-    non-zeros only, ``TargetModel.stores_zero_weights``)."""
-    node = g.nodes[name]
-    n_in = int(np.prod(g.shape_in(name)))
+# Connection patterns per node type: the shared ``connections`` hook ``(g, name, node, nonzero)`` of
+# each linear map a placement counts synapses through (sparse (out_flat × in_flat), 1 per connection).
+@semantics.register_hook(None, "connections", nir.Affine, nir.Linear)
+def _dense_connections(g: Graph, name: str, node, nonzero: bool) -> sp.csr_matrix:
+    if sp.issparse(node.weight):   # scipy-sparse weights: the stored non-zeros are the synapses
+        m = sp.csr_matrix(node.weight, copy=True)
+        m.eliminate_zeros()
+        m.sum_duplicates()
+        m.data = np.ones(m.nnz, np.float32)
+        return m
+    m = _mask_csr(g, name, np.asarray(node.weight), nonzero)
+    return _dense_pattern(int(np.prod(g.shape_out(name))), int(np.prod(g.shape_in(name)))) if m is None else m
+
+
+@semantics.register_hook(None, "connections", nir.Conv1d, nir.Conv2d)
+def _conv_connections(g: Graph, name: str, node, nonzero: bool) -> sp.csr_matrix:
+    w = np.asarray(node.weight)
+    nd = w.ndim - 2
+    ks = w.shape[2:]
+    dil = _pair(node.dilation, nd)
+    return _conv_pattern(g.shape_in(name), g.shape_out(name), w.shape, _pair(node.stride, nd),
+                         _padding(node.padding, ks, dil, nd), dil, int(node.groups), _mask(g, name, w, nonzero))
+
+
+@semantics.register_hook(None, "connections", nir.SumPool2d, nir.AvgPool2d)
+def _pool_connections(g: Graph, name: str, node, nonzero: bool) -> sp.csr_matrix:
+    c = g.shape_in(name)[0]
+    ks = _pair(node.kernel_size)
+    return _conv_pattern(g.shape_in(name), g.shape_out(name), (c, 1, *ks), _pair(node.stride),
+                         _pair(node.padding), (1, 1), c)
+
+
+@semantics.register_hook(None, "connections", nir.Scale)
+def _scale_connections(g: Graph, name: str, node, nonzero: bool) -> sp.csr_matrix:
     n_out = int(np.prod(g.shape_out(name)))
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        if sp.issparse(node.weight):   # scipy-sparse weights: the stored non-zeros are the synapses
-            m = sp.csr_matrix(node.weight, copy=True)
-            m.eliminate_zeros()
-            m.sum_duplicates()
-            m.data = np.ones(m.nnz, np.float32)
-            return m
-        m = _mask_csr(g, name, np.asarray(node.weight), nonzero)
-        return _dense_pattern(n_out, n_in) if m is None else m
-    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
-        w = np.asarray(node.weight)
-        nd = w.ndim - 2
-        ks = w.shape[2:]
-        dil = _pair(node.dilation, nd)
-        return _conv_pattern(g.shape_in(name), g.shape_out(name), w.shape, _pair(node.stride, nd),
-                             _padding(node.padding, ks, dil, nd), dil, int(node.groups), _mask(g, name, w, nonzero))
-    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        c = g.shape_in(name)[0]
-        ks = _pair(node.kernel_size)
-        return _conv_pattern(g.shape_in(name), g.shape_out(name), (c, 1, *ks), _pair(node.stride),
-                             _pair(node.padding), (1, 1), c)
-    if isinstance(node, nir.Scale):
-        s = np.broadcast_to(np.asarray(node.scale, dtype=float).reshape(-1), (n_out,)) if np.size(node.scale) in (1, n_out) else np.ones(n_out)
-        return sp.diags((s != 0).astype(np.float32), format="csr")
+    s = np.broadcast_to(np.asarray(node.scale, dtype=float).reshape(-1), (n_out,)) if np.size(node.scale) in (1, n_out) else np.ones(n_out)
+    return sp.diags((s != 0).astype(np.float32), format="csr")
+
+
+def op_pattern(g: Graph, name: str, nonzero: bool = False) -> sp.csr_matrix | None:
+    """Sparse (out_flat × in_flat) pattern of a non-unit node (None: the identity), by its type's
+    ``connections`` hook; ``nonzero``: a weight node's zero weights are left out (the stored synapses
+    of a target that stores non-zeros only, ``TargetModel.stores_zero_weights``)."""
+    node = g.nodes[name]
+    connections = semantics.hook_of(node, "connections")
+    if connections is not None:
+        return connections(g, name, node, nonzero)
     if semantics.kind_of(node) in (Kind.INDEX, Kind.ELEMENTWISE) or isinstance(node, nir.Output) \
             or type(node).__name__ == "Identity":
+        n_in = int(np.prod(g.shape_in(name)))
+        n_out = int(np.prod(g.shape_out(name)))
         if n_in != n_out:
             raise GraphError(f"{type(node).__name__} changes the size {n_in} -> {n_out}", node=name)
         return None
@@ -488,8 +506,8 @@ def _terms_builder(g: Graph, uidx: dict, sizes: list, nonzero: bool):
 
 def _has_zero_weights(g: Graph) -> bool:
     """Whether a weight node (Affine/Linear/Conv, weights as an array) holds a zero weight."""
-    return any(isinstance(n, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)) and not sp.issparse(n.weight)
-               and not np.all(np.asarray(n.weight)) for n in g.nodes.values())
+    return any(is_weight(n) and not sp.issparse(n.weight) and not np.all(np.asarray(n.weight))
+               for n in g.nodes.values())
 
 
 def _learning_into(g: Graph, k: str) -> list:

@@ -114,8 +114,9 @@ class Normalize(Pass):
             for name, node in g.nodes.items():
                 if is_spiking_neuron(node):
                     g.annotate(name, Reset(opts["reset"]))
-        for name, node in g.nodes.items():
-            if isinstance(node, nir.Delay):
+        for name, node in g.nodes.items():   # node types with a per-element delay (nir.Delay): whole steps
+            e = lookup(node)
+            if e is not None and "delay" in e.params:
                 steps = np.asarray(node.delay, dtype=float) / meta.dt
                 off = np.abs(steps - np.rint(steps))
                 if np.any(off > 1e-6):

@@ -66,7 +66,7 @@ from nmc.annotations import Quant, RowMap, Sparsity
 from nmc.errors import OptionError
 from nmc.ir import Graph
 from nmc import semantics
-from nmc.nodes import EGRU, is_spiking
+from nmc.nodes import EGRU, is_dense, is_spiking
 from nmc.rowblocks import row_blocks
 
 from . import quantize_ssm
@@ -241,7 +241,7 @@ def quant_units(g: Graph) -> list[tuple[str, ...]]:
     weight node is a unit of its own."""
     units, done = [], set()
     for n in g.nodes:
-        dense = [p for p in g.preds(n) if isinstance(g.nodes[p], (nir.Affine, nir.Linear))
+        dense = [p for p in g.preds(n) if is_dense(g.nodes[p])
                  and g.succs(p) == [n] and p not in done]
         if len(dense) > 1 and len({np.shape(g.nodes[p].weight)[0] for p in dense}) == 1:
             units.append(tuple(dense))

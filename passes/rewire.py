@@ -44,17 +44,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import nir
 import numpy as np
 
 from nmc.annotations import Quant, RowMap
 from nmc.errors import OptionError
 from nmc.ir import Graph
-from nmc.nodes import is_neuron
+from nmc.nodes import is_dense, is_neuron, is_weight
 
 from .manager import Pass, PassContext, register
-
-DENSE = (nir.Affine, nir.Linear)
 
 
 def _spec_value(ctx, key, default):
@@ -243,16 +240,16 @@ class Rewire(Pass):
         report = {"fan_in": fan_in, "sources_per_row": per_row, "rows_max": rows_max, "neurons": {},
                   "layers": {}, "skipped": {}}
         for name, node in g.nodes.items():
-            if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+            if is_weight(node) and not is_dense(node):     # a convolution
                 report["skipped"][name] = "convolution: expand it to a dense layer to rewire it"
-            elif isinstance(node, DENSE) and not any(is_neuron(g.nodes[s]) for s in g.succs(name)):
+            elif is_dense(node) and not any(is_neuron(g.nodes[s]) for s in g.succs(name)):
                 report["skipped"][name] = "does not feed a neuron node"
         for n, node in list(g.nodes.items()):
             if not is_neuron(node):
                 continue
-            ws = [p for p in g.preds(n) if isinstance(g.nodes[p], DENSE) and g.succs(p) == [n]]
+            ws = [p for p in g.preds(n) if is_dense(g.nodes[p]) and g.succs(p) == [n]]
             for p in g.preds(n):
-                if isinstance(g.nodes[p], DENSE) and p not in ws:
+                if is_dense(g.nodes[p]) and p not in ws:
                     report["skipped"][p] = "feeds several nodes (no single neuron column)"
             if not ws:
                 continue

@@ -55,7 +55,7 @@ from nmc import semantics
 from nmc.annotations import Quant, Sparsity, SSMQuant
 from nmc.errors import OptionError
 from nmc.ir import Graph
-from nmc.nodes import EGRU, DiagSSM, StochasticSSMNeuron, is_neuron
+from nmc.nodes import EGRU, DiagSSM, StochasticSSMNeuron, is_dense, is_neuron
 from nmc import reference_steps as _reference_steps  # noqa: F401  (registers the linear_map hooks)
 from nmc.semantics import shapes
 
@@ -63,7 +63,6 @@ from .fidelity import activity_key, layer_inputs, simulate
 from .formats import storage_bytes
 from .manager import Pass, PassContext, register
 
-DENSE = (nir.Affine, nir.Linear)
 FORMATS = ("auto", "csr", "ell", "dense")
 
 __all__ = ["Sparsify", "keep_top", "storage_bytes", "remove_units"]
@@ -233,7 +232,7 @@ class Sparsify(Pass):
         for s in g.succs(n):
             if isinstance(g.nodes[s], nir.Output):
                 return "feeds a graph output (its units are the model's outputs)"
-            if not isinstance(g.nodes[s], (*DENSE, EGRU)):
+            if not (is_dense(g.nodes[s]) or isinstance(g.nodes[s], EGRU)):
                 return f"feeds a {type(g.nodes[s]).__name__} node"
             if g.preds(s) != [n]:
                 return f"'{s}' also sums the input of another node"
@@ -242,7 +241,7 @@ class Sparsify(Pass):
         if isinstance(node, DiagSSM):
             return "a DiagSSM's channels are shared by B, C, D and the residual stream (prune its weights instead)"
         for p in g.preds(n):
-            if not isinstance(g.nodes[p], DENSE):
+            if not is_dense(g.nodes[p]):
                 return f"is fed by a {type(g.nodes[p]).__name__} node"
             if g.succs(p) != [n]:
                 return f"its input weight '{p}' also feeds another node"

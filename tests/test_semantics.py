@@ -14,7 +14,7 @@ import nmc.reference  # noqa: F401  (registers the reference steps)
 from nmc import semantics, serialize
 from nmc.errors import UnknownNodeTypeError, UnsupportedNodeError
 from nmc.ir import Graph
-from nmc.nodes import EXTENSION_NODES, NIR_NODES, is_extension, is_neuron, node_class
+from nmc.nodes import EXTENSION_NODES, NIR_NODES, is_dense, is_extension, is_neuron, node_class, weight_matrix
 from nmc.reference import ReferenceSimulator
 from nmc.runtime.energy import TERMS
 from nmc.semantics import Kind, NodeType, shapes
@@ -118,6 +118,30 @@ def test_hooks_per_target_fall_back_to_the_shared_one():
         assert e.hook("linear_map", "some-target") is own and e.hook("linear_map") is shared
     finally:
         del e.hooks[("some-target", "linear_map")]
+
+
+def test_hook_of_asks_the_entry_and_answers_none_for_unregistered_types():
+    """``hook_of(node, hook, target)``: the target's hook, else the shared one, else None; None for a
+    type without an entry (a pass or backend then treats the node as one that does not take part)."""
+    lif = nir.LIF(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.zeros(2))
+    aff = nir.Affine(weight=np.eye(2), bias=np.zeros(2))
+    assert semantics.hook_of(aff, "linear_map") is semantics.lookup(nir.Affine).hook("linear_map")
+    assert semantics.hook_of(nir.Affine, "linear_map", "some-target") is semantics.hook_of(aff, "linear_map")
+    assert semantics.hook_of(lif, "linear_map") is None
+    assert semantics.hook_of(Negate(gain=np.ones(2)), "linear_map") is None          # not registered
+    own = semantics.register_hook("some-target", "dense_weight", nir.Affine)(lambda node: "own")
+    try:
+        assert semantics.hook_of(aff, "dense_weight", "some-target") is own
+        assert semantics.hook_of(aff, "dense_weight") is not own
+    finally:
+        del semantics.lookup(nir.Affine).hooks[("some-target", "dense_weight")]
+    # "dense" is the registered dense_weight hook: Affine and Linear, not a convolution or a Scale
+    conv = nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 3, 3)), stride=1, padding=1, dilation=1, groups=1,
+                      bias=np.zeros(1))
+    assert [is_dense(n) for n in (aff, nir.Linear(weight=np.eye(2)), conv, nir.Scale(scale=np.ones(2)), lif)] \
+        == [True, True, False, False, False]
+    np.testing.assert_array_equal(weight_matrix(aff), np.eye(2))
+    assert weight_matrix(conv) is None
 
 
 def test_registering_a_type_twice_is_refused():

@@ -67,7 +67,7 @@ from nmc.ir import Graph
 from nmc.passes.quantize import round_half_away
 from nmc.passes import hemispheres as H
 from nmc.passes.rewire import rewire_matrix
-from nmc.semantics import Kind, kind_of, lookup, register_hook
+from nmc.semantics import Kind, entries, kind_of, lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from . import calibration as C
@@ -80,7 +80,11 @@ from . import timescale as TS
 from .options import BrainScaleS2Options
 from .program import BIAS_SOURCE, BSS2Program, Layer, Projection
 
-LAYERS = (nir.LIF, nir.CubaLIF, nir.LI, nir.CubaLI)
+#: The neuron types the analog layers run: those with a membrane time constant (the registry's
+#: ``membrane_tau``: LIF, CubaLIF, LI, CubaLI, spiking ones first as refusals list them; IF and I
+#: become leaky first, by their ``leaky`` hook).
+LAYERS = tuple(sorted((e.cls for e in entries() if e.is_neuron and e.membrane_tau is not None),
+                      key=lambda c: not lookup(c).spiking))
 
 
 _vec = param_vec

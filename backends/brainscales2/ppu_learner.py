@@ -171,19 +171,13 @@ def set_rule(program, rules: list[PPURule], learners: list, projection: str | No
     Returns the new rule list."""
     import dataclasses
 
-    from nmc.plasticity import Plasticity
+    from nmc.plasticity import Plasticity, check_changes
 
     names = [r.node for r in rules]
     if projection is not None and projection not in names:
         raise OptionError(f"'{projection}' is not a plastic projection", node=projection,
                           hint=f"plastic projections: {', '.join(names) or 'none'}")
-    unknown = [k for k in changes if k not in {f.name for f in dataclasses.fields(Plasticity)}]
-    if unknown:
-        raise OptionError(f"a plasticity rule has no parameter '{unknown[0]}'", node=projection)
-    fixed = [k for k in changes if k in ("rule", "third_factor", "fan_in", "post", "seed")]
-    if fixed:
-        raise OptionError(f"'{fixed[0]}' of a running rule cannot change (it sets the learner's state)",
-                          node=projection, hint="compile the network again with the new rule")
+    check_changes(changes, projection)
     out = []
     for r in rules:
         if projection is not None and r.node != projection:

@@ -28,6 +28,7 @@ import numpy as np
 from nmc import ssm_math as M
 from nmc.ir import Graph
 from nmc.nodes_ssm import DiagSSM
+from nmc.semantics import hook_of, register_hook
 
 #: relative spread of the active modes' decays below which they are one time constant
 SAME_DECAY_RTOL = 1e-9
@@ -47,8 +48,8 @@ def why_not(graph: Graph, name: str) -> str | None:
     if node.time != "tick":
         return "it integrates with a per-event Δt; the analog circuits decay in continuous time at fixed τ"
     succ = graph.succs(name)
-    if node.output != "none" or len(succ) != 1 or not isinstance(graph.nodes[succ[0]], nir.LIF) \
-            or graph.preds(succ[0]) != [name]:
+    if node.output != "none" or len(succ) != 1 or graph.preds(succ[0]) != [name] \
+            or hook_of(graph.nodes[succ[0]], "with_current", "brainscales2") is None:
         return ("its graded output y is read every step; the analog chip routes spikes (addresses), not values — "
                 "it maps only as the synaptic current of the LIF layer it alone feeds (nmc.nn.DiagSSM output='lif')")
     lam_bar, _ = M.discretize(node.lam, node.step, node.method)
@@ -62,6 +63,20 @@ def why_not(graph: Graph, name: str) -> str | None:
         return ("its D·u term reaches the output without the modes' decay; every input of an analog neuron passes "
                 "its synaptic low-pass (train with D = 0)")
     return None
+
+
+@register_hook("brainscales2", "with_current", nir.LIF)
+def _lif_with_current(lif: nir.LIF, H: int, tau_syn: float) -> nir.CubaLIF:
+    """The neuron a DiagSSM's current feeds as its synaptic current (a node type with this hook is one
+    :func:`why_not` accepts after the SSM): a LIF of ``H`` neurons becomes the CubaLIF with its membrane
+    parameters (float64, broadcast to ``H``), τ_syn = ``tau_syn`` and w_in = 1."""
+    return nir.CubaLIF(
+        tau_syn=np.full(H, tau_syn), tau_mem=np.broadcast_to(lif.tau, (H,)).astype(float).copy(),
+        r=np.broadcast_to(lif.r, (H,)).astype(float).copy(),
+        v_leak=np.broadcast_to(lif.v_leak, (H,)).astype(float).copy(),
+        v_threshold=np.broadcast_to(lif.v_threshold, (H,)).astype(float).copy(),
+        v_reset=None if lif.v_reset is None else np.broadcast_to(lif.v_reset, (H,)).astype(float).copy(),
+        w_in=np.ones(H))
 
 
 def as_synaptic_currents(graph: Graph, dt: float, integrator: str) -> tuple[Graph, dict]:
@@ -84,12 +99,6 @@ def as_synaptic_currents(graph: Graph, dt: float, integrator: str) -> tuple[Grap
         H = w.shape[0]
         g.replace_node(k, nir.Linear(weight=w / a))
         g.annotations.get(k, {}).pop("ssm_quant", None)   # the quantize pass's SSM words: not this Linear's
-        g.replace_node(lif_name, nir.CubaLIF(
-            tau_syn=np.full(H, tau_syn), tau_mem=np.broadcast_to(lif.tau, (H,)).astype(float).copy(),
-            r=np.broadcast_to(lif.r, (H,)).astype(float).copy(),
-            v_leak=np.broadcast_to(lif.v_leak, (H,)).astype(float).copy(),
-            v_threshold=np.broadcast_to(lif.v_threshold, (H,)).astype(float).copy(),
-            v_reset=None if lif.v_reset is None else np.broadcast_to(lif.v_reset, (H,)).astype(float).copy(),
-            w_in=np.ones(H)))
+        g.replace_node(lif_name, hook_of(lif, "with_current", "brainscales2")(lif, H, tau_syn))
         done[k] = {"lif": lif_name, "decay": lam, "tau_syn": float(tau_syn), "modes": int(act.sum())}
     return g, done

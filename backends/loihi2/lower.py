@@ -73,9 +73,6 @@ from .program import InputPort, LoihiProgram, NeuronGroup, OutputPort, Synapse
 from .ssm_lower import Source, SSMLowering
 from .target import Loihi2Target
 
-SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)
-
-
 
 def _neuron_params(name, node, dt, integ, n, warn, scale):
     """Per-neuron (du, dv, g, c_leak, bias_gain); ``scale``: the decays' unit (4096 on Lava): the node
@@ -188,7 +185,7 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
         n = int(np.prod(shape))
         terms, bias_in = lin[name]
         du, dv, g, c_leak, bgain = _neuron_params(name, node, dt, integ, n, warn, scale)
-        spiking = isinstance(node, SPIKING)
+        spiking = lookup(node).spiking
         reset = graph.reset_mode(name) if spiking else "zero"
         if spiking:
             if np.any(np.asarray(node.v_reset) != 0):

@@ -30,6 +30,7 @@ import nir
 import numpy as np
 
 from nmc.ir import Graph
+from nmc.semantics import hook_of, register_hook
 
 
 def _two(v) -> tuple[int, int]:
@@ -37,33 +38,64 @@ def _two(v) -> tuple[int, int]:
     return int(a[0]), int(a[-1])
 
 
-def detect(graph: Graph, target: str, source: str) -> tuple[np.ndarray, dict] | None:
-    """(float kernel (C_out, C_in, kh, kw), geometry) when ``source`` reaches
-    ``target`` only through [pool →] Conv2d, else None."""
-    preds = graph.preds(target)
-    if len(preds) != 1 or not isinstance(graph.nodes[preds[0]], nir.Conv2d):
-        return None
-    cname = preds[0]
-    conv = graph.nodes[cname]
+@register_hook("spinnaker2", "conv_kernel", nir.Conv2d)
+def _conv2d_kernel(conv) -> tuple[np.ndarray, int, tuple[int, int]] | None:
+    """(float kernel (C_out, C_in, kh, kw), stride, (pad_y, pad_x)) of a convolution a conv projection
+    holds as it is (groups = 1, dilation = 1, numeric padding, equal strides), else None."""
     if int(conv.groups) != 1 or _two(conv.dilation) != (1, 1) or isinstance(conv.padding, str):
         return None
     sy, sx = _two(conv.stride)
-    py_, px_ = _two(conv.padding)
-    if sy != sx or len(graph.succs(cname)) != 1:
+    if sy != sx:
         return None
-    k = np.asarray(conv.weight, float)
+    return np.asarray(conv.weight, float), sy, _two(conv.padding)
+
+
+def _pool_window(node) -> int | None:
+    """The square window of a pooling a conv projection's ``pool`` holds (window = stride, no
+    padding), else None."""
+    kk, ss, pp = _two(node.kernel_size), _two(node.stride), _two(node.padding)
+    return kk[0] if kk == ss and pp == (0, 0) and kk[0] == kk[1] else None
+
+
+@register_hook("spinnaker2", "conv_pool", nir.SumPool2d)
+def _sum_pool(node) -> tuple[int, int] | None:
+    """(window, divisor folded into the kernel): window sums, nothing to fold."""
+    w = _pool_window(node)
+    return None if w is None else (w, 1)
+
+
+@register_hook("spinnaker2", "conv_pool", nir.AvgPool2d)
+def _avg_pool(node) -> tuple[int, int] | None:
+    """(window, divisor folded into the kernel): window means, the kernel ÷ window area."""
+    w = _pool_window(node)
+    return None if w is None else (w, w * w)
+
+
+def detect(graph: Graph, target: str, source: str) -> tuple[np.ndarray, dict] | None:
+    """(float kernel (C_out, C_in, kh, kw), geometry) when ``source`` reaches
+    ``target`` only through [pool →] a convolution (the node types with a spinnaker2
+    ``conv_kernel`` / ``conv_pool`` hook), else None."""
+    preds = graph.preds(target)
+    kernel = hook_of(graph.nodes[preds[0]], "conv_kernel", "spinnaker2") if len(preds) == 1 else None
+    if kernel is None:
+        return None
+    cname = preds[0]
+    held = kernel(graph.nodes[cname])
+    if held is None or len(graph.succs(cname)) != 1:
+        return None
+    k, sy, (py_, px_) = held
     pool = (1, 1)
     before = graph.preds(cname)
     if len(before) != 1:
         return None
-    node = graph.nodes[before[0]]
-    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        kk, ss, pp = _two(node.kernel_size), _two(node.stride), _two(node.padding)
-        if kk != ss or pp != (0, 0) or kk[0] != kk[1] or len(graph.succs(before[0])) != 1:
+    pooling = hook_of(graph.nodes[before[0]], "conv_pool", "spinnaker2")
+    if pooling is not None:
+        held = pooling(graph.nodes[before[0]])
+        if held is None or len(graph.succs(before[0])) != 1:
             return None
-        pool = kk
-        if isinstance(node, nir.AvgPool2d):
-            k = k / (kk[0] * kk[1])
+        pool = (held[0], held[0])
+        if held[1] != 1:
+            k = k / held[1]
         before = graph.preds(before[0])
         if len(before) != 1:
             return None

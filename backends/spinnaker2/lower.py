@@ -61,7 +61,7 @@ from nmc.graph_meta import GraphMeta
 from nmc.ir import Graph
 from nmc.nodes import EGRU
 from nmc.passes.quantize import quantize_weights
-from nmc.semantics import Kind, classes, lookup, register_hook
+from nmc.semantics import Kind, classes, hook_of, lookup, register_hook
 
 from ..linear import compose, param_vec, step_rate
 from .cost import cost_report
@@ -281,6 +281,13 @@ def lower(graph: Graph, ctx) -> S2Program:
 DELAY_MODEL = {"lif_no_delay": "lif", "lif_curr_exp_no_delay": "lif_curr_exp"}
 
 
+@register_hook("spinnaker2", "delay_steps", nir.Delay)
+def _delay_steps(node, n: int, dt: float) -> np.ndarray:
+    """A node that becomes a synaptic delay of its source's projections: the delay of each of the
+    source's ``n`` neurons in whole model steps, round-half-even(delay / dt) (int64)."""
+    return np.rint(np.broadcast_to(np.asarray(node.delay, float).reshape(-1), (n,)) / dt).astype(np.int64)
+
+
 def _delays_as_sources(graph: Graph, dt: float) -> tuple[Graph, dict]:
     """A copy of the graph where every Delay node fed directly by an Input or a
     neuron layer becomes a virtual source (an Input of the same shape), so the
@@ -289,7 +296,8 @@ def _delays_as_sources(graph: Graph, dt: float) -> tuple[Graph, dict]:
     virt = {}
     flat = None
     for name, node in graph.nodes.items():
-        if not isinstance(node, nir.Delay):
+        delay_steps = hook_of(node, "delay_steps", "spinnaker2")
+        if delay_steps is None:
             continue
         preds = graph.preds(name)
         src = preds[0] if len(preds) == 1 else None
@@ -297,8 +305,7 @@ def _delays_as_sources(graph: Graph, dt: float) -> tuple[Graph, dict]:
             raise UnsupportedNodeError("a Delay must come directly after one input or neuron layer on SpiNNaker 2 "
                                        "(it becomes a synaptic delay of that layer's projections)", node=name,
                                        hint="move the Delay before the weights (delays commute with linear maps)")
-        n = int(np.prod(graph.shape_out(src)))
-        steps = np.rint(np.broadcast_to(np.asarray(node.delay, float).reshape(-1), (n,)) / dt).astype(np.int64)
+        steps = delay_steps(node, int(np.prod(graph.shape_out(src))), dt)
         if np.any(steps < 0):
             raise UnsupportedNodeError("negative delay", node=name, hint="delays must be ≥ 0")
         if flat is None:

@@ -36,9 +36,9 @@ rounded numbers), so bundles stay byte-identical.
 """
 from __future__ import annotations
 
-import nir
 import numpy as np
 
+from nmc import semantics
 from nmc.errors import FidelityError, NmcError, OptionError
 from nmc.graph_meta import GraphMeta
 from nmc.nodes import EGRU, DiagSSM, StochasticSSMNeuron, is_neuron, is_spiking_neuron
@@ -96,14 +96,15 @@ def step_gain(g, name: str) -> float:
         v = getattr(node, k, None)
         return np.asarray(default if v is None else v, float)
 
-    if isinstance(node, (nir.IF, nir.I)):
-        gain = dt * p("r")
-    elif isinstance(node, (nir.LIF, nir.LI)):
-        gain = a(p("tau")) * p("r")
-    elif isinstance(node, (nir.CubaLIF, nir.CubaLI)):
-        gain = a(p("tau_syn")) * p("w_in") * a(p("tau_mem")) * p("r")
-    else:
+    e = semantics.lookup(node)   # the neuron's family, by its registered parameters
+    if e is None or not e.is_neuron or "r" not in e.params:
         return float("nan")
+    if e.current_based:                     # CubaLIF, CubaLI: through the synaptic current, then the membrane
+        gain = a(p("tau_syn")) * p("w_in") * a(p(e.membrane_tau)) * p("r")
+    elif e.membrane_tau is not None:        # LIF, LI
+        gain = a(p(e.membrane_tau)) * p("r")
+    else:                                   # IF, I: no leak
+        gain = dt * p("r")
     return float(np.median(gain))
 
 
@@ -173,7 +174,9 @@ def _diagnose(g, name: str, entry: dict, steps: int) -> tuple[str, str] | None:
             cause += "; at its rise at the end of the probe it settles below the threshold"
         return cause, "check --dt against the exporter's convention (docs/exporters.md), or the input scale"
     cause = f"inputs × gain = {drive:.3g} per step against a threshold of {thr:.3g}: it fires almost every step"
-    if isinstance(node, (nir.LIF, nir.CubaLIF)) and r is not None and np.median(np.asarray(r, float)) > 1 / dt / 10:
+    e = semantics.lookup(node)
+    leaky_spiking = e is not None and e.spiking and e.membrane_tau is not None   # LIF, CubaLIF
+    if leaky_spiking and r is not None and np.median(np.asarray(r, float)) > 1 / dt / 10:
         return cause + " (r looks like τ/dt of a much smaller export dt)", \
                "compile with the exporter's dt (--dt; snnTorch exports r = τ/dt)"
     return cause, "check --dt, the weights' scale and the thresholds against the source framework"

@@ -13,6 +13,7 @@ import copy
 import nir
 import numpy as np
 
+from nmc import semantics
 from nmc.annotations import Reset
 from nmc.errors import UnsupportedNodeError
 from nmc.ir import Graph
@@ -20,6 +21,14 @@ from nmc.semantics import Kind, kind_of
 
 from .onnx_eval import Op as _Op
 from .onnx_ops import OPERATORS, RESHAPES, OpConverters, _merge
+
+
+def _passes_through(node) -> bool:
+    """A node a factor cannot be folded into, so a term from it reaches a neuron through a Scale: its
+    output is spikes, or it holds no values of its own (the input, pooling, a reshape). Weight maps,
+    a Scale and a graded neuron feed directly (their factor is 1)."""
+    e = semantics.of(node)
+    return e.spiking or not (e.weights or e.params)
 
 
 class _Converter(OpConverters):
@@ -105,11 +114,12 @@ class _Converter(OpConverters):
 
     def feed(self, dst: str, terms, shape) -> None:
         """Edges from every term into ``dst`` (a neuron): through a Scale where the factor is not 1
-        or the source is itself a spiking/pass-through node. Paths are aligned first (:meth:`align`)."""
+        or the source is itself a spiking/pass-through node (:func:`_passes_through`). Paths are
+        aligned first (:meth:`align`)."""
         terms, depth = self.align(_merge(terms))
         self.depth[dst] = depth + 1
         for src, fac in _merge(terms):
-            if isinstance(self.g.nodes[src], (nir.IF, nir.Input, nir.AvgPool2d, nir.Flatten)) or fac != 1.0:
+            if _passes_through(self.g.nodes[src]) or fac != 1.0:
                 sc = self.add(f"{dst}_skip", nir.Scale(scale=np.full(shape, fac)), src)
                 self.g.add_edge(sc, dst)
             else:

@@ -10,8 +10,8 @@ step and linear map. Passes and backends ask the registry instead of keeping
 their own ``isinstance`` chains.
 """
 from . import nir_types  # noqa: F401  (registers NIR's primitives)
-from .registry import (Kind, NodeType, by_name, classes, entries, kind_of, lookup, missing, of, register,
-                       register_hook, registered, unregister)
+from .registry import (Kind, NodeType, by_name, classes, entries, hook_of, kind_of, lookup, missing, of,
+                       register, register_hook, registered, unregister)
 
-__all__ = ["Kind", "NodeType", "by_name", "classes", "entries", "kind_of", "lookup", "missing", "of", "register",
-           "register_hook", "registered", "unregister"]
+__all__ = ["Kind", "NodeType", "by_name", "classes", "entries", "hook_of", "kind_of", "lookup", "missing", "of",
+           "register", "register_hook", "registered", "unregister"]

@@ -41,6 +41,11 @@ def _linear_add_bias(node, b):
     return nir.Affine(weight=node.weight, bias=b)
 
 
+def _dense_weight(node):
+    """The (out, in) weight applied to the flattened input (an array or a scipy-sparse matrix)."""
+    return node.weight
+
+
 def _affine_with_weights(node, w, b):
     return nir.Affine(weight=w, bias=b)
 
@@ -55,13 +60,16 @@ def _conv2d_with_weights(node, w, b):
     return out
 
 
-# shared hooks: ``add_bias(node, b)``, the same dense map with ``b`` added to its output (a frontend
-# folding a bias of the layer it feeds into it); ``with_weights(node, w, b)``, the same map with
-# weight ``w`` and bias ``b`` (a frontend folding a per-channel scale, e.g. ONNX BatchNormalization)
+# shared hooks: ``dense_weight(node)``, the (out, in) matrix of a dense map (a node type with it is
+# "dense": :func:`nmc.nodes.is_dense`); ``add_bias(node, b)``, the same dense map with ``b`` added to
+# its output (a frontend folding a bias of the layer it feeds into it); ``with_weights(node, w, b)``,
+# the same map with weight ``w`` and bias ``b`` (a frontend folding a per-channel scale, e.g. ONNX
+# BatchNormalization)
 _add(nir.Affine, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x + b",
-     hooks={(None, "add_bias"): _affine_add_bias, (None, "with_weights"): _affine_with_weights})
+     hooks={(None, "dense_weight"): _dense_weight, (None, "add_bias"): _affine_add_bias,
+            (None, "with_weights"): _affine_with_weights})
 _add(nir.Linear, Kind.WEIGHT, shapes.fixed, weights=("weight",), doc="W·x",
-     hooks={(None, "add_bias"): _linear_add_bias})
+     hooks={(None, "dense_weight"): _dense_weight, (None, "add_bias"): _linear_add_bias})
 _add(nir.Conv1d, Kind.WEIGHT, shapes.conv, weights=("weight",), doc="convolution + bias")
 _add(nir.Conv2d, Kind.WEIGHT, shapes.conv, weights=("weight",), doc="convolution + bias",
      hooks={(None, "with_weights"): _conv2d_with_weights})

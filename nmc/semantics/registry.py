@@ -148,6 +148,14 @@ def lookup(node_or_cls: Any) -> NodeType | None:
     return e
 
 
+def hook_of(node_or_cls: Any, name: str, target: str | None = None) -> Callable | None:
+    """The hook ``name`` of a node's (or node class's) entry for ``target`` (else the shared one);
+    None when the type is not registered or has no such hook. A pass or backend asks this instead of
+    testing the node's class: a node type takes part by registering the hook."""
+    e = lookup(node_or_cls)
+    return e.hook(name, target) if e is not None else None
+
+
 def of(node: Any, *, name: str | None = None) -> NodeType:
     """The entry of ``node``; :class:`~nmc.errors.UnsupportedNodeError` naming it when unregistered."""
     e = lookup(node)

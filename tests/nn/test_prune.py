@@ -4,9 +4,7 @@ no regrowth, state_dict round trip; gradual pruning + distillation through train
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,8 +14,7 @@ import torch
 from nmc import nn as nnn
 from nmc.nn.prune import GradualPruner, cubic_density, magnitude_mask, recurrent_weights
 from nmc.passes.sparsify import keep_top
-
-ROOT = Path(__file__).resolve().parents[2]
+from script_modules import load_script
 
 
 def test_cubic_density_is_the_formula():
@@ -121,10 +118,7 @@ def test_pruner_rejects_bad_options(kw, match):
 
 
 def _train_module():
-    spec = importlib.util.spec_from_file_location("egru_lm_train", ROOT / "examples" / "egru_lm" / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("examples/egru_lm/train.py", "egru_lm_train")
 
 
 @pytest.mark.parametrize("cell", ["egru", "gru"])

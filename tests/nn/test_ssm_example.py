@@ -1,20 +1,14 @@
 """examples/ssm_events/train.py trains both SSM variants on the digit event streams (quick mode)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from script_modules import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("ssm_events_train", ROOT / "examples" / "ssm_events" / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("examples/ssm_events/train.py", "ssm_events_train")
 
 
 def test_digit_events_encode_column_changes():
@@ -54,9 +48,7 @@ def _compile_quick(tmp_path, variants: str) -> dict:
     """examples/ssm_events/compile.py --quick for ``variants`` (it sets torch's thread count: restored)."""
     import torch
 
-    spec = importlib.util.spec_from_file_location("ssm_events_compile", ROOT / "examples" / "ssm_events" / "compile.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("examples/ssm_events/compile.py", "ssm_events_compile")
     n = torch.get_num_threads()
     try:
         return mod.main(["--quick", "--out", str(tmp_path), "--variants", variants])

@@ -116,8 +116,15 @@ def stack_graph(m: nn.Module, dt: float, attach, convert_layer) -> Graph:
             cur = [one("norm", m.norm, cur)]
         cur = [one("decoder", m.decoder, cur)]
     out = m.decoder.out_features if stack else m.ssm.d_model
-    g.add_node("output", nir.Output(output_type={"output": np.array([out])}))
-    for p in cur:
+    return finish_graph(g, cur, [out], integrators, dt, warnings)
+
+
+def finish_graph(g: Graph, exits, out_shape, integrators: dict, dt: float, warnings: list) -> Graph:
+    """Close a converted graph: an Output of ``out_shape`` fed by every node in ``exits``, one
+    integrator for the neurons (``integrators``: node → the one its module asked for), the SSM
+    nodes' discrete time marked (:func:`mark_discrete_time`), the conversion's warnings in its meta."""
+    g.add_node("output", nir.Output(output_type={"output": np.array(out_shape)}))
+    for p in exits:
         g.add_edge(p, "output")
     if integrators:
         from .convert import _unify_integrators

@@ -21,8 +21,8 @@ from nmc import nn as nnn
 from nmc.errors import ShapeError, UnsupportedNodeError
 from nmc.ir import Graph
 
-from .convert import DEFAULT_DT, _attach, _convert, _is_neuron_module, _lm_graph, _run_step, _unify_integrators
-from .ssm import SSM_LAYERS, mark_discrete_time, stack_graph
+from .convert import DEFAULT_DT, _attach, _convert, _is_neuron_module, _lm_graph, _run_step
+from .ssm import SSM_LAYERS, finish_graph, stack_graph
 
 
 def _is_leaf(m: nn.Module) -> bool:
@@ -108,15 +108,7 @@ def from_module(module: nn.Module, *, input_shape=None, dt: float | None = None)
         else:
             exits = _trace(module, g, x, dt, warnings, integrators)
     out_shape = g.shape_out(exits[0]) if exits[0] != "input" else input_shape
-    g.add_node("output", nir.Output(output_type={"output": np.array(out_shape)}))
-    for e in exits:
-        g.add_edge(e, "output")
-    if integrators:
-        _unify_integrators(g, integrators, dt, warnings)
-    mark_discrete_time(g)
-    if warnings:
-        g.meta["warnings"] = [{"node": n, "message": msg} for n, msg in warnings]
-    return g
+    return finish_graph(g, exits, out_shape, integrators, dt, warnings)
 
 
 def _trace(module: nn.Module, g: Graph, x: torch.Tensor, dt, warnings, integrators) -> list[str]:

@@ -85,6 +85,22 @@ def model_from_spikes(rule: ppu.PPURule, w0, x, post, sign=1, rewards=None, proj
     return np.stack(hist)
 
 
+def run_stepwise(b, x, reward=None):
+    """Run bundle ``b``'s emulator one step at a time on spikes ``x`` (T, n), giving it the host's
+    reward ``reward(t)`` before step t (``reward=None``: none given). Returns the device, the post
+    neurons' spikes (T, n_post) and the reward codes the PPU read per step (0 without a reward)."""
+    dev = BSS2Emulator(b.program)
+    dev.reset(1)
+    posts, rewards = [], []
+    for t in range(len(x)):
+        if reward is not None:
+            dev.modulate(reward(t))
+        dev.advance({"in": x[t][None, None]})
+        posts.append(dev._stream["st"]["n"]["s"][0].copy())
+        rewards.append(ppu.reward_code(reward(t)) if reward is not None else 0)
+    return dev, np.array(posts), rewards
+
+
 @pytest.mark.parametrize("period", [1, 10])
 def test_emulator_is_bit_exact_with_the_model_on_its_cadence(period):
     b = compile_(net(W, STDP), ppu_period=period)
@@ -147,16 +163,8 @@ def test_reward_run_is_bit_exact_with_the_model():
     b = compile_(net(W, rule), ppu_period=5)
     pr = ppu.PPURule.from_json(b.program.plasticity[0])
     x = inputs(T=120, seed=2)
-    dev = BSS2Emulator(b.program)
-    dev.reset(1)
-    rewards, posts = [], []
-    for t in range(len(x)):
-        r = 0.75 if t < 60 else -0.5
-        dev.modulate(r)
-        dev.advance({"in": x[t][None, None]})
-        posts.append(dev._stream["st"]["n"]["s"][0].copy())
-        rewards.append(ppu.reward_code(r))
-    want = model_from_spikes(pr, b.program.projections[0].w6, x, np.array(posts), rewards=rewards)
+    dev, posts, rewards = run_stepwise(b, x, lambda t: 0.75 if t < 60 else -0.5)
+    want = model_from_spikes(pr, b.program.projections[0].w6, x, posts, rewards=rewards)
     np.testing.assert_array_equal(dev._stream["ppu"][0].weights(), want[-1])
     assert not np.array_equal(want[-1], b.program.projections[0].w6)
 
@@ -293,18 +301,10 @@ def test_spore_on_the_emulator_is_bit_exact_with_the_model(third_factor):
     b = compile_(net(W, rule))
     pr = ppu.PPURule.from_json(b.program.plasticity[0])
     x = inputs(T=200, seed=4)
-    dev = BSS2Emulator(b.program)
-    dev.reset(1)
-    posts, rewards = [], []
-    for t in range(len(x)):
-        r = 1.0 if t < 100 else -0.5
-        if third_factor == "reward":
-            dev.modulate(r)
-        dev.advance({"in": x[t][None, None]})
-        posts.append(dev._stream["st"]["n"]["s"][0].copy())
-        rewards.append(ppu.reward_code(r) if third_factor == "reward" else 0)
+    reward = (lambda t: 1.0 if t < 100 else -0.5) if third_factor == "reward" else None
+    dev, posts, rewards = run_stepwise(b, x, reward)
     q = b.program.projections[0]
-    want = model_from_spikes(pr, q.w6, x, np.array(posts), rewards=rewards, proj=q)
+    want = model_from_spikes(pr, q.w6, x, posts, rewards=rewards, proj=q)
     np.testing.assert_array_equal(dev._stream["ppu"][0].weights(), want[-1])
     assert not np.array_equal(want[-1], q.w6)
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib
 import runpy
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,20 +14,7 @@ from nmc.backends.brainscales2 import ppu
 from test_ppu_emulator import W, compile_, inputs, net
 from nmc.plasticity import Plasticity
 
-STANDIN = str(Path(__file__).parent / "standin")
 RULE = Plasticity(tau_plus=10e-3, a_plus=0.03, a_minus=0.02, w_min=0.0, w_max=1.0, third_factor="reward")
-
-
-@pytest.fixture
-def pynn(monkeypatch):
-    monkeypatch.syspath_prepend(STANDIN)
-    for m in ("pynn_brainscales", "pynn_brainscales.brainscales2"):
-        sys.modules.pop(m, None)
-    mod = importlib.import_module("pynn_brainscales.brainscales2")
-    mod.reset_log()
-    yield mod
-    for m in ("pynn_brainscales", "pynn_brainscales.brainscales2"):
-        sys.modules.pop(m, None)
 
 
 def test_script_attaches_the_kernel_to_the_plastic_projection(tmp_path, pynn):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib
 import runpy
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,20 +16,7 @@ import nmc
 from nets import ff_lif, recurrent_cubalif, spikes
 from nmc.errors import DeviceError
 
-STANDIN = str(Path(__file__).parent / "standin")
 OPTS = dict(dt=1e-3, integrator="euler", reset="zero")
-
-
-@pytest.fixture
-def pynn(monkeypatch):
-    monkeypatch.syspath_prepend(STANDIN)
-    for m in ("pynn_brainscales", "pynn_brainscales.brainscales2"):
-        sys.modules.pop(m, None)
-    mod = importlib.import_module("pynn_brainscales.brainscales2")
-    mod.reset_log()
-    yield mod
-    for m in ("pynn_brainscales", "pynn_brainscales.brainscales2"):
-        sys.modules.pop(m, None)
 
 
 @pytest.mark.parametrize("build", [ff_lif, recurrent_cubalif])

@@ -2,17 +2,13 @@
 the dense lowering, vs the reference and Brian2, the emitted script, files."""
 from __future__ import annotations
 
-import runpy
-import sys
-import types
-
 import nir
 import numpy as np
 import pytest
 
 import nmc
 from nets import spikes
-from test_spinnaker2 import _Recorder
+from s2_script_standin import Recorder, load_script
 
 OPTS = dict(dt=1e-3, integrator="euler", reset="subtract")
 
@@ -97,27 +93,9 @@ def test_conv_program_files_round_trip(conv_bundle):
 
 
 def _run_script(tmp_path, monkeypatch, files):
-    d = tmp_path / "prog"
-    d.mkdir()
-    for k, v in files.items():
-        (d / k).parent.mkdir(parents=True, exist_ok=True)
-        (d / k).write_bytes(v)
-    rec = _Recorder()
-    convs = []
-
-    class Conv2DProjection:
-        def __init__(self, pre, post, weights, params):
-            self.pre, self.post, self.weights, self.params = pre, post, weights, params
-            convs.append(self)
-
-    pkg = types.ModuleType("spinnaker2")
-    pkg.snn, pkg.hardware = rec.snn, rec.hardware
-    pkg.snn.Conv2DProjection = Conv2DProjection
-    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
-    np.savez(tmp_path / "in.npz", input=X)
-    mod = runpy.run_path(str(d / "run_spinnaker2.py"))
-    mod["main"](["--board", "10.0.0.9", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")])
-    return rec, convs
+    main, rec, inp = load_script(tmp_path, monkeypatch, files, {"input": X}, Recorder(conv=True))
+    main(["--board", "10.0.0.9", "--input", inp, "-o", str(tmp_path / "o.npz")])
+    return rec, rec.convs
 
 
 def test_emitted_script_makes_conv2d_projections(tmp_path, monkeypatch):

@@ -5,10 +5,6 @@ quantization otherwise) and vs Brian2 (identical spike trains); the emitted
 script's connection delays; refusals."""
 from __future__ import annotations
 
-import runpy
-import sys
-import types
-
 import nir
 import numpy as np
 import pytest
@@ -16,7 +12,7 @@ import pytest
 import nmc
 from nets import spikes
 from nmc.errors import UnsupportedNodeError
-from test_spinnaker2 import _Recorder
+from s2_script_standin import load_script
 
 OPTS = dict(dt=1e-3, integrator="euler", reset="subtract", passes="normalize")
 FINE = [{"models": {m: {"weight_max": 2 ** 20} for m in ("lif", "lif_curr_exp", "lif_no_delay",
@@ -174,18 +170,8 @@ def test_program_files_and_script_carry_the_delays(tmp_path, monkeypatch):
         assert (qa.delay is None) == (qb.delay is None)
         if qa.delay is not None:
             assert np.array_equal(qa.delay, qb.delay)
-    d = tmp_path / "prog"
-    d.mkdir()
-    for k, v in files.items():
-        (d / k).parent.mkdir(parents=True, exist_ok=True)
-        (d / k).write_bytes(v)
-    rec = _Recorder()
-    pkg = types.ModuleType("spinnaker2")
-    pkg.snn, pkg.hardware = rec.snn, rec.hardware
-    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
-    np.savez(tmp_path / "in.npz", input=X)
-    mod = runpy.run_path(str(d / "run_spinnaker2.py"))
-    mod["main"](["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")])
+    main, rec, inp = load_script(tmp_path, monkeypatch, files, {"input": X})
+    main(["--board", "10.0.0.7", "--input", inp, "-o", str(tmp_path / "o.npz")])
     assert {p.name: p.model for p in rec.pops}["lif"] == "lif"
     for q in prog.projections:
         got = [r for r in rec.projs if (r.pre.name.split("#")[0], r.post.name.split("#")[0]) == (q.pre, q.post)]

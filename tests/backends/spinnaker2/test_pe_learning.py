@@ -341,28 +341,16 @@ def test_learning_state_in_the_byte_model_and_cost_report():
 def test_run_script_names_the_learning_kernel(tmp_path, monkeypatch):
     """The board script says which population runs which learning kernel and stops (stock py-spinnaker2
     cannot call it) unless --frozen; the vendor package is imported inside main() only."""
-    import runpy
-    import sys
-    import types
+    from s2_script_standin import load_script
 
-    from test_spinnaker2 import _Recorder
-
-    files = compiled("reward").files()
+    x = (np.random.default_rng(0).random((20, 10)) < 0.3).astype(float)
+    main, _, inp = load_script(tmp_path, monkeypatch, compiled("reward").files(), {"in": x})
     d = tmp_path / "prog"
-    for k, v in files.items():
-        (d / k).parent.mkdir(parents=True, exist_ok=True)
-        (d / k).write_bytes(v)
-    rec = _Recorder()
-    pkg = types.ModuleType("spinnaker2")
-    pkg.snn, pkg.hardware = rec.snn, rec.hardware
-    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
-    np.savez(tmp_path / "in.npz", **{"in": (np.random.default_rng(0).random((20, 10)) < 0.3).astype(float)})
-    mod = runpy.run_path(str(d / "run_spinnaker2.py"))
-    args = ["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")]
+    args = ["--board", "10.0.0.7", "--input", inp, "-o", str(tmp_path / "o.npz")]
     with pytest.raises(NotImplementedError, match=r"population 'n' learns on projection 'w'.*w_learn_pe\*\.c"):
-        mod["main"](args)
+        main(args)
     assert (d / "kernels" / "w_learn_pe0.c").exists() or any((d / "kernels").glob("w_learn_pe*.c"))
-    mod["main"](args + ["--frozen"])
+    main(args + ["--frozen"])
     assert (tmp_path / "o.npz").exists()
 
 

@@ -3,9 +3,6 @@ and vs Brian2 (exact spike trains), the emitted py-spinnaker2 script against a
 recording stand-in, multi-chip placement, design rules, inspect."""
 from __future__ import annotations
 
-import sys
-import types
-
 import nir
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ from click.testing import CliRunner
 
 import nmc
 from nets import conv_pool, ff_lif, recurrent_cubalif, spikes
+from s2_script_standin import load_script
 from nmc.cli import main
 from nmc.errors import DesignRuleError, ShapeError, UnsupportedNodeError
 
@@ -78,63 +76,11 @@ def test_curr_exp_order_switch_changes_dynamics_and_brian2_follows():
     assert np.array_equal(br["lif1.spikes"], b2["lif1.spikes"])
 
 
-class _Recorder:
-    """A recording stand-in for the py-spinnaker2 package (tests only)."""
-
-    def __init__(self):
-        self.pops, self.projs, self.runs = [], [], []
-        rec = self
-
-        class Population:
-            def __init__(self, size, neuron_model, params, name, record=None):
-                self.size, self.model, self.params, self.name, self.record = size, neuron_model, params, name, record
-                self.atoms = None
-                rec.pops.append(self)
-
-            def set_max_atoms_per_core(self, n):
-                self.atoms = n
-
-            def get_spikes(self):
-                return {}
-
-            def get_voltages(self):
-                return {}
-
-        class Projection:
-            def __init__(self, pre, post, connections):
-                self.pre, self.post, self.conns = pre, post, connections
-                rec.projs.append(self)
-
-        class Network:
-            def __init__(self, name):
-                self.objs = []
-
-            def add(self, *objs):
-                self.objs += objs
-
-        class SpiNNaker2Chip:
-            def __init__(self, eth_ip):
-                self.ip = eth_ip
-
-            def run(self, net, steps, sys_tick_in_s):
-                rec.runs.append((self.ip, steps, sys_tick_in_s, len(net.objs)))
-
-        self.snn = types.SimpleNamespace(Population=Population, Projection=Projection, Network=Network)
-        self.hardware = types.SimpleNamespace(SpiNNaker2Chip=SpiNNaker2Chip)
-
-
 def test_emitted_script_rebuilds_the_program(tmp_path, monkeypatch):
     s2, _, x = _pair("rec")
     s2.write(tmp_path / "b.nmc")
-    rec = _Recorder()
-    pkg = types.ModuleType("spinnaker2")
-    pkg.snn, pkg.hardware = rec.snn, rec.hardware
-    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
-    np.savez(tmp_path / "in.npz", input=x)
-    import runpy
-
-    mod = runpy.run_path(str(tmp_path / "b.nmc" / "program" / "run_spinnaker2.py"))
-    mod["main"](["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")])
+    main, rec, inp = load_script(tmp_path, monkeypatch, tmp_path / "b.nmc" / "program", {"input": x})
+    main(["--board", "10.0.0.7", "--input", inp, "-o", str(tmp_path / "o.npz")])
     prog = s2.program
     assert [p.name for p in rec.pops] == [p.name for p in prog.populations]
     for got, want in zip(rec.pops, prog.populations):
@@ -209,24 +155,12 @@ def test_errors_and_inspect(tmp_path):
 
 def test_emitted_script_makes_explicit_pe_assignments(tmp_path, monkeypatch):
     """A non-uniform placement becomes one population per PE, connections remapped."""
-    import runpy
-
     s2, _, x = _pair("ff")
     prog = s2.program
     pop = prog.pop("lif1")
     pop.pe = (np.arange(pop.size) % 3).astype(np.int32)  # interleaved: py-spinnaker2 can't split it itself
-    d = tmp_path / "prog"
-    d.mkdir()
-    for k, v in prog.files().items():
-        (d / k).parent.mkdir(parents=True, exist_ok=True)
-        (d / k).write_bytes(v)
-    rec = _Recorder()
-    pkg = types.ModuleType("spinnaker2")
-    pkg.snn, pkg.hardware = rec.snn, rec.hardware
-    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
-    np.savez(tmp_path / "in.npz", input=x)
-    mod = runpy.run_path(str(d / "run_spinnaker2.py"))
-    mod["main"](["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")])
+    main, rec, inp = load_script(tmp_path, monkeypatch, prog.files(), {"input": x})
+    main(["--board", "10.0.0.7", "--input", inp, "-o", str(tmp_path / "o.npz")])
     subs = [p for p in rec.pops if p.name.startswith("lif1#pe")]
     assert len(subs) == 3 and sum(p.size for p in subs) == pop.size
     idx = {p.name: np.flatnonzero(pop.pe == int(p.name[-1])) for p in subs}
@@ -249,8 +183,6 @@ def test_emitted_script_makes_explicit_pe_assignments(tmp_path, monkeypatch):
 def test_multi_chip_program_records_chips_and_the_board_script_refuses_it(tmp_path, monkeypatch):
     """A placement over several chips (small cores on the 48-chip spec) keeps the chip per
     neuron; the one-chip board script says so instead of running a wrong network."""
-    import runpy
-
     from nmc.backends.spinnaker2.program import load_program
 
     hw = ["spinnaker2-48chip", {"chip": {"cores_usable": 2}, "core": {"neurons_max": 16}}]
@@ -260,19 +192,9 @@ def test_multi_chip_program_records_chips_and_the_board_script_refuses_it(tmp_pa
     assert prog.summary()["chips_used"] == prog.chips_used
     files = prog.files()
     assert load_program(files).chips_used == prog.chips_used
-    d = tmp_path / "prog"
-    d.mkdir()
-    for k, v in files.items():
-        (d / k).parent.mkdir(parents=True, exist_ok=True)
-        (d / k).write_bytes(v)
-    rec = _Recorder()
-    pkg = types.ModuleType("spinnaker2")
-    pkg.snn, pkg.hardware = rec.snn, rec.hardware
-    monkeypatch.setitem(sys.modules, "spinnaker2", pkg)
-    np.savez(tmp_path / "in.npz", input=spikes((16,), T=5))
-    mod = runpy.run_path(str(d / "run_spinnaker2.py"))
+    main, rec, inp = load_script(tmp_path, monkeypatch, files, {"input": spikes((16,), T=5)})
     with pytest.raises(SystemExit) as e:
-        mod["main"](["--board", "10.0.0.7", "--input", str(tmp_path / "in.npz")])
+        main(["--board", "10.0.0.7", "--input", inp])
     assert "chips" in str(e.value) and not rec.runs
 
 
