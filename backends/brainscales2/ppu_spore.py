@@ -32,6 +32,8 @@ import numpy as np
 
 from nmc.errors import PlasticityError
 
+from .ppu_format import KERNEL_WEIGHT_MAX
+
 TH_FRAC = 12
 IRWIN_HALL_VAR = 4 * (256 ** 2 - 1) / 12      # 21845
 
@@ -49,8 +51,14 @@ def _shifted(x: float, max_shift: int, param: str, node: str) -> tuple[int, int]
     return int(round(x * 2 ** s)), s
 
 
-def constants(rule, node: str, lsb: float, dt: float, period: int) -> dict:
-    """The SPORE fields of :class:`.ppu.PPURule` for annotation ``rule``."""
+#: θ above every reachable value: pads the weight table of a format with weight_max < 63 to the
+#: kernel's nmc_w_table[63] (no θ reaches it, so w stays ≤ weight_max)
+TABLE_PAD = 2 ** 31 - 1
+
+
+def constants(rule, node: str, lsb: float, dt: float, period: int, w_max: int) -> dict:
+    """The SPORE fields of :class:`.ppu.PPURule` for annotation ``rule`` (weights 0..``w_max``, the
+    format's weight_max)."""
     q = lambda v: int(round(v * 2 ** TH_FRAC))   # noqa: E731
     step = period * dt
     kpri = round(rule.beta * step / rule.prior_std ** 2 * 2 ** 15)
@@ -64,7 +72,8 @@ def constants(rule, node: str, lsb: float, dt: float, period: int) -> dict:
     kr = -kr if rule.c_reward < 0 else kr
     kn, sn = _shifted(math.sqrt(2 * rule.beta * rule.temperature * step) / math.sqrt(IRWIN_HALL_VAR) * 2 ** TH_FRAC,
                       30, "temperature", node)
-    wt = [int(math.ceil((rule.theta0 + math.log((k + 0.5) * lsb)) * 2 ** TH_FRAC)) for k in range(63)]
+    wt = [int(math.ceil((rule.theta0 + math.log((k + 0.5) * lsb)) * 2 ** TH_FRAC)) for k in range(w_max)]
+    wt += [TABLE_PAD] * (KERNEL_WEIGHT_MAX - w_max)
     ti = [0] + [q(rule.theta0 + math.log(k * lsb)) for k in range(1, 64)]
     return dict(k_prior=int(kpri), mu=q(rule.prior_mean), k_reward=kr, s_reward=sr, k_noise=kn, s_noise=sn,
                 th_min=q(rule.theta_min), th_max=q(rule.theta_max), w_table=wt, th_init=ti)
@@ -82,13 +91,13 @@ def update(r, theta, w, c, a, e, m: int, state: int, slots=None, n_slots: int | 
     (e None without a reward) and the generator state after. The kernel draws once per slot of the
     projection's rows (``n_slots``, rows × columns), a slot without a synapse included: ``slots``
     (ascending) says which draw each synapse takes (default: one each, in order)."""
-    from .ppu import DE_FRAC, INT32, rnd, xorshift32
+    from .ppu import INT32, rnd, xorshift32
 
     theta = np.asarray(theta, np.int64)
     w, c, a = (np.asarray(x, np.int64) for x in (w, c, a))
     d = r.kp * c - r.km * a
     if r.third_factor == "reward":
-        e = np.clip(rnd(np.asarray(e, np.int64) * r.de, DE_FRAC) + w * d, *INT32)
+        e = np.clip(rnd(np.asarray(e, np.int64) * r.de, r.fmt.decay_frac) + w * d, *INT32)
         rew = rnd(np.int64(r.k_reward) * np.int64(m) * e, r.s_reward)
     else:
         e, rew = None, 0
