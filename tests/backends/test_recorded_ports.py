@@ -50,6 +50,16 @@ def test_a_device_takes_the_shape_from_the_port(tmp_path):
     assert out["lif1.spikes"].shape == (10, 4, 4)
 
 
+def test_loihi2_records_its_groups_with_their_latency():
+    b = nmc.compile(ff_lif(), target="loihi2", dt=1e-3, fidelity_check=False)
+    rec = {p.name: p for p in b.program.io.recorded}
+    groups = {g.name: g for g in b.program.groups}
+    assert set(groups) <= set(rec)
+    for name, g in groups.items():
+        assert rec[name].shape == tuple(g.shape) and rec[name].latency == g.latency
+        assert rec[name].kind == ("spikes" if g.spiking else "voltage")
+
+
 def test_iomap_without_recorded_ports_is_as_before():
     io = IOMap((Port("a", (2,)),), (Port("b", (3,)),))
     assert io.recorded == () and "recorded" not in io.as_dict()
