@@ -269,7 +269,8 @@ def _mantissa(target: float, name: str, node: str, hint: str, fmt: LearningForma
     best = min(((abs(m * 2.0 ** p - target) / target, m, p) for m in range(1, mx + 1) for p in range(lo, hi + 1)))
     if best[0] > MANT_TOL:
         raise UnsupportedNodeError(f"plasticity parameter '{name}' needs a Lava factor of {target:.3g}, outside "
-                                   f"1·2^{lo}..{mx}·2^{hi}", node=node, actual=target, hint=f"give {hint}")
+                                   f"1·2^{str(lo).replace('-', '−')}..{mx}·2^{hi}", node=node, actual=target,
+                                   hint=f"give {hint}")
     return best[1], best[2]
 
 
