@@ -103,3 +103,16 @@ def test_bad_learning_format_record_refused(tmp_path):
     prog = load_program({**files, "program.json": json.dumps(doc).encode()})
     with pytest.raises(InputFileError, match="learning_format"):
         LoihiEmulator(prog)
+
+
+@pytest.mark.parametrize("spec, over", [("loihi2", {"plasticity": {"trace_bits": 0}}),
+                                        ("loihi2", {"plasticity": {"accumulator_bits": 15.5}}),
+                                        ("brainscales2", {"plasticity": {"coef_frac": -3}})])
+def test_the_spec_validates_the_plasticity_tables(spec, over):
+    from nmc.hw import HardwareSpec
+
+    key = next(iter(over["plasticity"]))
+    with pytest.raises(ConfigError) as e:
+        HardwareSpec.load(spec, overrides=[over])
+    assert f"plasticity.{key}" in e.value.message
+    assert HardwareSpec.load(spec).entry(f"plasticity.{key}").source      # every number has its source
