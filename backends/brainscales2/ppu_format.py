@@ -64,7 +64,8 @@ class PPUFormat:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 bad(k, "must be a whole number >= 1", ">= 1", v, f"give {k} a positive whole number")
-        if not (isinstance(self.sensor_gain, (int, float)) and math.isfinite(self.sensor_gain) and self.sensor_gain > 0):
+        g = self.sensor_gain
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g <= 0:
             bad("sensor_gain", "must be a finite number > 0", "> 0", self.sensor_gain, "give a positive gain")
         if self.cadc_bits > KERNEL_CODE_BITS:
             bad("cadc_bits", f"the PPU kernel reads correlation codes as uint8_t", f"<= {KERNEL_CODE_BITS}",

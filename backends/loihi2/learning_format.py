@@ -99,7 +99,8 @@ class LearningFormat:
                 self.mantissa_bits, "give mantissa_bits >= 2")
         lo, hi = LAVA_SCALE_EXP
         if self.scale_exp_min < lo or self.scale_exp_max > hi:
-            k, v = ("scale_exp_min", self.scale_exp_min) if self.scale_exp_min < lo else ("scale_exp_max", self.scale_exp_max)
+            k = "scale_exp_min" if self.scale_exp_min < lo else "scale_exp_max"
+            v = getattr(self, k)
             bad(k, f"Lava's learning rules take scaling exponents {lo}..{hi} only", f"{lo}..{hi}", v,
                 "narrow the exponent range; Lava's ProductSeries refuses a wider one")
         if self.acc_shift < 1 or self.accumulator_bits > 62:
