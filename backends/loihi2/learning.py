@@ -82,7 +82,8 @@ the reference's running mean, in steps of 1/16, |M| ≤ 4; :func:`reward_payload
 Lava 0.10's fixed-point ``LearningLIF`` sends no y traces, so the emitted module
 gives the post neurons a model of its own (Lava's bit-accurate LIF that also sends
 its spikes as s_out_bap, its trace y1 as it was before the step, the reward as y2,
-then ``y1 ← min(127, (y1·y1_decay >> 12) + I−·spike)``, y1_decay = round(4096·e^(−1/τ−)));
+then ``y1 ← min(127, (y1·y1_decay >> 12) + I−·spike)``, y1_decay = round(4096·e^(−1/τ−)); 12 is the
+program's ``numerics.decay_bits``, which the emulator follows);
 the reward comes from a RingBuffer into its a_third_factor_in. In the synapse the
 received y1, y2 are decayed like traces (y2 with τ = 10⁹) and, for a neuron that
 spiked, get the impulse and the [0, 127] clip, as Lava's model does; the products
@@ -180,12 +181,14 @@ def _coefficient(target: float, name: str, node: str, fmt: LearningFormat | None
     return best[1]
 
 
-def map_rule(rule, node: str, u: float, dt: float, fmt: LearningFormat | None = None) -> dict:
+def map_rule(rule, node: str, u: float, dt: float, fmt: LearningFormat | None = None,
+             decay_bits: int | None = None) -> dict:
     """The Lava learning rule of ``rule`` (a :class:`nmc.plasticity.Plasticity`) for float weight
     ``u`` per weight LSB: ``{"dw": Lava's dw string, "products": [[dep, [factor, ...], m, p], ...],
     "x1_impulse", "x1_tau", "y1_impulse", "y1_tau", "seed", "sign_mode", "a_plus", "a_minus"}``
     (``a_plus``/``a_minus``: the realised float amplitudes). Equations in the module docstring;
-    the mantissas, exponents and trace ceiling are ``fmt``'s (None: the packaged spec's)."""
+    the mantissas, exponents and trace ceiling are ``fmt``'s, the learning neuron's y1 decay has
+    ``decay_bits`` fraction bits (the program's numerics; None: the packaged spec's)."""
     fmt = _fmt(fmt)
     tau_x, tau_y = rule.tau_plus / dt, rule.tau_minus / dt
     out = {"x1_impulse": 0, "x1_tau": float(tau_x), "y1_impulse": 0, "y1_tau": float(tau_y), "seed": int(rule.seed),
@@ -208,7 +211,7 @@ def map_rule(rule, node: str, u: float, dt: float, fmt: LearningFormat | None = 
         terms.append(f"({-m}) * 2 ^ {p} * x0 * y1")
     out["dw"] = " + ".join(terms)
     if rule.third_factor == "reward":
-        _reward(rule, node, u, dt, out, fmt)
+        _reward(rule, node, u, dt, out, fmt, _decay_bits(decay_bits))
     elif rule.third_factor == "error":
         _error(rule, node, u, dt, out, fmt)
     if rule.decay:              # W ← W·(1 − decay): −decay·w of the weight before the step's update
@@ -230,7 +233,13 @@ def _error(rule, node: str, u: float, dt: float, out: dict, fmt: LearningFormat)
                dw=f"({m}) * 2 ^ {p} * u0 * x1 * (y2 - 64)")
 
 
-def _reward(rule, node: str, u: float, dt: float, out: dict, fmt: LearningFormat) -> None:
+def _decay_bits(bits: int | None) -> int:
+    from .numerics import packaged_numerics
+
+    return packaged_numerics().decay_bits if bits is None else int(bits)
+
+
+def _reward(rule, node: str, u: float, dt: float, out: dict, fmt: LearningFormat, decay_bits: int) -> None:
     """The three-factor form (module docstring, "Reward"): the pair terms go to the tag (dt), the
     weight follows tag × reward (dw). Updates ``out`` in place."""
     tau_x, tau_y, tau_e = rule.tau_plus / dt, rule.tau_minus / dt, rule.tau_e / dt
@@ -256,7 +265,7 @@ def _reward(rule, node: str, u: float, dt: float, out: dict, fmt: LearningFormat
     dts.append(f"({-md}) * 2 ^ {pd} * u0 * t")
     mw, pw = _mantissa(rule.lr * 2.0 ** (1 - s), "lr", node, "an lr nearer 1", fmt)
     out.update(third="reward", tag_products=tag, dt=" + ".join(dts), y2_tau=1e9,
-               y1_decay=int(round(4096 * math.exp(-1 / tau_y))),
+               y1_decay=int(round(2 ** decay_bits * math.exp(-1 / tau_y))),
                baseline_rate=dt / rule.tau_baseline if rule.tau_baseline > 0 else 0.0,
                products=[["u0", ["t", "y2-64"], mw, pw]], dw=f"({mw}) * 2 ^ {pw} * u0 * t * (y2 - 64)",
                tau_e=-dt / math.log(1 - md * 2.0 ** pd), lr=mw * 2.0 ** pw * 2.0 ** (s - 1))
@@ -342,8 +351,9 @@ class Engine:
     element): ``{"w": (B, out, in), "x1": (B, in), "y1": (B, out), "t": step}``; the widths are
     ``fmt``'s (the program's :class:`.learning_format.LearningFormat`; None: the packaged spec's)."""
 
-    def __init__(self, rule: dict, w0: np.ndarray, fmt: LearningFormat | None = None):
-        self.rule, self.fmt = rule, _fmt(fmt)
+    def __init__(self, rule: dict, w0: np.ndarray, fmt: LearningFormat | None = None,
+                 decay_bits: int | None = None):
+        self.rule, self.fmt, self.decay_bits = rule, _fmt(fmt), _decay_bits(decay_bits)
         self.lo, self.hi = self.fmt.sign_range(rule["sign_mode"])
         w0 = np.asarray(w0).astype(np.int64)
         self.w0 = (w0 >> 1) << 1 if rule["sign_mode"] == "mixed" else w0    # Lava's first-step truncation
@@ -388,7 +398,7 @@ class Engine:
         st["w"] = self._apply(fmt, r["products"], st["w"], f, dep, r_w, self.lo, self.hi, r["sign_mode"])
         if r.get("third") == "reward":     # then the tag (Lava applies dw before dt, both from the old tag)
             st["tag"] = self._apply(fmt, r["tag_products"], st["tag"], f, dep, r_w, *fmt.tag_range, "mixed")
-            st["y1n"] = np.clip((st["y1n"] * r["y1_decay"] >> 12) + r["y1_impulse"] * post, 0, top)
+            st["y1n"] = np.clip((st["y1n"] * r["y1_decay"] >> self.decay_bits) + r["y1_impulse"] * post, 0, top)
         st["x1"], st["y1"] = x1, y1
         st["t"] += 1
 
@@ -512,7 +522,7 @@ def attach(graph, prog, ctx) -> None:
         s.weights = np.clip(np.rint(W * k / 2.0 ** e), lo, hi).astype(np.int32)
         s.weight_exp, s.format = int(e), "dense"
         u = 2.0 ** e / k
-        r = map_rule(rule, node, u, meta.dt, fmt)
+        r = map_rule(rule, node, u, meta.dt, fmt, num.decay_bits)
         if rule.third_factor != "none" and grp.reset != "zero":
             raise UnsupportedNodeError("a three-factor projection needs post neurons that reset to zero (its "
                                        "learning neuron model is Lava's LIF)", node=node,

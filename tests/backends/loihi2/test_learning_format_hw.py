@@ -116,3 +116,18 @@ def test_the_spec_validates_the_plasticity_tables(spec, over):
         HardwareSpec.load(spec, overrides=[over])
     assert f"plasticity.{key}" in e.value.message
     assert HardwareSpec.load(spec).entry(f"plasticity.{key}").source      # every number has its source
+
+
+def test_the_learning_neuron_s_trace_decay_follows_the_numerics(tmp_path):
+    from nmc.plasticity import Plasticity
+
+    rule = Plasticity(tau_plus=10e-3, tau_minus=12e-3, a_plus=0.02, a_minus=0.024, w_min=-1.0, w_max=1.0,
+                      third_factor="reward", lr=0.5, tau_e=0.05)
+    p = tmp_path / "num.toml"
+    p.write_text("[numerics]\ndecay_bits = 13\ndecay_scale = 8192\n")
+    out = {}
+    for name, hw in (("lava", []), ("13", [p])):
+        b = nmc.compile(plastic_net(rule), target="loihi2", fidelity_check=False, hw=hw)
+        out[name] = (b.program.meta["plasticity"]["in->n"]["y1_decay"],
+                     LoihiEmulator(b.program).learn["in->n"].decay_bits)
+    assert out["lava"] == (round(4096 * np.exp(-1 / 12)), 12) and out["13"] == (round(8192 * np.exp(-1 / 12)), 13)
