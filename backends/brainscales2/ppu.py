@@ -238,7 +238,7 @@ def compile_rule(rule, node: str, index: int, lsb: float, dt: float, period: int
         from .ppu_spore import constants
 
         kw.update(rule="spore", **{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in constants(rule, node, lsb, dt, period, w_max).items()})
+                                   for k, v in constants(rule, node, lsb, dt, period, fmt).items()})
     if rule.fan_in:
         kw.update(fan_in=int(rule.fan_in), prune=int(min(max(0, math.ceil(rule.prune_below / lsb - eps)), w_max + 1)),
                   w_new=int(min(max(round_half_away(rule.w_new / lsb), 0), w_max)),

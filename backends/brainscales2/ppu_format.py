@@ -8,7 +8,8 @@ and the rule's bounds), so an ``--hw`` override changes all three together:
 * ``sensor_gain`` G (16): CADC codes per unit of correlation;
 * ``weight_max`` (63, the synapse array's): the bounds LO/HI, W_NEW, θ-table length (SPORE);
 * ``coef_bits`` (16): KP, KM, DE, LR ≤ ``2^(coef_bits−1) − 1``;
-* ``coef_frac`` F (12), ``decay_frac`` (15), ``lr_frac`` (8): the fraction bits of D, DE, LR.
+* ``coef_frac`` F (12), ``decay_frac`` (15), ``lr_frac`` (8): the fraction bits of D, DE, LR;
+* ``theta_frac`` (12): SPORE's θ, its prior mean, bounds and weight table in Q.theta_frac.
 
 ``period`` (10) is the default of ``--option ppu_period`` (:func:`default_period`).
 
@@ -46,6 +47,7 @@ class PPUFormat:
     coef_frac: int
     decay_frac: int
     lr_frac: int
+    theta_frac: int
 
     @property
     def cadc_max(self) -> int:
@@ -77,6 +79,9 @@ class PPUFormat:
         if self.coef_bits + self.cadc_bits > KERNEL_D_BITS:
             bad("coef_bits", f"d = KP*c - KM*a would overflow the kernel's int32_t with {self.cadc_bits}-bit codes",
                 f"<= {KERNEL_D_BITS - self.cadc_bits}", self.coef_bits, "give fewer coefficient bits")
+        if self.theta_frac > 30:
+            bad("theta_frac", "SPORE's θ is an int32_t in the kernel", "<= 30", self.theta_frac,
+                "give fewer fraction bits")
         if self.coef_frac + REWARD_FRAC + self.lr_frac > KERNEL_SHIFT_MAX or self.decay_frac > KERNEL_SHIFT_MAX:
             k, v = ("decay_frac", self.decay_frac) if self.decay_frac > KERNEL_SHIFT_MAX else ("lr_frac", self.lr_frac)
             bad(k, "the kernel's rounding shifts are int64_t", f"coef_frac + {REWARD_FRAC} + lr_frac <= "

@@ -28,7 +28,7 @@ def _hw(tmp_path, text: str):
 def test_packaged_format_is_the_documented_one():
     f = packaged_format()
     assert f == PPUFormat(cadc_bits=8, sensor_gain=16.0, weight_max=63, coef_bits=16, coef_frac=12, decay_frac=15,
-                          lr_frac=8)
+                          lr_frac=8, theta_frac=12)
     assert (f.cadc_max, f.coef_max) == (255, 32767)
     assert (ppu.SENSOR_GAIN, ppu.CADC_MAX, ppu.W_MAX, ppu.DEFAULT_PERIOD) == (16.0, 255, 63, 10)
 
@@ -58,7 +58,7 @@ def test_weight_max_and_format_overrides_reach_rule_kernel_and_emulator(tmp_path
     over = compile_(g, hw=_hw(tmp_path, "[synapse_array]\nweight_max = 31\n[plasticity]\ncoef_frac = 10\n"
                                         "sensor_gain = 8.0\n"))
     r = ppu.PPURule.from_json(over.program.plasticity[0])
-    assert r.fmt == PPUFormat(8, 8.0, 31, 16, 10, 15, 8) and r.format == r.fmt.to_dict()
+    assert r.fmt == PPUFormat(8, 8.0, 31, 16, 10, 15, 8, 12) and r.format == r.fmt.to_dict()
     assert r.exc_hi <= 31 and r.inh_hi <= 31
     src = kernel_files(over.program.plasticity)["ppu_rule_0.cpp"].decode()
     assert "#define NMC_FRAC 10\n" in src and f"#define NMC_EXC_HI {r.exc_hi}\n" in src
@@ -74,7 +74,7 @@ def test_weight_max_and_format_overrides_reach_rule_kernel_and_emulator(tmp_path
 @pytest.mark.skipif(CC is None, reason="no host C compiler")
 def test_a_non_packaged_format_is_bit_exact_between_kernel_and_model(tmp_path):
     fmt = PPUFormat(cadc_bits=7, sensor_gain=16.0, weight_max=31, coef_bits=14, coef_frac=10, decay_frac=13,
-                    lr_frac=6)
+                    lr_frac=6, theta_frac=12)
     r = ppu.PPURule(projection=0, node="w", period=10, third_factor="reward", kp=2000, km=1900, decay_plus=0.9,
                     decay_minus=0.9, de=7000, lr=600, format=fmt.to_dict())
     assert r.exc_hi == 31 and r.fmt == fmt
@@ -106,6 +106,7 @@ def test_a_non_packaged_format_is_bit_exact_between_kernel_and_model(tmp_path):
     ("[plasticity]\ncoef_bits = 24\n", "coef_bits"),                 # int32_t d = KP*c - KM*a
     ("[plasticity]\nsensor_gain = -1.0\n", "sensor_gain"),
     ("[plasticity]\nperiod = 2.5\n", "period"),
+    ("[plasticity]\ntheta_frac = 31\n", "theta_frac"),              # SPORE's θ is an int32_t
 ])
 def test_values_the_kernel_cannot_hold_are_refused(tmp_path, text, key):
     g = net(W, STDP)
@@ -128,5 +129,16 @@ def test_spec_table_has_a_source_for_every_number():
     s = HardwareSpec.load("brainscales2")
     keys = [k for k, _ in s.entries() if k.startswith("plasticity.")]
     assert {k.split(".")[1] for k in keys} == {"period", "cadc_bits", "sensor_gain", "weight_max", "coef_bits",
-                                               "coef_frac", "decay_frac", "lr_frac"}
+                                               "coef_frac", "decay_frac", "lr_frac", "theta_frac"}
     assert all(s.entry(k).source.strip() for k in keys)
+
+
+def test_theta_format_override_reaches_spore_s_constants(tmp_path):
+    from nmc.plasticity import Plasticity
+
+    spore = Plasticity(rule="spore", beta=1.0, temperature=0.1, w_min=0.0)
+    base = ppu.PPURule.from_json(compile_(net(W, spore)).program.plasticity[0])
+    over = ppu.PPURule.from_json(compile_(net(W, spore), hw=_hw(tmp_path, "[plasticity]\ntheta_frac = 10\n"))
+                                 .program.plasticity[0])
+    assert (base.th_max, over.th_max) == (round(spore.theta_max * 2 ** 12), round(spore.theta_max * 2 ** 10))
+    assert over.fmt.theta_frac == 10 and base.format is None
