@@ -2,8 +2,13 @@
 
 Every :class:`~nmc.backends.base.Program` carries an :class:`IOMap`: its input
 and output :class:`Port` s, each with a name (the graph's Input/Output node),
-a shape, a kind and a latency. Devices, the host session and the streaming
-client read shapes from it; nothing reads them back from the graph.
+a shape, a kind and a latency, and the ports a device can record besides
+(``recorded``: the layers the lowering placed, named by their graph node, kind
+``spikes`` or ``voltage`` as the layer is read — ``graded`` for a layer that
+sends values — and the latency of its device trace). Devices, the host session
+and the streaming client read shapes from it; nothing reads them back from the
+graph. The map is built from the program when it is lowered or loaded, not
+stored in the bundle.
 
 * ``kind``: ``spikes`` (0/1 events), ``graded`` (values: graded events, the
   reference's float inputs and outputs, counts of repeated events) or
@@ -51,10 +56,13 @@ class IOMap:
 
     inputs: tuple[Port, ...] = ()
     outputs: tuple[Port, ...] = ()
+    #: the layers a device can record (``run(..., record=[name])``), in the program's order
+    recorded: tuple[Port, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "recorded", tuple(self.recorded))
 
     @classmethod
     def of_shapes(cls, inputs: dict, outputs: dict) -> "IOMap":
@@ -95,12 +103,30 @@ class IOMap:
     def output(self, name: str) -> Port:
         return next(p for p in self.outputs if p.name == name)
 
+    @property
+    def recorded_names(self) -> list[str]:
+        return [p.name for p in self.recorded]
+
+    def record(self, name: str, *, hint: str = "") -> Port:
+        """The recorded port ``name``; an :class:`~nmc.errors.OptionError` naming the recordable
+        layers when the program has none of that name."""
+        for p in self.recorded:
+            if p.name == name:
+                return p
+        raise OptionError(f"cannot record '{name}': not a layer of the program", node=name,
+                          hint=hint or ("recordable layers: " + ", ".join(self.recorded_names[:20])
+                                        + (", ..." if len(self.recorded) > 20 else "") if self.recorded
+                                        else "this program records no layers"))
+
     def size(self, name: str, kind: str = "in") -> int:
         return (self.input(name) if kind == "in" else self.output(name)).size
 
     def as_dict(self) -> dict:
         port = lambda p: {"name": p.name, "shape": list(p.shape), "kind": p.kind, "latency": p.latency}  # noqa: E731
-        return {"inputs": [port(p) for p in self.inputs], "outputs": [port(p) for p in self.outputs]}
+        out = {"inputs": [port(p) for p in self.inputs], "outputs": [port(p) for p in self.outputs]}
+        if self.recorded:
+            out["recorded"] = [port(p) for p in self.recorded]
+        return out
 
 
 def validate_inputs(io: IOMap, inputs, steps: int | None = None, batched: bool | None = None, *,

@@ -170,13 +170,13 @@ class BSS2Emulator(Device):
         state = self._initial_state(B)
         res_w = learning.record_weights(state, record)     # plastic nodes recorded: '<node>.w' per step
         record = [r for r in record if r not in res_w]
+        for r in record:     # the IO map's recorded ports: the program's neuron layers
+            self.p.io.record(r)
         hist = self._steps(state, arrs, T, B)
         res = self._outputs(hist, T, B)
         res.update({f"{k}.w": np.stack(v) for k, v in res_w.items()})
         for r in record:
-            if r not in hist:
-                raise OptionError(f"cannot record '{r}': not a neuron layer of the program", node=r)
-            shp = self.p.graph.shape_out(r)  # a recorded layer: the graph node's shape
+            shp = self.p.io.record(r).shape  # a recorded layer: its port in the IO map
             res[f"{r}.spikes"] = np.stack(hist[r]["s"]).reshape(T, B, *shp)
             res[f"{r}.v"] = (np.stack(hist[r]["v"]) * self.p.layer(r).params["unit"]).reshape(T, B, *shp)
             res[f"{r}.out"] = res[f"{r}.spikes"] if self.p.layer(r).spiking else res[f"{r}.v"]

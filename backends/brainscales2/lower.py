@@ -535,7 +535,8 @@ def lower(graph: Graph, ctx) -> BSS2Program:
                        {k: v for k, v in cal.items()},
                        constant_inputs=[bias_source(j) for j in range(len(projs))
                                         if any(q.pre == bias_source(j) for q in projs)],
-                       plasticity=PL.rules(graph, projs, pl.plastic, dt, BrainScaleS2Options.of(ctx).ppu_period, runs))
+                       plasticity=PL.rules(graph, projs, pl.plastic, dt, BrainScaleS2Options.of(ctx).ppu_period, runs,
+                                           spec))
     prog.report.update({"timescale": tscale.report(), "rows_used": rows_used, "rows_lower_bound": rows_lb, "circuits_used": total,
                    "circuits_lower_bound": circ_lb, "runs_used": runs,
                    "runs_lower_bound": max(1, math.ceil(circ_lb / n_circ), math.ceil(rows_lb / chip_rows)),

@@ -6,8 +6,6 @@ from typing import ClassVar
 
 from nmc.target_options import CommonOptions, option
 
-from .ppu import DEFAULT_PERIOD
-
 
 @dataclass(frozen=True)
 class BrainScaleS2Options(CommonOptions):
@@ -19,5 +17,6 @@ class BrainScaleS2Options(CommonOptions):
                                    "timing.speedup_range)", float, 0, lo_open=True)
     bias_repeat_max: int = option("most repeated bias-source events per step for a large bias", int, 1, 64,
                                   default=8)
-    ppu_period: int = option("model steps between two runs of the plasticity processor's learning rule "
-                             "(backends/brainscales2/ppu.py)", int, 1, 100000, default=DEFAULT_PERIOD)
+    ppu_period: int | None = option("model steps between two runs of the plasticity processor's learning rule "
+                                    "(default: the spec's plasticity.period, 10; backends/brainscales2/ppu.py)",
+                                    int, 1, 100000)

@@ -5,8 +5,13 @@ The emulator runs this model (:class:`.ppu_learner.PPULearner`), and the PPU ker
 to the vendor stack carries the same arithmetic as a plain C function (:mod:`.ppu_kernel`); the
 tests compile that C here and compare it bit for bit with :func:`update_row` and :func:`rewire`.
 
+**Numbers.** The gain G, the CADC width, the weight range 0..63, the 16-bit constants and the
+fraction bits F = 12, 15, 8 below are the packaged spec's (``hw_configs/brainscales2.toml
+[plasticity]``, :mod:`.ppu_format`); a rule compiled under an ``--hw`` override carries its own
+(:attr:`PPURule.fmt`) and the emulator and the generated kernel follow it.
+
 **Cadence.** The PPU runs every ``period`` model steps (compile option ``ppu_period``, default
-:data:`DEFAULT_PERIOD`), after the step's spikes: the n-th run follows step n·period − 1 (0-based),
+the spec's ``plasticity.period``, 10), after the step's spikes: the n-th run follows step n·period − 1 (0-based),
 so its weights drive the steps from n·period on. Between runs the synapses learn nothing; the
 float reference (:mod:`nmc.reference_plasticity`) updates every step.
 
@@ -21,7 +26,7 @@ with i the source the synapse's label selects in its row's group and j the neuro
 the reference's pair terms without A±, so spikes of the same step pair with nothing. A batch is
 one learner: the sensors take the batch mean (the reference's mean change over the batch). At a
 PPU run the CADC reads each sensor as an 8-bit code, ``code = min(255, ⌊v·G + 0.5⌋)``, G =
-:data:`SENSOR_GAIN` codes per unit of correlation (one pre→post pair at zero delay), and the
+``sensor_gain`` (16) codes per unit of correlation (one pre→post pair at zero delay), and the
 sensors are reset to 0 after the read (``reset_correlation``).
 
 **Weight update** (integers only; w the synapse's 6-bit magnitude 0..63, σ = ±1 its row's sign,
@@ -72,23 +77,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from nmc.errors import PlasticityError
 
-#: PPU runs every this many model steps unless ``--option ppu_period`` says otherwise
-DEFAULT_PERIOD = 10
-#: CADC codes per unit of correlation (one pre→post pair at zero delay)
-SENSOR_GAIN = 16.0
-CADC_MAX = 255
-W_MAX = 63
-FRAC = 12          # fraction bits of KP, KM and D
-DE_FRAC = 15       # eligibility decay per run, Q0.15
-REWARD_FRAC = 5    # the host's reward, signed Q2.5
-LR_FRAC = 8        # learning rate × period, Q.8
-COEF_MAX = 32767
+from .ppu_format import REWARD_FRAC, PPUFormat, packaged_format
+
 INT32 = (-(1 << 31), (1 << 31) - 1)
+
+#: the packaged spec's numbers under their former module names (read from hw_configs/brainscales2.toml
+#: [plasticity]; the code takes them from a rule's :attr:`PPURule.fmt` or the compile's spec)
+_PACKAGED = {"SENSOR_GAIN": "sensor_gain", "CADC_MAX": "cadc_max", "W_MAX": "weight_max", "FRAC": "coef_frac",
+             "DE_FRAC": "decay_frac", "LR_FRAC": "lr_frac", "COEF_MAX": "coef_max"}
+
+
+def __getattr__(name):
+    if name in _PACKAGED:
+        return getattr(packaged_format(), _PACKAGED[name])
+    if name == "DEFAULT_PERIOD":
+        from .ppu_format import default_period
+
+        return default_period(None)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def refusal(rule) -> str | None:
@@ -133,9 +145,9 @@ class PPURule:
     de: int = 0
     lr: int = 0
     exc_lo: int = 0
-    exc_hi: int = W_MAX
+    exc_hi: int | None = None  # None: the format's weight_max
     inh_lo: int = 0
-    inh_hi: int = W_MAX
+    inh_hi: int | None = None
     fan_in: int = 0
     prune: int = 0
     w_new: int = 0
@@ -154,9 +166,30 @@ class PPURule:
     th_max: int = 0
     w_table: tuple = ()
     th_init: tuple = ()
+    #: the PPU format it was compiled for (:class:`.ppu_format.PPUFormat` as a dict); None: the packaged
+    #: spec's, and then not in the JSON (programs compiled with the packaged spec keep their bytes)
+    format: dict | None = None
+
+    def __post_init__(self):
+        fmt = self.fmt          # a recorded format is checked here (InputFileError when unusable)
+        for k in ("exc_hi", "inh_hi"):
+            if getattr(self, k) is None:
+                object.__setattr__(self, k, fmt.weight_max)
+
+    @property
+    def fmt(self) -> PPUFormat:
+        if self.format is None:
+            return packaged_format()
+        try:
+            return _format_of(tuple(sorted(self.format.items())))
+        except (AttributeError, TypeError):      # not a dict of numbers: from_dict says what is wrong
+            return PPUFormat.from_dict(self.format)
 
     def to_json(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if d["format"] is None:
+            del d["format"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "PPURule":
@@ -168,44 +201,58 @@ class PPURule:
         return np.where(s < 0, self.inh_lo, self.exc_lo), np.where(s < 0, self.inh_hi, self.exc_hi)
 
 
-def compile_rule(rule, node: str, index: int, lsb: float, dt: float, period: int, n_src: int = 0) -> PPURule:
+@lru_cache(maxsize=64)
+def _format_of(items: tuple) -> PPUFormat:
+    return PPUFormat.from_dict(dict(items))
+
+
+def compile_rule(rule, node: str, index: int, lsb: float, dt: float, period: int, n_src: int = 0,
+                 fmt: PPUFormat | None = None) -> PPURule:
     """:class:`PPURule` for annotation ``rule`` on ``node`` (weight LSB ``lsb`` in model units,
-    model step ``dt``); raises :class:`PlasticityError` naming the parameter that does not fit."""
+    model step ``dt``) in format ``fmt`` (None: the packaged spec's); raises
+    :class:`PlasticityError` naming the parameter that does not fit."""
+    fmt = packaged_format() if fmt is None else fmt
+    cmax, w_max = fmt.coef_max, fmt.weight_max
+
     def coef(v, param, scale, frac):
         q = round_half_away(v * scale * 2 ** frac)
-        if q > COEF_MAX:
+        if q > cmax:
             raise PlasticityError(f"plasticity parameter '{param}' = {v:g} does not fit the plasticity processor's "
-                                  f"16-bit coefficient ({q} > {COEF_MAX} at a weight LSB of {lsb:.4g})", node=node,
-                                  limit=f"{param} ≤ {COEF_MAX / (scale * 2 ** frac):.4g}", actual=v,
+                                  f"{fmt.coef_bits}-bit coefficient ({q} > {cmax} at a weight LSB of {lsb:.4g})",
+                                  node=node, limit=f"{param} ≤ {cmax / (scale * 2 ** frac):.4g}", actual=v,
                                   hint=f"lower {param}, or widen the layer's weight range (a larger LSB)")
         return q
 
-    k = 1.0 / (SENSOR_GAIN * lsb)
-    kw = dict(kp=coef(rule.a_plus, "a_plus", k, FRAC), km=coef(rule.a_minus, "a_minus", k, FRAC))
+    k = 1.0 / (fmt.sensor_gain * lsb)
+    kw = dict(kp=coef(rule.a_plus, "a_plus", k, fmt.coef_frac), km=coef(rule.a_minus, "a_minus", k, fmt.coef_frac))
     if rule.third_factor == "reward":
-        kw["de"] = min(COEF_MAX, round_half_away(math.exp(-period * dt / rule.tau_e) * 2 ** DE_FRAC))
-        kw["lr"] = coef(rule.lr, "lr", period, LR_FRAC)
+        kw["de"] = min(cmax, round_half_away(math.exp(-period * dt / rule.tau_e) * 2 ** fmt.decay_frac))
+        kw["lr"] = coef(rule.lr, "lr", period, fmt.lr_frac)
+    if fmt != packaged_format():
+        kw["format"] = fmt.to_dict()
     eps = 1e-9
-    lo = lambda v: int(min(max(0, math.ceil(v / lsb - eps)), W_MAX))    # noqa: E731
-    hi = lambda v: int(max(min(W_MAX, math.floor(v / lsb + eps)), 0))   # noqa: E731
+    lo = lambda v: int(min(max(0, math.ceil(v / lsb - eps)), w_max))    # noqa: E731
+    hi = lambda v: int(max(min(w_max, math.floor(v / lsb + eps)), 0))   # noqa: E731
     kw.update(exc_lo=lo(rule.w_min), exc_hi=hi(rule.w_max), inh_lo=lo(-rule.w_max), inh_hi=hi(-rule.w_min))
     if rule.rule == "spore":
         from .ppu_spore import constants
 
         kw.update(rule="spore", **{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in constants(rule, node, lsb, dt, period).items()})
+                                   for k, v in constants(rule, node, lsb, dt, period, fmt).items()})
     if rule.fan_in:
-        kw.update(fan_in=int(rule.fan_in), prune=int(min(max(0, math.ceil(rule.prune_below / lsb - eps)), W_MAX + 1)),
-                  w_new=int(min(max(round_half_away(rule.w_new / lsb), 0), W_MAX)),
+        kw.update(fan_in=int(rule.fan_in), prune=int(min(max(0, math.ceil(rule.prune_below / lsb - eps)), w_max + 1)),
+                  w_new=int(min(max(round_half_away(rule.w_new / lsb), 0), w_max)),
                   rewire_runs=max(1, -(-int(rule.rewire_every) // period)), seed=int(rule.seed))
     return PPURule(index, node, int(period), rule.third_factor, decay_plus=math.exp(-dt / rule.tau_plus),
                    decay_minus=math.exp(-dt / rule.tau_minus), lsb=float(lsb), n_src=int(n_src), **kw)
 
 
 # ---------------------------------------------------------------- the arithmetic (bit-exact with C)
-def read_sensor(v) -> np.ndarray:
-    """The CADC's 8-bit code of sensor value(s) ``v``: min(255, ⌊v·G + 0.5⌋)."""
-    return np.minimum(CADC_MAX, np.floor(np.asarray(v, float) * SENSOR_GAIN + 0.5)).astype(np.int64)
+def read_sensor(v, fmt: PPUFormat | None = None) -> np.ndarray:
+    """The CADC's code of sensor value(s) ``v``: min(2^cadc_bits − 1, ⌊v·G + 0.5⌋) (``fmt``'s; None:
+    the packaged spec's, min(255, ⌊16·v + 0.5⌋))."""
+    fmt = packaged_format() if fmt is None else fmt
+    return np.minimum(fmt.cadc_max, np.floor(np.asarray(v, float) * fmt.sensor_gain + 0.5)).astype(np.int64)
 
 
 def reward_code(r: float) -> int:
@@ -217,12 +264,13 @@ def update_row(r: PPURule, w, c, a, sign, e=None, m: int = 0):
     """One PPU update of synapses ``w`` (magnitudes) from codes ``c``, ``a`` on rows of sign
     ``sign`` (broadcasts); returns (w, e) as int64 (e None without a reward)."""
     w, c, a = (np.asarray(x, np.int64) for x in (w, c, a))
+    f = r.fmt
     d = r.kp * c - r.km * a
     if r.third_factor == "reward":
-        e = np.clip(rnd(np.asarray(e, np.int64) * r.de, DE_FRAC) + d, *INT32)
-        dw = rnd(np.int64(r.lr) * np.int64(m) * e, FRAC + REWARD_FRAC + LR_FRAC)
+        e = np.clip(rnd(np.asarray(e, np.int64) * r.de, f.decay_frac) + d, *INT32)
+        dw = rnd(np.int64(r.lr) * np.int64(m) * e, f.coef_frac + REWARD_FRAC + f.lr_frac)
     else:
-        dw = rnd(d, FRAC)
+        dw = rnd(d, f.coef_frac)
     lo, hi = r.bounds(sign)
     return np.minimum(np.maximum(w + np.where(np.asarray(sign) < 0, -dw, dw), lo), hi), e
 

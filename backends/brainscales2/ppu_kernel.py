@@ -240,9 +240,10 @@ void PLASTICITY_RULE_KERNEL(std::array<SynapseArrayViewHandle, 1>& synapses, std
 
 def defines(r: ppu.PPURule, n_src: int) -> str:
     """The rule's constants as C ``#define`` lines (the same numbers the emulator uses)."""
-    vals = {"NMC_KP": r.kp, "NMC_KM": r.km, "NMC_FRAC": ppu.FRAC, "NMC_REWARD": int(r.third_factor == "reward"),
-            "NMC_DE": r.de, "NMC_DE_FRAC": ppu.DE_FRAC, "NMC_LR": r.lr, "NMC_REWARD_FRAC": ppu.REWARD_FRAC,
-            "NMC_LR_FRAC": ppu.LR_FRAC, "NMC_EXC_LO": r.exc_lo, "NMC_EXC_HI": r.exc_hi, "NMC_INH_LO": r.inh_lo,
+    f = r.fmt          # the rule's format (the spec's [plasticity]): the emulator runs the same numbers
+    vals = {"NMC_KP": r.kp, "NMC_KM": r.km, "NMC_FRAC": f.coef_frac, "NMC_REWARD": int(r.third_factor == "reward"),
+            "NMC_DE": r.de, "NMC_DE_FRAC": f.decay_frac, "NMC_LR": r.lr, "NMC_REWARD_FRAC": ppu.REWARD_FRAC,
+            "NMC_LR_FRAC": f.lr_frac, "NMC_EXC_LO": r.exc_lo, "NMC_EXC_HI": r.exc_hi, "NMC_INH_LO": r.inh_lo,
             "NMC_INH_HI": r.inh_hi, "NMC_FAN_IN": r.fan_in, "NMC_PRUNE": r.prune, "NMC_W_NEW": r.w_new,
             "NMC_REWIRE_RUNS": r.rewire_runs, "NMC_SEED_STATE": f"{ppu.seed_state(r.seed)}u", "NMC_N_SRC": n_src,
             "NMC_SPORE": int(r.rule == "spore"), "NMC_K_PRIOR": r.k_prior, "NMC_MU": r.mu, "NMC_K_REWARD": r.k_reward,

@@ -89,7 +89,7 @@ class PPULearner:
 
     def run_ppu(self) -> None:
         r = self.rule
-        c, a = read_sensor(self.causal), read_sensor(self.acausal)
+        c, a = read_sensor(self.causal, r.fmt), read_sensor(self.acausal, r.fmt)
         self.causal[:] = 0.0
         self.acausal[:] = 0.0
         if r.rule == "spore":
@@ -191,7 +191,7 @@ def set_rule(program, rules: list[PPURule], learners: list, projection: str | No
         if why is not None:
             raise OptionError(f"the changed rule cannot run on the plasticity processor: {why}", node=r.node)
         current[r.node] = new
-        out.append(compile_rule(new, r.node, r.projection, r.lsb, program.dt, r.period, r.n_src))
+        out.append(compile_rule(new, r.node, r.projection, r.lsb, program.dt, r.period, r.n_src, r.fmt))
     for lr, r in zip(learners, out):
         lr.rule = r
     return out

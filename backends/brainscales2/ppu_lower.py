@@ -16,6 +16,7 @@ from nmc.errors import UnsupportedNodeError
 from nmc.plasticity import Plasticity, plastic
 
 from . import ppu
+from .ppu_format import PPUFormat, default_period
 
 
 def layer_synapses(graph, layer: str, terms: dict, w6s: dict, gain: np.ndarray, scale: float,
@@ -63,9 +64,11 @@ def layer_synapses(graph, layer: str, terms: dict, w6s: dict, gain: np.ndarray, 
     return out
 
 
-def rules(graph, projs, plastic_of: dict, dt: float, period: int, runs: int) -> list[dict]:
+def rules(graph, projs, plastic_of: dict, dt: float, period: int | None, runs: int, spec=None) -> list[dict]:
     """The program's rules (:class:`.ppu.PPURule` as JSON), one per plastic projection, in order;
-    refuses an annotated node that no projection carries alone and a network split over runs."""
+    refuses an annotated node that no projection carries alone and a network split over runs.
+    ``period``: ``--option ppu_period`` (None: the spec's ``plasticity.period``); the rules' format
+    is the spec's ``[plasticity]`` (:mod:`.ppu_format`; read only when a projection learns)."""
     found = {info["node"] for info in plastic_of.values()}
     for k in plastic(graph):
         if k not in found:
@@ -77,11 +80,15 @@ def rules(graph, projs, plastic_of: dict, dt: float, period: int, runs: int) -> 
         raise UnsupportedNodeError(f"the network needs {runs} sequential runs of the chip, and a learning rule's "
                                    "state cannot carry from one run to the next", node=sorted(found)[0],
                                    hint="make the network fit one chip")
+    if not found:
+        return []
+    fmt = PPUFormat.from_spec(spec)
+    period = default_period(spec) if period is None else period
     out = []
     for i, q in enumerate(projs):
         info = plastic_of.get((q.pre, q.post))
         if info is not None:
             out.append(ppu.compile_rule(info["rule"], info["node"], i, info["lsb"], dt, period,
-                                        q.w6.shape[1]).to_json())
+                                        q.w6.shape[1], fmt).to_json())
     return out
 

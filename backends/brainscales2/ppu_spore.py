@@ -32,25 +32,35 @@ import numpy as np
 
 from nmc.errors import PlasticityError
 
-TH_FRAC = 12
+from .ppu_format import KERNEL_WEIGHT_MAX
+
 IRWIN_HALL_VAR = 4 * (256 ** 2 - 1) / 12      # 21845
 
 
-def _shifted(x: float, max_shift: int, param: str, node: str) -> tuple[int, int]:
-    """(K, S): K = round(x·2^S) ≤ 32767 with the largest S ≤ max_shift (K = 0 for x = 0)."""
+def _shifted(x: float, max_shift: int, param: str, node: str, kmax: int = 32767) -> tuple[int, int]:
+    """(K, S): K = round(x·2^S) ≤ kmax (the format's coefficient bound, 32767) with the largest
+    S ≤ max_shift (K = 0 for x = 0)."""
     if x <= 0:
         return 0, 1
     s = max_shift
-    while s > 1 and round(x * 2 ** s) > 32767:
+    while s > 1 and round(x * 2 ** s) > kmax:
         s -= 1
-    if round(x * 2 ** s) > 32767:
+    if round(x * 2 ** s) > kmax:
         raise PlasticityError(f"plasticity parameter '{param}' moves θ by more than 8 per run of the plasticity "
                               "processor", node=node, hint=f"lower {param} or --option ppu_period")
     return int(round(x * 2 ** s)), s
 
 
-def constants(rule, node: str, lsb: float, dt: float, period: int) -> dict:
-    """The SPORE fields of :class:`.ppu.PPURule` for annotation ``rule``."""
+#: θ above every reachable value: pads the weight table of a format with weight_max < 63 to the
+#: kernel's nmc_w_table[63] (no θ reaches it, so w stays ≤ weight_max)
+TABLE_PAD = 2 ** 31 - 1
+
+
+def constants(rule, node: str, lsb: float, dt: float, period: int, fmt) -> dict:
+    """The SPORE fields of :class:`.ppu.PPURule` for annotation ``rule`` in format ``fmt`` (a
+    :class:`.ppu_format.PPUFormat`: θ with ``theta_frac`` fraction bits (12), weights
+    0..``weight_max``, constants ≤ ``coef_max``); θ values beyond the kernel's int32_t are refused."""
+    TH_FRAC, w_max, kmax = fmt.theta_frac, fmt.weight_max, fmt.coef_max
     q = lambda v: int(round(v * 2 ** TH_FRAC))   # noqa: E731
     step = period * dt
     kpri = round(rule.beta * step / rule.prior_std ** 2 * 2 ** 15)
@@ -59,13 +69,21 @@ def constants(rule, node: str, lsb: float, dt: float, period: int) -> dict:
                               "prior's pull would overshoot in one run of the plasticity processor", node=node,
                               limit="beta·period·dt < prior_std²", actual=rule.beta,
                               hint="lower beta or --option ppu_period")
-    kr, sr = (_shifted(rule.beta * step * abs(rule.c_reward) * lsb ** 2 / 32, 40, "c_reward", node)
+    kr, sr = (_shifted(rule.beta * step * abs(rule.c_reward) * lsb ** 2 / 32, 40, "c_reward", node, kmax)
               if rule.third_factor == "reward" else (0, 1))
     kr = -kr if rule.c_reward < 0 else kr
     kn, sn = _shifted(math.sqrt(2 * rule.beta * rule.temperature * step) / math.sqrt(IRWIN_HALL_VAR) * 2 ** TH_FRAC,
-                      30, "temperature", node)
-    wt = [int(math.ceil((rule.theta0 + math.log((k + 0.5) * lsb)) * 2 ** TH_FRAC)) for k in range(63)]
+                      30, "temperature", node, kmax)
+    wt = [int(math.ceil((rule.theta0 + math.log((k + 0.5) * lsb)) * 2 ** TH_FRAC)) for k in range(w_max)]
+    wt += [TABLE_PAD] * (KERNEL_WEIGHT_MAX - w_max)
     ti = [0] + [q(rule.theta0 + math.log(k * lsb)) for k in range(1, 64)]
+    big = max((abs(v) for v in (q(rule.prior_mean), q(rule.theta_min), q(rule.theta_max), *wt[:w_max], *ti)),
+              default=0)
+    if big > 2 ** 31 - 1:
+        raise PlasticityError(f"θ = {big / 2 ** TH_FRAC:.4g} does not fit the plasticity processor's int32 θ in "
+                              f"Q.{TH_FRAC}", node=node, limit=f"|θ| < {2 ** (31 - TH_FRAC):.4g}",
+                              actual=big / 2 ** TH_FRAC, hint="narrow theta_min/theta_max, or give fewer "
+                              "plasticity.theta_frac bits in the spec")
     return dict(k_prior=int(kpri), mu=q(rule.prior_mean), k_reward=kr, s_reward=sr, k_noise=kn, s_noise=sn,
                 th_min=q(rule.theta_min), th_max=q(rule.theta_max), w_table=wt, th_init=ti)
 
@@ -82,13 +100,13 @@ def update(r, theta, w, c, a, e, m: int, state: int, slots=None, n_slots: int | 
     (e None without a reward) and the generator state after. The kernel draws once per slot of the
     projection's rows (``n_slots``, rows × columns), a slot without a synapse included: ``slots``
     (ascending) says which draw each synapse takes (default: one each, in order)."""
-    from .ppu import DE_FRAC, INT32, rnd, xorshift32
+    from .ppu import INT32, rnd, xorshift32
 
     theta = np.asarray(theta, np.int64)
     w, c, a = (np.asarray(x, np.int64) for x in (w, c, a))
     d = r.kp * c - r.km * a
     if r.third_factor == "reward":
-        e = np.clip(rnd(np.asarray(e, np.int64) * r.de, DE_FRAC) + w * d, *INT32)
+        e = np.clip(rnd(np.asarray(e, np.int64) * r.de, r.fmt.decay_frac) + w * d, *INT32)
         rew = rnd(np.int64(r.k_reward) * np.int64(m) * e, r.s_reward)
     else:
         e, rew = None, 0

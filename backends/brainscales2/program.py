@@ -124,10 +124,13 @@ class BSS2Program(Program):
 
 def io_map(prog: BSS2Program, graph) -> IOMap:
     """Inputs are spike events; outputs spikes or (non-spiking layers) the membrane; host events
-    reach every layer in the same model step, so no latency."""
+    reach every layer in the same model step, so no latency. Recorded: every neuron layer, with its
+    graph node's shape (spikes, or the membrane of a non-spiking layer)."""
+    kind = lambda l: "spikes" if l.spiking else "voltage"  # noqa: E731
     return IOMap(tuple(Port(k, tuple(graph.shape_out(k)), "spikes") for k in graph.inputs),
-                 tuple(Port(o, tuple(graph.shape_in(o)), "spikes" if prog.layer(prog.outputs[o]).spiking else "voltage")
-                       for o in graph.outputs))
+                 tuple(Port(o, tuple(graph.shape_in(o)), kind(prog.layer(prog.outputs[o]))) for o in graph.outputs),
+                 tuple(Port(l.name, tuple(graph.shape_out(l.name)), kind(l)) for l in prog.layers
+                       if l.name in graph.nodes and graph.shape_out(l.name) is not None))
 
 
 def with_graph(prog: BSS2Program, graph) -> BSS2Program:

@@ -160,9 +160,12 @@ class LoihiEmulator:
         self.links = [(k, lava_weights(k.weights, self.num.weight_bits).astype(np.float64).T.copy())
                       for k in program.links]
         from .learning import Engine
+        from .learning_format import LearningFormat
 
-        # plastic synapses (Lava's LearningDense, :mod:`.learning`): weights per batch element, in the state
-        self.learn = {s.name: Engine(r, s.weights) for s in program.synapses
+        # plastic synapses (Lava's LearningDense, :mod:`.learning`): weights per batch element, in the state,
+        # learning in the widths the program was lowered for (the spec's [plasticity])
+        fmt = LearningFormat.of_program(program)
+        self.learn = {s.name: Engine(r, s.weights, fmt, self.num.decay_bits) for s in program.synapses
                       if (r := program.meta.get("plasticity", {}).get(s.name)) is not None}
         self.reward = 0.0       # the third factor a run starts with (the devices' modulate sets it)
 

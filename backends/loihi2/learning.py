@@ -38,7 +38,9 @@ allow, which it sizes for weights at the bound: :func:`learned_range`) so that
 ``Plasticity.seed`` (Lava's ``rng_seed``).
 
 **Fixed-point engine** (Lava 0.10's ``LearningConnectionModelBitApproximate``,
-``lava/magma/core/model/py/connection.py``, with t_epoch = 1), per step, after
+``lava/magma/core/model/py/connection.py``, with t_epoch = 1; the widths written below — 7-bit
+traces, 9-bit tag, 16-bit accumulator, ``w << 7``, 4-bit mantissas, exponents −7..8, rounding seed 2 —
+are the packaged spec's ``[plasticity]``, :mod:`.learning_format`, and follow an ``--hw`` override), per step, after
 the synapse accumulated this step's pre spikes with the weights of the step
 before (so a change acts from the next step):
 
@@ -80,7 +82,8 @@ the reference's running mean, in steps of 1/16, |M| ≤ 4; :func:`reward_payload
 Lava 0.10's fixed-point ``LearningLIF`` sends no y traces, so the emitted module
 gives the post neurons a model of its own (Lava's bit-accurate LIF that also sends
 its spikes as s_out_bap, its trace y1 as it was before the step, the reward as y2,
-then ``y1 ← min(127, (y1·y1_decay >> 12) + I−·spike)``, y1_decay = round(4096·e^(−1/τ−)));
+then ``y1 ← min(127, (y1·y1_decay >> 12) + I−·spike)``, y1_decay = round(4096·e^(−1/τ−)); 12 is the
+program's ``numerics.decay_bits``, which the emulator follows);
 the reward comes from a RingBuffer into its a_third_factor_in. In the synapse the
 received y1, y2 are decayed like traces (y2 with τ = 10⁹) and, for a neuron that
 spiked, get the impulse and the [0, 127] clip, as Lava's model does; the products
@@ -118,19 +121,23 @@ import numpy as np
 
 from nmc.errors import UnsupportedNodeError
 
-TRACE_MAX = 127            # 7-bit traces
+from .learning_format import LearningFormat, packaged_format
+
+#: the engine's widths (trace, tag, accumulator, mantissa, exponents, rounding seed) are the program's
+#: :class:`.learning_format.LearningFormat`, read from the spec's ``[plasticity]`` (Lava's: 7, 9, 16, 4,
+#: −7..8, 2 — the numbers in the module docstring)
 IMPULSE_MAX = 32           # largest impulse nmc chooses: headroom for ~4 trace units before saturation
-ACC_SHIFT = 7              # accumulator = weight << 7 (Lava: W_ACCUMULATOR_S − W_WEIGHTS_S)
-ACC_MAX = 2 ** 15 - 1
-ACC_MIN = -(2 ** 15) - 1   # Lava's clip bound, as written there
-ROUND_SEED = 2             # Lava's ConnVarRandom() default seed
-TAG_MIN, TAG_MAX = -(2 ** 8) - 1, 2 ** 8 - 1     # Lava's tag_1 clip, as written there
-WIDTH = {"x0": 1, "x1": 7, "y1": 7, "y2": 7, "t": 9, "w": 9}     # factor widths (Lava: W_TRACE, W_TAG_1_S); mantissa: 4
-W_S_MANT = 4
 MANT_TOL = 0.25            # the largest relative error accepted for a factor m·2^p (the grid's nearest point is
                            # within 11 % from 4·2^−7 up, within 33 % below); the realised values are recorded
-MANT_MIN = 2.0 ** -7 / (1 + MANT_TOL)
-SIGN_RANGE = {"mixed": (-256, 255), "excitatory": (0, 255), "inhibitory": (-255, 0)}
+
+
+def _fmt(fmt: LearningFormat | None) -> LearningFormat:
+    return packaged_format() if fmt is None else fmt
+
+
+def mant_min(fmt: LearningFormat | None = None) -> float:
+    """The smallest factor m·2^p within :data:`MANT_TOL` of the grid (2^−7/1.25 for Lava)."""
+    return 2.0 ** _fmt(fmt).scale_exp_min / (1 + MANT_TOL)
 
 
 def refusal(rule) -> str | None:
@@ -147,14 +154,18 @@ def refusal(rule) -> str | None:
     return None
 
 
-def _coefficient(target: float, name: str, node: str, imp_max: int = IMPULSE_MAX) -> tuple[int, int, int, float]:
-    """(m, p, I, realised) with m·2^p·I ≈ ``target`` (m 1..7, p −7..8, I 1..imp_max)."""
+def _coefficient(target: float, name: str, node: str, fmt: LearningFormat | None = None,
+                 imp_max: int | None = None) -> tuple[int, int, int, float]:
+    """(m, p, I, realised) with m·2^p·I ≈ ``target`` (m 1..mant_max, p scale_exp_min..scale_exp_max,
+    I 1..imp_max; default min(:data:`IMPULSE_MAX`, trace_max))."""
+    fmt = _fmt(fmt)
+    imp_max = min(IMPULSE_MAX, fmt.trace_max) if imp_max is None else imp_max
     best = None
     for imp in range(1, imp_max + 1):
         c = target / imp
-        for p in range(-7, 9):
+        for p in range(fmt.scale_exp_min, fmt.scale_exp_max + 1):
             m = int(round(c / 2.0 ** p))
-            if not 1 <= m <= 7:
+            if not 1 <= m <= fmt.mant_max:
                 continue
             got = m * 2.0 ** p * imp
             err = abs(got - target) / target
@@ -162,7 +173,7 @@ def _coefficient(target: float, name: str, node: str, imp_max: int = IMPULSE_MAX
             if best is None or key < best[0]:
                 best = (key, (m, p, imp, got))
     if best is None:
-        lo, hi = 2.0 ** -7, 7 * 2.0 ** 8 * IMPULSE_MAX
+        lo, hi = 2.0 ** fmt.scale_exp_min, fmt.mant_max * 2.0 ** fmt.scale_exp_max * imp_max
         raise UnsupportedNodeError(f"plasticity parameter '{name}' needs a Lava weight change of {target:.3g} LSB "
                                    f"per trace unit, outside what its learning rule can scale "
                                    f"({lo:.3g}..{hi:.3g})", node=node, actual=target, limit=hi if target > hi else lo,
@@ -170,55 +181,65 @@ def _coefficient(target: float, name: str, node: str, imp_max: int = IMPULSE_MAX
     return best[1]
 
 
-def map_rule(rule, node: str, u: float, dt: float) -> dict:
+def map_rule(rule, node: str, u: float, dt: float, fmt: LearningFormat | None = None,
+             decay_bits: int | None = None) -> dict:
     """The Lava learning rule of ``rule`` (a :class:`nmc.plasticity.Plasticity`) for float weight
     ``u`` per weight LSB: ``{"dw": Lava's dw string, "products": [[dep, [factor, ...], m, p], ...],
     "x1_impulse", "x1_tau", "y1_impulse", "y1_tau", "seed", "sign_mode", "a_plus", "a_minus"}``
-    (``a_plus``/``a_minus``: the realised float amplitudes). Equations in the module docstring."""
+    (``a_plus``/``a_minus``: the realised float amplitudes). Equations in the module docstring;
+    the mantissas, exponents and trace ceiling are ``fmt``'s, the learning neuron's y1 decay has
+    ``decay_bits`` fraction bits (the program's numerics; None: the packaged spec's)."""
+    fmt = _fmt(fmt)
     tau_x, tau_y = rule.tau_plus / dt, rule.tau_minus / dt
     out = {"x1_impulse": 0, "x1_tau": float(tau_x), "y1_impulse": 0, "y1_tau": float(tau_y), "seed": int(rule.seed),
            "products": [], "a_plus": 0.0, "a_minus": 0.0,
            "sign_mode": "excitatory" if rule.w_min >= 0 else "inhibitory" if rule.w_max <= 0 else "mixed"}
     terms = []
     if rule.a_plus and rule.third_factor == "none":
-        m, p, imp, got = _coefficient(rule.a_plus * math.exp(1 / tau_x) / u, "a_plus", node)
+        m, p, imp, got = _coefficient(rule.a_plus * math.exp(1 / tau_x) / u, "a_plus", node, fmt)
         out.update(x1_impulse=imp, a_plus=got * u * math.exp(-1 / tau_x))
         out["products"].append(["y0", ["x1"], m, p])
         terms.append(f"({m}) * 2 ^ {p} * y0 * x1")
         if rule.third_factor == "none":    # the pair with this step's own pre spike: taken back
-            mc, pc = _mantissa(m * 2.0 ** p * imp, "a_plus", node, "a smaller a_plus")
+            mc, pc = _mantissa(m * 2.0 ** p * imp, "a_plus", node, "a smaller a_plus", fmt)
             out["products"].append(["y0", ["x0"], -mc, pc])
             terms.append(f"({-mc}) * 2 ^ {pc} * y0 * x0")
     if rule.a_minus and rule.third_factor == "none":
-        m, p, imp, got = _coefficient(rule.a_minus * math.exp(-1 / tau_y) / u, "a_minus", node)
+        m, p, imp, got = _coefficient(rule.a_minus * math.exp(-1 / tau_y) / u, "a_minus", node, fmt)
         out.update(y1_impulse=imp, a_minus=got * u * math.exp(1 / tau_y))
         out["products"].append(["x0", ["y1"], -m, p])
         terms.append(f"({-m}) * 2 ^ {p} * x0 * y1")
     out["dw"] = " + ".join(terms)
     if rule.third_factor == "reward":
-        _reward(rule, node, u, dt, out)
+        _reward(rule, node, u, dt, out, fmt, _decay_bits(decay_bits))
     elif rule.third_factor == "error":
-        _error(rule, node, u, dt, out)
+        _error(rule, node, u, dt, out, fmt)
     if rule.decay:              # W ← W·(1 − decay): −decay·w of the weight before the step's update
-        md, pd = _mantissa(rule.decay, "decay", node, f"decay ≥ {MANT_MIN:.3g} per step, or 0")
+        md, pd = _mantissa(rule.decay, "decay", node, f"decay ≥ {mant_min(fmt):.3g} per step, or 0", fmt)
         out["products"].append(["u0", ["w"], -md, pd])
         out["dw"] = " + ".join([t for t in [out["dw"]] if t] + [f"({-md}) * 2 ^ {pd} * u0 * w"])
         out["decay"] = md * 2.0 ** pd
     return out
 
 
-def _error(rule, node: str, u: float, dt: float, out: dict) -> None:
+def _error(rule, node: str, u: float, dt: float, out: dict, fmt: LearningFormat) -> None:
     """The error form (module docstring, "Error"): x1 is the presynaptic eligibility (τe, impulse I ≤
     127·(1 − e^(−dt/τe)), so a pre neuron firing every step just saturates it), dw = c·u0·x1·(y2 − 64)."""
     tau_e = rule.tau_e / dt
-    cap = max(1, int(TRACE_MAX * (1 - math.exp(-1 / tau_e))))
-    m, p, imp, got = _coefficient(rule.lr / (2 * u), "lr", node, imp_max=cap)
+    cap = max(1, int(fmt.trace_max * (1 - math.exp(-1 / tau_e))))
+    m, p, imp, got = _coefficient(rule.lr / (2 * u), "lr", node, fmt, imp_max=cap)
     out.update(third="error", x1_impulse=imp, x1_tau=float(tau_e), y1_impulse=0, y1_tau=0.0, y2_tau=1e9, y1_decay=0,
                baseline_rate=0.0, a_plus=0.0, a_minus=0.0, lr=got * 2 * u, products=[["u0", ["x1", "y2-64"], m, p]],
                dw=f"({m}) * 2 ^ {p} * u0 * x1 * (y2 - 64)")
 
 
-def _reward(rule, node: str, u: float, dt: float, out: dict) -> None:
+def _decay_bits(bits: int | None) -> int:
+    from .numerics import packaged_numerics
+
+    return packaged_numerics().decay_bits if bits is None else int(bits)
+
+
+def _reward(rule, node: str, u: float, dt: float, out: dict, fmt: LearningFormat, decay_bits: int) -> None:
     """The three-factor form (module docstring, "Reward"): the pair terms go to the tag (dt), the
     weight follows tag × reward (dw). Updates ``out`` in place."""
     tau_x, tau_y, tau_e = rule.tau_plus / dt, rule.tau_minus / dt, rule.tau_e / dt
@@ -230,32 +251,35 @@ def _reward(rule, node: str, u: float, dt: float, out: dict) -> None:
             (rule.a_plus, "a_plus", "y0", "x1", 1, math.exp(1 / tau_x), "x1_impulse"),
             (rule.a_minus, "a_minus", "x0", "y1", -1, math.exp(-1 / tau_y), "y1_impulse")):
         if a:
-            m, p, imp, got = _coefficient(a * corr * kt, name, node)
+            m, p, imp, got = _coefficient(a * corr * kt, name, node, fmt)
             out[imp_key], out[name] = imp, got / kt / corr
             tag.append([dep, [tr], sign * m, p])
             dts.append(f"({sign * m}) * 2 ^ {p} * {dep} * {tr}")
             if sign > 0:          # the pair with this step's own pre spike: taken back (as in pair STDP)
-                mc, pc = _mantissa(m * 2.0 ** p * imp, name, node, "a smaller a_plus")
+                mc, pc = _mantissa(m * 2.0 ** p * imp, name, node, "a smaller a_plus", fmt)
                 tag.append(["y0", ["x0"], -mc, pc])
                 dts.append(f"({-mc}) * 2 ^ {pc} * y0 * x0")
     d = 1 - math.exp(-1 / tau_e)
-    md, pd = _mantissa(d, "tau_e", node, f"tau_e ≤ {-dt / math.log(1 - MANT_MIN):.3g} s")
+    md, pd = _mantissa(d, "tau_e", node, f"tau_e ≤ {-dt / math.log(1 - mant_min(fmt)):.3g} s", fmt)
     tag.append(["u0", ["t"], -md, pd])
     dts.append(f"({-md}) * 2 ^ {pd} * u0 * t")
-    mw, pw = _mantissa(rule.lr * 2.0 ** (1 - s), "lr", node, "an lr nearer 1")
+    mw, pw = _mantissa(rule.lr * 2.0 ** (1 - s), "lr", node, "an lr nearer 1", fmt)
     out.update(third="reward", tag_products=tag, dt=" + ".join(dts), y2_tau=1e9,
-               y1_decay=int(round(4096 * math.exp(-1 / tau_y))),
+               y1_decay=int(round(2 ** decay_bits * math.exp(-1 / tau_y))),
                baseline_rate=dt / rule.tau_baseline if rule.tau_baseline > 0 else 0.0,
                products=[["u0", ["t", "y2-64"], mw, pw]], dw=f"({mw}) * 2 ^ {pw} * u0 * t * (y2 - 64)",
                tau_e=-dt / math.log(1 - md * 2.0 ** pd), lr=mw * 2.0 ** pw * 2.0 ** (s - 1))
 
 
-def _mantissa(target: float, name: str, node: str, hint: str, p_max: int = 8) -> tuple[int, int]:
-    """(m, p), m 1..7, p −7..p_max, with m·2^p nearest ``target`` (relative)."""
-    best = min(((abs(m * 2.0 ** p - target) / target, m, p) for m in range(1, 8) for p in range(-7, p_max + 1)))
+def _mantissa(target: float, name: str, node: str, hint: str, fmt: LearningFormat | None = None) -> tuple[int, int]:
+    """(m, p), m 1..mant_max, p scale_exp_min..scale_exp_max, with m·2^p nearest ``target`` (relative)."""
+    fmt = _fmt(fmt)
+    lo, hi, mx = fmt.scale_exp_min, fmt.scale_exp_max, fmt.mant_max
+    best = min(((abs(m * 2.0 ** p - target) / target, m, p) for m in range(1, mx + 1) for p in range(lo, hi + 1)))
     if best[0] > MANT_TOL:
         raise UnsupportedNodeError(f"plasticity parameter '{name}' needs a Lava factor of {target:.3g}, outside "
-                                   f"1·2^−7..7·2^{p_max}", node=node, actual=target, hint=f"give {hint}")
+                                   f"1·2^{str(lo).replace('-', '−')}..{mx}·2^{hi}", node=node, actual=target,
+                                   hint=f"give {hint}")
     return best[1], best[2]
 
 
@@ -280,11 +304,12 @@ def reward_payload(r: np.ndarray, base: np.ndarray, steps: int, rate: float) -> 
 
 
 # ------------------------------------------------------------------ engine
-def _draws(seed: int, steps: int, every: int, kind: str) -> np.ndarray:
-    """The value each step uses from a Lava generator: one draw at construction, ``every`` per step."""
+def _draws(seed: int, steps: int, every: int, kind: str, top: int = 0) -> np.ndarray:
+    """The value each step uses from a Lava generator: one draw at construction, ``every`` per step
+    (``kind`` "int": integers 0..top − 1, Lava's impulse draws with top = 2^trace_bits)."""
     g = np.random.default_rng(seed=seed)
     one = (lambda: g.random(1)[0]) if kind == "float" else (
-        lambda: g.integers(0, TRACE_MAX + 1, size=1, dtype=int)[0])
+        lambda: g.integers(0, top, size=1, dtype=int)[0])
     vals = [one() for _ in range(1 + every * steps)]
     return np.asarray(vals[every::every])
 
@@ -294,6 +319,7 @@ class Randoms:
     """The random numbers Lava's learning engine uses, step by step (module docstring)."""
     seed: int
     n: int = 0
+    fmt: LearningFormat | None = None     # rounding seed and trace width (None: the packaged spec's)
 
     def __post_init__(self):
         self.x_dec = self.x_imp = self.y_dec = self.y_imp = self.w = np.zeros(0)
@@ -302,10 +328,11 @@ class Randoms:
         """(x_dec, x_imp, y_dec, y_imp, w) of step t (0-based)."""
         if t >= self.n:
             n = max(2 * self.n, t + 1, 64)
-            s = self.seed
-            self.x_dec, self.x_imp = _draws(s, n, 2, "float"), _draws(s + 1, n, 2, "int")
-            self.y_dec, self.y_imp = _draws(s + 2, n, 2, "float"), _draws(s + 3, n, 2, "int")
-            self.w = _draws(ROUND_SEED, n, 1, "float")
+            s, fmt = self.seed, _fmt(self.fmt)
+            top = fmt.trace_max + 1
+            self.x_dec, self.x_imp = _draws(s, n, 2, "float"), _draws(s + 1, n, 2, "int", top)
+            self.y_dec, self.y_imp = _draws(s + 2, n, 2, "float"), _draws(s + 3, n, 2, "int", top)
+            self.w = _draws(fmt.rounding_seed, n, 1, "float")
             self.n = n
         return self.x_dec[t], self.x_imp[t], self.y_dec[t], self.y_imp[t], self.w[t]
 
@@ -315,20 +342,22 @@ def _decay(v: np.ndarray, tau: float, r: float) -> np.ndarray:
     return (np.floor(f) + (r < f % 1)).astype(np.int64)
 
 
-def _impulse(v: np.ndarray, spiked: np.ndarray, imp: int, r: int) -> np.ndarray:
-    return np.where(spiked, np.clip(v + imp + int(r < 0), 0, TRACE_MAX), v)
+def _impulse(v: np.ndarray, spiked: np.ndarray, imp: int, r: int, top: int) -> np.ndarray:
+    return np.where(spiked, np.clip(v + imp + int(r < 0), 0, top), v)
 
 
 class Engine:
     """The fixed-point learning of one plastic synapse (module docstring). State (per batch
-    element): ``{"w": (B, out, in), "x1": (B, in), "y1": (B, out), "t": step}``."""
+    element): ``{"w": (B, out, in), "x1": (B, in), "y1": (B, out), "t": step}``; the widths are
+    ``fmt``'s (the program's :class:`.learning_format.LearningFormat`; None: the packaged spec's)."""
 
-    def __init__(self, rule: dict, w0: np.ndarray):
-        self.rule = rule
-        self.lo, self.hi = SIGN_RANGE[rule["sign_mode"]]
+    def __init__(self, rule: dict, w0: np.ndarray, fmt: LearningFormat | None = None,
+                 decay_bits: int | None = None):
+        self.rule, self.fmt, self.decay_bits = rule, _fmt(fmt), _decay_bits(decay_bits)
+        self.lo, self.hi = self.fmt.sign_range(rule["sign_mode"])
         w0 = np.asarray(w0).astype(np.int64)
         self.w0 = (w0 >> 1) << 1 if rule["sign_mode"] == "mixed" else w0    # Lava's first-step truncation
-        self.rnd = Randoms(int(rule["seed"]))
+        self.rnd = Randoms(int(rule["seed"]), fmt=self.fmt)
 
     def initial_state(self, batch: int, reward=0.0) -> dict:
         n_out, n_in = self.w0.shape
@@ -349,48 +378,55 @@ class Engine:
 
     def update(self, st: dict, pre: np.ndarray, post: np.ndarray) -> None:
         """One step of learning after this step's pre (B, in) and post (B, out) spikes."""
-        r = self.rule
+        r, fmt = self.rule, self.fmt
+        top = fmt.trace_max
         x_dec, x_imp, y_dec, y_imp, r_w = self.rnd.at(st["t"])
         pre, post = pre != 0, post != 0
-        x1 = _impulse(_decay(st["x1"], r["x1_tau"], x_dec), pre, r["x1_impulse"], x_imp)
+        x1 = _impulse(_decay(st["x1"], r["x1_tau"], x_dec), pre, r["x1_impulse"], x_imp, top)
         if r.get("third"):      # three factors: y1 (before this step's spike) and y2 come from the post neuron
-            y1 = _impulse(_decay(st["y1n"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp) if r["y1_tau"] \
+            y1 = _impulse(_decay(st["y1n"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp, top) if r["y1_tau"] \
                 else np.zeros_like(st["y1n"])                 # τ = 0: Lava's model zeroes the trace
             st["y2"], st["base"] = reward_payload(st["r"], st["base"], 1, r["baseline_rate"])
             y2 = st["y2"][0] if st["y2"].ndim == 3 else st["y2"][0][:, None]
             y2 = _decay(np.broadcast_to(y2, post.shape), r["y2_tau"], y_dec)
-            y2 = np.where(post, np.clip(y2, 0, TRACE_MAX), y2)     # Lava clips every y row of a spiking neuron
+            y2 = np.where(post, np.clip(y2, 0, top), y2)     # Lava clips every y row of a spiking neuron
         else:
-            y1, y2 = _impulse(_decay(st["y1"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp), None
+            y1, y2 = _impulse(_decay(st["y1"], r["y1_tau"], y_dec), post, r["y1_impulse"], y_imp, top), None
         f = {"x0": pre[:, None, :].astype(np.int64), "x1": x1[:, None, :], "y1": y1[:, :, None], "y2": None if y2 is None else y2[:, :, None],
              "t": st.get("tag"), "w": st["w"]}
         dep = {"x0": pre[:, None, :], "y0": post[:, :, None], "u0": np.ones((1, 1, 1), bool)}
-        st["w"] = self._apply(r["products"], st["w"], f, dep, r_w, self.lo, self.hi, r["sign_mode"])
+        st["w"] = self._apply(fmt, r["products"], st["w"], f, dep, r_w, self.lo, self.hi, r["sign_mode"])
         if r.get("third") == "reward":     # then the tag (Lava applies dw before dt, both from the old tag)
-            st["tag"] = self._apply(r["tag_products"], st["tag"], f, dep, r_w, TAG_MIN, TAG_MAX, "mixed")
-            st["y1n"] = np.clip((st["y1n"] * r["y1_decay"] >> 12) + r["y1_impulse"] * post, 0, TRACE_MAX)
+            st["tag"] = self._apply(fmt, r["tag_products"], st["tag"], f, dep, r_w, *fmt.tag_range, "mixed")
+            st["y1n"] = np.clip((st["y1n"] * r["y1_decay"] >> self.decay_bits) + r["y1_impulse"] * post, 0, top)
         st["x1"], st["y1"] = x1, y1
         st["t"] += 1
 
     @staticmethod
-    def _apply(products, var, f, dep, r_w, lo, hi, sign_mode):
-        """Lava's fixed-point applier: one synaptic variable through its product series, rounded."""
-        acc = var << ACC_SHIFT
+    def _apply(fmt, products, var, f, dep, r_w, lo, hi, sign_mode):
+        """Lava's fixed-point applier: one synaptic variable through its product series, rounded.
+        A product m·2^p·Π factors enters the accumulator (LSB 2^−acc_shift of the variable's) shifted
+        left by p + acc_shift, after a right shift (a floor) by the bits its factor and mantissa
+        widths exceed accumulator_bits − 1."""
+        shift, width_of = fmt.acc_shift, fmt.width
+        acc_min, acc_max = fmt.acc_range
+        acc = var << shift
         for d, factors, m, p in products:
             term = dep[d].astype(np.int64)
-            width = W_S_MANT
+            width = fmt.mantissa_bits
             for k in factors:      # "y2-64": Lava's factor with a constant, (y2 − 64)
                 v = f["y2"] - REWARD_OFFSET if k == "y2-64" else f[k]
                 k = k.split("-")[0]
-                term = term * np.clip(v, -2 ** WIDTH[k], 2 ** WIDTH[k] - 1)
-                width += WIDTH[k]
-            term = np.left_shift(np.right_shift(term * int(m), max(0, width - 15)), int(p) + 7)
-            acc = np.clip(acc + np.clip(term, ACC_MIN, ACC_MAX), ACC_MIN, ACC_MAX)
+                term = term * np.clip(v, -2 ** width_of[k], 2 ** width_of[k] - 1)
+                width += width_of[k]
+            term = np.left_shift(np.right_shift(term * int(m), max(0, width - (fmt.accumulator_bits - 1))),
+                                 int(p) + shift)
+            acc = np.clip(acc + np.clip(term, acc_min, acc_max), acc_min, acc_max)
         if sign_mode == "excitatory":
             acc = np.maximum(acc, 0)
         elif sign_mode == "inhibitory":
             acc = np.minimum(acc, 0)
-        q = acc / 2.0 ** ACC_SHIFT
+        q = acc / 2.0 ** shift
         return np.clip(np.floor(q).astype(np.int64) + (r_w < q % 1), lo, hi)
 
 
@@ -450,6 +486,9 @@ def attach(graph, prog, ctx) -> None:
         return
     meta = GraphMeta.of(graph)
     num = prog.numerics
+    spec = getattr(ctx, "spec", None)
+    fmt = LearningFormat.from_spec(spec)
+    lim = LavaLimits.from_spec(spec)
     pairs = plastic_pairs(graph)
     out = {}
     for (src, post), node in pairs.items():
@@ -476,15 +515,14 @@ def attach(graph, prog, ctx) -> None:
                                        hint="give the post neurons one threshold and time constant")
         k = float(k[0])
         W = np.asarray(graph.nodes[node].weight, float)
+        lo, hi = fmt.sign_range("excitatory" if rule.w_min >= 0 else "inhibitory" if rule.w_max <= 0 else "mixed")
         bound = max(abs(rule.w_min), abs(rule.w_max)) * k
-        e = math.ceil(math.log2(bound / 255.0)) if bound > 0 else 0
-        lim = LavaLimits.from_spec(getattr(ctx, "spec", None))
+        e = math.ceil(math.log2(bound / hi if hi > 0 else -bound / lo)) if bound > 0 else 0
         e = min(max(e, lim.weight_exp_min), lim.weight_exp_max)
-        lo, hi = SIGN_RANGE["excitatory" if rule.w_min >= 0 else "inhibitory" if rule.w_max <= 0 else "mixed"]
         s.weights = np.clip(np.rint(W * k / 2.0 ** e), lo, hi).astype(np.int32)
         s.weight_exp, s.format = int(e), "dense"
         u = 2.0 ** e / k
-        r = map_rule(rule, node, u, meta.dt)
+        r = map_rule(rule, node, u, meta.dt, fmt, num.decay_bits)
         if rule.third_factor != "none" and grp.reset != "zero":
             raise UnsupportedNodeError("a three-factor projection needs post neurons that reset to zero (its "
                                        "learning neuron model is Lava's LIF)", node=node,
@@ -492,6 +530,8 @@ def attach(graph, prog, ctx) -> None:
         r.update(node=node, post=post, w_lsb=u, w_bounds=[lo * u, hi * u])
         out[s.name] = r
     prog.meta["plasticity"] = out
+    if fmt != packaged_format():   # recorded only when not Lava's: default programs keep their bytes
+        prog.meta["learning_format"] = fmt.to_dict()
     ctx.reports.setdefault("loihi2_plasticity", {}).update(
         {r["node"]: {"synapse": name, "dw": r["dw"], "a_plus": r["a_plus"], "a_minus": r["a_minus"],
                      "w_lsb": r["w_lsb"], "w_bounds": r["w_bounds"]} for name, r in out.items()})

@@ -199,9 +199,13 @@ class LoihiProgram(Program):
 
 
 def io_map(prog: LoihiProgram) -> IOMap:
+    """Inputs spikes or graded payloads, outputs as their source is read; recorded: every neuron
+    group (spikes, or the membrane of a non-spiking one) and graded unit, with its latency."""
     return IOMap(tuple(Port(p.name, p.shape, "graded" if p.bits else "spikes") for p in prog.inputs),
                  tuple(Port(o.name, o.shape, {"spikes": "spikes", "graded": "graded"}.get(o.read, "voltage"),
-                            prog.latency_of(o.src)) for o in prog.outputs))
+                            prog.latency_of(o.src)) for o in prog.outputs),
+                 tuple(Port(g.name, g.shape, "spikes" if g.spiking else "voltage", g.latency) for g in prog.groups)
+                 + tuple(Port(u.name, u.shape, "graded", u.latency) for u in prog.units))
 
 
 def with_io(prog: LoihiProgram) -> LoihiProgram:

@@ -312,9 +312,8 @@ class S2Emulator(LaggedStreaming, Device):
         self._check_spikes(arrs)
         B = next(iter(arrs.values())).shape[1]
         record = list(record)
-        for r in record:
-            if r not in {pop.name for pop in self.p.populations}:
-                raise OptionError(f"cannot record '{r}': it is not a population of the SpiNNaker 2 program", node=r)
+        for r in record:     # the IO map's recorded ports: the populations the lowering placed
+            self.p.io.record(r)
         L = max(pop.latency for pop in self.p.populations)
         total = T + (L if align else 0)
         self.reset(B)
@@ -346,7 +345,7 @@ class S2Emulator(LaggedStreaming, Device):
                 continue
             res[o] = series(pop_name, "v" if self.p.output_kind[o] == "v" else "s", self.p.io.output(o).shape)
         for r in record:
-            shp = self.p.graph.shape_out(r)  # a recorded population: the graph node's shape
+            shp = self.p.io.record(r).shape  # a recorded population: its port's shape
             pop = self.p.pop(r)
             if pop.model in KERNEL_MODELS:  # graded events y (SSM: or spikes), cell state c (SSM: held / σ(y))
                 res[f"{r}.out"] = series(r, "s", shp)

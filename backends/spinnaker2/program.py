@@ -218,7 +218,9 @@ _KIND = {"spikes": "spikes", "v": "voltage", "events": "graded"}
 
 def io_map(prog: S2Program, graph) -> IOMap:
     """Inputs: spikes, or graded when one event stands for a quantum ≠ 1 or an EGRU kernel takes
-    the values; outputs: the population's kind and latency."""
+    the values; outputs: the population's kind and latency. Recorded: every population named by a
+    graph node, with the node's shape, its latency, and kind spikes, voltage (a non-spiking
+    population's membrane) or graded (a kernel population's events)."""
     def kind_in(k):
         pop = prog.pop(prog.inputs[k])
         egru = any(pop.name in p.kernel_inputs for p in prog.populations)
@@ -226,7 +228,14 @@ def io_map(prog: S2Program, graph) -> IOMap:
 
     return IOMap(tuple(Port(k, tuple(graph.shape_out(k)), kind_in(k)) for k in graph.inputs),
                  tuple(Port(o, tuple(graph.shape_in(o)), _KIND[prog.output_kind[o]], prog.pop(prog.outputs[o]).latency)
-                       for o in graph.outputs))
+                       for o in graph.outputs),
+                 tuple(Port(p.name, tuple(graph.shape_out(p.name)), _recorded_kind(p), p.latency)
+                       for p in prog.populations
+                       if p.name in graph.nodes and graph.shape_out(p.name) is not None))
+
+
+def _recorded_kind(p: Population) -> str:
+    return "graded" if p.model in KERNEL_MODELS else "spikes" if p.spiking else "voltage"
 
 
 def with_graph(prog: S2Program, graph) -> S2Program:

@@ -87,9 +87,11 @@ class LavaDevice(LaggedStreaming, LoihiDevice):
     name = "lava"
 
     def __init__(self, program, align: bool = True, timeout: float = 300.0, hw: bool = False):
+        from ..learning_format import check_lava_learning
         from ..numerics import check_lava_numerics
 
         check_lava_numerics(program.numerics)   # Lava's models have fixed widths: refuse others, never run Lava's
+        check_lava_learning(program)            # and so has its learning engine
         super().__init__(program, align)
         self.timeout, self.hw = timeout, hw
         self._stream = None

@@ -46,6 +46,9 @@ class Brian2Device(ReplayStreaming, Device):
         if any(p.model in ("egru_kernel", "ssm_kernel") for p in self.p.populations):
             raise DeviceError("Brian2 cannot run generated EGRU or SSM kernels", hint="use --device emulator")
         arrs, T, batched = validate_inputs(self.p.io, inputs, steps)
+        record = list(record)
+        for r in record:     # the IO map's recorded ports: the populations the lowering placed
+            self.p.io.record(r)
         if next(iter(arrs.values())).shape[1] != 1:
             raise OptionError("the brian2 device runs one sample at a time", hint="pass (T, *shape) inputs")
         arrs = {k: self.p.input_events(k, a) for k, a in arrs.items()}
@@ -141,7 +144,7 @@ class Brian2Device(ReplayStreaming, Device):
             y = spikes(name) if self.p.output_kind[o] == "spikes" else volts(name)
             res[o] = self.p.read_out(o, y).reshape(-1, *self.p.io.output(o).shape)
         for r in record:
-            shp = self.p.graph.shape_out(r)
+            shp = self.p.io.record(r).shape
             res[f"{r}.spikes"] = spikes(r).reshape(-1, *shp)
             res[f"{r}.v"] = volts(r).reshape(-1, *shp)
         if batched:

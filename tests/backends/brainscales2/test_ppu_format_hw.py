@@ -1,0 +1,144 @@
+"""The plasticity processor's numbers are the spec's (hw_configs/brainscales2.toml [plasticity],
+backends/brainscales2/ppu_format.py): an ``--hw`` override changes the compiled rule, the generated
+kernel and the emulator together; the packaged spec's rules keep their JSON bytes; a number the
+generated kernel's C types cannot hold is refused with a ConfigError naming the key."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from nmc.backends.brainscales2 import ppu
+from nmc.backends.brainscales2.ppu_format import PPUFormat, packaged_format
+from nmc.backends.brainscales2.ppu_kernel import kernel_files
+from nmc.errors import ConfigError
+from nmc.hw import HardwareSpec
+from test_ppu_emulator import STDP, W, compile_, inputs, net
+from test_ppu_kernel import CC, build
+
+
+def _hw(tmp_path, text: str):
+    p = tmp_path / "over.toml"
+    p.write_text(text)
+    return [p]
+
+
+def test_packaged_format_is_the_documented_one():
+    f = packaged_format()
+    assert f == PPUFormat(cadc_bits=8, sensor_gain=16.0, weight_max=63, coef_bits=16, coef_frac=12, decay_frac=15,
+                          lr_frac=8, theta_frac=12)
+    assert (f.cadc_max, f.coef_max) == (255, 32767)
+    assert (ppu.SENSOR_GAIN, ppu.CADC_MAX, ppu.W_MAX, ppu.DEFAULT_PERIOD) == (16.0, 255, 63, 10)
+
+
+def test_period_override_changes_the_program_the_kernel_and_the_emulator(tmp_path):
+    g, x = net(W, STDP), inputs()
+    base = compile_(g)
+    over = compile_(g, hw=_hw(tmp_path, "[plasticity]\nperiod = 5\n"))
+    rb, ro = base.program.plasticity[0], over.program.plasticity[0]
+    assert rb["period"] == 10 and ro["period"] == 5
+    assert "format" not in rb and "format" not in ro          # only the period changed: no format record
+    kb, ko = (kernel_files(b.program.plasticity)["ppu_rule_0.cpp"].decode() for b in (base, over))
+    assert "run every 10 model steps" in kb and "run every 5 model steps" in ko
+    wb = base.device("emulator").run({"in": x}, record=["w"])["w.w"]
+    wo = over.device("emulator").run({"in": x}, record=["w"])["w.w"]
+    changed = lambda w: np.flatnonzero(np.any(np.diff(w, axis=0).reshape(len(w) - 1, -1) != 0, axis=1))  # noqa: E731
+    cb, co = changed(wb), changed(wo)        # the steps after which the weights moved: one per PPU run
+    assert len(cb) > 2 and len(set(cb % 10)) == 1
+    assert len(co) > 2 and len(set(co % 5)) == 1 and len(set(co % 10)) == 2
+    # the option still wins over the spec's default
+    assert compile_(g, hw=_hw(tmp_path, "[plasticity]\nperiod = 5\n"), ppu_period=20).program.plasticity[0][
+        "period"] == 20
+
+
+def test_weight_max_and_format_overrides_reach_rule_kernel_and_emulator(tmp_path):
+    g, x = net(W, STDP), inputs()
+    over = compile_(g, hw=_hw(tmp_path, "[synapse_array]\nweight_max = 31\n[plasticity]\ncoef_frac = 10\n"
+                                        "sensor_gain = 8.0\n"))
+    r = ppu.PPURule.from_json(over.program.plasticity[0])
+    assert r.fmt == PPUFormat(8, 8.0, 31, 16, 10, 15, 8, 12) and r.format == r.fmt.to_dict()
+    assert r.exc_hi <= 31 and r.inh_hi <= 31
+    src = kernel_files(over.program.plasticity)["ppu_rule_0.cpp"].decode()
+    assert "#define NMC_FRAC 10\n" in src and f"#define NMC_EXC_HI {r.exc_hi}\n" in src
+    w = over.device("emulator").run({"in": x}, record=["w"])["w.w"]
+    lsb = r.lsb
+    assert np.abs(w).max() <= 31 * lsb + 1e-12                 # the emulator saturates at the format's bound
+    base = compile_(g)
+    assert not np.allclose(base.device("emulator").run({"in": x}, record=["w"])["w.w"], w)
+    # the packaged spec's rule JSON has no format key: programs compiled before keep their bytes
+    assert "format" not in json.loads(base.program.files()["bss2_program.json"])["plasticity"][0]
+
+
+@pytest.mark.skipif(CC is None, reason="no host C compiler")
+def test_a_non_packaged_format_is_bit_exact_between_kernel_and_model(tmp_path):
+    fmt = PPUFormat(cadc_bits=7, sensor_gain=16.0, weight_max=31, coef_bits=14, coef_frac=10, decay_frac=13,
+                    lr_frac=6, theta_frac=12)
+    r = ppu.PPURule(projection=0, node="w", period=10, third_factor="reward", kp=2000, km=1900, decay_plus=0.9,
+                    decay_minus=0.9, de=7000, lr=600, format=fmt.to_dict())
+    assert r.exc_hi == 31 and r.fmt == fmt
+    exe = build(tmp_path, r)
+    rng = np.random.default_rng(3)
+    n, lines, cases = 400, [], []
+    for sign in (1, -1):
+        for reward in (0, 1, -1, 127, -128):
+            w, c, a = rng.integers(0, 32, n), rng.integers(0, 128, n), rng.integers(0, 128, n)
+            e = rng.integers(-(1 << 28), 1 << 28, n, dtype=np.int64)
+            cases.append((w, c, a, e, sign, reward))
+            lines.append(f"u {n} {sign} {reward}\n" + "\n".join(" ".join(map(str, v)) for v in (w, c, a, e)))
+    out = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
+    got = np.array(out.stdout.split(), np.int64).reshape(len(cases), n, 2)
+    moved = 0
+    for (w, c, a, e, sign, reward), gg in zip(cases, got):
+        w2, e2 = ppu.update_row(r, w, c, a, sign, e, reward)
+        np.testing.assert_array_equal(gg[:, 0], w2)
+        np.testing.assert_array_equal(gg[:, 1], e2)
+        moved += int(np.sum(w2 != w))
+    assert moved > 0
+    # a read saturates at the format's CADC code
+    assert ppu.read_sensor([0.0, 1.0, 100.0], fmt).tolist() == [0, 16, 127]
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[plasticity]\ncadc_bits = 9\n", "cadc_bits"),                  # the kernel reads uint8_t codes
+    ("[synapse_array]\nweight_max = 100\n", "weight_max"),           # 6-bit weights, nmc_w_table[63]
+    ("[plasticity]\ncoef_bits = 24\n", "coef_bits"),                 # int32_t d = KP*c - KM*a
+    ("[plasticity]\nsensor_gain = -1.0\n", "sensor_gain"),
+    ("[plasticity]\nperiod = 2.5\n", "period"),
+    ("[plasticity]\ntheta_frac = 31\n", "theta_frac"),              # SPORE's θ is an int32_t
+])
+def test_values_the_kernel_cannot_hold_are_refused(tmp_path, text, key):
+    g = net(W, STDP)
+    with pytest.raises(ConfigError) as e:
+        compile_(g, hw=_hw(tmp_path, text))
+    assert f"plasticity.{key}" in e.value.message and e.value.limit is not None and e.value.hint
+
+
+def test_format_record_is_checked_on_load():
+    from nmc.errors import InputFileError
+
+    d = ppu.PPURule(projection=0, node="w", period=10, third_factor="none", kp=1, km=1, decay_plus=0.5,
+                    decay_minus=0.5).to_json()
+    for bad in ({**packaged_format().to_dict(), "cadc_bits": 12}, {"cadc_bits": 8}):
+        with pytest.raises(InputFileError, match="format"):
+            ppu.PPURule.from_json({**d, "format": bad})
+
+
+def test_spec_table_has_a_source_for_every_number():
+    s = HardwareSpec.load("brainscales2")
+    keys = [k for k, _ in s.entries() if k.startswith("plasticity.")]
+    assert {k.split(".")[1] for k in keys} == {"period", "cadc_bits", "sensor_gain", "weight_max", "coef_bits",
+                                               "coef_frac", "decay_frac", "lr_frac", "theta_frac"}
+    assert all(s.entry(k).source.strip() for k in keys)
+
+
+def test_theta_format_override_reaches_spore_s_constants(tmp_path):
+    from nmc.plasticity import Plasticity
+
+    spore = Plasticity(rule="spore", beta=1.0, temperature=0.1, w_min=0.0)
+    base = ppu.PPURule.from_json(compile_(net(W, spore)).program.plasticity[0])
+    over = ppu.PPURule.from_json(compile_(net(W, spore), hw=_hw(tmp_path, "[plasticity]\ntheta_frac = 10\n"))
+                                 .program.plasticity[0])
+    assert (base.th_max, over.th_max) == (round(spore.theta_max * 2 ** 12), round(spore.theta_max * 2 ** 10))
+    assert over.fmt.theta_frac == 10 and base.format is None
