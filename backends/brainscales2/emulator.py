@@ -8,6 +8,10 @@ synaptic current decays exactly: with ``a = e^{−h/τ_mem}``, ``b = e^{−h/τ_
 
 (``lif``/``li`` layers take each input event as an instantaneous jump of v by
 its weight, ``cuba``/``cubali`` layers add it to I and v integrates it).
+With step timing and no noise (the default), a neuron-step in which no
+threshold crossing is possible (not refractory; idle decay below threshold)
+is computed in closed form over its S fine steps instead of iterating them
+(:mod:`.fast` states the rule, when it falls back and its error bound).
 ``event_timing="real"``: events between layers arrive at their real times,
 the fine step in which their source crossed threshold (recurrent ones one
 model step later). ``event_timing="step"`` (default): every event is stamped
@@ -93,6 +97,9 @@ class BSS2Emulator(Device):
         # the parameters as the chosen fine-step loop takes them (contiguous arrays for the compiled one)
         self._fine_prm = {l.name: fast.pack(self.prm[l.name], l.size) if self._fine is fast.fine_steps
                           else self.prm[l.name] for l in program.layers}
+        # with the closed-form constants for the fused step-timing loop (closed form over idle fine steps, see .fast)
+        self._step_prm = {l.name: fast.pack_step(self.prm[l.name], l.size, self.S) for l in program.layers} \
+            if self._fine is fast.fine_steps else {}
         self.into = {l.name: [q for q in program.projections if q.post == l.name] for l in program.layers}
         # the weights come from the synapse array itself (label matching, row signs, merged columns)
         w_int = {id(q): S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label,
@@ -222,7 +229,7 @@ class BSS2Emulator(Device):
                     for q in self.into[l.name]:
                         src = ext[q.pre] if q.pre in ext else (prev_sub if q.recurrent else cur_sub)[q.pre]
                         d += P[id(q)](src if src.ndim == 2 else src.max(axis=0))
-                    spk = fast.fine_steps_step(s_["v"], s_["i"], s_["ref"], d, k_in, cuba, self._fine_prm[l.name],
+                    spk = fast.fine_steps_step(s_["v"], s_["i"], s_["ref"], d, k_in, cuba, self._step_prm[l.name],
                                                h, S)
                     s_["s"] = spk
                     cur_sub[l.name] = spk[None]  # the step's events, as one boundary fine step

@@ -23,6 +23,36 @@ fine steps: the same operations in the same order, bit-identical to
 :func:`fine_steps` on a drive that is zero outside ``k_in``, without the
 (S, B, n) drive and per-fine-step spike arrays.
 
+Closed form over the step (:func:`fine_steps_step` with
+``closed=True``, what the emulator runs on that path): where no threshold
+crossing is possible inside the step, the S fine steps of a neuron are one
+update in closed form (float64, constants from :func:`pack_step`: ``a^S``,
+``b^S`` by ``np.power``; ``X_K = Σ_{m<K} a^{K−1−m}·b^m``, the current's
+contribution to v after K fine steps per unit of I·coef; ``X_max = max_{K≤S} X_K``)::
+
+    other (drive on fine step S − 1):  v ← v_leak + (v − v_leak)·a^S + d;
+        then  v > v_threshold:  spike;  v ← v_reset;  ref ← t_refrac
+        taken iff ref = 0, v_leak ≤ v_threshold and v ≤ v_threshold at the step's
+        start (the S − 1 idle fine steps move v monotonically toward v_leak, so
+        the only crossing possible is on the last one, where it is checked)
+    cuba (drive on fine step 0):  I₀ = I + d;  v ← v_leak + (v − v_leak)·a^S + I₀·coef·X_S;
+        I ← I₀·b^S;  no spike
+        taken iff ref = 0, v_leak ≤ v_threshold and the bound on v over the step
+        v_leak + max(v − v_leak, 0) + max(I₀·coef, 0)·X_max stays below
+        v_threshold − CLOSED_MARGIN·(|v_threshold| + |v_leak| + 1)
+
+Every other neuron-step (refractory, a possible crossing, v_leak above
+threshold) runs the fine-step iteration, bit for bit as before; so do noise,
+``event_timing="real"`` and :func:`fine_steps_numpy` (the iteration is the
+reference the closed form is tested against). Error bound of one closed-form
+step against the iteration: with u = 2⁻⁵³ and M = |v_leak| + |v − v_leak| +
+|I₀·coef|·X_max + |d|,  |Δv| ≤ 4(S + 1)·u·M and |ΔI| ≤ 2(S + 1)·u·|I₀|
+(each fine step rounds a product and two sums; the closed form a handful).
+The dynamics contract (a, b < 1), so the differences do not grow over steps;
+a spike can differ from the iteration's only where the iterated v lies
+within that bound of v_threshold at a check (none in the tests' networks
+and the bench workloads: spike trains identical).
+
 Synaptic input (:func:`scatter`, :func:`project`): an event of source p adds
 the *integer* effective weights of p's synapses (6-bit magnitudes × row sign,
 summed per neuron; float64 holds every partial sum exactly, far below 2^53),
@@ -46,6 +76,9 @@ CSR_DENSITY = 0.25
 
 #: parameter arrays a layer needs, in the order the kernels take them
 PARAM_KEYS = ("v_leak", "a", "coef", "b", "v_reset", "v_threshold", "t_refrac")
+
+#: relative margin below threshold that a current-based neuron's bound must keep for the closed form
+CLOSED_MARGIN = 2.0 ** -40
 
 
 def fine_steps_numpy(v, i, ref, drive, noise, cuba, P, h):
@@ -107,13 +140,29 @@ if njit is not None:
 
 
     @njit(cache=True)
-    def _loop_step(v, i, ref, d, k_in, cuba, vl, a, coef, b, vr, vth, tr, h, S):
+    def _loop_step(v, i, ref, d, k_in, cuba, vl, a, coef, b, vr, vth, tr, aS, bS, gS, gmax, h, S, closed, margin):
         B, n = d.shape
         spk = np.zeros((B, n))
         for bb in range(B):
             for j in range(n):
                 vv, ii, rr = v[bb, j], i[bb, j], ref[bb, j]
                 dj = d[bb, j]
+                if closed and rr == 0.0 and vl[j] <= vth[j]:
+                    if cuba:   # closed form if v provably stays at or below threshold over the step
+                        i0 = ii + dj
+                        up = vl[j] + max(vv - vl[j], 0.0) + max(i0 * coef[j], 0.0) * gmax[j]
+                        if up < vth[j] - margin * (abs(vth[j]) + abs(vl[j]) + 1.0):
+                            v[bb, j] = vl[j] + (vv - vl[j]) * aS[j] + i0 * coef[j] * gS[j]
+                            i[bb, j] = i0 * bS[j]
+                            continue
+                    elif vv <= vth[j]:  # idle decay, then the boundary input; one threshold check
+                        vv = vl[j] + (vv - vl[j]) * aS[j] + dj
+                        if vv > vth[j]:
+                            spk[bb, j] = 1.0
+                            vv = vr[j]
+                            ref[bb, j] = tr[j]
+                        v[bb, j] = vv
+                        continue
                 for k in range(S):
                     x = dj if k == k_in else 0.0
                     if cuba:
@@ -164,12 +213,30 @@ def fine_steps(v, i, ref, drive, noise, cuba, P, h):
     return _loop(v, i, ref, np.ascontiguousarray(drive, dtype=np.float64), nz, has_noise, bool(cuba), *prm, float(h))
 
 
-def fine_steps_step(v, i, ref, d, k_in, cuba, prm, h, S):
+def pack_step(P, n: int, S: int) -> tuple:
+    """:func:`pack` plus the closed-form constants of a model step of ``S`` fine steps
+    (the closed form of the module docstring): ``a^S``, ``b^S``, ``X_S`` and ``max_{K≤S} X_K`` with
+    ``X_K = Σ_{m<K} a^{K−1−m}·b^m`` (``X_1 = 1``, ``X_{K+1} = a·X_K + b^K``), float64 (n,)."""
+    prm = pack(P, n)
+    a, b = prm[1], prm[3]
+    x, bk, g = np.ones(n), b.copy(), np.ones(n)
+    for _ in range(S - 1):
+        x = a * x + bk
+        bk = bk * b
+        g = np.maximum(g, x)
+    return prm + (np.power(a, S), np.power(b, S), x, g)
+
+
+def fine_steps_step(v, i, ref, d, k_in, cuba, prm, h, S, closed: bool = True):
     """:func:`fine_steps` for a drive ``d`` (B, n) that arrives on fine step ``k_in`` only
-    (``prm``: the :func:`pack`); no noise. Updates ``v``, ``i``, ``ref`` in place (float64,
-    C-contiguous) and returns the step's spikes (B, n)."""
+    (0 for cuba layers, S − 1 for the others; ``prm``: the :func:`pack_step`); no noise.
+    ``closed``: the closed form of the module docstring where it applies (else the step
+    iteration for every neuron, bit-identical to :func:`fine_steps`). Updates ``v``, ``i``,
+    ``ref`` in place (float64, C-contiguous) and returns the step's spikes (B, n)."""
+    if int(k_in) != (0 if cuba else int(S) - 1):
+        raise ValueError("the step drive lands on fine step 0 (cuba) or S − 1 (other layers)")
     return _loop_step(v, i, ref, np.ascontiguousarray(d, dtype=np.float64), int(k_in), bool(cuba), *prm,
-                      float(h), int(S))
+                      float(h), int(S), bool(closed), CLOSED_MARGIN)
 
 
 class Projection:

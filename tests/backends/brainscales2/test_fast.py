@@ -1,5 +1,6 @@
 """The numba-fused fine-step loop of the analog emulator is bit-identical to
-the numpy array version, with every analog effect on."""
+the numpy array version, with every analog effect on (the default step-timing
+path's closed form over idle fine steps: test_closed_form_step.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,7 @@ OPTS = dict(dt=1e-3, integrator="euler", reset="zero")
 
 @pytest.mark.skipif(not fast.available(), reason="numba not importable")
 @pytest.mark.parametrize("build,n_in,layer", [(ff_lif, 8, "lif1"), (recurrent_cubalif, 6, "lif1")])
-@pytest.mark.parametrize("opts", [dict(), dict(mismatch="calibrated", noise=True, seed=3),
+@pytest.mark.parametrize("opts", [dict(mismatch="calibrated", noise=True, seed=3),
                                   dict(mismatch="uncalibrated", event_timing="real")])
 def test_compiled_fine_steps_equal_numpy(build, n_in, layer, opts):
     b = nmc.compile(build(), target="brainscales2", t_refrac=2e-3, **OPTS)
@@ -25,6 +26,30 @@ def test_compiled_fine_steps_equal_numpy(build, n_in, layer, opts):
     assert a[f"{layer}.spikes"].sum() > 0  # the comparison covers spiking, reset and refractoriness
     for k in a:
         np.testing.assert_array_equal(a[k], c[k], err_msg=k)
+
+
+@pytest.mark.skipif(not fast.available(), reason="numba not importable")
+@pytest.mark.parametrize("cuba", [False, True])
+def test_step_kernel_iterating_equals_fine_steps(cuba):
+    """``fine_steps_step(closed=False)``: the fine-step iteration of :func:`fine_steps` on a drive
+    that is zero outside fine step k_in, bit for bit (spikes, reset and refractoriness included)."""
+    rng = np.random.default_rng(2)
+    B, n, S, h = 5, 40, 10, 1e-7
+    P = {"v_leak": rng.uniform(-0.2, 0.2, n), "a": rng.uniform(0.8, 0.99, n), "b": rng.uniform(0.6, 0.95, n),
+         "coef": rng.uniform(0.01, 0.2, n) if cuba else np.zeros(n), "v_reset": np.full(n, -0.1),
+         "v_threshold": np.ones(n), "t_refrac": np.full(n, 2.5 * h)}
+    v, i = rng.uniform(-0.5, 1.0, (B, n)), rng.normal(0, 1, (B, n))
+    ref = np.where(rng.random((B, n)) < 0.2, 4 * h, 0.0)
+    d = rng.normal(0.5, 1.0, (B, n))
+    k_in = 0 if cuba else S - 1
+    drive = np.zeros((S, B, n))
+    drive[k_in] = d
+    want = fast.fine_steps(v.copy(), i.copy(), ref.copy(), drive, None, cuba, P, h)
+    got = [v.copy(), i.copy(), ref.copy()]
+    spk = fast.fine_steps_step(*got, d, k_in, cuba, fast.pack_step(P, n, S), h, S, closed=False)
+    assert spk.sum() > 0 and (ref > 0).any()
+    for x, y in zip(got + [spk], want[:4]):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_kernel_refractory_and_noise_by_hand():
