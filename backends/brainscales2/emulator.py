@@ -166,7 +166,7 @@ class BSS2Emulator(Device):
         arrs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
         self._check(arrs)
         n = next(iter(arrs.values())).shape[0]
-        hist = self._steps(self._stream, arrs, n, self.batch)
+        hist = self._steps(self._stream, arrs, n, self.batch, keep=set(self.p.outputs.values()))
         return self._outputs(hist, n, self.batch)
 
     def run(self, inputs, steps: int | None = None, record: Iterable[str] = ()):
@@ -177,7 +177,7 @@ class BSS2Emulator(Device):
         state = self._initial_state(B)
         res_w = learning.record_weights(state, record)     # plastic nodes recorded: '<node>.w' per step
         record = [r for r in record if r not in res_w]
-        hist = self._steps(state, arrs, T, B)
+        hist = self._steps(state, arrs, T, B, keep=set(self.p.outputs.values()) | set(record))
         res = self._outputs(hist, T, B)
         res.update({f"{k}.w": np.stack(v) for k, v in res_w.items()})
         for r in record:
@@ -200,8 +200,9 @@ class BSS2Emulator(Device):
             res[o] = (a if l.spiking else a * l.params["unit"]).reshape(T, B, *self.p.io.output(o).shape)
         return res
 
-    def _steps(self, state: dict, arrs: dict[str, np.ndarray], T: int, B: int) -> dict:
-        """T model steps from ``state`` (updated in place); per-layer history of s and v."""
+    def _steps(self, state: dict, arrs: dict[str, np.ndarray], T: int, B: int, keep=None) -> dict:
+        """T model steps from ``state`` (updated in place); per-layer history of s and v
+        (of the layers in ``keep`` only, when given: the others' lists stay empty)."""
         st, rng = state["st"], state["rng"]
         h = self.p.dt / self.p.speedup / self.S
         hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
@@ -228,13 +229,14 @@ class BSS2Emulator(Device):
                     d = np.zeros((B, l.size))
                     for q in self.into[l.name]:
                         src = ext[q.pre] if q.pre in ext else (prev_sub if q.recurrent else cur_sub)[q.pre]
-                        d += P[id(q)](src if src.ndim == 2 else src.max(axis=0))
+                        P[id(q)].add_to(src if src.ndim == 2 else src[0] if len(src) == 1 else src.max(axis=0), d)
                     spk = fast.fine_steps_step(s_["v"], s_["i"], s_["ref"], d, k_in, cuba, self._step_prm[l.name],
                                                h, S)
                     s_["s"] = spk
                     cur_sub[l.name] = spk[None]  # the step's events, as one boundary fine step
-                    hist[l.name]["s"].append(spk)
-                    hist[l.name]["v"].append(s_["v"].copy())
+                    if keep is None or l.name in keep:
+                        hist[l.name]["s"].append(spk)
+                        hist[l.name]["v"].append(s_["v"].copy())
                     continue
                 drive = np.zeros((S, B, l.size))
                 for q in self.into[l.name]:
@@ -252,8 +254,9 @@ class BSS2Emulator(Device):
                 s_["ref"] = ref
                 s_["v"], s_["i"], s_["s"] = v, i, spk
                 cur_sub[l.name] = fired_sub
-                hist[l.name]["s"].append(spk.copy())
-                hist[l.name]["v"].append(v.copy())
+                if keep is None or l.name in keep:
+                    hist[l.name]["s"].append(spk.copy())
+                    hist[l.name]["v"].append(v.copy())
             if state.get("ppu"):   # sensors, and the plasticity processor at the end of its period
                 learning.after_step(self.p, state, ext, cur_sub, prev_sub)
             prev_sub = cur_sub

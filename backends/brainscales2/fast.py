@@ -53,14 +53,17 @@ a spike can differ from the iteration's only where the iterated v lies
 within that bound of v_threshold at a check (none in the tests' networks
 and the bench workloads: spike trains identical).
 
-Synaptic input (:func:`scatter`, :func:`project`): an event of source p adds
+Synaptic input (:class:`Projection`): an event of source p adds
 the *integer* effective weights of p's synapses (6-bit magnitudes × row sign,
 summed per neuron; float64 holds every partial sum exactly, far below 2^53),
 then the sum is multiplied once by the layer's LSB (one rounding). So the input
 does not depend on the order of summation nor on the batch: a batch-64 run
-equals 64 batch-1 runs bit for bit. Projections at most :data:`CSR_DENSITY`
-dense (expanded convolutions, pooling) walk the active sources' synapses only
-(as the chip routes events); denser ones take one matmul of the same integers.
+equals 64 batch-1 runs bit for bit. Every projection walks the active sources
+only (as the chip routes events): their synapses by source (CSR) when at most
+:data:`CSR_DENSITY` dense (expanded convolutions, pooling), else their dense
+weight rows (a matmul of the same integers onto fewer than :data:`ROWS_MIN_POST`
+neurons); the integer sum of a sample is kept in a row buffer and added,
+× LSB, to the layer's drive (:meth:`Projection.add_to`) — no (B, n) temporaries.
 """
 from __future__ import annotations
 
@@ -73,6 +76,9 @@ except ImportError:  # pragma: no cover - numba is a dependency; the numpy path 
 
 #: projections at most this dense are accumulated per active source instead of by matmul
 CSR_DENSITY = 0.25
+
+#: dense projections onto fewer neurons than this take the matmul (a walk's rows are too short to pay)
+ROWS_MIN_POST = 32
 
 #: parameter arrays a layer needs, in the order the kernels take them
 PARAM_KEYS = ("v_leak", "a", "coef", "b", "v_reset", "v_threshold", "t_refrac")
@@ -182,15 +188,39 @@ if njit is not None:
         return spk
 
     @njit(cache=True)
-    def _scatter(x, ptr, idx, val, acc):
+    def _add_csr(x, ptr, idx, val, scale, out, buf):
         R, n_pre = x.shape
         for r in range(R):
+            buf[:] = 0.0
             for p in range(n_pre):
                 xp = x[r, p]
-                if xp != 0.0:
+                if xp == 1.0:
                     for q in range(ptr[p], ptr[p + 1]):
-                        acc[r, idx[q]] += xp * val[q]
-        return acc
+                        buf[idx[q]] += val[q]
+                elif xp != 0.0:
+                    for q in range(ptr[p], ptr[p + 1]):
+                        buf[idx[q]] += xp * val[q]
+            for j in range(buf.shape[0]):
+                out[r, j] += buf[j] * scale
+        return out
+
+    @njit(cache=True)
+    def _add_rows(x, wt, scale, out, buf):
+        R, n_pre = x.shape
+        n = wt.shape[1]
+        for r in range(R):
+            buf[:] = 0.0
+            for p in range(n_pre):
+                xp = x[r, p]
+                if xp == 1.0:
+                    for j in range(n):
+                        buf[j] += wt[p, j]
+                elif xp != 0.0:
+                    for j in range(n):
+                        buf[j] += xp * wt[p, j]
+            for j in range(n):
+                out[r, j] += buf[j] * scale
+        return out
 
 
 def available() -> bool:
@@ -242,7 +272,10 @@ def fine_steps_step(v, i, ref, d, k_in, cuba, prm, h, S, closed: bool = True):
 class Projection:
     """One projection's synapses as the input kernels take them: the integer effective
     matrix (post, pre) ``w_int`` and the layer's LSB ``scale``; by source (CSR) when at
-    most :data:`CSR_DENSITY` dense and numba is importable, else as a (pre, post) matrix."""
+    most :data:`CSR_DENSITY` dense, else as dense (pre, post) rows. With numba, both are
+    walked per active source (a step's work ∝ its events, as the chip routes them), except
+    dense rows onto fewer than :data:`ROWS_MIN_POST` neurons; those, and everything without
+    numba, take one matmul of the same integers (the same sums: they are exact)."""
 
     def __init__(self, w_int: np.ndarray, scale):
         w = np.asarray(w_int)
@@ -257,12 +290,21 @@ class Projection:
         else:
             self.wt = np.ascontiguousarray(w.T, dtype=np.float64)
 
+    def add_to(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out += self(x)`` for events ``x`` (R, pre) and ``out`` (R, post) float64
+        C-contiguous, bit for bit (per row: the integer sum, × LSB, added to ``out``),
+        without the (R, post) temporaries."""
+        x2 = np.ascontiguousarray(x, dtype=np.float64)
+        if not available() or (not self.csr and self.n_post < ROWS_MIN_POST):
+            out += (x2 @ self.wt) * self.scale
+        elif self.csr:
+            _add_csr(x2, self.ptr, self.idx, self.val, float(self.scale), out, np.empty(self.n_post))
+        else:
+            _add_rows(x2, self.wt, float(self.scale), out, np.empty(self.n_post))
+        return out
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Input of events ``x`` (..., pre) → (..., post): Σ integer weights, then × LSB."""
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_pre)
-        if self.csr:
-            acc = _scatter(x2, self.ptr, self.idx, self.val, np.zeros((x2.shape[0], self.n_post)))
-        else:
-            acc = x2 @ self.wt
-        return (acc * self.scale).reshape(*lead, self.n_post)
+        return self.add_to(x2, np.zeros((x2.shape[0], self.n_post))).reshape(*lead, self.n_post)

@@ -64,17 +64,21 @@ def test_kernel_refractory_and_noise_by_hand():
         assert v[0, 0] == -1.0 and ref[0, 0] == pytest.approx(0.15)
 
 
-@pytest.mark.parametrize("density", [0.1, 0.9])  # below CSR_DENSITY: walked per event; above: one matmul
-def test_projection_sums_integers_then_scales_once(density):
-    """Input rule: Σ of the integer weights of the active sources (exact), × the LSB once."""
+# below CSR_DENSITY: walked per event by source; above: dense rows walked (≥ ROWS_MIN_POST targets) or one matmul
+@pytest.mark.parametrize("density,n_post", [(0.1, 30), (0.9, 30), (0.9, 70)])
+def test_projection_sums_integers_then_scales_once(density, n_post):
+    """Input rule: Σ of the integer weights of the active sources (exact), × the LSB once;
+    ``add_to`` adds exactly that to the drive it is given."""
     rng = np.random.default_rng(1)
-    w = np.where(rng.random((30, 40)) < density, rng.integers(-63, 64, (30, 40)), 0)
+    w = np.where(rng.random((n_post, 40)) < density, rng.integers(-63, 64, (n_post, 40)), 0)
     scale = 0.1234567
     p = fast.Projection(w, scale)
     assert p.csr == (fast.available() and density < fast.CSR_DENSITY)
     x = (rng.random((3, 5, 40)) < 0.3).astype(float)
     exact = np.einsum("...i,ji->...j", x.astype(np.int64), w)          # integer sums
     np.testing.assert_array_equal(p(x), exact * scale)
+    d0 = rng.normal(0, 1, (15, n_post))
+    np.testing.assert_array_equal(p.add_to(x.reshape(15, 40), d0.copy()), d0 + exact.reshape(15, n_post) * scale)
     # one event of source 0 with w = 1 and w = 2 on two neurons: scale·1, scale·2 (one rounding each)
     q = fast.Projection(np.array([[1, 0], [2, 0]]), scale)
     np.testing.assert_array_equal(q(np.array([[1.0, 0.0]])), [[scale, 2 * scale]])
