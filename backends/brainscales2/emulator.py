@@ -53,6 +53,23 @@ from .program import BSS2Program
 MODES = ("off", "calibrated", "uncalibrated")
 
 
+def input_kernels(program: BSS2Program) -> dict:
+    """``{id(projection): fast.Projection}``: the input kernels (integer sums per event, × the
+    layer's LSB once; see .fast) of the weights the synapse array realises (label matching, row
+    signs, merged columns: :func:`.synapses.effective_matrix`). Built once per program and kept on
+    it (every device of a bundle shares them; a lowered program's synapse arrays are not changed
+    afterwards — the plasticity processor's learners keep their own weights)."""
+    key = tuple(id(q) for q in program.projections)
+    cached = program.__dict__.get("_input_kernels")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    kernels = {id(q): fast.Projection(S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group,
+                                                         q.label, program.layer(q.post).circuits, q.w6.shape[1]),
+                                      program.layer(q.post).scale) for q in program.projections}
+    program.__dict__["_input_kernels"] = (key, kernels)
+    return kernels
+
+
 class BSS2Emulator(Device):
     name = "emulator"
 
@@ -101,12 +118,7 @@ class BSS2Emulator(Device):
         self._step_prm = {l.name: fast.pack_step(self.prm[l.name], l.size, self.S) for l in program.layers} \
             if self._fine is fast.fine_steps else {}
         self.into = {l.name: [q for q in program.projections if q.post == l.name] for l in program.layers}
-        # the weights come from the synapse array itself (label matching, row signs, merged columns)
-        w_int = {id(q): S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label,
-                                           program.layer(q.post).circuits, q.w6.shape[1]) for q in program.projections}
-        self.W = {id(q): w_int[id(q)].astype(float) * program.layer(q.post).scale for q in program.projections}
-        # the input kernels: integer sums per event, × the layer's LSB once (see .fast)
-        self._proj = {id(q): fast.Projection(w_int[id(q)], program.layer(q.post).scale) for q in program.projections}
+        self._proj = input_kernels(program)
         # learning rules: the plasticity processor's fixed-point model rewrites plastic rows (.ppu)
         self.ppu_rules = [ppu.PPURule.from_json(d) for d in getattr(program, "plasticity", [])]
 

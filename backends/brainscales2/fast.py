@@ -282,13 +282,14 @@ class Projection:
         self.n_post, self.n_pre = w.shape
         self.scale = scale
         self.csr = available() and w.size > 0 and np.count_nonzero(w) <= CSR_DENSITY * w.size
+        wt = np.ascontiguousarray(w.T)
         if self.csr:
-            pre, post = np.nonzero(w.T)
+            pre, post = np.nonzero(wt)
             self.ptr = np.searchsorted(pre, np.arange(self.n_pre + 1)).astype(np.int64)
             self.idx = post.astype(np.int64)
-            self.val = np.ascontiguousarray(w.T[pre, post], dtype=np.float64)
+            self.val = wt[pre, post].astype(np.float64)
         else:
-            self.wt = np.ascontiguousarray(w.T, dtype=np.float64)
+            self.wt = wt.astype(np.float64)
 
     def add_to(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``out += self(x)`` for events ``x`` (R, pre) and ``out`` (R, post) float64

@@ -82,3 +82,21 @@ def test_projection_sums_integers_then_scales_once(density, n_post):
     # one event of source 0 with w = 1 and w = 2 on two neurons: scale·1, scale·2 (one rounding each)
     q = fast.Projection(np.array([[1, 0], [2, 0]]), scale)
     np.testing.assert_array_equal(q(np.array([[1.0, 0.0]])), [[scale, 2 * scale]])
+
+
+def test_input_kernels_built_once_per_program():
+    """Every device of a bundle shares the program's input kernels; a copy of the program
+    (new projection objects) gets its own, with the same integer weights."""
+    import copy
+
+    from nmc.backends.brainscales2.emulator import input_kernels
+
+    b = nmc.compile(ff_lif(), target="brainscales2", **OPTS)
+    k1 = b.device()._proj
+    assert b.device()._proj is k1 and input_kernels(b.program) is k1
+    p2 = copy.deepcopy(b.program)
+    k2 = input_kernels(p2)
+    assert k2 is not k1 and set(k2) == {id(q) for q in p2.projections}
+    x = spikes((8,), T=1, p=0.5, seed=1, batch=4)[0]
+    q1, q2 = b.program.projections[0], p2.projections[0]
+    np.testing.assert_array_equal(k1[id(q1)](x), k2[id(q2)](x))
