@@ -149,25 +149,38 @@ if njit is not None:
     def _loop_step(v, i, ref, d, k_in, cuba, vl, a, coef, b, vr, vth, tr, aS, bS, gS, gmax, h, S, closed, margin):
         B, n = d.shape
         spk = np.zeros((B, n))
+        lif_closed = closed and not cuba
+        below = np.empty(n, np.bool_)   # v_leak ≤ v_threshold
+        for j in range(n):
+            below[j] = vl[j] <= vth[j]
+        todo = np.ones(n, np.bool_)      # neurons of the sample that iterate
         for bb in range(B):
+            if lif_closed:   # the closed form without branches (vectorised); the rest iterate below
+                n_todo = 0
+                for j in range(n):
+                    vv, rr = v[bb, j], ref[bb, j]
+                    ok = (rr == 0.0) & (vv <= vth[j]) & below[j]
+                    w = vl[j] + (vv - vl[j]) * aS[j] + d[bb, j]
+                    f = ok & (w > vth[j])
+                    v[bb, j] = vr[j] if f else (w if ok else vv)
+                    spk[bb, j] = 1.0 if f else 0.0
+                    ref[bb, j] = tr[j] if f else rr
+                    todo[j] = not ok
+                    n_todo += not ok
+                if n_todo == 0:
+                    continue
             for j in range(n):
+                if not todo[j]:
+                    continue
                 vv, ii, rr = v[bb, j], i[bb, j], ref[bb, j]
                 dj = d[bb, j]
-                if closed and rr == 0.0 and vl[j] <= vth[j]:
-                    if cuba:   # closed form if v provably stays at or below threshold over the step
-                        i0 = ii + dj
-                        up = vl[j] + max(vv - vl[j], 0.0) + max(i0 * coef[j], 0.0) * gmax[j]
-                        if up < vth[j] - margin * (abs(vth[j]) + abs(vl[j]) + 1.0):
-                            v[bb, j] = vl[j] + (vv - vl[j]) * aS[j] + i0 * coef[j] * gS[j]
-                            i[bb, j] = i0 * bS[j]
-                            continue
-                    elif vv <= vth[j]:  # idle decay, then the boundary input; one threshold check
-                        vv = vl[j] + (vv - vl[j]) * aS[j] + dj
-                        if vv > vth[j]:
-                            spk[bb, j] = 1.0
-                            vv = vr[j]
-                            ref[bb, j] = tr[j]
-                        v[bb, j] = vv
+                if closed and cuba and rr == 0.0 and below[j]:
+                    # closed form if v provably stays at or below threshold over the step
+                    i0 = ii + dj
+                    up = vl[j] + max(vv - vl[j], 0.0) + max(i0 * coef[j], 0.0) * gmax[j]
+                    if up < vth[j] - margin * (abs(vth[j]) + abs(vl[j]) + 1.0):
+                        v[bb, j] = vl[j] + (vv - vl[j]) * aS[j] + i0 * coef[j] * gS[j]
+                        i[bb, j] = i0 * bS[j]
                         continue
                 for k in range(S):
                     x = dj if k == k_in else 0.0
