@@ -8,6 +8,10 @@ synaptic current decays exactly: with ``a = e^{−h/τ_mem}``, ``b = e^{−h/τ_
 
 (``lif``/``li`` layers take each input event as an instantaneous jump of v by
 its weight, ``cuba``/``cubali`` layers add it to I and v integrates it).
+With step timing and no noise (the default), a neuron-step in which no
+threshold crossing is possible (not refractory; idle decay below threshold)
+is computed in closed form over its S fine steps instead of iterating them
+(:mod:`.fast` states the rule, when it falls back and its error bound).
 ``event_timing="real"``: events between layers arrive at their real times,
 the fine step in which their source crossed threshold (recurrent ones one
 model step later). ``event_timing="step"`` (default): every event is stamped
@@ -47,6 +51,23 @@ from . import synapses as S
 from .program import BSS2Program
 
 MODES = ("off", "calibrated", "uncalibrated")
+
+
+def input_kernels(program: BSS2Program) -> dict:
+    """``{id(projection): fast.Projection}``: the input kernels (integer sums per event, × the
+    layer's LSB once; see .fast) of the weights the synapse array realises (label matching, row
+    signs, merged columns: :func:`.synapses.effective_matrix`). Built once per program and kept on
+    it (every device of a bundle shares them; a lowered program's synapse arrays are not changed
+    afterwards — the plasticity processor's learners keep their own weights)."""
+    key = tuple(id(q) for q in program.projections)
+    cached = program.__dict__.get("_input_kernels")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    kernels = {id(q): fast.Projection(S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group,
+                                                         q.label, program.layer(q.post).circuits, q.w6.shape[1]),
+                                      program.layer(q.post).scale) for q in program.projections}
+    program.__dict__["_input_kernels"] = (key, kernels)
+    return kernels
 
 
 class BSS2Emulator(Device):
@@ -93,13 +114,11 @@ class BSS2Emulator(Device):
         # the parameters as the chosen fine-step loop takes them (contiguous arrays for the compiled one)
         self._fine_prm = {l.name: fast.pack(self.prm[l.name], l.size) if self._fine is fast.fine_steps
                           else self.prm[l.name] for l in program.layers}
+        # with the closed-form constants for the fused step-timing loop (closed form over idle fine steps, see .fast)
+        self._step_prm = {l.name: fast.pack_step(self.prm[l.name], l.size, self.S) for l in program.layers} \
+            if self._fine is fast.fine_steps else {}
         self.into = {l.name: [q for q in program.projections if q.post == l.name] for l in program.layers}
-        # the weights come from the synapse array itself (label matching, row signs, merged columns)
-        w_int = {id(q): S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label,
-                                           program.layer(q.post).circuits, q.w6.shape[1]) for q in program.projections}
-        self.W = {id(q): w_int[id(q)].astype(float) * program.layer(q.post).scale for q in program.projections}
-        # the input kernels: integer sums per event, × the layer's LSB once (see .fast)
-        self._proj = {id(q): fast.Projection(w_int[id(q)], program.layer(q.post).scale) for q in program.projections}
+        self._proj = input_kernels(program)
         # learning rules: the plasticity processor's fixed-point model rewrites plastic rows (.ppu)
         self.ppu_rules = [ppu.PPURule.from_json(d) for d in getattr(program, "plasticity", [])]
 
@@ -159,7 +178,7 @@ class BSS2Emulator(Device):
         arrs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
         self._check(arrs)
         n = next(iter(arrs.values())).shape[0]
-        hist = self._steps(self._stream, arrs, n, self.batch)
+        hist = self._steps(self._stream, arrs, n, self.batch, keep=set(self.p.outputs.values()))
         return self._outputs(hist, n, self.batch)
 
     def run(self, inputs, steps: int | None = None, record: Iterable[str] = ()):
@@ -172,7 +191,7 @@ class BSS2Emulator(Device):
         record = [r for r in record if r not in res_w]
         for r in record:     # the IO map's recorded ports: the program's neuron layers
             self.p.io.record(r)
-        hist = self._steps(state, arrs, T, B)
+        hist = self._steps(state, arrs, T, B, keep=set(self.p.outputs.values()) | set(record))
         res = self._outputs(hist, T, B)
         res.update({f"{k}.w": np.stack(v) for k, v in res_w.items()})
         for r in record:
@@ -193,8 +212,9 @@ class BSS2Emulator(Device):
             res[o] = (a if l.spiking else a * l.params["unit"]).reshape(T, B, *self.p.io.output(o).shape)
         return res
 
-    def _steps(self, state: dict, arrs: dict[str, np.ndarray], T: int, B: int) -> dict:
-        """T model steps from ``state`` (updated in place); per-layer history of s and v."""
+    def _steps(self, state: dict, arrs: dict[str, np.ndarray], T: int, B: int, keep=None) -> dict:
+        """T model steps from ``state`` (updated in place); per-layer history of s and v
+        (of the layers in ``keep`` only, when given: the others' lists stay empty)."""
         st, rng = state["st"], state["rng"]
         h = self.p.dt / self.p.speedup / self.S
         hist = {l.name: {"s": [], "v": []} for l in self.p.layers}
@@ -221,13 +241,14 @@ class BSS2Emulator(Device):
                     d = np.zeros((B, l.size))
                     for q in self.into[l.name]:
                         src = ext[q.pre] if q.pre in ext else (prev_sub if q.recurrent else cur_sub)[q.pre]
-                        d += P[id(q)](src if src.ndim == 2 else src.max(axis=0))
-                    spk = fast.fine_steps_step(s_["v"], s_["i"], s_["ref"], d, k_in, cuba, self._fine_prm[l.name],
+                        P[id(q)].add_to(src if src.ndim == 2 else src[0] if len(src) == 1 else src.max(axis=0), d)
+                    spk = fast.fine_steps_step(s_["v"], s_["i"], s_["ref"], d, k_in, cuba, self._step_prm[l.name],
                                                h, S)
                     s_["s"] = spk
                     cur_sub[l.name] = spk[None]  # the step's events, as one boundary fine step
-                    hist[l.name]["s"].append(spk)
-                    hist[l.name]["v"].append(s_["v"].copy())
+                    if keep is None or l.name in keep:
+                        hist[l.name]["s"].append(spk)
+                        hist[l.name]["v"].append(s_["v"].copy())
                     continue
                 drive = np.zeros((S, B, l.size))
                 for q in self.into[l.name]:
@@ -245,8 +266,9 @@ class BSS2Emulator(Device):
                 s_["ref"] = ref
                 s_["v"], s_["i"], s_["s"] = v, i, spk
                 cur_sub[l.name] = fired_sub
-                hist[l.name]["s"].append(spk.copy())
-                hist[l.name]["v"].append(v.copy())
+                if keep is None or l.name in keep:
+                    hist[l.name]["s"].append(spk.copy())
+                    hist[l.name]["v"].append(v.copy())
             if state.get("ppu"):   # sensors, and the plasticity processor at the end of its period
                 learning.after_step(self.p, state, ext, cur_sub, prev_sub)
             prev_sub = cur_sub

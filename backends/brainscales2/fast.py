@@ -23,14 +23,47 @@ fine steps: the same operations in the same order, bit-identical to
 :func:`fine_steps` on a drive that is zero outside ``k_in``, without the
 (S, B, n) drive and per-fine-step spike arrays.
 
-Synaptic input (:func:`scatter`, :func:`project`): an event of source p adds
+Closed form over the step (:func:`fine_steps_step` with
+``closed=True``, what the emulator runs on that path): where no threshold
+crossing is possible inside the step, the S fine steps of a neuron are one
+update in closed form (float64, constants from :func:`pack_step`: ``a^S``,
+``b^S`` by ``np.power``; ``X_K = Σ_{m<K} a^{K−1−m}·b^m``, the current's
+contribution to v after K fine steps per unit of I·coef; ``X_max = max_{K≤S} X_K``)::
+
+    other (drive on fine step S − 1):  v ← v_leak + (v − v_leak)·a^S + d;
+        then  v > v_threshold:  spike;  v ← v_reset;  ref ← t_refrac
+        taken iff ref = 0, v_leak ≤ v_threshold and v ≤ v_threshold at the step's
+        start (the S − 1 idle fine steps move v monotonically toward v_leak, so
+        the only crossing possible is on the last one, where it is checked)
+    cuba (drive on fine step 0):  I₀ = I + d;  v ← v_leak + (v − v_leak)·a^S + I₀·coef·X_S;
+        I ← I₀·b^S;  no spike
+        taken iff ref = 0, v_leak ≤ v_threshold and the bound on v over the step
+        v_leak + max(v − v_leak, 0) + max(I₀·coef, 0)·X_max stays below
+        v_threshold − CLOSED_MARGIN·(|v_threshold| + |v_leak| + 1)
+
+Every other neuron-step (refractory, a possible crossing, v_leak above
+threshold) runs the fine-step iteration, bit for bit as before; so do noise,
+``event_timing="real"`` and :func:`fine_steps_numpy` (the iteration is the
+reference the closed form is tested against). Error bound of one closed-form
+step against the iteration: with u = 2⁻⁵³ and M = |v_leak| + |v − v_leak| +
+|I₀·coef|·X_max + |d|,  |Δv| ≤ 4(S + 1)·u·M and |ΔI| ≤ 2(S + 1)·u·|I₀|
+(each fine step rounds a product and two sums; the closed form a handful).
+The dynamics contract (a, b < 1), so the differences do not grow over steps;
+a spike can differ from the iteration's only where the iterated v lies
+within that bound of v_threshold at a check (none in the tests' networks
+and the bench workloads: spike trains identical).
+
+Synaptic input (:class:`Projection`): an event of source p adds
 the *integer* effective weights of p's synapses (6-bit magnitudes × row sign,
 summed per neuron; float64 holds every partial sum exactly, far below 2^53),
 then the sum is multiplied once by the layer's LSB (one rounding). So the input
 does not depend on the order of summation nor on the batch: a batch-64 run
-equals 64 batch-1 runs bit for bit. Projections at most :data:`CSR_DENSITY`
-dense (expanded convolutions, pooling) walk the active sources' synapses only
-(as the chip routes events); denser ones take one matmul of the same integers.
+equals 64 batch-1 runs bit for bit. Every projection walks the active sources
+only (as the chip routes events): their synapses by source (CSR) when at most
+:data:`CSR_DENSITY` dense (expanded convolutions, pooling), else their dense
+weight rows (a matmul of the same integers onto fewer than :data:`ROWS_MIN_POST`
+neurons); the integer sum of a sample is kept in a row buffer and added,
+× LSB, to the layer's drive (:meth:`Projection.add_to`) — no (B, n) temporaries.
 """
 from __future__ import annotations
 
@@ -44,8 +77,14 @@ except ImportError:  # pragma: no cover - numba is a dependency; the numpy path 
 #: projections at most this dense are accumulated per active source instead of by matmul
 CSR_DENSITY = 0.25
 
+#: dense projections onto fewer neurons than this take the matmul (a walk's rows are too short to pay)
+ROWS_MIN_POST = 32
+
 #: parameter arrays a layer needs, in the order the kernels take them
 PARAM_KEYS = ("v_leak", "a", "coef", "b", "v_reset", "v_threshold", "t_refrac")
+
+#: relative margin below threshold that a current-based neuron's bound must keep for the closed form
+CLOSED_MARGIN = 2.0 ** -40
 
 
 def fine_steps_numpy(v, i, ref, drive, noise, cuba, P, h):
@@ -107,13 +146,42 @@ if njit is not None:
 
 
     @njit(cache=True)
-    def _loop_step(v, i, ref, d, k_in, cuba, vl, a, coef, b, vr, vth, tr, h, S):
+    def _loop_step(v, i, ref, d, k_in, cuba, vl, a, coef, b, vr, vth, tr, aS, bS, gS, gmax, h, S, closed, margin):
         B, n = d.shape
         spk = np.zeros((B, n))
+        lif_closed = closed and not cuba
+        below = np.empty(n, np.bool_)   # v_leak ≤ v_threshold
+        for j in range(n):
+            below[j] = vl[j] <= vth[j]
+        todo = np.ones(n, np.bool_)      # neurons of the sample that iterate
         for bb in range(B):
+            if lif_closed:   # the closed form without branches (vectorised); the rest iterate below
+                n_todo = 0
+                for j in range(n):
+                    vv, rr = v[bb, j], ref[bb, j]
+                    ok = (rr == 0.0) & (vv <= vth[j]) & below[j]
+                    w = vl[j] + (vv - vl[j]) * aS[j] + d[bb, j]
+                    f = ok & (w > vth[j])
+                    v[bb, j] = vr[j] if f else (w if ok else vv)
+                    spk[bb, j] = 1.0 if f else 0.0
+                    ref[bb, j] = tr[j] if f else rr
+                    todo[j] = not ok
+                    n_todo += not ok
+                if n_todo == 0:
+                    continue
             for j in range(n):
+                if not todo[j]:
+                    continue
                 vv, ii, rr = v[bb, j], i[bb, j], ref[bb, j]
                 dj = d[bb, j]
+                if closed and cuba and rr == 0.0 and below[j]:
+                    # closed form if v provably stays at or below threshold over the step
+                    i0 = ii + dj
+                    up = vl[j] + max(vv - vl[j], 0.0) + max(i0 * coef[j], 0.0) * gmax[j]
+                    if up < vth[j] - margin * (abs(vth[j]) + abs(vl[j]) + 1.0):
+                        v[bb, j] = vl[j] + (vv - vl[j]) * aS[j] + i0 * coef[j] * gS[j]
+                        i[bb, j] = i0 * bS[j]
+                        continue
                 for k in range(S):
                     x = dj if k == k_in else 0.0
                     if cuba:
@@ -133,15 +201,39 @@ if njit is not None:
         return spk
 
     @njit(cache=True)
-    def _scatter(x, ptr, idx, val, acc):
+    def _add_csr(x, ptr, idx, val, scale, out, buf):
         R, n_pre = x.shape
         for r in range(R):
+            buf[:] = 0.0
             for p in range(n_pre):
                 xp = x[r, p]
-                if xp != 0.0:
+                if xp == 1.0:
                     for q in range(ptr[p], ptr[p + 1]):
-                        acc[r, idx[q]] += xp * val[q]
-        return acc
+                        buf[idx[q]] += val[q]
+                elif xp != 0.0:
+                    for q in range(ptr[p], ptr[p + 1]):
+                        buf[idx[q]] += xp * val[q]
+            for j in range(buf.shape[0]):
+                out[r, j] += buf[j] * scale
+        return out
+
+    @njit(cache=True)
+    def _add_rows(x, wt, scale, out, buf):
+        R, n_pre = x.shape
+        n = wt.shape[1]
+        for r in range(R):
+            buf[:] = 0.0
+            for p in range(n_pre):
+                xp = x[r, p]
+                if xp == 1.0:
+                    for j in range(n):
+                        buf[j] += wt[p, j]
+                elif xp != 0.0:
+                    for j in range(n):
+                        buf[j] += xp * wt[p, j]
+            for j in range(n):
+                out[r, j] += buf[j] * scale
+        return out
 
 
 def available() -> bool:
@@ -164,38 +256,69 @@ def fine_steps(v, i, ref, drive, noise, cuba, P, h):
     return _loop(v, i, ref, np.ascontiguousarray(drive, dtype=np.float64), nz, has_noise, bool(cuba), *prm, float(h))
 
 
-def fine_steps_step(v, i, ref, d, k_in, cuba, prm, h, S):
+def pack_step(P, n: int, S: int) -> tuple:
+    """:func:`pack` plus the closed-form constants of a model step of ``S`` fine steps
+    (the closed form of the module docstring): ``a^S``, ``b^S``, ``X_S`` and ``max_{K≤S} X_K`` with
+    ``X_K = Σ_{m<K} a^{K−1−m}·b^m`` (``X_1 = 1``, ``X_{K+1} = a·X_K + b^K``), float64 (n,)."""
+    prm = pack(P, n)
+    a, b = prm[1], prm[3]
+    x, bk, g = np.ones(n), b.copy(), np.ones(n)
+    for _ in range(S - 1):
+        x = a * x + bk
+        bk = bk * b
+        g = np.maximum(g, x)
+    return prm + (np.power(a, S), np.power(b, S), x, g)
+
+
+def fine_steps_step(v, i, ref, d, k_in, cuba, prm, h, S, closed: bool = True):
     """:func:`fine_steps` for a drive ``d`` (B, n) that arrives on fine step ``k_in`` only
-    (``prm``: the :func:`pack`); no noise. Updates ``v``, ``i``, ``ref`` in place (float64,
-    C-contiguous) and returns the step's spikes (B, n)."""
+    (0 for cuba layers, S − 1 for the others; ``prm``: the :func:`pack_step`); no noise.
+    ``closed``: the closed form of the module docstring where it applies (else the step
+    iteration for every neuron, bit-identical to :func:`fine_steps`). Updates ``v``, ``i``,
+    ``ref`` in place (float64, C-contiguous) and returns the step's spikes (B, n)."""
+    if int(k_in) != (0 if cuba else int(S) - 1):
+        raise ValueError("the step drive lands on fine step 0 (cuba) or S − 1 (other layers)")
     return _loop_step(v, i, ref, np.ascontiguousarray(d, dtype=np.float64), int(k_in), bool(cuba), *prm,
-                      float(h), int(S))
+                      float(h), int(S), bool(closed), CLOSED_MARGIN)
 
 
 class Projection:
     """One projection's synapses as the input kernels take them: the integer effective
     matrix (post, pre) ``w_int`` and the layer's LSB ``scale``; by source (CSR) when at
-    most :data:`CSR_DENSITY` dense and numba is importable, else as a (pre, post) matrix."""
+    most :data:`CSR_DENSITY` dense, else as dense (pre, post) rows. With numba, both are
+    walked per active source (a step's work ∝ its events, as the chip routes them), except
+    dense rows onto fewer than :data:`ROWS_MIN_POST` neurons; those, and everything without
+    numba, take one matmul of the same integers (the same sums: they are exact)."""
 
     def __init__(self, w_int: np.ndarray, scale):
         w = np.asarray(w_int)
         self.n_post, self.n_pre = w.shape
         self.scale = scale
         self.csr = available() and w.size > 0 and np.count_nonzero(w) <= CSR_DENSITY * w.size
+        wt = np.ascontiguousarray(w.T)
         if self.csr:
-            pre, post = np.nonzero(w.T)
+            pre, post = np.nonzero(wt)
             self.ptr = np.searchsorted(pre, np.arange(self.n_pre + 1)).astype(np.int64)
             self.idx = post.astype(np.int64)
-            self.val = np.ascontiguousarray(w.T[pre, post], dtype=np.float64)
+            self.val = wt[pre, post].astype(np.float64)
         else:
-            self.wt = np.ascontiguousarray(w.T, dtype=np.float64)
+            self.wt = wt.astype(np.float64)
+
+    def add_to(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out += self(x)`` for events ``x`` (R, pre) and ``out`` (R, post) float64
+        C-contiguous, bit for bit (per row: the integer sum, × LSB, added to ``out``),
+        without the (R, post) temporaries."""
+        x2 = np.ascontiguousarray(x, dtype=np.float64)
+        if not available() or (not self.csr and self.n_post < ROWS_MIN_POST):
+            out += (x2 @ self.wt) * self.scale
+        elif self.csr:
+            _add_csr(x2, self.ptr, self.idx, self.val, float(self.scale), out, np.empty(self.n_post))
+        else:
+            _add_rows(x2, self.wt, float(self.scale), out, np.empty(self.n_post))
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Input of events ``x`` (..., pre) → (..., post): Σ integer weights, then × LSB."""
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_pre)
-        if self.csr:
-            acc = _scatter(x2, self.ptr, self.idx, self.val, np.zeros((x2.shape[0], self.n_post)))
-        else:
-            acc = x2 @ self.wt
-        return (acc * self.scale).reshape(*lead, self.n_post)
+        return self.add_to(x2, np.zeros((x2.shape[0], self.n_post))).reshape(*lead, self.n_post)
