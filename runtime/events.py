@@ -143,6 +143,14 @@ def warm_kernels() -> None:
         to_dense(e, 2, (2,), dtype=dtype)
     window_events(e, 2, 2)
     binary = events([0, 1], [1, 0], [1.0, 1.0])
+    from . import protocol as P
+
+    for k in (1, 2):   # whole frames: tables packed and decoded in one pass (one window, a batch)
+        for e_ in (binary, e, binary[:1], empty()):
+            parts, flags, _ = P.pack_tables([e_, e_], k, 2, [2, 2])
+            payload = b"".join(bytes(x) for x in parts)
+            for buf in (payload, bytearray(payload)):   # read-only and writable buffers
+                P.unpack_tables(buf, flags, 2, [2, 2], 2, absolute=k == 2).window(0)
     for graded in (False, True):
         for k in (1, 2):      # one record (its field views are contiguous) and several (strided views)
             wire = pack((e if graded else binary)[:k], graded=graded)
