@@ -95,22 +95,24 @@ if njit is not None:
         return 2 if graded else 1
 
     @njit(cache=True)
-    def _encode(t, ch, v, graded, u, f, period):
+    def _encode(t, ch, v, graded, u, f, bounds, period):
         """Wire records into the u32 words ``u`` (``f``: the same words as float32): per event
-        t, ch[, v], ``t`` taken modulo ``period`` when it is > 0 (times relative to the first of
-        several windows of ``period`` steps written window-relative); False at the first event
-        that does not fit (the caller lets pack raise)."""
+        t, ch[, v]; with ``period`` > 0, events ``bounds[w]`` to ``bounds[w + 1]`` are window
+        ``w``'s and their ``t`` is written less ``w × period`` (window-relative). False at the
+        first event that does not fit (the caller lets pack raise)."""
         w = 3 if graded else 2
-        for i in range(t.shape[0]):
-            ti, vi = t[i], v[i]
-            if period > 0 and ti >= 0:
-                ti = ti % period
-            if ti < 0 or ti > 4294967295 or not np.isfinite(vi) or (not graded and vi != 1.0):
-                return False
-            u[i * w] = ti
-            u[i * w + 1] = ch[i]
-            if graded:
-                f[i * w + 2] = vi
+        nw = bounds.shape[0] - 1 if period > 0 else 1
+        for win in range(nw):
+            lo, hi = (bounds[win], bounds[win + 1]) if period > 0 else (0, t.shape[0])
+            base = win * period if period > 0 else 0
+            for i in range(lo, hi):
+                ti, vi = t[i] - base, v[i]
+                if ti < 0 or ti > 4294967295 or not np.isfinite(vi) or (not graded and vi != 1.0):
+                    return False
+                u[i * w] = ti
+                u[i * w + 1] = ch[i]
+                if graded:
+                    f[i * w + 2] = vi
         return True
 
     @njit(cache=True)
@@ -243,11 +245,16 @@ def window_kind(ev: np.ndarray, steps: int, n: int) -> int:
     return int(_window_kind(ev["t"], ev["ch"], ev["v"], int(steps), int(n)))
 
 
-def encode(ev: np.ndarray, graded: bool, period: int = 0) -> bytes | None:
+_NO_BOUNDS = np.zeros(1, np.int64)
+
+
+def encode(ev: np.ndarray, graded: bool, period: int = 0, bounds: np.ndarray | None = None) -> bytes | None:
     """Wire records of ``ev`` (little-endian u32 t, u32 ch[, f32 v]), or None when one does not fit;
-    ``period`` > 0: each ``t`` modulo ``period`` (several windows' events written window-relative)."""
+    with ``period`` > 0 and ``bounds`` (:func:`window_bounds`), several windows' events written
+    window-relative (window w's ``t`` less w × ``period``)."""
     u = np.empty(len(ev) * (3 if graded else 2), "<u4")
-    ok = _encode(ev["t"], ev["ch"], ev["v"], bool(graded), u, u.view("<f4"), int(period))
+    b = _NO_BOUNDS if bounds is None or period <= 0 else bounds
+    ok = _encode(ev["t"], ev["ch"], ev["v"], bool(graded), u, u.view("<f4"), b, int(period) if bounds is not None else 0)
     return u.tobytes() if ok else None
 
 
@@ -260,16 +267,15 @@ if njit is not None:
         the k windows."""
         k = bounds.shape[0] - 1
         w = 0
+        end = window   # end of window w (no division: the windows are walked in order)
         bounds[0] = 0
         for i in range(t.shape[0]):
             ti = t[i]
-            if ti < 0:
+            if ti < end - window or ti >= k * window:   # before the current window, or after the last
                 return False
-            wi = ti // window
-            if wi < w or wi >= k:
-                return False
-            while w < wi:
+            while ti >= end:
                 w += 1
+                end += window
                 bounds[w] = i
         while w < k:
             w += 1

@@ -495,7 +495,7 @@ def pack_tables(events: list[np.ndarray], k: int, window: int, sizes, bounds=Non
             if bounds is None:
                 kind = kern.window_kind(e, k * window, n)
                 b = kern.window_bounds(e, window, k) if kind else None
-                wire = kern.encode(e, kind == 2, window) if b is not None else None
+                wire = kern.encode(e, kind == 2, window, b) if b is not None else None
             else:
                 kind, b = kern.window_kind(e, window, n), bounds[i]
                 wire = kern.encode(e, kind == 2) if kind else None
@@ -505,22 +505,24 @@ def pack_tables(events: list[np.ndarray], k: int, window: int, sizes, bounds=Non
             wires.append((memoryview(wire), b, kind == 2))
     if not kern or wires is None:
         return _pack_tables_per_window(events, k, window, sizes, bounds, nodes)
+    nodes_ = [(wire, b.tolist(), 1 if graded else 0, ev.record_size(graded)) for wire, b, graded in wires]
     parts = [_U32.pack(k)] if k > 1 else []
     per_window = []
     for w in range(k):
-        table, head, total = [], bytearray(_U16.pack(len(events))), 0
-        for i, (wire, bounds, graded) in enumerate(wires):
-            a, b = int(bounds[w]), int(bounds[w + 1])
-            head += _ENTRY.pack(i, 1 if graded else 0, 0, b - a)
+        head = bytearray(_U32.pack(0) + _U16.pack(len(events)) if k > 1 else _U16.pack(len(events)))
+        table, size, total = [], 2, 0
+        for i, (wire, at, graded, rec) in enumerate(nodes_):
+            a, b = at[w], at[w + 1]
+            head += _ENTRY.pack(i, graded, 0, b - a)
+            size += 8 + (b - a) * rec
             total += b - a
             if b > a:
-                rec = ev.record_size(graded)
-                table += [bytes(head), wire[a * rec:b * rec]]
+                table += [head, wire[a * rec:b * rec]]
                 head = bytearray()
         if head:
-            table.append(bytes(head))
+            table.append(head)
         if k > 1:
-            table[0] = _U32.pack(sum(len(x) for x in table)) + table[0]
+            _U32.pack_into(table[0], 0, size)   # the table's byte count, ahead of it
         parts += table
         per_window.append(total)
     return parts, BATCH if k > 1 else 0, per_window
