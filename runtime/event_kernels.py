@@ -5,8 +5,8 @@ are a dozen numpy calls each (field views, range checks, ``bincount``,
 ``nonzero``, fancy indexing, casts): at a window of 4 steps × 1024 channels
 with ~400 events those fixed costs are most of a local session's time. The
 kernels here do each conversion in one pass with the checks folded in
-(``from_dense``: a branch-free, vectorised count of the non-zeros, then one pass
-writing them straight into the event array's fields), and
+(``from_dense``: one branch-free pass building a bit mask of the non-zeros and
+counting them, then one step per set bit writing the event records), and
 check and convert a whole array of wire records in one pass when it is
 packed or read (:func:`encode`, :func:`decode`, writing the u32 words or the
 event fields in place), and check a window before it is sent
@@ -31,6 +31,7 @@ import numpy as np
 
 try:
     from numba import njit
+    from numba.cpython.unsafe.numbers import trailing_zeros
 except ImportError:  # pragma: no cover - numba is a dependency; the numpy paths stay usable without it
     njit = None
 
@@ -50,38 +51,63 @@ if njit is not None:
         return True
 
     @njit(cache=True)
-    def _count_nonzero(flat):
-        """Non-zeros of a (T, n) array, or -1 when a value is not finite (branch-free: vectorised)."""
-        T, n = flat.shape
-        k = 0
+    def _nonzero_masks(f, masks):
+        """Bit w·64 + j of ``masks`` set where ``f[w·64 + j]`` (a flat array) is not zero, and their
+        count; -1 when a value is not finite. One branch-free pass (whole 64-value words, then the
+        rest)."""
+        N = f.shape[0]
+        W = N // 64
         finite = True
-        for i in range(T):
-            for j in range(n):
-                x = flat[i, j]
-                k += x != 0
+        for w in range(W):
+            m = np.uint64(0)
+            for j in range(64):
+                x = f[w * 64 + j]
+                m |= np.uint64(x != 0) << np.uint64(j)
                 finite &= x - x == 0   # False for inf and NaN
-        return k if finite else -1
+            masks[w] = m
+        if N > W * 64:
+            m = np.uint64(0)
+            for j in range(N - W * 64):
+                x = f[W * 64 + j]
+                m |= np.uint64(x != 0) << np.uint64(j)
+                finite &= x - x == 0
+            masks[W] = m
+        cnt = 0
+        for w in range(masks.shape[0]):
+            v = masks[w]   # popcount
+            v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
+            v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
+            v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+            cnt += np.int64((v * np.uint64(0x0101010101010101)) >> np.uint64(56))
+        return cnt if finite else -1
 
     @njit(cache=True)
-    def _gather(flat, binary_only, t, c, v):
-        """The non-zeros of a (T, n) array in row-major order into the event fields t, ch, v (sized
-        by :func:`_count_nonzero`); False at the first value refused (not 1 with ``binary_only``,
-        over float32)."""
-        T, n = flat.shape
-        k = 0
-        for i in range(T):
-            for j in range(n):
-                x = flat[i, j]
-                if x != 0:
-                    if binary_only and x != 1:
-                        return False
-                    v32 = np.float32(x)
-                    if not np.isfinite(v32):   # overflows the float32 payload
-                        return False
-                    t[k], c[k], v[k] = i, j, v32
-                    k += 1
+    def _fill_nonzero(f, masks, n, binary_only, out):
+        """The values at the set bits of ``masks`` (:func:`_nonzero_masks`) as rows of ``out``, the
+        event array's 16-byte records as u32 words (t low, t high, ch, v's float32 bits), row-major
+        with ``n`` channels a row: one step per event, not per cell. False at the first value
+        refused (not 1 with ``binary_only``, over float32)."""
+        bits = np.empty(1, np.float32)
+        ubits = bits.view(np.uint32)
+        r = 0
+        for w in range(masks.shape[0]):
+            m = masks[w]
+            while m:
+                p = w * 64 + np.int64(trailing_zeros(m))
+                m &= m - np.uint64(1)
+                x = f[p]
+                if binary_only and x != 1:
+                    return False
+                bits[0] = np.float32(x)
+                if not np.isfinite(bits[0]):   # overflows the float32 payload
+                    return False
+                t = p // n
+                out[r, 0] = t & 0xFFFFFFFF
+                out[r, 1] = t >> 32
+                out[r, 2] = p - t * n
+                out[r, 3] = ubits[0]
+                r += 1
         return True
-
 
     @njit(cache=True)
     def _window_kind(t, ch, v, steps, n):
@@ -229,14 +255,21 @@ def to_dense_f64(t: np.ndarray, ch: np.ndarray, v: np.ndarray, steps: int, n: in
 
 
 def nonzero_events(flat: np.ndarray, binary_only: bool, dtype: np.dtype) -> np.ndarray | None:
-    """The non-zeros of a float (T, n) array as an event array of ``dtype`` (fields t, ch, v),
-    written in place by the kernel, or None when a value would be refused (not finite, over
+    """The non-zeros of a C-contiguous float (T, n) array as an event array of ``dtype`` (fields
+    t, ch, v in 16-byte records), row-major: a bit mask of the non-zeros and their count, then one
+    step per event writing its record; None when a value would be refused (not finite, over
     float32, or not 1 with ``binary_only``)."""
-    k = _count_nonzero(flat)
+    if dtype.itemsize != 16 or _BIG_ENDIAN:
+        return None
+    f = flat.reshape(-1)
+    masks = np.empty((f.shape[0] + 63) // 64, np.uint64)
+    k = _nonzero_masks(f, masks)
     if k < 0:
         return None
     out = np.empty(k, dtype)
-    return out if _gather(flat, binary_only, out["t"], out["ch"], out["v"]) else None
+    ok = _fill_nonzero(f, masks, flat.shape[1] if flat.ndim == 2 else 1, bool(binary_only),
+                       out.view(np.uint32).reshape(-1, 4))
+    return out if ok else None
 
 
 def window_kind(ev: np.ndarray, steps: int, n: int) -> int:

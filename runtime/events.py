@@ -114,7 +114,13 @@ _I64_MAX = 2 ** 63 - 1
 _GRID_TOL = 1e-6  # a NIR time within this fraction of dt of a grid point is on the grid
 
 
-_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FAST_FLOATS = (_F32, _F64)
+
+
+def _fast_float(dtype: np.dtype) -> bool:
+    """float32 or float64 in native order (the compiled paths); identity first (the common case)."""
+    return dtype is _F64 or dtype is _F32 or dtype in _FAST_FLOATS
 _EK = None
 
 
@@ -356,7 +362,7 @@ def from_dense(x: np.ndarray, *, graded: bool | None = None, node: str | None = 
     if n - 1 > _U32_MAX:
         raise ShapeError(f"{n} channels do not fit the 32-bit channel field", node=node, limit=_U32_MAX + 1, actual=n)
     flat = x.reshape(T, n)
-    if flat.dtype in _FAST_FLOATS and (k := _kernels()):   # one compiled pass; None: the checks below raise
+    if _fast_float(flat.dtype) and (k := _kernels()):   # one compiled pass; None: the checks below raise
         out = k.nonzero_events(np.ascontiguousarray(flat), graded is False, EVENT_DTYPE)
         if out is not None:
             return out
@@ -401,11 +407,12 @@ def to_dense(ev: np.ndarray, steps: int, shape, *, graded: bool | None = None, d
     shape = _shape(shape, node)
     steps = _count(steps, "steps", node)
     n = math.prod(shape)
-    dtype = np.dtype(dtype)
-    if (dtype in _FAST_FLOATS and graded is not False and isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE
-            and ev.ndim == 1 and (k := _kernels())):   # one compiled pass; None: the checks below raise
+    dtype = dtype if dtype is _F64 else np.dtype(dtype)
+    if (_fast_float(dtype) and graded is not False and isinstance(ev, np.ndarray)
+            and (ev.dtype is EVENT_DTYPE or ev.dtype == EVENT_DTYPE) and ev.ndim == 1
+            and (k := _kernels())):   # one compiled pass; None: the checks below raise
         acc = k.to_dense_f64(ev["t"], ev["ch"], ev["v"], steps, n)
-        if acc is not None and dtype == np.float64:
+        if acc is not None and dtype is _F64:
             return acc.reshape((steps,) + shape)
         if acc is not None:
             with np.errstate(over="ignore"):

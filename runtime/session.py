@@ -90,6 +90,9 @@ class Session:
                               "worker thread", hint=f"use another device ({', '.join(d for d in bundle.backend.devices if d != self.device_name)}), "
                               f"or run it with `nmc run --device {self.device_name}`")
         self.io = io
+        # the io map is frozen: its names and shapes are read once here, not built again every window
+        self._in_names, self._in_shapes = tuple(io.input_names), io.input_shapes
+        self._out_names = tuple(io.output_names)
         self.window = int(window)
         self.pace = pace
         self.tick = GraphMeta.of(bundle.graph).dt
@@ -132,29 +135,28 @@ class Session:
 
     # -------------------------------------------------------------------- I/O
     def _dense_inputs(self, events, steps: int | None = None) -> tuple[dict[str, np.ndarray], int]:
-        names, shapes = self.io.input_names, self.io.input_shapes
+        names, shapes = self._in_names, self._in_shapes
         if not isinstance(events, dict):
             if len(names) != 1:
                 raise EventFormatError(f"bundle has {len(names)} inputs; pass {{node: events}}",
-                                       hint=f"input nodes: {names}")
+                                       hint=f"input nodes: {list(names)}")
             events = {names[0]: events}
-        unknown = [k for k in events if k not in shapes]
-        if unknown:
-            raise EventFormatError("events addressed to a node that is not an input of the bundle", node=unknown[0],
-                                   hint=f"input nodes: {names}")
-        arrays = {}
+        elif any(k not in shapes for k in events):
+            raise EventFormatError("events addressed to a node that is not an input of the bundle",
+                                   node=next(k for k in events if k not in shapes), hint=f"input nodes: {list(names)}")
+        arrays, n = {}, 0
         for name in names:
             e = events.get(name)
-            e = ev.empty() if e is None else np.asarray(e)
-            if e.dtype != ev.EVENT_DTYPE or e.ndim != 1:
+            e = ev.empty() if e is None else e if type(e) is np.ndarray else np.asarray(e)
+            if (e.dtype is not ev.EVENT_DTYPE and e.dtype != ev.EVENT_DTYPE) or e.ndim != 1:
                 raise EventFormatError(f"events must be a 1-D array of dtype {ev.EVENT_DTYPE}, got {e.dtype} "
                                        f"{e.shape}", node=name, hint="build them with nmc.runtime.events.events()")
             arrays[name] = e
-        n = sum(len(e) for e in arrays.values())
+            n += len(e)
         self.counters.received += n
+        steps = steps or self.window
         try:  # raises on out-of-range events: the whole window is rejected, and counted as such
-            dense = {k: ev.to_dense(e, steps or self.window, shapes[k], dtype=np.float64, node=k)
-                     for k, e in arrays.items()}
+            dense = {k: ev.to_dense(e, steps, shapes[k], dtype=np.float64, node=k) for k, e in arrays.items()}
         except Exception:
             self.counters.rejected += n
             raise
@@ -224,7 +226,7 @@ class Session:
 
     def _advance(self, dense: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.device.advance({k: v[:, None] for k, v in dense.items()})  # batch of one
-        return {k: np.asarray(outs[k])[:, 0] for k in self.io.output_names}
+        return {k: np.asarray(outs[k])[:, 0] for k in self._out_names}
 
     def stream(self, windows: Iterable) -> Iterator[dict[str, np.ndarray]]:
         """Yield one output window per input window, as the input arrives."""
