@@ -250,8 +250,9 @@ class FrameReader:
     The header is checked (:func:`parse_header`: magic, version, type, flags, the declared length
     against ``limit``) before the payload is asked for: a payload longer than what already
     arrived with it is read only after its length is accepted (the buffer grows for it, at most
-    to that length, and shrinks back to ``size`` bytes after a frame over 4 × ``size``; frames of
-    up to that size reuse it). Bytes read ahead stay
+    to that length; a buffer over 4 × ``size`` is handed over with that payload and a new one of
+    ``size`` bytes takes its place, so a large frame's memory is freed with its payload, as with
+    one buffer per frame; frames of up to that size reuse the buffer). Bytes read ahead stay
     in the buffer for the next frame, so every frame of a connection must be read through the
     same reader. A payload is returned as a view into the buffer, valid until the next read:
     decode it (or copy it) first."""
@@ -311,6 +312,11 @@ class FrameReader:
         self._fill(length)
         v = self._view[self._start:self._start + length]
         self._start += length
+        if len(self._buf) > 4 * self.size:   # a large frame's buffer goes with its payload, freed with it
+            rest = self._view[self._start:self._end]
+            self._buf = bytearray(max(self.size, len(rest)))
+            self._buf[:len(rest)] = rest
+            self._view, self._start, self._end = memoryview(self._buf), 0, len(rest)
         return v
 
     def frame(self, limit: int = MAX_PAYLOAD) -> tuple[int, int, memoryview, int]:

@@ -22,6 +22,13 @@ Back-pressure and memory
     ``window`` × (input + output channels) exceeds ``max_window_cells`` (dense
     buffers).
 
+Frames
+    Every frame of a connection is read through one buffered reader
+    (:class:`~nmc.runtime.protocol.FrameReader`); an EVENTS frame's windows are
+    decoded into one event array per input node, stepped with one session call
+    (:meth:`Session.step_windows <nmc.runtime.session.Session.step_windows>`) and
+    answered by one OUTPUT frame of the same windows, encoded per node in one pass.
+
 Limits
     At most ``max_connections`` connections at once, and at most
     ``max_connections_per_client`` from one client address (an IPv6 client's

@@ -173,18 +173,22 @@ class Session:
         n steps gives the rows ``run`` gives, whatever n), with one conversion and one device call
         for all of them instead of one per window. A paced session, and a device that takes one
         session window per call (``Device.window_locked``: a slot of a batched device), step the
-        windows one by one. A window the checks refuse rejects the ``k`` windows' events (all or
-        none reach the device; the counters reconcile either way)."""
+        windows one by one. An event the checks refuse rejects the events of the ``k`` windows in
+        one call (none reach the device), of its own window and those after it window by window
+        (the windows before it are stepped); the counters reconcile either way."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise OptionError(f"k (windows) must be an integer >= 1, got {k!r}")
         if k == 1:
             return self.step(events)
+        events = {} if events is None else events
         if not (self.pace or getattr(self.device, "window_locked", False)):
-            return self._step(events if events is not None else {}, int(k))
-        if not isinstance(events, dict) and len(self.io.input_names) == 1:
-            events = {self.io.input_names[0]: events}
+            return self._step(events, int(k))
+        if not isinstance(events, dict):
+            if len(self._in_names) != 1:
+                return self._step(events, 1)   # raises: several inputs need {node: events}
+            events = {self._in_names[0]: events}
         per = [{} for _ in range(k)]
-        for name, e in (events.items() if isinstance(events, dict) else ()):
+        for name, e in events.items():
             e = np.asarray(e)
             if e.dtype != ev.EVENT_DTYPE or e.ndim != 1:
                 return self._step(events, 1)   # raises the usual format error
@@ -194,7 +198,7 @@ class Session:
                 part["t"] -= j * self.window
         outs = [self._step(p, 1) for p in per]
         result = {}
-        for name in self.io.output_names:
+        for name in self._out_names:
             parts = [o[name].copy() for o in outs]
             for j, p in enumerate(parts):
                 p["t"] += j * self.window
