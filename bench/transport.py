@@ -209,7 +209,7 @@ def _breakdown(bundle, wins, window, factory, batch=16) -> dict:
     groups = [wins[i:i + batch] for i in range(0, len(wins), batch)]
 
     def client_frames():   # as Client._flush: one array of each frame's events, the windows' bounds
-        return [P.pack_tables([np.concatenate(g)], len(g), window, size,
+        return [P.pack_tables([ev.join(g)], len(g), window, size,
                               bounds=[np.cumsum([0] + [len(w) for w in g])]) for g in groups]
 
     parts.update({

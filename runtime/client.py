@@ -257,7 +257,7 @@ class Client:
             parts, flags = P.pack_window_parts(tables)
         else:
             bounds = [np.cumsum([0] + [len(e) for e in p]) for p in per]
-            parts, flags, counts = P.pack_tables([np.concatenate(p) for p in per], k, self.window,
+            parts, flags, counts = P.pack_tables([ev.join(p) for p in per], k, self.window,
                                                  self._in_sizes, bounds=bounds, nodes=names)
             n = sum(counts)
         self._send(P.EVENTS, parts, seq, flags)

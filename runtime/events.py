@@ -92,7 +92,7 @@ from nmc.filebytes import npz_bytes
 __all__ = [
     "EVENT_DTYPE", "BINARY_RECORD_SIZE", "GRADED_RECORD_SIZE", "record_size",
     "events", "empty", "is_graded", "sort_events", "validate",
-    "from_dense", "to_dense", "split_windows", "concat",
+    "from_dense", "to_dense", "split_windows", "concat", "join",
     "pack", "unpack",
     "to_nir_event_data", "from_nir_event_data", "to_time_gridded", "from_time_gridded",
     "save_nir_data", "load_nir_data",
@@ -480,11 +480,23 @@ def concat(parts: Iterable[np.ndarray], window: int | None = None, *, node: str 
                                    hint=e.hint) from None
     if not parts:
         return empty()
-    if window is not None:
-        parts = [p.copy() for p in parts]
-        for w, p in enumerate(parts):  # one iteration per window, not per event
-            p["t"] += w * window
-    return np.concatenate(parts)
+    out = join(parts)
+    if window is not None:   # one slice per window, not per event
+        a = 0
+        for w, p in enumerate(parts):
+            out["t"][a:a + len(p)] += w * window
+            a += len(p)
+    return out
+
+
+def join(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Event arrays (checked: :data:`EVENT_DTYPE`, 1-D) one after the other in a new array, times
+    unchanged. Through their bytes: numpy's ``concatenate`` of structured arrays promotes the
+    field types array by array (tens of µs each)."""
+    if not parts:
+        return empty()
+    raw = [(p if p.flags.c_contiguous else np.ascontiguousarray(p)).view(np.uint8) for p in parts]
+    return np.concatenate(raw).view(EVENT_DTYPE)
 
 
 # -------------------------------------------------------------------- wire

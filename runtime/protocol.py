@@ -379,7 +379,7 @@ def unpack_table(buf, n_nodes: int, sizes=None, window: int | None = None, base:
         except EventFormatError as x:
             raise EventFormatError(f"node {idx} (records from byte {base + off}): {x.message}", limit=x.limit,
                                    actual=x.actual, hint=x.hint) from None
-        out[idx] = np.concatenate([out[idx], e]) if idx in out else e
+        out[idx] = ev.join([out[idx], e]) if idx in out else e
         off += size
     if off != len(buf):
         raise EventFormatError(f"{len(buf) - off} trailing bytes after the event table at byte {base + off}")
@@ -479,7 +479,7 @@ def unpack_tables(buf, flags: int, n_nodes: int, sizes, window: int, absolute: b
             parts = [p.copy() for p in parts]
             for j, p in enumerate(parts):
                 p["t"] += j * window
-        events.append(np.concatenate(parts) if parts else ev.empty())
+        events.append(ev.join(parts))
     return Tables(len(wins), counts, events, absolute)
 
 

@@ -202,7 +202,7 @@ class Session:
             parts = [o[name].copy() for o in outs]
             for j, p in enumerate(parts):
                 p["t"] += j * self.window
-            result[name] = np.concatenate(parts)
+            result[name] = ev.join(parts)
         return result
 
     def _step(self, events, k: int) -> dict[str, np.ndarray]:

@@ -292,3 +292,15 @@ def test_batched_stream_equals_local_steps_and_names_a_bad_window(bundle):
             assert stats["received"] == stats["processed"] == c.counters["sent"]   # nothing lost
     finally:
         srv.stop()
+
+
+def test_join_equals_concatenate():
+    rng = np.random.default_rng(3)
+    parts = [ev.events(rng.integers(0, 9, k), rng.integers(0, 5, k), rng.normal(size=k).astype(np.float32))
+             for k in (0, 3, 1, 7)]
+    parts.append(parts[3][::2])   # a strided view
+    _same(ev.join(parts), np.concatenate(parts))
+    assert len(ev.join([])) == 0 and ev.join([]).dtype == ev.EVENT_DTYPE
+    shifted = parts[2].copy()
+    shifted["t"] += 9
+    _same(ev.concat(parts[1:3], 9), np.concatenate([parts[1], shifted]))
