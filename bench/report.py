@@ -66,14 +66,18 @@ NOTES = {
                  "conversion and one device advance per frame) and encodes the outputs per node in one pass "
                  "(`protocol.pack_tables`); the client packs its frames and decodes the outputs the same "
                  "way. With frames of 16 windows each side's pieces add to a few µs per window (the "
-                 "breakdown's *frames of 16* rows), and each process's whole CPU time (threads, queue, "
-                 "sockets included) to ≈ 38 µs per window (400 windows: client 14.7 ms, server 15.4 ms of CPU "
-                 "for 164,000 events, ≈ 1.1·10⁷ events per CPU second of the busier process, measured "
-                 "2026-12-07), under the ≈ 80 µs per window that 5·10⁶ events/s allows; that run's wall time "
-                 "was 112 ms, the two processes running ≈ 14 % of it on a machine at load ≈ 10 on 2 cores. "
-                 "The unbatched modes still pay a frame, or a round trip, per window. What is left: every "
-                 "wall-clock figure here is a lower bound when other processes share the cores; the CPU "
-                 "figures in the goals line are not.",
+                 "breakdown's *frames of 16* rows), and each process's whole CPU time (its reader and "
+                 "stepping threads, queue and sockets included) to 40–60 µs per window (400 windows: client "
+                 "15–18 ms, server 15–25 ms of CPU for 164,000 events across runs on 2026-12-07, i.e. "
+                 "0.65–1.1·10⁷ events per CPU second of the busier process), under the ≈ 80 µs per window "
+                 "that 5·10⁶ events/s allows; those runs took 110–120 ms of wall time, the two processes "
+                 "running ≈ 15 % of it on a machine at load ≈ 10 on 2 cores. Where the server's CPU time "
+                 "beyond its pieces (≈ 17 µs per window) goes is inferred, not measured: a profile of its two "
+                 "threads (wall time) shows them in the hand-off between reader and stepping thread (queue, "
+                 "locks, the interpreter lock) and in the socket calls, so one thread per connection reading "
+                 "and stepping in turn would be the next thing to try. The unbatched modes still pay a frame, or a round "
+                 "trip, per window. Every wall-clock figure here is a lower bound when other processes share "
+                 "the cores; the CPU figures in the goals line are not.",
 }
 
 
