@@ -82,6 +82,9 @@ class Device(ABC):
     name = ""
     streams = False
     main_thread_only = False
+    #: ``advance`` takes one session window per call, of the session's length (a slot of a batched
+    #: device steps in lock-step with the other sessions' windows); otherwise any number of steps
+    window_locked = False
 
     @abstractmethod
     def reset(self, batch: int = 1) -> None:

@@ -14,8 +14,12 @@ Workloads (windows of ``--window`` steps, Bernoulli spike input):
 Modes: ``local`` (``nmc.open``, no sockets), ``tcp step`` (``Client.step``:
 one window per round trip; latency = send → output back), ``tcp stream``
 (``Client.stream``: pipelined, latency = mean time per window) and ``tcp
-stream batch B`` (B windows per frame). Loopback only, bounded runs; prints a
-table and writes JSON.
+stream batch B`` (B windows per frame). The server runs in a process of its own
+(forked), as ``nmc serve`` does, and the client is timed. Besides wall time,
+``events_per_cpu_s`` counts CPU time (local: the stepping thread's; the tcp
+streams: the busier of the client and server processes), which other processes
+on a busy machine do not inflate. Loopback only, bounded runs; prints a table
+and writes JSON.
 
     .venv/bin/python bench/transport.py [--windows 400] [--window 4] [--batch 16]
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import time
@@ -75,15 +80,18 @@ def _identity(n):
     return nmc.compile(g, target="reference", dt=1e-3)
 
 
-def _timed_steps(step, wins) -> tuple[float, list[float]]:
-    """(total seconds, per-window latencies) of ``step(w)`` over the windows, one at a time."""
+def _timed_steps(step, wins) -> tuple[float, list[float], float]:
+    """(total seconds, per-window latencies, CPU seconds of this thread) of ``step(w)`` over the
+    windows, one at a time. The thread's CPU time leaves out the time the thread was not running
+    (preempted by other processes on a busy machine): wall time minus it is what the machine's
+    load added, which the slow tail of the latencies is made of."""
     lat = []
-    t0 = time.perf_counter()
+    c0, t0 = time.thread_time(), time.perf_counter()
     for w in wins:
         t1 = time.perf_counter()
         step(w)
         lat.append(time.perf_counter() - t1)
-    return time.perf_counter() - t0, lat
+    return time.perf_counter() - t0, lat, time.thread_time() - c0
 
 
 def _measure(bundle, x, window, windows, batch, factory=None):
@@ -91,25 +99,64 @@ def _measure(bundle, x, window, windows, batch, factory=None):
     n_ev = sum(len(w) for w in wins)
     res = {"windows": windows, "window_steps": window, "input_events": n_ev}
     make = factory or (lambda b, d, w: Session(b, device=d, window=w))
-    make(bundle, None, window).step(wins[0])  # warm-up (numba compilation, torch first call)
+    ev.warm_kernels()   # numba: compiled (or loaded from its cache) before anything is timed
+    make(bundle, None, window).step(wins[0])  # warm-up (torch first call)
     res["local"] = _fig(n_ev, *_timed_steps(make(bundle, None, window).step, wins))
-    srv = SessionServer(bundle, port=0, window=window, session_factory=factory, queue_frames=8)
-    srv.start()
+    proc, address, ctl = _serve_apart(bundle, window, factory)
     try:
-        with nmc.connect(*srv.address, window=window) as c:
-            res["tcp step"] = _fig(n_ev, *_timed_steps(c.step, wins))
+        with nmc.connect(*address, window=window) as c:
+            res["tcp step"] = _fig(n_ev, *_timed_steps(c.step, wins)[:2])
             for b in (1, batch):
                 c.reset()
-                t0 = time.perf_counter()
+                s0, c0, t0 = _server_cpu(ctl), time.process_time(), time.perf_counter()
                 n_out = sum(1 for _ in c.stream(wins, batch=b))
-                dt = time.perf_counter() - t0
+                dt, client_cpu = time.perf_counter() - t0, time.process_time() - c0
+                server_cpu = _server_cpu(ctl) - s0
                 assert n_out == windows
-                res["tcp stream" + (f" batch {b}" if b > 1 else "")] = _fig(n_ev, dt, None, windows)
+                # by CPU time: each process's own (all its threads), the busier one bounds the pipeline
+                res["tcp stream" + (f" batch {b}" if b > 1 else "")] = dict(
+                    _fig(n_ev, dt, None, max(client_cpu, server_cpu), windows=windows),
+                    client_cpu_s=client_cpu, server_cpu_s=server_cpu)
             stats = c.stats()
         assert stats["received"] == stats["processed"] == 3 * n_ev, stats  # nothing lost
     finally:
-        srv.stop()
+        ctl.send("stop")
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
     return res
+
+
+def _serve_apart(bundle, window, factory):
+    """``nmc serve`` as deployed: a :class:`SessionServer` in a process of its own (forked, so it
+    inherits the bundle and the compiled event kernels), so that client and server do not share
+    one interpreter lock. Returns (process, address, control pipe: send anything to stop it)."""
+    ctx = multiprocessing.get_context("fork")
+    ctl, child_end = ctx.Pipe()
+    proc = ctx.Process(target=_server_main, args=(bundle, window, factory, child_end), daemon=True,
+                       name="nmc-bench-serve")
+    proc.start()
+    if not ctl.poll(120):
+        proc.kill()
+        raise RuntimeError("the bench's server process did not start within 120 s")
+    return proc, ctl.recv(), ctl
+
+
+def _server_main(bundle, window, factory, ctl):
+    srv = SessionServer(bundle, port=0, window=window, session_factory=factory, queue_frames=8)
+    srv.start()
+    ctl.send(srv.address)   # listening: connections wait in the backlog until accepted
+    try:
+        while ctl.recv() == "cpu":   # this process's CPU seconds so far (all its threads); anything else: stop
+            ctl.send(time.process_time())
+    except EOFError:
+        pass
+    srv.stop()
+
+
+def _server_cpu(ctl) -> float:
+    ctl.send("cpu")
+    return ctl.recv()
 
 
 def _numpy_conversions(enabled: bool):
@@ -119,12 +166,16 @@ def _numpy_conversions(enabled: bool):
     ev._EK = False if enabled else None
 
 
-def _breakdown(bundle, wins, window, factory) -> dict:
+def _breakdown(bundle, wins, window, factory, batch=16) -> dict:
     """Mean µs per window of each piece a TCP window goes through, timed one by one in this process
     (best of 3 passes over the windows): the client checking and packing the input table, the server
     decoding it, the session's conversions and device step, the server checking and packing the
     output table, the client decoding it — each as the client and server do it
-    (:func:`nmc.runtime.events.window_events`, then :func:`nmc.runtime.protocol.pack_table`)."""
+    (:func:`nmc.runtime.events.window_events`, then :func:`nmc.runtime.protocol.pack_table`); then
+    the server's and the client's pieces for frames of ``batch`` windows, as the batched stream
+    runs them (one decode, one session call, one pack, one decode per frame:
+    :func:`~nmc.runtime.protocol.unpack_tables`, :meth:`Session.step_windows
+    <nmc.runtime.session.Session.step_windows>`, :func:`~nmc.runtime.protocol.pack_tables`)."""
     import timeit
 
     from nmc.runtime import protocol as P
@@ -149,11 +200,34 @@ def _breakdown(bundle, wins, window, factory) -> dict:
                                               for o in outs],
         "client: decode output table": lambda: [P.unpack_windows(t, 0, 1, size, window) for t in out_tables],
     }
+    frames = [P.pack_windows(tables[i:i + batch]) for i in range(0, len(tables), batch)]
+    decoded = [P.unpack_tables(p, fl, 1, size, window, absolute=True) for p, fl in frames]
+    outs_b = [s.step_windows({name: d.events[0]}, d.k)[out_name] for d in decoded]
+    packed = [P.pack_tables([o], d.k, window, size) for o, d in zip(outs_b, decoded)]
+    out_frames = [(b"".join(bytes(x) for x in parts), fl) for parts, fl, _ in packed]
+    b = f" (frames of {batch})"
+    groups = [wins[i:i + batch] for i in range(0, len(wins), batch)]
+
+    def client_frames():   # as Client._flush: one array of each frame's events, the windows' bounds
+        return [P.pack_tables([ev.join(g)], len(g), window, size,
+                              bounds=[np.cumsum([0] + [len(w) for w in g])]) for g in groups]
+
+    parts.update({
+        "client: pack input frame" + b: client_frames,
+        "server: decode input frame" + b: lambda: [P.unpack_tables(p, fl, 1, size, window, absolute=True)
+                                                   for p, fl in frames],
+        "session: step_windows" + b: lambda: [s.step_windows({name: d.events[0]}, d.k) for d in decoded],
+        "server: pack output frame" + b: lambda: [P.pack_tables([o], d.k, window, size)
+                                                  for o, d in zip(outs_b, decoded)],
+        "client: decode output frame" + b: lambda: [P.unpack_tables(p, fl, 1, size, window) for p, fl in out_frames],
+    })
     return {k: min(timeit.repeat(f, number=1, repeat=3)) / len(wins) * 1e6 for k, f in parts.items()}
 
 
-def _fig(n_ev, dt, lat, windows=None):
+def _fig(n_ev, dt, lat, cpu=None, windows=None):
     d = {"events_per_s": n_ev / dt, "seconds": dt}
+    if cpu:
+        d["events_per_cpu_s"] = n_ev / cpu   # by CPU time (local: the stepping thread's; tcp: the busier process)
     if lat is not None:
         d["window_latency_ms"] = float(np.median(lat)) * 1e3
         d["window_latency_p99_ms"] = float(np.percentile(lat, 99)) * 1e3
@@ -184,10 +258,10 @@ def main(argv=None) -> dict:
     finally:
         _numpy_conversions(False)
     wins = [ev.from_dense(x[i * a.window:(i + 1) * a.window]) for i in range(a.windows)]
-    breakdown = {"compiled": _breakdown(echo, wins, a.window, _echo_factory)}
+    breakdown = {"compiled": _breakdown(echo, wins, a.window, _echo_factory, a.batch)}
     _numpy_conversions(True)
     try:
-        breakdown["numpy"] = _breakdown(echo, wins, a.window, _echo_factory)
+        breakdown["numpy"] = _breakdown(echo, wins, a.window, _echo_factory, a.batch)
     finally:
         _numpy_conversions(False)
     digits = ROOT / "examples/quickstart/digits_lif.nir"

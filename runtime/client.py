@@ -47,6 +47,8 @@ from nmc.iomap import IOMap, validate_inputs
 from .session import dense_windows
 from .tlsstream import TLSStream
 
+_EMPTY = ev.empty()
+
 
 class Client:
     def __init__(self, host: str, port: int, token: str | None = None, device: str | None = None,
@@ -69,6 +71,7 @@ class Client:
                                   hint="does the server use TLS (--tls-cert), and does your CA file sign its certificate?") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.closed = False
+        self.frames = P.FrameReader(self.sock)   # every frame from the server is read through it
         self.counters = {"sent": 0, "received": 0, "windows": 0}
         try:
             req = {"version": P.VERSION, "token": token}
@@ -91,6 +94,8 @@ class Client:
             raise
         self.inputs, self.outputs = self.io.input_names, self.io.output_names
         self._out_sizes = [self.io.size(k, "out") for k in self.outputs]
+        self._in_sizes = [self.io.size(k) for k in self.inputs]
+        self._input_index = {k: i for i, k in enumerate(self.inputs)}
         self.seq = 0
 
     # ------------------------------------------------------------------ frames
@@ -102,7 +107,7 @@ class Client:
 
     def _read(self):
         try:
-            ft, flags, payload, seq = P.read_frame(self.sock)
+            ft, flags, payload, seq = self.frames.frame()
         except (OSError, ConnectionError) as e:
             raise DeviceError(f"connection to the server lost ({e})") from None
         if ft == P.ERROR:  # the server closes the connection after it: the session is over
@@ -136,10 +141,11 @@ class Client:
         return P.pack_table(entries), sum(len(e) for _, e, _ in entries)
 
     def _outputs(self, flags, payload) -> list[dict[str, np.ndarray]]:
-        wins = P.unpack_windows(payload, flags, len(self.outputs), self._out_sizes, self.window)
-        res = [{k: w.get(i, ev.empty()) for i, k in enumerate(self.outputs)} for w in wins]
-        self.counters["received"] += sum(len(e) for r in res for e in r.values())
-        self.counters["windows"] += len(res)
+        tables = P.unpack_tables(payload, flags, len(self.outputs), self._out_sizes, self.window)
+        names = self.outputs
+        res = [dict(zip(names, tables.window(w).values())) for w in range(tables.k)]
+        self.counters["received"] += tables.total
+        self.counters["windows"] += tables.k
         return res
 
     # --------------------------------------------------------------- session
@@ -166,19 +172,18 @@ class Client:
         base = self.seq
 
         def sender():
-            seq, pend, n_pend = base, [], 0
+            seq, pend, size = base, [], 0
             try:
                 for w in windows:
                     if stop.is_set():
                         break
-                    body, n = self._table(w if w is not None else {})
-                    pend.append(body)
-                    n_pend += n
-                    if len(pend) == batch or sum(map(len, pend)) > P.MAX_PAYLOAD // 2:
-                        seq = self._flush(pend, n_pend, seq)
-                        pend, n_pend = [], 0
+                    pend.append(w if w is not None else {})
+                    size += self._bound(pend[-1])
+                    if len(pend) == batch or size > P.MAX_PAYLOAD // 2:
+                        seq = self._flush(pend, seq)
+                        pend, size = [], 0
                 if pend:
-                    seq = self._flush(pend, n_pend, seq)
+                    seq = self._flush(pend, seq)
             except BaseException as e:  # reported to the consumer after the windows already sent
                 err.append(e)
             finally:
@@ -220,11 +225,44 @@ class Client:
         if err:
             raise err[0]
 
-    def _flush(self, tables: list[bytes], n: int, seq: int) -> int:
-        parts, flags = P.pack_window_parts(tables)
+    def _bound(self, w) -> int:
+        """Bytes a window takes on the wire at most (12 per event and per-node headers)."""
+        if isinstance(w, dict):
+            return 6 + sum(8 + 12 * len(e) for e in w.values() if hasattr(e, "__len__"))
+        return 14 + 12 * len(w) if hasattr(w, "__len__") else 14
+
+    def _flush(self, wins: list, seq: int) -> int:
+        """One EVENTS frame of the windows ``wins``: each input node's events of all of them
+        checked and encoded in one pass (:func:`~nmc.runtime.protocol.pack_tables`); windows that
+        are not event arrays of known input nodes go one by one through :meth:`_table`, which
+        converts or refuses them."""
+        k, names, per = len(wins), self.inputs, None
+        if k > 1:
+            per = [[] for _ in names]
+            for w in wins:
+                if not isinstance(w, dict):
+                    w = {names[0]: w} if len(names) == 1 else None
+                if w is None or any(name not in self._input_index or not isinstance(e, np.ndarray)
+                                    or e.dtype != ev.EVENT_DTYPE or e.ndim != 1 for name, e in w.items()):
+                    per = None
+                    break
+                for i, name in enumerate(names):
+                    per[i].append(w.get(name, _EMPTY))
+        if per is None:
+            tables, n = [], 0
+            for w in wins:
+                body, m = self._table(w)
+                tables.append(body)
+                n += m
+            parts, flags = P.pack_window_parts(tables)
+        else:
+            bounds = [np.cumsum([0] + [len(e) for e in p]) for p in per]
+            parts, flags, counts = P.pack_tables([ev.join(p) for p in per], k, self.window,
+                                                 self._in_sizes, bounds=bounds, nodes=names)
+            n = sum(counts)
         self._send(P.EVENTS, parts, seq, flags)
         self.counters["sent"] += n
-        return seq + len(tables)
+        return seq + k
 
     def run_dense(self, inputs: dict[str, np.ndarray], batch: int = 1) -> dict[str, np.ndarray]:
         """Stream dense ``(T, *shape)`` inputs; dense float64 outputs ``(T', *shape)``,

@@ -92,7 +92,7 @@ from nmc.filebytes import npz_bytes
 __all__ = [
     "EVENT_DTYPE", "BINARY_RECORD_SIZE", "GRADED_RECORD_SIZE", "record_size",
     "events", "empty", "is_graded", "sort_events", "validate",
-    "from_dense", "to_dense", "split_windows", "concat",
+    "from_dense", "to_dense", "split_windows", "concat", "join",
     "pack", "unpack",
     "to_nir_event_data", "from_nir_event_data", "to_time_gridded", "from_time_gridded",
     "save_nir_data", "load_nir_data",
@@ -114,7 +114,13 @@ _I64_MAX = 2 ** 63 - 1
 _GRID_TOL = 1e-6  # a NIR time within this fraction of dt of a grid point is on the grid
 
 
-_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FAST_FLOATS = (_F32, _F64)
+
+
+def _fast_float(dtype: np.dtype) -> bool:
+    """float32 or float64 in native order (the compiled paths); identity first (the common case)."""
+    return dtype is _F64 or dtype is _F32 or dtype in _FAST_FLOATS
 _EK = None
 
 
@@ -143,6 +149,14 @@ def warm_kernels() -> None:
         to_dense(e, 2, (2,), dtype=dtype)
     window_events(e, 2, 2)
     binary = events([0, 1], [1, 0], [1.0, 1.0])
+    from . import protocol as P
+
+    for k in (1, 2):   # whole frames: tables packed and decoded in one pass (one window, a batch)
+        for e_ in (binary, e, binary[:1], empty()):
+            parts, flags, _ = P.pack_tables([e_, e_], k, 2, [2, 2])
+            payload = b"".join(bytes(x) for x in parts)
+            for buf in (payload, bytearray(payload)):   # read-only and writable buffers
+                P.unpack_tables(buf, flags, 2, [2, 2], 2, absolute=k == 2).window(0)
     for graded in (False, True):
         for k in (1, 2):      # one record (its field views are contiguous) and several (strided views)
             wire = pack((e if graded else binary)[:k], graded=graded)
@@ -348,7 +362,7 @@ def from_dense(x: np.ndarray, *, graded: bool | None = None, node: str | None = 
     if n - 1 > _U32_MAX:
         raise ShapeError(f"{n} channels do not fit the 32-bit channel field", node=node, limit=_U32_MAX + 1, actual=n)
     flat = x.reshape(T, n)
-    if flat.dtype in _FAST_FLOATS and (k := _kernels()):   # one compiled pass; None: the checks below raise
+    if _fast_float(flat.dtype) and (k := _kernels()):   # one compiled pass; None: the checks below raise
         out = k.nonzero_events(np.ascontiguousarray(flat), graded is False, EVENT_DTYPE)
         if out is not None:
             return out
@@ -393,11 +407,12 @@ def to_dense(ev: np.ndarray, steps: int, shape, *, graded: bool | None = None, d
     shape = _shape(shape, node)
     steps = _count(steps, "steps", node)
     n = math.prod(shape)
-    dtype = np.dtype(dtype)
-    if (dtype in _FAST_FLOATS and graded is not False and isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE
-            and ev.ndim == 1 and (k := _kernels())):   # one compiled pass; None: the checks below raise
+    dtype = dtype if dtype is _F64 else np.dtype(dtype)
+    if (_fast_float(dtype) and graded is not False and isinstance(ev, np.ndarray)
+            and (ev.dtype is EVENT_DTYPE or ev.dtype == EVENT_DTYPE) and ev.ndim == 1
+            and (k := _kernels())):   # one compiled pass; None: the checks below raise
         acc = k.to_dense_f64(ev["t"], ev["ch"], ev["v"], steps, n)
-        if acc is not None and dtype == np.float64:
+        if acc is not None and dtype is _F64:
             return acc.reshape((steps,) + shape)
         if acc is not None:
             with np.errstate(over="ignore"):
@@ -465,11 +480,23 @@ def concat(parts: Iterable[np.ndarray], window: int | None = None, *, node: str 
                                    hint=e.hint) from None
     if not parts:
         return empty()
-    if window is not None:
-        parts = [p.copy() for p in parts]
-        for w, p in enumerate(parts):  # one iteration per window, not per event
-            p["t"] += w * window
-    return np.concatenate(parts)
+    out = join(parts)
+    if window is not None:   # one slice per window, not per event
+        a = 0
+        for w, p in enumerate(parts):
+            out["t"][a:a + len(p)] += w * window
+            a += len(p)
+    return out
+
+
+def join(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Event arrays (checked: :data:`EVENT_DTYPE`, 1-D) one after the other in a new array, times
+    unchanged. Through their bytes: numpy's ``concatenate`` of structured arrays promotes the
+    field types array by array (tens of µs each)."""
+    if not parts:
+        return empty()
+    raw = [(p if p.flags.c_contiguous else np.ascontiguousarray(p)).view(np.uint8) for p in parts]
+    return np.concatenate(raw).view(EVENT_DTYPE)
 
 
 # -------------------------------------------------------------------- wire

@@ -80,6 +80,17 @@ node table; window ``k`` of the frame is window number ``seq + k``.
 MODULATE payload: ``n`` float64 values, ``n`` = length / 8 (1 to
 :data:`MAX_MODULATE_VALUES`), decoded by :func:`parse_modulate`.
 
+Reading and decoding: client and server read every frame of a connection
+through one :class:`FrameReader` (one buffered ``recv_into`` takes a small
+frame's header and payload together; the header is checked before a longer
+payload is read), and decode an EVENTS/OUTPUT payload whole
+(:func:`unpack_tables`: one event array per node for all its windows, with the
+checks of :func:`unpack_windows`); :func:`pack_tables` encodes several windows'
+events the same way (a node's records are graded in every window of the frame
+when any of its payloads is not 1.0). The frame layout is unchanged: these are
+ways of reading and writing version 1, and a peer that reads window by window
+reads them.
+
 Every decoding error — bad magic/version/type/flags, oversized length,
 truncated or trailing bytes, node index, graded flag, non-finite payload, an
 event outside the window or the node's channels when limits are given — raises
@@ -231,6 +242,89 @@ def read_frame(sock: socket.socket, limit: int = MAX_PAYLOAD) -> tuple[int, int,
     return ftype, flags, recv_exact(sock, length) if length else b"", seq
 
 
+class FrameReader:
+    """Frames off one socket through one receive buffer: each ``recv_into`` takes whatever has
+    arrived, up to the buffer's free space, so a small frame's header and payload (and the next
+    frames behind them) come in one system call, not a header read then a payload read.
+
+    The header is checked (:func:`parse_header`: magic, version, type, flags, the declared length
+    against ``limit``) before the payload is asked for: a payload longer than what already
+    arrived with it is read only after its length is accepted (the buffer grows for it, at most
+    to that length; a buffer over 4 × ``size`` is handed over with that payload and a new one of
+    ``size`` bytes takes its place, so a large frame's memory is freed with its payload, as with
+    one buffer per frame; frames of up to that size reuse the buffer). Bytes read ahead stay
+    in the buffer for the next frame, so every frame of a connection must be read through the
+    same reader. A payload is returned as a view into the buffer, valid until the next read:
+    decode it (or copy it) first."""
+
+    def __init__(self, sock, size: int = 1 << 15):
+        self.sock, self.size = sock, int(size)
+        self._buf = bytearray(self.size)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out."""
+        return self._end - self._start
+
+    def _fill(self, n: int) -> None:
+        """At least ``n`` bytes after the read position (ConnectionError if the peer closes first)."""
+        have = self._end - self._start
+        if have >= n:
+            return
+        if len(self._buf) - self._start < n:   # move what is left to the front; grow only for a longer frame
+            cap = max(n, self.size)
+            if cap != len(self._buf):
+                buf = bytearray(cap)
+                buf[:have] = self._view[self._start:self._end]
+                self._buf, self._view = buf, memoryview(buf)
+            else:   # (through bytes: the two ranges may overlap)
+                self._buf[:have] = bytes(self._view[self._start:self._end])
+            self._start, self._end = 0, have
+        while self._end - self._start < n:
+            k = self.sock.recv_into(self._view[self._end:])
+            if not k:
+                got = self._end - self._start
+                raise ConnectionError("peer closed the connection" + (
+                    f" in the middle of a frame ({got} of {n} bytes)" if got else ""))
+            self._end += k
+
+    def header(self, limit: int = MAX_PAYLOAD) -> tuple[int, int, int, int]:
+        """(type, flags, length, seq) of the next frame (:func:`parse_header`); its payload is next."""
+        have = self._end - self._start
+        if len(self._buf) > 4 * self.size and have <= self.size:   # after a large frame
+            buf = bytearray(self.size)
+            buf[:have] = self._view[self._start:self._end]
+            self._buf, self._view, self._start, self._end = buf, memoryview(buf), 0, have
+        if self._end == self._start:
+            self._start = self._end = 0
+        self._fill(HEADER.size)
+        h = bytes(self._view[self._start:self._start + HEADER.size])
+        r = parse_header(h, limit)
+        self._start += HEADER.size
+        return r
+
+    def payload(self, length: int) -> memoryview:
+        """The next ``length`` bytes (a view into the buffer, valid until the next read)."""
+        if not length:
+            return memoryview(b"")
+        self._fill(length)
+        v = self._view[self._start:self._start + length]
+        self._start += length
+        if len(self._buf) > 4 * self.size:   # a large frame's buffer goes with its payload, freed with it
+            rest = self._view[self._start:self._end]
+            self._buf = bytearray(max(self.size, len(rest)))
+            self._buf[:len(rest)] = rest
+            self._view, self._start, self._end = memoryview(self._buf), 0, len(rest)
+        return v
+
+    def frame(self, limit: int = MAX_PAYLOAD) -> tuple[int, int, memoryview, int]:
+        """(type, flags, payload, seq) of the next frame, as :func:`read_frame` (payload: a view)."""
+        ftype, flags, length, seq = self.header(limit)
+        return ftype, flags, self.payload(length), seq
+
+
 def check_version(hello: dict, side: str = "server") -> None:
     """HELLO's ``version`` must be this module's :data:`VERSION` (VersionMismatch otherwise)."""
     v = hello.get("version")
@@ -285,7 +379,7 @@ def unpack_table(buf, n_nodes: int, sizes=None, window: int | None = None, base:
         except EventFormatError as x:
             raise EventFormatError(f"node {idx} (records from byte {base + off}): {x.message}", limit=x.limit,
                                    actual=x.actual, hint=x.hint) from None
-        out[idx] = np.concatenate([out[idx], e]) if idx in out else e
+        out[idx] = ev.join([out[idx], e]) if idx in out else e
         off += size
     if off != len(buf):
         raise EventFormatError(f"{len(buf) - off} trailing bytes after the event table at byte {base + off}")
@@ -332,6 +426,139 @@ def unpack_windows(buf, flags: int, n_nodes: int, sizes=None, window: int | None
     if off != len(buf):
         raise EventFormatError(f"{len(buf) - off} trailing bytes after the batch")
     return out
+
+
+
+class Tables:
+    """An EVENTS/OUTPUT payload decoded whole (:func:`unpack_tables`): ``k`` windows,
+    ``events[i]`` node i's events of every window in window order (one array per node),
+    ``counts[w, i]`` how many of them window ``w`` holds; ``t`` window-relative, or relative to
+    the first window's start when ``absolute``."""
+
+    __slots__ = ("k", "counts", "events", "absolute", "_starts")
+
+    def __init__(self, k: int, counts: np.ndarray, events: list[np.ndarray], absolute: bool):
+        self.k, self.counts, self.events, self.absolute = k, counts, events, absolute
+        self._starts = None
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def window(self, w: int) -> dict[int, np.ndarray]:
+        """``{node index: events}`` of window ``w`` (views into the node arrays)."""
+        if self._starts is None:
+            self._starts = np.zeros((self.k + 1, self.counts.shape[1]), np.int64)
+            np.cumsum(self.counts, axis=0, out=self._starts[1:])
+        a, b = self._starts[w], self._starts[w + 1]
+        return {i: e[a[i]:b[i]] for i, e in enumerate(self.events)}
+
+
+def unpack_tables(buf, flags: int, n_nodes: int, sizes, window: int, absolute: bool = False) -> Tables:
+    """EVENTS/OUTPUT payload → :class:`Tables` (one array per node for the whole frame), with the
+    checks of :func:`unpack_windows` (``sizes`` and ``window`` bound ``ch`` and ``t``): two compiled
+    passes over the bytes (:func:`nmc.runtime.event_kernels.decode_tables`: check and count, then
+    write), whatever the number of windows; a payload they refuse, or no compiler, goes through
+    :func:`unpack_windows`, which raises EventFormatError naming the byte (or decodes it: the
+    same events either way)."""
+    batch = bool(flags & BATCH)
+    k = 1 if not batch else (_U32.unpack_from(buf, 0)[0] if len(buf) >= 4 else 0)
+    kern = ev._kernels()
+    if kern and 1 <= k <= len(buf) // 6:   # (more windows than 6-byte ones would fit: refused below)
+        r = kern.decode_tables(buf, batch, k, np.asarray(sizes, np.int64), int(window), absolute, ev.EVENT_DTYPE)
+        if r is not None:
+            out, counts = r
+            ends = np.cumsum(counts.sum(axis=0)).tolist()
+            return Tables(k, counts, [out[a:b] for a, b in zip([0] + ends[:-1], ends)], absolute)
+    wins = unpack_windows(buf, flags, n_nodes, sizes, window)
+    counts = np.array([[len(w.get(i, ())) for i in range(n_nodes)] for w in wins], np.int64).reshape(len(wins), n_nodes)
+    events = []
+    for i in range(n_nodes):
+        parts = [w.get(i, ev.empty()) for w in wins]
+        if absolute:
+            parts = [p.copy() for p in parts]
+            for j, p in enumerate(parts):
+                p["t"] += j * window
+        events.append(ev.join(parts))
+    return Tables(len(wins), counts, events, absolute)
+
+
+def pack_tables(events: list[np.ndarray], k: int, window: int, sizes, bounds=None,
+                nodes=None) -> tuple[list, int, list[int]]:
+    """The payload (as buffers for :func:`send_frame`) and flags of ``k`` windows of ``window``
+    steps whose events are given as one array per node (``events[i]``, times relative to the first
+    window's start, in window order; or with ``bounds``, window-relative times and ``bounds[i]``
+    the k + 1 indices where node i's windows start), and the events per window: each node's
+    records encoded in one compiled pass (``t`` window-relative on the wire; graded records for a
+    node whose frame has any payload other than 1.0), the window tables' headers around slices of
+    them. Events out of window order or refused by the checks of
+    :func:`~nmc.runtime.events.window_events` go the per-window way (:func:`pack_table`), which
+    raises EventFormatError naming the first bad one (and its node, from ``nodes``)."""
+    kern = ev._kernels()
+    wires = []
+    if kern:
+        for i, (e, n) in enumerate(zip(events, sizes)):
+            if bounds is None:
+                kind = kern.window_kind(e, k * window, n)
+                b = kern.window_bounds(e, window, k) if kind else None
+                wire = kern.encode(e, kind == 2, window, b) if b is not None else None
+            else:
+                kind, b = kern.window_kind(e, window, n), bounds[i]
+                wire = kern.encode(e, kind == 2) if kind else None
+            if wire is None:
+                wires = None
+                break
+            wires.append((memoryview(wire), b, kind == 2))
+    if not kern or wires is None:
+        return _pack_tables_per_window(events, k, window, sizes, bounds, nodes)
+    nodes_ = [(wire, b.tolist(), 1 if graded else 0, ev.record_size(graded)) for wire, b, graded in wires]
+    parts = [_U32.pack(k)] if k > 1 else []
+    per_window = []
+    for w in range(k):
+        head = bytearray(_U32.pack(0) + _U16.pack(len(events)) if k > 1 else _U16.pack(len(events)))
+        table, size, total = [], 2, 0
+        for i, (wire, at, graded, rec) in enumerate(nodes_):
+            a, b = at[w], at[w + 1]
+            head += _ENTRY.pack(i, graded, 0, b - a)
+            size += 8 + (b - a) * rec
+            total += b - a
+            if b > a:
+                table += [head, wire[a * rec:b * rec]]
+                head = bytearray()
+        if head:
+            table.append(head)
+        if k > 1:
+            _U32.pack_into(table[0], 0, size)   # the table's byte count, ahead of it
+        parts += table
+        per_window.append(total)
+    return parts, BATCH if k > 1 else 0, per_window
+
+
+def _pack_tables_per_window(events: list[np.ndarray], k: int, window: int, sizes, bounds=None,
+                            nodes=None) -> tuple[list, int, list[int]]:
+    """:func:`pack_tables` one window at a time (no compiler, or events its fast path refuses):
+    each event goes to the window its ``t`` falls in (clipped to the first and last), made
+    window-relative (or to the window ``bounds`` give), and each window is checked by
+    :func:`~nmc.runtime.events.window_events`."""
+    split = []
+    for i, e in enumerate(events):
+        if bounds is not None:
+            split.append([e[bounds[i][j]:bounds[i][j + 1]] for j in range(k)])
+            continue
+        w = np.clip(e["t"] // window, 0, k - 1) if len(e) else np.zeros(0, np.int64)
+        order = np.argsort(w, kind="stable")
+        e, w = e[order], w[order]
+        e["t"] -= w * window
+        at = np.searchsorted(w, np.arange(k + 1))
+        split.append([e[at[j]:at[j + 1]] for j in range(k)])
+    tables, per_window = [], []
+    for j in range(k):
+        entries = [(i, *ev.window_events(split[i][j], window, int(n), node=None if nodes is None else nodes[i]))
+                   for i, n in enumerate(sizes)]
+        tables.append(pack_table(entries))
+        per_window.append(sum(len(x) for _, x, _ in entries))
+    parts, flags = pack_window_parts(tables)
+    return parts, flags, per_window
 
 
 # ------------------------------------------------------------- other payloads

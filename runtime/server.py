@@ -22,6 +22,13 @@ Back-pressure and memory
     ``window`` × (input + output channels) exceeds ``max_window_cells`` (dense
     buffers).
 
+Frames
+    Every frame of a connection is read through one buffered reader
+    (:class:`~nmc.runtime.protocol.FrameReader`); an EVENTS frame's windows are
+    decoded into one event array per input node, stepped with one session call
+    (:meth:`Session.step_windows <nmc.runtime.session.Session.step_windows>`) and
+    answered by one OUTPUT frame of the same windows, encoded per node in one pass.
+
 Limits
     At most ``max_connections`` connections at once, and at most
     ``max_connections_per_client`` from one client address (an IPv6 client's
@@ -168,6 +175,7 @@ class _Conn:
         self.q: queue.Queue = queue.Queue(maxsize=srv.queue_frames)
         self.transport = {"frames_in": 0, "windows_in": 0, "frames_out": 0, "stall_s": 0.0, "queue_peak": 0}
         self.session: Session | None = None
+        self.frames = P.FrameReader(sock)   # every frame of the connection is read through it
         self.rd: threading.Thread | None = None
         self.held = 0  # bytes of the server's budget this connection holds (guarded by srv.budget.cv)
         self.model: ServedModel | None = None
@@ -222,7 +230,7 @@ class _Conn:
             while not self.stop.is_set():
                 if self.srv.stopping:  # graceful stop: no new frames; the queued ones are still answered
                     raise ConnectionError("server stopping")
-                ft, flags, length, seq = P.read_header(self.sock)
+                ft, flags, length, seq = self.frames.header()
                 if ft in (P.RESET, P.STATS, P.CLOSE) and length:
                     raise EventFormatError(f"{P.NAMES[ft]} frame with a {length}-byte payload (must be empty)")
                 if ft not in (P.EVENTS, P.MODULATE, P.RESET, P.STATS, P.CLOSE):
@@ -232,15 +240,15 @@ class _Conn:
                     return
                 self.transport["stall_s"] += time.perf_counter() - t0
                 self.transport["frames_in"] += 1
-                if ft == P.EVENTS:
-                    wins = P.unpack_windows(P.recv_exact(self.sock, length), flags, len(in_names), sizes, window)
-                    self.transport["windows_in"] += len(wins)
+                if ft == P.EVENTS:   # one array per input node for all the frame's windows
+                    tables = P.unpack_tables(self.frames.payload(length), flags, len(in_names), sizes, window,
+                                             absolute=True)
+                    self.transport["windows_in"] += tables.k
                     if self.tenant is not None:  # over the tenant's event rate: stop reading a while (back-pressure)
-                        self.transport["stall_s"] += self.tenant.wait_for(sum(len(e) for w in wins for e in w.values()),
-                                                                          self.stop)
-                    item = ("events", [{in_names[i]: e for i, e in w.items()} for w in wins], seq, length)
+                        self.transport["stall_s"] += self.tenant.wait_for(tables.total, self.stop)
+                    item = ("events", tables, seq, length)
                 elif ft == P.MODULATE:
-                    item = ("modulate", P.parse_modulate(P.recv_exact(self.sock, length)), seq, length)
+                    item = ("modulate", P.parse_modulate(self.frames.payload(length)), seq, length)
                 else:
                     item = (P.NAMES[ft].lower(), None, seq, 0)
                 if not self.put(item) or ft == P.CLOSE:
@@ -251,7 +259,7 @@ class _Conn:
 
     def handshake(self) -> tuple[list[str], list[int], int]:
         srv = self.srv
-        ft, _, payload, _ = P.read_frame(self.sock, P.PRE_AUTH_MAX_PAYLOAD)
+        ft, _, payload, _ = self.frames.frame(P.PRE_AUTH_MAX_PAYLOAD)
         if ft != P.HELLO:
             raise _Violation(f"expected HELLO, got {P.NAMES[ft]}")
         hello = P.parse_json(payload)
@@ -265,7 +273,7 @@ class _Conn:
         self.send(P.HELLO, P.json_payload({"version": P.VERSION, "target": b.target, "devices": list(b.backend.devices),
                                            "default_device": m.device or b.backend.default_device,
                                            "window": m.window, "model": m.name, "model_version": m.version, **io}))
-        ft, _, payload, _ = P.read_frame(self.sock, P.PRE_AUTH_MAX_PAYLOAD)
+        ft, _, payload, _ = self.frames.frame(P.PRE_AUTH_MAX_PAYLOAD)
         if ft != P.OPEN:
             raise _Violation(f"expected OPEN, got {P.NAMES[ft]}")
         req = P.parse_json(payload)
@@ -307,18 +315,15 @@ class _Conn:
                 if self.rd.is_alive():
                     continue
                 kind, data, seq, nbytes = "error", ConnectionError("reader stopped"), 0, 0
-            if kind == "events":
-                tables = []
-                for w in data:
-                    t0 = time.perf_counter()
-                    out = self.session.step(w)
-                    self.srv.observe_window(self.model, sum(len(e) for e in w.values()),
-                                            sum(len(e) for e in out.values()), self.session.window,
-                                            time.perf_counter() - t0)
-                    tables.append(P.pack_table([(i, *ev.window_events(out[k], self.session.window, sizes_out[i]))
-                                                for i, k in enumerate(out_names)]))
-                del data
-                parts, fl = P.pack_window_parts(tables)
+            if kind == "events":   # the frame's windows in one session call (Session.step_windows)
+                k, t0 = data.k, time.perf_counter()
+                out = self.session.step_windows({in_names[i]: e for i, e in enumerate(data.events)}, k)
+                dt = (time.perf_counter() - t0) / k
+                parts, fl, n_out = P.pack_tables([out[name] for name in out_names], k, self.session.window,
+                                                 sizes_out)
+                for n_in, n_o in zip(data.counts.sum(axis=1).tolist(), n_out):
+                    self.srv.observe_window(self.model, n_in, n_o, self.session.window, dt)
+                del data, out
                 self.send(P.OUTPUT, parts, seq, fl)
                 self.srv.budget.release(self, nbytes)
             elif kind == "modulate":  # in order between the windows; a refusal is an ERROR (E_RUNTIME)

@@ -90,6 +90,9 @@ class Session:
                               "worker thread", hint=f"use another device ({', '.join(d for d in bundle.backend.devices if d != self.device_name)}), "
                               f"or run it with `nmc run --device {self.device_name}`")
         self.io = io
+        # the io map is frozen: its names and shapes are read once here, not built again every window
+        self._in_names, self._in_shapes = tuple(io.input_names), io.input_shapes
+        self._out_names = tuple(io.output_names)
         self.window = int(window)
         self.pace = pace
         self.tick = GraphMeta.of(bundle.graph).dt
@@ -131,30 +134,29 @@ class Session:
         self._last = None
 
     # -------------------------------------------------------------------- I/O
-    def _dense_inputs(self, events) -> tuple[dict[str, np.ndarray], int]:
-        names, shapes = self.io.input_names, self.io.input_shapes
+    def _dense_inputs(self, events, steps: int | None = None) -> tuple[dict[str, np.ndarray], int]:
+        names, shapes = self._in_names, self._in_shapes
         if not isinstance(events, dict):
             if len(names) != 1:
                 raise EventFormatError(f"bundle has {len(names)} inputs; pass {{node: events}}",
-                                       hint=f"input nodes: {names}")
+                                       hint=f"input nodes: {list(names)}")
             events = {names[0]: events}
-        unknown = [k for k in events if k not in shapes]
-        if unknown:
-            raise EventFormatError("events addressed to a node that is not an input of the bundle", node=unknown[0],
-                                   hint=f"input nodes: {names}")
-        arrays = {}
+        elif any(k not in shapes for k in events):
+            raise EventFormatError("events addressed to a node that is not an input of the bundle",
+                                   node=next(k for k in events if k not in shapes), hint=f"input nodes: {list(names)}")
+        arrays, n = {}, 0
         for name in names:
             e = events.get(name)
-            e = ev.empty() if e is None else np.asarray(e)
-            if e.dtype != ev.EVENT_DTYPE or e.ndim != 1:
+            e = ev.empty() if e is None else e if type(e) is np.ndarray else np.asarray(e)
+            if (e.dtype is not ev.EVENT_DTYPE and e.dtype != ev.EVENT_DTYPE) or e.ndim != 1:
                 raise EventFormatError(f"events must be a 1-D array of dtype {ev.EVENT_DTYPE}, got {e.dtype} "
                                        f"{e.shape}", node=name, hint="build them with nmc.runtime.events.events()")
             arrays[name] = e
-        n = sum(len(e) for e in arrays.values())
+            n += len(e)
         self.counters.received += n
+        steps = steps or self.window
         try:  # raises on out-of-range events: the whole window is rejected, and counted as such
-            dense = {k: ev.to_dense(e, self.window, shapes[k], dtype=np.float64, node=k)
-                     for k, e in arrays.items()}
+            dense = {k: ev.to_dense(e, steps, shapes[k], dtype=np.float64, node=k) for k, e in arrays.items()}
         except Exception:
             self.counters.rejected += n
             raise
@@ -162,19 +164,62 @@ class Session:
 
     def step(self, events=None) -> dict[str, np.ndarray]:
         """Advance one window; returns ``{output node: events}`` (t relative to the window)."""
+        return self._step(events if events is not None else {}, 1)
+
+    def step_windows(self, events, k: int) -> dict[str, np.ndarray]:
+        """Advance ``k`` windows at once: ``events`` as for :meth:`step` with ``t`` relative to the
+        first window's start (below ``k × window``); returns ``{output node: events}`` the same way,
+        in time order. The same outputs as ``k`` calls of :meth:`step` (a device's ``advance`` of
+        n steps gives the rows ``run`` gives, whatever n), with one conversion and one device call
+        for all of them instead of one per window. A paced session, and a device that takes one
+        session window per call (``Device.window_locked``: a slot of a batched device), step the
+        windows one by one. An event the checks refuse rejects the events of the ``k`` windows in
+        one call (none reach the device), of its own window and those after it window by window
+        (the windows before it are stepped); the counters reconcile either way."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise OptionError(f"k (windows) must be an integer >= 1, got {k!r}")
+        if k == 1:
+            return self.step(events)
+        events = {} if events is None else events
+        if not (self.pace or getattr(self.device, "window_locked", False)):
+            return self._step(events, int(k))
+        if not isinstance(events, dict):
+            if len(self._in_names) != 1:
+                return self._step(events, 1)   # raises: several inputs need {node: events}
+            events = {self._in_names[0]: events}
+        per = [{} for _ in range(k)]
+        for name, e in events.items():
+            e = np.asarray(e)
+            if e.dtype != ev.EVENT_DTYPE or e.ndim != 1:
+                return self._step(events, 1)   # raises the usual format error
+            w = np.clip(e["t"] // self.window, 0, k - 1)   # out of range stays so: step() refuses it
+            for j in range(k):
+                per[j][name] = part = e[w == j]
+                part["t"] -= j * self.window
+        outs = [self._step(p, 1) for p in per]
+        result = {}
+        for name in self._out_names:
+            parts = [o[name].copy() for o in outs]
+            for j, p in enumerate(parts):
+                p["t"] += j * self.window
+            result[name] = ev.join(parts)
+        return result
+
+    def _step(self, events, k: int) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        dense, n = self._dense_inputs(events if events is not None else {})
+        steps = k * self.window
+        dense, n = self._dense_inputs(events, steps)
         try:
             outs = self._advance(dense)
         except Exception:
             self.counters.rejected += n
             raise
         self.counters.processed += n  # every accepted event reached the device this window
-        result = {k: ev.from_dense(v, node=k) for k, v in outs.items()}
+        result = {name: ev.from_dense(v, node=name) for name, v in outs.items()}
         self.counters.sent += sum(len(v) for v in result.values())
-        self.counters.windows += 1
-        self.counters.steps += self.window
-        self._t += self.window
+        self.counters.windows += k
+        self.counters.steps += steps
+        self._t += steps
         if self.pace:
             due = (self._last or t0) + self.window * self.tick
             now = time.perf_counter()
@@ -185,7 +230,7 @@ class Session:
 
     def _advance(self, dense: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.device.advance({k: v[:, None] for k, v in dense.items()})  # batch of one
-        return {k: np.asarray(outs[k])[:, 0] for k in self.io.output_names}
+        return {k: np.asarray(outs[k])[:, 0] for k in self._out_names}
 
     def stream(self, windows: Iterable) -> Iterator[dict[str, np.ndarray]]:
         """Yield one output window per input window, as the input arrives."""

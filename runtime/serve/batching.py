@@ -258,6 +258,7 @@ class SlotDevice(Device):
     """One batch row of a :class:`BatchedDevice`, a streaming device of batch 1 to its session."""
 
     streams = True
+    window_locked = True   # the batch steps every session's window together: all of one length
 
     def __init__(self, batched: BatchedDevice, row: int):
         self.batched, self.row = batched, row

@@ -189,9 +189,10 @@ def _decode_stream(data: bytes, limit: int) -> None:
         b.sendall(data)
         b.shutdown(socket.SHUT_WR)
         a.settimeout(5)
+        frames = P.FrameReader(a)
         while True:
             try:
-                ft, flags, payload, _ = P.read_frame(a, limit)
+                ft, flags, payload, _ = frames.frame(limit)
             except ConnectionError:
                 return  # the stream ended (between or inside frames)
             if ft in (P.HELLO, P.OPEN, P.STATS):
@@ -203,7 +204,7 @@ def _decode_stream(data: bytes, limit: int) -> None:
                     P.opt_str(d, "device")
                     P.opt_int(d, "window")
             elif ft in (P.EVENTS, P.OUTPUT):
-                P.unpack_windows(payload, flags, 1, [N_IN], WINDOW)
+                P.unpack_tables(payload, flags, 1, [N_IN], WINDOW, absolute=ft == P.EVENTS)
             elif ft == P.ERROR:
                 P.parse_error(payload)
             elif ft == P.MODULATE:
