@@ -91,12 +91,16 @@ def one(target: str, family: str, size: float, warm: bool = True) -> dict:
 
     note, t0, c0 = "", time.perf_counter(), time.process_time()
     try:
+        big = None
         try:
             nmc.compile(g, target=target, dt=1e-3, reset="zero", integrator="euler", progress=progress)
         except DesignRuleError:
             big = _bigger_specs(target)
             if not big:
                 raise
+        # the retry runs after the except clause: inside it the refusal's traceback would keep the refused
+        # attempt's frames (its quantized graph and network model, GBs at 10⁸ synapses) alive
+        if big:
             marks.clear()
             cpu_marks.clear()
             _give_back_memory()   # the refused attempt's freed arrays: not the retry's resident set
