@@ -10,7 +10,8 @@ Families (:mod:`bench.workloads`):
 * ``dense_ff`` — :data:`FF_LAYERS` feed-forward LIF layers of width w, each fed by a dense w×w
   float32 matrix (the first from w inputs): 8·w² synapses, w chosen for 10⁴…10⁸; fan-in w ≤ 3,536,
   so every neuron's inputs fit one core's 4,096 input axons and the family reaches 10⁸ on
-  spinnaker2 (48-chip board) and loihi2 (Kapoho Point, 8 chips) — measured there, not extrapolated;
+  spinnaker2 (48-chip board) and loihi2 (Hala Point: 1,488 cores at 10⁸, over Kapoho Point's
+  1,024) — measured there, not extrapolated;
 * ``conv`` — the conv/IF/sum-pool/LIF net scaled to 10³…10⁵ IF neurons (≈ 144
   expanded synapses per neuron).
 

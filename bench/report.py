@@ -226,8 +226,8 @@ def compile_(d) -> list[str]:
          "child's peak RSS (interpreter, torch and numba included) instead. `dense`: one LIF population with dense "
          "n×n recurrent weights + 32 inputs; `dense_ff`: 8 feed-forward LIF layers of width w, each fed by a dense "
          "w×w matrix (8·w² synapses, fan-in w ≤ 3,536: every neuron's inputs fit one core's 4,096 input axons, "
-         "so it reaches 10⁸ on spinnaker2's 48-chip board and loihi2's 8-chip Kapoho Point, where `dense` "
-         "cannot); `conv`: the conv/IF/sum-pool/LIF net scaled up. k = fitted "
+         "so it reaches 10⁸ on spinnaker2's 48-chip board and on loihi2's Hala Point spec — 1,488 cores at 10⁸, "
+         "over the 8-chip Kapoho Point's 1,024 — where `dense` cannot); `conv`: the conv/IF/sum-pool/LIF net scaled up. k = fitted "
          "exponent of time ∝ synapses^k (log-log least squares; memory exponent beside it). A row that "
          f"runs past {d['timeout_s']:.0f} s, or is refused, stops its family.\n"]
     rows = d["rows"]
