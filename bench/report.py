@@ -64,7 +64,15 @@ NOTES = {
                             "elements or more stored without gzip). What still grows with the synapses: the "
                             "network model's sparse matrix and its transpose, the float64 weight copies each "
                             "simulation and the lowering make (800 MB each at 10⁸), and the digests of the "
-                            "bundle's files.",
+                            "bundle's files. The largest stage is `partition` (about 42 s of one core for "
+                            "spinnaker2 at 10⁸, measured 2026-12-07): the synapse-level network model (sparse "
+                            "products, its transpose, one work vector A·rate per rate estimate) and METIS, which "
+                            "splits the block graph twice (profiled) — at the lower-bound core count, which does not "
+                            "fit, then at sequential fill's count; inferred cause: every block of a dense layer "
+                            "reads its 3,536 sources, so under the 4,096-axon limit a core holds one layer's "
+                            "blocks, which the bound does not count. The fix that would close "
+                            "the 60 s goal: a block-level model for dense projections (one entry per block pair, "
+                            "not per synapse) and the axon limit in the cores' lower bound.",
     "transport": "the breakdown (where measured) shows which pieces one window pays; the session's conversions and the "
                  "device step run once per window in Python (a few µs of call overhead each, whatever the "
                  "event count), and over TCP each window also pays framing and a socket round trip on each "
