@@ -133,7 +133,8 @@ def compose(g: Graph, order, back, target: str = "this", neurons=NEURONS, also=(
                 newt = {}
                 for s, (m, b) in terms.items():
                     if isinstance(m, Eye) and is_dense(node):  # dense weight
-                        newt[s] = [np.asarray(node.weight, float).T.copy(), b]  # W applied to the identity
+                        # W applied to the identity: Wᵀ as a C-ordered float64 copy, converted in one pass
+                        newt[s] = [np.array(node.weight, dtype=float, order="F").T, b]
                         continue
                     if isinstance(m, Eye) and semantics.kind_of(node) is Kind.INDEX:
                         newt[s] = [m, b]

@@ -11,8 +11,8 @@ graphs the conformance tests run), sized as issue #11 asks:
 * ``ssm_s4d`` — Input(32) → Affine → nmc.DiagSSM(64 channels, 32 complex modes, ReLU)
   (:mod:`bench.ssm_workload`; its peer a plain PyTorch recurrent S4D step loop).
 
-Scaled families for compile time (:func:`dense_recurrent`, 10⁴…10⁷ synapses)
-and sparse-layer families live in :mod:`bench.compile_time`/:mod:`bench.placement`.
+Scaled families for compile time (:func:`dense_recurrent`, 10⁴…3·10⁷ synapses;
+:func:`dense_feedforward`, 10⁴…10⁸) and sparse-layer families live in :mod:`bench.compile_time`/:mod:`bench.placement`.
 """
 from __future__ import annotations
 
@@ -81,6 +81,29 @@ def dense_recurrent(n: int, n_in: int = 32, seed: int = 0):
                                "lif": lif, "rec": nir.Linear(weight=rng.normal(0, 0.05, (n, n)).astype(np.float32)),
                                "output": nir.Output(output_type={"output": np.array([n])})},
                         edges=[("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")])
+
+
+def dense_feedforward(width: int, layers: int = 8, seed: int = 0):
+    """``layers`` LIF layers of ``width`` neurons, each fed by dense float32 weights from the one
+    before (the first from ``width`` inputs): layers·width² synapses, fan-in ``width`` per neuron (the
+    compile-time family that reaches 10⁸ synapses on targets whose cores take ≤ 4,096 input axons).
+    Weights normal with standard deviation 2/√width, so a layer's input current neither vanishes nor saturates with width."""
+    import nir
+
+    rng = np.random.default_rng(seed)
+    nodes = {"input": nir.Input(input_type={"input": np.array([width])})}
+    edges, prev = [], "input"
+    for i in range(layers):
+        w = rng.standard_normal((width, width), dtype=np.float32)
+        w *= np.float32(2.0 / np.sqrt(width))
+        nodes[f"fc{i}"] = nir.Linear(weight=w)
+        nodes[f"lif{i}"] = nir.LIF(tau=np.full(width, 1e-2), r=np.full(width, 10.0), v_leak=np.zeros(width),
+                                   v_threshold=np.ones(width), v_reset=np.zeros(width))
+        edges += [(prev, f"fc{i}"), (f"fc{i}", f"lif{i}")]
+        prev = f"lif{i}"
+    nodes["output"] = nir.Output(output_type={"output": np.array([width])})
+    edges.append((prev, "output"))
+    return nir.NIRGraph(nodes=nodes, edges=edges)
 
 
 def conv_scaled(neurons: int, seed: int = 0):

@@ -454,11 +454,12 @@ def _with_rates(base: Network, g: Graph, data, rate_steps: int, from_placement: 
                 data_source: str | None = None) -> Network:
     units = base.unit_names
     sizes = np.diff(base.unit_offset).tolist()
+    short = ""
     if from_placement:
         rate, src = placement_rates(g, units, sizes, data)
     else:
-        rate, src = unit_rates(g, units, sizes, data, rate_steps)
-    return base.with_rates(rate, data_source if (data_source and data) else src)
+        rate, src, short = unit_rates(g, units, sizes, data, rate_steps)
+    return base.with_rates(rate, (data_source if (data_source and data) else src) + short)
 
 
 def build_network(g: Graph, limits: CoreLimits | TargetModel, data: dict | None = None, rate_steps: int = 200,
@@ -602,16 +603,30 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
                    pop_bits, "uniform", run_bytes=run_bytes, work_model=target.work, event_work=ew)
 
 
-def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tuple[np.ndarray, str]:
-    """Events per step of every unit (see module docstring)."""
+#: Synaptic operations the activity simulation of :func:`unit_rates` may cost (synapses × steps ×
+#: samples); beyond it the inputs are shortened by :func:`nmc.passes.fidelity.fit_budget` (fewer steps
+#: down to 16, then fewer samples) and ``rates_from`` says so. 10¹⁰: networks up to 2.5·10⁷ synapses
+#: per step keep the probe's 100 steps × 4 samples; a dense 10⁸-synapse one gets 25 steps × 4 samples
+#: (the whole probe would be 4·10¹⁰ multiply-accumulates, about a minute of one core).
+RATE_MAX_SYNOPS = 1e10
+
+
+def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tuple[np.ndarray, str, str]:
+    """Events per step of every unit (see module docstring), where they come from, and (when the
+    inputs were shortened to :data:`RATE_MAX_SYNOPS`) "; shortened to …" ("" otherwise)."""
     N = int(sum(sizes))
     if not data:
-        return np.ones(N), "uniform"
+        return np.ones(N), "uniform", ""
     from nmc.iomap import IOMap, validate_inputs
     from nmc.reference import ReferenceSimulator
 
+    from .fidelity import fit_budget
+
     arrs, T, _ = validate_inputs(IOMap.of_graph(g), data)
     arrs = {k: v[:rate_steps, :16] for k, v in arrs.items()}
+    arrs, sim = fit_budget(g, arrs, RATE_MAX_SYNOPS)
+    short = (f"; shortened to {sim['steps']} steps × {sim['samples']} samples ({sim['shortened']})"
+             if "shortened" in sim else "")
     rec = [k for k in units if k not in g.inputs]
     res = ReferenceSimulator(g).run({k: v for k, v in arrs.items()}, record=rec, batched=True)
     out = []
@@ -619,7 +634,7 @@ def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tu
         x = arrs[k] if k in arrs else res[f"{k}.out"]
         x = np.asarray(x).reshape(x.shape[0] * x.shape[1], n)
         out.append((x != 0).mean(axis=0))
-    return np.concatenate(out).astype(np.float64), "reference simulation on the calibration data"
+    return np.concatenate(out).astype(np.float64), "reference simulation on the calibration data", short
 
 
 def placement_rates(g: Graph, units, sizes, data: dict | None) -> tuple[np.ndarray, str]:

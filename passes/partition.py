@@ -425,6 +425,9 @@ class Packer:
         if self.axons:
             s = self._sources(b)
             cs, cnt = self.core_src[c], self.core_cnt[c]
+            if cs.size == 0:   # an empty core takes the block's sources as they are (sorted, one use each)
+                self.core_src[c], self.core_cnt[c] = s.astype(np.int64), np.ones(s.size, np.int32)
+                return
             pos, present = self._lookup(s, cs)
             cnt[pos[present]] += 1
             if not present.all():

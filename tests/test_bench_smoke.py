@@ -109,3 +109,25 @@ def test_report_says_not_measured_for_results_without_the_new_keys():
     tr["events_per_window"] = 410.0
     md = "\n".join(transport(tr))
     assert "| session: whole step | 12.5 | 40.0 |" in md and "not measured" not in md
+
+
+def test_report_judges_the_measured_dense_ff_1e8_compile():
+    """A dense_ff row at 10⁸ synapses is judged as measured (time, CPU, the larger of the child's peak
+    RSS and the per-stage peaks), with its per-stage row; a refused one says why."""
+    from bench.report import compile_
+
+    meta = {"date": "2026-12-07", "command": "python -m bench compile", "quick": False, "cpus": 2,
+            "python": "3.11.7", "machine": "x86_64", "versions": {}}
+    ok = dict(_dense_row("spinnaker2", 1e8, note="on spinnaker2-48chip"), family="dense_ff", seconds=41.5,
+              cpu_seconds=40.2, peak_rss_mb=5000.0, stages_peak_rss_mb={"load": 900.0, "quantize": 6144.0})
+    bad = {"target": "loihi2", "family": "dense_ff", "synapses": 1e8, "ok": False,
+           "note": "refused: DesignRuleError: network does not fit loihi2"}
+    slow = dict(ok, target="reference", note="", seconds=75.0, peak_rss_mb=9000.0, stages_peak_rss_mb={})
+    d = {"meta": meta, "timeout_s": 600, "exponent": {}, "rows": [ok, bad, slow]}
+    md = "\n".join(compile_(d))
+    assert ("measured on `dense_ff`: spinnaker2 (on spinnaker2-48chip) 1e+08 synapses: 41.5 s (met; CPU 40.2 s), "
+            "peak RSS 6.00 GB (met)") in md
+    assert "loihi2: refused: DesignRuleError" in md
+    assert "reference 1e+08 synapses: 75.0 s (missed; CPU 40.2 s), peak RSS 8.79 GB (missed)" in md
+    assert "| spinnaker2 (on spinnaker2-48chip) | dense_ff | 1e+08 |" in md and "### dense_ff" in md
+    assert "extrapolated, not run here" not in md

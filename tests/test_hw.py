@@ -8,7 +8,7 @@ import pytest
 from nmc.errors import ConfigError, InputFileError
 from nmc.hw import COUNT_UNITS, GRADES, HardwareSpec, SpecEntry, list_specs
 
-PACKAGED = ("spinnaker2", "spinnaker2-48chip", "loihi2", "brainscales2")
+PACKAGED = ("spinnaker2", "spinnaker2-48chip", "loihi2", "loihi2-halapoint", "brainscales2")
 # keys every target carries, so generic passes can read them without a target switch
 COMMON = ("chip.cores", "chip.cores_usable", "chip.mesh", "chip.cores_per_router", "core.neurons_max",
           "core.synapse_memory_bytes", "core.input_axons_max", "core.weight_bits", "numerics.weight_bits",
@@ -95,6 +95,14 @@ def test_inheritance_48chip():
     assert board.has("board.host_links") and board.get("chip.host_link_bps") == one.get("chip.host_link_bps")
     assert board.section("core") == one.section("core") and board.section("energy") == one.section("energy")
     assert "base" not in board.to_dict()
+
+
+def test_inheritance_halapoint():
+    one, big = HardwareSpec.load("loihi2"), HardwareSpec.load("loihi2-halapoint")
+    assert big.target == "loihi2" and big.name == "loihi2-halapoint" and one.get("board.chips") == 8
+    assert big.get("board.chips") == 1152 and math.prod(big.get("board.chips_grid")) == 1152
+    for sec in ("chip", "core", "numerics", "timing", "energy"):
+        assert big.section(sec) == one.section(sec), sec
 
 
 def test_user_spec_with_base(tmp_path):

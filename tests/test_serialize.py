@@ -221,6 +221,27 @@ def test_write_is_deterministic(tmp_path):
     assert (tmp_path / "a.nir").read_bytes() == (tmp_path / "b.nir").read_bytes()
 
 
+def test_large_arrays_are_stored_uncompressed_and_roundtrip(tmp_path, monkeypatch):
+    """Arrays of RAW_MIN_ELEMENTS or more are written contiguous, without gzip; smaller ones keep gzip
+    level 4 + shuffle; both read back bit-exactly, and the write stays deterministic."""
+    g = normalized(recurrent_cubalif())
+    w = np.asarray(g.nodes["fc_in"].weight)
+    g.annotate("fc_in", A.Quant(bits=8, scale=np.array(0.1), w_int=np.arange(w.size, dtype=np.int32).reshape(w.shape)))
+    monkeypatch.setattr(serialize, "RAW_MIN_ELEMENTS", w.size)   # fc_in's arrays are "large" now
+    serialize.write(tmp_path / "a.nir", g)
+    serialize.write(tmp_path / "b.nir", g.copy())
+    assert (tmp_path / "a.nir").read_bytes() == (tmp_path / "b.nir").read_bytes()
+    with h5py.File(tmp_path / "a.nir") as f:
+        big = f["node/nodes/fc_in/weight"]
+        assert big.compression is None and big.chunks is None
+        assert f["nmc/annotations/fc_in/Quant/w_int"].compression is None
+        ws = [f[f"node/nodes/{k}/weight"] for k in f["node/nodes"] if "weight" in f[f"node/nodes/{k}"]]
+        small = [d for d in ws if 16 <= d.size < w.size]
+        assert small and all(d.compression == "gzip" and d.compression_opts == 4 and d.shuffle for d in small)
+        assert all(d.compression is None for d in ws if d.size >= w.size)
+    assert_graph_equal(g, serialize.read(tmp_path / "a.nir"))
+
+
 def test_read_bytes(tmp_path):
     g = normalized(ff_lif())
     serialize.write(tmp_path / "a.nir", g)

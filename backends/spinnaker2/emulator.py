@@ -89,7 +89,10 @@ class S2Emulator(LaggedStreaming, Device):
                 # W⁺ and W⁻ stacked on the output channels: conv.apply gives [Σ W⁺·s | Σ W⁻·s]
                 self.Wk[id(q)] = np.concatenate([np.maximum(q.kernel, 0), np.minimum(q.kernel, 0)]).astype(F32)
                 continue
-            dl = np.zeros(q.weights.shape, np.int64) if q.delay is None else np.asarray(q.delay)
+            if q.delay is None:   # every synapse at delay 0: no int64 delay array of the weights' shape to compare
+                self.W[id(q)] = [(0, np.maximum(q.weights, 0).astype(F32).T, np.minimum(q.weights, 0).astype(F32).T)]
+                continue
+            dl = np.asarray(q.delay)
             self.W[id(q)] = [(int(d), np.where(dl == d, np.maximum(q.weights, 0), 0).astype(F32).T,
                               np.where(dl == d, np.minimum(q.weights, 0), 0).astype(F32).T)
                              for d in np.unique(dl[q.weights != 0] if np.any(q.weights) else [0])]
