@@ -11,9 +11,17 @@ pruned layers) are accumulated event-driven, walking only the rows of sources
 active in some sample, as the chip does; denser blocks go through one matmul. Both are exact
 (integer products and sums below 2^53), so the order does not matter. Used
 automatically when numba is installed; the tests check it bit-exactly against
-the numpy implementation and against Lava.
+the numpy implementation and against Lava. The per-program arrays (neuron
+parameters, Lava-truncated weights as matmul matrices or CSR tables) are built
+once per program (:func:`tables`) and rebuilt when the program's content digest
+(:func:`program_key`) changes, so a weight changed in place or a program
+lowered for other numerics never reuses a stale table.
 """
 from __future__ import annotations
+
+import dataclasses
+import hashlib
+import weakref
 
 import numpy as np
 
@@ -126,42 +134,61 @@ def available() -> bool:
     return njit is not None
 
 
-def run(emu, inputs: dict, steps: int, record=None) -> dict:
-    """Run ``emu`` (a LoihiEmulator) with the compiled loop; same result layout as ``emu.run``.
-    ``record``: names of the groups to return (default: all); the others are simulated but
-    not written out per step (the records of every neuron dominate large batched runs)."""
-    B = next(iter(inputs.values())).shape[1] if inputs else 1
-    names_in = list(inputs)
-    off, n_in = {}, 0
-    xs = []
-    for k in names_in:
-        x = np.asarray(inputs[k])
-        x = x.reshape(x.shape[0], B, -1).astype(np.float64)
-        off[k] = n_in
-        n_in += x.shape[2]
-        xs.append(x)
-    Tin = max((x.shape[0] for x in xs), default=0)
-    x_all = np.zeros((max(Tin, 1), max(n_in, 0), B))   # (T, input, sample): the loop's layout
-    for k, x in zip(names_in, xs):
-        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
-    x_all = x_all[:Tin] if Tin else x_all[:0]
+def program_key(program) -> bytes:
+    """A digest of everything the loop's tables derive from: the numerics (the spec's widths), every
+    neuron group's and synapse's fields (arrays by dtype, shape and bytes: a weight changed in place
+    changes it too) and :data:`CSR_DENSITY`. SHA-1 as a change detector, not for security."""
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(f"{program.numerics!r}|{CSR_DENSITY!r}".encode())
+    for obj in (*program.groups, *program.synapses):
+        h.update(type(obj).__name__.encode())
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, np.ndarray):
+                order = "F" if v.flags.f_contiguous and not v.flags.c_contiguous else "C"
+                v = v.T if order == "F" else np.ascontiguousarray(v)   # no copy of a Fortran-ordered array
+                h.update(f"|{f.name}:{v.dtype.str}{v.shape}{order}:".encode())
+                h.update(v.view(np.uint8) if v.size else b"")
+            else:
+                h.update(f"|{f.name}={v!r}".encode())
+    return h.digest()
+
+
+#: program → (program_key, {integral inputs: tables}); an entry lives as long as its program
+_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def tables(emu, integral: bool) -> dict:
+    """The loop's per-program arrays (neuron parameters, synapse blocks as matmul matrices or CSR),
+    built once per program and reused while :func:`program_key` is unchanged (a changed weight,
+    parameter or numerics rebuilds them). ``integral``: the inputs are integers (CSR blocks allowed)."""
+    key = program_key(emu.p)
+    hit = _TABLES.get(emu.p)
+    if hit is None or hit[0] != key:
+        hit = (key, {})
+        _TABLES[emu.p] = hit
+    if integral not in hit[1]:
+        hit[1][integral] = _build(emu, integral)
+    return hit[1][integral]
+
+
+def _build(emu, integral: bool) -> dict:
     goff, ng = {}, 0
     for name, g in emu.groups.items():
         goff[name] = ng
         ng += g.g.n
     cat = lambda f: np.concatenate([np.broadcast_to(f(g), (g.g.n,)).astype(np.int64) for g in emu.groups.values()])  # noqa: E731
-    ku, kv = cat(lambda g: g.ku), cat(lambda g: g.kv)
-    bias, vth = cat(lambda g: g.bias), cat(lambda g: np.int64(g.vth))
-    subtract = np.concatenate([np.full(g.g.n, g.subtract) for g in emu.groups.values()])
-    v0 = cat(lambda g: np.asarray(g.g.v_init, np.int64).reshape(-1) if np.ndim(g.g.v_init) else np.int64(g.g.v_init))
-    u0 = cat(lambda g: np.asarray(g.g.u_init, np.int64).reshape(-1) if np.ndim(g.g.u_init) else np.int64(g.g.u_init))
-    syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin = [], [], [], [], [], []
+    t = {"goff": goff, "ng": ng, "ku": cat(lambda g: g.ku), "kv": cat(lambda g: g.kv),
+         "bias": cat(lambda g: g.bias), "vth": cat(lambda g: np.int64(g.vth)),
+         "subtract": np.concatenate([np.full(g.g.n, g.subtract) for g in emu.groups.values()]),
+         "v0": cat(lambda g: np.asarray(g.g.v_init, np.int64).reshape(-1) if np.ndim(g.g.v_init) else np.int64(g.g.v_init)),
+         "u0": cat(lambda g: np.asarray(g.g.u_init, np.int64).reshape(-1) if np.ndim(g.g.u_init) else np.int64(g.g.u_init))}
+    srcs, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin = [], [], [], [], [], []
     Ws, csr_ptr, csr_idx, csr_val, syn_csr = List(), List(), List(), List(), []
     # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
     # because every product and partial sum is an integer below 2^53 (integer weights and payloads)
-    integral = bool(np.all(x_all == np.trunc(x_all)))
     for s, wt in emu.syn:
-        syn_src.append(off[s.src] if s.src in off else n_in + goff[s.src])
+        srcs.append(s.src)
         syn_len.append(wt.shape[0])
         syn_dst.append(goff[s.dst])
         syn_dlen.append(wt.shape[1])
@@ -177,6 +204,35 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         csr_idx.append(cols.astype(np.int64))
         csr_val.append(np.ascontiguousarray(wt[rows, cols], dtype=np.float64))
     a = lambda v, t: np.asarray(v, dtype=t)  # noqa: E731
+    t.update(srcs=srcs, syn_len=a(syn_len, np.int64), syn_dst=a(syn_dst, np.int64), syn_dlen=a(syn_dlen, np.int64),
+             syn_exp=a(syn_exp, np.int64), syn_bin=a(syn_bin, np.bool_), Ws=Ws, syn_csr=a(syn_csr, np.bool_),
+             csr_ptr=csr_ptr, csr_idx=csr_idx, csr_val=csr_val)
+    return t
+
+
+def run(emu, inputs: dict, steps: int, record=None) -> dict:
+    """Run ``emu`` (a LoihiEmulator) with the compiled loop; same result layout as ``emu.run``.
+    ``record``: names of the groups to return (default: all); the others are simulated but
+    not written out per step (the records of every neuron dominate large batched runs)."""
+    B = next(iter(inputs.values())).shape[1] if inputs else 1
+    names_in = list(inputs)
+    off, n_in = {}, 0
+    xs = []
+    for k in names_in:
+        x = np.asarray(inputs[k])
+        x = x.reshape(x.shape[0], B, -1)
+        off[k] = n_in
+        n_in += x.shape[2]
+        xs.append(x)
+    Tin = max((x.shape[0] for x in xs), default=0)
+    x_all = np.zeros((max(Tin, 1), max(n_in, 0), B))   # (T, input, sample): the loop's layout
+    for k, x in zip(names_in, xs):
+        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
+    x_all = x_all[:Tin] if Tin else x_all[:0]
+    integral = all(x.dtype.kind in "biu" or bool(np.all(x == np.trunc(x))) for x in xs)
+    t = tables(emu, integral)
+    goff, ng = t["goff"], t["ng"]
+    syn_src = np.array([off[k] if k in off else n_in + goff[k] for k in t["srcs"]], np.int64)
     keep = list(emu.groups) if record is None else [k for k in emu.groups if k in set(record)]
     rec_idx = np.full(ng, -1, np.int64)
     roff, n_rec = {}, 0
@@ -185,10 +241,9 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         rec_idx[goff[name]: goff[name] + n] = np.arange(n_rec, n_rec + n)
         roff[name] = n_rec
         n_rec += n
-    rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
-                       a(syn_src, np.int64), a(syn_len, np.int64), a(syn_dst, np.int64), a(syn_dlen, np.int64),
-                       a(syn_exp, np.int64), a(syn_bin, np.bool_), Ws,
-                       a(syn_csr, np.bool_), csr_ptr, csr_idx, csr_val, rec_idx, n_rec,
+    rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, t["ku"], t["kv"], t["bias"], t["vth"], t["subtract"],
+                       t["v0"], t["u0"], syn_src, t["syn_len"], t["syn_dst"], t["syn_dlen"], t["syn_exp"],
+                       t["syn_bin"], t["Ws"], t["syn_csr"], t["csr_ptr"], t["csr_idx"], t["csr_val"], rec_idx, n_rec,
                        np.int64(emu.num.decay_bits), np.int64(emu.num.activation_shift), np.int64(emu.num.v_max))
     rec = {}
     for name in keep:
