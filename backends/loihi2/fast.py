@@ -93,9 +93,9 @@ if njit is not None:
                         rec_v[t, b, r] = vv
                         rec_u[t, b, r] = uu
                     out[n_in + j, b] = 1.0 if s else 0.0
-            for j in range(n_in):
-                for b in range(B):
-                    out[j, b] = x_all[t, j, b] if t < x_all.shape[0] else 0.0
+            for b in range(B):
+                for j in range(n_in):
+                    out[j, b] = x_all[t, b, j] if t < x_all.shape[0] else 0.0
             for k in range(n_syn):                           # then receive this step's source output
                 s0 = syn_src[k]
                 x = out[s0:s0 + syn_len[k]].copy()
@@ -224,12 +224,15 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         off[k] = n_in
         n_in += x.shape[2]
         xs.append(x)
-    Tin = max((x.shape[0] for x in xs), default=0)
-    x_all = np.zeros((max(Tin, 1), max(n_in, 0), B))   # (T, input, sample): the loop's layout
-    for k, x in zip(names_in, xs):
-        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
-    x_all = x_all[:Tin] if Tin else x_all[:0]
     integral = all(x.dtype.kind in "biu" or bool(np.all(x == np.trunc(x))) for x in xs)
+    # (T, sample, input), the inputs' own layout: one integer input passes without a copy
+    if len(xs) == 1 and xs[0].dtype == np.int64:
+        x_all = np.ascontiguousarray(xs[0])
+    else:
+        Tin = max((x.shape[0] for x in xs), default=0)
+        x_all = np.zeros((Tin, B, n_in))
+        for k, x in zip(names_in, xs):
+            x_all[: x.shape[0], :, off[k]: off[k] + x.shape[2]] = x
     t = tables(emu, integral)
     goff, ng = t["goff"], t["ng"]
     syn_src = np.array([off[k] if k in off else n_in + goff[k] for k in t["srcs"]], np.int64)
