@@ -8,7 +8,9 @@ state is laid out (neuron, sample), the batch innermost: each step reads a
 neuron's parameters and a synapse's weight once for the whole batch. Synapse
 blocks at most :data:`CSR_DENSITY` dense (expanded convolutions, pooling,
 pruned layers) are accumulated event-driven, walking only the rows of sources
-active in some sample, as the chip does; denser blocks go through one matmul. Both are exact
+active in some sample, as the chip does; denser blocks go through one matmul,
+except in steps where the rows of their active sources hold at most
+:data:`CSR_DENSITY` of their entries (sparse activity), which walk them too. Both are exact
 (integer products and sums below 2^53), so the order does not matter. Used
 automatically when numba is installed; the tests check it bit-exactly against
 the numpy implementation and against Lava. The per-program arrays (neuron
@@ -31,8 +33,11 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy path usable without it
     njit = None
 
-#: synapse blocks at most this dense are accumulated per active source (CSR) instead of by matmul
+#: synapse blocks at most this dense are accumulated per active source (CSR) instead of by matmul;
+#: a denser block is walked in a step whose active sources' rows hold at most this fraction of it
 CSR_DENSITY = 0.25
+#: denser blocks keep row tables (for those steps) besides their matrix up to this many nonzeros
+CSR_BOTH_MAX = 1 << 22
 
 if njit is not None:
 
@@ -43,7 +48,7 @@ if njit is not None:
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
-              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max):
+              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max, csr_density):
         # every state array is (neuron, sample): the batch is the inner, contiguous axis, so a
         # neuron's parameters and a synapse's weight are read once per step for the whole batch
         ng = ku.shape[0]
@@ -62,6 +67,7 @@ if njit is not None:
             bufs.append(np.zeros((syn_dlen[k], B), np.int64))
         out = np.zeros((n_in + ng, B))
         a_in = np.zeros((ng, B), np.int64)
+        act = np.zeros(max(n_in + ng, 1), np.bool_)
         for t in range(T):
             a_in[:, :] = 0
             for k in range(n_syn):                           # synapses send last step's buffer
@@ -97,22 +103,32 @@ if njit is not None:
                 for j in range(n_in):
                     out[j, b] = x_all[t, b, j] if t < x_all.shape[0] else 0.0
             for k in range(n_syn):                           # then receive this step's source output
-                s0 = syn_src[k]
-                x = out[s0:s0 + syn_len[k]].copy()
-                if syn_bin[k]:
-                    for j in range(syn_len[k]):
+                s0, n_src = syn_src[k], syn_len[k]
+                x = out[s0:s0 + n_src]                       # a view: neuron outputs are already 0/1
+                if syn_bin[k] and s0 < n_in:                 # an input's payloads: binarised
+                    x = x.copy()
+                    for j in range(n_src):
                         for b in range(B):
                             x[j, b] = 1.0 if x[j, b] != 0 else 0.0
-                if syn_csr[k]:                              # event-driven: sources active in some sample
-                    acc = np.zeros((syn_dlen[k], B))
-                    ptr, idx, val = csr_ptr[k], csr_idx[k], csr_val[k]
-                    for j in range(syn_len[k]):
-                        act = False
+                ptr, idx, val = csr_ptr[k], csr_idx[k], csr_val[k]
+                walk = syn_csr[k]
+                if walk:                                     # the sources active in some sample
+                    nnz_act = 0
+                    for j in range(n_src):
+                        act[j] = False
                         for b in range(B):
                             if x[j, b] != 0.0:
-                                act = True
+                                act[j] = True
                                 break
-                        if not act:
+                        if act[j]:
+                            nnz_act += ptr[j + 1] - ptr[j]
+                    # a block that has its matrix too is walked only while its active rows hold at
+                    # most csr_density of its entries (the static rule when every source is active)
+                    walk = Ws[k].size == 0 or nnz_act <= csr_density * n_src * syn_dlen[k]
+                if walk:                                     # event-driven: rows of active sources only
+                    acc = np.zeros((syn_dlen[k], B))
+                    for j in range(n_src):
+                        if not act[j]:
                             continue
                         for q in range(ptr[j], ptr[j + 1]):
                             w = val[q]
@@ -120,7 +136,7 @@ if njit is not None:
                             for b in range(B):              # x = 0 adds ±0: the integer sum is unchanged
                                 acc[d, b] += x[j, b] * w
                 else:
-                    acc = Ws[k] @ x
+                    acc = Ws[k] @ np.ascontiguousarray(x)
                 e = syn_exp[k]
                 bk = bufs[k]
                 for j in range(syn_dlen[k]):
@@ -137,9 +153,10 @@ def available() -> bool:
 def program_key(program) -> bytes:
     """A digest of everything the loop's tables derive from: the numerics (the spec's widths), every
     neuron group's and synapse's fields (arrays by dtype, shape and bytes: a weight changed in place
-    changes it too) and :data:`CSR_DENSITY`. SHA-1 as a change detector, not for security."""
+    changes it too) and :data:`CSR_DENSITY` / :data:`CSR_BOTH_MAX`. SHA-1 as a change detector, not for
+    security."""
     h = hashlib.sha1(usedforsecurity=False)
-    h.update(f"{program.numerics!r}|{CSR_DENSITY!r}".encode())
+    h.update(f"{program.numerics!r}|{CSR_DENSITY!r}|{CSR_BOTH_MAX!r}".encode())
     for obj in (*program.groups, *program.synapses):
         h.update(type(obj).__name__.encode())
         for f in dataclasses.fields(obj):
@@ -194,9 +211,12 @@ def _build(emu, integral: bool) -> dict:
         syn_dlen.append(wt.shape[1])
         syn_exp.append(int(s.weight_exp))
         syn_bin.append(s.num_message_bits == 0)
-        use = integral and wt.size > 0 and np.count_nonzero(wt) <= CSR_DENSITY * wt.size
-        # the matmul's (post, pre) @ (pre, sample); a walked block needs no matrix
-        Ws.append(np.zeros((0, 0)) if use else np.ascontiguousarray(wt.T, dtype=np.float64))
+        nnz = np.count_nonzero(wt)
+        sparse = integral and wt.size > 0 and nnz <= CSR_DENSITY * wt.size
+        # a denser block keeps its row tables too (walked in steps with few active sources) up to CSR_BOTH_MAX
+        use = sparse or (integral and 0 < nnz <= CSR_BOTH_MAX)
+        # the matmul's (post, pre) @ (pre, sample); a block that is always walked needs no matrix
+        Ws.append(np.zeros((0, 0)) if sparse else np.ascontiguousarray(wt.T, dtype=np.float64))
         syn_csr.append(use)
         rows, cols = np.nonzero(wt) if use else (np.zeros(0, np.int64), np.zeros(0, np.int64))
         csr_ptr.append(np.searchsorted(rows, np.arange(wt.shape[0] + 1)).astype(np.int64) if use
@@ -247,7 +267,8 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
     rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, t["ku"], t["kv"], t["bias"], t["vth"], t["subtract"],
                        t["v0"], t["u0"], syn_src, t["syn_len"], t["syn_dst"], t["syn_dlen"], t["syn_exp"],
                        t["syn_bin"], t["Ws"], t["syn_csr"], t["csr_ptr"], t["csr_idx"], t["csr_val"], rec_idx, n_rec,
-                       np.int64(emu.num.decay_bits), np.int64(emu.num.activation_shift), np.int64(emu.num.v_max))
+                       np.int64(emu.num.decay_bits), np.int64(emu.num.activation_shift), np.int64(emu.num.v_max),
+                       float(CSR_DENSITY))
     rec = {}
     for name in keep:
         sl = slice(roff[name], roff[name] + emu.groups[name].g.n)

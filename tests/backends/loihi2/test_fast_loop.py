@@ -114,3 +114,15 @@ def test_program_key_covers_numerics_parameters_and_csr_setting(monkeypatch):
     prog.groups[0].vth -= 1
     monkeypatch.setattr(fast, "CSR_DENSITY", 0.5)
     assert fast.program_key(prog) != key
+
+
+@pytest.mark.parametrize("both_max", [0, 1 << 22])
+def test_dense_blocks_walked_in_sparse_steps_equal_numpy(monkeypatch, both_max):
+    """A block denser than CSR_DENSITY keeps its row tables too (up to CSR_BOTH_MAX nonzeros) and is
+    walked in steps where few sources are active, by matmul in the others: bit-equal to numpy either way."""
+    monkeypatch.setattr(fast, "CSR_BOTH_MAX", both_max)
+    prog = BACKEND.lower(normalized(ff_lif(), reset="zero"), PassContext(options={}))
+    assert all(np.count_nonzero(s.weights) > fast.CSR_DENSITY * s.weights.size for s in prog.synapses)
+    x = np.concatenate([spikes((8,), T=15, p=0.02, seed=4, batch=3), spikes((8,), T=15, p=0.7, seed=5, batch=3)])
+    a = _equal_numpy(LoihiEmulator(prog), x.reshape(30, 3, -1).astype(np.int64), 33)
+    assert sum(a[k]["s"].sum() for k in a) > 0
