@@ -68,6 +68,7 @@ if njit is not None:
         out = np.zeros((n_in + ng, B))
         a_in = np.zeros((ng, B), np.int64)
         act = np.zeros(max(n_in + ng, 1), np.bool_)
+        xbin = np.zeros((max(n_in, 1), B))                 # binarised input payloads
         for t in range(T):
             a_in[:, :] = 0
             for k in range(n_syn):                           # synapses send last step's buffer
@@ -104,12 +105,12 @@ if njit is not None:
                     out[j, b] = x_all[t, b, j] if t < x_all.shape[0] else 0.0
             for k in range(n_syn):                           # then receive this step's source output
                 s0, n_src = syn_src[k], syn_len[k]
-                x = out[s0:s0 + n_src]                       # a view: neuron outputs are already 0/1
+                x, o = out, s0                               # rows o.. of x: neuron outputs are already 0/1
                 if syn_bin[k] and s0 < n_in:                 # an input's payloads: binarised
-                    x = x.copy()
+                    x, o = xbin, 0
                     for j in range(n_src):
                         for b in range(B):
-                            x[j, b] = 1.0 if x[j, b] != 0 else 0.0
+                            xbin[j, b] = 1.0 if out[s0 + j, b] != 0 else 0.0
                 ptr, idx, val = csr_ptr[k], csr_idx[k], csr_val[k]
                 walk = syn_csr[k]
                 if walk:                                     # the sources active in some sample
@@ -117,7 +118,7 @@ if njit is not None:
                     for j in range(n_src):
                         act[j] = False
                         for b in range(B):
-                            if x[j, b] != 0.0:
+                            if x[o + j, b] != 0.0:
                                 act[j] = True
                                 break
                         if act[j]:
@@ -134,9 +135,9 @@ if njit is not None:
                             w = val[q]
                             d = idx[q]
                             for b in range(B):              # x = 0 adds ±0: the integer sum is unchanged
-                                acc[d, b] += x[j, b] * w
+                                acc[d, b] += x[o + j, b] * w
                 else:
-                    acc = Ws[k] @ np.ascontiguousarray(x)
+                    acc = Ws[k] @ np.ascontiguousarray(x[o:o + n_src])
                 e = syn_exp[k]
                 bk = bufs[k]
                 for j in range(syn_dlen[k]):
