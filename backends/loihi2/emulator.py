@@ -60,6 +60,7 @@ the ``lava`` device (:class:`LoihiDevice`, :mod:`.devices.lava_device`).
 """
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Iterable
 
 import numpy as np
@@ -152,13 +153,6 @@ class LoihiEmulator:
         self.p = program
         self.num = program.numerics
         self.groups = {g.name: _Group(g, self.num) for g in program.groups}
-        # integer weights as float64: matmuls go through BLAS and stay exact (|Σ w·x| < 2^53 for
-        # 8-bit weights and payloads up to 24 bits over < 2^21 inputs; wider weights leave fewer inputs)
-        self.syn: list[tuple[Synapse, np.ndarray]] = [(s, lava_weights(s.weights, self.num.weight_bits)
-                                                       .astype(np.float64).T.copy())
-                                                      for s in program.synapses]
-        self.links = [(k, lava_weights(k.weights, self.num.weight_bits).astype(np.float64).T.copy())
-                      for k in program.links]
         from .learning import Engine
         from .learning_format import LearningFormat
 
@@ -168,6 +162,20 @@ class LoihiEmulator:
         self.learn = {s.name: Engine(r, s.weights, fmt, self.num.decay_bits) for s in program.synapses
                       if (r := program.meta.get("plasticity", {}).get(s.name)) is not None}
         self.reward = 0.0       # the third factor a run starts with (the devices' modulate sets it)
+
+    @cached_property
+    def syn(self) -> list[tuple[Synapse, np.ndarray]]:
+        """(synapse, Lava's weights (in, out) float64) per synapse, built on first use (the compiled
+        loop takes its tables from :func:`.fast.tables` instead). Integer weights as float64: matmuls
+        go through BLAS and stay exact (|Σ w·x| < 2^53 for 8-bit weights and payloads up to 24 bits
+        over < 2^21 inputs; wider weights leave fewer inputs)."""
+        return [(s, lava_weights(s.weights, self.num.weight_bits).astype(np.float64).T.copy())
+                for s in self.p.synapses]
+
+    @cached_property
+    def links(self) -> list:
+        return [(k, lava_weights(k.weights, self.num.weight_bits).astype(np.float64).T.copy())
+                for k in self.p.links]
 
     def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None,
             record=None) -> dict[str, dict[str, np.ndarray]]:

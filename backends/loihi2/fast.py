@@ -8,12 +8,22 @@ state is laid out (neuron, sample), the batch innermost: each step reads a
 neuron's parameters and a synapse's weight once for the whole batch. Synapse
 blocks at most :data:`CSR_DENSITY` dense (expanded convolutions, pooling,
 pruned layers) are accumulated event-driven, walking only the rows of sources
-active in some sample, as the chip does; denser blocks go through one matmul. Both are exact
+active in some sample, as the chip does; denser blocks go through one matmul,
+except in steps where the rows of their active sources hold at most
+:data:`CSR_DENSITY` of their entries (sparse activity), which walk them too. Both are exact
 (integer products and sums below 2^53), so the order does not matter. Used
 automatically when numba is installed; the tests check it bit-exactly against
-the numpy implementation and against Lava.
+the numpy implementation and against Lava. The per-program arrays (neuron
+parameters, Lava-truncated weights as matmul matrices or CSR tables) are built
+once per program (:func:`tables`) and rebuilt when the program's content digest
+(:func:`program_key`) changes, so a weight changed in place or a program
+lowered for other numerics never reuses a stale table.
 """
 from __future__ import annotations
+
+import dataclasses
+import hashlib
+import weakref
 
 import numpy as np
 
@@ -23,8 +33,11 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy path usable without it
     njit = None
 
-#: synapse blocks at most this dense are accumulated per active source (CSR) instead of by matmul
+#: synapse blocks at most this dense are accumulated per active source (CSR) instead of by matmul;
+#: a denser block is walked in a step whose active sources' rows hold at most this fraction of it
 CSR_DENSITY = 0.25
+#: denser blocks keep row tables (for those steps) besides their matrix up to this many nonzeros
+CSR_BOTH_MAX = 1 << 22
 
 if njit is not None:
 
@@ -35,7 +48,7 @@ if njit is not None:
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
-              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max):
+              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max, csr_density):
         # every state array is (neuron, sample): the batch is the inner, contiguous axis, so a
         # neuron's parameters and a synapse's weight are read once per step for the whole batch
         ng = ku.shape[0]
@@ -54,6 +67,8 @@ if njit is not None:
             bufs.append(np.zeros((syn_dlen[k], B), np.int64))
         out = np.zeros((n_in + ng, B))
         a_in = np.zeros((ng, B), np.int64)
+        act = np.zeros(max(n_in + ng, 1), np.bool_)
+        xbin = np.zeros((max(n_in, 1), B))                 # binarised input payloads
         for t in range(T):
             a_in[:, :] = 0
             for k in range(n_syn):                           # synapses send last step's buffer
@@ -85,34 +100,44 @@ if njit is not None:
                         rec_v[t, b, r] = vv
                         rec_u[t, b, r] = uu
                     out[n_in + j, b] = 1.0 if s else 0.0
-            for j in range(n_in):
-                for b in range(B):
-                    out[j, b] = x_all[t, j, b] if t < x_all.shape[0] else 0.0
+            for b in range(B):
+                for j in range(n_in):
+                    out[j, b] = x_all[t, b, j] if t < x_all.shape[0] else 0.0
             for k in range(n_syn):                           # then receive this step's source output
-                s0 = syn_src[k]
-                x = out[s0:s0 + syn_len[k]].copy()
-                if syn_bin[k]:
-                    for j in range(syn_len[k]):
+                s0, n_src = syn_src[k], syn_len[k]
+                x, o = out, s0                               # rows o.. of x: neuron outputs are already 0/1
+                if syn_bin[k] and s0 < n_in:                 # an input's payloads: binarised
+                    x, o = xbin, 0
+                    for j in range(n_src):
                         for b in range(B):
-                            x[j, b] = 1.0 if x[j, b] != 0 else 0.0
-                if syn_csr[k]:                              # event-driven: sources active in some sample
-                    acc = np.zeros((syn_dlen[k], B))
-                    ptr, idx, val = csr_ptr[k], csr_idx[k], csr_val[k]
-                    for j in range(syn_len[k]):
-                        act = False
+                            xbin[j, b] = 1.0 if out[s0 + j, b] != 0 else 0.0
+                ptr, idx, val = csr_ptr[k], csr_idx[k], csr_val[k]
+                walk = syn_csr[k]
+                if walk:                                     # the sources active in some sample
+                    nnz_act = 0
+                    for j in range(n_src):
+                        act[j] = False
                         for b in range(B):
-                            if x[j, b] != 0.0:
-                                act = True
+                            if x[o + j, b] != 0.0:
+                                act[j] = True
                                 break
-                        if not act:
+                        if act[j]:
+                            nnz_act += ptr[j + 1] - ptr[j]
+                    # a block that has its matrix too is walked only while its active rows hold at
+                    # most csr_density of its entries (the static rule when every source is active)
+                    walk = Ws[k].size == 0 or nnz_act <= csr_density * n_src * syn_dlen[k]
+                if walk:                                     # event-driven: rows of active sources only
+                    acc = np.zeros((syn_dlen[k], B))
+                    for j in range(n_src):
+                        if not act[j]:
                             continue
                         for q in range(ptr[j], ptr[j + 1]):
                             w = val[q]
                             d = idx[q]
                             for b in range(B):              # x = 0 adds ±0: the integer sum is unchanged
-                                acc[d, b] += x[j, b] * w
+                                acc[d, b] += x[o + j, b] * w
                 else:
-                    acc = Ws[k] @ x
+                    acc = Ws[k] @ np.ascontiguousarray(x[o:o + n_src])
                 e = syn_exp[k]
                 bk = bufs[k]
                 for j in range(syn_dlen[k]):
@@ -126,6 +151,86 @@ def available() -> bool:
     return njit is not None
 
 
+def program_key(program) -> bytes:
+    """A digest of everything the loop's tables derive from: the numerics (the spec's widths), every
+    neuron group's and synapse's fields (arrays by dtype, shape and bytes: a weight changed in place
+    changes it too) and :data:`CSR_DENSITY` / :data:`CSR_BOTH_MAX`. SHA-1 as a change detector, not for
+    security."""
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(f"{program.numerics!r}|{CSR_DENSITY!r}|{CSR_BOTH_MAX!r}".encode())
+    for obj in (*program.groups, *program.synapses):
+        h.update(type(obj).__name__.encode())
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, np.ndarray):
+                order = "F" if v.flags.f_contiguous and not v.flags.c_contiguous else "C"
+                v = v.T if order == "F" else np.ascontiguousarray(v)   # no copy of a Fortran-ordered array
+                h.update(f"|{f.name}:{v.dtype.str}{v.shape}{order}:".encode())
+                h.update(v.view(np.uint8) if v.size else b"")
+            else:
+                h.update(f"|{f.name}={v!r}".encode())
+    return h.digest()
+
+
+#: program → (program_key, {integral inputs: tables}); an entry lives as long as its program
+_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def tables(emu, integral: bool) -> dict:
+    """The loop's per-program arrays (neuron parameters, synapse blocks as matmul matrices or CSR),
+    built once per program and reused while :func:`program_key` is unchanged (a changed weight,
+    parameter or numerics rebuilds them). ``integral``: the inputs are integers (CSR blocks allowed)."""
+    key = program_key(emu.p)
+    hit = _TABLES.get(emu.p)
+    if hit is None or hit[0] != key:
+        hit = (key, {})
+        _TABLES[emu.p] = hit
+    if integral not in hit[1]:
+        hit[1][integral] = _build(emu, integral)
+    return hit[1][integral]
+
+
+def _build(emu, integral: bool) -> dict:
+    goff, ng = {}, 0
+    for name, g in emu.groups.items():
+        goff[name] = ng
+        ng += g.g.n
+    cat = lambda f: np.concatenate([np.broadcast_to(f(g), (g.g.n,)).astype(np.int64) for g in emu.groups.values()])  # noqa: E731
+    t = {"goff": goff, "ng": ng, "ku": cat(lambda g: g.ku), "kv": cat(lambda g: g.kv),
+         "bias": cat(lambda g: g.bias), "vth": cat(lambda g: np.int64(g.vth)),
+         "subtract": np.concatenate([np.full(g.g.n, g.subtract) for g in emu.groups.values()]),
+         "v0": cat(lambda g: np.asarray(g.g.v_init, np.int64).reshape(-1) if np.ndim(g.g.v_init) else np.int64(g.g.v_init)),
+         "u0": cat(lambda g: np.asarray(g.g.u_init, np.int64).reshape(-1) if np.ndim(g.g.u_init) else np.int64(g.g.u_init))}
+    srcs, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin = [], [], [], [], [], []
+    Ws, csr_ptr, csr_idx, csr_val, syn_csr = List(), List(), List(), List(), []
+    # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
+    # because every product and partial sum is an integer below 2^53 (integer weights and payloads)
+    for s, wt in emu.syn:
+        srcs.append(s.src)
+        syn_len.append(wt.shape[0])
+        syn_dst.append(goff[s.dst])
+        syn_dlen.append(wt.shape[1])
+        syn_exp.append(int(s.weight_exp))
+        syn_bin.append(s.num_message_bits == 0)
+        nnz = np.count_nonzero(wt)
+        sparse = integral and wt.size > 0 and nnz <= CSR_DENSITY * wt.size
+        # a denser block keeps its row tables too (walked in steps with few active sources) up to CSR_BOTH_MAX
+        use = sparse or (integral and 0 < nnz <= CSR_BOTH_MAX)
+        # the matmul's (post, pre) @ (pre, sample); a block that is always walked needs no matrix
+        Ws.append(np.zeros((0, 0)) if sparse else np.ascontiguousarray(wt.T, dtype=np.float64))
+        syn_csr.append(use)
+        rows, cols = np.nonzero(wt) if use else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        csr_ptr.append(np.searchsorted(rows, np.arange(wt.shape[0] + 1)).astype(np.int64) if use
+                       else np.zeros(1, np.int64))
+        csr_idx.append(cols.astype(np.int64))
+        csr_val.append(np.ascontiguousarray(wt[rows, cols], dtype=np.float64))
+    a = lambda v, t: np.asarray(v, dtype=t)  # noqa: E731
+    t.update(srcs=srcs, syn_len=a(syn_len, np.int64), syn_dst=a(syn_dst, np.int64), syn_dlen=a(syn_dlen, np.int64),
+             syn_exp=a(syn_exp, np.int64), syn_bin=a(syn_bin, np.bool_), Ws=Ws, syn_csr=a(syn_csr, np.bool_),
+             csr_ptr=csr_ptr, csr_idx=csr_idx, csr_val=csr_val)
+    return t
+
+
 def run(emu, inputs: dict, steps: int, record=None) -> dict:
     """Run ``emu`` (a LoihiEmulator) with the compiled loop; same result layout as ``emu.run``.
     ``record``: names of the groups to return (default: all); the others are simulated but
@@ -136,47 +241,22 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
     xs = []
     for k in names_in:
         x = np.asarray(inputs[k])
-        x = x.reshape(x.shape[0], B, -1).astype(np.float64)
+        x = x.reshape(x.shape[0], B, -1)
         off[k] = n_in
         n_in += x.shape[2]
         xs.append(x)
-    Tin = max((x.shape[0] for x in xs), default=0)
-    x_all = np.zeros((max(Tin, 1), max(n_in, 0), B))   # (T, input, sample): the loop's layout
-    for k, x in zip(names_in, xs):
-        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
-    x_all = x_all[:Tin] if Tin else x_all[:0]
-    goff, ng = {}, 0
-    for name, g in emu.groups.items():
-        goff[name] = ng
-        ng += g.g.n
-    cat = lambda f: np.concatenate([np.broadcast_to(f(g), (g.g.n,)).astype(np.int64) for g in emu.groups.values()])  # noqa: E731
-    ku, kv = cat(lambda g: g.ku), cat(lambda g: g.kv)
-    bias, vth = cat(lambda g: g.bias), cat(lambda g: np.int64(g.vth))
-    subtract = np.concatenate([np.full(g.g.n, g.subtract) for g in emu.groups.values()])
-    v0 = cat(lambda g: np.asarray(g.g.v_init, np.int64).reshape(-1) if np.ndim(g.g.v_init) else np.int64(g.g.v_init))
-    u0 = cat(lambda g: np.asarray(g.g.u_init, np.int64).reshape(-1) if np.ndim(g.g.u_init) else np.int64(g.g.u_init))
-    syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin = [], [], [], [], [], []
-    Ws, csr_ptr, csr_idx, csr_val, syn_csr = List(), List(), List(), List(), []
-    # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
-    # because every product and partial sum is an integer below 2^53 (integer weights and payloads)
-    integral = bool(np.all(x_all == np.trunc(x_all)))
-    for s, wt in emu.syn:
-        syn_src.append(off[s.src] if s.src in off else n_in + goff[s.src])
-        syn_len.append(wt.shape[0])
-        syn_dst.append(goff[s.dst])
-        syn_dlen.append(wt.shape[1])
-        syn_exp.append(int(s.weight_exp))
-        syn_bin.append(s.num_message_bits == 0)
-        use = integral and wt.size > 0 and np.count_nonzero(wt) <= CSR_DENSITY * wt.size
-        # the matmul's (post, pre) @ (pre, sample); a walked block needs no matrix
-        Ws.append(np.zeros((0, 0)) if use else np.ascontiguousarray(wt.T, dtype=np.float64))
-        syn_csr.append(use)
-        rows, cols = np.nonzero(wt) if use else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        csr_ptr.append(np.searchsorted(rows, np.arange(wt.shape[0] + 1)).astype(np.int64) if use
-                       else np.zeros(1, np.int64))
-        csr_idx.append(cols.astype(np.int64))
-        csr_val.append(np.ascontiguousarray(wt[rows, cols], dtype=np.float64))
-    a = lambda v, t: np.asarray(v, dtype=t)  # noqa: E731
+    integral = all(x.dtype.kind in "biu" or bool(np.all(x == np.trunc(x))) for x in xs)
+    # (T, sample, input), the inputs' own layout: one integer input passes without a copy
+    if len(xs) == 1 and xs[0].dtype == np.int64:
+        x_all = np.ascontiguousarray(xs[0])
+    else:
+        Tin = max((x.shape[0] for x in xs), default=0)
+        x_all = np.zeros((Tin, B, n_in))
+        for k, x in zip(names_in, xs):
+            x_all[: x.shape[0], :, off[k]: off[k] + x.shape[2]] = x
+    t = tables(emu, integral)
+    goff, ng = t["goff"], t["ng"]
+    syn_src = np.array([off[k] if k in off else n_in + goff[k] for k in t["srcs"]], np.int64)
     keep = list(emu.groups) if record is None else [k for k in emu.groups if k in set(record)]
     rec_idx = np.full(ng, -1, np.int64)
     roff, n_rec = {}, 0
@@ -185,11 +265,11 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         rec_idx[goff[name]: goff[name] + n] = np.arange(n_rec, n_rec + n)
         roff[name] = n_rec
         n_rec += n
-    rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
-                       a(syn_src, np.int64), a(syn_len, np.int64), a(syn_dst, np.int64), a(syn_dlen, np.int64),
-                       a(syn_exp, np.int64), a(syn_bin, np.bool_), Ws,
-                       a(syn_csr, np.bool_), csr_ptr, csr_idx, csr_val, rec_idx, n_rec,
-                       np.int64(emu.num.decay_bits), np.int64(emu.num.activation_shift), np.int64(emu.num.v_max))
+    rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, t["ku"], t["kv"], t["bias"], t["vth"], t["subtract"],
+                       t["v0"], t["u0"], syn_src, t["syn_len"], t["syn_dst"], t["syn_dlen"], t["syn_exp"],
+                       t["syn_bin"], t["Ws"], t["syn_csr"], t["csr_ptr"], t["csr_idx"], t["csr_val"], rec_idx, n_rec,
+                       np.int64(emu.num.decay_bits), np.int64(emu.num.activation_shift), np.int64(emu.num.v_max),
+                       float(CSR_DENSITY))
     rec = {}
     for name in keep:
         sl = slice(roff[name], roff[name] + emu.groups[name].g.n)

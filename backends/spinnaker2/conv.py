@@ -145,6 +145,8 @@ def dense(kernel: np.ndarray, geo: dict) -> np.ndarray:
 #: below this fraction of nonzero pooled inputs :func:`apply` scatters the active inputs' kernel
 #: taps (event-driven, as the chip does) instead of im2col + matmul; both are exact
 EVENT_ACTIVITY = 0.3
+#: from this batch size on :func:`apply` always scatters (batch innermost, :func:`use_events`)
+EVENT_BATCH = 8
 
 try:
     from numba import njit
@@ -154,58 +156,79 @@ except ImportError:  # pragma: no cover - numba is a dependency
 if njit is not None:
 
     @njit(cache=True)
-    def _scatter(P, KT, stride, pt, pl, Ho, Wo):
-        """y[b, oy, ox, o] = Σ over nonzero P[b, c, iy, ix] of KT[c, ky, kx, o]·P at the output
-        positions its taps reach (padded position iy + pt = oy·stride + ky)."""
-        B, C, Hp, Wp = P.shape
-        _, kh, kw, O = KT.shape
-        y = np.zeros((B, Ho, Wo, O), np.float32)
-        for b in range(B):
-            for c in range(C):
-                for iy in range(Hp):
-                    for ix in range(Wp):
-                        v = P[b, c, iy, ix]
-                        if v == 0:
+    def _scatter(s, K, C, H, W, p, stride, pt, pl, Ho, Wo):
+        """y[(o·Ho + oy)·Wo + ox, b] = Σ over the pooled inputs P[c, iy, ix] nonzero in some sample
+        of K[o, c, ky, kx]·P[b] at the output positions its taps reach (padded position
+        iy + pt = oy·stride + ky); P[b] = Σ of the p×p window of s[b] (exact counts). The batch
+        is the inner axis: each nonzero kernel tap is read once per step for the whole batch
+        (a sample without an event there adds w·0 = +0, which leaves its sum unchanged)."""
+        B = s.shape[0]
+        O, _, kh, kw = K.shape
+        Hp, Wp = H // p, W // p
+        y = np.zeros((O * Ho * Wo, B), np.float32)
+        col = np.empty(B, np.float32)
+        for c in range(C):
+            for iy in range(Hp):
+                for ix in range(Wp):
+                    act = False
+                    for b in range(B):
+                        v = np.float32(0.0)
+                        for a in range(p):
+                            r = (c * H + iy * p + a) * W + ix * p
+                            for q in range(p):
+                                v += s[b, r + q]
+                        col[b] = v
+                        act = act or v != 0
+                    if not act:
+                        continue
+                    for ky in range(kh):
+                        ty = iy + pt - ky
+                        if ty < 0 or ty % stride != 0 or ty // stride >= Ho:
                             continue
-                        for ky in range(kh):
-                            ty = iy + pt - ky
-                            if ty < 0 or ty % stride != 0 or ty // stride >= Ho:
+                        oy = ty // stride
+                        for kx in range(kw):
+                            tx = ix + pl - kx
+                            if tx < 0 or tx % stride != 0 or tx // stride >= Wo:
                                 continue
-                            oy = ty // stride
-                            for kx in range(kw):
-                                tx = ix + pl - kx
-                                if tx < 0 or tx % stride != 0 or tx // stride >= Wo:
+                            ox = tx // stride
+                            for o in range(O):
+                                w = K[o, c, ky, kx]
+                                if w == 0:
                                     continue
-                                ox = tx // stride
-                                for o in range(O):
-                                    y[b, oy, ox, o] += KT[c, ky, kx, o] * v
+                                row = (o * Ho + oy) * Wo + ox
+                                for b in range(B):
+                                    y[row, b] += w * col[b]
         return y
 
 
-def _pooled(s: np.ndarray, geo: dict) -> np.ndarray:
-    """Sum pooling (window = stride = pool) of (B, n_pre) spikes → (B, C, H/p, W/p) float32 (exact counts)."""
+def use_events(s: np.ndarray) -> bool:
+    """Whether :func:`apply` scatters (numba importable, and a batch of at least
+    :data:`EVENT_BATCH` rows or under :data:`EVENT_ACTIVITY` of the spikes nonzero): with the
+    batch innermost the scatter reads each kernel tap once for the whole batch and beats
+    im2col + matmul at any activity from batch 8 on."""
+    return njit is not None and (s.shape[0] >= EVENT_BATCH or np.count_nonzero(s) < EVENT_ACTIVITY * s.size)
+
+
+def scatter_t(kernel_f32, geo: dict, s: np.ndarray) -> np.ndarray:
+    """Σ W·s as :func:`apply` with ``events``, transposed: (n_post, B) float32, the batch innermost."""
     C, H, W = (int(v) for v in geo["in_shape"])
-    p = int(geo["pool"])
-    x = np.asarray(s, dtype=np.float32).reshape(-1, C, H, W)
-    return x if p == 1 else x.reshape(x.shape[0], C, H // p, p, W // p, p).sum(axis=(3, 5), dtype=np.float32)
+    Ho, Wo = (int(v) for v in geo["out_shape"][1:])
+    pt, _, pl, _ = (int(v) for v in geo["padding"])
+    return _scatter(np.ascontiguousarray(s, dtype=np.float32), np.ascontiguousarray(kernel_f32, dtype=np.float32),
+                    C, H, W, int(geo["pool"]), int(geo["stride"]), pt, pl, Ho, Wo)
 
 
 def apply(kernel_f32, geo: dict, s: np.ndarray, events: bool | None = None) -> np.ndarray:
     """Σ W·s for a batch of 0/1 spike vectors s (B, n_pre) in float32, exact below
     2²⁴ whatever the summation order (integer kernel × spike counts). Sum pooling,
     then either an event-driven scatter of the nonzero pooled inputs' kernel taps
-    (``events``; default: when under :data:`EVENT_ACTIVITY` of them are nonzero) or
+    (``events``; default: :func:`use_events`) or
     zero padding, im2col (``unfold``, a copy) and one matmul (no Winograd/FFT)."""
     B = s.shape[0]
     if events is None:
-        events = njit is not None and np.count_nonzero(s) < EVENT_ACTIVITY * s.size
+        events = use_events(s)
     if events:
-        P = _pooled(s, geo)
-        k = np.asarray(kernel_f32, np.float32)
-        O, Ho, Wo = k.shape[0], *(int(v) for v in geo["out_shape"][1:])
-        pt, _, pl, _ = (int(v) for v in geo["padding"])
-        y = _scatter(P, np.ascontiguousarray(k.transpose(1, 2, 3, 0)), int(geo["stride"]), pt, pl, Ho, Wo)
-        return np.ascontiguousarray(y.transpose(0, 3, 1, 2)).reshape(B, -1)
+        return np.ascontiguousarray(scatter_t(kernel_f32, geo, s).T)
     import torch
     import torch.nn.functional as F
 

@@ -29,7 +29,9 @@ repeated events of one source in a step (graded inputs, see
 T + L_max chip steps; with ``align`` (default) each output is shifted by its
 population's latency so ``out[t]`` lines up with the reference's step t.
 Vectorised over neurons and the batch; the LIF models' update runs as one
-compiled pass per population (:mod:`.lif_step`, the same float32 operations).
+compiled pass per population (:mod:`.lif_step`, the same float32 operations); a
+population fed by one conv projection alone takes the batch-innermost scatter's
+(2n, B) sums straight into that pass (:func:`.conv.scatter_t`, :func:`.lif_step.step_t`).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import numpy as np
 
 from nmc.errors import OptionError, ShapeError
 from ..base import Device, LaggedStreaming, validate_inputs
-from . import lif_step
+from . import conv, lif_step
 from .program import KERNEL_MODELS, S2Program
 
 F32 = np.float32
@@ -162,13 +164,18 @@ class S2Emulator(LaggedStreaming, Device):
                      if pop.sources else prev[pop.source])   # a LayerNorm: its sources' delay lines
                 self._ssm_step(pop, st, x)
                 continue
+            prm = self._fused.get(pop.name)
+            qs = self.into[pop.name]
+            if prm is not None and len(qs) == 1 and qs[0].conv is not None and conv.use_events(prev[qs[0].pre]):
+                # one conv projection alone: its batch-innermost scatter feeds the fused update directly
+                syn_t = conv.scatter_t(self.Wk[id(qs[0])], qs[0].conv, prev[qs[0].pre])
+                st["v"], st["s"] = lif_step.step_t(st["v"], syn_t, prm, pop.reset == "reset_by_subtraction")
+                continue
             se = np.zeros_like(st["v"])
             si = np.zeros_like(st["v"])
-            for q in self.into[pop.name]:
+            for q in qs:
                 if q.conv is not None:  # Conv2DProjection: pool + conv of the spikes (exact, see conv.apply)
-                    from .conv import apply
-
-                    both = apply(self.Wk[id(q)], q.conv, prev[q.pre])  # one im2col for both halves
+                    both = conv.apply(self.Wk[id(q)], q.conv, prev[q.pre])  # one pass for both halves
                     se = se + both[:, : se.shape[1]]
                     si = si + both[:, se.shape[1]:]
                     continue
@@ -178,7 +185,6 @@ class S2Emulator(LaggedStreaming, Device):
                     se = se + (_accumulate(x, wp) if graded else x @ wp)
                     si = si + (_accumulate(x, wn) if graded else x @ wn)
             P = pop.params
-            prm = self._fused.get(pop.name)
             if prm is not None:  # one compiled pass, the same float32 operations (.lif_step)
                 st["v"], st["s"] = lif_step.step(st["v"], se, si, prm, pop.reset == "reset_by_subtraction")
                 continue

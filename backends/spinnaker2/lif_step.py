@@ -9,6 +9,8 @@ emulator's numpy expressions, bit for bit; no fused multiply-add)::
     reset_by_subtraction: v ← v − s·threshold      reset_to_v_reset: v ← v_reset where s
 
 One pass over the (B, n) state instead of ~10 numpy passes with temporaries.
+A population fed by one convolutional projection alone takes its input from the
+batch-innermost scatter (:func:`step_t`, :func:`.conv.scatter_t`).
 Used by :class:`~.emulator.S2Emulator` when numba is importable and the
 population's parameters are float32 (:data:`ENABLED` switches it off, so the
 tests can compare both).
@@ -64,3 +66,12 @@ def step(v, se, si, prm, subtract: bool):
     """(v, s) after one step: ``v``, ``se``, ``si`` (B, n) float32; ``prm`` from :func:`params`."""
     c = np.ascontiguousarray
     return _lif(c(v, np.float32), c(se, np.float32), c(si, np.float32), *prm, bool(subtract))
+
+
+def step_t(v, syn_t, prm, subtract: bool):
+    """:func:`step` with the synaptic input as one (2n, B) float32 array, the batch innermost:
+    rows 0..n−1 syn_exc, rows n..2n−1 syn_inh (what :func:`.conv.scatter_t` returns for the
+    stacked [W⁺; W⁻] kernel). The halves are transposed into (B, n) copies first: the update
+    vectorises over neurons (one pass reading the transposed halves runs ~20× slower)."""
+    n = v.shape[1]
+    return step(v, syn_t[:n].T, syn_t[n:].T, prm, subtract)

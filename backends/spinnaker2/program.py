@@ -32,6 +32,44 @@ PARAMS = ("threshold", "alpha_decay", "i_offset", "v_reset", "exc_decay", "inh_d
 KERNEL_MODELS = ("egru_kernel", "ssm_kernel")
 
 
+def _events_numpy(x: np.ndarray, quantum: float) -> tuple[np.ndarray, int]:
+    ev = x / quantum
+    k = np.rint(ev)
+    bad = ((np.abs(ev - k) > 1e-9 * np.maximum(1.0, np.abs(ev))) | (k < 0)).reshape(-1)
+    return k, int(np.argmax(bad)) if bad.any() else -1
+
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy form stays usable without it
+    njit = None
+
+if njit is not None:
+
+    @njit(cache=True)
+    def _events_compiled(x, quantum):
+        k = np.empty_like(x)
+        first_bad = -1
+        for i in range(x.size):
+            ev = x[i] / quantum
+            r = np.rint(ev)
+            k[i] = r
+            if first_bad < 0 and (abs(ev - r) > 1e-9 * max(1.0, abs(ev)) or r < 0):
+                first_bad = i
+        return k, first_bad
+
+
+def events_of(x: np.ndarray, quantum: float) -> tuple[np.ndarray, int]:
+    """(k, first bad flat index or −1): k = rint(x / quantum) (float64, ties to even), and a value
+    is bad when |x/quantum − k| > 10⁻⁹·max(1, |x/quantum|) or k < 0. One compiled pass over x
+    (numba; the numpy expressions otherwise: the same float64 operations, the same k)."""
+    x = np.asarray(x, dtype=np.float64)
+    if njit is None:
+        return _events_numpy(x, quantum)
+    k, bad = _events_compiled(np.ascontiguousarray(x).reshape(-1), np.float64(quantum))
+    return k.reshape(x.shape), int(bad)
+
+
 @dataclass
 class Population:
     name: str
@@ -130,11 +168,10 @@ class S2Program(Program):
             p.name for p in self.populations if pop.name in p.kernel_inputs}
         if consumers and all(self.pop(c).model in KERNEL_MODELS for c in consumers):
             return None
-        ev = np.asarray(x, dtype=np.float64) / pop.quantum
-        k = np.rint(ev)
-        if np.any(np.abs(ev - k) > 1e-9 * np.maximum(1.0, np.abs(ev))) or np.any(k < 0):
-            bad = float(np.asarray(x).reshape(-1)[np.argmax((np.abs(ev - k) > 1e-9 * np.maximum(1.0, np.abs(ev)))
-                                                             .reshape(-1) | (k < 0).reshape(-1))])
+        x = np.asarray(x, dtype=np.float64)
+        k, first_bad = events_of(x, float(pop.quantum))
+        if first_bad >= 0:
+            bad = float(x.reshape(-1)[first_bad])
             raise ShapeError(f"SpiNNaker 2 inputs are events: each value must be a non-negative multiple of the "
                              f"input quantum {pop.quantum:g} (one event per quantum, repeated within a step)",
                              node=name, actual=bad,

@@ -57,3 +57,72 @@ def test_recording_a_subset_equals_the_full_recording():
     for var in ("s", "v", "u"):
         assert np.array_equal(part[last][var], full[last][var])
     assert list(emu.run({"input": x}, 22, compiled=False, record=[last])) == [last]
+
+
+def _counting(monkeypatch):
+    built = []
+    build = fast._build
+    monkeypatch.setattr(fast, "_build", lambda emu, integral: built.append(1) or build(emu, integral))
+    return built
+
+
+def _equal_numpy(emu, x, steps):
+    a, b = emu.run({"input": x}, steps, compiled=True), emu.run_numpy({"input": x}, steps)
+    for k in b:
+        for var in ("s", "v", "u"):
+            assert np.array_equal(a[k][var], b[k][var]), (k, var)
+    return a
+
+
+def test_tables_are_built_once_per_program_and_rebuilt_when_weights_change(monkeypatch):
+    """Runs of one program (new emulators each time, as the device makes them) reuse its tables; a
+    weight changed in place, or replaced as learning.attach re-quantizes a plastic projection's weights,
+    gives a new program_key and new tables; every run stays bit-equal to the numpy emulator."""
+    built = _counting(monkeypatch)
+    prog = BACKEND.lower(normalized(conv_pool(), reset="subtract"), PassContext(options={}))
+    x = spikes((2, 8, 8), T=20, p=0.4, seed=11, batch=3).reshape(20, 3, -1).astype(np.int64)
+    first = _equal_numpy(LoihiEmulator(prog), x, 23)
+    _equal_numpy(LoihiEmulator(prog), x, 23)
+    assert len(built) == 1
+    key = fast.program_key(prog)
+    s = prog.synapses[0]
+    j = np.unravel_index(np.flatnonzero(s.weights)[0], s.weights.shape)
+    s.weights[j] = -s.weights[j] + 2                                   # in place
+    assert fast.program_key(prog) != key
+    changed = _equal_numpy(LoihiEmulator(prog), x, 23)
+    assert len(built) == 2
+    assert any(not np.array_equal(changed[k]["v"], first[k]["v"]) for k in first)
+    s.weights = np.zeros_like(s.weights)                               # replaced (learning.attach)
+    silent = _equal_numpy(LoihiEmulator(prog), x, 23)
+    assert len(built) == 3 and all(silent[k]["s"].sum() == 0 for k in silent)
+
+
+def test_program_key_covers_numerics_parameters_and_csr_setting(monkeypatch):
+    from dataclasses import replace
+
+    from nmc.backends.loihi2.numerics import LoihiNumerics
+
+    prog = BACKEND.lower(normalized(ff_lif(), reset="zero"), PassContext(options={}))
+    key = fast.program_key(prog)
+    assert fast.program_key(prog) == key
+    n = prog.numerics
+    wider = replace(prog, numerics=LoihiNumerics(n.decay_bits, n.activation_shift, n.threshold_shift,
+                                                 n.state_bits + 2, n.weight_bits))
+    assert fast.program_key(wider) != key
+    prog.groups[0].vth += 1
+    assert fast.program_key(prog) != key
+    prog.groups[0].vth -= 1
+    monkeypatch.setattr(fast, "CSR_DENSITY", 0.5)
+    assert fast.program_key(prog) != key
+
+
+@pytest.mark.parametrize("both_max", [0, 1 << 22])
+def test_dense_blocks_walked_in_sparse_steps_equal_numpy(monkeypatch, both_max):
+    """A block denser than CSR_DENSITY keeps its row tables too (up to CSR_BOTH_MAX nonzeros) and is
+    walked in steps where few sources are active, by matmul in the others: bit-equal to numpy either way."""
+    monkeypatch.setattr(fast, "CSR_BOTH_MAX", both_max)
+    prog = BACKEND.lower(normalized(ff_lif(), reset="zero"), PassContext(options={}))
+    assert all(np.count_nonzero(s.weights) > fast.CSR_DENSITY * s.weights.size for s in prog.synapses)
+    x = np.concatenate([spikes((8,), T=15, p=0.02, seed=4, batch=3), spikes((8,), T=15, p=0.7, seed=5, batch=3)])
+    a = _equal_numpy(LoihiEmulator(prog), x.reshape(30, 3, -1).astype(np.int64), 33)
+    assert sum(a[k]["s"].sum() for k in a) > 0

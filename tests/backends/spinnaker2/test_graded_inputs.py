@@ -74,3 +74,19 @@ def test_emitted_spike_lists_repeat_steps_and_brian2_refuses_counts():
     b = nmc.compile(ff_lif(), target="spinnaker2", **OPTS)
     with pytest.raises(DeviceError, match="one spike per neuron and step"):
         b.run({"input": _counts()[:, 0]}, device="brian2")
+
+
+@pytest.mark.parametrize("quantum", [1.0, 0.25, 0.1])
+def test_compiled_event_conversion_equals_the_numpy_expressions(quantum):
+    """events_of (one compiled pass) gives numpy's k bit for bit and the same first bad value."""
+    from nmc.backends.spinnaker2 import program as P
+
+    rng = np.random.default_rng(int(quantum * 100))
+    x = rng.integers(0, 5, (30, 3, 7)) * quantum + rng.choice([0.0, 1e-12, -1e-12], (30, 3, 7))
+    k, bad = P.events_of(x, quantum)
+    kn, badn = P._events_numpy(x, quantum)
+    assert bad == badn == -1 and k.shape == x.shape and np.array_equal(k.view(np.int64), kn.view(np.int64))
+    for v in (2.5 * quantum, -quantum):            # off the grid; negative
+        y = x.copy()
+        y[4, 1, 2] = y[9, 0, 0] = v
+        assert P.events_of(y, quantum)[1] == P._events_numpy(y, quantum)[1] == np.ravel_multi_index((4, 1, 2), y.shape)
