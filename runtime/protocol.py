@@ -172,14 +172,19 @@ def send_frame(sock, ftype: int, payload=b"", seq: int = 0, flags: int = 0) -> N
     if sendmsg is None or len(bufs) > _IOV_MAX:
         sock.sendall(b"".join(bufs))
         return
+    k = sendmsg(bufs)   # (the lengths are byte counts, as the header's length already assumes)
+    if k == HEADER.size + n:   # the usual case: all of it in one call, nothing to walk
+        return
     views = [memoryview(b).cast("B") for b in bufs if len(b)]
-    while views:   # sendmsg may write part of it: go on from where it stopped
-        k = sendmsg(views)
+    while True:   # sendmsg wrote part of it: go on from where it stopped
         while views and k >= len(views[0]):
             k -= len(views[0])
             views.pop(0)
-        if views and k:
+        if not views:
+            return
+        if k:
             views[0] = views[0][k:]
+        k = sendmsg(views)
 
 
 def parse_header(h: bytes, limit: int = MAX_PAYLOAD) -> tuple[int, int, int, int]:

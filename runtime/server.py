@@ -7,13 +7,22 @@ Connections
     longer than ``idle_timeout`` seconds.
 
 Back-pressure and memory
-    A reader thread decodes frames into a bounded queue of ``queue_frames``
-    frames (1 to :data:`MAX_QUEUE_FRAMES`; there is no unbounded setting); the
-    connection thread steps the session and writes OUTPUT frames. When the
-    device is slower than the sender, or the client does not read its outputs,
-    the queue fills, the reader stops reading the socket, the kernel buffers
-    fill and the sender's ``send`` blocks: the sender is slowed, nothing is
-    dropped. A client that reads nothing for ``idle_timeout`` seconds is cut
+    A connection whose session is not paced is served by its one thread in
+    turn: read and decode a frame, step it, write its OUTPUT frame, read the
+    next (no hand-off between threads: no queue, no lock, no interpreter-lock
+    switch per frame). A paced session (``Session.pace``) keeps a reader thread
+    that decodes frames into a bounded queue of ``queue_frames`` frames (1 to
+    :data:`MAX_QUEUE_FRAMES`; there is no unbounded setting) while the
+    connection thread waits for the tick, steps the session and writes OUTPUT
+    frames. Either way, when the device is slower than the sender, or the
+    client does not read its outputs, the server stops reading the socket (the
+    frame in hand is not answered yet, or the queue is full), the kernel
+    buffers fill and the sender's ``send`` blocks: the sender is slowed,
+    nothing is dropped. ``stall_s`` in the STATS' ``transport`` counts that
+    time: waiting on a full queue, or (one thread) answering a frame while the
+    next had already arrived in the reader's buffer (a lower bound: bytes still
+    in the kernel's buffer are not seen). A client that reads nothing for
+    ``idle_timeout`` seconds is cut
     (its OUTPUT cannot be written). Besides the per-connection queue, all
     connections together hold at most ``max_buffered_bytes`` of payload read
     but not yet answered (the reader waits for room before it reads a payload),
@@ -225,33 +234,38 @@ class _Conn:
         return False
 
     # --------------------------------------------------------------- threads
+    def next_item(self, in_names, sizes, window):
+        """Read and decode the next frame: ``(kind, data, seq, payload bytes held)``, or None
+        when the connection stops while waiting for room in the server's budget."""
+        if self.srv.stopping:  # graceful stop: no new frames; the ones read are still answered
+            raise ConnectionError("server stopping")
+        ft, flags, length, seq = self.frames.header()
+        if ft in (P.RESET, P.STATS, P.CLOSE) and length:
+            raise EventFormatError(f"{P.NAMES[ft]} frame with a {length}-byte payload (must be empty)")
+        if ft not in (P.EVENTS, P.MODULATE, P.RESET, P.STATS, P.CLOSE):
+            raise _Violation(f"unexpected {P.NAMES[ft]} frame in an open session")
+        t0 = time.perf_counter()
+        if not self.srv.budget.acquire(self, length):  # room first: the payload is read only then
+            return None
+        self.transport["stall_s"] += time.perf_counter() - t0
+        self.transport["frames_in"] += 1
+        if ft == P.EVENTS:   # one array per input node for all the frame's windows
+            tables = P.unpack_tables(self.frames.payload(length), flags, len(in_names), sizes, window,
+                                     absolute=True)
+            self.transport["windows_in"] += tables.k
+            if self.tenant is not None:  # over the tenant's event rate: stop reading a while (back-pressure)
+                self.transport["stall_s"] += self.tenant.wait_for(tables.total, self.stop)
+            return "events", tables, seq, length
+        if ft == P.MODULATE:
+            return "modulate", P.parse_modulate(self.frames.payload(length)), seq, length
+        return P.NAMES[ft].lower(), None, seq, 0
+
     def reader(self, in_names, sizes, window):
+        """The reader thread of a paced session: frames read ahead into the queue."""
         try:
             while not self.stop.is_set():
-                if self.srv.stopping:  # graceful stop: no new frames; the queued ones are still answered
-                    raise ConnectionError("server stopping")
-                ft, flags, length, seq = self.frames.header()
-                if ft in (P.RESET, P.STATS, P.CLOSE) and length:
-                    raise EventFormatError(f"{P.NAMES[ft]} frame with a {length}-byte payload (must be empty)")
-                if ft not in (P.EVENTS, P.MODULATE, P.RESET, P.STATS, P.CLOSE):
-                    raise _Violation(f"unexpected {P.NAMES[ft]} frame in an open session")
-                t0 = time.perf_counter()
-                if not self.srv.budget.acquire(self, length):  # room first: the payload is read only then
-                    return
-                self.transport["stall_s"] += time.perf_counter() - t0
-                self.transport["frames_in"] += 1
-                if ft == P.EVENTS:   # one array per input node for all the frame's windows
-                    tables = P.unpack_tables(self.frames.payload(length), flags, len(in_names), sizes, window,
-                                             absolute=True)
-                    self.transport["windows_in"] += tables.k
-                    if self.tenant is not None:  # over the tenant's event rate: stop reading a while (back-pressure)
-                        self.transport["stall_s"] += self.tenant.wait_for(tables.total, self.stop)
-                    item = ("events", tables, seq, length)
-                elif ft == P.MODULATE:
-                    item = ("modulate", P.parse_modulate(self.frames.payload(length)), seq, length)
-                else:
-                    item = (P.NAMES[ft].lower(), None, seq, 0)
-                if not self.put(item) or ft == P.CLOSE:
+                item = self.next_item(in_names, sizes, window)
+                if item is None or not self.put(item) or item[0] == "close":
                     return
                 del item
         except Exception as e:  # decoding errors, disconnects, timeouts: all reported to the stepper
@@ -303,51 +317,71 @@ class _Conn:
 
     def serve(self) -> None:
         in_names, sizes, window = self.handshake()
-        out_names = self.session.io.output_names
-        sizes_out = [p.size for p in self.session.io.outputs]
-        self.rd = threading.Thread(target=self.reader, args=(in_names, sizes, window), daemon=True,
-                                   name=f"nmc-reader-{self.peer}")
-        self.rd.start()
-        while True:
+        self._in_names, self._out_names = in_names, self.session.io.output_names
+        self._sizes_out = [p.size for p in self.session.io.outputs]
+        if getattr(self.session, "pace", False):   # paced: a reader thread decodes ahead while the session waits
+            self.rd = threading.Thread(target=self.reader, args=(in_names, sizes, window), daemon=True,
+                                       name=f"nmc-reader-{self.peer}")
+            self.rd.start()
+            while True:
+                try:
+                    item = self.q.get(timeout=0.5)
+                except queue.Empty:
+                    if self.rd.is_alive():
+                        continue
+                    item = "error", ConnectionError("reader stopped"), 0, 0
+                if self.answer(*item):
+                    return
+        while True:   # not paced: this thread reads a frame, then answers it, in turn
             try:
-                kind, data, seq, nbytes = self.q.get(timeout=0.5)
-            except queue.Empty:
-                if self.rd.is_alive():
-                    continue
-                kind, data, seq, nbytes = "error", ConnectionError("reader stopped"), 0, 0
-            if kind == "events":   # the frame's windows in one session call (Session.step_windows)
-                k, t0 = data.k, time.perf_counter()
-                out = self.session.step_windows({in_names[i]: e for i, e in enumerate(data.events)}, k)
-                dt = (time.perf_counter() - t0) / k
-                parts, fl, n_out = P.pack_tables([out[name] for name in out_names], k, self.session.window,
-                                                 sizes_out)
-                for n_in, n_o in zip(data.counts.sum(axis=1).tolist(), n_out):
-                    self.srv.observe_window(self.model, n_in, n_o, self.session.window, dt)
-                del data, out
-                self.send(P.OUTPUT, parts, seq, fl)
-                self.srv.budget.release(self, nbytes)
-            elif kind == "modulate":  # in order between the windows; a refusal is an ERROR (E_RUNTIME)
-                self.session.modulate(data)
-                self.srv.budget.release(self, nbytes)
-            elif kind == "reset":
-                self.session.reset()
-                self.send(P.STATS, self.stats())
-            elif kind == "stats":
-                self.send(P.STATS, self.stats())
-            elif kind == "close":
-                self.send(P.STATS, self.stats())
+                item = self.next_item(in_names, sizes, window)
+            except Exception as e:  # decoding errors, disconnects, timeouts: answered as the reader's are
+                item = "error", e, 0, 0
+            if item is None:
+                item = "error", ConnectionError("connection stopped"), 0, 0
+            t0 = time.perf_counter()
+            if self.answer(*item):
                 return
-            else:  # the reader stopped: bad frame, disconnect, timeout or server shutdown
-                if isinstance(data, Exception) and not isinstance(data, (ConnectionError, OSError)):
-                    raise data
-                if self.srv.stopping:
-                    self.send(P.STATS, self.stats())
-                    self.fail(P.E_SHUTDOWN, "server shutting down")
-                elif isinstance(data, TimeoutError):
-                    self.fail(P.E_PROTOCOL, f"idle for {self.srv.idle_timeout:g} s: closing the session")
-                else:
-                    self.srv._log(f"{self.peer}: disconnected ({type(data).__name__}: {data})")
-                return
+            if self.frames.buffered:  # the next frame arrived meanwhile: it waited while this one was answered
+                self.transport["stall_s"] += time.perf_counter() - t0
+            del item
+
+    def answer(self, kind, data, seq, nbytes) -> bool:
+        """Step or answer one decoded frame (``next_item``); True when the connection is over."""
+        if kind == "events":   # the frame's windows in one session call (Session.step_windows)
+            s = self.session
+            k, t0 = data.k, time.perf_counter()
+            out = s.step_windows({self._in_names[i]: e for i, e in enumerate(data.events)}, k)
+            dt = (time.perf_counter() - t0) / k
+            parts, fl, n_out = P.pack_tables([out[name] for name in self._out_names], k, s.window, self._sizes_out)
+            for n_in, n_o in zip(data.counts.sum(axis=1).tolist(), n_out):
+                self.srv.observe_window(self.model, n_in, n_o, s.window, dt)
+            del data, out
+            self.send(P.OUTPUT, parts, seq, fl)
+            self.srv.budget.release(self, nbytes)
+        elif kind == "modulate":  # in order between the windows; a refusal is an ERROR (E_RUNTIME)
+            self.session.modulate(data)
+            self.srv.budget.release(self, nbytes)
+        elif kind == "reset":
+            self.session.reset()
+            self.send(P.STATS, self.stats())
+        elif kind == "stats":
+            self.send(P.STATS, self.stats())
+        elif kind == "close":
+            self.send(P.STATS, self.stats())
+            return True
+        else:  # reading stopped: bad frame, disconnect, timeout or server shutdown
+            if isinstance(data, Exception) and not isinstance(data, (ConnectionError, OSError)):
+                raise data
+            if self.srv.stopping:
+                self.send(P.STATS, self.stats())
+                self.fail(P.E_SHUTDOWN, "server shutting down")
+            elif isinstance(data, TimeoutError):
+                self.fail(P.E_PROTOCOL, f"idle for {self.srv.idle_timeout:g} s: closing the session")
+            else:
+                self.srv._log(f"{self.peer}: disconnected ({type(data).__name__}: {data})")
+            return True
+        return False
 
 
 class _Handler(socketserver.BaseRequestHandler):

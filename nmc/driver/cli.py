@@ -581,7 +581,7 @@ def profile_cmd(bundle, input_path, device, spec, hw, measured, offset, fit_out,
 @click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key of --tls-cert.")
 @click.option("--device", "-d", help="Serve only this device of the bundle's target (default: clients choose; the emulator).")
 @click.option("--window", type=int, default=1, show_default=True, help="Default timesteps per window (clients may ask for another).")
-@click.option("--queue", "queue_frames", type=int, default=4, show_default=True, help="Frames read ahead per connection, 1 to 64, before the server stops reading it (back-pressure); never unbounded.")
+@click.option("--queue", "queue_frames", type=int, default=4, show_default=True, help="Frames read ahead per connection of a paced session, 1 to 64, before the server stops reading it (back-pressure); never unbounded. An unpaced session reads its next frame after answering the last.")
 @click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Close a connection silent (or not reading its outputs) this many seconds; must be > 0.")
 @click.option("--max-connections", type=int, default=64, show_default=True, help="Connections at once; more are answered 'server busy' and closed.")
 @click.option("--max-connections-per-client", type=int, default=8, show_default=True, help="Connections at once from one client address (<= --max-connections).")
