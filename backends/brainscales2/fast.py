@@ -428,9 +428,10 @@ class LayerInput:
                     ptr.append(ptr[-1] + hi - lo)
                 pat.append(c)
                 base.append(o)
-        self.pat, self.base = np.array(pat, np.int64), np.array(base, np.int64)
-        self.ptr = np.array(ptr, np.int64)
-        self.idx = np.concatenate(idx).astype(np.int64)
+        # unsigned: the compiled scatter then indexes without the negative-index wraparound test
+        self.pat, self.base = np.array(pat, np.uint64), np.array(base, np.uint64)
+        self.ptr = np.array(ptr, np.uint64)
+        self.idx = np.concatenate(idx).astype(np.uint64)
         self.val = np.concatenate(val).astype(np.float64)
         wts = [q.wt for q in self.projections if not q.csr]
         self.wt = np.ascontiguousarray(np.concatenate(wts)) if wts else np.zeros((0, n))
