@@ -212,6 +212,17 @@ class BSS2Emulator(Device):
             res[o] = (a if l.spiking else a * l.params["unit"]).reshape(T, B, *self.p.io.output(o).shape)
         return res
 
+    def _layer_input(self, name: str, P: dict) -> "fast.LayerInput":
+        """The fused input of layer ``name`` over the projections ``P`` holds now: built once and kept
+        on the program like :func:`input_kernels` (every device of a bundle shares it), rebuilt when a
+        learner replaces one of the projections (the cache keeps the objects, so ids are not reused)."""
+        projs = tuple(P[id(q)] for q in self.into[name])
+        cache = self.p.__dict__.setdefault("_layer_inputs", {})
+        hit = cache.get(name)
+        if hit is None or len(hit.projections) != len(projs) or any(a is not b for a, b in zip(hit.projections, projs)):
+            hit = cache[name] = fast.LayerInput(list(projs))
+        return hit
+
     def _steps(self, state: dict, arrs: dict[str, np.ndarray], T: int, B: int, keep=None) -> dict:
         """T model steps from ``state`` (updated in place); per-layer history of s and v
         (of the layers in ``keep`` only, when given: the others' lists stay empty)."""
@@ -238,12 +249,19 @@ class BSS2Emulator(Device):
                 if fused:
                     for key in ("v", "i", "ref"):  # the kernel updates them in place
                         s_[key] = np.ascontiguousarray(s_[key], dtype=np.float64)
-                    d = np.zeros((B, l.size))
+                    xs = []
                     for q in self.into[l.name]:
                         src = ext[q.pre] if q.pre in ext else (prev_sub if q.recurrent else cur_sub)[q.pre]
-                        P[id(q)].add_to(src if src.ndim == 2 else src[0] if len(src) == 1 else src.max(axis=0), d)
-                    spk = fast.fine_steps_step(s_["v"], s_["i"], s_["ref"], d, k_in, cuba, self._step_prm[l.name],
-                                               h, S)
+                        xs.append(src if src.ndim == 2 else src[0] if len(src) == 1 else src.max(axis=0))
+                    inp = self._layer_input(l.name, P)
+                    if inp.walked:   # each sample's input and neuron update in one kernel (.fast.LayerInput)
+                        spk = inp.step(xs, s_["v"], s_["i"], s_["ref"], k_in, cuba, self._step_prm[l.name], h, S)
+                    else:
+                        d = np.zeros((B, l.size))
+                        for q, x in zip(self.into[l.name], xs):
+                            P[id(q)].add_to(x, d)
+                        spk = fast.fine_steps_step(s_["v"], s_["i"], s_["ref"], d, k_in, cuba,
+                                                   self._step_prm[l.name], h, S)
                     s_["s"] = spk
                     cur_sub[l.name] = spk[None]  # the step's events, as one boundary fine step
                     if keep is None or l.name in keep:

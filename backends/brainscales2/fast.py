@@ -64,6 +64,17 @@ only (as the chip routes events): their synapses by source (CSR) when at most
 weight rows (a matmul of the same integers onto fewer than :data:`ROWS_MIN_POST`
 neurons); the integer sum of a sample is kept in a row buffer and added,
 × LSB, to the layer's drive (:meth:`Projection.add_to`) — no (B, n) temporaries.
+
+Fused layer step (:class:`LayerInput`, what the emulator runs on the step-timing
+path when every projection into a layer is walked): per sample, each projection's
+integer sum in a row buffer, × LSB, added in projection order to a zeroed drive row,
+then that sample's :func:`fine_steps_step` on the row — the same operations as
+``add_to`` per projection followed by ``fine_steps_step``, so bit-identical, without
+writing and re-reading the (B, n) drive. Its CSR synapses are stored as patterns
+(offsets from a source's first target, weights) shifted by that target: sources
+whose synapses are a shifted copy of another's (the positions of an expanded
+convolution) share one copy, which stays in cache. The sums are exact, so neither
+the order of synapses nor the sharing changes a bit.
 """
 from __future__ import annotations
 
@@ -145,59 +156,109 @@ if njit is not None:
         return v, i, ref, spk, fired_sub
 
 
+    @njit(cache=True, inline="always")
+    def _row_step(v, i, ref, d, spk, todo, below, bb, k_in, cuba, vl, a, coef, b, vr, vth, tr, aS, bS, gS, gmax,
+                  h, S, closed, margin):
+        """One sample's model step (row ``bb`` of v, i, ref, spk) for its drive row ``d`` (n,)."""
+        n = d.shape[0]
+        if closed and not cuba:   # the closed form without branches (vectorised); the rest iterate below
+            n_todo = 0
+            for j in range(n):
+                vv, rr = v[bb, j], ref[bb, j]
+                ok = (rr == 0.0) & (vv <= vth[j]) & below[j]
+                w = vl[j] + (vv - vl[j]) * aS[j] + d[j]
+                f = ok & (w > vth[j])
+                v[bb, j] = vr[j] if f else (w if ok else vv)
+                spk[bb, j] = 1.0 if f else 0.0
+                ref[bb, j] = tr[j] if f else rr
+                todo[j] = not ok
+                n_todo += not ok
+            if n_todo == 0:
+                return
+        for j in range(n):
+            if not todo[j]:
+                continue
+            vv, ii, rr = v[bb, j], i[bb, j], ref[bb, j]
+            dj = d[j]
+            if closed and cuba and rr == 0.0 and below[j]:
+                # closed form if v provably stays at or below threshold over the step
+                i0 = ii + dj
+                up = vl[j] + max(vv - vl[j], 0.0) + max(i0 * coef[j], 0.0) * gmax[j]
+                if up < vth[j] - margin * (abs(vth[j]) + abs(vl[j]) + 1.0):
+                    v[bb, j] = vl[j] + (vv - vl[j]) * aS[j] + i0 * coef[j] * gS[j]
+                    i[bb, j] = i0 * bS[j]
+                    continue
+            for k in range(S):
+                x = dj if k == k_in else 0.0
+                if cuba:
+                    ii = ii + x
+                    vv = vl[j] + (vv - vl[j]) * a[j] + ii * coef[j]
+                    ii = ii * b[j]
+                else:
+                    vv = vl[j] + (vv - vl[j]) * a[j] + x
+                if rr > 0:
+                    vv = vr[j]
+                    rr = max(rr - h, 0.0)
+                if vv > vth[j]:
+                    spk[bb, j] = 1.0
+                    vv = vr[j]
+                    rr = tr[j]
+            v[bb, j], i[bb, j], ref[bb, j] = vv, ii, rr
+
     @njit(cache=True)
     def _loop_step(v, i, ref, d, k_in, cuba, vl, a, coef, b, vr, vth, tr, aS, bS, gS, gmax, h, S, closed, margin):
         B, n = d.shape
         spk = np.zeros((B, n))
-        lif_closed = closed and not cuba
         below = np.empty(n, np.bool_)   # v_leak ≤ v_threshold
         for j in range(n):
             below[j] = vl[j] <= vth[j]
         todo = np.ones(n, np.bool_)      # neurons of the sample that iterate
         for bb in range(B):
-            if lif_closed:   # the closed form without branches (vectorised); the rest iterate below
-                n_todo = 0
-                for j in range(n):
-                    vv, rr = v[bb, j], ref[bb, j]
-                    ok = (rr == 0.0) & (vv <= vth[j]) & below[j]
-                    w = vl[j] + (vv - vl[j]) * aS[j] + d[bb, j]
-                    f = ok & (w > vth[j])
-                    v[bb, j] = vr[j] if f else (w if ok else vv)
-                    spk[bb, j] = 1.0 if f else 0.0
-                    ref[bb, j] = tr[j] if f else rr
-                    todo[j] = not ok
-                    n_todo += not ok
-                if n_todo == 0:
-                    continue
-            for j in range(n):
-                if not todo[j]:
-                    continue
-                vv, ii, rr = v[bb, j], i[bb, j], ref[bb, j]
-                dj = d[bb, j]
-                if closed and cuba and rr == 0.0 and below[j]:
-                    # closed form if v provably stays at or below threshold over the step
-                    i0 = ii + dj
-                    up = vl[j] + max(vv - vl[j], 0.0) + max(i0 * coef[j], 0.0) * gmax[j]
-                    if up < vth[j] - margin * (abs(vth[j]) + abs(vl[j]) + 1.0):
-                        v[bb, j] = vl[j] + (vv - vl[j]) * aS[j] + i0 * coef[j] * gS[j]
-                        i[bb, j] = i0 * bS[j]
+            _row_step(v, i, ref, d[bb], spk, todo, below, bb, k_in, cuba, vl, a, coef, b, vr, vth, tr, aS, bS, gS,
+                      gmax, h, S, closed, margin)
+        return spk
+
+    @njit(cache=True)
+    def _layer_step(x, pstart, rows, rstart, scale, pat, base, ptr, idx, val, wt, v, i, ref, k_in, cuba, vl, a, coef,
+                    b, vr, vth, tr, aS, bS, gS, gmax, h, S, closed, margin):
+        B = x.shape[0]
+        n = v.shape[1]
+        spk = np.zeros((B, n))
+        below = np.empty(n, np.bool_)
+        for j in range(n):
+            below[j] = vl[j] <= vth[j]
+        todo = np.ones(n, np.bool_)
+        d = np.empty(n)      # the sample's drive: Σ over projections (in order) of integer sum × LSB
+        buf = np.empty(n)    # one projection's integer sum
+        for bb in range(B):
+            d[:] = 0.0
+            for m in range(pstart.shape[0] - 1):
+                buf[:] = 0.0
+                for p in range(pstart[m], pstart[m + 1]):
+                    xp = x[bb, p]
+                    if xp == 0.0:
                         continue
-                for k in range(S):
-                    x = dj if k == k_in else 0.0
-                    if cuba:
-                        ii = ii + x
-                        vv = vl[j] + (vv - vl[j]) * a[j] + ii * coef[j]
-                        ii = ii * b[j]
+                    if rows[m]:
+                        r = p - pstart[m] + rstart[m]
+                        if xp == 1.0:
+                            for j in range(n):
+                                buf[j] += wt[r, j]
+                        else:
+                            for j in range(n):
+                                buf[j] += xp * wt[r, j]
+                        continue
+                    c, o = pat[p], base[p]
+                    if xp == 1.0:
+                        for q in range(ptr[c], ptr[c + 1]):
+                            buf[o + idx[q]] += val[q]
                     else:
-                        vv = vl[j] + (vv - vl[j]) * a[j] + x
-                    if rr > 0:
-                        vv = vr[j]
-                        rr = max(rr - h, 0.0)
-                    if vv > vth[j]:
-                        spk[bb, j] = 1.0
-                        vv = vr[j]
-                        rr = tr[j]
-                v[bb, j], i[bb, j], ref[bb, j] = vv, ii, rr
+                        for q in range(ptr[c], ptr[c + 1]):
+                            buf[o + idx[q]] += xp * val[q]
+                sc = scale[m]
+                for j in range(n):
+                    d[j] += buf[j] * sc
+            _row_step(v, i, ref, d, spk, todo, below, bb, k_in, cuba, vl, a, coef, b, vr, vth, tr, aS, bS, gS,
+                      gmax, h, S, closed, margin)
         return spk
 
     @njit(cache=True)
@@ -322,3 +383,66 @@ class Projection:
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_pre)
         return self.add_to(x2, np.zeros((x2.shape[0], self.n_post))).reshape(*lead, self.n_post)
+
+
+class LayerInput:
+    """All projections into one layer as one fused kernel's arrays: the sources side by side
+    (projection ``m`` takes columns ``pstart[m]:pstart[m+1]`` of the concatenated events), CSR
+    synapses as shared shifted patterns (source ``p``: pattern ``pat[p]`` at ``base[p]``; see the
+    module docstring), dense rows stacked. :meth:`step` computes each
+    sample's drive in a row buffer — per projection, in order: the integer sum, × LSB, added to
+    the row (the operations of :meth:`Projection.add_to` on a zeroed drive) — and runs that
+    sample's :func:`fine_steps_step` on it at once, so the (B, n) drive is never written.
+    ``walked``: every projection is walked per active source (with numba: CSR, or dense rows onto
+    at least :data:`ROWS_MIN_POST` neurons); only then does the fused kernel apply — a matmul
+    projection's sum would take another order."""
+
+    def __init__(self, projections: list):
+        self.projections = tuple(projections)
+        self.walked = available() and len(self.projections) > 0 and all(
+            q.csr or q.n_post >= ROWS_MIN_POST for q in self.projections)
+        if not self.walked:
+            return
+        n = self.projections[0].n_post
+        self.pstart = np.cumsum([0] + [q.n_pre for q in self.projections]).astype(np.int64)
+        self.rows = np.array([not q.csr for q in self.projections], np.bool_)
+        self.rstart = np.cumsum([0] + [0 if q.csr else q.n_pre for q in self.projections])[:-1].astype(np.int64)
+        self.scale = np.array([float(q.scale) for q in self.projections], np.float64)
+        # a CSR source's synapses as a pattern (offsets from its first target, weights) shifted to that
+        # target: sources with equal patterns (the positions of a convolution) share one copy
+        keys: dict = {}
+        pat, base, ptr, idx, val = [], [], [0], [], []
+        for q in self.projections:
+            for p in range(q.n_pre):
+                if q.csr:
+                    lo, hi = q.ptr[p], q.ptr[p + 1]
+                    o = int(q.idx[lo]) if hi > lo else 0
+                    rel, w = q.idx[lo:hi] - o, q.val[lo:hi]
+                else:   # dense rows: an empty pattern (the kernel reads the rows)
+                    lo = hi = o = 0
+                    rel, w = np.zeros(0, np.int64), np.zeros(0)
+                c = keys.setdefault((rel.tobytes(), w.tobytes()), len(keys))
+                if c == len(ptr) - 1:
+                    idx.append(rel)
+                    val.append(w)
+                    ptr.append(ptr[-1] + hi - lo)
+                pat.append(c)
+                base.append(o)
+        # unsigned: the compiled scatter then indexes without the negative-index wraparound test
+        self.pat, self.base = np.array(pat, np.uint64), np.array(base, np.uint64)
+        self.ptr = np.array(ptr, np.uint64)
+        self.idx = np.concatenate(idx).astype(np.uint64)
+        self.val = np.concatenate(val).astype(np.float64)
+        wts = [q.wt for q in self.projections if not q.csr]
+        self.wt = np.ascontiguousarray(np.concatenate(wts)) if wts else np.zeros((0, n))
+
+    def step(self, xs: list, v, i, ref, k_in, cuba, prm, h, S, closed: bool = True) -> np.ndarray:
+        """The layer's model step for events ``xs`` (one (B, pre) array per projection, in order):
+        ``v``, ``i``, ``ref`` updated in place; returns the spikes (B, n), bit for bit
+        :meth:`Projection.add_to` of each projection onto a zero drive, then :func:`fine_steps_step`."""
+        if int(k_in) != (0 if cuba else int(S) - 1):
+            raise ValueError("the step drive lands on fine step 0 (cuba) or S − 1 (other layers)")
+        x = np.ascontiguousarray(np.concatenate(xs, axis=1) if len(xs) > 1 else xs[0], dtype=np.float64)
+        return _layer_step(x, self.pstart, self.rows, self.rstart, self.scale, self.pat, self.base, self.ptr, self.idx,
+                           self.val, self.wt,
+                           v, i, ref, int(k_in), bool(cuba), *prm, float(h), int(S), bool(closed), CLOSED_MARGIN)
