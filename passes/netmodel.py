@@ -239,9 +239,10 @@ def _mask_csr(g: Graph, name: str, w: np.ndarray, nonzero: bool = False) -> sp.c
         m = None if whole is None else (whole[1][rb].astype(bool) if whole[0] == "mask" else whole[1][rb] != 0)
         if nonzero:
             m = w[rb] != 0 if m is None else m & (w[rb] != 0)
-        r, c = np.nonzero(m)
-        counts.append(np.bincount(r, minlength=m.shape[0]))
-        cols.append(c)
+        cnt = np.count_nonzero(m, axis=1)   # the row block's columns from one flat scan (no row-index array)
+        flat = np.flatnonzero(m)
+        counts.append(cnt)
+        cols.append(flat - np.repeat(np.arange(m.shape[0], dtype=np.int64) * m.shape[1], cnt))
     nnz = int(sum(c.size for c in cols))
     if nonzero and nnz == w.size:   # every weight is a stored synapse: the dense pattern (as _mask)
         return None
