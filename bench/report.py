@@ -102,15 +102,24 @@ NOTES = {
                             "elements or more stored without gzip). What still grows with the synapses: the "
                             "network model's sparse matrix and its transpose, the float64 weight copies each "
                             "simulation and the lowering make (800 MB each at 10⁸), and the digests of the "
-                            "bundle's files. The largest stage is `partition` (about 42 s of one core for "
-                            "spinnaker2 and 64 s for loihi2 at 10⁸, measured 2026-12-07): the synapse-level network model (sparse "
-                            "products, its transpose, one work vector A·rate per rate estimate) and METIS, which "
-                            "splits the block graph twice (profiled) — at the lower-bound core count, which does not "
-                            "fit, then at sequential fill's count; inferred cause: every block of a dense layer "
-                            "reads its 3,536 sources, so under the 4,096-axon limit a core holds one layer's "
-                            "blocks, which the bound does not count. The fix that would close "
-                            "the 60 s goal: a block-level model for dense projections (one entry per block pair, "
-                            "not per synapse) and the axon limit in the cores' lower bound.",
+                            "bundle's files. Measured 2026-12-07 (one compile per fresh process, `nice`, one thread, CPU "
+                            "seconds per stage, cProfile on; stage figures move by up to a third between runs on the "
+                            "shared machine): spinnaker2-48chip before the changes below 68.8 s in all, "
+                            "`partition` 35.5 s, peak RSS 5.5 GB, after them 52.9–58.5 s, `partition` 26.4–30.5 s (two runs, the "
+                            "first without the last change), 5.5 GB (the peak is outside `partition`); loihi2-halapoint after all but the "
+                            "last of them 91.2 s in all, `partition` 54.5 s, 7.1 GB (64.2 s of 108 s before). What changed in `partition`: the "
+                            "cores' lower bound counts each source's input axon on every core its targets need "
+                            "(a dense layer's 3,536 sources once per core of the layer, where the bound counted "
+                            "them once); the work vector of a dense projection's rows is one "
+                            "left-to-right sum of its sources' rates (the product's values bit for bit) instead "
+                            "of A·rate over 10⁸ synapses with a float64 copy of A; uniform rates take each row's "
+                            "entry count; weight patterns come from one flat scan per row block. What is left in "
+                            "it: building the synapse-level matrix and its transpose (the block incidence, the "
+                            "traffic and the lower bound read it), hashing the weights for the structure key on "
+                            "every model request, the activity probe's simulation, and on loihi2 Mt-KaHyPar "
+                            "(most of that target's `partition`, profiled). What would close the 60 s goal "
+                            "on loihi2: Mt-KaHyPar under a pin budget there as on spinnaker2, and a block-level "
+                            "model for dense projections (one entry per block pair, not per synapse), so that neither the 10⁸-entry matrix nor its transpose is built.",
 }
 
 

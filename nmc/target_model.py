@@ -290,11 +290,36 @@ class TargetModel:
         return []
 
     # ----------------------------------------------------- work model
-    def work(self, A, rate, event_work=None) -> np.ndarray:
+    def work(self, A, rate, event_work=None, dense_rows=()) -> np.ndarray:
         """Expected synaptic events per step of every unit: ``A @ rate`` with
         ``A[t, s]`` the synapses from s to t and ``rate`` events per step, each
-        unit's events × its ``event_work`` (per unit, :meth:`event_work`) when given."""
-        w = np.asarray(A @ np.asarray(rate, dtype=np.float64), dtype=np.float64)
+        unit's events × its ``event_work`` (per unit, :meth:`event_work`) when given.
+
+        Uniform rates of 1 with every count 1 (structural patterns: one synapse per entry):
+        each unit's events are its entries, ``diff(A.indptr)``, the very float64 values the
+        product gives (a sum of ones is exact), without the product's float64 copy of ``A``
+        (800 MB and a pass over it at 10⁸ synapses).
+
+        ``dense_rows`` ((r0, r1, c0, c1), from the network model: rows r0:r1 of ``A`` hold
+        exactly the columns c0:c1, ascending, each a count of 1 — a dense projection): those
+        rows' events are one sum, ``rate[c0:c1]`` added left to right from 0 (``cumsum``), the
+        order and rounding of the product's row sums, so the values are the product's bit for
+        bit; the product runs on the other rows only."""
+        rate = np.asarray(rate, dtype=np.float64)
+        if getattr(A, "format", None) == "csr" and rate.size == A.shape[1] and np.all(rate == 1.0) and np.all(A.data == 1):
+            w = np.diff(A.indptr).astype(np.float64)
+        elif dense_rows:
+            w = np.empty(A.shape[0], dtype=np.float64)
+            r = 0
+            for r0, r1, c0, c1 in sorted(dense_rows):
+                if r0 > r:
+                    w[r:r0] = A[r:r0] @ rate
+                w[r0:r1] = np.cumsum(rate[c0:c1])[-1]
+                r = r1
+            if r < A.shape[0]:
+                w[r:] = A[r:] @ rate
+        else:
+            w = np.asarray(A @ rate, dtype=np.float64)
         return w if event_work is None else w * np.asarray(event_work, dtype=np.float64)
 
     def event_work(self, node, weight_bits) -> float:

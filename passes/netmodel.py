@@ -74,6 +74,7 @@ class Network:
     run_bytes: list = field(default_factory=list)      # per placed node: bytes paid once per run on a core
     work_model: Any = field(default=None, repr=False)   # (A, rate[, event_work]) -> work: the target model's work model
     event_work: Any = field(default=None, repr=False)   # per unit: work per synaptic event (None: 1 each)
+    dense_rows: list = field(default_factory=list)   # (r0, r1, c0, c1): rows r0:r1 of A hold exactly columns c0:c1, ascending, each 1
 
     def run_bytes_of(self, k: int) -> float:
         """Bytes a core pays once per run of placed node k's units (0 for most node kinds)."""
@@ -119,8 +120,7 @@ class Network:
         if self.work_model is None:
             work = np.asarray(self.A @ rate, np.float64) * (1.0 if self.event_work is None else self.event_work)
         else:
-            work = (self.work_model(self.A, rate) if self.event_work is None
-                    else self.work_model(self.A, rate, self.event_work))
+            work = self.work_model(self.A, rate, self.event_work, dense_rows=self.dense_rows)
         out = replace(self, rate=rate, rates_from=rates_from, work=work)
         out._AT = self.AT
         return out
@@ -239,9 +239,10 @@ def _mask_csr(g: Graph, name: str, w: np.ndarray, nonzero: bool = False) -> sp.c
         m = None if whole is None else (whole[1][rb].astype(bool) if whole[0] == "mask" else whole[1][rb] != 0)
         if nonzero:
             m = w[rb] != 0 if m is None else m & (w[rb] != 0)
-        r, c = np.nonzero(m)
-        counts.append(np.bincount(r, minlength=m.shape[0]))
-        cols.append(c)
+        cnt = np.count_nonzero(m, axis=1)   # the row block's columns from one flat scan (no row-index array)
+        flat = np.flatnonzero(m)
+        counts.append(cnt)
+        cols.append(flat - np.repeat(np.arange(m.shape[0], dtype=np.int64) * m.shape[1], cnt))
     nnz = int(sum(c.size for c in cols))
     if nonzero and nnz == w.size:   # every weight is a stored synapse: the dense pattern (as _mask)
         return None
@@ -536,6 +537,7 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
         _terms_builder(g, uidx, sizes, nonzero=True)
 
     row_blocks = []
+    dense_rows = []
     bytes_ = np.zeros(N)
     pop_bits = []
     run_bytes = []
@@ -571,6 +573,9 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
             terms.append(_Term(k, sp.csr_matrix(gh.sum(0).astype(np.float32)), own_bits, _is_sparse(g, k), h))
         bits_used = []
         block = None
+        if len(terms) == 1 and terms[0].m is not None and _all_ones(terms[0].m):   # a dense projection, alone
+            c0 = int(offset[uidx[terms[0].src]])
+            dense_rows.append((o, o + n, c0, c0 + terms[0].m.shape[1]))
         for ti, t in enumerate(terms):
             m = t.m if t.m is not None else sp.identity(n, dtype=np.float32, format="csr")
             if m.shape[0] != n:
@@ -598,9 +603,16 @@ def build_structure(g: Graph, limits: CoreLimits | TargetModel) -> Network:
     fan_in = np.diff(A.indptr).astype(np.int64)
     rate = np.ones(N)
     ew = None if np.all(event_work == 1.0) else event_work
-    return Network(units, offset, placed, A, bytes_, fan_in,
-                   target.work(A, rate) if ew is None else target.work(A, rate, ew), rate,
-                   pop_bits, "uniform", run_bytes=run_bytes, work_model=target.work, event_work=ew)
+    return Network(units, offset, placed, A, bytes_, fan_in, target.work(A, rate, ew, dense_rows=dense_rows), rate,
+                   pop_bits, "uniform", run_bytes=run_bytes, work_model=target.work, event_work=ew,
+                   dense_rows=dense_rows)
+
+
+def _all_ones(m: sp.csr_matrix) -> bool:
+    """Whether every row of ``m`` holds every column once, ascending, each a count of 1
+    (a dense projection's pattern): its rows' work is one sum of the source rates."""
+    return (m.nnz == m.shape[0] * m.shape[1] and m.nnz > 0 and m.has_canonical_format
+            and bool(np.all(m.data == 1)))
 
 
 #: Synaptic operations the activity simulation of :func:`unit_rates` may cost (synapses × steps ×

@@ -91,11 +91,28 @@ def max_per_core(net, limits: CoreLimits, upper: bool = False) -> np.ndarray:
     return np.asarray(caps, dtype=np.int64)
 
 
+def source_cores_min(net, limits: CoreLimits) -> np.ndarray:
+    """Per unit s: the fewest cores its placed targets can lie on, max over placed nodes k of
+    ⌈t_k(s) / cap_k⌉ with t_k(s) the neurons of k that s has a synapse onto and cap_k the most
+    neurons of k any core holds (:func:`max_per_core` with ``upper``, additive limits only,
+    at least 1). Each of those cores spends one input axon on s. 0 for a unit with no target."""
+    caps = np.maximum(max_per_core(net, limits, upper=True), 1)
+    out = np.zeros(net.n_units, dtype=np.int64)
+    for k in range(len(net.pop_names)):
+        sl = net.pop_slice(k)
+        ind = net.A.indices[net.A.indptr[sl.start]:net.A.indptr[sl.stop]]   # one entry per (target, source)
+        t = np.bincount(ind, minlength=net.n_units)
+        np.maximum(out, -(-t // int(caps[k])), out=out)
+    return out
+
+
 def cores_lower_bound(net, limits: CoreLimits) -> dict:
     """cores ≥ max(⌈neurons/neurons_max⌉, ⌈bytes/memory⌉, ⌈work/work_max⌉,
-    ⌈inputs/fan_in_max⌉) where inputs = distinct source neurons with a synapse
-    onto a placed neuron (every such source occupies an input axon of at least
-    one core)."""
+    ⌈inputs/fan_in_max⌉) where inputs = Σ over source units of the fewest cores
+    their targets lie on (:func:`source_cores_min`): every such core spends an
+    input axon on the source, so the cores' axons together hold at least that many
+    (a source whose targets fit one core counts once; a dense layer too large for
+    one core counts each of its sources on each of the layer's cores)."""
     n = int(net.placed_count)
     parts = {"neurons": limits.cores_for_neurons(n)}
     if limits.memory_bytes:
@@ -104,7 +121,7 @@ def cores_lower_bound(net, limits: CoreLimits) -> dict:
     if limits.work_max:
         parts["work"] = math.ceil(float(net.work.sum()) / limits.work_max)
     if limits.fan_in_max:
-        parts["inputs"] = math.ceil(int(net.n_sources_used) / limits.fan_in_max)
+        parts["inputs"] = math.ceil(int(source_cores_min(net, limits).sum()) / limits.fan_in_max)
     return {"value": int(max(parts.values())) if n else 0, "terms": parts}
 
 

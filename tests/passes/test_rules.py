@@ -50,8 +50,16 @@ def test_lower_bound_terms():
     lim = CoreLimits(neurons_max=5, memory_bytes=100, fan_in_max=6)
     net = net_of(nets.ff_lif(), lim)
     lb = rules.cores_lower_bound(net, lim)
-    # neurons 20/5 = 4; bytes 16·8 + 4·16 = 192 / 100 -> 2; inputs: 8 + 16 sources / 6 -> 4
-    assert lb["terms"] == {"neurons": 4, "bytes": 2, "inputs": 4} and lb["value"] == 4
+    # neurons 20/5 = 4; bytes 16·8 + 4·16 = 192 / 100 -> 2; inputs: each of the 8 inputs feeds all 16 lif1
+    # neurons, at most 5 per core -> 4 cores each; each of the 16 lif1 neurons feeds the 4 lif2 neurons,
+    # one core -> 1 each: (8·4 + 16·1) / 6 = 8 axons' worth of cores
+    assert rules.source_cores_min(net, lim).tolist() == [4] * 8 + [1] * 16 + [0] * 4
+    assert lb["terms"] == {"neurons": 4, "bytes": 2, "inputs": 8} and lb["value"] == 8
+    from nmc.passes.partition import run_partition   # the bound holds: no packing needs fewer cores
+    fit = CoreLimits(neurons_max=2, fan_in_max=16)   # lif2's 16 inputs fit: (8·8 + 16·2) / 16 = 6 < 20/2
+    for m in ("sequential", "greedy", "metis"):
+        pt, rep = run_partition(nets.normalized(nets.ff_lif()), fit, method=m, baselines=())
+        assert rep["cores_lower_bound_terms"]["inputs"] == 6 and rep["cores_used"] >= rep["cores_lower_bound"] == 10
 
 
 def test_limits_from_spec_dict_and_overrides():
