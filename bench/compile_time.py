@@ -48,6 +48,7 @@ SIZES = {"dense": ([1e4], [1e4, 1e5, 1e6, 1e7, 3e7]), "dense_ff": ([1e4], [1e4, 
          "conv": ([1e3], [1e3, 1e4, 1e5])}
 FF_LAYERS = 8   # layers of the dense_ff family
 HUGE = 1e8   # the size the per-pass fits of the largest dense compiles are extrapolated to (issue #19)
+RSS_CAP_MB = 8192   # a measured compile stops itself above this RSS: the goal's limit (issue #19: < 8 GB peak)
 
 
 def _bigger_specs(target: str) -> list[str]:
@@ -194,8 +195,15 @@ class _RssSampler:
         self.peaks[self.cur] = max(self.peaks.get(self.cur, 0.0), self._read())
 
     def _run(self) -> None:
+        import os
+        import sys
+
         while not self.done.wait(self.period):
             self._sample()
+            if self.peaks[self.cur] > RSS_CAP_MB:   # over the goal's limit: stop, say where (the machine is shared)
+                sys.stderr.write(f"stopped: peak RSS over {RSS_CAP_MB / 1024:.0f} GB in stage '{self.cur}'\n")
+                sys.stderr.flush()
+                os._exit(3)
 
     def stage(self, name: str) -> None:
         if self.ok:
@@ -234,8 +242,9 @@ def run(quick: bool = False, timeout: float | None = None, log=print) -> dict:
                     log(rows[-1])
                     break
                 if r.returncode != 0:
+                    last = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
                     rows.append({"target": target, "family": family, "size": size, "ok": False,
-                                 "note": "crash: " + r.stderr.strip().splitlines()[-1][:200]})
+                                 "note": ("" if last.startswith("stopped:") else "crash: ") + last[:200]})
                     log(rows[-1])
                     break
                 rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
