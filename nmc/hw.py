@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -448,3 +449,41 @@ class HardwareSpec:
 
     def __repr__(self) -> str:
         return f"HardwareSpec({self.name!r}, target={self.target!r}, from {self.where!r})"
+
+
+# ------------------------------------------------------------------ readers of one table
+@functools.lru_cache(maxsize=None)
+def packaged(name: str) -> HardwareSpec:
+    """The packaged spec ``name`` without overrides, read once (readers never modify a HardwareSpec)."""
+    return HardwareSpec.load(name)
+
+
+def key_error(key: str, msg: str, *, where: str | None, limit: Any = None, actual: Any = None,
+              hint: str | None = None) -> ConfigError:
+    """The ConfigError of a spec value a reader cannot use: ``"<key> = <actual>: <msg>"`` naming the
+    spec's file, the limit it broke and the fix."""
+    return ConfigError(f"{key} = {actual}: {msg}", path=where, limit=limit, actual=actual, hint=hint)
+
+
+def read_numbers(spec: HardwareSpec, keys: Mapping[str, str], *, real: Sequence[str] = ()) -> dict[str, Any]:
+    """``{name: value}`` of the spec's dotted ``keys`` (``{name: "table.key"}``), each checked.
+
+    A name in ``real`` must be a finite number and comes back as a float; every other name must
+    be a whole number and comes back as an int (``8.0`` reads as ``8``: an override may write
+    either). Anything else is a :func:`key_error` naming the dotted key; a missing key is the spec's
+    own ConfigError (:meth:`HardwareSpec.get`)."""
+    out: dict[str, Any] = {}
+    where = getattr(spec, "where", None)
+    for name, key in keys.items():
+        v = spec.get(key)
+        if name in real:
+            if not _is_number(v) or not math.isfinite(v):
+                raise key_error(key, "must be a finite number", where=where, limit="a finite number", actual=v,
+                                hint=f"give {key} one number")
+            out[name] = float(v)
+        else:
+            if not _is_number(v) or not float(v).is_integer():
+                raise key_error(key, "must be a whole number", where=where, limit="a whole number", actual=v,
+                                hint=f"give {key} a whole number")
+            out[name] = int(v)
+    return out

@@ -305,3 +305,29 @@ def test_dict_round_trip_and_sha():
     with pytest.raises(ConfigError):
         HardwareSpec.from_dict(d)
     assert s.get("core.neurons_max") == 8192  # to_dict handed out a copy
+
+
+def test_read_numbers_checks_each_key_and_names_it(tmp_path):
+    from nmc.hw import packaged, read_numbers
+
+    s = HardwareSpec.load("loihi2")
+    keys = {"exp": "numerics.weight_exp_min", "tick": "timing.sys_tick_s"}
+    assert read_numbers(s, keys, real=("tick",)) == {"exp": -8, "tick": s.get("timing.sys_tick_s")}
+    got = read_numbers(s.with_overrides([{"numerics": {"weight_exp_min": -8.0}}]), keys, real=("tick",))
+    assert type(got["exp"]) is int and type(got["tick"]) is float      # -8.0 in an override reads as -8
+    # a unit that is not a count lets the spec hold a fraction: the reader refuses it, naming the key
+    over = s.with_overrides([write(tmp_path, "o.toml", "[numerics]\nweight_exp_min = -7.5\n")])
+    with pytest.raises(ConfigError) as e:
+        read_numbers(over, keys, real=("tick",))
+    assert "numerics.weight_exp_min = -7.5" in e.value.message and e.value.path == s.where and e.value.hint
+    with pytest.raises(ConfigError, match="numerics.nope"):
+        read_numbers(s, {"x": "numerics.nope"})
+    assert packaged("loihi2") is packaged("loihi2") and packaged("loihi2").sha256() == s.sha256()
+
+
+def test_a_fractional_exponent_is_refused_not_truncated(tmp_path):
+    from nmc.backends.loihi2.numerics import LavaLimits
+
+    over = HardwareSpec.load("loihi2", [write(tmp_path, "o.toml", "[numerics]\nweight_exp_min = -7.5\n")])
+    with pytest.raises(ConfigError, match="numerics.weight_exp_min"):
+        LavaLimits.from_spec(over)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 from nmc.errors import ConfigError, InputFileError
+from nmc.hw import key_error, packaged, read_numbers
 
 #: what the generated kernel's types hold (module docstring)
 KERNEL_CODE_BITS = 8          # uint8_t correlation codes
@@ -60,7 +61,7 @@ class PPUFormat:
     def check(self, where: str = "the spec's [plasticity]") -> None:
         """ConfigError unless the generated kernel can hold these numbers (module docstring)."""
         def bad(key, msg, limit, actual, hint):
-            raise ConfigError(f"plasticity.{key} = {actual}: {msg}", path=where, limit=limit, actual=actual, hint=hint)
+            raise key_error(f"plasticity.{key}", msg, where=where, limit=limit, actual=actual, hint=hint)
         ints = [f.name for f in fields(self) if f.name != "sensor_gain"]
         for k in ints:
             v = getattr(self, k)
@@ -92,13 +93,7 @@ class PPUFormat:
         """From the spec's ``[plasticity]`` (None: the packaged ``brainscales2`` spec)."""
         if spec is None:
             return packaged_format()
-        g = lambda k: spec.get(f"plasticity.{k}")  # noqa: E731
-        vals = {f.name: g(f.name) for f in fields(cls)}
-        vals = {k: int(v) if k != "sensor_gain" and isinstance(v, float) and v.is_integer() else v
-                for k, v in vals.items()}
-        vals["sensor_gain"] = float(vals["sensor_gain"]) if isinstance(vals["sensor_gain"], (int, float)) \
-            else vals["sensor_gain"]
-        fmt = cls(**vals)
+        fmt = cls(**read_numbers(spec, {f.name: f"plasticity.{f.name}" for f in fields(cls)}, real=("sensor_gain",)))
         fmt.check(getattr(spec, "where", "the spec"))
         return fmt
 
@@ -121,25 +116,18 @@ class PPUFormat:
 
 
 @lru_cache(maxsize=1)
-def packaged_spec():
-    from nmc.hw import HardwareSpec
-
-    return HardwareSpec.load("brainscales2")
-
-
-@lru_cache(maxsize=1)
 def packaged_format() -> PPUFormat:
     """The packaged spec's format (8-bit CADC, gain 16, 63, Q.12 / Q0.15 / Q.8, 16-bit constants)."""
-    return PPUFormat.from_spec(packaged_spec())
+    return PPUFormat.from_spec(packaged("brainscales2"))
 
 
 def default_period(spec) -> int:
     """``plasticity.period`` of ``spec`` (None: the packaged spec): the PPU's cadence in model steps
     when ``--option ppu_period`` is not given; a whole number in 1..100000 (the option's range)."""
-    spec = packaged_spec() if spec is None else spec
+    spec = packaged("brainscales2") if spec is None else spec
     v = spec.get("plasticity.period")
     if isinstance(v, bool) or not float(v).is_integer() or not 1 <= v <= 100000:
-        raise ConfigError(f"plasticity.period = {v}: the PPU runs every whole number of model steps",
-                          path=getattr(spec, "where", None), limit="1..100000", actual=v,
-                          hint="give a whole number of steps in 1..100000")
+        raise key_error("plasticity.period", "the PPU runs every whole number of model steps",
+                        where=getattr(spec, "where", None), limit="1..100000", actual=v,
+                        hint="give a whole number of steps in 1..100000")
     return int(v)

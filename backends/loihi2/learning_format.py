@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 from nmc.errors import ConfigError, InputFileError, OptionError
+from nmc.hw import key_error, packaged, read_numbers
 
 #: the widest scaling mantissa Lava's rule strings take (ProductSeries: s_mantissa in −8..7)
 LAVA_MANTISSA_BITS = 4
@@ -87,7 +88,7 @@ class LearningFormat:
     def check(self, where: str = "the spec's [plasticity]") -> None:
         """ConfigError unless the widths make an engine the emitted Lava rule can state."""
         def bad(key, msg, limit, actual, hint):
-            raise ConfigError(f"plasticity.{key} = {actual}: {msg}", path=where, limit=limit, actual=actual, hint=hint)
+            raise key_error(f"plasticity.{key}", msg, where=where, limit=limit, actual=actual, hint=hint)
         if any(isinstance(v, bool) or not isinstance(v, int) for v in asdict(self).values()):
             raise ConfigError("the [plasticity] widths must be whole numbers", path=where, actual=asdict(self))
         if not 1 <= self.mantissa_bits <= LAVA_MANTISSA_BITS:
@@ -119,16 +120,10 @@ class LearningFormat:
         """From the spec's ``[plasticity]`` and ``numerics.weight_bits`` (None: the packaged spec)."""
         if spec is None:
             return packaged_format()
-        g = lambda k: spec.get(k)  # noqa: E731
-        vals = {k: g(f"plasticity.{k}") for k in cls.__dataclass_fields__ if k != "weight_bits"}
-        vals["weight_bits"] = g("numerics.weight_bits")
-        vals = {k: int(v) if isinstance(v, (int, float)) and float(v).is_integer() else v for k, v in vals.items()}
-        where = getattr(spec, "where", "the spec")
-        if any(not isinstance(v, int) for v in vals.values()):
-            raise ConfigError("the [plasticity] widths must be whole numbers", path=where,
-                              actual={k: v for k, v in vals.items() if not isinstance(v, int)})
-        fmt = cls(**vals)
-        fmt.check(where)
+        keys = {k: f"plasticity.{k}" for k in cls.__dataclass_fields__}
+        keys["weight_bits"] = "numerics.weight_bits"
+        fmt = cls(**read_numbers(spec, keys))
+        fmt.check(getattr(spec, "where", "the spec"))
         return fmt
 
     def to_dict(self) -> dict:
@@ -159,9 +154,7 @@ class LearningFormat:
 @lru_cache(maxsize=1)
 def packaged_format() -> LearningFormat:
     """The packaged spec's format: Lava 0.10's learning engine."""
-    from .numerics import packaged_spec
-
-    return LearningFormat.from_spec(packaged_spec())
+    return LearningFormat.from_spec(packaged("loihi2"))
 
 
 def check_lava_learning(prog) -> None:

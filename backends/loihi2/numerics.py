@@ -35,7 +35,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from nmc.errors import ConfigError, OptionError, UnsupportedNodeError
+from nmc.errors import OptionError, UnsupportedNodeError
+from nmc.hw import key_error, packaged, read_numbers
 from nmc.rowblocks import row_blocks
 
 #: calibration-measured ranges are multiplied by this before they bound vth (inputs unseen in calibration)
@@ -70,12 +71,13 @@ class LoihiNumerics:
         ``2^decay_bits`` (Lava divides by shifting)."""
         if spec is None:
             return packaged_numerics()
-        g = lambda k: int(spec.get(f"numerics.{k}"))  # noqa: E731
-        num = cls(g("decay_bits"), g("activation_shift"), g("threshold_shift"), g("state_bits"), g("weight_bits"))
-        if spec.has("numerics.decay_scale") and g("decay_scale") != num.decay_scale:
-            raise ConfigError(f"numerics.decay_scale = {g('decay_scale')} is not 2^decay_bits = {num.decay_scale}",
-                              limit=num.decay_scale, actual=g("decay_scale"),
-                              hint="override decay_bits and decay_scale together (the decay divides by a shift)")
+        num = cls(**read_numbers(spec, {k: f"numerics.{k}" for k in cls.__dataclass_fields__}))
+        if spec.has("numerics.decay_scale"):
+            scale = read_numbers(spec, {"s": "numerics.decay_scale"})["s"]
+            if scale != num.decay_scale:
+                raise key_error("numerics.decay_scale", f"is not 2^decay_bits = {num.decay_scale}",
+                                where=spec.where, limit=num.decay_scale, actual=scale,
+                                hint="override decay_bits and decay_scale together (the decay divides by a shift)")
         return num
 
     @property
@@ -105,17 +107,9 @@ class LoihiNumerics:
 
 
 @lru_cache(maxsize=1)
-def packaged_spec():
-    """The packaged ``hw_configs/loihi2.toml`` (read once; HardwareSpec is not modified by readers)."""
-    from nmc.hw import HardwareSpec
-
-    return HardwareSpec.load("loihi2")
-
-
-@lru_cache(maxsize=1)
 def packaged_numerics() -> LoihiNumerics:
     """The packaged spec's numerics: the widths Lava's own fixed-point models hard-code."""
-    return LoihiNumerics.from_spec(packaged_spec())
+    return LoihiNumerics.from_spec(packaged("loihi2"))
 
 
 def check_lava_numerics(num: LoihiNumerics) -> None:
@@ -145,13 +139,15 @@ class LavaLimits:
 
     @classmethod
     def from_spec(cls, spec) -> "LavaLimits":
-        spec = spec if spec is not None else packaged_spec()
-        g = lambda k: int(spec.get(f"numerics.{k}"))  # noqa: E731
-        return cls(vth_max=2 ** g("threshold_mant_bits") - 1, bias_mant_max=2 ** (g("bias_mant_bits") - 1) - 1,
-                   bias_exp_max=2 ** g("bias_exp_bits") - 1, weight_max=g("weight_max"),
-                   weight_exp_min=g("weight_exp_min"), weight_exp_max=g("weight_exp_max"),
-                   state_max=2 ** (g("state_bits") - 1) - 1, shift=g("threshold_shift"),
-                   weight_bits=g("weight_bits"))
+        spec = spec if spec is not None else packaged("loihi2")
+        n = read_numbers(spec, {k: f"numerics.{k}" for k in (
+            "threshold_mant_bits", "bias_mant_bits", "bias_exp_bits", "weight_max", "weight_exp_min",
+            "weight_exp_max", "state_bits", "threshold_shift", "weight_bits")})
+        return cls(vth_max=2 ** n["threshold_mant_bits"] - 1, bias_mant_max=2 ** (n["bias_mant_bits"] - 1) - 1,
+                   bias_exp_max=2 ** n["bias_exp_bits"] - 1, weight_max=n["weight_max"],
+                   weight_exp_min=n["weight_exp_min"], weight_exp_max=n["weight_exp_max"],
+                   state_max=2 ** (n["state_bits"] - 1) - 1, shift=n["threshold_shift"],
+                   weight_bits=n["weight_bits"])
 
     @property
     def bias_max(self) -> float:

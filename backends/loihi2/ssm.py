@@ -65,9 +65,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nmc.errors import UnsupportedNodeError
+from nmc.hw import packaged, read_numbers
 
 from .graded import GradedLink, GradedUnit
-from .numerics import LavaLimits, packaged_spec
+from .numerics import LavaLimits
 
 #: output stages a diagonal SSM maps with, and the unit kind of each
 OUTPUT_UNITS = {"none": "graded", "relu": "relu", "delta": "delta"}
@@ -84,11 +85,11 @@ class SSMLimits:
 
     @classmethod
     def from_spec(cls, spec=None) -> "SSMLimits":
-        spec = spec if spec is not None else packaged_spec()
+        spec = spec if spec is not None else packaged("loihi2")
         lim = LavaLimits.from_spec(spec)
-        g = lambda k: int(spec.get(f"numerics.{k}"))  # noqa: E731
+        n = read_numbers(spec, {k: f"numerics.{k}" for k in ("graded_payload_bits", "accumulator_bits")})
         return cls(lim.weight_max, lim.weight_exp_min, lim.weight_exp_max,
-                   2 ** (g("graded_payload_bits") - 1) - 1, 2 ** (g("accumulator_bits") - 1) - 1)
+                   2 ** (n["graded_payload_bits"] - 1) - 1, 2 ** (n["accumulator_bits"] - 1) - 1)
 
 
 def slice_matrix(m: np.ndarray, slices: int, lim: SSMLimits, what: str, node: str):
