@@ -4,13 +4,13 @@ bounded queue. Both give the outputs a local run gives, and both slow a sender t
 outruns the device rather than drop anything."""
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
 
 import nmc
+from flood_server import flood, serving_conn
 from nets import ff_lif, spikes
 from nmc.runtime import events as ev
 from nmc.runtime import protocol as P
@@ -35,16 +35,6 @@ def _factory(pace: bool, delay: float = 0.0):
     return make
 
 
-def _conn(srv):
-    end = time.monotonic() + 5
-    while time.monotonic() < end:
-        conns = list(srv.conns.values())
-        if conns and conns[0].session is not None:
-            return conns[0]
-        time.sleep(0.01)
-    raise AssertionError("no open session on the server")
-
-
 @pytest.mark.parametrize("pace", [False, True])
 def test_stream_outputs_match_a_local_run(bundle, pace):
     T, w = 48, 4
@@ -55,7 +45,7 @@ def test_stream_outputs_match_a_local_run(bundle, pace):
         with nmc.connect(*srv.address, window=w) as c:
             wins = [ev.from_dense(x[i:i + w]) for i in range(0, T, w)]
             outs = [o["output"] for o in c.stream(wins, batch=3)]
-            conn = _conn(srv)
+            conn = serving_conn(srv)
             reader_thread = conn.rd is not None
             stats = c.stats()
     finally:
@@ -81,16 +71,7 @@ def test_sender_ahead_of_a_slow_device_is_slowed_not_dropped(bundle, pace):
         c = nmc.connect(*srv.address)
         frames = b"".join(P.frame(P.EVENTS, P.pack_table([(0, ev.from_dense(x[i:i + 1]), False)]), i)
                           for i in range(n))
-        t = threading.Thread(target=c.sock.sendall, args=(frames,), daemon=True)
-        t.start()
-        conn = _conn(srv)
-        ahead, outs = [], []
-        for i in range(n):
-            ft, _, payload, seq = P.read_frame(c.sock)
-            assert ft == P.OUTPUT and seq == i
-            outs.append(P.unpack_table(payload, 1).get(0, ev.empty()))
-            ahead.append(conn.transport["frames_in"] - conn.session.counters.windows)
-        t.join(10)
+        outs, ahead, _ = flood(srv, c, frames, n)
         stats = c.close()
     finally:
         srv.stop()

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nmc
+from flood_server import flood
 from nets import ff_lif, recurrent_cubalif, spikes
 from nmc.cli import main
 from nmc.errors import DeviceError, EventFormatError, OptionError, ShapeError
@@ -280,19 +281,8 @@ def test_overload_sender_is_slowed_nothing_dropped(bundle):
         c = nmc.connect(*srv.address)
         x = spikes((8,), T=n_win, seed=4, p=0.6)
         frames = b"".join(P.frame(P.EVENTS, P.pack_table([(0, w, False)]), i) for i, w in enumerate(_windows(x, 1)))
-        t = threading.Thread(target=c.sock.sendall, args=(frames,), daemon=True)  # everything at once
-        t.start()
-        assert _until(lambda: srv.conns and next(iter(srv.conns.values())).session is not None)
-        conn = next(iter(srv.conns.values()))
-        ahead = []
-        outs = []
-        for i in range(n_win):
-            ft, _, payload, seq = P.read_frame(c.sock)
-            assert ft == P.OUTPUT and seq == i
-            outs.append(P.unpack_table(payload, 1).get(0, ev.empty()))
-            # frames the server has read off the socket but not yet stepped: bounded by the queue
-            ahead.append(conn.transport["frames_in"] - conn.session.counters.windows)
-        t.join(10)
+        # everything at once; ahead: frames read off the socket but not yet stepped, bounded by the queue
+        outs, ahead, t = flood(srv, c, frames, n_win)
         assert not t.is_alive(), "the sender is still blocked after every window was answered"
         stats = c.close()
     finally:

@@ -79,6 +79,24 @@ def build(tmp_path, rule, n_src=0):
     return exe
 
 
+def updates_match(exe, r, cases) -> int:
+    """Runs the driver's ``u`` mode (:func:`build`'s ``exe``) on ``cases`` ((w, c, a, e, sign, reward),
+    arrays of one length) and checks its weights, and for a reward rule its eligibilities, against
+    ``ppu.update_row`` bit for bit; returns how many weights the update moved."""
+    lines = [f"u {len(w)} {sign} {reward}\n" + "\n".join(" ".join(map(str, v)) for v in (w, c, a, e))
+             for w, c, a, e, sign, reward in cases]
+    out = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
+    got = np.array(out.stdout.split(), np.int64).reshape(len(cases), -1, 2)
+    moved = 0
+    for (w, c, a, e, sign, reward), g in zip(cases, got):
+        w2, e2 = ppu.update_row(r, w, c, a, sign, e, reward)
+        np.testing.assert_array_equal(g[:, 0], w2)
+        if r.third_factor == "reward":
+            np.testing.assert_array_equal(g[:, 1], e2)
+        moved += int(np.sum(w2 != w))
+    return moved
+
+
 def rule(**kw):
     base = dict(projection=0, node="w", period=10, third_factor="none", kp=82, km=98, decay_plus=0.9,
                 decay_minus=0.9)
@@ -98,7 +116,7 @@ def test_update_is_bit_exact_with_the_model(tmp_path, r):
     exe = build(tmp_path, r)
     rng = np.random.default_rng(7)
     n = 600
-    cases, lines = [], []
+    cases = []
     for sign in (1, -1):
         for reward in (0, 1, -1, 127, -128, 37):
             w = rng.integers(0, 64, n)
@@ -109,17 +127,7 @@ def test_update_is_bit_exact_with_the_model(tmp_path, r):
             e = rng.integers(-(1 << 31), (1 << 31) - 1, n, dtype=np.int64)
             e[:3] = [-(1 << 31), (1 << 31) - 1, 0]                       # the eligibility's saturation
             cases.append((w, c, a, e, sign, reward))
-            lines.append(f"u {n} {sign} {reward}\n" + "\n".join(" ".join(map(str, v)) for v in (w, c, a, e)))
-    out = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
-    got = np.array(out.stdout.split(), np.int64).reshape(len(cases), n, 2)
-    moved = 0
-    for (w, c, a, e, sign, reward), g in zip(cases, got):
-        w2, e2 = ppu.update_row(r, w, c, a, sign, e, reward)
-        np.testing.assert_array_equal(g[:, 0], w2)
-        if r.third_factor == "reward":
-            np.testing.assert_array_equal(g[:, 1], e2)
-        moved += int(np.sum(w2 != w))
-    assert moved > 0            # the cases exercise the update, not only the clamps
+    assert updates_match(exe, r, cases) > 0            # the cases exercise the update, not only the clamps
 
 
 def test_rewire_is_bit_exact_with_the_model(tmp_path):
