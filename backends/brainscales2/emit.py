@@ -12,7 +12,8 @@ learn (weight-0 ones included, on their row's receptor) and a ``PlasticSynapse``
 ``PlasticityRule`` runs the generated PPU kernel (``ppu_rule_<i>.cpp`` beside the script,
 :mod:`.ppu_kernel`) on a ``Timer`` with the rule's cadence: start and period ``period`` model steps
 in hardware ms, one run per full period of the recording. ``--reward R`` is the reward the host
-writes into PPU memory with the program (8-bit, :func:`.ppu.reward_code`).
+writes into PPU memory with the program (the program's reward format, 8-bit Q2.5 in the packaged
+spec: :func:`script` writes it into the script's ``reward_code``, the code of :func:`.ppu.reward_code`).
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def load(here=HERE):
 
 
 def reward_code(r):
-    """The 8-bit reward the PPU reads: clamp(round_half_away(r * 2^5), -128, 127)."""
-    return max(-128, min(127, int(math.copysign(math.floor(abs(r) * 32 + 0.5), r))))
+    """The @BITS@-bit reward the PPU reads: clamp(round_half_away(r * 2^@FRAC@), @LO@, @HI@)."""
+    return max(@LO@, min(@HI@, int(math.copysign(math.floor(abs(r) * @SCALE@ + 0.5), r))))
 
 
 def plasticity_rule(pynn, meta, rule, sign, reward, T, here=HERE):
@@ -131,5 +132,17 @@ if __name__ == "__main__":
 '''
 
 
-def script() -> str:
-    return SCRIPT
+def script(fmt=None) -> str:
+    """The script's text with the reward format ``fmt`` (the program's :class:`.ppu_format.PPUFormat`;
+    None: the packaged spec's, 8-bit Q2.5) written into ``reward_code``: the same code as
+    :func:`.ppu.reward_code`, clamp(round_half_away(r·2^reward_frac), −2^(reward_bits−1),
+    2^(reward_bits−1) − 1)."""
+    from .ppu_format import packaged_format
+
+    fmt = packaged_format() if fmt is None else fmt
+    lo, hi = fmt.reward_range
+    text = SCRIPT
+    for k, v in (("@BITS@", fmt.reward_bits), ("@FRAC@", fmt.reward_frac), ("@LO@", lo), ("@HI@", hi),
+                 ("@SCALE@", 2 ** fmt.reward_frac)):
+        text = text.replace(k, str(v))
+    return text

@@ -51,7 +51,8 @@ plastic projection has a synapse, at magnitude 0 where the weight is 0 (on an ex
 every weight is ≤ 0).
 
 **Reward.** The host writes the reward r as a signed 8-bit fixed-point number into PPU memory,
-m = clamp(round_half_away(r·2^5), −128, 127) (Q2.5: −4 … 3.97 in steps of 1/32); it holds until
+m = clamp(round_half_away(r·2^5), −128, 127) (Q2.5: −4 … 3.97 in steps of 1/32; the spec's
+``plasticity.reward_bits``/``reward_frac``, :func:`reward_code`); it holds until
 written again (:meth:`.ppu_learner.PPULearner.modulate`). One reward for the batch.
 
 **Structural rewiring** (``fan_in`` > 0, Billaudelle et al. 2021). Every neuron has exactly
@@ -83,7 +84,7 @@ import numpy as np
 
 from nmc.errors import PlasticityError
 
-from .ppu_format import REWARD_FRAC, PPUFormat, packaged_format
+from .ppu_format import PPUFormat, packaged_format
 
 INT32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -255,9 +256,12 @@ def read_sensor(v, fmt: PPUFormat | None = None) -> np.ndarray:
     return np.minimum(fmt.cadc_max, np.floor(np.asarray(v, float) * fmt.sensor_gain + 0.5)).astype(np.int64)
 
 
-def reward_code(r: float) -> int:
-    """The host's 8-bit reward: clamp(round_half_away(r·2^5), −128, 127)."""
-    return min(max(round_half_away(float(r) * 2 ** REWARD_FRAC), -128), 127)
+def reward_code(r: float, fmt: PPUFormat | None = None) -> int:
+    """The host's reward code in ``fmt`` (None: the packaged spec's, 8-bit Q2.5):
+    clamp(round_half_away(r·2^reward_frac), −2^(reward_bits−1), 2^(reward_bits−1) − 1)."""
+    fmt = packaged_format() if fmt is None else fmt
+    lo, hi = fmt.reward_range
+    return min(max(round_half_away(float(r) * 2 ** fmt.reward_frac), lo), hi)
 
 
 def update_row(r: PPURule, w, c, a, sign, e=None, m: int = 0):
@@ -268,7 +272,7 @@ def update_row(r: PPURule, w, c, a, sign, e=None, m: int = 0):
     d = r.kp * c - r.km * a
     if r.third_factor == "reward":
         e = np.clip(rnd(np.asarray(e, np.int64) * r.de, f.decay_frac) + d, *INT32)
-        dw = rnd(np.int64(r.lr) * np.int64(m) * e, f.coef_frac + REWARD_FRAC + f.lr_frac)
+        dw = rnd(np.int64(r.lr) * np.int64(m) * e, f.coef_frac + f.reward_frac + f.lr_frac)
     else:
         dw = rnd(d, f.coef_frac)
     lo, hi = r.bounds(sign)

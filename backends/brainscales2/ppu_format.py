@@ -9,7 +9,11 @@ and the rule's bounds), so an ``--hw`` override changes all three together:
 * ``weight_max`` (63, the synapse array's): the bounds LO/HI, W_NEW, θ-table length (SPORE);
 * ``coef_bits`` (16): KP, KM, DE, LR ≤ ``2^(coef_bits−1) − 1``;
 * ``coef_frac`` F (12), ``decay_frac`` (15), ``lr_frac`` (8): the fraction bits of D, DE, LR;
-* ``theta_frac`` (12): SPORE's θ, its prior mean, bounds and weight table in Q.theta_frac.
+* ``theta_frac`` (12): SPORE's θ, its prior mean, bounds and weight table in Q.theta_frac;
+* ``reward_bits`` (8), ``reward_frac`` (5): the host's reward r reaches the PPU as the signed
+  ``reward_bits``-bit m = clamp(round_half_away(r·2^reward_frac), −2^(reward_bits−1),
+  2^(reward_bits−1) − 1), Q2.5 at the packaged values (:func:`.ppu.reward_code`; the bundle's
+  hardware script writes the same code, :func:`.emit.script`).
 
 ``period`` (10) is the default of ``--option ppu_period`` (:func:`default_period`).
 
@@ -19,8 +23,8 @@ without the record runs in the packaged format. Values the generated kernel cann
 refused (:meth:`PPUFormat.check`, a :class:`~nmc.errors.ConfigError` naming the key): the kernel
 reads correlation codes as ``uint8_t`` (cadc_bits ≤ 8), keeps weights in ``uint8_t`` and SPORE's
 θ table in ``nmc_w_table[63]`` (weight_max ≤ 63), forms ``d = KP·c − KM·a`` in ``int32_t``
-(coef_bits + cadc_bits ≤ 31) and rounds in ``int64_t`` (coef_frac + 5 + lr_frac ≤ 62, 5 the
-host's reward fraction bits).
+(coef_bits + cadc_bits ≤ 31), rounds in ``int64_t`` (coef_frac + reward_frac + lr_frac ≤ 62) and
+keeps the host's reward in ``int8_t nmc_reward`` (reward_bits ≤ 8, reward_frac < reward_bits).
 """
 from __future__ import annotations
 
@@ -36,7 +40,9 @@ KERNEL_CODE_BITS = 8          # uint8_t correlation codes
 KERNEL_WEIGHT_MAX = 63        # uint8_t weights, SPORE's nmc_w_table[63]
 KERNEL_D_BITS = 31            # int32_t d = KP·c − KM·a (magnitude bits)
 KERNEL_SHIFT_MAX = 62         # int64_t rounding shifts
-REWARD_FRAC = 5               # the host's reward, signed Q2.5 (the hardware script's encoding; not a spec key)
+KERNEL_REWARD_BITS = 8        # int8_t nmc_reward
+#: the fields a rule's recorded format may lack (records older than these keys: the packaged values)
+REWARD_KEYS = ("reward_bits", "reward_frac")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class PPUFormat:
     decay_frac: int
     lr_frac: int
     theta_frac: int
+    reward_bits: int
+    reward_frac: int
 
     @property
     def cadc_max(self) -> int:
@@ -57,6 +65,11 @@ class PPUFormat:
     @property
     def coef_max(self) -> int:
         return 2 ** (self.coef_bits - 1) - 1
+
+    @property
+    def reward_range(self) -> tuple[int, int]:
+        """The host's reward codes: [−2^(reward_bits−1), 2^(reward_bits−1) − 1] ([−128, 127])."""
+        return -(2 ** (self.reward_bits - 1)), 2 ** (self.reward_bits - 1) - 1
 
     def check(self, where: str = "the spec's [plasticity]") -> None:
         """ConfigError unless the generated kernel can hold these numbers (module docstring)."""
@@ -83,9 +96,15 @@ class PPUFormat:
         if self.theta_frac > 30:
             bad("theta_frac", "SPORE's θ is an int32_t in the kernel", "<= 30", self.theta_frac,
                 "give fewer fraction bits")
-        if self.coef_frac + REWARD_FRAC + self.lr_frac > KERNEL_SHIFT_MAX or self.decay_frac > KERNEL_SHIFT_MAX:
+        if self.reward_bits > KERNEL_REWARD_BITS:
+            bad("reward_bits", "the PPU kernel keeps the host's reward in an int8_t (nmc_reward)",
+                f"<= {KERNEL_REWARD_BITS}", self.reward_bits, f"give reward_bits <= {KERNEL_REWARD_BITS}")
+        if self.reward_frac >= self.reward_bits:
+            bad("reward_frac", f"a signed {self.reward_bits}-bit reward holds at most {self.reward_bits - 1} "
+                "fraction bits", f"<= {self.reward_bits - 1}", self.reward_frac, "give fewer fraction bits")
+        if self.coef_frac + self.reward_frac + self.lr_frac > KERNEL_SHIFT_MAX or self.decay_frac > KERNEL_SHIFT_MAX:
             k, v = ("decay_frac", self.decay_frac) if self.decay_frac > KERNEL_SHIFT_MAX else ("lr_frac", self.lr_frac)
-            bad(k, "the kernel's rounding shifts are int64_t", f"coef_frac + {REWARD_FRAC} + lr_frac <= "
+            bad(k, "the kernel's rounding shifts are int64_t", "coef_frac + reward_frac + lr_frac <= "
                 f"{KERNEL_SHIFT_MAX}", v, "give fewer fraction bits")
 
     @classmethod
@@ -103,6 +122,10 @@ class PPUFormat:
     @classmethod
     def from_dict(cls, d, where: str = "bss2_program.json") -> "PPUFormat":
         keys = {f.name for f in fields(cls)}
+        if isinstance(d, dict) and not set(REWARD_KEYS) & set(d):
+            # a record written before the reward's format was a spec key: its kernel and script used the
+            # packaged one
+            d = {**d, **{k: getattr(packaged_format(), k) for k in REWARD_KEYS}}
         if not isinstance(d, dict) or set(d) != keys:
             raise InputFileError(f"a plasticity rule's 'format' must hold {', '.join(sorted(keys))}", path=where,
                                  hint="recompile the bundle")

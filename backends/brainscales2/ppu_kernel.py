@@ -46,7 +46,7 @@ static int64_t nmc_rnd(int64_t x, int s)
 }
 
 /* One PPU update of n synapses of a row of sign `sign` (+1/-1): w magnitudes 0..63,
-   causal/acausal the 8-bit CADC codes, elig the eligibility (reward rules), reward Q2.5. */
+   causal/acausal the 8-bit CADC codes, elig the eligibility (reward rules), reward @REWARD_Q@. */
 static void nmc_update(int n, uint8_t *w, const uint8_t *causal, const uint8_t *acausal,
                        int32_t *elig, int sign, int8_t reward)
 {
@@ -242,7 +242,7 @@ def defines(r: ppu.PPURule, n_src: int) -> str:
     """The rule's constants as C ``#define`` lines (the same numbers the emulator uses)."""
     f = r.fmt          # the rule's format (the spec's [plasticity]): the emulator runs the same numbers
     vals = {"NMC_KP": r.kp, "NMC_KM": r.km, "NMC_FRAC": f.coef_frac, "NMC_REWARD": int(r.third_factor == "reward"),
-            "NMC_DE": r.de, "NMC_DE_FRAC": f.decay_frac, "NMC_LR": r.lr, "NMC_REWARD_FRAC": ppu.REWARD_FRAC,
+            "NMC_DE": r.de, "NMC_DE_FRAC": f.decay_frac, "NMC_LR": r.lr, "NMC_REWARD_FRAC": f.reward_frac,
             "NMC_LR_FRAC": f.lr_frac, "NMC_EXC_LO": r.exc_lo, "NMC_EXC_HI": r.exc_hi, "NMC_INH_LO": r.inh_lo,
             "NMC_INH_HI": r.inh_hi, "NMC_FAN_IN": r.fan_in, "NMC_PRUNE": r.prune, "NMC_W_NEW": r.w_new,
             "NMC_REWIRE_RUNS": r.rewire_runs, "NMC_SEED_STATE": f"{ppu.seed_state(r.seed)}u", "NMC_N_SRC": n_src,
@@ -255,8 +255,10 @@ def defines(r: ppu.PPURule, n_src: int) -> str:
 
 
 def c_core(r: ppu.PPURule, n_src: int) -> str:
-    """The plain-C arithmetic with the rule's constants (compiled by the tests on the host)."""
-    return defines(r, n_src) + C_CORE
+    """The plain-C arithmetic with the rule's constants (compiled by the tests on the host); its
+    comment names the reward's format (Q2.5 in the packaged spec)."""
+    f = r.fmt
+    return defines(r, n_src) + C_CORE.replace("@REWARD_Q@", f"Q{f.reward_bits - 1 - f.reward_frac}.{f.reward_frac}")
 
 
 def kernel_source(r: ppu.PPURule, n_src: int) -> str:

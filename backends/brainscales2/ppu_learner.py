@@ -66,9 +66,10 @@ class PPULearner:
         v = np.asarray(value, float)
         if v.size != 1 or not np.isfinite(v).all():
             raise OptionError(f"the reward for '{self.rule.node}' must be one finite number (the host writes one "
-                              f"8-bit reward into the plasticity processor's memory), got shape {v.shape}",
+                              f"{self.rule.fmt.reward_bits}-bit reward into the plasticity processor's memory), "
+                              f"got shape {v.shape}",
                               node=self.rule.node)
-        self.reward = reward_code(float(v.reshape(-1)[0]))
+        self.reward = reward_code(float(v.reshape(-1)[0]), self.rule.fmt)
 
     def step(self, pre: np.ndarray, post: np.ndarray) -> bool:
         """Sensors after one model step (pre (B, in), post (B, out) spikes); the PPU run when the

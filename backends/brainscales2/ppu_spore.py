@@ -9,7 +9,7 @@ the kernel walks them), with c/a the 8-bit correlation codes and w the 6-bit wei
 
     D = KP·c − KM·a                                                 (as for STDP, :mod:`.ppu`)
     reward:  e ← sat32(rnd(e·DE, 15) + w·D)                          (∂w/∂θ = w)
-             r = rnd(KR·m·e, SR)                                    (m the host's Q2.5 reward)
+             r = rnd(KR·m·e, SR)                                    (m the host's reward, Q2.5)
     u = xorshift32(state);  s = u₀ + u₁ + u₂ + u₃ − 510             (the four bytes of u: Irwin–Hall,
                                                                      mean 0, variance 4·(256²−1)/12 = 21845)
     θ ← clamp(θ + rnd(KPRI·(MU − θ), 15) + r + rnd(KN·s, SN), THMIN, THMAX)
@@ -17,8 +17,8 @@ the kernel walks them), with c/a the 8-bit correlation codes and w the 6-bit wei
 
 so ξ = s/√21845 stands in for the Gaussian (same mean and variance; its tails end at ±3.45σ). The
 constants: MU = round(μ·2^12), THMIN/THMAX likewise; KPRI = round(β·Δt/σ²·2^15) (< 2^15, else
-refused: the prior's pull would overshoot in one run); KR = round(β·Δt·c_reward·lsb²/32·2^SR) and
-KN = round(√(2βTΔt)/√21845·2^(12+SN)), each with the largest shift (SR ≤ 40, SN ≤ 30) that keeps it
+refused: the prior's pull would overshoot in one run); KR = round(β·Δt·c_reward·lsb²/2^F·2^SR) (F the
+reward's ``reward_frac``, 5 in the packaged Q2.5) and KN = round(√(2βTΔt)/√21845·2^(12+SN)), each with the largest shift (SR ≤ 40, SN ≤ 30) that keeps it
 ≤ 32767; the weight table WT[k] = ⌈(θ0 + ln((k + 0.5)·lsb))·2^12⌉ (w = exp(θ − θ0) rounded to a code
 of ``lsb``, saturating at 63). θ starts at TI[w] (TI[0] = 0, TI[k] = round((θ0 + ln(k·lsb))·2^12)),
 which the table maps back to w; the kernel sets it on its first run from the weights it reads.
@@ -69,7 +69,7 @@ def constants(rule, node: str, lsb: float, dt: float, period: int, fmt) -> dict:
                               "prior's pull would overshoot in one run of the plasticity processor", node=node,
                               limit="beta·period·dt < prior_std²", actual=rule.beta,
                               hint="lower beta or --option ppu_period")
-    kr, sr = (_shifted(rule.beta * step * abs(rule.c_reward) * lsb ** 2 / 32, 40, "c_reward", node, kmax)
+    kr, sr = (_shifted(rule.beta * step * abs(rule.c_reward) * lsb ** 2 / 2 ** fmt.reward_frac, 40, "c_reward", node, kmax)
               if rule.third_factor == "reward" else (0, 1))
     kr = -kr if rule.c_reward < 0 else kr
     kn, sn = _shifted(math.sqrt(2 * rule.beta * rule.temperature * step) / math.sqrt(IRWIN_HALL_VAR) * 2 ** TH_FRAC,

@@ -115,8 +115,21 @@ class BSS2Program(Program):
         from .ppu_kernel import kernel_files
 
         return {"bss2_program.json": dump(meta), "bss2_arrays.npz": npz_bytes(arrays),
-                "calibration.json": dump(self.calibration), "run_brainscales2.py": script().encode(),
+                "calibration.json": dump(self.calibration), "run_brainscales2.py": script(self.ppu_format()).encode(),
                 **kernel_files(self.plasticity)}
+
+    def ppu_format(self):
+        """The plasticity processor's format of the program's rules (one spec compiled them all; None
+        without rules: the packaged one)."""
+        from nmc.errors import InputFileError
+
+        from .ppu import PPURule
+
+        fmts = {PPURule.from_json(d).fmt for d in self.plasticity}
+        if len(fmts) > 1:
+            raise InputFileError("the plasticity rules of one program hold different PPU formats",
+                                 path="bss2_program.json", hint="recompile the bundle")
+        return fmts.pop() if fmts else None
 
     def summary(self) -> dict:
         return dict(self.report)

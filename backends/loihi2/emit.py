@@ -245,7 +245,7 @@ PLASTIC_PARTS = (
     ('def run(prog, inputs, steps, hw=False, record_v=True):\n', r'''def _reward_post(r):
     """(LearningLIF, its model) for the post neurons of a reward-modulated synapse: Lava's bit-accurate
     LIF that also sends its spikes (s_out_bap), its post trace y1 as it was before this step's spike
-    (then y1 <- min(127, (y1 * y1_decay >> 12) + y1_impulse * spike)), the reward it receives on
+    (then y1 <- min(@TRACE_MAX@, (y1 * y1_decay >> @DECAY_BITS@) + y1_impulse * spike)), the reward it receives on
     a_third_factor_in as y2, and y3 = 0. Lava 0.10's own fixed-point LearningLIF sends none of them."""
     from lava.magma.core.decorator import requires, tag
     from lava.magma.core.resources import CPU
@@ -272,7 +272,7 @@ PLASTIC_PARTS = (
             self.s_out_y1.send(self.y1.copy())
             self.s_out_y2.send(y2)
             self.s_out_y3.send(np.zeros_like(self.y1))
-            self.y1[:] = np.minimum((self.y1.astype(np.int64) * q >> 12) + imp * s, 127)
+            self.y1[:] = np.minimum((self.y1.astype(np.int64) * q >> @DECAY_BITS@) + imp * s, @TRACE_MAX@)
 
     PyRewardLifModel.implements_process = LearningLIF
     PyRewardLifModel.implements_protocol = LoihiProtocol
@@ -306,15 +306,26 @@ def learning_dense(w, dense_kw, r):
 )
 
 
-def emit_lava_net(graded: bool = False, plastic: bool = False) -> str:
+def emit_lava_net(graded: bool = False, plastic: bool = False, decay_bits: int | None = None,
+                  trace_max: int | None = None) -> str:
     """Text of ``program/lava_net.py`` (constant: the program lives in program.json + arrays).
     ``graded``: the program has graded units; their builder is added (:data:`GRADED_PARTS`), and
     only then, so programs without them keep the module's bytes. ``plastic``: it has learning
-    synapses (:data:`PLASTIC_PARTS`), likewise."""
+    synapses (:data:`PLASTIC_PARTS`), likewise; their post neurons' model decays y1 by
+    ``(y1·y1_decay) >> decay_bits`` and clips it at ``trace_max`` (the program's
+    ``numerics.decay_bits`` and ``2^plasticity.trace_bits − 1``; None: the packaged spec's, 12 and
+    127, Lava's)."""
     text = LAVA_NET
     for on, parts in ((graded, GRADED_PARTS), (plastic, PLASTIC_PARTS)):
         if on:
             for anchor, part, how in parts:
                 assert text.count(anchor) == 1, anchor
                 text = text.replace(anchor, part if how == "replace" else part + anchor)
+    if plastic:
+        from .learning_format import packaged_format
+        from .numerics import packaged_numerics
+
+        decay_bits = packaged_numerics().decay_bits if decay_bits is None else int(decay_bits)
+        trace_max = packaged_format().trace_max if trace_max is None else int(trace_max)
+        text = text.replace("@DECAY_BITS@", str(decay_bits)).replace("@TRACE_MAX@", str(trace_max))
     return text

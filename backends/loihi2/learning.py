@@ -83,7 +83,8 @@ Lava 0.10's fixed-point ``LearningLIF`` sends no y traces, so the emitted module
 gives the post neurons a model of its own (Lava's bit-accurate LIF that also sends
 its spikes as s_out_bap, its trace y1 as it was before the step, the reward as y2,
 then ``y1 ← min(127, (y1·y1_decay >> 12) + I−·spike)``, y1_decay = round(4096·e^(−1/τ−)); 12 is the
-program's ``numerics.decay_bits``, which the emulator follows);
+program's ``numerics.decay_bits`` and 127 its ``2^plasticity.trace_bits − 1``, which the emulator
+follows and the emitted model is written with, :func:`.emit.emit_lava_net`);
 the reward comes from a RingBuffer into its a_third_factor_in. In the synapse the
 received y1, y2 are decayed like traces (y2 with τ = 10⁹) and, for a neuron that
 spiked, get the impulse and the [0, 127] clip, as Lava's model does; the products

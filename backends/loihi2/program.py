@@ -188,9 +188,13 @@ class LoihiProgram(Program):
     def files(self) -> dict[str, bytes]:
         from .emit import emit_lava_net
 
+        from .learning_format import LearningFormat
+
         doc, arrays = self.to_json()
-        out = {"program.json": dumps_json(doc), "lava_net.py": emit_lava_net(graded=bool(self.units),
-                                                                    plastic=bool(self.meta.get("plasticity"))).encode()}
+        plastic = bool(self.meta.get("plasticity"))
+        net = emit_lava_net(graded=bool(self.units), plastic=plastic, decay_bits=self.numerics.decay_bits,
+                            trace_max=LearningFormat.of_program(self).trace_max if plastic else None)
+        out = {"program.json": dumps_json(doc), "lava_net.py": net.encode()}
         for k, a in sorted(arrays.items()):
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(a), allow_pickle=False)

@@ -126,8 +126,22 @@ def test_the_learning_neuron_s_trace_decay_follows_the_numerics(tmp_path):
     p = tmp_path / "num.toml"
     p.write_text("[numerics]\ndecay_bits = 13\ndecay_scale = 8192\n")
     out = {}
-    for name, hw in (("lava", []), ("13", [p])):
+    q = tmp_path / "trace.toml"
+    q.write_text("[plasticity]\ntrace_bits = 6\n")
+    nets, progs = {}, {}
+    for name, hw in (("lava", []), ("13", [p]), ("trace6", [q])):
         b = nmc.compile(plastic_net(rule), target="loihi2", fidelity_check=False, hw=hw)
         out[name] = (b.program.meta["plasticity"]["in->n"]["y1_decay"],
                      LoihiEmulator(b.program).learn["in->n"].decay_bits)
+        nets[name], progs[name] = b.program.files()["lava_net.py"].decode(), b.program
     assert out["lava"] == (round(4096 * np.exp(-1 / 12)), 12) and out["13"] == (round(8192 * np.exp(-1 / 12)), 13)
+    # the emitted learning-neuron model decays y1 by the program's decay_bits and clips it at its trace
+    # maximum: Lava's 12 and 127 at the packaged spec, the override's otherwise
+    update = "self.y1[:] = np.minimum((self.y1.astype(np.int64) * q >> {}) + imp * s, {})"
+    assert update.format(12, 127) in nets["lava"] and "min(127, (y1 * y1_decay >> 12)" in nets["lava"]
+    assert update.format(13, 127) in nets["13"] and update.format(12, 63) in nets["trace6"]
+    assert not any("@DECAY_BITS@" in t or "@TRACE_MAX@" in t for t in nets.values())
+    # Lava's own engine has neither: the lava device refuses both programs rather than run them
+    for name in ("13", "trace6"):
+        with pytest.raises(OptionError):
+            BACKEND.device("lava", progs[name])
