@@ -59,13 +59,15 @@ def synapses_per_step(g: Graph) -> int:
     return total
 
 
-def fit_budget(g: Graph, inputs: dict, max_synops: float, min_steps: int = 16) -> tuple[dict, dict]:
+def fit_budget(g: Graph, inputs: dict, max_synops: float, min_steps: int = 16, *,
+               budget: str | None = None) -> tuple[dict, dict]:
     """Shorten the fidelity inputs of a huge network so one simulation costs at
     most ``max_synops`` multiply-accumulates (synapses/step × steps × samples):
     first fewer steps (down to ``min_steps``), then fewer samples (down to 1),
     then as many steps as the budget allows for those samples.
     Returns (inputs, what is simulated: steps, samples, synaptic_ops and, when
-    shortened, ``shortened`` saying from what and why)."""
+    shortened, ``shortened`` saying from what and why, naming the limit ``budget``
+    (the caller's option or constant; None: the note gives only its value))."""
     syn = max(synapses_per_step(g), 1)
     arrs = {k: np.asarray(v) for k, v in inputs.items()}
     batched = all(v.ndim == len(g.shape_out(k)) + 2 for k, v in arrs.items())
@@ -80,7 +82,8 @@ def fit_budget(g: Graph, inputs: dict, max_synops: float, min_steps: int = 16) -
     arrs = {k: (v[:t, :b] if batched else v[:t]) for k, v in arrs.items()}
     return arrs, {"steps": t, "samples": b, "synaptic_ops": syn * t * b,
                   "shortened": f"{T} steps × {B} samples would cost {syn * T * B:.3g} synaptic ops per simulation "
-                               f"({syn} per step), over max_sim_synops={max_synops:.3g}"}
+                               f"({syn} per step), over " + (f"{budget}={max_synops:.3g}" if budget else
+                                                                f"the budget of {max_synops:.3g} synaptic ops")}
 
 
 def simulate(g: Graph, inputs: dict, record: list[str]) -> dict:

@@ -286,7 +286,7 @@ class Quantize(Pass):
         for n, q in ssm.items():
             g.annotate(n, q)
         inputs, source = layer_inputs(g, ctx.data, self.steps, ctx.seed)
-        inputs, simulated = fit_budget(g, inputs, self.max_sim_synops)
+        inputs, simulated = fit_budget(g, inputs, self.max_sim_synops, budget="max_sim_synops")
         neurons = [n for n, node in g.nodes.items()
                    if is_spiking(node) or isinstance(node, (nir.LI, nir.CubaLI, EGRU, *SSM_NODES))]
         ref = simulate(g, inputs, neurons)

@@ -154,7 +154,7 @@ def _subtract_residues(graph: Graph, ctx, names: list[str]) -> tuple[dict[str, n
     from nmc.passes.fidelity import fit_budget, layer_inputs, simulate
 
     inputs, src = layer_inputs(graph, ctx.data, 100, ctx.seed)
-    inputs, _ = fit_budget(graph, inputs, RESIDUE_MAX_SYNOPS)
+    inputs, _ = fit_budget(graph, inputs, RESIDUE_MAX_SYNOPS, budget="RESIDUE_MAX_SYNOPS")
     res = simulate(graph, inputs, names)
     out = {}
     for k in names:

@@ -79,7 +79,7 @@ def probe_inputs(g, data: dict | None, seed: int) -> tuple[dict, dict]:
         arrs = {k: (rng.random((PROBE["steps"], PROBE["samples"], *g.shape_out(k))) < PROBE["p"]).astype(np.float64)
                 for k in g.inputs}
         desc = {"source": "synthetic probe", **PROBE, "seed": seed}
-    arrs, sim = fit_budget(g, arrs, MAX_SYNOPS)
+    arrs, sim = fit_budget(g, arrs, MAX_SYNOPS, budget="nmc.driver.fidelity_check.MAX_SYNOPS")
     return arrs, {**desc, **sim}
 
 
