@@ -11,8 +11,9 @@ from nmc.target_options import CommonOptions, option
 class SpiNNaker2Options(CommonOptions):
     target: ClassVar[str] = "spinnaker2"
 
-    sys_tick: float | None = option("seconds per system tick (default: the spec's timing.sys_tick_s)", float, 0,
-                                    lo_open=True)
+    sys_tick: float | None = option("seconds per system tick, the time a PE has per step: the partition packs "
+                                    "each PE's synaptic work into it (default: the spec's timing.sys_tick_s)",
+                                    float, 0, lo_open=True)
     max_atoms_per_core: int | None = option("neurons per PE the partition pass places (default: the spec's "
                                             "core.neurons_max)", int, 1)
     curr_exp_order: str = option("order of the synaptic-current update", str, choices=("chip", "brian2"),

@@ -263,11 +263,16 @@ class SpiNNaker2Target(TargetModel):
 def target_model(spec, options: dict | None = None) -> SpiNNaker2Target:
     """The PE model of ``spec`` for the compile ``options``: ``egru_weights`` sets the EGRU kernels'
     weight type, ``max_atoms_per_core`` (neurons per PE) the ``neurons_max`` the partition pass
-    places under (the spec's ``core.neurons_max`` when absent)."""
+    places under (the spec's ``core.neurons_max`` when absent), ``sys_tick`` (seconds) the work a PE
+    may take per step, ``work_max`` = core.clock_hz × sys_tick / core.cycles_per_synop (the spec's
+    ``timing.sys_tick_s`` when absent): a longer tick packs more synaptic events on a PE."""
     o = options or {}
     t = SpiNNaker2Target(spec, egru_weights=o.get("egru_weights") or "int8")
-    atoms = o.get("max_atoms_per_core")
-    return t.with_limits(neurons_max=int(atoms)) if atoms is not None else t
+    atoms, tick = o.get("max_atoms_per_core"), o.get("sys_tick")
+    work = None
+    if tick is not None:
+        work = float(spec.get("core.clock_hz")) * float(tick) / float(spec.get("core.cycles_per_synop"))
+    return t.with_limits(neurons_max=None if atoms is None else int(atoms), work_max=work)
 
 
 def input_rates(graph, ctx, name: str, n: int, quantum: float = 1.0) -> np.ndarray:
