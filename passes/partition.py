@@ -945,7 +945,14 @@ class Partition(Pass):
                                 max_block_edges=self.max_block_edges, kahypar_max_pins=self.kahypar_max_pins,
                                 ctx=ctx)
         annotate(graph, pt)
-        annotate_own_cores(graph, ctx.target_model(), pt)
+        own = annotate_own_cores(graph, ctx.target_model(), pt)
+        if own:       # cores that are no unit of the network model: counted apart, named with their cores
+            K = rep["cores_used"]
+            rep["cores_own"] = {
+                "count": len(own), "nodes": {name: K + i for i, name in enumerate(own)},
+                "note": f"{len(own)} core(s) of their own after the {K} in cores_used (cores {K}..{K + len(own) - 1},"
+                        " e.g. LayerNorm kernels): not in cores_used, the traffic or its bounds, and the place "
+                        "pass gives them no mesh position (their chip is core // cores_per_chip)"}
         rep.setdefault("chips_used", len(np.unique(pt.part // max(limits.cores_per_chip or 1 << 30, 1))))
         ctx.reports["placement"] = {**ctx.reports.get("placement", {}), **rep}
         return graph

@@ -69,6 +69,9 @@ def test_layer_norm_pes_come_from_the_partition_pass(tmp_path, lowered):
     units = [k for k in before if k not in norms]
     K = 1 + max(int(before[k]["core"].max()) for k in units)
     assert K == ctx.reports["placement"]["cores_used"]
+    own = ctx.reports["placement"]["cores_own"]          # the LayerNorms' PEs, counted apart and named
+    assert own["count"] == 3 and own["nodes"] == {k: K + i for i, k in enumerate(norms)}
+    assert f"after the {K} in cores_used" in own["note"] and "no mesh position" in own["note"]
     for i, k in enumerate(norms):
         assert set(before[k]) == {"core", "chip"}            # no rate: no unit of the network model
         assert np.array_equal(before[k]["core"], np.full(8, K + i)) and not before[k]["chip"].any()
@@ -120,3 +123,20 @@ def test_compile_appends_partition_and_places_as_the_explicit_pass(tmp_path, mod
     for p in a.program.populations:
         if p.model != "spike_list":
             assert np.array_equal(p.pe, a.graph.ann(p.name, Placement).core), p.name
+
+
+def test_sys_tick_sets_the_work_a_pe_may_take_per_step():
+    """--option sys_tick is the PE's time per step: the partition's work limit is
+    clock × sys_tick / cycles_per_synop, so a shorter tick spreads the same network over more PEs."""
+    from nmc.backends.spinnaker2.target import target_model
+
+    spec = HardwareSpec.load("spinnaker2")
+    t = target_model(spec, {"sys_tick": 2e-7})
+    assert t.limits.work_max == pytest.approx(spec.get("core.clock_hz") * 2e-7 / spec.get("core.cycles_per_synop"))
+    assert target_model(spec).limits.work_max == pytest.approx(
+        spec.get("core.clock_hz") * spec.get("timing.sys_tick_s") / spec.get("core.cycles_per_synop"))
+    base = nmc.compile(ff_lif(), target="spinnaker2", fidelity_check=False)
+    short = nmc.compile(ff_lif(), target="spinnaker2", fidelity_check=False, sys_tick=2e-7)
+    assert base.report("placement")["cores_used"] == 1 < short.report("placement")["cores_used"]
+    assert short.program.sys_tick_s == 2e-7
+    assert "cores_own" not in base.report("placement")            # no LayerNorm: no extra cores
