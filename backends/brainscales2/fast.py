@@ -359,8 +359,10 @@ class Projection:
         wt = np.ascontiguousarray(w.T)
         if self.csr:
             pre, post = np.nonzero(wt)
-            self.ptr = np.searchsorted(pre, np.arange(self.n_pre + 1)).astype(np.int64)
-            self.idx = post.astype(np.int64)
+            # unsigned, as the fused inputs' (:class:`LayerInputs`): the compiled scatter indexes without
+            # the negative-index wraparound test
+            self.ptr = np.searchsorted(pre, np.arange(self.n_pre + 1)).astype(np.uint64)
+            self.idx = post.astype(np.uint64)
             self.val = wt[pre, post].astype(np.float64)
         else:
             self.wt = wt.astype(np.float64)
@@ -420,7 +422,7 @@ class LayerInput:
                     rel, w = q.idx[lo:hi] - o, q.val[lo:hi]
                 else:   # dense rows: an empty pattern (the kernel reads the rows)
                     lo = hi = o = 0
-                    rel, w = np.zeros(0, np.int64), np.zeros(0)
+                    rel, w = np.zeros(0, np.uint64), np.zeros(0)
                 c = keys.setdefault((rel.tobytes(), w.tobytes()), len(keys))
                 if c == len(ptr) - 1:
                     idx.append(rel)

@@ -74,6 +74,8 @@ def test_projection_sums_integers_then_scales_once(density, n_post):
     scale = 0.1234567
     p = fast.Projection(w, scale)
     assert p.csr == (fast.available() and density < fast.CSR_DENSITY)
+    if p.csr:   # unsigned indices, as the fused layer inputs' (the scatter needs no wraparound test)
+        assert p.ptr.dtype == p.idx.dtype == np.uint64
     x = (rng.random((3, 5, 40)) < 0.3).astype(float)
     exact = np.einsum("...i,ji->...j", x.astype(np.int64), w)          # integer sums
     np.testing.assert_array_equal(p(x), exact * scale)
