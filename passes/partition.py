@@ -721,8 +721,8 @@ def check_cores(table: dict, limits: CoreLimits) -> list[str]:
 #: pin visits per pin of the network's hypergraph (synapses + units): a work budget proportional to
 #: the network, so the result does not depend on the machine's speed; 0: off
 UNIT_VISITS_PER_PIN = 16
-#: ... and at least this many (a network of 10⁵ neurons gets about 5 s on one core of the bench machine)
-UNIT_VISITS_MIN = 500_000_000
+#: ... and at least this many (1–3 s on one core of the bench machine at 10⁵ neurons, 5–15 s at 10⁶)
+UNIT_VISITS_MIN = 300_000_000
 
 
 def unit_visit_budget(net: Network, per_pin: int) -> int:

@@ -27,7 +27,8 @@ sequential fill, whose index order is a ring's locality) and works on units:
   to a positive number and both cores fit; otherwise both moves are undone.
   Sweeps repeat while they improve, within a budget of pin visits
   (``max_visits``, deterministic: no clock decides anything), so the result
-  depends only on the instance.
+  depends only on the instance; the stage also ends once a tenth of the
+  budget went by without a gain (:data:`STALL_PART`).
 
 Nets with more than :data:`BIG_NET` pins (host inputs that reach every core)
 keep a dense per-core pin count; everything else is counted by scanning the
@@ -55,6 +56,8 @@ BIG_NET = 512
 SWAP_PARTNERS = 8
 #: a swap is tried only when the unit's own move loses at most this many of the largest rate
 SWAP_FLOOR = 1.0
+#: the stage also stops once 1/STALL_PART of its budget went by without a gain
+STALL_PART = 10
 #: default work budget of one refinement, in pin visits (each gain evaluation, move and swap
 #: charged the pins of the unit's nets)
 MAX_VISITS = 300_000_000
@@ -268,6 +271,21 @@ def _start(tp, ti, placed, core, big, K, active):
     return axons
 
 
+def _cost(tp, ap, ai, big):
+    """Per unit, the pins a gain evaluation scans: its own net (when it has targets) and its sources'
+    (a big net counts 1: its count is looked up)."""
+    n = ap.size - 1
+    out = np.zeros(n, np.int64)
+    for v in range(n):
+        c = tp[v + 1] - tp[v]
+        c = c + 1 if c > 0 else 0
+        for k in range(ap[v], ap[v + 1]):
+            s = ai[k]
+            c += 1 if big[s] >= 0 else tp[s + 1] - tp[s] + 1
+        out[v] = c
+    return out
+
+
 def _fits(c, load, capt, axons, ax_lim):
     for d in range(load.shape[1]):
         if load[c, d] > capt[d]:
@@ -276,13 +294,15 @@ def _fits(c, load, capt, axons, ax_lim):
 
 
 def _sweep(tp, ti, ap, ai, placed, movable, core, w, big, tab, load, ul, capt, axons, ax_lim, eps,
-           max_visits, visits, cnt, touched, B, nets, nets2, cand, partners, pgain, swap_floor, active, cost):
-    """One pass over the units in index order; returns (moves, swaps, total gain, visits)."""
+           max_visits, visits, cnt, touched, B, nets, nets2, cand, partners, pgain, swap_floor, active, cost,
+           stall, last):
+    """One pass over the units in index order; returns (moves, swaps, total gain, visits, visits at the
+    last gain). Stops at ``max_visits``, or ``stall`` visits after the last gain."""
     n = core.size
     moves, swaps = 0, 0
     total = 0.0
     for v in range(n):
-        if visits > max_visits:
+        if visits > max_visits or visits - last > stall:
             break
         if not movable[v] or not active[v]:
             continue
@@ -317,6 +337,7 @@ def _sweep(tp, ti, ap, ai, placed, movable, core, w, big, tab, load, ul, capt, a
             visits += 3 * cost[v]
             moves += 1
             total += gq
+            last = visits
             _mark(v, tp, ti, ap, ai, placed, big, active, nets)
             continue
         if gq < -swap_floor:   # no partner's gain makes up for it (the caller's bound)
@@ -369,6 +390,7 @@ def _sweep(tp, ti, ap, ai, placed, movable, core, w, big, tab, load, ul, capt, a
             if _fits(p, load, capt, axons, ax_lim) and _fits(q, load, capt, axons, ax_lim):
                 swaps += 1
                 total += gq + gb
+                last = visits
                 done = True
                 _mark(v, tp, ti, ap, ai, placed, big, active, nets)
                 _mark(u, tp, ti, ap, ai, placed, big, active, nets2)
@@ -378,7 +400,7 @@ def _sweep(tp, ti, ap, ai, placed, movable, core, w, big, tab, load, ul, capt, a
         if not done:
             _apply(v, p, tp, ti, ap, ai, placed, core, big, tab, load, ul, axons, nets)
             visits += 3 * cost[v]
-    return moves, swaps, total, visits
+    return moves, swaps, total, visits, last
 
 
 if njit is not None:
@@ -393,6 +415,7 @@ if njit is not None:
     _fits = njit(cache=True)(_fits)
     _mark = njit(cache=True)(_mark)
     _start = njit(cache=True)(_start)
+    _cost = njit(cache=True)(_cost)
     _sweep = njit(cache=True)(_sweep)
 
 
@@ -416,8 +439,7 @@ def refine_units(A: sp.csr_matrix, AT: sp.csr_matrix, placed: np.ndarray, movabl
         A.eliminate_zeros()
         AT = A.T.tocsr()
         AT.sort_indices()
-    tp, ti = AT.indptr.astype(np.int64), AT.indices.astype(np.int64)
-    ap, ai = A.indptr.astype(np.int64), A.indices.astype(np.int64)
+    tp, ti, ap, ai = AT.indptr, AT.indices, A.indptr, A.indices   # int32 or int64, not copied
     size = np.diff(tp) + placed
     big_ids = np.nonzero(size > BIG_NET)[0]
     big = np.full(n, -1, np.int64)
@@ -443,24 +465,22 @@ def refine_units(A: sp.csr_matrix, AT: sp.csr_matrix, placed: np.ndarray, movabl
     swap_floor = SWAP_FLOOR * float(rate.max(initial=0.0))
     w = rate.astype(np.float64)
     # the pins a gain evaluation of each unit scans (its own net and its sources'), the unit of the budget
-    deg = np.diff(tp) + 1
-    pat = sp.csr_matrix((np.ones(ai.size), ai, ap), shape=A.shape)
-    cost = deg * (deg > 1) + np.asarray(pat @ np.where(big >= 0, 0, deg)).astype(np.int64).reshape(-1)
-    if big_ids.size:
-        cost = cost + np.diff(ap)
+    cost = _cost(tp, ap, ai, big)
     active = np.zeros(n, np.bool_)   # units to visit: those on a cut net at first, then those next to a move
     axons = _start(tp, ti, placed.astype(np.bool_), core, big, max(K, 1), active)
-    visits = 0
+    visits, last = 0, 0
+    stall = max(int(max_visits) // STALL_PART, 1)
     summary = {"moves": 0, "swaps": 0, "gain": 0.0, "sweeps": 0}
     for _ in range(max_sweeps):
-        mv, sw, g, visits = _sweep(tp, ti, ap, ai, placed.astype(np.bool_), movable.astype(np.bool_), core, w, big,
+        mv, sw, g, visits, last = _sweep(tp, ti, ap, ai, placed.astype(np.bool_), movable.astype(np.bool_), core, w, big,
                                    tab, load, ul, capt, axons, int(fan_in_max or 0), eps, int(max_visits), visits,
-                                   cnt, touched, B, nets, nets2, cand, partners, pgain, swap_floor, active, cost)
+                                   cnt, touched, B, nets, nets2, cand, partners, pgain, swap_floor, active, cost,
+                                         stall, last)
         summary["moves"] += mv
         summary["swaps"] += sw
         summary["gain"] += g
         summary["sweeps"] += 1
-        if mv + sw == 0 or visits > max_visits:
+        if mv + sw == 0 or visits > max_visits or visits - last > stall:
             break
     summary["visits"] = int(visits)
     summary["gain"] = round(summary["gain"], 6)
