@@ -38,7 +38,7 @@ result only when the recomputed exact traffic is strictly lower than the
 start's, so the stage never returns a worse placement.
 
 Compiled with numba when installed (the same functions run as plain Python
-otherwise, much slower; the caller then lowers the budget).
+otherwise, with the same result, much slower).
 """
 from __future__ import annotations
 
@@ -483,5 +483,5 @@ def refine_units(A: sp.csr_matrix, AT: sp.csr_matrix, placed: np.ndarray, movabl
         if mv + sw == 0 or visits > max_visits or visits - last > stall:
             break
     summary["visits"] = int(visits)
-    summary["gain"] = round(summary["gain"], 6)
+    summary["gain"] = round(float(summary["gain"]), 6)
     return core, summary

@@ -134,3 +134,20 @@ def test_unit_blocks_group_units_by_node_and_core():
     m = b.of_unit >= 0
     back[m] = part[b.of_unit[m]]
     assert np.array_equal(back, uc) and b.neurons.sum() == 100
+
+
+def test_compiled_sweep_gives_the_plain_python_result(monkeypatch):
+    """The numba loop and its Python source (``py_func``) take the same moves and swaps."""
+    from nmc.passes import unit_moves as um
+
+    if not hasattr(um._sweep, "py_func"):
+        return   # numba is not installed: only the Python loop exists
+    A, AT, placed, uc, rate = _random_instance(3)
+    N = uc.size
+    ul = np.stack([placed.astype(float), np.zeros(N), np.zeros(N)], 1)
+    cl = np.stack([np.bincount(uc[placed], minlength=6).astype(float), np.zeros(6), np.zeros(6)], 1)
+    args = (A, AT, placed, placed, uc, rate, ul, cl, np.array([17.0, np.inf, np.inf]), 60)
+    fast = refine_units(*args, max_visits=10 ** 7)
+    monkeypatch.setattr(um, "_sweep", um._sweep.py_func)
+    slow = refine_units(*args, max_visits=10 ** 7)
+    assert np.array_equal(fast[0], slow[0]) and fast[1] == slow[1] and fast[1]["swaps"] > 0
