@@ -19,12 +19,15 @@ sequential fill, whose index order is a ring's locality) and works on units:
   input axons are the distinct sources with a target on the core, counted
   exactly (a source frees an axon of p when v was its last target there and
   takes one of q when q held none of its targets).
-* **moves**: units in index order; each goes to the core (among those its
-  nets touch) with the largest positive gain where it fits. Where that core
-  is full, the swap with one of v's net neighbours on that core (at most
-  :data:`SWAP_PARTNERS`, by gain to p) is tried: v moves, the partner's gain
-  to p is evaluated after it, and the pair is kept only when the two gains sum
-  to a positive number and both cores fit; otherwise both moves are undone.
+* **moves**: units in index order, at first those on a net that spans two
+  or more cores, later only those sharing a net with a unit that moved; each
+  goes to the core (among those its nets touch) with the largest positive
+  gain where it fits. Where it does not fit or gains nothing, and its move
+  loses at most :data:`SWAP_FLOOR` × the largest rate, the swap with one of
+  v's net neighbours on that core (the first :data:`SWAP_PARTNERS` found, the
+  best gain to p first) is tried: v moves, the partner's gain to p is
+  evaluated after it, and the pair is kept only when the two gains sum to a
+  positive number and both cores fit; otherwise both moves are undone.
   Sweeps repeat while they improve, within a budget of pin visits
   (``max_visits``, deterministic: no clock decides anything), so the result
   depends only on the instance; the stage also ends once a tenth of the
