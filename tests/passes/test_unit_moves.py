@@ -48,8 +48,9 @@ def _unit_cores(pt):
 
 def test_ring_beats_sequential_fill_within_every_limit_and_is_deterministic():
     g = ring()
-    # blocks of 8 neurons: the block partitioners cut the ring only at block boundaries
-    pt, rep = run_partition(g, LIM, method="kahypar", max_blocks=75)
+    # blocks of 8 neurons: the block partitioners cut the ring only at block boundaries (METIS: the
+    # start is the same on every call, where Mt-KaHyPar's may vary after other calls in the process)
+    pt, rep = run_partition(g, LIM, method="metis", max_blocks=75)
     um = rep["unit_moves"]
     assert um["kept"] and um["moves"] + um["swaps"] > 0
     uc = _unit_cores(pt)
@@ -61,7 +62,7 @@ def test_ring_beats_sequential_fill_within_every_limit_and_is_deterministic():
     assert np.bincount(uc[uc >= 0]).max() <= LIM.neurons_max
     assert max(brute_axons(pt.net, uc).values()) <= LIM.fan_in_max
     assert not check_cores(core_table(pt.net, pt.blocks, pt.part, pt.H), LIM)
-    pt2, rep2 = run_partition(g, LIM, method="kahypar", max_blocks=75)
+    pt2, rep2 = run_partition(g, LIM, method="metis", max_blocks=75)
     assert np.array_equal(_unit_cores(pt2), uc) and rep2["traffic"] == rep["traffic"]
 
 
