@@ -126,7 +126,7 @@ def measure(kinds, sizes, lim, log=print) -> list[dict]:
                    **{k: rep.get(k) for k in ("chosen", "cores_used", "cores_lower_bound", "cores_sequential",
                                               "cores_greedy", "cores_metis", "cores_kahypar", "traffic",
                                               "traffic_lower_bound", "traffic_sequential", "traffic_greedy",
-                                              "traffic_metis", "traffic_kahypar", "portfolio")},
+                                              "traffic_metis", "traffic_kahypar", "portfolio", "unit_moves")},
                    "traffic_lower_bound_before": round(old_bound(pt.net, max_per_core(pt.net, lim, upper=True)), 6),
                    "seconds": {k: round(v, 3) for k, v in pt.seconds.items()}, "seconds_total": round(total, 3)}
             rows.append(row)
@@ -134,6 +134,7 @@ def measure(kinds, sizes, lim, log=print) -> list[dict]:
                 f"(lb {row['cores_lower_bound']}, seq {row['cores_sequential']}) traffic {row['chosen']} "
                 f"{row['traffic']:.0f} kahypar {row['traffic_kahypar']} metis {row['traffic_metis']} "
                 f"greedy {row['traffic_greedy']:.0f} seq {row['traffic_sequential']:.0f} lb {row['traffic_lower_bound']:.0f} "
+                f"unit moves {row['unit_moves']} "
                 f"| {row['seconds_total']:.2f} s {row['seconds']}")
     return rows
 
@@ -174,15 +175,16 @@ NOTES = [
     "partition call, conv rows only: 10⁴ 0.135, 10⁵ 0.115 (93,242 / 807,380 with the divisor blocks; 0.111 "
     "before), 10⁶ 0.077, all Mt-KaHyPar (on blocks of consecutive neurons: 0.24 / 0.46 / 0.97, METIS alone at "
     "10⁶); 10³ has one neuron per block and is unchanged (0.43).",
-    "Goal < 1 × sequential where locality exists: holds for conv at every size, for feed-forward at 10³ "
-    "(0.85) and 10⁴ (0.98), and for recurrent at 10³ (0.99) and 10⁴ (0.996). Blocks of consecutive neurons are "
+    "Goal < 1 × sequential where locality exists: holds for conv at every size, and for feed-forward and "
+    "recurrent at every size since the unit-move stage (next note; before it: feed-forward 10³ 0.85, 10⁴ 0.98, "
+    "recurrent 10³ 0.99, 10⁴ 0.996, and 1.00 at 10⁵/10⁶). Blocks of consecutive neurons are "
     "now the least divisor of the core capacity from the block budget's size up (passes/partition.py block_size: "
     "32, where blocks of 26 left a core at 9 × 26 = 234 of its 256 neurons), so at 10⁵ sequential fill and nmc "
     "use the fewest cores the neuron limit allows: ring-local recurrent 10⁵ 428 → 391 cores, traffic 133,530 → "
     "121,972 (−8.7 %, measured 2026-12-07 on the harness's network; Mt-KaHyPar 123,052, METIS 136,581, the "
-    "portfolio keeps sequential). Recurrent 10⁵ and 10⁶ stay at 1.00 × sequential because sequential's "
-    "contiguous arcs are the ring's local layout (the ring is in index order); what a better placement would have "
-    "to beat, measured on that 10⁵ placement: the 64 host inputs pay 25,024 = 64 × 391 packets (each has about "
+    "portfolio keeps sequential). The block partitioners stay at 1.00 × sequential on recurrent 10⁵ and 10⁶ "
+    "because sequential's contiguous arcs are the ring's local layout (the ring is in index order) and they cut "
+    "only at block boundaries; what a better placement has to beat, measured on that 10⁵ placement: the 64 host inputs pay 25,024 = 64 × 391 packets (each has about "
     "6,100 uniform targets and reaches every core), and of the 100,000 ring sources 96,770 pay one packet, 89 "
     "two and 3,141 none: a source's about 57 targets spread over its ±128 window, as wide as a core, so a "
     "source pays none only where its core holds its whole window. Not proved optimal: the traffic bound (1,551) "
@@ -190,8 +192,8 @@ NOTES = [
     "(16) sources are uniform over the previous layer, so for any placement chosen without looking at the draw "
     "every source's expected packets depend only on the core sizes, which the input-axon limit fixes (64 "
     "neurons per core: 1,563 cores at 10⁵); a placement fitted to the draw can only gain from sources shared "
-    "within a core, and METIS and greedy found none (equal to sequential; Mt-KaHyPar skipped above 3·10⁶ pins). "
-    "No bound shows that no such placement exists.",
+    "within a core, and METIS and greedy, on blocks of 32 (10⁵) and 256 (10⁶) consecutive neurons, found none "
+    "(equal to sequential; Mt-KaHyPar skipped above 3·10⁶ pins); single-neuron moves and swaps do find them.",
     "Goal ≤ 3 × the lower bound on conv: held at every size. The bound couples a conv layer's nets "
     "(passes/hypergraph.py window_bound: summed over cores, the distinct sources of a core's layer neurons are "
     "C_in × |(P ⊕ K) ∩ grid| for its pixel set P, at least the window's row/column growth of |P|) and, since "

@@ -120,6 +120,31 @@ NOTES = {
                             "(most of that target's `partition`, profiled). What would close the 60 s goal "
                             "on loihi2: Mt-KaHyPar under a pin budget there as on spinnaker2, and a block-level "
                             "model for dense projections (one entry per block pair, not per synapse), so that neither the 10⁸-entry matrix nor its transpose is built.",
+    "placement_units": (
+        "Unit moves (passes/unit_moves.py, measured 2026-12-07 with this harness's partition call on its networks; "
+        "not yet in the table's run): from the portfolio's best assignment, single neurons move, or swap pairwise, "
+        "between the cores their nets touch when the exact km1 traffic drops and both cores stay within every "
+        "limit (neurons, synapse bytes, input axons counted exactly); units in index order, then only those next "
+        "to a move; a deterministic work budget of 16 pin visits per synapse and unit (at least 3·10⁸), ending a "
+        "tenth of it after the last gain; compiled with numba. It is kept only when strictly better, so it never "
+        "returns worse than its start, and runs where blocks hold several neurons (not at 10³, where the "
+        "partitioners already place single neurons). nmc / seq and nmc / bound: recurrent 10⁴ 12,359 / 12,453 = "
+        "0.992 (from Mt-KaHyPar's 12,402), 64×; 10⁵ 121,760 / 121,972 = 0.998 (from sequential fill, 157 swaps), "
+        "78×; 10⁶ 463,091 / 468,823 = 0.988 (4,352 swaps), 30×; feed-forward 10⁴ 125,780 / 129,984 = 0.968 "
+        "(from 127,288), 38×; 10⁵ 5,965,504 / 6,022,748 = 0.990, 179×; 10⁶ 15,767,811 / 15,902,171 = 0.992, 47×; "
+        "10³ unchanged (feed-forward 0.85, 5.1×; recurrent 0.99, 19×); conv unchanged (no move gains on "
+        "Mt-KaHyPar's tiles). Stage time on the shared, loaded 2-core machine: recurrent 0.6 / 2.5 / 6.3 s at "
+        "10⁴ / 10⁵ / 10⁶ (10⁶ pass 13.3 s, 5.5 s in the table's run), feed-forward 8.6 (with numba's first "
+        "compile, cached after) / 8.9 / 18.9 s (10⁶ pass 104.5 s, METIS 53.6 s of it; 57.8 s in the table's "
+        "run), conv ≤ 1.7 s (no gain: it stops early); the same result on every run. So the goal < 1 × sequential holds on every net with locality, and sequential "
+        "fill is not optimal on any of them; a larger budget gains more on the random nets (feed-forward 10⁵: "
+        "0.987 at 5·10⁸ visits, 0.924 after about 100 s of search) and little on the ring (10⁵: 0.997 at 5·10⁸): "
+        "a ring source's ±128 window is as wide as a core, so it pays nothing only where its core holds its "
+        "whole window, and bringing one source's targets in pushes another's out. Not proved: no lower bound "
+        "couples the ring's or a random layer's nets yet (the bound is per net, so nmc / bound stays 30–180×); "
+        "the bound that would (a core's zero-pay sources have the union of their targets within its 256 "
+        "neurons, so traffic ≥ host part + sources − Σ_cores the most zero-pay sources a core can hold, checked "
+        "against brute force on tiny instances) is not built."),
 }
 
 
@@ -403,11 +428,14 @@ def placement(d) -> list[str]:
          "layers (expanded synapses). Traffic = rate-weighted inter-core spikes (multicast counted once per destination "
          "core) = the km1 (λ − 1) metric of the hypergraph whose nets are a source's targets and itself; sequential "
          "fill is the default of py-spinnaker2 and Lava; Mt-KaHyPar = km1 hypergraph partitioning, METIS = k-way on "
-         "the block graph (both + repair + refinement); nmc keeps the best of all four (column *chosen*). Lower bound: "
+         "the block graph (both + repair + refinement); nmc keeps the best of all four (column *chosen*), then, where "
+         "a block holds several neurons, moves and swaps single neurons from it while the exact traffic drops "
+         "(passes/unit_moves.py; *+ units* where that was kept). Lower bound: "
          "per net, the cores its pins need under every per-core limit (passes/hypergraph.py), for conv layers the "
          "window bound and the LP over core types (passes/window_lp.py); *before* = the per-source bound "
          "⌈targets/capacity⌉ − 1. Ratios are to sequential fill. "
-         "Times: partition pass stages in seconds (network model, block graph, sequential, METIS, greedy, Mt-KaHyPar).\n",
+         "Times: partition pass stages in seconds (network model, block graph, sequential, METIS, greedy, Mt-KaHyPar, "
+         "unit moves).\n",
          "| network | neurons | synapses | cores nmc (lower bound, sequential) | chosen | traffic nmc | Mt-KaHyPar | METIS | greedy | sequential "
          "| Mt-KaHyPar / seq | METIS / seq | nmc / seq | lower bound (before) | nmc / bound (before) | partition time | stages |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -416,20 +444,32 @@ def placement(d) -> list[str]:
         sec = r.get("seconds", {})
         lb, lb0 = r["traffic_lower_bound"], r.get("traffic_lower_bound_before")
         stages = " / ".join(f"{sec[k]:.1f}" if k in sec else "—"
-                            for k in ("model", "graph", "sequential", "metis", "greedy", "kahypar"))
+                            for k in ("model", "graph", "sequential", "metis", "greedy", "kahypar", "units"))
         rat = lambda v: f"{v / seq:.2f}" if v is not None and seq else "—"  # noqa: E731
         kh = r.get("traffic_kahypar")
+        chosen = r.get("chosen", "metis") + (" + units" if (r.get("unit_moves") or {}).get("kept") else "")
         kh_s = _f(kh) if kh is not None else "skipped" if "kahypar" in (r.get("portfolio") or {}) else "—"
         L.append(f"| {r['kind']} | {r['neurons']:,} | {r['synapses']:,} | {r['cores_used']} ({r['cores_lower_bound']}, "
-                 f"{r['cores_sequential']}) | {r.get('chosen', 'metis')} | {r['traffic']:,.0f} | {kh_s} | "
+                 f"{r['cores_sequential']}) | {chosen} | {r['traffic']:,.0f} | {kh_s} | "
                  f"{_f(r.get('traffic_metis'))} | {_f(r['traffic_greedy'])} | {seq:,.0f} | {rat(kh)} | "
-                 f"{rat(r.get('traffic_metis'))} | {rat(r['traffic'])} | {lb:,.0f} ({_f(lb0)}) | "
+                 f"{rat(r.get('traffic_metis'))} | {r['traffic'] / seq if seq else 0:.3f} | {lb:,.0f} ({_f(lb0)}) | "
                  f"{r['traffic'] / lb if lb else 0:.1f} ({r['traffic'] / lb0 if lb0 else 0:.1f}) | "
                  f"{r['seconds_total']:.2f} s | {stages} |")
     L.append("")
-    if d.get("notes"):
-        L += [f"- {n}" for n in d["notes"]] + [""]
+    notes = _placement_notes(d)
+    if notes:
+        L += [f"- {n}" for n in notes] + [""]
     return L
+
+
+def _placement_notes(d) -> list[str]:
+    """The placement notes: the benchmark's prose (bench/placement.py NOTES, the current text rather
+    than the copy in an older result file) and the measured unit-move note."""
+    try:
+        from .placement import NOTES as current
+    except ImportError:   # pragma: no cover - the bench's placement module needs nir
+        current = d.get("notes") or []
+    return [*current, NOTES["placement_units"]] if d.get("rows") else list(current)
 
 
 def fidelity(d, thr) -> list[str]:

@@ -51,6 +51,19 @@ Pipeline of the pass:
    Blocks whose block graph has more than ``max_block_edges`` edges are
    coarsened first (see :func:`block_model`; reported as ``blocks_coarsened``).
 
+   **Unit moves** (``metis`` and ``kahypar``, with ``refine``, where a block
+   holds several neurons): the portfolio's best assignment is the start of a
+   neuron-level stage (:mod:`nmc.passes.unit_moves`): single neurons move, or
+   swap pairwise, between the cores their nets touch when the exact traffic
+   drops and both cores stay within every limit, within a work budget of
+   ``unit_visits`` pin visits per synapse and unit, at least
+   :data:`UNIT_VISITS_MIN` (:func:`unit_visit_budget`; deterministic). The
+   block partitioners cut only at block boundaries and cannot separate a
+   ring's or a random layer's neurons by their own draw; this stage can. It
+   is kept only when the recomputed traffic is strictly lower (report entry
+   ``unit_moves``: start, moves, swaps, traffic; ``chosen`` still names the
+   start); the result is then one block per (node, core) (:func:`unit_blocks`).
+
 5. write ``Placement(core, chip)`` on every neuron node and the metrics to
    ``ctx.reports["placement"]``; then on every node the target model runs on a core
    of its own though it is no unit (``TargetModel.own_core_nodes``, e.g. SpiNNaker 2's
@@ -705,6 +718,65 @@ def check_cores(table: dict, limits: CoreLimits) -> list[str]:
     return bad
 
 
+#: the neuron-level stage after the portfolio (:mod:`nmc.passes.unit_moves`) stops after this many
+#: pin visits per pin of the network's hypergraph (synapses + units): a work budget proportional to
+#: the network, so the result does not depend on the machine's speed; 0: off
+UNIT_VISITS_PER_PIN = 16
+#: ... and at least this many (1–3 s on one core of the bench machine at 10⁵ neurons, 5–15 s at 10⁶)
+UNIT_VISITS_MIN = 300_000_000
+
+
+def unit_visit_budget(net: Network, per_pin: int) -> int:
+    """Pin visits the unit-move stage may spend: ``per_pin`` per synapse pattern entry and unit,
+    at least :data:`UNIT_VISITS_MIN` (0 when ``per_pin`` is 0: the stage is off)."""
+    return max(int(per_pin) * (net.A.nnz + net.n_units), UNIT_VISITS_MIN) if per_pin else 0
+
+
+def unit_blocks(net: Network, ucore: np.ndarray) -> tuple[Blocks, np.ndarray]:
+    """Blocks of an assignment of single units: one block per (placed node, core), its units in
+    index order, and the core of each block (the form the metrics and the annotation read)."""
+    upop = net.unit_pop()
+    placed = np.nonzero(ucore >= 0)[0]
+    key = np.lexsort((placed, ucore[placed], upop[placed]))
+    order = placed[key]
+    kp, kc = upop[order], ucore[order]
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = (kp[1:] != kp[:-1]) | (kc[1:] != kc[:-1])
+    start = np.nonzero(new)[0].astype(np.int64)
+    stop = np.append(start[1:], order.size).astype(np.int64)
+    of_unit = np.full(net.n_units, -1, dtype=np.int64)
+    of_unit[order] = np.repeat(np.arange(start.size), stop - start)
+    red = (lambda a: np.add.reduceat(a[order], start)) if start.size else (lambda a: np.zeros(0))  # noqa: E731
+    blocks = Blocks(start, stop, kp[start], of_unit, (stop - start).astype(np.float64), red(net.bytes_),
+                    red(net.work), order)
+    return blocks, kc[start].astype(np.int64)
+
+
+def refine_unit_moves(net: Network, limits: CoreLimits, blocks: Blocks, part: np.ndarray,
+                      max_visits: int) -> tuple[Blocks, np.ndarray, dict] | None:
+    """The neuron-level stage (:mod:`nmc.passes.unit_moves`) seeded with ``part`` on ``blocks``:
+    returns (blocks, part, summary) of the refined assignment, or None when nothing moved. Nodes
+    that pay bytes per run on a core keep their whole-core blocks (the stage is skipped)."""
+    from .unit_moves import refine_units
+
+    if any(net.run_bytes_of(k) for k in range(len(net.pop_names))):
+        return None
+    uc = unit_cores(blocks, part)
+    placed = uc >= 0
+    K = int(part.max()) + 1 if part.size else 0
+    ul = np.stack([placed.astype(np.float64), net.bytes_, net.work], 1)
+    ul[~placed] = 0
+    core_load = np.stack([np.bincount(uc[placed], weights=ul[placed, d], minlength=K) for d in range(3)], 1)
+    L = limits
+    cap = np.array([L.neurons_max or np.inf, L.memory_bytes or np.inf, L.work_max or np.inf], dtype=float)
+    new, summary = refine_units(net.A, net.AT, net.placed_mask, placed, uc, net.rate, ul, core_load, cap,
+                                L.fan_in_max, max_visits=max_visits)
+    if not (summary["moves"] or summary["swaps"]):
+        return None
+    nb, npart = unit_blocks(net, new)
+    return nb, npart, summary
+
+
 # --------------------------------------------------------------- the pass
 @dataclass
 class Partitioning:
@@ -725,6 +797,7 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
                   seed: int = 0, data: dict | None = None, max_blocks: int = 4096, rate_steps: int = 200,
                   baselines: tuple[str, ...] = ("sequential", "greedy"), max_block_edges: int = 1_000_000,
                   baseline_max_neurons: int | None = None, kahypar_max_pins: int | None = None,
+                  unit_visits: int = UNIT_VISITS_PER_PIN,
                   ctx: PassContext | None = None, data_source: str | None = None) -> tuple[Partitioning, dict]:
     """Partition ``g`` under ``limits``; returns the chosen partitioning and the
     report (with the baselines' traffic computed in the same run: sequential fill
@@ -814,6 +887,27 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
     part = results[chosen]
     tiles = {net.pop_names[k]: {"channels": int(c), "pixels": list(tl)} for k, (c, tl) in blocks.tiles.items()}
     blocks, H, W = model_of(chosen)
+    traffic_chosen = score_of(chosen, part)
+    units = None
+    # neuron-level moves and swaps seeded with the portfolio's best, where its blocks hold several
+    # neurons (with one neuron per block the partitioners and refine() already move single units)
+    if refine_moves and unit_visits and method in ("metis", "kahypar") and blocks.neurons.max(initial=0) > 1:
+        t0 = time.perf_counter()
+        got = refine_unit_moves(net, limits, blocks, part, unit_visit_budget(net, unit_visits))
+        if got is not None:
+            nb, npart, summary = got
+            nH = block_incidence(net, nb)
+            tr = traffic(net, nH, nb, npart)
+            ok = not check_cores(core_table(net, nb, npart, nH), limits)
+            units = {"from": chosen, "traffic_before": round(traffic_chosen, 6), "traffic": round(tr, 6),
+                     **summary, "kept": bool(ok and tr < traffic_chosen)}
+            if units["kept"]:
+                blocks, H, part, traffic_chosen = nb, nH, npart, tr
+                W = block_graph(net, blocks, H)
+        else:
+            units = {"from": chosen, "traffic_before": round(traffic_chosen, 6), "moves": 0, "swaps": 0,
+                     "kept": False}
+        t["units"] = time.perf_counter() - t0
     table = core_table(net, blocks, part, H)
     bad = check_cores(table, limits)
     if bad:  # the packer guarantees this never happens; a failure here is a bug
@@ -832,7 +926,8 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
         "cores_used": K,
         "cores_lower_bound": lb["value"],
         "cores_lower_bound_terms": lb["terms"],
-        "traffic": round(score_of(chosen, part), 6),
+        "traffic": round(traffic_chosen, 6),
+        **({"unit_moves": units} if units is not None else {}),
         "traffic_lower_bound": round(_hypergraph_bound(net, limits, g), 6),
         **{f"traffic_{m}": round(score_of(m, p), 6) for m, p in results.items()},
         **{f"cores_{m}": int(p.max()) + 1 if p.size else 0 for m, p in results.items()},
@@ -921,7 +1016,8 @@ class Partition(Pass):
     baselines: str = "auto"
     baseline_max_neurons: int = BASELINE_MAX_NEURONS
     kahypar_max_pins: int = KAHYPAR_MAX_PINS
-    bounds = {"max_neurons_per_core": (1, None), "seed": (0, 2 ** 63 - 1), "max_blocks": (1, None),
+    unit_visits: int = UNIT_VISITS_PER_PIN
+    bounds = {"unit_visits": (0, None), "max_neurons_per_core": (1, None), "seed": (0, 2 ** 63 - 1), "max_blocks": (1, None),
               "max_block_edges": (1, None), "rate_steps": (1, None), "baseline_max_neurons": (0, None),
               "kahypar_max_pins": (0, None)}
 
@@ -943,7 +1039,7 @@ class Partition(Pass):
                                 baselines=("sequential", "greedy") if mode != "none" else (),
                                 baseline_max_neurons=self.baseline_max_neurons if mode == "auto" else None,
                                 max_block_edges=self.max_block_edges, kahypar_max_pins=self.kahypar_max_pins,
-                                ctx=ctx)
+                                unit_visits=self.unit_visits, ctx=ctx)
         annotate(graph, pt)
         own = annotate_own_cores(graph, ctx.target_model(), pt)
         if own:       # cores that are no unit of the network model: counted apart, named with their cores
