@@ -5,11 +5,13 @@ holds only graded units and their links (:mod:`.graded`: Lava's fixed_pt ``Sigma
 ``GradedReluVec``, ``Delta``, ``Dense`` / ``DelayDense``), as :func:`.ssm.map_diag_ssm` builds for a
 DiagSSM fed by the input, runs here: the whole run in one compiled loop, the state laid out
 (unit row, sample) with the batch innermost, so a link's weight is read once per step for the
-whole batch. The arithmetic is :mod:`.graded`'s, step for step:
+whole batch (a dense link: one matmul per step, :data:`DENSE_MIN`; a sparse one, e.g. the
+recurrence's 2×2 blocks: walked per source row that carries a value in some sample). The
+arithmetic is :mod:`.graded`'s, step for step:
 
 * every unit reads the sum ``a`` of its links' buffers sent at the start of the step (column 0),
   then steps: sigma ``σ ← σ + a``, sends σ; graded ``a·[|a| > vth]``; relu ``a·[a > vth]``; delta
-  ``d = a − act + residue``, ``s = d·[|d| ≥ vth]``, ``residue ← d − s``, ``act ← a`` (int64);
+  ``d = a − act + residue``, ``s = d·[|d| ≥ vth]``, ``residue ← d − s``, ``act ← a``;
 * then every link receives its source's output of this step (the input's payload of step t, binary
   messages as ``s ≠ 0``): ``acc = W·s`` over the link's non-zero weights (Lava's weights,
   :func:`.emulator.lava_weights`), shifted by its exponent (``<< e``, or ``>> −e``: arithmetic, toward
@@ -34,6 +36,12 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy path usable without it
     njit = None
 
+#: a link whose non-zero weights fill more than this fraction of its matrix is one matmul per step
+#: (BLAS, exact: integer products and sums below 2^53; in float32 for binary messages when every
+#: row's Σ|w| ≤ 2^24, so every partial sum is an integer float32 holds); sparser ones are walked per
+#: live source row
+DENSE_MIN = 0.25
+
 #: unit kinds as the loop's codes
 KIND_CODES = {"sigma": 0, "graded": 1, "relu": 2, "delta": 3}
 
@@ -41,16 +49,17 @@ if njit is not None:
 
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, kind, vth, l_src, l_nsrc, l_dst, l_ndst, l_scale, l_bin, l_delay, l_buf,
-              l_ptr, csr_ptr, csr_idx, csr_val, n_buf, rec_idx, n_rec):
+              l_ptr, csr_ptr, csr_idx, csr_val, n_buf, rec_idx, n_rec, l_doff, dense_all, l_f32, dense32):
         nu = kind.shape[0]
         n_link = l_src.shape[0]
         vals = np.zeros((n_in + nu, B))                  # this step's payloads: inputs, then units
         bvals = np.zeros((n_in + nu, B))                 # the same as binary messages (s ≠ 0 → 1)
+        bvals32 = np.zeros((n_in + nu, B), np.float32)
         a_in = np.zeros((nu, B))
         sig = np.zeros((nu, B))                          # sigma's σ; delta's act
         res = np.zeros((nu, B))                          # delta's residue
         buf = np.zeros((n_buf, B))                       # every link's ring of delay + 1 columns
-        rec = np.zeros((T, n_rec, B))
+        rec = np.zeros((T, B, n_rec), np.int64)
         zero = 0.0
         for t in range(T):
             a_in[:, :] = 0.0
@@ -84,19 +93,38 @@ if njit is not None:
                         sig[j, b] = x
                         v[b] = sv
                 if rec_idx[j] >= 0:
-                    rr = rec[t, rec_idx[j]]
+                    ri = rec_idx[j]
                     for b in range(B):
-                        rr[b] = v[b]
+                        rec[t, b, ri] = np.int64(v[b])
             for i in range(n_in):                        # the inputs' payloads of this step
                 for b in range(B):
                     vals[i, b] = x_all[t, i, b] if t < x_all.shape[0] else zero
             for i in range(n_in + nu):
                 for b in range(B):
                     bvals[i, b] = 1.0 if vals[i, b] != 0 else zero
+                    bvals32[i, b] = bvals[i, b]
             for k in range(n_link):                      # links receive
                 s0, nd, sc, dl = l_src[k], l_ndst[k], l_scale[k], l_delay[k]
                 src = bvals if l_bin[k] else vals
                 col0 = l_buf[k] + (t % (dl + 1)) * nd    # sent this step: cleared, becomes column `delay`
+                if l_f32[k] >= 0:                        # dense, binary messages, row sums below 2^24: float32
+                    ns = l_nsrc[k]
+                    wd32 = dense32[l_f32[k]: l_f32[k] + nd * ns].reshape((nd, ns))
+                    prod32 = np.dot(wd32, np.ascontiguousarray(bvals32[s0: s0 + ns]))
+                    for r in range(nd):
+                        row, pr32 = buf[col0 + r], prod32[r]
+                        for b in range(B):
+                            row[b] = np.floor(np.float64(pr32[b]) * sc)
+                    continue
+                if l_doff[k] >= 0:                       # a dense block: one matmul (BLAS) for the batch
+                    ns = l_nsrc[k]
+                    wd = dense_all[l_doff[k]: l_doff[k] + nd * ns].reshape((nd, ns))
+                    prod = np.dot(wd, np.ascontiguousarray(src[s0: s0 + ns]))
+                    for r in range(nd):
+                        row, pr = buf[col0 + r], prod[r]
+                        for b in range(B):
+                            row[b] = np.floor(pr[b] * sc)
+                    continue
                 for r in range(nd):
                     for b in range(B):
                         buf[col0 + r, b] = zero
@@ -156,12 +184,24 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         nu += u.n
     kind = np.concatenate([np.full(u.n, KIND_CODES[u.kind], np.int64) for u in p.units])
     vth = np.concatenate([np.full(u.n, float(u.vth)) for u in p.units])
-    cols = {"src": [], "nsrc": [], "dst": [], "ndst": [], "scale": [], "bin": [], "delay": [], "buf": [], "ptr": []}
-    ptrs, idxs, vals = [], [], []
-    n_buf = n_ptr = n_nz = 0
+    cols = {"src": [], "nsrc": [], "dst": [], "ndst": [], "scale": [], "bin": [], "delay": [], "buf": [], "ptr": [], "doff": [], "f32": []}
+    ptrs, idxs, vals, dense, dense32 = [], [], [], [], []
+    n_buf = n_ptr = n_nz = n_dense = n_dense32 = 0
     for k, wt in emu.links:                              # wt: Lava's weights (n_src, n_dst) as float64
         rows, cs = np.nonzero(wt)                        # by source row: its targets
         ns, nd = wt.shape
+        cols["doff"].append(-1)
+        cols["f32"].append(-1)
+        if rows.size > DENSE_MIN * wt.size:              # dense: a matmul, no row tables
+            if k.num_message_bits == 0 and np.abs(wt).sum(0).max(initial=0) <= 2 ** 24:
+                cols["f32"][-1] = n_dense32              # sums of ≤ 2^24 integers: exact in float32
+                dense32.append(np.ascontiguousarray(wt.T, np.float32).reshape(-1))
+                n_dense32 += wt.size
+            else:
+                cols["doff"][-1] = n_dense
+                dense.append(np.ascontiguousarray(wt.T, np.float64).reshape(-1))
+                n_dense += wt.size
+            rows, cs = rows[:0], cs[:0]
         cols["src"].append(off[k.src] if k.src in off else n_in + uoff[k.src])
         cols["nsrc"].append(ns)
         cols["dst"].append(uoff[k.dst])
@@ -188,8 +228,8 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         n_rec += u.n
     rec = _loop(int(steps), int(B), x_all, n_in, kind, vth, a("src"), a("nsrc"), a("dst"), a("ndst"), a("scale", np.float64),
                 a("bin", np.bool_), a("delay"), a("buf"), a("ptr"), cat(ptrs, np.int64), cat(idxs, np.int64),
-                cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec)
-    rec = rec.transpose(0, 2, 1).astype(np.int64, order="C")   # (step, sample, unit row): exact integers
+                cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec, a("doff"), cat(dense, np.float64),
+                a("f32"), cat(dense32, np.float32))
     out = {}
     for u in keep:
         s = rec[:, :, roff[u.name]: roff[u.name] + u.n]
