@@ -184,7 +184,7 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         nu += u.n
     kind = np.concatenate([np.full(u.n, KIND_CODES[u.kind], np.int64) for u in p.units])
     vth = np.concatenate([np.full(u.n, float(u.vth)) for u in p.units])
-    cols = {"src": [], "nsrc": [], "dst": [], "ndst": [], "scale": [], "bin": [], "delay": [], "buf": [], "ptr": [], "doff": [], "f32": []}
+    cols = {k: [] for k in ("src", "nsrc", "dst", "ndst", "scale", "bin", "delay", "buf", "ptr", "doff", "f32")}
     ptrs, idxs, vals, dense, dense32 = [], [], [], [], []
     n_buf = n_ptr = n_nz = n_dense = n_dense32 = 0
     for k, wt in emu.links:                              # wt: Lava's weights (n_src, n_dst) as float64
@@ -226,10 +226,10 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         rec_idx[uoff[u.name]: uoff[u.name] + u.n] = np.arange(n_rec, n_rec + u.n)
         roff[u.name] = n_rec
         n_rec += u.n
-    rec = _loop(int(steps), int(B), x_all, n_in, kind, vth, a("src"), a("nsrc"), a("dst"), a("ndst"), a("scale", np.float64),
-                a("bin", np.bool_), a("delay"), a("buf"), a("ptr"), cat(ptrs, np.int64), cat(idxs, np.int64),
-                cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec, a("doff"), cat(dense, np.float64),
-                a("f32"), cat(dense32, np.float32))
+    rec = _loop(int(steps), int(B), x_all, n_in, kind, vth, a("src"), a("nsrc"), a("dst"), a("ndst"),
+                a("scale", np.float64), a("bin", np.bool_), a("delay"), a("buf"), a("ptr"), cat(ptrs, np.int64),
+                cat(idxs, np.int64), cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec, a("doff"),
+                cat(dense, np.float64), a("f32"), cat(dense32, np.float32))
     out = {}
     for u in keep:
         s = rec[:, :, roff[u.name]: roff[u.name] + u.n]

@@ -31,7 +31,9 @@ population's latency so ``out[t]`` lines up with the reference's step t.
 Vectorised over neurons and the batch; the LIF models' update runs as one
 compiled pass per population (:mod:`.lif_step`, the same float32 operations); a
 population fed by one conv projection alone takes the batch-innermost scatter's
-(2n, B) sums straight into that pass (:func:`.conv.scatter_t`, :func:`.lif_step.step_t`).
+(2n, B) sums straight into that pass (:func:`.conv.scatter_t`, :func:`.lif_step.step_t`); an EGRU
+kernel, a DiagSSM kernel (input stage included) and a graded projection's accumulation run as one
+compiled call per population and step (:mod:`.kernel_fused`, the same float32 operations per sample).
 """
 from __future__ import annotations
 
@@ -120,7 +122,8 @@ class S2Emulator(LaggedStreaming, Device):
                     self._kf[pop.name] = kernel_fused.diag_params(pop.kernel)
             for q in program.projections:
                 if q.pre in self.graded and id(q) in self.W:
-                    self._kf[id(q)] = [(np.ascontiguousarray(wp), np.ascontiguousarray(wn)) for _, wp, wn in self.W[id(q)]]
+                    self._kf[id(q)] = [(np.ascontiguousarray(wp), np.ascontiguousarray(wn))
+                                       for _, wp, wn in self.W[id(q)]]
         self.depth = 1 + max([d for v in self.W.values() for d, _, _ in v]   # synaptic delays and the delay
                              + [int(d) for pop in program.populations      # lines of multi-source kernels
                                 for d in np.asarray(pop.kernel.get("delay", [])).reshape(-1)], default=0)
@@ -352,21 +355,30 @@ class S2Emulator(LaggedStreaming, Device):
         L = max(pop.latency for pop in self.p.populations)
         total = T + (L if align else 0)
         self.reset(B)
-        want = set(self.p.outputs.values()) | set(record)
-        hist = {k: {"s": [], "v": []} for k in want}
+        want: dict[str, set] = {}   # population -> the variables read back: an output's, or both when recorded
+        for o, pn in self.p.outputs.items():
+            want.setdefault(pn, set()).add("v" if self.p.output_kind[o] == "v" else "s")
+        for r in record:
+            want.setdefault(r, set()).update(("s", "v"))
+        hist = {k: {} for k in want}   # (total, B, size) per variable, filled step by step
+        xs = {self.p.inputs[k]: a.reshape(a.shape[0], B, -1).astype(F32) for k, a in arrs.items()}
         for t in range(total):
             self.t[:] = t
-            ext = {self.p.inputs[k]: (a[t] if t < a.shape[0] else np.zeros_like(a[0])).reshape(B, -1).astype(F32)
-                   for k, a in arrs.items()}
+            ext = {k: x[t] if t < x.shape[0] else np.zeros(x.shape[1:], F32) for k, x in xs.items()}
             st = self._step(ext)
-            for k in want:
-                hist[k]["s"].append(st[k]["s"].copy())
-                hist[k]["v"].append(st[k]["v"].copy())
+            for k, var in ((k, v) for k, vs in want.items() for v in vs):
+                val = st[k][var]
+                h = hist[k].get(var)
+                if h is None:
+                    h = hist[k][var] = np.empty((total, *val.shape), val.dtype)
+                h[t] = val
         res = {}
 
         def series(pop_name, var, shape):
             pop = self.p.pop(pop_name)
-            a = np.stack(hist[pop_name][var])
+            a = hist[pop_name].get(var)
+            if a is None:   # no step run
+                a = np.zeros((0, B, pop.size), F32)
             if align:
                 a = a[pop.latency: pop.latency + T]
             if var == "v":
