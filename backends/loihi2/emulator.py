@@ -179,13 +179,15 @@ class LoihiEmulator:
 
     def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None,
             record=None) -> dict[str, dict[str, np.ndarray]]:
-        """``compiled``: use the numba loop of :mod:`.fast` (default: when numba is installed).
+        """``compiled``: use the numba loop of :mod:`.fast` or :mod:`.fast_graded` (default: when numba is installed).
         ``record``: the groups to return (default: all)."""
-        from . import fast
+        from . import fast, fast_graded
 
-        # numba: LIF-only programs without learning synapses
+        # numba: LIF-only programs without learning synapses (.fast); graded units and links alone (.fast_graded)
         if not self.p.units and not self.learn and (compiled or (compiled is None and fast.available())):
             return fast.run(self, inputs, steps, record)
+        if fast_graded.applies(self) and (compiled or (compiled is None and fast_graded.available())):
+            return fast_graded.run(self, inputs, steps, record)
         rec = self.run_numpy(inputs, steps)
         return rec if record is None else {k: v for k, v in rec.items() if k in set(record)}
 
@@ -390,7 +392,8 @@ class LoihiDevice(Device):
                 continue
             lat = u.latency if self.align else 0
             vi = raw[f"{u.name}.s"][lat:lat + T]
-            res[u.name] = (vi / float(u.scale), vi / float(u.scale), vi)
+            f = vi / float(u.scale)
+            res[u.name] = (f, f, vi)
         out = {}
         for o in self.program.outputs:
             s, v, _ = res[o.src]

@@ -31,7 +31,9 @@ population's latency so ``out[t]`` lines up with the reference's step t.
 Vectorised over neurons and the batch; the LIF models' update runs as one
 compiled pass per population (:mod:`.lif_step`, the same float32 operations); a
 population fed by one conv projection alone takes the batch-innermost scatter's
-(2n, B) sums straight into that pass (:func:`.conv.scatter_t`, :func:`.lif_step.step_t`).
+(2n, B) sums straight into that pass (:func:`.conv.scatter_t`, :func:`.lif_step.step_t`); an EGRU
+kernel, a DiagSSM kernel (input stage included) and a graded projection's accumulation run as one
+compiled call per population and step (:mod:`.kernel_fused`, the same float32 operations per sample).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import numpy as np
 
 from nmc.errors import OptionError, ShapeError
 from ..base import Device, LaggedStreaming, validate_inputs
-from . import conv, lif_step
+from . import conv, kernel_fused, lif_step
 from .program import KERNEL_MODELS, S2Program
 
 F32 = np.float32
@@ -110,6 +112,18 @@ class S2Emulator(LaggedStreaming, Device):
         self.learn = {i: learner(q) for i, q in self.plastic.items()}
         # the LIF populations whose update runs fused in numba (.lif_step; None: the numpy expressions)
         self._fused = {pop.name: lif_step.params(pop) for pop in program.populations}
+        # the EGRU and DiagSSM kernels and the graded projections that run compiled (.kernel_fused)
+        self._kf = {}
+        if kernel_fused.ENABLED:
+            for pop in program.populations:
+                if pop.model == "egru_kernel":
+                    self._kf[pop.name] = kernel_fused.egru_params(pop.kernel)
+                elif pop.model == "ssm_kernel" and "theta" in pop.kernel:
+                    self._kf[pop.name] = kernel_fused.diag_params(pop.kernel)
+            for q in program.projections:
+                if q.pre in self.graded and id(q) in self.W:
+                    self._kf[id(q)] = [(np.ascontiguousarray(wp), np.ascontiguousarray(wn))
+                                       for _, wp, wn in self.W[id(q)]]
         self.depth = 1 + max([d for v in self.W.values() for d, _, _ in v]   # synaptic delays and the delay
                              + [int(d) for pop in program.populations      # lines of multi-source kernels
                                 for d in np.asarray(pop.kernel.get("delay", [])).reshape(-1)], default=0)
@@ -154,7 +168,9 @@ class S2Emulator(LaggedStreaming, Device):
                 on = self.t >= pop.latency  # the kernel starts at its latency tick: before, no input has
                 if not on.any():            # reached it, and stepping on zeros would move its gated state
                     continue
-                s, v = step_batch(pop.kernel, st["v"], prev[pop.source], prev[pop.name])
+                prm = self._kf.get(pop.name)
+                s, v = (kernel_fused.egru_step(prm, st["v"], prev[pop.source], prev[pop.name]) if prm is not None
+                        else step_batch(pop.kernel, st["v"], prev[pop.source], prev[pop.name]))
                 if not on.all():  # rows of a served batch that have not reached the latency tick keep their state
                     s, v = np.where(on[:, None], s, st["s"]), np.where(on[:, None], v, st["v"])
                 st["s"], st["v"] = s, v
@@ -180,8 +196,13 @@ class S2Emulator(LaggedStreaming, Device):
                     si = si + both[:, se.shape[1]:]
                     continue
                 graded = q.pre in self.graded
-                for d, wp, wn in self.W[id(q)]:
+                kf = self._kf.get(id(q)) if graded else None
+                for j, (d, wp, wn) in enumerate(self.W[id(q)]):
                     x = self.past[q.pre][d]
+                    if kf is not None:   # compiled, the same per-event order (.kernel_fused)
+                        se = se + kernel_fused.accumulate(x, kf[j][0])
+                        si = si + kernel_fused.accumulate(x, kf[j][1])
+                        continue
                     se = se + (_accumulate(x, wp) if graded else x @ wp)
                     si = si + (_accumulate(x, wn) if graded else x @ wn)
             P = pop.params
@@ -275,6 +296,14 @@ class S2Emulator(LaggedStreaming, Device):
         on = self.t >= pop.latency
         if not on.any():
             return
+        prm = self._kf.get(pop.name)
+        if prm is not None:   # a DiagSSM: input stage and kernel compiled, its state updated in place
+            out = kernel_fused.diag_step(prm, st["ssm"], x, on)
+            if not on.all():
+                st["s"], st["v"] = np.where(on[:, None], out, st["s"]), np.where(on[:, None], out, st["v"])
+            else:
+                st["s"], st["v"] = out, out.copy()
+            return
         s, v, k_st = step(pop.kernel, st["ssm"], x, self.t - pop.latency)
         if not on.all():
             s, v = np.where(on[:, None], s, st["s"]), np.where(on[:, None], v, st["v"])
@@ -326,21 +355,30 @@ class S2Emulator(LaggedStreaming, Device):
         L = max(pop.latency for pop in self.p.populations)
         total = T + (L if align else 0)
         self.reset(B)
-        want = set(self.p.outputs.values()) | set(record)
-        hist = {k: {"s": [], "v": []} for k in want}
+        want: dict[str, set] = {}   # population -> the variables read back: an output's, or both when recorded
+        for o, pn in self.p.outputs.items():
+            want.setdefault(pn, set()).add("v" if self.p.output_kind[o] == "v" else "s")
+        for r in record:
+            want.setdefault(r, set()).update(("s", "v"))
+        hist = {k: {} for k in want}   # (total, B, size) per variable, filled step by step
+        xs = {self.p.inputs[k]: a.reshape(a.shape[0], B, -1).astype(F32) for k, a in arrs.items()}
         for t in range(total):
             self.t[:] = t
-            ext = {self.p.inputs[k]: (a[t] if t < a.shape[0] else np.zeros_like(a[0])).reshape(B, -1).astype(F32)
-                   for k, a in arrs.items()}
+            ext = {k: x[t] if t < x.shape[0] else np.zeros(x.shape[1:], F32) for k, x in xs.items()}
             st = self._step(ext)
-            for k in want:
-                hist[k]["s"].append(st[k]["s"].copy())
-                hist[k]["v"].append(st[k]["v"].copy())
+            for k, var in ((k, v) for k, vs in want.items() for v in vs):
+                val = st[k][var]
+                h = hist[k].get(var)
+                if h is None:
+                    h = hist[k][var] = np.empty((total, *val.shape), val.dtype)
+                h[t] = val
         res = {}
 
         def series(pop_name, var, shape):
             pop = self.p.pop(pop_name)
-            a = np.stack(hist[pop_name][var])
+            a = hist[pop_name].get(var)
+            if a is None:   # no step run
+                a = np.zeros((0, B, pop.size), F32)
             if align:
                 a = a[pop.latency: pop.latency + T]
             if var == "v":

@@ -1,0 +1,237 @@
+"""A compiled (numba) run loop for Loihi 2 programs of graded units and links alone (a mapped SSM).
+
+:class:`~.emulator.LoihiEmulator` runs a program with LIF groups in :mod:`.fast`; a program that
+holds only graded units and their links (:mod:`.graded`: Lava's fixed_pt ``Sigma``, ``GradedVec``,
+``GradedReluVec``, ``Delta``, ``Dense`` / ``DelayDense``), as :func:`.ssm.map_diag_ssm` builds for a
+DiagSSM fed by the input, runs here: the whole run in one compiled loop, the state laid out
+(unit row, sample) with the batch innermost, so a link's weight is read once per step for the
+whole batch (a dense link: one matmul per step, :data:`DENSE_MIN`; a sparse one, e.g. the
+recurrence's 2×2 blocks: walked per source row that carries a value in some sample). The
+arithmetic is :mod:`.graded`'s, step for step:
+
+* every unit reads the sum ``a`` of its links' buffers sent at the start of the step (column 0),
+  then steps: sigma ``σ ← σ + a``, sends σ; graded ``a·[|a| > vth]``; relu ``a·[a > vth]``; delta
+  ``d = a − act + residue``, ``s = d·[|d| ≥ vth]``, ``residue ← d − s``, ``act ← a``;
+* then every link receives its source's output of this step (the input's payload of step t, binary
+  messages as ``s ≠ 0``): ``acc = W·s`` over the link's non-zero weights (Lava's weights,
+  :func:`.emulator.lava_weights`), shifted by its exponent (``<< e``, or ``>> −e``: arithmetic, toward
+  −∞), into the column ``delay`` of its ring of ``delay + 1`` columns (what a source sends at step t
+  arrives at t + 1 + delay).
+
+Every value is an integer below 2^53 (8-bit weights; the mapping keeps payloads within 24 bits and
+link sums within Lava's int32), so the loop holds them all exactly in float64 (the numpy emulator's
+matmul sums in float64 too): a sum is exact in any order, ``·2^e`` is exact and ``⌊acc·2^e⌋`` for
+e < 0 is the arithmetic shift ``acc >> −e``; the float64 loops vectorise over the batch (AVX2 has no
+packed int64 multiply or float→int64 conversion). The result equals the numpy path's bit for bit
+(the tests compare both, and Lava). Used by
+:meth:`.emulator.LoihiEmulator.run` when numba is installed and the program has no LIF groups,
+synapses or learning.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy path usable without it
+    njit = None
+
+#: a link whose non-zero weights fill more than this fraction of its matrix is one matmul per step
+#: (BLAS, exact: integer products and sums below 2^53; in float32 for binary messages when every
+#: row's Σ|w| ≤ 2^24, so every partial sum is an integer float32 holds); sparser ones are walked per
+#: live source row
+DENSE_MIN = 0.25
+
+#: unit kinds as the loop's codes
+KIND_CODES = {"sigma": 0, "graded": 1, "relu": 2, "delta": 3}
+
+if njit is not None:
+
+    @njit(cache=True)
+    def _loop(T, B, x_all, n_in, kind, vth, l_src, l_nsrc, l_dst, l_ndst, l_scale, l_bin, l_delay, l_buf,
+              l_ptr, csr_ptr, csr_idx, csr_val, n_buf, rec_idx, n_rec, l_doff, dense_all, l_f32, dense32):
+        nu = kind.shape[0]
+        n_link = l_src.shape[0]
+        vals = np.zeros((n_in + nu, B))                  # this step's payloads: inputs, then units
+        bvals = np.zeros((n_in + nu, B))                 # the same as binary messages (s ≠ 0 → 1)
+        bvals32 = np.zeros((n_in + nu, B), np.float32)
+        a_in = np.zeros((nu, B))
+        sig = np.zeros((nu, B))                          # sigma's σ; delta's act
+        res = np.zeros((nu, B))                          # delta's residue
+        buf = np.zeros((n_buf, B))                       # every link's ring of delay + 1 columns
+        rec = np.zeros((T, B, n_rec), np.int64)
+        zero = 0.0
+        for t in range(T):
+            a_in[:, :] = 0.0
+            for k in range(n_link):                      # links send column 0 of their ring
+                d0, nd = l_dst[k], l_ndst[k]
+                col = l_buf[k] + (t % (l_delay[k] + 1)) * nd
+                for r in range(nd):
+                    for b in range(B):
+                        a_in[d0 + r, b] += buf[col + r, b]
+            for j in range(nu):                          # units step
+                kd, th = kind[j], vth[j]
+                v = vals[n_in + j]
+                if kd == 0:
+                    for b in range(B):
+                        sig[j, b] += a_in[j, b]
+                        v[b] = sig[j, b]
+                elif kd == 1:
+                    for b in range(B):
+                        x = a_in[j, b]
+                        v[b] = x if abs(x) > th else zero
+                elif kd == 2:
+                    for b in range(B):
+                        x = a_in[j, b]
+                        v[b] = x if x > th else zero
+                else:
+                    for b in range(B):
+                        x = a_in[j, b]
+                        dd = x - sig[j, b] + res[j, b]
+                        sv = dd if abs(dd) >= th else zero
+                        res[j, b] = dd - sv
+                        sig[j, b] = x
+                        v[b] = sv
+                if rec_idx[j] >= 0:
+                    ri = rec_idx[j]
+                    for b in range(B):
+                        rec[t, b, ri] = np.int64(v[b])
+            for i in range(n_in):                        # the inputs' payloads of this step
+                for b in range(B):
+                    vals[i, b] = x_all[t, i, b] if t < x_all.shape[0] else zero
+            for i in range(n_in + nu):
+                for b in range(B):
+                    bvals[i, b] = 1.0 if vals[i, b] != 0 else zero
+                    bvals32[i, b] = bvals[i, b]
+            for k in range(n_link):                      # links receive
+                s0, nd, sc, dl = l_src[k], l_ndst[k], l_scale[k], l_delay[k]
+                src = bvals if l_bin[k] else vals
+                col0 = l_buf[k] + (t % (dl + 1)) * nd    # sent this step: cleared, becomes column `delay`
+                if l_f32[k] >= 0:                        # dense, binary messages, row sums below 2^24: float32
+                    ns = l_nsrc[k]
+                    wd32 = dense32[l_f32[k]: l_f32[k] + nd * ns].reshape((nd, ns))
+                    prod32 = np.dot(wd32, np.ascontiguousarray(bvals32[s0: s0 + ns]))
+                    for r in range(nd):
+                        row, pr32 = buf[col0 + r], prod32[r]
+                        for b in range(B):
+                            row[b] = np.floor(np.float64(pr32[b]) * sc)
+                    continue
+                if l_doff[k] >= 0:                       # a dense block: one matmul (BLAS) for the batch
+                    ns = l_nsrc[k]
+                    wd = dense_all[l_doff[k]: l_doff[k] + nd * ns].reshape((nd, ns))
+                    prod = np.dot(wd, np.ascontiguousarray(src[s0: s0 + ns]))
+                    for r in range(nd):
+                        row, pr = buf[col0 + r], prod[r]
+                        for b in range(B):
+                            row[b] = np.floor(pr[b] * sc)
+                    continue
+                for r in range(nd):
+                    for b in range(B):
+                        buf[col0 + r, b] = zero
+                p0 = l_ptr[k]
+                for j in range(l_nsrc[k]):               # W·s per source row, sources without a value skipped
+                    i = s0 + j
+                    live = False
+                    for b in range(B):
+                        if src[i, b] != 0:
+                            live = True
+                            break
+                    if not live:
+                        continue
+                    si = src[i]
+                    for q in range(csr_ptr[p0 + j], csr_ptr[p0 + j + 1]):
+                        w = csr_val[q]
+                        row = buf[col0 + csr_idx[q]]
+                        for b in range(B):
+                            row[b] += w * si[b]
+                for r in range(nd):                      # the exponent: ·2^e, floored (= the shift)
+                    row = buf[col0 + r]
+                    for b in range(B):
+                        row[b] = np.floor(row[b] * sc)
+        return rec
+
+
+def available() -> bool:
+    return njit is not None
+
+
+def applies(emu) -> bool:
+    """Whether the loop runs ``emu``'s program: graded units, no LIF groups, synapses or learning."""
+    p = emu.p
+    return bool(p.units) and not p.groups and not p.synapses and not emu.learn
+
+
+def run(emu, inputs: dict, steps: int, record=None) -> dict:
+    """Run ``emu`` (a LoihiEmulator whose program :func:`applies`) in the compiled loop; the result
+    layout of ``emu.run``: ``{unit: {"s", "v"}}`` (the payloads, (steps, B, n) int64) for the units
+    in ``record`` (default: all)."""
+    p = emu.p
+    B = next(iter(inputs.values())).shape[1] if inputs else 1
+    off, n_in, xs = {}, 0, []
+    for port in p.inputs:
+        x = np.asarray(inputs[port.name])
+        x = x.reshape(x.shape[0], B, -1)
+        off[port.name] = n_in
+        n_in += x.shape[2]
+        xs.append((port.name, x))
+    Tin = max((x.shape[0] for _, x in xs), default=0)
+    x_all = np.zeros((Tin, max(n_in, 1), B))          # (step, input, sample): the batch innermost
+    for k, x in xs:
+        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
+    uoff, nu = {}, 0
+    for u in p.units:
+        uoff[u.name] = nu
+        nu += u.n
+    kind = np.concatenate([np.full(u.n, KIND_CODES[u.kind], np.int64) for u in p.units])
+    vth = np.concatenate([np.full(u.n, float(u.vth)) for u in p.units])
+    cols = {k: [] for k in ("src", "nsrc", "dst", "ndst", "scale", "bin", "delay", "buf", "ptr", "doff", "f32")}
+    ptrs, idxs, vals, dense, dense32 = [], [], [], [], []
+    n_buf = n_ptr = n_nz = n_dense = n_dense32 = 0
+    for k, wt in emu.links:                              # wt: Lava's weights (n_src, n_dst) as float64
+        rows, cs = np.nonzero(wt)                        # by source row: its targets
+        ns, nd = wt.shape
+        cols["doff"].append(-1)
+        cols["f32"].append(-1)
+        if rows.size > DENSE_MIN * wt.size:              # dense: a matmul, no row tables
+            if k.num_message_bits == 0 and np.abs(wt).sum(0).max(initial=0) <= 2 ** 24:
+                cols["f32"][-1] = n_dense32              # sums of ≤ 2^24 integers: exact in float32
+                dense32.append(np.ascontiguousarray(wt.T, np.float32).reshape(-1))
+                n_dense32 += wt.size
+            else:
+                cols["doff"][-1] = n_dense
+                dense.append(np.ascontiguousarray(wt.T, np.float64).reshape(-1))
+                n_dense += wt.size
+            rows, cs = rows[:0], cs[:0]
+        cols["src"].append(off[k.src] if k.src in off else n_in + uoff[k.src])
+        cols["nsrc"].append(ns)
+        cols["dst"].append(uoff[k.dst])
+        cols["ndst"].append(nd)
+        cols["scale"].append(2.0 ** int(k.weight_exp))
+        cols["bin"].append(k.num_message_bits == 0)
+        cols["delay"].append(int(k.delay))
+        cols["buf"].append(n_buf)
+        cols["ptr"].append(n_ptr)
+        ptrs.append(np.searchsorted(rows, np.arange(ns + 1)).astype(np.int64) + n_nz)
+        idxs.append(cs.astype(np.int64))
+        vals.append(wt[rows, cs].astype(np.float64))
+        n_buf += (int(k.delay) + 1) * nd
+        n_ptr += ns + 1
+        n_nz += rows.size
+    a = lambda key, t=np.int64: np.asarray(cols[key], t)  # noqa: E731
+    cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
+    keep = [u for u in p.units if record is None or u.name in set(record)]
+    rec_idx = np.full(nu, -1, np.int64)
+    roff, n_rec = {}, 0
+    for u in keep:
+        rec_idx[uoff[u.name]: uoff[u.name] + u.n] = np.arange(n_rec, n_rec + u.n)
+        roff[u.name] = n_rec
+        n_rec += u.n
+    rec = _loop(int(steps), int(B), x_all, n_in, kind, vth, a("src"), a("nsrc"), a("dst"), a("ndst"),
+                a("scale", np.float64), a("bin", np.bool_), a("delay"), a("buf"), a("ptr"), cat(ptrs, np.int64),
+                cat(idxs, np.int64), cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec, a("doff"),
+                cat(dense, np.float64), a("f32"), cat(dense32, np.float32))
+    out = {}
+    for u in keep:
+        s = rec[:, :, roff[u.name]: roff[u.name] + u.n]
+        out[u.name] = {"s": s, "v": s}
+    return out

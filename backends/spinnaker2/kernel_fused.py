@@ -1,0 +1,210 @@
+"""Compiled (numba) loops of the emulator's PE-kernel populations: EGRU, DiagSSM and graded projections.
+
+The same float32 arithmetic as the numpy emulation, bit for bit — :func:`.egru.step_batch`
+(and the C ``nmc_egru_step``), :func:`.ssm_lower.input_stage` + :func:`.ssm.diag_step` (and the C
+``nmc_ssm_diag_step``), :func:`.emulator._accumulate` — each float32 operation rounded as
+written, left to right, no fused multiply-add (numba without ``fastmath`` emits none), the tanh
+table of :mod:`.egru` with the same clamping. One call per population and chip step runs the
+whole batch; per sample the loops walk its events in increasing index order and skip a zero
+value as the C kernels do (the numpy emulation adds ±0 for a sample without the event, which
+leaves its sum bit for bit unchanged: it starts at +0 and round-to-nearest never makes −0 from
++0). The inner loops run over a weight row (gate rows, modes, channels) made contiguous once per
+population (:func:`egru_params`, :func:`diag_params`: transposed copies), so they vectorise
+without reordering any sample's sums.
+
+Used by :class:`~.emulator.S2Emulator` when numba is importable (:data:`ENABLED`; the tests
+switch it off to compare both paths); a stochastic SSM and a LayerNorm keep the numpy step.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .egru import LUT, LUT_N, LUT_STEP_INV, LUT_X0
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy emulation stays usable without it
+    njit = None
+
+#: whether the emulator uses these loops (numba importable)
+ENABLED = njit is not None
+
+F32 = np.float32
+_LUT = np.ascontiguousarray(LUT, F32)
+
+if njit is not None:
+
+    @njit(cache=True, inline="always")
+    def _tanh(x, lut):
+        # .egru.tanh_f32: u = (x + 8)·16; table ends outside (0, 256); k = ⌊u⌋ ≤ 255; linear interpolation
+        u = (x + np.float32(LUT_X0)) * np.float32(LUT_STEP_INV)
+        if u <= np.float32(0.0):
+            return lut[0]
+        if u >= np.float32(LUT_N - 1):
+            return lut[LUT_N - 1]
+        k = min(int(u), LUT_N - 2)
+        f = u - np.float32(k)
+        return lut[k] + f * (lut[k + 1] - lut[k])
+
+    @njit(cache=True, inline="always")
+    def _sigmoid(x, lut):
+        return np.float32(0.5) * _tanh(np.float32(0.5) * x, lut) + np.float32(0.5)
+
+    @njit(cache=True)
+    def _accumulate(x, wT):
+        """a[b] = Σ_i x[b, i]·w[i], i increasing over the sample's non-zero values; ``wT`` (n, m)."""
+        B, n = x.shape
+        m = wT.shape[1]
+        a = np.zeros((B, m), np.float32)
+        for b in range(B):
+            for i in range(n):
+                v = x[b, i]
+                if v != 0:
+                    for j in range(m):
+                        a[b, j] = a[b, j] + v * wT[i, j]
+        return a
+
+    @njit(cache=True)
+    def _egru(wxT, sx, bx, whT, sh, bh, thr, lut, c, x, yp):
+        B = x.shape[0]
+        H = thr.shape[0]
+        R = 3 * H
+        y = np.empty((B, H), np.float32)
+        cn = np.empty((B, H), np.float32)
+        ax = np.empty(R, np.float32)
+        ah = np.empty(R, np.float32)
+        zero, one = np.float32(0.0), np.float32(1.0)
+        for b in range(B):
+            for r in range(R):
+                ax[r] = zero
+                ah[r] = zero
+            for i in range(x.shape[1]):
+                v = x[b, i]
+                if v != 0:
+                    for r in range(R):
+                        ax[r] = ax[r] + wxT[i, r] * v
+            for j in range(yp.shape[1]):
+                v = yp[b, j]
+                if v != 0:
+                    for r in range(R):
+                        ah[r] = ah[r] + whT[j, r] * v
+            for u in range(H):
+                gz = (ax[u] * sx[u] + bx[u]) + (ah[u] * sh[u] + bh[u])
+                gr = (ax[H + u] * sx[H + u] + bx[H + u]) + (ah[H + u] * sh[H + u] + bh[H + u])
+                gxg = ax[2 * H + u] * sx[2 * H + u] + bx[2 * H + u]
+                ghg = ah[2 * H + u] * sh[2 * H + u] + bh[2 * H + u]
+                z = _sigmoid(gz, lut)
+                rr = _sigmoid(gr, lut)
+                g = _tanh(gxg + rr * ghg, lut)
+                ch = z * c[b, u] + (one - z) * g
+                if ch > thr[u]:
+                    y[b, u] = ch
+                    cn[b, u] = ch - thr[u]
+                else:
+                    y[b, u] = zero
+                    cn[b, u] = ch
+        return y, cn
+
+    @njit(cache=True)
+    def _diag(x, w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, xr, xi, held, on,
+              gelu_a, gelu_k):
+        B = x.shape[0]
+        H = d.shape[0]
+        P = lr.shape[0]
+        out = np.zeros((B, H), np.float32)
+        u = np.empty(H, np.float32)
+        ar = np.empty(P, np.float32)
+        ai = np.empty(P, np.float32)
+        y = np.empty(H, np.float32)
+        zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+        for b in range(B):
+            if not on[b]:
+                continue
+            for h in range(H):                       # input stage: u = Σ_i s_i·M[i] + b
+                u[h] = zero
+            for i in range(x.shape[1]):
+                v = x[b, i]
+                if v != 0:
+                    for h in range(H):
+                        u[h] = u[h] + v * w_in[i, h]
+            for h in range(H):
+                u[h] = u[h] + b_in[h]
+            for p in range(P):
+                ar[p] = zero
+                ai[p] = zero
+            for i in range(H):                       # B̄·u, events in increasing channel order
+                v = u[i]
+                if v != 0:
+                    for p in range(P):
+                        ar[p] = ar[p] + brT[i, p] * v
+                        ai[p] = ai[p] + biT[i, p] * v
+            for p in range(P):                       # x' = Λ̄·x + acc
+                r0, i0 = xr[b, p], xi[b, p]
+                xr[b, p] = (lr[p] * r0 - li[p] * i0) + ar[p]
+                xi[b, p] = (li[p] * r0 + lr[p] * i0) + ai[p]
+            for h in range(H):
+                y[h] = zero
+            for p in range(P):                       # per channel: + C̄re·x_re, − C̄im·x_im, p increasing
+                r0, i0 = xr[b, p], xi[b, p]
+                for h in range(H):
+                    y[h] = y[h] + crT[p, h] * r0
+                    y[h] = y[h] - ciT[p, h] * i0
+            for h in range(H):
+                yh = y[h] + d[h] * u[h]
+                if code == 1:
+                    out[b, h] = yh if yh > zero else zero
+                elif code == 2:
+                    t = yh * yh
+                    t = t * yh
+                    t = gelu_a * t
+                    t = yh + t
+                    t = gelu_k * t
+                    out[b, h] = (half * yh) * (one + _tanh(t, lut))
+                elif code == 3:
+                    if abs(yh - held[b, h]) > theta[h]:
+                        held[b, h] = yh
+                    out[b, h] = held[b, h]
+                else:
+                    out[b, h] = yh
+        return out
+
+
+def _c(a, dtype=F32):
+    return np.ascontiguousarray(np.asarray(a), dtype)
+
+
+def accumulate(x: np.ndarray, wT: np.ndarray) -> np.ndarray:
+    """:func:`.emulator._accumulate` compiled: x (B, n) graded values · wT (n, m) float32."""
+    return _accumulate(_c(x), _c(wT))
+
+
+def egru_params(kernel: dict) -> tuple:
+    """An EGRU kernel's arrays for :func:`egru_step`: the weights as float32 (exact: int8, ternary
+    or float32 values) transposed to (inputs, gate rows), the rest contiguous float32."""
+    return (_c(np.asarray(kernel["wx"]).T), _c(kernel["sx"]), _c(kernel["bx"]), _c(np.asarray(kernel["wh"]).T),
+            _c(kernel["sh"]), _c(kernel["bh"]), _c(kernel["thr"]))
+
+
+def egru_step(prm: tuple, c: np.ndarray, x: np.ndarray, y_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`.egru.step_batch` compiled: (y, c') from c, the input x and the previous events y_prev (B, ·)."""
+    return _egru(*prm[:7], _LUT, _c(c), _c(x), _c(y_prev))
+
+
+def diag_params(kernel: dict) -> tuple:
+    """A DiagSSM ``ssm_kernel`` population's arrays for :func:`diag_step` (B̄, C̄ transposed so the
+    inner loops run over contiguous modes / channels)."""
+    from .ssm import GELU_A, GELU_K
+
+    return (_c(kernel["w_in"]), _c(kernel["b_in"]), _c(kernel["lr"]), _c(kernel["li"]),
+            _c(np.asarray(kernel["br"]).T), _c(np.asarray(kernel["bi"]).T), _c(np.asarray(kernel["cr"]).T),
+            _c(np.asarray(kernel["ci"]).T), _c(kernel["d"]), _c(kernel["theta"]), int(kernel["out"]), _LUT,
+            GELU_A, GELU_K)
+
+
+def diag_step(prm: tuple, st: dict, x: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """Input stage and DiagSSM kernel step of the rows ``on`` (B,) bool, from the source's values
+    x (B, n_src); the state ``st`` (xr, xi, held: C-contiguous float32, batch rows first) is updated
+    in place. Returns the output (B, H) (rows not ``on``: zeros, their state untouched)."""
+    (w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, ga, gk) = prm
+    return _diag(_c(x), w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, st["xr"], st["xi"],
+                 st["held"], np.ascontiguousarray(on, np.bool_), ga, gk)
