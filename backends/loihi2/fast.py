@@ -42,18 +42,15 @@ CSR_BOTH_MAX = 1 << 22
 if njit is not None:
 
     @njit(cache=True)
-    def _trunc0(x, k):
-        return -((-x) >> k) if x < 0 else x >> k
-
-    @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
               syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max, csr_density):
         # every state array is (neuron, sample): the batch is the inner, contiguous axis, so a
-        # neuron's parameters and a synapse's weight are read once per step for the whole batch
+        # neuron's parameters and a synapse's weight are read once per step for the whole batch, and
+        # the neuron update is branch-free over the batch (selects, no data-dependent jumps: vectorised)
         ng = ku.shape[0]
         n_syn = syn_src.shape[0]
-        u = np.zeros((ng, B), np.int64)
+        u = np.empty((ng, B), np.int64)
         v = np.empty((ng, B), np.int64)
         for j in range(ng):
             for b in range(B):
@@ -62,49 +59,53 @@ if njit is not None:
         rec_s = np.zeros((T, B, n_rec), np.bool_)                # only the recorded neurons (rec_idx ≥ 0)
         rec_v = np.zeros((T, B, n_rec), np.int64)
         rec_u = np.zeros((T, B, n_rec), np.int64)
-        bufs = List()
-        for k in range(n_syn):
-            bufs.append(np.zeros((syn_dlen[k], B), np.int64))
-        out = np.zeros((n_in + ng, B))
+        rec_j = np.flatnonzero(rec_idx >= 0)
+        # a_in[j]: the sum of the buffers the synapses into neuron j send this step (filled while they
+        # received, the step before); the neuron update reads it and clears it for the next step
         a_in = np.zeros((ng, B), np.int64)
+        out = np.zeros((n_in + ng, B))
+        dmax = 1
+        for k in range(n_syn):
+            dmax = max(dmax, syn_dlen[k])
+        acc_buf = np.zeros((dmax, B))                    # one synapse's W · x (exact integers in float64)
         act = np.zeros(max(n_in + ng, 1), np.bool_)
         xbin = np.zeros((max(n_in, 1), B))                 # binarised input payloads
+        mask = (np.int64(1) << decay_shift) - 1             # trunc0(x) = (x + (x < 0 ? mask : 0)) >> shift
+        two_v = 2 * v_max
         for t in range(T):
-            a_in[:, :] = 0
-            for k in range(n_syn):                           # synapses send last step's buffer
-                d0 = syn_dst[k]
-                bk = bufs[k]
-                for j in range(syn_dlen[k]):
-                    for b in range(B):
-                        a_in[d0 + j, b] += bk[j, b]
             for j in range(ng):
-                kuj, kvj, bj, vthj, subj, r = ku[j], kv[j], bias[j], vth[j], subtract[j], rec_idx[j]
+                kuj, kvj, bj, vthj = ku[j], kv[j], bias[j], vth[j]
+                sub = np.int64(-1) if subtract[j] else np.int64(0)   # reset v ← v − vth (all ones) or v ← 0
+                uj, vj, aj, oj = u[j], v[j], a_in[j], out[n_in + j]
                 for b in range(B):
-                    uu = _trunc0(u[j, b] * kuj, decay_shift) + (a_in[j, b] << act_shift)
-                    if uu > v_max:
-                        uu -= 2 * v_max
-                    elif uu <= -v_max:
-                        uu += 2 * v_max
-                    vv = _trunc0(v[j, b] * kvj, decay_shift) + uu + bj
-                    if vv > v_max - 1:
-                        vv = v_max - 1
-                    elif vv < -v_max + 1:
-                        vv = -v_max + 1
+                    pu = uj[b] * kuj
+                    uu = ((pu + ((pu >> 63) & mask)) >> decay_shift) + (aj[b] << act_shift)
+                    uu = uu - two_v if uu > v_max else uu
+                    uu = uu + two_v if uu <= -v_max else uu
+                    pv = vj[b] * kvj
+                    vv = ((pv + ((pv >> 63) & mask)) >> decay_shift) + uu + bj
+                    vv = min(max(vv, 1 - v_max), v_max - 1)
                     s = vv > vthj
-                    if s:
-                        vv = vv - vthj if subj else 0
-                    u[j, b] = uu
-                    v[j, b] = vv
-                    if r >= 0:
-                        rec_s[t, b, r] = s
-                        rec_v[t, b, r] = vv
-                        rec_u[t, b, r] = uu
-                    out[n_in + j, b] = 1.0 if s else 0.0
-            for b in range(B):
-                for j in range(n_in):
-                    out[j, b] = x_all[t, b, j] if t < x_all.shape[0] else 0.0
-            for k in range(n_syn):                           # then receive this step's source output
-                s0, n_src = syn_src[k], syn_len[k]
+                    vv = ((vv - vthj) & sub) if s else vv
+                    uj[b] = uu
+                    vj[b] = vv
+                    aj[b] = 0
+                    oj[b] = 1.0 if s else 0.0
+            for i in range(rec_j.shape[0]):
+                j = rec_j[i]
+                r = rec_idx[j]
+                for b in range(B):
+                    rec_s[t, b, r] = out[n_in + j, b] != 0.0
+                    rec_v[t, b, r] = v[j, b]
+                    rec_u[t, b, r] = u[j, b]
+            if t < x_all.shape[0]:
+                for b in range(B):
+                    for j in range(n_in):
+                        out[j, b] = x_all[t, b, j]
+            elif t == x_all.shape[0]:
+                out[:n_in, :] = 0.0
+            for k in range(n_syn):                           # the synapses receive this step's source output
+                s0, n_src, d0, dl = syn_src[k], syn_len[k], syn_dst[k], syn_dlen[k]
                 x, o = out, s0                               # rows o.. of x: neuron outputs are already 0/1
                 if syn_bin[k] and s0 < n_in:                 # an input's payloads: binarised
                     x, o = xbin, 0
@@ -125,25 +126,31 @@ if njit is not None:
                             nnz_act += ptr[j + 1] - ptr[j]
                     # a block that has its matrix too is walked only while its active rows hold at
                     # most csr_density of its entries (the static rule when every source is active)
-                    walk = Ws[k].size == 0 or nnz_act <= csr_density * n_src * syn_dlen[k]
+                    walk = Ws[k].size == 0 or nnz_act <= csr_density * n_src * dl
                 if walk:                                     # event-driven: rows of active sources only
-                    acc = np.zeros((syn_dlen[k], B))
+                    acc = acc_buf
                     for j in range(n_src):
                         if not act[j]:
                             continue
+                        xj = x[o + j]
                         for q in range(ptr[j], ptr[j + 1]):
                             w = val[q]
-                            d = idx[q]
+                            ad = acc[idx[q]]
                             for b in range(B):              # x = 0 adds ±0: the integer sum is unchanged
-                                acc[d, b] += x[o + j, b] * w
+                                ad[b] += xj[b] * w
                 else:
-                    acc = Ws[k] @ np.ascontiguousarray(x[o:o + n_src])
-                e = syn_exp[k]
-                bk = bufs[k]
-                for j in range(syn_dlen[k]):
-                    for b in range(B):
-                        a = np.int64(acc[j, b])
-                        bk[j, b] = (a << e) if e > 0 else (a >> (-e))
+                    acc = Ws[k] @ x[o:o + n_src]
+                e = syn_exp[k]                               # buf = acc << e, or acc >> −e (toward −∞)
+                for j in range(dl):
+                    aj, cj = a_in[d0 + j], acc[j]
+                    if e >= 0:
+                        for b in range(B):
+                            aj[b] += np.int64(cj[b]) << e
+                            cj[b] = 0.0
+                    else:
+                        for b in range(B):
+                            aj[b] += np.int64(cj[b]) >> (-e)
+                            cj[b] = 0.0
         return rec_s, rec_v, rec_u
 
 
