@@ -15,17 +15,15 @@ except in steps where the rows of their active sources hold at most
 automatically when numba is installed; the tests check it bit-exactly against
 the numpy implementation and against Lava. The per-program arrays (neuron
 parameters, Lava-truncated weights as matmul matrices or CSR tables) are built
-once per program (:func:`tables`) and rebuilt when the program's content digest
-(:func:`program_key`) changes, so a weight changed in place or a program
-lowered for other numerics never reuses a stale table.
+once per program (:func:`tables`, through :func:`~..program_cache.derived`: the
+program's arrays are read-only and a replaced weight, a changed parameter or a
+program lowered for other numerics rebuilds them), with no per-run hashing.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import weakref
-
 import numpy as np
+
+from ..program_cache import derived, fields_of
 
 try:
     from numba import njit
@@ -158,43 +156,19 @@ def available() -> bool:
     return njit is not None
 
 
-def program_key(program) -> bytes:
-    """A digest of everything the loop's tables derive from: the numerics (the spec's widths), every
-    neuron group's and synapse's fields (arrays by dtype, shape and bytes: a weight changed in place
-    changes it too) and :data:`CSR_DENSITY` / :data:`CSR_BOTH_MAX`. SHA-1 as a change detector, not for
-    security."""
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(f"{program.numerics!r}|{CSR_DENSITY!r}|{CSR_BOTH_MAX!r}".encode())
-    for obj in (*program.groups, *program.synapses):
-        h.update(type(obj).__name__.encode())
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            if isinstance(v, np.ndarray):
-                order = "F" if v.flags.f_contiguous and not v.flags.c_contiguous else "C"
-                v = v.T if order == "F" else np.ascontiguousarray(v)   # no copy of a Fortran-ordered array
-                h.update(f"|{f.name}:{v.dtype.str}{v.shape}{order}:".encode())
-                h.update(v.view(np.uint8) if v.size else b"")
-            else:
-                h.update(f"|{f.name}={v!r}".encode())
-    return h.digest()
-
-
-#: program → (program_key, {integral inputs: tables}); an entry lives as long as its program
-_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def table_inputs(program) -> tuple:
+    """What the loop's tables derive from: the numerics (the spec's widths), every neuron group's and
+    synapse's fields and :data:`CSR_DENSITY` / :data:`CSR_BOTH_MAX` (compared as
+    :func:`~..program_cache.derived` does: arrays by identity, frozen read-only; values by value)."""
+    return (program.numerics, CSR_DENSITY, CSR_BOTH_MAX, fields_of(*program.groups, *program.synapses))
 
 
 def tables(emu, integral: bool) -> dict:
     """The loop's per-program arrays (neuron parameters, synapse blocks as matmul matrices or CSR),
-    built once per program and reused while :func:`program_key` is unchanged (a changed weight,
-    parameter or numerics rebuilds them). ``integral``: the inputs are integers (CSR blocks allowed)."""
-    key = program_key(emu.p)
-    hit = _TABLES.get(emu.p)
-    if hit is None or hit[0] != key:
-        hit = (key, {})
-        _TABLES[emu.p] = hit
-    if integral not in hit[1]:
-        hit[1][integral] = _build(emu, integral)
-    return hit[1][integral]
+    built once per program (:func:`~..program_cache.derived`, keyed by :func:`table_inputs`: a weight
+    replaced, a parameter or the numerics changed rebuild them; the program's arrays are read-only, so
+    no write in place can leave them stale). ``integral``: the inputs are integers (CSR blocks allowed)."""
+    return derived(emu.p, f"loihi2.fast.tables.{bool(integral)}", table_inputs(emu.p), lambda: _build(emu, integral))
 
 
 def _build(emu, integral: bool) -> dict:

@@ -74,46 +74,57 @@ def _equal_numpy(emu, x, steps):
     return a
 
 
-def test_tables_are_built_once_per_program_and_rebuilt_when_weights_change(monkeypatch):
-    """Runs of one program (new emulators each time, as the device makes them) reuse its tables; a
-    weight changed in place, or replaced as learning.attach re-quantizes a plastic projection's weights,
-    gives a new program_key and new tables; every run stays bit-equal to the numpy emulator."""
+def test_tables_are_built_once_per_program_and_never_stale(monkeypatch):
+    """Runs of one program (new emulators each time, as the device makes them) reuse its tables; its
+    weights are read-only, so a write in place raises instead of leaving the tables stale; a weight
+    array replaced (as learning.attach re-quantizes a plastic projection's weights) rebuilds them;
+    every run stays bit-equal to the numpy emulator."""
     built = _counting(monkeypatch)
     prog = BACKEND.lower(normalized(conv_pool(), reset="subtract"), PassContext(options={}))
     x = spikes((2, 8, 8), T=20, p=0.4, seed=11, batch=3).reshape(20, 3, -1).astype(np.int64)
     first = _equal_numpy(LoihiEmulator(prog), x, 23)
     _equal_numpy(LoihiEmulator(prog), x, 23)
     assert len(built) == 1
-    key = fast.program_key(prog)
     s = prog.synapses[0]
     j = np.unravel_index(np.flatnonzero(s.weights)[0], s.weights.shape)
-    s.weights[j] = -s.weights[j] + 2                                   # in place
-    assert fast.program_key(prog) != key
+    with pytest.raises(ValueError, match="read-only"):
+        s.weights[j] = -s.weights[j] + 2                               # in place: refused
+    w = s.weights.copy()
+    w[j] = -w[j] + 2
+    s.weights = w                                                      # replaced
     changed = _equal_numpy(LoihiEmulator(prog), x, 23)
     assert len(built) == 2
     assert any(not np.array_equal(changed[k]["v"], first[k]["v"]) for k in first)
+    _equal_numpy(LoihiEmulator(prog), x, 23)
+    assert len(built) == 2
     s.weights = np.zeros_like(s.weights)                               # replaced (learning.attach)
     silent = _equal_numpy(LoihiEmulator(prog), x, 23)
     assert len(built) == 3 and all(silent[k]["s"].sum() == 0 for k in silent)
 
 
-def test_program_key_covers_numerics_parameters_and_csr_setting(monkeypatch):
+def test_tables_follow_numerics_parameters_and_csr_setting(monkeypatch):
     from dataclasses import replace
 
     from nmc.backends.loihi2.numerics import LoihiNumerics
 
+    built = _counting(monkeypatch)
     prog = BACKEND.lower(normalized(ff_lif(), reset="zero"), PassContext(options={}))
-    key = fast.program_key(prog)
-    assert fast.program_key(prog) == key
+    x = spikes((8,), T=10, p=0.4, seed=1, batch=2).reshape(10, 2, -1).astype(np.int64)
+    _equal_numpy(LoihiEmulator(prog), x, 12)
+    _equal_numpy(LoihiEmulator(prog), x, 12)
+    assert len(built) == 1
+    assert fast.table_inputs(prog) is not fast.table_inputs(prog)      # built per run, compared by value
     n = prog.numerics
     wider = replace(prog, numerics=LoihiNumerics(n.decay_bits, n.activation_shift, n.threshold_shift,
                                                  n.state_bits + 2, n.weight_bits))
-    assert fast.program_key(wider) != key
+    _equal_numpy(LoihiEmulator(wider), x, 12)
+    assert len(built) == 2
     prog.groups[0].vth += 1
-    assert fast.program_key(prog) != key
-    prog.groups[0].vth -= 1
+    _equal_numpy(LoihiEmulator(prog), x, 12)
+    assert len(built) == 3
     monkeypatch.setattr(fast, "CSR_DENSITY", 0.5)
-    assert fast.program_key(prog) != key
+    _equal_numpy(LoihiEmulator(prog), x, 12)
+    assert len(built) == 4
 
 
 @pytest.mark.parametrize("both_max", [0, 1 << 22])
