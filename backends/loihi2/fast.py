@@ -36,13 +36,19 @@ except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy 
 CSR_DENSITY = 0.25
 #: denser blocks keep row tables (for those steps) besides their matrix up to this many nonzeros
 CSR_BOTH_MAX = 1 << 22
+#: a walked block whose accumulator (targets × batch float64) has at least this many entries, in a step
+#: where its active sources hold more than half its entries, is walked target by target (its column
+#: tables, built for walked blocks of at least 64 targets): the sums stay in one row instead of
+#: read-modify-writes all over an accumulator bigger than the caches
+PULL_MIN = 1 << 15
 
 if njit is not None:
 
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
-              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max, csr_density):
+              syn_csr, csr_ptr, csr_idx, csr_val, csc_ptr, csc_idx, csc_val, rec_idx, n_rec, decay_shift,
+              act_shift, v_max, csr_density, pull_min):
         # every state array is (neuron, sample): the batch is the inner, contiguous axis, so a
         # neuron's parameters and a synapse's weight are read once per step for the whole batch, and
         # the neuron update is branch-free over the batch (selects, no data-dependent jumps: vectorised)
@@ -66,6 +72,7 @@ if njit is not None:
         for k in range(n_syn):
             dmax = max(dmax, syn_dlen[k])
         acc_buf = np.zeros((dmax, B))                    # one synapse's W · x (exact integers in float64)
+        row = np.zeros(B)                                  # one target's W · x (the target-major walk)
         act = np.zeros(max(n_in + ng, 1), np.bool_)
         xbin = np.zeros((max(n_in, 1), B))                 # binarised input payloads
         mask = (np.int64(1) << decay_shift) - 1             # trunc0(x) = (x + (x < 0 ? mask : 0)) >> shift
@@ -112,8 +119,8 @@ if njit is not None:
                             xbin[j, b] = 1.0 if out[s0 + j, b] != 0 else 0.0
                 ptr, idx, val = csr_ptr[k], csr_idx[k], csr_val[k]
                 walk = syn_csr[k]
+                nnz_act = 0
                 if walk:                                     # the sources active in some sample
-                    nnz_act = 0
                     for j in range(n_src):
                         act[j] = False
                         for b in range(B):
@@ -125,6 +132,27 @@ if njit is not None:
                     # a block that has its matrix too is walked only while its active rows hold at
                     # most csr_density of its entries (the static rule when every source is active)
                     walk = Ws[k].size == 0 or nnz_act <= csr_density * n_src * dl
+                # most rows active and an accumulator bigger than the caches: walk target by target instead
+                # (its sum kept in one row, added to a_in at once; inactive sources add exact zeros)
+                if walk and dl * B >= pull_min and 2 * nnz_act > ptr[n_src] and csc_ptr[k].size == dl + 1:
+                    cp, ci, cv = csc_ptr[k], csc_idx[k], csc_val[k]
+                    e = syn_exp[k]
+                    for d in range(dl):
+                        for q in range(cp[d], cp[d + 1]):
+                            w = cv[q]
+                            xj = x[o + ci[q]]
+                            for b in range(B):
+                                row[b] += xj[b] * w
+                        aj = a_in[d0 + d]
+                        if e >= 0:
+                            for b in range(B):
+                                aj[b] += np.int64(row[b]) << e
+                                row[b] = 0.0
+                        else:
+                            for b in range(B):
+                                aj[b] += np.int64(row[b]) >> (-e)
+                                row[b] = 0.0
+                    continue
                 if walk:                                     # event-driven: rows of active sources only
                     acc = acc_buf
                     for j in range(n_src):
@@ -184,6 +212,7 @@ def _build(emu, integral: bool) -> dict:
          "u0": cat(lambda g: np.asarray(g.g.u_init, np.int64).reshape(-1) if np.ndim(g.g.u_init) else np.int64(g.g.u_init))}
     srcs, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin = [], [], [], [], [], []
     Ws, csr_ptr, csr_idx, csr_val, syn_csr = List(), List(), List(), List(), []
+    csc_ptr, csc_idx, csc_val = List(), List(), List()
     # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
     # because every product and partial sum is an integer below 2^53 (integer weights and payloads)
     for s, wt in emu.syn:
@@ -205,10 +234,17 @@ def _build(emu, integral: bool) -> dict:
                        else np.zeros(1, np.int64))
         csr_idx.append(cols.astype(np.int64))
         csr_val.append(np.ascontiguousarray(wt[rows, cols], dtype=np.float64))
+        # the same entries target by target, for blocks whose accumulator outgrows the caches (PULL_MIN)
+        pull = use and wt.shape[1] >= 64
+        order = np.argsort(cols, kind="stable") if pull else np.zeros(0, np.int64)
+        csc_ptr.append(np.searchsorted(cols[order], np.arange(wt.shape[1] + 1)).astype(np.int64) if pull
+                       else np.zeros(0, np.int64))
+        csc_idx.append(rows[order].astype(np.int64))
+        csc_val.append(np.ascontiguousarray(wt[rows[order], cols[order]], dtype=np.float64))
     a = lambda v, t: np.asarray(v, dtype=t)  # noqa: E731
     t.update(srcs=srcs, syn_len=a(syn_len, np.int64), syn_dst=a(syn_dst, np.int64), syn_dlen=a(syn_dlen, np.int64),
              syn_exp=a(syn_exp, np.int64), syn_bin=a(syn_bin, np.bool_), Ws=Ws, syn_csr=a(syn_csr, np.bool_),
-             csr_ptr=csr_ptr, csr_idx=csr_idx, csr_val=csr_val)
+             csr_ptr=csr_ptr, csr_idx=csr_idx, csr_val=csr_val, csc_ptr=csc_ptr, csc_idx=csc_idx, csc_val=csc_val)
     return t
 
 
@@ -248,9 +284,9 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         n_rec += n
     rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, t["ku"], t["kv"], t["bias"], t["vth"], t["subtract"],
                        t["v0"], t["u0"], syn_src, t["syn_len"], t["syn_dst"], t["syn_dlen"], t["syn_exp"],
-                       t["syn_bin"], t["Ws"], t["syn_csr"], t["csr_ptr"], t["csr_idx"], t["csr_val"], rec_idx, n_rec,
+                       t["syn_bin"], t["Ws"], t["syn_csr"], t["csr_ptr"], t["csr_idx"], t["csr_val"], t["csc_ptr"], t["csc_idx"], t["csc_val"], rec_idx, n_rec,
                        np.int64(emu.num.decay_bits), np.int64(emu.num.activation_shift), np.int64(emu.num.v_max),
-                       float(CSR_DENSITY))
+                       float(CSR_DENSITY), int(PULL_MIN))
     rec = {}
     for name in keep:
         sl = slice(roff[name], roff[name] + emu.groups[name].g.n)
