@@ -5,7 +5,11 @@ widths of the program's ``numerics``),
 with the whole network flattened into one neuron vector and the per-step
 loop compiled, so batch-1 runs are not dominated by Python overhead. The
 state is laid out (neuron, sample), the batch innermost: each step reads a
-neuron's parameters and a synapse's weight once for the whole batch. Synapse
+neuron's parameters and a synapse's weight once for the whole batch, and the
+neuron update is branch-free over the batch (a neuron without decays, IF or
+sum-pool, skips the two products: the same values). The synapses with one
+source, target and message kind and ``weight_exp ≥ 0`` (a mixed-sign
+projection's two halves) run as one block (:func:`merged_blocks`, exact). Synapse
 blocks at most :data:`CSR_DENSITY` dense (expanded convolutions, pooling,
 pruned layers) are accumulated event-driven, walking only the rows of sources
 active in some sample, as the chip does; denser blocks go through one matmul,
@@ -82,6 +86,19 @@ if njit is not None:
                 kuj, kvj, bj, vthj = ku[j], kv[j], bias[j], vth[j]
                 sub = np.int64(-1) if subtract[j] else np.int64(0)   # reset v ← v − vth (all ones) or v ← 0
                 uj, vj, aj, oj = u[j], v[j], a_in[j], out[n_in + j]
+                if kuj == 0 and kvj == mask + 1:            # no decays (IF, sum-pool): the same values, no products
+                    for b in range(B):
+                        uu = aj[b] << act_shift
+                        uu = uu - two_v if uu > v_max else uu
+                        uu = uu + two_v if uu <= -v_max else uu
+                        vv = min(max(vj[b] + uu + bj, 1 - v_max), v_max - 1)
+                        s = vv > vthj
+                        vv = ((vv - vthj) & sub) if s else vv
+                        uj[b] = uu
+                        vj[b] = vv
+                        aj[b] = 0
+                        oj[b] = 1.0 if s else 0.0
+                    continue
                 for b in range(B):
                     pu = uj[b] * kuj
                     uu = ((pu + ((pu >> 63) & mask)) >> decay_shift) + (aj[b] << act_shift)
@@ -199,6 +216,29 @@ def tables(emu, integral: bool) -> dict:
     return derived(emu.p, f"loihi2.fast.tables.{bool(integral)}", table_inputs(emu.p), lambda: _build(emu, integral))
 
 
+def merged_blocks(syn) -> list[tuple]:
+    """``(src, dst, weight_exp, binary, W (in, out) float64)`` per block the loop runs: the synapses
+    with the same source, target and message kind and ``weight_exp ≥ 0`` (a mixed-sign projection's
+    excitatory and inhibitory halves) as one block, ``W = Σ_k W_k · 2^(e_k)`` with exponent 0 — exact,
+    since ``(W_k·x) << e_k`` summed over k is ``(Σ_k W_k·2^(e_k))·x`` for integers (all below 2^53, as
+    the loop's sums); each synapse with ``weight_exp < 0`` (its own rounding toward −∞) stays alone."""
+    out, at = [], {}
+    for s, wt in syn:
+        e, binary = int(s.weight_exp), s.num_message_bits == 0
+        if e < 0:
+            out.append((s.src, s.dst, e, binary, wt))
+            continue
+        key = (s.src, s.dst, binary)
+        w = wt * float(2 ** e) if e else wt
+        if key in at:
+            i = at[key]
+            out[i] = (*out[i][:4], out[i][4] + w)
+        else:
+            at[key] = len(out)
+            out.append((s.src, s.dst, 0, binary, w))
+    return out
+
+
 def _build(emu, integral: bool) -> dict:
     goff, ng = {}, 0
     for name, g in emu.groups.items():
@@ -215,13 +255,13 @@ def _build(emu, integral: bool) -> dict:
     csc_ptr, csc_idx, csc_val = List(), List(), List()
     # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
     # because every product and partial sum is an integer below 2^53 (integer weights and payloads)
-    for s, wt in emu.syn:
-        srcs.append(s.src)
+    for src, dst, e, binary, wt in merged_blocks(emu.syn):
+        srcs.append(src)
         syn_len.append(wt.shape[0])
-        syn_dst.append(goff[s.dst])
+        syn_dst.append(goff[dst])
         syn_dlen.append(wt.shape[1])
-        syn_exp.append(int(s.weight_exp))
-        syn_bin.append(s.num_message_bits == 0)
+        syn_exp.append(e)
+        syn_bin.append(binary)
         nnz = np.count_nonzero(wt)
         sparse = integral and wt.size > 0 and nnz <= CSR_DENSITY * wt.size
         # a denser block keeps its row tables too (walked in steps with few active sources) up to CSR_BOTH_MAX

@@ -152,3 +152,16 @@ def test_dense_blocks_walked_in_sparse_steps_equal_numpy(monkeypatch, both_max):
     x = np.concatenate([spikes((8,), T=15, p=0.02, seed=4, batch=3), spikes((8,), T=15, p=0.7, seed=5, batch=3)])
     a = _equal_numpy(LoihiEmulator(prog), x.reshape(30, 3, -1).astype(np.int64), 33)
     assert sum(a[k]["s"].sum() for k in a) > 0
+
+
+def test_mixed_sign_halves_run_as_one_block_and_negative_exponents_alone():
+    """merged_blocks: same source, target and message kind with weight_exp ≥ 0 summed as W·2^e (exp 0);
+    a synapse with weight_exp < 0 keeps its own block (its own rounding toward −∞)."""
+    from nmc.backends.loihi2.program import Synapse
+
+    w1, w2, w3 = (np.arange(6.0).reshape(3, 2) * k for k in (1, -1, 3))
+    syn = [(Synapse("a", "in", "g", w1.T, weight_exp=1), w1), (Synapse("b", "in", "g", w2.T, weight_exp=2), w2),
+           (Synapse("c", "in", "g", w3.T, weight_exp=-1), w3), (Synapse("d", "g", "g", w1.T), w1)]
+    blocks = fast.merged_blocks(syn)
+    assert [(s, d, e) for s, d, e, _, _ in blocks] == [("in", "g", 0), ("in", "g", -1), ("g", "g", 0)]
+    assert np.array_equal(blocks[0][4], 2 * w1 + 4 * w2) and blocks[1][4] is w3 and blocks[2][4] is w1
