@@ -190,12 +190,16 @@ NOTES_BATCHED = {
                         "(it changes the bits of the fine-step iteration, so it needs its own fixed-point "
                         "statement and a new reference for the bit-exactness tests).",
     "nmc loihi2": "the numba loop runs with the batch innermost (each weight row read once per step for the "
-                  "whole batch), its tables are built once per program (`fast.tables`, keyed by a digest of the "
-                  "program), dense blocks are walked per active source in sparse steps. Profiled at batch 64 on "
-                  "conv_pool (2026-12-07): the neuron update is ≈ 47 % of the loop, the conv walk ≈ 18 %, and the "
-                  "device's input check (`_payload`, several numpy passes) ≈ 40 ms per run. Fix: a branch-free "
-                  "neuron update vectorised over the batch (a first draft was bit-equal but showed no gain on the "
-                  "loaded machine) and the input check in one compiled pass, as spinnaker2's `events_of`.",
+                  "whole batch); since 2026-12-07 its neuron update is branch-free over the batch (no decay "
+                  "products for IF/sum-pool neurons), a mixed-sign projection's two halves run as one block "
+                  "(W·2^e summed, exact), blocks whose accumulator outgrows the caches are walked target by target "
+                  "when most sources are active, the synapses add straight into the next step's input, the "
+                  "device's input check is one compiled pass (`payload.payload_of`) and the tables are kept per "
+                  "program without per-run hashing (`backends/program_cache.py`: arrays read-only, compared by "
+                  "identity). Measured on the shared 2-core machine, conv_pool at batch 64, best of 5 with Norse "
+                  "in the same run: before 524 steps/s (1.15× Norse in that run, 0.86× in this table), after "
+                  "999–1,141 steps/s (1.49–1.97× Norse); batch 1 1.9× → 3.2–3.9× Norse; lif_mlp and "
+                  "braille_cubalif gain too. Regenerate this table on an idle machine to confirm.",
 }
 
 #: the peers a chip emulator must reach for issue #19 (the SSM workload has its own, bench/ssm_workload.py)

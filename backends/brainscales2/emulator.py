@@ -43,6 +43,7 @@ import numpy as np
 
 from nmc.errors import OptionError, ShapeError
 from ..base import Device, validate_inputs
+from ..program_cache import derived
 from . import calibration as C
 from . import fast
 from . import ppu
@@ -56,18 +57,20 @@ MODES = ("off", "calibrated", "uncalibrated")
 def input_kernels(program: BSS2Program) -> dict:
     """``{id(projection): fast.Projection}``: the input kernels (integer sums per event, × the
     layer's LSB once; see .fast) of the weights the synapse array realises (label matching, row
-    signs, merged columns: :func:`.synapses.effective_matrix`). Built once per program and kept on
-    it (every device of a bundle shares them; a lowered program's synapse arrays are not changed
-    afterwards — the plasticity processor's learners keep their own weights)."""
-    key = tuple(id(q) for q in program.projections)
-    cached = program.__dict__.get("_input_kernels")
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    kernels = {id(q): fast.Projection(S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group,
-                                                         q.label, program.layer(q.post).circuits, q.w6.shape[1]),
-                                      program.layer(q.post).scale) for q in program.projections}
-    program.__dict__["_input_kernels"] = (key, kernels)
-    return kernels
+    signs, merged columns: :func:`.synapses.effective_matrix`). Built once per program and shared by
+    every device of a bundle (:func:`~..program_cache.derived`: the projections' and their layers'
+    arrays are read-only, a replaced projection or array rebuilds them; the plasticity processor's
+    learners keep their own weights)."""
+    def inputs(q):
+        l = program.layer(q.post)
+        return (q, q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group, q.label, q.w6.shape, l.circuits, l.scale)
+
+    def build():
+        return {id(q): fast.Projection(S.effective_matrix(q.arr_w, q.arr_label, q.row_sign, q.row_group, q.group,
+                                                          q.label, program.layer(q.post).circuits, q.w6.shape[1]),
+                                       program.layer(q.post).scale) for q in program.projections}
+
+    return derived(program, "brainscales2.input_kernels", tuple(inputs(q) for q in program.projections), build)
 
 
 class BSS2Emulator(Device):
@@ -213,15 +216,12 @@ class BSS2Emulator(Device):
         return res
 
     def _layer_input(self, name: str, P: dict) -> "fast.LayerInput":
-        """The fused input of layer ``name`` over the projections ``P`` holds now: built once and kept
-        on the program like :func:`input_kernels` (every device of a bundle shares it), rebuilt when a
-        learner replaces one of the projections (the cache keeps the objects, so ids are not reused)."""
+        """The fused input of layer ``name`` over the projections ``P`` holds now: built once per program
+        like :func:`input_kernels` (:func:`~..program_cache.derived`; every device of a bundle shares it),
+        rebuilt when a learner replaces one of the projections (the entry keeps the objects, so ids are
+        not reused)."""
         projs = tuple(P[id(q)] for q in self.into[name])
-        cache = self.p.__dict__.setdefault("_layer_inputs", {})
-        hit = cache.get(name)
-        if hit is None or len(hit.projections) != len(projs) or any(a is not b for a, b in zip(hit.projections, projs)):
-            hit = cache[name] = fast.LayerInput(list(projs))
-        return hit
+        return derived(self.p, f"brainscales2.layer_input.{name}", projs, lambda: fast.LayerInput(list(projs)))
 
     def _steps(self, state: dict, arrs: dict[str, np.ndarray], T: int, B: int, keep=None) -> dict:
         """T model steps from ``state`` (updated in place); per-layer history of s and v

@@ -70,6 +70,7 @@ from nmc.errors import OptionError, ShapeError
 from ..base import Device, LaggedStreaming, validate_inputs
 from .graded import link_buffer, link_receive, unit_state, unit_step
 from .numerics import LoihiNumerics, packaged_numerics
+from .payload import NOT_BINARY, NOT_INTEGER, OUT_OF_RANGE, payload_of
 from .program import LoihiProgram, NeuronGroup, Synapse
 
 
@@ -270,16 +271,17 @@ def _payload(program: LoihiProgram, inputs, steps, batched):
     out = {}
     for p in program.inputs:
         a = arrs[p.name]
-        if np.any(a != np.rint(a)):
+        x, code = payload_of(a, p.bits)              # one pass: the checks and the int64 payloads
+        if code == NOT_INTEGER:
             raise ShapeError("Loihi 2 inputs must be integers (0/1 spikes, or graded payloads with input_bits)",
                              node=p.name, hint="threshold or scale the input, or compile with --option input_bits=8")
-        if p.bits == 0 and np.any((a != 0) & (a != 1)):
+        if code == NOT_BINARY:
             raise ShapeError("input has values other than 0/1 but the program was compiled for binary spikes",
                              node=p.name, hint="compile with --option input_bits=8 for graded spikes")
-        if p.bits > 0 and (a.min() < -(2 ** (p.bits - 1)) or a.max() >= 2 ** (p.bits - 1)):
+        if code == OUT_OF_RANGE:
             raise ShapeError(f"graded input exceeds {p.bits}-bit payloads", node=p.name,
                              limit=2 ** (p.bits - 1) - 1, actual=float(np.abs(a).max()))
-        out[p.name] = a.reshape(a.shape[0], a.shape[1], -1).astype(np.int64)
+        out[p.name] = x.reshape(a.shape[0], a.shape[1], -1)
     return out, T, batched
 
 

@@ -5,7 +5,11 @@ widths of the program's ``numerics``),
 with the whole network flattened into one neuron vector and the per-step
 loop compiled, so batch-1 runs are not dominated by Python overhead. The
 state is laid out (neuron, sample), the batch innermost: each step reads a
-neuron's parameters and a synapse's weight once for the whole batch. Synapse
+neuron's parameters and a synapse's weight once for the whole batch, and the
+neuron update is branch-free over the batch (a neuron without decays, IF or
+sum-pool, skips the two products: the same values). The synapses with one
+source, target and message kind and ``weight_exp ≥ 0`` (a mixed-sign
+projection's two halves) run as one block (:func:`merged_blocks`, exact). Synapse
 blocks at most :data:`CSR_DENSITY` dense (expanded convolutions, pooling,
 pruned layers) are accumulated event-driven, walking only the rows of sources
 active in some sample, as the chip does; denser blocks go through one matmul,
@@ -15,17 +19,15 @@ except in steps where the rows of their active sources hold at most
 automatically when numba is installed; the tests check it bit-exactly against
 the numpy implementation and against Lava. The per-program arrays (neuron
 parameters, Lava-truncated weights as matmul matrices or CSR tables) are built
-once per program (:func:`tables`) and rebuilt when the program's content digest
-(:func:`program_key`) changes, so a weight changed in place or a program
-lowered for other numerics never reuses a stale table.
+once per program (:func:`tables`, through :func:`~..program_cache.derived`: the
+program's arrays are read-only and a replaced weight, a changed parameter or a
+program lowered for other numerics rebuilds them), with no per-run hashing.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import weakref
-
 import numpy as np
+
+from ..program_cache import derived, fields_of
 
 try:
     from numba import njit
@@ -38,22 +40,25 @@ except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy 
 CSR_DENSITY = 0.25
 #: denser blocks keep row tables (for those steps) besides their matrix up to this many nonzeros
 CSR_BOTH_MAX = 1 << 22
+#: a walked block whose accumulator (targets × batch float64) has at least this many entries, in a step
+#: where its active sources hold more than half its entries, is walked target by target (its column
+#: tables, built for walked blocks of at least 64 targets): the sums stay in one row instead of
+#: read-modify-writes all over an accumulator bigger than the caches
+PULL_MIN = 1 << 15
 
 if njit is not None:
 
     @njit(cache=True)
-    def _trunc0(x, k):
-        return -((-x) >> k) if x < 0 else x >> k
-
-    @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
-              syn_csr, csr_ptr, csr_idx, csr_val, rec_idx, n_rec, decay_shift, act_shift, v_max, csr_density):
+              syn_csr, csr_ptr, csr_idx, csr_val, csc_ptr, csc_idx, csc_val, rec_idx, n_rec, decay_shift,
+              act_shift, v_max, csr_density, pull_min):
         # every state array is (neuron, sample): the batch is the inner, contiguous axis, so a
-        # neuron's parameters and a synapse's weight are read once per step for the whole batch
+        # neuron's parameters and a synapse's weight are read once per step for the whole batch, and
+        # the neuron update is branch-free over the batch (selects, no data-dependent jumps: vectorised)
         ng = ku.shape[0]
         n_syn = syn_src.shape[0]
-        u = np.zeros((ng, B), np.int64)
+        u = np.empty((ng, B), np.int64)
         v = np.empty((ng, B), np.int64)
         for j in range(ng):
             for b in range(B):
@@ -62,49 +67,67 @@ if njit is not None:
         rec_s = np.zeros((T, B, n_rec), np.bool_)                # only the recorded neurons (rec_idx ≥ 0)
         rec_v = np.zeros((T, B, n_rec), np.int64)
         rec_u = np.zeros((T, B, n_rec), np.int64)
-        bufs = List()
-        for k in range(n_syn):
-            bufs.append(np.zeros((syn_dlen[k], B), np.int64))
-        out = np.zeros((n_in + ng, B))
+        rec_j = np.flatnonzero(rec_idx >= 0)
+        # a_in[j]: the sum of the buffers the synapses into neuron j send this step (filled while they
+        # received, the step before); the neuron update reads it and clears it for the next step
         a_in = np.zeros((ng, B), np.int64)
+        out = np.zeros((n_in + ng, B))
+        dmax = 1
+        for k in range(n_syn):
+            dmax = max(dmax, syn_dlen[k])
+        acc_buf = np.zeros((dmax, B))                    # one synapse's W · x (exact integers in float64)
+        row = np.zeros(B)                                  # one target's W · x (the target-major walk)
         act = np.zeros(max(n_in + ng, 1), np.bool_)
         xbin = np.zeros((max(n_in, 1), B))                 # binarised input payloads
+        mask = (np.int64(1) << decay_shift) - 1             # trunc0(x) = (x + (x < 0 ? mask : 0)) >> shift
+        two_v = 2 * v_max
         for t in range(T):
-            a_in[:, :] = 0
-            for k in range(n_syn):                           # synapses send last step's buffer
-                d0 = syn_dst[k]
-                bk = bufs[k]
-                for j in range(syn_dlen[k]):
-                    for b in range(B):
-                        a_in[d0 + j, b] += bk[j, b]
             for j in range(ng):
-                kuj, kvj, bj, vthj, subj, r = ku[j], kv[j], bias[j], vth[j], subtract[j], rec_idx[j]
+                kuj, kvj, bj, vthj = ku[j], kv[j], bias[j], vth[j]
+                sub = np.int64(-1) if subtract[j] else np.int64(0)   # reset v ← v − vth (all ones) or v ← 0
+                uj, vj, aj, oj = u[j], v[j], a_in[j], out[n_in + j]
+                if kuj == 0 and kvj == mask + 1:            # no decays (IF, sum-pool): the same values, no products
+                    for b in range(B):
+                        uu = aj[b] << act_shift
+                        uu = uu - two_v if uu > v_max else uu
+                        uu = uu + two_v if uu <= -v_max else uu
+                        vv = min(max(vj[b] + uu + bj, 1 - v_max), v_max - 1)
+                        s = vv > vthj
+                        vv = ((vv - vthj) & sub) if s else vv
+                        uj[b] = uu
+                        vj[b] = vv
+                        aj[b] = 0
+                        oj[b] = 1.0 if s else 0.0
+                    continue
                 for b in range(B):
-                    uu = _trunc0(u[j, b] * kuj, decay_shift) + (a_in[j, b] << act_shift)
-                    if uu > v_max:
-                        uu -= 2 * v_max
-                    elif uu <= -v_max:
-                        uu += 2 * v_max
-                    vv = _trunc0(v[j, b] * kvj, decay_shift) + uu + bj
-                    if vv > v_max - 1:
-                        vv = v_max - 1
-                    elif vv < -v_max + 1:
-                        vv = -v_max + 1
+                    pu = uj[b] * kuj
+                    uu = ((pu + ((pu >> 63) & mask)) >> decay_shift) + (aj[b] << act_shift)
+                    uu = uu - two_v if uu > v_max else uu
+                    uu = uu + two_v if uu <= -v_max else uu
+                    pv = vj[b] * kvj
+                    vv = ((pv + ((pv >> 63) & mask)) >> decay_shift) + uu + bj
+                    vv = min(max(vv, 1 - v_max), v_max - 1)
                     s = vv > vthj
-                    if s:
-                        vv = vv - vthj if subj else 0
-                    u[j, b] = uu
-                    v[j, b] = vv
-                    if r >= 0:
-                        rec_s[t, b, r] = s
-                        rec_v[t, b, r] = vv
-                        rec_u[t, b, r] = uu
-                    out[n_in + j, b] = 1.0 if s else 0.0
-            for b in range(B):
-                for j in range(n_in):
-                    out[j, b] = x_all[t, b, j] if t < x_all.shape[0] else 0.0
-            for k in range(n_syn):                           # then receive this step's source output
-                s0, n_src = syn_src[k], syn_len[k]
+                    vv = ((vv - vthj) & sub) if s else vv
+                    uj[b] = uu
+                    vj[b] = vv
+                    aj[b] = 0
+                    oj[b] = 1.0 if s else 0.0
+            for i in range(rec_j.shape[0]):
+                j = rec_j[i]
+                r = rec_idx[j]
+                for b in range(B):
+                    rec_s[t, b, r] = out[n_in + j, b] != 0.0
+                    rec_v[t, b, r] = v[j, b]
+                    rec_u[t, b, r] = u[j, b]
+            if t < x_all.shape[0]:
+                for b in range(B):
+                    for j in range(n_in):
+                        out[j, b] = x_all[t, b, j]
+            elif t == x_all.shape[0]:
+                out[:n_in, :] = 0.0
+            for k in range(n_syn):                           # the synapses receive this step's source output
+                s0, n_src, d0, dl = syn_src[k], syn_len[k], syn_dst[k], syn_dlen[k]
                 x, o = out, s0                               # rows o.. of x: neuron outputs are already 0/1
                 if syn_bin[k] and s0 < n_in:                 # an input's payloads: binarised
                     x, o = xbin, 0
@@ -113,8 +136,8 @@ if njit is not None:
                             xbin[j, b] = 1.0 if out[s0 + j, b] != 0 else 0.0
                 ptr, idx, val = csr_ptr[k], csr_idx[k], csr_val[k]
                 walk = syn_csr[k]
+                nnz_act = 0
                 if walk:                                     # the sources active in some sample
-                    nnz_act = 0
                     for j in range(n_src):
                         act[j] = False
                         for b in range(B):
@@ -125,25 +148,52 @@ if njit is not None:
                             nnz_act += ptr[j + 1] - ptr[j]
                     # a block that has its matrix too is walked only while its active rows hold at
                     # most csr_density of its entries (the static rule when every source is active)
-                    walk = Ws[k].size == 0 or nnz_act <= csr_density * n_src * syn_dlen[k]
+                    walk = Ws[k].size == 0 or nnz_act <= csr_density * n_src * dl
+                # most rows active and an accumulator bigger than the caches: walk target by target instead
+                # (its sum kept in one row, added to a_in at once; inactive sources add exact zeros)
+                if walk and dl * B >= pull_min and 2 * nnz_act > ptr[n_src] and csc_ptr[k].size == dl + 1:
+                    cp, ci, cv = csc_ptr[k], csc_idx[k], csc_val[k]
+                    e = syn_exp[k]
+                    for d in range(dl):
+                        for q in range(cp[d], cp[d + 1]):
+                            w = cv[q]
+                            xj = x[o + ci[q]]
+                            for b in range(B):
+                                row[b] += xj[b] * w
+                        aj = a_in[d0 + d]
+                        if e >= 0:
+                            for b in range(B):
+                                aj[b] += np.int64(row[b]) << e
+                                row[b] = 0.0
+                        else:
+                            for b in range(B):
+                                aj[b] += np.int64(row[b]) >> (-e)
+                                row[b] = 0.0
+                    continue
                 if walk:                                     # event-driven: rows of active sources only
-                    acc = np.zeros((syn_dlen[k], B))
+                    acc = acc_buf
                     for j in range(n_src):
                         if not act[j]:
                             continue
+                        xj = x[o + j]
                         for q in range(ptr[j], ptr[j + 1]):
                             w = val[q]
-                            d = idx[q]
+                            ad = acc[idx[q]]
                             for b in range(B):              # x = 0 adds ±0: the integer sum is unchanged
-                                acc[d, b] += x[o + j, b] * w
+                                ad[b] += xj[b] * w
                 else:
-                    acc = Ws[k] @ np.ascontiguousarray(x[o:o + n_src])
-                e = syn_exp[k]
-                bk = bufs[k]
-                for j in range(syn_dlen[k]):
-                    for b in range(B):
-                        a = np.int64(acc[j, b])
-                        bk[j, b] = (a << e) if e > 0 else (a >> (-e))
+                    acc = Ws[k] @ x[o:o + n_src]
+                e = syn_exp[k]                               # buf = acc << e, or acc >> −e (toward −∞)
+                for j in range(dl):
+                    aj, cj = a_in[d0 + j], acc[j]
+                    if e >= 0:
+                        for b in range(B):
+                            aj[b] += np.int64(cj[b]) << e
+                            cj[b] = 0.0
+                    else:
+                        for b in range(B):
+                            aj[b] += np.int64(cj[b]) >> (-e)
+                            cj[b] = 0.0
         return rec_s, rec_v, rec_u
 
 
@@ -151,43 +201,42 @@ def available() -> bool:
     return njit is not None
 
 
-def program_key(program) -> bytes:
-    """A digest of everything the loop's tables derive from: the numerics (the spec's widths), every
-    neuron group's and synapse's fields (arrays by dtype, shape and bytes: a weight changed in place
-    changes it too) and :data:`CSR_DENSITY` / :data:`CSR_BOTH_MAX`. SHA-1 as a change detector, not for
-    security."""
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(f"{program.numerics!r}|{CSR_DENSITY!r}|{CSR_BOTH_MAX!r}".encode())
-    for obj in (*program.groups, *program.synapses):
-        h.update(type(obj).__name__.encode())
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            if isinstance(v, np.ndarray):
-                order = "F" if v.flags.f_contiguous and not v.flags.c_contiguous else "C"
-                v = v.T if order == "F" else np.ascontiguousarray(v)   # no copy of a Fortran-ordered array
-                h.update(f"|{f.name}:{v.dtype.str}{v.shape}{order}:".encode())
-                h.update(v.view(np.uint8) if v.size else b"")
-            else:
-                h.update(f"|{f.name}={v!r}".encode())
-    return h.digest()
-
-
-#: program → (program_key, {integral inputs: tables}); an entry lives as long as its program
-_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def table_inputs(program) -> tuple:
+    """What the loop's tables derive from: the numerics (the spec's widths), every neuron group's and
+    synapse's fields and :data:`CSR_DENSITY` / :data:`CSR_BOTH_MAX` (compared as
+    :func:`~..program_cache.derived` does: arrays by identity, frozen read-only; values by value)."""
+    return (program.numerics, CSR_DENSITY, CSR_BOTH_MAX, fields_of(*program.groups, *program.synapses))
 
 
 def tables(emu, integral: bool) -> dict:
     """The loop's per-program arrays (neuron parameters, synapse blocks as matmul matrices or CSR),
-    built once per program and reused while :func:`program_key` is unchanged (a changed weight,
-    parameter or numerics rebuilds them). ``integral``: the inputs are integers (CSR blocks allowed)."""
-    key = program_key(emu.p)
-    hit = _TABLES.get(emu.p)
-    if hit is None or hit[0] != key:
-        hit = (key, {})
-        _TABLES[emu.p] = hit
-    if integral not in hit[1]:
-        hit[1][integral] = _build(emu, integral)
-    return hit[1][integral]
+    built once per program (:func:`~..program_cache.derived`, keyed by :func:`table_inputs`: a weight
+    replaced, a parameter or the numerics changed rebuild them; the program's arrays are read-only, so
+    no write in place can leave them stale). ``integral``: the inputs are integers (CSR blocks allowed)."""
+    return derived(emu.p, f"loihi2.fast.tables.{bool(integral)}", table_inputs(emu.p), lambda: _build(emu, integral))
+
+
+def merged_blocks(syn) -> list[tuple]:
+    """``(src, dst, weight_exp, binary, W (in, out) float64)`` per block the loop runs: the synapses
+    with the same source, target and message kind and ``weight_exp ≥ 0`` (a mixed-sign projection's
+    excitatory and inhibitory halves) as one block, ``W = Σ_k W_k · 2^(e_k)`` with exponent 0 — exact,
+    since ``(W_k·x) << e_k`` summed over k is ``(Σ_k W_k·2^(e_k))·x`` for integers (all below 2^53, as
+    the loop's sums); each synapse with ``weight_exp < 0`` (its own rounding toward −∞) stays alone."""
+    out, at = [], {}
+    for s, wt in syn:
+        e, binary = int(s.weight_exp), s.num_message_bits == 0
+        if e < 0:
+            out.append((s.src, s.dst, e, binary, wt))
+            continue
+        key = (s.src, s.dst, binary)
+        w = wt * float(2 ** e) if e else wt
+        if key in at:
+            i = at[key]
+            out[i] = (*out[i][:4], out[i][4] + w)
+        else:
+            at[key] = len(out)
+            out.append((s.src, s.dst, 0, binary, w))
+    return out
 
 
 def _build(emu, integral: bool) -> dict:
@@ -203,15 +252,16 @@ def _build(emu, integral: bool) -> dict:
          "u0": cat(lambda g: np.asarray(g.g.u_init, np.int64).reshape(-1) if np.ndim(g.g.u_init) else np.int64(g.g.u_init))}
     srcs, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin = [], [], [], [], [], []
     Ws, csr_ptr, csr_idx, csr_val, syn_csr = List(), List(), List(), List(), []
+    csc_ptr, csc_idx, csc_val = List(), List(), List()
     # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
     # because every product and partial sum is an integer below 2^53 (integer weights and payloads)
-    for s, wt in emu.syn:
-        srcs.append(s.src)
+    for src, dst, e, binary, wt in merged_blocks(emu.syn):
+        srcs.append(src)
         syn_len.append(wt.shape[0])
-        syn_dst.append(goff[s.dst])
+        syn_dst.append(goff[dst])
         syn_dlen.append(wt.shape[1])
-        syn_exp.append(int(s.weight_exp))
-        syn_bin.append(s.num_message_bits == 0)
+        syn_exp.append(e)
+        syn_bin.append(binary)
         nnz = np.count_nonzero(wt)
         sparse = integral and wt.size > 0 and nnz <= CSR_DENSITY * wt.size
         # a denser block keeps its row tables too (walked in steps with few active sources) up to CSR_BOTH_MAX
@@ -224,10 +274,17 @@ def _build(emu, integral: bool) -> dict:
                        else np.zeros(1, np.int64))
         csr_idx.append(cols.astype(np.int64))
         csr_val.append(np.ascontiguousarray(wt[rows, cols], dtype=np.float64))
+        # the same entries target by target, for blocks whose accumulator outgrows the caches (PULL_MIN)
+        pull = use and wt.shape[1] >= 64
+        order = np.argsort(cols, kind="stable") if pull else np.zeros(0, np.int64)
+        csc_ptr.append(np.searchsorted(cols[order], np.arange(wt.shape[1] + 1)).astype(np.int64) if pull
+                       else np.zeros(0, np.int64))
+        csc_idx.append(rows[order].astype(np.int64))
+        csc_val.append(np.ascontiguousarray(wt[rows[order], cols[order]], dtype=np.float64))
     a = lambda v, t: np.asarray(v, dtype=t)  # noqa: E731
     t.update(srcs=srcs, syn_len=a(syn_len, np.int64), syn_dst=a(syn_dst, np.int64), syn_dlen=a(syn_dlen, np.int64),
              syn_exp=a(syn_exp, np.int64), syn_bin=a(syn_bin, np.bool_), Ws=Ws, syn_csr=a(syn_csr, np.bool_),
-             csr_ptr=csr_ptr, csr_idx=csr_idx, csr_val=csr_val)
+             csr_ptr=csr_ptr, csr_idx=csr_idx, csr_val=csr_val, csc_ptr=csc_ptr, csc_idx=csc_idx, csc_val=csc_val)
     return t
 
 
@@ -267,9 +324,9 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         n_rec += n
     rs, rv, ru = _loop(int(steps), int(B), x_all, n_in, t["ku"], t["kv"], t["bias"], t["vth"], t["subtract"],
                        t["v0"], t["u0"], syn_src, t["syn_len"], t["syn_dst"], t["syn_dlen"], t["syn_exp"],
-                       t["syn_bin"], t["Ws"], t["syn_csr"], t["csr_ptr"], t["csr_idx"], t["csr_val"], rec_idx, n_rec,
+                       t["syn_bin"], t["Ws"], t["syn_csr"], t["csr_ptr"], t["csr_idx"], t["csr_val"], t["csc_ptr"], t["csc_idx"], t["csc_val"], rec_idx, n_rec,
                        np.int64(emu.num.decay_bits), np.int64(emu.num.activation_shift), np.int64(emu.num.v_max),
-                       float(CSR_DENSITY))
+                       float(CSR_DENSITY), int(PULL_MIN))
     rec = {}
     for name in keep:
         sl = slice(roff[name], roff[name] + emu.groups[name].g.n)

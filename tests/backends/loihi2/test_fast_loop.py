@@ -46,6 +46,21 @@ def test_event_driven_and_matmul_accumulation_equal_numpy(monkeypatch, density):
                 assert np.array_equal(a[k][var], b[k][var]), (build.__name__, k, var)
 
 
+@pytest.mark.parametrize("pull_min", [0, 1 << 62])
+def test_target_major_walk_equals_numpy(monkeypatch, pull_min):
+    """Walked blocks summed target by target (PULL_MIN 0: whenever most rows are active) or always
+    source by source: bit-equal to the numpy emulator, on conv blocks (512 targets), batch 1 and 5."""
+    monkeypatch.setattr(fast, "PULL_MIN", pull_min)
+    monkeypatch.setattr(fast, "CSR_DENSITY", 1.0)
+    for build, shape in ((conv_pool, (2, 8, 8)),):
+        prog = BACKEND.lower(normalized(build(), reset="subtract"), PassContext(options={}))
+        assert any(s.weights.shape[0] >= 64 for s in prog.synapses)
+        for batch in (1, 5):
+            x = spikes(shape, T=25, p=0.6, seed=9, batch=batch).reshape(25, batch, -1).astype(np.int64)
+            a = _equal_numpy(LoihiEmulator(prog), x, 28)
+            assert sum(a[k]["s"].sum() for k in a) > 0
+
+
 def test_recording_a_subset_equals_the_full_recording():
     prog = BACKEND.lower(normalized(recurrent_cubalif(), reset="subtract"), PassContext(options={}))
     emu = LoihiEmulator(prog)
@@ -74,46 +89,57 @@ def _equal_numpy(emu, x, steps):
     return a
 
 
-def test_tables_are_built_once_per_program_and_rebuilt_when_weights_change(monkeypatch):
-    """Runs of one program (new emulators each time, as the device makes them) reuse its tables; a
-    weight changed in place, or replaced as learning.attach re-quantizes a plastic projection's weights,
-    gives a new program_key and new tables; every run stays bit-equal to the numpy emulator."""
+def test_tables_are_built_once_per_program_and_never_stale(monkeypatch):
+    """Runs of one program (new emulators each time, as the device makes them) reuse its tables; its
+    weights are read-only, so a write in place raises instead of leaving the tables stale; a weight
+    array replaced (as learning.attach re-quantizes a plastic projection's weights) rebuilds them;
+    every run stays bit-equal to the numpy emulator."""
     built = _counting(monkeypatch)
     prog = BACKEND.lower(normalized(conv_pool(), reset="subtract"), PassContext(options={}))
     x = spikes((2, 8, 8), T=20, p=0.4, seed=11, batch=3).reshape(20, 3, -1).astype(np.int64)
     first = _equal_numpy(LoihiEmulator(prog), x, 23)
     _equal_numpy(LoihiEmulator(prog), x, 23)
     assert len(built) == 1
-    key = fast.program_key(prog)
     s = prog.synapses[0]
     j = np.unravel_index(np.flatnonzero(s.weights)[0], s.weights.shape)
-    s.weights[j] = -s.weights[j] + 2                                   # in place
-    assert fast.program_key(prog) != key
+    with pytest.raises(ValueError, match="read-only"):
+        s.weights[j] = -s.weights[j] + 2                               # in place: refused
+    w = s.weights.copy()
+    w[j] = -w[j] + 2
+    s.weights = w                                                      # replaced
     changed = _equal_numpy(LoihiEmulator(prog), x, 23)
     assert len(built) == 2
     assert any(not np.array_equal(changed[k]["v"], first[k]["v"]) for k in first)
+    _equal_numpy(LoihiEmulator(prog), x, 23)
+    assert len(built) == 2
     s.weights = np.zeros_like(s.weights)                               # replaced (learning.attach)
     silent = _equal_numpy(LoihiEmulator(prog), x, 23)
     assert len(built) == 3 and all(silent[k]["s"].sum() == 0 for k in silent)
 
 
-def test_program_key_covers_numerics_parameters_and_csr_setting(monkeypatch):
+def test_tables_follow_numerics_parameters_and_csr_setting(monkeypatch):
     from dataclasses import replace
 
     from nmc.backends.loihi2.numerics import LoihiNumerics
 
+    built = _counting(monkeypatch)
     prog = BACKEND.lower(normalized(ff_lif(), reset="zero"), PassContext(options={}))
-    key = fast.program_key(prog)
-    assert fast.program_key(prog) == key
+    x = spikes((8,), T=10, p=0.4, seed=1, batch=2).reshape(10, 2, -1).astype(np.int64)
+    _equal_numpy(LoihiEmulator(prog), x, 12)
+    _equal_numpy(LoihiEmulator(prog), x, 12)
+    assert len(built) == 1
+    assert fast.table_inputs(prog) is not fast.table_inputs(prog)      # built per run, compared by value
     n = prog.numerics
     wider = replace(prog, numerics=LoihiNumerics(n.decay_bits, n.activation_shift, n.threshold_shift,
                                                  n.state_bits + 2, n.weight_bits))
-    assert fast.program_key(wider) != key
+    _equal_numpy(LoihiEmulator(wider), x, 12)
+    assert len(built) == 2
     prog.groups[0].vth += 1
-    assert fast.program_key(prog) != key
-    prog.groups[0].vth -= 1
+    _equal_numpy(LoihiEmulator(prog), x, 12)
+    assert len(built) == 3
     monkeypatch.setattr(fast, "CSR_DENSITY", 0.5)
-    assert fast.program_key(prog) != key
+    _equal_numpy(LoihiEmulator(prog), x, 12)
+    assert len(built) == 4
 
 
 @pytest.mark.parametrize("both_max", [0, 1 << 22])
@@ -126,3 +152,16 @@ def test_dense_blocks_walked_in_sparse_steps_equal_numpy(monkeypatch, both_max):
     x = np.concatenate([spikes((8,), T=15, p=0.02, seed=4, batch=3), spikes((8,), T=15, p=0.7, seed=5, batch=3)])
     a = _equal_numpy(LoihiEmulator(prog), x.reshape(30, 3, -1).astype(np.int64), 33)
     assert sum(a[k]["s"].sum() for k in a) > 0
+
+
+def test_mixed_sign_halves_run_as_one_block_and_negative_exponents_alone():
+    """merged_blocks: same source, target and message kind with weight_exp ≥ 0 summed as W·2^e (exp 0);
+    a synapse with weight_exp < 0 keeps its own block (its own rounding toward −∞)."""
+    from nmc.backends.loihi2.program import Synapse
+
+    w1, w2, w3 = (np.arange(6.0).reshape(3, 2) * k for k in (1, -1, 3))
+    syn = [(Synapse("a", "in", "g", w1.T, weight_exp=1), w1), (Synapse("b", "in", "g", w2.T, weight_exp=2), w2),
+           (Synapse("c", "in", "g", w3.T, weight_exp=-1), w3), (Synapse("d", "g", "g", w1.T), w1)]
+    blocks = fast.merged_blocks(syn)
+    assert [(s, d, e) for s, d, e, _, _ in blocks] == [("in", "g", 0), ("in", "g", -1), ("g", "g", 0)]
+    assert np.array_equal(blocks[0][4], 2 * w1 + 4 * w2) and blocks[1][4] is w3 and blocks[2][4] is w1
