@@ -7,6 +7,7 @@ DiagSSM fed by the input, runs here: the whole run in one compiled loop, the sta
 (unit row, sample) with the batch innermost, so a link's weight is read once per step for the
 whole batch (the dense links of one source, :data:`DENSE_MIN`, e.g. Lava's W⁺ and W⁻ of a signed
 link: their matrices stacked, one matmul per step, each link's rows floored with its own exponent;
+binary W⁺/W⁻ pairs as one matrix W⁺ + K·W⁻, :func:`_packable`, halving the float32 product;
 a sparse one, e.g. the recurrence's 2×2 blocks: walked per source row that carries a value in some
 sample). The arithmetic is :mod:`.graded`'s, step for step:
 
@@ -52,7 +53,7 @@ if njit is not None:
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, kind, vth, l_src, l_nsrc, l_dst, l_ndst, l_scale, l_bin, l_delay, l_buf,
               l_ptr, csr_ptr, csr_idx, csr_val, n_buf, rec_idx, n_rec, l_grp, g_src, g_ns, g_nd, g_f32, g_bin,
-              g_off, g_mem_ptr, g_mem, g_row, dense_all, dense32, need_bin):
+              g_off, g_mem_ptr, g_mem, g_row, g_pk, dense_all, dense32, need_bin):
         nu = kind.shape[0]
         n_link = l_src.shape[0]
         vals = np.zeros((n_in + nu, B))                  # this step's payloads: inputs, then units
@@ -121,19 +122,28 @@ if njit is not None:
                     wd = dense_all[g_off[g]: g_off[g] + ng * ns].reshape((ng, ns))
                     prod = np.dot(wd, np.ascontiguousarray(src[s0: s0 + ns]))
                 for m in range(g_mem_ptr[g], g_mem_ptr[g + 1]):
-                    k, r0 = g_mem[m], g_row[m]
+                    k, r0, pk = g_mem[m], g_row[m], g_pk[m]
                     d0, nd, sc, dl = l_dst[k], l_ndst[k], l_scale[k], l_delay[k]
+                    # this link's value from the rows q: plain q; a packed pair's (q = W⁺·s + K·W⁻·s)
+                    # W⁺·s = q − K·⌊q/K⌋ (pk = K) or W⁻·s = ⌊q/K⌋ (pk = −K); all exact (K a power of two)
+                    ca, cb, kinv = 1.0, 0.0, 0.0
+                    if pk > 0:
+                        cb, kinv = -pk, 1.0 / pk
+                    elif pk < 0:
+                        ca, cb, kinv = 0.0, 1.0, -1.0 / pk
                     if dl == 0:                          # floored straight into the next step's inputs
                         for r in range(nd):
                             row, pr = a_nx[d0 + r], prod[r0 + r]
                             for b in range(B):
-                                row[b] += np.floor(pr[b] * sc)
+                                q = pr[b]
+                                row[b] += np.floor((ca * q + cb * np.floor(q * kinv)) * sc)
                     else:                                # into the ring: sent at t + 1 + delay
                         col0 = l_buf[k] + (t % (dl + 1)) * nd
                         for r in range(nd):
                             row, pr = buf[col0 + r], prod[r0 + r]
                             for b in range(B):
-                                row[b] = np.floor(pr[b] * sc)
+                                q = pr[b]
+                                row[b] = np.floor((ca * q + cb * np.floor(q * kinv)) * sc)
             for k in range(n_link):                      # sparse links receive
                 if l_grp[k] >= 0:
                     continue
@@ -170,6 +180,25 @@ if njit is not None:
                         for b in range(B):
                             row[b] = np.floor(row[b] * sc)
         return rec
+
+
+def _packable(pair):
+    """``((link⁺, W⁺), (link⁻, W⁻), K)`` when two float32 links of binary messages, one with weights
+    ≥ 0 and one ≤ 0 (Lava's W⁺ and W⁻ of a signed link), fit one matrix W⁺ + K·W⁻: K the power of two
+    above every column sum of W⁺ (so 0 ≤ W⁺·s < K for s ∈ {0, 1}) and K·Σ|W⁻| + ΣW⁺ ≤ 2^24 per column,
+    so every partial sum of q = W⁺·s + K·W⁻·s is an integer float32 holds: W⁻·s = ⌊q/K⌋ and
+    W⁺·s = q − K·⌊q/K⌋, exactly; else None."""
+    if len(pair) < 2 or pair[0][1].shape != pair[1][1].shape:
+        return None
+    (la, wa), (lb, wb) = pair
+    if (wa <= 0).all() and (wb >= 0).all():
+        (la, wa), (lb, wb) = (lb, wb), (la, wa)
+    if not ((wa >= 0).all() and (wb <= 0).all()):
+        return None
+    kk = 2.0 ** int(np.ceil(np.log2(wa.sum(0).max(initial=0) + 1)))
+    if (kk * np.abs(wb).sum(0) + wa.sum(0)).max(initial=0) > 2 ** 24:
+        return None
+    return (la, wa), (lb, wb), kk
 
 
 def available() -> bool:
@@ -238,11 +267,27 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         n_nz += rows.size
     # a source's dense links as one matrix [W_1ᵀ; W_2ᵀ; …] (e.g. Lava's W⁺ and W⁻ of one signed link):
     # one matmul per step, each link's rows of the product floored with its own exponent
-    g = {k: [] for k in ("src", "ns", "nd", "f32", "bin", "off", "mem_ptr", "mem", "row")}
+    g = {k: [] for k in ("src", "ns", "nd", "f32", "bin", "off", "mem_ptr", "mem", "row", "pk")}
     dense, dense32, n_dense, n_dense32 = [], [], 0, 0
     g["mem_ptr"].append(0)
     for (s0, ns, binary, f32), members in groups.items():
-        stack = np.concatenate([wt.T for _, wt in members], axis=0)      # (Σ n_dst, n_src)
+        blocks, rows_of = [], []                         # rows_of: (link, first row, packing code)
+        i, r0 = 0, 0
+        while i < len(members):
+            li, wt = members[i]
+            pair = _packable(members[i: i + 2]) if f32 else None
+            if pair is None:
+                blocks.append(wt.T)
+                rows_of.append((li, r0, 0.0))
+                r0 += wt.shape[1]
+                i += 1
+                continue
+            (lp, wp), (ln, wn), kk = pair
+            blocks.append(wp.T + kk * wn.T)
+            rows_of += [(lp, r0, kk), (ln, r0, -kk)]
+            r0 += wp.shape[1]
+            i += 2
+        stack = np.concatenate(blocks, axis=0)           # (Σ n_dst, n_src)
         g["src"].append(s0)
         g["ns"].append(ns)
         g["nd"].append(stack.shape[0])
@@ -254,11 +299,10 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
             n_dense32 += stack.size
         else:
             n_dense += stack.size
-        r0 = 0
-        for li, wt in members:
+        for li, r0, kk in rows_of:
             g["mem"].append(li)
             g["row"].append(r0)
-            r0 += wt.shape[1]
+            g["pk"].append(kk)
         g["mem_ptr"].append(len(g["mem"]))
     need_bin = np.zeros(n_in + nu, np.bool_)             # rows some binary link reads
     for s0, ns, binary in zip(cols["src"], cols["nsrc"], cols["bin"]):
@@ -278,7 +322,7 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
                 a("scale", np.float64), a("bin", np.bool_), a("delay"), a("buf"), a("ptr"), cat(ptrs, np.int64),
                 cat(idxs, np.int64), cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec, a("grp"), ga("src"),
                 ga("ns"), ga("nd"), ga("f32", np.bool_), ga("bin", np.bool_), ga("off"), ga("mem_ptr"), ga("mem"),
-                ga("row"), cat(dense, np.float64), cat(dense32, np.float32), need_bin)
+                ga("row"), ga("pk", np.float64), cat(dense, np.float64), cat(dense32, np.float32), need_bin)
     out = {}
     for u in keep:
         s = rec[:, :, roff[u.name]: roff[u.name] + u.n]
