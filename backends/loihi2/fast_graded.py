@@ -5,9 +5,11 @@ holds only graded units and their links (:mod:`.graded`: Lava's fixed_pt ``Sigma
 ``GradedReluVec``, ``Delta``, ``Dense`` / ``DelayDense``), as :func:`.ssm.map_diag_ssm` builds for a
 DiagSSM fed by the input, runs here: the whole run in one compiled loop, the state laid out
 (unit row, sample) with the batch innermost, so a link's weight is read once per step for the
-whole batch (a dense link: one matmul per step, :data:`DENSE_MIN`; a sparse one, e.g. the
-recurrence's 2×2 blocks: walked per source row that carries a value in some sample). The
-arithmetic is :mod:`.graded`'s, step for step:
+whole batch (the dense links of one source, :data:`DENSE_MIN`, e.g. Lava's W⁺ and W⁻ of a signed
+link: their matrices stacked, one matmul per step, each link's rows floored with its own exponent;
+binary W⁺/W⁻ pairs as one matrix W⁺ + K·W⁻, :func:`_packable`, halving the float32 product;
+a sparse one, e.g. the recurrence's 2×2 blocks: walked per source row that carries a value in some
+sample). The arithmetic is :mod:`.graded`'s, step for step:
 
 * every unit reads the sum ``a`` of its links' buffers sent at the start of the step (column 0),
   then steps: sigma ``σ ← σ + a``, sends σ; graded ``a·[|a| > vth]``; relu ``a·[a > vth]``; delta
@@ -16,7 +18,8 @@ arithmetic is :mod:`.graded`'s, step for step:
   messages as ``s ≠ 0``): ``acc = W·s`` over the link's non-zero weights (Lava's weights,
   :func:`.emulator.lava_weights`), shifted by its exponent (``<< e``, or ``>> −e``: arithmetic, toward
   −∞), into the column ``delay`` of its ring of ``delay + 1`` columns (what a source sends at step t
-  arrives at t + 1 + delay).
+  arrives at t + 1 + delay); a link of delay 0 adds its floored sum straight into the next step's
+  unit inputs (no ring: the same sum, integers add exactly in any order).
 
 Every value is an integer below 2^53 (8-bit weights; the mapping keeps payloads within 24 bits and
 link sums within Lava's int32), so the loop holds them all exactly in float64 (the numpy emulator's
@@ -49,21 +52,26 @@ if njit is not None:
 
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, kind, vth, l_src, l_nsrc, l_dst, l_ndst, l_scale, l_bin, l_delay, l_buf,
-              l_ptr, csr_ptr, csr_idx, csr_val, n_buf, rec_idx, n_rec, l_doff, dense_all, l_f32, dense32):
+              l_ptr, csr_ptr, csr_idx, csr_val, n_buf, rec_idx, n_rec, l_grp, g_src, g_ns, g_nd, g_f32, g_bin,
+              g_off, g_mem_ptr, g_mem, g_row, g_pk, dense_all, dense32, need_bin):
         nu = kind.shape[0]
         n_link = l_src.shape[0]
         vals = np.zeros((n_in + nu, B))                  # this step's payloads: inputs, then units
         bvals = np.zeros((n_in + nu, B))                 # the same as binary messages (s ≠ 0 → 1)
         bvals32 = np.zeros((n_in + nu, B), np.float32)
-        a_in = np.zeros((nu, B))
+        a_in = np.zeros((nu, B))                         # this step's unit inputs
+        a_nx = np.zeros((nu, B))                         # the next step's, from the links of delay 0
         sig = np.zeros((nu, B))                          # sigma's σ; delta's act
         res = np.zeros((nu, B))                          # delta's residue
-        buf = np.zeros((n_buf, B))                       # every link's ring of delay + 1 columns
+        buf = np.zeros((n_buf, B))                       # rings of the links of delay > 0; sparse links' sums
         rec = np.zeros((T, B, n_rec), np.int64)
         zero = 0.0
         for t in range(T):
-            a_in[:, :] = 0.0
-            for k in range(n_link):                      # links send column 0 of their ring
+            a_in, a_nx = a_nx, a_in                      # delay 0: received last step, sent now
+            a_nx[:, :] = 0.0
+            for k in range(n_link):                      # links of delay > 0 send column 0 of their ring
+                if l_delay[k] == 0:
+                    continue
                 d0, nd = l_dst[k], l_ndst[k]
                 col = l_buf[k] + (t % (l_delay[k] + 1)) * nd
                 for r in range(nd):
@@ -100,31 +108,48 @@ if njit is not None:
                 for b in range(B):
                     vals[i, b] = x_all[t, i, b] if t < x_all.shape[0] else zero
             for i in range(n_in + nu):
-                for b in range(B):
-                    bvals[i, b] = 1.0 if vals[i, b] != 0 else zero
-                    bvals32[i, b] = bvals[i, b]
-            for k in range(n_link):                      # links receive
+                if need_bin[i]:
+                    for b in range(B):
+                        bvals[i, b] = 1.0 if vals[i, b] != 0 else zero
+                        bvals32[i, b] = bvals[i, b]
+            for g in range(g_src.shape[0]):              # dense links: one matmul per source, links stacked
+                s0, ns, ng = g_src[g], g_ns[g], g_nd[g]
+                if g_f32[g]:                             # binary messages, row sums below 2^24: float32
+                    wd32 = dense32[g_off[g]: g_off[g] + ng * ns].reshape((ng, ns))
+                    prod = np.dot(wd32, np.ascontiguousarray(bvals32[s0: s0 + ns])).astype(np.float64)
+                else:
+                    src = bvals if g_bin[g] else vals
+                    wd = dense_all[g_off[g]: g_off[g] + ng * ns].reshape((ng, ns))
+                    prod = np.dot(wd, np.ascontiguousarray(src[s0: s0 + ns]))
+                for m in range(g_mem_ptr[g], g_mem_ptr[g + 1]):
+                    k, r0, pk = g_mem[m], g_row[m], g_pk[m]
+                    d0, nd, sc, dl = l_dst[k], l_ndst[k], l_scale[k], l_delay[k]
+                    # this link's value from the rows q: plain q; a packed pair's (q = W⁺·s + K·W⁻·s)
+                    # W⁺·s = q − K·⌊q/K⌋ (pk = K) or W⁻·s = ⌊q/K⌋ (pk = −K); all exact (K a power of two)
+                    ca, cb, kinv = 1.0, 0.0, 0.0
+                    if pk > 0:
+                        cb, kinv = -pk, 1.0 / pk
+                    elif pk < 0:
+                        ca, cb, kinv = 0.0, 1.0, -1.0 / pk
+                    if dl == 0:                          # floored straight into the next step's inputs
+                        for r in range(nd):
+                            row, pr = a_nx[d0 + r], prod[r0 + r]
+                            for b in range(B):
+                                q = pr[b]
+                                row[b] += np.floor((ca * q + cb * np.floor(q * kinv)) * sc)
+                    else:                                # into the ring: sent at t + 1 + delay
+                        col0 = l_buf[k] + (t % (dl + 1)) * nd
+                        for r in range(nd):
+                            row, pr = buf[col0 + r], prod[r0 + r]
+                            for b in range(B):
+                                q = pr[b]
+                                row[b] = np.floor((ca * q + cb * np.floor(q * kinv)) * sc)
+            for k in range(n_link):                      # sparse links receive
+                if l_grp[k] >= 0:
+                    continue
                 s0, nd, sc, dl = l_src[k], l_ndst[k], l_scale[k], l_delay[k]
                 src = bvals if l_bin[k] else vals
                 col0 = l_buf[k] + (t % (dl + 1)) * nd    # sent this step: cleared, becomes column `delay`
-                if l_f32[k] >= 0:                        # dense, binary messages, row sums below 2^24: float32
-                    ns = l_nsrc[k]
-                    wd32 = dense32[l_f32[k]: l_f32[k] + nd * ns].reshape((nd, ns))
-                    prod32 = np.dot(wd32, np.ascontiguousarray(bvals32[s0: s0 + ns]))
-                    for r in range(nd):
-                        row, pr32 = buf[col0 + r], prod32[r]
-                        for b in range(B):
-                            row[b] = np.floor(np.float64(pr32[b]) * sc)
-                    continue
-                if l_doff[k] >= 0:                       # a dense block: one matmul (BLAS) for the batch
-                    ns = l_nsrc[k]
-                    wd = dense_all[l_doff[k]: l_doff[k] + nd * ns].reshape((nd, ns))
-                    prod = np.dot(wd, np.ascontiguousarray(src[s0: s0 + ns]))
-                    for r in range(nd):
-                        row, pr = buf[col0 + r], prod[r]
-                        for b in range(B):
-                            row[b] = np.floor(pr[b] * sc)
-                    continue
                 for r in range(nd):
                     for b in range(B):
                         buf[col0 + r, b] = zero
@@ -144,11 +169,36 @@ if njit is not None:
                         row = buf[col0 + csr_idx[q]]
                         for b in range(B):
                             row[b] += w * si[b]
+                d0 = l_dst[k]
                 for r in range(nd):                      # the exponent: ·2^e, floored (= the shift)
                     row = buf[col0 + r]
-                    for b in range(B):
-                        row[b] = np.floor(row[b] * sc)
+                    if dl == 0:                          # delay 0: straight into the next step's inputs
+                        nx = a_nx[d0 + r]
+                        for b in range(B):
+                            nx[b] += np.floor(row[b] * sc)
+                    else:
+                        for b in range(B):
+                            row[b] = np.floor(row[b] * sc)
         return rec
+
+
+def _packable(pair):
+    """``((link⁺, W⁺), (link⁻, W⁻), K)`` when two float32 links of binary messages, one with weights
+    ≥ 0 and one ≤ 0 (Lava's W⁺ and W⁻ of a signed link), fit one matrix W⁺ + K·W⁻: K the power of two
+    above every column sum of W⁺ (so 0 ≤ W⁺·s < K for s ∈ {0, 1}) and K·Σ|W⁻| + ΣW⁺ ≤ 2^24 per column,
+    so every partial sum of q = W⁺·s + K·W⁻·s is an integer float32 holds: W⁻·s = ⌊q/K⌋ and
+    W⁺·s = q − K·⌊q/K⌋, exactly; else None."""
+    if len(pair) < 2 or pair[0][1].shape != pair[1][1].shape:
+        return None
+    (la, wa), (lb, wb) = pair
+    if (wa <= 0).all() and (wb >= 0).all():
+        (la, wa), (lb, wb) = (lb, wb), (la, wa)
+    if not ((wa >= 0).all() and (wb <= 0).all()):
+        return None
+    kk = 2.0 ** int(np.ceil(np.log2(wa.sum(0).max(initial=0) + 1)))
+    if (kk * np.abs(wb).sum(0) + wa.sum(0)).max(initial=0) > 2 ** 24:
+        return None
+    return (la, wa), (lb, wb), kk
 
 
 def available() -> bool:
@@ -184,30 +234,28 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         nu += u.n
     kind = np.concatenate([np.full(u.n, KIND_CODES[u.kind], np.int64) for u in p.units])
     vth = np.concatenate([np.full(u.n, float(u.vth)) for u in p.units])
-    cols = {k: [] for k in ("src", "nsrc", "dst", "ndst", "scale", "bin", "delay", "buf", "ptr", "doff", "f32")}
-    ptrs, idxs, vals, dense, dense32 = [], [], [], [], []
-    n_buf = n_ptr = n_nz = n_dense = n_dense32 = 0
+    cols = {k: [] for k in ("src", "nsrc", "dst", "ndst", "scale", "bin", "delay", "buf", "ptr", "grp")}
+    ptrs, idxs, vals = [], [], []
+    groups = {}                                          # (source row, n_src, binary, float32) → [(link, wt)]
+    n_buf = n_ptr = n_nz = 0
     for k, wt in emu.links:                              # wt: Lava's weights (n_src, n_dst) as float64
         rows, cs = np.nonzero(wt)                        # by source row: its targets
         ns, nd = wt.shape
-        cols["doff"].append(-1)
-        cols["f32"].append(-1)
-        if rows.size > DENSE_MIN * wt.size:              # dense: a matmul, no row tables
-            if k.num_message_bits == 0 and np.abs(wt).sum(0).max(initial=0) <= 2 ** 24:
-                cols["f32"][-1] = n_dense32              # sums of ≤ 2^24 integers: exact in float32
-                dense32.append(np.ascontiguousarray(wt.T, np.float32).reshape(-1))
-                n_dense32 += wt.size
-            else:
-                cols["doff"][-1] = n_dense
-                dense.append(np.ascontiguousarray(wt.T, np.float64).reshape(-1))
-                n_dense += wt.size
+        s0 = off[k.src] if k.src in off else n_in + uoff[k.src]
+        binary = k.num_message_bits == 0
+        cols["grp"].append(-1)
+        if rows.size > DENSE_MIN * wt.size:              # dense: stacked with its source's others, no row tables
+            f32 = binary and np.abs(wt).sum(0).max(initial=0) <= 2 ** 24   # sums of ≤ 2^24 integers
+            key = (s0, ns, binary, bool(f32))
+            cols["grp"][-1] = list(groups).index(key) if key in groups else len(groups)
+            groups.setdefault(key, []).append((len(cols["src"]), wt))
             rows, cs = rows[:0], cs[:0]
-        cols["src"].append(off[k.src] if k.src in off else n_in + uoff[k.src])
+        cols["src"].append(s0)
         cols["nsrc"].append(ns)
         cols["dst"].append(uoff[k.dst])
         cols["ndst"].append(nd)
         cols["scale"].append(2.0 ** int(k.weight_exp))
-        cols["bin"].append(k.num_message_bits == 0)
+        cols["bin"].append(binary)
         cols["delay"].append(int(k.delay))
         cols["buf"].append(n_buf)
         cols["ptr"].append(n_ptr)
@@ -217,7 +265,51 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         n_buf += (int(k.delay) + 1) * nd
         n_ptr += ns + 1
         n_nz += rows.size
+    # a source's dense links as one matrix [W_1ᵀ; W_2ᵀ; …] (e.g. Lava's W⁺ and W⁻ of one signed link):
+    # one matmul per step, each link's rows of the product floored with its own exponent
+    g = {k: [] for k in ("src", "ns", "nd", "f32", "bin", "off", "mem_ptr", "mem", "row", "pk")}
+    dense, dense32, n_dense, n_dense32 = [], [], 0, 0
+    g["mem_ptr"].append(0)
+    for (s0, ns, binary, f32), members in groups.items():
+        blocks, rows_of = [], []                         # rows_of: (link, first row, packing code)
+        i, r0 = 0, 0
+        while i < len(members):
+            li, wt = members[i]
+            pair = _packable(members[i: i + 2]) if f32 else None
+            if pair is None:
+                blocks.append(wt.T)
+                rows_of.append((li, r0, 0.0))
+                r0 += wt.shape[1]
+                i += 1
+                continue
+            (lp, wp), (ln, wn), kk = pair
+            blocks.append(wp.T + kk * wn.T)
+            rows_of += [(lp, r0, kk), (ln, r0, -kk)]
+            r0 += wp.shape[1]
+            i += 2
+        stack = np.concatenate(blocks, axis=0)           # (Σ n_dst, n_src)
+        g["src"].append(s0)
+        g["ns"].append(ns)
+        g["nd"].append(stack.shape[0])
+        g["f32"].append(f32)
+        g["bin"].append(binary)
+        g["off"].append(n_dense32 if f32 else n_dense)
+        (dense32 if f32 else dense).append(np.ascontiguousarray(stack).reshape(-1))
+        if f32:
+            n_dense32 += stack.size
+        else:
+            n_dense += stack.size
+        for li, r0, kk in rows_of:
+            g["mem"].append(li)
+            g["row"].append(r0)
+            g["pk"].append(kk)
+        g["mem_ptr"].append(len(g["mem"]))
+    need_bin = np.zeros(n_in + nu, np.bool_)             # rows some binary link reads
+    for s0, ns, binary in zip(cols["src"], cols["nsrc"], cols["bin"]):
+        if binary:
+            need_bin[s0: s0 + ns] = True
     a = lambda key, t=np.int64: np.asarray(cols[key], t)  # noqa: E731
+    ga = lambda key, t=np.int64: np.asarray(g[key], t)  # noqa: E731
     cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
     keep = [u for u in p.units if record is None or u.name in set(record)]
     rec_idx = np.full(nu, -1, np.int64)
@@ -228,8 +320,9 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         n_rec += u.n
     rec = _loop(int(steps), int(B), x_all, n_in, kind, vth, a("src"), a("nsrc"), a("dst"), a("ndst"),
                 a("scale", np.float64), a("bin", np.bool_), a("delay"), a("buf"), a("ptr"), cat(ptrs, np.int64),
-                cat(idxs, np.int64), cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec, a("doff"),
-                cat(dense, np.float64), a("f32"), cat(dense32, np.float32))
+                cat(idxs, np.int64), cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec, a("grp"), ga("src"),
+                ga("ns"), ga("nd"), ga("f32", np.bool_), ga("bin", np.bool_), ga("off"), ga("mem_ptr"), ga("mem"),
+                ga("row"), ga("pk", np.float64), cat(dense, np.float64), cat(dense32, np.float32), need_bin)
     out = {}
     for u in keep:
         s = rec[:, :, roff[u.name]: roff[u.name] + u.n]

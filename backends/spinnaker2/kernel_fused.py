@@ -10,7 +10,10 @@ value as the C kernels do (the numpy emulation adds ±0 for a sample without the
 leaves its sum bit for bit unchanged: it starts at +0 and round-to-nearest never makes −0 from
 +0). The inner loops run over a weight row (gate rows, modes, channels) made contiguous once per
 population (:func:`egru_params`, :func:`diag_params`: transposed copies), so they vectorise
-without reordering any sample's sums.
+without reordering any sample's sums. A DiagSSM step of a batch (:data:`LANES_MIN` samples or more)
+holds its running sums for all samples at once, the sample innermost (lanes), and walks the same
+events per sample in the same order, so it vectorises over the batch; it adds a zero event's ±0
+product where the per-sample loop skips it (the same bits, as above).
 
 Used by :class:`~.emulator.S2Emulator` when numba is importable (:data:`ENABLED`; the tests
 switch it off to compare both paths); a stochastic SSM and a LayerNorm keep the numpy step.
@@ -28,6 +31,9 @@ except ImportError:  # pragma: no cover - numba is a dependency; the numpy emula
 
 #: whether the emulator uses these loops (numba importable)
 ENABLED = njit is not None
+
+#: batches of at least this many samples run the DiagSSM step with the samples as lanes (innermost)
+LANES_MIN = 2
 
 F32 = np.float32
 _LUT = np.ascontiguousarray(LUT, F32)
@@ -169,6 +175,94 @@ if njit is not None:
         return out
 
 
+    @njit(cache=True)
+    def _diag_lanes(x, w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, xr, xi, held, on,
+                    gelu_a, gelu_k):
+        # _diag with the samples as the innermost index (lanes): every running sum held for the whole
+        # batch, each sample's float32 operations the same and in the same order as in _diag; a zero
+        # event is added (±0 leaves a sum that starts at +0 bit for bit unchanged) instead of skipped
+        B = x.shape[0]
+        H = d.shape[0]
+        P = lr.shape[0]
+        n = x.shape[1]
+        out = np.zeros((B, H), np.float32)
+        xT = np.empty((n, B), np.float32)
+        u = np.zeros((H, B), np.float32)
+        ar = np.zeros((P, B), np.float32)
+        ai = np.zeros((P, B), np.float32)
+        sr = np.empty((P, B), np.float32)
+        si = np.empty((P, B), np.float32)
+        y = np.zeros((H, B), np.float32)
+        zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+        for b in range(B):
+            for i in range(n):
+                xT[i, b] = x[b, i]
+            for p in range(P):
+                sr[p, b] = xr[b, p]
+                si[p, b] = xi[b, p]
+        for i in range(n):                           # input stage: u = Σ_i s_i·M[i] + b
+            xi_ = xT[i]
+            for h in range(H):
+                w = w_in[i, h]
+                uh = u[h]
+                for b in range(B):
+                    uh[b] = uh[b] + xi_[b] * w
+        for h in range(H):
+            uh, bh = u[h], b_in[h]
+            for b in range(B):
+                uh[b] = uh[b] + bh
+        for i in range(H):                           # B̄·u, channels in increasing order
+            ui = u[i]
+            for p in range(P):
+                wr, wi = brT[i, p], biT[i, p]
+                arp, aip = ar[p], ai[p]
+                for b in range(B):
+                    arp[b] = arp[b] + wr * ui[b]
+                    aip[b] = aip[b] + wi * ui[b]
+        for p in range(P):                           # x' = Λ̄·x + acc
+            lrp, lip, srp, sip, arp, aip = lr[p], li[p], sr[p], si[p], ar[p], ai[p]
+            for b in range(B):
+                r0, i0 = srp[b], sip[b]
+                srp[b] = (lrp * r0 - lip * i0) + arp[b]
+                sip[b] = (lip * r0 + lrp * i0) + aip[b]
+        for p in range(P):                           # per channel: + C̄re·x_re, − C̄im·x_im, p increasing
+            srp, sip = sr[p], si[p]
+            for h in range(H):
+                cr, ci = crT[p, h], ciT[p, h]
+                yh = y[h]
+                for b in range(B):
+                    yh[b] = yh[b] + cr * srp[b]
+                    yh[b] = yh[b] - ci * sip[b]
+        for h in range(H):
+            dh, yh, uh = d[h], y[h], u[h]
+            for b in range(B):
+                yh[b] = yh[b] + dh * uh[b]
+        for b in range(B):
+            if not on[b]:
+                continue
+            for p in range(P):
+                xr[b, p] = sr[p, b]
+                xi[b, p] = si[p, b]
+            for h in range(H):
+                yh = y[h, b]
+                if code == 1:
+                    out[b, h] = yh if yh > zero else zero
+                elif code == 2:
+                    t = yh * yh
+                    t = t * yh
+                    t = gelu_a * t
+                    t = yh + t
+                    t = gelu_k * t
+                    out[b, h] = (half * yh) * (one + _tanh(t, lut))
+                elif code == 3:
+                    if abs(yh - held[b, h]) > theta[h]:
+                        held[b, h] = yh
+                    out[b, h] = held[b, h]
+                else:
+                    out[b, h] = yh
+        return out
+
+
 def _c(a, dtype=F32):
     return np.ascontiguousarray(np.asarray(a), dtype)
 
@@ -206,5 +300,6 @@ def diag_step(prm: tuple, st: dict, x: np.ndarray, on: np.ndarray) -> np.ndarray
     x (B, n_src); the state ``st`` (xr, xi, held: C-contiguous float32, batch rows first) is updated
     in place. Returns the output (B, H) (rows not ``on``: zeros, their state untouched)."""
     (w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, ga, gk) = prm
-    return _diag(_c(x), w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, st["xr"], st["xi"],
+    f = _diag_lanes if x.shape[0] >= LANES_MIN else _diag
+    return f(_c(x), w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, st["xr"], st["xi"],
                  st["held"], np.ascontiguousarray(on, np.bool_), ga, gk)

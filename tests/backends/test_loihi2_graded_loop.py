@@ -1,7 +1,7 @@
 """The compiled run loop of Loihi 2 programs of graded units and links (backends/loihi2/fast_graded.py)
 equals the numpy step (backends/loihi2/graded.py) bit for bit: every unit's payload at every step,
 batched, for the mapped SSM's output stages (graded, relu, delta with its receiver; the D link's
-DelayDense ring), graded and binary inputs, recording a subset. (Against Lava fixed_pt:
+DelayDense ring), graded and binary inputs (the binary W⁺/W⁻ pairs packed), recording a subset. (Against Lava fixed_pt:
 test_loihi2_ssm.py, whose emulator runs take this loop.)"""
 from __future__ import annotations
 
@@ -49,3 +49,8 @@ def test_binary_spike_input_program():
     assert any(k.num_message_bits == 0 for k in b.program.links)
     x = (np.random.default_rng(0).random((25, 4, 32)) < 0.2).astype(np.int64)
     _equal(b.program, {"input": x}, 27)
+    x[:, 2] = 1                                             # every input spiking: the packed sums at their largest
+    _equal(b.program, {"input": x}, 27)
+    emu = LoihiEmulator(b.program)                          # the input's W⁺/W⁻ pairs run packed in one matrix
+    dense = [(k, w) for k, w in emu.links if k.num_message_bits == 0]
+    assert fast_graded._packable([(0, dense[0][1]), (1, dense[1][1])]) is not None

@@ -81,3 +81,28 @@ def test_rows_before_the_latency_tick_keep_their_state():
         ref, _, ref_st = step(kernel, {k: v[r:r + 1] for k, v in before.items()}, x[r:r + 1], np.zeros(1))
         assert np.array_equal(out[r].view(np.uint32), ref[0].view(np.uint32))
         assert all(np.array_equal(st[k][r], ref_st[k][0]) for k in st)
+
+
+@pytest.mark.parametrize("output", ["none", "gelu", "delta"])
+def test_diag_lanes_equal_per_sample_loop(monkeypatch, output):
+    """The DiagSSM step with the samples as lanes equals the per-sample loop bit for bit: zero
+    events, a sample without input, rows off (state untouched), several steps."""
+    from nmc.backends.spinnaker2.ssm_lower import init_state
+
+    H = 6
+    b = nmc.compile(_graph(diag_node(P=9, H=H, output=output, theta=0.1, seed=4), H), target="spinnaker2", **OPTS)
+    kernel = b.program.pop("ssm").kernel
+    prm = kernel_fused.diag_params(kernel)
+    rng = np.random.default_rng(5)
+    st = {m: init_state(kernel, 5) for m in ("lanes", "sample")}
+    for t in range(12):
+        x = (rng.normal(size=(5, H)) * (rng.random((5, H)) < 0.5)).astype(np.float32)
+        x[1] = 0
+        on = np.array([True, True, t % 3 > 0, True, t > 4])
+        outs = {}
+        for m, lanes_min in (("lanes", 2), ("sample", 10 ** 9)):
+            monkeypatch.setattr(kernel_fused, "LANES_MIN", lanes_min)
+            outs[m] = kernel_fused.diag_step(prm, st[m], x, on)
+        assert np.array_equal(outs["lanes"].view(np.uint32), outs["sample"].view(np.uint32))
+        assert all(np.array_equal(st["lanes"][k].view(np.uint32), st["sample"][k].view(np.uint32)) for k in st["lanes"])
+    assert np.abs(outs["lanes"]).max() > 0
