@@ -1,0 +1,67 @@
+"""The per-net traffic bound's loads summed in one pass (:func:`nmc.passes.hypergraph.pin_sums`)
+equal, bit for bit, the one-vector products the bound used before, and so does the bound."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import nets
+from nmc.annotations import Sparsity
+from nmc.passes import hypergraph as hgp
+from nmc.passes.netmodel import build_network
+from nmc.passes.rules import max_per_core
+from nmc.target_model import CoreLimits
+from test_hypergraph_placement import ring
+
+
+def _bound_one_vector_at_a_time(net, limits, caps_upper):
+    """The bound without coupled conv pairs, as computed before the loads were stacked."""
+    AT, n = net.AT, net.n_units
+    placed = net.placed_mask
+    pl = np.nonzero(placed)[0]
+    P = (sp.csr_matrix((np.ones(AT.nnz), AT.indices, AT.indptr), shape=AT.shape)
+         + sp.csr_matrix((np.ones(pl.size), (pl, pl)), shape=(n, n))).tocsr()
+    P.data[:] = 1
+    lam = np.zeros(n)
+    pm = placed.astype(np.float64)
+    for load, lim in ((pm, limits.neurons_max), (net.bytes_ * pm, limits.memory_bytes), (net.work * pm, limits.work_max)):
+        if lim:
+            lam = np.maximum(lam, np.ceil(P @ load / lim - 1e-9))
+    upop = net.unit_pop()
+    for k in range(len(net.pop_names)):
+        if caps_upper[k] > 0:
+            lam = np.maximum(lam, np.ceil(P @ (upop == k).astype(np.float64) / caps_upper[k] - 1e-9))
+    cost = np.where(placed, lam - 1, lam)
+    cost = np.where(np.diff(AT.indptr) > 0, np.maximum(cost, 0), 0)
+    return float(np.dot(net.rate, cost))
+
+
+def _graph(kind, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "ring":
+        return ring(n=int(rng.integers(20, 120)), reach=int(rng.integers(1, 8)), fan_in=int(rng.integers(1, 10)), seed=seed)
+    m = nets.normalized(nets.ff_lif(int(rng.integers(2, 20)), int(rng.integers(5, 60)), int(rng.integers(1, 10)), seed=seed))
+    if kind == "mixed":   # one sparse projection beside dense ones
+        w = m.nodes["fc1"].weight
+        m.nodes["fc1"].weight = w * (rng.random(w.shape) < rng.uniform(0.1, 1))
+        m.annotate("fc1", Sparsity(density=0.5, format="csr"))
+    return m
+
+
+@pytest.mark.parametrize("kind", ["dense", "mixed", "ring"])
+@pytest.mark.parametrize("seed", range(4))
+def test_pin_sums_bit_for_bit(kind, seed):
+    rng = np.random.default_rng(100 + seed)
+    lim = CoreLimits(neurons_max=int(rng.integers(2, 20)), memory_bytes=int(rng.integers(200, 2000)),
+                     work_max=float(rng.uniform(0.5, 5.0)), weight_bits=8)
+    net = build_network(_graph(kind, seed), lim)
+    net = net.with_rates(rng.random(net.n_units) * 0.37, "test")   # float work: order-sensitive sums
+    AT, n = net.AT, net.n_units
+    P = (sp.csr_matrix((np.ones(AT.nnz), AT.indices, AT.indptr), shape=AT.shape)
+         + sp.eye(n, format="csr")).tocsr()
+    P.data[:] = 1
+    loads = np.stack([net.work, net.bytes_.astype(np.float64), rng.random(n), (np.arange(n) % 3 == 0) * 1.0], 1)
+    got = hgp.pin_sums(P, loads)
+    for j in range(loads.shape[1]):
+        assert np.array_equal(got[:, j], P @ loads[:, j])
+    caps = max_per_core(net, lim, upper=True)
+    assert hgp.traffic_lower_bound(net, lim, caps) == _bound_one_vector_at_a_time(net, lim, caps)
