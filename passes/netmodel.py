@@ -87,6 +87,9 @@ class Network:
         for i in self.pop_units:
             self.placed_mask[self.unit_offset[i]:self.unit_offset[i + 1]] = True
         self._AT = None
+        #: values derived from this model and its rates, by key (e.g. :func:`nmc.passes.rules.cores_lower_bound`);
+        #: a model is not changed once built, and :meth:`with_rates` starts a new one empty
+        self.memo: dict = {}
 
     @property
     def n_units(self) -> int:

@@ -65,3 +65,23 @@ def test_pin_sums_bit_for_bit(kind, seed):
         assert np.array_equal(got[:, j], P @ loads[:, j])
     caps = max_per_core(net, lim, upper=True)
     assert hgp.traffic_lower_bound(net, lim, caps) == _bound_one_vector_at_a_time(net, lim, caps)
+
+
+def test_cores_lower_bound_once_per_model(monkeypatch):
+    """The design rules and the partitioner read the cores' lower bound of one model: one pass
+    over the synapses (counted), the same numbers as a model without the memo."""
+    from nmc.passes import rules
+    from nmc.passes.partition import run_partition
+
+    g = _graph("mixed", 3)
+    lim = CoreLimits(neurons_max=7, memory_bytes=900, fan_in_max=40, weight_bits=8, cores_per_chip=64)
+    calls = []
+    real = rules._cores_lower_bound
+    monkeypatch.setattr(rules, "_cores_lower_bound", lambda net, limits: calls.append(1) or real(net, limits))
+    pt, rep = run_partition(g, lim, method="sequential", baselines=())
+    assert len(calls) == 1 and lim.cores_total   # rule_total_cores ran, and shared the value
+    fresh = real(build_network(g, lim), lim)
+    assert rep["cores_lower_bound"] == fresh["value"] and rep["cores_lower_bound_terms"] == fresh["terms"]
+    lb = rules.cores_lower_bound(pt.net, lim)
+    lb["terms"]["neurons"] = -1   # a caller's change does not reach the memo
+    assert rules.cores_lower_bound(pt.net, lim) == fresh and len(calls) == 1
