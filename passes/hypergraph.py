@@ -147,6 +147,22 @@ def pin_sums(P: sp.csr_matrix, loads: np.ndarray) -> np.ndarray:
     return np.asarray(P @ np.ascontiguousarray(loads, dtype=np.float64))
 
 
+def with_diagonal(AT: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """The 0/1 pattern of ``AT`` (column indices sorted) with (s, s) added for every s in ``rows``,
+    data 1.0, indices sorted: the matrix ``pattern(AT) + I_rows`` with every entry set to 1, built
+    by one insertion into the index array rather than a sparse sum (same indices, same order)."""
+    ind, ptr = AT.indices, AT.indptr
+    rows = np.asarray(rows, dtype=np.int64)
+    pos = np.array([int(ptr[s]) + int(np.searchsorted(ind[ptr[s]:ptr[s + 1]], s)) for s in rows.tolist()],
+                   dtype=np.int64)
+    new = np.array([p >= ptr[s + 1] or ind[p] != s for s, p in zip(rows.tolist(), pos.tolist())], dtype=bool)
+    rows, pos = rows[new], pos[new]
+    added = np.zeros(AT.shape[0] + 1, dtype=np.int64)
+    added[rows + 1] = 1
+    indices = np.insert(ind, pos, rows.astype(ind.dtype))
+    return sp.csr_matrix((np.ones(indices.size), indices, ptr + np.cumsum(added)), shape=AT.shape)
+
+
 def traffic_lower_bound(net, limits, caps_upper: np.ndarray, graph=None) -> float:
     """A lower bound on the traffic of every feasible assignment, net by net.
 
@@ -179,9 +195,7 @@ def traffic_lower_bound(net, limits, caps_upper: np.ndarray, graph=None) -> floa
         return 0.0
     placed = net.placed_mask
     pl = np.nonzero(placed)[0]
-    P = (sp.csr_matrix((np.ones(AT.nnz, np.float64), AT.indices, AT.indptr), shape=AT.shape)
-         + sp.csr_matrix((np.ones(pl.size), (pl, pl)), shape=(n, n))).tocsr()
-    P.data[:] = 1
+    P = with_diagonal(AT, pl)
     has_t = np.diff(AT.indptr) > 0
     pm = placed.astype(np.float64)
     upop = net.unit_pop()

@@ -85,3 +85,22 @@ def test_cores_lower_bound_once_per_model(monkeypatch):
     lb = rules.cores_lower_bound(pt.net, lim)
     lb["terms"]["neurons"] = -1   # a caller's change does not reach the memo
     assert rules.cores_lower_bound(pt.net, lim) == fresh and len(calls) == 1
+
+
+@pytest.mark.parametrize("kind", ["dense", "mixed", "ring"])
+def test_with_diagonal_equals_the_sparse_sum(kind):
+    """The pins' matrix built by insertion is the sparse sum's (indices, order, data), self-synapses
+    included (a row that holds its own column gets no second entry)."""
+    rng = np.random.default_rng(7)
+    net = build_network(_graph(kind, 1), CoreLimits(neurons_max=8, weight_bits=8))
+    for AT in (net.AT, sp.random(50, 50, density=0.2, format="csr", random_state=3) + sp.eye(50, format="csr")):
+        AT = AT.tocsr()
+        AT.sort_indices()
+        n = AT.shape[0]
+        rows = np.sort(rng.choice(n, size=n // 2, replace=False))
+        ref = (sp.csr_matrix((np.ones(AT.nnz), AT.indices, AT.indptr), shape=AT.shape)
+               + sp.csr_matrix((np.ones(rows.size), (rows, rows)), shape=(n, n))).tocsr()
+        ref.data[:] = 1
+        got = hgp.with_diagonal(AT, rows)
+        assert np.array_equal(got.indptr, ref.indptr) and np.array_equal(got.indices, ref.indices)
+        assert np.array_equal(got.data, ref.data) and got.has_sorted_indices
