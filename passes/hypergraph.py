@@ -140,6 +140,29 @@ def parts_needed(vweights: np.ndarray) -> int:
     return max(1, math.ceil(int(vweights.sum()) / CORE_WEIGHT))
 
 
+def pin_sums(P: sp.csr_matrix, loads: np.ndarray) -> np.ndarray:
+    """``P @ loads`` for an (n × m) array of loads, column j bit for bit ``P @ loads[:, j]``: scipy's
+    CSR product with several vectors adds each row's terms in the same order (stored order, from
+    0.0) as its product with one, so the m sums of a net cost one pass over the pins, not m."""
+    return np.asarray(P @ np.ascontiguousarray(loads, dtype=np.float64))
+
+
+def with_diagonal(AT: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """The 0/1 pattern of ``AT`` (column indices sorted) with (s, s) added for every s in ``rows``,
+    data 1.0, indices sorted: the matrix ``pattern(AT) + I_rows`` with every entry set to 1, built
+    by one insertion into the index array rather than a sparse sum (same indices, same order)."""
+    ind, ptr = AT.indices, AT.indptr
+    rows = np.asarray(rows, dtype=np.int64)
+    pos = np.array([int(ptr[s]) + int(np.searchsorted(ind[ptr[s]:ptr[s + 1]], s)) for s in rows.tolist()],
+                   dtype=np.int64)
+    new = np.array([p >= ptr[s + 1] or ind[p] != s for s, p in zip(rows.tolist(), pos.tolist())], dtype=bool)
+    rows, pos = rows[new], pos[new]
+    added = np.zeros(AT.shape[0] + 1, dtype=np.int64)
+    added[rows + 1] = 1
+    indices = np.insert(ind, pos, rows.astype(ind.dtype))
+    return sp.csr_matrix((np.ones(indices.size), indices, ptr + np.cumsum(added)), shape=AT.shape)
+
+
 def traffic_lower_bound(net, limits, caps_upper: np.ndarray, graph=None) -> float:
     """A lower bound on the traffic of every feasible assignment, net by net.
 
@@ -172,19 +195,19 @@ def traffic_lower_bound(net, limits, caps_upper: np.ndarray, graph=None) -> floa
         return 0.0
     placed = net.placed_mask
     pl = np.nonzero(placed)[0]
-    P = (sp.csr_matrix((np.ones(AT.nnz, np.float64), AT.indices, AT.indptr), shape=AT.shape)
-         + sp.csr_matrix((np.ones(pl.size), (pl, pl)), shape=(n, n))).tocsr()
-    P.data[:] = 1
+    P = with_diagonal(AT, pl)
     has_t = np.diff(AT.indptr) > 0
-    lam = np.zeros(n)
     pm = placed.astype(np.float64)
-    for load, lim in ((pm, limits.neurons_max), (net.bytes_ * pm, limits.memory_bytes), (net.work * pm, limits.work_max)):
-        if lim:
-            lam = np.maximum(lam, np.ceil(P @ load / lim - 1e-9))
     upop = net.unit_pop()
-    for k in range(len(net.pop_names)):
-        if caps_upper[k] > 0:
-            lam = np.maximum(lam, np.ceil(P @ (upop == k).astype(np.float64) / caps_upper[k] - 1e-9))
+    K = len(net.pop_names)
+    loads = np.zeros((n, 3 + K))
+    loads[:, 0], loads[:, 1], loads[:, 2] = pm, net.bytes_ * pm, net.work * pm
+    loads[pl, 3 + upop[pl]] = 1.0
+    sums = pin_sums(P, loads)
+    lam = np.zeros(n)
+    for j, lim in enumerate((limits.neurons_max, limits.memory_bytes, limits.work_max, *caps_upper)):
+        if lim and lim > 0:
+            lam = np.maximum(lam, np.ceil(sums[:, j] / lim - 1e-9))
     cost = np.where(placed, lam - 1, lam)
     cost = np.where(has_t, np.maximum(cost, 0), 0)
     pairs = conv_pairs(graph, net) if graph is not None else []

@@ -74,6 +74,11 @@ class PassContext:
     #: can never be used stale. Only the latest entry per kind is kept.
     cache: dict = field(default_factory=dict)
     target: Any = None
+    #: digests of read-only arrays, ``{id(array): (array, digest)}`` (the network model's structure
+    #: key, :func:`nmc.passes.netmodel.structure_key`): a node's weights are hashed once per compile,
+    #: not once per request. Valid while the arrays stay read-only: :meth:`PassManager.run`
+    #: empties it when it makes the node arrays writable again.
+    digests: dict = field(default_factory=dict, repr=False)
 
     def target_model(self) -> TargetModel:
         """``target``, else (built once) the generic target model of ``spec``."""
@@ -303,6 +308,7 @@ class PassManager:
                 (ctx.dump_dir / f"{i:02d}-{p.name}.txt").write_text(g.dump())
         ctx.reports.setdefault("passes", {})["pipeline"] = pipeline_text(self.passes)
         g.thaw_arrays(frozen)
+        ctx.digests.clear()   # the arrays are writable again: no digest of them may be reused
         return g
 
     def _safe_reproducer(self, graph: Graph, p: Pass, ctx: PassContext) -> str | None:

@@ -87,6 +87,9 @@ class Network:
         for i in self.pop_units:
             self.placed_mask[self.unit_offset[i]:self.unit_offset[i + 1]] = True
         self._AT = None
+        #: values derived from this model and its rates, by key (e.g. :func:`nmc.passes.rules.cores_lower_bound`);
+        #: a model is not changed once built, and :meth:`with_rates` starts a new one empty
+        self.memo: dict = {}
 
     @property
     def n_units(self) -> int:
@@ -360,12 +363,39 @@ def _weight_bits(g: Graph, name: str) -> int | None:
     return int(q.bits) if q is not None else None
 
 
-def _feed(h, v) -> None:
-    """Hash ``v`` (arrays by dtype, shape and bytes; scipy-sparse by its arrays)."""
+def _read_only(a: np.ndarray) -> bool:
+    """Whether nobody can write ``a``'s elements through it or the arrays it views: it and every
+    array base below it are read-only (a base that is no array, e.g. ``bytes``, is immutable)."""
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return True
+
+
+def _array_digest(a: np.ndarray, memo: dict | None) -> bytes:
+    """SHA-1 of ``a``'s bytes (object arrays: of their repr). With ``memo`` (the pass context's
+    :attr:`~nmc.passes.manager.PassContext.digests`), the digest of a read-only array
+    (:func:`_read_only`) is computed once and kept under ``id(a)`` with the array itself (so the
+    id is not reused while the entry lives): the pass manager holds node arrays read-only while
+    passes run and drops the memo when it makes them writable again, so an entry never outlives
+    its array's content. Writable arrays are hashed on every call."""
+    hit = memo.get(id(a)) if memo is not None else None
+    if hit is not None and hit[0] is a and _read_only(a):
+        return hit[1]
+    c = np.ascontiguousarray(a)
+    d = hashlib.sha1(c.reshape(-1).view(np.uint8) if c.dtype != object else repr(c.tolist()).encode()).digest()
+    if memo is not None and _read_only(a):
+        memo[id(a)] = (a, d)
+    return d
+
+
+def _feed(h, v, memo: dict | None = None) -> None:
+    """Hash ``v`` (arrays by dtype, shape and the digest of their bytes, :func:`_array_digest`;
+    scipy-sparse by its arrays)."""
     if isinstance(v, np.ndarray):
-        a = np.ascontiguousarray(v)
-        h.update(f"a{a.dtype}{a.shape}".encode())
-        h.update(a.reshape(-1).view(np.uint8) if a.dtype != object else repr(a.tolist()).encode())
+        h.update(f"a{v.dtype}{v.shape}".encode())
+        h.update(_array_digest(v, memo))
     elif sp.issparse(v):
         c = v.tocsr()
         h.update(f"s{c.shape}".encode())
@@ -375,12 +405,12 @@ def _feed(h, v) -> None:
         h.update(b"{")
         for k in sorted(v, key=str):
             h.update(str(k).encode())
-            _feed(h, v[k])
+            _feed(h, v[k], memo)
         h.update(b"}")
     elif isinstance(v, (list, tuple)):
         h.update(b"[")
         for x in v:
-            _feed(h, x)
+            _feed(h, x, memo)
         h.update(b"]")
     else:
         h.update(repr(v).encode())
@@ -397,20 +427,22 @@ def as_target(limits: CoreLimits | TargetModel, ctx=None) -> TargetModel:
     return TargetModel(None, limits)
 
 
-def structure_key(g: Graph, limits: CoreLimits | TargetModel) -> str:
+def structure_key(g: Graph, limits: CoreLimits | TargetModel, digests: dict | None = None) -> str:
     """Digest of everything :func:`build_structure` reads: every node's type and
-    parameters, the edges, the ``Quant`` and ``Sparsity`` annotations and the limits."""
+    parameters, the edges, the ``Quant`` and ``Sparsity`` annotations and the limits.
+    ``digests``: the memo of read-only arrays' digests (:func:`_array_digest`; the pass context's),
+    so a request whose weights no pass replaced makes no pass over them (the same key either way)."""
     h = hashlib.sha1()   # a content fingerprint (not security): the fastest digest here
     for name, node in g.nodes.items():
         h.update(f"<{name}:{type(node).__module__}.{type(node).__qualname__}>".encode())
-        _feed(h, {k: v for k, v in vars(node).items() if not isinstance(v, nir.NIRNode)})
+        _feed(h, {k: v for k, v in vars(node).items() if not isinstance(v, nir.NIRNode)}, digests)
     _feed(h, list(g.edges))
     for name in g.nodes:
         for cls in (Quant, Sparsity):
             a = g.ann(name, cls)
             if a is not None:
                 h.update(f"<{name}:{cls.kind}>".encode())
-                _feed(h, a.fields())
+                _feed(h, a.fields(), digests)
     h.update(repr(limits).encode())
     return h.hexdigest()
 
@@ -446,7 +478,7 @@ def network_for(g: Graph, limits: CoreLimits | TargetModel, ctx=None, data: dict
     if ctx is None:
         return build_network(g, limits, data, rate_steps, from_placement)
     target = as_target(limits, ctx)
-    key = structure_key(g, target)
+    key = structure_key(g, target, ctx.digests)
     base = ctx.cached("netmodel", key, lambda: replace(build_structure(g, target), key=key))
     return _with_rates(base, g, data, rate_steps, from_placement, data_source)
 
@@ -636,7 +668,7 @@ def unit_rates(g: Graph, units, sizes, data: dict | None, rate_steps: int) -> tu
 
     arrs, T, _ = validate_inputs(IOMap.of_graph(g), data)
     arrs = {k: v[:rate_steps, :16] for k, v in arrs.items()}
-    arrs, sim = fit_budget(g, arrs, RATE_MAX_SYNOPS)
+    arrs, sim = fit_budget(g, arrs, RATE_MAX_SYNOPS, budget="RATE_MAX_SYNOPS")
     short = (f"; shortened to {sim['steps']} steps × {sim['samples']} samples ({sim['shortened']})"
              if "shortened" in sim else "")
     rec = [k for k in units if k not in g.inputs]

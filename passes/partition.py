@@ -40,7 +40,9 @@ Pipeline of the pass:
      traffic and cores: sequential, metis, greedy, kahypar in that order).
      Mt-KaHyPar is skipped (METIS alone, the report's ``portfolio`` entry says
      why) when the hypergraph has more than ``kahypar_max_pins`` pins
-     (:data:`KAHYPAR_MAX_PINS`) or ``mtkahypar`` does not import.
+     (:data:`KAHYPAR_MAX_PINS`), when the split needs more than ``kahypar_max_parts``
+     parts (:data:`KAHYPAR_MAX_PARTS`; the parts are the cores of sequential fill, the
+     k-way split's retry, else the cores' lower bound) or ``mtkahypar`` does not import.
 
    Baselines (option ``baselines``): ``auto`` (default) computes sequential
    fill always and greedy up to ``baseline_max_neurons`` placed neurons
@@ -797,7 +799,7 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
                   seed: int = 0, data: dict | None = None, max_blocks: int = 4096, rate_steps: int = 200,
                   baselines: tuple[str, ...] = ("sequential", "greedy"), max_block_edges: int = 1_000_000,
                   baseline_max_neurons: int | None = None, kahypar_max_pins: int | None = None,
-                  unit_visits: int = UNIT_VISITS_PER_PIN,
+                  unit_visits: int = UNIT_VISITS_PER_PIN, kahypar_max_parts: int | None = None,
                   ctx: PassContext | None = None, data_source: str | None = None) -> tuple[Partitioning, dict]:
     """Partition ``g`` under ``limits``; returns the chosen partitioning and the
     report (with the baselines' traffic computed in the same run: sequential fill
@@ -863,6 +865,14 @@ def run_partition(g: Graph, limits: CoreLimits, *, method: str = "kahypar", refi
     # sequential first (cheap): its core count is METIS' fallback part count; on equal
     # (traffic, cores) the portfolio keeps the first in this order (kahypar last)
     for m in sorted(dict.fromkeys((*methods, *baselines)), key=lambda m: ORDER.index(m)):
+        if m == "kahypar" and kahypar_max_parts is not None and "metis" in methods:
+            parts = int(results["sequential"].max()) + 1 if results.get("sequential") is not None \
+                and results["sequential"].size else max(lb["value"], 1)
+            if parts > kahypar_max_parts:   # the same budget as the pins': METIS' result stands
+                unavailable["kahypar"] = (f"skipped: the split needs {parts} parts > kahypar_max_parts="
+                                          f"{kahypar_max_parts} (raise it for Mt-KaHyPar on this network); "
+                                          "METIS used instead")
+                continue
         t0 = time.perf_counter()
         P = Packer(*model_of(m)[:2], limits)
         if m == "sequential":
@@ -992,6 +1002,11 @@ BASELINE_MAX_NEURONS = 250_000
 #: pins (about 10 s on one loaded core of the benchmark machine at 4.5·10⁵ pins); above it METIS
 #: alone runs and the report's ``portfolio`` entry says so and why.
 KAHYPAR_MAX_PINS = 300_000
+#: ... and only on splits into up to this many parts (cores): at a fixed pin count its time grows
+#: with the parts (measured on the dense 10⁸-synapse compile for Hala Point: 245,903 pins, 1,496
+#: blocks, 15 s CPU at 765 parts and 22 s at 1,488, where a core holds one or two blocks and
+#: there is little left to split); above it METIS alone runs, as above the pin budget.
+KAHYPAR_MAX_PARTS = 1024
 BASELINE_MODES = {"auto": "auto", "all": "all", "true": "all", "on": "all", "none": "none", "false": "none",
                   "off": "none"}
 
@@ -1017,9 +1032,10 @@ class Partition(Pass):
     baseline_max_neurons: int = BASELINE_MAX_NEURONS
     kahypar_max_pins: int = KAHYPAR_MAX_PINS
     unit_visits: int = UNIT_VISITS_PER_PIN
+    kahypar_max_parts: int = KAHYPAR_MAX_PARTS
     bounds = {"unit_visits": (0, None), "max_neurons_per_core": (1, None), "seed": (0, 2 ** 63 - 1), "max_blocks": (1, None),
               "max_block_edges": (1, None), "rate_steps": (1, None), "baseline_max_neurons": (0, None),
-              "kahypar_max_pins": (0, None)}
+              "kahypar_max_pins": (0, None), "kahypar_max_parts": (1, None)}
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         if getattr(ctx.target, "granularity", "neuron") == "logical neuron":
@@ -1039,7 +1055,7 @@ class Partition(Pass):
                                 baselines=("sequential", "greedy") if mode != "none" else (),
                                 baseline_max_neurons=self.baseline_max_neurons if mode == "auto" else None,
                                 max_block_edges=self.max_block_edges, kahypar_max_pins=self.kahypar_max_pins,
-                                unit_visits=self.unit_visits, ctx=ctx)
+                                kahypar_max_parts=self.kahypar_max_parts, unit_visits=self.unit_visits, ctx=ctx)
         annotate(graph, pt)
         own = annotate_own_cores(graph, ctx.target_model(), pt)
         if own:       # cores that are no unit of the network model: counted apart, named with their cores

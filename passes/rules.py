@@ -112,7 +112,23 @@ def cores_lower_bound(net, limits: CoreLimits) -> dict:
     their targets lie on (:func:`source_cores_min`): every such core spends an
     input axon on the source, so the cores' axons together hold at least that many
     (a source whose targets fit one core counts once; a dense layer too large for
-    one core counts each of its sources on each of the layer's cores)."""
+    one core counts each of its sources on each of the layer's cores).
+
+    Computed once per network model and limits: kept in the model's ``memo`` (a model is never
+    changed after it is built; other rates make another model, :meth:`Network.with_rates`), so
+    the design rules and the partitioner share one pass over the synapses."""
+    memo = getattr(net, "memo", None)
+    key = ("cores_lower_bound", limits)
+    if memo is None or key not in memo:
+        lb = _cores_lower_bound(net, limits)
+        if memo is None:
+            return lb
+        memo[key] = lb
+    lb = memo[key]
+    return {"value": lb["value"], "terms": dict(lb["terms"])}
+
+
+def _cores_lower_bound(net, limits: CoreLimits) -> dict:
     n = int(net.placed_count)
     parts = {"neurons": limits.cores_for_neurons(n)}
     if limits.memory_bytes:

@@ -126,6 +126,22 @@ def test_pin_budget_skips_kahypar_and_says_why():
     assert "kahypar_max_pins=3" in r["portfolio"]["kahypar"] and "METIS used instead" in r["portfolio"]["kahypar"]
 
 
+def test_parts_budget_skips_kahypar_and_says_why():
+    """Over kahypar_max_parts (the cores of sequential fill) METIS alone runs; at the limit the
+    result is the one of the default budget."""
+    g0 = nets.normalized(nets.ff_lif(n_hid=40))
+    sp_ = spec(neurons=8, mem=400, axons=300, cores=64, mesh=(4, 4))
+    _, full = run(g0, "partition", sp_)
+    k = full.reports["placement"]["cores_sequential"]
+    assert full.reports["placement"]["portfolio"]["kahypar"] == "computed"
+    _, ctx = run(nets.normalized(nets.ff_lif(n_hid=40)), f"partition{{kahypar_max_parts={k - 1}}}", sp_)
+    r = ctx.reports["placement"]
+    assert r["chosen"] != "kahypar" and "traffic_kahypar" not in r and "traffic_metis" in r
+    assert f"needs {k} parts > kahypar_max_parts={k - 1}" in r["portfolio"]["kahypar"]
+    _, same = run(nets.normalized(nets.ff_lif(n_hid=40)), f"partition{{kahypar_max_parts={k}}}", sp_)
+    assert same.reports["placement"] == full.reports["placement"]
+
+
 @pytest.mark.parametrize("target", ["spinnaker2", "loihi2"])
 def test_bundles_valid_and_equal_to_sequential_placement(target, tmp_path):
     """A bundle placed by Mt-KaHyPar (chosen: it beats the baselines and METIS on a shuffled ring)

@@ -67,3 +67,34 @@ def test_graph_change_between_passes_rebuilds(monkeypatch):
     out = PassManager(parse_pipeline("partition,sparsify{density=0.3}")).run(nets.normalized(nets.ff_lif(n_hid=40)), g_ctx)
     fresh = netmodel.build_network(out, CoreLimits.from_spec(sp))
     assert (ctx.cache["netmodel"][1].A != fresh.A).nnz == 0
+
+
+def test_read_only_weights_hashed_once_per_compile(monkeypatch):
+    """Frozen (read-only) node arrays are hashed once per compile: the memo gives the key a
+    fresh hash gives, a writable array is never memoised, and the memo is emptied when the
+    manager makes the arrays writable again (a later change cannot reuse an old digest)."""
+    lim = CoreLimits.from_spec(spec(neurons=8))
+    g = nets.normalized(nets.ff_lif(n_hid=12))
+    k0 = netmodel.structure_key(g, lim)
+    memo: dict = {}
+    assert netmodel.structure_key(g, lim, memo) == k0 and not memo          # writable: nothing kept
+    frozen = g.freeze_arrays()
+    assert netmodel.structure_key(g, lim, memo) == k0 and memo              # same key, digests kept
+    hashed = []
+    real = netmodel.hashlib.sha1
+
+    def counting(*a):
+        hashed.append(len(a[0]) if a else 0)
+        return real(*a)
+
+    monkeypatch.setattr(netmodel.hashlib, "sha1", counting)
+    assert netmodel.structure_key(g, lim, memo) == k0
+    w = next(n for n, node in g.nodes.items() if hasattr(node, "weight"))
+    assert max(hashed) < g.nodes[w].weight.nbytes                           # the weights were not read again
+    monkeypatch.setattr(netmodel.hashlib, "sha1", real)
+    g.thaw_arrays(frozen)                                                   # writable again: the memo is bypassed
+    g.nodes[w].weight.flat[0] += 1.0
+    assert netmodel.structure_key(g, lim, memo) != k0
+    ctx = PassContext(spec=spec(neurons=8, cores=64, mesh=(4, 4)))
+    PassManager(parse_pipeline("partition,place,route")).run(nets.normalized(nets.ff_lif(n_hid=40)), ctx)
+    assert ctx.digests == {}                                                # emptied with the thaw
