@@ -162,7 +162,7 @@ def run(quick: bool = False, log=print) -> dict:
 NOTES = [
     "Weights are scipy-sparse CSR matrices read directly by the network model (no dense n×n arrays: a dense "
     "10⁶-neuron layer would not fit in memory).",
-    "Mt-KaHyPar (mtkahypar 1.7, km1, preset DEFAULT, one thread, seed 0: deterministic) runs here on block "
+    "Mt-KaHyPar (mtkahypar 1.7, km1, preset DEFAULT, one thread, seed 0; the same result on repeated calls in a fresh process, though within one process a conv split was seen to differ by up to 0.6 % after other Mt-KaHyPar calls) runs here on block "
     f"hypergraphs up to {BENCH_KAHYPAR_MAX_PINS:,} pins (the partition pass's default budget is kahypar_max_pins="
     "300,000, about 10 s); above it the row shows *skipped* and METIS alone runs. Skipped here: feed-forward 10⁵ "
     "(6.1·10⁶ pins) and 10⁶ (1.7·10⁷); conv 10⁶ (5.2·10⁶ pins on blocks of consecutive neurons) fits since its "

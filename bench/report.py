@@ -151,8 +151,8 @@ NOTES = {
                             "spec (Kapoho Point), whose quantize and network model are not reused by the retry on "
                             "Hala Point.",
     "placement_units": (
-        "Unit moves (passes/unit_moves.py, measured 2026-12-07 with this harness's partition call on its networks; "
-        "not yet in the table's run): from the portfolio's best assignment, single neurons move, or swap pairwise, "
+        "Unit moves (passes/unit_moves.py, first measured 2026-12-07 with this harness's partition call, "
+        "now in the table's run: *chosen* says '+ units' where it was kept, its time is the last stage): from the portfolio's best assignment, single neurons move, or swap pairwise, "
         "between the cores their nets touch when the exact km1 traffic drops and both cores stay within every "
         "limit (neurons, synapse bytes, input axons counted exactly); units in index order, then only those next "
         "to a move; a deterministic work budget of 16 pin visits per synapse and unit (at least 3·10⁸), ending a "
