@@ -88,14 +88,15 @@ def lava_weights(w: np.ndarray, bits: int | None = None) -> np.ndarray:
     return (w >> 1) << 1
 
 
-def lava_weights_f64(w: np.ndarray, bits: int | None = None) -> np.ndarray:
+def lava_weights_f64(w: np.ndarray, bits: int | None = None, order: str = "K") -> np.ndarray:
     """:func:`lava_weights` as float64 in ``w``'s shape, the same values (integers below 2^53, so
     exact): one array, clipped and evened in place (``(w >> 1) << 1`` is ``2·floor(w / 2)``), no int64
-    copy or temporaries beside it (a 10⁸-synapse matrix is 800 MB in float64)."""
+    copy or temporaries beside it (a 10⁸-synapse matrix is 800 MB in float64). ``order``: its memory
+    order (``"C"``: row-major whatever ``w``'s, converted in the one cast, not by a transposing copy after)."""
     bits = packaged_numerics().weight_bits if bits is None else bits
     top = 2 ** bits - 1
     w = np.asarray(w)
-    x = w.astype(np.float64)
+    x = w.astype(np.float64, order=order)
     if w.dtype.kind not in "biu":
         np.trunc(x, out=x)                    # as lava_weights' astype(int64): toward zero
     if w.size == 0 or w.min() >= 0:          # SignMode.EXCITATORY (also all-zero)

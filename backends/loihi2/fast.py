@@ -271,10 +271,11 @@ def _build(emu, integral: bool) -> dict:
     csc_ptr, csc_idx, csc_val = List(), List(), List()
     # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
     # because every product and partial sum is an integer below 2^53 (integer weights and payloads)
-    # Lava's weights (post, pre) as float64, seen as (in, out) without a copy: a dense block's matmul
-    # matrix is the array itself (no transposed copy of a 10⁸-synapse matrix); emu.syn is not built
+    # Lava's weights (post, pre) as row-major float64 (the lowering's are column-major: made row-major
+    # in the cast), seen as (in, out) without a copy: a dense block's matmul matrix is the array itself
+    # (no transposing copy of a 10⁸-synapse matrix after the cast); emu.syn is not built
     bits = emu.num.weight_bits
-    syn = [(s, lava_weights_f64(s.weights, bits).T) for s in emu.p.synapses]
+    syn = [(s, lava_weights_f64(s.weights, bits, order="C").T) for s in emu.p.synapses]
     for src, dst, e, binary, wt in merged_blocks(syn):
         srcs.append(src)
         syn_len.append(wt.shape[0])

@@ -53,6 +53,14 @@ def test_lava_weights_f64_is_lava_weights_bit_for_bit(ws, bits, dtype):
     assert np.array_equal(w, keep)
 
 
+def test_lava_weights_f64_row_major_from_column_major():
+    """order="C": a column-major int32 matrix (the lowering's layout) comes out row-major, same values."""
+    w = np.asfortranarray(np.random.default_rng(1).integers(-300, 300, (7, 5)).astype(np.int32))
+    out = lava_weights_f64(w, order="C")
+    assert out.flags.c_contiguous and np.array_equal(out, lava_weights(w))
+    assert lava_weights_f64(w).flags.f_contiguous   # default: w's own order
+
+
 def _one_neuron(du, dv, vth, bias=0, reset="zero", w=100, e=0):
     return LoihiProgram(
         inputs=[InputPort("in", (1,))],
