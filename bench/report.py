@@ -149,7 +149,22 @@ NOTES = {
                             "block pair, would remove them), the activity probe's simulation; the lowering's and the "
                             "fidelity check's float64 weight copies; and the refused first attempt on the one-board "
                             "spec (Kapoho Point), whose quantize and network model are not reused by the retry on "
-                            "Hala Point.",
+                            "Hala Point. Then `lower` and the `fidelity check` (measured 2026-12-07, before and after "
+                            "one after the other, the same harness): 64.4 → 51.2 s CPU in all (66.9 → 54.6 s wall), "
+                            "`lower` 13.4 → 11.8 s CPU, `fidelity check` 15.8 → 9.9 s CPU (quantize 7.7 / 7.3, "
+                            "partition 24.7 / 19.6: the stages not touched moved by their usual spread), peak RSS "
+                            "7.1 → 6.7 GB (in the fidelity check). Profiled (cProfile), the fidelity check spent 8.1 "
+                            "of its 16.8 s building the emulator's tables: Lava's weights as int64, then float64, "
+                            "then transposed twice (the lowering's weights are column-major), the mixed-sign halves "
+                            "summed through fresh temporaries. Now Lava's weights are cast once to row-major float64 "
+                            "and clipped and evened in place (`lava_weights_f64`, the same values: tested against "
+                            "`lava_weights`), that array is the dense block's matmul matrix, the halves are summed "
+                            "into one array in place; `lower`'s worst-case ranges (4.4 s) reuse one buffer for both "
+                            "signs' parts, the split signs' parts one buffer; the manifest reuses graph.nir's digest. "
+                            "Bundles are byte-identical (LIF, conv, dense_ff at 10⁵ on loihi2, every file's sha256). "
+                            "Left in `lower`: quantizing (2.8 s), the composed float64 drive matrices and the float64 "
+                            "copies of the weights for the linear composition; in the fidelity check the reference "
+                            "simulation's float64 weight copies (1.7 s) and the bundle's digests and writing (about 2.3 s).",
     "placement_units": (
         "Unit moves (passes/unit_moves.py, first measured 2026-12-07 with this harness's partition call, "
         "now in the table's run: *chosen* says '+ units' where it was kept, its time is the last stage): from the portfolio's best assignment, single neurons move, or swap pairwise, "

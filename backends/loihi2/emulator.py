@@ -88,6 +88,28 @@ def lava_weights(w: np.ndarray, bits: int | None = None) -> np.ndarray:
     return (w >> 1) << 1
 
 
+def lava_weights_f64(w: np.ndarray, bits: int | None = None, order: str = "K") -> np.ndarray:
+    """:func:`lava_weights` as float64 in ``w``'s shape, the same values (integers below 2^53, so
+    exact): one array, clipped and evened in place (``(w >> 1) << 1`` is ``2·floor(w / 2)``), no int64
+    copy or temporaries beside it (a 10⁸-synapse matrix is 800 MB in float64). ``order``: its memory
+    order (``"C"``: row-major whatever ``w``'s, converted in the one cast, not by a transposing copy after)."""
+    bits = packaged_numerics().weight_bits if bits is None else bits
+    top = 2 ** bits - 1
+    w = np.asarray(w)
+    x = w.astype(np.float64, order=order)
+    if w.dtype.kind not in "biu":
+        np.trunc(x, out=x)                    # as lava_weights' astype(int64): toward zero
+    if w.size == 0 or w.min() >= 0:          # SignMode.EXCITATORY (also all-zero)
+        return np.clip(x, 0, top, out=x)
+    if w.max() <= 0:                          # SignMode.INHIBITORY
+        return np.clip(x, -top, 0, out=x)
+    np.clip(x, -top - 1, top, out=x)          # SignMode.MIXED: `bits` incl. sign
+    x *= 0.5
+    np.floor(x, out=x)
+    x *= 2.0
+    return x
+
+
 def trunc0_shift(x: np.ndarray, k: int) -> np.ndarray:
     """x / 2^k rounded toward zero (Lava: ``sign(x) * (|x| >> k)``)."""
     return np.sign(x) * (np.abs(x) >> k)
@@ -170,13 +192,11 @@ class LoihiEmulator:
         loop takes its tables from :func:`.fast.tables` instead). Integer weights as float64: matmuls
         go through BLAS and stay exact (|Σ w·x| < 2^53 for 8-bit weights and payloads up to 24 bits
         over < 2^21 inputs; wider weights leave fewer inputs)."""
-        return [(s, lava_weights(s.weights, self.num.weight_bits).astype(np.float64).T.copy())
-                for s in self.p.synapses]
+        return [(s, lava_weights_f64(s.weights, self.num.weight_bits).T.copy()) for s in self.p.synapses]
 
     @cached_property
     def links(self) -> list:
-        return [(k, lava_weights(k.weights, self.num.weight_bits).astype(np.float64).T.copy())
-                for k in self.p.links]
+        return [(k, lava_weights_f64(k.weights, self.num.weight_bits).T.copy()) for k in self.p.links]
 
     def run(self, inputs: dict[str, np.ndarray], steps: int, compiled: bool | None = None,
             record=None) -> dict[str, dict[str, np.ndarray]]:

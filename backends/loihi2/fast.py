@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..program_cache import derived, fields_of
+from .emulator import lava_weights_f64
 
 try:
     from numba import njit
@@ -222,18 +223,33 @@ def merged_blocks(syn) -> list[tuple]:
     excitatory and inhibitory halves) as one block, ``W = Σ_k W_k · 2^(e_k)`` with exponent 0 — exact,
     since ``(W_k·x) << e_k`` summed over k is ``(Σ_k W_k·2^(e_k))·x`` for integers (all below 2^53, as
     the loop's sums); each synapse with ``weight_exp < 0`` (its own rounding toward −∞) stays alone."""
-    out, at = [], {}
+    out, at, own = [], {}, set()   # own: blocks whose W is an array made here (added to in place)
     for s, wt in syn:
         e, binary = int(s.weight_exp), s.num_message_bits == 0
         if e < 0:
             out.append((s.src, s.dst, e, binary, wt))
             continue
         key = (s.src, s.dst, binary)
-        w = wt * float(2 ** e) if e else wt
         if key in at:
             i = at[key]
-            out[i] = (*out[i][:4], out[i][4] + w)
+            prev = out[i][4]
+            if i in own:                      # one array per block: no fresh W-sized temporaries
+                if e:
+                    prev += wt * float(2 ** e)
+                else:
+                    prev += wt
+                continue
+            if e:
+                acc = wt * float(2 ** e)
+                acc += prev                   # = prev + W·2^e (addition commutes, bit for bit)
+            else:
+                acc = prev + wt
+            own.add(i)
+            out[i] = (*out[i][:4], acc)
         else:
+            w = wt * float(2 ** e) if e else wt
+            if e:
+                own.add(len(out))
             at[key] = len(out)
             out.append((s.src, s.dst, 0, binary, w))
     return out
@@ -255,7 +271,12 @@ def _build(emu, integral: bool) -> dict:
     csc_ptr, csc_idx, csc_val = List(), List(), List()
     # sparse blocks (e.g. expanded convolutions) are walked per active source; exact like the matmul
     # because every product and partial sum is an integer below 2^53 (integer weights and payloads)
-    for src, dst, e, binary, wt in merged_blocks(emu.syn):
+    # Lava's weights (post, pre) as row-major float64 (the lowering's are column-major: made row-major
+    # in the cast), seen as (in, out) without a copy: a dense block's matmul matrix is the array itself
+    # (no transposing copy of a 10⁸-synapse matrix after the cast); emu.syn is not built
+    bits = emu.num.weight_bits
+    syn = [(s, lava_weights_f64(s.weights, bits, order="C").T) for s in emu.p.synapses]
+    for src, dst, e, binary, wt in merged_blocks(syn):
         srcs.append(src)
         syn_len.append(wt.shape[0])
         syn_dst.append(goff[dst])

@@ -250,8 +250,9 @@ def lower(graph: Graph, ctx) -> LoihiProgram:
             split = opts.split_signs and bits >= num.weight_bits and T.min() < 0 < T.max() \
                 and (s, name) not in plastic    # a learning synapse stays one Dense (.learning)
             parts = [("", (0, None)), (".inh", (None, 0))] if split else [("", None)]
+            part = np.empty_like(T) if split else None   # one buffer for both signs' parts, T's memory order
             for suffix, bounds in parts:
-                Tp = T if bounds is None else np.clip(T, *bounds)   # one sign's copy at a time
+                Tp = T if bounds is None else np.clip(T, *bounds, out=part)   # one sign's copy at a time
                 w, e, err = quantize_weights(Tp, min(bits, num.weight_bits), lim)
                 fid["weight_rel_error"] = max(fid["weight_rel_error"], err)
                 # worst-case membrane error per step (threshold units), every input active (payload 1)

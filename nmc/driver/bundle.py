@@ -92,7 +92,9 @@ class Bundle:
             "graph_sha256": graph_sha,
             "inputs": {k: list(graph.shape_out(k)) for k in graph.inputs},
             "outputs": {k: list(graph.shape_in(k)) for k in graph.outputs},
-            "files": {k: {"sha256": hashlib.sha256(v).hexdigest(), "bytes": len(v)} for k, v in sorted(files.items())},
+            # graph.nir's digest once (it is the largest file at 10⁸ synapses): the one computed above
+            "files": {k: {"sha256": graph_sha if k == GRAPH else hashlib.sha256(v).hexdigest(), "bytes": len(v)}
+                      for k, v in sorted(files.items())},
         }
         b = cls(files, manifest)
         b._graph = graph

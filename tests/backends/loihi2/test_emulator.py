@@ -10,7 +10,7 @@ from loihi2_nets import NETS, lower, normalized, spikes
 
 import nmc
 from nmc.backends.loihi2 import BACKEND
-from nmc.backends.loihi2.emulator import LoihiEmulator, lava_weights, trunc0_shift, wrap24
+from nmc.backends.loihi2.emulator import LoihiEmulator, lava_weights, lava_weights_f64, trunc0_shift, wrap24
 from nmc.backends.loihi2.program import InputPort, LoihiProgram, NeuronGroup, Synapse, load_program
 from nmc.errors import ShapeError, UnsupportedNodeError
 from nmc.reference import ReferenceSimulator
@@ -37,6 +37,28 @@ def test_lava_weights_sign_modes(ws):
         assert np.all(np.abs(out - np.clip(w, -256, 255)) <= 1)
     else:
         assert np.array_equal(out, np.clip(w, -255, 255))
+
+
+@given(st.lists(st.integers(-300, 300), min_size=2, max_size=20), st.sampled_from([8, 6]),
+       st.sampled_from([np.int32, np.int8, np.float64]))
+@settings(max_examples=80, deadline=None)
+def test_lava_weights_f64_is_lava_weights_bit_for_bit(ws, bits, dtype):
+    """The in-place float64 form: the same values as lava_weights' int64 (floats truncated toward zero,
+    as its astype), no negative zero, for every sign mode; the input is left as it was."""
+    w = np.array(ws)
+    w = w * 0.75 if dtype is np.float64 else np.clip(w, -128, 127).astype(dtype) if dtype is np.int8 else w.astype(dtype)
+    keep = w.copy()
+    out, ref = lava_weights_f64(w, bits), lava_weights(w, bits)
+    assert out.dtype == np.float64 and np.array_equal(out, ref) and not np.any(np.signbit(out) & (out == 0))
+    assert np.array_equal(w, keep)
+
+
+def test_lava_weights_f64_row_major_from_column_major():
+    """order="C": a column-major int32 matrix (the lowering's layout) comes out row-major, same values."""
+    w = np.asfortranarray(np.random.default_rng(1).integers(-300, 300, (7, 5)).astype(np.int32))
+    out = lava_weights_f64(w, order="C")
+    assert out.flags.c_contiguous and np.array_equal(out, lava_weights(w))
+    assert lava_weights_f64(w).flags.f_contiguous   # default: w's own order
 
 
 def _one_neuron(du, dv, vth, bias=0, reset="zero", w=100, e=0):

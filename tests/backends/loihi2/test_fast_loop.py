@@ -165,3 +165,21 @@ def test_mixed_sign_halves_run_as_one_block_and_negative_exponents_alone():
     blocks = fast.merged_blocks(syn)
     assert [(s, d, e) for s, d, e, _, _ in blocks] == [("in", "g", 0), ("in", "g", -1), ("g", "g", 0)]
     assert np.array_equal(blocks[0][4], 2 * w1 + 4 * w2) and blocks[1][4] is w3 and blocks[2][4] is w1
+
+
+def test_merged_blocks_sum_in_place_without_touching_the_inputs():
+    """Three or more synapses into one block: summed into one array made by merged_blocks (in place),
+    bit for bit the left-to-right sum, the callers' arrays unchanged (they are the emulator's weights)."""
+    from nmc.backends.loihi2.program import Synapse
+
+    rng = np.random.default_rng(3)
+    ws = [rng.integers(-255, 256, (5, 4)).astype(np.float64) for _ in range(4)]
+    keep = [w.copy() for w in ws]
+    for exps in ([0, 1, 0, 2], [2, 0, 1, 0], [0, 0, 0, 0]):
+        syn = [(Synapse(f"s{k}", "in", "g", w.T, weight_exp=e), w) for k, (w, e) in enumerate(zip(ws, exps))]
+        (block,) = fast.merged_blocks(syn)
+        want = ws[0] * 2.0 ** exps[0]
+        for w, e in zip(ws[1:], exps[1:]):
+            want = want + w * 2.0 ** e
+        assert np.array_equal(block[4], want) and block[2] == 0
+        assert all(np.array_equal(w, k) for w, k in zip(ws, keep))
