@@ -296,6 +296,17 @@ def _fits(c, load, capt, axons, ax_lim):
     return ax_lim <= 0 or axons[c] <= ax_lim
 
 
+def _add_partner(partners, npart, u):
+    """``partners[:npart]`` with ``u`` appended unless it is there or the array is full; the new count."""
+    for j in range(npart):
+        if partners[j] == u:
+            return npart
+    if npart < partners.size:
+        partners[npart] = u
+        npart += 1
+    return npart
+
+
 def _sweep(tp, ti, ap, ai, placed, movable, core, w, big, tab, load, ul, capt, axons, ax_lim, eps,
            max_visits, visits, cnt, touched, B, nets, nets2, cand, partners, pgain, swap_floor, active, cost,
            stall, last):
@@ -353,23 +364,11 @@ def _sweep(tp, ti, ap, ai, placed, movable, core, w, big, tab, load, ul, capt, a
             if big[e] >= 0:
                 continue
             if placed[e] and e != v and core[e] == q and movable[e]:
-                dup = False
-                for j in range(npart):
-                    if partners[j] == e:
-                        dup = True
-                if not dup and npart < partners.size:
-                    partners[npart] = e
-                    npart += 1
+                npart = _add_partner(partners, npart, e)
             for k in range(tp[e], tp[e + 1]):
                 t = ti[k]
                 if t != v and core[t] == q and movable[t]:
-                    dup = False
-                    for j in range(npart):
-                        if partners[j] == t:
-                            dup = True
-                    if not dup and npart < partners.size:
-                        partners[npart] = t
-                        npart += 1
+                    npart = _add_partner(partners, npart, t)
         if npart == 0:
             continue
         _apply(v, q, tp, ti, ap, ai, placed, core, big, tab, load, ul, axons, nets)
@@ -419,6 +418,7 @@ if njit is not None:
     _mark = njit(cache=True)(_mark)
     _start = njit(cache=True)(_start)
     _cost = njit(cache=True)(_cost)
+    _add_partner = njit(cache=True)(_add_partner)
     _sweep = njit(cache=True)(_sweep)
 
 

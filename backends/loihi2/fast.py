@@ -49,6 +49,19 @@ PULL_MIN = 1 << 15
 
 if njit is not None:
 
+    @njit(cache=True, inline="always")
+    def _shift_in(aj, cj, e, B):
+        # a target's next-step input gains its exact integer sum shifted by the weight exponent
+        # (acc << e, or acc >> -e toward -inf, Lava's rule); the float64 accumulator is cleared
+        if e >= 0:
+            for b in range(B):
+                aj[b] += np.int64(cj[b]) << e
+                cj[b] = 0.0
+        else:
+            for b in range(B):
+                aj[b] += np.int64(cj[b]) >> (-e)
+                cj[b] = 0.0
+
     @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
@@ -161,15 +174,7 @@ if njit is not None:
                             xj = x[o + ci[q]]
                             for b in range(B):
                                 row[b] += xj[b] * w
-                        aj = a_in[d0 + d]
-                        if e >= 0:
-                            for b in range(B):
-                                aj[b] += np.int64(row[b]) << e
-                                row[b] = 0.0
-                        else:
-                            for b in range(B):
-                                aj[b] += np.int64(row[b]) >> (-e)
-                                row[b] = 0.0
+                        _shift_in(a_in[d0 + d], row, e, B)
                     continue
                 if walk:                                     # event-driven: rows of active sources only
                     acc = acc_buf
@@ -186,15 +191,7 @@ if njit is not None:
                     acc = Ws[k] @ x[o:o + n_src]
                 e = syn_exp[k]                               # buf = acc << e, or acc >> −e (toward −∞)
                 for j in range(dl):
-                    aj, cj = a_in[d0 + j], acc[j]
-                    if e >= 0:
-                        for b in range(B):
-                            aj[b] += np.int64(cj[b]) << e
-                            cj[b] = 0.0
-                    else:
-                        for b in range(B):
-                            aj[b] += np.int64(cj[b]) >> (-e)
-                            cj[b] = 0.0
+                    _shift_in(a_in[d0 + j], acc[j], e, B)
         return rec_s, rec_v, rec_u
 
 
