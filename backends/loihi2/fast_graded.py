@@ -8,8 +8,11 @@ DiagSSM fed by the input, runs here: the whole run in one compiled loop, the sta
 whole batch (the dense links of one source, :data:`DENSE_MIN`, e.g. Lava's W⁺ and W⁻ of a signed
 link: their matrices stacked, one matmul per step, each link's rows floored with its own exponent;
 binary W⁺/W⁻ pairs as one matrix W⁺ + K·W⁻, :func:`_packable`, halving the float32 product;
+a signed link's W⁺/W⁻ pair of payloads the same way in float64 on every step whose max|s| keeps
+all partial sums below 2^53, K chosen per step (:func:`_pair64`, :func:`pack_k`; else both products);
 a sparse one, e.g. the recurrence's 2×2 blocks: walked per source row that carries a value in some
-sample). The arithmetic is :mod:`.graded`'s, step for step:
+sample). The tables are built once per program (:func:`tables`); the matmuls write into rows
+allocated once per run. The arithmetic is :mod:`.graded`'s, step for step:
 
 * every unit reads the sum ``a`` of its links' buffers sent at the start of the step (column 0),
   then steps: sigma ``σ ← σ + a``, sends σ; graded ``a·[|a| > vth]``; relu ``a·[a > vth]``; delta
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..program_cache import derived, fields_of
+
 try:
     from numba import njit
 except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy path usable without it
@@ -51,9 +56,20 @@ KIND_CODES = {"sigma": 0, "graded": 1, "relu": 2, "delta": 3}
 if njit is not None:
 
     @njit(cache=True)
+    def pack_k(sum_p, sum_n, m):
+        """K of a signed pair (:func:`_pair64`) at max|s| = m: the power of two above 2·A⁺ (A⁺ = ΣW⁺·m),
+        or 0 when A⁺ + K·(Σ|W⁻|·m + ½) reaches 2^53 (then the step takes the two products)."""
+        kk = 2.0
+        while kk <= 2.0 * sum_p * m:
+            kk *= 2.0
+        if sum_p * m + kk * (sum_n * m + 0.5) >= 2.0 ** 53:
+            return 0.0
+        return kk
+
+    @njit(cache=True)
     def _loop(T, B, x_all, n_in, kind, vth, l_src, l_nsrc, l_dst, l_ndst, l_scale, l_bin, l_delay, l_buf,
               l_ptr, csr_ptr, csr_idx, csr_val, n_buf, rec_idx, n_rec, l_grp, g_src, g_ns, g_nd, g_f32, g_bin,
-              g_off, g_mem_ptr, g_mem, g_row, g_pk, dense_all, dense32, need_bin):
+              g_off, g_mem_ptr, g_mem, g_row, g_pk, g_sum, dense_all, dense32, need_bin):
         nu = kind.shape[0]
         n_link = l_src.shape[0]
         vals = np.zeros((n_in + nu, B))                  # this step's payloads: inputs, then units
@@ -65,6 +81,13 @@ if njit is not None:
         res = np.zeros((nu, B))                          # delta's residue
         buf = np.zeros((n_buf, B))                       # rings of the links of delay > 0; sparse links' sums
         rec = np.zeros((T, B, n_rec), np.int64)
+        ng_max = 0
+        for g in range(g_nd.shape[0]):
+            ng_max = max(ng_max, g_nd[g])
+        prod64 = np.zeros((ng_max, B))                   # a source's stacked link sums of this step
+        prod32 = np.zeros((ng_max, B), np.float32)
+        packed = np.zeros_like(dense_all)                # W⁺ + K·W⁻ of the signed pairs (_pair64), per K
+        k_of = np.zeros(g_src.shape[0])                  # the K `packed` holds, per group (0: none yet)
         zero = 0.0
         for t in range(T):
             a_in, a_nx = a_nx, a_in                      # delay 0: received last step, sent now
@@ -114,13 +137,41 @@ if njit is not None:
                         bvals32[i, b] = bvals[i, b]
             for g in range(g_src.shape[0]):              # dense links: one matmul per source, links stacked
                 s0, ns, ng = g_src[g], g_ns[g], g_nd[g]
+                prod = prod64[:ng]                       # the product into preallocated rows: no allocation
                 if g_f32[g]:                             # binary messages, row sums below 2^24: float32
                     wd32 = dense32[g_off[g]: g_off[g] + ng * ns].reshape((ng, ns))
-                    prod = np.dot(wd32, np.ascontiguousarray(bvals32[s0: s0 + ns])).astype(np.float64)
+                    p32 = prod32[:ng]
+                    np.dot(wd32, bvals32[s0: s0 + ns], p32)
+                    for r in range(ng):                  # exact: integers below 2^24
+                        for b in range(B):
+                            prod[r, b] = p32[r, b]
                 else:
                     src = bvals if g_bin[g] else vals
                     wd = dense_all[g_off[g]: g_off[g] + ng * ns].reshape((ng, ns))
-                    prod = np.dot(wd, np.ascontiguousarray(src[s0: s0 + ns]))
+                    kk = 0.0
+                    if g_sum[g, 0] > 0:                  # a signed pair: packed when this step's bound allows
+                        m = 0.0
+                        for i in range(s0, s0 + ns):
+                            for b in range(B):
+                                m = max(m, abs(src[i, b]))
+                        kk = pack_k(g_sum[g, 0], g_sum[g, 1], m)
+                    if kk > 0:
+                        h = ng // 2
+                        wp = packed[g_off[g]: g_off[g] + h * ns].reshape((h, ns))
+                        if k_of[g] != kk:
+                            k_of[g] = kk
+                            for r in range(h):
+                                for i in range(ns):
+                                    wp[r, i] = wd[r, i] + kk * wd[h + r, i]
+                        np.dot(wp, src[s0: s0 + ns], prod[:h])
+                        for r in range(h):               # q = P + K·N, |P| < K/2: N = ⌊(q + K/2)/K⌋, P = q − K·N
+                            for b in range(B):
+                                q = prod[r, b]
+                                nn = np.floor((q + 0.5 * kk) / kk)
+                                prod[r, b] = q - kk * nn
+                                prod[h + r, b] = nn
+                    else:
+                        np.dot(wd, src[s0: s0 + ns], prod)
                 for m in range(g_mem_ptr[g], g_mem_ptr[g + 1]):
                     k, r0, pk = g_mem[m], g_row[m], g_pk[m]
                     d0, nd, sc, dl = l_dst[k], l_ndst[k], l_scale[k], l_delay[k]
@@ -201,6 +252,25 @@ def _packable(pair):
     return (la, wa), (lb, wb), kk
 
 
+def _pair64(members):
+    """``((link⁺, W⁺), (link⁻, W⁻), (ΣW⁺, Σ|W⁻|))`` when a source's dense float64 links are exactly two
+    of one shape, one with weights ≥ 0 and one ≤ 0 (Lava's W⁺ and W⁻ of a signed link; the column sums
+    their largest); else None. The loop then packs them per step as one matrix W⁺ + K·W⁻ when the step's
+    payloads allow: with m = max|s| over the source rows and the batch, A⁺ = ΣW⁺·m bounds |W⁺·s|, K is
+    the power of two above 2·A⁺, and A⁺ + K·(Σ|W⁻|·m + ½) < 2^53 bounds every partial sum of
+    q = W⁺·s + K·W⁻·s (and q + K/2) in any order: all integers float64 holds, so
+    W⁻·s = ⌊(q + K/2)/K⌋ and W⁺·s = q − K·W⁻·s exactly (K a power of two); otherwise the step takes
+    the stacked product of both."""
+    if len(members) != 2 or members[0][1].shape != members[1][1].shape:
+        return None
+    (la, wa), (lb, wb) = members
+    if (wa <= 0).all() and (wb >= 0).all():
+        (la, wa), (lb, wb) = (lb, wb), (la, wa)
+    if not ((wa >= 0).all() and (wb <= 0).all()):
+        return None
+    return (la, wa), (lb, wb), (max(float(wa.sum(0).max(initial=0)), 1.0), float(np.abs(wb).sum(0).max(initial=0)))
+
+
 def available() -> bool:
     return njit is not None
 
@@ -211,23 +281,26 @@ def applies(emu) -> bool:
     return bool(p.units) and not p.groups and not p.synapses and not emu.learn
 
 
-def run(emu, inputs: dict, steps: int, record=None) -> dict:
-    """Run ``emu`` (a LoihiEmulator whose program :func:`applies`) in the compiled loop; the result
-    layout of ``emu.run``: ``{unit: {"s", "v"}}`` (the payloads, (steps, B, n) int64) for the units
-    in ``record`` (default: all)."""
+def table_inputs(program) -> tuple:
+    """What the loop's tables derive from: the numerics (the weight width), every unit's, link's and
+    input port's fields and :data:`DENSE_MIN` (compared as :func:`~..program_cache.derived` does)."""
+    return (program.numerics, DENSE_MIN, fields_of(*program.inputs, *program.units, *program.links))
+
+
+def tables(emu, widths: tuple) -> dict:
+    """The loop's per-program arrays (unit codes, link rows, CSR blocks, stacked dense matrices) for
+    inputs of ``widths`` (values per port, in ``p.inputs`` order), built once per program
+    (:func:`~..program_cache.derived`: a weight replaced, a field or the numerics changed rebuild them)."""
+    return derived(emu.p, "loihi2.fast_graded.tables", (table_inputs(emu.p), tuple(widths)),
+                   lambda: _build(emu, widths))
+
+
+def _build(emu, widths) -> dict:
     p = emu.p
-    B = next(iter(inputs.values())).shape[1] if inputs else 1
-    off, n_in, xs = {}, 0, []
-    for port in p.inputs:
-        x = np.asarray(inputs[port.name])
-        x = x.reshape(x.shape[0], B, -1)
+    off, n_in = {}, 0
+    for port, w in zip(p.inputs, widths):
         off[port.name] = n_in
-        n_in += x.shape[2]
-        xs.append((port.name, x))
-    Tin = max((x.shape[0] for _, x in xs), default=0)
-    x_all = np.zeros((Tin, max(n_in, 1), B))          # (step, input, sample): the batch innermost
-    for k, x in xs:
-        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
+        n_in += int(w)
     uoff, nu = {}, 0
     for u in p.units:
         uoff[u.name] = nu
@@ -267,11 +340,15 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         n_nz += rows.size
     # a source's dense links as one matrix [W_1ᵀ; W_2ᵀ; …] (e.g. Lava's W⁺ and W⁻ of one signed link):
     # one matmul per step, each link's rows of the product floored with its own exponent
-    g = {k: [] for k in ("src", "ns", "nd", "f32", "bin", "off", "mem_ptr", "mem", "row", "pk")}
+    g = {k: [] for k in ("src", "ns", "nd", "f32", "bin", "off", "mem_ptr", "mem", "row", "pk", "sum")}
     dense, dense32, n_dense, n_dense32 = [], [], 0, 0
     g["mem_ptr"].append(0)
     for (s0, ns, binary, f32), members in groups.items():
         blocks, rows_of = [], []                         # rows_of: (link, first row, packing code)
+        pair = None if f32 else _pair64(members)
+        g["sum"].append((0.0, 0.0) if pair is None else pair[2])
+        if pair is not None:
+            members = list(pair[:2])                     # W⁺ first, W⁻ second
         i, r0 = 0, 0
         while i < len(members):
             li, wt = members[i]
@@ -311,6 +388,33 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
     a = lambda key, t=np.int64: np.asarray(cols[key], t)  # noqa: E731
     ga = lambda key, t=np.int64: np.asarray(g[key], t)  # noqa: E731
     cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
+    args = (n_in, kind, vth, a("src"), a("nsrc"), a("dst"), a("ndst"), a("scale", np.float64), a("bin", np.bool_),
+            a("delay"), a("buf"), a("ptr"), cat(ptrs, np.int64), cat(idxs, np.int64), cat(vals, np.float64),
+            max(n_buf, 1))
+    gargs = (a("grp"), ga("src"), ga("ns"), ga("nd"), ga("f32", np.bool_), ga("bin", np.bool_), ga("off"),
+             ga("mem_ptr"), ga("mem"), ga("row"), ga("pk", np.float64),
+             np.asarray(g["sum"], np.float64).reshape(-1, 2), cat(dense, np.float64),
+             cat(dense32, np.float32), need_bin)
+    return {"off": off, "n_in": n_in, "uoff": uoff, "nu": nu, "args": args, "gargs": gargs}
+
+
+def run(emu, inputs: dict, steps: int, record=None) -> dict:
+    """Run ``emu`` (a LoihiEmulator whose program :func:`applies`) in the compiled loop; the result
+    layout of ``emu.run``: ``{unit: {"s", "v"}}`` (the payloads, (steps, B, n) int64) for the units
+    in ``record`` (default: all)."""
+    p = emu.p
+    B = next(iter(inputs.values())).shape[1] if inputs else 1
+    xs = []
+    for port in p.inputs:
+        x = np.asarray(inputs[port.name])
+        xs.append(x.reshape(x.shape[0], B, -1))
+    tb = tables(emu, tuple(x.shape[2] for x in xs))
+    off, n_in, uoff, nu = tb["off"], tb["n_in"], tb["uoff"], tb["nu"]
+    Tin = max((x.shape[0] for x in xs), default=0)
+    x_all = np.zeros((Tin, max(n_in, 1), B))          # (step, input, sample): the batch innermost
+    for port, x in zip(p.inputs, xs):
+        k = port.name
+        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
     keep = [u for u in p.units if record is None or u.name in set(record)]
     rec_idx = np.full(nu, -1, np.int64)
     roff, n_rec = {}, 0
@@ -318,11 +422,7 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
         rec_idx[uoff[u.name]: uoff[u.name] + u.n] = np.arange(n_rec, n_rec + u.n)
         roff[u.name] = n_rec
         n_rec += u.n
-    rec = _loop(int(steps), int(B), x_all, n_in, kind, vth, a("src"), a("nsrc"), a("dst"), a("ndst"),
-                a("scale", np.float64), a("bin", np.bool_), a("delay"), a("buf"), a("ptr"), cat(ptrs, np.int64),
-                cat(idxs, np.int64), cat(vals, np.float64), max(n_buf, 1), rec_idx, n_rec, a("grp"), ga("src"),
-                ga("ns"), ga("nd"), ga("f32", np.bool_), ga("bin", np.bool_), ga("off"), ga("mem_ptr"), ga("mem"),
-                ga("row"), ga("pk", np.float64), cat(dense, np.float64), cat(dense32, np.float32), need_bin)
+    rec = _loop(int(steps), int(B), x_all, *tb["args"], rec_idx, n_rec, *tb["gargs"])
     out = {}
     for u in keep:
         s = rec[:, :, roff[u.name]: roff[u.name] + u.n]

@@ -54,3 +54,25 @@ def test_binary_spike_input_program():
     emu = LoihiEmulator(b.program)                          # the input's W⁺/W⁻ pairs run packed in one matrix
     dense = [(k, w) for k, w in emu.links if k.num_message_bits == 0]
     assert fast_graded._packable([(0, dense[0][1]), (1, dense[1][1])]) is not None
+
+
+def test_signed_pair_packed_and_unpacked():
+    """The signed 24-bit C link's W⁺/W⁻ pair: one product W⁺ + K·W⁻ on the steps whose payloads keep every
+    partial sum below 2^53, the two products on the others; both equal the numpy step's."""
+    from bench.ssm_workload import ssm_s4d
+
+    assert fast_graded.pack_k(208.0, 204.0, 2.0 ** 17) == 2.0 ** 26
+    assert fast_graded.pack_k(208.0, 204.0, 2.0 ** 19) == 0.0            # 2^28·(204·2^19) > 2^53
+    assert fast_graded.pack_k(1.0, 0.0, 0.0) == 2.0
+    b = nmc.compile(ssm_s4d().graph, target="loihi2", dt=1e-3, reset="zero", integrator="euler")
+    prog = b.program
+    c = [k for k in prog.links if (k.src, k.dst) == ("ssm.x", "ssm.y")]
+    for k in c:                                             # 4× the weights: larger sums, packing runs out
+        k.weights = np.asarray(k.weights) * 4
+    pair = fast_graded._pair64([(k, w) for k, w in LoihiEmulator(prog).links if k in c])
+    assert len(c) == 2 and pair is not None
+    x = (np.random.default_rng(0).random((25, 4, 32)) < 0.2).astype(np.int64)
+    x[:, 2] = 1
+    out = _equal(prog, {"input": x}, 27)
+    ks = [fast_graded.pack_k(*pair[2], float(v)) for v in np.abs(out["ssm.x"]["s"]).max(axis=(1, 2))]
+    assert 0.0 in ks and any(k > 0 for k in ks)              # both ways ran
