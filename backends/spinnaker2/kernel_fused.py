@@ -111,28 +111,6 @@ if njit is not None:
                     cn[b, u] = ch
         return y, cn
 
-    @njit(cache=True, inline="always")
-    def _out_stage(yh, b, h, code, out, held, theta, lut, gelu_a, gelu_k):
-        # the DiagSSM output stage of sample b's channel h, the C kernel's float32 operations in its
-        # order: code 1 ReLU, 2 GELU (tanh form, the table's tanh), 3 held until it moves by more than
-        # theta[h], else the identity
-        zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
-        if code == 1:
-            out[b, h] = yh if yh > zero else zero
-        elif code == 2:
-            t = yh * yh
-            t = t * yh
-            t = gelu_a * t
-            t = yh + t
-            t = gelu_k * t
-            out[b, h] = (half * yh) * (one + _tanh(t, lut))
-        elif code == 3:
-            if abs(yh - held[b, h]) > theta[h]:
-                held[b, h] = yh
-            out[b, h] = held[b, h]
-        else:
-            out[b, h] = yh
-
     @njit(cache=True)
     def _diag(x, w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, xr, xi, held, on,
               gelu_a, gelu_k):
@@ -144,7 +122,7 @@ if njit is not None:
         ar = np.empty(P, np.float32)
         ai = np.empty(P, np.float32)
         y = np.empty(H, np.float32)
-        zero = np.float32(0.0)
+        zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
         for b in range(B):
             if not on[b]:
                 continue
@@ -178,7 +156,22 @@ if njit is not None:
                     y[h] = y[h] + crT[p, h] * r0
                     y[h] = y[h] - ciT[p, h] * i0
             for h in range(H):
-                _out_stage(y[h] + d[h] * u[h], b, h, code, out, held, theta, lut, gelu_a, gelu_k)
+                yh = y[h] + d[h] * u[h]
+                if code == 1:
+                    out[b, h] = yh if yh > zero else zero
+                elif code == 2:
+                    t = yh * yh
+                    t = t * yh
+                    t = gelu_a * t
+                    t = yh + t
+                    t = gelu_k * t
+                    out[b, h] = (half * yh) * (one + _tanh(t, lut))
+                elif code == 3:
+                    if abs(yh - held[b, h]) > theta[h]:
+                        held[b, h] = yh
+                    out[b, h] = held[b, h]
+                else:
+                    out[b, h] = yh
         return out
 
 
@@ -200,6 +193,7 @@ if njit is not None:
         sr = np.empty((P, B), np.float32)
         si = np.empty((P, B), np.float32)
         y = np.zeros((H, B), np.float32)
+        zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
         for b in range(B):
             for i in range(n):
                 xT[i, b] = x[b, i]
@@ -250,7 +244,22 @@ if njit is not None:
                 xr[b, p] = sr[p, b]
                 xi[b, p] = si[p, b]
             for h in range(H):
-                _out_stage(y[h, b], b, h, code, out, held, theta, lut, gelu_a, gelu_k)
+                yh = y[h, b]
+                if code == 1:
+                    out[b, h] = yh if yh > zero else zero
+                elif code == 2:
+                    t = yh * yh
+                    t = t * yh
+                    t = gelu_a * t
+                    t = yh + t
+                    t = gelu_k * t
+                    out[b, h] = (half * yh) * (one + _tanh(t, lut))
+                elif code == 3:
+                    if abs(yh - held[b, h]) > theta[h]:
+                        held[b, h] = yh
+                    out[b, h] = held[b, h]
+                else:
+                    out[b, h] = yh
         return out
 
 
