@@ -227,8 +227,13 @@ NOTES_BATCHED = {
                      "the oracle's default.",
     "nmc spinnaker2": "the LIF update is fused per population in numba (`backends/spinnaker2/lif_step.py`, "
                       "float32, the numpy expressions' order); what remains is the conv projection's scatter of "
-                      "the active pooled inputs' kernel taps (`backends/spinnaker2/conv.py`) per sample. Fix: "
-                      "scatter with the batch innermost (one kernel-tap walk per active source for all samples).",
+                      "the active pooled inputs' kernel taps (`backends/spinnaker2/conv.py`), which since 2026-12-07 "
+                      "runs with the batch innermost and feeds the fused LIF update, and the input events in one "
+                      "compiled pass. conv_pool at batch 64 sits close to Norse and this shared machine moves both "
+                      "by 25–35 % between runs: on the same code on 2026-12-07/08, full runs 853 vs Norse 629 "
+                      "(1.36×), 647 vs 604 (1.07×) and 649 vs 655 (0.99×, this table), conv_pool-only runs 715 vs "
+                      "424 (1.69×) and 900 vs 666 (1.35×). Not yet profiled at batch 64 after those changes; "
+                      "the next step is a profile of this cell to find what keeps it near Norse.",
     "nmc brainscales2": "integer input sums per active source and one drive per layer at batch size B are in; "
                         "what remains is the 10 fine sub-steps per model step for every sample and neuron "
                         "(10× the neuron updates of the peers). Fix: closed-form decay over idle sub-steps "
@@ -244,8 +249,8 @@ NOTES_BATCHED = {
                   "identity). Measured on the shared 2-core machine, conv_pool at batch 64, best of 5 with Norse "
                   "in the same run: before 524 steps/s (1.15× Norse in that run, 0.86× in the table before), after "
                   "999–1,141 steps/s (1.49–1.97× Norse); batch 1 1.9× → 3.2–3.9× Norse; lif_mlp and "
-                  "braille_cubalif gain too. This table (idle machine, 2026-12-07) confirms it: conv_pool batch "
-                  "64 851 steps/s, 1.35× Norse (was 488, 0.86×). What is left for loihi2 is ssm_s4d at batch 64: "
+                  "braille_cubalif gain too. Full runs on the merged code: conv_pool batch 64 "
+                  "851 / 1,070 / 864 steps/s, 1.35× / 1.77× / 1.32× Norse (was 488, 0.86×). What is left for loihi2 is ssm_s4d at batch 64: "
                   "its reason and fix are under that table.",
 }
 
