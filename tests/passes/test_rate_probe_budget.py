@@ -33,7 +33,7 @@ def test_rates_from_the_shortened_probe(monkeypatch):
     short = netmodel.build_network(g, lim, data)
     assert short.rates_from.endswith(f"; shortened to 20 steps × 4 samples (100 steps × 4 samples would cost "
                                      f"{syn * 400:.3g} synaptic ops per simulation ({syn} per step), over "
-                                     f"the budget of {syn * 80:.3g} synaptic ops)")
+                                     f"RATE_MAX_SYNOPS={syn * 80:.3g})")
     assert "max_sim_synops" not in short.rates_from      # quantize's option: no limit of the placement probe
     np.testing.assert_array_equal(short.rate, _rates(g, {"input": data["input"][:20]}))
     np.testing.assert_array_equal(short.work, short.A @ short.rate)
