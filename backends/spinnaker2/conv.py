@@ -156,16 +156,17 @@ except ImportError:  # pragma: no cover - numba is a dependency
 if njit is not None:
 
     @njit(cache=True)
-    def _scatter(s, K, C, H, W, p, stride, pt, pl, Ho, Wo):
-        """y[(o·Ho + oy)·Wo + ox, b] = Σ over the pooled inputs P[c, iy, ix] nonzero in some sample
-        of K[o, c, ky, kx]·P[b] at the output positions its taps reach (padded position
-        iy + pt = oy·stride + ky); P[b] = Σ of the p×p window of s[b] (exact counts). The batch
-        is the inner axis: each nonzero kernel tap is read once per step for the whole batch
-        (a sample without an event there adds w·0 = +0, which leaves its sum unchanged)."""
+    def _scatter(s, K, C, H, W, p, stride, pt, pl, Ho, Wo, y):
+        """y[(o·Ho + oy)·Wo + ox, b] (y overwritten, (O·Ho·Wo, B) float32) = Σ over the pooled
+        inputs P[c, iy, ix] nonzero in some sample of K[o, c, ky, kx]·P[b] at the output positions
+        its taps reach (padded position iy + pt = oy·stride + ky); P[b] = Σ of the p×p window of
+        s[b] (exact counts). The batch is the inner axis: each nonzero kernel tap is read once per
+        step for the whole batch (a sample without an event there adds w·0 = +0, which leaves its
+        sum unchanged)."""
         B = s.shape[0]
         O, _, kh, kw = K.shape
         Hp, Wp = H // p, W // p
-        y = np.zeros((O * Ho * Wo, B), np.float32)
+        y[:, :] = 0.0
         col = np.empty(B, np.float32)
         for c in range(C):
             for iy in range(Hp):
@@ -195,9 +196,9 @@ if njit is not None:
                                 w = K[o, c, ky, kx]
                                 if w == 0:
                                     continue
-                                row = (o * Ho + oy) * Wo + ox
+                                yr = y[(o * Ho + oy) * Wo + ox]
                                 for b in range(B):
-                                    y[row, b] += w * col[b]
+                                    yr[b] += w * col[b]
         return y
 
 
@@ -209,13 +210,17 @@ def use_events(s: np.ndarray) -> bool:
     return njit is not None and (s.shape[0] >= EVENT_BATCH or np.count_nonzero(s) < EVENT_ACTIVITY * s.size)
 
 
-def scatter_t(kernel_f32, geo: dict, s: np.ndarray) -> np.ndarray:
-    """Σ W·s as :func:`apply` with ``events``, transposed: (n_post, B) float32, the batch innermost."""
+def scatter_t(kernel_f32, geo: dict, s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Σ W·s as :func:`apply` with ``events``, transposed: (n_post, B) float32, the batch innermost;
+    into ``out`` (overwritten) when given."""
     C, H, W = (int(v) for v in geo["in_shape"])
     Ho, Wo = (int(v) for v in geo["out_shape"][1:])
     pt, _, pl, _ = (int(v) for v in geo["padding"])
-    return _scatter(np.ascontiguousarray(s, dtype=np.float32), np.ascontiguousarray(kernel_f32, dtype=np.float32),
-                    C, H, W, int(geo["pool"]), int(geo["stride"]), pt, pl, Ho, Wo)
+    K = np.ascontiguousarray(kernel_f32, dtype=np.float32)
+    if out is None:
+        out = np.empty((K.shape[0] * Ho * Wo, s.shape[0]), np.float32)
+    return _scatter(np.ascontiguousarray(s, dtype=np.float32), K, C, H, W, int(geo["pool"]), int(geo["stride"]),
+                    pt, pl, Ho, Wo, out)
 
 
 def apply(kernel_f32, geo: dict, s: np.ndarray, events: bool | None = None) -> np.ndarray:

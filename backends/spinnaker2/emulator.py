@@ -30,8 +30,10 @@ T + L_max chip steps; with ``align`` (default) each output is shifted by its
 population's latency so ``out[t]`` lines up with the reference's step t.
 Vectorised over neurons and the batch; the LIF models' update runs as one
 compiled pass per population (:mod:`.lif_step`, the same float32 operations); a
-population fed by one conv projection alone takes the batch-innermost scatter's
-(2n, B) sums straight into that pass (:func:`.conv.scatter_t`, :func:`.lif_step.step_t`); an EGRU
+population fed by one conv projection alone sums it with the signed kernel through two
+arrays kept across steps (:mod:`.conv_lif`), and one fed by fixed dense projections of 0/1
+spikes by one signed matmul per delay (``Wsig``): both exact integer sums, so equal to the
+W⁺/W⁻ halves summed apart; an EGRU
 kernel, a DiagSSM kernel (input stage included) and a graded projection's accumulation run as one
 compiled call per population and step (:mod:`.kernel_fused`, the same float32 operations per sample).
 """
@@ -43,7 +45,7 @@ import numpy as np
 
 from nmc.errors import OptionError, ShapeError
 from ..base import Device, LaggedStreaming, validate_inputs
-from . import conv, kernel_fused, lif_step
+from . import conv, conv_lif, kernel_fused, lif_step
 from .program import KERNEL_MODELS, S2Program
 
 F32 = np.float32
@@ -87,11 +89,15 @@ class S2Emulator(LaggedStreaming, Device):
         self.align = align
         self.into = {pop.name: [q for q in program.projections if q.post == pop.name] for pop in program.populations}
         self.Wk = {}  # id(q) -> stacked conv kernel [W⁺; W⁻] (conv projections)
+        self.Kc = {}  # id(q) -> signed conv kernel where its sums are exact (.conv_lif)
+        self._scratch = {}  # population -> the (n, B) and (B, n) float32 arrays of its conv sums (.conv_lif)
         self.W = {}  # id(q) -> [(delay d, W⁺, W⁻)]: one pair per distinct delay value
         for q in program.projections:
             if q.conv is not None:
                 # W⁺ and W⁻ stacked on the output channels: conv.apply gives [Σ W⁺·s | Σ W⁻·s]
                 self.Wk[id(q)] = np.concatenate([np.maximum(q.kernel, 0), np.minimum(q.kernel, 0)]).astype(F32)
+                if conv_lif.fits(q.kernel, int(q.conv["pool"])):   # the signed kernel, fused into its LIF update
+                    self.Kc[id(q)] = np.ascontiguousarray(q.kernel, F32)
                 continue
             if q.delay is None:   # every synapse at delay 0: no int64 delay array of the weights' shape to compare
                 self.W[id(q)] = [(0, np.maximum(q.weights, 0).astype(F32).T, np.minimum(q.weights, 0).astype(F32).T)]
@@ -112,6 +118,7 @@ class S2Emulator(LaggedStreaming, Device):
         self.learn = {i: learner(q) for i, q in self.plastic.items()}
         # the LIF populations whose update runs fused in numba (.lif_step; None: the numpy expressions)
         self._fused = {pop.name: lif_step.params(pop) for pop in program.populations}
+        self.Wsig = self._signed_rows(program)
         # the EGRU and DiagSSM kernels and the graded projections that run compiled (.kernel_fused)
         self._kf = {}
         if kernel_fused.ENABLED:
@@ -127,6 +134,25 @@ class S2Emulator(LaggedStreaming, Device):
         self.depth = 1 + max([d for v in self.W.values() for d, _, _ in v]   # synaptic delays and the delay
                              + [int(d) for pop in program.populations      # lines of multi-source kernels
                                 for d in np.asarray(pop.kernel.get("delay", [])).reshape(-1)], default=0)
+
+    def _signed_rows(self, program: S2Program) -> dict[str, list]:
+        """population -> [(pre, delay d, (W⁺ + W⁻)ᵀ float32)] for a fused LIF population whose every
+        projection is dense, fixed (not plastic) and from a population that spikes 0/1 (not an input
+        of counts, not graded): its update needs only Σ W⁺·s + Σ W⁻·s, which equals Σ (W⁺ + W⁻)·s bit
+        for bit when every partial sum is an integer below 2²⁴ (integer weights, Σ_q max column
+        Σ|w| below 2²⁴), so one matmul per delay serves both halves."""
+        out = {}
+        for pop in program.populations:
+            qs = self.into[pop.name]
+            if self._fused.get(pop.name) is None or not qs or any(
+                    q.conv is not None or q.plastic or q.pre in self.graded
+                    or program.pop(q.pre).model == "spike_list" for q in qs):
+                continue
+            if sum(float(np.abs(np.asarray(q.weights, np.float64)).sum(axis=1).max(initial=0.0)) for q in qs) >= 2 ** 24 \
+                    or not all(np.all(np.asarray(q.weights) == np.round(q.weights)) for q in qs):
+                continue
+            out[pop.name] = [(q.pre, d, np.ascontiguousarray(wp + wn)) for q in qs for d, wp, wn in self.W[id(q)]]
+        return out
 
     def reset(self, batch: int = 1) -> None:
         self.batch = batch
@@ -182,10 +208,21 @@ class S2Emulator(LaggedStreaming, Device):
                 continue
             prm = self._fused.get(pop.name)
             qs = self.into[pop.name]
-            if prm is not None and len(qs) == 1 and qs[0].conv is not None and conv.use_events(prev[qs[0].pre]):
-                # one conv projection alone: its batch-innermost scatter feeds the fused update directly
-                syn_t = conv.scatter_t(self.Wk[id(qs[0])], qs[0].conv, prev[qs[0].pre])
-                st["v"], st["s"] = lif_step.step_t(st["v"], syn_t, prm, pop.reset == "reset_by_subtraction")
+            if prm is not None and len(qs) == 1 and id(qs[0]) in self.Kc:
+                # one conv projection alone: the conv and the update in one compiled pass (.conv_lif)
+                buf = self._scratch.get(pop.name)
+                if buf is None or buf[1].shape != st["v"].shape:
+                    buf = self._scratch[pop.name] = conv_lif.scratch_for(pop.size, st["v"].shape[0])
+                st["v"], st["s"] = conv_lif.step(self.Kc[id(qs[0])], qs[0].conv, prev[qs[0].pre], st["v"], prm,
+                                                 pop.reset == "reset_by_subtraction", buf)
+                continue
+            rows = self.Wsig.get(pop.name)
+            if rows is not None:   # fixed dense projections of 0/1 spikes: one signed matmul per delay
+                syn = None
+                for pre, d, w in rows:
+                    t = self.past[pre][d] @ w
+                    syn = t if syn is None else syn + t
+                st["v"], st["s"] = lif_step.step1(st["v"], syn, prm, pop.reset == "reset_by_subtraction")
                 continue
             se = np.zeros_like(st["v"])
             si = np.zeros_like(st["v"])

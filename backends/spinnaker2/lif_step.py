@@ -9,8 +9,8 @@ emulator's numpy expressions, bit for bit; no fused multiply-add)::
     reset_by_subtraction: v ← v − s·threshold      reset_to_v_reset: v ← v_reset where s
 
 One pass over the (B, n) state instead of ~10 numpy passes with temporaries.
-A population fed by one convolutional projection alone takes its input from the
-batch-innermost scatter (:func:`step_t`, :func:`.conv.scatter_t`).
+:func:`step1` takes one synaptic sum in place of syn_exc + syn_inh (the conv-fed and
+signed-matmul populations of the emulator, whose sums are exact integers).
 Used by :class:`~.emulator.S2Emulator` when numba is importable and the
 population's parameters are float32 (:data:`ENABLED` switches it off, so the
 tests can compare both).
@@ -34,14 +34,15 @@ KEYS = ("alpha_decay", "i_offset", "threshold", "v_reset")
 if njit is not None:
 
     @njit(cache=True)
-    def _lif(v, se, si, alpha, i_off, thr, v_reset, subtract):
+    def _lif(v, se, si, alpha, i_off, thr, v_reset, subtract, two):
         B, n = v.shape
         vo = np.empty((B, n), np.float32)
         s = np.empty((B, n), np.float32)
         one, zero = np.float32(1.0), np.float32(0.0)
         for b in range(B):
             for j in range(n):
-                x = alpha[j] * v[b, j] + (se[b, j] + si[b, j]) + i_off[j]
+                syn = (se[b, j] + si[b, j]) if two else se[b, j]
+                x = alpha[j] * v[b, j] + syn + i_off[j]
                 f = x > thr[j]
                 sf = one if f else zero
                 if subtract:
@@ -65,13 +66,12 @@ def params(pop) -> tuple | None:
 def step(v, se, si, prm, subtract: bool):
     """(v, s) after one step: ``v``, ``se``, ``si`` (B, n) float32; ``prm`` from :func:`params`."""
     c = np.ascontiguousarray
-    return _lif(c(v, np.float32), c(se, np.float32), c(si, np.float32), *prm, bool(subtract))
+    return _lif(c(v, np.float32), c(se, np.float32), c(si, np.float32), *prm, bool(subtract), True)
 
 
-def step_t(v, syn_t, prm, subtract: bool):
-    """:func:`step` with the synaptic input as one (2n, B) float32 array, the batch innermost:
-    rows 0..n−1 syn_exc, rows n..2n−1 syn_inh (what :func:`.conv.scatter_t` returns for the
-    stacked [W⁺; W⁻] kernel). The halves are transposed into (B, n) copies first: the update
-    vectorises over neurons (one pass reading the transposed halves runs ~20× slower)."""
-    n = v.shape[1]
-    return step(v, syn_t[:n].T, syn_t[n:].T, prm, subtract)
+def step1(v, syn, prm, subtract: bool):
+    """:func:`step` with one synaptic sum ``syn`` (B, n) float32 in place of ``se + si``: the same
+    float32 value wherever that sum is exact (integer sums below 2²⁴, :mod:`.conv_lif`)."""
+    c = np.ascontiguousarray
+    syn = c(syn, np.float32)
+    return _lif(c(v, np.float32), syn, syn, *prm, bool(subtract), False)
