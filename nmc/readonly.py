@@ -10,7 +10,8 @@ identity, holding the array itself so its id is not reused while the entry lives
   while the passes run (:meth:`nmc.ir.Graph.freeze_arrays`, the arrays alone, thawed after the last
   pass) and empties the memo when it thaws them; the key fingerprints the arrays' content (equal
   values, equal key, whichever graph copy or array holds them), so it is a digest, computed once
-  per array and compile;
+  per array and compile (``Network.memo`` in :mod:`nmc.passes.netmodel`, values derived from one
+  network model, needs neither: it is keyed by value, and a model is never changed once built);
 * run time: :func:`nmc.backends.program_cache.derived` freezes a program's arrays for good when it
   builds a table from them (:func:`freeze`) and compares them by identity alone, with no digest:
   a replaced weight is a new object, and a program's tables are never shared across programs.
