@@ -4,8 +4,9 @@ An emulator derives run-time tables from a program's arrays (the compiled Loihi 
 vectors and CSR blocks, the BrainScaleS-2 input kernels). :func:`derived` keeps them per program,
 under a name, with the inputs they were built from, by one rule:
 
-* every array among the inputs is made read-only (``writeable = False``, its base arrays too) when the
-  table is built: a write in place into it raises ``ValueError`` instead of leaving the table stale;
+* every array among the inputs is made read-only (``writeable = False``, its base arrays too:
+  :func:`nmc.readonly.freeze`) when the table is built, for good: a write in place into it raises
+  ``ValueError`` instead of leaving the table stale;
 * a changed input is a new object: an array, or any mutable object, compares by identity (the entry
   holds it, so its id is not reused while the entry lives); numbers, strings and frozen dataclasses
   (the numerics) by type and value. A weight replaced (a learner's or
@@ -13,6 +14,8 @@ under a name, with the inputs they were built from, by one rule:
   numerics therefore rebuilds the table; nothing is hashed per run (the check is O(number of inputs)).
 
 Entries live as long as their program (a weak-keyed map: copies and reloads of a program build their own).
+The compile-time digest memo rests on the same read-only guarantee but keeps content digests, and
+freezes only while the passes run (:mod:`nmc.readonly` says why the two differ).
 """
 from __future__ import annotations
 
@@ -22,16 +25,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nmc.readonly import freeze
+
 #: program → {name: (inputs, table)}
 _TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def freeze(a: np.ndarray) -> None:
-    """``a`` and the arrays it views made read-only."""
-    while isinstance(a, np.ndarray):
-        if a.flags.writeable:
-            a.flags.writeable = False
-        a = a.base
 
 
 def _walk(x) -> None:

@@ -52,6 +52,7 @@ from nmc.errors import GraphError, UnsupportedNodeError
 from nmc.ir import Graph
 from nmc import semantics
 from nmc.nodes import EGRU, is_neuron, is_weight
+from nmc.readonly import frozen
 from nmc.rowblocks import row_blocks
 from nmc.semantics import Kind
 
@@ -363,29 +364,19 @@ def _weight_bits(g: Graph, name: str) -> int | None:
     return int(q.bits) if q is not None else None
 
 
-def _read_only(a: np.ndarray) -> bool:
-    """Whether nobody can write ``a``'s elements through it or the arrays it views: it and every
-    array base below it are read-only (a base that is no array, e.g. ``bytes``, is immutable)."""
-    while isinstance(a, np.ndarray):
-        if a.flags.writeable:
-            return False
-        a = a.base
-    return True
-
-
 def _array_digest(a: np.ndarray, memo: dict | None) -> bytes:
     """SHA-1 of ``a``'s bytes (object arrays: of their repr). With ``memo`` (the pass context's
     :attr:`~nmc.passes.manager.PassContext.digests`), the digest of a read-only array
-    (:func:`_read_only`) is computed once and kept under ``id(a)`` with the array itself (so the
+    (:func:`nmc.readonly.frozen`) is computed once and kept under ``id(a)`` with the array itself (so the
     id is not reused while the entry lives): the pass manager holds node arrays read-only while
     passes run and drops the memo when it makes them writable again, so an entry never outlives
     its array's content. Writable arrays are hashed on every call."""
     hit = memo.get(id(a)) if memo is not None else None
-    if hit is not None and hit[0] is a and _read_only(a):
+    if hit is not None and hit[0] is a and frozen(a):
         return hit[1]
     c = np.ascontiguousarray(a)
     d = hashlib.sha1(c.reshape(-1).view(np.uint8) if c.dtype != object else repr(c.tolist()).encode()).digest()
-    if memo is not None and _read_only(a):
+    if memo is not None and frozen(a):
         memo[id(a)] = (a, d)
     return d
 

@@ -188,8 +188,12 @@ class LoihiEmulator:
 
     @cached_property
     def syn(self) -> list[tuple[Synapse, np.ndarray]]:
-        """(synapse, Lava's weights (in, out) float64) per synapse, built on first use (the compiled
-        loop takes its tables from :func:`.fast.tables` instead). Integer weights as float64: matmuls
+        """(synapse, Lava's weights (in, out) float64) per synapse, built on first use. Read by the
+        numpy step alone (:meth:`initial_state`, :meth:`step`, so :meth:`run_numpy`), which runs
+        what the compiled loops do not: programs with learning synapses, programs mixing LIF groups
+        and graded units, ``run(compiled=False)`` (the tests' reference) and the streaming
+        :class:`EmulatorDevice` (``reset`` + ``advance``); the compiled loop takes its tables from
+        :func:`.fast.tables` and never builds this. Integer weights as float64: matmuls
         go through BLAS and stay exact (|Σ w·x| < 2^53 for 8-bit weights and payloads up to 24 bits
         over < 2^21 inputs; wider weights leave fewer inputs)."""
         return [(s, lava_weights_f64(s.weights, self.num.weight_bits).T.copy()) for s in self.p.synapses]
@@ -213,6 +217,8 @@ class LoihiEmulator:
         return rec if record is None else {k: v for k, v in rec.items() if k in set(record)}
 
     def run_numpy(self, inputs: dict[str, np.ndarray], steps: int) -> dict[str, dict[str, np.ndarray]]:
+        """The run through :meth:`step`, step by step: what :meth:`run` takes where the compiled loops
+        do not apply (learning synapses, LIF groups beside graded units, ``compiled=False``, no numba)."""
         B = next(iter(inputs.values())).shape[1] if inputs else 1
         state = self.initial_state(B)
         rec = {k: {"s": np.zeros((steps, B, g.g.n), bool), "v": np.zeros((steps, B, g.g.n), np.int64),

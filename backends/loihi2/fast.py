@@ -63,6 +63,22 @@ if njit is not None:
                 cj[b] = 0.0
 
     @njit(cache=True)
+    def _lif_tail(du, dv, a, bias, vth, sub, act_shift, v_max, two_v):
+        """One neuron's step after its decays, :mod:`.emulator`'s integer rule: ``du``, ``dv`` the
+        decayed current and voltage (trunc0(u·ku / 2^decay_bits), the same of v; 0 and v without
+        decays), ``a`` the input sum. u' = du + (a << act_shift) wrapped into (−v_max, v_max] (± 2·v_max,
+        once each way); v' = dv + u' + bias saturated to [1 − v_max, v_max − 1]; spike s = v' > vth;
+        reset on a spike v' ← (v' − vth) & sub (sub all ones: subtract; 0: to zero). Returns
+        (u', v', s). Scalars in and out, a plain njit function (the loops store the values)."""
+        uu = du + (a << act_shift)
+        uu = uu - two_v if uu > v_max else uu
+        uu = uu + two_v if uu <= -v_max else uu
+        vv = min(max(dv + uu + bias, 1 - v_max), v_max - 1)
+        s = vv > vth
+        vv = ((vv - vth) & sub) if s else vv
+        return uu, vv, s
+
+    @njit(cache=True)
     def _loop(T, B, x_all, n_in, ku, kv, bias, vth, subtract, v0, u0,
               syn_src, syn_len, syn_dst, syn_dlen, syn_exp, syn_bin, Ws,
               syn_csr, csr_ptr, csr_idx, csr_val, csc_ptr, csc_idx, csc_val, rec_idx, n_rec, decay_shift,
@@ -102,12 +118,7 @@ if njit is not None:
                 uj, vj, aj, oj = u[j], v[j], a_in[j], out[n_in + j]
                 if kuj == 0 and kvj == mask + 1:            # no decays (IF, sum-pool): the same values, no products
                     for b in range(B):
-                        uu = aj[b] << act_shift
-                        uu = uu - two_v if uu > v_max else uu
-                        uu = uu + two_v if uu <= -v_max else uu
-                        vv = min(max(vj[b] + uu + bj, 1 - v_max), v_max - 1)
-                        s = vv > vthj
-                        vv = ((vv - vthj) & sub) if s else vv
+                        uu, vv, s = _lif_tail(0, vj[b], aj[b], bj, vthj, sub, act_shift, v_max, two_v)
                         uj[b] = uu
                         vj[b] = vv
                         aj[b] = 0
@@ -115,14 +126,10 @@ if njit is not None:
                     continue
                 for b in range(B):
                     pu = uj[b] * kuj
-                    uu = ((pu + ((pu >> 63) & mask)) >> decay_shift) + (aj[b] << act_shift)
-                    uu = uu - two_v if uu > v_max else uu
-                    uu = uu + two_v if uu <= -v_max else uu
                     pv = vj[b] * kvj
-                    vv = ((pv + ((pv >> 63) & mask)) >> decay_shift) + uu + bj
-                    vv = min(max(vv, 1 - v_max), v_max - 1)
-                    s = vv > vthj
-                    vv = ((vv - vthj) & sub) if s else vv
+                    uu, vv, s = _lif_tail((pu + ((pu >> 63) & mask)) >> decay_shift,
+                                          (pv + ((pv >> 63) & mask)) >> decay_shift,
+                                          aj[b], bj, vthj, sub, act_shift, v_max, two_v)
                     uj[b] = uu
                     vj[b] = vv
                     aj[b] = 0

@@ -9,7 +9,8 @@ whole batch (the dense links of one source, :data:`DENSE_MIN`, e.g. Lava's W⁺ 
 link: their matrices stacked, one matmul per step, each link's rows floored with its own exponent;
 binary W⁺/W⁻ pairs as one matrix W⁺ + K·W⁻, :func:`_packable`, halving the float32 product;
 a signed link's W⁺/W⁻ pair of payloads the same way in float64 on every step whose max|s| keeps
-all partial sums below 2^53, K chosen per step (:func:`_pair64`, :func:`pack_k`; else both products);
+all partial sums within 2^53, K chosen per step (:func:`_pair64`; else both products; the rule of
+both, K, the bound and the unpacking, is :func:`pack_k`'s);
 a sparse one, e.g. the recurrence's 2×2 blocks: walked per source row that carries a value in some
 sample). The tables are built once per program (:func:`tables`); the matmuls write into rows
 allocated once per run. The arithmetic is :mod:`.graded`'s, step for step:
@@ -50,19 +51,36 @@ except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy 
 #: live source row
 DENSE_MIN = 0.25
 
+#: float32 / float64 hold every integer of magnitude up to these: :func:`pack_k` keeps its sums below them
+LIMIT_F32 = 2.0 ** 24
+LIMIT_F64 = 2.0 ** 53
+
 #: unit kinds as the loop's codes
 KIND_CODES = {"sigma": 0, "graded": 1, "relu": 2, "delta": 3}
 
 if njit is not None:
 
     @njit(cache=True)
-    def pack_k(sum_p, sum_n, m):
-        """K of a signed pair (:func:`_pair64`) at max|s| = m: the power of two above 2·A⁺ (A⁺ = ΣW⁺·m),
-        or 0 when A⁺ + K·(Σ|W⁻|·m + ½) reaches 2^53 (then the step takes the two products)."""
+    def pack_k(sum_p, sum_n, m, limit, centred):
+        """K that packs a W⁺/W⁻ pair (W⁺ ≥ 0, W⁻ ≤ 0, one shape) as one matrix W⁺ + K·W⁻, or 0 when the
+        pair must take two products. The payloads s: |s| ≤ m; ``sum_p``, ``sum_n`` the largest column
+        sums of W⁺ and |W⁻|, so A⁺ = sum_p·m bounds |W⁺·s| and A⁻ = sum_n·m bounds |W⁻·s|.
+
+        * ``centred`` False (s ≥ 0: binary messages, m = 1): 0 ≤ W⁺·s ≤ A⁺, K the power of two (≥ 2)
+          above A⁺; unpacking W⁻·s = ⌊q/K⌋, W⁺·s = q − K·⌊q/K⌋;
+        * ``centred`` True (signed s): |W⁺·s| ≤ A⁺, K the power of two (≥ 2) above 2·A⁺; unpacking
+          W⁻·s = ⌊(q + K/2)/K⌋, W⁺·s = q − K·W⁻·s.
+
+        Exact when every partial sum of q = W⁺·s + K·W⁻·s, in any order, and q + K/2 (centred) are
+        integers of magnitude below ``limit``, all of which the product's float type holds
+        (:data:`LIMIT_F32` = 2^24, :data:`LIMIT_F64` = 2^53): K is returned when
+        A⁺ + K·A⁻ (+ K/2 centred) < limit, else 0 (the bound's own float64 sum is exact below 2^53
+        and rounds to at least 2^53 above it, so the comparison is exact). K a power of two: ·K, /K
+        and the floors are exact."""
         kk = 2.0
-        while kk <= 2.0 * sum_p * m:
+        while kk <= (2.0 if centred else 1.0) * sum_p * m:
             kk *= 2.0
-        if sum_p * m + kk * (sum_n * m + 0.5) >= 2.0 ** 53:
+        if sum_p * m + kk * sum_n * m + (0.5 * kk if centred else 0.0) >= limit:
             return 0.0
         return kk
 
@@ -154,7 +172,7 @@ if njit is not None:
                         for i in range(s0, s0 + ns):
                             for b in range(B):
                                 m = max(m, abs(src[i, b]))
-                        kk = pack_k(g_sum[g, 0], g_sum[g, 1], m)
+                        kk = pack_k(g_sum[g, 0], g_sum[g, 1], m, LIMIT_F64, True)
                     if kk > 0:
                         h = ng // 2
                         wp = packed[g_off[g]: g_off[g] + h * ns].reshape((h, ns))
@@ -233,34 +251,9 @@ if njit is not None:
         return rec
 
 
-def _packable(pair):
-    """``((link⁺, W⁺), (link⁻, W⁻), K)`` when two float32 links of binary messages, one with weights
-    ≥ 0 and one ≤ 0 (Lava's W⁺ and W⁻ of a signed link), fit one matrix W⁺ + K·W⁻: K the power of two
-    above every column sum of W⁺ (so 0 ≤ W⁺·s < K for s ∈ {0, 1}) and K·Σ|W⁻| + ΣW⁺ ≤ 2^24 per column,
-    so every partial sum of q = W⁺·s + K·W⁻·s is an integer float32 holds: W⁻·s = ⌊q/K⌋ and
-    W⁺·s = q − K·⌊q/K⌋, exactly; else None."""
-    if len(pair) < 2 or pair[0][1].shape != pair[1][1].shape:
-        return None
-    (la, wa), (lb, wb) = pair
-    if (wa <= 0).all() and (wb >= 0).all():
-        (la, wa), (lb, wb) = (lb, wb), (la, wa)
-    if not ((wa >= 0).all() and (wb <= 0).all()):
-        return None
-    kk = 2.0 ** int(np.ceil(np.log2(wa.sum(0).max(initial=0) + 1)))
-    if (kk * np.abs(wb).sum(0) + wa.sum(0)).max(initial=0) > 2 ** 24:
-        return None
-    return (la, wa), (lb, wb), kk
-
-
-def _pair64(members):
-    """``((link⁺, W⁺), (link⁻, W⁻), (ΣW⁺, Σ|W⁻|))`` when a source's dense float64 links are exactly two
-    of one shape, one with weights ≥ 0 and one ≤ 0 (Lava's W⁺ and W⁻ of a signed link; the column sums
-    their largest); else None. The loop then packs them per step as one matrix W⁺ + K·W⁻ when the step's
-    payloads allow: with m = max|s| over the source rows and the batch, A⁺ = ΣW⁺·m bounds |W⁺·s|, K is
-    the power of two above 2·A⁺, and A⁺ + K·(Σ|W⁻|·m + ½) < 2^53 bounds every partial sum of
-    q = W⁺·s + K·W⁻·s (and q + K/2) in any order: all integers float64 holds, so
-    W⁻·s = ⌊(q + K/2)/K⌋ and W⁺·s = q − K·W⁻·s exactly (K a power of two); otherwise the step takes
-    the stacked product of both."""
+def _signed_pair(members):
+    """``((link⁺, W⁺), (link⁻, W⁻))`` when ``members`` are two links of one shape, one with weights ≥ 0
+    and one ≤ 0 (Lava's W⁺ and W⁻ of a signed link, in either order); else None."""
     if len(members) != 2 or members[0][1].shape != members[1][1].shape:
         return None
     (la, wa), (lb, wb) = members
@@ -268,7 +261,36 @@ def _pair64(members):
         (la, wa), (lb, wb) = (lb, wb), (la, wa)
     if not ((wa >= 0).all() and (wb <= 0).all()):
         return None
-    return (la, wa), (lb, wb), (max(float(wa.sum(0).max(initial=0)), 1.0), float(np.abs(wb).sum(0).max(initial=0)))
+    return (la, wa), (lb, wb)
+
+
+def _col_sums(pair):
+    """The largest column sums of W⁺ and |W⁻| of a :func:`_signed_pair`."""
+    (_, wa), (_, wb) = pair
+    return float(wa.sum(0).max(initial=0)), float(np.abs(wb).sum(0).max(initial=0))
+
+
+def _packable(members):
+    """``((link⁺, W⁺), (link⁻, W⁻), K)`` when two float32 links of binary messages (s ∈ {0, 1}) are a
+    :func:`_signed_pair` that fits one matrix W⁺ + K·W⁻ for good: K = :func:`pack_k` at m = 1, not
+    centred, within :data:`LIMIT_F32`; else None."""
+    pair = _signed_pair(members)
+    if pair is None:
+        return None
+    kk = pack_k(*_col_sums(pair), 1.0, LIMIT_F32, False)
+    return None if kk == 0 else (*pair, kk)
+
+
+def _pair64(members):
+    """``((link⁺, W⁺), (link⁻, W⁻), (ΣW⁺, Σ|W⁻|))`` when a source's dense float64 links are a
+    :func:`_signed_pair` (the column sums their largest, ΣW⁺ at least 1); else None. The loop packs them
+    on every step whose payloads allow: K = :func:`pack_k` at m = max|s| over the source rows and the
+    batch, centred, within :data:`LIMIT_F64`; otherwise the step takes the stacked product of both."""
+    pair = _signed_pair(members)
+    if pair is None:
+        return None
+    sp, sn = _col_sums(pair)
+    return (*pair, (max(sp, 1.0), sn))
 
 
 def available() -> bool:

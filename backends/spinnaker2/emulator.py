@@ -56,7 +56,9 @@ def _accumulate(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     index order over the indices that carry an event in any row. A row without an event at
     index i adds w·0 = ±0, which leaves its sum bit for bit unchanged (it starts at +0, and
     round-to-nearest never makes −0 from +0), so each row's result is independent of the
-    other rows (a BLAS matmul picks its summation order by batch size)."""
+    other rows (a BLAS matmul picks its summation order by batch size). The numpy form of
+    :func:`.kernel_fused.accumulate`, used when :data:`.kernel_fused.ENABLED` is off (no numba; the
+    tests compare both)."""
     a = np.zeros((x.shape[0], w.shape[1]), F32)
     for i in np.flatnonzero(np.any(x != 0, axis=0)):
         a = a + x[:, i:i + 1] * w[i][None, :]
@@ -194,7 +196,7 @@ class S2Emulator(LaggedStreaming, Device):
                 on = self.t >= pop.latency  # the kernel starts at its latency tick: before, no input has
                 if not on.any():            # reached it, and stepping on zeros would move its gated state
                     continue
-                prm = self._kf.get(pop.name)
+                prm = self._kf.get(pop.name)   # None only when kernel_fused is off (no numba; tests)
                 s, v = (kernel_fused.egru_step(prm, st["v"], prev[pop.source], prev[pop.name]) if prm is not None
                         else step_batch(pop.kernel, st["v"], prev[pop.source], prev[pop.name]))
                 if not on.all():  # rows of a served batch that have not reached the latency tick keep their state
@@ -327,7 +329,10 @@ class S2Emulator(LaggedStreaming, Device):
 
     def _ssm_step(self, pop, st: dict, x: np.ndarray) -> None:
         """One step of an ssm_kernel population (module docstring); rows before its latency tick keep
-        their state."""
+        their state. A DiagSSM runs compiled (:func:`.kernel_fused.diag_step`); the numpy step
+        (:func:`.ssm_lower.step`) stays for the kernels it does not compile, a stochastic SSM and a
+        LayerNorm, and for every kernel when :data:`.kernel_fused.ENABLED` is off (no numba; the
+        tests' reference for the compiled loops)."""
         from .ssm_lower import step
 
         on = self.t >= pop.latency

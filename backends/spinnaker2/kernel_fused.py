@@ -112,6 +112,28 @@ if njit is not None:
         return y, cn
 
     @njit(cache=True)
+    def _out_value(yh, hv, th, code, lut, gelu_a, gelu_k):
+        # the DiagSSM output stage of one sample's channel, the C kernel's float32 operations in its
+        # order: code 1 ReLU max(y, 0); 2 GELU (tanh form, the table's tanh) (½·y)·(1 + tanh(k·(y +
+        # a·y·y·y))); 3 held: y when |y − hv| > θ, else the held value hv (the caller stores the
+        # result as the new held value); else y. Scalars in, a value out, a plain njit function: with
+        # the arrays as arguments (an inline helper that stores into out/held) the batch-64 loop ran
+        # at 0.4× and at 0.96× as inline="always" with these scalars (ssm_s4d, ReLU)
+        zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+        if code == 1:
+            return yh if yh > zero else zero
+        if code == 2:
+            t = yh * yh
+            t = t * yh
+            t = gelu_a * t
+            t = yh + t
+            t = gelu_k * t
+            return (half * yh) * (one + _tanh(t, lut))
+        if code == 3:
+            return yh if abs(yh - hv) > th else hv
+        return yh
+
+    @njit(cache=True)
     def _diag(x, w_in, b_in, lr, li, brT, biT, crT, ciT, d, theta, code, lut, xr, xi, held, on,
               gelu_a, gelu_k):
         B = x.shape[0]
@@ -122,7 +144,7 @@ if njit is not None:
         ar = np.empty(P, np.float32)
         ai = np.empty(P, np.float32)
         y = np.empty(H, np.float32)
-        zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+        zero = np.float32(0.0)
         for b in range(B):
             if not on[b]:
                 continue
@@ -156,22 +178,10 @@ if njit is not None:
                     y[h] = y[h] + crT[p, h] * r0
                     y[h] = y[h] - ciT[p, h] * i0
             for h in range(H):
-                yh = y[h] + d[h] * u[h]
-                if code == 1:
-                    out[b, h] = yh if yh > zero else zero
-                elif code == 2:
-                    t = yh * yh
-                    t = t * yh
-                    t = gelu_a * t
-                    t = yh + t
-                    t = gelu_k * t
-                    out[b, h] = (half * yh) * (one + _tanh(t, lut))
-                elif code == 3:
-                    if abs(yh - held[b, h]) > theta[h]:
-                        held[b, h] = yh
-                    out[b, h] = held[b, h]
-                else:
-                    out[b, h] = yh
+                out[b, h] = _out_value(y[h] + d[h] * u[h], held[b, h], theta[h], code, lut, gelu_a, gelu_k)
+            if code == 3:                            # the held values move with the output
+                for h in range(H):
+                    held[b, h] = out[b, h]
         return out
 
 
@@ -193,7 +203,6 @@ if njit is not None:
         sr = np.empty((P, B), np.float32)
         si = np.empty((P, B), np.float32)
         y = np.zeros((H, B), np.float32)
-        zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
         for b in range(B):
             for i in range(n):
                 xT[i, b] = x[b, i]
@@ -244,22 +253,10 @@ if njit is not None:
                 xr[b, p] = sr[p, b]
                 xi[b, p] = si[p, b]
             for h in range(H):
-                yh = y[h, b]
-                if code == 1:
-                    out[b, h] = yh if yh > zero else zero
-                elif code == 2:
-                    t = yh * yh
-                    t = t * yh
-                    t = gelu_a * t
-                    t = yh + t
-                    t = gelu_k * t
-                    out[b, h] = (half * yh) * (one + _tanh(t, lut))
-                elif code == 3:
-                    if abs(yh - held[b, h]) > theta[h]:
-                        held[b, h] = yh
-                    out[b, h] = held[b, h]
-                else:
-                    out[b, h] = yh
+                out[b, h] = _out_value(y[h, b], held[b, h], theta[h], code, lut, gelu_a, gelu_k)
+            if code == 3:                            # the held values move with the output
+                for h in range(H):
+                    held[b, h] = out[b, h]
         return out
 
 

@@ -56,14 +56,34 @@ def test_binary_spike_input_program():
     assert fast_graded._packable([(0, dense[0][1]), (1, dense[1][1])]) is not None
 
 
+def test_binary_pair_bound():
+    """The binary (s ∈ {0, 1}) pair's K: the power of two above ΣW⁺, packed while ΣW⁺ + K·Σ|W⁻| < 2^24
+    (every partial sum a float32 integer), the same rule as the signed pair's with m = 1, not centred."""
+    f32 = (1.0, fast_graded.LIMIT_F32, False)
+    assert fast_graded.pack_k(3.0, 5.0, *f32) == 4.0
+    assert fast_graded.pack_k(4.0, 5.0, *f32) == 8.0
+    assert fast_graded.pack_k(4095.0, 4095.0, *f32) == 4096.0           # 4095 + 2^12·4095 = 2^24 − 1
+    assert fast_graded.pack_k(4095.0, 4096.0, *f32) == 0.0              # 4095 + 2^24 > 2^24
+    assert fast_graded.pack_k(0.0, 2.0 ** 23, *f32) == 0.0               # 2·2^23 reaches 2^24
+    assert fast_graded.pack_k(0.0, 2.0 ** 23 - 1, *f32) == 2.0
+    assert fast_graded.pack_k(4095.0, 4096.0, 1.0, 2.0 ** 25, False) == 4096.0
+    wp = np.array([[3.0, 0.0], [1.0, 2.0]])                               # (n_src, n_dst); column sums 4, 2
+    wn = -np.array([[0.0, 1.0], [2.0, 0.0]])
+    (lp, _), (ln, _), kk = fast_graded._packable([("neg", wn), ("pos", wp)])
+    assert (lp, ln, kk) == ("pos", "neg", 8.0)
+    assert fast_graded._packable([("a", wp), ("b", wp)]) is None        # not one sign each
+    assert fast_graded._packable([("a", wp)]) is None
+
+
 def test_signed_pair_packed_and_unpacked():
     """The signed 24-bit C link's W⁺/W⁻ pair: one product W⁺ + K·W⁻ on the steps whose payloads keep every
     partial sum below 2^53, the two products on the others; both equal the numpy step's."""
     from bench.ssm_workload import ssm_s4d
 
-    assert fast_graded.pack_k(208.0, 204.0, 2.0 ** 17) == 2.0 ** 26
-    assert fast_graded.pack_k(208.0, 204.0, 2.0 ** 19) == 0.0            # 2^28·(204·2^19) > 2^53
-    assert fast_graded.pack_k(1.0, 0.0, 0.0) == 2.0
+    f64 = (fast_graded.LIMIT_F64, True)
+    assert fast_graded.pack_k(208.0, 204.0, 2.0 ** 17, *f64) == 2.0 ** 26
+    assert fast_graded.pack_k(208.0, 204.0, 2.0 ** 19, *f64) == 0.0      # 2^28·(204·2^19) > 2^53
+    assert fast_graded.pack_k(1.0, 0.0, 0.0, *f64) == 2.0
     b = nmc.compile(ssm_s4d().graph, target="loihi2", dt=1e-3, reset="zero", integrator="euler")
     prog = b.program
     c = [k for k in prog.links if (k.src, k.dst) == ("ssm.x", "ssm.y")]
@@ -74,5 +94,5 @@ def test_signed_pair_packed_and_unpacked():
     x = (np.random.default_rng(0).random((25, 4, 32)) < 0.2).astype(np.int64)
     x[:, 2] = 1
     out = _equal(prog, {"input": x}, 27)
-    ks = [fast_graded.pack_k(*pair[2], float(v)) for v in np.abs(out["ssm.x"]["s"]).max(axis=(1, 2))]
+    ks = [fast_graded.pack_k(*pair[2], float(v), *f64) for v in np.abs(out["ssm.x"]["s"]).max(axis=(1, 2))]
     assert 0.0 in ks and any(k > 0 for k in ks)              # both ways ran
