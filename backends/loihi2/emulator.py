@@ -420,8 +420,12 @@ class LoihiDevice(Device):
                 continue
             lat = u.latency if self.align else 0
             vi = raw[f"{u.name}.s"][lat:lat + T]
-            f = vi / float(u.scale)
-            res[u.name] = (f, f, vi)
+            if vi.dtype == np.float64 and u.name not in record:   # the compiled loop's record (integers as
+                f = vi                                             # float64), divided in place: no second
+                f /= float(u.scale)                                # array; its v_int is not asked for
+                res[u.name] = (f, f, None)
+                continue
+            res[u.name] = (vi / float(u.scale),) * 2 + (vi.astype(np.int64, copy=False),)
         out = {}
         for o in self.program.outputs:
             s, v, _ = res[o.src]

@@ -98,7 +98,7 @@ if njit is not None:
         sig = np.zeros((nu, B))                          # sigma's σ; delta's act
         res = np.zeros((nu, B))                          # delta's residue
         buf = np.zeros((n_buf, B))                       # rings of the links of delay > 0; sparse links' sums
-        rec = np.zeros((T, B, n_rec), np.int64)
+        rec = np.empty((T, B, n_rec))                    # the recorded payloads (integers, exact in float64)
         ng_max = 0
         for g in range(g_nd.shape[0]):
             ng_max = max(ng_max, g_nd[g])
@@ -144,10 +144,10 @@ if njit is not None:
                 if rec_idx[j] >= 0:
                     ri = rec_idx[j]
                     for b in range(B):
-                        rec[t, b, ri] = np.int64(v[b])
+                        rec[t, b, ri] = v[b]
             for i in range(n_in):                        # the inputs' payloads of this step
                 for b in range(B):
-                    vals[i, b] = x_all[t, i, b] if t < x_all.shape[0] else zero
+                    vals[i, b] = x_all[t, b, i] if t < x_all.shape[0] else zero
             for i in range(n_in + nu):
                 if need_bin[i]:
                     for b in range(B):
@@ -422,7 +422,8 @@ def _build(emu, widths) -> dict:
 
 def run(emu, inputs: dict, steps: int, record=None) -> dict:
     """Run ``emu`` (a LoihiEmulator whose program :func:`applies`) in the compiled loop; the result
-    layout of ``emu.run``: ``{unit: {"s", "v"}}`` (the payloads, (steps, B, n) int64) for the units
+    layout of ``emu.run``: ``{unit: {"s", "v"}}`` (the payloads, (steps, B, n) float64 holding integers, so
+    the device divides them by the scale in place) for the units
     in ``record`` (default: all)."""
     p = emu.p
     B = next(iter(inputs.values())).shape[1] if inputs else 1
@@ -433,10 +434,13 @@ def run(emu, inputs: dict, steps: int, record=None) -> dict:
     tb = tables(emu, tuple(x.shape[2] for x in xs))
     off, n_in, uoff, nu = tb["off"], tb["n_in"], tb["uoff"], tb["nu"]
     Tin = max((x.shape[0] for x in xs), default=0)
-    x_all = np.zeros((Tin, max(n_in, 1), B))          # (step, input, sample): the batch innermost
-    for port, x in zip(p.inputs, xs):
-        k = port.name
-        x_all[: x.shape[0], off[k]: off[k] + x.shape[2], :] = x.transpose(0, 2, 1)
+    if len(xs) == 1 and off[p.inputs[0].name] == 0 and xs[0].shape[2] == n_in:
+        x_all = np.ascontiguousarray(xs[0], np.float64)   # (step, sample, input): one port, used as it is
+    else:
+        x_all = np.zeros((Tin, B, max(n_in, 1)))
+        for port, x in zip(p.inputs, xs):
+            k = port.name
+            x_all[: x.shape[0], :, off[k]: off[k] + x.shape[2]] = x
     keep = [u for u in p.units if record is None or u.name in set(record)]
     rec_idx = np.full(nu, -1, np.int64)
     roff, n_rec = {}, 0
