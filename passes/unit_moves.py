@@ -172,7 +172,11 @@ def _gains(v, tp, ti, ap, ai, placed, core, w, big, tab, cnt, touched, B, nets, 
 
 
 def _gain_to(v, q, tp, ti, ap, ai, placed, core, w, big, tab, cnt, touched, nets, visits):
-    """Gain of moving v to core q alone."""
+    """Gain of moving v to core q alone. It walks the pins :func:`_gains` walks, for one core: written
+    as :func:`_gains` with q added to the candidates, the stage took 1.83–1.93 s instead of 1.54–1.71 s
+    (best of 5, three runs each) on the placement benchmark's feed-forward 10⁵ net, whose swaps
+    evaluate up to :data:`SWAP_PARTNERS` partners each (the big nets' weights then go to every
+    candidate core, not to q alone), and the same 1.01–1.03 s on its ring 10⁵."""
     p = core[v]
     n_e = _nets_of(v, tp, ap, ai, nets)
     g = 0.0
