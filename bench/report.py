@@ -196,8 +196,8 @@ NOTES = {
         "after the first call in the process), loihi2 and loihi2-halapoint 10⁷ 0.81–0.92 s (0.17–0.52 s), "
         "spinnaker2-48chip 10⁸ 3.6 s (8.9 s more where numba's cache is stale and the functions compile); now it "
         "checks the nets first and returns at once (0.00 s at 10⁷, 0.02 s at 10⁸). The result is the same: the "
-        "check ends only a run that would visit no unit (this harness's feed-forward and recurrent nets at 10⁴ "
-        "and 10⁵, partitioned with method=metis: traffic, moves, swaps, visits and every unit's core unchanged). "
+        "check ends only a run that would visit no unit (this harness's feed-forward and recurrent nets at 10⁴, "
+        "10⁵ and 10⁶, partitioned with method=metis: traffic, moves, swaps, visits and every unit's core unchanged). "
         "At 10⁶ synapses (354 targets per net) the dense nets are cut and the stage ends after its stall of 3·10⁷"
         " visits without a move (0.14 s)."),
 }
