@@ -59,7 +59,9 @@ Pipeline of the pass:
    swap pairwise, between the cores their nets touch when the exact traffic
    drops and both cores stay within every limit, within a work budget of
    ``unit_visits`` pin visits per synapse and unit, at least
-   :data:`UNIT_VISITS_MIN` (:func:`unit_visit_budget`; deterministic). The
+   :data:`UNIT_VISITS_MIN` (:func:`unit_visit_budget`; deterministic); it
+   returns at once where no neuron lies on a net of at most ``BIG_NET`` pins
+   spanning two cores (it would visit none: e.g. dense layers). The
    block partitioners cut only at block boundaries and cannot separate a
    ring's or a random layer's neurons by their own draw; this stage can. It
    is kept only when the recomputed traffic is strictly lower (report entry
