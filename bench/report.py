@@ -263,7 +263,7 @@ NOTES_WORKLOAD = {
         "(B, n) copies of the stacked [W⁺; W⁻] sums, (2n, B)), the step's own time 16 % (mostly the pooled "
         "2048 → 10 projection's two matmuls, W⁺ and W⁻, 70–85 µs each), the fused LIF update 7 %. Allocation "
         "was a cost of its own: about 3 MB of arrays made and freed per step crossed glibc's mmap threshold, "
-        "and the page faults of their fresh pages cost about a quarter of the step (the same code ran "
+        "and the page faults of their fresh pages cost about a fifth of the step (the same code ran "
         "638 → 811 steps/s with `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, measured only). "
         "Change: a conv-fed LIF population sums its conv once with the signed integer kernel (not W⁺ and W⁻ "
         "apart) into an (n, B) array kept across steps, numpy copies it transposed into a second kept array, "
@@ -279,7 +279,7 @@ NOTES_WORKLOAD = {
         "the one matmul); braille_cubalif unchanged (current-based neurons keep W⁺ and W⁻ apart). A batch-"
         "innermost sum for brainscales2's conv layer was tried too and dropped: in float64 its (n, B) "
         "accumulator is 1 MB, twice the L2, and the layer ran slower (1.59 vs 1.17 ms per step); its "
-        "per-sample neuron update is memory-bound on float64 state (about 0.5 of its 0.85 ms per step)."
+        "per-sample neuron update, on float64 state of 1 MB per variable at batch 64, takes about 0.5 of its 0.85 ms per step."
     ),
     "ssm_s4d": (
         "*Profile and change (2026-12-07, `nice -n 10`, OMP_NUM_THREADS=1, best of 5, peer in the same run).* "
