@@ -235,15 +235,12 @@ NOTES_BATCHED = {
                      "the reference, not a fast path: `precision=\"float32\"` (an explicit option of the reference "
                      "device) runs conv at batch 64 about 1.7× faster, measured outside this table, which keeps "
                      "the oracle's default.",
-    "nmc spinnaker2": "the LIF update is fused per population in numba (`backends/spinnaker2/lif_step.py`, "
-                      "float32, the numpy expressions' order); what remains is the conv projection's scatter of "
-                      "the active pooled inputs' kernel taps (`backends/spinnaker2/conv.py`), which since 2026-12-07 "
-                      "runs with the batch innermost and feeds the fused LIF update, and the input events in one "
-                      "compiled pass. conv_pool at batch 64 sits close to Norse and this shared machine moves both "
-                      "by 25–35 % between runs: on the same code on 2026-12-07/08, full runs 853 vs Norse 629 "
-                      "(1.36×), 647 vs 604 (1.07×) and 649 vs 655 (0.99×, this table), conv_pool-only runs 715 vs "
-                      "424 (1.69×) and 900 vs 666 (1.35×). Not yet profiled at batch 64 after those changes; "
-                      "the next step is a profile of this cell to find what keeps it near Norse.",
+    "nmc spinnaker2": "conv_pool's conv-fed layer sums its conv with the signed kernel into arrays kept across "
+                      "steps and its pooled LIF layer takes one signed matmul (`backends/spinnaker2/conv_lif.py`, "
+                      "profile and change under the conv_pool table); what is left per step at batch 64 is the "
+                      "batch-innermost scatter (about half), numpy's transpose of its (n, B) sums and the fused "
+                      "update. Next: the update reading the (n, B) sums in cache-sized tiles without the "
+                      "transposed copy (a first compiled tile loop did not vectorise and was slower).",
     "nmc brainscales2": "integer input sums per active source and one drive per layer at batch size B are in; "
                         "what remains is the 10 fine sub-steps per model step for every sample and neuron "
                         "(10× the neuron updates of the peers). Fix: closed-form decay over idle sub-steps "
@@ -269,6 +266,31 @@ GOAL19_PEERS = ("snnTorch", "Norse", "PyTorch S4D step loop")
 
 #: what was measured and changed on a workload's emulators, shown under its table (section 1)
 NOTES_WORKLOAD = {
+    "conv_pool": (
+        "*Profile and change, spinnaker2 at batch 64 (2026-12-08, OMP_NUM_THREADS=1, thread time, best of 5, "
+        "Norse in the same process).* Before: 638–782 steps/s against Norse's 720–767 (0.85–1.02×). cProfile "
+        "of 100 steps: the batch-innermost conv scatter 42 %, `np.ascontiguousarray` 22 % (the two transposed "
+        "(B, n) copies of the stacked [W⁺; W⁻] sums, (2n, B)), the step's own time 16 % (mostly the pooled "
+        "2048 → 10 projection's two matmuls, W⁺ and W⁻, 70–85 µs each), the fused LIF update 7 %. Allocation "
+        "was a cost of its own: about 3 MB of arrays made and freed per step crossed glibc's mmap threshold, "
+        "and the page faults of their fresh pages cost about a fifth of the step (the same code ran "
+        "638 → 811 steps/s with `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` raised, measured only). "
+        "Change: a conv-fed LIF population sums its conv once with the signed integer kernel (not W⁺ and W⁻ "
+        "apart) into an (n, B) array kept across steps, numpy copies it transposed into a second kept array, "
+        "and the fused update takes the one sum (`backends/spinnaker2/conv_lif.py`, `lif_step.step1`); a LIF "
+        "population fed only by fixed dense projections of 0/1 spikes takes one matmul of W⁺ + W⁻ per delay. "
+        "Both are exact integer sums below 2^24 (checked when the emulator is built: integer weights, "
+        "p²·Σ|K| per output channel, Σ of the largest column sums), so equal bit for bit to the halves "
+        "summed apart (tests against im2col + matmul and the numpy update at batch 1 and 12, and a "
+        "hand-computed case). After, same runs: 1,149–1,216 steps/s against Norse's 729–746 (1.56–1.67×); "
+        "before/after with the previous commit in alternating processes (thread time, best of 5): conv_pool "
+        "batch 64 894 / 917 → 1,116 / 1,229, batch 1 11,499 / 11,536 → 14,980 / 15,006; lif_mlp batch 64 "
+        "9,626 / 9,668 → 10,761 / 11,200, batch 1 30,191 / 30,465 → 38,465 / 38,687 (its second layer takes "
+        "the one matmul); braille_cubalif unchanged (current-based neurons keep W⁺ and W⁻ apart). A batch-"
+        "innermost sum for brainscales2's conv layer was tried too and dropped: in float64 its (n, B) "
+        "accumulator is 1 MB, twice the L2, and the layer ran slower (1.59 vs 1.17 ms per step); its "
+        "per-sample neuron update, on float64 state of 1 MB per variable at batch 64, takes about 0.5 of its 0.85 ms per step."
+    ),
     "ssm_s4d": (
         "*Profile and change (2026-12-07, `nice -n 10`, OMP_NUM_THREADS=1, best of 5, peer in the same run).* "
         "Before: spinnaker2 749 / 341 steps/s at batch 1 / 64 and loihi2 1,864 / 780 against the S4D loop's "
