@@ -241,11 +241,10 @@ NOTES_BATCHED = {
                       "batch-innermost scatter (about half), numpy's transpose of its (n, B) sums and the fused "
                       "update. Next: the update reading the (n, B) sums in cache-sized tiles without the "
                       "transposed copy (a first compiled tile loop did not vectorise and was slower).",
-    "nmc brainscales2": "integer input sums per active source and one drive per layer at batch size B are in; "
-                        "what remains is the 10 fine sub-steps per model step for every sample and neuron "
-                        "(10× the neuron updates of the peers). Fix: closed-form decay over idle sub-steps "
-                        "(it changes the bits of the fine-step iteration, so it needs its own fixed-point "
-                        "statement and a new reference for the bit-exactness tests).",
+    "nmc brainscales2": "integer input sums per active source, one drive per layer, the closed form over a "
+                        "step's idle fine steps and its vectorised selects are in (conv_pool note); what is "
+                        "left at batch 64 is the per-sample scatter of the conv's synapses (scalar adds, "
+                        "about 0.35 ms per step) and the float64 state's memory traffic (1 MB per variable).",
     "nmc loihi2": "the numba loop runs with the batch innermost (each weight row read once per step for the "
                   "whole batch); since 2026-12-07 its neuron update is branch-free over the batch (no decay "
                   "products for IF/sum-pool neurons), a mixed-sign projection's two halves run as one block "
@@ -288,8 +287,13 @@ NOTES_WORKLOAD = {
         "9,626 / 9,668 → 10,761 / 11,200, batch 1 30,191 / 30,465 → 38,465 / 38,687 (its second layer takes "
         "the one matmul); braille_cubalif unchanged (current-based neurons keep W⁺ and W⁻ apart). A batch-"
         "innermost sum for brainscales2's conv layer was tried too and dropped: in float64 its (n, B) "
-        "accumulator is 1 MB, twice the L2, and the layer ran slower (1.59 vs 1.17 ms per step); its "
-        "per-sample neuron update, on float64 state of 1 MB per variable at batch 64, takes about 0.5 of its 0.85 ms per step."
+        "accumulator is 1 MB, twice the L2, and the layer ran slower (1.59 vs 1.17 ms per step). Its "
+        "per-sample neuron update took about 0.5 of the layer's 0.85 ms per step: the closed-form loop did "
+        "not vectorise (2.9 ns per neuron even with the state in L1) because `v_reset` and `t_refrac` were "
+        "loaded only where a neuron fired; with every operand loaded before the selects it runs at 1.1 ns "
+        "(the same operations, bit-identical), and brainscales2 conv_pool at batch 64 went 847 / 860 → "
+        "1,055 / 1,114 steps/s (lif_mlp batch 64 7,226 / 7,291 → 8,079 / 8,434), alternating processes, "
+        "thread time, best of 5."
     ),
     "ssm_s4d": (
         "*Profile and change (2026-12-07, `nice -n 10`, OMP_NUM_THREADS=1, best of 5, peer in the same run).* "
