@@ -349,8 +349,15 @@ NOTES_WORKLOAD = {
         "before (the previous commit's loop) and after in the same runs, best of 7, ten rounds: after at or "
         "above before in most (e.g. 7,253 → 10,087, 10,302 → 12,896, 11,818 → 13,312, 10,410 → 12,333 "
         "steps/s against the S4D loop's 7,855, 9,779, 11,162, 10,848: 0.92× → 1.28×, 1.05× → 1.32×, 1.06× "
-        "→ 1.19×, 0.96× → 1.14×), equal within the load's noise in the rest (0.87–0.92×); an idle-machine "
-        "rerun is needed for BENCHMARKS.md."),
+        "→ 1.19×, 0.96× → 1.14×), equal within the load's noise in the rest (0.87–0.92×). *Fourth change "
+        "(loihi2, 2026-12-08):* of the ≈ 20 µs per step left outside the loop most was two run-long "
+        "arrays made per run, a transposed (step, input, sample) copy of the input and the output's int64 "
+        "record divided into a new float64 array (9.8 MB each at batch 64, fresh pages every run); the loop "
+        "now reads the one input port as given and records the payloads as float64 integers (exact below "
+        "2^53) that the device divides by the scale in place (an `.v_int` array only when recorded). "
+        "cProfile per run of 300 steps: 30 → 24 ms; alternating processes, thread time, best of 5, batch 64: "
+        "9,698–11,033 → 14,599–14,636 steps/s against the loop's 10,168–11,806 (0.86–1.09× → 1.24–1.25×); "
+        "batch 1 unchanged."),
     "egru": (
         "*Profile and change (2026-12-07, the same runs as ssm_s4d).* Before: spinnaker2 1,104 / 284 "
         "steps/s (batch 1 / 64) against the reference's 2,336 / 1,566; cProfile at batch 64: the EGRU "
