@@ -142,7 +142,15 @@ class S2Emulator(LaggedStreaming, Device):
         projection is dense, fixed (not plastic) and from a population that spikes 0/1 (not an input
         of counts, not graded): its update needs only Σ W⁺·s + Σ W⁻·s, which equals Σ (W⁺ + W⁻)·s bit
         for bit when every partial sum is an integer below 2²⁴ (integer weights, Σ_q max column
-        Σ|w| below 2²⁴), so one matmul per delay serves both halves."""
+        Σ|w| below 2²⁴), so one matmul per delay serves both halves. Their W⁺/W⁻ pairs are dropped
+        (``self.W`` keeps the delays): nothing else reads them."""
+        def bound(w) -> float:   # max column Σ|w| of integer weights, else inf
+            w = np.asarray(w)
+            if w.dtype.kind == "f" and not np.all(w == np.round(w)):
+                return np.inf
+            a = np.abs(w) if w.dtype.kind in "iu" else np.abs(w.astype(np.float64))
+            return float(a.sum(axis=1, dtype=np.float64).max(initial=0.0))
+
         out = {}
         for pop in program.populations:
             qs = self.into[pop.name]
@@ -150,10 +158,11 @@ class S2Emulator(LaggedStreaming, Device):
                     q.conv is not None or q.plastic or q.pre in self.graded
                     or program.pop(q.pre).model == "spike_list" for q in qs):
                 continue
-            if sum(float(np.abs(np.asarray(q.weights, np.float64)).sum(axis=1).max(initial=0.0)) for q in qs) >= 2 ** 24 \
-                    or not all(np.all(np.asarray(q.weights) == np.round(q.weights)) for q in qs):
+            if sum(bound(q.weights) for q in qs) >= 2 ** 24:
                 continue
             out[pop.name] = [(q.pre, d, np.ascontiguousarray(wp + wn)) for q in qs for d, wp, wn in self.W[id(q)]]
+            for q in qs:
+                self.W[id(q)] = [(d, None, None) for d, _, _ in self.W[id(q)]]
         return out
 
     def reset(self, batch: int = 1) -> None:
