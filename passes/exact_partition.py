@@ -12,6 +12,9 @@ pins are its targets, plus s itself when s is placed):
 * ``y[e,k] ∈ [0,1]``, ``y[e,k] ≥ x[p,k]`` for every pin p of e: net e touches core k. y is
   continuous: at integral x the objective drives it to max_p x[p,k] ∈ {0,1}, so the MILP's
   optimum is that of y ∈ {0,1};
+* ``Σ_k y[e,k] ≥ λ_min(e)``: the cores e's pins need under the neuron, byte and work limits
+  (⌈Σ_pins load / limit⌉, the per-net bound of :func:`nmc.passes.hypergraph.traffic_lower_bound`),
+  a cut that every assignment meets and that lifts the LP relaxation to that bound;
 * where the input-axon limit can bind (more sources with targets than ``fan_in_max``):
   ``z[s,k] ≥ x[t,k]`` for the targets t of s (s's own unit is no input axon of its core unless it
   targets itself), ``Σ_s z[s,k] ≤ fan_in_max``; for a host source z is its y;
@@ -41,15 +44,15 @@ at most the sum of the two, so for any two of its cores i, j some limit r has
 the limits that can bind. At most one core then has u ≤ ½, so ``K − 1 < 2 Σ_i u_i ≤ 2U`` with U
 the network's total over those limits (bytes counting every node's per-run bytes once per neuron,
 input axons once per synapse pattern entry: upper bounds on any assignment's sum), and
-``K ≤ ⌈2U⌉``, at most the placed units. With fewer cores (``cores=``) the result is the optimum on
+``K ≤ ⌈2U⌉``, at most the placed units (neurons alone: the integer count of :func:`cores_enough`). With fewer cores (``cores=``) the result is the optimum on
 at most that many cores (``cores_enough`` False in the result): an upper bound on the optimum.
 
 Result (:class:`ExactResult`): the optimum and an optimal assignment when HiGHS proves it within
 ``time_limit`` seconds; else its best assignment (if any), its proven dual bound and the relative
 gap (HiGHS runs with ``mip_rel_gap`` 0, so "optimal" is proved to its feasibility tolerances; the
 traffic reported is the assignment's, recomputed by :func:`nmc.passes.partition.traffic`). The LP relaxation's value (every integrality dropped) is solved and returned too: with the
-constraints above it is usually weak (x = 1/K spreads every placed net at no cost), which is why
-the MILP's own bound is reported when it stops early.
+constraints above it is about the per-net bound (x = 1/K spreads a net over cores at no cost beyond
+its cut), which is why the MILP's own bound is reported when it stops early.
 """
 from __future__ import annotations
 
@@ -105,20 +108,26 @@ def _binding(limit, total: float) -> bool:
 
 def cores_enough(net: Network, limits: CoreLimits) -> int:
     """Cores some optimal assignment fits on (module docstring): ⌈2U⌉, at least 1, at most the
-    placed units, U the network's load over every limit that can bind."""
+    placed units, U the network's load over every limit that can bind; where only the neuron limit
+    can bind, 1 + ⌊(n − 1) / (⌊cap / 2⌋ + 1)⌋ when smaller (loads are integers: at most one core
+    holds ⌊cap / 2⌋ or fewer neurons, the others at least ⌊cap / 2⌋ + 1, the smallest at least 1)."""
     placed = net.placed_mask
     n = int(placed.sum())
     if n == 0:
         return 0
     bytes_total = float(net.bytes_[placed].sum()) + sum(net.run_bytes_of(k) * net.pop_size(k)
                                                         for k in range(len(net.pop_names)))
-    u = 0.0
-    for lim, total in ((limits.neurons_max, float(n)), (limits.memory_bytes, bytes_total),
-                       (limits.work_max, float(net.work[placed].sum())),
-                       (limits.fan_in_max, float(net.AT.nnz) if _axons_bind(net, limits) else 0.0)):
+    u, which = 0.0, []
+    for name, lim, total in (("neurons", limits.neurons_max, float(n)), ("bytes", limits.memory_bytes, bytes_total),
+                             ("work", limits.work_max, float(net.work[placed].sum())),
+                             ("axons", limits.fan_in_max, float(net.AT.nnz) if _axons_bind(net, limits) else 0.0)):
         if _binding(lim, total):
             u += total / lim
-    return int(min(n, max(1, math.ceil(2 * u - 1e-12))))
+            which.append(name)
+    k = min(n, max(1, math.ceil(2 * u - 1e-12)))
+    if which == ["neurons"]:
+        k = min(k, 1 + (n - 1) // (int(limits.neurons_max) // 2 + 1))
+    return int(k)
 
 
 def _axons_bind(net: Network, limits: CoreLimits) -> bool:
@@ -200,6 +209,14 @@ def exact_partition(net: Network, limits: CoreLimits, cores: int | None = None, 
            np.concatenate([oy + np.repeat(pin_e, K) * K + np.tile(ks, npins),
                            ox + np.repeat(pin_v, K) * K + np.tile(ks, npins)]),
            np.concatenate([np.ones(npins * K), -np.ones(npins * K)]), np.zeros(npins * K), np.full(npins * K, np.inf))
+    # per net: Σ_k y[e,k] ≥ λ_min(e), the cores its pins need under the additive limits (the pass's
+    # per-net bound, here as a cut: valid for every assignment, it lifts the LP relaxation to that bound)
+    lam = np.ones(E)
+    for lim, load in ((limits.neurons_max, np.ones(n)), (limits.memory_bytes, net.bytes_[placed]),
+                      (limits.work_max, net.work[placed])):
+        if lim:
+            lam = np.maximum(lam, np.ceil(np.bincount(pin_e, weights=load[pin_v], minlength=E) / lim - 1e-9))
+    m.rows(np.repeat(np.arange(E), K), oy + np.arange(E * K), np.ones(E * K), lam, np.full(E, np.inf))
     # per-core limits
     pl = net.placed_mask
     for which, lim, load, total in (("neurons", limits.neurons_max, np.ones(n), float(n)),

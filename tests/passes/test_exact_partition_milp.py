@@ -122,6 +122,17 @@ def test_bytes_limit_binds_and_cores_enough_is_enough():
     assert counts.max() <= 3   # 3.5 neurons' bytes per core
 
 
+def test_cores_enough_neurons_only():
+    """Neurons alone bind: the default core count (1 + ⌊8 / 3⌋ = 3 for 9 neurons, 4 per core) loses
+    nothing against every assignment to any number of cores."""
+    lim = CoreLimits(neurons_max=4)
+    net = _rated(_net("recurrent", 9, lim, fan_in=3)[0])
+    assert cores_enough(net, lim) == 3
+    got = exact_partition(net, lim)
+    assert got.cores == 3 and got.cores_enough
+    assert got.traffic == pytest.approx(_brute_force(net, lim, 9), rel=1e-9, abs=1e-9)
+
+
 def test_traffic_is_the_pass_metric():
     net = _rated(_net("recurrent", 9, CoreLimits(neurons_max=4), fan_in=3)[0])
     got = exact_partition(net, CoreLimits(neurons_max=4), cores=3)
@@ -140,6 +151,8 @@ def test_between_lower_bound_and_pass(kind):
     got = exact_partition(net, lim, time_limit=60)
     assert got.cores_enough and got.status == "optimal"
     assert rep["traffic_lower_bound"] - 1e-6 <= got.dual_bound
+    # the per-net cut lifts the LP relaxation to at least the pass's per-net bound
+    assert got.lp_relaxation >= rep["traffic_lower_bound"] - 1e-6
     assert got.traffic <= rep["traffic"] + 1e-6
     assert got.lp_relaxation <= got.traffic + 1e-9
 
