@@ -44,14 +44,16 @@ at most the sum of the two, so for any two of its cores i, j some limit r has
 the limits that can bind. At most one core then has u ≤ ½, so ``K − 1 < 2 Σ_i u_i ≤ 2U`` with U
 the network's total over those limits (bytes counting every node's per-run bytes once per neuron,
 input axons once per synapse pattern entry: upper bounds on any assignment's sum), and
-``K ≤ ⌈2U⌉``, at most the placed units (neurons alone: the integer count of :func:`cores_enough`). With fewer cores (``cores=``) the result is the optimum on
-at most that many cores (``cores_enough`` False in the result): an upper bound on the optimum.
+``K ≤ ⌈2U⌉``, at most the placed units (neurons alone: the integer count of :func:`cores_enough`).
+With fewer cores (``cores=``) the result is the optimum on at most that many cores
+(``cores_enough`` False in the result): an upper bound on the optimum.
 
 Result (:class:`ExactResult`): the optimum and an optimal assignment when HiGHS proves it within
 ``time_limit`` seconds; else its best assignment (if any), its proven dual bound and the relative
 gap (HiGHS runs with ``mip_rel_gap`` 0, so "optimal" is proved to its feasibility tolerances; the
-traffic reported is the assignment's, recomputed by :func:`nmc.passes.partition.traffic`). The LP relaxation's value (every integrality dropped) is solved and returned too: with the
-constraints above it is about the per-net bound (x = 1/K spreads a net over cores at no cost beyond
+traffic reported is the assignment's, recomputed by :func:`nmc.passes.partition.traffic`). The LP
+relaxation's value (every integrality dropped) is solved and returned too: with the constraints
+above it is about the per-net bound (x = 1/K spreads a net over cores at no cost beyond
 its cut), which is why the MILP's own bound is reported when it stops early.
 """
 from __future__ import annotations
