@@ -1,7 +1,8 @@
 """``python -m bench [SECTION ...] [--quick] [--out DIR] [--report FILE]``
 
 Runs the benchmark sections (default: all, in order) — throughput, compile,
-placement, fidelity, transport, energy, distributed, serve, lm — writes ``<DIR>/<section>.json``
+placement, placement_exact (the exact optimum of small placement instances), fidelity,
+transport, energy, distributed, serve, lm — writes ``<DIR>/<section>.json``
 (default ``bench/results``; with ``--quick``, ``bench/results/quick``) and
 renders the report (default ``BENCHMARKS.md`` at the repository root for a
 full run, ``<DIR>/BENCHMARKS.md`` for a quick one). A failing section is
@@ -20,6 +21,7 @@ from pathlib import Path
 from .common import RESULTS, ROOT, meta, write
 
 SECTIONS = {"throughput": "bench.throughput", "compile": "bench.compile_time", "placement": "bench.placement",
+            "placement_exact": "bench.placement:run_exact",
             "fidelity": "bench.fidelity", "transport": "bench.runtime_transport", "energy": "bench.energy",
             "distributed": "bench.distributed", "serve": "bench.serve", "lm": "bench.lm"}
 
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
             print(f"== {name}", flush=True)
             t0 = time.perf_counter()
             try:
-                res = importlib.import_module(SECTIONS[name]).run(quick=a.quick)
+                mod, _, fn = SECTIONS[name].partition(":")   # "module" (its run) or "module:function"
+                res = getattr(importlib.import_module(mod), fn or "run")(quick=a.quick)
             except (Exception, SystemExit) as e:  # noqa: BLE001 - a section's failure is recorded, the rest still run
                 traceback.print_exc()
                 failed.append(name)

@@ -4,6 +4,8 @@ bound; pass run times. Writes JSON and prints a table. Not run in tests.
 
     .venv/bin/python bench/placement.py [--sizes 1e3,1e4,1e5,1e6] [--out FILE]
     .venv/bin/python -m bench placement [--quick]      # the harness's sizes, results/placement.json
+    .venv/bin/python -m bench placement_exact [--quick]  # small instances vs their exact optimum,
+                                                        # results/placement_exact.json (about 8 minutes)
 
 Per-core limits are explicit here (SpiNNaker-2-like: 256 neurons, 96 KiB of
 synapse memory, 4096 input axons, 8-bit weights) so the benchmark runs
@@ -214,6 +216,100 @@ NOTES = [
     "The partition pass computes the greedy baseline by default only up to 250,000 placed neurons "
     "(partition{baselines=all} forces it; the report says when it was skipped); this benchmark computes both "
     "baselines at every size.",
+]
+
+
+# ------------------------------------------- small instances: the exact optimum (passes/exact_partition.py)
+#: (kind, neurons, neurons per core, fan-in): the harness's builders scaled down so the MILP has a few hundred
+#: binaries; the memory and input-axon limits are the harness's (they do not bind at this size)
+EXACT_CASES = [("recurrent", 24, 8, 4), ("feedforward", 24, 6, 4), ("recurrent", 48, 12, 8),
+               ("feedforward", 48, 12, 8), ("recurrent", 96, 24, 8), ("conv", 256, 64, None)]
+EXACT_QUICK = [("recurrent", 16, 8, 4)]
+#: neurons per block of the partition pass on these instances (max_blocks = neurons / this), so blocks hold
+#: several neurons as at 10⁵ neurons and the unit-move stage runs
+EXACT_PER_BLOCK = 4
+#: HiGHS' time limit per instance (seconds); above it the row gives its proven bound and gap
+EXACT_TIME_LIMIT = 60.0
+
+
+def measure_exact(cases, log=print, time_limit: float = EXACT_TIME_LIMIT) -> list[dict]:
+    """Per case: the partition pass (``run_partition(method="kahypar")``, the harness's call with blocks of
+    :data:`EXACT_PER_BLOCK` neurons) and the exact optimum of the same network model under the same limits
+    (:func:`nmc.passes.exact_partition.exact_partition` on :func:`~nmc.passes.exact_partition.cores_enough`
+    cores: over every assignment)."""
+    from nmc.passes.exact_partition import exact_partition
+
+    rows = []
+    for kind, n, per_core, fan in cases:
+        rng = np.random.default_rng(0)   # each instance its own draw: a case reruns alone
+        build = {"feedforward": feedforward, "recurrent": recurrent, "conv": conv}[kind]
+        g, sparse = build(int(n), rng, **({"fan_in": fan} if kind != "conv" else {}))
+        for s in sparse:
+            g.annotate(s, Sparsity(density=0.01, format="csr"))
+        lim = CoreLimits(**{**LIMITS, "neurons_max": per_core})
+        blocks_max = max(1, _placed_neurons(g) // EXACT_PER_BLOCK)
+        pt, rep = run_partition(g, lim, method="kahypar", max_blocks=blocks_max)
+        ex = exact_partition(pt.net, lim, time_limit=time_limit)
+        row = {"kind": kind, "neurons": rep["neurons"], "synapses": rep["synapses"], "fan_in": fan,
+               "neurons_max": per_core, "blocks": rep["blocks"], "cores_used": rep["cores_used"],
+               "cores_model": ex.cores, "cores_enough": ex.cores_enough, "chosen": rep["chosen"],
+               "unit_moves_kept": bool((rep.get("unit_moves") or {}).get("kept")),
+               "traffic": rep["traffic"], "traffic_sequential": rep["traffic_sequential"],
+               "traffic_lower_bound": rep["traffic_lower_bound"], "status": ex.status, "optimum": ex.traffic,
+               "dual_bound": ex.dual_bound, "gap": ex.gap, "lp_relaxation": ex.lp_relaxation,
+               "binaries": ex.binaries, "variables": ex.variables, "constraints": ex.constraints,
+               "milp_seconds": round(ex.seconds, 2), "lp_seconds": round(ex.lp_seconds, 2)}
+        rows.append(row)
+        log(f"{kind:12s} n={row['neurons']:>4d} cap {per_core:>3d} cores nmc {row['cores_used']} model "
+            f"{ex.cores} | bound {row['traffic_lower_bound']:.1f} lp {_g(ex.lp_relaxation)} dual {_g(ex.dual_bound)} "
+            f"opt {_g(ex.traffic)} ({ex.status}, {ex.seconds:.1f} s) nmc {row['traffic']:.1f} "
+            f"seq {row['traffic_sequential']:.1f}")
+    return rows
+
+
+def _placed_neurons(g) -> int:
+    """Neurons of the graph's neuron nodes (what the partition pass places)."""
+    from nmc.nodes import is_neuron
+
+    return int(sum(np.prod(g.shape_out(k)) for k, v in g.nodes.items() if is_neuron(v)))
+
+
+def _g(v) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def run_exact(quick: bool = False, log=print) -> dict:
+    """Harness entry (``python -m bench placement_exact``): the small instances of :data:`EXACT_CASES`
+    (quick: :data:`EXACT_QUICK`), written to ``results/placement_exact.json``."""
+    from bench.common import meta
+
+    cases = EXACT_QUICK if quick else EXACT_CASES
+    return {"meta": meta("placement_exact", quick, "python -m bench placement_exact" + (" --quick" if quick else "")),
+            "limits": LIMITS, "per_block": EXACT_PER_BLOCK, "time_limit": EXACT_TIME_LIMIT,
+            "rows": measure_exact(cases, log), "notes": EXACT_NOTES}
+
+
+#: rendered under the small-instance table (bench/report.py); the figures quoted are from the run of 2026-12-08
+EXACT_NOTES = [
+    "What it shows: where HiGHS proves the optimum (24 neurons on 3–4 cores, blocks of 4 neurons), nmc is within "
+    "7 % of it (ring 96 vs 90, feed-forward 29 vs 28; sequential fill 106 and 39) while the optimum is 1.9× (ring) "
+    "and 2.5× (feed-forward) the pass's lower bound: on these instances most of nmc / bound is the bound's "
+    "looseness, not nmc's distance from the optimum.",
+    "Where the MILP stops: from 48 neurons (4 cores; 7 model cores, 336 binaries) HiGHS does not prove the "
+    "optimum in 60 s: its proven bound stays near the LP relaxation (ring 48: LP 79.1, bound 80.3; in a separate "
+    "run of the same instance with time_limit=300, 94.6, vs nmc's 212) and its best assignment is worse than "
+    "nmc's (230, 74, 388, 385 vs 212, 72, 292, 232), so at 48–256 neurons the table gives the LP relaxation and the proven bound and the ratios only as ranges: they do not "
+    "settle how far nmc is from the optimum there. The 24-neuron ring takes 58 s. On the 256-neuron conv the "
+    "pass's coupled window bound (171) is over twice the MILP's LP relaxation and proven bound (80, after 172 s: "
+    "HiGHS checks its 60 s limit between its solves), so there nmc / bound (1.36) is the tighter statement.",
+    "Why the bound is loose on the ring: a ring source has fan-in targets (within ±2·fan-in neurons of it), fewer "
+    "than a core holds, so its net fits one core and the per-net bound charges it nothing. A source pays nothing only "
+    "where its core holds its whole window, and neighbouring sources' windows overlap, so not every window can be "
+    "whole at once (on cores of consecutive neurons, the sources near either end of a core pay); how many must pay "
+    "is the coupling of nets a bound has to see, as passes/window_lp.py does for a conv layer's windows. Neither "
+    "the per-net bound nor the MILP's LP relaxation sees it (a fractional assignment spreads every net over the "
+    "cores at no cost beyond the per-net cut: the LP is 1.2–1.6× the bound here), and HiGHS' "
+    "branching lifts it by about 20 % in 300 s at 48 neurons.",
 ]
 
 

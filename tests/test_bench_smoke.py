@@ -15,7 +15,8 @@ def test_bench_quick(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    for s in ("throughput", "compile", "placement", "fidelity", "transport", "energy", "distributed", "serve"):
+    for s in ("throughput", "compile", "placement", "placement_exact", "fidelity", "transport", "energy",
+              "distributed", "serve"):
         d = json.loads((tmp_path / f"{s}.json").read_text())
         assert "error" not in d and d["meta"]["quick"] is True
     thr = json.loads((tmp_path / "throughput.json").read_text())
