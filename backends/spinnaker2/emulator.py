@@ -220,7 +220,8 @@ class S2Emulator(LaggedStreaming, Device):
             prm = self._fused.get(pop.name)
             qs = self.into[pop.name]
             if prm is not None and len(qs) == 1 and id(qs[0]) in self.Kc:
-                # one conv projection alone: the conv and the update in one compiled pass (.conv_lif)
+                # one conv projection alone: its signed sums through arrays kept per population, then the
+                # fused update (.conv_lif)
                 buf = self._scratch.get(pop.name)
                 if buf is None or buf[1].shape != st["v"].shape:
                     buf = self._scratch[pop.name] = conv_lif.scratch_for(pop.size, st["v"].shape[0])
